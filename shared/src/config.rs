@@ -1,0 +1,803 @@
+//! The configuration file: one TOML document, validated completely.
+//!
+//! Validation never stops at the first problem: [`Config::parse`] returns
+//! every error, each naming the file, the job (when inside a `[[job]]`) and
+//! the key, so an operator fixes a config in one pass. Unknown keys are
+//! errors (a typo must not silently fall back to a default).
+//!
+//! Relative paths (`state_dir`, `socket`, a job's `working_dir`) are resolved
+//! against the directory of the config file, not the process's cwd, so a
+//! config means the same thing wherever cronwarden is started from.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use jiff::tz::TimeZone;
+use toml::{Table, Value};
+
+use crate::schedule::Schedule;
+
+/// The config file looked for when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "cronwarden.toml";
+/// Where state lives when the config does not say.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cronwarden";
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// The job's name, or `job #N` (1-based) when it has none.
+    pub job: Option<String>,
+    /// The key, dotted for nested tables (`watchdog.stall_after`); empty for
+    /// errors about the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file.display())?;
+        if let Some(job) = &self.job {
+            write!(f, "job {job:?}: ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "key {:?}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a config file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What to do when a job is due while its previous run is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Record the fire as skipped (reason `overlap`).
+    Skip,
+    /// Run it when the current run ends; at most one pending.
+    Queue,
+    /// Kill the running one (recorded `killed`) and start the new one.
+    Replace,
+    /// Run concurrently.
+    Allow,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+            Overlap::Replace => "replace",
+            Overlap::Allow => "allow",
+        }
+    }
+}
+
+/// How a job is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobCommand {
+    /// Executed directly, never through a shell.
+    Argv(Vec<String>),
+    /// Run as `/bin/sh -c <script>`.
+    Shell(String),
+}
+
+impl JobCommand {
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            JobCommand::Argv(v) => v.clone(),
+            JobCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+}
+
+/// The watchdog's timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watchdog {
+    /// How often the worker's loop reports progress.
+    pub heartbeat_interval: Duration,
+    /// Heartbeat silence after which the worker is declared stalled and replaced.
+    pub stall_after: Duration,
+    /// How long after its scheduled time a fire may go unseen before the job is late.
+    pub late_after: Duration,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog {
+            heartbeat_interval: Duration::from_secs(1),
+            stall_after: Duration::from_secs(5),
+            late_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One `[[job]]`.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    pub schedule: Schedule,
+    /// The zone's IANA name, as configured (or inherited).
+    pub timezone: String,
+    pub command: JobCommand,
+    /// `None` only when the config says `timeout = "none"`.
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub overlap: Overlap,
+    pub misfire_grace: Duration,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<PathBuf>,
+    /// Alert after this many consecutive runs with no output at all.
+    pub zero_output_alert_after: Option<u32>,
+    /// Alert after this many consecutive failed runs.
+    pub alert_after_failures: u32,
+    /// Mark the job late when a fire is not seen this long after its time.
+    pub late_after: Duration,
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, as given.
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub timezone: String,
+    pub watchdog: Watchdog,
+    pub jobs: Vec<JobSpec>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                job: None,
+                key: String::new(),
+                message: format!("cannot read config file: {e}"),
+            }])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let mut v = Validator {
+            file: path.to_path_buf(),
+            errors: vec![],
+        };
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let table: Table = match text.parse::<Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                let msg = e.message().to_string();
+                v.err(
+                    None,
+                    "",
+                    match line {
+                        Some(l) => format!("line {l}: invalid TOML: {msg}"),
+                        None => format!("invalid TOML: {msg}"),
+                    },
+                );
+                return Err(ConfigErrors(v.errors));
+            }
+        };
+        v.unknown_keys(
+            None,
+            "",
+            &table,
+            &[
+                "state_dir",
+                "socket",
+                "timezone",
+                "watchdog",
+                "job",
+                "alert",
+            ],
+        );
+        let state_dir = v
+            .string(None, "state_dir", table.get("state_dir"))
+            .map(|s| base.join(s))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let socket = v
+            .string(None, "socket", table.get("socket"))
+            .map(|s| base.join(s))
+            .unwrap_or_else(|| state_dir.join("cronwarden.sock"));
+        let timezone = v
+            .string(None, "timezone", table.get("timezone"))
+            .unwrap_or_else(|| "UTC".to_string());
+        let default_tz = v.timezone(None, "timezone", &timezone);
+
+        let mut watchdog = Watchdog::default();
+        if let Some(w) = table.get("watchdog") {
+            match w.as_table() {
+                Some(w) => {
+                    v.unknown_keys(
+                        None,
+                        "watchdog.",
+                        w,
+                        &["heartbeat_interval", "stall_after", "late_after"],
+                    );
+                    let d = |v: &mut Validator, k: &str, dflt| {
+                        v.duration(None, &format!("watchdog.{k}"), w.get(k), false)
+                            .flatten()
+                            .unwrap_or(dflt)
+                    };
+                    watchdog.heartbeat_interval =
+                        d(&mut v, "heartbeat_interval", watchdog.heartbeat_interval);
+                    watchdog.stall_after = d(&mut v, "stall_after", watchdog.stall_after);
+                    watchdog.late_after = d(&mut v, "late_after", watchdog.late_after);
+                    if watchdog.heartbeat_interval < Duration::from_millis(10) {
+                        v.err(
+                            None,
+                            "watchdog.heartbeat_interval",
+                            "must be at least 10ms".into(),
+                        );
+                    }
+                    if watchdog.stall_after <= watchdog.heartbeat_interval {
+                        v.err(
+                            None,
+                            "watchdog.stall_after",
+                            format!(
+                                "must be longer than heartbeat_interval ({}), or every worker looks stalled",
+                                humantime::format_duration(watchdog.heartbeat_interval)
+                            ),
+                        );
+                    }
+                }
+                None => v.err(None, "watchdog", "must be a table ([watchdog])".into()),
+            }
+        }
+
+        if let Some(alerts) = table.get("alert") {
+            // Refused rather than accepted and ignored: a sink that silently
+            // delivers nothing is worse than a config that does not start.
+            let _ = alerts;
+            v.err(
+                None,
+                "alert",
+                "alert sinks are not supported by this version of cronwarden yet; \
+                 alerts are written to the log and shown in `cronwarden status`"
+                    .into(),
+            );
+        }
+
+        let mut jobs = vec![];
+        let mut names = BTreeSet::new();
+        match table.get("job") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let Some(t) = item.as_table() else {
+                        v.err(
+                            Some(format!("job #{}", i + 1)),
+                            "",
+                            "must be a table ([[job]])".into(),
+                        );
+                        continue;
+                    };
+                    if let Some(Value::String(name)) = t.get("name") {
+                        if !names.insert(name.clone()) {
+                            v.err(
+                                Some(name.clone()),
+                                "name",
+                                "duplicate job name (names must be unique)".into(),
+                            );
+                            continue;
+                        }
+                    }
+                    if let Some(job) = v.job(i, t, &base, default_tz.as_ref(), &timezone, &watchdog)
+                    {
+                        jobs.push(job);
+                    }
+                }
+            }
+            Some(_) => v.err(None, "job", "must be an array of tables ([[job]])".into()),
+        }
+
+        if v.errors.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                state_dir,
+                socket,
+                timezone,
+                watchdog,
+                jobs,
+            })
+        } else {
+            Err(ConfigErrors(v.errors))
+        }
+    }
+
+    /// The lock file that makes one supervisor per state directory.
+    pub fn lock_path(&self) -> PathBuf {
+        self.state_dir.join("cronwarden.lock")
+    }
+
+    pub fn job(&self, name: &str) -> Option<&JobSpec> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "schedule",
+    "timezone",
+    "command",
+    "shell",
+    "timeout",
+    "kill_grace",
+    "overlap",
+    "misfire_grace",
+    "env",
+    "working_dir",
+    "zero_output_alert_after",
+    "alert_after_failures",
+    "late_after",
+];
+
+struct Validator {
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn err(&mut self, job: Option<String>, key: &str, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            job,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    fn unknown_keys(&mut self, job: Option<&str>, prefix: &str, t: &Table, known: &[&str]) {
+        for k in t.keys() {
+            if !known.contains(&k.as_str()) {
+                self.err(
+                    job.map(str::to_string),
+                    &format!("{prefix}{k}"),
+                    format!("unknown key (known keys: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn string(&mut self, job: Option<&str>, key: &str, v: Option<&Value>) -> Option<String> {
+        match v? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.err(
+                    job.map(str::to_string),
+                    key,
+                    format!("must be a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// `Some(None)` means the explicit value "none" (only where allowed).
+    fn duration(
+        &mut self,
+        job: Option<&str>,
+        key: &str,
+        v: Option<&Value>,
+        none_allowed: bool,
+    ) -> Option<Option<Duration>> {
+        let s = self.string(job, key, v)?;
+        if none_allowed && s.trim() == "none" {
+            return Some(None);
+        }
+        match humantime::parse_duration(&s) {
+            Ok(d) if d.is_zero() => {
+                self.err(
+                    job.map(str::to_string),
+                    key,
+                    "must be longer than zero".into(),
+                );
+                None
+            }
+            Ok(d) => Some(Some(d)),
+            Err(e) => {
+                self.err(
+                    job.map(str::to_string),
+                    key,
+                    format!(
+                        "invalid duration {s:?}: {e} (expected e.g. \"30s\", \"1h 30m\"{})",
+                        if none_allowed { " or \"none\"" } else { "" }
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, job: Option<&str>, key: &str, v: Option<&Value>) -> Option<u32> {
+        match v? {
+            Value::Integer(n) if *n >= 1 && *n <= u32::MAX as i64 => Some(*n as u32),
+            other => {
+                self.err(
+                    job.map(str::to_string),
+                    key,
+                    format!("must be a positive integer, found {other}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn timezone(&mut self, job: Option<&str>, key: &str, name: &str) -> Option<TimeZone> {
+        match TimeZone::get(name) {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                self.err(
+                    job.map(str::to_string),
+                    key,
+                    format!("unknown time zone {name:?} (expected an IANA name such as \"Europe/Berlin\" or \"UTC\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn job(
+        &mut self,
+        index: usize,
+        t: &Table,
+        base: &Path,
+        default_tz: Option<&TimeZone>,
+        default_tz_name: &str,
+        watchdog: &Watchdog,
+    ) -> Option<JobSpec> {
+        let before = self.errors.len();
+        let label = match t.get("name") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            _ => format!("job #{}", index + 1),
+        };
+        let j = Some(label.as_str());
+        self.unknown_keys(j, "", t, JOB_KEYS);
+
+        let name = match self.string(j, "name", t.get("name")) {
+            None if t.get("name").is_none() => {
+                self.err(
+                    Some(label.clone()),
+                    "name",
+                    "missing (every job needs a unique name)".into(),
+                );
+                None
+            }
+            Some(n) if n.trim().is_empty() || n.chars().any(|c| c.is_control() || c == '/') => {
+                self.err(
+                    Some(label.clone()),
+                    "name",
+                    "must be non-empty, without '/' or control characters".into(),
+                );
+                None
+            }
+            other => other,
+        };
+
+        let tz_name = self
+            .string(j, "timezone", t.get("timezone"))
+            .unwrap_or_else(|| default_tz_name.to_string());
+        let tz = if t.contains_key("timezone") {
+            self.timezone(j, "timezone", &tz_name)
+        } else {
+            default_tz.cloned()
+        };
+
+        let schedule = match self.string(j, "schedule", t.get("schedule")) {
+            None if t.get("schedule").is_none() => {
+                self.err(
+                    Some(label.clone()),
+                    "schedule",
+                    "missing (e.g. \"0 3 * * *\" or \"@every 5m\")".into(),
+                );
+                None
+            }
+            None => None,
+            Some(expr) => match tz.as_ref().map(|tz| Schedule::parse(&expr, tz)) {
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => {
+                    self.err(Some(label.clone()), "schedule", e.to_string());
+                    None
+                }
+                None => None,
+            },
+        };
+
+        let command = match (t.get("command"), t.get("shell")) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    Some(label.clone()),
+                    "shell",
+                    "give either `command` (argv) or `shell`, not both".into(),
+                );
+                None
+            }
+            (None, None) => {
+                self.err(
+                    Some(label.clone()),
+                    "command",
+                    "missing (an argv array such as [\"/usr/bin/backup\", \"--full\"], or `shell = \"...\"`)".into(),
+                );
+                None
+            }
+            (Some(Value::Array(items)), None) => {
+                let argv: Option<Vec<String>> = items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                match argv {
+                    Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
+                        Some(JobCommand::Argv(argv))
+                    }
+                    Some(_) => {
+                        self.err(Some(label.clone()), "command", "must not be empty".into());
+                        None
+                    }
+                    None => {
+                        self.err(
+                            Some(label.clone()),
+                            "command",
+                            "every element must be a string".into(),
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(other), None) => {
+                self.err(
+                    Some(label.clone()),
+                    "command",
+                    format!(
+                        "must be an array of strings (argv), found {}; use `shell` for a shell command line",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+            (None, Some(_)) => match self.string(j, "shell", t.get("shell")) {
+                Some(s) if !s.trim().is_empty() => Some(JobCommand::Shell(s)),
+                Some(_) => {
+                    self.err(Some(label.clone()), "shell", "must not be empty".into());
+                    None
+                }
+                None => None,
+            },
+        };
+
+        let timeout = match t.get("timeout") {
+            None => Some(Duration::from_secs(3600)),
+            v => self.duration(j, "timeout", v, true).unwrap_or(None),
+        };
+        let kill_grace = self
+            .duration(j, "kill_grace", t.get("kill_grace"), false)
+            .flatten()
+            .unwrap_or(Duration::from_secs(10));
+        let misfire_grace = self
+            .duration(j, "misfire_grace", t.get("misfire_grace"), false)
+            .flatten()
+            .unwrap_or(Duration::from_secs(3600));
+        let late_after = self
+            .duration(j, "late_after", t.get("late_after"), false)
+            .flatten()
+            .unwrap_or(watchdog.late_after);
+        let overlap = match self.string(j, "overlap", t.get("overlap")).as_deref() {
+            None | Some("skip") => Overlap::Skip,
+            Some("queue") => Overlap::Queue,
+            Some("replace") => Overlap::Replace,
+            Some("allow") => Overlap::Allow,
+            Some(other) => {
+                self.err(
+                    Some(label.clone()),
+                    "overlap",
+                    format!("unknown policy {other:?} (expected skip, queue, replace or allow)"),
+                );
+                Overlap::Skip
+            }
+        };
+        let mut env = BTreeMap::new();
+        match t.get("env") {
+            None => {}
+            Some(Value::Table(e)) => {
+                for (k, val) in e {
+                    if k.is_empty() || k.contains('=') || k.contains('\0') {
+                        self.err(
+                            Some(label.clone()),
+                            &format!("env.{k}"),
+                            "invalid variable name".into(),
+                        );
+                    }
+                    match val.as_str() {
+                        Some(s) => {
+                            env.insert(k.clone(), s.to_string());
+                        }
+                        None => self.err(
+                            Some(label.clone()),
+                            &format!("env.{k}"),
+                            "must be a string".into(),
+                        ),
+                    }
+                }
+            }
+            Some(other) => self.err(
+                Some(label.clone()),
+                "env",
+                format!("must be a table of strings, found {}", other.type_str()),
+            ),
+        }
+        let working_dir = self
+            .string(j, "working_dir", t.get("working_dir"))
+            .map(|s| base.join(s));
+        let zero_output_alert_after = self.count(
+            j,
+            "zero_output_alert_after",
+            t.get("zero_output_alert_after"),
+        );
+        let alert_after_failures = self
+            .count(j, "alert_after_failures", t.get("alert_after_failures"))
+            .unwrap_or(1);
+
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(JobSpec {
+            name: name?,
+            schedule: schedule?,
+            timezone: tz_name,
+            command: command?,
+            timeout,
+            kill_grace,
+            overlap,
+            misfire_grace,
+            env,
+            working_dir,
+            zero_output_alert_after,
+            alert_after_failures,
+            late_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("/etc/cw.toml"), text) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::parse(
+            Path::new("/etc/cw/cronwarden.toml"),
+            "state_dir = \"state\"\n[[job]]\nname = \"a\"\nschedule = \"* * * * *\"\ncommand = [\"true\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/cw/state"));
+        assert_eq!(c.socket, Path::new("/etc/cw/state/cronwarden.sock"));
+        let j = &c.jobs[0];
+        assert_eq!(j.timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(j.kill_grace, Duration::from_secs(10));
+        assert_eq!(j.misfire_grace, Duration::from_secs(3600));
+        assert_eq!(j.overlap, Overlap::Skip);
+        assert_eq!(j.timezone, "UTC");
+        assert_eq!(c.watchdog, Watchdog::default());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_file_job_and_key() {
+        let errs = errors(
+            r#"
+            timezone = "Mars/Olympus"
+            [watchdog]
+            stall_after = "soon"
+            [[job]]
+            name = "a"
+            schedule = "61 * * * *"
+            command = []
+            tiemout = "5m"
+            [[job]]
+            name = "b"
+            schedule = "@every 1m"
+            shell = "true"
+            timeout = "forever"
+            [[job]]
+            name = "b"
+            schedule = "@daily"
+            command = ["true"]
+            "#,
+        );
+        let want = [
+            "/etc/cw.toml: key \"timezone\": unknown time zone \"Mars/Olympus\"",
+            "/etc/cw.toml: key \"watchdog.stall_after\": invalid duration \"soon\"",
+            "/etc/cw.toml: job \"a\": key \"tiemout\": unknown key",
+            "/etc/cw.toml: job \"a\": key \"command\": must not be empty",
+            "/etc/cw.toml: job \"b\": key \"timeout\": invalid duration \"forever\"",
+            "/etc/cw.toml: job \"b\": key \"name\": duplicate job name",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        // Job "a" schedule: the default zone is invalid, so it is not parsed;
+        // the zone error above stands for it.
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn schedule_and_zone_errors_name_the_job() {
+        let errs = errors(
+            "[[job]]\nname = \"x\"\nschedule = \"61 * * * *\"\ncommand = [\"true\"]\n\
+             [[job]]\nname = \"y\"\nschedule = \"@daily\"\ntimezone = \"Nowhere/City\"\ncommand = [\"true\"]\n",
+        );
+        assert!(
+            errs[0]
+                .starts_with("/etc/cw.toml: job \"x\": key \"schedule\": invalid cron expression"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("/etc/cw.toml: job \"y\": key \"timezone\": unknown time zone"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn toml_syntax_error_names_the_line() {
+        let errs = errors("state_dir = \"x\"\n[[job]\n");
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("/etc/cw.toml: line 2: invalid TOML"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn unnamed_job_is_numbered() {
+        let errs = errors("[[job]]\nschedule = \"@daily\"\ncommand = [\"true\"]\n");
+        assert_eq!(errs, ["/etc/cw.toml: job \"job #1\": key \"name\": missing (every job needs a unique name)"]);
+    }
+
+    #[test]
+    fn timeout_none_must_be_explicit() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\ntimeout = \"none\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.jobs[0].timeout, None);
+        assert_eq!(c.jobs[0].command.argv(), ["/bin/sh", "-c", "true"]);
+    }
+}

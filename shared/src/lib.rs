@@ -1,0 +1,21 @@
+//! What cronwarden's supervisor and worker must agree on, kept in one place so
+//! they can never drift apart:
+//!
+//! - [`config`]: the TOML model and its validation (every error names the
+//!   file, the job and the key);
+//! - [`schedule`]: cron expressions and `@every` intervals mapped to instants
+//!   under the DST rules of DESIGN.md;
+//! - [`wire`]: the NDJSON events (worker → supervisor) and commands
+//!   (supervisor → worker);
+//! - [`status`]: the JSON shapes users see on the socket and in the CLI.
+//!
+//! Nothing here does I/O beyond reading a config file.
+
+pub mod config;
+pub mod schedule;
+pub mod status;
+pub mod timefmt;
+pub mod wire;
+
+/// The version both processes report; supervisor and worker are one binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,507 @@
+//! Schedules: when a job fires.
+//!
+//! Two kinds: cron expressions (vixie/OCPS 1.0 with an optional leading
+//! seconds field and the `@hourly`… nicknames) and `@every <duration>`.
+//!
+//! Cron fields match *local wall time* in the job's zone. croner does the
+//! field matching on civil (zone-less) date-times only; mapping a matching
+//! wall time to instants is done here, because the DST rules of DESIGN.md
+//! differ from croner's own in a few gap/fold cases:
+//!
+//! - a wall time skipped by a DST gap fires once, at the first instant after
+//!   the gap (as cronie does; never dropped);
+//! - a wall time repeated by a DST fold fires once, at its first occurrence,
+//!   unless the hour field starts with `*`: such schedules keep their
+//!   real-time cadence and fire in both passes.
+//!
+//! Invariant: `next_after(t)` is strictly greater than `t`, and iterating it
+//! yields every fire exactly once, in increasing order.
+
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds, Year};
+use jiff::{
+    civil::DateTime,
+    tz::{AmbiguousOffset, TimeZone},
+    SignedDuration, Timestamp, ToSpan,
+};
+
+/// Why an expression is not a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("invalid cron expression {expr:?}: {reason}")]
+    Cron { expr: String, reason: String },
+    #[error("invalid interval {expr:?}: {reason} (expected e.g. \"@every 5m\")")]
+    Every { expr: String, reason: String },
+    #[error("{expr:?} never fires (no date matches it)")]
+    NeverFires { expr: String },
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Cron {
+        cron: Box<croner::Cron>,
+        /// The hour field starts with `*`: fire in both passes of a fold.
+        hour_star: bool,
+    },
+    Every(Duration),
+}
+
+/// A parsed schedule bound to its time zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    expr: String,
+    kind: Kind,
+    tz: TimeZone,
+}
+
+/// How far back in wall time a fold's second pass can reach. Real zones
+/// repeat at most two hours (double summer time); three is a safe margin.
+const FOLD_REACH_HOURS: i64 = 3;
+
+impl Schedule {
+    /// Parses `expr` for the zone `tz`.
+    pub fn parse(expr: &str, tz: &TimeZone) -> Result<Schedule, ScheduleError> {
+        let trimmed = expr.trim();
+        let kind = if let Some(rest) = strip_prefix_ci(trimmed, "@every") {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                return Err(ScheduleError::Every {
+                    expr: expr.into(),
+                    reason: "missing duration".into(),
+                });
+            }
+            let period = humantime::parse_duration(rest).map_err(|e| ScheduleError::Every {
+                expr: expr.into(),
+                reason: e.to_string(),
+            })?;
+            if period < Duration::from_millis(100) {
+                return Err(ScheduleError::Every {
+                    expr: expr.into(),
+                    reason: "interval must be at least 100ms".into(),
+                });
+            }
+            Kind::Every(period)
+        } else {
+            Kind::Cron {
+                cron: Box::new(parse_cron(trimmed).map_err(|reason| ScheduleError::Cron {
+                    expr: expr.into(),
+                    reason,
+                })?),
+                hour_star: hour_field_is_star(trimmed),
+            }
+        };
+        let s = Schedule {
+            expr: trimmed.to_string(),
+            kind,
+            tz: tz.clone(),
+        };
+        if let Kind::Cron { .. } = s.kind {
+            // croner rejects impossible dates (e.g. 30 February) only when
+            // searching; a schedule that never fires is a config error.
+            if s.next_after(Timestamp::now(), None).is_none() {
+                return Err(ScheduleError::NeverFires { expr: expr.into() });
+            }
+        }
+        Ok(s)
+    }
+
+    /// The expression as written (trimmed).
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// The zone cron fields are matched in.
+    pub fn timezone(&self) -> &TimeZone {
+        &self.tz
+    }
+
+    /// The interval of an `@every` schedule.
+    pub fn every(&self) -> Option<Duration> {
+        match self.kind {
+            Kind::Every(d) => Some(d),
+            Kind::Cron { .. } => None,
+        }
+    }
+
+    /// The first fire strictly after `after`.
+    ///
+    /// `anchor` matters only for `@every`: fires are `anchor + k·period`, so a
+    /// restarted worker keeps the cadence of the last scheduled time. Without
+    /// an anchor the first fire is one period after `after`.
+    pub fn next_after(&self, after: Timestamp, anchor: Option<Timestamp>) -> Option<Timestamp> {
+        match &self.kind {
+            Kind::Every(period) => every_next(after, anchor, *period),
+            Kind::Cron { cron, hour_star } => cron_next(cron, *hour_star, &self.tz, after),
+        }
+    }
+
+    /// Every fire in `(from, to]`, in order.
+    pub fn fires_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        anchor: Option<Timestamp>,
+    ) -> impl Iterator<Item = Timestamp> + '_ {
+        let mut cursor = from;
+        std::iter::from_fn(move || {
+            let next = self.next_after(cursor, anchor.or(Some(from)))?;
+            if next > to {
+                return None;
+            }
+            cursor = next;
+            Some(next)
+        })
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        let rest = &s[prefix.len()..];
+        // `@everyday` is not `@every day`.
+        if rest.is_empty() || rest.starts_with(char::is_whitespace) {
+            return Some(rest);
+        }
+    }
+    None
+}
+
+fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if !expr.starts_with('@') && !(5..=6).contains(&fields) {
+        return Err(format!(
+            "expected 5 fields (minute hour day-of-month month day-of-week) \
+             or 6 with a leading seconds field, found {fields}"
+        ));
+    }
+    if expr.starts_with('@') {
+        let known = [
+            "@yearly",
+            "@annually",
+            "@monthly",
+            "@weekly",
+            "@daily",
+            "@midnight",
+            "@hourly",
+        ];
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(expr)) {
+            return Err(format!(
+                "unknown nickname; expected one of {} or @every <duration>",
+                known.join(", ")
+            ));
+        }
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        // vixie semantics: day-of-month OR day-of-week when both are restricted.
+        .dom_and_dow(false)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string())
+}
+
+/// Whether the hour field starts with `*` (nicknames expanded as cron does).
+fn hour_field_is_star(expr: &str) -> bool {
+    if expr.starts_with('@') {
+        return expr.eq_ignore_ascii_case("@hourly");
+    }
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let hour = if fields.len() == 6 {
+        fields[2]
+    } else {
+        fields[1]
+    };
+    hour.starts_with('*')
+}
+
+fn every_next(after: Timestamp, anchor: Option<Timestamp>, period: Duration) -> Option<Timestamp> {
+    let period = SignedDuration::try_from(period).ok()?;
+    let Some(anchor) = anchor else {
+        return after.checked_add(period).ok();
+    };
+    if after < anchor {
+        return Some(anchor);
+    }
+    let elapsed = after.duration_since(anchor);
+    let periods = elapsed.as_nanos() / period.as_nanos() + 1;
+    let offset = SignedDuration::from_nanos(i64::try_from(periods * period.as_nanos()).ok()?);
+    anchor.checked_add(offset).ok()
+}
+
+/// The instants a matching wall time stands for under the DST rules.
+fn resolve(tz: &TimeZone, wall: DateTime, hour_star: bool) -> ([Option<Timestamp>; 2], usize) {
+    match tz.to_ambiguous_timestamp(wall).offset() {
+        AmbiguousOffset::Unambiguous { offset } => ([offset.to_timestamp(wall).ok(), None], 1),
+        AmbiguousOffset::Gap { after, .. } => {
+            // `wall` does not exist: fire at the first instant after the gap,
+            // which is the transition itself.
+            let probe = after.to_timestamp(wall).ok();
+            let t = probe.and_then(|p| tz.following(p).next().map(|tr| tr.timestamp()));
+            ([t, None], 1)
+        }
+        AmbiguousOffset::Fold { before, after } => {
+            let first = before.to_timestamp(wall).ok();
+            if hour_star {
+                ([first, after.to_timestamp(wall).ok()], 2)
+            } else {
+                ([first, None], 1)
+            }
+        }
+    }
+}
+
+fn cron_next(
+    cron: &croner::Cron,
+    hour_star: bool,
+    tz: &TimeZone,
+    after: Timestamp,
+) -> Option<Timestamp> {
+    let reach = SignedDuration::from_hours(FOLD_REACH_HOURS);
+    let wall_after = tz.to_datetime(after);
+    // Fast path: no transition anywhere near, so wall time and instants move
+    // together and the next matching wall time is the answer.
+    let candidate = cron.find_next_occurrence(&wall_after, false).ok()?;
+    let near_transition = after
+        .checked_sub(reach)
+        .ok()
+        .and_then(|from| tz.following(from).next())
+        .map(|tr| tr.timestamp());
+    let (instants, _) = resolve(tz, candidate, hour_star);
+    let first = instants[0]?;
+    match near_transition {
+        None => return Some(first),
+        Some(tr) if tr > first.checked_add(reach).ok()? => return Some(first),
+        _ => {}
+    }
+    // Slow path, near a transition: a fold's second pass can put a wall time
+    // *earlier* than wall(after) at an instant later than `after`, so walk
+    // matching wall times from a little before and keep the earliest instant
+    // past `after`. Earliest instants never decrease as wall time increases,
+    // so once one passes the best found, nothing later can beat it.
+    let mut cursor = wall_after.checked_sub(FOLD_REACH_HOURS.hours()).ok()?;
+    let mut best: Option<Timestamp> = None;
+    for _ in 0..200_000 {
+        let wall = cron.find_next_occurrence(&cursor, false).ok()?;
+        let (instants, n) = resolve(tz, wall, hour_star);
+        let earliest = instants[0]?;
+        if best.is_some_and(|b| earliest > b) {
+            break;
+        }
+        for t in instants[..n].iter().flatten() {
+            if *t > after && best.is_none_or(|b| *t < b) {
+                best = Some(*t);
+            }
+        }
+        cursor = wall;
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn next_n(expr: &str, tz: &str, from: &str, n: usize) -> Vec<String> {
+        let tz = TimeZone::get(tz).unwrap();
+        let s = Schedule::parse(expr, &tz).unwrap();
+        let mut t: Timestamp = from.parse().unwrap();
+        let mut out = vec![];
+        for _ in 0..n {
+            t = s.next_after(t, None).unwrap();
+            out.push(crate::timefmt::rfc3339_in(t, &tz));
+        }
+        out
+    }
+
+    #[test]
+    fn berlin_gap_fires_once_at_end_of_gap() {
+        // 2026-03-29: 02:00 CET jumps to 03:00 CEST.
+        assert_eq!(
+            next_n("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", 2),
+            ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]
+        );
+        // Every quarter hour inside the gap collapses onto 03:00, once.
+        assert_eq!(
+            next_n("*/15 2,3 * * *", "Europe/Berlin", "2026-03-29T00:50:00Z", 3),
+            [
+                "2026-03-29T03:00:00+02:00",
+                "2026-03-29T03:15:00+02:00",
+                "2026-03-29T03:30:00+02:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn berlin_fold_fixed_hour_fires_once_star_hour_twice() {
+        // 2026-10-25: 03:00 CEST falls back to 02:00 CET.
+        assert_eq!(
+            next_n("30 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", 2),
+            ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
+        );
+        assert_eq!(
+            next_n("30 * * * *", "Europe/Berlin", "2026-10-24T23:00:00Z", 3),
+            [
+                "2026-10-25T01:30:00+02:00",
+                "2026-10-25T02:30:00+02:00",
+                "2026-10-25T02:30:00+01:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn new_york_gap_and_fold() {
+        // 2026-03-08 02:00 EST -> 03:00 EDT; 2026-11-01 02:00 EDT -> 01:00 EST.
+        assert_eq!(
+            next_n("15 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", 1),
+            ["2026-03-08T03:00:00-04:00"]
+        );
+        assert_eq!(
+            next_n("15 1 * * *", "America/New_York", "2026-10-31T12:00:00Z", 2),
+            ["2026-11-01T01:15:00-04:00", "2026-11-02T01:15:00-05:00"]
+        );
+        assert_eq!(
+            next_n(
+                "*/30 * * * *",
+                "America/New_York",
+                "2026-11-01T05:10:00Z",
+                3
+            ),
+            [
+                "2026-11-01T01:30:00-04:00",
+                "2026-11-01T01:00:00-05:00",
+                "2026-11-01T01:30:00-05:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn starting_inside_first_pass_still_sees_second_pass() {
+        // From 01:50 EDT (first pass), the next */30 is 01:00 EST, a wall
+        // time earlier than the starting one.
+        assert_eq!(
+            next_n(
+                "*/30 * * * *",
+                "America/New_York",
+                "2026-11-01T05:50:00Z",
+                1
+            ),
+            ["2026-11-01T01:00:00-05:00"]
+        );
+    }
+
+    #[test]
+    fn dom_or_dow_when_both_restricted() {
+        // 13th of the month OR a Friday.
+        assert_eq!(
+            next_n("0 0 13 * 5", "UTC", "2026-11-01T00:00:00Z", 4),
+            [
+                "2026-11-06T00:00:00+00:00",
+                "2026-11-13T00:00:00+00:00",
+                "2026-11-20T00:00:00+00:00",
+                "2026-11-27T00:00:00+00:00"
+            ]
+        );
+        assert_eq!(
+            next_n("0 0 1 * MON", "UTC", "2026-11-25T00:00:00Z", 2),
+            ["2026-11-30T00:00:00+00:00", "2026-12-01T00:00:00+00:00"]
+        );
+        // Only day-of-week restricted: AND with the star, so Mondays only.
+        assert_eq!(
+            next_n("0 0 * * 1", "UTC", "2026-11-24T00:00:00Z", 1),
+            ["2026-11-30T00:00:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn sunday_is_0_and_7_names_ranges_steps() {
+        let a = next_n("0 12 * * 0", "UTC", "2026-11-24T00:00:00Z", 2);
+        let b = next_n("0 12 * * 7", "UTC", "2026-11-24T00:00:00Z", 2);
+        let c = next_n("0 12 * * sun", "UTC", "2026-11-24T00:00:00Z", 2);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a[0], "2026-11-29T12:00:00+00:00");
+        assert_eq!(
+            next_n(
+                "0 9-17/4 * jan-mar mon-fri",
+                "UTC",
+                "2026-11-24T00:00:00Z",
+                3
+            ),
+            [
+                "2027-01-01T09:00:00+00:00",
+                "2027-01-01T13:00:00+00:00",
+                "2027-01-01T17:00:00+00:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn seconds_field_nicknames_every_and_leap_day() {
+        assert_eq!(
+            next_n("*/20 * * * * *", "UTC", "2026-11-24T10:00:05Z", 3),
+            [
+                "2026-11-24T10:00:20+00:00",
+                "2026-11-24T10:00:40+00:00",
+                "2026-11-24T10:01:00+00:00"
+            ]
+        );
+        assert_eq!(
+            next_n("@hourly", "UTC", "2026-11-24T10:00:00Z", 1),
+            ["2026-11-24T11:00:00+00:00"]
+        );
+        assert_eq!(
+            next_n("@every 90s", "UTC", "2026-11-24T10:00:00Z", 2),
+            ["2026-11-24T10:01:30+00:00", "2026-11-24T10:03:00+00:00"]
+        );
+        assert_eq!(
+            next_n("0 0 29 2 *", "UTC", "2026-01-01T00:00:00Z", 2),
+            ["2028-02-29T00:00:00+00:00", "2032-02-29T00:00:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn every_keeps_its_anchor_cadence() {
+        let s = Schedule::parse("@every 10m", &TimeZone::UTC).unwrap();
+        let anchor: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let after: Timestamp = "2026-11-24T10:25:00Z".parse().unwrap();
+        assert_eq!(
+            s.next_after(after, Some(anchor)).unwrap().to_string(),
+            "2026-11-24T10:30:00Z"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_expressions_with_reasons() {
+        for bad in [
+            "",
+            "* * * *",
+            "61 * * * *",
+            "* * * * * * *",
+            "@sometimes",
+            "@every",
+            "@every soon",
+            "@every 1ms",
+            "0 0 30 2 *",
+        ] {
+            assert!(
+                Schedule::parse(bad, &TimeZone::UTC).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn fires_between_is_strictly_increasing_and_complete() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let s = Schedule::parse("*/10 * * * *", &tz).unwrap();
+        let from: Timestamp = "2026-10-24T22:00:00Z".parse().unwrap();
+        let to: Timestamp = "2026-10-25T04:00:00Z".parse().unwrap();
+        let fires: Vec<_> = s.fires_between(from, to, None).collect();
+        // 6 real hours with a */10 cadence that keeps real time through the fold.
+        assert_eq!(fires.len(), 36);
+        assert!(fires
+            .windows(2)
+            .all(|w| w[1].duration_since(w[0]) == SignedDuration::from_mins(10)));
+    }
+}

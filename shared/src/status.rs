@@ -1,0 +1,349 @@
+//! The JSON shapes users see: `GET /v1/status`, run records, alerts.
+//!
+//! These are a contract (DESIGN.md): fields may be added, never renamed.
+//! The tests at the bottom pin the JSON so that a rename fails the build.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Overall health, worst first when sorted descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Ok,
+    Degraded,
+    Stalled,
+    Down,
+}
+
+impl State {
+    /// `cronwarden status` exit code: 0 ok, 1 degraded, 2 stalled or down.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            State::Ok => 0,
+            State::Degraded => 1,
+            State::Stalled | State::Down => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Degraded => "degraded",
+            State::Stalled => "stalled",
+            State::Down => "down",
+        }
+    }
+}
+
+/// Why a run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    Catchup,
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Catchup => "catchup",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failed,
+    Timeout,
+    Killed,
+    Lost,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Killed => "killed",
+            Outcome::Lost => "lost",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    /// Whether a run with this outcome counts toward the failure streak.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed | Outcome::Timeout | Outcome::Killed | Outcome::Lost
+        )
+    }
+}
+
+/// Why a fire did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    Overlap,
+    Misfire,
+    Paused,
+    WorkerDown,
+}
+
+/// One run of a job, or one skipped fire (DESIGN.md "A run record").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: u64,
+    pub job: String,
+    pub scheduled_at: Option<Timestamp>,
+    /// Every scheduled time this run stands for (a coalesced catch-up covers several).
+    pub covers: Vec<Timestamp>,
+    pub trigger: Trigger,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub outcome: Outcome,
+    pub skip_reason: Option<SkipReason>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// Why the run failed when the job itself could not say (spawn error,
+    /// timeout, lost); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last bytes of stdout and stderr (lossy UTF-8), bounded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout_tail: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr_tail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupervisorInfo {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: Timestamp,
+}
+
+/// The worker as last observed. Fields are `null` when there is no worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub pid: Option<u32>,
+    pub started_at: Option<Timestamp>,
+    pub restarts: u64,
+    pub heartbeat_age_ms: Option<u64>,
+    pub last_good_turn_age_ms: Option<u64>,
+    /// The loop sequence number of the last heartbeat.
+    pub heartbeat_seq: Option<u64>,
+    /// Event lines from the worker that could not be decoded.
+    pub malformed_events: u64,
+}
+
+/// Consecutive-run counters that reveal a quiet failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Streaks {
+    pub failures: u32,
+    pub zero_output: u32,
+    pub overlap_skips: u32,
+}
+
+/// A job's state as the status reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Idle,
+    Running,
+    Late,
+    Paused,
+    Failing,
+    Wedged,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Idle => "idle",
+            JobState::Running => "running",
+            JobState::Late => "late",
+            JobState::Paused => "paused",
+            JobState::Failing => "failing",
+            JobState::Wedged => "wedged",
+        }
+    }
+}
+
+/// A run in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningInfo {
+    pub run_id: u64,
+    pub pid: u32,
+    pub started_at: Timestamp,
+    pub scheduled_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub name: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub state: JobState,
+    pub paused: bool,
+    pub next_fire_at: Option<Timestamp>,
+    pub last_run: Option<RunRecord>,
+    pub streaks: Streaks,
+    #[serde(default)]
+    pub running: Vec<RunningInfo>,
+}
+
+/// An open condition that needs a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub kind: String,
+    pub job: Option<String>,
+    pub severity: Severity,
+    pub opened_at: Timestamp,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub state: State,
+    pub reasons: Vec<String>,
+    pub supervisor: SupervisorInfo,
+    pub worker: WorkerInfo,
+    pub jobs: Vec<JobStatus>,
+    pub alerts: Vec<Alert>,
+}
+
+/// The body of every error reply on the socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn run() -> RunRecord {
+        RunRecord {
+            id: 17,
+            job: "backup".into(),
+            scheduled_at: Some(ts("2026-11-22T03:00:00Z")),
+            covers: vec![ts("2026-11-22T03:00:00Z")],
+            trigger: Trigger::Schedule,
+            started_at: Some(ts("2026-11-22T03:00:00.001Z")),
+            finished_at: Some(ts("2026-11-22T03:00:00.813Z")),
+            outcome: Outcome::Success,
+            skip_reason: None,
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: Some(812),
+            stdout_bytes: 120,
+            stderr_bytes: 0,
+            error: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn run_record_json_is_pinned() {
+        assert_eq!(
+            serde_json::to_value(run()).unwrap(),
+            json!({ "id": 17, "job": "backup", "scheduled_at": "2026-11-22T03:00:00Z",
+                    "covers": ["2026-11-22T03:00:00Z"], "trigger": "schedule",
+                    "started_at": "2026-11-22T03:00:00.001Z", "finished_at": "2026-11-22T03:00:00.813Z",
+                    "outcome": "success", "skip_reason": null, "exit_code": 0, "signal": null,
+                    "duration_ms": 812, "stdout_bytes": 120, "stderr_bytes": 0 })
+        );
+    }
+
+    #[test]
+    fn status_json_is_pinned() {
+        let s = StatusReport {
+            state: State::Degraded,
+            reasons: vec!["job backup is late".into()],
+            supervisor: SupervisorInfo {
+                pid: 41,
+                version: "0.1.0".into(),
+                started_at: ts("2026-11-22T10:00:00Z"),
+            },
+            worker: WorkerInfo {
+                pid: Some(42),
+                started_at: Some(ts("2026-11-22T10:00:00Z")),
+                restarts: 0,
+                heartbeat_age_ms: Some(180),
+                last_good_turn_age_ms: Some(180),
+                heartbeat_seq: Some(7),
+                malformed_events: 0,
+            },
+            jobs: vec![JobStatus {
+                name: "backup".into(),
+                schedule: "0 3 * * *".into(),
+                timezone: "UTC".into(),
+                state: JobState::Late,
+                paused: false,
+                next_fire_at: Some(ts("2026-11-23T03:00:00Z")),
+                last_run: None,
+                streaks: Streaks::default(),
+                running: vec![],
+            }],
+            alerts: vec![Alert {
+                kind: "job_late".into(),
+                job: Some("backup".into()),
+                severity: Severity::Warning,
+                opened_at: ts("2026-11-22T03:01:00Z"),
+                summary: "backup has not fired since 03:00 (5m late)".into(),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            json!({ "state": "degraded", "reasons": ["job backup is late"],
+              "supervisor": { "pid": 41, "version": "0.1.0", "started_at": "2026-11-22T10:00:00Z" },
+              "worker": { "pid": 42, "started_at": "2026-11-22T10:00:00Z", "restarts": 0,
+                          "heartbeat_age_ms": 180, "last_good_turn_age_ms": 180,
+                          "heartbeat_seq": 7, "malformed_events": 0 },
+              "jobs": [ { "name": "backup", "schedule": "0 3 * * *", "timezone": "UTC",
+                          "state": "late", "paused": false, "next_fire_at": "2026-11-23T03:00:00Z",
+                          "last_run": null, "running": [],
+                          "streaks": { "failures": 0, "zero_output": 0, "overlap_skips": 0 } } ],
+              "alerts": [ { "kind": "job_late", "job": "backup", "severity": "warning",
+                            "opened_at": "2026-11-22T03:01:00Z",
+                            "summary": "backup has not fired since 03:00 (5m late)" } ] })
+        );
+        let back: StatusReport = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(State::Ok.exit_code(), 0);
+        assert_eq!(State::Degraded.exit_code(), 1);
+        assert_eq!(State::Stalled.exit_code(), 2);
+        assert_eq!(State::Down.exit_code(), 2);
+    }
+}

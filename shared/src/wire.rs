@@ -1,0 +1,194 @@
+//! The pipe protocol between supervisor and worker: NDJSON, one object per
+//! line, `{"type": ...}`-tagged.
+//!
+//! - Events flow worker → supervisor on an inherited pipe (fd 3 in the
+//!   worker): hello, heartbeat, schedule, fire, skip, finish.
+//! - Commands flow supervisor → worker on the worker's stdin: configure,
+//!   trigger, pause, resume, shutdown.
+//!
+//! Lines are bounded by [`MAX_LINE`]; a reader drops (and counts) longer or
+//! undecodable lines instead of failing, so nothing the worker writes can
+//! crash the supervisor.
+
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::status::{RunRecord, SkipReason, Trigger};
+
+/// The longest line either side accepts, in bytes.
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// A job and the next instant the worker has armed for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Armed {
+    pub job: String,
+    pub next_fire_at: Option<Timestamp>,
+    pub paused: bool,
+}
+
+/// Worker → supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The worker is up and has applied its config.
+    Hello {
+        pid: u32,
+        version: String,
+        started_at: Timestamp,
+    },
+    /// Written by the scheduling loop itself after a turn: proof of progress.
+    Heartbeat {
+        /// Loop turns completed since the worker started.
+        seq: u64,
+        at: Timestamp,
+        /// The last turn that completed without error.
+        last_good_turn_at: Option<Timestamp>,
+        /// Runs in progress.
+        running: u32,
+    },
+    /// The full set of armed jobs, after (re)configuration.
+    Schedule { jobs: Vec<Armed> },
+    /// A run started.
+    Fire {
+        job: String,
+        run_id: u64,
+        scheduled_at: Option<Timestamp>,
+        covers: Vec<Timestamp>,
+        trigger: Trigger,
+        /// The job's pid, which is also its process group id.
+        pid: u32,
+        started_at: Timestamp,
+        next_fire_at: Option<Timestamp>,
+    },
+    /// A scheduled fire that did not run.
+    Skip {
+        job: String,
+        run_id: u64,
+        scheduled_at: Timestamp,
+        reason: SkipReason,
+        /// The run that was still busy, for `overlap`.
+        busy_run_id: Option<u64>,
+        next_fire_at: Option<Timestamp>,
+    },
+    /// A run ended (or could not start: `outcome` failed with `error`).
+    Finish { run: RunRecord },
+    /// A command could not be carried out.
+    CommandFailed { command: String, error: String },
+}
+
+/// Supervisor → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Apply this config (the file's text, already validated by the
+    /// supervisor; sent whole so both sides run the same config even if
+    /// the file changes in between).
+    Configure {
+        path: PathBuf,
+        source: String,
+    },
+    /// Run the job now (trigger `manual`).
+    Trigger {
+        job: String,
+    },
+    /// Stop firing the job until resumed.
+    Pause {
+        job: String,
+    },
+    Resume {
+        job: String,
+    },
+    /// Stop every job within its kill grace, then exit.
+    Shutdown,
+}
+
+/// Encodes one NDJSON line, newline included.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(msg).expect("wire types always serialize");
+    line.push(b'\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn event_json_is_pinned() {
+        let cases = [
+            (
+                Event::Hello {
+                    pid: 42,
+                    version: "0.1.0".into(),
+                    started_at: ts("2026-11-22T10:00:00Z"),
+                },
+                json!({"type": "hello", "pid": 42, "version": "0.1.0", "started_at": "2026-11-22T10:00:00Z"}),
+            ),
+            (
+                Event::Heartbeat {
+                    seq: 9,
+                    at: ts("2026-11-22T10:00:01Z"),
+                    last_good_turn_at: Some(ts("2026-11-22T10:00:01Z")),
+                    running: 1,
+                },
+                json!({"type": "heartbeat", "seq": 9, "at": "2026-11-22T10:00:01Z", "last_good_turn_at": "2026-11-22T10:00:01Z", "running": 1}),
+            ),
+            (
+                Event::Skip {
+                    job: "a".into(),
+                    run_id: 3,
+                    scheduled_at: ts("2026-11-22T10:00:00Z"),
+                    reason: SkipReason::Overlap,
+                    busy_run_id: Some(2),
+                    next_fire_at: None,
+                },
+                json!({"type": "skip", "job": "a", "run_id": 3, "scheduled_at": "2026-11-22T10:00:00Z", "reason": "overlap", "busy_run_id": 2, "next_fire_at": null}),
+            ),
+            (
+                Event::Fire {
+                    job: "a".into(),
+                    run_id: 4,
+                    scheduled_at: None,
+                    covers: vec![],
+                    trigger: Trigger::Manual,
+                    pid: 77,
+                    started_at: ts("2026-11-22T10:00:00Z"),
+                    next_fire_at: None,
+                },
+                json!({"type": "fire", "job": "a", "run_id": 4, "scheduled_at": null, "covers": [], "trigger": "manual", "pid": 77, "started_at": "2026-11-22T10:00:00Z", "next_fire_at": null}),
+            ),
+        ];
+        for (ev, want) in cases {
+            assert_eq!(serde_json::to_value(&ev).unwrap(), want);
+            let line = encode(&ev);
+            assert_eq!(*line.last().unwrap(), b'\n');
+            assert_eq!(serde_json::from_slice::<Event>(&line).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn command_json_is_pinned() {
+        assert_eq!(
+            serde_json::to_value(Command::Trigger { job: "a".into() }).unwrap(),
+            json!({"type": "trigger", "job": "a"})
+        );
+        assert_eq!(
+            serde_json::to_value(Command::Shutdown).unwrap(),
+            json!({"type": "shutdown"})
+        );
+    }
+
+    #[test]
+    fn junk_does_not_decode() {
+        for junk in [&b"not json"[..], b"{\"type\":\"nope\"}", b"\xff\xfe", b"{}"] {
+            assert!(serde_json::from_slice::<Event>(junk).is_err());
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! `cronwarden`: CLI dispatch only. The work lives in the library crates:
+//! `cronwarden-shared` (config, schedules, wire and status types),
+//! `cronwarden-worker` (the scheduler loop and job runner) and
+//! `cronwarden-supervisor` (the supervisor, its socket and lock).
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use cronwarden_shared::{
+    config::{Config, DEFAULT_CONFIG},
+    schedule::Schedule,
+    status::StatusReport,
+    timefmt::{human_duration, rfc3339_in},
+};
+use cronwarden_supervisor::{client, lock};
+use jiff::{tz::TimeZone, Timestamp};
+
+#[derive(Parser)]
+#[command(
+    name = "cronwarden",
+    version,
+    about = "A cron scheduler that cannot go quiet without someone knowing",
+    after_help = "Examples:\n  cronwarden run --config examples/demo.toml\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden next '*/15 2 * * *' --tz Europe/Berlin -n 5\n  cronwarden status --json"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the supervisor in the foreground (it starts and watches the worker).
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config and print each job's next fires; exit 2 if invalid.
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the next N fires of a schedule strictly after FROM, one per line.
+    Next {
+        /// A cron expression (5 or 6 fields), a nickname (@daily) or "@every <duration>".
+        expr: String,
+        /// IANA time zone the cron fields are matched in.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// RFC 3339 instant to start after (default: now).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(short = 'n', default_value_t = 5)]
+        n: usize,
+    },
+    /// Show the supervisor's status; exit 0 ok, 1 degraded, 2 stalled/down, 3 unknown.
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The status socket (default: the one the config names).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the raw JSON status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The scheduler worker (started by `run`; not for direct use).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        events_fd: i32,
+        #[arg(long)]
+        lock_fd: Option<i32>,
+        #[arg(long, default_value_t = 1)]
+        first_run_id: u64,
+    },
+}
+
+fn init_logs(format: LogFormat, who: &'static str) {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter =
+        EnvFilter::try_from_env("CRONWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+    tracing::debug!(who, "logging");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed stdout (`cronwarden next ... | head`) is not an error.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("cronwarden: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Run { config } => {
+            init_logs(cli.log_format, "supervisor");
+            match cronwarden_supervisor::run(cronwarden_supervisor::RunOptions {
+                config_path: config,
+                log_json: cli.log_format == LogFormat::Json,
+            }) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("cronwarden: {e}");
+                    Ok(ExitCode::from(e.exit_code()))
+                }
+            }
+        }
+        Cmd::Worker {
+            events_fd,
+            lock_fd,
+            first_run_id,
+        } => {
+            init_logs(cli.log_format, "worker");
+            Ok(cronwarden_worker::main(cronwarden_worker::WorkerArgs {
+                events_fd,
+                lock_fd,
+                first_run_id,
+            }))
+        }
+        Cmd::Check { config } => check(&config),
+        Cmd::Next { expr, tz, from, n } => next(&expr, &tz, from.as_deref(), n),
+        Cmd::Status {
+            config,
+            socket,
+            json,
+        } => status(&config, socket, json),
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s); the config is not valid",
+                path.display(),
+                errors.0.len()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: ok, {} job(s)", path.display(), config.jobs.len())?;
+    let now = Timestamp::now();
+    for job in &config.jobs {
+        writeln!(
+            out,
+            "{}  {:?} ({})",
+            job.name,
+            job.schedule.expr(),
+            job.timezone
+        )?;
+        let mut t = now;
+        for _ in 0..3 {
+            match job.schedule.next_after(t, None) {
+                Some(next) => {
+                    writeln!(out, "  {}", rfc3339_in(next, job.schedule.timezone()))?;
+                    t = next;
+                }
+                None => break,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn next(expr: &str, tz: &str, from: Option<&str>, n: usize) -> anyhow::Result<ExitCode> {
+    let zone = match TimeZone::get(tz) {
+        Ok(z) => z,
+        Err(_) => {
+            eprintln!("cronwarden: --tz: unknown time zone {tz:?}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let start: Timestamp = match from {
+        None => Timestamp::now(),
+        Some(s) => match s.parse::<Timestamp>() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("cronwarden: --from: {s:?} is not an RFC 3339 instant: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
+    let schedule = match Schedule::parse(expr, &zone) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cronwarden: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut t = start;
+    for _ in 0..n {
+        let Some(next) = schedule.next_after(t, Some(start).filter(|_| schedule.every().is_some()))
+        else {
+            break;
+        };
+        writeln!(out, "{}", rfc3339_in(next, &zone))?;
+        t = next;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    const UNKNOWN: u8 = 3;
+    let (socket, lock_path) = match socket {
+        Some(s) => (s, None),
+        None => match Config::load(config) {
+            Ok(c) => (c.socket.clone(), Some(c.lock_path())),
+            Err(e) => {
+                eprintln!("cronwarden: status unknown: cannot find the socket:\n{e}");
+                return Ok(ExitCode::from(UNKNOWN));
+            }
+        },
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = rt.block_on(client::get(&socket, "/v1/status", Duration::from_secs(5)));
+    let (code, body) = match reply {
+        Ok(r) => r,
+        Err(e) => {
+            let holder = lock_path
+                .filter(|p| lock::is_held(p))
+                .map(|p| match lock::read_holder(&p) {
+                    Ok(h) => format!(
+                        "; the lock {} is held by pid {} which does not answer",
+                        p.display(),
+                        h.pid
+                    ),
+                    Err(_) => format!(
+                        "; the lock {} is held by a process that does not answer",
+                        p.display()
+                    ),
+                })
+                .unwrap_or_else(|| "; no supervisor is running".into());
+            eprintln!("cronwarden: status unknown: {e}{holder}");
+            return Ok(ExitCode::from(UNKNOWN));
+        }
+    };
+    let report: StatusReport = match serde_json::from_slice(&body) {
+        Ok(r) if code == 200 => r,
+        _ => {
+            eprintln!(
+                "cronwarden: status unknown: HTTP {code} from {}: {}",
+                socket.display(),
+                String::from_utf8_lossy(&body)
+            );
+            return Ok(ExitCode::from(UNKNOWN));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        out.write_all(&body)?;
+    } else {
+        print_status(&mut out, &report)?;
+    }
+    Ok(ExitCode::from(report.state.exit_code()))
+}
+
+fn ago(ms: Option<u64>) -> String {
+    ms.map(|ms| format!("{} ago", human_duration(Duration::from_millis(ms))))
+        .unwrap_or_else(|| "never".into())
+}
+
+fn relative(t: Option<Timestamp>, now: Timestamp) -> String {
+    let Some(t) = t else { return "-".into() };
+    let d = t.duration_since(now);
+    let abs = Duration::try_from(d.abs()).unwrap_or_default();
+    if d.is_negative() {
+        format!("{} ago", human_duration(abs))
+    } else {
+        format!("in {}", human_duration(abs))
+    }
+}
+
+fn print_status(out: &mut impl Write, r: &StatusReport) -> std::io::Result<()> {
+    let now = Timestamp::now();
+    writeln!(out, "state: {}", r.state.as_str())?;
+    for reason in &r.reasons {
+        writeln!(out, "  - {reason}")?;
+    }
+    writeln!(
+        out,
+        "supervisor: pid {}, version {}, up since {}",
+        r.supervisor.pid, r.supervisor.version, r.supervisor.started_at
+    )?;
+    match r.worker.pid {
+        Some(pid) => writeln!(
+            out,
+            "worker: pid {pid}, restarts {}, heartbeat {}, last good turn {}",
+            r.worker.restarts,
+            ago(r.worker.heartbeat_age_ms),
+            ago(r.worker.last_good_turn_age_ms)
+        )?,
+        None => writeln!(out, "worker: not running, restarts {}", r.worker.restarts)?,
+    }
+    let rows: Vec<[String; 5]> = r
+        .jobs
+        .iter()
+        .map(|j| {
+            let last = j
+                .last_run
+                .as_ref()
+                .map(|l| {
+                    format!(
+                        "{} {}",
+                        l.outcome.as_str(),
+                        relative(l.finished_at.or(l.started_at), now)
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            [
+                j.name.clone(),
+                j.state.as_str().into(),
+                j.schedule.clone(),
+                relative(j.next_fire_at, now),
+                last,
+            ]
+        })
+        .collect();
+    let header = ["JOB", "STATE", "SCHEDULE", "NEXT", "LAST RUN"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
+}

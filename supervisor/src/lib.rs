@@ -1,0 +1,541 @@
+//! The supervisor: `cronwarden run`, in the foreground.
+//!
+//! - [`lock`]: one supervisor per state directory;
+//! - [`spawn`]: starting the worker; subreaper; the only `unsafe` here;
+//! - [`model`]: what was observed of the worker and the jobs, and the status;
+//! - [`server`]: the status socket; [`client`]: the CLI's side of it.
+//!
+//! The supervisor never runs jobs and never blocks on them: it reads the
+//! worker's events, watches the heartbeat against `stall_after`, replaces a
+//! worker that died or wedged (first restart at once, then exponential
+//! backoff), kills and records the runs a dead worker leaves behind, and
+//! answers on the socket. Every wait in its loop has a bound.
+
+pub mod client;
+pub mod lock;
+pub mod model;
+pub mod server;
+pub mod spawn;
+
+use std::{
+    cell::RefCell,
+    path::{Path, PathBuf},
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
+
+use cronwarden_shared::{
+    config::{Config, ConfigErrors},
+    status::SupervisorInfo,
+    wire::{encode, Command, Event, MAX_LINE},
+    VERSION,
+};
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use nix::{
+    sys::{
+        signal::Signal,
+        wait::{waitpid, WaitPidFlag, WaitStatus},
+    },
+    unistd::Pid,
+};
+use tokio::{
+    io::AsyncWriteExt,
+    net::unix::pipe,
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+    task::LocalSet,
+    time::Instant,
+};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+
+use crate::model::Model;
+
+/// Why `run` could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl SupervisorError {
+    /// Exit code: 2 for an invalid config (as `check`), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SupervisorError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Restart backoff: the first restart is immediate (a crashed worker is
+/// replaced within milliseconds); repeated crashes back off exponentially
+/// from 100 ms to 30 s; a worker that stayed up a minute resets it.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+    const CAP: Duration = Duration::from_secs(30);
+
+    fn next_delay(&mut self, lived: Duration) -> Duration {
+        if lived >= Self::HEALTHY_AFTER {
+            self.failures = 0;
+        }
+        let delay = match self.failures {
+            0 => Duration::ZERO,
+            n => (Duration::from_millis(100) * 2u32.saturating_pow(n - 1)).min(Self::CAP),
+        };
+        self.failures = self.failures.saturating_add(1);
+        delay
+    }
+}
+
+struct WorkerConn {
+    pid: u32,
+    events: Option<FramedRead<pipe::Receiver, LinesCodec>>,
+    commands: mpsc::Sender<Command>,
+    /// Set when we killed it, to say why in the status.
+    killed_because: Option<String>,
+}
+
+/// Options of `cronwarden run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    pub log_json: bool,
+}
+
+/// Runs the supervisor until SIGTERM/SIGINT.
+pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
+    let config = Config::load(&opts.config_path)?;
+    let source =
+        std::fs::read_to_string(&opts.config_path).map_err(|source| SupervisorError::Io {
+            what: "reading the config",
+            source,
+        })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(&config.state_dir)
+        .map_err(|source| SupervisorError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+    let started_at = Timestamp::now();
+    let lock = lock::acquire(
+        &config.lock_path(),
+        &lock::Holder {
+            pid: std::process::id(),
+            version: VERSION.into(),
+            socket: config.socket.clone(),
+            started_at,
+        },
+    )?;
+    spawn::become_subreaper().map_err(|source| SupervisorError::Io {
+        what: "becoming a child subreaper",
+        source,
+    })?;
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|source| SupervisorError::Io {
+        what: "finding our own executable",
+        source,
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| SupervisorError::Io {
+            what: "starting the runtime",
+            source,
+        })?;
+    let supervisor = Supervisor {
+        model: Rc::new(RefCell::new(Model::new(
+            Arc::new(config),
+            SupervisorInfo {
+                pid: std::process::id(),
+                version: VERSION.into(),
+                started_at,
+            },
+        ))),
+        source,
+        exe,
+        lock,
+        log_json: opts.log_json,
+        worker: None,
+        backoff: Backoff::default(),
+        restart_at: Some(Instant::now()),
+        stopping: false,
+    };
+    rt.block_on(LocalSet::new().run_until(supervisor.main_loop()))
+}
+
+struct Supervisor {
+    model: Rc<RefCell<Model>>,
+    /// The text of the config in force, sent whole to each worker.
+    source: String,
+    exe: PathBuf,
+    lock: lock::Lock,
+    log_json: bool,
+    worker: Option<WorkerConn>,
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+    /// Set once shutdown begins: a worker exit is then expected.
+    stopping: bool,
+}
+
+async fn next_line(w: &mut Option<WorkerConn>) -> Option<Result<String, LinesCodecError>> {
+    match w.as_mut().and_then(|w| w.events.as_mut()) {
+        Some(ev) => ev.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn sig(
+    kind: SignalKind,
+    name: &'static str,
+) -> Result<tokio::signal::unix::Signal, SupervisorError> {
+    signal(kind).map_err(|source| SupervisorError::Io { what: name, source })
+}
+
+impl Supervisor {
+    fn config(&self) -> Arc<Config> {
+        self.model.borrow().config.clone()
+    }
+
+    async fn main_loop(mut self) -> Result<(), SupervisorError> {
+        let config = self.config();
+        let listener = server::bind(&config.socket)?;
+        let server = tokio::task::spawn_local(server::serve(listener, self.model.clone()));
+        let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
+        let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
+        let mut sigint = sig(SignalKind::interrupt(), "SIGINT handler")?;
+        let mut sighup = sig(SignalKind::hangup(), "SIGHUP handler")?;
+        tracing::info!(
+            pid = std::process::id(), version = VERSION, config = %config.path.display(),
+            socket = %config.socket.display(), jobs = config.jobs.len(), "supervisor started"
+        );
+        loop {
+            let stall_at = self.stall_deadline();
+            tokio::select! {
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = sighup.recv() => self.reload(),
+                _ = sigchld.recv() => self.reap(),
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = sleep_until_opt(stall_at) => self.on_stall(),
+                _ = sleep_until_opt(self.restart_at) => self.start_worker(),
+            }
+        }
+        self.shutdown(&mut sigchld).await;
+        server.abort();
+        let _ = std::fs::remove_file(&config.socket);
+        tracing::info!("supervisor stopped");
+        Ok(())
+    }
+
+    /// When the worker counts as stalled if it stays silent: `stall_after`
+    /// after its last heartbeat (or after it was started, for a worker that
+    /// never said hello).
+    fn stall_deadline(&self) -> Option<Instant> {
+        let w = self.worker.as_ref()?;
+        if w.killed_because.is_some() {
+            return None;
+        }
+        let m = self.model.borrow();
+        let since = m.worker.last_heartbeat.or(m.worker.spawned)?;
+        let stall_after = m.config.watchdog.stall_after;
+        // A fresh worker gets at least 10s to start (a cold exec on a busy host).
+        let allowance = if m.worker.hello {
+            stall_after
+        } else {
+            stall_after.max(Duration::from_secs(10))
+        };
+        Some(since + allowance)
+    }
+
+    fn start_worker(&mut self) {
+        self.restart_at = None;
+        let first_run_id = self.model.borrow().max_run_id + 1;
+        let spawned =
+            match spawn::spawn_worker(&self.exe, self.lock.as_fd(), first_run_id, self.log_json) {
+                Ok(s) => s,
+                Err(e) => {
+                    let delay = self
+                        .backoff
+                        .next_delay(Duration::ZERO)
+                        .max(Duration::from_millis(100));
+                    tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
+                    self.model
+                        .borrow_mut()
+                        .worker_gone(format!("could not be started: {e}"));
+                    self.restart_at = Some(Instant::now() + delay);
+                    return;
+                }
+            };
+        let events = match pipe::Receiver::from_owned_fd(spawned.events) {
+            Ok(r) => Some(FramedRead::new(
+                r,
+                LinesCodec::new_with_max_length(MAX_LINE),
+            )),
+            Err(e) => {
+                tracing::error!("worker event pipe unusable: {e}");
+                None
+            }
+        };
+        let (tx, mut rx) = mpsc::channel::<Command>(1024);
+        match pipe::Sender::from_owned_fd(spawned.commands) {
+            Ok(mut w) => {
+                // Writes happen on their own task: a worker that stops reading
+                // its stdin can block this task, never the supervisor's loop.
+                tokio::task::spawn_local(async move {
+                    while let Some(cmd) = rx.recv().await {
+                        if w.write_all(&encode(&cmd)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::error!("worker command pipe unusable: {e}"),
+        }
+        let config = self.config();
+        let _ = tx.try_send(Command::Configure {
+            path: config.path.clone(),
+            source: self.source.clone(),
+        });
+        tracing::info!(pid = spawned.pid, "worker started");
+        self.model.borrow_mut().worker_spawned(spawned.pid);
+        self.worker = Some(WorkerConn {
+            pid: spawned.pid,
+            events,
+            commands: tx,
+            killed_because: None,
+        });
+    }
+
+    fn on_line(&mut self, line: Option<Result<String, LinesCodecError>>) {
+        match line {
+            None => {
+                // EOF: the worker closed its event pipe (it is exiting);
+                // SIGCHLD tells the rest.
+                if let Some(w) = self.worker.as_mut() {
+                    w.events = None;
+                }
+            }
+            Some(Err(e)) => {
+                let mut m = self.model.borrow_mut();
+                m.malformed_events += 1;
+                tracing::warn!(
+                    count = m.malformed_events,
+                    "dropped an event line from the worker: {e}"
+                );
+                if let LinesCodecError::Io(_) = e {
+                    drop(m);
+                    if let Some(w) = self.worker.as_mut() {
+                        w.events = None;
+                    }
+                }
+            }
+            Some(Ok(line)) => match serde_json::from_str::<Event>(&line) {
+                Ok(ev) => self.model.borrow_mut().apply(ev, Instant::now()),
+                Err(e) => {
+                    let mut m = self.model.borrow_mut();
+                    m.malformed_events += 1;
+                    let shown: String = line.chars().take(200).collect();
+                    tracing::warn!(
+                        count = m.malformed_events,
+                        "undecodable event line from the worker ({e}): {shown:?}"
+                    );
+                }
+            },
+        }
+    }
+
+    fn on_stall(&mut self) {
+        let stall_after = self.config().watchdog.stall_after;
+        let Some(w) = self.worker.as_mut() else {
+            return;
+        };
+        let why = format!(
+            "was killed after {} without a heartbeat",
+            cronwarden_shared::timefmt::human_duration(stall_after)
+        );
+        tracing::error!(
+            pid = w.pid,
+            "worker stalled: no heartbeat for {stall_after:?}; killing and replacing it"
+        );
+        w.killed_because = Some(why);
+        spawn::signal(w.pid, Signal::SIGKILL);
+    }
+
+    /// Reaps every exited child: the worker (then schedules its
+    /// replacement) and any orphaned job process reparented to us.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { return };
+                    let pid = pid.as_raw() as u32;
+                    if self.worker.as_ref().is_some_and(|w| w.pid == pid) {
+                        let how = match status {
+                            WaitStatus::Exited(_, code) => format!("exited with code {code}"),
+                            WaitStatus::Signaled(_, s, _) => format!("was killed by {s}"),
+                            other => format!("ended ({other:?})"),
+                        };
+                        self.worker_exited(how);
+                    } else {
+                        tracing::debug!(pid, ?status, "reaped an orphaned process");
+                    }
+                }
+            }
+        }
+    }
+
+    fn worker_exited(&mut self, how: String) {
+        let Some(w) = self.worker.take() else { return };
+        let how = w.killed_because.unwrap_or(how);
+        if self.stopping {
+            let lost = self.model.borrow_mut().worker_gone(how.clone());
+            for g in &lost {
+                spawn::signal_group(*g, Signal::SIGKILL);
+            }
+            tracing::info!(pid = w.pid, "worker {how}");
+            return;
+        }
+        let lived = self
+            .model
+            .borrow()
+            .worker
+            .spawned
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        let groups = self.model.borrow_mut().worker_gone(how.clone());
+        for g in &groups {
+            // Orphaned runs: kill the whole group; we reap them as subreaper.
+            spawn::signal_group(*g, Signal::SIGKILL);
+        }
+        let delay = self.backoff.next_delay(lived);
+        tracing::error!(
+            pid = w.pid,
+            lost_runs = groups.len(),
+            "worker {how}; restarting in {delay:?}"
+        );
+        self.restart_at = Some(Instant::now() + delay);
+    }
+
+    fn reload(&mut self) {
+        let path = self.config().path.clone();
+        let loaded = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|src| {
+                Config::parse(&path, &src)
+                    .map(|c| (c, src))
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok((config, source)) => {
+                let jobs = config.jobs.len();
+                self.model.borrow_mut().set_config(Arc::new(config));
+                self.source = source.clone();
+                if let Some(w) = &self.worker {
+                    let _ = w.commands.try_send(Command::Configure {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+                tracing::info!(jobs, "SIGHUP: configuration reloaded");
+            }
+            Err(e) => tracing::error!(
+                "SIGHUP: configuration refused, the running one stays in force:\n{e}"
+            ),
+        }
+    }
+
+    /// Asks the worker to stop its jobs (within their kill grace) and exit;
+    /// kills whatever is left after a bound.
+    async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+        self.stopping = true;
+        self.restart_at = None;
+        let Some(w) = &self.worker else { return };
+        let pid = w.pid;
+        let _ = w.commands.try_send(Command::Shutdown);
+        spawn::signal(pid, Signal::SIGTERM);
+        let grace = self
+            .config()
+            .jobs
+            .iter()
+            .map(|j| j.kill_grace)
+            .max()
+            .unwrap_or_default();
+        let until = Instant::now() + grace + Duration::from_secs(10);
+        while self.worker.is_some() {
+            tokio::select! {
+                _ = sigchld.recv() => self.reap(),
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = tokio::time::sleep_until(until) => {
+                    tracing::error!(pid, "worker did not stop in time; killing it and its jobs");
+                    spawn::signal(pid, Signal::SIGKILL);
+                    for g in self.model.borrow().running_groups() {
+                        spawn::signal_group(g, Signal::SIGKILL);
+                    }
+                    // Reap it before we go, without ever blocking unbounded
+                    // (a process in D state may not die at once).
+                    for _ in 0..100 {
+                        if !matches!(waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive)) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    self.worker = None;
+                }
+            }
+        }
+        self.reap();
+    }
+}
+
+/// The socket a config names, for the CLI.
+pub fn socket_of(config_path: &Path) -> Result<PathBuf, ConfigErrors> {
+    Config::load(config_path).map(|c| c.socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_immediate_then_exponential_then_capped_and_resets() {
+        let mut b = Backoff::default();
+        let short = Duration::from_millis(10);
+        assert_eq!(b.next_delay(short), Duration::ZERO);
+        assert_eq!(b.next_delay(short), Duration::from_millis(100));
+        assert_eq!(b.next_delay(short), Duration::from_millis(200));
+        for _ in 0..20 {
+            b.next_delay(short);
+        }
+        assert_eq!(b.next_delay(short), Duration::from_secs(30));
+        assert_eq!(b.next_delay(Duration::from_secs(120)), Duration::ZERO);
+    }
+}

@@ -1,0 +1,119 @@
+//! Starting the worker, and the process-wide settings that make the
+//! supervisor its reaper. Every `unsafe` of the supervisor lives here.
+//!
+//! Reaping has one owner: the supervisor's SIGCHLD loop (`waitpid(-1)`).
+//! The worker is spawned with `std::process` (never `tokio::process`, whose
+//! own reaper would race the catch-all `waitpid(-1)` for the worker's exit
+//! status). As a child subreaper the supervisor also inherits the jobs
+//! orphaned by a dead worker and reaps them in the same loop.
+
+use std::{
+    os::{
+        fd::{AsRawFd, BorrowedFd, OwnedFd},
+        unix::process::CommandExt,
+    },
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use nix::unistd::Pid;
+
+/// The descriptor numbers the worker finds its pipes on.
+pub const WORKER_EVENTS_FD: i32 = 3;
+pub const WORKER_LOCK_FD: i32 = 4;
+
+/// Makes this process the reaper of its orphaned descendants.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag and
+    // touches no memory of ours.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A started worker: its pid and the supervisor's ends of its pipes.
+pub struct Spawned {
+    pub pid: u32,
+    pub events: OwnedFd,
+    pub commands: OwnedFd,
+}
+
+/// Starts `exe worker ...` with the event pipe's write end on fd 3 and the
+/// lock on fd 4, in its own process group (a terminal's Ctrl-C reaches only
+/// the supervisor, which then stops the worker in order), with a
+/// parent-death signal so it never outlives the supervisor.
+pub fn spawn_worker(
+    exe: &Path,
+    lock: BorrowedFd<'_>,
+    first_run_id: u64,
+    log_json: bool,
+) -> std::io::Result<Spawned> {
+    let (ev_read, ev_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let ev_write_raw = ev_write.as_raw_fd();
+    let lock_raw = lock.as_raw_fd();
+    let parent = std::process::id() as i32;
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker")
+        .arg("--events-fd")
+        .arg(WORKER_EVENTS_FD.to_string())
+        .arg("--lock-fd")
+        .arg(WORKER_LOCK_FD.to_string())
+        .arg("--first-run-id")
+        .arg(first_run_id.to_string())
+        .arg("--log-format")
+        .arg(if log_json { "json" } else { "text" })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (fcntl, dup2, prctl, getppid, kill via libc); it
+    // allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Either source may itself be fd 3 or 4 (the lock is often fd
+            // 3), so copy both out of the way first; the temporaries are
+            // close-on-exec and vanish at exec. dup2 onto the fixed numbers
+            // clears close-on-exec for those copies only.
+            let ev = libc::fcntl(ev_write_raw, libc::F_DUPFD_CLOEXEC, 10);
+            let lk = libc::fcntl(lock_raw, libc::F_DUPFD_CLOEXEC, 10);
+            if ev < 0
+                || lk < 0
+                || libc::dup2(ev, WORKER_EVENTS_FD) < 0
+                || libc::dup2(lk, WORKER_LOCK_FD) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The supervisor may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(ev_write);
+    let stdin = child.stdin.take().expect("stdin is piped");
+    // The Child is dropped without waiting: the SIGCHLD loop reaps it.
+    Ok(Spawned {
+        pid: child.id(),
+        events: ev_read,
+        commands: OwnedFd::from(stdin),
+    })
+}
+
+/// Sends `sig` to a process; ESRCH (already gone) is not an error here.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// Sends `sig` to a process group.
+pub fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
+}

@@ -1,0 +1,91 @@
+//! The event pipe to the supervisor.
+//!
+//! The scheduling loop never writes to the pipe itself: it hands events to a
+//! bounded queue and a writer task drains it, so a supervisor that stops
+//! reading (SIGSTOP, overload) can never block the loop. When the queue is
+//! full, events are dropped and counted; the supervisor's own model (past-due
+//! checks) notices what it did not hear.
+
+use std::{cell::Cell, os::fd::OwnedFd, rc::Rc};
+
+use cronwarden_shared::wire::{encode, Event};
+use tokio::{io::AsyncWriteExt, net::unix::pipe, sync::mpsc};
+
+const QUEUE: usize = 65_536;
+
+#[derive(Clone)]
+pub struct EventTx {
+    tx: mpsc::Sender<Event>,
+    dropped: Rc<Cell<u64>>,
+}
+
+impl EventTx {
+    /// Queues an event; never blocks. Returns false if it was dropped.
+    pub fn send(&self, ev: Event) -> bool {
+        match self.tx.try_send(ev) {
+            Ok(()) => true,
+            Err(_) => {
+                self.dropped.set(self.dropped.get() + 1);
+                false
+            }
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+}
+
+/// Starts the writer task on `fd`. The returned receiver resolves when the
+/// pipe is broken (the supervisor is gone).
+#[allow(clippy::type_complexity)]
+pub fn start(
+    fd: OwnedFd,
+) -> std::io::Result<(
+    EventTx,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let mut sender = pipe::Sender::from_owned_fd(fd)?;
+    let (tx, mut rx) = mpsc::channel::<Event>(QUEUE);
+    let (broken_tx, broken_rx) = tokio::sync::oneshot::channel();
+    let writer = tokio::task::spawn_local(async move {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        while let Some(ev) = rx.recv().await {
+            buf.clear();
+            buf.extend_from_slice(&encode(&ev));
+            // Batch whatever else is already queued into one write.
+            while buf.len() < 60 * 1024 {
+                match rx.try_recv() {
+                    Ok(ev) => buf.extend_from_slice(&encode(&ev)),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = sender.write_all(&buf).await {
+                tracing::error!("event pipe to the supervisor is broken ({e}); shutting down");
+                let _ = broken_tx.send(());
+                return;
+            }
+        }
+    });
+    Ok((
+        EventTx {
+            tx,
+            dropped: Rc::new(Cell::new(0)),
+        },
+        broken_rx,
+        writer,
+    ))
+}
+
+/// An EventTx whose events go nowhere but into `rx`, for unit tests.
+pub fn for_test() -> (EventTx, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (
+        EventTx {
+            tx,
+            dropped: Rc::new(Cell::new(0)),
+        },
+        rx,
+    )
+}

@@ -1,0 +1,53 @@
+//! The scheduler worker: `cronwarden worker`, started only by the supervisor.
+//!
+//! - [`scheduler`]: the loop that fires jobs and writes the heartbeat after
+//!   each turn (so a heartbeat proves progress, not just a live thread);
+//! - [`runner`]: one run of one job, in its own process group, under a
+//!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe;
+//! - [`output`]: byte counts and a bounded tail of a job's output;
+//! - [`events`]: the NDJSON event pipe to the supervisor;
+//! - [`fds`]: the inherited descriptors (the only `unsafe` in this crate).
+//!
+//! The worker exits when its supervisor goes away: EOF on stdin, a broken
+//! event pipe, or the parent-death signal the supervisor arranged.
+
+pub mod events;
+pub mod fds;
+pub mod output;
+pub mod runner;
+pub mod scheduler;
+
+use std::process::ExitCode;
+
+/// How the supervisor started this worker.
+#[derive(Debug, Clone)]
+pub struct WorkerArgs {
+    /// The inherited write end of the event pipe.
+    pub events_fd: i32,
+    /// The inherited lock descriptor, kept open (and so locked) while the
+    /// worker lives; made close-on-exec so jobs never inherit it.
+    pub lock_fd: Option<i32>,
+    /// Run ids start here, so ids stay unique across worker restarts.
+    pub first_run_id: u64,
+}
+
+/// Runs the worker until shutdown.
+pub fn main(args: WorkerArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("worker: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(scheduler::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("worker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

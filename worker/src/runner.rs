@@ -1,0 +1,298 @@
+//! One run of one job.
+//!
+//! The job is started in its own process group (pgid = its pid), so every
+//! signal goes to the whole group: a timeout or a kill reaches the shell's
+//! grandchildren too. Invariants:
+//!
+//! - every run ends in exactly one [`RunRecord`], whatever happens;
+//! - a timeout sends SIGTERM to the group, then SIGKILL after `kill_grace`,
+//!   and the run ends even if the process cannot be reaped (it is then
+//!   recorded `lost`): the caller's busy flag is always released;
+//! - when the main process exits but a grandchild still holds the output
+//!   pipes, output is drained for [`DRAIN`] at most, then the group is
+//!   killed: a leftover grandchild never hangs the runner.
+
+use std::{cell::Cell, process::Stdio, rc::Rc, sync::Arc, time::Duration};
+
+use cronwarden_shared::{
+    config::JobSpec,
+    status::{Outcome, RunRecord, Trigger},
+    wire::Event,
+};
+use jiff::Timestamp;
+use nix::{sys::signal::Signal, unistd::Pid};
+use tokio::{process::Command, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    events::EventTx,
+    output::{capture, Captured},
+};
+
+/// How long output is drained after the main process exits.
+pub const DRAIN: Duration = Duration::from_secs(2);
+/// How long a SIGKILLed group may take to be reaped before the run is `lost`.
+pub const REAP_BOUND: Duration = Duration::from_secs(5);
+
+/// What to run and what it stands for.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub run_id: u64,
+    pub job: Arc<JobSpec>,
+    pub scheduled_at: Option<Timestamp>,
+    pub covers: Vec<Timestamp>,
+    pub trigger: Trigger,
+    /// The job's next armed fire, reported with the fire event.
+    pub next_fire_at: Option<Timestamp>,
+}
+
+/// Why a run was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `overlap = replace`, or a manual kill: recorded `killed`.
+    Killed,
+    /// The worker is shutting down: recorded `killed` too.
+    Shutdown,
+}
+
+/// Asks a run to stop, remembering the first reason given.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle {
+    token: CancellationToken,
+    reason: Rc<Cell<Option<StopReason>>>,
+}
+
+impl StopHandle {
+    pub fn stop(&self, reason: StopReason) {
+        if self.reason.get().is_none() {
+            self.reason.set(Some(reason));
+        }
+        self.token.cancel();
+    }
+}
+
+fn signal_group(pgid: u32, sig: Signal) {
+    // ESRCH (group already gone) is the normal case after a clean exit.
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
+}
+
+fn env_for(req: &RunRequest) -> Vec<(String, String)> {
+    let fmt = |t: &Timestamp| t.to_string();
+    vec![
+        ("CRONWARDEN_JOB".into(), req.job.name.clone()),
+        ("CRONWARDEN_RUN_ID".into(), req.run_id.to_string()),
+        (
+            "CRONWARDEN_SCHEDULED_FOR".into(),
+            req.scheduled_at.as_ref().map(fmt).unwrap_or_default(),
+        ),
+        ("CRONWARDEN_TRIGGER".into(), req.trigger.as_str().into()),
+        (
+            "CRONWARDEN_COVERS".into(),
+            req.covers.iter().map(fmt).collect::<Vec<_>>().join(" "),
+        ),
+    ]
+}
+
+/// Runs the job to its end and returns its record. `stop` asks the run to
+/// end early (SIGTERM, then SIGKILL after the job's kill grace).
+pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecord {
+    let started_at = Timestamp::now();
+    let started = Instant::now();
+    let argv = req.job.command.argv();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .envs(req.job.env.iter())
+        .envs(env_for(&req))
+        .kill_on_drop(false);
+    if let Some(dir) = &req.job.working_dir {
+        cmd.current_dir(dir);
+    }
+    let mut record = RunRecord {
+        id: req.run_id,
+        job: req.job.name.clone(),
+        scheduled_at: req.scheduled_at,
+        covers: req.covers.clone(),
+        trigger: req.trigger,
+        started_at: Some(started_at),
+        finished_at: None,
+        outcome: Outcome::Failed,
+        skip_reason: None,
+        exit_code: None,
+        signal: None,
+        duration_ms: None,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        error: None,
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            record.error = Some(format!("cannot start {:?}: {e}", argv[0]));
+            record.finished_at = Some(Timestamp::now());
+            record.duration_ms = Some(started.elapsed().as_millis() as u64);
+            tracing::warn!(job = %req.job.name, run = req.run_id, "{}", record.error.as_deref().unwrap_or_default());
+            return record;
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    events.send(Event::Fire {
+        job: req.job.name.clone(),
+        run_id: req.run_id,
+        scheduled_at: req.scheduled_at,
+        covers: req.covers.clone(),
+        trigger: req.trigger,
+        pid,
+        started_at,
+        next_fire_at: req.next_fire_at,
+    });
+    tracing::info!(job = %req.job.name, run = req.run_id, pid, trigger = req.trigger.as_str(), "started");
+
+    let mut out_task = child
+        .stdout
+        .take()
+        .map(|s| tokio::task::spawn_local(capture(s)));
+    let mut err_task = child
+        .stderr
+        .take()
+        .map(|s| tokio::task::spawn_local(capture(s)));
+
+    let deadline = req.job.timeout.map(|t| started + t);
+    let mut ended_by: Option<Outcome> = None;
+    let status = tokio::select! {
+        st = child.wait() => st.ok(),
+        _ = sleep_until_opt(deadline) => { ended_by = Some(Outcome::Timeout); None }
+        _ = stop.token.cancelled() => { ended_by = Some(Outcome::Killed); None }
+    };
+    let status = match status {
+        Some(st) => Some(st),
+        None => {
+            // Escalate: SIGTERM to the group, SIGKILL after the grace.
+            signal_group(pid, Signal::SIGTERM);
+            let st = tokio::select! {
+                st = child.wait() => st.ok(),
+                _ = tokio::time::sleep(req.job.kill_grace) => None,
+            };
+            match st {
+                Some(st) => Some(st),
+                None => {
+                    signal_group(pid, Signal::SIGKILL);
+                    tokio::time::timeout(REAP_BOUND, child.wait())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+            }
+        }
+    };
+
+    // Drain output for a bounded time; a grandchild that keeps the pipe
+    // open is killed with its group rather than holding the run.
+    let drain_until = Instant::now() + DRAIN;
+    let mut stdout = collect(&mut out_task, drain_until).await;
+    let mut stderr = collect(&mut err_task, drain_until).await;
+    if stdout.is_none() || stderr.is_none() {
+        signal_group(pid, Signal::SIGKILL);
+        let until = Instant::now() + Duration::from_secs(1);
+        if stdout.is_none() {
+            stdout = collect(&mut out_task, until).await;
+        }
+        if stderr.is_none() {
+            stderr = collect(&mut err_task, until).await;
+        }
+        if record.error.is_none() {
+            record.error = Some(format!(
+                "output still held open {}s after the job's main process exited; killed its process group",
+                DRAIN.as_secs()
+            ));
+        }
+    }
+    for t in [out_task, err_task].into_iter().flatten() {
+        t.abort();
+    }
+    let stdout = stdout.unwrap_or_default();
+    let stderr = stderr.unwrap_or_default();
+
+    record.finished_at = Some(Timestamp::now());
+    record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    record.stdout_bytes = stdout.bytes;
+    record.stderr_bytes = stderr.bytes;
+    record.stdout_tail = stdout.tail();
+    record.stderr_tail = stderr.tail();
+    match status {
+        Some(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            record.exit_code = st.code();
+            record.signal = st.signal();
+            record.outcome = match ended_by {
+                Some(o) => o,
+                None if st.success() => Outcome::Success,
+                None => Outcome::Failed,
+            };
+        }
+        None => {
+            // Not reaped even after SIGKILL (uninterruptible sleep, or a kill
+            // that failed): release the run anyway and say so.
+            record.outcome = Outcome::Lost;
+            record.error = Some(format!(
+                "process {pid} could not be reaped {}s after SIGKILL; the run is abandoned",
+                REAP_BOUND.as_secs()
+            ));
+        }
+    }
+    match (ended_by, record.outcome) {
+        (Some(Outcome::Timeout), Outcome::Timeout) => {
+            record.error = Some(format!(
+                "timed out after {}",
+                humantime_short(req.job.timeout.unwrap_or_default())
+            ));
+        }
+        (Some(Outcome::Killed), Outcome::Killed) => {
+            record.error = Some(match stop.reason.get().unwrap_or(StopReason::Killed) {
+                StopReason::Killed => "killed: replaced by a newer run".into(),
+                StopReason::Shutdown => "killed: cronwarden is shutting down".into(),
+            });
+        }
+        _ => {}
+    }
+    tracing::info!(
+        job = %req.job.name, run = req.run_id, outcome = record.outcome.as_str(),
+        exit_code = ?record.exit_code, signal = ?record.signal, duration_ms = record.duration_ms,
+        stdout_bytes = record.stdout_bytes, stderr_bytes = record.stderr_bytes, "finished"
+    );
+    record
+}
+
+fn humantime_short(d: Duration) -> String {
+    cronwarden_shared::timefmt::human_duration(d)
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn collect(
+    task: &mut Option<tokio::task::JoinHandle<Captured>>,
+    until: Instant,
+) -> Option<Captured> {
+    let handle = task.as_mut()?;
+    match tokio::time::timeout_at(until, handle).await {
+        Ok(Ok(c)) => {
+            *task = None;
+            Some(c)
+        }
+        Ok(Err(_)) => {
+            *task = None;
+            Some(Captured::default())
+        }
+        Err(_) => None,
+    }
+}
