@@ -387,6 +387,7 @@ impl Supervisor {
         );
         w.killed_because = Some(why);
         spawn::signal(w.pid, Signal::SIGKILL);
+        self.model.borrow_mut().worker.replacing_stalled = true;
     }
 
     /// Reaps every exited child: the worker (then schedules its

@@ -20,6 +20,12 @@ use cronwarden_shared::{
 use jiff::Timestamp;
 use tokio::time::Instant;
 
+/// Heartbeat silence after which the status stops saying `ok`: two missed
+/// beats, plus slack for a busy host.
+pub fn overdue_after(interval: Duration) -> Duration {
+    interval * 2 + Duration::from_millis(100)
+}
+
 /// The worker as observed.
 #[derive(Debug, Default)]
 pub struct WorkerObs {
@@ -35,6 +41,9 @@ pub struct WorkerObs {
     pub last_good_turn: Option<Instant>,
     /// How the previous worker ended, for the status.
     pub last_exit: Option<String>,
+    /// The previous worker was killed for stalling and its replacement has
+    /// not said hello yet: the state stays `stalled` until it does.
+    pub replacing_stalled: bool,
 }
 
 /// One job as observed.
@@ -174,6 +183,7 @@ impl Model {
                 }
                 tracing::info!(pid, version, "worker ready");
                 self.worker.hello = true;
+                self.worker.replacing_stalled = false;
                 self.worker.last_heartbeat = Some(now);
             }
             Event::Heartbeat {
@@ -275,9 +285,14 @@ impl Model {
         let w = &self.worker;
         let hb_age = w.last_heartbeat.map(|t| now.saturating_duration_since(t));
         let good_age = w.last_good_turn.map(|t| now.saturating_duration_since(t));
+        let not_up = if w.replacing_stalled {
+            State::Stalled
+        } else {
+            State::Down
+        };
         match (w.pid, w.hello) {
             (None, _) => worse(
-                State::Down,
+                not_up,
                 format!(
                     "no worker is running{}",
                     w.last_exit
@@ -300,6 +315,19 @@ impl Model {
                         format!(
                             "worker {pid} sent no heartbeat for {} (stall_after {})",
                             human_duration(age),
+                            human_duration(stall_after)
+                        ),
+                        &mut state,
+                    );
+                } else if age > overdue_after(self.config.watchdog.heartbeat_interval) {
+                    // Not yet stalled, but heartbeats are missing: say so
+                    // before stall_after rather than claim all is well.
+                    worse(
+                        State::Degraded,
+                        format!(
+                            "worker {pid} heartbeat overdue: none for {} (expected every {}; replaced after {})",
+                            human_duration(age),
+                            human_duration(self.config.watchdog.heartbeat_interval),
                             human_duration(stall_after)
                         ),
                         &mut state,
