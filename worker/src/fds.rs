@@ -16,3 +16,35 @@ pub fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
     // so the descriptor is open, and nothing else in this process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Marks every descriptor from 3 up close-on-exec in a job's child, so a
+/// job gets exactly stdin, stdout and stderr, even when cronwarden itself
+/// was started with leaked descriptors.
+///
+/// # Safety
+/// Must only be called in a forked child before exec (from `pre_exec`): it
+/// is async-signal-safe (raw syscalls only, no allocation, no locks).
+pub unsafe fn cloexec_from_3() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range takes plain integers; with CLOSE_RANGE_CLOEXEC it
+    // closes nothing, it only sets the flag.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        // Kernels before 5.11: set the flag one descriptor at a time.
+        let max = match unsafe { libc::sysconf(libc::_SC_OPEN_MAX) } {
+            n if n > 0 => n.min(65_536) as i32,
+            _ => 4096,
+        };
+        for fd in 3..max {
+            // SAFETY: fcntl on a descriptor that may not exist just fails.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe;
 //! - [`output`]: byte counts and a bounded tail of a job's output;
 //! - [`events`]: the NDJSON event pipe to the supervisor;
-//! - [`fds`]: the inherited descriptors (the only `unsafe` in this crate).
+//! - [`fds`]: descriptors: the inherited ones, and what a job may inherit
+//!   (the only `unsafe` in this crate).
 //!
 //! The worker exits when its supervisor goes away: EOF on stdin, a broken
 //! event pipe, or the parent-death signal the supervisor arranged.

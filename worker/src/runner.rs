@@ -111,6 +111,13 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
     if let Some(dir) = &req.job.working_dir {
         cmd.current_dir(dir);
     }
+    // SAFETY: cloexec_from_3 is async-signal-safe (raw syscalls only).
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::fds::cloexec_from_3();
+            Ok(())
+        });
+    }
     let mut record = RunRecord {
         id: req.run_id,
         job: req.job.name.clone(),
