@@ -1,0 +1,193 @@
+//! Helpers for end-to-end tests: a fresh directory per test, the real
+//! binary, and one way to wait (a condition polled until a deadline).
+
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cronwarden");
+
+/// Polls `f` until it returns `Some`, or panics naming `what` after `limit`.
+pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Whether a process exists (a zombie counts as gone: it no longer runs).
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// A test directory with a config whose state lives inside it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Env {
+    /// `body` is the config without `state_dir`, which is added.
+    pub fn new(body: &str) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("cw-test-")
+            .tempdir()
+            .unwrap();
+        let config = dir.path().join("cronwarden.toml");
+        let env = Env { dir, config };
+        env.write_config(body);
+        env
+    }
+
+    pub fn write_config(&self, body: &str) {
+        let text = format!(
+            "state_dir = {:?}\n{body}",
+            self.state_dir().display().to_string()
+        );
+        fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `cronwarden status --json` as JSON, with its exit code.
+    pub fn status(&self) -> (i32, Option<Value>) {
+        let out = self.cmd(&[
+            "status",
+            "--json",
+            "--config",
+            self.config.to_str().unwrap(),
+        ]);
+        (
+            out.status.code().unwrap_or(-1),
+            serde_json::from_slice(&out.stdout).ok(),
+        )
+    }
+
+    pub fn start(&self) -> Supervisor {
+        let log = self.path("supervisor.log");
+        let child = Command::new(BIN)
+            .args(["run", "--config", self.config.to_str().unwrap()])
+            .current_dir(self.dir.path())
+            .env("CRONWARDEN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(self.path("supervisor.out")).unwrap())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Supervisor { child, log }
+    }
+
+    /// Waits until the status is `ok` with a worker, returns the status.
+    pub fn wait_ok(&self, limit: Duration) -> Value {
+        wait_until("status ok", limit, || {
+            let (_, s) = self.status();
+            s.filter(|s| s["state"] == "ok" && s["worker"]["pid"].is_u64())
+        })
+    }
+
+    /// Lines of a file the jobs append to (empty if it does not exist yet).
+    pub fn lines(&self, name: &str) -> Vec<String> {
+        fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A running `cronwarden run`; killed (and its worker with it) on drop.
+pub struct Supervisor {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Supervisor {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit code.
+    pub fn stop(&mut self, limit: Duration) -> i32 {
+        kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
+        let status = wait_until("supervisor exit", limit, || self.child.try_wait().unwrap());
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            kill(self.pid(), nix::sys::signal::Signal::SIGCONT);
+            kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn read_pids(path: &Path) -> Vec<u32> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+pub fn job<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["name"] == name))
+        .unwrap_or_else(|| panic!("job {name} not in status {status}"))
+}
