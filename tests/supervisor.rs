@@ -292,3 +292,29 @@ fn jobs_inherit_no_cronwarden_descriptors_and_get_their_run_env() {
     assert!(text.contains("CRONWARDEN_SCHEDULED_FOR=20"), "{text}");
     assert!(text.contains("GREETING=hi"), "{text}");
 }
+
+/// kill -9 of the supervisor: the worker notices (parent-death signal, EOF
+/// on its command pipe), stops its jobs and exits; the lock is free again.
+#[test]
+fn supervisor_killed_takes_worker_and_jobs_with_it() {
+    let env = Env::new("");
+    let d = env.dir.path().display().to_string();
+    env.write_config(&format!(
+        "[[job]]\nname = \"long\"\nschedule = \"* * * * * *\"\nkill_grace = \"1s\"\nshell = \"echo $$ >> {d}/long.pids; exec sleep 300\"\n"
+    ));
+    let mut sup = env.start();
+    let wpid = worker_pid(&env.wait_ok(LONG));
+    let job_pid = wait_until("the long job running", LONG, || {
+        read_pids(&env.path("long.pids")).first().copied()
+    });
+    kill(sup.pid(), Signal::SIGKILL);
+    let _ = sup.child.wait();
+    wait_until(
+        "worker and job gone after the supervisor died",
+        LONG,
+        || (!alive(wpid) && !alive(job_pid)).then_some(()),
+    );
+    // The lock died with them: a new supervisor can start on the same state.
+    let _again = env.start();
+    env.wait_ok(LONG);
+}
