@@ -11,9 +11,11 @@
 //!
 //! Nothing here does I/O beyond reading a config file.
 
+pub mod audit;
 pub mod config;
 pub mod schedule;
 pub mod status;
+pub mod store;
 pub mod timefmt;
 pub mod wire;
 

@@ -59,6 +59,8 @@ impl Trigger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Not finished yet (only ever seen while the run is in flight).
+    Running,
     Success,
     Failed,
     Timeout,
@@ -70,6 +72,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
+            Outcome::Running => "running",
             Outcome::Success => "success",
             Outcome::Failed => "failed",
             Outcome::Timeout => "timeout",
