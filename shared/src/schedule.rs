@@ -128,7 +128,8 @@ impl Schedule {
     ///
     /// `anchor` matters only for `@every`: fires are `anchor + k·period`, so a
     /// restarted worker keeps the cadence of the last scheduled time. Without
-    /// an anchor the first fire is one period after `after`.
+    /// an anchor the first fire is one period after `after` rounded up to a
+    /// whole second.
     pub fn next_after(&self, after: Timestamp, anchor: Option<Timestamp>) -> Option<Timestamp> {
         match &self.kind {
             Kind::Every(period) => every_next(after, anchor, *period),
@@ -218,7 +219,17 @@ fn hour_field_is_star(expr: &str) -> bool {
 fn every_next(after: Timestamp, anchor: Option<Timestamp>, period: Duration) -> Option<Timestamp> {
     let period = SignedDuration::try_from(period).ok()?;
     let Some(anchor) = anchor else {
-        return after.checked_add(period).ok();
+        // A fresh cadence starts on a whole second: fire times stay
+        // readable (10:00:15, not 10:00:15.200207046) at the cost of at
+        // most one second.
+        let whole = after
+            .round(
+                jiff::TimestampRound::new()
+                    .smallest(jiff::Unit::Second)
+                    .mode(jiff::RoundMode::Ceil),
+            )
+            .ok()?;
+        return whole.checked_add(period).ok();
     };
     if after < anchor {
         return Some(anchor);

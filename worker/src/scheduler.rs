@@ -8,17 +8,22 @@
 //! error. A panic inside a turn is caught and logged; the loop goes on and
 //! the heartbeat shows the failing turns.
 //!
-//! Every scheduled fire time yields exactly one event: a `fire` (and later a
-//! `finish`) or a `skip` with its reason. Fires missed while the loop could
-//! not run (a stopped process, a slow turn) are coalesced into one run that
-//! `covers` them if they are younger than the job's misfire grace, and
-//! skipped as `misfire` otherwise.
+//! Every scheduled fire time yields exactly one record: a run (started
+//! `running`, finished with its outcome) or a skip with its reason. Fires
+//! missed while the loop could not run (downtime, a stopped process, a slow
+//! turn) are coalesced into one run that `covers` them if they are younger
+//! than the job's misfire grace, and skipped as `misfire` otherwise.
+//!
+//! Writes are journaled while a turn plans its fires and committed in one
+//! transaction by [`Scheduler::flush`]; only then are runs spawned and
+//! events sent, so every fire the supervisor hears of is already durable.
 
 use std::{collections::BTreeMap, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
-    status::{RunRecord, SkipReason, Trigger},
+    status::{Outcome, RunRecord, SkipReason, Trigger},
+    store::{self, JobRow, Store, Write},
     wire::{Armed, Command, Event, MAX_LINE},
     VERSION,
 };
@@ -43,9 +48,12 @@ use crate::{
 /// How long the worker waits for its first `configure` command.
 const CONFIGURE_WITHIN: Duration = Duration::from_secs(30);
 /// At most this many missed fires of one job are enumerated in one turn
-/// (a per-second job after a day of downtime); the rest are skipped in
-/// later turns, so one turn stays short.
+/// (a per-second job after a day of downtime); the rest follow in the next
+/// turns, so one turn stays short.
 const MAX_DUE_PER_TURN: usize = 10_000;
+/// Wall-clock movement beyond this, against the monotonic clock, between
+/// two turns is a clock jump (NTP step, suspend, VM restore).
+const CLOCK_JUMP: Duration = Duration::from_secs(2);
 
 struct Running {
     run_id: u64,
@@ -59,13 +67,30 @@ struct JobRt {
     anchor: Option<Timestamp>,
     paused: bool,
     running: Vec<Running>,
-    /// `overlap = queue`: the one fire waiting for the current run.
-    pending: Option<Vec<Timestamp>>,
+    /// `overlap = queue`: the one fire waiting for the current run, with
+    /// the id its record was committed under when it was claimed.
+    pending: Option<(u64, Vec<Timestamp>)>,
+}
+
+fn trigger_for(covers: &[Timestamp]) -> Trigger {
+    match covers.len() {
+        0 => Trigger::Manual,
+        1 => Trigger::Schedule,
+        _ => Trigger::Catchup,
+    }
 }
 
 /// All scheduling state. Methods never await: the loop stays responsive.
 pub struct Scheduler {
     jobs: BTreeMap<String, JobRt>,
+    store: Store,
+    journal: Vec<Write>,
+    outbox: Vec<Event>,
+    to_spawn: Vec<(RunRequest, StopHandle)>,
+    /// Whether the last flush reached the store; a failing store makes
+    /// turns "not good", which the heartbeat shows.
+    store_ok: bool,
+    finishes: u64,
     events: EventTx,
     done_tx: mpsc::UnboundedSender<RunRecord>,
     next_run_id: u64,
@@ -73,17 +98,26 @@ pub struct Scheduler {
     seq: u64,
     last_good_turn: Option<Timestamp>,
     next_heartbeat: Instant,
+    /// (wall, monotonic) at the previous turn, to notice clock jumps.
+    last_clocks: (Timestamp, Instant),
 }
 
 impl Scheduler {
     pub fn new(
         config: &Config,
+        store: Store,
         events: EventTx,
         done_tx: mpsc::UnboundedSender<RunRecord>,
         first_run_id: u64,
     ) -> Self {
         let mut s = Scheduler {
             jobs: BTreeMap::new(),
+            store,
+            journal: vec![],
+            outbox: vec![],
+            to_spawn: vec![],
+            store_ok: true,
+            finishes: 0,
             events,
             done_tx,
             next_run_id: first_run_id.max(1),
@@ -91,43 +125,57 @@ impl Scheduler {
             seq: 0,
             last_good_turn: None,
             next_heartbeat: Instant::now(),
+            last_clocks: (Timestamp::now(), Instant::now()),
         };
         s.configure(config);
         s
     }
 
-    /// Applies a (new) config: removed jobs are dropped at once (their
-    /// running runs finish, but they never fire again), new jobs are armed,
-    /// jobs whose schedule changed are re-armed from now.
+    /// Applies a (new) config, reconciled with the store: removed jobs are
+    /// dropped at once (their running runs finish, but they never fire
+    /// again; their schedule rows are deleted, their history stays); new
+    /// jobs are armed from now; jobs whose schedule or zone changed are
+    /// re-armed from now; unchanged jobs keep their stored next fire (a fire
+    /// that came due while cronwarden was down then goes through the misfire
+    /// rules) and their paused flag.
     pub fn configure(&mut self, config: &Config) {
         let now = Timestamp::now();
         self.heartbeat_interval = config.watchdog.heartbeat_interval;
+        let wanted: Vec<JobRow> = config
+            .jobs
+            .iter()
+            .map(|j| JobRow {
+                name: j.name.clone(),
+                schedule: j.schedule.expr().to_string(),
+                timezone: j.timezone.clone(),
+                next_run_at: j.schedule.next_after(now, None),
+                last_scheduled_at: None,
+                paused: false,
+            })
+            .collect();
+        let rows = match self.store.reconcile(&wanted) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!("{e}; scheduling from the config alone");
+                self.store_ok = false;
+                wanted
+            }
+        };
         let mut old = std::mem::take(&mut self.jobs);
-        for spec in &config.jobs {
+        for (spec, row) in config.jobs.iter().zip(rows) {
             let spec = Arc::new(spec.clone());
-            let rt = match old.remove(&spec.name) {
-                Some(mut rt)
-                    if rt.spec.schedule.expr() == spec.schedule.expr()
-                        && rt.spec.timezone == spec.timezone =>
-                {
-                    rt.spec = spec;
-                    rt
-                }
-                Some(mut rt) => {
-                    rt.next = spec.schedule.next_after(now, None);
-                    rt.anchor = None;
-                    rt.spec = spec;
-                    rt
-                }
-                None => JobRt {
-                    next: spec.schedule.next_after(now, None),
-                    spec,
-                    anchor: None,
-                    paused: false,
-                    running: vec![],
-                    pending: None,
-                },
-            };
+            let mut rt = old.remove(&spec.name).unwrap_or(JobRt {
+                spec: spec.clone(),
+                next: None,
+                anchor: None,
+                paused: false,
+                running: vec![],
+                pending: None,
+            });
+            rt.spec = spec;
+            rt.next = row.next_run_at;
+            rt.anchor = row.last_scheduled_at;
+            rt.paused = row.paused;
             self.jobs.insert(rt.spec.name.clone(), rt);
         }
         for (name, rt) in old {
@@ -136,7 +184,7 @@ impl Scheduler {
         self.send_schedule();
     }
 
-    fn send_schedule(&self) {
+    fn send_schedule(&mut self) {
         let jobs = self
             .jobs
             .values()
@@ -146,13 +194,48 @@ impl Scheduler {
                 paused: j.paused,
             })
             .collect();
-        self.events.send(Event::Schedule { jobs });
+        self.outbox.push(Event::Schedule { jobs });
     }
 
     fn alloc_id(&mut self) -> u64 {
         let id = self.next_run_id;
         self.next_run_id += 1;
         id
+    }
+
+    /// Commits the journal, then sends the events and spawns the runs it
+    /// planned. A store failure is logged and the turn marked not good,
+    /// but scheduling goes on: a job that should run still runs.
+    pub fn flush(&mut self) {
+        if !self.journal.is_empty() {
+            let journal = std::mem::take(&mut self.journal);
+            match self.store.apply(&journal) {
+                Ok(true) => self.store_ok = true,
+                Ok(false) => {
+                    // With the state lock held this means a bug or a hand edit.
+                    tracing::error!("store refused a claim (next_run_at moved underneath us); continuing from memory");
+                    self.store_ok = false;
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    self.store_ok = false;
+                }
+            }
+        }
+        for ev in std::mem::take(&mut self.outbox) {
+            self.events.send(ev);
+        }
+        for (req, stop) in std::mem::take(&mut self.to_spawn) {
+            let events = self.events.clone();
+            let done = self.done_tx.clone();
+            tokio::task::spawn_local(async move {
+                let record = runner::run(req, events.clone(), stop).await;
+                events.send(Event::Finish {
+                    run: record.clone(),
+                });
+                let _ = done.send(record);
+            });
+        }
     }
 
     /// The earliest instant the loop must wake at.
@@ -174,27 +257,60 @@ impl Scheduler {
         deadline
     }
 
-    /// One loop turn: fire what is due, then heartbeat when due.
+    /// One loop turn: fire what is due, commit, then heartbeat when due.
     pub fn turn(&mut self) {
         self.seq += 1;
-        let ok =
-            match std::panic::catch_unwind(AssertUnwindSafe(|| self.fire_due(Timestamp::now()))) {
-                Ok(()) => true,
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic".into());
-                    tracing::error!(seq = self.seq, "scheduler turn panicked: {msg}");
-                    false
-                }
-            };
+        self.check_clock();
+        let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.fire_due(Timestamp::now());
+            self.flush();
+        })) {
+            Ok(()) => self.store_ok,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into());
+                tracing::error!(seq = self.seq, "scheduler turn panicked: {msg}");
+                false
+            }
+        };
         if ok {
             self.last_good_turn = Some(Timestamp::now());
         }
         if Instant::now() >= self.next_heartbeat {
             self.heartbeat();
+        }
+    }
+
+    /// Notices a jump of the wall clock against the monotonic one. A forward
+    /// jump needs nothing more: the fires it skipped over are due now and go
+    /// through the misfire rules. A backward jump cannot fire a time twice:
+    /// next fires only ever move forward. Both are logged with their size.
+    fn check_clock(&mut self) {
+        let (wall0, mono0) = self.last_clocks;
+        let (wall, mono) = (Timestamp::now(), Instant::now());
+        self.last_clocks = (wall, mono);
+        let wall_step = wall.duration_since(wall0);
+        let mono_step = SignedDuration::try_from(mono.duration_since(mono0)).unwrap_or_default();
+        let jump = wall_step - mono_step;
+        if jump.abs() > SignedDuration::try_from(CLOCK_JUMP).unwrap_or_default() {
+            let due = self
+                .jobs
+                .values()
+                .filter(|j| j.next.is_some_and(|t| t <= wall))
+                .count();
+            tracing::warn!(
+                jump_ms = jump.as_millis(),
+                direction = if jump.is_negative() {
+                    "backward"
+                } else {
+                    "forward"
+                },
+                jobs_due = due,
+                "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
+            );
         }
     }
 
@@ -229,6 +345,12 @@ impl Scheduler {
                 due.push(t);
                 cursor = job.spec.schedule.next_after(t, Some(t));
             }
+            self.journal.push(Write::Claim {
+                job: name.clone(),
+                from: job.next,
+                to: cursor,
+                last_scheduled_at: due.last().copied(),
+            });
             job.next = cursor;
             job.anchor = due.last().copied();
             self.dispatch(&name, due, now);
@@ -241,7 +363,26 @@ impl Scheduler {
         if reason != SkipReason::Paused {
             tracing::warn!(job, run = run_id, scheduled_at = %t, ?reason, busy_run = ?busy, "fire skipped");
         }
-        self.events.send(Event::Skip {
+        self.journal.push(Write::Insert(RunRecord {
+            id: run_id,
+            job: job.to_string(),
+            scheduled_at: Some(t),
+            covers: vec![t],
+            trigger: Trigger::Schedule,
+            started_at: None,
+            finished_at: Some(Timestamp::now()),
+            outcome: Outcome::Skipped,
+            skip_reason: Some(reason),
+            exit_code: None,
+            signal: None,
+            duration_ms: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            error: busy.map(|b| format!("run {b} was still running")),
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        }));
+        self.outbox.push(Event::Skip {
             job: job.to_string(),
             run_id,
             scheduled_at: t,
@@ -284,7 +425,16 @@ impl Scheduler {
                 }
                 Overlap::Queue => {
                     if job.pending.is_none() {
-                        job.pending = Some(fresh);
+                        // Recorded now (as in flight), so a crash before it
+                        // starts still leaves a record: it becomes `lost`.
+                        let id = self.alloc_id();
+                        let Some(job) = self.jobs.get_mut(name) else {
+                            return;
+                        };
+                        job.pending = Some((id, fresh.clone()));
+                        let mut rec = self.run_record(id, name, &fresh);
+                        rec.started_at = None;
+                        self.journal.push(Write::Insert(rec));
                     } else {
                         for t in fresh {
                             self.skip(name, t, SkipReason::Overlap, Some(busy));
@@ -303,17 +453,42 @@ impl Scheduler {
         self.start(name, fresh);
     }
 
-    /// Starts a run for the given scheduled times (empty: a manual run).
+    /// Plans a run for the given scheduled times (empty: a manual run); it
+    /// is spawned by the next flush, after its record is committed.
     fn start(&mut self, name: &str, covers: Vec<Timestamp>) {
         let run_id = self.alloc_id();
+        self.start_as(run_id, name, covers);
+    }
+
+    /// The record of a run starting now (stored `running` until finished).
+    fn run_record(&self, id: u64, name: &str, covers: &[Timestamp]) -> RunRecord {
+        RunRecord {
+            id,
+            job: name.to_string(),
+            scheduled_at: covers.last().copied(),
+            covers: covers.to_vec(),
+            trigger: trigger_for(covers),
+            started_at: Some(Timestamp::now()),
+            finished_at: None,
+            outcome: Outcome::Running,
+            skip_reason: None,
+            exit_code: None,
+            signal: None,
+            duration_ms: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            error: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        }
+    }
+
+    fn start_as(&mut self, run_id: u64, name: &str, covers: Vec<Timestamp>) {
+        let record = self.run_record(run_id, name, &covers);
         let Some(job) = self.jobs.get_mut(name) else {
             return;
         };
-        let trigger = match covers.len() {
-            0 => Trigger::Manual,
-            1 => Trigger::Schedule,
-            _ => Trigger::Catchup,
-        };
+        let trigger = trigger_for(&covers);
         let req = RunRequest {
             run_id,
             job: job.spec.clone(),
@@ -327,27 +502,28 @@ impl Scheduler {
             run_id,
             stop: stop.clone(),
         });
-        let events = self.events.clone();
-        let done = self.done_tx.clone();
-        tokio::task::spawn_local(async move {
-            let record = runner::run(req, events.clone(), stop).await;
-            events.send(Event::Finish {
-                run: record.clone(),
-            });
-            let _ = done.send(record);
-        });
+        self.journal.push(Write::Insert(record));
+        self.to_spawn.push((req, stop));
     }
 
-    /// A run ended: release its busy flag and start a queued fire.
+    /// A run ended: record it, release its busy flag, start a queued fire.
     pub fn finished(&mut self, record: &RunRecord) {
+        self.journal.push(Write::Finish(record.clone()));
+        self.finishes += 1;
+        // Retention, a little at a time so no single write is long.
+        if self.finishes % 50 == 0 {
+            if let Err(e) = self.store.prune(&record.job, store::DEFAULT_RETENTION) {
+                tracing::warn!("{e}");
+            }
+        }
         let Some(job) = self.jobs.get_mut(&record.job) else {
             return;
         };
         job.running.retain(|r| r.run_id != record.id);
         if job.running.is_empty() {
-            if let Some(covers) = job.pending.take() {
+            if let Some((id, covers)) = job.pending.take() {
                 let name = record.job.clone();
-                self.start(&name, covers);
+                self.start_as(id, &name, covers);
             }
         }
     }
@@ -362,49 +538,95 @@ impl Scheduler {
                 }
                 Err(e) => self.command_failed("configure", e.to_string()),
             },
-            Command::Trigger { job } => {
-                let Some(j) = self.jobs.get(&job) else {
-                    return self.command_failed("trigger", format!("no job named {job:?}"));
+            Command::Trigger { job, request } => {
+                let refusal = match self.jobs.get(&job) {
+                    None => Some(format!("no job named {job:?}")),
+                    Some(j) => match (j.running.first(), j.spec.overlap) {
+                        (Some(busy), overlap) if overlap != Overlap::Allow => Some(format!(
+                            "job {job:?} is still running (run {}) and its overlap policy is {}",
+                            busy.run_id,
+                            overlap.as_str()
+                        )),
+                        _ => None,
+                    },
                 };
-                if let (Some(busy), false) = (j.running.first(), j.spec.overlap == Overlap::Allow) {
-                    let msg = format!(
-                        "job {job:?} is still running (run {}) and its overlap policy is {}",
-                        busy.run_id,
-                        j.spec.overlap.as_str()
-                    );
-                    return self.command_failed("trigger", msg);
+                match refusal {
+                    Some(error) => self.answer("trigger", request, Err(error)),
+                    None => {
+                        tracing::info!(job, "manual trigger");
+                        let run_id = self.alloc_id();
+                        self.start_as(run_id, &job, vec![]);
+                        self.answer("trigger", request, Ok(Some(run_id)));
+                    }
                 }
-                self.start(&job, vec![]);
             }
-            Command::Pause { job } | Command::Resume { job } if !self.jobs.contains_key(&job) => {
-                self.command_failed("pause", format!("no job named {job:?}"));
-            }
-            Command::Pause { job } => {
-                if let Some(j) = self.jobs.get_mut(&job) {
-                    j.paused = true;
-                }
-                self.send_schedule();
-            }
-            Command::Resume { job } => {
-                if let Some(j) = self.jobs.get_mut(&job) {
-                    j.paused = false;
-                }
-                self.send_schedule();
-            }
+            Command::Pause { job, request } => self.set_paused("pause", job, request, true),
+            Command::Resume { job, request } => self.set_paused("resume", job, request, false),
             Command::Shutdown => {}
         }
     }
 
-    fn command_failed(&self, command: &str, error: String) {
+    fn set_paused(&mut self, command: &str, job: String, request: Option<u64>, paused: bool) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return self.answer(command, request, Err(format!("no job named {job:?}")));
+        };
+        j.paused = paused;
+        tracing::info!(job, paused, "pause state changed");
+        self.journal.push(Write::Paused { job, paused });
+        self.send_schedule();
+        self.answer(command, request, Ok(None));
+    }
+
+    /// Answers a command: a `reply` when it carried a request id, else a
+    /// `command_failed` event for failures.
+    fn answer(&mut self, command: &str, request: Option<u64>, result: Result<Option<u64>, String>) {
+        match (request, result) {
+            (Some(request), Ok(run_id)) => self.outbox.push(Event::Reply {
+                request,
+                ok: true,
+                error: None,
+                run_id,
+            }),
+            (Some(request), Err(error)) => {
+                tracing::warn!(command, "{error}");
+                self.outbox.push(Event::Reply {
+                    request,
+                    ok: false,
+                    error: Some(error),
+                    run_id: None,
+                })
+            }
+            (None, Ok(_)) => {}
+            (None, Err(error)) => self.command_failed(command, error),
+        }
+    }
+
+    fn command_failed(&mut self, command: &str, error: String) {
         tracing::warn!(command, "{error}");
-        self.events.send(Event::CommandFailed {
+        self.outbox.push(Event::CommandFailed {
             command: command.into(),
             error,
         });
     }
 
-    /// Stops every run; returns how many were running.
+    /// Stops every run; returns how many were running. Queued fires will
+    /// not run now: their records say `worker_down`.
     fn stop_all(&mut self) -> usize {
+        let queued: Vec<(String, u64, Vec<Timestamp>)> = self
+            .jobs
+            .iter_mut()
+            .filter_map(|(n, j)| j.pending.take().map(|(id, c)| (n.clone(), id, c)))
+            .collect();
+        for (name, id, covers) in queued {
+            let mut rec = self.run_record(id, &name, &covers);
+            rec.started_at = None;
+            rec.finished_at = Some(Timestamp::now());
+            rec.outcome = Outcome::Skipped;
+            rec.skip_reason = Some(SkipReason::WorkerDown);
+            rec.error = Some("queued behind a running run when the worker shut down".into());
+            self.journal.push(Write::Finish(rec));
+        }
+        self.flush();
         let mut n = 0;
         for j in self.jobs.values() {
             for r in &j.running {
@@ -427,7 +649,6 @@ impl Scheduler {
             + Duration::from_secs(2)
     }
 }
-
 /// The worker's whole life: adopt descriptors, wait for the config, loop.
 pub async fn run(args: WorkerArgs) -> Result<(), String> {
     LocalSet::new().run_until(run_local(args)).await
@@ -490,7 +711,17 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
         version: VERSION.to_string(),
         started_at: Timestamp::now(),
     });
-    let mut sched = Scheduler::new(&config, events.clone(), done_tx, args.first_run_id);
+    let store_path = config.state_dir.join(store::FILE_NAME);
+    let mut store = Store::open(&store_path).map_err(|e| e.to_string())?;
+    // Runs left `running` belonged to a worker that died: they are lost.
+    for lost in store.recover_lost().map_err(|e| e.to_string())? {
+        tracing::error!(job = %lost.job, run = lost.id, "run recorded lost: its worker died while it was running");
+        events.send(Event::Finish { run: lost });
+    }
+    let first_run_id = args
+        .first_run_id
+        .max(store.max_run_id().map_err(|e| e.to_string())? + 1);
+    let mut sched = Scheduler::new(&config, store, events.clone(), done_tx, first_run_id);
     tracing::info!(jobs = config.jobs.len(), "worker started");
 
     loop {
@@ -503,9 +734,16 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
             cmd = cmd_rx.recv() => match cmd {
                 None => { tracing::warn!("supervisor closed the command pipe: stopping jobs"); break; }
                 Some(Command::Shutdown) => { tracing::info!("shutdown requested: stopping jobs"); break; }
-                Some(cmd) => sched.command(cmd, &mut config_path),
+                Some(cmd) => { sched.command(cmd, &mut config_path); sched.flush(); }
             },
-            Some(record) = done_rx.recv() => sched.finished(&record),
+            Some(record) = done_rx.recv() => {
+                sched.finished(&record);
+                // Record every run that ended meanwhile in the same commit.
+                while let Ok(record) = done_rx.try_recv() {
+                    sched.finished(&record);
+                }
+                sched.flush();
+            }
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
@@ -518,6 +756,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
         match tokio::time::timeout_at(until, done_rx.recv()).await {
             Ok(Some(record)) => {
                 sched.finished(&record);
+                sched.flush();
                 left -= 1;
             }
             _ => break,
