@@ -18,7 +18,9 @@ use cronwarden_shared::{
     timefmt::{human_duration, rfc3339_in},
 };
 use cronwarden_supervisor::{client, lock};
+use hyper::Method;
 use jiff::{tz::TimeZone, Timestamp};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +79,55 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the jobs with their state, next fire and last run.
+    Jobs {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a job's run history, newest first (skipped fires included).
+    Runs {
+        job: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run a job now (recorded with trigger `manual`).
+    Trigger {
+        job: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop firing a job (its fires are recorded as skipped `paused`) until resumed.
+    Pause {
+        job: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Resume a paused job.
+    Resume {
+        job: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Re-read the config file (as SIGHUP does); an invalid one is refused.
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Prove the ledger: every scheduled time of JOB in the window has exactly
+    /// one record. Exit 1 when it does not.
+    Audit {
+        job: String,
+        /// Start of the window, RFC 3339 (default: 24h ago, or the job's first record).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the window, RFC 3339 (default: a few seconds ago).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The scheduler worker (started by `run`; not for direct use).
     #[command(hide = true)]
     Worker {
@@ -87,6 +138,19 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         first_run_id: u64,
     },
+}
+
+/// How the CLI finds the supervisor.
+#[derive(clap::Args)]
+struct Conn {
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// The status socket (default: the one the config names).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Print the raw JSON reply.
+    #[arg(long)]
+    json: bool,
 }
 
 fn init_logs(format: LogFormat, who: &'static str) {
@@ -153,6 +217,67 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             socket,
             json,
         } => status(&config, socket, json),
+        Cmd::Jobs { conn } => call(&conn, Method::GET, "/v1/jobs".into(), print_jobs),
+        Cmd::Runs { job, limit, conn } => call(
+            &conn,
+            Method::GET,
+            format!("/v1/jobs/{}/runs?limit={limit}", enc(&job)),
+            print_runs,
+        ),
+        Cmd::Trigger { job, conn } => call(
+            &conn,
+            Method::POST,
+            format!("/v1/jobs/{}/trigger", enc(&job)),
+            |o, v| {
+                writeln!(o, "triggered: run {}", v["run_id"])?;
+                Ok(0)
+            },
+        ),
+        Cmd::Pause { job, conn } => call(
+            &conn,
+            Method::POST,
+            format!("/v1/jobs/{}/pause", enc(&job)),
+            |o, _| {
+                writeln!(o, "paused")?;
+                Ok(0)
+            },
+        ),
+        Cmd::Resume { job, conn } => call(
+            &conn,
+            Method::POST,
+            format!("/v1/jobs/{}/resume", enc(&job)),
+            |o, _| {
+                writeln!(o, "resumed")?;
+                Ok(0)
+            },
+        ),
+        Cmd::Reload { conn } => call(&conn, Method::POST, "/v1/reload".into(), |o, v| {
+            writeln!(o, "reloaded: {} job(s)", v["jobs"])?;
+            Ok(0)
+        }),
+        Cmd::Audit {
+            job,
+            from,
+            to,
+            conn,
+        } => {
+            let mut q = vec![];
+            for (k, v) in [("from", from), ("to", to)] {
+                if let Some(v) = v {
+                    if v.parse::<Timestamp>().is_err() {
+                        eprintln!("cronwarden: --{k}: {v:?} is not an RFC 3339 instant");
+                        return Ok(ExitCode::from(2));
+                    }
+                    q.push(format!("{k}={}", v.replace(':', "%3A").replace('+', "%2B")));
+                }
+            }
+            call(
+                &conn,
+                Method::GET,
+                format!("/v1/jobs/{}/audit?{}", enc(&job), q.join("&")),
+                print_audit,
+            )
+        }
     }
 }
 
@@ -236,8 +361,8 @@ fn status(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<
     const UNKNOWN: u8 = 3;
     let (socket, lock_path) = match socket {
         Some(s) => (s, None),
-        None => match Config::load(config) {
-            Ok(c) => (c.socket.clone(), Some(c.lock_path())),
+        None => match Config::locate(config) {
+            Ok((socket, lock)) => (socket, Some(lock)),
             Err(e) => {
                 eprintln!("cronwarden: status unknown: cannot find the socket:\n{e}");
                 return Ok(ExitCode::from(UNKNOWN));
@@ -287,6 +412,212 @@ fn status(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<
         print_status(&mut out, &report)?;
     }
     Ok(ExitCode::from(report.state.exit_code()))
+}
+
+/// Percent-encodes a job name for a URL path.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Resolves the socket: `--socket`, else the config's.
+fn socket_for(conn: &Conn) -> Result<PathBuf, ExitCode> {
+    match &conn.socket {
+        Some(s) => Ok(s.clone()),
+        None => Config::locate(&conn.config)
+            .map(|(socket, _)| socket)
+            .map_err(|e| {
+                eprintln!("cronwarden: cannot find the socket:\n{e}");
+                ExitCode::from(3)
+            }),
+    }
+}
+
+/// One call on the socket. Prints the JSON with `--json`, else through
+/// `show`; exit 0 on success, 1 when refused, 3 when nobody answers.
+fn call(
+    conn: &Conn,
+    method: Method,
+    path: String,
+    show: impl FnOnce(&mut dyn Write, &Value) -> std::io::Result<u8>,
+) -> anyhow::Result<ExitCode> {
+    let socket = match socket_for(conn) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (code, body) = match rt.block_on(client::request(
+        &socket,
+        method,
+        &path,
+        Duration::from_secs(15),
+    )) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cronwarden: {e} (is `cronwarden run` running?)");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut out = std::io::stdout().lock();
+    if !(200..300).contains(&code) {
+        let msg = value["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        eprintln!("cronwarden: {msg}");
+        if conn.json {
+            out.write_all(&body)?;
+        }
+        return Ok(ExitCode::from(1));
+    }
+    if conn.json {
+        out.write_all(&body)?;
+        // The audit's verdict is its exit code, with --json too.
+        return Ok(ExitCode::from(if value["ok"] == Value::Bool(false) {
+            1
+        } else {
+            0
+        }));
+    }
+    Ok(ExitCode::from(show(&mut out, &value)?))
+}
+
+fn table(out: &mut dyn Write, header: &[&str], rows: Vec<Vec<String>>) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&head).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
+}
+
+fn ts(v: &Value) -> Option<Timestamp> {
+    v.as_str().and_then(|s| s.parse().ok())
+}
+
+fn print_jobs(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
+    let now = Timestamp::now();
+    let rows = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|j| {
+            let last = &j["last_run"];
+            vec![
+                j["name"].as_str().unwrap_or_default().to_string(),
+                j["state"].as_str().unwrap_or_default().to_string(),
+                j["schedule"].as_str().unwrap_or_default().to_string(),
+                relative(ts(&j["next_fire_at"]), now),
+                if last.is_null() {
+                    "-".into()
+                } else {
+                    format!(
+                        "{} {}",
+                        last["outcome"].as_str().unwrap_or_default(),
+                        relative(ts(&last["finished_at"]), now)
+                    )
+                },
+            ]
+        })
+        .collect();
+    table(out, &["JOB", "STATE", "SCHEDULE", "NEXT", "LAST RUN"], rows)?;
+    Ok(0)
+}
+
+fn print_runs(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
+    let now = Timestamp::now();
+    let rows = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let outcome = match r["skip_reason"].as_str() {
+                Some(reason) => format!("skipped ({reason})"),
+                None => r["outcome"].as_str().unwrap_or_default().to_string(),
+            };
+            let exit = match (r["exit_code"].as_i64(), r["signal"].as_i64()) {
+                (Some(c), _) => format!("exit {c}"),
+                (_, Some(s)) => format!("signal {s}"),
+                _ => "-".into(),
+            };
+            vec![
+                r["id"].to_string(),
+                relative(ts(&r["scheduled_at"]), now),
+                r["trigger"].as_str().unwrap_or_default().to_string(),
+                outcome,
+                exit,
+                r["duration_ms"]
+                    .as_u64()
+                    .map(|d| human_duration(Duration::from_millis(d)))
+                    .unwrap_or_else(|| "-".into()),
+                format!("{}/{}", r["stdout_bytes"], r["stderr_bytes"]),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "RUN",
+            "SCHEDULED",
+            "TRIGGER",
+            "OUTCOME",
+            "EXIT",
+            "TOOK",
+            "OUT/ERR BYTES",
+        ],
+        rows,
+    )?;
+    Ok(0)
+}
+
+fn print_audit(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
+    let ok = v["ok"] == Value::Bool(true);
+    writeln!(
+        out,
+        "{}: {} scheduled time(s) from {} to {}: {} record(s)",
+        v["job"].as_str().unwrap_or_default(),
+        v["expected"],
+        v["from"].as_str().unwrap_or_default(),
+        v["to"].as_str().unwrap_or_default(),
+        v["records"]
+    )?;
+    if let Some(o) = v["outcomes"].as_object() {
+        let parts: Vec<String> = o.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(out, "  outcomes: {}", parts.join(", "))?;
+    }
+    for key in ["missing", "duplicated", "unexpected"] {
+        let list = v[key].as_array().cloned().unwrap_or_default();
+        if !list.is_empty() {
+            let shown: Vec<String> = list
+                .iter()
+                .take(10)
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect();
+            let more = if list.len() > 10 { ", …" } else { "" };
+            writeln!(out, "  {key}: {} ({}{more})", list.len(), shown.join(", "))?;
+        }
+    }
+    writeln!(out, "  invariant {}", if ok { "holds" } else { "BROKEN" })?;
+    Ok(if ok { 0 } else { 1 })
 }
 
 fn ago(ms: Option<u64>) -> String {

@@ -334,6 +334,41 @@ impl Config {
         }
     }
 
+    /// Where the status socket and lock of the config at `path` are, reading
+    /// only `state_dir` and `socket`: the CLI must reach the supervisor even
+    /// when the rest of the file has an error (that is when `reload` is
+    /// needed most, to see the errors).
+    pub fn locate(path: &Path) -> Result<(PathBuf, PathBuf), ConfigErrors> {
+        let one = |message: String| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                job: None,
+                key: String::new(),
+                message,
+            }])
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| one(format!("cannot read config file: {e}")))?;
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| one(format!("invalid TOML: {}", e.message())))?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let state_dir = table
+            .get("state_dir")
+            .and_then(Value::as_str)
+            .map(|s| base.join(s))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let socket = table
+            .get("socket")
+            .and_then(Value::as_str)
+            .map(|s| base.join(s))
+            .unwrap_or_else(|| state_dir.join("cronwarden.sock"));
+        Ok((socket, state_dir.join("cronwarden.lock")))
+    }
+
     /// The lock file that makes one supervisor per state directory.
     pub fn lock_path(&self) -> PathBuf {
         self.state_dir.join("cronwarden.lock")

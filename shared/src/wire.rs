@@ -76,6 +76,14 @@ pub enum Event {
     Finish { run: RunRecord },
     /// A command could not be carried out.
     CommandFailed { command: String, error: String },
+    /// The answer to a command that carried a `request` id.
+    Reply {
+        request: u64,
+        ok: bool,
+        error: Option<String>,
+        /// The run a trigger started.
+        run_id: Option<u64>,
+    },
 }
 
 /// Supervisor → worker.
@@ -85,20 +93,25 @@ pub enum Command {
     /// Apply this config (the file's text, already validated by the
     /// supervisor; sent whole so both sides run the same config even if
     /// the file changes in between).
-    Configure {
-        path: PathBuf,
-        source: String,
-    },
-    /// Run the job now (trigger `manual`).
+    Configure { path: PathBuf, source: String },
+    /// Run the job now (trigger `manual`). With a `request` id the worker
+    /// answers with a `reply` event.
     Trigger {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
     },
-    /// Stop firing the job until resumed.
+    /// Stop firing the job until resumed (skipped fires are recorded
+    /// `paused`); survives restarts.
     Pause {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
     },
     Resume {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
     },
     /// Stop every job within its kill grace, then exit.
     Shutdown,
@@ -176,8 +189,30 @@ mod tests {
     #[test]
     fn command_json_is_pinned() {
         assert_eq!(
-            serde_json::to_value(Command::Trigger { job: "a".into() }).unwrap(),
+            serde_json::to_value(Command::Trigger {
+                job: "a".into(),
+                request: None
+            })
+            .unwrap(),
             json!({"type": "trigger", "job": "a"})
+        );
+        assert_eq!(
+            serde_json::to_value(Command::Pause {
+                job: "a".into(),
+                request: Some(3)
+            })
+            .unwrap(),
+            json!({"type": "pause", "job": "a", "request": 3})
+        );
+        assert_eq!(
+            serde_json::to_value(Event::Reply {
+                request: 3,
+                ok: false,
+                error: Some("no".into()),
+                run_id: None
+            })
+            .unwrap(),
+            json!({"type": "reply", "request": 3, "ok": false, "error": "no", "run_id": null})
         );
         assert_eq!(
             serde_json::to_value(Command::Shutdown).unwrap(),

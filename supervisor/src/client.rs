@@ -30,6 +30,16 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), ClientError> {
+    request(socket, hyper::Method::GET, path, timeout).await
+}
+
+/// One request on the socket; returns the HTTP status and body.
+pub async fn request(
+    socket: &Path,
+    method: hyper::Method,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), ClientError> {
     let proto = |detail: String| ClientError::Protocol {
         path: socket.into(),
         detail,
@@ -48,7 +58,9 @@ pub async fn get(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = Request::get(path)
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", "cronwarden")
             .body(Empty::new())
             .map_err(|e| proto(e.to_string()))?;

@@ -12,6 +12,7 @@
 //! answers on the socket. Every wait in its loop has a bound.
 
 pub mod client;
+pub mod control;
 pub mod lock;
 pub mod model;
 pub mod server;
@@ -50,7 +51,13 @@ use tokio::{
 };
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-use crate::model::Model;
+use crate::{
+    control::{ControlOp, ControlReply, ControlRequest},
+    model::Model,
+};
+use cronwarden_shared::store::{self, Store};
+use std::collections::HashMap;
+use tokio::sync::oneshot;
 
 /// Why `run` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +73,8 @@ pub enum SupervisorError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -148,6 +157,9 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
             started_at,
         },
     )?;
+    // Opened (and migrated) here first, so a corrupt or unreadable store
+    // stops `run` with an error naming the file instead of a worker crash loop.
+    drop(Store::open(&config.state_dir.join(store::FILE_NAME))?);
     spawn::become_subreaper().map_err(|source| SupervisorError::Io {
         what: "becoming a child subreaper",
         source,
@@ -180,6 +192,8 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         backoff: Backoff::default(),
         restart_at: Some(Instant::now()),
         stopping: false,
+        next_request: 1,
+        pending: HashMap::new(),
     };
     rt.block_on(LocalSet::new().run_until(supervisor.main_loop()))
 }
@@ -196,6 +210,9 @@ struct Supervisor {
     restart_at: Option<Instant>,
     /// Set once shutdown begins: a worker exit is then expected.
     stopping: bool,
+    next_request: u64,
+    /// Control calls waiting for the worker's reply, by request id.
+    pending: HashMap<u64, (ControlOp, oneshot::Sender<ControlReply>)>,
 }
 
 async fn next_line(w: &mut Option<WorkerConn>) -> Option<Result<String, LinesCodecError>> {
@@ -227,7 +244,14 @@ impl Supervisor {
     async fn main_loop(mut self) -> Result<(), SupervisorError> {
         let config = self.config();
         let listener = server::bind(&config.socket)?;
-        let server = tokio::task::spawn_local(server::serve(listener, self.model.clone()));
+        let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
+        let server = tokio::task::spawn_local(server::serve(
+            listener,
+            server::Shared {
+                model: self.model.clone(),
+                control: control_tx,
+            },
+        ));
         let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
         let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
         let mut sigint = sig(SignalKind::interrupt(), "SIGINT handler")?;
@@ -241,7 +265,8 @@ impl Supervisor {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-                _ = sighup.recv() => self.reload(),
+                _ = sighup.recv() => { let _ = self.reload("SIGHUP"); }
+                Some(req) = control_rx.recv() => self.control(req),
                 _ = sigchld.recv() => self.reap(),
                 line = next_line(&mut self.worker) => self.on_line(line),
                 _ = sleep_until_opt(stall_at) => self.on_stall(),
@@ -358,6 +383,20 @@ impl Supervisor {
                 }
             }
             Some(Ok(line)) => match serde_json::from_str::<Event>(&line) {
+                Ok(Event::Reply {
+                    request,
+                    ok,
+                    error,
+                    run_id,
+                }) => {
+                    if let Some((op, reply)) = self.pending.remove(&request) {
+                        let _ = reply.send(if ok {
+                            ControlReply::ok(serde_json::json!({ "ok": true, "op": op.name(), "run_id": run_id }))
+                        } else {
+                            ControlReply::error(409, error.unwrap_or_else(|| format!("{} refused", op.name())))
+                        });
+                    }
+                }
                 Ok(ev) => self.model.borrow_mut().apply(ev, Instant::now()),
                 Err(e) => {
                     let mut m = self.model.borrow_mut();
@@ -417,6 +456,7 @@ impl Supervisor {
     fn worker_exited(&mut self, how: String) {
         let Some(w) = self.worker.take() else { return };
         let how = w.killed_because.unwrap_or(how);
+        self.pending.clear();
         if self.stopping {
             let lost = self.model.borrow_mut().worker_gone(how.clone());
             for g in &lost {
@@ -446,10 +486,13 @@ impl Supervisor {
         self.restart_at = Some(Instant::now() + delay);
     }
 
-    fn reload(&mut self) {
+    /// Re-reads the config. A valid one replaces the running config (the
+    /// worker reconciles its schedule and the store); an invalid one is
+    /// refused, logged, shown in the status, and the running one stays.
+    fn reload(&mut self, why: &str) -> Result<usize, String> {
         let path = self.config().path.clone();
         let loaded = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("{}: cannot read config file: {e}", path.display()))
             .and_then(|src| {
                 Config::parse(&path, &src)
                     .map(|c| (c, src))
@@ -458,7 +501,11 @@ impl Supervisor {
         match loaded {
             Ok((config, source)) => {
                 let jobs = config.jobs.len();
-                self.model.borrow_mut().set_config(Arc::new(config));
+                {
+                    let mut m = self.model.borrow_mut();
+                    m.set_config(Arc::new(config));
+                    m.reload_error = None;
+                }
                 self.source = source.clone();
                 if let Some(w) = &self.worker {
                     let _ = w.commands.try_send(Command::Configure {
@@ -466,12 +513,67 @@ impl Supervisor {
                         source,
                     });
                 }
-                tracing::info!(jobs, "SIGHUP: configuration reloaded");
+                tracing::info!(jobs, "{why}: configuration reloaded");
+                Ok(jobs)
             }
-            Err(e) => tracing::error!(
-                "SIGHUP: configuration refused, the running one stays in force:\n{e}"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    "{why}: configuration refused, the running one stays in force:\n{e}"
+                );
+                self.model.borrow_mut().reload_error = Some((Timestamp::now(), e.clone()));
+                Err(e)
+            }
         }
+    }
+
+    /// A control call from the socket.
+    fn control(&mut self, req: ControlRequest) {
+        let ControlRequest { op, reply } = req;
+        if op == ControlOp::Reload {
+            let _ = reply.send(match self.reload("reload request") {
+                Ok(jobs) => ControlReply::ok(
+                    serde_json::json!({ "ok": true, "op": "reload", "jobs": jobs }),
+                ),
+                Err(e) => ControlReply::error(422, e),
+            });
+            return;
+        }
+        let up = self.model.borrow().worker.hello;
+        let Some(w) = self.worker.as_ref().filter(|_| up) else {
+            let _ = reply.send(ControlReply::error(
+                503,
+                "the worker is not running right now (restarting); try again",
+            ));
+            return;
+        };
+        let request = Some(self.next_request);
+        let cmd = match &op {
+            ControlOp::Trigger(job) => Command::Trigger {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Pause(job) => Command::Pause {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Resume(job) => Command::Resume {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Reload => unreachable!("handled above"),
+        };
+        if w.commands.try_send(cmd).is_err() {
+            let _ = reply.send(ControlReply::error(
+                503,
+                "the worker's command queue is full; try again",
+            ));
+            return;
+        }
+        // Replies never come for requests to a worker that died: drop them
+        // then (their callers get "went away") and bound the map anyway.
+        self.pending.retain(|_, (_, r)| !r.is_closed());
+        self.pending.insert(self.next_request, (op, reply));
+        self.next_request += 1;
     }
 
     /// Asks the worker to stop its jobs (within their kill grace) and exit;

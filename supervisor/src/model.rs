@@ -68,6 +68,8 @@ pub struct Model {
     pub jobs: BTreeMap<String, JobObs>,
     pub malformed_events: u64,
     pub max_run_id: u64,
+    /// The last reload that was refused, until one succeeds.
+    pub reload_error: Option<(Timestamp, String)>,
 }
 
 impl Model {
@@ -79,6 +81,7 @@ impl Model {
             jobs: BTreeMap::new(),
             malformed_events: 0,
             max_run_id: 0,
+            reload_error: None,
         };
         m.set_config(config);
         m
@@ -114,6 +117,12 @@ impl Model {
             self.jobs.insert(spec.name.clone(), obs);
         }
         self.config = config;
+    }
+
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self.config
+            .state_dir
+            .join(cronwarden_shared::store::FILE_NAME)
     }
 
     pub fn worker_spawned(&mut self, pid: u32) {
@@ -254,6 +263,14 @@ impl Model {
                 self.max_run_id = self.max_run_id.max(run.id);
                 if let Some(j) = self.jobs.get_mut(&run.job) {
                     j.running.remove(&run.id);
+                    if j.last_run
+                        .as_ref()
+                        .is_some_and(|l| l.id == run.id && l.outcome == run.outcome)
+                    {
+                        // Already counted (a lost run we recorded ourselves,
+                        // reported again by the next worker's recovery).
+                        return;
+                    }
                     if run.outcome.is_failure() {
                         j.streaks.failures += 1;
                     } else {
@@ -270,6 +287,8 @@ impl Model {
             Event::CommandFailed { command, error } => {
                 tracing::warn!(command, "worker refused a command: {error}");
             }
+            // Answered by the supervisor's control path before the model.
+            Event::Reply { .. } => {}
         }
     }
 
@@ -349,6 +368,14 @@ impl Model {
                     }
                 }
             }
+        }
+        if let Some((at, err)) = &self.reload_error {
+            let first = err.lines().next().unwrap_or_default();
+            worse(
+                State::Degraded,
+                format!("config reload at {at} was refused; the previous config stays in force: {first}"),
+                &mut state,
+            );
         }
         let worker_up = w.pid.is_some() && w.hello;
         let mut jobs = vec![];

@@ -20,7 +20,15 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tokio::{net::UnixListener, sync::Semaphore, time::Instant};
 
-use crate::model::Model;
+use crate::{
+    control::{ControlOp, ControlRequest},
+    model::Model,
+};
+use cronwarden_shared::{
+    audit::{audit, AuditReport},
+    store::{Store, StoreError},
+};
+use tokio::sync::{mpsc, oneshot};
 
 /// At most this many connections are served at once; more wait in the
 /// listen backlog.
@@ -68,8 +76,21 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
+/// What request handlers share: the model (read only) and the way to the
+/// main loop for control calls.
+#[derive(Clone)]
+pub struct Shared {
+    pub model: Rc<RefCell<Model>>,
+    pub control: mpsc::Sender<ControlRequest>,
+}
+
+/// How long a control call may wait for the main loop and the worker.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a history read may take before the caller gets a 503.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves until the task is dropped.
-pub async fn serve(listener: UnixListener, model: Rc<RefCell<Model>>) {
+pub async fn serve(listener: UnixListener, shared: Shared) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -84,11 +105,11 @@ pub async fn serve(listener: UnixListener, model: Rc<RefCell<Model>>) {
                 continue;
             }
         };
-        let model = model.clone();
+        let shared = shared.clone();
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let model = model.clone();
-                async move { Ok::<_, Infallible>(handle(req, &model)) }
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -117,35 +138,176 @@ fn error(code: StatusCode, msg: String) -> Response<Full<Bytes>> {
     json(code, &ErrorReply { error: msg })
 }
 
-fn handle(req: Request<Incoming>, model: &Rc<RefCell<Model>>) -> Response<Full<Bytes>> {
+/// A query parameter, undecoded (values here are numbers and RFC 3339
+/// instants, which need no percent-decoding beyond `%3A` and `+`).
+fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace("%2B", "+")
+        })
+    })
+}
+
+async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
-    if req.method() != Method::GET {
-        return error(
+    let method = req.method().clone();
+    let status = || {
+        shared
+            .model
+            .borrow()
+            .status(Instant::now(), Timestamp::now())
+    };
+    let known = |name: &str| shared.model.borrow().jobs.contains_key(name);
+    match (method.clone(), parts.as_slice()) {
+        (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status()),
+        (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status().jobs),
+        (Method::GET, ["v1", "alerts"]) => json(StatusCode::OK, &status().alerts),
+        (Method::GET, ["v1", "jobs", name]) => {
+            match status().jobs.into_iter().find(|j| j.name == *name) {
+                Some(j) => json(StatusCode::OK, &j),
+                None => error(StatusCode::NOT_FOUND, format!("no job named {name:?}")),
+            }
+        }
+        (Method::GET, ["v1", "jobs", name, "runs"]) => {
+            let limit = match query(&req, "limit").map(|l| l.parse::<u32>()) {
+                None => 50,
+                Some(Ok(l)) if (1..=10_000).contains(&l) => l,
+                Some(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "limit: expected a number from 1 to 10000".into(),
+                    )
+                }
+            };
+            let name = name.to_string();
+            let path = shared.model.borrow().store_path();
+            // History of removed jobs stays readable, so no `known` check.
+            read_store(move || Store::open_readonly(&path)?.runs(&name, limit)).await
+        }
+        (Method::GET, ["v1", "jobs", name, "audit"]) => {
+            let Some(spec) = shared.model.borrow().config.job(name).cloned() else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no job named {name:?} in the running config"),
+                );
+            };
+            // An unparsable bound is a 400 naming the parameter.
+            let parse = |k: &str| -> Result<Option<Timestamp>, String> {
+                match query(&req, k) {
+                    None => Ok(None),
+                    Some(v) => v
+                        .parse()
+                        .map(Some)
+                        .map_err(|e| format!("{k}: {v:?} is not an RFC 3339 instant: {e}")),
+                }
+            };
+            let (from, to) = match (parse("from"), parse("to")) {
+                (Ok(f), Ok(t)) => (f, t),
+                (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            let path = shared.model.borrow().store_path();
+            read_store(move || audit_job(&path, &spec, from, to)).await
+        }
+        (Method::POST, ["v1", "jobs", name, op @ ("trigger" | "pause" | "resume")]) => {
+            if !known(name) {
+                return error(StatusCode::NOT_FOUND, format!("no job named {name:?}"));
+            }
+            let name = name.to_string();
+            let op = match *op {
+                "trigger" => ControlOp::Trigger(name),
+                "pause" => ControlOp::Pause(name),
+                _ => ControlOp::Resume(name),
+            };
+            control(shared, op).await
+        }
+        (Method::POST, ["v1", "reload"]) => control(shared, ControlOp::Reload).await,
+        (_, ["v1", "status" | "jobs" | "alerts", ..]) | (_, ["v1", "reload"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!(
-                "{} {path}: only GET is served by this version",
-                req.method()
-            ),
-        );
-    }
-    let m = model.borrow();
-    let status = || m.status(Instant::now(), Timestamp::now());
-    match parts.as_slice() {
-        ["v1", "status"] => json(StatusCode::OK, &status()),
-        ["v1", "jobs"] => json(StatusCode::OK, &status().jobs),
-        ["v1", "jobs", name] => match status().jobs.into_iter().find(|j| j.name == *name) {
-            Some(j) => json(StatusCode::OK, &j),
-            None => error(StatusCode::NOT_FOUND, format!("no job named {name:?}")),
-        },
-        ["v1", "jobs", name, "runs"] => match m.jobs.get(*name) {
-            // Until the store lands only the last run is kept in memory.
-            Some(j) => json(StatusCode::OK, &j.last_run.iter().collect::<Vec<_>>()),
-            None => error(StatusCode::NOT_FOUND, format!("no job named {name:?}")),
-        },
+            format!("{method} {path}: method not allowed"),
+        ),
         _ => error(
             StatusCode::NOT_FOUND,
-            format!("GET {path}: no such endpoint (try /v1/status)"),
+            format!("{method} {path}: no such endpoint (try GET /v1/status)"),
         ),
     }
+}
+
+async fn control(shared: &Shared, op: ControlOp) -> Response<Full<Bytes>> {
+    let what = op.name();
+    let (tx, rx) = oneshot::channel();
+    if shared
+        .control
+        .send(ControlRequest { op, reply: tx })
+        .await
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the supervisor is shutting down".into(),
+        );
+    }
+    match tokio::time::timeout(CONTROL_TIMEOUT, rx).await {
+        Ok(Ok(reply)) => json(
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+            &reply.body,
+        ),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{what}: the worker went away before answering; try again"),
+        ),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{what}: no answer within {}s", CONTROL_TIMEOUT.as_secs()),
+        ),
+    }
+}
+
+/// Runs a store read on the blocking pool, bounded in time: a slow disk
+/// delays only this request, never the supervisor's loop.
+async fn read_store<T: Serialize + Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Response<Full<Bytes>> {
+    match tokio::time::timeout(STORE_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(Ok(v))) => json(StatusCode::OK, &v),
+        Ok(Ok(Err(e))) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("store read failed: {e}"),
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store read took longer than {}s", STORE_TIMEOUT.as_secs()),
+        ),
+    }
+}
+
+/// The audit of one job over `[from, to]` (default: the last 24 hours, not
+/// before the job's first record, up to a few seconds ago so that fires
+/// happening right now are not counted as missing).
+fn audit_job(
+    path: &std::path::Path,
+    spec: &cronwarden_shared::config::JobSpec,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<AuditReport, StoreError> {
+    let store = Store::open_readonly(path)?;
+    let now = Timestamp::now();
+    let to = to.unwrap_or_else(|| now - jiff::SignedDuration::from_secs(5));
+    let day_ago = now - jiff::SignedDuration::from_hours(24);
+    let records = store.runs_between(&spec.name, from.unwrap_or(day_ago), to)?;
+    let first = records.iter().flat_map(|r| r.covers.iter()).min().copied();
+    let from = from.unwrap_or_else(|| first.map_or(day_ago, |f| f.max(day_ago)));
+    let anchor = spec.schedule.every().and(first);
+    Ok(audit(
+        &spec.name,
+        &spec.schedule,
+        anchor,
+        &records,
+        from,
+        to,
+    ))
 }
