@@ -191,3 +191,103 @@ pub fn job<'a>(status: &'a Value, name: &str) -> &'a Value {
         .and_then(|jobs| jobs.iter().find(|j| j["name"] == name))
         .unwrap_or_else(|| panic!("job {name} not in status {status}"))
 }
+
+/// One row of the `runs` table, as the tests need it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub scheduled_at: Option<String>,
+    pub covers: Vec<String>,
+    pub trigger: String,
+    pub outcome: String,
+    pub skip_reason: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Env {
+    /// The store, opened read-only as an operator's `sqlite3` would.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.state_dir().join("cronwarden.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    }
+
+    /// Every record of `job`, oldest first.
+    pub fn rows(&self, job: &str) -> Vec<Row> {
+        let db = self.db();
+        let mut st = db
+            .prepare("SELECT id, scheduled_at, covers, trigger, outcome, skip_reason, started_at, finished_at, error FROM runs WHERE job = ?1 ORDER BY id")
+            .unwrap();
+        st.query_map([job], |r| {
+            let covers: String = r.get(2)?;
+            Ok(Row {
+                id: r.get(0)?,
+                scheduled_at: r.get(1)?,
+                covers: serde_json::from_str(&covers).unwrap(),
+                trigger: r.get(3)?,
+                outcome: r.get(4)?,
+                skip_reason: r.get(5)?,
+                started_at: r.get(6)?,
+                finished_at: r.get(7)?,
+                error: r.get(8)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+}
+
+/// Whole seconds (as unix seconds) strictly inside `(from, to)` that are
+/// multiples of `step`: the expected fires of `*/step * * * * *`, computed
+/// independently of cronwarden's own schedule code.
+pub fn every_nth_second(from: i64, to: i64, step: i64) -> Vec<i64> {
+    ((from + 1)..to).filter(|s| s % step == 0).collect()
+}
+
+pub fn unix(ts: &str) -> i64 {
+    let t: jiff::Timestamp = ts.parse().unwrap();
+    t.as_second()
+}
+
+pub fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Checks that every expected second is covered by exactly one record of
+/// the job, and that no record covers a time outside the schedule.
+pub fn assert_accounted(rows: &[Row], expected: &[i64], from: i64, to: i64, job: &str) {
+    let mut seen = std::collections::BTreeMap::<i64, Vec<i64>>::new();
+    for r in rows {
+        for c in &r.covers {
+            let t: jiff::Timestamp = c.parse().unwrap();
+            let s = t.as_second();
+            if s > from && s < to {
+                assert_eq!(
+                    t.subsec_nanosecond(),
+                    0,
+                    "{job}: fire at a fractional second {c}"
+                );
+                seen.entry(s).or_default().push(r.id);
+            }
+        }
+    }
+    for e in expected {
+        match seen.remove(e).as_deref() {
+            Some([_]) => {}
+            None => panic!("{job}: scheduled second {e} has no record\n{rows:#?}"),
+            Some(ids) => panic!(
+                "{job}: scheduled second {e} has {} records: {ids:?}",
+                ids.len()
+            ),
+        }
+    }
+    assert!(
+        seen.is_empty(),
+        "{job}: records for times the schedule does not have: {seen:?}"
+    );
+}

@@ -1,0 +1,479 @@
+//! Every fire accounted for: the store, misfires, overlap policies,
+//! reconcile and reload, control calls — end to end, checked against the
+//! store itself.
+
+use std::{fs, time::Duration};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{assert_accounted, every_nth_second, job, kill, now_unix, unix, wait_until, Env};
+
+const LONG: Duration = Duration::from_secs(40);
+
+fn config_path(env: &Env) -> String {
+    env.config.to_str().unwrap().to_string()
+}
+
+fn worker_pid(env: &Env) -> u32 {
+    env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32
+}
+
+fn sleep_until_unix(t: i64) {
+    // Waiting for wall time to pass is what these tests are about; the
+    // condition is the clock itself, bounded.
+    wait_until("the clock", Duration::from_secs(60), || {
+        (now_unix() >= t).then_some(())
+    });
+}
+
+/// The central invariant, end to end: several jobs of every kind, a kill -9
+/// of the worker in the middle; afterwards every scheduled second has
+/// exactly one record with the expected kind of outcome.
+#[test]
+fn every_scheduled_fire_has_exactly_one_record_across_a_worker_crash() {
+    let env = Env::new(
+        r#"[[job]]
+name = "tick"
+schedule = "* * * * * *"
+shell = "echo tick"
+[[job]]
+name = "every"
+schedule = "@every 2s"
+shell = "echo every"
+[[job]]
+name = "overlapping"
+schedule = "* * * * * *"
+shell = "sleep 2.5"
+[[job]]
+name = "paused"
+schedule = "* * * * * *"
+shell = "echo p"
+[[job]]
+name = "hangs"
+schedule = "*/3 * * * * *"
+timeout = "1s"
+kill_grace = "500ms"
+shell = "sleep 30"
+"#,
+    );
+    let _sup = env.start();
+    let first_worker = worker_pid(&env);
+    let from = now_unix();
+    sleep_until_unix(from + 3);
+    let out = env.cmd(&["pause", "paused", "-c", &config_path(&env)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sleep_until_unix(from + 5);
+    kill(first_worker, Signal::SIGKILL);
+    // Not `ok`: the hanging job's timeouts make the status degraded.
+    wait_until("a new worker up", LONG, || {
+        let s = env.status().1?;
+        let up = s["state"] == "ok" || s["state"] == "degraded";
+        (up && s["worker"]["heartbeat_age_ms"].is_u64()
+            && s["worker"]["pid"]
+                .as_u64()
+                .is_some_and(|p| p as u32 != first_worker))
+        .then_some(())
+    });
+    let out = env.cmd(&["resume", "paused", "-c", &config_path(&env)]);
+    assert_eq!(out.status.code(), Some(0));
+    let to = now_unix() + 4;
+    sleep_until_unix(to + 2);
+
+    for name in ["tick", "overlapping", "paused"] {
+        assert_accounted(
+            &env.rows(name),
+            &every_nth_second(from, to, 1),
+            from,
+            to,
+            name,
+        );
+    }
+    assert_accounted(
+        &env.rows("hangs"),
+        &every_nth_second(from, to, 3),
+        from,
+        to,
+        "hangs",
+    );
+    // @every keeps a 2s cadence from its first fire, through the crash.
+    let every = env.rows("every");
+    let anchor = unix(every[0].scheduled_at.as_deref().unwrap());
+    let expected: Vec<i64> = (0..)
+        .map(|k| anchor + 2 * k)
+        .skip_while(|t| *t <= from)
+        .take_while(|t| *t < to)
+        .collect();
+    assert_accounted(&every, &expected, from, to, "every");
+
+    let outcomes = |name: &str| -> Vec<String> {
+        env.rows(name)
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{}",
+                    r.outcome,
+                    r.skip_reason.clone().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    assert!(
+        outcomes("overlapping")
+            .iter()
+            .any(|o| o == "skipped:overlap"),
+        "{:?}",
+        outcomes("overlapping")
+    );
+    assert!(
+        outcomes("paused").iter().any(|o| o == "skipped:paused"),
+        "{:?}",
+        outcomes("paused")
+    );
+    assert!(
+        outcomes("paused")
+            .iter()
+            .filter(|o| *o == "success:")
+            .count()
+            >= 3,
+        "{:?}",
+        outcomes("paused")
+    );
+    assert!(
+        outcomes("hangs").iter().any(|o| o == "timeout:"),
+        "{:?}",
+        outcomes("hangs")
+    );
+    // The crash: whatever was in flight is `lost`, nothing is left `running`
+    // from the dead worker.
+    let lost: usize = ["tick", "every", "overlapping", "paused", "hangs"]
+        .iter()
+        .map(|n| env.rows(n).iter().filter(|r| r.outcome == "lost").count())
+        .sum();
+    assert!(
+        lost >= 1,
+        "the overlapping job was surely running at the kill; nothing recorded lost"
+    );
+    for n in ["tick", "every", "overlapping", "paused", "hangs"] {
+        for r in env.rows(n) {
+            let started: Option<jiff::Timestamp> =
+                r.started_at.as_deref().map(|s| s.parse().unwrap());
+            if r.outcome == "running" {
+                assert!(
+                    started.is_some_and(|s| s.as_second() > from + 5),
+                    "{n}: run {} still running from the dead worker",
+                    r.id
+                );
+            }
+        }
+    }
+    // cronwarden's own audit agrees.
+    let window = |t: i64| jiff::Timestamp::from_second(t).unwrap().to_string();
+    for name in ["tick", "every", "overlapping", "paused", "hangs"] {
+        let out = env.cmd(&[
+            "audit",
+            name,
+            "-c",
+            &config_path(&env),
+            "--from",
+            &window(from + 1),
+            "--to",
+            &window(to - 1),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "audit {name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Downtime: fires within misfire_grace run once, coalesced, as a catch-up
+/// covering them; older ones are recorded `misfire`.
+#[test]
+fn downtime_catches_up_within_grace_and_records_older_fires_as_misfires() {
+    let env = Env::new(
+        "[[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nmisfire_grace = \"3s\"\nshell = \"echo $CRONWARDEN_TRIGGER $CRONWARDEN_COVERS\"\n",
+    );
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    let from = now_unix();
+    sleep_until_unix(from + 2);
+    assert_eq!(sup.stop(LONG), 0);
+    let down_at = now_unix();
+    sleep_until_unix(down_at + 7);
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let to = now_unix() + 2;
+    sleep_until_unix(to + 1);
+
+    let rows = env.rows("tick");
+    assert_accounted(&rows, &every_nth_second(from, to, 1), from, to, "tick");
+    let catchup: Vec<_> = rows.iter().filter(|r| r.trigger == "catchup").collect();
+    assert_eq!(
+        catchup.len(),
+        1,
+        "expected one coalesced catch-up run: {rows:#?}"
+    );
+    assert!(
+        catchup[0].covers.len() >= 2 && catchup[0].covers.len() <= 4,
+        "{:?}",
+        catchup[0]
+    );
+    assert_eq!(catchup[0].outcome, "success");
+    let misfires = rows
+        .iter()
+        .filter(|r| r.skip_reason.as_deref() == Some("misfire"))
+        .count();
+    assert!(
+        misfires >= 3,
+        "expected the older missed fires as misfires: {rows:#?}"
+    );
+}
+
+/// A removed job never fires again after a reload, and leaves the status;
+/// its history stays. An invalid config is refused and the old one runs on.
+#[test]
+fn reload_removes_ghosts_keeps_history_and_refuses_invalid_configs() {
+    let both = "[[job]]\nname = \"stays\"\nschedule = \"* * * * * *\"\nshell = \"echo s\"\n\
+                [[job]]\nname = \"ghost\"\nschedule = \"* * * * * *\"\nshell = \"echo g\"\n";
+    let env = Env::new(both);
+    let sup = env.start();
+    env.wait_ok(LONG);
+    wait_until("ghost ran", LONG, || {
+        (env.rows("ghost").len() >= 2).then_some(())
+    });
+
+    env.write_config("[[job]]\nname = \"stays\"\nschedule = \"* * * * * *\"\nshell = \"echo s\"\n");
+    let out = env.cmd(&["reload", "-c", &config_path(&env)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reloaded = now_unix();
+    let before = env.rows("ghost").len();
+    sleep_until_unix(reloaded + 3);
+    let s = env.wait_ok(LONG);
+    assert!(
+        s["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["name"] != "ghost"),
+        "ghost still in status"
+    );
+    let after = env.rows("ghost");
+    assert_eq!(
+        after.len(),
+        before,
+        "the ghost fired after the reload: {after:#?}"
+    );
+    assert!(after.len() >= 2, "its history was lost");
+    let out = env.cmd(&["runs", "ghost", "-c", &config_path(&env), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), after.len());
+    let ghost_rows: i64 = env
+        .db()
+        .query_row("SELECT count(*) FROM jobs WHERE name = 'ghost'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(ghost_rows, 0, "ghost schedule row left in the store");
+
+    // Invalid config: refused with the error, status says so, jobs go on.
+    env.write_config(
+        "[[job]]\nname = \"stays\"\nschedule = \"* * * * * *\"\nshell = \"echo s\"\nretry = 3\n",
+    );
+    let out = env.cmd(&["reload", "-c", &config_path(&env)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("job \"stays\": key \"retry\""), "{err}");
+    let (code, s) = env.status();
+    let s = s.unwrap();
+    assert_eq!(code, 1, "{s}");
+    assert!(s["reasons"].to_string().contains("reload"), "{s}");
+    let n = env.rows("stays").len();
+    wait_until("stays keeps firing", LONG, || {
+        (env.rows("stays").len() >= n + 2).then_some(())
+    });
+    // SIGHUP with a valid config again clears the refusal.
+    env.write_config("[[job]]\nname = \"stays\"\nschedule = \"* * * * * *\"\nshell = \"echo s\"\n");
+    kill(sup.pid(), Signal::SIGHUP);
+    env.wait_ok(LONG);
+}
+
+fn started_late_ms(r: &crate::util::Row) -> i64 {
+    let s: jiff::Timestamp = r.scheduled_at.as_deref().unwrap().parse().unwrap();
+    let st: jiff::Timestamp = r.started_at.as_deref().unwrap().parse().unwrap();
+    st.duration_since(s).as_millis() as i64
+}
+
+#[test]
+fn overlap_policies_queue_replace_allow() {
+    let env = Env::new(
+        "[[job]]\nname = \"queue\"\nschedule = \"*/2 * * * * *\"\noverlap = \"queue\"\nshell = \"sleep 3\"\n\
+         [[job]]\nname = \"replace\"\nschedule = \"*/2 * * * * *\"\noverlap = \"replace\"\nkill_grace = \"1s\"\nshell = \"sleep 30\"\n\
+         [[job]]\nname = \"allow\"\nschedule = \"*/2 * * * * *\"\noverlap = \"allow\"\nshell = \"sleep 3\"\n",
+    );
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let from = now_unix();
+    sleep_until_unix(from + 9);
+    let to = now_unix() - 4;
+
+    let queue = env.rows("queue");
+    assert!(
+        queue
+            .iter()
+            .any(|r| r.outcome == "success" && started_late_ms(r) >= 500),
+        "no queued run waited for its predecessor: {queue:#?}"
+    );
+    assert!(queue
+        .iter()
+        .all(|r| r.skip_reason.as_deref() != Some("paused")));
+    let replace = env.rows("replace");
+    assert!(
+        replace.iter().filter(|r| r.outcome == "killed").count() >= 2,
+        "replace did not kill the previous runs: {replace:#?}"
+    );
+    assert!(
+        replace.iter().all(|r| r.skip_reason.is_none()),
+        "replace skipped a fire"
+    );
+    let allow = env.rows("allow");
+    let overlapping = allow.windows(2).any(|w| {
+        w[0].finished_at
+            .as_deref()
+            .is_none_or(|f| w[1].started_at.as_deref().is_some_and(|s| s < f))
+    });
+    assert!(overlapping, "allow never ran two at once: {allow:#?}");
+    for (name, rows) in [("replace", &replace), ("allow", &allow)] {
+        assert_accounted(rows, &every_nth_second(from, to, 2), from, to, name);
+    }
+}
+
+#[test]
+fn pause_survives_a_restart_and_manual_trigger_is_recorded() {
+    let env = Env::new(
+        "[[job]]\nname = \"j\"\nschedule = \"* * * * * *\"\nshell = \"echo $CRONWARDEN_TRIGGER\"\n",
+    );
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    let c = config_path(&env);
+    assert_eq!(env.cmd(&["pause", "j", "-c", &c]).status.code(), Some(0));
+    assert_eq!(sup.stop(LONG), 0);
+    let _sup = env.start();
+    let s = env.wait_ok(LONG);
+    assert_eq!(
+        job(&s, "j")["paused"],
+        true,
+        "pause lost across a restart: {s}"
+    );
+    let restarted = now_unix();
+    sleep_until_unix(restarted + 2);
+    let rows = env.rows("j");
+    let after: Vec<_> = rows
+        .iter()
+        .filter(|r| {
+            r.scheduled_at
+                .as_deref()
+                .is_some_and(|t| unix(t) > restarted)
+        })
+        .collect();
+    assert!(
+        !after.is_empty()
+            && after
+                .iter()
+                .all(|r| r.skip_reason.as_deref() == Some("paused")),
+        "{after:#?}"
+    );
+
+    // A manual run, even while paused, is recorded as manual.
+    let out = env.cmd(&["trigger", "j", "-c", &c]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the manual run recorded", LONG, || {
+        env.rows("j")
+            .into_iter()
+            .find(|r| r.trigger == "manual" && r.outcome == "success")
+    });
+    let out = env.cmd(&["trigger", "nope", "-c", &c]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"nope\""));
+    assert_eq!(env.cmd(&["resume", "j", "-c", &c]).status.code(), Some(0));
+    wait_until("scheduled runs again", LONG, || {
+        env.rows("j")
+            .into_iter()
+            .find(|r| r.trigger == "schedule" && r.outcome == "success")
+    });
+}
+
+/// kill -9 of the worker during bursts of fires: the store stays intact and
+/// complete.
+#[test]
+fn store_survives_kill_9_during_bursts() {
+    let mut body = String::new();
+    for i in 0..25 {
+        body.push_str(&format!(
+            "[[job]]\nname = \"j{i}\"\nschedule = \"* * * * * *\"\nshell = \"echo {i}\"\n"
+        ));
+    }
+    let env = Env::new(&body);
+    let _sup = env.start();
+    let mut pid = worker_pid(&env);
+    let from = now_unix();
+    for round in 0..3 {
+        sleep_until_unix(from + 2 + round * 2);
+        kill(pid, Signal::SIGKILL);
+        pid = wait_until("a new worker", LONG, || {
+            let s = env.status().1?;
+            let p = s["worker"]["pid"].as_u64()? as u32;
+            (s["state"] == "ok" && p != pid).then_some(p)
+        });
+    }
+    let to = now_unix() + 2;
+    sleep_until_unix(to + 2);
+    let check: String = env
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    for i in 0..25 {
+        let name = format!("j{i}");
+        assert_accounted(
+            &env.rows(&name),
+            &every_nth_second(from, to, 1),
+            from,
+            to,
+            &name,
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_store_stops_run_with_the_file_named_and_untouched() {
+    let env = Env::new("[[job]]\nname = \"a\"\nschedule = \"@daily\"\ncommand = [\"true\"]\n");
+    fs::create_dir_all(env.state_dir()).unwrap();
+    let db = env.state_dir().join("cronwarden.db");
+    let junk = b"SQLite format 3\0 but not really; a truncated copy\n".repeat(64);
+    fs::write(&db, &junk).unwrap();
+    let out = env.cmd(&["run", "-c", &config_path(&env)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(db.to_str().unwrap()), "{err}");
+    assert!(err.contains("move it aside"), "{err}");
+    assert_eq!(fs::read(&db).unwrap(), junk, "the store file was modified");
+}
