@@ -34,7 +34,7 @@ fn demo_fires_reports_ok_and_stops_cleanly() {
     // Plus a long runner, to see that shutdown stops running jobs too.
     let env = Env::new(&body);
     let extra = format!(
-        "\n[[job]]\nname = \"long\"\nschedule = \"* * * * * *\"\nshell = \"echo $$ >> {}; exec sleep 300\"\nkill_grace = \"2s\"\n",
+        "\n[[job]]\nname = \"long\"\nschedule = \"* * * * * *\"\noverlap_alert_after = 1000\nshell = \"echo $$ >> {}; exec sleep 300\"\nkill_grace = \"2s\"\n",
         env.path("long.pids").display()
     );
     fs::write(

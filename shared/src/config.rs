@@ -118,6 +118,9 @@ pub struct Watchdog {
     pub stall_after: Duration,
     /// How long after its scheduled time a fire may go unseen before the job is late.
     pub late_after: Duration,
+    /// How long a worker may keep heartbeating without an error-free loop
+    /// turn before it is replaced.
+    pub failing_restart_after: Duration,
 }
 
 impl Default for Watchdog {
@@ -126,6 +129,7 @@ impl Default for Watchdog {
             heartbeat_interval: Duration::from_secs(1),
             stall_after: Duration::from_secs(5),
             late_after: Duration::from_secs(60),
+            failing_restart_after: Duration::from_secs(60),
         }
     }
 }
@@ -149,6 +153,9 @@ pub struct JobSpec {
     pub zero_output_alert_after: Option<u32>,
     /// Alert after this many consecutive failed runs.
     pub alert_after_failures: u32,
+    /// Alert after this many consecutive fires skipped because the previous
+    /// run was still busy.
+    pub overlap_alert_after: u32,
     /// Mark the job late when a fire is not seen this long after its time.
     pub late_after: Duration,
 }
@@ -241,7 +248,12 @@ impl Config {
                         None,
                         "watchdog.",
                         w,
-                        &["heartbeat_interval", "stall_after", "late_after"],
+                        &[
+                            "heartbeat_interval",
+                            "stall_after",
+                            "late_after",
+                            "failing_restart_after",
+                        ],
                     );
                     let d = |v: &mut Validator, k: &str, dflt| {
                         v.duration(None, &format!("watchdog.{k}"), w.get(k), false)
@@ -252,6 +264,11 @@ impl Config {
                         d(&mut v, "heartbeat_interval", watchdog.heartbeat_interval);
                     watchdog.stall_after = d(&mut v, "stall_after", watchdog.stall_after);
                     watchdog.late_after = d(&mut v, "late_after", watchdog.late_after);
+                    watchdog.failing_restart_after = d(
+                        &mut v,
+                        "failing_restart_after",
+                        watchdog.failing_restart_after,
+                    );
                     if watchdog.heartbeat_interval < Duration::from_millis(10) {
                         v.err(
                             None,
@@ -393,6 +410,7 @@ const JOB_KEYS: &[&str] = &[
     "working_dir",
     "zero_output_alert_after",
     "alert_after_failures",
+    "overlap_alert_after",
     "late_after",
 ];
 
@@ -699,6 +717,9 @@ impl Validator {
         let alert_after_failures = self
             .count(j, "alert_after_failures", t.get("alert_after_failures"))
             .unwrap_or(1);
+        let overlap_alert_after = self
+            .count(j, "overlap_alert_after", t.get("overlap_alert_after"))
+            .unwrap_or(3);
 
         if self.errors.len() != before {
             return None;
@@ -716,6 +737,7 @@ impl Validator {
             working_dir,
             zero_output_alert_after,
             alert_after_failures,
+            overlap_alert_after,
             late_after,
         })
     }

@@ -225,6 +225,31 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// An alert as sinks receive it, and as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertNotice {
+    /// `opened`, `resolved` or `reminder`.
+    pub event: String,
+    pub kind: String,
+    pub job: Option<String>,
+    pub severity: Severity,
+    pub summary: String,
+    pub opened_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+    pub host: String,
+    pub details: serde_json::Value,
+}
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -340,6 +365,27 @@ mod tests {
         );
         let back: StatusReport = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn alert_notice_json_is_pinned() {
+        let n = AlertNotice {
+            event: "opened".into(),
+            kind: "worker_stalled".into(),
+            job: None,
+            severity: Severity::Critical,
+            summary: "worker 42 sent no heartbeat for 5.2s; restarting it".into(),
+            opened_at: ts("2026-11-22T10:00:00Z"),
+            resolved_at: None,
+            host: "db1".into(),
+            details: json!({}),
+        };
+        assert_eq!(
+            serde_json::to_value(&n).unwrap(),
+            json!({ "event": "opened", "kind": "worker_stalled", "job": null, "severity": "critical",
+                    "summary": "worker 42 sent no heartbeat for 5.2s; restarting it",
+                    "opened_at": "2026-11-22T10:00:00Z", "resolved_at": null, "host": "db1", "details": { } })
+        );
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Event {
         last_good_turn_at: Option<Timestamp>,
         /// Runs in progress.
         running: u32,
+        /// Why the last store write failed, while it keeps failing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store_error: Option<String>,
     },
     /// The full set of armed jobs, after (re)configuration.
     Schedule { jobs: Vec<Armed> },
@@ -70,6 +73,14 @@ pub enum Event {
         reason: SkipReason,
         /// The run that was still busy, for `overlap`.
         busy_run_id: Option<u64>,
+        next_fire_at: Option<Timestamp>,
+    },
+    /// A fire was queued behind a busy run (`overlap = queue`); it is
+    /// accounted for, and a `fire` follows when it starts.
+    Queued {
+        job: String,
+        run_id: u64,
+        covers: Vec<Timestamp>,
         next_fire_at: Option<Timestamp>,
     },
     /// A run ended (or could not start: `outcome` failed with `error`).
@@ -150,6 +161,7 @@ mod tests {
                     at: ts("2026-11-22T10:00:01Z"),
                     last_good_turn_at: Some(ts("2026-11-22T10:00:01Z")),
                     running: 1,
+                    store_error: None,
                 },
                 json!({"type": "heartbeat", "seq": 9, "at": "2026-11-22T10:00:01Z", "last_good_turn_at": "2026-11-22T10:00:01Z", "running": 1}),
             ),

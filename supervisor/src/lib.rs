@@ -11,8 +11,10 @@
 //! backoff), kills and records the runs a dead worker leaves behind, and
 //! answers on the socket. Every wait in its loop has a bound.
 
+pub mod alerts;
 pub mod client;
 pub mod control;
+pub mod forensics;
 pub mod lock;
 pub mod model;
 pub mod server;
@@ -159,7 +161,8 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
     )?;
     // Opened (and migrated) here first, so a corrupt or unreadable store
     // stops `run` with an error naming the file instead of a worker crash loop.
-    drop(Store::open(&config.state_dir.join(store::FILE_NAME))?);
+    let store_path = config.state_dir.join(store::FILE_NAME);
+    let restored = Store::open(&store_path)?.alerts(false, 10_000)?;
     spawn::become_subreaper().map_err(|source| SupervisorError::Io {
         what: "becoming a child subreaper",
         source,
@@ -183,7 +186,9 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
                 version: VERSION.into(),
                 started_at,
             },
+            alerts::AlertBook::new(restored),
         ))),
+        recorder: alerts::Recorder::start(store_path),
         source,
         exe,
         lock,
@@ -200,6 +205,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
 
 struct Supervisor {
     model: Rc<RefCell<Model>>,
+    recorder: alerts::Recorder,
     /// The text of the config in force, sent whole to each worker.
     source: String,
     exe: PathBuf,
@@ -260,6 +266,10 @@ impl Supervisor {
             pid = std::process::id(), version = VERSION, config = %config.path.display(),
             socket = %config.socket.display(), jobs = config.jobs.len(), "supervisor started"
         );
+        // Conditions are re-evaluated every second (and right after each
+        // event line); one wakeup a second keeps the idle cost negligible.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let stall_at = self.stall_deadline();
             tokio::select! {
@@ -271,6 +281,7 @@ impl Supervisor {
                 line = next_line(&mut self.worker) => self.on_line(line),
                 _ = sleep_until_opt(stall_at) => self.on_stall(),
                 _ = sleep_until_opt(self.restart_at) => self.start_worker(),
+                _ = tick.tick() => self.on_tick(),
             }
         }
         self.shutdown(&mut sigchld).await;
@@ -314,7 +325,7 @@ impl Supervisor {
                     tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
                     self.model
                         .borrow_mut()
-                        .worker_gone(format!("could not be started: {e}"));
+                        .worker_gone(format!("could not be started: {e}"), true);
                     self.restart_at = Some(Instant::now() + delay);
                     return;
                 }
@@ -397,7 +408,15 @@ impl Supervisor {
                         });
                     }
                 }
-                Ok(ev) => self.model.borrow_mut().apply(ev, Instant::now()),
+                Ok(ev) => {
+                    let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
+                    self.model.borrow_mut().apply(ev, Instant::now());
+                    if finished {
+                        // Outcome-driven alerts (timeout, lost, streaks) open
+                        // and resolve with the run that causes them.
+                        self.evaluate();
+                    }
+                }
                 Err(e) => {
                     let mut m = self.model.borrow_mut();
                     m.malformed_events += 1;
@@ -408,6 +427,60 @@ impl Supervisor {
                     );
                 }
             },
+        }
+    }
+
+    /// Re-evaluates conditions: opens and resolves alerts, replaces a
+    /// worker that has been alive but failing for too long, and kills runs
+    /// that outlived their timeout when the worker did not.
+    fn on_tick(&mut self) {
+        self.evaluate();
+        let (now, wall) = (Instant::now(), Timestamp::now());
+        let (failing_for, limit, overdue) = {
+            let mut m = self.model.borrow_mut();
+            let failing_for = m.worker.last_good_turn.or(m
+                .worker
+                .last_heartbeat
+                .filter(|_| m.worker.seq.is_some())
+                .and(m.worker.spawned));
+            let failing_for = failing_for
+                .filter(|_| m.worker.hello)
+                .map(|t| now.saturating_duration_since(t));
+            let margin = Duration::from_secs(10);
+            (
+                failing_for,
+                m.config.watchdog.failing_restart_after,
+                m.overdue_runs(wall, margin),
+            )
+        };
+        for (job, run, pgid) in overdue {
+            tracing::error!(job, run, pgid, "run outlived its timeout + kill_grace + 10s and the worker did not end it; killing its process group");
+            spawn::signal_group(pgid, Signal::SIGKILL);
+        }
+        if let (Some(age), Some(w)) = (failing_for, self.worker.as_mut()) {
+            if age > limit && w.killed_because.is_none() {
+                tracing::error!(
+                    pid = w.pid,
+                    "worker alive but failing for {age:?}; replacing it"
+                );
+                w.killed_because = Some(format!(
+                    "was replaced after failing every loop turn for {}",
+                    cronwarden_shared::timefmt::human_duration(age)
+                ));
+                spawn::signal(w.pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Opens and resolves alerts; every notice is logged and recorded.
+    fn evaluate(&mut self) {
+        let notices = self
+            .model
+            .borrow_mut()
+            .evaluate(Instant::now(), Timestamp::now());
+        for n in notices {
+            alerts::log(&n);
+            self.recorder.record(n);
         }
     }
 
@@ -458,7 +531,7 @@ impl Supervisor {
         let how = w.killed_because.unwrap_or(how);
         self.pending.clear();
         if self.stopping {
-            let lost = self.model.borrow_mut().worker_gone(how.clone());
+            let lost = self.model.borrow_mut().worker_gone(how.clone(), false);
             for g in &lost {
                 spawn::signal_group(*g, Signal::SIGKILL);
             }
@@ -472,7 +545,7 @@ impl Supervisor {
             .spawned
             .map(|s| s.elapsed())
             .unwrap_or_default();
-        let groups = self.model.borrow_mut().worker_gone(how.clone());
+        let groups = self.model.borrow_mut().worker_gone(how.clone(), true);
         for g in &groups {
             // Orphaned runs: kill the whole group; we reap them as subreaper.
             spawn::signal_group(*g, Signal::SIGKILL);

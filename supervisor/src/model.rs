@@ -1,30 +1,51 @@
 //! The supervisor's own model of the worker and every job, built only from
-//! what it observed (the config and the event stream), and the status
-//! computed from it.
+//! what it observed (the config and the event stream), the conditions it
+//! finds in it, and the status computed from them.
 //!
 //! Nothing here is assumed: the state is `ok` only when the worker has said
 //! hello, its heartbeat and its last good loop turn are fresh, and no job is
-//! late or failing. Every other state comes with a reason a person can read.
+//! late, failing or wedged. Each job's next expected fire is computed here
+//! from the config (through the same `shared` schedule code), not taken
+//! from the worker, so a worker that silently stops firing one job is caught
+//! by `job_late`, and one that arms a job for the wrong time by the armed
+//! cross-check, before the fire is even due.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use cronwarden_shared::{
-    config::Config,
+    config::{Config, JobSpec},
     status::{
-        JobState, JobStatus, Outcome, RunRecord, RunningInfo, SkipReason, State, StatusReport,
-        Streaks, SupervisorInfo, Trigger, WorkerInfo,
+        JobState, JobStatus, Outcome, RunRecord, RunningInfo, Severity, SkipReason, State,
+        StatusReport, Streaks, SupervisorInfo, Trigger, WorkerInfo,
     },
     timefmt::human_duration,
     wire::Event,
 };
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
 use tokio::time::Instant;
+
+use crate::{
+    alerts::{AlertBook, Condition},
+    forensics,
+};
 
 /// Heartbeat silence after which the status stops saying `ok`: two missed
 /// beats, plus slack for a busy host.
 pub fn overdue_after(interval: Duration) -> Duration {
     interval * 2 + Duration::from_millis(100)
 }
+
+/// A crash loop: this many worker exits within [`CRASH_WINDOW`].
+pub const CRASH_LOOP_EXITS: usize = 5;
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// How long the worker's armed time may disagree with ours before it is a
+/// condition (the two legitimately differ for an instant around a fire).
+const MISARMED_AFTER: Duration = Duration::from_secs(3);
 
 /// The worker as observed.
 #[derive(Debug, Default)]
@@ -44,21 +65,27 @@ pub struct WorkerObs {
     /// The previous worker was killed for stalling and its replacement has
     /// not said hello yet: the state stays `stalled` until it does.
     pub replacing_stalled: bool,
+    /// When recent workers exited, for crash-loop detection.
+    pub exits: VecDeque<Instant>,
+    pub store_error: Option<String>,
 }
 
 /// One job as observed.
 #[derive(Debug, Clone)]
 pub struct JobObs {
-    pub schedule: String,
-    pub timezone: String,
+    pub spec: JobSpec,
+    /// What the worker says it armed.
     pub next_fire_at: Option<Timestamp>,
+    /// What we expect, from the schedule and the fires seen.
+    pub expected_next: Option<Timestamp>,
+    /// Since when the worker's armed time has disagreed with ours.
+    pub misarmed_since: Option<Instant>,
     pub paused: bool,
     pub last_run: Option<RunRecord>,
     pub running: BTreeMap<u64, RunningInfo>,
     pub streaks: Streaks,
-    pub late_after: Duration,
-    pub alert_after_failures: u32,
-    pub zero_output_alert_after: Option<u32>,
+    /// Runs the supervisor itself killed for outliving their timeout.
+    pub enforced: Vec<u64>,
 }
 
 pub struct Model {
@@ -70,10 +97,11 @@ pub struct Model {
     pub max_run_id: u64,
     /// The last reload that was refused, until one succeeds.
     pub reload_error: Option<(Timestamp, String)>,
+    pub alerts: AlertBook,
 }
 
 impl Model {
-    pub fn new(config: Arc<Config>, supervisor: SupervisorInfo) -> Self {
+    pub fn new(config: Arc<Config>, supervisor: SupervisorInfo, alerts: AlertBook) -> Self {
         let mut m = Model {
             config: config.clone(),
             supervisor,
@@ -82,47 +110,50 @@ impl Model {
             malformed_events: 0,
             max_run_id: 0,
             reload_error: None,
+            alerts,
         };
         m.set_config(config);
         m
-    }
-
-    /// Adopts a (new) config: jobs no longer in it disappear from the model
-    /// and the status at once; kept jobs keep what was observed of them.
-    pub fn set_config(&mut self, config: Arc<Config>) {
-        let mut old = std::mem::take(&mut self.jobs);
-        for spec in &config.jobs {
-            let mut obs = old.remove(&spec.name).unwrap_or(JobObs {
-                schedule: String::new(),
-                timezone: String::new(),
-                next_fire_at: None,
-                paused: false,
-                last_run: None,
-                running: BTreeMap::new(),
-                streaks: Streaks::default(),
-                late_after: spec.late_after,
-                alert_after_failures: spec.alert_after_failures,
-                zero_output_alert_after: spec.zero_output_alert_after,
-            });
-            if obs.schedule != spec.schedule.expr() || obs.timezone != spec.timezone {
-                // Re-armed by the worker; until it says so, expect the
-                // schedule's own next fire.
-                obs.next_fire_at = spec.schedule.next_after(Timestamp::now(), None);
-            }
-            obs.schedule = spec.schedule.expr().to_string();
-            obs.timezone = spec.timezone.clone();
-            obs.late_after = spec.late_after;
-            obs.alert_after_failures = spec.alert_after_failures;
-            obs.zero_output_alert_after = spec.zero_output_alert_after;
-            self.jobs.insert(spec.name.clone(), obs);
-        }
-        self.config = config;
     }
 
     pub fn store_path(&self) -> std::path::PathBuf {
         self.config
             .state_dir
             .join(cronwarden_shared::store::FILE_NAME)
+    }
+
+    /// Adopts a (new) config: jobs no longer in it disappear from the model
+    /// and the status at once; kept jobs keep what was observed of them.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        let now = Timestamp::now();
+        let mut old = std::mem::take(&mut self.jobs);
+        for spec in &config.jobs {
+            let obs = match old.remove(&spec.name) {
+                Some(mut o) => {
+                    let changed = o.spec.schedule.expr() != spec.schedule.expr()
+                        || o.spec.timezone != spec.timezone;
+                    if changed {
+                        o.expected_next = initial_expectation(spec, now);
+                        o.misarmed_since = None;
+                    }
+                    o.spec = spec.clone();
+                    o
+                }
+                None => JobObs {
+                    spec: spec.clone(),
+                    next_fire_at: None,
+                    expected_next: initial_expectation(spec, now),
+                    misarmed_since: None,
+                    paused: false,
+                    last_run: None,
+                    running: BTreeMap::new(),
+                    streaks: Streaks::default(),
+                    enforced: vec![],
+                },
+            };
+            self.jobs.insert(spec.name.clone(), obs);
+        }
+        self.config = config;
     }
 
     pub fn worker_spawned(&mut self, pid: u32) {
@@ -140,10 +171,22 @@ impl Model {
 
     /// The worker is gone. Returns the process groups of runs that were in
     /// flight (to be killed); their runs are recorded `lost`.
-    pub fn worker_gone(&mut self, how: String) -> Vec<u32> {
+    pub fn worker_gone(&mut self, how: String, counts_as_crash: bool) -> Vec<u32> {
         self.worker.pid = None;
         self.worker.hello = false;
         self.worker.last_exit = Some(how.clone());
+        if counts_as_crash {
+            let now = Instant::now();
+            self.worker.exits.push_back(now);
+            while self
+                .worker
+                .exits
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+            {
+                self.worker.exits.pop_front();
+            }
+        }
         let mut groups = vec![];
         let now = Timestamp::now();
         for (name, job) in &mut self.jobs {
@@ -184,6 +227,35 @@ impl Model {
             .collect()
     }
 
+    /// Runs that outlived timeout + kill grace + `margin` by our own clock:
+    /// the worker should have ended them. Returns (job, run, pgid) once each.
+    pub fn overdue_runs(&mut self, now: Timestamp, margin: Duration) -> Vec<(String, u64, u32)> {
+        let mut out = vec![];
+        for (name, j) in &mut self.jobs {
+            let Some(timeout) = j.spec.timeout else {
+                continue;
+            };
+            let limit = SignedDuration::try_from(timeout + j.spec.kill_grace + margin)
+                .unwrap_or(SignedDuration::MAX);
+            for r in j.running.values() {
+                if now.duration_since(r.started_at) > limit && !j.enforced.contains(&r.run_id) {
+                    j.enforced.push(r.run_id);
+                    out.push((name.clone(), r.run_id, r.pid));
+                }
+            }
+        }
+        out
+    }
+
+    /// Advances our expectation past every scheduled time a fire or skip
+    /// stood for.
+    fn accounted(j: &mut JobObs, covered: Timestamp) {
+        let next = j.spec.schedule.next_after(covered, Some(covered));
+        if j.expected_next.is_none_or(|e| e <= covered) {
+            j.expected_next = next;
+        }
+    }
+
     pub fn apply(&mut self, ev: Event, now: Instant) {
         match ev {
             Event::Hello { pid, version, .. } => {
@@ -199,10 +271,12 @@ impl Model {
                 seq,
                 at,
                 last_good_turn_at,
+                store_error,
                 ..
             } => {
                 self.worker.last_heartbeat = Some(now);
                 self.worker.seq = Some(seq);
+                self.worker.store_error = store_error;
                 // Convert the worker's wall-clock age to our monotonic clock.
                 self.worker.last_good_turn = last_good_turn_at.map(|g| {
                     let age = at.duration_since(g);
@@ -215,6 +289,11 @@ impl Model {
                     if let Some(j) = self.jobs.get_mut(&a.job) {
                         j.next_fire_at = a.next_fire_at;
                         j.paused = a.paused;
+                        // An @every cadence is anchored in the worker's store;
+                        // we learn the anchor from its arming once.
+                        if j.spec.schedule.every().is_some() && j.expected_next.is_none() {
+                            j.expected_next = a.next_fire_at;
+                        }
                     }
                 }
             }
@@ -222,6 +301,7 @@ impl Model {
                 job,
                 run_id,
                 scheduled_at,
+                covers,
                 pid,
                 started_at,
                 next_fire_at,
@@ -240,13 +320,17 @@ impl Model {
                     );
                     if scheduled_at.is_some() {
                         j.next_fire_at = next_fire_at;
+                        j.streaks.overlap_skips = 0;
                     }
-                    j.streaks.overlap_skips = 0;
+                    if let Some(last) = covers.iter().max() {
+                        Self::accounted(j, *last);
+                    }
                 }
             }
             Event::Skip {
                 job,
                 run_id,
+                scheduled_at,
                 reason,
                 next_fire_at,
                 ..
@@ -256,6 +340,21 @@ impl Model {
                     j.next_fire_at = next_fire_at;
                     if reason == SkipReason::Overlap {
                         j.streaks.overlap_skips += 1;
+                    }
+                    Self::accounted(j, scheduled_at);
+                }
+            }
+            Event::Queued {
+                job,
+                run_id,
+                covers,
+                next_fire_at,
+            } => {
+                self.max_run_id = self.max_run_id.max(run_id);
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.next_fire_at = next_fire_at;
+                    if let Some(last) = covers.iter().max() {
+                        Self::accounted(j, *last);
                     }
                 }
             }
@@ -271,6 +370,10 @@ impl Model {
                         // reported again by the next worker's recovery).
                         return;
                     }
+                    if run.outcome == Outcome::Skipped {
+                        // A queued fire dropped at shutdown: accounted, not a run.
+                        return;
+                    }
                     if run.outcome.is_failure() {
                         j.streaks.failures += 1;
                     } else {
@@ -280,6 +383,9 @@ impl Model {
                         j.streaks.zero_output += 1;
                     } else {
                         j.streaks.zero_output = 0;
+                    }
+                    if let Some(last) = run.covers.iter().max() {
+                        Self::accounted(j, *last);
                     }
                     j.last_run = Some(run);
                 }
@@ -292,25 +398,63 @@ impl Model {
         }
     }
 
-    /// The status, computed now from what was observed.
-    pub fn status(&self, now: Instant, now_wall: Timestamp) -> StatusReport {
-        let stall_after = self.config.watchdog.stall_after;
-        let mut state = State::Ok;
-        let mut reasons = vec![];
-        let mut worse = |s: State, reason: String, state: &mut State| {
-            *state = (*state).max(s);
-            reasons.push(reason);
-        };
+    /// Everything wrong right now, from observations only.
+    pub fn conditions(&mut self, now: Instant, now_wall: Timestamp) -> Vec<Condition> {
+        let mut out = vec![];
+        let wd = &self.config.watchdog;
+        let stall_after = wd.stall_after;
         let w = &self.worker;
         let hb_age = w.last_heartbeat.map(|t| now.saturating_duration_since(t));
         let good_age = w.last_good_turn.map(|t| now.saturating_duration_since(t));
+        let mut push = |kind: &'static str,
+                        job: Option<&str>,
+                        severity,
+                        state,
+                        summary: String,
+                        details,
+                        alert| {
+            out.push(Condition {
+                kind,
+                job: job.map(str::to_string),
+                severity,
+                state,
+                summary,
+                details,
+                alert,
+            });
+        };
+        let crash_loop = w
+            .exits
+            .iter()
+            .filter(|t| now.duration_since(**t) <= CRASH_WINDOW)
+            .count()
+            >= CRASH_LOOP_EXITS;
+        if crash_loop {
+            push(
+                "worker_crash_loop",
+                None,
+                Severity::Critical,
+                State::Down,
+                format!(
+                    "the worker exited {} times within {}; retrying with backoff (last one {})",
+                    w.exits.len(),
+                    human_duration(CRASH_WINDOW),
+                    w.last_exit.as_deref().unwrap_or("?")
+                ),
+                json!({ "exits": w.exits.len(), "last_exit": w.last_exit }),
+                true,
+            );
+        }
         let not_up = if w.replacing_stalled {
             State::Stalled
         } else {
             State::Down
         };
         match (w.pid, w.hello) {
-            (None, _) => worse(
+            (None, _) => push(
+                "worker_down",
+                None,
+                Severity::Critical,
                 not_up,
                 format!(
                     "no worker is running{}",
@@ -319,139 +463,319 @@ impl Model {
                         .map(|e| format!(" (last one {e}); restarting"))
                         .unwrap_or_default()
                 ),
-                &mut state,
+                json!({}),
+                w.replacing_stalled,
             ),
-            (Some(pid), false) => worse(
-                State::Down,
-                format!("worker {pid} is starting and has not said hello yet"),
-                &mut state,
+            (Some(pid), false) => push(
+                if w.replacing_stalled {
+                    "worker_stalled"
+                } else {
+                    "worker_down"
+                },
+                None,
+                Severity::Critical,
+                not_up,
+                format!(
+                    "worker {pid} is starting and has not said hello yet{}",
+                    w.last_exit
+                        .as_deref()
+                        .map(|e| format!(" (the previous one {e})"))
+                        .unwrap_or_default()
+                ),
+                json!({ "pid": pid }),
+                w.replacing_stalled,
             ),
             (Some(pid), true) => {
                 let age = hb_age.unwrap_or_default();
                 if age > stall_after {
-                    worse(
+                    push(
+                        "worker_stalled",
+                        None,
+                        Severity::Critical,
                         State::Stalled,
                         format!(
-                            "worker {pid} sent no heartbeat for {} (stall_after {})",
+                            "worker {pid} sent no heartbeat for {} (stall_after {}); replacing it",
                             human_duration(age),
                             human_duration(stall_after)
                         ),
-                        &mut state,
+                        json!({ "pid": pid, "heartbeat_age_ms": age.as_millis() as u64 }),
+                        true,
                     );
-                } else if age > overdue_after(self.config.watchdog.heartbeat_interval) {
+                } else if age > overdue_after(wd.heartbeat_interval) {
                     // Not yet stalled, but heartbeats are missing: say so
                     // before stall_after rather than claim all is well.
-                    worse(
+                    push(
+                        "worker_heartbeat_overdue",
+                        None,
+                        Severity::Warning,
                         State::Degraded,
                         format!(
                             "worker {pid} heartbeat overdue: none for {} (expected every {}; replaced after {})",
                             human_duration(age),
-                            human_duration(self.config.watchdog.heartbeat_interval),
+                            human_duration(wd.heartbeat_interval),
                             human_duration(stall_after)
                         ),
-                        &mut state,
+                        json!({ "pid": pid }),
+                        false,
                     );
                 } else {
-                    match good_age {
-                        Some(g) if g <= stall_after => {}
-                        Some(g) => worse(
+                    let failing = match good_age {
+                        Some(g) if g <= stall_after => None,
+                        Some(g) => Some(format!(
+                            "its loop has not completed a turn without error for {}",
+                            human_duration(g)
+                        )),
+                        None if w.seq.is_some() => {
+                            Some("none of its loop turns has completed without error".into())
+                        }
+                        None => None,
+                    };
+                    if let Some(f) = failing {
+                        push(
+                            "worker_failing",
+                            None,
+                            Severity::Critical,
                             State::Degraded,
-                            format!("worker {pid} is alive but its loop has not completed a turn without error for {}", human_duration(g)),
-                            &mut state,
-                        ),
-                        None if w.seq.is_some() => worse(
-                            State::Degraded,
-                            format!("worker {pid} is alive but none of its loop turns has completed without error"),
-                            &mut state,
-                        ),
-                        None => {}
+                            format!(
+                                "worker {pid} is alive but failing: {f}; replaced after {}",
+                                human_duration(wd.failing_restart_after)
+                            ),
+                            json!({ "pid": pid, "last_good_turn_age_ms": good_age.map(|g| g.as_millis() as u64) }),
+                            true,
+                        );
                     }
                 }
             }
+        }
+        if let Some(e) = &w.store_error {
+            push(
+                "store_error",
+                None,
+                Severity::Critical,
+                State::Degraded,
+                format!("store writes are failing: {e}"),
+                json!({ "error": e }),
+                true,
+            );
         }
         if let Some((at, err)) = &self.reload_error {
             let first = err.lines().next().unwrap_or_default();
-            worse(
+            push(
+                "config_reload_failed",
+                None,
+                Severity::Warning,
                 State::Degraded,
                 format!("config reload at {at} was refused; the previous config stays in force: {first}"),
-                &mut state,
+                json!({ "errors": err }),
+                true,
             );
         }
         let worker_up = w.pid.is_some() && w.hello;
-        let mut jobs = vec![];
-        for (name, j) in &self.jobs {
-            let mut job_state = if j.paused {
-                JobState::Paused
-            } else if !j.running.is_empty() {
-                JobState::Running
-            } else {
-                JobState::Idle
-            };
-            if let Some(due) = j.next_fire_at {
+        for (name, j) in &mut self.jobs {
+            let n = Some(name.as_str());
+            // Past due, by our own computation.
+            if let Some(due) = j.expected_next {
                 let late_by = now_wall.duration_since(due);
-                let late_after = jiff::SignedDuration::try_from(j.late_after)
-                    .unwrap_or(jiff::SignedDuration::MAX);
-                if worker_up && !j.paused && late_by > late_after {
-                    job_state = JobState::Late;
-                    worse(
+                if worker_up
+                    && late_by
+                        > SignedDuration::try_from(j.spec.late_after).unwrap_or(SignedDuration::MAX)
+                {
+                    push(
+                        "job_late",
+                        n,
+                        Severity::Warning,
                         State::Degraded,
                         format!(
-                            "job {name} is late: due at {due}, not fired for {}",
+                            "job {name} is late: due at {due}, neither fired nor skipped for {}",
                             human_duration(Duration::try_from(late_by).unwrap_or_default())
                         ),
-                        &mut state,
+                        json!({ "due_at": due, "late_ms": late_by.as_millis() as i64 }),
+                        true,
                     );
                 }
             }
-            if j.streaks.failures >= j.alert_after_failures && job_state != JobState::Late {
-                let last = j.last_run.as_ref();
-                let what = last
-                    .map(|r| match (r.exit_code, r.signal, &r.error) {
-                        (_, _, Some(e)) => e.clone(),
-                        (Some(c), _, _) => format!("exit code {c}"),
-                        (_, Some(s), _) => format!("signal {s}"),
-                        _ => r.outcome.as_str().to_string(),
-                    })
-                    .unwrap_or_default();
-                if !j.paused && j.running.is_empty() {
-                    job_state = JobState::Failing;
-                }
-                worse(
+            // Armed cross-check: the worker's arming against ours.
+            let misarmed = worker_up
+                && j.next_fire_at.is_some()
+                && j.expected_next.is_some()
+                && j.next_fire_at != j.expected_next;
+            match (misarmed, j.misarmed_since) {
+                (true, None) => j.misarmed_since = Some(now),
+                (false, Some(_)) => j.misarmed_since = None,
+                _ => {}
+            }
+            if j.misarmed_since
+                .is_some_and(|s| now.duration_since(s) > MISARMED_AFTER)
+            {
+                push(
+                    "job_misarmed",
+                    n,
+                    Severity::Warning,
                     State::Degraded,
                     format!(
-                        "job {name} failed {} time(s) in a row (last: {what})",
-                        j.streaks.failures
+                        "job {name}: the worker armed it for {} but its schedule says {}",
+                        j.next_fire_at.map(|t| t.to_string()).unwrap_or_default(),
+                        j.expected_next.map(|t| t.to_string()).unwrap_or_default()
                     ),
-                    &mut state,
+                    json!({ "armed": j.next_fire_at, "expected": j.expected_next }),
+                    true,
                 );
             }
-            if let Some(n) = j.zero_output_alert_after {
-                if j.streaks.zero_output >= n {
-                    if job_state == JobState::Idle {
-                        job_state = JobState::Failing;
+            if j.streaks.overlap_skips >= j.spec.overlap_alert_after {
+                let (run, detail) = match j.running.values().next() {
+                    Some(r) => {
+                        let procs = forensics::process_group(r.pid);
+                        let age = Duration::try_from(now_wall.duration_since(r.started_at))
+                            .unwrap_or_default();
+                        (
+                            format!(
+                                "run {} has been running for {}: {}",
+                                r.run_id,
+                                human_duration(age),
+                                forensics::describe(&procs)
+                            ),
+                            json!({ "run_id": r.run_id, "pid": r.pid, "running_ms": age.as_millis() as u64, "processes": procs }),
+                        )
                     }
-                    worse(
+                    None => ("the busy run has just ended".into(), json!({})),
+                };
+                push(
+                    "job_overlap_streak",
+                    n,
+                    Severity::Warning,
+                    State::Degraded,
+                    format!("job {name}: {} fires in a row skipped because the previous run is still busy; {run}", j.streaks.overlap_skips),
+                    detail,
+                    true,
+                );
+            }
+            if let Some(last) = &j.last_run {
+                let what =
+                    last.error
+                        .clone()
+                        .unwrap_or_else(|| match (last.exit_code, last.signal) {
+                            (Some(c), _) => format!("exit code {c}"),
+                            (_, Some(s)) => format!("signal {s}"),
+                            _ => last.outcome.as_str().into(),
+                        });
+                let details = json!({ "run_id": last.id, "outcome": last.outcome, "streak": j.streaks.failures });
+                match last.outcome {
+                    Outcome::Timeout => push(
+                        "job_timeout",
+                        n,
+                        Severity::Warning,
                         State::Degraded,
                         format!(
-                            "job {name} produced no output in {} consecutive runs",
+                            "job {name}: run {} {what}; its process group was killed",
+                            last.id
+                        ),
+                        details,
+                        true,
+                    ),
+                    Outcome::Lost => push(
+                        "job_lost",
+                        n,
+                        Severity::Critical,
+                        State::Degraded,
+                        format!("job {name}: run {} lost: {what}", last.id),
+                        details,
+                        true,
+                    ),
+                    _ if j.streaks.failures >= j.spec.alert_after_failures => push(
+                        "job_failing",
+                        n,
+                        Severity::Warning,
+                        State::Degraded,
+                        format!(
+                            "job {name} failed {} time(s) in a row (last: {what})",
+                            j.streaks.failures
+                        ),
+                        details,
+                        true,
+                    ),
+                    _ => {}
+                }
+            }
+            if let Some(limit) = j.spec.zero_output_alert_after {
+                if j.streaks.zero_output >= limit {
+                    push(
+                        "job_zero_output_streak",
+                        n,
+                        Severity::Warning,
+                        State::Degraded,
+                        format!(
+                            "job {name} produced no output at all in {} consecutive runs",
                             j.streaks.zero_output
                         ),
-                        &mut state,
+                        json!({ "streak": j.streaks.zero_output }),
+                        true,
                     );
                 }
             }
-            jobs.push(JobStatus {
-                name: name.clone(),
-                schedule: j.schedule.clone(),
-                timezone: j.timezone.clone(),
-                state: job_state,
-                paused: j.paused,
-                next_fire_at: j.next_fire_at,
-                last_run: j.last_run.clone(),
-                streaks: j.streaks.clone(),
-                running: j.running.values().cloned().collect(),
-            });
         }
+        out
+    }
+
+    /// Re-evaluates the conditions and the alert book; returns the notices
+    /// of alerts that opened or resolved.
+    pub fn evaluate(
+        &mut self,
+        now: Instant,
+        now_wall: Timestamp,
+    ) -> Vec<cronwarden_shared::status::AlertNotice> {
+        let conds = self.conditions(now, now_wall);
+        self.alerts.update(&conds, now_wall)
+    }
+
+    /// The status, computed now from what was observed.
+    pub fn status(&mut self, now: Instant, now_wall: Timestamp) -> StatusReport {
+        let conds = self.conditions(now, now_wall);
+        let state = conds.iter().map(|c| c.state).max().unwrap_or(State::Ok);
+        let reasons = conds.iter().map(|c| c.summary.clone()).collect();
+        let w = &self.worker;
+        let jobs = self
+            .jobs
+            .iter()
+            .map(|(name, j)| {
+                let kinds: Vec<&str> = conds
+                    .iter()
+                    .filter(|c| c.job.as_deref() == Some(name))
+                    .map(|c| c.kind)
+                    .collect();
+                let state = if kinds.contains(&"job_overlap_streak") {
+                    JobState::Wedged
+                } else if kinds.contains(&"job_late") {
+                    JobState::Late
+                } else if j.paused {
+                    JobState::Paused
+                } else if !j.running.is_empty() {
+                    JobState::Running
+                } else if kinds.iter().any(|k| {
+                    [
+                        "job_failing",
+                        "job_timeout",
+                        "job_lost",
+                        "job_zero_output_streak",
+                    ]
+                    .contains(k)
+                }) {
+                    JobState::Failing
+                } else {
+                    JobState::Idle
+                };
+                JobStatus {
+                    name: name.clone(),
+                    schedule: j.spec.schedule.expr().to_string(),
+                    timezone: j.spec.timezone.clone(),
+                    state,
+                    paused: j.paused,
+                    next_fire_at: j.next_fire_at.or(j.expected_next),
+                    last_run: j.last_run.clone(),
+                    streaks: j.streaks.clone(),
+                    running: j.running.values().cloned().collect(),
+                }
+            })
+            .collect();
         StatusReport {
             state,
             reasons,
@@ -460,13 +784,26 @@ impl Model {
                 pid: w.pid,
                 started_at: w.started_at,
                 restarts: w.restarts,
-                heartbeat_age_ms: hb_age.map(|d| d.as_millis() as u64),
-                last_good_turn_age_ms: good_age.map(|d| d.as_millis() as u64),
+                heartbeat_age_ms: w
+                    .last_heartbeat
+                    .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                last_good_turn_age_ms: w
+                    .last_good_turn
+                    .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                 heartbeat_seq: w.seq,
                 malformed_events: self.malformed_events,
             },
             jobs,
-            alerts: vec![],
+            alerts: self.alerts.list(),
         }
+    }
+}
+
+/// Our expectation for a job we have not seen fire yet: its schedule's next
+/// fire after now (for `@every`, learned from the worker's arming instead).
+fn initial_expectation(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
+    match spec.schedule.every() {
+        Some(_) => None,
+        None => spec.schedule.next_after(now, None),
     }
 }

@@ -158,7 +158,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
     let status = || {
         shared
             .model
-            .borrow()
+            .borrow_mut()
             .status(Instant::now(), Timestamp::now())
     };
     let known = |name: &str| shared.model.borrow().jobs.contains_key(name);

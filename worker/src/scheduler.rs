@@ -90,6 +90,8 @@ pub struct Scheduler {
     /// Whether the last flush reached the store; a failing store makes
     /// turns "not good", which the heartbeat shows.
     store_ok: bool,
+    /// The last store error, while writes keep failing.
+    store_error: Option<String>,
     finishes: u64,
     events: EventTx,
     done_tx: mpsc::UnboundedSender<RunRecord>,
@@ -117,6 +119,7 @@ impl Scheduler {
             outbox: vec![],
             to_spawn: vec![],
             store_ok: true,
+            store_error: None,
             finishes: 0,
             events,
             done_tx,
@@ -209,18 +212,17 @@ impl Scheduler {
     pub fn flush(&mut self) {
         if !self.journal.is_empty() {
             let journal = std::mem::take(&mut self.journal);
-            match self.store.apply(&journal) {
-                Ok(true) => self.store_ok = true,
-                Ok(false) => {
-                    // With the state lock held this means a bug or a hand edit.
-                    tracing::error!("store refused a claim (next_run_at moved underneath us); continuing from memory");
-                    self.store_ok = false;
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    self.store_ok = false;
-                }
+            let failure = match self.store.apply(&journal) {
+                Ok(true) => None,
+                // With the state lock held this means a bug or a hand edit.
+                Ok(false) => Some("store refused a claim (next_run_at moved underneath us); continuing from memory".to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = &failure {
+                tracing::error!("{e}");
             }
+            self.store_ok = failure.is_none();
+            self.store_error = failure;
         }
         for ev in std::mem::take(&mut self.outbox) {
             self.events.send(ev);
@@ -321,6 +323,7 @@ impl Scheduler {
             at: Timestamp::now(),
             last_good_turn_at: self.last_good_turn,
             running,
+            store_error: self.store_error.clone(),
         });
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
     }
@@ -432,9 +435,16 @@ impl Scheduler {
                             return;
                         };
                         job.pending = Some((id, fresh.clone()));
+                        let next_fire_at = job.next;
                         let mut rec = self.run_record(id, name, &fresh);
                         rec.started_at = None;
                         self.journal.push(Write::Insert(rec));
+                        self.outbox.push(Event::Queued {
+                            job: name.to_string(),
+                            run_id: id,
+                            covers: fresh,
+                            next_fire_at,
+                        });
                     } else {
                         for t in fresh {
                             self.skip(name, t, SkipReason::Overlap, Some(busy));

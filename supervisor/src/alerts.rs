@@ -1,0 +1,257 @@
+//! Alerts: one per condition (kind + job), opened when the condition
+//! appears and resolved when it clears, never re-sent every tick.
+//!
+//! The book is evaluated by the supervisor's loop; what it opens and
+//! resolves is logged at once and handed to the [`Recorder`] thread, which
+//! writes the history to the store off the loop (a slow disk never delays
+//! heartbeat processing). Open alerts are reloaded at start, so a restart
+//! neither duplicates an alert nor forgets one: a condition that still holds
+//! stays open, one that cleared is resolved once.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::mpsc::{sync_channel, SyncSender, TrySendError},
+};
+
+use cronwarden_shared::{
+    status::{Alert, AlertNotice, Severity, State},
+    store::Store,
+};
+use jiff::Timestamp;
+use serde_json::Value;
+
+/// Something wrong, as computed from observations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub kind: &'static str,
+    pub job: Option<String>,
+    pub severity: Severity,
+    /// What it does to the overall state.
+    pub state: State,
+    pub summary: String,
+    pub details: Value,
+    /// Whether it is alerted (a worker that is merely starting is `down`
+    /// in the status but is no alert).
+    pub alert: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    severity: Severity,
+    summary: String,
+    details: Value,
+    opened_at: Timestamp,
+}
+
+type Key = (String, Option<String>);
+
+#[derive(Debug, Default)]
+pub struct AlertBook {
+    open: BTreeMap<Key, Open>,
+    host: String,
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl AlertBook {
+    pub fn new(restored: Vec<AlertNotice>) -> Self {
+        let mut open = BTreeMap::new();
+        for a in restored {
+            open.insert(
+                (a.kind, a.job),
+                Open {
+                    severity: a.severity,
+                    summary: a.summary,
+                    details: a.details,
+                    opened_at: a.opened_at,
+                },
+            );
+        }
+        AlertBook {
+            open,
+            host: hostname(),
+        }
+    }
+
+    fn notice(
+        &self,
+        event: &str,
+        key: &Key,
+        o: &Open,
+        resolved_at: Option<Timestamp>,
+    ) -> AlertNotice {
+        AlertNotice {
+            event: event.into(),
+            kind: key.0.clone(),
+            job: key.1.clone(),
+            severity: o.severity,
+            summary: o.summary.clone(),
+            opened_at: o.opened_at,
+            resolved_at,
+            host: self.host.clone(),
+            details: o.details.clone(),
+        }
+    }
+
+    /// Brings the open set in line with `conditions`; returns what opened
+    /// and what resolved, in that order.
+    pub fn update(&mut self, conditions: &[Condition], now: Timestamp) -> Vec<AlertNotice> {
+        let mut out = vec![];
+        let mut current: BTreeMap<Key, &Condition> = BTreeMap::new();
+        for c in conditions.iter().filter(|c| c.alert) {
+            current
+                .entry((c.kind.to_string(), c.job.clone()))
+                .or_insert(c);
+        }
+        for (key, c) in &current {
+            match self.open.get_mut(key) {
+                Some(o) => {
+                    // Still open: keep the summary fresh for the status, no notice.
+                    o.summary = c.summary.clone();
+                    o.details = c.details.clone();
+                    o.severity = o.severity.max(c.severity);
+                }
+                None => {
+                    let o = Open {
+                        severity: c.severity,
+                        summary: c.summary.clone(),
+                        details: c.details.clone(),
+                        opened_at: now,
+                    };
+                    out.push(self.notice("opened", key, &o, None));
+                    self.open.insert(key.clone(), o);
+                }
+            }
+        }
+        let gone: Vec<Key> = self
+            .open
+            .keys()
+            .filter(|k| !current.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(o) = self.open.remove(&key) {
+                out.push(self.notice("resolved", &key, &o, Some(now)));
+            }
+        }
+        out
+    }
+
+    /// The open alerts, for the status.
+    pub fn list(&self) -> Vec<Alert> {
+        self.open
+            .iter()
+            .map(|((kind, job), o)| Alert {
+                kind: kind.clone(),
+                job: job.clone(),
+                severity: o.severity,
+                opened_at: o.opened_at,
+                summary: o.summary.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Logs a notice the way operators grep for it.
+pub fn log(n: &AlertNotice) {
+    let job = n.job.as_deref().unwrap_or("-");
+    match (n.event.as_str(), n.severity) {
+        ("resolved", _) => tracing::info!(kind = %n.kind, job, "alert resolved: {}", n.summary),
+        (_, Severity::Critical) => tracing::error!(kind = %n.kind, job, "alert: {}", n.summary),
+        _ => tracing::warn!(kind = %n.kind, job, "alert: {}", n.summary),
+    }
+}
+
+/// Writes alert history to the store on its own thread.
+pub struct Recorder {
+    tx: SyncSender<AlertNotice>,
+}
+
+impl Recorder {
+    pub fn start(store: PathBuf) -> Recorder {
+        let (tx, rx) = sync_channel::<AlertNotice>(4096);
+        std::thread::Builder::new()
+            .name("alert-history".into())
+            .spawn(move || {
+                let mut db: Option<Store> = None;
+                for n in rx {
+                    if db.is_none() {
+                        db = Store::open(&store)
+                            .map_err(|e| tracing::error!("alert history: {e}"))
+                            .ok();
+                    }
+                    let Some(s) = db.as_mut() else { continue };
+                    let r = if n.event == "resolved" {
+                        s.alert_resolved(&n)
+                    } else {
+                        s.alert_opened(&n)
+                    };
+                    if let Err(e) = r {
+                        tracing::error!("alert history: {e}");
+                        db = None;
+                    }
+                }
+            })
+            .expect("spawn alert history thread");
+        Recorder { tx }
+    }
+
+    pub fn record(&self, n: AlertNotice) {
+        if let Err(TrySendError::Full(n)) = self.tx.try_send(n) {
+            tracing::error!(kind = %n.kind, "alert history queue full; this notice is not stored");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(kind: &'static str, job: Option<&str>) -> Condition {
+        Condition {
+            kind,
+            job: job.map(str::to_string),
+            severity: Severity::Warning,
+            state: State::Degraded,
+            summary: format!("{kind} summary"),
+            details: Value::Null,
+            alert: true,
+        }
+    }
+
+    #[test]
+    fn opens_once_resolves_once() {
+        let mut b = AlertBook::new(vec![]);
+        let now = Timestamp::now();
+        let c = [cond("job_late", Some("a"))];
+        let first = b.update(&c, now);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].event, "opened");
+        assert!(
+            b.update(&c, now).is_empty(),
+            "re-alerted a persisting condition"
+        );
+        let gone = b.update(&[], now);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].event, "resolved");
+        assert!(b.update(&[], now).is_empty());
+    }
+
+    #[test]
+    fn restored_alerts_are_not_reopened() {
+        let now = Timestamp::now();
+        let mut b = AlertBook::new(vec![]);
+        let opened = b.update(&[cond("worker_stalled", None)], now);
+        let mut again = AlertBook::new(opened);
+        assert!(again
+            .update(&[cond("worker_stalled", None)], now)
+            .is_empty());
+        assert_eq!(again.update(&[], now)[0].event, "resolved");
+    }
+}

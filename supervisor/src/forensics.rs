@@ -1,0 +1,133 @@
+//! What a wedged run is doing, as `/proc` shows it: every process of its
+//! group with its state (R/S/D/Z…), kernel wait channel and CPU time, so an
+//! alert says "hung in D state (wchan nfs_wait_bit_killable)" rather than
+//! just "skipped".
+
+use std::fs;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub state: String,
+    pub wchan: String,
+    pub cpu_ms: u64,
+    pub command: String,
+}
+
+fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as u64,
+        _ => 100,
+    }
+}
+
+/// Parses `/proc/<pid>/stat` into (ppid, state, pgid, cpu ticks, comm).
+fn stat(pid: u32) -> Option<(u32, String, u32, u64, String)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s[open + 1..close].to_string();
+    let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
+    // Fields after comm: state(0) ppid(1) pgrp(2) ... utime(11) stime(12).
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((
+        f.get(1)?.parse().ok()?,
+        f.first()?.to_string(),
+        f.get(2)?.parse().ok()?,
+        ticks,
+        comm,
+    ))
+}
+
+/// Every live process whose process group is `pgid`, bounded to 64.
+pub fn process_group(pgid: u32) -> Vec<ProcInfo> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let hz = ticks_per_second();
+    let mut out = vec![];
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some((ppid, state, pg, ticks, comm)) = stat(pid) else {
+            continue;
+        };
+        if pg != pgid {
+            continue;
+        }
+        let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        out.push(ProcInfo {
+            pid,
+            ppid,
+            state,
+            wchan: if wchan == "0" { String::new() } else { wchan },
+            cpu_ms: ticks * 1000 / hz,
+            command: comm,
+        });
+        if out.len() >= 64 {
+            break;
+        }
+    }
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+/// One line for a person: "sleep 4711 in state S (wchan hrtimer_nanosleep)".
+pub fn describe(procs: &[ProcInfo]) -> String {
+    if procs.is_empty() {
+        return "no process of its group is left".into();
+    }
+    let parts: Vec<String> = procs
+        .iter()
+        .take(4)
+        .map(|p| {
+            let wchan = if p.wchan.is_empty() {
+                String::new()
+            } else {
+                format!(", wchan {}", p.wchan)
+            };
+            format!(
+                "{} {} in state {}{wchan}, {}ms CPU",
+                p.command, p.pid, p.state, p.cpu_ms
+            )
+        })
+        .collect();
+    let more = if procs.len() > 4 {
+        format!(" (+{} more)", procs.len() - 4)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_sleeping_group() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let procs = process_group(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(procs.len(), 1, "{procs:?}");
+        assert_eq!(procs[0].command, "sleep");
+        assert!(["S", "R"].contains(&procs[0].state.as_str()), "{procs:?}");
+        assert!(describe(&procs).contains(&format!("sleep {pid} in state")));
+    }
+}
