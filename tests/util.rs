@@ -105,8 +105,14 @@ impl Env {
     }
 
     pub fn start(&self) -> Supervisor {
+        self.start_with(&[])
+    }
+
+    /// Starts `run` with extra environment (fail points, NOTIFY_SOCKET).
+    pub fn start_with(&self, vars: &[(&str, &str)]) -> Supervisor {
         let log = self.path("supervisor.log");
         let child = Command::new(BIN)
+            .envs(vars.iter().copied())
             .args(["run", "--config", self.config.to_str().unwrap()])
             .current_dir(self.dir.path())
             .env("CRONWARDEN_LOG", "info")
@@ -116,6 +122,22 @@ impl Env {
             .spawn()
             .unwrap();
         Supervisor { child, log }
+    }
+
+    /// The open alerts of the status, as (kind, job) pairs.
+    pub fn open_alerts(&self) -> Vec<(String, Option<String>)> {
+        self.status()
+            .1
+            .and_then(|s| s["alerts"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                (
+                    a["kind"].as_str().unwrap_or_default().to_string(),
+                    a["job"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
     }
 
     /// Waits until the status is `ok` with a worker, returns the status.

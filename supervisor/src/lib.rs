@@ -17,6 +17,7 @@ pub mod control;
 pub mod forensics;
 pub mod lock;
 pub mod model;
+pub mod notify;
 pub mod server;
 pub mod spawn;
 
@@ -189,6 +190,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
             alerts::AlertBook::new(restored),
         ))),
         recorder: alerts::Recorder::start(store_path),
+        notifier: notify::Notifier::from_env(),
         source,
         exe,
         lock,
@@ -204,6 +206,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
 }
 
 struct Supervisor {
+    notifier: notify::Notifier,
     model: Rc<RefCell<Model>>,
     recorder: alerts::Recorder,
     /// The text of the config in force, sent whole to each worker.
@@ -270,6 +273,10 @@ impl Supervisor {
         // event line); one wakeup a second keeps the idle cost negligible.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // systemd's watchdog is fed from this loop, so it sees the loop itself.
+        let mut watchdog =
+            tokio::time::interval(self.notifier.watchdog.unwrap_or(Duration::from_secs(3600)));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let stall_at = self.stall_deadline();
             tokio::select! {
@@ -282,8 +289,10 @@ impl Supervisor {
                 _ = sleep_until_opt(stall_at) => self.on_stall(),
                 _ = sleep_until_opt(self.restart_at) => self.start_worker(),
                 _ = tick.tick() => self.on_tick(),
+                _ = watchdog.tick(), if self.notifier.watchdog.is_some() => self.notifier.watchdog_ping(),
             }
         }
+        self.notifier.stopping();
         self.shutdown(&mut sigchld).await;
         server.abort();
         let _ = std::fs::remove_file(&config.socket);
@@ -410,6 +419,9 @@ impl Supervisor {
                 }
                 Ok(ev) => {
                     let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
+                    if matches!(ev, Event::Hello { .. }) {
+                        self.notifier.ready();
+                    }
                     self.model.borrow_mut().apply(ev, Instant::now());
                     if finished {
                         // Outcome-driven alerts (timeout, lost, streaks) open
@@ -474,10 +486,24 @@ impl Supervisor {
 
     /// Opens and resolves alerts; every notice is logged and recorded.
     fn evaluate(&mut self) {
-        let notices = self
-            .model
-            .borrow_mut()
-            .evaluate(Instant::now(), Timestamp::now());
+        let (notices, line) = {
+            let mut m = self.model.borrow_mut();
+            let notices = m.evaluate(Instant::now(), Timestamp::now());
+            let s = m.status(Instant::now(), Timestamp::now());
+            let worker = s
+                .worker
+                .pid
+                .map(|p| format!("worker {p}"))
+                .unwrap_or_else(|| "no worker".into());
+            let line = format!(
+                "{}: {} jobs, {} open alerts, {worker}",
+                s.state.as_str(),
+                s.jobs.len(),
+                s.alerts.len()
+            );
+            (notices, line)
+        };
+        self.notifier.status(line);
         for n in notices {
             alerts::log(&n);
             self.recorder.record(n);

@@ -43,6 +43,8 @@ pub fn overdue_after(interval: Duration) -> Duration {
 /// A crash loop: this many worker exits within [`CRASH_WINDOW`].
 pub const CRASH_LOOP_EXITS: usize = 5;
 pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// A worker up this long ends a crash loop.
+pub const CRASH_SETTLED: Duration = Duration::from_secs(15);
 /// How long the worker's armed time may disagree with ours before it is a
 /// condition (the two legitimately differ for an instant around a fire).
 const MISARMED_AFTER: Duration = Duration::from_secs(3);
@@ -423,12 +425,16 @@ impl Model {
                 alert,
             });
         };
-        let crash_loop = w
-            .exits
-            .iter()
-            .filter(|t| now.duration_since(**t) <= CRASH_WINDOW)
-            .count()
-            >= CRASH_LOOP_EXITS;
+        // Over once the current worker has stayed up for a while.
+        let settled = w.hello
+            && w.spawned
+                .is_some_and(|s| now.duration_since(s) >= CRASH_SETTLED);
+        let crash_loop = !settled
+            && w.exits
+                .iter()
+                .filter(|t| now.duration_since(**t) <= CRASH_WINDOW)
+                .count()
+                >= CRASH_LOOP_EXITS;
         if crash_loop {
             push(
                 "worker_crash_loop",

@@ -65,6 +65,11 @@ pub fn spawn_worker(
         .arg(first_run_id.to_string())
         .arg("--log-format")
         .arg(if log_json { "json" } else { "text" })
+        // systemd talks to the supervisor only; the worker and jobs must
+        // not answer on its behalf.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

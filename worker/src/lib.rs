@@ -11,6 +11,11 @@
 //!
 //! The worker exits when its supervisor goes away: EOF on stdin, a broken
 //! event pipe, or the parent-death signal the supervisor arranged.
+//!
+//! Fault injection (feature `failpoints`, on only in test builds): the
+//! `FAILPOINTS` environment variable, e.g. `worker::turn=panic` (every loop
+//! turn panics), `worker::drop_fire=return(JOB)` (JOB's fires are silently
+//! dropped), `store::apply=return` (store writes fail).
 
 pub mod events;
 pub mod fds;
@@ -34,6 +39,10 @@ pub struct WorkerArgs {
 
 /// Runs the worker until shutdown.
 pub fn main(args: WorkerArgs) -> ExitCode {
+    let _failpoints = fail::FailScenario::setup();
+    if cfg!(feature = "failpoints") {
+        tracing::warn!("this build has fail points compiled in (FAILPOINTS); it is for tests only");
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -212,11 +212,13 @@ impl Scheduler {
     pub fn flush(&mut self) {
         if !self.journal.is_empty() {
             let journal = std::mem::take(&mut self.journal);
-            let failure = match self.store.apply(&journal) {
+            let injected = fail::eval("store::apply", |_| ())
+                .map(|()| "store write failed (injected fault)".to_string());
+            let failure = match injected.map(Err).unwrap_or_else(|| self.store.apply(&journal).map_err(|e| e.to_string())) {
                 Ok(true) => None,
                 // With the state lock held this means a bug or a hand edit.
                 Ok(false) => Some("store refused a claim (next_run_at moved underneath us); continuing from memory".to_string()),
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some(e),
             };
             if let Some(e) = &failure {
                 tracing::error!("{e}");
@@ -329,6 +331,7 @@ impl Scheduler {
     }
 
     fn fire_due(&mut self, now: Timestamp) {
+        fail::fail_point!("worker::turn");
         let names: Vec<String> = self
             .jobs
             .iter()
@@ -356,6 +359,14 @@ impl Scheduler {
             });
             job.next = cursor;
             job.anchor = due.last().copied();
+            if fail::eval("worker::drop_fire", |arg| arg)
+                .flatten()
+                .as_deref()
+                == Some(name.as_str())
+            {
+                // Fault injection: the silent loss of a job's fires.
+                continue;
+            }
             self.dispatch(&name, due, now);
         }
     }
