@@ -128,6 +128,17 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Show open alerts (or, with --all, the alert history); `alerts test`
+    /// sends a marked test alert through every sink and reports each result.
+    Alerts {
+        #[command(subcommand)]
+        action: Option<AlertsCmd>,
+        /// The whole history, resolved alerts included.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The scheduler worker (started by `run`; not for direct use).
     #[command(hide = true)]
     Worker {
@@ -137,6 +148,15 @@ enum Cmd {
         lock_fd: Option<i32>,
         #[arg(long, default_value_t = 1)]
         first_run_id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCmd {
+    /// Send a clearly marked test alert through every sink; exit 1 if any fails.
+    Test {
+        #[command(flatten)]
+        conn: Conn,
     },
 }
 
@@ -217,6 +237,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             socket,
             json,
         } => status(&config, socket, json),
+        Cmd::Alerts {
+            action: Some(AlertsCmd::Test { conn }),
+            ..
+        } => call_within(
+            &conn,
+            Method::POST,
+            "/v1/alerts/test".into(),
+            Duration::from_secs(310),
+            |o, v| {
+                let sinks = v["sinks"].as_object().cloned().unwrap_or_default();
+                if sinks.is_empty() {
+                    writeln!(
+                        o,
+                        "no alert sinks are configured; alerts go to the log and the status only"
+                    )?;
+                }
+                for (name, r) in &sinks {
+                    match r["ok"].as_bool() {
+                        Some(true) => writeln!(o, "{name}: delivered")?,
+                        _ => writeln!(o, "{name}: FAILED: {}", r["error"].as_str().unwrap_or("?"))?,
+                    }
+                }
+                Ok(if v["ok"] == true || sinks.is_empty() {
+                    0
+                } else {
+                    1
+                })
+            },
+        ),
+        Cmd::Alerts {
+            action: None,
+            all,
+            conn,
+        } => {
+            let path = if all {
+                "/v1/alerts?all=1"
+            } else {
+                "/v1/alerts"
+            };
+            call(&conn, Method::GET, path.into(), print_alerts)
+        }
         Cmd::Jobs { conn } => call(&conn, Method::GET, "/v1/jobs".into(), print_jobs),
         Cmd::Runs { job, limit, conn } => call(
             &conn,
@@ -447,6 +508,16 @@ fn call(
     path: String,
     show: impl FnOnce(&mut dyn Write, &Value) -> std::io::Result<u8>,
 ) -> anyhow::Result<ExitCode> {
+    call_within(conn, method, path, Duration::from_secs(15), show)
+}
+
+fn call_within(
+    conn: &Conn,
+    method: Method,
+    path: String,
+    limit: Duration,
+    show: impl FnOnce(&mut dyn Write, &Value) -> std::io::Result<u8>,
+) -> anyhow::Result<ExitCode> {
     let socket = match socket_for(conn) {
         Ok(s) => s,
         Err(code) => return Ok(code),
@@ -454,12 +525,7 @@ fn call(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (code, body) = match rt.block_on(client::request(
-        &socket,
-        method,
-        &path,
-        Duration::from_secs(15),
-    )) {
+    let (code, body) = match rt.block_on(client::request(&socket, method, &path, limit)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cronwarden: {e} (is `cronwarden run` running?)");
@@ -584,6 +650,38 @@ fn print_runs(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
             "TOOK",
             "OUT/ERR BYTES",
         ],
+        rows,
+    )?;
+    Ok(0)
+}
+
+fn print_alerts(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
+    let now = Timestamp::now();
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                a["severity"].as_str().unwrap_or_default().to_string(),
+                a["kind"].as_str().unwrap_or_default().to_string(),
+                a["job"].as_str().unwrap_or("-").to_string(),
+                relative(ts(&a["opened_at"]), now),
+                match ts(&a["resolved_at"]) {
+                    Some(t) => format!("resolved {}", relative(Some(t), now)),
+                    None => "open".into(),
+                },
+                a["summary"].as_str().unwrap_or_default().to_string(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        writeln!(out, "no alerts")?;
+        return Ok(0);
+    }
+    table(
+        out,
+        &["SEVERITY", "KIND", "JOB", "OPENED", "STATE", "SUMMARY"],
         rows,
     )?;
     Ok(0)

@@ -314,7 +314,12 @@ fn supervisor_killed_takes_worker_and_jobs_with_it() {
         LONG,
         || (!alive(wpid) && !alive(job_pid)).then_some(()),
     );
-    // The lock died with them: a new supervisor can start on the same state.
+        // The lock died with them: a new supervisor can start on the same state,
+    // and it finds the interrupted run recorded lost, and says so.
     let _again = env.start();
-    env.wait_ok(LONG);
+    wait_until("the new supervisor reporting the lost run", LONG, || {
+        let s = env.status().1?;
+        let lost = s["alerts"].as_array()?.iter().any(|a| a["kind"] == "job_lost" && a["job"] == "long");
+        (s["worker"]["heartbeat_age_ms"].is_u64() && lost).then_some(())
+    });
 }

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod alerts;
 mod cli;
 mod ledger;
 mod supervisor;

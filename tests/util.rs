@@ -313,3 +313,98 @@ pub fn assert_accounted(rows: &[Row], expected: &[i64], from: i64, to: i64, job:
         "{job}: records for times the schedule does not have: {seen:?}"
     );
 }
+
+/// What the test receiver does with the next request.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    Status(u16),
+    /// Never answer (the connection stays open).
+    Hang,
+}
+
+/// A real HTTP receiver on 127.0.0.1 for webhook sinks: records every
+/// request body, answers from a script (then 200).
+pub struct Receiver {
+    pub url: String,
+    pub bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    pub fn start(script: Vec<Reply>) -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::{atomic::Ordering, Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(vec![]));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
+        let (b, r) = (bodies.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (b, r, script) = (b.clone(), r.clone(), script.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let reply = script
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .unwrap_or(Reply::Status(200));
+                    let code = match reply {
+                        Reply::Hang => {
+                            std::thread::sleep(Duration::from_secs(600));
+                            return;
+                        }
+                        Reply::Status(c) => c,
+                    };
+                    if code == 200 {
+                        b.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                    }
+                    let mut conn = conn;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                });
+            }
+        });
+        Receiver {
+            url,
+            bodies,
+            requests,
+        }
+    }
+
+    /// (event, kind) of every delivered notice.
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["event"].as_str().unwrap_or("").to_string(),
+                    b["kind"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+}

@@ -160,6 +160,70 @@ pub struct JobSpec {
     pub late_after: Duration,
 }
 
+/// The alert kinds a sink filter may name.
+pub const ALERT_KINDS: &[&str] = &[
+    "worker_stalled",
+    "worker_failing",
+    "worker_crash_loop",
+    "job_late",
+    "job_misarmed",
+    "job_timeout",
+    "job_lost",
+    "job_failing",
+    "job_overlap_streak",
+    "job_zero_output_streak",
+    "config_reload_failed",
+    "store_error",
+    "alert_delivery_failed",
+    "test",
+];
+
+/// A header value of a webhook: literal, or read from the supervisor's
+/// environment at delivery time (`"env:SLACK_TOKEN"`), so secrets stay out
+/// of the config file and out of logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    Literal(String),
+    Env(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The alert notice itself.
+    Json,
+    /// `{"text": "..."}`, which Slack, Mattermost and others accept.
+    Slack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Runs argv with the alert as JSON on stdin and `CRONWARDEN_ALERT_*` variables.
+    Exec { argv: Vec<String> },
+    /// POSTs the alert.
+    Webhook {
+        url: String,
+        format: WebhookFormat,
+        headers: Vec<(String, HeaderValue)>,
+    },
+}
+
+/// One `[[alert]]` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    /// `name`, or `<kind>#<n>`.
+    pub name: String,
+    pub kind: SinkKind,
+    /// Bound on one delivery attempt.
+    pub timeout: Duration,
+    /// Attempts after the first, with exponential backoff from 500ms.
+    pub retries: u32,
+    /// Only these alert kinds (all when absent).
+    pub kinds: Option<Vec<String>>,
+    /// Only alerts of these jobs (all when absent; worker alerts have no job).
+    pub jobs: Option<Vec<String>>,
+    pub min_severity: crate::status::Severity,
+}
+
 /// A validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -170,6 +234,7 @@ pub struct Config {
     pub timezone: String,
     pub watchdog: Watchdog,
     pub jobs: Vec<JobSpec>,
+    pub sinks: Vec<SinkSpec>,
 }
 
 impl Config {
@@ -291,17 +356,38 @@ impl Config {
             }
         }
 
-        if let Some(alerts) = table.get("alert") {
-            // Refused rather than accepted and ignored: a sink that silently
-            // delivers nothing is worse than a config that does not start.
-            let _ = alerts;
-            v.err(
+        let mut sinks = vec![];
+        match table.get("alert") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_table() {
+                        Some(t) => {
+                            if let Some(sink) = v.sink(i, t) {
+                                if sinks.iter().any(|s: &SinkSpec| s.name == sink.name) {
+                                    v.err(
+                                        None,
+                                        &format!("alert.{}.name", sink.name),
+                                        "duplicate sink name".into(),
+                                    );
+                                } else {
+                                    sinks.push(sink);
+                                }
+                            }
+                        }
+                        None => v.err(
+                            None,
+                            &format!("alert #{}", i + 1),
+                            "must be a table ([[alert]])".into(),
+                        ),
+                    }
+                }
+            }
+            Some(_) => v.err(
                 None,
                 "alert",
-                "alert sinks are not supported by this version of cronwarden yet; \
-                 alerts are written to the log and shown in `cronwarden status`"
-                    .into(),
-            );
+                "must be an array of tables ([[alert]])".into(),
+            ),
         }
 
         let mut jobs = vec![];
@@ -345,6 +431,7 @@ impl Config {
                 timezone,
                 watchdog,
                 jobs,
+                sinks,
             })
         } else {
             Err(ConfigErrors(v.errors))
@@ -393,6 +480,19 @@ impl Config {
 
     pub fn job(&self, name: &str) -> Option<&JobSpec> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+fn valid_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"));
+    match rest {
+        Some(r) => {
+            let host = r.split(['/', '?', '#']).next().unwrap_or("");
+            !host.is_empty() && !host.contains(char::is_whitespace)
+        }
+        None => false,
     }
 }
 
@@ -503,6 +603,235 @@ impl Validator {
                 None
             }
         }
+    }
+
+    fn strings(&mut self, key: &str, v: Option<&Value>) -> Option<Vec<String>> {
+        match v? {
+            Value::Array(items) => {
+                let out: Option<Vec<String>> = items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string))
+                    .collect();
+                if out.is_none() {
+                    self.err(None, key, "every element must be a string".into());
+                }
+                out
+            }
+            other => {
+                self.err(
+                    None,
+                    key,
+                    format!("must be an array of strings, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn sink(&mut self, index: usize, t: &Table) -> Option<SinkSpec> {
+        let before = self.errors.len();
+        let kind_name = t
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let name = match t.get("name").and_then(Value::as_str) {
+            Some(n) => n.to_string(),
+            None => format!(
+                "{}#{}",
+                if kind_name.is_empty() {
+                    "alert"
+                } else {
+                    &kind_name
+                },
+                index + 1
+            ),
+        };
+        let key = |k: &str| format!("alert.{name}.{k}");
+        let mut known = vec![
+            "name",
+            "kind",
+            "timeout",
+            "retries",
+            "kinds",
+            "jobs",
+            "min_severity",
+        ];
+        match kind_name.as_str() {
+            "exec" => known.push("command"),
+            "webhook" => known.extend(["url", "format", "headers"]),
+            _ => {}
+        }
+        for k in t.keys() {
+            if !known.contains(&k.as_str()) {
+                self.err(
+                    None,
+                    &key(k),
+                    format!(
+                        "unknown key (known keys for this sink: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        let kind = match kind_name.as_str() {
+            "exec" => match t.get("command") {
+                Some(Value::Array(items)) => {
+                    let argv: Option<Vec<String>> = items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_string))
+                        .collect();
+                    match argv {
+                        Some(a) if !a.is_empty() && !a[0].is_empty() => {
+                            Some(SinkKind::Exec { argv: a })
+                        }
+                        _ => {
+                            self.err(
+                                None,
+                                &key("command"),
+                                "must be a non-empty array of strings (argv)".into(),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.err(
+                        None,
+                        &key("command"),
+                        "missing: an argv array, e.g. [\"/usr/local/bin/page-oncall\"]".into(),
+                    );
+                    None
+                }
+            },
+            "webhook" => {
+                let url = self.string(None, &key("url"), t.get("url"));
+                let url = match url {
+                    Some(u) if valid_url(&u) => Some(u),
+                    Some(u) => {
+                        self.err(None, &key("url"), format!("invalid URL {u:?} (expected http://host[:port]/path or https://...)"));
+                        None
+                    }
+                    None => {
+                        self.err(None, &key("url"), "missing".into());
+                        None
+                    }
+                };
+                let format = match self
+                    .string(None, &key("format"), t.get("format"))
+                    .as_deref()
+                {
+                    None | Some("json") => WebhookFormat::Json,
+                    Some("slack") => WebhookFormat::Slack,
+                    Some(f) => {
+                        self.err(
+                            None,
+                            &key("format"),
+                            format!("unknown format {f:?} (expected json or slack)"),
+                        );
+                        WebhookFormat::Json
+                    }
+                };
+                let mut headers = vec![];
+                match t.get("headers") {
+                    None => {}
+                    Some(Value::Table(h)) => {
+                        for (k, val) in h {
+                            match val.as_str() {
+                                Some(s) => headers.push((
+                                    k.clone(),
+                                    match s.strip_prefix("env:") {
+                                        Some(var) => HeaderValue::Env(var.to_string()),
+                                        None => HeaderValue::Literal(s.to_string()),
+                                    },
+                                )),
+                                None => self.err(
+                                    None,
+                                    &key(&format!("headers.{k}")),
+                                    "must be a string".into(),
+                                ),
+                            }
+                        }
+                    }
+                    Some(_) => self.err(None, &key("headers"), "must be a table of strings".into()),
+                }
+                url.map(|url| SinkKind::Webhook {
+                    url,
+                    format,
+                    headers,
+                })
+            }
+            "" => {
+                self.err(None, &key("kind"), "missing (exec or webhook)".into());
+                None
+            }
+            other => {
+                self.err(
+                    None,
+                    &key("kind"),
+                    format!("unknown sink kind {other:?} (expected exec or webhook)"),
+                );
+                None
+            }
+        };
+        let timeout = self
+            .duration(None, &key("timeout"), t.get("timeout"), false)
+            .flatten()
+            .unwrap_or(Duration::from_secs(10));
+        let retries = match t.get("retries") {
+            None => 3,
+            Some(Value::Integer(n)) if (0..=20).contains(n) => *n as u32,
+            Some(other) => {
+                self.err(
+                    None,
+                    &key("retries"),
+                    format!("must be an integer from 0 to 20, found {other}"),
+                );
+                3
+            }
+        };
+        let kinds = self.strings(&key("kinds"), t.get("kinds"));
+        for k in kinds.iter().flatten() {
+            if !ALERT_KINDS.contains(&k.as_str()) {
+                self.err(
+                    None,
+                    &key("kinds"),
+                    format!(
+                        "unknown alert kind {k:?} (known: {})",
+                        ALERT_KINDS.join(", ")
+                    ),
+                );
+            }
+        }
+        let jobs = self.strings(&key("jobs"), t.get("jobs"));
+        let min_severity = match self
+            .string(None, &key("min_severity"), t.get("min_severity"))
+            .as_deref()
+        {
+            None | Some("info") => crate::status::Severity::Info,
+            Some("warning") => crate::status::Severity::Warning,
+            Some("critical") => crate::status::Severity::Critical,
+            Some(o) => {
+                self.err(
+                    None,
+                    &key("min_severity"),
+                    format!("unknown severity {o:?} (expected info, warning or critical)"),
+                );
+                crate::status::Severity::Info
+            }
+        };
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(SinkSpec {
+            name,
+            kind: kind?,
+            timeout,
+            retries,
+            kinds,
+            jobs,
+            min_severity,
+        })
     }
 
     fn timezone(&mut self, job: Option<&str>, key: &str, name: &str) -> Option<TimeZone> {
@@ -845,6 +1174,40 @@ mod tests {
     fn unnamed_job_is_numbered() {
         let errs = errors("[[job]]\nschedule = \"@daily\"\ncommand = [\"true\"]\n");
         assert_eq!(errs, ["/etc/cw.toml: job \"job #1\": key \"name\": missing (every job needs a unique name)"]);
+    }
+
+    #[test]
+    fn alert_sinks_are_validated_by_key() {
+        let ok = Config::parse(
+            Path::new("c.toml"),
+            "[[alert]]\nkind = \"webhook\"\nurl = \"https://hooks.example/x\"\nformat = \"slack\"\n\
+             headers = { Authorization = \"env:HOOK_TOKEN\" }\nkinds = [\"job_late\"]\nmin_severity = \"warning\"\n\
+             [[alert]]\nname = \"pager\"\nkind = \"exec\"\ncommand = [\"/usr/local/bin/page\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.sinks.len(), 2);
+        assert_eq!(ok.sinks[0].name, "webhook#1");
+        assert!(
+            matches!(&ok.sinks[0].kind, SinkKind::Webhook { headers, .. } if headers[0].1 == HeaderValue::Env("HOOK_TOKEN".into()))
+        );
+        let errs = errors(
+            "[[alert]]\nkind = \"webhook\"\nurl = \"ftp:/nope\"\n\
+             [[alert]]\nname = \"x\"\nkind = \"exec\"\ncommand = []\n\
+             [[alert]]\nname = \"y\"\nkind = \"webhook\"\nurl = \"http://h/\"\nkinds = [\"job_sad\"]\n\
+             [[alert]]\nkind = \"carrier-pigeon\"\n",
+        );
+        let want = [
+            "key \"alert.webhook#1.url\": invalid URL",
+            "key \"alert.x.command\": must be a non-empty array",
+            "key \"alert.y.kinds\": unknown alert kind \"job_sad\"",
+            "key \"alert.carrier-pigeon#4.kind\": unknown sink kind",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
     }
 
     #[test]

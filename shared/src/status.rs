@@ -250,6 +250,21 @@ pub struct AlertNotice {
     pub details: serde_json::Value,
 }
 
+/// An alert sink's delivery health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkHealth {
+    pub name: String,
+    pub kind: String,
+    pub delivered: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub queued: usize,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+    pub consecutive_failures: u32,
+}
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -259,6 +274,9 @@ pub struct StatusReport {
     pub worker: WorkerInfo,
     pub jobs: Vec<JobStatus>,
     pub alerts: Vec<Alert>,
+    /// Alert sinks and how delivery to them is going.
+    #[serde(default)]
+    pub sinks: Vec<SinkHealth>,
 }
 
 /// The body of every error reply on the socket.
@@ -347,6 +365,7 @@ mod tests {
                 opened_at: ts("2026-11-22T03:01:00Z"),
                 summary: "backup has not fired since 03:00 (5m late)".into(),
             }],
+            sinks: vec![],
         };
         assert_eq!(
             serde_json::to_value(&s).unwrap(),
@@ -361,7 +380,8 @@ mod tests {
                           "streaks": { "failures": 0, "zero_output": 0, "overlap_skips": 0 } } ],
               "alerts": [ { "kind": "job_late", "job": "backup", "severity": "warning",
                             "opened_at": "2026-11-22T03:01:00Z",
-                            "summary": "backup has not fired since 03:00 (5m late)" } ] })
+                            "summary": "backup has not fired since 03:00 (5m late)" } ],
+              "sinks": [] })
         );
         let back: StatusReport = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);

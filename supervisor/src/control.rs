@@ -13,6 +13,8 @@ pub enum ControlOp {
     Resume(String),
     /// Re-read and validate the config file, then apply it.
     Reload,
+    /// Send a marked test alert through every sink and report each result.
+    AlertTest,
 }
 
 impl ControlOp {
@@ -22,6 +24,7 @@ impl ControlOp {
             ControlOp::Pause(_) => "pause",
             ControlOp::Resume(_) => "resume",
             ControlOp::Reload => "reload",
+            ControlOp::AlertTest => "alerts test",
         }
     }
 }

@@ -18,7 +18,9 @@ pub mod forensics;
 pub mod lock;
 pub mod model;
 pub mod notify;
+pub mod reaper;
 pub mod server;
+pub mod sinks;
 pub mod spawn;
 
 use std::{
@@ -163,7 +165,14 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
     // Opened (and migrated) here first, so a corrupt or unreadable store
     // stops `run` with an error naming the file instead of a worker crash loop.
     let store_path = config.state_dir.join(store::FILE_NAME);
-    let restored = Store::open(&store_path)?.alerts(false, 10_000)?;
+    let (restored, history) = {
+        let store = Store::open(&store_path)?;
+        let mut history = vec![];
+        for j in &config.jobs {
+            history.push((j.name.clone(), store.runs(&j.name, 200)?));
+        }
+        (store.alerts(false, 10_000)?, history)
+    };
     spawn::become_subreaper().map_err(|source| SupervisorError::Io {
         what: "becoming a child subreaper",
         source,
@@ -172,6 +181,8 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         what: "finding our own executable",
         source,
     })?;
+    let reaper = reaper::Reaper::default();
+    let sink_specs = config.sinks.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,6 +202,8 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         ))),
         recorder: alerts::Recorder::start(store_path),
         notifier: notify::Notifier::from_env(),
+        sinks: sinks::Sinks::start(&sink_specs, &reaper),
+        reaper,
         source,
         exe,
         lock,
@@ -202,10 +215,15 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         next_request: 1,
         pending: HashMap::new(),
     };
+    for (job, runs) in history {
+        supervisor.model.borrow_mut().seed_history(&job, &runs);
+    }
     rt.block_on(LocalSet::new().run_until(supervisor.main_loop()))
 }
 
 struct Supervisor {
+    reaper: reaper::Reaper,
+    sinks: sinks::Sinks,
     notifier: notify::Notifier,
     model: Rc<RefCell<Model>>,
     recorder: alerts::Recorder,
@@ -486,8 +504,10 @@ impl Supervisor {
 
     /// Opens and resolves alerts; every notice is logged and recorded.
     fn evaluate(&mut self) {
+        let health = self.sinks.health();
         let (notices, line) = {
             let mut m = self.model.borrow_mut();
+            m.sinks = health;
             let notices = m.evaluate(Instant::now(), Timestamp::now());
             let s = m.status(Instant::now(), Timestamp::now());
             let worker = s
@@ -506,6 +526,7 @@ impl Supervisor {
         self.notifier.status(line);
         for n in notices {
             alerts::log(&n);
+            self.sinks.dispatch(&n);
             self.recorder.record(n);
         }
     }
@@ -526,6 +547,8 @@ impl Supervisor {
         w.killed_because = Some(why);
         spawn::signal(w.pid, Signal::SIGKILL);
         self.model.borrow_mut().worker.replacing_stalled = true;
+        // Alert now, not at the next tick: detection time is what counts.
+        self.evaluate();
     }
 
     /// Reaps every exited child: the worker (then schedules its
@@ -545,7 +568,14 @@ impl Supervisor {
                         };
                         self.worker_exited(how);
                     } else {
-                        tracing::debug!(pid, ?status, "reaped an orphaned process");
+                        let code = match status {
+                            WaitStatus::Exited(_, c) => c,
+                            WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+                            _ => -1,
+                        };
+                        // A sink's child, or an orphan reparented to us.
+                        self.reaper.reaped(pid, code);
+                        tracing::debug!(pid, ?status, "reaped a child");
                     }
                 }
             }
@@ -577,6 +607,7 @@ impl Supervisor {
             spawn::signal_group(*g, Signal::SIGKILL);
         }
         let delay = self.backoff.next_delay(lived);
+        self.evaluate();
         tracing::error!(
             pid = w.pid,
             lost_runs = groups.len(),
@@ -600,6 +631,9 @@ impl Supervisor {
         match loaded {
             Ok((config, source)) => {
                 let jobs = config.jobs.len();
+                if config.sinks != self.config().sinks {
+                    self.sinks = sinks::Sinks::start(&config.sinks, &self.reaper);
+                }
                 {
                     let mut m = self.model.borrow_mut();
                     m.set_config(Arc::new(config));
@@ -628,6 +662,49 @@ impl Supervisor {
     /// A control call from the socket.
     fn control(&mut self, req: ControlRequest) {
         let ControlRequest { op, reply } = req;
+        if op == ControlOp::AlertTest {
+            let notice = cronwarden_shared::status::AlertNotice {
+                event: "opened".into(),
+                kind: "test".into(),
+                job: None,
+                severity: cronwarden_shared::status::Severity::Info,
+                summary:
+                    "TEST: this is a test alert sent by `cronwarden alerts test`; no action needed"
+                        .into(),
+                opened_at: Timestamp::now(),
+                resolved_at: None,
+                host: alerts::hostname(),
+                details: serde_json::json!({ "test": true }),
+            };
+            let (n, results) = self.sinks.test(&notice);
+            let bound = self.sinks.test_bound();
+            // Collected off the loop: a slow sink delays only this reply.
+            tokio::task::spawn_blocking(move || {
+                let deadline = std::time::Instant::now() + bound;
+                let mut out = serde_json::Map::new();
+                for _ in 0..n {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match results.recv_timeout(left) {
+                        Ok((name, r)) => {
+                            out.insert(
+                                name,
+                                match r {
+                                    Ok(()) => serde_json::json!({ "ok": true }),
+                                    Err(e) => serde_json::json!({ "ok": false, "error": e }),
+                                },
+                            );
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let all_ok = out.len() == n && out.values().all(|v| v["ok"] == true);
+                let _ = reply.send(ControlReply {
+                    status: 200,
+                    body: serde_json::json!({ "ok": all_ok, "sinks": out, "configured": n }),
+                });
+            });
+            return;
+        }
         if op == ControlOp::Reload {
             let _ = reply.send(match self.reload("reload request") {
                 Ok(jobs) => ControlReply::ok(
@@ -659,7 +736,7 @@ impl Supervisor {
                 job: job.clone(),
                 request,
             },
-            ControlOp::Reload => unreachable!("handled above"),
+            ControlOp::Reload | ControlOp::AlertTest => unreachable!("handled above"),
         };
         if w.commands.try_send(cmd).is_err() {
             let _ = reply.send(ControlReply::error(

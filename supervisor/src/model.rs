@@ -100,6 +100,8 @@ pub struct Model {
     /// The last reload that was refused, until one succeeds.
     pub reload_error: Option<(Timestamp, String)>,
     pub alerts: AlertBook,
+    /// Alert sinks' health, refreshed by the supervisor's loop.
+    pub sinks: Vec<cronwarden_shared::status::SinkHealth>,
 }
 
 impl Model {
@@ -113,6 +115,7 @@ impl Model {
             max_run_id: 0,
             reload_error: None,
             alerts,
+            sinks: vec![],
         };
         m.set_config(config);
         m
@@ -458,7 +461,11 @@ impl Model {
         };
         match (w.pid, w.hello) {
             (None, _) => push(
-                "worker_down",
+                if w.replacing_stalled {
+                    "worker_stalled"
+                } else {
+                    "worker_down"
+                },
                 None,
                 Severity::Critical,
                 not_up,
@@ -573,6 +580,33 @@ impl Model {
                 State::Degraded,
                 format!("config reload at {at} was refused; the previous config stays in force: {first}"),
                 json!({ "errors": err }),
+                true,
+            );
+        }
+        let failing: Vec<&str> = self
+            .sinks
+            .iter()
+            .filter(|h| h.consecutive_failures >= crate::sinks::FAILING_AFTER)
+            .map(|h| h.name.as_str())
+            .collect();
+        if !failing.is_empty() {
+            let errors: Vec<String> = self
+                .sinks
+                .iter()
+                .filter(|h| failing.contains(&h.name.as_str()))
+                .map(|h| format!("{}: {}", h.name, h.last_error.as_deref().unwrap_or("?")))
+                .collect();
+            push(
+                "alert_delivery_failed",
+                None,
+                Severity::Critical,
+                State::Degraded,
+                format!(
+                    "alerts are not reaching sink(s) {}: {}",
+                    failing.join(", "),
+                    errors.join("; ")
+                ),
+                json!({ "sinks": failing }),
                 true,
             );
         }
@@ -722,6 +756,36 @@ impl Model {
         out
     }
 
+    /// Seeds a job's last run and streaks from its stored history (newest
+    /// first), so a restarted supervisor judges from the same facts as the
+    /// one before it and keeps, rather than flaps, the alerts they justify.
+    pub fn seed_history(&mut self, job: &str, newest_first: &[RunRecord]) {
+        let Some(j) = self.jobs.get_mut(job) else {
+            return;
+        };
+        let finished: Vec<&RunRecord> = newest_first
+            .iter()
+            .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Running))
+            .collect();
+        j.last_run = finished.first().map(|r| (*r).clone());
+        j.streaks.failures = finished
+            .iter()
+            .take_while(|r| r.outcome.is_failure())
+            .count() as u32;
+        j.streaks.zero_output = finished
+            .iter()
+            .take_while(|r| r.stdout_bytes == 0 && r.stderr_bytes == 0)
+            .count() as u32;
+        j.streaks.overlap_skips = newest_first
+            .iter()
+            .take_while(|r| r.outcome == Outcome::Skipped)
+            .filter(|r| r.skip_reason == Some(SkipReason::Overlap))
+            .count() as u32;
+        if let Some(max) = newest_first.iter().map(|r| r.id).max() {
+            self.max_run_id = self.max_run_id.max(max);
+        }
+    }
+
     /// Re-evaluates the conditions and the alert book; returns the notices
     /// of alerts that opened or resolved.
     pub fn evaluate(
@@ -801,6 +865,7 @@ impl Model {
             },
             jobs,
             alerts: self.alerts.list(),
+            sinks: self.sinks.clone(),
         }
     }
 }

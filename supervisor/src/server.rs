@@ -165,7 +165,14 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
     match (method.clone(), parts.as_slice()) {
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status()),
         (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status().jobs),
-        (Method::GET, ["v1", "alerts"]) => json(StatusCode::OK, &status().alerts),
+        (Method::GET, ["v1", "alerts"]) => {
+            if query(&req, "all").is_some_and(|v| v == "1" || v == "true") {
+                let path = shared.model.borrow().store_path();
+                read_store(move || Store::open_readonly(&path)?.alerts(true, 1000)).await
+            } else {
+                json(StatusCode::OK, &status().alerts)
+            }
+        }
         (Method::GET, ["v1", "jobs", name]) => {
             match status().jobs.into_iter().find(|j| j.name == *name) {
                 Some(j) => json(StatusCode::OK, &j),
@@ -225,6 +232,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
             control(shared, op).await
         }
         (Method::POST, ["v1", "reload"]) => control(shared, ControlOp::Reload).await,
+        (Method::POST, ["v1", "alerts", "test"]) => control(shared, ControlOp::AlertTest).await,
         (_, ["v1", "status" | "jobs" | "alerts", ..]) | (_, ["v1", "reload"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} {path}: method not allowed"),
@@ -238,6 +246,12 @@ async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
 
 async fn control(shared: &Shared, op: ControlOp) -> Response<Full<Bytes>> {
     let what = op.name();
+    // A test alert waits for every sink's retries; the rest answer at once.
+    let limit = if op == ControlOp::AlertTest {
+        Duration::from_secs(300)
+    } else {
+        CONTROL_TIMEOUT
+    };
     let (tx, rx) = oneshot::channel();
     if shared
         .control
@@ -250,7 +264,7 @@ async fn control(shared: &Shared, op: ControlOp) -> Response<Full<Bytes>> {
             "the supervisor is shutting down".into(),
         );
     }
-    match tokio::time::timeout(CONTROL_TIMEOUT, rx).await {
+    match tokio::time::timeout(limit, rx).await {
         Ok(Ok(reply)) => json(
             StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
             &reply.body,
@@ -261,7 +275,7 @@ async fn control(shared: &Shared, op: ControlOp) -> Response<Full<Bytes>> {
         ),
         Err(_) => error(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("{what}: no answer within {}s", CONTROL_TIMEOUT.as_secs()),
+            format!("{what}: no answer within {}s", limit.as_secs()),
         ),
     }
 }

@@ -1,0 +1,252 @@
+//! Alerts reach people: real sinks (an HTTP receiver on 127.0.0.1, an exec
+//! command writing a file), exactly once per open and resolve.
+
+use std::{
+    fs,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{kill, wait_until, Env, Receiver, Reply};
+
+const LONG: Duration = Duration::from_secs(40);
+
+fn count(r: &Receiver, event: &str, kind: &str) -> usize {
+    r.events()
+        .iter()
+        .filter(|(e, k)| e == event && k == kind)
+        .count()
+}
+
+#[test]
+fn stalled_worker_posts_one_open_and_one_resolve() {
+    let hook = Receiver::start(vec![]);
+    let env = Env::new(&format!(
+        "[watchdog]\nheartbeat_interval = \"250ms\"\nstall_after = \"2s\"\n\
+         [[job]]\nname = \"a\"\nschedule = \"* * * * * *\"\nshell = \"echo a\"\n\
+         [[alert]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+        hook.url
+    ));
+    let _sup = env.start();
+    let pid = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
+    kill(pid, Signal::SIGSTOP);
+    wait_until("one resolve after the restart", LONG, || {
+        (count(&hook, "resolved", "worker_stalled") == 1).then_some(())
+    });
+    // Settle, then check nothing was sent twice.
+    env.wait_ok(LONG);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count(&hook, "opened", "worker_stalled"),
+        1,
+        "{:?}",
+        hook.events()
+    );
+    assert_eq!(
+        count(&hook, "resolved", "worker_stalled"),
+        1,
+        "{:?}",
+        hook.events()
+    );
+    let body = hook
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "worker_stalled")
+        .cloned()
+        .unwrap();
+    for field in [
+        "event",
+        "kind",
+        "job",
+        "severity",
+        "summary",
+        "opened_at",
+        "resolved_at",
+        "host",
+        "details",
+    ] {
+        assert!(body.get(field).is_some(), "missing {field} in {body}");
+    }
+    assert_eq!(body["severity"], "critical");
+    assert!(
+        body["summary"].as_str().unwrap().contains(&pid.to_string()),
+        "{body}"
+    );
+}
+
+#[test]
+fn webhook_retries_through_500s_and_a_hung_receiver_stalls_nothing() {
+    let hook = Receiver::start(vec![Reply::Status(500), Reply::Status(500)]);
+    let env = Env::new(&format!(
+        "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n\
+         [[alert]]\nname = \"flaky\"\nkind = \"webhook\"\nurl = \"{}\"\nretries = 3\ntimeout = \"2s\"\n",
+        hook.url
+    ));
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let out = env.cmd(&["alerts", "test", "-c", env.config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("flaky: delivered"), "{text}");
+    assert_eq!(hook.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(
+        hook.events(),
+        vec![("opened".to_string(), "test".to_string())]
+    );
+
+    // A receiver that never answers: the status keeps answering promptly
+    // and heartbeats keep being processed.
+    let hung = Receiver::start(vec![Reply::Hang; 20]);
+    let env = Env::new(&format!(
+        "[watchdog]\nheartbeat_interval = \"250ms\"\n\
+         [[job]]\nname = \"bad\"\nschedule = \"* * * * * *\"\nshell = \"false\"\n\
+         [[alert]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"30s\"\n",
+        hung.url
+    ));
+    let _sup = env.start();
+    wait_until("a delivery under way", LONG, || {
+        (hung.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    });
+    for _ in 0..20 {
+        let t = Instant::now();
+        let (_, s) = env.status();
+        let s = s.expect("status answers while the sink hangs");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "status took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            s["worker"]["heartbeat_age_ms"].as_u64().unwrap() < 1500,
+            "heartbeats stalled: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn exec_sink_gets_open_and_resolve_with_environment() {
+    let env = Env::new("");
+    let log = env.path("alerts.log");
+    let good = env.path("good");
+    env.write_config(&format!(
+        "[[job]]\nname = \"quiet\"\nschedule = \"* * * * * *\"\nzero_output_alert_after = 2\n\
+         shell = \"test -f {g} && echo output; true\"\n\
+         [[alert]]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"echo \\\"$CRONWARDEN_ALERT_EVENT $CRONWARDEN_ALERT_KIND $CRONWARDEN_ALERT_JOB $CRONWARDEN_ALERT_SEVERITY\\\" >> {l}; cat >> {l}; echo >> {l}\"]\n",
+        g = good.display(),
+        l = log.display()
+    ));
+    let _sup = env.start();
+    wait_until("the opened notice", LONG, || {
+        fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("opened job_zero_output_streak quiet warning"))
+    });
+    fs::write(&good, "").unwrap();
+    let text = wait_until("the resolved notice", LONG, || {
+        fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("resolved job_zero_output_streak quiet"))
+    });
+    // The JSON on stdin is the documented notice.
+    let json_line = text.lines().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    assert_eq!(v["kind"], "job_zero_output_streak");
+    assert_eq!(v["job"], "quiet");
+    assert_eq!(
+        text.matches("opened job_zero_output_streak").count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_sink_filtered_to_job_late_gets_nothing_for_a_timeout() {
+    let only_late = Receiver::start(vec![]);
+    let all = Receiver::start(vec![]);
+    let env = Env::new(&format!(
+        "[[job]]\nname = \"slow\"\nschedule = \"* * * * * *\"\ntimeout = \"1s\"\nkill_grace = \"200ms\"\nshell = \"sleep 10\"\n\
+         [[alert]]\nname = \"late-only\"\nkind = \"webhook\"\nurl = \"{}\"\nkinds = [\"job_late\"]\n\
+         [[alert]]\nname = \"everything\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        only_late.url, all.url
+    ));
+    let _sup = env.start();
+    wait_until("the timeout alert at the unfiltered sink", LONG, || {
+        (count(&all, "opened", "job_timeout") >= 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        only_late.events().is_empty(),
+        "the job_late-only sink got {:?}",
+        only_late.events()
+    );
+}
+
+#[test]
+fn open_alerts_survive_a_supervisor_restart_without_duplicates() {
+    let hook = Receiver::start(vec![]);
+    let env = Env::new("");
+    let good = env.path("good");
+    env.write_config(&format!(
+        "[[job]]\nname = \"f\"\nschedule = \"* * * * * *\"\nshell = \"test -f {}\"\n\
+         [[alert]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+        good.display(),
+        hook.url
+    ));
+    let mut sup = env.start();
+    wait_until("job_failing opened", LONG, || {
+        (count(&hook, "opened", "job_failing") == 1).then_some(())
+    });
+    let opened_at = env.status().1.unwrap()["alerts"][0]["opened_at"].clone();
+    assert_eq!(sup.stop(LONG), 0);
+    let _sup = env.start();
+    let s = wait_until("the alert still open after the restart", LONG, || {
+        env.status().1.filter(|s| {
+            s["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["kind"] == "job_failing"))
+        })
+    });
+    let again = s["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "job_failing")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        again["opened_at"], opened_at,
+        "the alert was reopened instead of kept"
+    );
+    fs::write(&good, "").unwrap();
+    wait_until("resolved once", LONG, || {
+        (count(&hook, "resolved", "job_failing") == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count(&hook, "opened", "job_failing"),
+        1,
+        "{:?}",
+        hook.events()
+    );
+    assert_eq!(
+        count(&hook, "resolved", "job_failing"),
+        1,
+        "{:?}",
+        hook.events()
+    );
+    let out = env.cmd(&["alerts", "--all", "-c", env.config.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("job_failing"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
