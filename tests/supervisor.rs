@@ -314,12 +314,29 @@ fn supervisor_killed_takes_worker_and_jobs_with_it() {
         LONG,
         || (!alive(wpid) && !alive(job_pid)).then_some(()),
     );
-        // The lock died with them: a new supervisor can start on the same state,
-    // and it finds the interrupted run recorded lost, and says so.
+    // The worker stopped the run in order (parent-death SIGTERM) and
+    // recorded it; nothing is left `running`.
+    let first = env.rows("long").into_iter().next().unwrap();
+    assert_eq!(first.outcome, "killed", "{first:?}");
+    assert!(
+        first
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("shutting down"),
+        "{first:?}"
+    );
+    assert!(
+        env.rows("long").iter().all(|r| r.outcome != "running"),
+        "{:#?}",
+        env.rows("long")
+    );
+    // The lock died with them: a new supervisor can start on the same state.
     let _again = env.start();
-    wait_until("the new supervisor reporting the lost run", LONG, || {
-        let s = env.status().1?;
-        let lost = s["alerts"].as_array()?.iter().any(|a| a["kind"] == "job_lost" && a["job"] == "long");
-        (s["worker"]["heartbeat_age_ms"].is_u64() && lost).then_some(())
+    wait_until("a new supervisor with a worker", LONG, || {
+        env.status()
+            .1
+            .filter(|s| s["worker"]["heartbeat_age_ms"].is_u64())
+            .map(|_| ())
     });
 }

@@ -83,11 +83,10 @@ impl Outcome {
     }
 
     /// Whether a run with this outcome counts toward the failure streak.
+    /// `killed` does not: cronwarden itself ended the run (shutdown, or
+    /// `overlap = replace`), which says nothing about the job.
     pub fn is_failure(self) -> bool {
-        matches!(
-            self,
-            Outcome::Failed | Outcome::Timeout | Outcome::Killed | Outcome::Lost
-        )
+        matches!(self, Outcome::Failed | Outcome::Timeout | Outcome::Lost)
     }
 }
 
