@@ -285,33 +285,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format!("/v1/jobs/{}/runs?limit={limit}", enc(&job)),
             print_runs,
         ),
-        Cmd::Trigger { job, conn } => call(
-            &conn,
-            Method::POST,
-            format!("/v1/jobs/{}/trigger", enc(&job)),
-            |o, v| {
-                writeln!(o, "triggered: run {}", v["run_id"])?;
-                Ok(0)
-            },
-        ),
-        Cmd::Pause { job, conn } => call(
-            &conn,
-            Method::POST,
-            format!("/v1/jobs/{}/pause", enc(&job)),
-            |o, _| {
-                writeln!(o, "paused")?;
-                Ok(0)
-            },
-        ),
-        Cmd::Resume { job, conn } => call(
-            &conn,
-            Method::POST,
-            format!("/v1/jobs/{}/resume", enc(&job)),
-            |o, _| {
-                writeln!(o, "resumed")?;
-                Ok(0)
-            },
-        ),
+        Cmd::Trigger { job, conn } => job_call(&conn, &job, "trigger"),
+        Cmd::Pause { job, conn } => job_call(&conn, &job, "pause"),
+        Cmd::Resume { job, conn } => job_call(&conn, &job, "resume"),
         Cmd::Reload { conn } => call(&conn, Method::POST, "/v1/reload".into(), |o, v| {
             writeln!(o, "reloaded: {} job(s)", v["jobs"])?;
             Ok(0)
@@ -555,6 +531,22 @@ fn call_within(
         }));
     }
     Ok(ExitCode::from(show(&mut out, &value)?))
+}
+
+/// `trigger`, `pause` or `resume` one job.
+fn job_call(conn: &Conn, job: &str, op: &'static str) -> anyhow::Result<ExitCode> {
+    call(
+        conn,
+        Method::POST,
+        format!("/v1/jobs/{}/{op}", enc(job)),
+        |o, v| {
+            match op {
+                "trigger" => writeln!(o, "triggered: run {}", v["run_id"])?,
+                _ => writeln!(o, "{op}d")?,
+            }
+            Ok(0)
+        },
+    )
 }
 
 fn table(out: &mut dyn Write, header: &[&str], rows: Vec<Vec<String>>) -> std::io::Result<()> {

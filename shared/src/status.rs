@@ -129,6 +129,39 @@ pub struct RunRecord {
     pub stderr_tail: String,
 }
 
+impl RunRecord {
+    /// A record standing for `covers` (empty for a manual run), with
+    /// `scheduled_at` the latest covered time, nothing finished yet, and no
+    /// output: the one starting point every record is built from.
+    pub fn new(
+        id: u64,
+        job: &str,
+        covers: Vec<Timestamp>,
+        trigger: Trigger,
+        outcome: Outcome,
+    ) -> RunRecord {
+        RunRecord {
+            id,
+            job: job.to_string(),
+            scheduled_at: covers.iter().max().copied(),
+            covers,
+            trigger,
+            started_at: None,
+            finished_at: None,
+            outcome,
+            skip_reason: None,
+            exit_code: None,
+            signal: None,
+            duration_ms: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            error: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SupervisorInfo {
     pub pid: u32,

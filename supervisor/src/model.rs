@@ -197,25 +197,19 @@ impl Model {
         for (name, job) in &mut self.jobs {
             for (id, r) in std::mem::take(&mut job.running) {
                 groups.push(r.pid);
-                let rec = RunRecord {
+                let mut rec = RunRecord::new(
                     id,
-                    job: name.clone(),
-                    scheduled_at: r.scheduled_at,
-                    covers: r.scheduled_at.into_iter().collect(),
-                    trigger: Trigger::Schedule,
-                    started_at: Some(r.started_at),
-                    finished_at: Some(now),
-                    outcome: Outcome::Lost,
-                    skip_reason: None,
-                    exit_code: None,
-                    signal: None,
-                    duration_ms: Some(now.duration_since(r.started_at).as_millis().max(0) as u64),
-                    stdout_bytes: 0,
-                    stderr_bytes: 0,
-                    error: Some(format!("the worker died while the run was in flight ({how}); its process group was killed")),
-                    stdout_tail: String::new(),
-                    stderr_tail: String::new(),
-                };
+                    name,
+                    r.scheduled_at.into_iter().collect(),
+                    Trigger::Schedule,
+                    Outcome::Lost,
+                );
+                rec.started_at = Some(r.started_at);
+                rec.finished_at = Some(now);
+                rec.duration_ms = Some(now.duration_since(r.started_at).as_millis().max(0) as u64);
+                rec.error = Some(format!(
+                    "the worker died while the run was in flight ({how}); its process group was killed"
+                ));
                 tracing::error!(job = %name, run = id, pid = r.pid, "run lost: worker died while it was running");
                 job.streaks.failures += 1;
                 job.last_run = Some(rec);
@@ -454,70 +448,58 @@ impl Model {
                 true,
             );
         }
-        let not_up = if w.replacing_stalled {
-            State::Stalled
-        } else {
-            State::Down
+        let previous = |prefix: &str| {
+            w.last_exit
+                .as_deref()
+                .map(|e| format!(" ({prefix} {e})"))
+                .unwrap_or_default()
         };
-        match (w.pid, w.hello) {
-            (None, _) => push(
-                if w.replacing_stalled {
-                    "worker_stalled"
-                } else {
-                    "worker_down"
-                },
+        let not_up = match (w.pid, w.hello) {
+            (None, _) => Some(format!("no worker is running{}", previous("last one"))),
+            (Some(pid), false) => Some(format!(
+                "worker {pid} is starting and has not said hello yet{}",
+                previous("the previous one")
+            )),
+            (Some(_), true) => None,
+        };
+        if let Some(summary) = not_up {
+            // After a stall-kill the state stays `stalled` (and alerted)
+            // until the replacement says hello; a first start is no alert.
+            let (kind, state) = if w.replacing_stalled {
+                ("worker_stalled", State::Stalled)
+            } else {
+                ("worker_down", State::Down)
+            };
+            push(
+                kind,
                 None,
                 Severity::Critical,
-                not_up,
-                format!(
-                    "no worker is running{}",
-                    w.last_exit
-                        .as_deref()
-                        .map(|e| format!(" (last one {e}); restarting"))
-                        .unwrap_or_default()
-                ),
-                json!({}),
+                state,
+                summary,
+                json!({ "pid": w.pid }),
                 w.replacing_stalled,
-            ),
-            (Some(pid), false) => push(
-                if w.replacing_stalled {
-                    "worker_stalled"
-                } else {
-                    "worker_down"
-                },
-                None,
-                Severity::Critical,
-                not_up,
-                format!(
-                    "worker {pid} is starting and has not said hello yet{}",
-                    w.last_exit
-                        .as_deref()
-                        .map(|e| format!(" (the previous one {e})"))
-                        .unwrap_or_default()
-                ),
-                json!({ "pid": pid }),
-                w.replacing_stalled,
-            ),
-            (Some(pid), true) => {
-                let age = hb_age.unwrap_or_default();
-                if age > stall_after {
-                    push(
-                        "worker_stalled",
-                        None,
-                        Severity::Critical,
-                        State::Stalled,
-                        format!(
-                            "worker {pid} sent no heartbeat for {} (stall_after {}); replacing it",
-                            human_duration(age),
-                            human_duration(stall_after)
-                        ),
-                        json!({ "pid": pid, "heartbeat_age_ms": age.as_millis() as u64 }),
-                        true,
-                    );
-                } else if age > overdue_after(wd.heartbeat_interval) {
-                    // Not yet stalled, but heartbeats are missing: say so
-                    // before stall_after rather than claim all is well.
-                    push(
+            );
+        }
+        if let (Some(pid), true) = (w.pid, w.hello) {
+            let age = hb_age.unwrap_or_default();
+            if age > stall_after {
+                push(
+                    "worker_stalled",
+                    None,
+                    Severity::Critical,
+                    State::Stalled,
+                    format!(
+                        "worker {pid} sent no heartbeat for {} (stall_after {}); replacing it",
+                        human_duration(age),
+                        human_duration(stall_after)
+                    ),
+                    json!({ "pid": pid, "heartbeat_age_ms": age.as_millis() as u64 }),
+                    true,
+                );
+            } else if age > overdue_after(wd.heartbeat_interval) {
+                // Not yet stalled, but heartbeats are missing: say so
+                // before stall_after rather than claim all is well.
+                push(
                         "worker_heartbeat_overdue",
                         None,
                         Severity::Warning,
@@ -531,32 +513,31 @@ impl Model {
                         json!({ "pid": pid }),
                         false,
                     );
-                } else {
-                    let failing = match good_age {
-                        Some(g) if g <= stall_after => None,
-                        Some(g) => Some(format!(
-                            "its loop has not completed a turn without error for {}",
-                            human_duration(g)
-                        )),
-                        None if w.seq.is_some() => {
-                            Some("none of its loop turns has completed without error".into())
-                        }
-                        None => None,
-                    };
-                    if let Some(f) = failing {
-                        push(
-                            "worker_failing",
-                            None,
-                            Severity::Critical,
-                            State::Degraded,
-                            format!(
-                                "worker {pid} is alive but failing: {f}; replaced after {}",
-                                human_duration(wd.failing_restart_after)
-                            ),
-                            json!({ "pid": pid, "last_good_turn_age_ms": good_age.map(|g| g.as_millis() as u64) }),
-                            true,
-                        );
+            } else {
+                let failing = match good_age {
+                    Some(g) if g <= stall_after => None,
+                    Some(g) => Some(format!(
+                        "its loop has not completed a turn without error for {}",
+                        human_duration(g)
+                    )),
+                    None if w.seq.is_some() => {
+                        Some("none of its loop turns has completed without error".into())
                     }
+                    None => None,
+                };
+                if let Some(f) = failing {
+                    push(
+                        "worker_failing",
+                        None,
+                        Severity::Critical,
+                        State::Degraded,
+                        format!(
+                            "worker {pid} is alive but failing: {f}; replaced after {}",
+                            human_duration(wd.failing_restart_after)
+                        ),
+                        json!({ "pid": pid, "last_good_turn_age_ms": good_age.map(|g| g.as_millis() as u64) }),
+                        true,
+                    );
                 }
             }
         }

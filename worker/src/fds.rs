@@ -17,14 +17,18 @@ pub fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Marks every descriptor from 3 up close-on-exec in a job's child, so a
-/// job gets exactly stdin, stdout and stderr, even when cronwarden itself
-/// was started with leaked descriptors.
-///
+/// Marks every descriptor from 3 up close-on-exec, once, at worker start:
+/// so a job gets exactly stdin, stdout and stderr even when cronwarden was
+/// started with descriptors leaked by its own parent (everything the worker
+/// opens later is close-on-exec already).
+pub fn cloexec_inherited() {
+    // SAFETY: only raw syscalls on descriptor numbers.
+    unsafe { cloexec_from_3() }
+}
+
 /// # Safety
-/// Must only be called in a forked child before exec (from `pre_exec`): it
-/// is async-signal-safe (raw syscalls only, no allocation, no locks).
-pub unsafe fn cloexec_from_3() {
+/// Async-signal-safe (raw syscalls only, no allocation, no locks).
+unsafe fn cloexec_from_3() {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range takes plain integers; with CLOSE_RANGE_CLOEXEC it
     // closes nothing, it only sets the flag.

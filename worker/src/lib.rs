@@ -39,6 +39,7 @@ pub struct WorkerArgs {
 
 /// Runs the worker until shutdown.
 pub fn main(args: WorkerArgs) -> ExitCode {
+    fds::cloexec_inherited();
     let _failpoints = fail::FailScenario::setup();
     if cfg!(feature = "failpoints") {
         tracing::warn!("this build has fail points compiled in (FAILPOINTS); it is for tests only");

@@ -377,25 +377,11 @@ impl Scheduler {
         if reason != SkipReason::Paused {
             tracing::warn!(job, run = run_id, scheduled_at = %t, ?reason, busy_run = ?busy, "fire skipped");
         }
-        self.journal.push(Write::Insert(RunRecord {
-            id: run_id,
-            job: job.to_string(),
-            scheduled_at: Some(t),
-            covers: vec![t],
-            trigger: Trigger::Schedule,
-            started_at: None,
-            finished_at: Some(Timestamp::now()),
-            outcome: Outcome::Skipped,
-            skip_reason: Some(reason),
-            exit_code: None,
-            signal: None,
-            duration_ms: None,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            error: busy.map(|b| format!("run {b} was still running")),
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-        }));
+        let mut rec = RunRecord::new(run_id, job, vec![t], Trigger::Schedule, Outcome::Skipped);
+        rec.finished_at = Some(Timestamp::now());
+        rec.skip_reason = Some(reason);
+        rec.error = busy.map(|b| format!("run {b} was still running"));
+        self.journal.push(Write::Insert(rec));
         self.outbox.push(Event::Skip {
             job: job.to_string(),
             run_id,
@@ -483,25 +469,15 @@ impl Scheduler {
 
     /// The record of a run starting now (stored `running` until finished).
     fn run_record(&self, id: u64, name: &str, covers: &[Timestamp]) -> RunRecord {
-        RunRecord {
+        let mut r = RunRecord::new(
             id,
-            job: name.to_string(),
-            scheduled_at: covers.last().copied(),
-            covers: covers.to_vec(),
-            trigger: trigger_for(covers),
-            started_at: Some(Timestamp::now()),
-            finished_at: None,
-            outcome: Outcome::Running,
-            skip_reason: None,
-            exit_code: None,
-            signal: None,
-            duration_ms: None,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            error: None,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-        }
+            name,
+            covers.to_vec(),
+            trigger_for(covers),
+            Outcome::Running,
+        );
+        r.started_at = Some(Timestamp::now());
+        r
     }
 
     fn start_as(&mut self, run_id: u64, name: &str, covers: Vec<Timestamp>) {
@@ -670,6 +646,25 @@ impl Scheduler {
             + Duration::from_secs(2)
     }
 }
+/// tokio's timer has millisecond granularity and rounds up, which alone
+/// would make every fire about 1 ms late. The loop sleeps with tokio until
+/// just before the deadline and covers the rest with [`precise_wait`].
+const PRECISE: Duration = Duration::from_millis(2);
+
+fn coarse(deadline: Instant) -> Instant {
+    deadline.checked_sub(PRECISE).unwrap_or(deadline)
+}
+
+/// Blocks the loop for the last < 2 ms before a deadline (a high-resolution
+/// kernel sleep): precise fire times at the cost of at most 2 ms of command
+/// latency.
+fn precise_wait(deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !left.is_zero() && left <= PRECISE + Duration::from_millis(1) {
+        std::thread::sleep(left);
+    }
+}
+
 /// The worker's whole life: adopt descriptors, wait for the config, loop.
 pub async fn run(args: WorkerArgs) -> Result<(), String> {
     LocalSet::new().run_until(run_local(args)).await
@@ -765,7 +760,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
                 }
                 sched.flush();
             }
-            _ = tokio::time::sleep_until(deadline) => {}
+                        _ = tokio::time::sleep_until(coarse(deadline)) => precise_wait(deadline),
         }
     }
 
