@@ -250,3 +250,41 @@ fn open_alerts_survive_a_supervisor_restart_without_duplicates() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn reminders_repeat_open_alerts_and_restarts_are_news() {
+    let hook = Receiver::start(vec![]);
+    let env = Env::new(&format!(
+        "alert_repeat_after = \"2s\"\n\
+         [[job]]\nname = \"bad\"\nschedule = \"* * * * * *\"\nshell = \"false\"\n\
+         [[alert]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+        hook.url
+    ));
+    let _sup = env.start();
+    let pid = wait_until("a worker", LONG, || {
+        env.status().1?["worker"]["pid"].as_u64()
+    }) as u32;
+    wait_until("two reminders", LONG, || {
+        (count(&hook, "reminder", "job_failing") >= 2).then_some(())
+    });
+    assert_eq!(
+        count(&hook, "opened", "job_failing"),
+        1,
+        "{:?}",
+        hook.events()
+    );
+    kill(pid, Signal::SIGKILL);
+    wait_until("worker_restarted news", LONG, || {
+        (count(&hook, "opened", "worker_restarted") == 1).then_some(())
+    });
+    let n = hook
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "worker_restarted")
+        .cloned()
+        .unwrap();
+    assert_eq!(n["severity"], "info");
+    assert!(n["summary"].as_str().unwrap().contains("SIGKILL"), "{n}");
+}

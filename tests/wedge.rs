@@ -92,7 +92,7 @@ overlap = "skip"
 overlap_alert_after = 2
 timeout = "5s"
 kill_grace = "1s"
-shell = "trap '' TERM; echo $$ >> {d}/runs; sh -c 'exec sleep 300' & sleep 300"
+shell = "trap '' TERM; echo $$ >> {d}/runs; echo working on it; sh -c 'exec sleep 300' & sleep 300"
 "#
     ));
     let _sup = env.start();
@@ -116,6 +116,14 @@ shell = "trap '' TERM; echo $$ >> {d}/runs; sh -c 'exec sleep 300' & sleep 300"
     let summary = alert["summary"].as_str().unwrap();
     assert!(
         summary.contains("has been running for") && summary.contains("in state"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("its output is held open by") && summary.contains("sleep"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("last output \"working on it\""),
         "{summary}"
     );
     // The timeout kills the group and releases the busy flag: a new run starts.
@@ -281,4 +289,72 @@ fn sd_notify_ready_watchdog_status_stopping() {
         got.len() - 1,
         "STOPPING=1 must come last: {got:?}"
     );
+}
+
+/// The worker stops firing a job but keeps it armed further on: the armed
+/// digest in its heartbeat disagrees with the supervisor's own computation,
+/// and that is reported before the fire is even late.
+#[test]
+fn armed_digest_disagreement_is_reported_before_anything_is_late() {
+    let env = Env::new(
+        "[watchdog]\nlate_after = \"1h\"\n\
+         [[job]]\nname = \"victim\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n\
+         [[job]]\nname = \"fine\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n",
+    );
+    let _sup = env.start_with(&[("FAILPOINTS", "worker::drop_fire=return(victim)")]);
+    let s = wait_until("worker_misarmed", LONG, || {
+        env.status()
+            .1
+            .filter(|s| s["alerts"].to_string().contains("worker_misarmed"))
+    });
+    let alert = s["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "worker_misarmed")
+        .unwrap()
+        .clone();
+    assert!(
+        alert["summary"].as_str().unwrap().contains("victim"),
+        "{alert}"
+    );
+    assert!(
+        !alert["summary"].as_str().unwrap().contains("fine"),
+        "{alert}"
+    );
+    assert!(!s["alerts"].to_string().contains("job_late"), "{s}");
+}
+
+/// If the worker never ends a run past its timeout, the supervisor kills
+/// the run's process group itself.
+#[test]
+fn supervisor_kills_a_run_the_worker_let_outlive_its_timeout() {
+    let env = Env::new("");
+    let d = env.dir.path().display().to_string();
+    env.write_config(&format!(
+        "[[job]]\nname = \"forever\"\nschedule = \"@every 1h\"\ntimeout = \"1s\"\nkill_grace = \"1s\"\n\
+         shell = \"echo $$ > {d}/pid; exec sleep 300\"\n"
+    ));
+    let sup = env.start_with(&[("FAILPOINTS", "runner::no_timeout=return")]);
+    env.wait_ok(LONG);
+    let out = env.cmd(&["trigger", "forever", "-c", env.config.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = wait_until("the run started", LONG, || {
+        read_pids(&env.path("pid")).first().copied()
+    });
+    let started = Instant::now();
+    wait_until("the run's group killed by the supervisor", LONG, || {
+        (!alive(pid)).then_some(())
+    });
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(10),
+        "killed after {took:?}: before timeout + kill_grace + 10s?"
+    );
+    assert!(sup.log().contains("outlived its timeout"), "{}", sup.log());
 }

@@ -165,6 +165,7 @@ pub const ALERT_KINDS: &[&str] = &[
     "worker_stalled",
     "worker_failing",
     "worker_crash_loop",
+    "worker_restarted",
     "job_late",
     "job_misarmed",
     "job_timeout",
@@ -235,6 +236,8 @@ pub struct Config {
     pub watchdog: Watchdog,
     pub jobs: Vec<JobSpec>,
     pub sinks: Vec<SinkSpec>,
+    /// Re-send open alerts as `reminder` notices this often (off by default).
+    pub alert_repeat_after: Option<Duration>,
 }
 
 impl Config {
@@ -290,6 +293,7 @@ impl Config {
                 "watchdog",
                 "job",
                 "alert",
+                "alert_repeat_after",
             ],
         );
         let state_dir = v
@@ -356,6 +360,14 @@ impl Config {
             }
         }
 
+        let alert_repeat_after = v
+            .duration(
+                None,
+                "alert_repeat_after",
+                table.get("alert_repeat_after"),
+                false,
+            )
+            .flatten();
         let mut sinks = vec![];
         match table.get("alert") {
             None => {}
@@ -432,6 +444,7 @@ impl Config {
                 watchdog,
                 jobs,
                 sinks,
+                alert_repeat_after,
             })
         } else {
             Err(ConfigErrors(v.errors))

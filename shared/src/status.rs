@@ -223,6 +223,14 @@ pub struct RunningInfo {
     pub pid: u32,
     pub started_at: Timestamp,
     pub scheduled_at: Option<Timestamp>,
+    /// When it last wrote anything, and what (as of the last heartbeat).
+    #[serde(default)]
+    pub last_output_at: Option<Timestamp>,
+    #[serde(default)]
+    pub last_line: Option<String>,
+    /// Its output pipes' inodes (to find who holds them).
+    #[serde(default, skip_serializing)]
+    pub pipes: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

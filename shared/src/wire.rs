@@ -28,6 +28,47 @@ pub struct Armed {
     pub paused: bool,
 }
 
+/// A compact digest of an armed schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmedDigest {
+    pub jobs: u32,
+    pub digest: u64,
+}
+
+impl ArmedDigest {
+    /// FNV-1a over `(name, next fire)` pairs, which must come sorted by name.
+    pub fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<Timestamp>)>) -> ArmedDigest {
+        let mut h: u64 = 0xcbf29ce484222325;
+        let mut jobs = 0;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x100000001b3);
+            }
+        };
+        for (name, next) in pairs {
+            jobs += 1;
+            eat(name.as_bytes());
+            eat(&[0]);
+            eat(&next
+                .map(|t| t.as_nanosecond())
+                .unwrap_or(i128::MIN)
+                .to_le_bytes());
+        }
+        ArmedDigest { jobs, digest: h }
+    }
+}
+
+/// What a run in flight has written so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunProgress {
+    pub run_id: u64,
+    pub bytes: u64,
+    pub last_output_at: Option<Timestamp>,
+    /// The last complete or partial line (at most 200 characters).
+    pub last_line: String,
+}
+
 /// Worker → supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -50,6 +91,13 @@ pub enum Event {
         /// Why the last store write failed, while it keeps failing.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         store_error: Option<String>,
+        /// A digest of every (job, next fire) the worker has armed, and how
+        /// many jobs: the supervisor checks them against its own view.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        armed: Option<ArmedDigest>,
+        /// Output progress of the runs in flight (the oldest 100).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        progress: Vec<RunProgress>,
     },
     /// The full set of armed jobs, after (re)configuration.
     Schedule { jobs: Vec<Armed> },
@@ -62,6 +110,9 @@ pub enum Event {
         trigger: Trigger,
         /// The job's pid, which is also its process group id.
         pid: u32,
+        /// Inodes of the job's stdout and stderr pipes, to find who holds them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pipes: Vec<u64>,
         started_at: Timestamp,
         next_fire_at: Option<Timestamp>,
     },
@@ -124,6 +175,9 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<u64>,
     },
+    /// Send a `schedule` event with every job's armed time (the supervisor
+    /// asks when the armed digest disagrees with its own, to find which).
+    ReportSchedule,
     /// Stop every job within its kill grace, then exit.
     Shutdown,
 }
@@ -162,6 +216,8 @@ mod tests {
                     last_good_turn_at: Some(ts("2026-11-22T10:00:01Z")),
                     running: 1,
                     store_error: None,
+                    armed: None,
+                    progress: vec![],
                 },
                 json!({"type": "heartbeat", "seq": 9, "at": "2026-11-22T10:00:01Z", "last_good_turn_at": "2026-11-22T10:00:01Z", "running": 1}),
             ),
@@ -184,6 +240,7 @@ mod tests {
                     covers: vec![],
                     trigger: Trigger::Manual,
                     pid: 77,
+                    pipes: vec![],
                     started_at: ts("2026-11-22T10:00:00Z"),
                     next_fire_at: None,
                 },

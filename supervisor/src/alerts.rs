@@ -42,6 +42,8 @@ struct Open {
     summary: String,
     details: Value,
     opened_at: Timestamp,
+    /// When the last notice (opened or reminder) went out.
+    notified_at: Timestamp,
 }
 
 type Key = (String, Option<String>);
@@ -70,6 +72,7 @@ impl AlertBook {
                     summary: a.summary,
                     details: a.details,
                     opened_at: a.opened_at,
+                    notified_at: Timestamp::now(),
                 },
             );
         }
@@ -99,9 +102,16 @@ impl AlertBook {
         }
     }
 
-    /// Brings the open set in line with `conditions`; returns what opened
-    /// and what resolved, in that order.
-    pub fn update(&mut self, conditions: &[Condition], now: Timestamp) -> Vec<AlertNotice> {
+    /// Brings the open set in line with `conditions`; returns what opened,
+    /// what is due a reminder (every `repeat_after`, when set) and what
+    /// resolved.
+    pub fn update(
+        &mut self,
+        conditions: &[Condition],
+        now: Timestamp,
+        repeat_after: Option<std::time::Duration>,
+    ) -> Vec<AlertNotice> {
+        let repeat = repeat_after.and_then(|d| jiff::SignedDuration::try_from(d).ok());
         let mut out = vec![];
         let mut current: BTreeMap<Key, &Condition> = BTreeMap::new();
         for c in conditions.iter().filter(|c| c.alert) {
@@ -112,10 +122,16 @@ impl AlertBook {
         for (key, c) in &current {
             match self.open.get_mut(key) {
                 Some(o) => {
-                    // Still open: keep the summary fresh for the status, no notice.
+                    // Still open: keep the summary fresh for the status; no
+                    // notice unless a reminder is due.
                     o.summary = c.summary.clone();
                     o.details = c.details.clone();
                     o.severity = o.severity.max(c.severity);
+                    if repeat.is_some_and(|r| now.duration_since(o.notified_at) >= r) {
+                        o.notified_at = now;
+                        let o = o.clone();
+                        out.push(self.notice("reminder", key, &o, None));
+                    }
                 }
                 None => {
                     let o = Open {
@@ -123,6 +139,7 @@ impl AlertBook {
                         summary: c.summary.clone(),
                         details: c.details.clone(),
                         opened_at: now,
+                        notified_at: now,
                     };
                     out.push(self.notice("opened", key, &o, None));
                     self.open.insert(key.clone(), o);
@@ -163,6 +180,8 @@ pub fn log(n: &AlertNotice) {
     let job = n.job.as_deref().unwrap_or("-");
     match (n.event.as_str(), n.severity) {
         ("resolved", _) => tracing::info!(kind = %n.kind, job, "alert resolved: {}", n.summary),
+        ("reminder", _) => tracing::warn!(kind = %n.kind, job, "alert still open: {}", n.summary),
+        (_, Severity::Info) => tracing::info!(kind = %n.kind, job, "alert: {}", n.summary),
         (_, Severity::Critical) => tracing::error!(kind = %n.kind, job, "alert: {}", n.summary),
         _ => tracing::warn!(kind = %n.kind, job, "alert: {}", n.summary),
     }
@@ -187,10 +206,10 @@ impl Recorder {
                             .ok();
                     }
                     let Some(s) = db.as_mut() else { continue };
-                    let r = if n.event == "resolved" {
-                        s.alert_resolved(&n)
-                    } else {
-                        s.alert_opened(&n)
+                    let r = match n.event.as_str() {
+                        "resolved" => s.alert_resolved(&n),
+                        "opened" => s.alert_opened(&n),
+                        _ => Ok(()),
                     };
                     if let Err(e) = r {
                         tracing::error!("alert history: {e}");
@@ -230,28 +249,46 @@ mod tests {
         let mut b = AlertBook::new(vec![]);
         let now = Timestamp::now();
         let c = [cond("job_late", Some("a"))];
-        let first = b.update(&c, now);
+        let first = b.update(&c, now, None);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].event, "opened");
         assert!(
-            b.update(&c, now).is_empty(),
+            b.update(&c, now, None).is_empty(),
             "re-alerted a persisting condition"
         );
-        let gone = b.update(&[], now);
+        let gone = b.update(&[], now, None);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].event, "resolved");
-        assert!(b.update(&[], now).is_empty());
+        assert!(b.update(&[], now, None).is_empty());
+    }
+
+    #[test]
+    fn reminders_come_every_repeat_after() {
+        let mut b = AlertBook::new(vec![]);
+        let t0 = Timestamp::now();
+        let c = [cond("job_late", Some("a"))];
+        let every = Some(std::time::Duration::from_secs(60));
+        assert_eq!(b.update(&c, t0, every)[0].event, "opened");
+        assert!(b
+            .update(&c, t0 + jiff::SignedDuration::from_secs(30), every)
+            .is_empty());
+        let r = b.update(&c, t0 + jiff::SignedDuration::from_secs(61), every);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].event, "reminder");
+        assert!(b
+            .update(&c, t0 + jiff::SignedDuration::from_secs(90), every)
+            .is_empty());
     }
 
     #[test]
     fn restored_alerts_are_not_reopened() {
         let now = Timestamp::now();
         let mut b = AlertBook::new(vec![]);
-        let opened = b.update(&[cond("worker_stalled", None)], now);
+        let opened = b.update(&[cond("worker_stalled", None)], now, None);
         let mut again = AlertBook::new(opened);
         assert!(again
-            .update(&[cond("worker_stalled", None)], now)
+            .update(&[cond("worker_stalled", None)], now, None)
             .is_empty());
-        assert_eq!(again.update(&[], now)[0].event, "resolved");
+        assert_eq!(again.update(&[], now, None)[0].event, "resolved");
     }
 }

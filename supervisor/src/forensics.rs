@@ -81,6 +81,43 @@ pub fn process_group(pgid: u32) -> Vec<ProcInfo> {
     out
 }
 
+/// Processes (other than `except`) holding any of the pipes `inodes` open:
+/// who keeps a finished job's output open. Bounded to 4096 processes.
+pub fn pipe_holders(inodes: &[u64], except: Option<u32>) -> Vec<(u32, String)> {
+    if inodes.is_empty() {
+        return vec![];
+    }
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("pipe:[{i}]")).collect();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let mut out = vec![];
+    for entry in dir.flatten().take(4096) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Some(pid) == except {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::read_link(fd.path())
+                .is_ok_and(|t| wanted.iter().any(|w| t.as_os_str() == w.as_str()))
+        });
+        if holds {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            out.push((pid, comm.trim().to_string()));
+        }
+    }
+    out
+}
+
 /// One line for a person: "sleep 4711 in state S (wchan hrtimer_nanosleep)".
 pub fn describe(procs: &[ProcInfo]) -> String {
     if procs.is_empty() {

@@ -465,6 +465,17 @@ impl Supervisor {
     /// that outlived their timeout when the worker did not.
     fn on_tick(&mut self) {
         self.evaluate();
+        // The armed digest disagrees: ask for the full schedule once, so
+        // the per-job comparison can name the jobs.
+        let ask = {
+            let mut m = self.model.borrow_mut();
+            let ask = m.worker.armed_mismatch_since.is_some() && !m.worker.armed_report_requested;
+            m.worker.armed_report_requested |= ask;
+            ask
+        };
+        if let (true, Some(w)) = (ask, self.worker.as_ref()) {
+            let _ = w.commands.try_send(Command::ReportSchedule);
+        }
         let (now, wall) = (Instant::now(), Timestamp::now());
         let (failing_for, limit, overdue) = {
             let mut m = self.model.borrow_mut();

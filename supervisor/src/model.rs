@@ -23,7 +23,7 @@ use cronwarden_shared::{
         StatusReport, Streaks, SupervisorInfo, Trigger, WorkerInfo,
     },
     timefmt::human_duration,
-    wire::Event,
+    wire::{ArmedDigest, Event},
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
@@ -43,6 +43,8 @@ pub fn overdue_after(interval: Duration) -> Duration {
 /// A crash loop: this many worker exits within [`CRASH_WINDOW`].
 pub const CRASH_LOOP_EXITS: usize = 5;
 pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// How long a restart stays reported as news.
+const RESTART_NEWS: Duration = Duration::from_secs(60);
 /// A worker up this long ends a crash loop.
 pub const CRASH_SETTLED: Duration = Duration::from_secs(15);
 /// How long the worker's armed time may disagree with ours before it is a
@@ -70,6 +72,12 @@ pub struct WorkerObs {
     /// When recent workers exited, for crash-loop detection.
     pub exits: VecDeque<Instant>,
     pub store_error: Option<String>,
+    /// The worker's armed digest (last heartbeat), and since when it has
+    /// disagreed with ours.
+    pub armed: Option<ArmedDigest>,
+    pub armed_mismatch_since: Option<Instant>,
+    /// Whether the worker was asked for its full schedule in this episode.
+    pub armed_report_requested: bool,
 }
 
 /// One job as observed.
@@ -271,8 +279,21 @@ impl Model {
                 at,
                 last_good_turn_at,
                 store_error,
+                armed,
+                progress,
                 ..
             } => {
+                self.worker.armed = armed;
+                for p in progress {
+                    if let Some(r) = self
+                        .jobs
+                        .values_mut()
+                        .find_map(|j| j.running.get_mut(&p.run_id))
+                    {
+                        r.last_output_at = p.last_output_at;
+                        r.last_line = (!p.last_line.is_empty()).then_some(p.last_line);
+                    }
+                }
                 self.worker.last_heartbeat = Some(now);
                 self.worker.seq = Some(seq);
                 self.worker.store_error = store_error;
@@ -302,6 +323,7 @@ impl Model {
                 scheduled_at,
                 covers,
                 pid,
+                pipes,
                 started_at,
                 next_fire_at,
                 ..
@@ -315,6 +337,9 @@ impl Model {
                             pid,
                             started_at,
                             scheduled_at,
+                            last_output_at: None,
+                            last_line: None,
+                            pipes,
                         },
                     );
                     if scheduled_at.is_some() {
@@ -402,6 +427,19 @@ impl Model {
         let mut out = vec![];
         let wd = &self.config.watchdog;
         let stall_after = wd.stall_after;
+        // The worker's whole armed schedule against ours, every heartbeat.
+        let ours = ArmedDigest::of(self.jobs.iter().map(|(n, j)| (n.as_str(), j.expected_next)));
+        let differs = self.worker.pid.is_some()
+            && self.worker.hello
+            && self.worker.armed.is_some_and(|a| a != ours);
+        match (differs, self.worker.armed_mismatch_since) {
+            (true, None) => self.worker.armed_mismatch_since = Some(now),
+            (false, Some(_)) => {
+                self.worker.armed_mismatch_since = None;
+                self.worker.armed_report_requested = false;
+            }
+            _ => {}
+        }
         let w = &self.worker;
         let hb_age = w.last_heartbeat.map(|t| now.saturating_duration_since(t));
         let good_age = w.last_good_turn.map(|t| now.saturating_duration_since(t));
@@ -541,6 +579,23 @@ impl Model {
                 }
             }
         }
+        // A restart is news (info), until the new worker has been up a while.
+        if w.restarts > 0
+            && w.spawned
+                .is_some_and(|s| now.duration_since(s) < RESTART_NEWS)
+        {
+            if let Some(how) = &w.last_exit {
+                push(
+                    "worker_restarted",
+                    None,
+                    Severity::Info,
+                    State::Ok,
+                    format!("the worker was restarted: the previous one {how}; {} restart(s) since start", w.restarts),
+                    json!({ "pid": w.pid, "restarts": w.restarts, "previous": how }),
+                    true,
+                );
+            }
+        }
         if let Some(e) = &w.store_error {
             push(
                 "store_error",
@@ -592,6 +647,38 @@ impl Model {
             );
         }
         let worker_up = w.pid.is_some() && w.hello;
+        if let (Some(since), Some(theirs)) = (self.worker.armed_mismatch_since, self.worker.armed) {
+            if now.duration_since(since) > MISARMED_AFTER {
+                let jobs: Vec<&str> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.next_fire_at != j.expected_next)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                let summary = if theirs.jobs != ours.jobs {
+                    format!(
+                        "the worker has {} jobs armed but the config has {}: a ghost or a missing job",
+                        theirs.jobs, ours.jobs
+                    )
+                } else if !jobs.is_empty() {
+                    format!(
+                        "the worker's armed schedule differs from the config's for: {}",
+                        jobs.join(", ")
+                    )
+                } else {
+                    "the worker's armed schedule differs from what it reported; its in-memory state has diverged".into()
+                };
+                push(
+                    "worker_misarmed",
+                    None,
+                    Severity::Warning,
+                    State::Degraded,
+                    summary,
+                    json!({ "worker": theirs, "supervisor": ours, "jobs": jobs }),
+                    true,
+                );
+            }
+        }
         for (name, j) in &mut self.jobs {
             let n = Some(name.as_str());
             // Past due, by our own computation.
@@ -646,16 +733,37 @@ impl Model {
                 let (run, detail) = match j.running.values().next() {
                     Some(r) => {
                         let procs = forensics::process_group(r.pid);
+                        let holders = forensics::pipe_holders(&r.pipes, w.pid);
                         let age = Duration::try_from(now_wall.duration_since(r.started_at))
                             .unwrap_or_default();
+                        let held = if holders.is_empty() {
+                            String::new()
+                        } else {
+                            let hs: Vec<String> =
+                                holders.iter().map(|(p, c)| format!("{c} {p}")).collect();
+                            format!("; its output is held open by {}", hs.join(", "))
+                        };
+                        let last = match (&r.last_line, r.last_output_at) {
+                            (Some(line), Some(at)) => format!(
+                                "; last output {:?} {} ago",
+                                line,
+                                human_duration(
+                                    Duration::try_from(now_wall.duration_since(at))
+                                        .unwrap_or_default()
+                                )
+                            ),
+                            _ => "; no output yet".into(),
+                        };
                         (
                             format!(
-                                "run {} has been running for {}: {}",
+                                "run {} has been running for {}: {}{held}{last}",
                                 r.run_id,
                                 human_duration(age),
                                 forensics::describe(&procs)
                             ),
-                            json!({ "run_id": r.run_id, "pid": r.pid, "running_ms": age.as_millis() as u64, "processes": procs }),
+                            json!({ "run_id": r.run_id, "pid": r.pid, "running_ms": age.as_millis() as u64,
+                                    "processes": procs, "pipe_holders": holders, "last_line": r.last_line,
+                                    "last_output_at": r.last_output_at }),
                         )
                     }
                     None => ("the busy run has just ended".into(), json!({})),
@@ -775,14 +883,20 @@ impl Model {
         now_wall: Timestamp,
     ) -> Vec<cronwarden_shared::status::AlertNotice> {
         let conds = self.conditions(now, now_wall);
-        self.alerts.update(&conds, now_wall)
+        self.alerts
+            .update(&conds, now_wall, self.config.alert_repeat_after)
     }
 
     /// The status, computed now from what was observed.
     pub fn status(&mut self, now: Instant, now_wall: Timestamp) -> StatusReport {
         let conds = self.conditions(now, now_wall);
         let state = conds.iter().map(|c| c.state).max().unwrap_or(State::Ok);
-        let reasons = conds.iter().map(|c| c.summary.clone()).collect();
+        // Info conditions (a restart) are alerts, not reasons the state is not ok.
+        let reasons = conds
+            .iter()
+            .filter(|c| c.state != State::Ok)
+            .map(|c| c.summary.clone())
+            .collect();
         let w = &self.worker;
         let jobs = self
             .jobs

@@ -15,7 +15,8 @@
 //! Fault injection (feature `failpoints`, on only in test builds): the
 //! `FAILPOINTS` environment variable, e.g. `worker::turn=panic` (every loop
 //! turn panics), `worker::drop_fire=return(JOB)` (JOB's fires are silently
-//! dropped), `store::apply=return` (store writes fail).
+//! dropped), `store::apply=return` (store writes fail),
+//! `runner::no_timeout=return` (runs are never timed out by the worker).
 
 pub mod events;
 pub mod fds;

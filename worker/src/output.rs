@@ -34,15 +34,41 @@ impl Captured {
     }
 }
 
-/// Reads `r` to EOF into a [`Captured`]. A read error ends the capture
-/// (what was read so far is kept).
-pub async fn capture<R: AsyncRead + Unpin>(mut r: R) -> Captured {
+/// What a run has written so far, shared with the scheduler so the
+/// heartbeat can say when a stuck run last wrote anything, and what.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes: u64,
+    pub last_output_at: Option<jiff::Timestamp>,
+    pub last_line: String,
+}
+
+impl Progress {
+    fn saw(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        self.last_output_at = Some(jiff::Timestamp::now());
+        let text = String::from_utf8_lossy(chunk);
+        let trimmed = text.trim_end_matches(['\n', '\r']);
+        if let Some(line) = trimmed.rsplit('\n').next().filter(|l| !l.is_empty()) {
+            self.last_line = line.chars().take(200).collect();
+        }
+    }
+}
+
+pub type SharedProgress = std::rc::Rc<std::cell::RefCell<Progress>>;
+
+/// Reads `r` to EOF into a [`Captured`], noting progress. A read error ends
+/// the capture (what was read so far is kept).
+pub async fn capture<R: AsyncRead + Unpin>(mut r: R, progress: SharedProgress) -> Captured {
     let mut c = Captured::default();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return c,
-            Ok(n) => c.push(&buf[..n]),
+            Ok(n) => {
+                c.push(&buf[..n]);
+                progress.borrow_mut().saw(&buf[..n]);
+            }
         }
     }
 }

@@ -12,7 +12,14 @@
 //!   pipes, output is drained for [`DRAIN`] at most, then the group is
 //!   killed: a leftover grandchild never hangs the runner.
 
-use std::{cell::Cell, process::Stdio, rc::Rc, sync::Arc, time::Duration};
+use std::{
+    cell::Cell,
+    os::fd::{AsFd, AsRawFd},
+    process::Stdio,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
 
 use cronwarden_shared::{
     config::JobSpec,
@@ -44,6 +51,8 @@ pub struct RunRequest {
     pub trigger: Trigger,
     /// The job's next armed fire, reported with the fire event.
     pub next_fire_at: Option<Timestamp>,
+    /// Where the run's output progress is kept for the heartbeat.
+    pub progress: crate::output::SharedProgress,
 }
 
 /// Why a run was stopped from outside.
@@ -135,6 +144,14 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
         }
     };
     let pid = child.id().unwrap_or(0);
+    let pipes: Vec<u64> = [
+        child.stdout.as_ref().map(|p| p.as_fd().as_raw_fd()),
+        child.stderr.as_ref().map(|p| p.as_fd().as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|fd| nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino))
+    .collect();
     events.send(Event::Fire {
         job: req.job.name.clone(),
         run_id: req.run_id,
@@ -142,6 +159,7 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
         covers: req.covers.clone(),
         trigger: req.trigger,
         pid,
+        pipes,
         started_at,
         next_fire_at: req.next_fire_at,
     });
@@ -150,13 +168,20 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
     let mut out_task = child
         .stdout
         .take()
-        .map(|s| tokio::task::spawn_local(capture(s)));
+        .map(|s| tokio::task::spawn_local(capture(s, req.progress.clone())));
     let mut err_task = child
         .stderr
         .take()
-        .map(|s| tokio::task::spawn_local(capture(s)));
+        .map(|s| tokio::task::spawn_local(capture(s, req.progress.clone())));
 
-    let deadline = req.job.timeout.map(|t| started + t);
+    // Fault injection: a runner that never enforces the timeout, to test
+    // the supervisor's second line.
+    let ignore_timeout = fail::eval("runner::no_timeout", |_| ()).is_some();
+    let deadline = req
+        .job
+        .timeout
+        .filter(|_| !ignore_timeout)
+        .map(|t| started + t);
     let mut ended_by: Option<Outcome> = None;
     let status = tokio::select! {
         st = child.wait() => st.ok(),

@@ -24,7 +24,7 @@ use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
     status::{Outcome, RunRecord, SkipReason, Trigger},
     store::{self, JobRow, Store, Write},
-    wire::{Armed, Command, Event, MAX_LINE},
+    wire::{Armed, ArmedDigest, Command, Event, RunProgress, MAX_LINE},
     VERSION,
 };
 use futures_util::StreamExt;
@@ -58,6 +58,7 @@ const CLOCK_JUMP: Duration = Duration::from_secs(2);
 struct Running {
     run_id: u64,
     stop: StopHandle,
+    progress: crate::output::SharedProgress,
 }
 
 struct JobRt {
@@ -320,12 +321,32 @@ impl Scheduler {
 
     fn heartbeat(&mut self) {
         let running = self.jobs.values().map(|j| j.running.len() as u32).sum();
+        let mut progress: Vec<RunProgress> = self
+            .jobs
+            .values()
+            .flat_map(|j| j.running.iter())
+            .map(|r| {
+                let p = r.progress.borrow();
+                RunProgress {
+                    run_id: r.run_id,
+                    bytes: p.bytes,
+                    last_output_at: p.last_output_at,
+                    last_line: p.last_line.clone(),
+                }
+            })
+            .collect();
+        progress.sort_by_key(|p| p.run_id);
+        progress.truncate(100);
         self.events.send(Event::Heartbeat {
             seq: self.seq,
             at: Timestamp::now(),
             last_good_turn_at: self.last_good_turn,
             running,
             store_error: self.store_error.clone(),
+            armed: Some(ArmedDigest::of(
+                self.jobs.iter().map(|(n, j)| (n.as_str(), j.next)),
+            )),
+            progress,
         });
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
     }
@@ -493,11 +514,13 @@ impl Scheduler {
             covers,
             trigger,
             next_fire_at: job.next,
+            progress: Default::default(),
         };
         let stop = StopHandle::default();
         job.running.push(Running {
             run_id,
             stop: stop.clone(),
+            progress: req.progress.clone(),
         });
         self.journal.push(Write::Insert(record));
         self.to_spawn.push((req, stop));
@@ -559,6 +582,7 @@ impl Scheduler {
             }
             Command::Pause { job, request } => self.set_paused("pause", job, request, true),
             Command::Resume { job, request } => self.set_paused("resume", job, request, false),
+            Command::ReportSchedule => self.send_schedule(),
             Command::Shutdown => {}
         }
     }
