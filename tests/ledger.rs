@@ -477,3 +477,66 @@ fn a_corrupt_store_stops_run_with_the_file_named_and_untouched() {
     assert!(err.contains("move it aside"), "{err}");
     assert_eq!(fs::read(&db).unwrap(), junk, "the store file was modified");
 }
+
+/// Wall-clock jumps (the worker's clock is moved by a test-only fail point,
+/// not the machine's): forward, the skipped fires follow the misfire rules
+/// (older than the grace: `misfire`; within it: one catch-up); backward, no
+/// scheduled time ever gets a second record. Both are in the status.
+#[test]
+fn clock_jumps_follow_misfire_rules_and_never_fire_twice() {
+    let env = Env::new("[[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nmisfire_grace = \"3s\"\nshell = \"true\"\n");
+    let offset = env.path("offset");
+    fs::write(&offset, "0").unwrap();
+    let fp = format!("worker::clock_offset=return({})", offset.display());
+    let _sup = env.start_with(&[("FAILPOINTS", fp.as_str())]);
+    env.wait_ok(LONG);
+    wait_until("a first run", LONG, || {
+        (!env.rows("tick").is_empty()).then_some(())
+    });
+
+    fs::write(&offset, "30").unwrap();
+    let s = wait_until("the forward jump in the status", LONG, || {
+        env.status().1.filter(|s| {
+            s["clock_jumps"]
+                .as_array()
+                .is_some_and(|j| j.iter().any(|j| j["jump_ms"].as_i64() > Some(25_000)))
+        })
+    });
+    assert!(s["clock_jumps"][0]["jobs_due"].as_u64() >= Some(1), "{s}");
+    let rows = wait_until("the catch-up after the jump", LONG, || {
+        let rows = env.rows("tick");
+        rows.iter().any(|r| r.trigger == "catchup").then_some(rows)
+    });
+    let misfires = rows
+        .iter()
+        .filter(|r| r.skip_reason.as_deref() == Some("misfire"))
+        .count();
+    assert!(
+        misfires >= 25,
+        "expected the skipped fires beyond the grace as misfires, got {misfires}"
+    );
+    let catchup = rows.iter().find(|r| r.trigger == "catchup").unwrap();
+    assert!((2..=4).contains(&catchup.covers.len()), "{catchup:?}");
+
+    // Backward: the worker's clock returns 30 s; nothing fires twice.
+    fs::write(&offset, "0").unwrap();
+    wait_until("the backward jump in the status", LONG, || {
+        env.status().1.filter(|s| {
+            s["clock_jumps"]
+                .as_array()
+                .is_some_and(|j| j.iter().any(|j| j["jump_ms"].as_i64() < Some(-25_000)))
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut seen = std::collections::BTreeMap::new();
+    for r in env.rows("tick") {
+        for c in r.covers {
+            *seen.entry(c).or_insert(0) += 1;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "scheduled times with two records: {twice:?}"
+    );
+}

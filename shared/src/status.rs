@@ -290,6 +290,18 @@ pub struct AlertNotice {
     pub details: serde_json::Value,
 }
 
+/// A jump of the worker's wall clock against its monotonic clock (NTP step,
+/// suspend/resume, VM restore), as the worker observed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockJump {
+    /// When it was noticed (the new wall time).
+    pub at: Timestamp,
+    /// Positive forward, negative backward.
+    pub jump_ms: i64,
+    /// Jobs with fires due at once because of it (forward jumps).
+    pub jobs_due: u32,
+}
+
 /// An alert sink's delivery health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SinkHealth {
@@ -317,6 +329,9 @@ pub struct StatusReport {
     /// Alert sinks and how delivery to them is going.
     #[serde(default)]
     pub sinks: Vec<SinkHealth>,
+    /// The last wall-clock jumps the worker noticed (newest last).
+    #[serde(default)]
+    pub clock_jumps: Vec<ClockJump>,
 }
 
 /// The body of every error reply on the socket.
@@ -406,6 +421,7 @@ mod tests {
                 summary: "backup has not fired since 03:00 (5m late)".into(),
             }],
             sinks: vec![],
+            clock_jumps: vec![],
         };
         assert_eq!(
             serde_json::to_value(&s).unwrap(),
@@ -421,7 +437,7 @@ mod tests {
               "alerts": [ { "kind": "job_late", "job": "backup", "severity": "warning",
                             "opened_at": "2026-11-22T03:01:00Z",
                             "summary": "backup has not fired since 03:00 (5m late)" } ],
-              "sinks": [] })
+              "sinks": [], "clock_jumps": [] })
         );
         let back: StatusReport = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);

@@ -138,6 +138,8 @@ pub enum Event {
     Finish { run: RunRecord },
     /// A command could not be carried out.
     CommandFailed { command: String, error: String },
+    /// The wall clock jumped; fires it skipped go through the misfire rules.
+    ClockJump(crate::status::ClockJump),
     /// The answer to a command that carried a `request` id.
     Reply {
         request: u64,

@@ -110,6 +110,8 @@ pub struct Model {
     pub alerts: AlertBook,
     /// Alert sinks' health, refreshed by the supervisor's loop.
     pub sinks: Vec<cronwarden_shared::status::SinkHealth>,
+    /// The last clock jumps the worker reported.
+    pub clock_jumps: VecDeque<cronwarden_shared::status::ClockJump>,
 }
 
 impl Model {
@@ -124,6 +126,7 @@ impl Model {
             reload_error: None,
             alerts,
             sinks: vec![],
+            clock_jumps: VecDeque::new(),
         };
         m.set_config(config);
         m
@@ -416,6 +419,21 @@ impl Model {
             }
             Event::CommandFailed { command, error } => {
                 tracing::warn!(command, "worker refused a command: {error}");
+            }
+            Event::ClockJump(j) => {
+                tracing::warn!(
+                    jump_ms = j.jump_ms,
+                    jobs_due = j.jobs_due,
+                    "the worker saw the wall clock jump"
+                );
+                if self.clock_jumps.len() >= 10 {
+                    self.clock_jumps.pop_front();
+                }
+                // Armings compared across the jump are not comparable; start over.
+                for job in self.jobs.values_mut() {
+                    job.misarmed_since = None;
+                }
+                self.clock_jumps.push_back(j);
             }
             // Answered by the supervisor's control path before the model.
             Event::Reply { .. } => {}
@@ -961,6 +979,7 @@ impl Model {
             jobs,
             alerts: self.alerts.list(),
             sinks: self.sinks.clone(),
+            clock_jumps: self.clock_jumps.iter().cloned().collect(),
         }
     }
 }

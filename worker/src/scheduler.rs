@@ -54,6 +54,8 @@ const MAX_DUE_PER_TURN: usize = 10_000;
 /// Wall-clock movement beyond this, against the monotonic clock, between
 /// two turns is a clock jump (NTP step, suspend, VM restore).
 const CLOCK_JUMP: Duration = Duration::from_secs(2);
+/// The longest spread of catch-up runs after a forward clock jump.
+const STAGGER: Duration = Duration::from_secs(1);
 
 struct Running {
     run_id: u64,
@@ -103,6 +105,8 @@ pub struct Scheduler {
     next_heartbeat: Instant,
     /// (wall, monotonic) at the previous turn, to notice clock jumps.
     last_clocks: (Timestamp, Instant),
+    /// Spread this turn's catch-up runs (after a forward clock jump).
+    stagger: bool,
 }
 
 impl Scheduler {
@@ -129,7 +133,8 @@ impl Scheduler {
             seq: 0,
             last_good_turn: None,
             next_heartbeat: Instant::now(),
-            last_clocks: (Timestamp::now(), Instant::now()),
+            last_clocks: (wall_now(), Instant::now()),
+            stagger: false,
         };
         s.configure(config);
         s
@@ -143,7 +148,7 @@ impl Scheduler {
     /// that came due while cronwarden was down then goes through the misfire
     /// rules) and their paused flag.
     pub fn configure(&mut self, config: &Config) {
-        let now = Timestamp::now();
+        let now = wall_now();
         self.heartbeat_interval = config.watchdog.heartbeat_interval;
         let wanted: Vec<JobRow> = config
             .jobs
@@ -230,10 +235,26 @@ impl Scheduler {
         for ev in std::mem::take(&mut self.outbox) {
             self.events.send(ev);
         }
-        for (req, stop) in std::mem::take(&mut self.to_spawn) {
+        let spawns = std::mem::take(&mut self.to_spawn);
+        // After a forward clock jump, catch-up runs start spread over at
+        // most STAGGER instead of all in the same millisecond.
+        let step = if std::mem::take(&mut self.stagger) && spawns.len() > 1 {
+            (STAGGER / spawns.len() as u32).min(Duration::from_millis(50))
+        } else {
+            Duration::ZERO
+        };
+        for (i, (req, stop)) in spawns.into_iter().enumerate() {
             let events = self.events.clone();
             let done = self.done_tx.clone();
+            let delay = if req.trigger == Trigger::Catchup {
+                step * i as u32
+            } else {
+                Duration::ZERO
+            };
             tokio::task::spawn_local(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 let record = runner::run(req, events.clone(), stop).await;
                 events.send(Event::Finish {
                     run: record.clone(),
@@ -245,7 +266,7 @@ impl Scheduler {
 
     /// The earliest instant the loop must wake at.
     pub fn next_deadline(&self) -> Instant {
-        let now_wall = Timestamp::now();
+        let now_wall = wall_now();
         let now = Instant::now();
         let mut deadline = self.next_heartbeat;
         for j in self.jobs.values() {
@@ -267,7 +288,7 @@ impl Scheduler {
         self.seq += 1;
         self.check_clock();
         let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.fire_due(Timestamp::now());
+            self.fire_due(wall_now());
             self.flush();
         })) {
             Ok(()) => self.store_ok,
@@ -282,7 +303,7 @@ impl Scheduler {
             }
         };
         if ok {
-            self.last_good_turn = Some(Timestamp::now());
+            self.last_good_turn = Some(wall_now());
         }
         if Instant::now() >= self.next_heartbeat {
             self.heartbeat();
@@ -295,7 +316,7 @@ impl Scheduler {
     /// next fires only ever move forward. Both are logged with their size.
     fn check_clock(&mut self) {
         let (wall0, mono0) = self.last_clocks;
-        let (wall, mono) = (Timestamp::now(), Instant::now());
+        let (wall, mono) = (wall_now(), Instant::now());
         self.last_clocks = (wall, mono);
         let wall_step = wall.duration_since(wall0);
         let mono_step = SignedDuration::try_from(mono.duration_since(mono0)).unwrap_or_default();
@@ -306,6 +327,14 @@ impl Scheduler {
                 .values()
                 .filter(|j| j.next.is_some_and(|t| t <= wall))
                 .count();
+            self.outbox
+                .push(Event::ClockJump(cronwarden_shared::status::ClockJump {
+                    at: wall,
+                    jump_ms: jump.as_millis() as i64,
+                    jobs_due: due as u32,
+                }));
+            // Many catch-up runs at once after a forward jump: spread them.
+            self.stagger = !jump.is_negative() && due > 1;
             tracing::warn!(
                 jump_ms = jump.as_millis(),
                 direction = if jump.is_negative() {
@@ -339,7 +368,7 @@ impl Scheduler {
         progress.truncate(100);
         self.events.send(Event::Heartbeat {
             seq: self.seq,
-            at: Timestamp::now(),
+            at: wall_now(),
             last_good_turn_at: self.last_good_turn,
             running,
             store_error: self.store_error.clone(),
@@ -399,7 +428,7 @@ impl Scheduler {
             tracing::warn!(job, run = run_id, scheduled_at = %t, ?reason, busy_run = ?busy, "fire skipped");
         }
         let mut rec = RunRecord::new(run_id, job, vec![t], Trigger::Schedule, Outcome::Skipped);
-        rec.finished_at = Some(Timestamp::now());
+        rec.finished_at = Some(wall_now());
         rec.skip_reason = Some(reason);
         rec.error = busy.map(|b| format!("run {b} was still running"));
         self.journal.push(Write::Insert(rec));
@@ -497,7 +526,7 @@ impl Scheduler {
             trigger_for(covers),
             Outcome::Running,
         );
-        r.started_at = Some(Timestamp::now());
+        r.started_at = Some(wall_now());
         r
     }
 
@@ -641,7 +670,7 @@ impl Scheduler {
         for (name, id, covers) in queued {
             let mut rec = self.run_record(id, &name, &covers);
             rec.started_at = None;
-            rec.finished_at = Some(Timestamp::now());
+            rec.finished_at = Some(wall_now());
             rec.outcome = Outcome::Skipped;
             rec.skip_reason = Some(SkipReason::WorkerDown);
             rec.error = Some("queued behind a running run when the worker shut down".into());
@@ -670,6 +699,24 @@ impl Scheduler {
             + Duration::from_secs(2)
     }
 }
+/// Wall time as the scheduler sees it. In test builds a fail point can add
+/// an offset read from a file (`worker::clock_offset=return(PATH)`, seconds),
+/// so a test can jump the worker's clock without touching the machine's.
+fn wall_now() -> Timestamp {
+    let now = Timestamp::now();
+    match fail::eval("worker::clock_offset", |path| path) {
+        Some(Some(path)) => {
+            let secs: i64 = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            now.checked_add(SignedDuration::from_secs(secs))
+                .unwrap_or(now)
+        }
+        _ => now,
+    }
+}
+
 /// tokio's timer has millisecond granularity and rounds up, which alone
 /// would make every fire about 1 ms late. The loop sleeps with tokio until
 /// just before the deadline and covers the rest with [`precise_wait`].
@@ -749,7 +796,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
     events.send(Event::Hello {
         pid: std::process::id(),
         version: VERSION.to_string(),
-        started_at: Timestamp::now(),
+        started_at: wall_now(),
     });
     let store_path = config.state_dir.join(store::FILE_NAME);
     let mut store = Store::open(&store_path).map_err(|e| e.to_string())?;
