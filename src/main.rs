@@ -70,14 +70,8 @@ enum Cmd {
     },
     /// Show the supervisor's status; exit 0 ok, 1 degraded, 2 stalled/down, 3 unknown.
     Status {
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// The status socket (default: the one the config names).
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Print the raw JSON status.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// List the jobs with their state, next fire and last run.
     Jobs {
@@ -232,11 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Check { config } => check(&config),
         Cmd::Next { expr, tz, from, n } => next(&expr, &tz, from.as_deref(), n),
-        Cmd::Status {
-            config,
-            socket,
-            json,
-        } => status(&config, socket, json),
+        Cmd::Status { conn } => status(&conn),
         Cmd::Alerts {
             action: Some(AlertsCmd::Test { conn }),
             ..
@@ -394,7 +384,8 @@ fn next(expr: &str, tz: &str, from: Option<&str>, n: usize) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn status(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+fn status(conn: &Conn) -> anyhow::Result<ExitCode> {
+    let (config, socket, json) = (&conn.config, conn.socket.clone(), conn.json);
     const UNKNOWN: u8 = 3;
     let (socket, lock_path) = match socket {
         Some(s) => (s, None),

@@ -109,26 +109,10 @@ mod tests {
     use jiff::tz::TimeZone;
 
     fn rec(id: u64, covers: &[&str]) -> RunRecord {
-        let covers: Vec<Timestamp> = covers.iter().map(|c| c.parse().unwrap()).collect();
-        RunRecord {
-            id,
-            job: "j".into(),
-            scheduled_at: covers.last().copied(),
-            covers,
-            trigger: Trigger::Schedule,
-            started_at: None,
-            finished_at: None,
-            outcome: Outcome::Success,
-            skip_reason: None,
-            exit_code: Some(0),
-            signal: None,
-            duration_ms: None,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            error: None,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-        }
+        let covers = covers.iter().map(|c| c.parse().unwrap()).collect();
+        let mut r = RunRecord::new(id, "j", covers, Trigger::Schedule, Outcome::Success);
+        r.exit_code = Some(0);
+        r
     }
 
     #[test]

@@ -450,31 +450,9 @@ impl Store {
                         }
                     }
                     Write::Insert(r) => insert_run(&tx, r)?,
-                    Write::Finish(r) => {
-                        let n = tx
-                            .prepare_cached(
-                                "UPDATE runs SET finished_at = ?2, outcome = ?3, exit_code = ?4, signal = ?5, duration_ms = ?6, stdout_bytes = ?7, stderr_bytes = ?8, error = ?9, stdout_tail = ?10, stderr_tail = ?11, started_at = ?12, skip_reason = ?13 WHERE id = ?1",
-                            )?
-                            .execute(params![
-                                r.id as i64,
-                                r.finished_at.map(ts_text),
-                                r.outcome.as_str(),
-                                r.exit_code,
-                                r.signal,
-                                r.duration_ms.map(|d| d as i64),
-                                r.stdout_bytes as i64,
-                                r.stderr_bytes as i64,
-                                r.error,
-                                r.stdout_tail,
-                                r.stderr_tail,
-                                r.started_at.map(ts_text),
-                                skip_text(r.skip_reason),
-                            ])?;
-                        if n == 0 {
-                            // Never inserted (e.g. written while the store was failing).
-                            insert_run(&tx, r)?;
-                        }
-                    }
+                    // The finish record is the whole run: it replaces the row
+                    // written at start (or stands alone if that write failed).
+                    Write::Finish(r) => insert_run(&tx, r)?,
                     Write::Paused { job, paused } => {
                         tx.prepare_cached(
                             "UPDATE jobs SET paused = ?2, updated_at = ?3 WHERE name = ?1",
@@ -705,25 +683,15 @@ mod tests {
     }
 
     fn run(id: u64, job: &str, outcome: Outcome) -> RunRecord {
-        RunRecord {
+        let mut r = RunRecord::new(
             id,
-            job: job.into(),
-            scheduled_at: Some("2026-11-24T10:00:00Z".parse().unwrap()),
-            covers: vec!["2026-11-24T10:00:00Z".parse().unwrap()],
-            trigger: Trigger::Schedule,
-            started_at: Some(Timestamp::now()),
-            finished_at: None,
+            job,
+            vec!["2026-11-24T10:00:00Z".parse().unwrap()],
+            Trigger::Schedule,
             outcome,
-            skip_reason: None,
-            exit_code: None,
-            signal: None,
-            duration_ms: None,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            error: None,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-        }
+        );
+        r.started_at = Some(Timestamp::now());
+        r
     }
 
     #[test]
