@@ -17,6 +17,10 @@
 //! Writes are journaled while a turn plans its fires and committed in one
 //! transaction by [`Scheduler::flush`]; only then are runs spawned and
 //! events sent, so every fire the supervisor hears of is already durable.
+//! When the store fails (ENOSPC, EIO, read-only), the batch is held in
+//! memory (bounded) and retried before the next one; scheduling and runs go
+//! on, the heartbeat carries the error, and the supervisor raises
+//! `store_error` without replacing the worker.
 
 use std::{collections::BTreeMap, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -54,6 +58,9 @@ const MAX_DUE_PER_TURN: usize = 10_000;
 /// Wall-clock movement beyond this, against the monotonic clock, between
 /// two turns is a clock jump (NTP step, suspend, VM restore).
 const CLOCK_JUMP: Duration = Duration::from_secs(2);
+/// At most this many failed store writes are held in memory for retry
+/// (each at most a run record with its two 4 KiB tails: under 100 MiB).
+const MAX_HELD_WRITES: usize = 10_000;
 /// The longest spread of catch-up runs after a forward clock jump.
 const STAGGER: Duration = Duration::from_secs(1);
 
@@ -90,9 +97,10 @@ pub struct Scheduler {
     journal: Vec<Write>,
     outbox: Vec<Event>,
     to_spawn: Vec<(RunRequest, StopHandle)>,
-    /// Whether the last flush reached the store; a failing store makes
-    /// turns "not good", which the heartbeat shows.
-    store_ok: bool,
+    /// Writes that failed, oldest first, retried before each new batch.
+    held: Vec<Write>,
+    /// Held writes dropped because the bound was reached.
+    dropped_writes: u64,
     /// The last store error, while writes keep failing.
     store_error: Option<String>,
     finishes: u64,
@@ -123,7 +131,8 @@ impl Scheduler {
             journal: vec![],
             outbox: vec![],
             to_spawn: vec![],
-            store_ok: true,
+            held: vec![],
+            dropped_writes: 0,
             store_error: None,
             finishes: 0,
             events,
@@ -166,7 +175,7 @@ impl Scheduler {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!("{e}; scheduling from the config alone");
-                self.store_ok = false;
+                self.store_error = Some(format!("{e}; scheduling from the config alone"));
                 wanted
             }
         };
@@ -213,24 +222,63 @@ impl Scheduler {
     }
 
     /// Commits the journal, then sends the events and spawns the runs it
-    /// planned. A store failure is logged and the turn marked not good,
-    /// but scheduling goes on: a job that should run still runs.
+    /// planned. A store failure is logged and reported (`store_error`), but
+    /// scheduling goes on: a job that should run still runs, and the writes
+    /// that failed are kept, in order, and retried first at every later
+    /// flush, so the records of a period when the disk was full or
+    /// read-only reach the store once it recovers. Order matters: a claim
+    /// moves `next_run_at` from T to T', and the next claim of that job
+    /// expects T'.
     pub fn flush(&mut self) {
-        if !self.journal.is_empty() {
-            let journal = std::mem::take(&mut self.journal);
+        if !self.journal.is_empty() || !self.held.is_empty() {
+            let mut batch = std::mem::take(&mut self.held);
+            let retried = batch.len();
+            batch.append(&mut self.journal);
             let injected = fail::eval("store::apply", |_| ())
                 .map(|()| "store write failed (injected fault)".to_string());
-            let failure = match injected.map(Err).unwrap_or_else(|| self.store.apply(&journal).map_err(|e| e.to_string())) {
-                Ok(true) => None,
-                // With the state lock held this means a bug or a hand edit.
-                Ok(false) => Some("store refused a claim (next_run_at moved underneath us); continuing from memory".to_string()),
-                Err(e) => Some(e),
+            let mut result = match injected {
+                Some(e) => Err(e),
+                None => self.store.apply(&batch).map_err(|e| e.to_string()),
             };
-            if let Some(e) = &failure {
-                tracing::error!("{e}");
+            if let Ok(false) = result {
+                // With the state lock held this means a bug or a hand edit:
+                // keep the records, drop the claims, continue from memory.
+                tracing::error!("store refused a claim (next_run_at moved underneath us); writing the records without it and continuing from memory");
+                batch.retain(|w| !matches!(w, Write::Claim { .. }));
+                result = self.store.apply(&batch).map_err(|e| e.to_string());
             }
-            self.store_ok = failure.is_none();
-            self.store_error = failure;
+            match result {
+                Ok(_) => {
+                    if self.store_error.take().is_some() {
+                        tracing::info!(
+                            retried,
+                            dropped = self.dropped_writes,
+                            "store writes succeed again; the writes held in memory are stored"
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.held = batch;
+                    let excess = self.held.len().saturating_sub(MAX_HELD_WRITES);
+                    if excess > 0 {
+                        // Bounded memory: the oldest go first, and are counted.
+                        self.held.drain(..excess);
+                        self.dropped_writes += excess as u64;
+                    }
+                    let msg = format!(
+                        "{e}; {} write(s) held in memory and retried every turn{}",
+                        self.held.len(),
+                        match self.dropped_writes {
+                            0 => String::new(),
+                            n => format!(", {n} dropped beyond the bound of {MAX_HELD_WRITES}"),
+                        }
+                    );
+                    if self.store_error.is_none() {
+                        tracing::error!("store write failed: {msg}");
+                    }
+                    self.store_error = Some(msg);
+                }
+            }
         }
         for ev in std::mem::take(&mut self.outbox) {
             self.events.send(ev);
@@ -291,7 +339,10 @@ impl Scheduler {
             self.fire_due(wall_now());
             self.flush();
         })) {
-            Ok(()) => self.store_ok,
+            // A failing store is reported as `store_error`, not as a failing
+            // turn: replacing the worker cannot fix a full or read-only disk
+            // and would throw away the writes it holds for retry.
+            Ok(()) => true,
             Err(panic) => {
                 let msg = panic
                     .downcast_ref::<&str>()
