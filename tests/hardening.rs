@@ -3,7 +3,7 @@
 //! processes; where a test needs root and it is absent, it says so and
 //! returns.
 
-use std::time::Duration;
+use std::{fs, time::Duration};
 
 use crate::util::{assert_accounted, unix, wait_until, Env};
 
@@ -86,4 +86,419 @@ shell = "echo tick"
             "a fire of the failing period ran: {r:?}"
         );
     }
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// The newest record of `job` whose run has finished, with its stdout tail.
+fn finished_run(env: &Env, job: &str) -> Option<(String, i64, String)> {
+    let db = env.db();
+    db.query_row(
+        "SELECT outcome, stdout_bytes, stdout_tail FROM runs WHERE job = ?1 AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+        [job],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .ok()
+}
+
+fn trigger_and_wait(env: &Env, job: &str, limit: Duration) -> (String, i64, String) {
+    let out = env.cmd(&["trigger", job, "--config", env.config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "trigger {job}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(&format!("{job}'s run finished"), limit, || {
+        finished_run(env, job)
+    })
+}
+
+/// A job gets a clean environment (PATH, HOME, USER, LOGNAME, SHELL, its
+/// own `env`, CRONWARDEN_*), never cronwarden's own unless it opts in with
+/// `inherit_env`; `nice` and the resource limits are in force when it runs.
+#[test]
+fn jobs_get_a_clean_environment_their_niceness_and_limits() {
+    let env = Env::new(
+        r#"
+[[job]]
+name = "clean"
+schedule = "@yearly"
+shell = "env; echo nice=$(nice); echo nofile=$(ulimit -n) cpu=$(ulimit -t) as=$(ulimit -v)"
+env = { FOO = "bar" }
+nice = 7
+limit_nofile = 123
+limit_cpu = "30s"
+limit_as = "2G"
+
+[[job]]
+name = "inherits"
+schedule = "@yearly"
+shell = "env"
+inherit_env = true
+"#,
+    );
+    let _sup = env.start_with(&[("CW_TEST_SECRET", "from-the-supervisor")]);
+    env.wait_ok(LONG);
+    let (outcome, _, out) = trigger_and_wait(&env, "clean", LONG);
+    assert_eq!(outcome, "success", "{out}");
+    let vars: Vec<&str> = out.lines().filter(|l| l.contains('=')).collect();
+    assert!(
+        !out.contains("CW_TEST_SECRET"),
+        "cronwarden's environment leaked into a job: {out}"
+    );
+    assert!(vars.contains(&"FOO=bar"), "{out}");
+    assert!(
+        vars.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        "{out}"
+    );
+    assert!(vars.contains(&"SHELL=/bin/sh"), "{out}");
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .unwrap()
+        .unwrap();
+    assert!(
+        vars.contains(&format!("USER={}", me.name).as_str()),
+        "{out}"
+    );
+    assert!(
+        vars.contains(&format!("LOGNAME={}", me.name).as_str()),
+        "{out}"
+    );
+    assert!(
+        vars.contains(&format!("HOME={}", me.dir.display()).as_str()),
+        "{out}"
+    );
+    assert!(vars.contains(&"CRONWARDEN_JOB=clean"), "{out}");
+    assert!(vars.contains(&"CRONWARDEN_TRIGGER=manual"), "{out}");
+    assert!(out.contains("nice=7"), "{out}");
+    assert!(
+        out.contains("nofile=123 cpu=30 as=2097152"),
+        "limits in force: {out}"
+    );
+    // Nothing else: every variable is one of the documented ones.
+    for v in &vars {
+        let name = v.split('=').next().unwrap();
+        assert!(
+            ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "FOO", "PWD"].contains(&name)
+                || name.starts_with("CRONWARDEN_")
+                || v.starts_with("nice=")
+                || v.starts_with("nofile="),
+            "unexpected variable {v:?} in a clean environment"
+        );
+    }
+    let (_, _, out) = trigger_and_wait(&env, "inherits", LONG);
+    assert!(
+        out.contains("CW_TEST_SECRET=from-the-supervisor"),
+        "inherit_env passes cronwarden's environment: {out}"
+    );
+}
+
+/// Creates a system user with a supplementary group, once per machine.
+fn test_user() -> Option<(nix::unistd::User, u32)> {
+    let run = |args: &[&str]| {
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if nix::unistd::User::from_name("cwtest")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        run(&["groupadd", "--system", "cwtestx"]);
+        run(&[
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "--groups",
+            "cwtestx",
+            "--home-dir",
+            "/nonexistent-cwtest",
+            "cwtest",
+        ]);
+    }
+    let user = nix::unistd::User::from_name("cwtest").ok().flatten()?;
+    let extra = nix::unistd::Group::from_name("cwtestx").ok().flatten()?;
+    Some((user, extra.gid.as_raw()))
+}
+
+/// `user =` drops privileges before exec: the job runs with the user's
+/// uid, primary group and supplementary groups, and its HOME and USER.
+#[test]
+fn user_jobs_run_with_that_users_ids_and_groups() {
+    if !is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let Some((user, extra_gid)) = test_user() else {
+        eprintln!("skipped: could not create the test user (no useradd/groupadd?)");
+        return;
+    };
+    let env = Env::new(
+        r#"
+[[job]]
+name = "as-user"
+schedule = "@yearly"
+shell = "echo uid=$(id -u) gid=$(id -g) groups=$(id -G); echo HOME=$HOME USER=$USER"
+user = "cwtest"
+"#,
+    );
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let (outcome, _, out) = trigger_and_wait(&env, "as-user", LONG);
+    assert_eq!(outcome, "success", "{out}");
+    let line = out.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with(&format!("uid={} gid={} groups=", user.uid, user.gid)),
+        "{out}"
+    );
+    let groups: Vec<u32> = line
+        .split("groups=")
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    assert!(
+        groups.contains(&extra_gid),
+        "supplementary group set: {out}"
+    );
+    assert!(!groups.contains(&0), "root's groups are gone: {out}");
+    assert!(
+        out.contains(&format!("HOME={} USER=cwtest", user.dir.display())),
+        "{out}"
+    );
+}
+
+/// The binary, reachable by an unprivileged user: a link (or copy) inside
+/// the test directory, which is opened to others for the test.
+fn binary_for_others(env: &Env) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = env.path("cronwarden");
+    if fs::hard_link(crate::util::BIN, &bin).is_err() {
+        fs::copy(crate::util::BIN, &bin).unwrap();
+    }
+    bin
+}
+
+// std's uid() clears the supplementary groups when started by root.
+fn as_nobody(bin: &std::path::Path, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(bin)
+        .args(args)
+        .uid(65534)
+        .gid(65534)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Anyone who can reach the socket may read; control calls are for root,
+/// cronwarden's own user and `control_group`. The socket and the state
+/// directory belong to `socket_group`, 0660 and 0750.
+#[test]
+fn control_calls_from_another_uid_are_refused_reads_are_not() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !is_root() {
+        eprintln!("skipped: acting as another uid needs root");
+        return;
+    }
+    let Some(nogroup) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(65534))
+        .ok()
+        .flatten()
+    else {
+        eprintln!("skipped: no group 65534 on this machine");
+        return;
+    };
+    let body = |control: &str| {
+        format!(
+            "socket_group = {:?}\n{control}\n[[job]]\nname = \"tick\"\nschedule = \"@yearly\"\nshell = \"true\"\n",
+            nogroup.name
+        )
+    };
+    let env = Env::new(&body(""));
+    let bin = binary_for_others(&env);
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    let sock = env.state_dir().join("cronwarden.sock");
+    let (dir_meta, sock_meta) = (
+        fs::metadata(env.state_dir()).unwrap(),
+        fs::metadata(&sock).unwrap(),
+    );
+    assert_eq!(dir_meta.permissions().mode() & 0o777, 0o750);
+    assert_eq!(sock_meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!((dir_meta.gid(), sock_meta.gid()), (65534, 65534));
+    let config = env.config.to_str().unwrap();
+
+    let read = as_nobody(&bin, &["status", "--json", "--config", config]);
+    let status: serde_json::Value = serde_json::from_slice(&read.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&read.stderr)));
+    assert_eq!(
+        status["state"], "ok",
+        "reads are open to the socket's group"
+    );
+    assert_eq!(read.status.code(), Some(0));
+
+    for args in [
+        vec!["trigger", "tick"],
+        vec!["pause", "tick"],
+        vec!["reload"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--config", config]);
+        let out = as_nobody(&bin, &a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} by uid 65534 must be refused"
+        );
+        assert!(
+            err.contains("uid 65534 may not make control calls"),
+            "{args:?}: the refusal says why: {err}"
+        );
+    }
+    assert!(
+        sup.log().contains("refused POST /v1/jobs/tick/trigger"),
+        "refusals are logged: {}",
+        sup.log()
+    );
+    let (_, s) = env.status();
+    assert_eq!(
+        crate::util::job(&s.unwrap(), "tick")["paused"],
+        false,
+        "the refused pause did nothing"
+    );
+
+    // control_group lets the group in, after a reload by root.
+    env.write_config(&body(&format!("control_group = {:?}", nogroup.name)));
+    let out = env.cmd(&["reload", "--config", config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_nobody(&bin, &["trigger", "tick", "--config", config]);
+    assert!(
+        out.status.success(),
+        "a control_group member may trigger: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sup.stop(LONG), 0);
+}
+
+/// Without root, `user =` is refused when the config is checked, naming
+/// the job and the key.
+#[test]
+fn switching_users_without_root_is_a_config_error() {
+    if !is_root() {
+        // Run as a normal user, this is the situation under test.
+        let env = Env::new(
+            "[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\nuser = \"root\"\n",
+        );
+        let out = env.cmd(&["check", "--config", env.config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains("key \"user\": running a job as 0:0 needs root"));
+        return;
+    }
+    let env = Env::new(
+        "[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\nuser = \"root\"\n",
+    );
+    let bin = binary_for_others(&env);
+    let out = as_nobody(&bin, &["check", "--config", env.config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("job \"j\": key \"user\": running a job as 0:0 needs root; cronwarden runs as uid 65534"),
+        "{err}"
+    );
+}
+
+/// VmHWM (peak resident memory) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A job writing 2 GiB to stdout costs the worker counters and a tail: its
+/// peak memory stays under 64 MiB, the run succeeds with the exact byte
+/// count, and the worker is not stalled by it.
+#[test]
+fn a_job_writing_2_gib_keeps_the_worker_small() {
+    const BYTES: i64 = 2 << 30;
+    let env = Env::new(&format!(
+        "[[job]]\nname = \"flood\"\nschedule = \"@yearly\"\ntimeout = \"5m\"\nshell = \"head -c {BYTES} /dev/zero; echo done\"\n"
+    ));
+    let _sup = env.start();
+    let status = env.wait_ok(LONG);
+    let worker = status["worker"]["pid"].as_u64().unwrap() as u32;
+    let before = peak_rss_kib(worker).unwrap();
+    let started = std::time::Instant::now();
+    let (outcome, bytes, tail) = trigger_and_wait(&env, "flood", Duration::from_secs(300));
+    let took = started.elapsed();
+    let peak = peak_rss_kib(worker).unwrap();
+    eprintln!(
+        "2 GiB through the runner in {took:?}; worker peak RSS {before} KiB before, {peak} KiB after"
+    );
+    assert_eq!(outcome, "success");
+    assert_eq!(bytes, BYTES + 5, "every byte counted");
+    assert!(
+        tail.ends_with("done\n") && tail.len() <= 4096,
+        "only the tail is kept"
+    );
+    assert!(
+        peak < 64 * 1024,
+        "worker peak RSS {peak} KiB exceeds 64 MiB"
+    );
+    let status = env.wait_ok(LONG);
+    assert_eq!(
+        status["worker"]["pid"], worker,
+        "the worker was not replaced"
+    );
+}
+
+/// A spawn that fails for want of descriptors (fail point: the first spawn
+/// fails with EMFILE, as it would at the limit) is a failed run with the
+/// reason; the worker goes on, `job_failing` opens, and resolves when the
+/// next run succeeds.
+#[test]
+fn a_spawn_failure_is_a_failed_run_with_the_reason_and_an_alert() {
+    let env = Env::new("[[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n");
+    let _sup = env.start_with(&[("FAILPOINTS", "runner::spawn=1*return(EMFILE)")]);
+    env.wait_ok(LONG);
+    let failed = wait_until("the failed spawn is recorded", LONG, || {
+        env.rows("tick").into_iter().find(|r| r.outcome == "failed")
+    });
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("cannot start") && error.contains("Too many open files"),
+        "the record says why: {error}"
+    );
+    let (opened, resolved) = wait_until("job_failing opened and resolved", LONG, || {
+        alert_history(&env, "job_failing")
+            .into_iter()
+            .find_map(|(o, r)| Some((o, r?)))
+    });
+    assert!(opened <= resolved);
+    wait_until("later runs succeed", LONG, || {
+        env.rows("tick")
+            .iter()
+            .any(|r| r.id > failed.id && r.outcome == "success")
+            .then_some(())
+    });
+    let status = env.wait_ok(LONG);
+    assert_eq!(status["worker"]["restarts"], 0);
 }

@@ -158,6 +158,32 @@ pub struct JobSpec {
     pub overlap_alert_after: u32,
     /// Mark the job late when a fire is not seen this long after its time.
     pub late_after: Duration,
+    /// Run as this user (its uid, primary group and supplementary groups).
+    pub user: Option<String>,
+    /// Run with this group as the primary one.
+    pub group: Option<String>,
+    /// Start from cronwarden's own environment instead of a clean one.
+    pub inherit_env: bool,
+    /// The job's niceness (-20..=19), set before exec.
+    pub nice: Option<i32>,
+    pub limits: Limits,
+}
+
+/// Resource limits set in the job's process before exec (soft = hard).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// RLIMIT_NOFILE: open descriptors.
+    pub nofile: Option<u64>,
+    /// RLIMIT_AS: address space, bytes.
+    pub address_space: Option<u64>,
+    /// RLIMIT_CPU: CPU time, whole seconds (rounded up).
+    pub cpu_seconds: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
 }
 
 /// The alert kinds a sink filter may name.
@@ -238,6 +264,11 @@ pub struct Config {
     pub sinks: Vec<SinkSpec>,
     /// Re-send open alerts as `reminder` notices this often (off by default).
     pub alert_repeat_after: Option<Duration>,
+    /// The group the socket (and its directory) belongs to: who may connect.
+    pub socket_group: Option<(String, u32)>,
+    /// Members of this group may make control calls (trigger, pause,
+    /// resume, reload, alerts test), besides root and cronwarden's own user.
+    pub control_group: Option<(String, u32)>,
 }
 
 impl Config {
@@ -294,6 +325,8 @@ impl Config {
                 "job",
                 "alert",
                 "alert_repeat_after",
+                "socket_group",
+                "control_group",
             ],
         );
         let state_dir = v
@@ -360,6 +393,18 @@ impl Config {
             }
         }
 
+        let group_key = |v: &mut Validator, key: &str| {
+            let name = v.string(None, key, table.get(key))?;
+            match crate::account::group_id(&name) {
+                Ok(gid) => Some((name, gid)),
+                Err(e) => {
+                    v.err(None, key, e);
+                    None
+                }
+            }
+        };
+        let socket_group = group_key(&mut v, "socket_group");
+        let control_group = group_key(&mut v, "control_group");
         let alert_repeat_after = v
             .duration(
                 None,
@@ -445,6 +490,8 @@ impl Config {
                 jobs,
                 sinks,
                 alert_repeat_after,
+                socket_group,
+                control_group,
             })
         } else {
             Err(ConfigErrors(v.errors))
@@ -525,6 +572,13 @@ const JOB_KEYS: &[&str] = &[
     "alert_after_failures",
     "overlap_alert_after",
     "late_after",
+    "user",
+    "group",
+    "inherit_env",
+    "nice",
+    "limit_nofile",
+    "limit_as",
+    "limit_cpu",
 ];
 
 struct Validator {
@@ -1063,6 +1117,8 @@ impl Validator {
             .count(j, "overlap_alert_after", t.get("overlap_alert_after"))
             .unwrap_or(3);
 
+        let (user, group, inherit_env, nice, limits) = self.process_keys(&label, t);
+
         if self.errors.len() != before {
             return None;
         }
@@ -1081,7 +1137,135 @@ impl Validator {
             alert_after_failures,
             overlap_alert_after,
             late_after,
+            user,
+            group,
+            inherit_env,
+            nice,
+            limits,
         })
+    }
+
+    /// The keys that shape the job's process: who it runs as, its
+    /// environment base, niceness and resource limits.
+    #[allow(clippy::type_complexity)]
+    fn process_keys(
+        &mut self,
+        label: &str,
+        t: &Table,
+    ) -> (Option<String>, Option<String>, bool, Option<i32>, Limits) {
+        let j = Some(label);
+        let user = self.string(j, "user", t.get("user"));
+        let group = self.string(j, "group", t.get("group"));
+        if user.is_some() || group.is_some() {
+            match crate::account::resolve(user.as_deref(), group.as_deref()) {
+                Ok(c) if !crate::account::can_switch_to(&c) => self.err(
+                    Some(label.to_string()),
+                    if user.is_some() { "user" } else { "group" },
+                    format!(
+                        "running a job as {}:{} needs root; cronwarden runs as uid {}",
+                        c.uid,
+                        c.gid,
+                        nix::unistd::Uid::effective()
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => self.err(
+                    Some(label.to_string()),
+                    if e.contains("group") && group.is_some() {
+                        "group"
+                    } else {
+                        "user"
+                    },
+                    e,
+                ),
+            }
+        }
+        let inherit_env = match t.get("inherit_env") {
+            None => false,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.err(
+                    Some(label.to_string()),
+                    "inherit_env",
+                    format!("must be true or false, found {other}"),
+                );
+                false
+            }
+        };
+        let nice = match t.get("nice") {
+            None => None,
+            Some(Value::Integer(n)) if (-20..=19).contains(n) => Some(*n as i32),
+            Some(other) => {
+                self.err(
+                    Some(label.to_string()),
+                    "nice",
+                    format!("must be an integer from -20 to 19, found {other}"),
+                );
+                None
+            }
+        };
+        let nofile = self
+            .count(j, "limit_nofile", t.get("limit_nofile"))
+            .map(u64::from);
+        let address_space = match t.get("limit_as") {
+            None => None,
+            Some(v) => match parse_size(v) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.err(Some(label.to_string()), "limit_as", e);
+                    None
+                }
+            },
+        };
+        let cpu_seconds = self
+            .duration(j, "limit_cpu", t.get("limit_cpu"), false)
+            .flatten()
+            .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        (
+            user,
+            group,
+            inherit_env,
+            nice,
+            Limits {
+                nofile,
+                address_space,
+                cpu_seconds,
+            },
+        )
+    }
+}
+
+/// A size in bytes: an integer, or a string with a binary suffix
+/// (`"512M"`, `"2G"`, `"64KiB"`).
+fn parse_size(v: &Value) -> Result<u64, String> {
+    let bad = |what: &str| {
+        format!("invalid size {what} (expected bytes as an integer, or e.g. \"512M\", \"2G\")")
+    };
+    match v {
+        Value::Integer(n) if *n > 0 => Ok(*n as u64),
+        Value::String(s) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let n: u64 = num.parse().map_err(|_| bad(&format!("{s:?}")))?;
+            let shift = match unit
+                .trim()
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
+                "" => 0,
+                "K" => 10,
+                "M" => 20,
+                "G" => 30,
+                "T" => 40,
+                _ => return Err(bad(&format!("{s:?}"))),
+            };
+            n.checked_mul(1u64 << shift)
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(&format!("{s:?}")))
+        }
+        other => Err(bad(&other.to_string())),
     }
 }
 
@@ -1187,6 +1371,78 @@ mod tests {
     fn unnamed_job_is_numbered() {
         let errs = errors("[[job]]\nschedule = \"@daily\"\ncommand = [\"true\"]\n");
         assert_eq!(errs, ["/etc/cw.toml: job \"job #1\": key \"name\": missing (every job needs a unique name)"]);
+    }
+
+    #[test]
+    fn process_keys_are_validated_by_key() {
+        let job = |extra: &str| {
+            format!("[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\n{extra}\n")
+        };
+        let cases = [
+            (
+                "nice = 20",
+                "key \"nice\": must be an integer from -20 to 19",
+            ),
+            (
+                "limit_nofile = 0",
+                "key \"limit_nofile\": must be a positive integer",
+            ),
+            (
+                "limit_as = \"12Q\"",
+                "key \"limit_as\": invalid size \"12Q\"",
+            ),
+            (
+                "limit_cpu = \"soon\"",
+                "key \"limit_cpu\": invalid duration",
+            ),
+            (
+                "inherit_env = \"yes\"",
+                "key \"inherit_env\": must be true or false",
+            ),
+            (
+                "user = \"no-such-user-cw\"",
+                "job \"j\": key \"user\": no user named \"no-such-user-cw\"",
+            ),
+            (
+                "group = \"no-such-group-cw\"",
+                "job \"j\": key \"group\": no group named",
+            ),
+        ];
+        for (extra, want) in cases {
+            let errs = errors(&job(extra));
+            assert!(errs.iter().any(|e| e.contains(want)), "{extra}: {errs:?}");
+            assert!(
+                errs.iter().all(|e| e.starts_with("/etc/cw.toml: ")),
+                "{errs:?}"
+            );
+        }
+        let errs =
+            errors("socket_group = \"no-such-group-cw\"\ncontrol_group = \"no-such-group-cw\"\n");
+        assert!(
+            errs[0].contains("key \"socket_group\": no group named"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains("key \"control_group\": no group named"),
+            "{errs:?}"
+        );
+        let c = Config::parse(
+            Path::new("/etc/cw.toml"),
+            &job("limit_as = \"512M\"\nlimit_cpu = \"1m 500ms\"\nlimit_nofile = 64\nnice = -5"),
+        )
+        .unwrap();
+        let j = &c.jobs[0];
+        assert_eq!(j.limits.address_space, Some(512 << 20));
+        assert_eq!(
+            j.limits.cpu_seconds,
+            Some(61),
+            "rounded up to whole seconds"
+        );
+        assert_eq!(j.limits.nofile, Some(64));
+        assert_eq!(j.nice, Some(-5));
+        assert!(!j.inherit_env, "clean environment by default");
+        assert_eq!(parse_size(&Value::String("64KiB".into())), Ok(64 << 10));
+        assert_eq!(parse_size(&Value::Integer(4096)), Ok(4096));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!
 //! Nothing here does I/O beyond reading a config file.
 
+pub mod account;
 pub mod audit;
 pub mod config;
 pub mod schedule;

@@ -270,7 +270,11 @@ impl Supervisor {
 
     async fn main_loop(mut self) -> Result<(), SupervisorError> {
         let config = self.config();
-        let listener = server::bind(&config.socket)?;
+        let listener = server::bind(
+            &config.socket,
+            &config.state_dir,
+            config.socket_group.as_ref().map(|g| g.1),
+        )?;
         let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
         let server = tokio::task::spawn_local(server::serve(
             listener,

@@ -2,9 +2,17 @@
 //! `curl --unix-socket` works.
 //!
 //! The socket is created with a restrictive umask in effect and then chmod'ed
-//! to 0660 before it accepts anything. Connections are capped and each has a
-//! header read timeout, so no client can hold the supervisor; handlers only
-//! read the in-memory model and never wait on the worker, a job or a disk.
+//! to 0660 (group `socket_group` when set) before it accepts anything; its
+//! directory, when it is the state directory or one cronwarden created, is
+//! 0750 with the same group. So who may connect is decided by the file
+//! system: anyone who can connect may read. Control calls (every POST) are
+//! decided per request from the peer's credentials (SO_PEERCRED): root,
+//! cronwarden's own user, or a member of `control_group`; anyone else gets
+//! 403 with the reason, and the refusal is logged.
+//!
+//! Connections are capped and each has a header read timeout, so no client
+//! can hold the supervisor; handlers only read the in-memory model and
+//! never wait on the worker, a job or a disk.
 
 use std::{
     cell::RefCell, convert::Infallible, os::unix::fs::PermissionsExt, path::Path, rc::Rc,
@@ -25,6 +33,7 @@ use crate::{
     model::Model,
 };
 use cronwarden_shared::{
+    account,
     audit::{audit, AuditReport},
     store::{Store, StoreError},
 };
@@ -51,12 +60,28 @@ pub enum ServerError {
 
 /// Binds the socket. The caller holds the state lock, so an existing socket
 /// file is a leftover of a dead supervisor and is replaced.
-pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+pub fn bind(
+    path: &Path,
+    state_dir: &Path,
+    group: Option<u32>,
+) -> Result<UnixListener, ServerError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| ServerError::Dir {
+        let existed = dir.exists();
+        let dir_err = |source| ServerError::Dir {
             path: dir.into(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(dir).map_err(dir_err)?;
+        // A directory the operator chose for the socket (/run, /tmp) keeps
+        // its mode; the state directory (which also holds the store) and
+        // one made here are closed to everyone outside the socket's group.
+        if !existed || dir == state_dir {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+                .map_err(dir_err)?;
+            if group.is_some() {
+                std::os::unix::fs::chown(dir, None, group).map_err(dir_err)?;
+            }
+        }
     }
     let _ = std::fs::remove_file(path);
     // No window in which the socket is more open than 0660.
@@ -67,13 +92,52 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         path: path.into(),
         source,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
-        ServerError::Bind {
-            path: path.into(),
-            source,
-        }
-    })?;
+    let bind_err = |source| ServerError::Bind {
+        path: path.into(),
+        source,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;
+    if group.is_some() {
+        std::os::unix::fs::chown(path, None, group).map_err(bind_err)?;
+    }
     Ok(listener)
+}
+
+/// Who is at the other end of a connection, from SO_PEERCRED.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+/// Whether `peer` may make control calls: root, cronwarden's own user, or
+/// a member of `control_group` (its primary group, or a supplementary one
+/// of the connecting process). `None` (no credentials) may not.
+fn may_control(peer: Option<Peer>, control_group: Option<&(String, u32)>) -> Result<(), String> {
+    let me = nix::unistd::Uid::effective().as_raw();
+    let allowed = match control_group {
+        Some((name, _)) => format!("root, uid {me} and members of group {name:?}"),
+        None => format!("root and uid {me}; set control_group to allow a group"),
+    };
+    let Some(p) = peer else {
+        return Err(format!(
+            "the peer's credentials are unknown; control calls are for {allowed}"
+        ));
+    };
+    let member = control_group.is_some_and(|(_, gid)| {
+        p.gid == *gid
+            || p.pid
+                .is_some_and(|pid| account::process_groups(pid).contains(gid))
+    });
+    if p.uid == 0 || p.uid == me || member {
+        Ok(())
+    } else {
+        Err(format!(
+            "uid {} may not make control calls (allowed: {allowed})",
+            p.uid
+        ))
+    }
 }
 
 /// What request handlers share: the model (read only) and the way to the
@@ -96,8 +160,15 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok((s, _)) => {
+                let peer = s.peer_cred().ok().map(|c| Peer {
+                    uid: c.uid(),
+                    gid: c.gid(),
+                    pid: c.pid(),
+                });
+                (s, peer)
+            }
             Err(e) => {
                 tracing::warn!("status socket accept failed: {e}");
                 // EMFILE and friends: back off instead of spinning.
@@ -109,7 +180,7 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+                async move { Ok::<_, Infallible>(handle(req, &shared, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -151,10 +222,25 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
     })
 }
 
-async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    shared: &Shared,
+    peer: Option<Peer>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
+    if method == Method::POST {
+        let group = shared.model.borrow().config.control_group.clone();
+        if let Err(why) = may_control(peer, group.as_ref()) {
+            tracing::warn!(
+                uid = peer.map(|p| p.uid),
+                pid = peer.and_then(|p| p.pid),
+                "refused {method} {path}: {why}"
+            );
+            return error(StatusCode::FORBIDDEN, format!("{method} {path}: {why}"));
+        }
+    }
     let status = || {
         shared
             .model

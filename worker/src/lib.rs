@@ -6,8 +6,9 @@
 //!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe;
 //! - [`output`]: byte counts and a bounded tail of a job's output;
 //! - [`events`]: the NDJSON event pipe to the supervisor;
-//! - [`fds`]: descriptors: the inherited ones, and what a job may inherit
-//!   (the only `unsafe` in this crate).
+//! - [`sys`]: raw system calls: the inherited descriptors, what a job may
+//!   inherit, and the set-up of a job between fork and exec (credentials,
+//!   niceness, limits); the only `unsafe` in this crate.
 //!
 //! The worker exits when its supervisor goes away: EOF on stdin, a broken
 //! event pipe, or the parent-death signal the supervisor arranged.
@@ -19,10 +20,10 @@
 //! `runner::no_timeout=return` (runs are never timed out by the worker).
 
 pub mod events;
-pub mod fds;
 pub mod output;
 pub mod runner;
 pub mod scheduler;
+pub mod sys;
 
 use std::process::ExitCode;
 
@@ -40,7 +41,7 @@ pub struct WorkerArgs {
 
 /// Runs the worker until shutdown.
 pub fn main(args: WorkerArgs) -> ExitCode {
-    fds::cloexec_inherited();
+    sys::cloexec_inherited();
     let _failpoints = fail::FailScenario::setup();
     if cfg!(feature = "failpoints") {
         tracing::warn!("this build has fail points compiled in (FAILPOINTS); it is for tests only");

@@ -17,11 +17,12 @@ use std::{
     os::fd::{AsFd, AsRawFd},
     process::Stdio,
     rc::Rc,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use cronwarden_shared::{
+    account::{self, Credentials},
     config::JobSpec,
     status::{Outcome, RunRecord, Trigger},
     wire::Event,
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     events::EventTx,
     output::{capture, Captured},
+    sys,
 };
 
 /// How long output is drained after the main process exits.
@@ -85,6 +87,62 @@ fn signal_group(pgid: u32, sig: Signal) {
     let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
 }
 
+/// The search path of a job that does not inherit cronwarden's environment
+/// (systemd's default for services).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Who the worker runs as, looked up once: the identity of every job
+/// without `user`.
+fn worker_account() -> Option<&'static Credentials> {
+    static ME: OnceLock<Option<Credentials>> = OnceLock::new();
+    ME.get_or_init(|| account::current().ok()).as_ref()
+}
+
+/// The job's environment, and what its process is switched to. By default
+/// the environment is clean: PATH, HOME, USER, LOGNAME and SHELL (as cron
+/// sets them), the job's `env`, and the CRONWARDEN_* variables; nothing of
+/// cronwarden's own environment (tokens, NOTIFY_SOCKET) leaks into a job
+/// unless it says `inherit_env = true`.
+fn process_for(req: &RunRequest, cmd: &mut Command) -> Result<(), String> {
+    let job = &req.job;
+    let switch = job.user.is_some() || job.group.is_some();
+    let creds = if switch {
+        Some(
+            account::resolve(job.user.as_deref(), job.group.as_deref())
+                .map_err(|e| format!("cannot run as the configured user/group: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let who = creds.as_ref().or_else(|| worker_account());
+    if !job.inherit_env {
+        cmd.env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .env("SHELL", "/bin/sh");
+    }
+    if let Some(c) = who.filter(|_| switch || !job.inherit_env) {
+        cmd.env("HOME", &c.home)
+            .env("USER", &c.user)
+            .env("LOGNAME", &c.user);
+    }
+    cmd.envs(job.env.iter()).envs(env_for(req));
+    let limits = &job.limits;
+    let setup = sys::ChildSetup {
+        limits: [
+            (sys::LimitKind::NoFile, limits.nofile),
+            (sys::LimitKind::AddressSpace, limits.address_space),
+            (sys::LimitKind::Cpu, limits.cpu_seconds),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect(),
+        nice: job.nice,
+        credentials: creds.map(|c| (c.uid, c.gid, c.groups)),
+    };
+    setup.apply(cmd);
+    Ok(())
+}
+
 fn env_for(req: &RunRequest) -> Vec<(String, String)> {
     let fmt = |t: &Timestamp| t.to_string();
     vec![
@@ -114,17 +172,16 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .envs(req.job.env.iter())
-        .envs(env_for(&req))
         .kill_on_drop(false);
     if let Some(dir) = &req.job.working_dir {
         cmd.current_dir(dir);
     }
-    // No pre_exec here on purpose: it would force fork+exec, while without
-    // one std uses posix_spawn (vfork-style), several times cheaper per job.
-    // Descriptors a job must not inherit are close-on-exec already: the
-    // worker marks everything it inherited at start (fds::cloexec_inherited)
-    // and opens nothing without O_CLOEXEC.
+    // A pre_exec (only for jobs with user, group, nice or limits) forces
+    // fork+exec; every other job keeps std's posix_spawn (vfork-style),
+    // several times cheaper per job. Descriptors a job must not inherit are
+    // close-on-exec already: the worker marks everything it inherited at
+    // start (sys::cloexec_inherited) and opens nothing without O_CLOEXEC.
+    let prepared = process_for(&req, &mut cmd);
     let mut record = RunRecord::new(
         req.run_id,
         &req.job.name,
@@ -133,10 +190,23 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
         Outcome::Failed,
     );
     record.started_at = Some(started_at);
-    let mut child = match cmd.spawn() {
+    let injected = fail::eval("runner::spawn", |arg| {
+        std::io::Error::from_raw_os_error(match arg.as_deref() {
+            Some("EMFILE") => libc::EMFILE,
+            _ => libc::EAGAIN,
+        })
+    });
+    let spawned = match (prepared, injected) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(e)) => Err(format!("cannot start {:?}: {e}", argv[0])),
+        (Ok(()), None) => cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", argv[0])),
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            record.error = Some(format!("cannot start {:?}: {e}", argv[0]));
+            record.error = Some(e);
             record.finished_at = Some(Timestamp::now());
             record.duration_ms = Some(started.elapsed().as_millis() as u64);
             tracing::warn!(job = %req.job.name, run = req.run_id, "{}", record.error.as_deref().unwrap_or_default());

@@ -44,9 +44,8 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 
 use crate::{
     events::{self, EventTx},
-    fds,
     runner::{self, RunRequest, StopHandle, StopReason},
-    WorkerArgs,
+    sys, WorkerArgs,
 };
 
 /// How long the worker waits for its first `configure` command.
@@ -796,16 +795,16 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
     // Held, never read: keeping the inherited lock open keeps it locked.
     let _lock = args
         .lock_fd
-        .map(fds::adopt)
+        .map(sys::adopt)
         .transpose()
         .map_err(|e| format!("inherited lock descriptor: {e}"))?;
-    let events_fd = fds::adopt(args.events_fd)
+    let events_fd = sys::adopt(args.events_fd)
         .map_err(|e| format!("event pipe descriptor {}: {e}", args.events_fd))?;
     let (events, mut broken, writer) =
         events::start(events_fd).map_err(|e| format!("event pipe: {e}"))?;
 
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(1024);
-    let stdin = pipe::Receiver::from_owned_fd(fds::adopt(0).map_err(|e| format!("stdin: {e}"))?)
+    let stdin = pipe::Receiver::from_owned_fd(sys::adopt(0).map_err(|e| format!("stdin: {e}"))?)
         .map_err(|e| format!("stdin is not a pipe from the supervisor: {e}"))?;
     tokio::task::spawn_local(async move {
         let mut lines = FramedRead::new(stdin, LinesCodec::new_with_max_length(MAX_LINE));
