@@ -502,3 +502,90 @@ fn a_spawn_failure_is_a_failed_run_with_the_reason_and_an_alert() {
     let status = env.wait_ok(LONG);
     assert_eq!(status["worker"]["restarts"], 0);
 }
+
+/// Unmounts (lazily) on drop, so a failing test leaves no mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The same with a real full disk: the state directory on a 2 MiB tmpfs,
+/// filled up while a per-second job runs, then freed.
+#[test]
+fn a_full_disk_loses_no_record() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let env = Env::new(
+        r#"
+[watchdog]
+heartbeat_interval = "200ms"
+stall_after = "3s"
+[[job]]
+name = "tick"
+schedule = "* * * * * *"
+shell = "echo tick"
+"#,
+    );
+    fs::create_dir_all(env.state_dir()).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(env.state_dir())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let _mount = Mount(env.state_dir());
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    wait_until("a few runs recorded", LONG, || {
+        (env.rows("tick").len() >= 2).then_some(())
+    });
+    // Fill the file system to the last byte.
+    let filler = env.state_dir().join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0u8; 512]);
+        let _ = f.sync_all();
+    }
+    let open_kinds =
+        |env: &Env| -> Vec<String> { env.open_alerts().into_iter().map(|(k, _)| k).collect() };
+    wait_until("store_error opens on the full disk", LONG, || {
+        open_kinds(&env)
+            .contains(&"store_error".to_string())
+            .then_some(())
+    });
+    let full_since = crate::util::now_unix();
+    // Fires go on while the disk is full.
+    wait_until("three more seconds pass", LONG, || {
+        (crate::util::now_unix() >= full_since + 3).then_some(())
+    });
+    fs::remove_file(&filler).unwrap();
+    wait_until("store_error resolves once space is back", LONG, || {
+        (!open_kinds(&env).contains(&"store_error".to_string())).then_some(())
+    });
+    let freed = crate::util::now_unix();
+    assert_eq!(sup.stop(LONG), 0);
+    let rows = env.rows("tick");
+    let (from, to) = (full_since - 1, freed);
+    let expected: Vec<i64> = (from + 1..to).collect();
+    assert_accounted(&rows, &expected, from, to, "tick");
+    let integrity: String = env
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+}
