@@ -13,6 +13,7 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 use cronwarden_shared::{
     config::{Config, DEFAULT_CONFIG},
+    crontab,
     schedule::Schedule,
     status::StatusReport,
     timefmt::{human_duration, rfc3339_in},
@@ -133,6 +134,28 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Convert a crontab (FILE, or - for stdin) into cronwarden TOML on stdout.
+    /// Exit 0 when every line translated, 1 when some became comments, 2
+    /// when the file cannot be read.
+    #[command(
+        after_help = "Examples:\n  crontab -l | cronwarden import - > cronwarden.toml\n  cronwarden import /etc/crontab > system.toml && cronwarden check --config system.toml\n  cronwarden import --system /srv/cron.d/backup --tz Europe/Berlin"
+    )]
+    Import {
+        /// The crontab file, or `-` for stdin.
+        file: PathBuf,
+        /// System format, with a user column (the default for /etc/crontab
+        /// and files under /etc/cron.d).
+        #[arg(long)]
+        system: bool,
+        /// The zone cron's local time stands for (default: this host's zone).
+        #[arg(long)]
+        tz: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  cronwarden completions bash > /etc/bash_completion.d/cronwarden\n  cronwarden completions zsh > \"${fpath[1]}/_cronwarden\"\n  cronwarden completions fish > ~/.config/fish/completions/cronwarden.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// The scheduler worker (started by `run`; not for direct use).
     #[command(hide = true)]
     Worker {
@@ -225,6 +248,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))
         }
         Cmd::Check { config } => check(&config),
+        Cmd::Import { file, system, tz } => import(&file, system, tz),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "cronwarden",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Next { expr, tz, from, n } => next(&expr, &tz, from.as_deref(), n),
         Cmd::Status { conn } => status(&conn),
         Cmd::Alerts {
@@ -344,6 +377,49 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn import(file: &Path, system: bool, tz: Option<String>) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    let stdin = file == Path::new("-");
+    let mut bytes = vec![];
+    let read = if stdin {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    if let Err(e) = read {
+        eprintln!("cronwarden: cannot read {}: {e}", file.display());
+        return Ok(ExitCode::from(2));
+    }
+    let timezone = match tz {
+        Some(tz) if TimeZone::get(&tz).is_err() => {
+            eprintln!("cronwarden: --tz: unknown time zone {tz:?}");
+            return Ok(ExitCode::from(2));
+        }
+        Some(tz) => Some(tz),
+        None => TimeZone::system().iana_name().map(str::to_string),
+    };
+    let opts = crontab::Options {
+        system: system || (!stdin && crontab::is_system_path(file)),
+        source: if stdin {
+            "stdin".into()
+        } else {
+            file.display().to_string()
+        },
+        timezone,
+    };
+    let conversion = crontab::convert(&String::from_utf8_lossy(&bytes), &opts);
+    std::io::stdout()
+        .lock()
+        .write_all(conversion.toml.as_bytes())?;
+    for (line, why) in &conversion.untranslated {
+        let why = why.lines().next().unwrap_or_default();
+        eprintln!("{}: line {line}: not translated: {why}", opts.source);
+    }
+    Ok(ExitCode::from(u8::from(
+        !conversion.untranslated.is_empty(),
+    )))
 }
 
 fn next(expr: &str, tz: &str, from: Option<&str>, n: usize) -> anyhow::Result<ExitCode> {

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod crontab;
 pub mod schedule;
 pub mod status;
 pub mod store;
