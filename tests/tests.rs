@@ -6,6 +6,7 @@ mod util;
 
 mod alerts;
 mod cli;
+mod human;
 mod import;
 mod ledger;
 mod supervisor;
