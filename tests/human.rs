@@ -291,3 +291,27 @@ fn check_json_lists_errors_of_an_invalid_config() {
     assert_eq!(v["errors"][0]["job"], "a");
     assert_eq!(v["errors"][0]["key"], "schedule");
 }
+
+#[test]
+fn next_json_is_an_array_of_the_instants() {
+    let out = Command::new(BIN)
+        .args([
+            "next",
+            "0 3 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--from",
+            "2026-12-01T00:00:00Z",
+            "-n",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!(["2026-12-01T03:00:00+01:00", "2026-12-02T03:00:00+01:00"])
+    );
+}

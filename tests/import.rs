@@ -15,6 +15,15 @@ fn data(name: &str) -> String {
 fn import_and_check(env: &Env, args: &[&str]) -> (i32, String, String) {
     let out = env.cmd(&[&["import"][..], args].concat());
     let toml = String::from_utf8(out.stdout).unwrap();
+    // Every line left as a comment is also named on stderr.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in toml.lines().filter_map(|l| l.strip_prefix("# line ")) {
+        let n = line.split(':').next().unwrap();
+        assert!(
+            stderr.contains(&format!(": line {n}: not translated: ")),
+            "{stderr}"
+        );
+    }
     let file = env.path("imported.toml");
     std::fs::write(&file, &toml).unwrap();
     let check = env.cmd(&["check", "--config", file.to_str().unwrap()]);
