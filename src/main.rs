@@ -451,7 +451,8 @@ fn import(file: &Path, system: bool, tz: Option<String>) -> anyhow::Result<ExitC
         None => TimeZone::system().iana_name().map(str::to_string),
     };
     let opts = crontab::Options {
-        system: system || (!stdin && crontab::is_system_path(file)),
+        system: system
+            || (!stdin && crontab::is_system_path(&file.canonicalize().unwrap_or(file.into()))),
         source: if stdin {
             "stdin".into()
         } else {

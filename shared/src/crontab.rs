@@ -449,9 +449,9 @@ fn split_percent(command: &str) -> (String, Option<String>) {
 /// bare `*` as unrestricted and ORs. The line is left untranslated rather
 /// than silently firing on other days.
 fn dom_dow_differs(dom: &str, dow: &str) -> Option<String> {
-    let starred_step = |f: &str| f.starts_with('*') && f != "*";
-    let restricted = |f: &str| !f.starts_with('*');
-    if (starred_step(dom) && restricted(dow)) || (starred_step(dow) && restricted(dom)) {
+    // Both count as restricted for cronwarden (neither is a bare `*`), and
+    // vixie sees a star in at least one: AND there, OR here.
+    if dom != "*" && dow != "*" && (dom.starts_with('*') || dow.starts_with('*')) {
         Some(format!(
             "cron fires when day-of-month {dom:?} AND day-of-week {dow:?} match (a field starting \
              with * counts as unrestricted), cronwarden when either does; write the days out explicitly"
@@ -802,12 +802,14 @@ mod tests {
     #[test]
     fn lines_cron_and_cronwarden_read_differently_stay_comments() {
         let c = conv(
-            "TZ=Mars/Olympus\n0 0 */2 * 1 /bin/a\n61 * * * * /bin/b\n* * *\nMAILTO=\"\"\n",
+            "TZ=Mars/Olympus\n0 0 */2 * 1 /bin/a\n0 0 */2 * */3 /bin/c\n61 * * * * /bin/b\n* * *\nMAILTO=\"\"\n\
+             0 0 */2 * * /bin/ok\n0 0 * * */2 /bin/ok\n",
             false,
         );
         let config = parsed(&c);
-        assert!(config.jobs.is_empty(), "{}", c.toml);
-        assert_eq!(c.untranslated.len(), 4, "{:?}", c.untranslated);
+        // A starred step beside a bare `*` means the same to both.
+        assert_eq!(config.jobs.len(), 2, "{}", c.toml);
+        assert_eq!(c.untranslated.len(), 5, "{:?}", c.untranslated);
         assert!(c.toml.contains("AND day-of-week"), "{}", c.toml);
         assert!(
             c.toml.contains("no mail: nothing to translate"),

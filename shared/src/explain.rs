@@ -367,13 +367,15 @@ fn day_words(dom: &Field, mon: &Field, dow: &Field) -> Option<String> {
             "on {}{in_months}",
             items_words(dow, "day", &day_name)
         )),
+        // The months bound both day fields: a comma keeps them off the last.
         _ => Some(format!(
-            "{} and on every {}{in_months}",
+            "{} and on every {}{}",
             match &months {
                 None => dom_words("the"),
                 Some(_) => format!("on day {} of the month", items_words(dom, "day", &num)),
             },
-            items_words(dow, "day", &day_name)
+            items_words(dow, "day", &day_name),
+            in_months.replacen(' ', ", ", 1)
         )),
     }
 }
@@ -430,6 +432,10 @@ mod tests {
             ("30 0 12 * * *", "at 12:00:30 every day"),
             ("0 0 * 1,7 *", "at 00:00 every day in January and July"),
             ("0 12 * * 7", "at 12:00 on Sunday"),
+            (
+                "0 8 1 6-8 mon",
+                "at 08:00 on day 1 of the month and on every Monday, in June through August",
+            ),
             ("0 0 29 2 *", "at 00:00 on day 29 of February"),
             (
                 "0 9 * */3 *",
