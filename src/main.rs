@@ -28,7 +28,7 @@ use serde_json::Value;
     name = "cronwarden",
     version,
     about = "A cron scheduler that cannot go quiet without someone knowing",
-    after_help = "Examples:\n  cronwarden run --config examples/demo.toml\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden next '*/15 2 * * *' --tz Europe/Berlin -n 5\n  cronwarden status --json"
+    after_help = "Examples:\n  cronwarden run --config examples/demo.toml\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden import /etc/crontab > cronwarden.toml\n  cronwarden next '*/15 2 * * *' --tz Europe/Berlin -n 5\n  cronwarden status --json"
 )]
 struct Cli {
     /// Log format on stderr.
@@ -54,7 +54,9 @@ enum Cmd {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Validate a config and print each job's next fires; exit 2 if invalid.
+    /// Validate a config, explain each job's schedule and print its next
+    /// fires; warn (exit 0) of DST surprises, skip streaks and pile-ups; exit 2
+    /// if invalid.
     #[command(
         after_help = "Examples:\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden check --json | jq '.warnings'"
     )]
@@ -286,12 +288,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Check { config, json } => check(&config, json),
         Cmd::Import { file, system, tz } => import(&file, system, tz),
         Cmd::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "cronwarden",
-                &mut std::io::stdout(),
-            );
+            // Into a buffer first: clap_complete panics on a write error,
+            // and a closed pipe must stay quiet.
+            let mut script = vec![];
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "cronwarden", &mut script);
+            std::io::stdout().lock().write_all(&script)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Next {
