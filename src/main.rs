@@ -13,9 +13,10 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 use cronwarden_shared::{
     config::{Config, DEFAULT_CONFIG},
+    crontab, lint, render,
     schedule::Schedule,
     status::StatusReport,
-    timefmt::{human_duration, rfc3339_in},
+    timefmt::rfc3339_in,
 };
 use cronwarden_supervisor::{client, lock};
 use hyper::Method;
@@ -27,7 +28,7 @@ use serde_json::Value;
     name = "cronwarden",
     version,
     about = "A cron scheduler that cannot go quiet without someone knowing",
-    after_help = "Examples:\n  cronwarden run --config examples/demo.toml\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden next '*/15 2 * * *' --tz Europe/Berlin -n 5\n  cronwarden status --json"
+    after_help = "Examples:\n  cronwarden run --config examples/demo.toml\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden import /etc/crontab > cronwarden.toml\n  cronwarden next '*/15 2 * * *' --tz Europe/Berlin -n 5\n  cronwarden status --json"
 )]
 struct Cli {
     /// Log format on stderr.
@@ -46,16 +47,30 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the supervisor in the foreground (it starts and watches the worker).
+    #[command(
+        after_help = "Examples:\n  cronwarden run --config /etc/cronwarden.toml\n  cronwarden run --config examples/demo.toml --log-format json"
+    )]
     Run {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Validate a config and print each job's next fires; exit 2 if invalid.
+    /// Validate a config, explain each job's schedule and print its next
+    /// fires; warn (exit 0) of DST surprises, skip streaks and pile-ups; exit 2
+    /// if invalid.
+    #[command(
+        after_help = "Examples:\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden check --json | jq '.warnings'"
+    )]
     Check {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Print the jobs, next fires and warnings as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the next N fires of a schedule strictly after FROM, one per line.
+    #[command(
+        after_help = "Examples:\n  cronwarden next '30 2 * * *' --tz Europe/Berlin -n 3\n  cronwarden next '@every 90s' --from 2026-12-01T00:00:00Z --json"
+    )]
     Next {
         /// A cron expression (5 or 6 fields), a nickname (@daily) or "@every <duration>".
         expr: String,
@@ -67,18 +82,30 @@ enum Cmd {
         from: Option<String>,
         #[arg(short = 'n', default_value_t = 5)]
         n: usize,
+        /// Print a JSON array of the instants.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the supervisor's status; exit 0 ok, 1 degraded, 2 stalled/down, 3 unknown.
+    #[command(
+        after_help = "Examples:\n  cronwarden status --config /etc/cronwarden.toml\n  cronwarden status --json | jq .state\n  cronwarden status --socket /run/cronwarden.sock"
+    )]
     Status {
         #[command(flatten)]
         conn: Conn,
     },
     /// List the jobs with their state, next fire and last run.
+    #[command(
+        after_help = "Examples:\n  cronwarden jobs --config /etc/cronwarden.toml\n  cronwarden jobs --json | jq -r '.[] | select(.state != \"idle\") | .name'"
+    )]
     Jobs {
         #[command(flatten)]
         conn: Conn,
     },
     /// Show a job's run history, newest first (skipped fires included).
+    #[command(
+        after_help = "Examples:\n  cronwarden runs backup\n  cronwarden runs backup --limit 100 --json"
+    )]
     Runs {
         job: String,
         #[arg(long, default_value_t = 20)]
@@ -87,30 +114,39 @@ enum Cmd {
         conn: Conn,
     },
     /// Run a job now (recorded with trigger `manual`).
+    #[command(after_help = "Examples:\n  cronwarden trigger backup")]
     Trigger {
         job: String,
         #[command(flatten)]
         conn: Conn,
     },
     /// Stop firing a job (its fires are recorded as skipped `paused`) until resumed.
+    #[command(after_help = "Examples:\n  cronwarden pause backup && cronwarden resume backup")]
     Pause {
         job: String,
         #[command(flatten)]
         conn: Conn,
     },
     /// Resume a paused job.
+    #[command(after_help = "Examples:\n  cronwarden resume backup")]
     Resume {
         job: String,
         #[command(flatten)]
         conn: Conn,
     },
     /// Re-read the config file (as SIGHUP does); an invalid one is refused.
+    #[command(
+        after_help = "Examples:\n  cronwarden reload --config /etc/cronwarden.toml\n  systemctl reload cronwarden   # the same, by SIGHUP"
+    )]
     Reload {
         #[command(flatten)]
         conn: Conn,
     },
     /// Prove the ledger: every scheduled time of JOB in the window has exactly
     /// one record. Exit 1 when it does not.
+    #[command(
+        after_help = "Examples:\n  cronwarden audit backup\n  cronwarden audit backup --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --json"
+    )]
     Audit {
         job: String,
         /// Start of the window, RFC 3339 (default: 24h ago, or the job's first record).
@@ -124,6 +160,9 @@ enum Cmd {
     },
     /// Show open alerts (or, with --all, the alert history); `alerts test`
     /// sends a marked test alert through every sink and reports each result.
+    #[command(
+        after_help = "Examples:\n  cronwarden alerts\n  cronwarden alerts --all --json\n  cronwarden alerts test"
+    )]
     Alerts {
         #[command(subcommand)]
         action: Option<AlertsCmd>,
@@ -133,6 +172,28 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Convert a crontab (FILE, or - for stdin) into cronwarden TOML on stdout.
+    /// Exit 0 when every line translated, 1 when some became comments, 2
+    /// when the file cannot be read.
+    #[command(
+        after_help = "Examples:\n  cronwarden import /etc/crontab > system.toml && cronwarden check --config system.toml\n  crontab -l | cronwarden import - > cronwarden.toml\n  cronwarden import --system /srv/cron.d/backup --tz Europe/Berlin"
+    )]
+    Import {
+        /// The crontab file, or `-` for stdin.
+        file: PathBuf,
+        /// System format, with a user column (the default for /etc/crontab
+        /// and files under /etc/cron.d).
+        #[arg(long)]
+        system: bool,
+        /// The zone cron's local time stands for (default: this host's zone).
+        #[arg(long)]
+        tz: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  cronwarden completions bash > /etc/bash_completion.d/cronwarden\n  cronwarden completions zsh > \"${fpath[1]}/_cronwarden\"\n  cronwarden completions fish > ~/.config/fish/completions/cronwarden.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// The scheduler worker (started by `run`; not for direct use).
     #[command(hide = true)]
     Worker {
@@ -224,8 +285,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 first_run_id,
             }))
         }
-        Cmd::Check { config } => check(&config),
-        Cmd::Next { expr, tz, from, n } => next(&expr, &tz, from.as_deref(), n),
+        Cmd::Check { config, json } => check(&config, json),
+        Cmd::Import { file, system, tz } => import(&file, system, tz),
+        Cmd::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a write error,
+            // and a closed pipe must stay quiet.
+            let mut script = vec![];
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "cronwarden", &mut script);
+            std::io::stdout().lock().write_all(&script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Next {
+            expr,
+            tz,
+            from,
+            n,
+            json,
+        } => next(&expr, &tz, from.as_deref(), n, json),
         Cmd::Status { conn } => status(&conn),
         Cmd::Alerts {
             action: Some(AlertsCmd::Test { conn }),
@@ -266,14 +343,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 "/v1/alerts"
             };
-            call(&conn, Method::GET, path.into(), print_alerts)
+            call(&conn, Method::GET, path.into(), |o, v| {
+                render::alerts(o, v, Timestamp::now(), color())
+            })
         }
-        Cmd::Jobs { conn } => call(&conn, Method::GET, "/v1/jobs".into(), print_jobs),
+        Cmd::Jobs { conn } => call(&conn, Method::GET, "/v1/jobs".into(), |o, v| {
+            render::jobs(o, v, Timestamp::now(), color())
+        }),
         Cmd::Runs { job, limit, conn } => call(
             &conn,
             Method::GET,
             format!("/v1/jobs/{}/runs?limit={limit}", enc(&job)),
-            print_runs,
+            |o, v| render::runs(o, v, Timestamp::now(), color()),
         ),
         Cmd::Trigger { job, conn } => job_call(&conn, &job, "trigger"),
         Cmd::Pause { job, conn } => job_call(&conn, &job, "pause"),
@@ -302,16 +383,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &conn,
                 Method::GET,
                 format!("/v1/jobs/{}/audit?{}", enc(&job), q.join("&")),
-                print_audit,
+                |o, v| render::audit(o, v, color()),
             )
         }
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
+fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(errors) => {
+            if json {
+                writeln!(out, "{}", render::check_errors_json(path, &errors))?;
+            }
             eprintln!("{errors}");
             eprintln!(
                 "{}: {} error(s); the config is not valid",
@@ -321,32 +406,82 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: ok, {} job(s)", path.display(), config.jobs.len())?;
     let now = Timestamp::now();
+    let warnings = lint::lint(&config, now);
+    if json {
+        writeln!(out, "{}", render::check_json(&config, &warnings, now))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let counted = match warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} warning(s)"),
+    };
+    writeln!(
+        out,
+        "{}: ok, {} job(s){counted}",
+        path.display(),
+        config.jobs.len()
+    )?;
     for job in &config.jobs {
-        writeln!(
-            out,
-            "{}  {:?} ({})",
-            job.name,
-            job.schedule.expr(),
-            job.timezone
-        )?;
-        let mut t = now;
-        for _ in 0..3 {
-            match job.schedule.next_after(t, None) {
-                Some(next) => {
-                    writeln!(out, "  {}", rfc3339_in(next, job.schedule.timezone()))?;
-                    t = next;
-                }
-                None => break,
-            }
-        }
+        render::check_job(&mut out, job, now, 3)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn next(expr: &str, tz: &str, from: Option<&str>, n: usize) -> anyhow::Result<ExitCode> {
+fn import(file: &Path, system: bool, tz: Option<String>) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    let stdin = file == Path::new("-");
+    let mut bytes = vec![];
+    let read = if stdin {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    if let Err(e) = read {
+        eprintln!("cronwarden: cannot read {}: {e}", file.display());
+        return Ok(ExitCode::from(2));
+    }
+    let timezone = match tz {
+        Some(tz) if TimeZone::get(&tz).is_err() => {
+            eprintln!("cronwarden: --tz: unknown time zone {tz:?}");
+            return Ok(ExitCode::from(2));
+        }
+        Some(tz) => Some(tz),
+        None => TimeZone::system().iana_name().map(str::to_string),
+    };
+    let opts = crontab::Options {
+        system: system
+            || (!stdin && crontab::is_system_path(&file.canonicalize().unwrap_or(file.into()))),
+        source: if stdin {
+            "stdin".into()
+        } else {
+            file.display().to_string()
+        },
+        timezone,
+    };
+    let conversion = crontab::convert(&String::from_utf8_lossy(&bytes), &opts);
+    std::io::stdout()
+        .lock()
+        .write_all(conversion.toml.as_bytes())?;
+    for (line, why) in &conversion.untranslated {
+        let why = why.lines().next().unwrap_or_default();
+        eprintln!("{}: line {line}: not translated: {why}", opts.source);
+    }
+    Ok(ExitCode::from(u8::from(
+        !conversion.untranslated.is_empty(),
+    )))
+}
+
+fn next(
+    expr: &str,
+    tz: &str,
+    from: Option<&str>,
+    n: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let zone = match TimeZone::get(tz) {
         Ok(z) => z,
         Err(_) => {
@@ -373,13 +508,21 @@ fn next(expr: &str, tz: &str, from: Option<&str>, n: usize) -> anyhow::Result<Ex
     };
     let mut out = std::io::stdout().lock();
     let mut t = start;
+    let mut fires = vec![];
     for _ in 0..n {
         let Some(next) = schedule.next_after(t, Some(start).filter(|_| schedule.every().is_some()))
         else {
             break;
         };
-        writeln!(out, "{}", rfc3339_in(next, &zone))?;
+        fires.push(rfc3339_in(next, &zone));
         t = next;
+    }
+    if json {
+        writeln!(out, "{}", Value::from(fires))?;
+    } else {
+        for f in fires {
+            writeln!(out, "{f}")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -437,9 +580,19 @@ fn status(conn: &Conn) -> anyhow::Result<ExitCode> {
     if json {
         out.write_all(&body)?;
     } else {
-        print_status(&mut out, &report)?;
+        render::status(&mut out, &report, Timestamp::now(), color())?;
     }
     Ok(ExitCode::from(report.state.exit_code()))
+}
+
+/// Whether stdout gets colour (a terminal, and `NO_COLOR` unset).
+fn color() -> bool {
+    use std::io::IsTerminal;
+    render::color_enabled(
+        std::io::stdout().is_terminal(),
+        std::env::var("NO_COLOR").ok().as_deref(),
+        std::env::var("CLICOLOR_FORCE").ok().as_deref(),
+    )
 }
 
 /// Percent-encodes a job name for a URL path.
@@ -538,244 +691,4 @@ fn job_call(conn: &Conn, job: &str, op: &'static str) -> anyhow::Result<ExitCode
             Ok(0)
         },
     )
-}
-
-fn table(out: &mut dyn Write, header: &[&str], rows: Vec<Vec<String>>) -> std::io::Result<()> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&head).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("  ").trim_end())?;
-    }
-    Ok(())
-}
-
-fn ts(v: &Value) -> Option<Timestamp> {
-    v.as_str().and_then(|s| s.parse().ok())
-}
-
-fn print_jobs(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
-    let now = Timestamp::now();
-    let rows = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|j| {
-            let last = &j["last_run"];
-            vec![
-                j["name"].as_str().unwrap_or_default().to_string(),
-                j["state"].as_str().unwrap_or_default().to_string(),
-                j["schedule"].as_str().unwrap_or_default().to_string(),
-                relative(ts(&j["next_fire_at"]), now),
-                if last.is_null() {
-                    "-".into()
-                } else {
-                    format!(
-                        "{} {}",
-                        last["outcome"].as_str().unwrap_or_default(),
-                        relative(ts(&last["finished_at"]), now)
-                    )
-                },
-            ]
-        })
-        .collect();
-    table(out, &["JOB", "STATE", "SCHEDULE", "NEXT", "LAST RUN"], rows)?;
-    Ok(0)
-}
-
-fn print_runs(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
-    let now = Timestamp::now();
-    let rows = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let outcome = match r["skip_reason"].as_str() {
-                Some(reason) => format!("skipped ({reason})"),
-                None => r["outcome"].as_str().unwrap_or_default().to_string(),
-            };
-            let exit = match (r["exit_code"].as_i64(), r["signal"].as_i64()) {
-                (Some(c), _) => format!("exit {c}"),
-                (_, Some(s)) => format!("signal {s}"),
-                _ => "-".into(),
-            };
-            vec![
-                r["id"].to_string(),
-                relative(ts(&r["scheduled_at"]), now),
-                r["trigger"].as_str().unwrap_or_default().to_string(),
-                outcome,
-                exit,
-                r["duration_ms"]
-                    .as_u64()
-                    .map(|d| human_duration(Duration::from_millis(d)))
-                    .unwrap_or_else(|| "-".into()),
-                format!("{}/{}", r["stdout_bytes"], r["stderr_bytes"]),
-            ]
-        })
-        .collect();
-    table(
-        out,
-        &[
-            "RUN",
-            "SCHEDULED",
-            "TRIGGER",
-            "OUTCOME",
-            "EXIT",
-            "TOOK",
-            "OUT/ERR BYTES",
-        ],
-        rows,
-    )?;
-    Ok(0)
-}
-
-fn print_alerts(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
-    let now = Timestamp::now();
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            vec![
-                a["severity"].as_str().unwrap_or_default().to_string(),
-                a["kind"].as_str().unwrap_or_default().to_string(),
-                a["job"].as_str().unwrap_or("-").to_string(),
-                relative(ts(&a["opened_at"]), now),
-                match ts(&a["resolved_at"]) {
-                    Some(t) => format!("resolved {}", relative(Some(t), now)),
-                    None => "open".into(),
-                },
-                a["summary"].as_str().unwrap_or_default().to_string(),
-            ]
-        })
-        .collect();
-    if rows.is_empty() {
-        writeln!(out, "no alerts")?;
-        return Ok(0);
-    }
-    table(
-        out,
-        &["SEVERITY", "KIND", "JOB", "OPENED", "STATE", "SUMMARY"],
-        rows,
-    )?;
-    Ok(0)
-}
-
-fn print_audit(out: &mut dyn Write, v: &Value) -> std::io::Result<u8> {
-    let ok = v["ok"] == Value::Bool(true);
-    writeln!(
-        out,
-        "{}: {} scheduled time(s) from {} to {}: {} record(s)",
-        v["job"].as_str().unwrap_or_default(),
-        v["expected"],
-        v["from"].as_str().unwrap_or_default(),
-        v["to"].as_str().unwrap_or_default(),
-        v["records"]
-    )?;
-    if let Some(o) = v["outcomes"].as_object() {
-        let parts: Vec<String> = o.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        writeln!(out, "  outcomes: {}", parts.join(", "))?;
-    }
-    for key in ["missing", "duplicated", "unexpected"] {
-        let list = v[key].as_array().cloned().unwrap_or_default();
-        if !list.is_empty() {
-            let shown: Vec<String> = list
-                .iter()
-                .take(10)
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect();
-            let more = if list.len() > 10 { ", …" } else { "" };
-            writeln!(out, "  {key}: {} ({}{more})", list.len(), shown.join(", "))?;
-        }
-    }
-    writeln!(out, "  invariant {}", if ok { "holds" } else { "BROKEN" })?;
-    Ok(if ok { 0 } else { 1 })
-}
-
-fn ago(ms: Option<u64>) -> String {
-    ms.map(|ms| format!("{} ago", human_duration(Duration::from_millis(ms))))
-        .unwrap_or_else(|| "never".into())
-}
-
-fn relative(t: Option<Timestamp>, now: Timestamp) -> String {
-    let Some(t) = t else { return "-".into() };
-    let d = t.duration_since(now);
-    let abs = Duration::try_from(d.abs()).unwrap_or_default();
-    if d.is_negative() {
-        format!("{} ago", human_duration(abs))
-    } else {
-        format!("in {}", human_duration(abs))
-    }
-}
-
-fn print_status(out: &mut impl Write, r: &StatusReport) -> std::io::Result<()> {
-    let now = Timestamp::now();
-    writeln!(out, "state: {}", r.state.as_str())?;
-    for reason in &r.reasons {
-        writeln!(out, "  - {reason}")?;
-    }
-    writeln!(
-        out,
-        "supervisor: pid {}, version {}, up since {}",
-        r.supervisor.pid, r.supervisor.version, r.supervisor.started_at
-    )?;
-    match r.worker.pid {
-        Some(pid) => writeln!(
-            out,
-            "worker: pid {pid}, restarts {}, heartbeat {}, last good turn {}",
-            r.worker.restarts,
-            ago(r.worker.heartbeat_age_ms),
-            ago(r.worker.last_good_turn_age_ms)
-        )?,
-        None => writeln!(out, "worker: not running, restarts {}", r.worker.restarts)?,
-    }
-    let rows: Vec<[String; 5]> = r
-        .jobs
-        .iter()
-        .map(|j| {
-            let last = j
-                .last_run
-                .as_ref()
-                .map(|l| {
-                    format!(
-                        "{} {}",
-                        l.outcome.as_str(),
-                        relative(l.finished_at.or(l.started_at), now)
-                    )
-                })
-                .unwrap_or_else(|| "-".into());
-            [
-                j.name.clone(),
-                j.state.as_str().into(),
-                j.schedule.clone(),
-                relative(j.next_fire_at, now),
-                last,
-            ]
-        })
-        .collect();
-    let header = ["JOB", "STATE", "SCHEDULE", "NEXT", "LAST RUN"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("  ").trim_end())?;
-    }
-    Ok(())
 }

@@ -119,7 +119,7 @@ fn next_rejects_bad_input_with_exit_2() {
 fn check_prints_three_next_fires_per_job() {
     let env = Env::new(
         "timezone = \"Europe/Berlin\"\n[[job]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\ncommand = [\"true\"]\n\
-         [[job]]\nname = \"ny\"\nschedule = \"@hourly\"\ntimezone = \"America/New_York\"\nshell = \"true\"\n",
+         [[job]]\nname = \"ny\"\nschedule = \"@hourly\"\ntimezone = \"America/New_York\"\nshell = \"true\"\ntimeout = \"30m\"\n",
     );
     let out = env.cmd(&["check", "--config", env.config.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -7,6 +7,8 @@ mod util;
 mod alerts;
 mod cli;
 mod hardening;
+mod human;
+mod import;
 mod ledger;
 mod supervisor;
 mod wedge;

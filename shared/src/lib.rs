@@ -14,6 +14,10 @@
 pub mod account;
 pub mod audit;
 pub mod config;
+pub mod crontab;
+pub mod explain;
+pub mod lint;
+pub mod render;
 pub mod schedule;
 pub mod status;
 pub mod store;

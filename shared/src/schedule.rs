@@ -124,6 +124,31 @@ impl Schedule {
         }
     }
 
+    /// The first wall time in `[from, to)` that the cron fields match,
+    /// whether or not it exists in the zone (`None` for `@every`): how
+    /// `check` finds fixed times that fall into a DST gap or fold.
+    pub fn first_wall_match(&self, from: DateTime, to: DateTime) -> Option<DateTime> {
+        match &self.kind {
+            Kind::Cron { cron, .. } => cron
+                .find_next_occurrence(&from, true)
+                .ok()
+                .filter(|w| *w < to),
+            Kind::Every(_) => None,
+        }
+    }
+
+    /// Whether the hour field starts with `*` (such a schedule keeps its
+    /// real-time cadence through a DST fold); false for `@every`.
+    pub fn hour_star(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Cron {
+                hour_star: true,
+                ..
+            }
+        )
+    }
+
     /// The first fire strictly after `after`.
     ///
     /// `anchor` matters only for `@every`: fires are `anchor + k·period`, so a
