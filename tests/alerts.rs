@@ -288,3 +288,113 @@ fn reminders_repeat_open_alerts_and_restarts_are_news() {
     assert_eq!(n["severity"], "info");
     assert!(n["summary"].as_str().unwrap().contains("SIGKILL"), "{n}");
 }
+
+/// The notices an exec sink appended to `path`, one JSON object a line.
+fn exec_notices(path: &std::path::Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn sink<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["sinks"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("sink {name} not in status {status}"))
+}
+
+#[test]
+fn a_broken_webhook_raises_delivery_failed_on_the_other_sinks_until_it_recovers() {
+    let broken = Receiver::start(vec![]);
+    broken.set_default(Reply::Status(500));
+    let env = Env::new("");
+    let got = env.path("pager.log");
+    env.write_config(&format!(
+        "[[job]]\nname = \"bad\"\nschedule = \"* * * * * *\"\nshell = \"false\"\n\
+         [[alert]]\nname = \"broken\"\nkind = \"webhook\"\nurl = \"{}\"\nretries = 0\ntimeout = \"2s\"\n\
+         [[alert]]\nname = \"pager\"\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"cat >> {l}; echo >> {l}\"]\n",
+        broken.url,
+        l = got.display()
+    ));
+    let _sup = env.start();
+    let failed = wait_until("alert_delivery_failed at the exec sink", LONG, || {
+        exec_notices(&got)
+            .into_iter()
+            .find(|n| n["kind"] == "alert_delivery_failed" && n["event"] == "opened")
+    });
+    assert_eq!(failed["details"]["sinks"], serde_json::json!(["broken"]));
+    assert!(
+        failed["summary"].as_str().unwrap().contains("broken"),
+        "{failed}"
+    );
+    assert_eq!(failed["severity"], "critical");
+    let s = env.status().1.unwrap();
+    let (b, p) = (sink(&s, "broken"), sink(&s, "pager"));
+    assert!(
+        b["last_error"].as_str().unwrap().contains("HTTP 500"),
+        "{b}"
+    );
+    assert!(b["last_error_at"].is_string(), "{b}");
+    assert!(b["consecutive_failures"].as_u64().unwrap() >= 2, "{b}");
+    assert!(b["undelivered"].as_u64().unwrap() >= 1, "{b}");
+    assert!(p["last_success"].is_string(), "{p}");
+    assert!(p["last_error"].is_null(), "{p}");
+    assert_eq!(s["state"], "degraded");
+
+    // The receiver comes back: the notice it missed arrives, late but in
+    // full, and the delivery alert resolves once.
+    broken.set_default(Reply::Status(200));
+    wait_until(
+        "the missed job_failing notice at the recovered webhook",
+        LONG,
+        || (count(&broken, "opened", "job_failing") == 1).then_some(()),
+    );
+    wait_until(
+        "alert_delivery_failed resolved at the exec sink",
+        LONG,
+        || {
+            exec_notices(&got)
+                .iter()
+                .any(|n| n["kind"] == "alert_delivery_failed" && n["event"] == "resolved")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let notices = exec_notices(&got);
+    let of = |event: &str| {
+        notices
+            .iter()
+            .filter(|n| n["kind"] == "alert_delivery_failed" && n["event"] == event)
+            .count()
+    };
+    assert_eq!((of("opened"), of("resolved")), (1, 1), "{notices:#?}");
+    assert_eq!(
+        count(&broken, "opened", "job_failing"),
+        1,
+        "{:?}",
+        broken.events()
+    );
+    assert!(
+        !broken
+            .events()
+            .iter()
+            .any(|(_, k)| k == "alert_delivery_failed"),
+        "the broken sink was told of its own failure: {:?}",
+        broken.events()
+    );
+    let s = env.status().1.unwrap();
+    let b = sink(&s, "broken");
+    assert_eq!(b["consecutive_failures"], 0, "{b}");
+    assert_eq!(b["undelivered"], 0, "{b}");
+    assert!(b["last_success"].is_string(), "{b}");
+    assert!(
+        !s["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "alert_delivery_failed"),
+        "{s}"
+    );
+}

@@ -306,14 +306,25 @@ pub struct ClockJump {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SinkHealth {
     pub name: String,
+    /// `exec` or `webhook`.
     pub kind: String,
+    /// Notices that reached the sink (late ones included).
     pub delivered: u64,
+    /// Deliveries that failed all their attempts (a notice re-sent later
+    /// counts once per failed try).
     pub failed: u64,
+    /// Notices lost to a full queue (the oldest go first).
     pub dropped: u64,
+    /// Notices waiting for their first try.
     pub queued: usize,
+    /// Notices that failed and wait to be re-sent.
+    #[serde(default)]
+    pub undelivered: usize,
     pub last_success: Option<Timestamp>,
     pub last_error: Option<String>,
     pub last_error_at: Option<Timestamp>,
+    /// Failed deliveries since the last success; from two on, the sink
+    /// counts as failing and `alert_delivery_failed` is raised.
     pub consecutive_failures: u32,
 }
 

@@ -6,7 +6,10 @@
 //! is bounded by the sink's `timeout`; failures are retried with
 //! exponential backoff, then recorded in the sink's health (shown in the
 //! status); a sink that keeps failing raises `alert_delivery_failed`, which
-//! goes to the other sinks.
+//! goes to the other sinks. A notice that failed is held and re-sent (from
+//! 1s, doubling to 30s) until the sink takes it: the receiver gets what it
+//! missed, in order, and the sink's recovery is seen (which resolves
+//! `alert_delivery_failed`) even if no new alert comes to prove it.
 //!
 //! - `exec`: argv, with the notice as JSON on stdin and as
 //!   `CRONWARDEN_ALERT_*` variables; killed (whole group) at its timeout.
@@ -20,7 +23,7 @@ use std::{
     os::unix::process::CommandExt,
     process::{Command, Stdio},
     sync::{mpsc, Arc, Condvar, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use cronwarden_shared::{
@@ -206,6 +209,50 @@ fn backoff_total(retries: u32) -> Duration {
     (0..retries).map(backoff).sum()
 }
 
+/// A notice that failed every attempt waits this long before it is tried
+/// again, doubling up to [`RESEND_MAX`]: a sink that comes back gets what
+/// it missed, and its recovery is noticed even when nothing new is sent.
+const RESEND_FIRST: Duration = Duration::from_secs(1);
+const RESEND_MAX: Duration = Duration::from_secs(30);
+
+/// What the sink thread waits for next.
+enum Next {
+    Item(Box<Item>),
+    /// Time to re-send the held notices.
+    Resend,
+    Closed,
+}
+
+fn next(queue: &(Mutex<Queue>, Condvar), resend_at: Option<Instant>) -> Next {
+    let mut q = lock(&queue.0);
+    loop {
+        if let Some(i) = q.items.pop_front() {
+            return Next::Item(Box::new(i));
+        }
+        if q.closed {
+            return Next::Closed;
+        }
+        q = match resend_at {
+            None => queue.1.wait(q).unwrap_or_else(|p| p.into_inner()),
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Next::Resend;
+                }
+                queue
+                    .1
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
+    }
+}
+
+/// One sink's thread: delivers its queue in order. A notice that fails all
+/// its attempts is held (bounded, oldest dropped and counted) and re-sent
+/// later; while some are held, new notices queue behind them so that a
+/// receiver never sees a resolve before its open.
 fn run(
     spec: SinkSpec,
     queue: Arc<(Mutex<Queue>, Condvar)>,
@@ -213,50 +260,112 @@ fn run(
     reaper: Reaper,
 ) {
     let agent = ureq::AgentBuilder::new().timeout(spec.timeout).build();
+    let mut held: VecDeque<AlertNotice> = VecDeque::new();
+    let mut resend_wait = RESEND_FIRST;
+    let mut resend_at: Option<Instant> = None;
     loop {
-        let item = {
-            let mut q = lock(&queue.0);
-            loop {
-                if let Some(i) = q.items.pop_front() {
-                    break i;
+        let flush = match next(&queue, resend_at) {
+            Next::Closed => {
+                if !held.is_empty() {
+                    tracing::warn!(sink = %spec.name, held = held.len(), "sink stopped with undelivered notices");
                 }
-                if q.closed {
-                    return;
-                }
-                q = queue.1.wait(q).unwrap_or_else(|p| p.into_inner());
+                return;
             }
+            Next::Item(item) => match *item {
+                Item {
+                    notice,
+                    report: Some(report),
+                } => {
+                    // `alerts test` wants an answer now, and a test notice is
+                    // not worth re-sending: it is tried once (with retries),
+                    // and a success proves the sink is back for the held ones.
+                    let result = attempts(&spec, &agent, &reaper, &notice, spec.retries);
+                    record(&spec, &health, &notice, &result);
+                    let ok = result.is_ok();
+                    let _ = report.send((spec.name.clone(), result));
+                    ok && !held.is_empty()
+                }
+                Item { notice, .. } => {
+                    if held.len() >= QUEUE_CAP {
+                        held.pop_front();
+                        lock(&health).dropped += 1;
+                        tracing::warn!(sink = %spec.name, "too many undelivered notices; dropped the oldest");
+                    }
+                    held.push_back(notice);
+                    true
+                }
+            },
+            Next::Resend => true,
         };
-        let mut result = Err(String::new());
-        for attempt in 0..=spec.retries {
-            result = deliver(&spec, &agent, &reaper, &item.notice);
-            match &result {
-                Ok(()) => break,
-                Err(e) if attempt < spec.retries => {
-                    tracing::warn!(sink = %spec.name, attempt = attempt + 1, "alert delivery failed: {e}; retrying");
-                    std::thread::sleep(backoff(attempt));
-                }
-                Err(_) => {}
-            }
-        }
-        {
-            let mut h = lock(&health);
-            match &result {
-                Ok(()) => {
-                    h.delivered += 1;
-                    h.last_success = Some(Timestamp::now());
-                    h.consecutive_failures = 0;
-                }
-                Err(e) => {
-                    h.failed += 1;
-                    h.consecutive_failures += 1;
-                    h.last_error = Some(e.clone());
-                    h.last_error_at = Some(Timestamp::now());
-                    tracing::error!(sink = %spec.name, kind = %item.notice.kind, "alert not delivered after {} attempt(s): {e}", spec.retries + 1);
+        if flush {
+            // The first try of a notice gets the sink's retries; a re-send is
+            // a retry already, and is tried once.
+            while let Some(n) = held.front() {
+                let first = resend_at.is_none();
+                let result = attempts(
+                    &spec,
+                    &agent,
+                    &reaper,
+                    n,
+                    if first { spec.retries } else { 0 },
+                );
+                record(&spec, &health, n, &result);
+                if result.is_ok() {
+                    held.pop_front();
+                    resend_at = None;
+                    resend_wait = RESEND_FIRST;
+                } else {
+                    resend_at = Some(Instant::now() + resend_wait);
+                    resend_wait = (resend_wait * 2).min(RESEND_MAX);
+                    break;
                 }
             }
         }
-        if let Some(r) = item.report {
-            let _ = r.send((spec.name.clone(), result));
+        lock(&health).undelivered = held.len();
+    }
+}
+
+/// Delivers `n`, trying again `retries` times with backoff.
+fn attempts(
+    spec: &SinkSpec,
+    agent: &ureq::Agent,
+    reaper: &Reaper,
+    n: &AlertNotice,
+    retries: u32,
+) -> Result<(), String> {
+    let mut attempt = 0;
+    loop {
+        match deliver(spec, agent, reaper, n) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < retries => {
+                tracing::warn!(sink = %spec.name, attempt = attempt + 1, "alert delivery failed: {e}; retrying");
+                std::thread::sleep(backoff(attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn record(
+    spec: &SinkSpec,
+    health: &Mutex<SinkHealth>,
+    n: &AlertNotice,
+    result: &Result<(), String>,
+) {
+    let mut h = lock(health);
+    match result {
+        Ok(()) => {
+            h.delivered += 1;
+            h.last_success = Some(Timestamp::now());
+            h.consecutive_failures = 0;
+        }
+        Err(e) => {
+            h.failed += 1;
+            h.consecutive_failures += 1;
+            h.last_error = Some(e.clone());
+            h.last_error_at = Some(Timestamp::now());
+            tracing::error!(sink = %spec.name, kind = %n.kind, event = %n.event, "alert not delivered: {e}");
         }
     }
 }
