@@ -398,3 +398,78 @@ fn a_broken_webhook_raises_delivery_failed_on_the_other_sinks_until_it_recovers(
         "{s}"
     );
 }
+
+#[test]
+fn slack_format_with_a_header_from_the_environment_keeps_the_token_out_of_sight() {
+    const TOKEN: &str = "Bearer cw-s3cret-4711";
+    let hook = Receiver::start(vec![]);
+    let env = Env::new(&format!(
+        "[[job]]\nname = \"bad\"\nschedule = \"* * * * * *\"\nshell = \"false\"\n\
+         [[alert]]\nname = \"chat\"\nkind = \"webhook\"\nurl = \"{}\"\nformat = \"slack\"\n\
+         headers = {{ Authorization = \"env:CW_HOOK_TOKEN\" }}\n",
+        hook.url
+    ));
+    // At debug level, so that nothing the HTTP client logs escapes the check.
+    let child = std::process::Command::new(crate::util::BIN)
+        .args(["run", "--config", env.config.to_str().unwrap()])
+        .current_dir(env.dir.path())
+        .env("CRONWARDEN_LOG", "debug")
+        .env("CW_HOOK_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(env.path("debug.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sup = crate::util::Supervisor {
+        child,
+        log: env.path("debug.log"),
+    };
+    let body = wait_until("the slack message", LONG, || {
+        hook.bodies.lock().unwrap().first().cloned()
+    });
+    let headers = hook.headers.lock().unwrap()[0].clone();
+    let text = body["text"].as_str().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        1,
+        "a slack body is {{\"text\": ...}} alone: {body}"
+    );
+    let history = env.cmd(&[
+        "alerts",
+        "--all",
+        "--json",
+        "-c",
+        env.config.to_str().unwrap(),
+    ]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let summary = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "job_failing")
+        .unwrap()["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.contains(&summary), "{text:?} lacks {summary:?}");
+    assert!(text.contains("job_failing"), "{text}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v == TOKEN),
+        "{headers:?}"
+    );
+    let status = String::from_utf8(
+        env.cmd(&["status", "--json", "-c", env.config.to_str().unwrap()])
+            .stdout,
+    )
+    .unwrap();
+    assert!(status.contains("\"chat\""), "{status}");
+    assert!(
+        !status.contains("s3cret"),
+        "the token is in the status: {status}"
+    );
+    let log = sup.log();
+    assert!(log.contains("job_failing"), "{log}");
+    assert!(!log.contains("s3cret"), "the token is in the log:\n{log}");
+}
