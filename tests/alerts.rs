@@ -473,3 +473,54 @@ fn slack_format_with_a_header_from_the_environment_keeps_the_token_out_of_sight(
     assert!(log.contains("job_failing"), "{log}");
     assert!(!log.contains("s3cret"), "the token is in the log:\n{log}");
 }
+
+/// The JSON log lines of alerts of `kind` and `event`, as (level, line).
+fn alert_log_lines(log: &str, kind: &str, event: &str) -> Vec<(String, serde_json::Value)> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["kind"] == kind && l["fields"]["event"] == event)
+        .map(|l| (l["level"].as_str().unwrap_or_default().to_string(), l))
+        .collect()
+}
+
+#[test]
+fn every_alert_is_logged_at_warn_or_error() {
+    let env = Env::new("");
+    let good = env.path("good");
+    env.write_config(&format!(
+        "[[job]]\nname = \"f\"\nschedule = \"* * * * * *\"\nshell = \"test -f {}\"\n",
+        good.display()
+    ));
+    let child = std::process::Command::new(crate::util::BIN)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&env.config)
+        .current_dir(env.dir.path())
+        .env("CRONWARDEN_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(env.path("json.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sup = crate::util::Supervisor {
+        child,
+        log: env.path("json.log"),
+    };
+    let warnish = |level: &str| level == "WARN" || level == "ERROR";
+    let opened = wait_until("the opened job_failing log line", LONG, || {
+        alert_log_lines(&sup.log(), "job_failing", "opened").pop()
+    });
+    assert!(warnish(&opened.0), "{}", opened.1);
+    assert_eq!(opened.1["fields"]["job"], "f");
+    // An info alert (a restart is news, not trouble) is still at WARN.
+    let pid = env.status().1.unwrap()["worker"]["pid"].as_u64().unwrap() as u32;
+    kill(pid, Signal::SIGKILL);
+    let restarted = wait_until("the worker_restarted log line", LONG, || {
+        alert_log_lines(&sup.log(), "worker_restarted", "opened").pop()
+    });
+    assert!(warnish(&restarted.0), "{}", restarted.1);
+    fs::write(&good, "").unwrap();
+    let resolved = wait_until("the resolved job_failing log line", LONG, || {
+        alert_log_lines(&sup.log(), "job_failing", "resolved").pop()
+    });
+    assert!(warnish(&resolved.0), "{}", resolved.1);
+}

@@ -175,15 +175,27 @@ impl AlertBook {
     }
 }
 
-/// Logs a notice the way operators grep for it.
+/// Logs a notice the way operators grep for it. Every notice is at WARN or
+/// above, so that `CRONWARDEN_LOG=warn` (or a log shipper keeping only
+/// warnings) still sees every alert and every recovery: a critical alert
+/// (opened or still open) is an ERROR, the rest (info news such as a
+/// restart, warnings, resolves) a WARN.
 pub fn log(n: &AlertNotice) {
     let job = n.job.as_deref().unwrap_or("-");
     match (n.event.as_str(), n.severity) {
-        ("resolved", _) => tracing::info!(kind = %n.kind, job, "alert resolved: {}", n.summary),
-        ("reminder", _) => tracing::warn!(kind = %n.kind, job, "alert still open: {}", n.summary),
-        (_, Severity::Info) => tracing::info!(kind = %n.kind, job, "alert: {}", n.summary),
-        (_, Severity::Critical) => tracing::error!(kind = %n.kind, job, "alert: {}", n.summary),
-        _ => tracing::warn!(kind = %n.kind, job, "alert: {}", n.summary),
+        ("resolved", _) => {
+            tracing::warn!(kind = %n.kind, job, event = %n.event, "alert resolved: {}", n.summary)
+        }
+        ("reminder", Severity::Critical) => {
+            tracing::error!(kind = %n.kind, job, event = %n.event, "alert still open: {}", n.summary)
+        }
+        ("reminder", _) => {
+            tracing::warn!(kind = %n.kind, job, event = %n.event, "alert still open: {}", n.summary)
+        }
+        (_, Severity::Critical) => {
+            tracing::error!(kind = %n.kind, job, event = %n.event, "alert: {}", n.summary)
+        }
+        _ => tracing::warn!(kind = %n.kind, job, event = %n.event, "alert: {}", n.summary),
     }
 }
 
