@@ -341,6 +341,11 @@ fn a_broken_webhook_raises_delivery_failed_on_the_other_sinks_until_it_recovers(
     assert!(b["undelivered"].as_u64().unwrap() >= 1, "{b}");
     assert!(p["last_success"].is_string(), "{p}");
     assert!(p["last_error"].is_null(), "{p}");
+    assert_eq!(
+        (&p["dropped"], &b["dropped"]),
+        (&0.into(), &0.into()),
+        "{s}"
+    );
     assert_eq!(s["state"], "degraded");
 
     // The receiver comes back: the notice it missed arrives, late but in

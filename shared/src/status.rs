@@ -476,6 +476,31 @@ mod tests {
     }
 
     #[test]
+    fn sink_health_json_is_pinned() {
+        let h = SinkHealth {
+            name: "pager".into(),
+            kind: "webhook".into(),
+            delivered: 12,
+            failed: 3,
+            dropped: 44,
+            queued: 256,
+            undelivered: 1,
+            last_success: Some(ts("2026-11-22T10:00:00Z")),
+            last_error: Some("HTTP 500 from the webhook".into()),
+            last_error_at: Some(ts("2026-11-22T10:05:00Z")),
+            consecutive_failures: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&h).unwrap(),
+            json!({ "name": "pager", "kind": "webhook", "delivered": 12, "failed": 3,
+                    "dropped": 44, "queued": 256, "undelivered": 1,
+                    "last_success": "2026-11-22T10:00:00Z",
+                    "last_error": "HTTP 500 from the webhook",
+                    "last_error_at": "2026-11-22T10:05:00Z", "consecutive_failures": 2 })
+        );
+    }
+
+    #[test]
     fn exit_codes_follow_the_contract() {
         assert_eq!(State::Ok.exit_code(), 0);
         assert_eq!(State::Degraded.exit_code(), 1);

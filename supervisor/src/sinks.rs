@@ -463,3 +463,75 @@ fn deliver(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cronwarden_shared::status::Severity;
+
+    fn notice(i: usize) -> AlertNotice {
+        AlertNotice {
+            event: "opened".into(),
+            kind: "job_failing".into(),
+            job: Some(format!("j{i}")),
+            severity: Severity::Warning,
+            summary: format!("n{i}"),
+            opened_at: Timestamp::now(),
+            resolved_at: None,
+            host: "h".into(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        // Never accepted: the kernel completes the connection, the request
+        // is written, and the answer never comes, so the sink thread stays
+        // in its first delivery while the queue fills behind it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let spec = SinkSpec {
+            name: "slow".into(),
+            kind: SinkKind::Webhook {
+                url: format!("http://{}/hook", listener.local_addr().unwrap()),
+                format: WebhookFormat::Json,
+                headers: vec![],
+            },
+            timeout: Duration::from_secs(120),
+            retries: 0,
+            kinds: None,
+            jobs: None,
+            min_severity: Severity::Info,
+        };
+        let sinks = Sinks::start(&[spec], &Reaper::default());
+        sinks.dispatch(&notice(0));
+        wait_for("the sink thread to take the first notice", || {
+            sinks.health()[0].queued == 0
+        });
+        let extra = 44;
+        for i in 1..=QUEUE_CAP + extra {
+            sinks.dispatch(&notice(i));
+        }
+        let h = &sinks.health()[0];
+        assert_eq!((h.dropped, h.queued), (extra as u64, QUEUE_CAP), "{h:?}");
+        assert_eq!((h.delivered, h.failed), (0, 0), "{h:?}");
+        let q = lock(&sinks.sinks[0].queue.0);
+        let summaries = |i: Option<&Item>| i.map(|i| i.notice.summary.clone());
+        assert_eq!(
+            summaries(q.items.front()),
+            Some(format!("n{}", extra + 1)),
+            "not the oldest were dropped"
+        );
+        assert_eq!(
+            summaries(q.items.back()),
+            Some(format!("n{}", QUEUE_CAP + extra))
+        );
+    }
+}
