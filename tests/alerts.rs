@@ -8,7 +8,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 
-use crate::util::{kill, wait_until, Env, Receiver, Reply};
+use crate::util::{alive, kill, read_pids, wait_until, Env, Receiver, Reply};
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -528,4 +528,71 @@ fn every_alert_is_logged_at_warn_or_error() {
         alert_log_lines(&sup.log(), "job_failing", "resolved").pop()
     });
     assert!(warnish(&resolved.0), "{}", resolved.1);
+}
+
+#[test]
+fn a_hung_exec_sink_is_killed_at_its_timeout_and_holds_up_no_other_sink() {
+    let hook = Receiver::start(vec![]);
+    let env = Env::new("");
+    let pids = env.path("hang.pids");
+    env.write_config(&format!(
+        "[[job]]\nname = \"bad\"\nschedule = \"* * * * * *\"\nshell = \"false\"\n\
+         [[alert]]\nname = \"hang\"\nkind = \"exec\"\ntimeout = \"10s\"\nretries = 0\n\
+         command = [\"sh\", \"-c\", \"echo $$ >> {}; exec sleep 600\"]\n\
+         [[alert]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        pids.display(),
+        hook.url
+    ));
+    // An exec sink in flight when the supervisor stops is not waited for:
+    // whatever happens in the test, leave no sleep behind.
+    struct Reap(std::path::PathBuf);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for pid in read_pids(&self.0) {
+                kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+    let _reap = Reap(pids.clone());
+    let _sup = env.start();
+    let first = wait_until("the exec sink running", LONG, || {
+        read_pids(&pids).first().copied()
+    });
+    wait_until("job_failing at the webhook", LONG, || {
+        (count(&hook, "opened", "job_failing") == 1).then_some(())
+    });
+    // The webhook got the notice while the exec sink still hangs on it.
+    assert!(alive(first), "the exec sink was not running any more");
+    let s = wait_until("the hung delivery recorded as failed", LONG, || {
+        env.status()
+            .1
+            .filter(|s| sink(s, "hang")["failed"].as_u64() >= Some(1))
+    });
+    let h = sink(&s, "hang");
+    assert!(
+        h["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 10s; killed"),
+        "{h}"
+    );
+    assert!(h["last_success"].is_null(), "{h}");
+    wait_until("the hung sink process killed", LONG, || {
+        (!alive(first)).then_some(())
+    });
+    // Later notices still reach the other sink at once, though the exec
+    // sink is busy failing (and re-trying) all the while.
+    let worker = s["worker"]["pid"].as_u64().unwrap() as u32;
+    kill(worker, Signal::SIGKILL);
+    wait_until("worker_restarted at the webhook", LONG, || {
+        (count(&hook, "opened", "worker_restarted") == 1).then_some(())
+    });
+    // ... and wait in the exec sink's queue, behind the one it cannot deliver.
+    let s = wait_until("both notices waiting at the exec sink", LONG, || {
+        env.status().1.filter(|s| {
+            let h = sink(s, "hang");
+            h["queued"].as_u64().unwrap() + h["undelivered"].as_u64().unwrap() >= 2
+        })
+    });
+    assert_eq!(sink(&s, "hang")["delivered"], 0, "{s}");
 }

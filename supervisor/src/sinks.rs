@@ -292,6 +292,8 @@ fn run(
                         tracing::warn!(sink = %spec.name, "too many undelivered notices; dropped the oldest");
                     }
                     held.push_back(notice);
+                    // Counted before the try, which may take its timeout.
+                    lock(&health).undelivered = held.len();
                     true
                 }
             },
