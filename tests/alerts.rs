@@ -596,3 +596,103 @@ fn a_hung_exec_sink_is_killed_at_its_timeout_and_holds_up_no_other_sink() {
     });
     assert_eq!(sink(&s, "hang")["delivered"], 0, "{s}");
 }
+
+/// `cronwarden alerts [--all] --json`, parsed; None while the supervisor
+/// does not answer yet.
+fn alerts_json(env: &Env, all: bool) -> Option<Vec<serde_json::Value>> {
+    let mut args = vec!["alerts", "--json", "-c", env.config.to_str().unwrap()];
+    if all {
+        args.push("--all");
+    }
+    let out = env.cmd(&args);
+    if out.status.code() == Some(3) {
+        return None;
+    }
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let list = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {}", String::from_utf8_lossy(&out.stdout)))
+        .clone();
+    Some(list)
+}
+
+fn assert_alert_shape(a: &serde_json::Value) {
+    for field in [
+        "kind",
+        "job",
+        "severity",
+        "opened_at",
+        "resolved_at",
+        "summary",
+    ] {
+        assert!(a.get(field).is_some(), "missing {field} in {a}");
+    }
+    assert!(
+        ["info", "warning", "critical"].contains(&a["severity"].as_str().unwrap()),
+        "{a}"
+    );
+    a["opened_at"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
+    assert!(!a["summary"].as_str().unwrap().is_empty(), "{a}");
+}
+
+#[test]
+fn alerts_json_shows_open_alerts_and_the_history_in_one_shape() {
+    let env = Env::new("");
+    let good = env.path("good");
+    env.write_config(&format!(
+        "[[job]]\nname = \"f\"\nschedule = \"* * * * * *\"\nshell = \"test -f {}\"\n",
+        good.display()
+    ));
+    let _sup = env.start();
+    let open = wait_until("job_failing in `alerts --json`", LONG, || {
+        alerts_json(&env, false)?
+            .into_iter()
+            .find(|a| a["kind"] == "job_failing")
+    });
+    assert_alert_shape(&open);
+    assert_eq!(open["job"], "f");
+    assert_eq!(open["severity"], "warning");
+    assert!(open["resolved_at"].is_null(), "{open}");
+    assert!(
+        open["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("job f failed"),
+        "{open}"
+    );
+
+    fs::write(&good, "").unwrap();
+    wait_until("job_failing gone from `alerts --json`", LONG, || {
+        (!alerts_json(&env, false)?
+            .iter()
+            .any(|a| a["kind"] == "job_failing"))
+        .then_some(())
+    });
+    let all = alerts_json(&env, true).unwrap();
+    all.iter().for_each(assert_alert_shape);
+    let past: Vec<_> = all.iter().filter(|a| a["kind"] == "job_failing").collect();
+    assert_eq!(past.len(), 1, "{all:#?}");
+    let h = past[0];
+    assert_eq!(h["job"], "f");
+    assert_eq!(h["severity"], "warning");
+    assert_eq!(h["event"], "resolved");
+    assert_eq!(h["opened_at"], open["opened_at"], "{h}");
+    let (opened, resolved): (jiff::Timestamp, jiff::Timestamp) = (
+        h["opened_at"].as_str().unwrap().parse().unwrap(),
+        h["resolved_at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{h}"))
+            .parse()
+            .unwrap(),
+    );
+    assert!(opened < resolved, "{h}");
+    assert!(
+        h["summary"].as_str().unwrap().starts_with("job f failed"),
+        "{h}"
+    );
+}

@@ -254,6 +254,10 @@ pub struct Alert {
     pub job: Option<String>,
     pub severity: Severity,
     pub opened_at: Timestamp,
+    /// Always null here (the alert is open); present so that open alerts
+    /// and the history (`GET /v1/alerts?all=1`) read with one shape.
+    #[serde(default)]
+    pub resolved_at: Option<Timestamp>,
     pub summary: String,
 }
 
@@ -429,6 +433,7 @@ mod tests {
                 job: Some("backup".into()),
                 severity: Severity::Warning,
                 opened_at: ts("2026-11-22T03:01:00Z"),
+                resolved_at: None,
                 summary: "backup has not fired since 03:00 (5m late)".into(),
             }],
             sinks: vec![],
@@ -446,7 +451,7 @@ mod tests {
                           "last_run": null, "running": [],
                           "streaks": { "failures": 0, "zero_output": 0, "overlap_skips": 0 } } ],
               "alerts": [ { "kind": "job_late", "job": "backup", "severity": "warning",
-                            "opened_at": "2026-11-22T03:01:00Z",
+                            "opened_at": "2026-11-22T03:01:00Z", "resolved_at": null,
                             "summary": "backup has not fired since 03:00 (5m late)" } ],
               "sinks": [], "clock_jumps": [] })
         );

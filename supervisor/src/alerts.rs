@@ -169,6 +169,7 @@ impl AlertBook {
                 job: job.clone(),
                 severity: o.severity,
                 opened_at: o.opened_at,
+                resolved_at: None,
                 summary: o.summary.clone(),
             })
             .collect()
