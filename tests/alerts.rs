@@ -696,3 +696,47 @@ fn alerts_json_shows_open_alerts_and_the_history_in_one_shape() {
         "{h}"
     );
 }
+
+#[test]
+fn a_sink_with_its_own_repeat_after_gets_reminders_the_others_do_not() {
+    let own = Receiver::start(vec![]);
+    let plain = Receiver::start(vec![]);
+    let env = Env::new(&format!(
+        "[[job]]\nname = \"bad\"\nschedule = \"* * * * * *\"\nshell = \"false\"\n\
+         [[alert]]\nname = \"own\"\nkind = \"webhook\"\nurl = \"{}\"\nrepeat_after = \"2s\"\n\
+         [[alert]]\nname = \"plain\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        own.url, plain.url
+    ));
+    let _sup = env.start();
+    wait_until("two reminders at the sink with repeat_after", LONG, || {
+        (count(&own, "reminder", "job_failing") >= 2).then_some(())
+    });
+    assert_eq!(
+        count(&own, "opened", "job_failing"),
+        1,
+        "{:?}",
+        own.events()
+    );
+    let reminder = own
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|b| b["event"] == "reminder")
+        .cloned()
+        .unwrap();
+    assert_eq!(reminder["job"], "bad");
+    assert!(reminder["resolved_at"].is_null(), "{reminder}");
+    assert_eq!(
+        count(&plain, "opened", "job_failing"),
+        1,
+        "{:?}",
+        plain.events()
+    );
+    assert_eq!(
+        count(&plain, "reminder", "job_failing"),
+        0,
+        "{:?}",
+        plain.events()
+    );
+}

@@ -160,6 +160,15 @@ impl AlertBook {
         out
     }
 
+    /// The open alerts as `reminder` notices, for the sinks that keep
+    /// their own reminder cadence.
+    pub fn reminders(&self) -> Vec<AlertNotice> {
+        self.open
+            .iter()
+            .map(|(key, o)| self.notice("reminder", key, o, None))
+            .collect()
+    }
+
     /// The open alerts, for the status.
     pub fn list(&self) -> Vec<Alert> {
         self.open

@@ -540,6 +540,10 @@ impl Supervisor {
             self.sinks.dispatch(&n);
             self.recorder.record(n);
         }
+        if self.sinks.reminds() {
+            let open = self.model.borrow().alerts.reminders();
+            self.sinks.remind(&open, Timestamp::now());
+        }
     }
 
     fn on_stall(&mut self) {

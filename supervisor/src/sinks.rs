@@ -18,7 +18,7 @@
 //!   headers optionally read from the environment.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     io::Write,
     os::unix::process::CommandExt,
     process::{Command, Stdio},
@@ -53,10 +53,16 @@ struct Queue {
     closed: bool,
 }
 
+/// An alert's key: kind and job.
+type Key = (String, Option<String>);
+
 struct Sink {
     spec: SinkSpec,
     queue: Arc<(Mutex<Queue>, Condvar)>,
     health: Arc<Mutex<SinkHealth>>,
+    /// For a sink with its own `repeat_after`: when each open alert it
+    /// accepted was last sent to it.
+    notified: Mutex<BTreeMap<Key, Timestamp>>,
 }
 
 pub struct Sinks {
@@ -96,6 +102,7 @@ impl Sinks {
                     spec: spec.clone(),
                     queue,
                     health,
+                    notified: Mutex::new(BTreeMap::new()),
                 }
             })
             .collect();
@@ -103,16 +110,72 @@ impl Sinks {
     }
 
     /// Queues a notice on every sink whose filters accept it.
+    /// A sink with its own `repeat_after` takes no global reminders: it
+    /// gets its own from [`Sinks::remind`].
     pub fn dispatch(&self, n: &AlertNotice) {
         for s in &self.sinks {
-            if accepts(&s.spec, n) {
-                enqueue(
-                    s,
-                    Item {
-                        notice: n.clone(),
-                        report: None,
-                    },
-                );
+            if !accepts(&s.spec, n) {
+                continue;
+            }
+            if s.spec.repeat_after.is_some() {
+                let key = (n.kind.clone(), n.job.clone());
+                let mut notified = lock(&s.notified);
+                match n.event.as_str() {
+                    "reminder" => continue,
+                    "resolved" => {
+                        notified.remove(&key);
+                    }
+                    _ => {
+                        notified.insert(key, Timestamp::now());
+                    }
+                }
+            }
+            enqueue(
+                s,
+                Item {
+                    notice: n.clone(),
+                    report: None,
+                },
+            );
+        }
+    }
+
+    /// Whether any sink keeps its own reminder cadence.
+    pub fn reminds(&self) -> bool {
+        self.sinks
+            .iter()
+            .any(|s| matches!(s.spec.repeat_after, Some(Some(_))))
+    }
+
+    /// Queues a reminder of every alert in `open` (notices of the open
+    /// alerts, as `reminder`s) on each sink with its own `repeat_after`
+    /// that was last told of it that long ago. An alert the sink has not
+    /// been told of in this run (opened before a restart or a reload)
+    /// counts from now, as the global reminders do.
+    pub fn remind(&self, open: &[AlertNotice], now: Timestamp) {
+        for s in &self.sinks {
+            let Some(Some(every)) = s.spec.repeat_after else {
+                continue;
+            };
+            let Ok(every) = jiff::SignedDuration::try_from(every) else {
+                continue;
+            };
+            let mut notified = lock(&s.notified);
+            notified.retain(|(kind, job), _| open.iter().any(|n| n.kind == *kind && n.job == *job));
+            for n in open.iter().filter(|n| accepts(&s.spec, n)) {
+                let at = notified
+                    .entry((n.kind.clone(), n.job.clone()))
+                    .or_insert(now);
+                if now.duration_since(*at) >= every {
+                    *at = now;
+                    enqueue(
+                        s,
+                        Item {
+                            notice: n.clone(),
+                            report: None,
+                        },
+                    );
+                }
             }
         }
     }
@@ -493,14 +556,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_full_queue_drops_the_oldest_and_counts_it() {
-        // Never accepted: the kernel completes the connection, the request
-        // is written, and the answer never comes, so the sink thread stays
-        // in its first delivery while the queue fills behind it.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let spec = SinkSpec {
-            name: "slow".into(),
+    /// A webhook sink whose receiver never accepts: the kernel completes
+    /// the connection, the request is written, and the answer never comes,
+    /// so the sink thread stays in its first delivery while its queue
+    /// fills behind it, for the test to look at.
+    fn stuck(
+        name: &str,
+        listener: &std::net::TcpListener,
+        repeat_after: Option<Option<Duration>>,
+    ) -> SinkSpec {
+        SinkSpec {
+            name: name.into(),
             kind: SinkKind::Webhook {
                 url: format!("http://{}/hook", listener.local_addr().unwrap()),
                 format: WebhookFormat::Json,
@@ -511,8 +577,18 @@ mod tests {
             kinds: None,
             jobs: None,
             min_severity: Severity::Info,
-        };
-        let sinks = Sinks::start(&[spec], &Reaper::default());
+            repeat_after,
+        }
+    }
+
+    fn queued(sinks: &Sinks) -> Vec<usize> {
+        sinks.health().iter().map(|h| h.queued).collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sinks = Sinks::start(&[stuck("slow", &listener, None)], &Reaper::default());
         sinks.dispatch(&notice(0));
         wait_for("the sink thread to take the first notice", || {
             sinks.health()[0].queued == 0
@@ -534,6 +610,56 @@ mod tests {
         assert_eq!(
             summaries(q.items.back()),
             Some(format!("n{}", QUEUE_CAP + extra))
+        );
+    }
+
+    #[test]
+    fn a_sink_with_its_own_repeat_after_gets_its_own_reminders_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let minute = Duration::from_secs(60);
+        let sinks = Sinks::start(
+            &[
+                stuck("own", &listener, Some(Some(minute))),
+                stuck("global", &listener, None),
+                stuck("never", &listener, Some(None)),
+            ],
+            &Reaper::default(),
+        );
+        assert!(sinks.reminds());
+        let opened = notice(1);
+        sinks.dispatch(&opened);
+        wait_for("every sink thread busy with the opened notice", || {
+            queued(&sinks) == [0, 0, 0]
+        });
+        let reminder = AlertNotice {
+            event: "reminder".into(),
+            ..opened.clone()
+        };
+        let t0 = Timestamp::now();
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        sinks.remind(std::slice::from_ref(&reminder), at(30));
+        assert_eq!(queued(&sinks), [0, 0, 0], "reminded before its time");
+        sinks.remind(std::slice::from_ref(&reminder), at(61));
+        assert_eq!(queued(&sinks), [1, 0, 0]);
+        sinks.remind(std::slice::from_ref(&reminder), at(90));
+        assert_eq!(queued(&sinks), [1, 0, 0], "reminded twice in a minute");
+        // A global reminder reaches only the sink that follows the global
+        // cadence.
+        sinks.dispatch(&reminder);
+        assert_eq!(queued(&sinks), [1, 1, 0]);
+        // Resolved: no more reminders, whatever the time.
+        sinks.dispatch(&AlertNotice {
+            event: "resolved".into(),
+            resolved_at: Some(at(100)),
+            ..opened.clone()
+        });
+        assert_eq!(queued(&sinks), [2, 2, 1]);
+        sinks.remind(&[], at(500));
+        sinks.remind(std::slice::from_ref(&reminder), at(501));
+        assert_eq!(
+            queued(&sinks),
+            [2, 2, 1],
+            "an alert seen again after its resolve counts from then"
         );
     }
 }
