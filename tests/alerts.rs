@@ -580,6 +580,13 @@ fn a_hung_exec_sink_is_killed_at_its_timeout_and_holds_up_no_other_sink() {
     wait_until("the hung sink process killed", LONG, || {
         (!alive(first)).then_some(())
     });
+    // `alerts test` reports both sinks, the hung one as failed, even while
+    // it is busy re-sending.
+    let out = env.cmd(&["alerts", "test", "-c", env.config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("hook: delivered"), "{text}");
+    assert!(text.contains("hang: FAILED: "), "{text}");
     // Later notices still reach the other sink at once, though the exec
     // sink is busy failing (and re-trying) all the while.
     let worker = s["worker"]["pid"].as_u64().unwrap() as u32;

@@ -196,11 +196,17 @@ impl Sinks {
         (self.sinks.len(), rx)
     }
 
-    /// The longest a test delivery can take on any sink.
+    /// The sinks' names, in config order.
+    pub fn names(&self) -> Vec<String> {
+        self.sinks.iter().map(|s| s.spec.name.clone()).collect()
+    }
+
+    /// The longest a test delivery can take on any sink, behind one
+    /// delivery already under way (a failing sink is often re-sending).
     pub fn test_bound(&self) -> Duration {
         self.sinks
             .iter()
-            .map(|s| s.spec.timeout * (s.spec.retries + 1) + backoff_total(s.spec.retries))
+            .map(|s| s.spec.timeout * (s.spec.retries + 2) + backoff_total(s.spec.retries))
             .max()
             .unwrap_or_default()
             + Duration::from_secs(2)
