@@ -321,7 +321,8 @@ pub struct SinkHealth {
     pub dropped: u64,
     /// Notices waiting for their first try.
     pub queued: usize,
-    /// Notices that failed and wait to be re-sent.
+    /// Notices taken from the queue and not delivered yet: the one under
+    /// way, and those that failed and wait to be re-sent.
     #[serde(default)]
     pub undelivered: usize,
     pub last_success: Option<Timestamp>,
