@@ -322,12 +322,22 @@ pub enum Reply {
     Hang,
 }
 
+/// One request's headers, as (lowercased name, value).
+pub type Headers = Vec<(String, String)>;
+
 /// A real HTTP receiver on 127.0.0.1 for webhook sinks: records every
-/// request body, answers from a script (then 200).
+/// request body it accepts, with its headers; answers from a script, then
+/// with its default reply (200 unless [`Receiver::set_default`] says other).
 pub struct Receiver {
     pub url: String,
+    /// The bodies of the requests answered 200.
     pub bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    /// The headers (names lowercased) of the requests answered 200, in the
+    /// order of `bodies`.
+    pub headers: std::sync::Arc<std::sync::Mutex<Vec<Headers>>>,
+    /// Every request, whatever it was answered.
     pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    default: std::sync::Arc<std::sync::Mutex<Reply>>,
 }
 
 impl Receiver {
@@ -337,35 +347,49 @@ impl Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let bodies = Arc::new(Mutex::new(vec![]));
+        let headers = Arc::new(Mutex::new(vec![]));
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let default = Arc::new(Mutex::new(Reply::Status(200)));
         let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
-        let (b, r) = (bodies.clone(), requests.clone());
+        let (b, h, r, d) = (
+            bodies.clone(),
+            headers.clone(),
+            requests.clone(),
+            default.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (b, r, script) = (b.clone(), r.clone(), script.clone());
+                let (b, h, r, d, script) =
+                    (b.clone(), h.clone(), r.clone(), d.clone(), script.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut len = 0usize;
+                    let mut seen = vec![];
+                    let mut first = true;
                     loop {
                         let mut line = String::new();
                         if reader.read_line(&mut line).unwrap_or(0) == 0 {
                             return;
                         }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
                         if line == "\r\n" {
                             break;
+                        }
+                        if std::mem::take(&mut first) {
+                            continue; // the request line
+                        }
+                        if let Some((k, v)) = line.split_once(':') {
+                            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                            if k == "content-length" {
+                                len = v.parse().unwrap_or(0);
+                            }
+                            seen.push((k, v));
                         }
                     }
                     let mut body = vec![0u8; len];
                     reader.read_exact(&mut body).unwrap();
                     r.fetch_add(1, Ordering::SeqCst);
-                    let reply = script
-                        .lock()
-                        .unwrap()
-                        .pop_front()
-                        .unwrap_or(Reply::Status(200));
+                    let next = script.lock().unwrap().pop_front();
+                    let reply = next.unwrap_or_else(|| *d.lock().unwrap());
                     let code = match reply {
                         Reply::Hang => {
                             std::thread::sleep(Duration::from_secs(600));
@@ -374,9 +398,11 @@ impl Receiver {
                         Reply::Status(c) => c,
                     };
                     if code == 200 {
-                        b.lock()
-                            .unwrap()
-                            .push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                        // Both under one lock order (bodies, then headers) so
+                        // that they stay in step.
+                        let mut b = b.lock().unwrap();
+                        b.push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                        h.lock().unwrap().push(seen);
                     }
                     let mut conn = conn;
                     let _ = write!(
@@ -389,8 +415,15 @@ impl Receiver {
         Receiver {
             url,
             bodies,
+            headers,
             requests,
+            default,
         }
+    }
+
+    /// How requests are answered once the script is used up.
+    pub fn set_default(&self, reply: Reply) {
+        *self.default.lock().unwrap() = reply;
     }
 
     /// (event, kind) of every delivered notice.

@@ -249,6 +249,9 @@ pub struct SinkSpec {
     /// Only alerts of these jobs (all when absent; worker alerts have no job).
     pub jobs: Option<Vec<String>>,
     pub min_severity: crate::status::Severity,
+    /// `repeat_after`: this sink's own reminder cadence, overriding
+    /// `alert_repeat_after` (None: follow it; Some(None): no reminders).
+    pub repeat_after: Option<Option<Duration>>,
 }
 
 /// A validated config.
@@ -723,6 +726,7 @@ impl Validator {
             "kinds",
             "jobs",
             "min_severity",
+            "repeat_after",
         ];
         match kind_name.as_str() {
             "exec" => known.push("command"),
@@ -887,6 +891,9 @@ impl Validator {
                 crate::status::Severity::Info
             }
         };
+        let repeat_after = t
+            .get("repeat_after")
+            .and_then(|v| self.duration(None, &key("repeat_after"), Some(v), true));
         if self.errors.len() != before {
             return None;
         }
@@ -898,6 +905,7 @@ impl Validator {
             kinds,
             jobs,
             min_severity,
+            repeat_after,
         })
     }
 
@@ -1477,6 +1485,31 @@ mod tests {
                 "missing {w:?} in {errs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_sink_may_set_its_own_repeat_after() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "alert_repeat_after = \"4h\"\n\
+             [[alert]]\nname = \"pager\"\nkind = \"exec\"\ncommand = [\"page\"]\nrepeat_after = \"30m\"\n\
+             [[alert]]\nname = \"chat\"\nkind = \"exec\"\ncommand = [\"chat\"]\nrepeat_after = \"none\"\n\
+             [[alert]]\nname = \"mail\"\nkind = \"exec\"\ncommand = [\"mail\"]\n",
+        )
+        .unwrap();
+        let every: Vec<_> = c.sinks.iter().map(|s| s.repeat_after).collect();
+        assert_eq!(
+            every,
+            [Some(Some(Duration::from_secs(1800))), Some(None), None]
+        );
+        let errs = errors(
+            "[[alert]]\nname = \"p\"\nkind = \"exec\"\ncommand = [\"page\"]\nrepeat_after = \"soon\"\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("key \"alert.p.repeat_after\": invalid duration")),
+            "{errs:#?}"
+        );
     }
 
     #[test]

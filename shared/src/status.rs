@@ -254,6 +254,10 @@ pub struct Alert {
     pub job: Option<String>,
     pub severity: Severity,
     pub opened_at: Timestamp,
+    /// Always null here (the alert is open); present so that open alerts
+    /// and the history (`GET /v1/alerts?all=1`) read with one shape.
+    #[serde(default)]
+    pub resolved_at: Option<Timestamp>,
     pub summary: String,
 }
 
@@ -306,14 +310,26 @@ pub struct ClockJump {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SinkHealth {
     pub name: String,
+    /// `exec` or `webhook`.
     pub kind: String,
+    /// Notices that reached the sink (late ones included).
     pub delivered: u64,
+    /// Deliveries that failed all their attempts (a notice re-sent later
+    /// counts once per failed try).
     pub failed: u64,
+    /// Notices lost to a full queue (the oldest go first).
     pub dropped: u64,
+    /// Notices waiting for their first try.
     pub queued: usize,
+    /// Notices taken from the queue and not delivered yet: the one under
+    /// way, and those that failed and wait to be re-sent.
+    #[serde(default)]
+    pub undelivered: usize,
     pub last_success: Option<Timestamp>,
     pub last_error: Option<String>,
     pub last_error_at: Option<Timestamp>,
+    /// Failed deliveries since the last success; from two on, the sink
+    /// counts as failing and `alert_delivery_failed` is raised.
     pub consecutive_failures: u32,
 }
 
@@ -418,6 +434,7 @@ mod tests {
                 job: Some("backup".into()),
                 severity: Severity::Warning,
                 opened_at: ts("2026-11-22T03:01:00Z"),
+                resolved_at: None,
                 summary: "backup has not fired since 03:00 (5m late)".into(),
             }],
             sinks: vec![],
@@ -435,7 +452,7 @@ mod tests {
                           "last_run": null, "running": [],
                           "streaks": { "failures": 0, "zero_output": 0, "overlap_skips": 0 } } ],
               "alerts": [ { "kind": "job_late", "job": "backup", "severity": "warning",
-                            "opened_at": "2026-11-22T03:01:00Z",
+                            "opened_at": "2026-11-22T03:01:00Z", "resolved_at": null,
                             "summary": "backup has not fired since 03:00 (5m late)" } ],
               "sinks": [], "clock_jumps": [] })
         );
@@ -461,6 +478,31 @@ mod tests {
             json!({ "event": "opened", "kind": "worker_stalled", "job": null, "severity": "critical",
                     "summary": "worker 42 sent no heartbeat for 5.2s; restarting it",
                     "opened_at": "2026-11-22T10:00:00Z", "resolved_at": null, "host": "db1", "details": { } })
+        );
+    }
+
+    #[test]
+    fn sink_health_json_is_pinned() {
+        let h = SinkHealth {
+            name: "pager".into(),
+            kind: "webhook".into(),
+            delivered: 12,
+            failed: 3,
+            dropped: 44,
+            queued: 256,
+            undelivered: 1,
+            last_success: Some(ts("2026-11-22T10:00:00Z")),
+            last_error: Some("HTTP 500 from the webhook".into()),
+            last_error_at: Some(ts("2026-11-22T10:05:00Z")),
+            consecutive_failures: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&h).unwrap(),
+            json!({ "name": "pager", "kind": "webhook", "delivered": 12, "failed": 3,
+                    "dropped": 44, "queued": 256, "undelivered": 1,
+                    "last_success": "2026-11-22T10:00:00Z",
+                    "last_error": "HTTP 500 from the webhook",
+                    "last_error_at": "2026-11-22T10:05:00Z", "consecutive_failures": 2 })
         );
     }
 

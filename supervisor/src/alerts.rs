@@ -160,6 +160,15 @@ impl AlertBook {
         out
     }
 
+    /// The open alerts as `reminder` notices, for the sinks that keep
+    /// their own reminder cadence.
+    pub fn reminders(&self) -> Vec<AlertNotice> {
+        self.open
+            .iter()
+            .map(|(key, o)| self.notice("reminder", key, o, None))
+            .collect()
+    }
+
     /// The open alerts, for the status.
     pub fn list(&self) -> Vec<Alert> {
         self.open
@@ -169,21 +178,34 @@ impl AlertBook {
                 job: job.clone(),
                 severity: o.severity,
                 opened_at: o.opened_at,
+                resolved_at: None,
                 summary: o.summary.clone(),
             })
             .collect()
     }
 }
 
-/// Logs a notice the way operators grep for it.
+/// Logs a notice the way operators grep for it. Every notice is at WARN or
+/// above, so that `CRONWARDEN_LOG=warn` (or a log shipper keeping only
+/// warnings) still sees every alert and every recovery: a critical alert
+/// (opened or still open) is an ERROR, the rest (info news such as a
+/// restart, warnings, resolves) a WARN.
 pub fn log(n: &AlertNotice) {
     let job = n.job.as_deref().unwrap_or("-");
     match (n.event.as_str(), n.severity) {
-        ("resolved", _) => tracing::info!(kind = %n.kind, job, "alert resolved: {}", n.summary),
-        ("reminder", _) => tracing::warn!(kind = %n.kind, job, "alert still open: {}", n.summary),
-        (_, Severity::Info) => tracing::info!(kind = %n.kind, job, "alert: {}", n.summary),
-        (_, Severity::Critical) => tracing::error!(kind = %n.kind, job, "alert: {}", n.summary),
-        _ => tracing::warn!(kind = %n.kind, job, "alert: {}", n.summary),
+        ("resolved", _) => {
+            tracing::warn!(kind = %n.kind, job, event = %n.event, "alert resolved: {}", n.summary)
+        }
+        ("reminder", Severity::Critical) => {
+            tracing::error!(kind = %n.kind, job, event = %n.event, "alert still open: {}", n.summary)
+        }
+        ("reminder", _) => {
+            tracing::warn!(kind = %n.kind, job, event = %n.event, "alert still open: {}", n.summary)
+        }
+        (_, Severity::Critical) => {
+            tracing::error!(kind = %n.kind, job, event = %n.event, "alert: {}", n.summary)
+        }
+        _ => tracing::warn!(kind = %n.kind, job, event = %n.event, "alert: {}", n.summary),
     }
 }
 

@@ -544,6 +544,10 @@ impl Supervisor {
             self.sinks.dispatch(&n);
             self.recorder.record(n);
         }
+        if self.sinks.reminds() {
+            let open = self.model.borrow().alerts.reminders();
+            self.sinks.remind(&open, Timestamp::now());
+        }
     }
 
     fn on_stall(&mut self) {
@@ -692,7 +696,7 @@ impl Supervisor {
                 details: serde_json::json!({ "test": true }),
             };
             let (n, results) = self.sinks.test(&notice);
-            let bound = self.sinks.test_bound();
+            let (bound, names) = (self.sinks.test_bound(), self.sinks.names());
             // Collected off the loop: a slow sink delays only this reply.
             tokio::task::spawn_blocking(move || {
                 let deadline = std::time::Instant::now() + bound;
@@ -711,6 +715,16 @@ impl Supervisor {
                         }
                         Err(_) => break,
                     }
+                }
+                // A sink too busy to answer in time is a failure to show,
+                // not a line to leave out.
+                for name in names {
+                    out.entry(name).or_insert_with(|| {
+                        serde_json::json!({ "ok": false, "error": format!(
+                            "no result within {}s: the sink is busy with earlier notices (see its queue in the status)",
+                            bound.as_secs()
+                        ) })
+                    });
                 }
                 let all_ok = out.len() == n && out.values().all(|v| v["ok"] == true);
                 let _ = reply.send(ControlReply {

@@ -6,7 +6,10 @@
 //! is bounded by the sink's `timeout`; failures are retried with
 //! exponential backoff, then recorded in the sink's health (shown in the
 //! status); a sink that keeps failing raises `alert_delivery_failed`, which
-//! goes to the other sinks.
+//! goes to the other sinks. A notice that failed is held and re-sent (from
+//! 1s, doubling to 30s) until the sink takes it: the receiver gets what it
+//! missed, in order, and the sink's recovery is seen (which resolves
+//! `alert_delivery_failed`) even if no new alert comes to prove it.
 //!
 //! - `exec`: argv, with the notice as JSON on stdin and as
 //!   `CRONWARDEN_ALERT_*` variables; killed (whole group) at its timeout.
@@ -15,12 +18,12 @@
 //!   headers optionally read from the environment.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     io::Write,
     os::unix::process::CommandExt,
     process::{Command, Stdio},
     sync::{mpsc, Arc, Condvar, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use cronwarden_shared::{
@@ -50,10 +53,16 @@ struct Queue {
     closed: bool,
 }
 
+/// An alert's key: kind and job.
+type Key = (String, Option<String>);
+
 struct Sink {
     spec: SinkSpec,
     queue: Arc<(Mutex<Queue>, Condvar)>,
     health: Arc<Mutex<SinkHealth>>,
+    /// For a sink with its own `repeat_after`: when each open alert it
+    /// accepted was last sent to it.
+    notified: Mutex<BTreeMap<Key, Timestamp>>,
 }
 
 pub struct Sinks {
@@ -93,6 +102,7 @@ impl Sinks {
                     spec: spec.clone(),
                     queue,
                     health,
+                    notified: Mutex::new(BTreeMap::new()),
                 }
             })
             .collect();
@@ -100,16 +110,72 @@ impl Sinks {
     }
 
     /// Queues a notice on every sink whose filters accept it.
+    /// A sink with its own `repeat_after` takes no global reminders: it
+    /// gets its own from [`Sinks::remind`].
     pub fn dispatch(&self, n: &AlertNotice) {
         for s in &self.sinks {
-            if accepts(&s.spec, n) {
-                enqueue(
-                    s,
-                    Item {
-                        notice: n.clone(),
-                        report: None,
-                    },
-                );
+            if !accepts(&s.spec, n) {
+                continue;
+            }
+            if s.spec.repeat_after.is_some() {
+                let key = (n.kind.clone(), n.job.clone());
+                let mut notified = lock(&s.notified);
+                match n.event.as_str() {
+                    "reminder" => continue,
+                    "resolved" => {
+                        notified.remove(&key);
+                    }
+                    _ => {
+                        notified.insert(key, Timestamp::now());
+                    }
+                }
+            }
+            enqueue(
+                s,
+                Item {
+                    notice: n.clone(),
+                    report: None,
+                },
+            );
+        }
+    }
+
+    /// Whether any sink keeps its own reminder cadence.
+    pub fn reminds(&self) -> bool {
+        self.sinks
+            .iter()
+            .any(|s| matches!(s.spec.repeat_after, Some(Some(_))))
+    }
+
+    /// Queues a reminder of every alert in `open` (notices of the open
+    /// alerts, as `reminder`s) on each sink with its own `repeat_after`
+    /// that was last told of it that long ago. An alert the sink has not
+    /// been told of in this run (opened before a restart or a reload)
+    /// counts from now, as the global reminders do.
+    pub fn remind(&self, open: &[AlertNotice], now: Timestamp) {
+        for s in &self.sinks {
+            let Some(Some(every)) = s.spec.repeat_after else {
+                continue;
+            };
+            let Ok(every) = jiff::SignedDuration::try_from(every) else {
+                continue;
+            };
+            let mut notified = lock(&s.notified);
+            notified.retain(|(kind, job), _| open.iter().any(|n| n.kind == *kind && n.job == *job));
+            for n in open.iter().filter(|n| accepts(&s.spec, n)) {
+                let at = notified
+                    .entry((n.kind.clone(), n.job.clone()))
+                    .or_insert(now);
+                if now.duration_since(*at) >= every {
+                    *at = now;
+                    enqueue(
+                        s,
+                        Item {
+                            notice: n.clone(),
+                            report: None,
+                        },
+                    );
+                }
             }
         }
     }
@@ -130,11 +196,17 @@ impl Sinks {
         (self.sinks.len(), rx)
     }
 
-    /// The longest a test delivery can take on any sink.
+    /// The sinks' names, in config order.
+    pub fn names(&self) -> Vec<String> {
+        self.sinks.iter().map(|s| s.spec.name.clone()).collect()
+    }
+
+    /// The longest a test delivery can take on any sink, behind one
+    /// delivery already under way (a failing sink is often re-sending).
     pub fn test_bound(&self) -> Duration {
         self.sinks
             .iter()
-            .map(|s| s.spec.timeout * (s.spec.retries + 1) + backoff_total(s.spec.retries))
+            .map(|s| s.spec.timeout * (s.spec.retries + 2) + backoff_total(s.spec.retries))
             .max()
             .unwrap_or_default()
             + Duration::from_secs(2)
@@ -206,6 +278,50 @@ fn backoff_total(retries: u32) -> Duration {
     (0..retries).map(backoff).sum()
 }
 
+/// A notice that failed every attempt waits this long before it is tried
+/// again, doubling up to [`RESEND_MAX`]: a sink that comes back gets what
+/// it missed, and its recovery is noticed even when nothing new is sent.
+const RESEND_FIRST: Duration = Duration::from_secs(1);
+const RESEND_MAX: Duration = Duration::from_secs(30);
+
+/// What the sink thread waits for next.
+enum Next {
+    Item(Box<Item>),
+    /// Time to re-send the held notices.
+    Resend,
+    Closed,
+}
+
+fn next(queue: &(Mutex<Queue>, Condvar), resend_at: Option<Instant>) -> Next {
+    let mut q = lock(&queue.0);
+    loop {
+        if let Some(i) = q.items.pop_front() {
+            return Next::Item(Box::new(i));
+        }
+        if q.closed {
+            return Next::Closed;
+        }
+        q = match resend_at {
+            None => queue.1.wait(q).unwrap_or_else(|p| p.into_inner()),
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Next::Resend;
+                }
+                queue
+                    .1
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
+    }
+}
+
+/// One sink's thread: delivers its queue in order. A notice that fails all
+/// its attempts is held (bounded, oldest dropped and counted) and re-sent
+/// later; while some are held, new notices queue behind them so that a
+/// receiver never sees a resolve before its open.
 fn run(
     spec: SinkSpec,
     queue: Arc<(Mutex<Queue>, Condvar)>,
@@ -213,50 +329,114 @@ fn run(
     reaper: Reaper,
 ) {
     let agent = ureq::AgentBuilder::new().timeout(spec.timeout).build();
+    let mut held: VecDeque<AlertNotice> = VecDeque::new();
+    let mut resend_wait = RESEND_FIRST;
+    let mut resend_at: Option<Instant> = None;
     loop {
-        let item = {
-            let mut q = lock(&queue.0);
-            loop {
-                if let Some(i) = q.items.pop_front() {
-                    break i;
+        let flush = match next(&queue, resend_at) {
+            Next::Closed => {
+                if !held.is_empty() {
+                    tracing::warn!(sink = %spec.name, held = held.len(), "sink stopped with undelivered notices");
                 }
-                if q.closed {
-                    return;
-                }
-                q = queue.1.wait(q).unwrap_or_else(|p| p.into_inner());
+                return;
             }
+            Next::Item(item) => match *item {
+                Item {
+                    notice,
+                    report: Some(report),
+                } => {
+                    // `alerts test` wants an answer now, and a test notice is
+                    // not worth re-sending: it is tried once (with retries),
+                    // and a success proves the sink is back for the held ones.
+                    let result = attempts(&spec, &agent, &reaper, &notice, spec.retries);
+                    record(&spec, &health, &notice, &result);
+                    let ok = result.is_ok();
+                    let _ = report.send((spec.name.clone(), result));
+                    ok && !held.is_empty()
+                }
+                Item { notice, .. } => {
+                    if held.len() >= QUEUE_CAP {
+                        held.pop_front();
+                        lock(&health).dropped += 1;
+                        tracing::warn!(sink = %spec.name, "too many undelivered notices; dropped the oldest");
+                    }
+                    held.push_back(notice);
+                    // Counted before the try, which may take its timeout.
+                    lock(&health).undelivered = held.len();
+                    true
+                }
+            },
+            Next::Resend => true,
         };
-        let mut result = Err(String::new());
-        for attempt in 0..=spec.retries {
-            result = deliver(&spec, &agent, &reaper, &item.notice);
-            match &result {
-                Ok(()) => break,
-                Err(e) if attempt < spec.retries => {
-                    tracing::warn!(sink = %spec.name, attempt = attempt + 1, "alert delivery failed: {e}; retrying");
-                    std::thread::sleep(backoff(attempt));
-                }
-                Err(_) => {}
-            }
-        }
-        {
-            let mut h = lock(&health);
-            match &result {
-                Ok(()) => {
-                    h.delivered += 1;
-                    h.last_success = Some(Timestamp::now());
-                    h.consecutive_failures = 0;
-                }
-                Err(e) => {
-                    h.failed += 1;
-                    h.consecutive_failures += 1;
-                    h.last_error = Some(e.clone());
-                    h.last_error_at = Some(Timestamp::now());
-                    tracing::error!(sink = %spec.name, kind = %item.notice.kind, "alert not delivered after {} attempt(s): {e}", spec.retries + 1);
+        if flush {
+            // The first try of a notice gets the sink's retries; a re-send is
+            // a retry already, and is tried once.
+            while let Some(n) = held.front() {
+                let first = resend_at.is_none();
+                let result = attempts(
+                    &spec,
+                    &agent,
+                    &reaper,
+                    n,
+                    if first { spec.retries } else { 0 },
+                );
+                record(&spec, &health, n, &result);
+                if result.is_ok() {
+                    held.pop_front();
+                    resend_at = None;
+                    resend_wait = RESEND_FIRST;
+                } else {
+                    resend_at = Some(Instant::now() + resend_wait);
+                    resend_wait = (resend_wait * 2).min(RESEND_MAX);
+                    break;
                 }
             }
         }
-        if let Some(r) = item.report {
-            let _ = r.send((spec.name.clone(), result));
+        lock(&health).undelivered = held.len();
+    }
+}
+
+/// Delivers `n`, trying again `retries` times with backoff.
+fn attempts(
+    spec: &SinkSpec,
+    agent: &ureq::Agent,
+    reaper: &Reaper,
+    n: &AlertNotice,
+    retries: u32,
+) -> Result<(), String> {
+    let mut attempt = 0;
+    loop {
+        match deliver(spec, agent, reaper, n) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < retries => {
+                tracing::warn!(sink = %spec.name, attempt = attempt + 1, "alert delivery failed: {e}; retrying");
+                std::thread::sleep(backoff(attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn record(
+    spec: &SinkSpec,
+    health: &Mutex<SinkHealth>,
+    n: &AlertNotice,
+    result: &Result<(), String>,
+) {
+    let mut h = lock(health);
+    match result {
+        Ok(()) => {
+            h.delivered += 1;
+            h.last_success = Some(Timestamp::now());
+            h.consecutive_failures = 0;
+        }
+        Err(e) => {
+            h.failed += 1;
+            h.consecutive_failures += 1;
+            h.last_error = Some(e.clone());
+            h.last_error_at = Some(Timestamp::now());
+            tracing::error!(sink = %spec.name, kind = %n.kind, event = %n.event, "alert not delivered: {e}");
         }
     }
 }
@@ -352,5 +532,140 @@ fn deliver(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cronwarden_shared::status::Severity;
+
+    fn notice(i: usize) -> AlertNotice {
+        AlertNotice {
+            event: "opened".into(),
+            kind: "job_failing".into(),
+            job: Some(format!("j{i}")),
+            severity: Severity::Warning,
+            summary: format!("n{i}"),
+            opened_at: Timestamp::now(),
+            resolved_at: None,
+            host: "h".into(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A webhook sink whose receiver never accepts: the kernel completes
+    /// the connection, the request is written, and the answer never comes,
+    /// so the sink thread stays in its first delivery while its queue
+    /// fills behind it, for the test to look at.
+    fn stuck(
+        name: &str,
+        listener: &std::net::TcpListener,
+        repeat_after: Option<Option<Duration>>,
+    ) -> SinkSpec {
+        SinkSpec {
+            name: name.into(),
+            kind: SinkKind::Webhook {
+                url: format!("http://{}/hook", listener.local_addr().unwrap()),
+                format: WebhookFormat::Json,
+                headers: vec![],
+            },
+            timeout: Duration::from_secs(120),
+            retries: 0,
+            kinds: None,
+            jobs: None,
+            min_severity: Severity::Info,
+            repeat_after,
+        }
+    }
+
+    fn queued(sinks: &Sinks) -> Vec<usize> {
+        sinks.health().iter().map(|h| h.queued).collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sinks = Sinks::start(&[stuck("slow", &listener, None)], &Reaper::default());
+        sinks.dispatch(&notice(0));
+        wait_for("the sink thread to take the first notice", || {
+            sinks.health()[0].queued == 0
+        });
+        let extra = 44;
+        for i in 1..=QUEUE_CAP + extra {
+            sinks.dispatch(&notice(i));
+        }
+        let h = &sinks.health()[0];
+        assert_eq!((h.dropped, h.queued), (extra as u64, QUEUE_CAP), "{h:?}");
+        assert_eq!((h.delivered, h.failed), (0, 0), "{h:?}");
+        let q = lock(&sinks.sinks[0].queue.0);
+        let summaries = |i: Option<&Item>| i.map(|i| i.notice.summary.clone());
+        assert_eq!(
+            summaries(q.items.front()),
+            Some(format!("n{}", extra + 1)),
+            "not the oldest were dropped"
+        );
+        assert_eq!(
+            summaries(q.items.back()),
+            Some(format!("n{}", QUEUE_CAP + extra))
+        );
+    }
+
+    #[test]
+    fn a_sink_with_its_own_repeat_after_gets_its_own_reminders_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let minute = Duration::from_secs(60);
+        let sinks = Sinks::start(
+            &[
+                stuck("own", &listener, Some(Some(minute))),
+                stuck("global", &listener, None),
+                stuck("never", &listener, Some(None)),
+            ],
+            &Reaper::default(),
+        );
+        assert!(sinks.reminds());
+        let opened = notice(1);
+        sinks.dispatch(&opened);
+        wait_for("every sink thread busy with the opened notice", || {
+            queued(&sinks) == [0, 0, 0]
+        });
+        let reminder = AlertNotice {
+            event: "reminder".into(),
+            ..opened.clone()
+        };
+        let t0 = Timestamp::now();
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        sinks.remind(std::slice::from_ref(&reminder), at(30));
+        assert_eq!(queued(&sinks), [0, 0, 0], "reminded before its time");
+        sinks.remind(std::slice::from_ref(&reminder), at(61));
+        assert_eq!(queued(&sinks), [1, 0, 0]);
+        sinks.remind(std::slice::from_ref(&reminder), at(90));
+        assert_eq!(queued(&sinks), [1, 0, 0], "reminded twice in a minute");
+        // A global reminder reaches only the sink that follows the global
+        // cadence.
+        sinks.dispatch(&reminder);
+        assert_eq!(queued(&sinks), [1, 1, 0]);
+        // Resolved: no more reminders, whatever the time.
+        sinks.dispatch(&AlertNotice {
+            event: "resolved".into(),
+            resolved_at: Some(at(100)),
+            ..opened.clone()
+        });
+        assert_eq!(queued(&sinks), [2, 2, 1]);
+        sinks.remind(&[], at(500));
+        sinks.remind(std::slice::from_ref(&reminder), at(501));
+        assert_eq!(
+            queued(&sinks),
+            [2, 2, 1],
+            "an alert seen again after its resolve counts from then"
+        );
     }
 }
