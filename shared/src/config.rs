@@ -21,6 +21,9 @@ use toml::{Table, Value};
 
 use crate::schedule::Schedule;
 
+mod integrations;
+pub use integrations::{ping_target, Integrations};
+
 /// The config file looked for when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "cronwarden.toml";
 /// Where state lives when the config does not say.
@@ -158,6 +161,8 @@ pub struct JobSpec {
     pub overlap_alert_after: u32,
     /// Mark the job late when a fire is not seen this long after its time.
     pub late_after: Duration,
+    /// healthchecks.io-style pings: `<url>/start`, `<url>`, `<url>/fail`.
+    pub ping_url: Option<String>,
 }
 
 /// The alert kinds a sink filter may name.
@@ -238,6 +243,8 @@ pub struct Config {
     pub sinks: Vec<SinkSpec>,
     /// Re-send open alerts as `reminder` notices this often (off by default).
     pub alert_repeat_after: Option<Duration>,
+    /// Metrics listener, host heartbeat URL, log files.
+    pub integrations: Integrations,
 }
 
 impl Config {
@@ -282,20 +289,20 @@ impl Config {
                 return Err(ConfigErrors(v.errors));
             }
         };
-        v.unknown_keys(
-            None,
-            "",
-            &table,
-            &[
-                "state_dir",
-                "socket",
-                "timezone",
-                "watchdog",
-                "job",
-                "alert",
-                "alert_repeat_after",
-            ],
-        );
+        let top_keys: Vec<&str> = [
+            "state_dir",
+            "socket",
+            "timezone",
+            "watchdog",
+            "job",
+            "alert",
+            "alert_repeat_after",
+        ]
+        .into_iter()
+        .chain(integrations::KEYS.iter().copied())
+        .collect();
+        v.unknown_keys(None, "", &table, &top_keys);
+        let integrations = v.integrations(&table, &base);
         let state_dir = v
             .string(None, "state_dir", table.get("state_dir"))
             .map(|s| base.join(s))
@@ -445,6 +452,7 @@ impl Config {
                 jobs,
                 sinks,
                 alert_repeat_after,
+                integrations,
             })
         } else {
             Err(ConfigErrors(v.errors))
@@ -525,6 +533,7 @@ const JOB_KEYS: &[&str] = &[
     "alert_after_failures",
     "overlap_alert_after",
     "late_after",
+    "ping_url",
 ];
 
 struct Validator {
@@ -1062,6 +1071,7 @@ impl Validator {
         let overlap_alert_after = self
             .count(j, "overlap_alert_after", t.get("overlap_alert_after"))
             .unwrap_or(3);
+        let ping_url = self.url(j, "ping_url", t.get("ping_url"));
 
         if self.errors.len() != before {
             return None;
@@ -1081,6 +1091,7 @@ impl Validator {
             alert_after_failures,
             overlap_alert_after,
             late_after,
+            ping_url,
         })
     }
 }
