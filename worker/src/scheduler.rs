@@ -22,6 +22,7 @@ use std::{collections::BTreeMap, panic::AssertUnwindSafe, sync::Arc, time::Durat
 
 use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
+    stats::{Histogram, WorkerStats, STORE_WRITE_BUCKETS},
     status::{Outcome, RunRecord, SkipReason, Trigger},
     store::{self, JobRow, Store, Write},
     wire::{Armed, ArmedDigest, Command, Event, RunProgress, MAX_LINE},
@@ -107,6 +108,8 @@ pub struct Scheduler {
     last_clocks: (Timestamp, Instant),
     /// Spread this turn's catch-up runs (after a forward clock jump).
     stagger: bool,
+    /// Store write latency, sent with every heartbeat for the metrics.
+    store_write: Histogram,
 }
 
 impl Scheduler {
@@ -135,6 +138,7 @@ impl Scheduler {
             next_heartbeat: Instant::now(),
             last_clocks: (wall_now(), Instant::now()),
             stagger: false,
+            store_write: Histogram::new(STORE_WRITE_BUCKETS),
         };
         s.configure(config);
         s
@@ -220,7 +224,13 @@ impl Scheduler {
             let journal = std::mem::take(&mut self.journal);
             let injected = fail::eval("store::apply", |_| ())
                 .map(|()| "store write failed (injected fault)".to_string());
-            let failure = match injected.map(Err).unwrap_or_else(|| self.store.apply(&journal).map_err(|e| e.to_string())) {
+            let started = std::time::Instant::now();
+            let applied = injected
+                .map(Err)
+                .unwrap_or_else(|| self.store.apply(&journal).map_err(|e| e.to_string()));
+            self.store_write
+                .observe(STORE_WRITE_BUCKETS, started.elapsed().as_secs_f64());
+            let failure = match applied {
                 Ok(true) => None,
                 // With the state lock held this means a bug or a hand edit.
                 Ok(false) => Some("store refused a claim (next_run_at moved underneath us); continuing from memory".to_string()),
@@ -376,6 +386,10 @@ impl Scheduler {
                 self.jobs.iter().map(|(n, j)| (n.as_str(), j.next)),
             )),
             progress,
+            stats: Some(WorkerStats {
+                store_write_seconds: self.store_write.clone(),
+                log_lines_dropped: cronwarden_shared::stats::log_lines_dropped(),
+            }),
         });
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
     }
