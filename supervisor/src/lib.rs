@@ -18,6 +18,7 @@ pub mod forensics;
 pub mod lock;
 pub mod model;
 pub mod notify;
+pub mod queue;
 pub mod reaper;
 pub mod server;
 pub mod sinks;

@@ -15,11 +15,10 @@
 //!   headers optionally read from the environment.
 
 use std::{
-    collections::VecDeque,
     io::Write,
     os::unix::process::CommandExt,
     process::{Command, Stdio},
-    sync::{mpsc, Arc, Condvar, Mutex},
+    sync::{mpsc, Arc, Mutex},
     time::Duration,
 };
 
@@ -30,7 +29,7 @@ use cronwarden_shared::{
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
 
-use crate::{reaper::Reaper, spawn};
+use crate::{queue::BoundedQueue, reaper::Reaper, spawn};
 
 const QUEUE_CAP: usize = 256;
 /// Consecutive failed notices after which a sink counts as failing.
@@ -45,14 +44,9 @@ struct Item {
     report: Option<mpsc::Sender<TestResult>>,
 }
 
-struct Queue {
-    items: VecDeque<Item>,
-    closed: bool,
-}
-
 struct Sink {
     spec: SinkSpec,
-    queue: Arc<(Mutex<Queue>, Condvar)>,
+    queue: BoundedQueue<Item>,
     health: Arc<Mutex<SinkHealth>>,
 }
 
@@ -69,13 +63,7 @@ impl Sinks {
         let sinks = specs
             .iter()
             .map(|spec| {
-                let queue = Arc::new((
-                    Mutex::new(Queue {
-                        items: VecDeque::new(),
-                        closed: false,
-                    }),
-                    Condvar::new(),
-                ));
+                let queue = BoundedQueue::new(QUEUE_CAP);
                 let health = Arc::new(Mutex::new(SinkHealth {
                     name: spec.name.clone(),
                     kind: match spec.kind {
@@ -145,7 +133,7 @@ impl Sinks {
             .iter()
             .map(|s| {
                 let mut h = lock(&s.health).clone();
-                h.queued = lock(&s.queue.0).items.len();
+                h.queued = s.queue.len();
                 h
             })
             .collect()
@@ -155,8 +143,7 @@ impl Sinks {
 impl Drop for Sinks {
     fn drop(&mut self) {
         for s in &self.sinks {
-            lock(&s.queue.0).closed = true;
-            s.queue.1.notify_all();
+            s.queue.close();
         }
     }
 }
@@ -187,18 +174,13 @@ fn accepts(spec: &SinkSpec, n: &AlertNotice) -> bool {
 }
 
 fn enqueue(s: &Sink, item: Item) {
-    let mut q = lock(&s.queue.0);
-    if q.items.len() >= QUEUE_CAP {
-        q.items.pop_front();
+    if s.queue.push(item) {
         lock(&s.health).dropped += 1;
         tracing::warn!(sink = %s.spec.name, "alert queue full; dropped the oldest notice");
     }
-    q.items.push_back(item);
-    drop(q);
-    s.queue.1.notify_one();
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     (Duration::from_millis(500) * 2u32.saturating_pow(attempt)).min(Duration::from_secs(30))
 }
 
@@ -206,26 +188,9 @@ fn backoff_total(retries: u32) -> Duration {
     (0..retries).map(backoff).sum()
 }
 
-fn run(
-    spec: SinkSpec,
-    queue: Arc<(Mutex<Queue>, Condvar)>,
-    health: Arc<Mutex<SinkHealth>>,
-    reaper: Reaper,
-) {
+fn run(spec: SinkSpec, queue: BoundedQueue<Item>, health: Arc<Mutex<SinkHealth>>, reaper: Reaper) {
     let agent = ureq::AgentBuilder::new().timeout(spec.timeout).build();
-    loop {
-        let item = {
-            let mut q = lock(&queue.0);
-            loop {
-                if let Some(i) = q.items.pop_front() {
-                    break i;
-                }
-                if q.closed {
-                    return;
-                }
-                q = queue.1.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
-        };
+    while let Some(item) = queue.pop() {
         let mut result = Err(String::new());
         for attempt in 0..=spec.retries {
             result = deliver(&spec, &agent, &reaper, &item.notice);
