@@ -7,5 +7,7 @@ mod util;
 mod alerts;
 mod cli;
 mod ledger;
+mod metrics;
+mod pings;
 mod supervisor;
 mod wedge;

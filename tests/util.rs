@@ -322,12 +322,22 @@ pub enum Reply {
     Hang,
 }
 
-/// A real HTTP receiver on 127.0.0.1 for webhook sinks: records every
-/// request body, answers from a script (then 200).
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+}
+
+/// A real HTTP receiver on 127.0.0.1 for webhook sinks and pings: records
+/// every request (and the JSON bodies of answered ones), answers from a
+/// script (then 200).
 pub struct Receiver {
     pub url: String,
     pub bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub hits: std::sync::Arc<std::sync::Mutex<Vec<Hit>>>,
 }
 
 impl Receiver {
@@ -338,14 +348,22 @@ impl Receiver {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let bodies = Arc::new(Mutex::new(vec![]));
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hits = Arc::new(Mutex::new(vec![]));
         let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
-        let (b, r) = (bodies.clone(), requests.clone());
+        let (b, r, h) = (bodies.clone(), requests.clone(), hits.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (b, r, script) = (b.clone(), r.clone(), script.clone());
+                let (b, r, h, script) = (b.clone(), r.clone(), h.clone(), script.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut len = 0usize;
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = request_line.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts.next().unwrap_or("").to_string();
                     loop {
                         let mut line = String::new();
                         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -360,6 +378,11 @@ impl Receiver {
                     }
                     let mut body = vec![0u8; len];
                     reader.read_exact(&mut body).unwrap();
+                    h.lock().unwrap().push(Hit {
+                        method,
+                        path,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
                     r.fetch_add(1, Ordering::SeqCst);
                     let reply = script
                         .lock()
@@ -390,7 +413,13 @@ impl Receiver {
             url,
             bodies,
             requests,
+            hits,
         }
+    }
+
+    /// The requests received so far, oldest first.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
     }
 
     /// (event, kind) of every delivered notice.
@@ -407,4 +436,44 @@ impl Receiver {
             })
             .collect()
     }
+}
+
+/// A plain HTTP/1.1 GET over any stream: (status code, body).
+pub fn http_get(mut stream: impl std::io::Read + std::io::Write, path: &str) -> (u16, String) {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}
+
+impl Env {
+    /// GET `path` on the status socket (as `curl --unix-socket` would).
+    pub fn socket_get(&self, path: &str) -> Option<(u16, String)> {
+        let s = std::os::unix::net::UnixStream::connect(self.state_dir().join("cronwarden.sock"))
+            .ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Some(http_get(s, path))
+    }
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a
+/// Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -16,8 +16,10 @@ pub mod client;
 pub mod control;
 pub mod forensics;
 pub mod lock;
+pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod pings;
 pub mod queue;
 pub mod reaper;
 pub mod server;
@@ -34,7 +36,7 @@ use std::{
 
 use cronwarden_shared::{
     config::{Config, ConfigErrors},
-    status::SupervisorInfo,
+    status::{State, SupervisorInfo},
     wire::{encode, Command, Event, MAX_LINE},
     VERSION,
 };
@@ -79,6 +81,8 @@ pub enum SupervisorError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ListenError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("{what}: {source}")]
@@ -184,6 +188,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
     })?;
     let reaper = reaper::Reaper::default();
     let sink_specs = config.sinks.clone();
+    let host_beat = pings::HostBeat::from_config(&config);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -209,6 +214,8 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         exe,
         lock,
         log_json: opts.log_json,
+        job_pings: pings::JobPings::new(),
+        host_beat,
         worker: None,
         backoff: Backoff::default(),
         restart_at: Some(Instant::now()),
@@ -233,6 +240,8 @@ struct Supervisor {
     exe: PathBuf,
     lock: lock::Lock,
     log_json: bool,
+    job_pings: pings::JobPings,
+    host_beat: Option<pings::HostBeat>,
     worker: Option<WorkerConn>,
     backoff: Backoff,
     restart_at: Option<Instant>,
@@ -280,6 +289,17 @@ impl Supervisor {
                 control: control_tx,
             },
         ));
+        let metrics_tcp = match config.integrations.metrics_listen {
+            Some(addr) => {
+                let l = metrics::bind_tcp(addr)?;
+                tracing::info!(%addr, "serving /metrics over TCP");
+                Some(tokio::task::spawn_local(metrics::serve_tcp(
+                    l,
+                    self.model.clone(),
+                )))
+            }
+            None => None,
+        };
         let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
         let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
         let mut sigint = sig(SignalKind::interrupt(), "SIGINT handler")?;
@@ -313,7 +333,13 @@ impl Supervisor {
         }
         self.notifier.stopping();
         self.shutdown(&mut sigchld).await;
+        // The results of runs stopped on the way out; bounded.
+        self.send_pings();
+        self.job_pings.flush(Duration::from_secs(2));
         server.abort();
+        if let Some(m) = metrics_tcp {
+            m.abort();
+        }
         let _ = std::fs::remove_file(&config.socket);
         tracing::info!("supervisor stopped");
         Ok(())
@@ -442,6 +468,7 @@ impl Supervisor {
                         self.notifier.ready();
                     }
                     self.model.borrow_mut().apply(ev, Instant::now());
+                    self.send_pings();
                     if finished {
                         // Outcome-driven alerts (timeout, lost, streaks) open
                         // and resolve with the run that causes them.
@@ -514,8 +541,20 @@ impl Supervisor {
         }
     }
 
+    /// Job pings for the runs the model saw start and end.
+    fn send_pings(&mut self) {
+        let (config, events) = {
+            let mut m = self.model.borrow_mut();
+            (m.config.clone(), std::mem::take(&mut m.run_events))
+        };
+        if !events.is_empty() {
+            self.job_pings.dispatch(&config, events);
+        }
+    }
+
     /// Opens and resolves alerts; every notice is logged and recorded.
     fn evaluate(&mut self) {
+        self.send_pings();
         let health = self.sinks.health();
         let (notices, line) = {
             let mut m = self.model.borrow_mut();
@@ -533,6 +572,16 @@ impl Supervisor {
                 s.jobs.len(),
                 s.alerts.len()
             );
+            if let Some(hb) = self.host_beat.as_mut() {
+                hb.observe(Instant::now(), s.state == State::Ok, || {
+                    let mut body = format!("cronwarden on {}: {line}\n", alerts::hostname());
+                    for r in &s.reasons {
+                        body.push_str(r);
+                        body.push('\n');
+                    }
+                    body
+                });
+            }
             (notices, line)
         };
         self.notifier.status(line);
@@ -645,6 +694,23 @@ impl Supervisor {
                 let jobs = config.jobs.len();
                 if config.sinks != self.config().sinks {
                     self.sinks = sinks::Sinks::start(&config.sinks, &self.reaper);
+                }
+                if !self
+                    .host_beat
+                    .as_ref()
+                    .is_some_and(|h| h.same_target(&config))
+                {
+                    self.host_beat = pings::HostBeat::from_config(&config);
+                }
+                let old = &self.config().integrations;
+                if (old.metrics_listen, &old.log_dir, old.log_retention)
+                    != (
+                        config.integrations.metrics_listen,
+                        &config.integrations.log_dir,
+                        config.integrations.log_retention,
+                    )
+                {
+                    tracing::warn!("{why}: metrics_listen, log_dir and log_retention take effect at the next start");
                 }
                 {
                     let mut m = self.model.borrow_mut();
