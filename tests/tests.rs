@@ -7,6 +7,7 @@ mod util;
 mod alerts;
 mod cli;
 mod ledger;
+mod logs;
 mod metrics;
 mod pings;
 mod supervisor;

@@ -189,6 +189,13 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
     let reaper = reaper::Reaper::default();
     let sink_specs = config.sinks.clone();
     let host_beat = pings::HostBeat::from_config(&config);
+    // Log files are opened at start (by the CLI, before the config reaches
+    // us); every worker gets the same ones, whatever a reload says.
+    let log_files = config
+        .integrations
+        .log_dir
+        .clone()
+        .map(|d| (d, config.integrations.log_retention));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -214,6 +221,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         exe,
         lock,
         log_json: opts.log_json,
+        log_files,
         job_pings: pings::JobPings::new(),
         host_beat,
         worker: None,
@@ -240,6 +248,7 @@ struct Supervisor {
     exe: PathBuf,
     lock: lock::Lock,
     log_json: bool,
+    log_files: Option<(PathBuf, u32)>,
     job_pings: pings::JobPings,
     host_beat: Option<pings::HostBeat>,
     worker: Option<WorkerConn>,
@@ -368,22 +377,27 @@ impl Supervisor {
     fn start_worker(&mut self) {
         self.restart_at = None;
         let first_run_id = self.model.borrow().max_run_id + 1;
-        let spawned =
-            match spawn::spawn_worker(&self.exe, self.lock.as_fd(), first_run_id, self.log_json) {
-                Ok(s) => s,
-                Err(e) => {
-                    let delay = self
-                        .backoff
-                        .next_delay(Duration::ZERO)
-                        .max(Duration::from_millis(100));
-                    tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
-                    self.model
-                        .borrow_mut()
-                        .worker_gone(format!("could not be started: {e}"), true);
-                    self.restart_at = Some(Instant::now() + delay);
-                    return;
-                }
-            };
+        let spawned = match spawn::spawn_worker(
+            &self.exe,
+            self.lock.as_fd(),
+            first_run_id,
+            self.log_json,
+            self.log_files.as_ref().map(|(d, n)| (d.as_path(), *n)),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                let delay = self
+                    .backoff
+                    .next_delay(Duration::ZERO)
+                    .max(Duration::from_millis(100));
+                tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
+                self.model
+                    .borrow_mut()
+                    .worker_gone(format!("could not be started: {e}"), true);
+                self.restart_at = Some(Instant::now() + delay);
+                return;
+            }
+        };
         let events = match pipe::Receiver::from_owned_fd(spawned.events) {
             Ok(r) => Some(FramedRead::new(
                 r,
