@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{kill, wait_until, Env, Hit, Receiver};
+use crate::util::{kill, sample, wait_until, Env, Hit, Receiver};
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -57,6 +57,15 @@ fn job_pings_start_then_success_or_fail_with_exit_code_and_output() {
     let fail = body("/hook/bad/fail");
     assert!(fail.body.contains("failed, exit code 3"), "{}", fail.body);
     assert!(fail.body.contains("oops"), "the stderr tail: {}", fail.body);
+    // Delivered pings are counted in the metrics.
+    wait_until("four job pings counted ok", LONG, || {
+        let (_, text) = env.socket_get("/metrics")?;
+        (sample(
+            &text,
+            "cronwarden_pings_total{target=\"job\",result=\"ok\"}",
+        ) == Some(4.0))
+        .then_some(())
+    });
 }
 
 #[test]

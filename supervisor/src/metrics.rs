@@ -381,6 +381,28 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
         &writes,
     );
     t.family(
+        "cronwarden_pings_total",
+        "counter",
+        "Outbound pings (job ping_url, host heartbeat_url) by result: ok, failed (after retries), dropped (queue full).",
+    );
+    for (target, stats) in [
+        ("job", &crate::pings::JOB_PINGS),
+        ("heartbeat", &crate::pings::HEARTBEAT_PINGS),
+    ] {
+        for (result, n) in [
+            ("ok", &stats.ok),
+            ("failed", &stats.failed),
+            ("dropped", &stats.dropped),
+        ] {
+            let n = n.load(std::sync::atomic::Ordering::Relaxed);
+            t.sample(
+                "cronwarden_pings_total",
+                &[("target", target), ("result", result)],
+                n as f64,
+            );
+        }
+    }
+    t.family(
         "cronwarden_log_lines_dropped_total",
         "counter",
         "Log lines the non-blocking log file writer dropped because it fell behind, by process.",

@@ -14,7 +14,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -43,6 +43,29 @@ pub enum RunEvent {
     Finished(Box<RunRecord>),
 }
 
+/// What became of the pings of one kind, for the metrics.
+#[derive(Debug, Default)]
+pub struct PingStats {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl PingStats {
+    const fn new() -> PingStats {
+        PingStats {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Job pings and host heartbeats since the supervisor started (one
+/// supervisor per process, so process-wide counters).
+pub static JOB_PINGS: PingStats = PingStats::new();
+pub static HEARTBEAT_PINGS: PingStats = PingStats::new();
+
 /// One request: GET without a body, POST (text/plain) with one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ping {
@@ -56,26 +79,29 @@ pub struct Pinger {
     name: &'static str,
     /// Pings queued or in flight, for a bounded flush at shutdown.
     pending: Arc<AtomicUsize>,
+    stats: &'static PingStats,
 }
 
 impl Pinger {
-    pub fn start(name: &'static str, cap: usize) -> Pinger {
+    pub fn start(name: &'static str, cap: usize, stats: &'static PingStats) -> Pinger {
         let queue = BoundedQueue::new(cap);
         let pending = Arc::new(AtomicUsize::new(0));
         let (q, p) = (queue.clone(), pending.clone());
         std::thread::Builder::new()
             .name(format!("ping-{name}"))
-            .spawn(move || run(name, q, p))
+            .spawn(move || run(name, q, p, stats))
             .expect("spawn ping thread");
         Pinger {
             queue,
             name,
             pending,
+            stats,
         }
     }
 
     pub fn send(&self, ping: Ping) {
         if self.queue.push(ping) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 pinger = self.name,
                 "ping queue full; dropped the oldest ping"
@@ -101,8 +127,13 @@ impl Drop for Pinger {
     }
 }
 
-fn run(name: &'static str, queue: BoundedQueue<Ping>, pending: Arc<AtomicUsize>) {
-    let agent = Arc::new(ureq::AgentBuilder::new().timeout(TIMEOUT).build());
+fn run(
+    name: &'static str,
+    queue: BoundedQueue<Ping>,
+    pending: Arc<AtomicUsize>,
+    stats: &'static PingStats,
+) {
+    let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
     while let Some(p) = queue.pop() {
         let mut last = String::new();
         for attempt in 0..=RETRIES {
@@ -126,7 +157,10 @@ fn run(name: &'static str, queue: BoundedQueue<Ping>, pending: Arc<AtomicUsize>)
                 std::thread::sleep(crate::sinks::backoff(attempt));
             }
         }
-        if !last.is_empty() {
+        if last.is_empty() {
+            stats.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(pinger = name, url = %p.url, "ping failed after {} attempts: {last}", RETRIES + 1);
         }
         pending.fetch_sub(1, Ordering::SeqCst);
@@ -227,7 +261,7 @@ impl HostBeat {
             last: None,
             quiet_until: Instant::now() + config.watchdog.stall_after.max(Duration::from_secs(10)),
             // The newest state is what matters: a short queue.
-            pinger: Pinger::start("heartbeat", 4),
+            pinger: Pinger::start("heartbeat", 4, &HEARTBEAT_PINGS),
         })
     }
 
@@ -283,7 +317,7 @@ impl JobPings {
         for ev in events {
             if let Some(p) = job_ping(config, &ev) {
                 self.pinger
-                    .get_or_insert_with(|| Pinger::start("jobs", QUEUE_CAP))
+                    .get_or_insert_with(|| Pinger::start("jobs", QUEUE_CAP, &JOB_PINGS))
                     .send(p);
             }
         }
