@@ -195,3 +195,24 @@ fn counters_match_the_runs_and_promtool_accepts_the_exposition() {
         }
     }
 }
+
+#[test]
+fn an_unbindable_metrics_address_stops_run_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let env = Env::new(&format!(
+        "metrics_listen = \"{addr}\"\n[[job]]\nname = \"a\"\nschedule = \"@yearly\"\nshell = \"true\"\n"
+    ));
+    let mut sup = env.start();
+    let status = wait_until("run exits", LONG, || sup.child.try_wait().unwrap());
+    assert_eq!(status.code(), Some(1));
+    let log = sup.log();
+    assert!(
+        log.contains(&format!("cannot listen for metrics on {addr}")),
+        "{log}"
+    );
+    assert!(
+        !env.state_dir().join("cronwarden.sock").exists(),
+        "no socket left behind"
+    );
+}

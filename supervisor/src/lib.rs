@@ -289,6 +289,12 @@ impl Supervisor {
 
     async fn main_loop(mut self) -> Result<(), SupervisorError> {
         let config = self.config();
+        // Before the socket: a metrics address in use stops `run` leaving nothing behind.
+        let metrics_listener = config
+            .integrations
+            .metrics_listen
+            .map(metrics::bind_tcp)
+            .transpose()?;
         let listener = server::bind(&config.socket)?;
         let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
         let server = tokio::task::spawn_local(server::serve(
@@ -298,17 +304,10 @@ impl Supervisor {
                 control: control_tx,
             },
         ));
-        let metrics_tcp = match config.integrations.metrics_listen {
-            Some(addr) => {
-                let l = metrics::bind_tcp(addr)?;
-                tracing::info!(%addr, "serving /metrics over TCP");
-                Some(tokio::task::spawn_local(metrics::serve_tcp(
-                    l,
-                    self.model.clone(),
-                )))
-            }
-            None => None,
-        };
+        let metrics_tcp = metrics_listener.map(|l| {
+            tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics over TCP");
+            tokio::task::spawn_local(metrics::serve_tcp(l, self.model.clone()))
+        });
         let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
         let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
         let mut sigint = sig(SignalKind::interrupt(), "SIGINT handler")?;
