@@ -3,6 +3,8 @@
 //! `cronwarden-worker` (the scheduler loop and job runner) and
 //! `cronwarden-supervisor` (the supervisor, its socket and lock).
 
+mod logs;
+
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -203,6 +205,11 @@ enum Cmd {
         lock_fd: Option<i32>,
         #[arg(long, default_value_t = 1)]
         first_run_id: u64,
+        /// Also log to daily files here (the supervisor's `log_dir`).
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 7)]
+        log_retention: u32,
     },
 }
 
@@ -228,19 +235,6 @@ struct Conn {
     json: bool,
 }
 
-fn init_logs(format: LogFormat, who: &'static str) {
-    use tracing_subscriber::{fmt, EnvFilter};
-    let filter =
-        EnvFilter::try_from_env("CRONWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == LogFormat::Json {
-        builder.json().init();
-    } else {
-        builder.with_target(false).init();
-    }
-    tracing::debug!(who, "logging");
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -261,7 +255,20 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Run { config } => {
-            init_logs(cli.log_format, "supervisor");
+            // Log files are set up before `run` validates the config; an
+            // invalid config is then reported by `run` (on stderr).
+            let files = cronwarden_shared::config::Config::load(&config)
+                .ok()
+                .and_then(|c| {
+                    c.integrations
+                        .log_dir
+                        .map(|d| (d, c.integrations.log_retention))
+                });
+            let _guard = logs::init(
+                cli.log_format == LogFormat::Json,
+                "supervisor",
+                files.as_ref().map(|(d, r)| (d.as_path(), *r)),
+            );
             match cronwarden_supervisor::run(cronwarden_supervisor::RunOptions {
                 config_path: config,
                 log_json: cli.log_format == LogFormat::Json,
@@ -277,8 +284,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             events_fd,
             lock_fd,
             first_run_id,
+            log_dir,
+            log_retention,
         } => {
-            init_logs(cli.log_format, "worker");
+            let _guard = logs::init(
+                cli.log_format == LogFormat::Json,
+                "worker",
+                log_dir.as_deref().map(|d| (d, log_retention)),
+            );
             Ok(cronwarden_worker::main(cronwarden_worker::WorkerArgs {
                 events_fd,
                 lock_fd,

@@ -10,5 +10,8 @@ mod hardening;
 mod human;
 mod import;
 mod ledger;
+mod logs;
+mod metrics;
+mod pings;
 mod supervisor;
 mod wedge;

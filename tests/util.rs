@@ -325,9 +325,18 @@ pub enum Reply {
 /// One request's headers, as (lowercased name, value).
 pub type Headers = Vec<(String, String)>;
 
-/// A real HTTP receiver on 127.0.0.1 for webhook sinks: records every
-/// request body it accepts, with its headers; answers from a script, then
-/// with its default reply (200 unless [`Receiver::set_default`] says other).
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+}
+
+/// A real HTTP receiver on 127.0.0.1 for webhook sinks and pings: records
+/// every request, and the bodies and headers of those it accepts; answers
+/// from a script, then with its default reply (200 unless
+/// [`Receiver::set_default`] says other).
 pub struct Receiver {
     pub url: String,
     /// The bodies of the requests answered 200.
@@ -337,6 +346,7 @@ pub struct Receiver {
     pub headers: std::sync::Arc<std::sync::Mutex<Vec<Headers>>>,
     /// Every request, whatever it was answered.
     pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub hits: std::sync::Arc<std::sync::Mutex<Vec<Hit>>>,
     default: std::sync::Arc<std::sync::Mutex<Reply>>,
 }
 
@@ -349,23 +359,31 @@ impl Receiver {
         let bodies = Arc::new(Mutex::new(vec![]));
         let headers = Arc::new(Mutex::new(vec![]));
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hits = Arc::new(Mutex::new(vec![]));
         let default = Arc::new(Mutex::new(Reply::Status(200)));
         let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
-        let (b, h, r, d) = (
+        let shared = (
             bodies.clone(),
             headers.clone(),
             requests.clone(),
+            hits.clone(),
             default.clone(),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (b, h, r, d, script) =
-                    (b.clone(), h.clone(), r.clone(), d.clone(), script.clone());
+                let (b, h, r, hk, d) = shared.clone();
+                let script = script.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut len = 0usize;
                     let mut seen = vec![];
-                    let mut first = true;
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = request_line.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts.next().unwrap_or("").to_string();
                     loop {
                         let mut line = String::new();
                         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -373,9 +391,6 @@ impl Receiver {
                         }
                         if line == "\r\n" {
                             break;
-                        }
-                        if std::mem::take(&mut first) {
-                            continue; // the request line
                         }
                         if let Some((k, v)) = line.split_once(':') {
                             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
@@ -387,6 +402,11 @@ impl Receiver {
                     }
                     let mut body = vec![0u8; len];
                     reader.read_exact(&mut body).unwrap();
+                    hk.lock().unwrap().push(Hit {
+                        method,
+                        path,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
                     r.fetch_add(1, Ordering::SeqCst);
                     let next = script.lock().unwrap().pop_front();
                     let reply = next.unwrap_or_else(|| *d.lock().unwrap());
@@ -417,6 +437,7 @@ impl Receiver {
             bodies,
             headers,
             requests,
+            hits,
             default,
         }
     }
@@ -424,6 +445,11 @@ impl Receiver {
     /// How requests are answered once the script is used up.
     pub fn set_default(&self, reply: Reply) {
         *self.default.lock().unwrap() = reply;
+    }
+
+    /// The requests received so far, oldest first.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
     }
 
     /// (event, kind) of every delivered notice.
@@ -440,4 +466,44 @@ impl Receiver {
             })
             .collect()
     }
+}
+
+/// A plain HTTP/1.1 GET over any stream: (status code, body).
+pub fn http_get(mut stream: impl std::io::Read + std::io::Write, path: &str) -> (u16, String) {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}
+
+impl Env {
+    /// GET `path` on the status socket (as `curl --unix-socket` would).
+    pub fn socket_get(&self, path: &str) -> Option<(u16, String)> {
+        let s = std::os::unix::net::UnixStream::connect(self.state_dir().join("cronwarden.sock"))
+            .ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Some(http_get(s, path))
+    }
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a
+/// Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

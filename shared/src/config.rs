@@ -21,6 +21,9 @@ use toml::{Table, Value};
 
 use crate::schedule::Schedule;
 
+mod integrations;
+pub use integrations::{ping_target, Integrations};
+
 /// The config file looked for when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "cronwarden.toml";
 /// Where state lives when the config does not say.
@@ -158,6 +161,8 @@ pub struct JobSpec {
     pub overlap_alert_after: u32,
     /// Mark the job late when a fire is not seen this long after its time.
     pub late_after: Duration,
+    /// healthchecks.io-style pings: `<url>/start`, `<url>`, `<url>/fail`.
+    pub ping_url: Option<String>,
     /// Run as this user (its uid, primary group and supplementary groups).
     pub user: Option<String>,
     /// Run with this group as the primary one.
@@ -272,6 +277,8 @@ pub struct Config {
     /// Members of this group may make control calls (trigger, pause,
     /// resume, reload, alerts test), besides root and cronwarden's own user.
     pub control_group: Option<(String, u32)>,
+    /// Metrics listener, host heartbeat URL, log files.
+    pub integrations: Integrations,
 }
 
 impl Config {
@@ -316,22 +323,22 @@ impl Config {
                 return Err(ConfigErrors(v.errors));
             }
         };
-        v.unknown_keys(
-            None,
-            "",
-            &table,
-            &[
-                "state_dir",
-                "socket",
-                "timezone",
-                "watchdog",
-                "job",
-                "alert",
-                "alert_repeat_after",
-                "socket_group",
-                "control_group",
-            ],
-        );
+        let top_keys: Vec<&str> = [
+            "state_dir",
+            "socket",
+            "timezone",
+            "watchdog",
+            "job",
+            "alert",
+            "alert_repeat_after",
+            "socket_group",
+            "control_group",
+        ]
+        .into_iter()
+        .chain(integrations::KEYS.iter().copied())
+        .collect();
+        v.unknown_keys(None, "", &table, &top_keys);
+        let integrations = v.integrations(&table, &base);
         let state_dir = v
             .string(None, "state_dir", table.get("state_dir"))
             .map(|s| base.join(s))
@@ -495,6 +502,7 @@ impl Config {
                 alert_repeat_after,
                 socket_group,
                 control_group,
+                integrations,
             })
         } else {
             Err(ConfigErrors(v.errors))
@@ -582,6 +590,7 @@ const JOB_KEYS: &[&str] = &[
     "limit_nofile",
     "limit_as",
     "limit_cpu",
+    "ping_url",
 ];
 
 struct Validator {
@@ -1124,6 +1133,7 @@ impl Validator {
         let overlap_alert_after = self
             .count(j, "overlap_alert_after", t.get("overlap_alert_after"))
             .unwrap_or(3);
+        let ping_url = self.url(j, "ping_url", t.get("ping_url"));
 
         let (user, group, inherit_env, nice, limits) = self.process_keys(&label, t);
 
@@ -1150,6 +1160,7 @@ impl Validator {
             inherit_env,
             nice,
             limits,
+            ping_url,
         })
     }
 

@@ -7,7 +7,8 @@
 //!   under the DST rules of DESIGN.md;
 //! - [`wire`]: the NDJSON events (worker → supervisor) and commands
 //!   (supervisor → worker);
-//! - [`status`]: the JSON shapes users see on the socket and in the CLI.
+//! - [`status`]: the JSON shapes users see on the socket and in the CLI;
+//! - [`stats`]: what the worker measures for the supervisor's metrics.
 //!
 //! Nothing here does I/O beyond reading a config file.
 
@@ -19,6 +20,7 @@ pub mod explain;
 pub mod lint;
 pub mod render;
 pub mod schedule;
+pub mod stats;
 pub mod status;
 pub mod store;
 pub mod timefmt;

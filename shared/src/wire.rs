@@ -98,6 +98,10 @@ pub enum Event {
         /// Output progress of the runs in flight (the oldest 100).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         progress: Vec<RunProgress>,
+        /// Store write latency and dropped log lines, for the metrics
+        /// (absent in lines from older workers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stats: Option<crate::stats::WorkerStats>,
     },
     /// The full set of armed jobs, after (re)configuration.
     Schedule { jobs: Vec<Armed> },
@@ -220,6 +224,7 @@ mod tests {
                     store_error: None,
                     armed: None,
                     progress: vec![],
+                    stats: None,
                 },
                 json!({"type": "heartbeat", "seq": 9, "at": "2026-11-22T10:00:01Z", "last_good_turn_at": "2026-11-22T10:00:01Z", "running": 1}),
             ),
@@ -289,6 +294,35 @@ mod tests {
             serde_json::to_value(Command::Shutdown).unwrap(),
             json!({"type": "shutdown"})
         );
+    }
+
+    #[test]
+    fn heartbeat_stats_are_optional_both_ways() {
+        // A line from a worker that predates `stats` still decodes.
+        let old = r#"{"type":"heartbeat","seq":1,"at":"2026-11-22T10:00:01Z","last_good_turn_at":null,"running":0}"#;
+        match serde_json::from_str::<Event>(old).unwrap() {
+            Event::Heartbeat { stats, .. } => assert_eq!(stats, None),
+            other => panic!("{other:?}"),
+        }
+        let mut stats = crate::stats::WorkerStats::default();
+        stats
+            .store_write_seconds
+            .observe(crate::stats::STORE_WRITE_BUCKETS, 0.002);
+        stats.log_lines_dropped = 3;
+        let ev = Event::Heartbeat {
+            seq: 2,
+            at: ts("2026-11-22T10:00:01Z"),
+            last_good_turn_at: None,
+            running: 0,
+            store_error: None,
+            armed: None,
+            progress: vec![],
+            stats: Some(stats),
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["stats"]["log_lines_dropped"], 3);
+        assert_eq!(v["stats"]["store_write_seconds"]["count"], 1);
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), ev);
     }
 
     #[test]

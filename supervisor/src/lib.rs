@@ -16,8 +16,11 @@ pub mod client;
 pub mod control;
 pub mod forensics;
 pub mod lock;
+pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod pings;
+pub mod queue;
 pub mod reaper;
 pub mod server;
 pub mod sinks;
@@ -33,7 +36,7 @@ use std::{
 
 use cronwarden_shared::{
     config::{Config, ConfigErrors},
-    status::SupervisorInfo,
+    status::{State, SupervisorInfo},
     wire::{encode, Command, Event, MAX_LINE},
     VERSION,
 };
@@ -78,6 +81,8 @@ pub enum SupervisorError {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ListenError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("{what}: {source}")]
@@ -183,6 +188,14 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
     })?;
     let reaper = reaper::Reaper::default();
     let sink_specs = config.sinks.clone();
+    let host_beat = pings::HostBeat::from_config(&config);
+    // Log files are opened at start (by the CLI, before the config reaches
+    // us); every worker gets the same ones, whatever a reload says.
+    let log_files = config
+        .integrations
+        .log_dir
+        .clone()
+        .map(|d| (d, config.integrations.log_retention));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -208,6 +221,9 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         exe,
         lock,
         log_json: opts.log_json,
+        log_files,
+        job_pings: pings::JobPings::new(),
+        host_beat,
         worker: None,
         backoff: Backoff::default(),
         restart_at: Some(Instant::now()),
@@ -232,6 +248,9 @@ struct Supervisor {
     exe: PathBuf,
     lock: lock::Lock,
     log_json: bool,
+    log_files: Option<(PathBuf, u32)>,
+    job_pings: pings::JobPings,
+    host_beat: Option<pings::HostBeat>,
     worker: Option<WorkerConn>,
     backoff: Backoff,
     restart_at: Option<Instant>,
@@ -270,6 +289,12 @@ impl Supervisor {
 
     async fn main_loop(mut self) -> Result<(), SupervisorError> {
         let config = self.config();
+        // Before the socket: a metrics address in use stops `run` leaving nothing behind.
+        let metrics_listener = config
+            .integrations
+            .metrics_listen
+            .map(metrics::bind_tcp)
+            .transpose()?;
         let listener = server::bind(
             &config.socket,
             &config.state_dir,
@@ -283,6 +308,10 @@ impl Supervisor {
                 control: control_tx,
             },
         ));
+        let metrics_tcp = metrics_listener.map(|l| {
+            tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics over TCP");
+            tokio::task::spawn_local(metrics::serve_tcp(l, self.model.clone()))
+        });
         let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
         let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
         let mut sigint = sig(SignalKind::interrupt(), "SIGINT handler")?;
@@ -316,7 +345,13 @@ impl Supervisor {
         }
         self.notifier.stopping();
         self.shutdown(&mut sigchld).await;
+        // The results of runs stopped on the way out; bounded.
+        self.send_pings();
+        self.job_pings.flush(Duration::from_secs(2));
         server.abort();
+        if let Some(m) = metrics_tcp {
+            m.abort();
+        }
         let _ = std::fs::remove_file(&config.socket);
         tracing::info!("supervisor stopped");
         Ok(())
@@ -345,22 +380,27 @@ impl Supervisor {
     fn start_worker(&mut self) {
         self.restart_at = None;
         let first_run_id = self.model.borrow().max_run_id + 1;
-        let spawned =
-            match spawn::spawn_worker(&self.exe, self.lock.as_fd(), first_run_id, self.log_json) {
-                Ok(s) => s,
-                Err(e) => {
-                    let delay = self
-                        .backoff
-                        .next_delay(Duration::ZERO)
-                        .max(Duration::from_millis(100));
-                    tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
-                    self.model
-                        .borrow_mut()
-                        .worker_gone(format!("could not be started: {e}"), true);
-                    self.restart_at = Some(Instant::now() + delay);
-                    return;
-                }
-            };
+        let spawned = match spawn::spawn_worker(
+            &self.exe,
+            self.lock.as_fd(),
+            first_run_id,
+            self.log_json,
+            self.log_files.as_ref().map(|(d, n)| (d.as_path(), *n)),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                let delay = self
+                    .backoff
+                    .next_delay(Duration::ZERO)
+                    .max(Duration::from_millis(100));
+                tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
+                self.model
+                    .borrow_mut()
+                    .worker_gone(format!("could not be started: {e}"), true);
+                self.restart_at = Some(Instant::now() + delay);
+                return;
+            }
+        };
         let events = match pipe::Receiver::from_owned_fd(spawned.events) {
             Ok(r) => Some(FramedRead::new(
                 r,
@@ -445,6 +485,7 @@ impl Supervisor {
                         self.notifier.ready();
                     }
                     self.model.borrow_mut().apply(ev, Instant::now());
+                    self.send_pings();
                     if finished {
                         // Outcome-driven alerts (timeout, lost, streaks) open
                         // and resolve with the run that causes them.
@@ -517,8 +558,20 @@ impl Supervisor {
         }
     }
 
+    /// Job pings for the runs the model saw start and end.
+    fn send_pings(&mut self) {
+        let (config, events) = {
+            let mut m = self.model.borrow_mut();
+            (m.config.clone(), std::mem::take(&mut m.run_events))
+        };
+        if !events.is_empty() {
+            self.job_pings.dispatch(&config, events);
+        }
+    }
+
     /// Opens and resolves alerts; every notice is logged and recorded.
     fn evaluate(&mut self) {
+        self.send_pings();
         let health = self.sinks.health();
         let (notices, line) = {
             let mut m = self.model.borrow_mut();
@@ -536,6 +589,16 @@ impl Supervisor {
                 s.jobs.len(),
                 s.alerts.len()
             );
+            if let Some(hb) = self.host_beat.as_mut() {
+                hb.observe(Instant::now(), s.state == State::Ok, || {
+                    let mut body = format!("cronwarden on {}: {line}\n", alerts::hostname());
+                    for r in &s.reasons {
+                        body.push_str(r);
+                        body.push('\n');
+                    }
+                    body
+                });
+            }
             (notices, line)
         };
         self.notifier.status(line);
@@ -652,6 +715,23 @@ impl Supervisor {
                 let jobs = config.jobs.len();
                 if config.sinks != self.config().sinks {
                     self.sinks = sinks::Sinks::start(&config.sinks, &self.reaper);
+                }
+                if !self
+                    .host_beat
+                    .as_ref()
+                    .is_some_and(|h| h.same_target(&config))
+                {
+                    self.host_beat = pings::HostBeat::from_config(&config);
+                }
+                let old = &self.config().integrations;
+                if (old.metrics_listen, &old.log_dir, old.log_retention)
+                    != (
+                        config.integrations.metrics_listen,
+                        &config.integrations.log_dir,
+                        config.integrations.log_retention,
+                    )
+                {
+                    tracing::warn!("{why}: metrics_listen, log_dir and log_retention take effect at the next start");
                 }
                 {
                     let mut m = self.model.borrow_mut();

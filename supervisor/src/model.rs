@@ -112,6 +112,10 @@ pub struct Model {
     pub sinks: Vec<cronwarden_shared::status::SinkHealth>,
     /// The last clock jumps the worker reported.
     pub clock_jumps: VecDeque<cronwarden_shared::status::ClockJump>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// Runs started and ended since the supervisor last drained this (for pings).
+    pub run_events: Vec<crate::pings::RunEvent>,
 }
 
 impl Model {
@@ -127,6 +131,8 @@ impl Model {
             alerts,
             sinks: vec![],
             clock_jumps: VecDeque::new(),
+            metrics: Default::default(),
+            run_events: vec![],
         };
         m.set_config(config);
         m
@@ -169,6 +175,7 @@ impl Model {
             };
             self.jobs.insert(spec.name.clone(), obs);
         }
+        self.metrics.set_jobs(&config);
         self.config = config;
     }
 
@@ -176,6 +183,7 @@ impl Model {
         if self.worker.spawned.is_some() {
             self.worker.restarts += 1;
         }
+        self.metrics.worker_replaced();
         self.worker.pid = Some(pid);
         self.worker.started_at = Some(Timestamp::now());
         self.worker.spawned = Some(Instant::now());
@@ -223,6 +231,9 @@ impl Model {
                 ));
                 tracing::error!(job = %name, run = id, pid = r.pid, "run lost: worker died while it was running");
                 job.streaks.failures += 1;
+                self.metrics.finished(&rec);
+                self.run_events
+                    .push(crate::pings::RunEvent::Finished(Box::new(rec.clone())));
                 job.last_run = Some(rec);
             }
         }
@@ -284,8 +295,10 @@ impl Model {
                 store_error,
                 armed,
                 progress,
+                stats,
                 ..
             } => {
+                self.metrics.heartbeat(now, stats.as_ref());
                 self.worker.armed = armed;
                 for p in progress {
                     if let Some(r) = self
@@ -329,10 +342,15 @@ impl Model {
                 pipes,
                 started_at,
                 next_fire_at,
-                ..
+                trigger,
             } => {
                 self.max_run_id = self.max_run_id.max(run_id);
                 if let Some(j) = self.jobs.get_mut(&job) {
+                    self.metrics.fired(trigger, scheduled_at, started_at);
+                    self.run_events.push(crate::pings::RunEvent::Started {
+                        job: job.clone(),
+                        run_id,
+                    });
                     j.running.insert(
                         run_id,
                         RunningInfo {
@@ -368,6 +386,7 @@ impl Model {
                     if reason == SkipReason::Overlap {
                         j.streaks.overlap_skips += 1;
                     }
+                    self.metrics.skipped(&job, reason);
                     Self::accounted(j, scheduled_at);
                 }
             }
@@ -414,6 +433,9 @@ impl Model {
                     if let Some(last) = run.covers.iter().max() {
                         Self::accounted(j, *last);
                     }
+                    self.metrics.finished(&run);
+                    self.run_events
+                        .push(crate::pings::RunEvent::Finished(Box::new(run.clone())));
                     j.last_run = Some(run);
                 }
             }
@@ -867,6 +889,7 @@ impl Model {
     /// first), so a restarted supervisor judges from the same facts as the
     /// one before it and keeps, rather than flaps, the alerts they justify.
     pub fn seed_history(&mut self, job: &str, newest_first: &[RunRecord]) {
+        self.metrics.seed(job, newest_first);
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };

@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 /// At most this many connections are served at once; more wait in the
 /// listen backlog.
 pub const MAX_CONNECTIONS: usize = 256;
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -250,6 +250,7 @@ async fn handle(
     let known = |name: &str| shared.model.borrow().jobs.contains_key(name);
     match (method.clone(), parts.as_slice()) {
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status()),
+        (Method::GET, ["metrics"]) => crate::metrics::response(&shared.model),
         (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status().jobs),
         (Method::GET, ["v1", "alerts"]) => {
             if query(&req, "all").is_some_and(|v| v == "1" || v == "true") {

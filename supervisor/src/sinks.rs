@@ -22,7 +22,7 @@ use std::{
     io::Write,
     os::unix::process::CommandExt,
     process::{Command, Stdio},
-    sync::{mpsc, Arc, Condvar, Mutex},
+    sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -33,7 +33,11 @@ use cronwarden_shared::{
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
 
-use crate::{reaper::Reaper, spawn};
+use crate::{
+    queue::{BoundedQueue, Popped},
+    reaper::Reaper,
+    spawn,
+};
 
 const QUEUE_CAP: usize = 256;
 /// Consecutive failed notices after which a sink counts as failing.
@@ -48,17 +52,12 @@ struct Item {
     report: Option<mpsc::Sender<TestResult>>,
 }
 
-struct Queue {
-    items: VecDeque<Item>,
-    closed: bool,
-}
-
 /// An alert's key: kind and job.
 type Key = (String, Option<String>);
 
 struct Sink {
     spec: SinkSpec,
-    queue: Arc<(Mutex<Queue>, Condvar)>,
+    queue: BoundedQueue<Item>,
     health: Arc<Mutex<SinkHealth>>,
     /// For a sink with its own `repeat_after`: when each open alert it
     /// accepted was last sent to it.
@@ -78,13 +77,7 @@ impl Sinks {
         let sinks = specs
             .iter()
             .map(|spec| {
-                let queue = Arc::new((
-                    Mutex::new(Queue {
-                        items: VecDeque::new(),
-                        closed: false,
-                    }),
-                    Condvar::new(),
-                ));
+                let queue = BoundedQueue::new(QUEUE_CAP);
                 let health = Arc::new(Mutex::new(SinkHealth {
                     name: spec.name.clone(),
                     kind: match spec.kind {
@@ -217,7 +210,7 @@ impl Sinks {
             .iter()
             .map(|s| {
                 let mut h = lock(&s.health).clone();
-                h.queued = lock(&s.queue.0).items.len();
+                h.queued = s.queue.len();
                 h
             })
             .collect()
@@ -227,8 +220,7 @@ impl Sinks {
 impl Drop for Sinks {
     fn drop(&mut self) {
         for s in &self.sinks {
-            lock(&s.queue.0).closed = true;
-            s.queue.1.notify_all();
+            s.queue.close();
         }
     }
 }
@@ -259,18 +251,13 @@ fn accepts(spec: &SinkSpec, n: &AlertNotice) -> bool {
 }
 
 fn enqueue(s: &Sink, item: Item) {
-    let mut q = lock(&s.queue.0);
-    if q.items.len() >= QUEUE_CAP {
-        q.items.pop_front();
+    if s.queue.push(item) {
         lock(&s.health).dropped += 1;
         tracing::warn!(sink = %s.spec.name, "alert queue full; dropped the oldest notice");
     }
-    q.items.push_back(item);
-    drop(q);
-    s.queue.1.notify_one();
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     (Duration::from_millis(500) * 2u32.saturating_pow(attempt)).min(Duration::from_secs(30))
 }
 
@@ -284,63 +271,24 @@ fn backoff_total(retries: u32) -> Duration {
 const RESEND_FIRST: Duration = Duration::from_secs(1);
 const RESEND_MAX: Duration = Duration::from_secs(30);
 
-/// What the sink thread waits for next.
-enum Next {
-    Item(Box<Item>),
-    /// Time to re-send the held notices.
-    Resend,
-    Closed,
-}
-
-fn next(queue: &(Mutex<Queue>, Condvar), resend_at: Option<Instant>) -> Next {
-    let mut q = lock(&queue.0);
-    loop {
-        if let Some(i) = q.items.pop_front() {
-            return Next::Item(Box::new(i));
-        }
-        if q.closed {
-            return Next::Closed;
-        }
-        q = match resend_at {
-            None => queue.1.wait(q).unwrap_or_else(|p| p.into_inner()),
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Next::Resend;
-                }
-                queue
-                    .1
-                    .wait_timeout(q, left)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0
-            }
-        };
-    }
-}
-
 /// One sink's thread: delivers its queue in order. A notice that fails all
 /// its attempts is held (bounded, oldest dropped and counted) and re-sent
 /// later; while some are held, new notices queue behind them so that a
 /// receiver never sees a resolve before its open.
-fn run(
-    spec: SinkSpec,
-    queue: Arc<(Mutex<Queue>, Condvar)>,
-    health: Arc<Mutex<SinkHealth>>,
-    reaper: Reaper,
-) {
+fn run(spec: SinkSpec, queue: BoundedQueue<Item>, health: Arc<Mutex<SinkHealth>>, reaper: Reaper) {
     let agent = ureq::AgentBuilder::new().timeout(spec.timeout).build();
     let mut held: VecDeque<AlertNotice> = VecDeque::new();
     let mut resend_wait = RESEND_FIRST;
     let mut resend_at: Option<Instant> = None;
     loop {
-        let flush = match next(&queue, resend_at) {
-            Next::Closed => {
+        let flush = match queue.pop_until(resend_at) {
+            Popped::Closed => {
                 if !held.is_empty() {
                     tracing::warn!(sink = %spec.name, held = held.len(), "sink stopped with undelivered notices");
                 }
                 return;
             }
-            Next::Item(item) => match *item {
+            Popped::Item(item) => match item {
                 Item {
                     notice,
                     report: Some(report),
@@ -366,7 +314,7 @@ fn run(
                     true
                 }
             },
-            Next::Resend => true,
+            Popped::TimedOut => true,
         };
         if flush {
             // The first try of a notice gets the sink's retries; a re-send is

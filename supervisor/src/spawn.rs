@@ -50,6 +50,7 @@ pub fn spawn_worker(
     lock: BorrowedFd<'_>,
     first_run_id: u64,
     log_json: bool,
+    log_files: Option<(&Path, u32)>,
 ) -> std::io::Result<Spawned> {
     let (ev_read, ev_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let ev_write_raw = ev_write.as_raw_fd();
@@ -65,6 +66,14 @@ pub fn spawn_worker(
         .arg(first_run_id.to_string())
         .arg("--log-format")
         .arg(if log_json { "json" } else { "text" })
+        .args(log_files.into_iter().flat_map(|(dir, keep)| {
+            [
+                std::ffi::OsString::from("--log-dir"),
+                dir.as_os_str().to_owned(),
+                "--log-retention".into(),
+                keep.to_string().into(),
+            ]
+        }))
         // systemd talks to the supervisor only; the worker and jobs must
         // not answer on its behalf.
         .env_remove("NOTIFY_SOCKET")

@@ -26,6 +26,7 @@ use std::{collections::BTreeMap, panic::AssertUnwindSafe, sync::Arc, time::Durat
 
 use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
+    stats::{Histogram, WorkerStats, STORE_WRITE_BUCKETS},
     status::{Outcome, RunRecord, SkipReason, Trigger},
     store::{self, JobRow, Store, Write},
     wire::{Armed, ArmedDigest, Command, Event, RunProgress, MAX_LINE},
@@ -114,6 +115,8 @@ pub struct Scheduler {
     last_clocks: (Timestamp, Instant),
     /// Spread this turn's catch-up runs (after a forward clock jump).
     stagger: bool,
+    /// Store write latency, sent with every heartbeat for the metrics.
+    store_write: Histogram,
 }
 
 impl Scheduler {
@@ -143,6 +146,7 @@ impl Scheduler {
             next_heartbeat: Instant::now(),
             last_clocks: (wall_now(), Instant::now()),
             stagger: false,
+            store_write: Histogram::new(STORE_WRITE_BUCKETS),
         };
         s.configure(config);
         s
@@ -235,6 +239,7 @@ impl Scheduler {
             batch.append(&mut self.journal);
             let injected = fail::eval("store::apply", |_| ())
                 .map(|()| "store write failed (injected fault)".to_string());
+            let started = std::time::Instant::now();
             let mut result = match injected {
                 Some(e) => Err(e),
                 None => self.store.apply(&batch).map_err(|e| e.to_string()),
@@ -246,6 +251,8 @@ impl Scheduler {
                 batch.retain(|w| !matches!(w, Write::Claim { .. }));
                 result = self.store.apply(&batch).map_err(|e| e.to_string());
             }
+            self.store_write
+                .observe(STORE_WRITE_BUCKETS, started.elapsed().as_secs_f64());
             match result {
                 Ok(_) => {
                     if self.store_error.take().is_some() {
@@ -426,6 +433,10 @@ impl Scheduler {
                 self.jobs.iter().map(|(n, j)| (n.as_str(), j.next)),
             )),
             progress,
+            stats: Some(WorkerStats {
+                store_write_seconds: self.store_write.clone(),
+                log_lines_dropped: cronwarden_shared::stats::log_lines_dropped(),
+            }),
         });
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
     }

@@ -1,0 +1,59 @@
+//! `log_dir`: the supervisor's and the worker's lines both land in the
+//! daily file, without terminal colours, and old files beyond
+//! `log_retention` are removed.
+
+use std::{fs, time::Duration};
+
+use crate::util::{wait_until, Env};
+
+const LONG: Duration = Duration::from_secs(40);
+
+#[test]
+fn both_processes_log_to_the_daily_file_and_old_files_are_pruned() {
+    let env = Env::new("");
+    let dir = env.path("logs");
+    fs::create_dir_all(&dir).unwrap();
+    for day in 1..=4 {
+        fs::write(dir.join(format!("cronwarden.2020-01-0{day}.log")), "old\n").unwrap();
+    }
+    fs::write(dir.join("unrelated.txt"), "keep me\n").unwrap();
+    env.write_config(
+        "log_dir = \"logs\"\nlog_retention = 2\n\
+         [[job]]\nname = \"hello\"\nschedule = \"@yearly\"\nshell = \"echo hi\"\n",
+    );
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let out = env.cmd(&["trigger", "hello", "-c", env.config.to_str().unwrap()]);
+    assert!(out.status.success());
+    let today = dir.join(format!(
+        "cronwarden.{}.log",
+        jiff::Timestamp::now().strftime("%Y-%m-%d")
+    ));
+    let text = wait_until("supervisor and worker lines in the file", LONG, || {
+        let t = fs::read_to_string(&today).ok()?;
+        // "supervisor started" is the supervisor's; "worker started jobs="
+        // and the run's "finished" line are the worker's own.
+        (t.contains("supervisor started")
+            && t.contains("worker started jobs=1")
+            && t.contains("finished job=hello"))
+        .then_some(t)
+    });
+    assert!(!text.contains('\x1b'), "no ANSI colours in the file");
+    let mut logs: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cronwarden."))
+        .collect();
+    logs.sort();
+    assert!(
+        logs.len() <= 2,
+        "retention 2 keeps at most 2 files: {logs:?}"
+    );
+    assert!(logs.contains(&today.file_name().unwrap().to_string_lossy().into_owned()));
+    assert!(
+        dir.join("unrelated.txt").exists(),
+        "only its own files are pruned"
+    );
+    // Stderr still has the lines too.
+    assert!(_sup.log().contains("supervisor started"));
+}
