@@ -117,6 +117,12 @@ impl<T> BoundedQueue<T> {
         self.len() == 0
     }
 
+    /// Looks at the queued items in place (tests check which were dropped).
+    #[cfg(test)]
+    pub fn inspect<R>(&self, f: impl FnOnce(&VecDeque<T>) -> R) -> R {
+        f(&self.lock().items)
+    }
+
     pub fn close(&self) {
         self.lock().closed = true;
         self.inner.1.notify_all();

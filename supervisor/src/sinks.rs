@@ -554,17 +554,16 @@ mod tests {
         let h = &sinks.health()[0];
         assert_eq!((h.dropped, h.queued), (extra as u64, QUEUE_CAP), "{h:?}");
         assert_eq!((h.delivered, h.failed), (0, 0), "{h:?}");
-        let q = lock(&sinks.sinks[0].queue.0);
         let summaries = |i: Option<&Item>| i.map(|i| i.notice.summary.clone());
+        let (front, back) = sinks.sinks[0]
+            .queue
+            .inspect(|q| (summaries(q.front()), summaries(q.back())));
         assert_eq!(
-            summaries(q.items.front()),
+            front,
             Some(format!("n{}", extra + 1)),
             "not the oldest were dropped"
         );
-        assert_eq!(
-            summaries(q.items.back()),
-            Some(format!("n{}", QUEUE_CAP + extra))
-        );
+        assert_eq!(back, Some(format!("n{}", QUEUE_CAP + extra)));
     }
 
     #[test]
