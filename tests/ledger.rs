@@ -540,3 +540,56 @@ fn clock_jumps_follow_misfire_rules_and_never_fire_twice() {
         "scheduled times with two records: {twice:?}"
     );
 }
+
+/// Retention holds for every job that gets records, skips included: a
+/// paused job only ever skips, and its records are pruned like a running
+/// job's, a few jobs per second, never all at once.
+#[test]
+fn retention_prunes_every_job_skips_included() {
+    let env = Env::new(
+        "[[job]]\nname = \"paused\"\nschedule = \"* * * * * *\"\nretention = 5\nshell = \"true\"\n\
+         [[job]]\nname = \"runs\"\nschedule = \"* * * * * *\"\nretention = 5\nshell = \"true\"\n",
+    );
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let out = env.cmd(&["pause", "paused", "-c", &config_path(&env)]);
+    assert_eq!(out.status.code(), Some(0));
+    let start = now_unix();
+    // One sweep a second: at most about two seconds of records beyond the
+    // retention (plus a run in flight).
+    let bound = 5 + 3;
+    let pruned = |name: &str| {
+        let rows = env.rows(name);
+        let oldest = rows.first()?.scheduled_at.as_deref().map(unix)?;
+        (oldest > start + 8).then_some(rows)
+    };
+    wait_until("both jobs pruned past their first records", LONG, || {
+        Some(()).filter(|_| pruned("paused").is_some() && pruned("runs").is_some())
+    });
+    let until = now_unix() + 4;
+    while now_unix() < until {
+        for name in ["paused", "runs"] {
+            let rows = env.rows(name);
+            assert!(
+                rows.len() <= bound,
+                "{name}: {} records kept, retention 5: {rows:#?}",
+                rows.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let paused = env.rows("paused");
+    assert!(
+        paused
+            .iter()
+            .rev()
+            .take(3)
+            .all(|r| r.skip_reason.as_deref() == Some("paused")),
+        "{paused:#?}"
+    );
+    assert!(
+        env.rows("runs").iter().any(|r| r.outcome == "success"),
+        "{:#?}",
+        env.rows("runs")
+    );
+}

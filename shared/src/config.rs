@@ -158,6 +158,8 @@ pub struct JobSpec {
     pub overlap_alert_after: u32,
     /// Mark the job late when a fire is not seen this long after its time.
     pub late_after: Duration,
+    /// Records (runs and skips) kept in the store; older ones are pruned.
+    pub retention: u32,
 }
 
 /// The alert kinds a sink filter may name.
@@ -525,6 +527,7 @@ const JOB_KEYS: &[&str] = &[
     "alert_after_failures",
     "overlap_alert_after",
     "late_after",
+    "retention",
 ];
 
 struct Validator {
@@ -1062,6 +1065,9 @@ impl Validator {
         let overlap_alert_after = self
             .count(j, "overlap_alert_after", t.get("overlap_alert_after"))
             .unwrap_or(3);
+        let retention = self
+            .count(j, "retention", t.get("retention"))
+            .unwrap_or(crate::store::DEFAULT_RETENTION);
 
         if self.errors.len() != before {
             return None;
@@ -1081,6 +1087,7 @@ impl Validator {
             alert_after_failures,
             overlap_alert_after,
             late_after,
+            retention,
         })
     }
 }
@@ -1111,6 +1118,7 @@ mod tests {
         assert_eq!(j.misfire_grace, Duration::from_secs(3600));
         assert_eq!(j.overlap, Overlap::Skip);
         assert_eq!(j.timezone, "UTC");
+        assert_eq!(j.retention, 1000);
         assert_eq!(c.watchdog, Watchdog::default());
     }
 
@@ -1232,5 +1240,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.jobs[0].timeout, None);
         assert_eq!(c.jobs[0].command.argv(), ["/bin/sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn retention_must_be_at_least_one() {
+        let errs = errors(
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\nretention = 0\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "/etc/cw.toml: job \"a\": key \"retention\": must be a positive integer"
+            ),
+            "{errs:?}"
+        );
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\nretention = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.jobs[0].retention, 5);
     }
 }

@@ -22,7 +22,12 @@
 //! on, the heartbeat carries the error, and the supervisor raises
 //! `store_error` without replacing the worker.
 
-use std::{collections::BTreeMap, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::Duration,
+};
 
 use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
@@ -63,6 +68,13 @@ const CLOCK_JUMP: Duration = Duration::from_secs(2);
 const MAX_HELD_WRITES: usize = 10_000;
 /// The longest spread of catch-up runs after a forward clock jump.
 const STAGGER: Duration = Duration::from_secs(1);
+/// Retention is enforced by a sweep this often, over at most
+/// [`PRUNE_JOBS`] jobs that got records since they were last pruned (runs
+/// and skips alike: a paused or always-overlapping job only ever skips).
+/// Each prune deletes a bounded number of rows, so a sweep stays short
+/// however many jobs there are; a job waits at most a few sweeps.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+const PRUNE_JOBS: usize = 8;
 
 struct Running {
     run_id: u64,
@@ -103,7 +115,11 @@ pub struct Scheduler {
     dropped_writes: u64,
     /// The last store error, while writes keep failing.
     store_error: Option<String>,
-    finishes: u64,
+    /// Jobs with records written since their last prune, oldest first (a
+    /// queue, so every job gets its turn), and the same as a set.
+    unpruned: VecDeque<String>,
+    unpruned_set: BTreeSet<String>,
+    next_prune: Instant,
     events: EventTx,
     done_tx: mpsc::UnboundedSender<RunRecord>,
     next_run_id: u64,
@@ -134,7 +150,9 @@ impl Scheduler {
             held: vec![],
             dropped_writes: 0,
             store_error: None,
-            finishes: 0,
+            unpruned: VecDeque::new(),
+            unpruned_set: BTreeSet::new(),
+            next_prune: Instant::now(),
             events,
             done_tx,
             next_run_id: first_run_id.max(1),
@@ -194,6 +212,8 @@ impl Scheduler {
             rt.next = row.next_run_at;
             rt.anchor = row.last_scheduled_at;
             rt.paused = row.paused;
+            // Its history may exceed a retention that was just lowered.
+            self.mark_unpruned(&rt.spec.name);
             self.jobs.insert(rt.spec.name.clone(), rt);
         }
         for (name, rt) in old {
@@ -213,6 +233,40 @@ impl Scheduler {
             })
             .collect();
         self.outbox.push(Event::Schedule { jobs });
+    }
+
+    fn mark_unpruned(&mut self, job: &str) {
+        if self.unpruned_set.insert(job.to_string()) {
+            self.unpruned.push_back(job.to_string());
+        }
+    }
+
+    /// Prunes the next few jobs beyond their `retention`, when due.
+    fn sweep_retention(&mut self) {
+        let now = Instant::now();
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now + PRUNE_EVERY;
+        for _ in 0..PRUNE_JOBS {
+            let Some(name) = self.unpruned.pop_front() else {
+                break;
+            };
+            self.unpruned_set.remove(&name);
+            // A removed job's history stays, whole.
+            let Some(keep) = self.jobs.get(&name).map(|j| j.spec.retention) else {
+                continue;
+            };
+            match self.store.prune(&name, keep) {
+                Ok(n) if n > 0 => {
+                    tracing::debug!(job = %name, pruned = n, keep, "old records pruned")
+                }
+                Ok(_) => {}
+                // While writes fail, the store error is already reported.
+                Err(e) if self.store_error.is_some() => tracing::debug!("{e}"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
     }
 
     fn alloc_id(&mut self) -> u64 {
@@ -338,6 +392,7 @@ impl Scheduler {
         let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.fire_due(wall_now());
             self.flush();
+            self.sweep_retention();
         })) {
             // A failing store is reported as `store_error`, not as a failing
             // turn: replacing the worker cannot fix a full or read-only disk
@@ -478,6 +533,7 @@ impl Scheduler {
         if reason != SkipReason::Paused {
             tracing::warn!(job, run = run_id, scheduled_at = %t, ?reason, busy_run = ?busy, "fire skipped");
         }
+        self.mark_unpruned(job);
         let mut rec = RunRecord::new(run_id, job, vec![t], Trigger::Schedule, Outcome::Skipped);
         rec.finished_at = Some(wall_now());
         rec.skip_reason = Some(reason);
@@ -609,13 +665,7 @@ impl Scheduler {
     /// A run ended: record it, release its busy flag, start a queued fire.
     pub fn finished(&mut self, record: &RunRecord) {
         self.journal.push(Write::Finish(record.clone()));
-        self.finishes += 1;
-        // Retention, a little at a time so no single write is long.
-        if self.finishes % 50 == 0 {
-            if let Err(e) = self.store.prune(&record.job, store::DEFAULT_RETENTION) {
-                tracing::warn!("{e}");
-            }
-        }
+        self.mark_unpruned(&record.job);
         let Some(job) = self.jobs.get_mut(&record.job) else {
             return;
         };
