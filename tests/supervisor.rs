@@ -189,7 +189,10 @@ fn stopped_worker_is_detected_replaced_and_firing_resumes() {
         "[watchdog]\nheartbeat_interval = \"250ms\"\nstall_after = \"2s\"\n\
          [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nshell = \"echo tick\"\n",
     );
-    let _sup = env.start();
+    // Each worker starts slowly after its hello (as with a long store
+    // recovery), so the replacement is visibly up before it has proven
+    // any progress.
+    let _sup = env.start_with(&[("FAILPOINTS", "worker::after_hello=return(400)")]);
     let old = worker_pid(&env.wait_ok(LONG));
     kill(old, Signal::SIGSTOP);
     let stopped = Instant::now();
@@ -204,6 +207,43 @@ fn stopped_worker_is_detected_replaced_and_firing_resumes() {
     assert!(
         detected < Duration::from_secs(2) + Duration::from_secs(5),
         "detection took {detected:?}"
+    );
+    // `stalled` holds from the stall declaration until the replacement's
+    // first heartbeat, its hello included (started is not progress), with
+    // the worker_stalled alert open: polled straight over the socket.
+    let mut first_stalled = None;
+    let s = wait_until("stalled while the replacement has said hello", LONG, || {
+        let s = env.status_fast()?;
+        if s["state"] != "stalled" {
+            let new = s["worker"]["pid"].as_u64().is_some_and(|p| p as u32 != old);
+            assert!(
+                !(new && s["worker"]["heartbeat_seq"].is_null() && first_stalled.is_some()),
+                "not stalled before the replacement's first heartbeat: {s}"
+            );
+            return None;
+        }
+        first_stalled.get_or_insert_with(|| (stopped.elapsed(), s["reasons"].clone()));
+        assert!(
+            s["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["kind"] == "worker_stalled"),
+            "stalled without a worker_stalled alert: {s}"
+        );
+        let new = s["worker"]["pid"].as_u64().is_some_and(|p| p as u32 != old);
+        (new && s["worker"]["heartbeat_age_ms"].is_u64() && s["worker"]["heartbeat_seq"].is_null())
+            .then_some(s)
+    });
+    let (stalled_after, why) = first_stalled.unwrap();
+    println!("SIGSTOP -> status \"stalled\" after {stalled_after:?}: {why}");
+    println!(
+        "SIGSTOP -> still stalled after the replacement's hello: {}",
+        s["reasons"]
+    );
+    assert!(
+        stalled_after < Duration::from_secs(2) + Duration::from_secs(5),
+        "stall declared after {stalled_after:?}"
     );
     let s = wait_until("a replacement worker, ok", LONG, || {
         let s = env.status().1?;

@@ -408,3 +408,22 @@ impl Receiver {
             .collect()
     }
 }
+
+impl Env {
+    /// `GET /v1/status` straight over the socket, without starting the CLI:
+    /// fast enough (about a millisecond) to see states that last only a
+    /// few tens of milliseconds.
+    pub fn status_fast(&self) -> Option<Value> {
+        use std::io::{Read, Write};
+        let mut s =
+            std::os::unix::net::UnixStream::connect(self.state_dir().join("cronwarden.sock"))
+                .ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut buf = vec![];
+        s.read_to_end(&mut buf).ok()?;
+        let at = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        serde_json::from_slice(&buf[at + 4..]).ok()
+    }
+}

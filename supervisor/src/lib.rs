@@ -557,7 +557,11 @@ impl Supervisor {
         );
         w.killed_because = Some(why);
         spawn::signal(w.pid, Signal::SIGKILL);
-        self.model.borrow_mut().worker.replacing_stalled = true;
+        let pid = w.pid;
+        let mut m = self.model.borrow_mut();
+        m.worker.replacing_stalled = true;
+        m.worker.stalled_pid = Some(pid);
+        drop(m);
         // Alert now, not at the next tick: detection time is what counts.
         self.evaluate();
     }

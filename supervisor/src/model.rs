@@ -66,9 +66,13 @@ pub struct WorkerObs {
     pub last_good_turn: Option<Instant>,
     /// How the previous worker ended, for the status.
     pub last_exit: Option<String>,
-    /// The previous worker was killed for stalling and its replacement has
-    /// not said hello yet: the state stays `stalled` until it does.
+    /// A worker was killed for stalling and no worker has proven progress
+    /// since: the state stays `stalled` (and `worker_stalled` open) until
+    /// the replacement's first heartbeat after its hello. A hello only
+    /// says the process started; the heartbeat says its loop turned.
     pub replacing_stalled: bool,
+    /// The pid declared stalled: its own late lines prove nothing.
+    pub stalled_pid: Option<u32>,
     /// When recent workers exited, for crash-loop detection.
     pub exits: VecDeque<Instant>,
     pub store_error: Option<String>,
@@ -274,7 +278,6 @@ impl Model {
                 }
                 tracing::info!(pid, version, "worker ready");
                 self.worker.hello = true;
-                self.worker.replacing_stalled = false;
                 self.worker.last_heartbeat = Some(now);
             }
             Event::Heartbeat {
@@ -286,6 +289,14 @@ impl Model {
                 progress,
                 ..
             } => {
+                if self.worker.replacing_stalled
+                    && self.worker.hello
+                    && self.worker.pid != self.worker.stalled_pid
+                {
+                    tracing::info!(pid = ?self.worker.pid, "the replacement of the stalled worker is making progress");
+                    self.worker.replacing_stalled = false;
+                    self.worker.stalled_pid = None;
+                }
                 self.worker.armed = armed;
                 for p in progress {
                     if let Some(r) = self
@@ -520,7 +531,7 @@ impl Model {
         };
         if let Some(summary) = not_up {
             // After a stall-kill the state stays `stalled` (and alerted)
-            // until the replacement says hello; a first start is no alert.
+            // until the replacement proves progress; a first start is no alert.
             let (kind, state) = if w.replacing_stalled {
                 ("worker_stalled", State::Stalled)
             } else {
@@ -550,6 +561,19 @@ impl Model {
                         human_duration(stall_after)
                     ),
                     json!({ "pid": pid, "heartbeat_age_ms": age.as_millis() as u64 }),
+                    true,
+                );
+            } else if w.replacing_stalled {
+                push(
+                    "worker_stalled",
+                    None,
+                    Severity::Critical,
+                    State::Stalled,
+                    format!(
+                        "worker {pid} replaced a stalled worker{} and has not sent a heartbeat yet",
+                        previous("that")
+                    ),
+                    json!({ "pid": pid, "stalled_pid": w.stalled_pid }),
                     true,
                 );
             } else if age > overdue_after(wd.heartbeat_interval) {
@@ -990,5 +1014,89 @@ fn initial_expectation(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
     match spec.schedule.every() {
         Some(_) => None,
         None => spec.schedule.next_after(now, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cronwarden_shared::status::{State, SupervisorInfo};
+
+    fn model() -> Model {
+        let config = Config::parse(
+            std::path::Path::new("/x/cronwarden.toml"),
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n",
+        )
+        .unwrap();
+        Model::new(
+            Arc::new(config),
+            SupervisorInfo {
+                pid: 1,
+                version: "test".into(),
+                started_at: Timestamp::now(),
+            },
+            AlertBook::new(vec![]),
+        )
+    }
+
+    fn hello(pid: u32) -> Event {
+        Event::Hello {
+            pid,
+            version: "test".into(),
+            started_at: Timestamp::now(),
+        }
+    }
+
+    fn heartbeat(seq: u64) -> Event {
+        Event::Heartbeat {
+            seq,
+            at: Timestamp::now(),
+            last_good_turn_at: Some(Timestamp::now()),
+            running: 0,
+            store_error: None,
+            armed: None,
+            progress: vec![],
+        }
+    }
+
+    /// (state, the worker_stalled alert's notices) after each step.
+    fn check(m: &mut Model, want: State) -> Vec<String> {
+        let (now, wall) = (Instant::now(), Timestamp::now());
+        assert_eq!(
+            m.status(now, wall).state,
+            want,
+            "{:?}",
+            m.status(now, wall).reasons
+        );
+        m.evaluate(now, wall)
+            .into_iter()
+            .filter(|n| n.kind == "worker_stalled")
+            .map(|n| n.event)
+            .collect()
+    }
+
+    #[test]
+    fn stalled_lasts_until_the_replacements_first_heartbeat() {
+        let mut m = model();
+        m.worker_spawned(10);
+        m.apply(hello(10), Instant::now());
+        m.apply(heartbeat(1), Instant::now());
+        assert!(check(&mut m, State::Ok).is_empty());
+        // Declared stalled (as on_stall does); a line the stalled worker
+        // still had in the pipe proves nothing.
+        m.worker.replacing_stalled = true;
+        m.worker.stalled_pid = Some(10);
+        assert_eq!(check(&mut m, State::Stalled), ["opened"]);
+        m.apply(heartbeat(2), Instant::now());
+        assert!(check(&mut m, State::Stalled).is_empty());
+        m.worker_gone("was killed after 2s without a heartbeat".into(), true);
+        assert!(check(&mut m, State::Stalled).is_empty());
+        m.worker_spawned(11);
+        assert!(check(&mut m, State::Stalled).is_empty());
+        // Hello: started, not yet proven to make progress.
+        m.apply(hello(11), Instant::now());
+        assert!(check(&mut m, State::Stalled).is_empty());
+        m.apply(heartbeat(1), Instant::now());
+        assert_eq!(check(&mut m, State::Ok), ["resolved"]);
     }
 }

@@ -899,6 +899,15 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
         version: VERSION.to_string(),
         started_at: wall_now(),
     });
+    // Fault injection: a slow start after hello (a long WAL recovery). An
+    // async sleep, so the hello itself goes out first.
+    if let Some(ms) = fail::eval("worker::after_hello", |arg| {
+        arg.and_then(|a| a.parse().ok())
+    })
+    .flatten()
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let store_path = config.state_dir.join(store::FILE_NAME);
     let mut store = Store::open(&store_path).map_err(|e| e.to_string())?;
     // Runs left `running` belonged to a worker that died: they are lost.
