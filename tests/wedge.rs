@@ -358,3 +358,57 @@ fn supervisor_kills_a_run_the_worker_let_outlive_its_timeout() {
     );
     assert!(sup.log().contains("outlived its timeout"), "{}", sup.log());
 }
+
+/// A loop that fails every turn is replaced after `failing_restart_after`
+/// (2s here), with the reason in the status.
+#[test]
+fn a_loop_failing_every_turn_is_replaced_after_failing_restart_after() {
+    let env = Env::new(
+        "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"1s\"\nfailing_restart_after = \"2s\"\n\
+         [[job]]\nname = \"a\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n",
+    );
+    let _sup = env.start_with(&[("FAILPOINTS", "worker::turn=panic")]);
+    let started = |s: &serde_json::Value| -> Option<jiff::Timestamp> {
+        s["worker"]["started_at"].as_str()?.parse().ok()
+    };
+    let (first, first_at) = wait_until("a failing worker heartbeating", LONG, || {
+        let s = env.status_fast()?;
+        let pid = s["worker"]["pid"].as_u64()?;
+        s["worker"]["heartbeat_seq"]
+            .is_u64()
+            .then(|| (pid, started(&s)))
+    });
+    let s = wait_until("a replacement worker", LONG, || {
+        env.status_fast()
+            .filter(|s| s["worker"]["pid"].as_u64().is_some_and(|p| p != first))
+    });
+    let took = Duration::try_from(started(&s).unwrap().duration_since(first_at.unwrap())).unwrap();
+    println!("failing worker {first} replaced {took:?} after it started");
+    // The supervisor checks once a second.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(2 + 1 + 3),
+        "replaced after {took:?}, failing_restart_after 2s"
+    );
+    assert!(s.to_string().contains("failing every loop turn"), "{s}");
+}
+
+/// A panic while a command is carried out is caught: the caller gets an
+/// error, the worker lives on (same pid) and is ok again at its next turn.
+#[test]
+fn a_panic_in_command_handling_is_caught_and_answered() {
+    let env = Env::new("[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n");
+    let sup = env.start_with(&[("FAILPOINTS", "worker::command=panic")]);
+    let pid = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap();
+    let out = env.cmd(&["pause", "a", "-c", env.config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("panicked"), "{err}");
+    let s = env.wait_ok(LONG);
+    assert_eq!(s["worker"]["pid"].as_u64(), Some(pid), "{s}");
+    assert_eq!(s["worker"]["restarts"], 0, "{s}");
+    assert!(
+        sup.log().contains("scheduler command panicked"),
+        "{}",
+        sup.log()
+    );
+}

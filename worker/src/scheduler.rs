@@ -131,6 +131,8 @@ pub struct Scheduler {
     last_clocks: (Timestamp, Instant),
     /// Spread this turn's catch-up runs (after a forward clock jump).
     stagger: bool,
+    /// Something panicked since the last turn: that turn is not good.
+    panicked: bool,
 }
 
 impl Scheduler {
@@ -162,6 +164,7 @@ impl Scheduler {
             next_heartbeat: Instant::now(),
             last_clocks: (wall_now(), Instant::now()),
             stagger: false,
+            panicked: false,
         };
         s.configure(config);
         s
@@ -388,15 +391,34 @@ impl Scheduler {
     /// One loop turn: fire what is due, commit, then heartbeat when due.
     pub fn turn(&mut self) {
         self.seq += 1;
-        self.check_clock();
-        let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.fire_due(wall_now());
-            self.flush();
-            self.sweep_retention();
-        })) {
-            // A failing store is reported as `store_error`, not as a failing
-            // turn: replacing the worker cannot fix a full or read-only disk
-            // and would throw away the writes it holds for retry.
+        self.guarded("clock check", Self::check_clock);
+        // A failing store is reported as `store_error`, not as a failing
+        // turn: replacing the worker cannot fix a full or read-only disk
+        // and would throw away the writes it holds for retry.
+        self.guarded("turn", |s| {
+            s.fire_due(wall_now());
+            s.flush();
+            s.sweep_retention();
+        });
+        // Not good if anything panicked since the last turn (a command or a
+        // finish in between included).
+        if !std::mem::take(&mut self.panicked) {
+            self.last_good_turn = Some(wall_now());
+        }
+        if Instant::now() >= self.next_heartbeat && !self.guarded("heartbeat", Self::heartbeat) {
+            // No heartbeat this time (the supervisor sees the silence);
+            // wait an interval before the next try rather than spin.
+            self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+        }
+    }
+
+    /// Runs a part of the loop's work. A panic in it is caught and logged
+    /// at ERROR with its message, and makes the turn not good (so the
+    /// heartbeat shows a failing loop), but never ends the worker: a worker
+    /// that fails every turn is replaced by the supervisor after
+    /// `failing_restart_after`, with the reason in the status.
+    pub fn guarded(&mut self, what: &str, f: impl FnOnce(&mut Self)) -> bool {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(()) => true,
             Err(panic) => {
                 let msg = panic
@@ -404,15 +426,10 @@ impl Scheduler {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-string panic".into());
-                tracing::error!(seq = self.seq, "scheduler turn panicked: {msg}");
+                tracing::error!(seq = self.seq, "scheduler {what} panicked: {msg}");
+                self.panicked = true;
                 false
             }
-        };
-        if ok {
-            self.last_good_turn = Some(wall_now());
-        }
-        if Instant::now() >= self.next_heartbeat {
-            self.heartbeat();
         }
     }
 
@@ -664,6 +681,10 @@ impl Scheduler {
 
     /// A run ended: record it, release its busy flag, start a queued fire.
     pub fn finished(&mut self, record: &RunRecord) {
+        self.guarded("finish", |s| s.finished_unguarded(record));
+    }
+
+    fn finished_unguarded(&mut self, record: &RunRecord) {
         self.journal.push(Write::Finish(record.clone()));
         self.mark_unpruned(&record.job);
         let Some(job) = self.jobs.get_mut(&record.job) else {
@@ -678,7 +699,28 @@ impl Scheduler {
         }
     }
 
+    /// Carries out a command. One that panics is answered with an error
+    /// (when it carried a request id), so its caller is not left waiting.
     pub fn command(&mut self, cmd: Command, config_path: &mut std::path::PathBuf) {
+        let (name, request) = match &cmd {
+            Command::Trigger { request, .. } => ("trigger", *request),
+            Command::Pause { request, .. } => ("pause", *request),
+            Command::Resume { request, .. } => ("resume", *request),
+            Command::Configure { .. } => ("configure", None),
+            Command::ReportSchedule | Command::Shutdown => ("", None),
+        };
+        if !self.guarded("command", |s| s.command_unguarded(cmd, config_path)) {
+            let error = format!("the worker panicked carrying out {name}; see its log");
+            match request {
+                Some(_) => self.answer(name, request, Err(error)),
+                None if !name.is_empty() => self.command_failed(name, error),
+                None => {}
+            }
+        }
+    }
+
+    fn command_unguarded(&mut self, cmd: Command, config_path: &mut std::path::PathBuf) {
+        fail::fail_point!("worker::command");
         match cmd {
             Command::Configure { path, source } => match Config::parse(&path, &source) {
                 Ok(config) => {
@@ -931,7 +973,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
             cmd = cmd_rx.recv() => match cmd {
                 None => { tracing::warn!("supervisor closed the command pipe: stopping jobs"); break; }
                 Some(Command::Shutdown) => { tracing::info!("shutdown requested: stopping jobs"); break; }
-                Some(cmd) => { sched.command(cmd, &mut config_path); sched.flush(); }
+                Some(cmd) => { sched.command(cmd, &mut config_path); sched.guarded("flush", Scheduler::flush); }
             },
             Some(record) = done_rx.recv() => {
                 sched.finished(&record);
@@ -939,7 +981,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
                 while let Ok(record) = done_rx.try_recv() {
                     sched.finished(&record);
                 }
-                sched.flush();
+                sched.guarded("flush", Scheduler::flush);
             }
                         _ = tokio::time::sleep_until(coarse(deadline)) => precise_wait(deadline),
         }
