@@ -502,7 +502,14 @@ fn clock_jumps_follow_misfire_rules_and_never_fire_twice() {
                 .is_some_and(|j| j.iter().any(|j| j["jump_ms"].as_i64() > Some(25_000)))
         })
     });
-    assert!(s["clock_jumps"][0]["jobs_due"].as_u64() >= Some(1), "{s}");
+    let jump = &s["clock_jumps"][0];
+    assert!(jump["jobs_due"].as_u64() >= Some(1), "{s}");
+    // Fires, not jobs: one per-second job passed over about 30 of them.
+    assert!(
+        (25..=35).contains(&jump["fires_due"].as_u64().unwrap()),
+        "{s}"
+    );
+    assert_eq!(jump["kind"], "step", "{s}");
     let rows = wait_until("the catch-up after the jump", LONG, || {
         let rows = env.rows("tick");
         rows.iter().any(|r| r.trigger == "catchup").then_some(rows)
@@ -591,5 +598,50 @@ fn retention_prunes_every_job_skips_included() {
         env.rows("runs").iter().any(|r| r.outcome == "success"),
         "{:#?}",
         env.rows("runs")
+    );
+}
+
+/// After a forward jump, the catch-up runs of many jobs are spread over
+/// about a second, not started in the same millisecond.
+#[test]
+fn catch_ups_after_a_forward_jump_are_staggered() {
+    let mut body = String::new();
+    for i in 0..20 {
+        body.push_str(&format!(
+            "[[job]]\nname = \"j{i}\"\nschedule = \"* * * * * *\"\nmisfire_grace = \"3s\"\nshell = \"true\"\n"
+        ));
+    }
+    let env = Env::new(&body);
+    let offset = env.path("offset");
+    fs::write(&offset, "0").unwrap();
+    let fp = format!("worker::clock_offset=return({})", offset.display());
+    let _sup = env.start_with(&[("FAILPOINTS", fp.as_str())]);
+    env.wait_ok(LONG);
+    fs::write(&offset, "30").unwrap();
+    let starts: Vec<jiff::Timestamp> = wait_until("every job's catch-up run", LONG, || {
+        (0..20)
+            .map(|i| {
+                let r = env
+                    .rows(&format!("j{i}"))
+                    .into_iter()
+                    .find(|r| r.trigger == "catchup" && r.finished_at.is_some())?;
+                // The finished record's start is when the process started
+                // (the record written before the spawn has the planned time).
+                r.started_at.as_deref()?.parse().ok()
+            })
+            .collect()
+    });
+    let s = env.status().1.unwrap();
+    let jump = &s["clock_jumps"][0];
+    assert_eq!(jump["jobs_due"], 20, "{s}");
+    assert!(jump["fires_due"].as_u64() >= Some(20 * 25), "{s}");
+    let first = starts.iter().min().unwrap();
+    let last = starts.iter().max().unwrap();
+    let spread = last.duration_since(*first);
+    println!("20 catch-up runs started over {spread:?}");
+    assert!(
+        spread >= jiff::SignedDuration::from_millis(500)
+            && spread <= jiff::SignedDuration::from_millis(1500),
+        "catch-up runs started over {spread:?}, expected spread over about 1s"
     );
 }

@@ -434,7 +434,9 @@ impl Model {
             Event::ClockJump(j) => {
                 tracing::warn!(
                     jump_ms = j.jump_ms,
+                    kind = ?j.kind,
                     jobs_due = j.jobs_due,
+                    fires_due = j.fires_due,
                     "the worker saw the wall clock jump"
                 );
                 if self.clock_jumps.len() >= 10 {

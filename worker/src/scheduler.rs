@@ -127,8 +127,8 @@ pub struct Scheduler {
     seq: u64,
     last_good_turn: Option<Timestamp>,
     next_heartbeat: Instant,
-    /// (wall, monotonic) at the previous turn, to notice clock jumps.
-    last_clocks: (Timestamp, Instant),
+    /// The clocks at the previous turn, to notice jumps and suspends.
+    last_clocks: Clocks,
     /// Spread this turn's catch-up runs (after a forward clock jump).
     stagger: bool,
     /// Something panicked since the last turn: that turn is not good.
@@ -162,7 +162,7 @@ impl Scheduler {
             seq: 0,
             last_good_turn: None,
             next_heartbeat: Instant::now(),
-            last_clocks: (wall_now(), Instant::now()),
+            last_clocks: Clocks::read(),
             stagger: false,
             panicked: false,
         };
@@ -433,42 +433,53 @@ impl Scheduler {
         }
     }
 
-    /// Notices a jump of the wall clock against the monotonic one. A forward
-    /// jump needs nothing more: the fires it skipped over are due now and go
-    /// through the misfire rules. A backward jump cannot fire a time twice:
-    /// next fires only ever move forward. Both are logged with their size.
+    /// Notices a jump of the wall clock against the monotonic one, and a
+    /// suspend (boot time against monotonic). A forward jump needs nothing
+    /// more: the fires it skipped over are due now and go through the
+    /// misfire rules. A backward jump cannot fire a time twice: next fires
+    /// only ever move forward. Each is reported and logged with its size.
     fn check_clock(&mut self) {
-        let (wall0, mono0) = self.last_clocks;
-        let (wall, mono) = (wall_now(), Instant::now());
-        self.last_clocks = (wall, mono);
-        let wall_step = wall.duration_since(wall0);
-        let mono_step = SignedDuration::try_from(mono.duration_since(mono0)).unwrap_or_default();
-        let jump = wall_step - mono_step;
-        if jump.abs() > SignedDuration::try_from(CLOCK_JUMP).unwrap_or_default() {
-            let due = self
-                .jobs
-                .values()
-                .filter(|j| j.next.is_some_and(|t| t <= wall))
-                .count();
-            self.outbox
-                .push(Event::ClockJump(cronwarden_shared::status::ClockJump {
-                    at: wall,
-                    jump_ms: jump.as_millis() as i64,
-                    jobs_due: due as u32,
-                }));
-            // Many catch-up runs at once after a forward jump: spread them.
-            self.stagger = !jump.is_negative() && due > 1;
-            tracing::warn!(
-                jump_ms = jump.as_millis(),
-                direction = if jump.is_negative() {
-                    "backward"
-                } else {
-                    "forward"
-                },
-                jobs_due = due,
-                "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
-            );
+        let now = Clocks::read();
+        let prev = std::mem::replace(&mut self.last_clocks, now);
+        let Some((jump, kind)) = clock_event(prev, now) else {
+            return;
+        };
+        let wall = now.wall;
+        let (mut jobs_due, mut fires_due) = (0u32, 0u32);
+        for j in self.jobs.values() {
+            let mut cursor = j.next.filter(|t| *t <= wall);
+            if cursor.is_some() {
+                jobs_due += 1;
+            }
+            let mut n = 0;
+            while let Some(t) = cursor.filter(|t| *t <= wall && n < MAX_DUE_PER_TURN) {
+                n += 1;
+                cursor = j.spec.schedule.next_after(t, Some(t));
+            }
+            fires_due = fires_due.saturating_add(n as u32);
         }
+        self.outbox
+            .push(Event::ClockJump(cronwarden_shared::status::ClockJump {
+                at: wall,
+                jump_ms: jump.as_millis() as i64,
+                jobs_due,
+                fires_due,
+                kind,
+            }));
+        // Many catch-up runs at once after a forward jump: spread them.
+        self.stagger = !jump.is_negative() && jobs_due > 1;
+        tracing::warn!(
+            jump_ms = jump.as_millis(),
+            direction = if jump.is_negative() {
+                "backward"
+            } else {
+                "forward"
+            },
+            kind = ?kind,
+            jobs_due,
+            fires_due,
+            "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
+        );
     }
 
     fn heartbeat(&mut self) {
@@ -842,6 +853,53 @@ impl Scheduler {
             + Duration::from_secs(2)
     }
 }
+/// The three clocks at one moment: wall time (as the scheduler sees it),
+/// CLOCK_MONOTONIC (stops while the machine is suspended) and
+/// CLOCK_BOOTTIME (does not).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Clocks {
+    wall: Timestamp,
+    mono: Duration,
+    boot: Duration,
+}
+
+impl Clocks {
+    fn read() -> Clocks {
+        use nix::time::{clock_gettime, ClockId};
+        let read = |id| clock_gettime(id).map(Duration::from).unwrap_or_default();
+        let mono = read(ClockId::CLOCK_MONOTONIC);
+        let boot = read(ClockId::CLOCK_BOOTTIME);
+        Clocks {
+            wall: wall_now(),
+            mono,
+            boot,
+        }
+    }
+}
+
+/// What moved between two readings, if anything did: the wall clock's
+/// movement beyond the monotonic one, and whether that was a suspend
+/// (boot time ran ahead of monotonic by more than [`CLOCK_JUMP`]) or a
+/// step of the wall clock. Movements within `CLOCK_JUMP` are nothing.
+fn clock_event(
+    prev: Clocks,
+    now: Clocks,
+) -> Option<(SignedDuration, cronwarden_shared::status::ClockJumpKind)> {
+    use cronwarden_shared::status::ClockJumpKind;
+    let signed = |d: Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+    let mono_step = signed(now.mono.saturating_sub(prev.mono));
+    let boot_step = signed(now.boot.saturating_sub(prev.boot));
+    let jump = now.wall.duration_since(prev.wall) - mono_step;
+    let limit = signed(CLOCK_JUMP);
+    if boot_step - mono_step > limit {
+        Some((jump, ClockJumpKind::Suspend))
+    } else if jump.abs() > limit {
+        Some((jump, ClockJumpKind::Step))
+    } else {
+        None
+    }
+}
+
 /// Wall time as the scheduler sees it. In test builds a fail point can add
 /// an offset read from a file (`worker::clock_offset=return(PATH)`, seconds),
 /// so a test can jump the worker's clock without touching the machine's.
@@ -1005,4 +1063,48 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cronwarden_shared::status::ClockJumpKind;
+
+    fn at(wall_s: i64, mono_s: u64, boot_s: u64) -> Clocks {
+        Clocks {
+            wall: Timestamp::from_second(1_800_000_000 + wall_s).unwrap(),
+            mono: Duration::from_secs(mono_s),
+            boot: Duration::from_secs(boot_s),
+        }
+    }
+
+    #[test]
+    fn clock_events_tell_a_step_from_a_suspend() {
+        let t0 = at(0, 100, 100);
+        // Ordinary progress, and drift within the bound: nothing.
+        assert_eq!(clock_event(t0, at(1, 101, 101)), None);
+        assert_eq!(clock_event(t0, at(3, 101, 101)), None);
+        // The wall clock set 30 s ahead, or 30 s back: steps.
+        assert_eq!(
+            clock_event(t0, at(31, 101, 101)),
+            Some((SignedDuration::from_secs(30), ClockJumpKind::Step))
+        );
+        assert_eq!(
+            clock_event(t0, at(-29, 101, 101)),
+            Some((SignedDuration::from_secs(-30), ClockJumpKind::Step))
+        );
+        // An hour asleep: monotonic stood still, boot time and the wall
+        // clock ran on.
+        assert_eq!(
+            clock_event(t0, at(3601, 101, 3701)),
+            Some((SignedDuration::from_secs(3600), ClockJumpKind::Suspend))
+        );
+        // A suspend is one even if the wall clock was not kept (no RTC).
+        assert_eq!(
+            clock_event(t0, at(1, 101, 3701)),
+            Some((SignedDuration::ZERO, ClockJumpKind::Suspend))
+        );
+        // A slow turn (the loop stopped, not the machine) is no event.
+        assert_eq!(clock_event(t0, at(60, 160, 160)), None);
+    }
 }
