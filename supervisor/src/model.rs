@@ -100,6 +100,10 @@ pub struct JobObs {
     pub streaks: Streaks,
     /// Runs the supervisor itself killed for outliving their timeout.
     pub enforced: Vec<u64>,
+    /// What runs near or past their timeout were last seen doing, by run.
+    pub snapshots: BTreeMap<u64, forensics::Snapshot>,
+    /// The snapshot of the last run that timed out or was lost, for its alert.
+    pub last_forensics: Option<forensics::Snapshot>,
 }
 
 pub struct Model {
@@ -169,6 +173,8 @@ impl Model {
                     running: BTreeMap::new(),
                     streaks: Streaks::default(),
                     enforced: vec![],
+                    snapshots: BTreeMap::new(),
+                    last_forensics: None,
                 },
             };
             self.jobs.insert(spec.name.clone(), obs);
@@ -210,8 +216,11 @@ impl Model {
         let mut groups = vec![];
         let now = Timestamp::now();
         for (name, job) in &mut self.jobs {
+            job.snapshots.clear();
             for (id, r) in std::mem::take(&mut job.running) {
                 groups.push(r.pid);
+                // Its processes are still there: they are killed after this.
+                job.last_forensics = Some(forensics::Snapshot::take(&r, None, now));
                 let mut rec = RunRecord::new(
                     id,
                     name,
@@ -239,6 +248,34 @@ impl Model {
             .values()
             .flat_map(|j| j.running.values().map(|r| r.pid))
             .collect()
+    }
+
+    /// Looks at every run within `lead` of its timeout or past it, while
+    /// its processes are still there: the `job_timeout` alert says what it
+    /// was doing. A later look replaces an earlier one unless it finds no
+    /// process left (the kill came first).
+    pub fn snapshot_timeouts(&mut self, now: Timestamp, lead: Duration) {
+        let worker = self.worker.pid;
+        for j in self.jobs.values_mut() {
+            let Some(timeout) = j.spec.timeout else {
+                continue;
+            };
+            let from = SignedDuration::try_from(timeout.saturating_sub(lead))
+                .unwrap_or(SignedDuration::MAX);
+            for r in j.running.values() {
+                if now.duration_since(r.started_at) < from {
+                    continue;
+                }
+                let snap = forensics::Snapshot::take(r, worker, now);
+                let keep_old = snap.processes.is_empty()
+                    && j.snapshots
+                        .get(&r.run_id)
+                        .is_some_and(|s| !s.processes.is_empty());
+                if !keep_old {
+                    j.snapshots.insert(r.run_id, snap);
+                }
+            }
+        }
     }
 
     /// Runs that outlived timeout + kill grace + `margin` by our own clock:
@@ -400,6 +437,10 @@ impl Model {
                 self.max_run_id = self.max_run_id.max(run.id);
                 if let Some(j) = self.jobs.get_mut(&run.job) {
                     j.running.remove(&run.id);
+                    let snap = j.snapshots.remove(&run.id);
+                    if matches!(run.outcome, Outcome::Timeout | Outcome::Lost) && snap.is_some() {
+                        j.last_forensics = snap;
+                    }
                     if j.last_run
                         .as_ref()
                         .is_some_and(|l| l.id == run.id && l.outcome == run.outcome)
@@ -831,7 +872,24 @@ impl Model {
                             (_, Some(s)) => format!("signal {s}"),
                             _ => last.outcome.as_str().into(),
                         });
-                let details = json!({ "run_id": last.id, "outcome": last.outcome, "streak": j.streaks.failures });
+                let mut details = json!({ "run_id": last.id, "outcome": last.outcome, "streak": j.streaks.failures });
+                // What the run was doing, seen while it was still there.
+                let seen = j
+                    .last_forensics
+                    .as_ref()
+                    .filter(|f| f.run_id == last.id)
+                    .filter(|_| matches!(last.outcome, Outcome::Timeout | Outcome::Lost));
+                let seen_line = match seen {
+                    Some(f) => {
+                        details["processes"] = json!(f.processes);
+                        details["pipe_holders"] = json!(f.pipe_holders);
+                        details["last_line"] = json!(f.last_line);
+                        details["last_output_at"] = json!(f.last_output_at);
+                        details["seen_at"] = json!(f.taken_at);
+                        format!("; seen at {}", f.describe())
+                    }
+                    None => String::new(),
+                };
                 match last.outcome {
                     Outcome::Timeout => push(
                         "job_timeout",
@@ -839,7 +897,7 @@ impl Model {
                         Severity::Warning,
                         State::Degraded,
                         format!(
-                            "job {name}: run {} {what}; its process group was killed",
+                            "job {name}: run {} {what}; its process group was killed{seen_line}",
                             last.id
                         ),
                         details,
@@ -850,7 +908,7 @@ impl Model {
                         n,
                         Severity::Critical,
                         State::Degraded,
-                        format!("job {name}: run {} lost: {what}", last.id),
+                        format!("job {name}: run {} lost: {what}{seen_line}", last.id),
                         details,
                         true,
                     ),
