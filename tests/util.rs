@@ -110,10 +110,16 @@ impl Env {
 
     /// Starts `run` with extra environment (fail points, NOTIFY_SOCKET).
     pub fn start_with(&self, vars: &[(&str, &str)]) -> Supervisor {
+        self.start_args(vars, &[])
+    }
+
+    /// Starts `run` with extra environment and extra arguments.
+    pub fn start_args(&self, vars: &[(&str, &str)], args: &[&str]) -> Supervisor {
         let log = self.path("supervisor.log");
         let child = Command::new(BIN)
             .envs(vars.iter().copied())
             .args(["run", "--config", self.config.to_str().unwrap()])
+            .args(args)
             .current_dir(self.dir.path())
             .env("CRONWARDEN_LOG", "info")
             .stdin(Stdio::null())
