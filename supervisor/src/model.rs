@@ -47,6 +47,10 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 const RESTART_NEWS: Duration = Duration::from_secs(60);
 /// A worker up this long ends a crash loop.
 pub const CRASH_SETTLED: Duration = Duration::from_secs(15);
+/// At most this many runs are looked at in /proc per tick (near their
+/// timeout) or per worker death (in flight): each look reads /proc, and the
+/// supervisor's loop must stay short when a thousand runs time out at once.
+const LOOKS_PER_EVENT: usize = 16;
 /// How long the worker's armed time may disagree with ours before it is a
 /// condition (the two legitimately differ for an instant around a fire).
 const MISARMED_AFTER: Duration = Duration::from_secs(3);
@@ -215,12 +219,16 @@ impl Model {
         }
         let mut groups = vec![];
         let now = Timestamp::now();
+        let mut looks = LOOKS_PER_EVENT;
         for (name, job) in &mut self.jobs {
             job.snapshots.clear();
             for (id, r) in std::mem::take(&mut job.running) {
                 groups.push(r.pid);
                 // Its processes are still there: they are killed after this.
-                job.last_forensics = Some(forensics::Snapshot::take(&r, None, now));
+                job.last_forensics = (looks > 0).then(|| {
+                    looks -= 1;
+                    forensics::Snapshot::take(&r, None, now)
+                });
                 let mut rec = RunRecord::new(
                     id,
                     name,
@@ -250,22 +258,26 @@ impl Model {
             .collect()
     }
 
-    /// Looks at every run within `lead` of its timeout or past it, while
-    /// its processes are still there: the `job_timeout` alert says what it
-    /// was doing. A later look replaces an earlier one unless it finds no
-    /// process left (the kill came first).
+    /// Looks at every run from `lead` before its timeout until its kill
+    /// grace is over, while its processes are still there: the
+    /// `job_timeout` alert says what it was doing. A later look replaces an
+    /// earlier one unless it finds no process left (the kill came first).
     pub fn snapshot_timeouts(&mut self, now: Timestamp, lead: Duration) {
         let worker = self.worker.pid;
+        let mut looks = LOOKS_PER_EVENT;
         for j in self.jobs.values_mut() {
             let Some(timeout) = j.spec.timeout else {
                 continue;
             };
-            let from = SignedDuration::try_from(timeout.saturating_sub(lead))
-                .unwrap_or(SignedDuration::MAX);
+            let signed = |d: Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+            let from = signed(timeout.saturating_sub(lead));
+            let until = signed(timeout + j.spec.kill_grace + lead);
             for r in j.running.values() {
-                if now.duration_since(r.started_at) < from {
+                let age = now.duration_since(r.started_at);
+                if age < from || age > until || looks == 0 {
                     continue;
                 }
+                looks -= 1;
                 let snap = forensics::Snapshot::take(r, worker, now);
                 let keep_old = snap.processes.is_empty()
                     && j.snapshots

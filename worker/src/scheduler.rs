@@ -417,7 +417,7 @@ impl Scheduler {
     /// heartbeat shows a failing loop), but never ends the worker: a worker
     /// that fails every turn is replaced by the supervisor after
     /// `failing_restart_after`, with the reason in the status.
-    pub fn guarded(&mut self, what: &str, f: impl FnOnce(&mut Self)) -> bool {
+    fn guarded(&mut self, what: &str, f: impl FnOnce(&mut Self)) -> bool {
         match std::panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(()) => true,
             Err(panic) => {
