@@ -853,6 +853,7 @@ impl Scheduler {
             + Duration::from_secs(2)
     }
 }
+
 /// The three clocks at one moment: wall time (as the scheduler sees it),
 /// CLOCK_MONOTONIC (stops while the machine is suspended) and
 /// CLOCK_BOOTTIME (does not).
