@@ -60,7 +60,10 @@ shell = "sleep 30"
     let first_worker = worker_pid(&env);
     let from = now_unix();
     sleep_until_unix(from + 3);
+    let pause_sent = now_unix();
     let out = env.cmd(&["pause", "paused", "-c", &config_path(&env)]);
+    // The reply comes once the worker has applied the pause.
+    let paused_at = now_unix();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -79,8 +82,10 @@ shell = "sleep 30"
                 .is_some_and(|p| p as u32 != first_worker))
         .then_some(())
     });
+    let resume_sent = now_unix();
     let out = env.cmd(&["resume", "paused", "-c", &config_path(&env)]);
     assert_eq!(out.status.code(), Some(0));
+    let resumed_at = now_unix();
     let to = now_unix() + 4;
     sleep_until_unix(to + 2);
 
@@ -147,6 +152,47 @@ shell = "sleep 30"
         outcomes("hangs").iter().any(|o| o == "timeout:"),
         "{:?}",
         outcomes("hangs")
+    );
+    // Outcome classes by window: the paused job's fires between the pause
+    // and the resume are all `paused`, the ones clearly outside it ran.
+    for r in env.rows("paused") {
+        let Some(t) = r.scheduled_at.as_deref().map(unix) else {
+            continue;
+        };
+        if t <= from || t >= to {
+            continue;
+        }
+        let class = format!(
+            "{}:{}",
+            r.outcome,
+            r.skip_reason.clone().unwrap_or_default()
+        );
+        if t > paused_at && t < resume_sent {
+            assert_eq!(
+                class, "skipped:paused",
+                "paused window {paused_at}..{resume_sent}: {r:?}"
+            );
+        } else if t < pause_sent || t > resumed_at + 1 {
+            assert!(
+                class == "success:" || class == "lost:",
+                "outside the paused window: {r:?}"
+            );
+        }
+    }
+    // Every run of the hanging job timed out, but for the one the crash
+    // interrupted (lost).
+    let hangs: Vec<_> = env
+        .rows("hangs")
+        .into_iter()
+        .filter(|r| r.covers.iter().any(|c| (from + 1..to).contains(&unix(c))))
+        .collect();
+    let lost = hangs.iter().filter(|r| r.outcome == "lost").count();
+    assert!(lost <= 1, "{hangs:#?}");
+    assert!(
+        hangs
+            .iter()
+            .all(|r| r.outcome == "timeout" || r.outcome == "lost"),
+        "{hangs:#?}"
     );
     // The crash: whatever was in flight is `lost`, nothing is left `running`
     // from the dead worker.
@@ -227,6 +273,28 @@ fn downtime_catches_up_within_grace_and_records_older_fires_as_misfires() {
         catchup[0]
     );
     assert_eq!(catchup[0].outcome, "success");
+    // The run was told what it stands for: its trigger and every covered time.
+    let out: String = env
+        .db()
+        .query_row(
+            "SELECT stdout_tail FROM runs WHERE id = ?1",
+            [catchup[0].id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut words = out.split_whitespace();
+    assert_eq!(words.next(), Some("catchup"), "{out:?}");
+    let told: Vec<jiff::Timestamp> = words.map(|w| w.parse().unwrap()).collect();
+    let covers: Vec<jiff::Timestamp> = catchup[0]
+        .covers
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert_eq!(
+        told, covers,
+        "CRONWARDEN_COVERS {out:?} vs the record {:?}",
+        catchup[0]
+    );
     let misfires = rows
         .iter()
         .filter(|r| r.skip_reason.as_deref() == Some("misfire"))
@@ -502,7 +570,14 @@ fn clock_jumps_follow_misfire_rules_and_never_fire_twice() {
                 .is_some_and(|j| j.iter().any(|j| j["jump_ms"].as_i64() > Some(25_000)))
         })
     });
-    assert!(s["clock_jumps"][0]["jobs_due"].as_u64() >= Some(1), "{s}");
+    let jump = &s["clock_jumps"][0];
+    assert!(jump["jobs_due"].as_u64() >= Some(1), "{s}");
+    // Fires, not jobs: one per-second job passed over about 30 of them.
+    assert!(
+        (25..=35).contains(&jump["fires_due"].as_u64().unwrap()),
+        "{s}"
+    );
+    assert_eq!(jump["kind"], "step", "{s}");
     let rows = wait_until("the catch-up after the jump", LONG, || {
         let rows = env.rows("tick");
         rows.iter().any(|r| r.trigger == "catchup").then_some(rows)
@@ -539,4 +614,253 @@ fn clock_jumps_follow_misfire_rules_and_never_fire_twice() {
         twice.is_empty(),
         "scheduled times with two records: {twice:?}"
     );
+}
+
+/// Retention holds for every job that gets records, skips included: a
+/// paused job only ever skips, and its records are pruned like a running
+/// job's, a few jobs per second, never all at once.
+#[test]
+fn retention_prunes_every_job_skips_included() {
+    let env = Env::new(
+        "[[job]]\nname = \"paused\"\nschedule = \"* * * * * *\"\nretention = 5\nshell = \"true\"\n\
+         [[job]]\nname = \"runs\"\nschedule = \"* * * * * *\"\nretention = 5\nshell = \"true\"\n",
+    );
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let out = env.cmd(&["pause", "paused", "-c", &config_path(&env)]);
+    assert_eq!(out.status.code(), Some(0));
+    let start = now_unix();
+    // One sweep a second: a few seconds of records beyond the retention at
+    // most (and a run in flight); without pruning they grow without bound.
+    let bound = 5 + 4;
+    let pruned = |name: &str| {
+        let rows = env.rows(name);
+        let oldest = rows.first()?.scheduled_at.as_deref().map(unix)?;
+        (oldest > start + 8).then_some(rows)
+    };
+    wait_until("both jobs pruned past their first records", LONG, || {
+        Some(()).filter(|_| pruned("paused").is_some() && pruned("runs").is_some())
+    });
+    let until = now_unix() + 4;
+    while now_unix() < until {
+        for name in ["paused", "runs"] {
+            let rows = env.rows(name);
+            assert!(
+                rows.len() <= bound,
+                "{name}: {} records kept, retention 5: {rows:#?}",
+                rows.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let paused = env.rows("paused");
+    assert!(
+        paused
+            .iter()
+            .rev()
+            .take(3)
+            .all(|r| r.skip_reason.as_deref() == Some("paused")),
+        "{paused:#?}"
+    );
+    assert!(
+        env.rows("runs").iter().any(|r| r.outcome == "success"),
+        "{:#?}",
+        env.rows("runs")
+    );
+}
+
+/// After a forward jump, the catch-up runs of many jobs are spread over
+/// about a second, not started in the same millisecond.
+#[test]
+fn catch_ups_after_a_forward_jump_are_staggered() {
+    let mut body = String::new();
+    for i in 0..20 {
+        body.push_str(&format!(
+            "[[job]]\nname = \"j{i}\"\nschedule = \"* * * * * *\"\nmisfire_grace = \"3s\"\nshell = \"true\"\n"
+        ));
+    }
+    let env = Env::new(&body);
+    let offset = env.path("offset");
+    fs::write(&offset, "0").unwrap();
+    let fp = format!("worker::clock_offset=return({})", offset.display());
+    let _sup = env.start_with(&[("FAILPOINTS", fp.as_str())]);
+    env.wait_ok(LONG);
+    fs::write(&offset, "30").unwrap();
+    let starts: Vec<jiff::Timestamp> = wait_until("every job's catch-up run", LONG, || {
+        (0..20)
+            .map(|i| {
+                let r = env
+                    .rows(&format!("j{i}"))
+                    .into_iter()
+                    .find(|r| r.trigger == "catchup" && r.finished_at.is_some())?;
+                // The finished record's start is when the process started
+                // (the record written before the spawn has the planned time).
+                r.started_at.as_deref()?.parse().ok()
+            })
+            .collect()
+    });
+    let s = env.status().1.unwrap();
+    let jump = &s["clock_jumps"][0];
+    assert_eq!(jump["jobs_due"], 20, "{s}");
+    assert!(jump["fires_due"].as_u64() >= Some(20 * 25), "{s}");
+    let first = starts.iter().min().unwrap();
+    let last = starts.iter().max().unwrap();
+    let spread = last.duration_since(*first);
+    println!("20 catch-up runs started over {spread:?}");
+    assert!(
+        spread >= jiff::SignedDuration::from_millis(500)
+            && spread <= jiff::SignedDuration::from_millis(3000),
+        "catch-up runs started over {spread:?}, expected spread over about 1s"
+    );
+}
+
+/// A changed schedule is recomputed on reload: the fires follow the new one.
+#[test]
+fn a_changed_schedule_is_recomputed_on_reload() {
+    let env = Env::new("[[job]]\nname = \"j\"\nschedule = \"*/5 * * * * *\"\nshell = \"true\"\n");
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    env.write_config("[[job]]\nname = \"j\"\nschedule = \"*/2 * * * * *\"\nshell = \"true\"\n");
+    let out = env.cmd(&["reload", "-c", &config_path(&env)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from = now_unix() + 1;
+    let to = from + 8;
+    sleep_until_unix(to + 1);
+    assert_accounted(
+        &env.rows("j"),
+        &every_nth_second(from, to, 2),
+        from,
+        to,
+        "j",
+    );
+    let stored: String = env
+        .db()
+        .query_row("SELECT schedule FROM jobs WHERE name = 'j'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, "*/2 * * * * *");
+    let s = env.wait_ok(LONG);
+    assert_eq!(job(&s, "j")["schedule"], "*/2 * * * * *", "{s}");
+}
+
+/// `overlap = "queue"`: while a run is busy, the first fire waits (one
+/// pending at most), every further fire is a skipped `overlap` record, and
+/// the waiting one starts as soon as the busy run ends.
+#[test]
+fn queue_keeps_at_most_one_pending_and_skips_the_rest() {
+    let env = Env::new(
+        "[[job]]\nname = \"q\"\nschedule = \"* * * * * *\"\noverlap = \"queue\"\n\
+         overlap_alert_after = 1000\nshell = \"sleep 3.5\"\n",
+    );
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let from = now_unix();
+    sleep_until_unix(from + 12);
+    let to = now_unix() - 5;
+    let rows = env.rows("q");
+    assert_accounted(&rows, &every_nth_second(from, to, 1), from, to, "q");
+    let ts = |s: &Option<String>| s.as_deref().map(|s| s.parse::<jiff::Timestamp>().unwrap());
+    let now = jiff::Timestamp::now();
+    // A queued run waited: from its scheduled time to its start.
+    let queued: Vec<(jiff::Timestamp, jiff::Timestamp)> = rows
+        .iter()
+        .filter(|r| r.skip_reason.is_none())
+        .filter_map(|r| {
+            let sched = ts(&r.scheduled_at)?;
+            let start = ts(&r.started_at).unwrap_or(now);
+            (start.duration_since(sched) > jiff::SignedDuration::from_millis(1000))
+                .then_some((sched, start))
+        })
+        .collect();
+    assert!(queued.len() >= 2, "no run waited in the queue: {rows:#?}");
+    for w in queued.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "two fires pending at once: {w:?}\n{rows:#?}"
+        );
+    }
+    let skips: Vec<_> = rows.iter().filter(|r| r.skip_reason.is_some()).collect();
+    assert!(!skips.is_empty(), "{rows:#?}");
+    for r in &skips {
+        assert_eq!(r.skip_reason.as_deref(), Some("overlap"), "{r:?}");
+        let t = ts(&r.scheduled_at).unwrap();
+        assert!(
+            queued.iter().any(|(sched, start)| *sched < t && t < *start),
+            "skipped while nothing was pending: {r:?}\n{rows:#?}"
+        );
+    }
+    // Each queued run started as soon as its predecessor ended.
+    let runs: Vec<_> = rows
+        .iter()
+        .filter(|r| r.skip_reason.is_none() && r.finished_at.is_some())
+        .collect();
+    for w in runs.windows(2) {
+        let (end, next_start) = (
+            ts(&w[0].finished_at).unwrap(),
+            ts(&w[1].started_at).unwrap(),
+        );
+        let gap = next_start.duration_since(end);
+        assert!(
+            gap < jiff::SignedDuration::from_millis(1000),
+            "run {} started {gap:?} after run {} ended",
+            w[1].id,
+            w[0].id
+        );
+    }
+}
+
+/// `cronwarden audit` exits 1 when the ledger is broken (a record gone).
+#[test]
+fn audit_exits_1_on_a_broken_ledger() {
+    let env = Env::new("[[job]]\nname = \"j\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n");
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let from = now_unix();
+    sleep_until_unix(from + 5);
+    let window = |t: i64| jiff::Timestamp::from_second(t).unwrap().to_string();
+    let audit = || {
+        env.cmd(&[
+            "audit",
+            "j",
+            "-c",
+            &config_path(&env),
+            "--from",
+            &window(from + 1),
+            "--to",
+            &window(from + 4),
+        ])
+    };
+    let out = audit();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let victim = window(from + 2).replace('Z', "");
+    let db = rusqlite::Connection::open(env.state_dir().join("cronwarden.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let n = db
+        .execute(
+            "DELETE FROM runs WHERE job = 'j' AND scheduled_at LIKE ?1 || '%'",
+            [&victim],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "no record at {victim}");
+    drop(db);
+    let out = audit();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.to_lowercase().contains("missing"), "{text}");
 }

@@ -45,6 +45,14 @@ fn demo_fires_reports_ok_and_stops_cleanly() {
     let mut sup = env.start();
 
     let first = env.wait_ok(LONG);
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(env.state_dir().join("cronwarden.sock"))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
     let wpid = worker_pid(&first);
     let cmdline = fs::read(format!("/proc/{wpid}/cmdline")).unwrap();
     assert!(
@@ -126,10 +134,44 @@ shell = "trap '' TERM; echo $$ >> {d}/main.pids; sh -c 'echo $$ >> {d}/grand.pid
     wait_until("every process of the timed-out group gone", LONG, || {
         group.iter().all(|p| !alive(*p)).then_some(())
     });
+    // Not only the two it wrote down: no live process at all is left in
+    // the job's process group (its pgid is the main process's pid).
+    let pgid = group[0];
+    wait_until("no live process in the job's process group", LONG, || {
+        let left = processes_in_group(pgid);
+        left.is_empty().then_some(()).or_else(|| {
+            println!("still in group {pgid}: {left:?}");
+            None
+        })
+    });
     // The busy flag was released: the next fire starts a new run.
     wait_until("the next fire of the job", LONG, || {
         (read_pids(&env.path("main.pids")).len() >= 2).then_some(())
     });
+}
+
+/// Live (not zombie) processes whose process group is `pgid`, from /proc.
+fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        // After comm: state(0) ppid(1) pgrp(2).
+        if f[2].parse::<u32>().ok() == Some(pgid) && !["Z", "X"].contains(&f[0]) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// A job whose main process exits while a grandchild keeps stdout open does
@@ -189,7 +231,10 @@ fn stopped_worker_is_detected_replaced_and_firing_resumes() {
         "[watchdog]\nheartbeat_interval = \"250ms\"\nstall_after = \"2s\"\n\
          [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nshell = \"echo tick\"\n",
     );
-    let _sup = env.start();
+    // Each worker starts slowly after its hello (as with a long store
+    // recovery), so the replacement is visibly up before it has proven
+    // any progress.
+    let _sup = env.start_with(&[("FAILPOINTS", "worker::after_hello=return(400)")]);
     let old = worker_pid(&env.wait_ok(LONG));
     kill(old, Signal::SIGSTOP);
     let stopped = Instant::now();
@@ -204,6 +249,43 @@ fn stopped_worker_is_detected_replaced_and_firing_resumes() {
     assert!(
         detected < Duration::from_secs(2) + Duration::from_secs(5),
         "detection took {detected:?}"
+    );
+    // `stalled` holds from the stall declaration until the replacement's
+    // first heartbeat, its hello included (started is not progress), with
+    // the worker_stalled alert open: polled straight over the socket.
+    let mut first_stalled = None;
+    let s = wait_until("stalled while the replacement has said hello", LONG, || {
+        let s = env.status_fast()?;
+        if s["state"] != "stalled" {
+            let new = s["worker"]["pid"].as_u64().is_some_and(|p| p as u32 != old);
+            assert!(
+                !(new && s["worker"]["heartbeat_seq"].is_null() && first_stalled.is_some()),
+                "not stalled before the replacement's first heartbeat: {s}"
+            );
+            return None;
+        }
+        first_stalled.get_or_insert_with(|| (stopped.elapsed(), s["reasons"].clone()));
+        assert!(
+            s["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["kind"] == "worker_stalled"),
+            "stalled without a worker_stalled alert: {s}"
+        );
+        let new = s["worker"]["pid"].as_u64().is_some_and(|p| p as u32 != old);
+        (new && s["worker"]["heartbeat_age_ms"].is_u64() && s["worker"]["heartbeat_seq"].is_null())
+            .then_some(s)
+    });
+    let (stalled_after, why) = first_stalled.unwrap();
+    println!("SIGSTOP -> status \"stalled\" after {stalled_after:?}: {why}");
+    println!(
+        "SIGSTOP -> still stalled after the replacement's hello: {}",
+        s["reasons"]
+    );
+    assert!(
+        stalled_after < Duration::from_secs(2) + Duration::from_secs(5),
+        "stall declared after {stalled_after:?}"
     );
     let s = wait_until("a replacement worker, ok", LONG, || {
         let s = env.status().1?;
@@ -254,11 +336,12 @@ fn jobs_inherit_no_cronwarden_descriptors_and_get_their_run_env() {
     );
     let _sup = env.start();
     // The listing comes back as the run's captured stdout.
-    let text = wait_until("the probe job's output", LONG, || {
+    let (text, run) = wait_until("the probe job's output", LONG, || {
         let s = env.status().1?;
-        job(&s, "probe")["last_run"]["stdout_tail"]
+        let run = job(&s, "probe")["last_run"].clone();
+        run["stdout_tail"]
             .as_str()
-            .map(str::to_string)
+            .map(|t| (t.to_string(), run.clone()))
     });
     let fds: Vec<(u32, String)> = text
         .lines()
@@ -290,6 +373,32 @@ fn jobs_inherit_no_cronwarden_descriptors_and_get_their_run_env() {
     assert!(text.contains("CRONWARDEN_JOB=probe"), "{text}");
     assert!(text.contains("CRONWARDEN_TRIGGER=schedule"), "{text}");
     assert!(text.contains("CRONWARDEN_SCHEDULED_FOR=20"), "{text}");
+    // The run id is the id of the run's own record; COVERS its one time.
+    let var = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .to_string()
+    };
+    assert_eq!(var("CRONWARDEN_RUN_ID"), run["id"].to_string(), "{run}");
+    let covers: Vec<jiff::Timestamp> = var("CRONWARDEN_COVERS")
+        .split(' ')
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let recorded: Vec<jiff::Timestamp> = run["covers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(covers, recorded, "{run}");
+    assert_eq!(
+        var("CRONWARDEN_SCHEDULED_FOR")
+            .parse::<jiff::Timestamp>()
+            .ok(),
+        recorded.first().copied(),
+        "{run}"
+    );
     assert!(text.contains("GREETING=hi"), "{text}");
 }
 
@@ -339,4 +448,37 @@ fn supervisor_killed_takes_worker_and_jobs_with_it() {
             .filter(|s| s["worker"]["heartbeat_age_ms"].is_u64())
             .map(|_| ())
     });
+}
+
+/// `--log-format json`: every line the supervisor and its worker write to
+/// stderr is a JSON object with a level and a message.
+#[test]
+fn log_format_json_writes_json_lines() {
+    let env =
+        Env::new("[[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nshell = \"echo tick\"\n");
+    let mut sup = env.start_args(&[], &["--log-format", "json"]);
+    env.wait_ok(LONG);
+    wait_until("a run logged", LONG, || {
+        sup.log().contains("started").then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0);
+    let log = sup.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                .contains(&v["level"].as_str().unwrap_or("")),
+            "no level: {line}"
+        );
+        assert!(v["fields"]["message"].is_string(), "no message: {line}");
+    }
+    for want in ["supervisor started", "worker started", "supervisor stopped"] {
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "no {want:?} line in:\n{log}"
+        );
+    }
 }

@@ -240,6 +240,27 @@ fn killed_worker_leaves_no_job_running_and_no_zombie() {
     wait_until("the run recorded lost", LONG, || {
         env.rows("long").into_iter().find(|r| r.outcome == "lost")
     });
+    // The job_lost alert says what was running when the worker died.
+    let details: serde_json::Value = wait_until("the job_lost alert recorded", LONG, || {
+        env.db()
+            .query_row(
+                "SELECT details FROM alerts WHERE kind = 'job_lost' AND job = 'long'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .and_then(|d| serde_json::from_str(&d).ok())
+    });
+    let seen: Vec<u64> = details["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no processes in {details}"))
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert!(
+        pids.iter().all(|p| seen.contains(&(*p as u64))),
+        "job {pids:?} and grandchild not in the job_lost alert: {details}"
+    );
     wait_until("no zombie under the supervisor", LONG, || {
         zombies_of(sup.pid()).is_empty().then_some(())
     });
@@ -357,4 +378,126 @@ fn supervisor_kills_a_run_the_worker_let_outlive_its_timeout() {
         "killed after {took:?}: before timeout + kill_grace + 10s?"
     );
     assert!(sup.log().contains("outlived its timeout"), "{}", sup.log());
+}
+
+/// A loop that fails every turn is replaced after `failing_restart_after`
+/// (2s here), with the reason in the status.
+#[test]
+fn a_loop_failing_every_turn_is_replaced_after_failing_restart_after() {
+    let env = Env::new(
+        "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"1s\"\nfailing_restart_after = \"2s\"\n\
+         [[job]]\nname = \"a\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n",
+    );
+    let _sup = env.start_with(&[("FAILPOINTS", "worker::turn=panic")]);
+    let started = |s: &serde_json::Value| -> Option<jiff::Timestamp> {
+        s["worker"]["started_at"].as_str()?.parse().ok()
+    };
+    let (first, first_at) = wait_until("a failing worker heartbeating", LONG, || {
+        let s = env.status_fast()?;
+        let pid = s["worker"]["pid"].as_u64()?;
+        s["worker"]["heartbeat_seq"]
+            .is_u64()
+            .then(|| (pid, started(&s)))
+    });
+    let s = wait_until("a replacement worker", LONG, || {
+        env.status_fast()
+            .filter(|s| s["worker"]["pid"].as_u64().is_some_and(|p| p != first))
+    });
+    let took = Duration::try_from(started(&s).unwrap().duration_since(first_at.unwrap())).unwrap();
+    println!("failing worker {first} replaced {took:?} after it started");
+    // The supervisor checks once a second.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(2 + 1 + 3),
+        "replaced after {took:?}, failing_restart_after 2s"
+    );
+    assert!(s.to_string().contains("failing every loop turn"), "{s}");
+}
+
+/// A panic while a command is carried out is caught: the caller gets an
+/// error, the worker lives on (same pid) and is ok again at its next turn.
+#[test]
+fn a_panic_in_command_handling_is_caught_and_answered() {
+    let env = Env::new("[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n");
+    let sup = env.start_with(&[("FAILPOINTS", "worker::command=panic")]);
+    let pid = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap();
+    let out = env.cmd(&["pause", "a", "-c", env.config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("panicked"), "{err}");
+    let s = env.wait_ok(LONG);
+    assert_eq!(s["worker"]["pid"].as_u64(), Some(pid), "{s}");
+    assert_eq!(s["worker"]["restarts"], 0, "{s}");
+    assert!(
+        sup.log().contains("scheduler command panicked"),
+        "{}",
+        sup.log()
+    );
+}
+
+/// The job_timeout alert says what the run was doing before it was killed:
+/// its processes with their states, who held its output, its last line.
+/// The run ignores SIGTERM and leaves a grandchild on stdout.
+#[test]
+fn timeout_alert_carries_the_runs_processes() {
+    let env = Env::new("");
+    let d = env.dir.path().display().to_string();
+    env.write_config(&format!(
+        r#"[[job]]
+name = "stubborn"
+schedule = "@every 1h"
+timeout = "1s"
+kill_grace = "2s"
+shell = "trap '' TERM; echo $$ >> {d}/main.pids; echo still working; sh -c 'exec sleep 300' & sleep 300"
+"#
+    ));
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let out = env.cmd(&["trigger", "stubborn", "-c", env.config.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let details: serde_json::Value = wait_until("the job_timeout alert recorded", LONG, || {
+        env.db()
+            .query_row(
+                "SELECT details FROM alerts WHERE kind = 'job_timeout' AND job = 'stubborn'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .and_then(|d| serde_json::from_str(&d).ok())
+    });
+    let main = read_pids(&env.path("main.pids"))[0];
+    let procs = details["processes"]
+        .as_array()
+        .expect("processes in details");
+    assert!(procs.len() >= 2, "the run and its grandchild: {details}");
+    let main_proc = procs
+        .iter()
+        .find(|p| p["pid"] == main)
+        .unwrap_or_else(|| panic!("the run's main process {main} is not in {details}"));
+    assert!(
+        ["S", "R", "D"].contains(&main_proc["state"].as_str().unwrap()),
+        "{details}"
+    );
+    assert!(procs.iter().any(|p| p["command"] == "sleep"), "{details}");
+    assert!(
+        !details["pipe_holders"].as_array().unwrap().is_empty(),
+        "{details}"
+    );
+    assert_eq!(details["last_line"], "still working", "{details}");
+    let summary = env
+        .status()
+        .1
+        .and_then(|s| {
+            s["alerts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["kind"] == "job_timeout")
+                .map(|a| a["summary"].as_str().unwrap_or_default().to_string())
+        })
+        .unwrap_or_default();
+    assert!(summary.contains("in state"), "{summary}");
 }

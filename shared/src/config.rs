@@ -172,6 +172,8 @@ pub struct JobSpec {
     /// The job's niceness (-20..=19), set before exec.
     pub nice: Option<i32>,
     pub limits: Limits,
+    /// Records (runs and skips) kept in the store; older ones are pruned.
+    pub retention: u32,
 }
 
 /// Resource limits set in the job's process before exec (soft = hard).
@@ -591,6 +593,7 @@ const JOB_KEYS: &[&str] = &[
     "limit_as",
     "limit_cpu",
     "ping_url",
+    "retention",
 ];
 
 struct Validator {
@@ -1136,6 +1139,9 @@ impl Validator {
         let ping_url = self.url(j, "ping_url", t.get("ping_url"));
 
         let (user, group, inherit_env, nice, limits) = self.process_keys(&label, t);
+        let retention = self
+            .count(j, "retention", t.get("retention"))
+            .unwrap_or(crate::store::DEFAULT_RETENTION);
 
         if self.errors.len() != before {
             return None;
@@ -1161,6 +1167,7 @@ impl Validator {
             nice,
             limits,
             ping_url,
+            retention,
         })
     }
 
@@ -1314,6 +1321,7 @@ mod tests {
         assert_eq!(j.misfire_grace, Duration::from_secs(3600));
         assert_eq!(j.overlap, Overlap::Skip);
         assert_eq!(j.timezone, "UTC");
+        assert_eq!(j.retention, 1000);
         assert_eq!(c.watchdog, Watchdog::default());
     }
 
@@ -1532,5 +1540,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.jobs[0].timeout, None);
         assert_eq!(c.jobs[0].command.argv(), ["/bin/sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn retention_must_be_at_least_one() {
+        let errs = errors(
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\nretention = 0\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "/etc/cw.toml: job \"a\": key \"retention\": must be a positive integer"
+            ),
+            "{errs:?}"
+        );
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\nretention = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.jobs[0].retention, 5);
     }
 }

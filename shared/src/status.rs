@@ -304,6 +304,25 @@ pub struct ClockJump {
     pub jump_ms: i64,
     /// Jobs with fires due at once because of it (forward jumps).
     pub jobs_due: u32,
+    /// Scheduled times it passed over, all jobs together (forward jumps;
+    /// at most 10,000 per job are counted).
+    #[serde(default)]
+    pub fires_due: u32,
+    /// A step of the wall clock, or a suspend of the machine.
+    #[serde(default)]
+    pub kind: ClockJumpKind,
+}
+
+/// What moved the wall clock against the monotonic one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockJumpKind {
+    /// The wall clock was set (NTP step, an operator, a VM restore).
+    #[default]
+    Step,
+    /// The machine was suspended: boot time ran on while the monotonic
+    /// clock stood still.
+    Suspend,
 }
 
 /// An alert sink's delivery health.
@@ -438,7 +457,13 @@ mod tests {
                 summary: "backup has not fired since 03:00 (5m late)".into(),
             }],
             sinks: vec![],
-            clock_jumps: vec![],
+            clock_jumps: vec![ClockJump {
+                at: ts("2026-11-22T09:00:00Z"),
+                jump_ms: 3_600_000,
+                jobs_due: 2,
+                fires_due: 61,
+                kind: ClockJumpKind::Suspend,
+            }],
         };
         assert_eq!(
             serde_json::to_value(&s).unwrap(),
@@ -454,10 +479,22 @@ mod tests {
               "alerts": [ { "kind": "job_late", "job": "backup", "severity": "warning",
                             "opened_at": "2026-11-22T03:01:00Z", "resolved_at": null,
                             "summary": "backup has not fired since 03:00 (5m late)" } ],
-              "sinks": [], "clock_jumps": [] })
+              "sinks": [],
+              "clock_jumps": [ { "at": "2026-11-22T09:00:00Z", "jump_ms": 3600000, "jobs_due": 2,
+                                 "fires_due": 61, "kind": "suspend" } ] })
         );
         let back: StatusReport = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn clock_jump_without_the_new_fields_decodes_as_a_step() {
+        let old: ClockJump = serde_json::from_value(
+            json!({ "at": "2026-11-22T09:00:00Z", "jump_ms": -5000, "jobs_due": 0 }),
+        )
+        .unwrap();
+        assert_eq!(old.kind, ClockJumpKind::Step);
+        assert_eq!(old.fires_due, 0);
     }
 
     #[test]

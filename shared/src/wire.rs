@@ -253,6 +253,16 @@ mod tests {
                 },
                 json!({"type": "fire", "job": "a", "run_id": 4, "scheduled_at": null, "covers": [], "trigger": "manual", "pid": 77, "started_at": "2026-11-22T10:00:00Z", "next_fire_at": null}),
             ),
+            (
+                Event::ClockJump(crate::status::ClockJump {
+                    at: ts("2026-11-22T10:00:00Z"),
+                    jump_ms: 30_000,
+                    jobs_due: 1,
+                    fires_due: 30,
+                    kind: crate::status::ClockJumpKind::Step,
+                }),
+                json!({"type": "clock_jump", "at": "2026-11-22T10:00:00Z", "jump_ms": 30000, "jobs_due": 1, "fires_due": 30, "kind": "step"}),
+            ),
         ];
         for (ev, want) in cases {
             assert_eq!(serde_json::to_value(&ev).unwrap(), want);

@@ -146,6 +146,68 @@ pub fn describe(procs: &[ProcInfo]) -> String {
     format!("{}{more}", parts.join("; "))
 }
 
+/// What a run was doing at one moment: taken by the supervisor while the
+/// run is still there (it nears or passes its timeout, or its worker just
+/// died), because by the time its `timeout` or `lost` record arrives its
+/// processes have been killed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub run_id: u64,
+    pub pid: u32,
+    pub taken_at: jiff::Timestamp,
+    pub running_ms: u64,
+    pub processes: Vec<ProcInfo>,
+    pub pipe_holders: Vec<(u32, String)>,
+    pub last_line: Option<String>,
+    pub last_output_at: Option<jiff::Timestamp>,
+}
+
+impl Snapshot {
+    /// Looks at a run in flight now; `worker` is left out of the pipe
+    /// holders (it reads the pipes).
+    pub fn take(
+        r: &cronwarden_shared::status::RunningInfo,
+        worker: Option<u32>,
+        now: jiff::Timestamp,
+    ) -> Snapshot {
+        Snapshot {
+            run_id: r.run_id,
+            pid: r.pid,
+            taken_at: now,
+            running_ms: now.duration_since(r.started_at).as_millis().max(0) as u64,
+            processes: process_group(r.pid),
+            pipe_holders: pipe_holders(&r.pipes, worker),
+            last_line: r.last_line.clone(),
+            last_output_at: r.last_output_at,
+        }
+    }
+
+    /// One line for a person: the processes, who holds the output, the
+    /// last output line.
+    pub fn describe(&self) -> String {
+        let held = if self.pipe_holders.is_empty() {
+            String::new()
+        } else {
+            let hs: Vec<String> = self
+                .pipe_holders
+                .iter()
+                .map(|(p, c)| format!("{c} {p}"))
+                .collect();
+            format!("; its output held open by {}", hs.join(", "))
+        };
+        let last = match &self.last_line {
+            Some(line) => format!("; last output {line:?}"),
+            None => "; no output".into(),
+        };
+        format!(
+            "{} after {}ms: {}{held}{last}",
+            self.taken_at,
+            self.running_ms,
+            describe(&self.processes)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -539,6 +539,11 @@ impl Supervisor {
                 m.overdue_runs(wall, margin),
             )
         };
+        // A look at runs nearing their timeout, at most a tick before it,
+        // while their processes are still there to be seen.
+        self.model
+            .borrow_mut()
+            .snapshot_timeouts(wall, Duration::from_secs(1));
         for (job, run, pgid) in overdue {
             tracing::error!(job, run, pgid, "run outlived its timeout + kill_grace + 10s and the worker did not end it; killing its process group");
             spawn::signal_group(pgid, Signal::SIGKILL);
@@ -628,7 +633,11 @@ impl Supervisor {
         );
         w.killed_because = Some(why);
         spawn::signal(w.pid, Signal::SIGKILL);
-        self.model.borrow_mut().worker.replacing_stalled = true;
+        let pid = w.pid;
+        let mut m = self.model.borrow_mut();
+        m.worker.replacing_stalled = true;
+        m.worker.stalled_pid = Some(pid);
+        drop(m);
         // Alert now, not at the next tick: detection time is what counts.
         self.evaluate();
     }

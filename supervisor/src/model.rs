@@ -47,6 +47,10 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 const RESTART_NEWS: Duration = Duration::from_secs(60);
 /// A worker up this long ends a crash loop.
 pub const CRASH_SETTLED: Duration = Duration::from_secs(15);
+/// At most this many runs are looked at in /proc per tick (near their
+/// timeout) or per worker death (in flight): each look reads /proc, and the
+/// supervisor's loop must stay short when a thousand runs time out at once.
+const LOOKS_PER_EVENT: usize = 16;
 /// How long the worker's armed time may disagree with ours before it is a
 /// condition (the two legitimately differ for an instant around a fire).
 const MISARMED_AFTER: Duration = Duration::from_secs(3);
@@ -66,9 +70,13 @@ pub struct WorkerObs {
     pub last_good_turn: Option<Instant>,
     /// How the previous worker ended, for the status.
     pub last_exit: Option<String>,
-    /// The previous worker was killed for stalling and its replacement has
-    /// not said hello yet: the state stays `stalled` until it does.
+    /// A worker was killed for stalling and no worker has proven progress
+    /// since: the state stays `stalled` (and `worker_stalled` open) until
+    /// the replacement's first heartbeat after its hello. A hello only
+    /// says the process started; the heartbeat says its loop turned.
     pub replacing_stalled: bool,
+    /// The pid declared stalled: its own late lines prove nothing.
+    pub stalled_pid: Option<u32>,
     /// When recent workers exited, for crash-loop detection.
     pub exits: VecDeque<Instant>,
     pub store_error: Option<String>,
@@ -96,6 +104,10 @@ pub struct JobObs {
     pub streaks: Streaks,
     /// Runs the supervisor itself killed for outliving their timeout.
     pub enforced: Vec<u64>,
+    /// What runs near or past their timeout were last seen doing, by run.
+    pub snapshots: BTreeMap<u64, forensics::Snapshot>,
+    /// The snapshot of the last run that timed out or was lost, for its alert.
+    pub last_forensics: Option<forensics::Snapshot>,
 }
 
 pub struct Model {
@@ -171,6 +183,8 @@ impl Model {
                     running: BTreeMap::new(),
                     streaks: Streaks::default(),
                     enforced: vec![],
+                    snapshots: BTreeMap::new(),
+                    last_forensics: None,
                 },
             };
             self.jobs.insert(spec.name.clone(), obs);
@@ -213,9 +227,16 @@ impl Model {
         }
         let mut groups = vec![];
         let now = Timestamp::now();
+        let mut looks = LOOKS_PER_EVENT;
         for (name, job) in &mut self.jobs {
+            job.snapshots.clear();
             for (id, r) in std::mem::take(&mut job.running) {
                 groups.push(r.pid);
+                // Its processes are still there: they are killed after this.
+                job.last_forensics = (looks > 0).then(|| {
+                    looks -= 1;
+                    forensics::Snapshot::take(&r, None, now)
+                });
                 let mut rec = RunRecord::new(
                     id,
                     name,
@@ -246,6 +267,38 @@ impl Model {
             .values()
             .flat_map(|j| j.running.values().map(|r| r.pid))
             .collect()
+    }
+
+    /// Looks at every run from `lead` before its timeout until its kill
+    /// grace is over, while its processes are still there: the
+    /// `job_timeout` alert says what it was doing. A later look replaces an
+    /// earlier one unless it finds no process left (the kill came first).
+    pub fn snapshot_timeouts(&mut self, now: Timestamp, lead: Duration) {
+        let worker = self.worker.pid;
+        let mut looks = LOOKS_PER_EVENT;
+        for j in self.jobs.values_mut() {
+            let Some(timeout) = j.spec.timeout else {
+                continue;
+            };
+            let signed = |d: Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+            let from = signed(timeout.saturating_sub(lead));
+            let until = signed(timeout + j.spec.kill_grace + lead);
+            for r in j.running.values() {
+                let age = now.duration_since(r.started_at);
+                if age < from || age > until || looks == 0 {
+                    continue;
+                }
+                looks -= 1;
+                let snap = forensics::Snapshot::take(r, worker, now);
+                let keep_old = snap.processes.is_empty()
+                    && j.snapshots
+                        .get(&r.run_id)
+                        .is_some_and(|s| !s.processes.is_empty());
+                if !keep_old {
+                    j.snapshots.insert(r.run_id, snap);
+                }
+            }
+        }
     }
 
     /// Runs that outlived timeout + kill grace + `margin` by our own clock:
@@ -285,7 +338,6 @@ impl Model {
                 }
                 tracing::info!(pid, version, "worker ready");
                 self.worker.hello = true;
-                self.worker.replacing_stalled = false;
                 self.worker.last_heartbeat = Some(now);
             }
             Event::Heartbeat {
@@ -299,6 +351,14 @@ impl Model {
                 ..
             } => {
                 self.metrics.heartbeat(now, stats.as_ref());
+                if self.worker.replacing_stalled
+                    && self.worker.hello
+                    && self.worker.pid != self.worker.stalled_pid
+                {
+                    tracing::info!(pid = ?self.worker.pid, "the replacement of the stalled worker is making progress");
+                    self.worker.replacing_stalled = false;
+                    self.worker.stalled_pid = None;
+                }
                 self.worker.armed = armed;
                 for p in progress {
                     if let Some(r) = self
@@ -408,6 +468,10 @@ impl Model {
                 self.max_run_id = self.max_run_id.max(run.id);
                 if let Some(j) = self.jobs.get_mut(&run.job) {
                     j.running.remove(&run.id);
+                    let snap = j.snapshots.remove(&run.id);
+                    if matches!(run.outcome, Outcome::Timeout | Outcome::Lost) && snap.is_some() {
+                        j.last_forensics = snap;
+                    }
                     if j.last_run
                         .as_ref()
                         .is_some_and(|l| l.id == run.id && l.outcome == run.outcome)
@@ -445,7 +509,9 @@ impl Model {
             Event::ClockJump(j) => {
                 tracing::warn!(
                     jump_ms = j.jump_ms,
+                    kind = ?j.kind,
                     jobs_due = j.jobs_due,
+                    fires_due = j.fires_due,
                     "the worker saw the wall clock jump"
                 );
                 if self.clock_jumps.len() >= 10 {
@@ -542,7 +608,7 @@ impl Model {
         };
         if let Some(summary) = not_up {
             // After a stall-kill the state stays `stalled` (and alerted)
-            // until the replacement says hello; a first start is no alert.
+            // until the replacement proves progress; a first start is no alert.
             let (kind, state) = if w.replacing_stalled {
                 ("worker_stalled", State::Stalled)
             } else {
@@ -572,6 +638,19 @@ impl Model {
                         human_duration(stall_after)
                     ),
                     json!({ "pid": pid, "heartbeat_age_ms": age.as_millis() as u64 }),
+                    true,
+                );
+            } else if w.replacing_stalled {
+                push(
+                    "worker_stalled",
+                    None,
+                    Severity::Critical,
+                    State::Stalled,
+                    format!(
+                        "worker {pid} replaced a stalled worker{} and has not sent a heartbeat yet",
+                        previous("that")
+                    ),
+                    json!({ "pid": pid, "stalled_pid": w.stalled_pid }),
                     true,
                 );
             } else if age > overdue_after(wd.heartbeat_interval) {
@@ -827,7 +906,24 @@ impl Model {
                             (_, Some(s)) => format!("signal {s}"),
                             _ => last.outcome.as_str().into(),
                         });
-                let details = json!({ "run_id": last.id, "outcome": last.outcome, "streak": j.streaks.failures });
+                let mut details = json!({ "run_id": last.id, "outcome": last.outcome, "streak": j.streaks.failures });
+                // What the run was doing, seen while it was still there.
+                let seen = j
+                    .last_forensics
+                    .as_ref()
+                    .filter(|f| f.run_id == last.id)
+                    .filter(|_| matches!(last.outcome, Outcome::Timeout | Outcome::Lost));
+                let seen_line = match seen {
+                    Some(f) => {
+                        details["processes"] = json!(f.processes);
+                        details["pipe_holders"] = json!(f.pipe_holders);
+                        details["last_line"] = json!(f.last_line);
+                        details["last_output_at"] = json!(f.last_output_at);
+                        details["seen_at"] = json!(f.taken_at);
+                        format!("; seen at {}", f.describe())
+                    }
+                    None => String::new(),
+                };
                 match last.outcome {
                     Outcome::Timeout => push(
                         "job_timeout",
@@ -835,7 +931,7 @@ impl Model {
                         Severity::Warning,
                         State::Degraded,
                         format!(
-                            "job {name}: run {} {what}; its process group was killed",
+                            "job {name}: run {} {what}; its process group was killed{seen_line}",
                             last.id
                         ),
                         details,
@@ -846,7 +942,7 @@ impl Model {
                         n,
                         Severity::Critical,
                         State::Degraded,
-                        format!("job {name}: run {} lost: {what}", last.id),
+                        format!("job {name}: run {} lost: {what}{seen_line}", last.id),
                         details,
                         true,
                     ),
@@ -1013,5 +1109,89 @@ fn initial_expectation(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
     match spec.schedule.every() {
         Some(_) => None,
         None => spec.schedule.next_after(now, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cronwarden_shared::status::{State, SupervisorInfo};
+
+    fn model() -> Model {
+        let config = Config::parse(
+            std::path::Path::new("/x/cronwarden.toml"),
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n",
+        )
+        .unwrap();
+        Model::new(
+            Arc::new(config),
+            SupervisorInfo {
+                pid: 1,
+                version: "test".into(),
+                started_at: Timestamp::now(),
+            },
+            AlertBook::new(vec![]),
+        )
+    }
+
+    fn hello(pid: u32) -> Event {
+        Event::Hello {
+            pid,
+            version: "test".into(),
+            started_at: Timestamp::now(),
+        }
+    }
+
+    fn heartbeat(seq: u64) -> Event {
+        Event::Heartbeat {
+            seq,
+            at: Timestamp::now(),
+            last_good_turn_at: Some(Timestamp::now()),
+            running: 0,
+            store_error: None,
+            armed: None,
+            progress: vec![],
+        }
+    }
+
+    /// (state, the worker_stalled alert's notices) after each step.
+    fn check(m: &mut Model, want: State) -> Vec<String> {
+        let (now, wall) = (Instant::now(), Timestamp::now());
+        assert_eq!(
+            m.status(now, wall).state,
+            want,
+            "{:?}",
+            m.status(now, wall).reasons
+        );
+        m.evaluate(now, wall)
+            .into_iter()
+            .filter(|n| n.kind == "worker_stalled")
+            .map(|n| n.event)
+            .collect()
+    }
+
+    #[test]
+    fn stalled_lasts_until_the_replacements_first_heartbeat() {
+        let mut m = model();
+        m.worker_spawned(10);
+        m.apply(hello(10), Instant::now());
+        m.apply(heartbeat(1), Instant::now());
+        assert!(check(&mut m, State::Ok).is_empty());
+        // Declared stalled (as on_stall does); a line the stalled worker
+        // still had in the pipe proves nothing.
+        m.worker.replacing_stalled = true;
+        m.worker.stalled_pid = Some(10);
+        assert_eq!(check(&mut m, State::Stalled), ["opened"]);
+        m.apply(heartbeat(2), Instant::now());
+        assert!(check(&mut m, State::Stalled).is_empty());
+        m.worker_gone("was killed after 2s without a heartbeat".into(), true);
+        assert!(check(&mut m, State::Stalled).is_empty());
+        m.worker_spawned(11);
+        assert!(check(&mut m, State::Stalled).is_empty());
+        // Hello: started, not yet proven to make progress.
+        m.apply(hello(11), Instant::now());
+        assert!(check(&mut m, State::Stalled).is_empty());
+        m.apply(heartbeat(1), Instant::now());
+        assert_eq!(check(&mut m, State::Ok), ["resolved"]);
     }
 }

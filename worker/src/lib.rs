@@ -17,7 +17,9 @@
 //! `FAILPOINTS` environment variable, e.g. `worker::turn=panic` (every loop
 //! turn panics), `worker::drop_fire=return(JOB)` (JOB's fires are silently
 //! dropped), `store::apply=return` (store writes fail),
-//! `runner::no_timeout=return` (runs are never timed out by the worker).
+//! `runner::no_timeout=return` (runs are never timed out by the worker),
+//! `worker::after_hello=return(MS)` (a slow start between hello and the
+//! first loop turn).
 
 pub mod events;
 pub mod output;

@@ -22,7 +22,12 @@
 //! on, the heartbeat carries the error, and the supervisor raises
 //! `store_error` without replacing the worker.
 
-use std::{collections::BTreeMap, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::Duration,
+};
 
 use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
@@ -63,6 +68,13 @@ const CLOCK_JUMP: Duration = Duration::from_secs(2);
 const MAX_HELD_WRITES: usize = 10_000;
 /// The longest spread of catch-up runs after a forward clock jump.
 const STAGGER: Duration = Duration::from_secs(1);
+/// Retention is enforced by a sweep this often, over at most
+/// [`PRUNE_JOBS`] jobs that got records since they were last pruned (runs
+/// and skips alike: a paused or always-overlapping job only ever skips).
+/// Each prune deletes a bounded number of rows, so a sweep stays short
+/// however many jobs there are; a job waits at most a few sweeps.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+const PRUNE_JOBS: usize = 8;
 
 struct Running {
     run_id: u64,
@@ -103,7 +115,11 @@ pub struct Scheduler {
     dropped_writes: u64,
     /// The last store error, while writes keep failing.
     store_error: Option<String>,
-    finishes: u64,
+    /// Jobs with records written since their last prune, oldest first (a
+    /// queue, so every job gets its turn), and the same as a set.
+    unpruned: VecDeque<String>,
+    unpruned_set: BTreeSet<String>,
+    next_prune: Instant,
     events: EventTx,
     done_tx: mpsc::UnboundedSender<RunRecord>,
     next_run_id: u64,
@@ -111,12 +127,14 @@ pub struct Scheduler {
     seq: u64,
     last_good_turn: Option<Timestamp>,
     next_heartbeat: Instant,
-    /// (wall, monotonic) at the previous turn, to notice clock jumps.
-    last_clocks: (Timestamp, Instant),
+    /// The clocks at the previous turn, to notice jumps and suspends.
+    last_clocks: Clocks,
     /// Spread this turn's catch-up runs (after a forward clock jump).
     stagger: bool,
     /// Store write latency, sent with every heartbeat for the metrics.
     store_write: Histogram,
+    /// Something panicked since the last turn: that turn is not good.
+    panicked: bool,
 }
 
 impl Scheduler {
@@ -136,7 +154,9 @@ impl Scheduler {
             held: vec![],
             dropped_writes: 0,
             store_error: None,
-            finishes: 0,
+            unpruned: VecDeque::new(),
+            unpruned_set: BTreeSet::new(),
+            next_prune: Instant::now(),
             events,
             done_tx,
             next_run_id: first_run_id.max(1),
@@ -144,9 +164,10 @@ impl Scheduler {
             seq: 0,
             last_good_turn: None,
             next_heartbeat: Instant::now(),
-            last_clocks: (wall_now(), Instant::now()),
+            last_clocks: Clocks::read(),
             stagger: false,
             store_write: Histogram::new(STORE_WRITE_BUCKETS),
+            panicked: false,
         };
         s.configure(config);
         s
@@ -197,6 +218,8 @@ impl Scheduler {
             rt.next = row.next_run_at;
             rt.anchor = row.last_scheduled_at;
             rt.paused = row.paused;
+            // Its history may exceed a retention that was just lowered.
+            self.mark_unpruned(&rt.spec.name);
             self.jobs.insert(rt.spec.name.clone(), rt);
         }
         for (name, rt) in old {
@@ -216,6 +239,40 @@ impl Scheduler {
             })
             .collect();
         self.outbox.push(Event::Schedule { jobs });
+    }
+
+    fn mark_unpruned(&mut self, job: &str) {
+        if self.unpruned_set.insert(job.to_string()) {
+            self.unpruned.push_back(job.to_string());
+        }
+    }
+
+    /// Prunes the next few jobs beyond their `retention`, when due.
+    fn sweep_retention(&mut self) {
+        let now = Instant::now();
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now + PRUNE_EVERY;
+        for _ in 0..PRUNE_JOBS {
+            let Some(name) = self.unpruned.pop_front() else {
+                break;
+            };
+            self.unpruned_set.remove(&name);
+            // A removed job's history stays, whole.
+            let Some(keep) = self.jobs.get(&name).map(|j| j.spec.retention) else {
+                continue;
+            };
+            match self.store.prune(&name, keep) {
+                Ok(n) if n > 0 => {
+                    tracing::debug!(job = %name, pruned = n, keep, "old records pruned")
+                }
+                Ok(_) => {}
+                // While writes fail, the store error is already reported.
+                Err(e) if self.store_error.is_some() => tracing::debug!("{e}"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
     }
 
     fn alloc_id(&mut self) -> u64 {
@@ -340,14 +397,34 @@ impl Scheduler {
     /// One loop turn: fire what is due, commit, then heartbeat when due.
     pub fn turn(&mut self) {
         self.seq += 1;
-        self.check_clock();
-        let ok = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.fire_due(wall_now());
-            self.flush();
-        })) {
-            // A failing store is reported as `store_error`, not as a failing
-            // turn: replacing the worker cannot fix a full or read-only disk
-            // and would throw away the writes it holds for retry.
+        self.guarded("clock check", Self::check_clock);
+        // A failing store is reported as `store_error`, not as a failing
+        // turn: replacing the worker cannot fix a full or read-only disk
+        // and would throw away the writes it holds for retry.
+        self.guarded("turn", |s| {
+            s.fire_due(wall_now());
+            s.flush();
+            s.sweep_retention();
+        });
+        // Not good if anything panicked since the last turn (a command or a
+        // finish in between included).
+        if !std::mem::take(&mut self.panicked) {
+            self.last_good_turn = Some(wall_now());
+        }
+        if Instant::now() >= self.next_heartbeat && !self.guarded("heartbeat", Self::heartbeat) {
+            // No heartbeat this time (the supervisor sees the silence);
+            // wait an interval before the next try rather than spin.
+            self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+        }
+    }
+
+    /// Runs a part of the loop's work. A panic in it is caught and logged
+    /// at ERROR with its message, and makes the turn not good (so the
+    /// heartbeat shows a failing loop), but never ends the worker: a worker
+    /// that fails every turn is replaced by the supervisor after
+    /// `failing_restart_after`, with the reason in the status.
+    fn guarded(&mut self, what: &str, f: impl FnOnce(&mut Self)) -> bool {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(()) => true,
             Err(panic) => {
                 let msg = panic
@@ -355,54 +432,60 @@ impl Scheduler {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-string panic".into());
-                tracing::error!(seq = self.seq, "scheduler turn panicked: {msg}");
+                tracing::error!(seq = self.seq, "scheduler {what} panicked: {msg}");
+                self.panicked = true;
                 false
             }
-        };
-        if ok {
-            self.last_good_turn = Some(wall_now());
-        }
-        if Instant::now() >= self.next_heartbeat {
-            self.heartbeat();
         }
     }
 
-    /// Notices a jump of the wall clock against the monotonic one. A forward
-    /// jump needs nothing more: the fires it skipped over are due now and go
-    /// through the misfire rules. A backward jump cannot fire a time twice:
-    /// next fires only ever move forward. Both are logged with their size.
+    /// Notices a jump of the wall clock against the monotonic one, and a
+    /// suspend (boot time against monotonic). A forward jump needs nothing
+    /// more: the fires it skipped over are due now and go through the
+    /// misfire rules. A backward jump cannot fire a time twice: next fires
+    /// only ever move forward. Each is reported and logged with its size.
     fn check_clock(&mut self) {
-        let (wall0, mono0) = self.last_clocks;
-        let (wall, mono) = (wall_now(), Instant::now());
-        self.last_clocks = (wall, mono);
-        let wall_step = wall.duration_since(wall0);
-        let mono_step = SignedDuration::try_from(mono.duration_since(mono0)).unwrap_or_default();
-        let jump = wall_step - mono_step;
-        if jump.abs() > SignedDuration::try_from(CLOCK_JUMP).unwrap_or_default() {
-            let due = self
-                .jobs
-                .values()
-                .filter(|j| j.next.is_some_and(|t| t <= wall))
-                .count();
-            self.outbox
-                .push(Event::ClockJump(cronwarden_shared::status::ClockJump {
-                    at: wall,
-                    jump_ms: jump.as_millis() as i64,
-                    jobs_due: due as u32,
-                }));
-            // Many catch-up runs at once after a forward jump: spread them.
-            self.stagger = !jump.is_negative() && due > 1;
-            tracing::warn!(
-                jump_ms = jump.as_millis(),
-                direction = if jump.is_negative() {
-                    "backward"
-                } else {
-                    "forward"
-                },
-                jobs_due = due,
-                "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
-            );
+        let now = Clocks::read();
+        let prev = std::mem::replace(&mut self.last_clocks, now);
+        let Some((jump, kind)) = clock_event(prev, now) else {
+            return;
+        };
+        let wall = now.wall;
+        let (mut jobs_due, mut fires_due) = (0u32, 0u32);
+        for j in self.jobs.values() {
+            let mut cursor = j.next.filter(|t| *t <= wall);
+            if cursor.is_some() {
+                jobs_due += 1;
+            }
+            let mut n = 0;
+            while let Some(t) = cursor.filter(|t| *t <= wall && n < MAX_DUE_PER_TURN) {
+                n += 1;
+                cursor = j.spec.schedule.next_after(t, Some(t));
+            }
+            fires_due = fires_due.saturating_add(n as u32);
         }
+        self.outbox
+            .push(Event::ClockJump(cronwarden_shared::status::ClockJump {
+                at: wall,
+                jump_ms: jump.as_millis() as i64,
+                jobs_due,
+                fires_due,
+                kind,
+            }));
+        // Many catch-up runs at once after a forward jump: spread them.
+        self.stagger = !jump.is_negative() && jobs_due > 1;
+        tracing::warn!(
+            jump_ms = jump.as_millis(),
+            direction = if jump.is_negative() {
+                "backward"
+            } else {
+                "forward"
+            },
+            kind = ?kind,
+            jobs_due,
+            fires_due,
+            "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
+        );
     }
 
     fn heartbeat(&mut self) {
@@ -488,6 +571,7 @@ impl Scheduler {
         if reason != SkipReason::Paused {
             tracing::warn!(job, run = run_id, scheduled_at = %t, ?reason, busy_run = ?busy, "fire skipped");
         }
+        self.mark_unpruned(job);
         let mut rec = RunRecord::new(run_id, job, vec![t], Trigger::Schedule, Outcome::Skipped);
         rec.finished_at = Some(wall_now());
         rec.skip_reason = Some(reason);
@@ -618,14 +702,12 @@ impl Scheduler {
 
     /// A run ended: record it, release its busy flag, start a queued fire.
     pub fn finished(&mut self, record: &RunRecord) {
+        self.guarded("finish", |s| s.finished_unguarded(record));
+    }
+
+    fn finished_unguarded(&mut self, record: &RunRecord) {
         self.journal.push(Write::Finish(record.clone()));
-        self.finishes += 1;
-        // Retention, a little at a time so no single write is long.
-        if self.finishes % 50 == 0 {
-            if let Err(e) = self.store.prune(&record.job, store::DEFAULT_RETENTION) {
-                tracing::warn!("{e}");
-            }
-        }
+        self.mark_unpruned(&record.job);
         let Some(job) = self.jobs.get_mut(&record.job) else {
             return;
         };
@@ -638,7 +720,28 @@ impl Scheduler {
         }
     }
 
+    /// Carries out a command. One that panics is answered with an error
+    /// (when it carried a request id), so its caller is not left waiting.
     pub fn command(&mut self, cmd: Command, config_path: &mut std::path::PathBuf) {
+        let (name, request) = match &cmd {
+            Command::Trigger { request, .. } => ("trigger", *request),
+            Command::Pause { request, .. } => ("pause", *request),
+            Command::Resume { request, .. } => ("resume", *request),
+            Command::Configure { .. } => ("configure", None),
+            Command::ReportSchedule | Command::Shutdown => ("", None),
+        };
+        if !self.guarded("command", |s| s.command_unguarded(cmd, config_path)) {
+            let error = format!("the worker panicked carrying out {name}; see its log");
+            match request {
+                Some(_) => self.answer(name, request, Err(error)),
+                None if !name.is_empty() => self.command_failed(name, error),
+                None => {}
+            }
+        }
+    }
+
+    fn command_unguarded(&mut self, cmd: Command, config_path: &mut std::path::PathBuf) {
+        fail::fail_point!("worker::command");
         match cmd {
             Command::Configure { path, source } => match Config::parse(&path, &source) {
                 Ok(config) => {
@@ -760,6 +863,54 @@ impl Scheduler {
             + Duration::from_secs(2)
     }
 }
+
+/// The three clocks at one moment: wall time (as the scheduler sees it),
+/// CLOCK_MONOTONIC (stops while the machine is suspended) and
+/// CLOCK_BOOTTIME (does not).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Clocks {
+    wall: Timestamp,
+    mono: Duration,
+    boot: Duration,
+}
+
+impl Clocks {
+    fn read() -> Clocks {
+        use nix::time::{clock_gettime, ClockId};
+        let read = |id| clock_gettime(id).map(Duration::from).unwrap_or_default();
+        let mono = read(ClockId::CLOCK_MONOTONIC);
+        let boot = read(ClockId::CLOCK_BOOTTIME);
+        Clocks {
+            wall: wall_now(),
+            mono,
+            boot,
+        }
+    }
+}
+
+/// What moved between two readings, if anything did: the wall clock's
+/// movement beyond the monotonic one, and whether that was a suspend
+/// (boot time ran ahead of monotonic by more than [`CLOCK_JUMP`]) or a
+/// step of the wall clock. Movements within `CLOCK_JUMP` are nothing.
+fn clock_event(
+    prev: Clocks,
+    now: Clocks,
+) -> Option<(SignedDuration, cronwarden_shared::status::ClockJumpKind)> {
+    use cronwarden_shared::status::ClockJumpKind;
+    let signed = |d: Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+    let mono_step = signed(now.mono.saturating_sub(prev.mono));
+    let boot_step = signed(now.boot.saturating_sub(prev.boot));
+    let jump = now.wall.duration_since(prev.wall) - mono_step;
+    let limit = signed(CLOCK_JUMP);
+    if boot_step - mono_step > limit {
+        Some((jump, ClockJumpKind::Suspend))
+    } else if jump.abs() > limit {
+        Some((jump, ClockJumpKind::Step))
+    } else {
+        None
+    }
+}
+
 /// Wall time as the scheduler sees it. In test builds a fail point can add
 /// an offset read from a file (`worker::clock_offset=return(PATH)`, seconds),
 /// so a test can jump the worker's clock without touching the machine's.
@@ -859,6 +1010,15 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
         version: VERSION.to_string(),
         started_at: wall_now(),
     });
+    // Fault injection: a slow start after hello (a long WAL recovery). An
+    // async sleep, so the hello itself goes out first.
+    if let Some(ms) = fail::eval("worker::after_hello", |arg| {
+        arg.and_then(|a| a.parse().ok())
+    })
+    .flatten()
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let store_path = config.state_dir.join(store::FILE_NAME);
     let mut store = Store::open(&store_path).map_err(|e| e.to_string())?;
     // Runs left `running` belonged to a worker that died: they are lost.
@@ -882,7 +1042,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
             cmd = cmd_rx.recv() => match cmd {
                 None => { tracing::warn!("supervisor closed the command pipe: stopping jobs"); break; }
                 Some(Command::Shutdown) => { tracing::info!("shutdown requested: stopping jobs"); break; }
-                Some(cmd) => { sched.command(cmd, &mut config_path); sched.flush(); }
+                Some(cmd) => { sched.command(cmd, &mut config_path); sched.guarded("flush", Scheduler::flush); }
             },
             Some(record) = done_rx.recv() => {
                 sched.finished(&record);
@@ -890,7 +1050,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
                 while let Ok(record) = done_rx.try_recv() {
                     sched.finished(&record);
                 }
-                sched.flush();
+                sched.guarded("flush", Scheduler::flush);
             }
                         _ = tokio::time::sleep_until(coarse(deadline)) => precise_wait(deadline),
         }
@@ -914,4 +1074,48 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cronwarden_shared::status::ClockJumpKind;
+
+    fn at(wall_s: i64, mono_s: u64, boot_s: u64) -> Clocks {
+        Clocks {
+            wall: Timestamp::from_second(1_800_000_000 + wall_s).unwrap(),
+            mono: Duration::from_secs(mono_s),
+            boot: Duration::from_secs(boot_s),
+        }
+    }
+
+    #[test]
+    fn clock_events_tell_a_step_from_a_suspend() {
+        let t0 = at(0, 100, 100);
+        // Ordinary progress, and drift within the bound: nothing.
+        assert_eq!(clock_event(t0, at(1, 101, 101)), None);
+        assert_eq!(clock_event(t0, at(3, 101, 101)), None);
+        // The wall clock set 30 s ahead, or 30 s back: steps.
+        assert_eq!(
+            clock_event(t0, at(31, 101, 101)),
+            Some((SignedDuration::from_secs(30), ClockJumpKind::Step))
+        );
+        assert_eq!(
+            clock_event(t0, at(-29, 101, 101)),
+            Some((SignedDuration::from_secs(-30), ClockJumpKind::Step))
+        );
+        // An hour asleep: monotonic stood still, boot time and the wall
+        // clock ran on.
+        assert_eq!(
+            clock_event(t0, at(3601, 101, 3701)),
+            Some((SignedDuration::from_secs(3600), ClockJumpKind::Suspend))
+        );
+        // A suspend is one even if the wall clock was not kept (no RTC).
+        assert_eq!(
+            clock_event(t0, at(1, 101, 3701)),
+            Some((SignedDuration::ZERO, ClockJumpKind::Suspend))
+        );
+        // A slow turn (the loop stopped, not the machine) is no event.
+        assert_eq!(clock_event(t0, at(60, 160, 160)), None);
+    }
 }
