@@ -1151,6 +1151,7 @@ mod tests {
             store_error: None,
             armed: None,
             progress: vec![],
+            stats: None,
         }
     }
 
