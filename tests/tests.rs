@@ -6,6 +6,7 @@ mod util;
 
 mod alerts;
 mod cli;
+mod hostile;
 mod ledger;
 mod supervisor;
 mod wedge;

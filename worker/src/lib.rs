@@ -16,7 +16,9 @@
 //! `FAILPOINTS` environment variable, e.g. `worker::turn=panic` (every loop
 //! turn panics), `worker::drop_fire=return(JOB)` (JOB's fires are silently
 //! dropped), `store::apply=return` (store writes fail),
-//! `runner::no_timeout=return` (runs are never timed out by the worker).
+//! `runner::no_timeout=return` (runs are never timed out by the worker),
+//! `worker::junk_events=return` (malformed lines on the event pipe, once,
+//! right after the hello).
 
 pub mod events;
 pub mod fds;
