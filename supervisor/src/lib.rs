@@ -133,7 +133,7 @@ struct WorkerConn {
 /// At most `burst` log lines per `window`; the first line after a quiet
 /// spell says how many were held back, so the log stays honest and small.
 #[derive(Debug)]
-struct LogBudget {
+pub(crate) struct LogBudget {
     burst: u32,
     window: Duration,
     window_start: Option<Instant>,
@@ -142,7 +142,7 @@ struct LogBudget {
 }
 
 impl LogBudget {
-    fn new(burst: u32, window: Duration) -> LogBudget {
+    pub(crate) fn new(burst: u32, window: Duration) -> LogBudget {
         LogBudget {
             burst,
             window,
@@ -154,7 +154,7 @@ impl LogBudget {
 
     /// `Some(lines held back since the last one logged)` if this one may be
     /// logged, `None` if it must be held back.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
         if self
             .window_start
             .is_none_or(|s| now.saturating_duration_since(s) >= self.window)
