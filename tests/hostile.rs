@@ -71,3 +71,122 @@ fn junk_on_the_event_pipe_is_counted_and_survived_by_the_same_worker() {
         "the worker was restarted:\n{log}"
     );
 }
+
+/// Keeps `n` connections to `socket` open and silent until `stop`,
+/// reconnecting any the server closes (its header timeout does, after 5 s),
+/// so the server has `n` idle clients the whole time.
+fn hold_idle(
+    socket: std::path::PathBuf,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::{io::Read, os::unix::net::UnixStream, sync::atomic::Ordering};
+    std::thread::spawn(move || {
+        let connect = || {
+            let s = UnixStream::connect(&socket).expect("connect");
+            s.set_nonblocking(true).unwrap();
+            s
+        };
+        let mut conns: Vec<UnixStream> = (0..n).map(|_| connect()).collect();
+        let mut reconnects = 0;
+        while !stop.load(Ordering::SeqCst) {
+            for c in conns.iter_mut() {
+                let mut b = [0u8; 64];
+                match c.read(&mut b) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => {
+                        *c = connect();
+                        reconnects += 1;
+                    }
+                }
+            }
+            // Pacing of the check, not a wait for a condition.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        reconnects
+    })
+}
+
+/// Sends a request head one byte a second until `stop`; starts over when
+/// the server cuts it off. Returns how many times it was cut off.
+fn slowloris(
+    socket: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::{io::Write, os::unix::net::UnixStream, sync::atomic::Ordering};
+    std::thread::spawn(move || {
+        let head = b"GET /v1/status HTTP/1.1\r\nhost: x\r\nx-slow: ";
+        let mut cut = 0;
+        let mut s = UnixStream::connect(&socket).unwrap();
+        let mut i = 0;
+        while !stop.load(Ordering::SeqCst) {
+            if s.write_all(&[head[i % head.len()]]).is_err() {
+                cut += 1;
+                s = UnixStream::connect(&socket).unwrap();
+                i = 0;
+                continue;
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        cut
+    })
+}
+
+/// 200 idle clients and a slowloris one: `status` still answers promptly
+/// (measured with the real CLI) and no heartbeat is missed: the heartbeat
+/// stays fresher than stall_after and the worker is never replaced.
+#[test]
+fn idle_clients_and_a_slowloris_do_not_delay_status_or_heartbeats() {
+    use std::sync::{atomic::AtomicBool, Arc};
+    let env = Env::new(
+        "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"2s\"\n\
+         [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nshell = \"echo t >> ticks\"\n",
+    );
+    let _sup = env.start();
+    let s = env.wait_ok(LONG);
+    let pid = s["worker"]["pid"].clone();
+    let socket = env.state_dir().join("cronwarden.sock");
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle = hold_idle(socket.clone(), 200, stop.clone());
+    let loris = slowloris(socket, stop.clone());
+    let ticks = env.lines("ticks").len();
+    // Longer than the header timeout, so the slowloris gets cut off (and
+    // comes back) and the idle clients are replaced at least once.
+    let until = Instant::now() + Duration::from_secs(9);
+    let (mut worst, mut asked, mut last_seq) = (Duration::ZERO, 0, 0);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let (code, s) = env.status();
+        let took = started.elapsed();
+        worst = worst.max(took);
+        asked += 1;
+        let s = s.unwrap_or_else(|| panic!("status did not answer (exit {code})"));
+        assert!(took < Duration::from_secs(2), "status took {took:?}: {s}");
+        assert_eq!(s["worker"]["pid"], pid, "the worker was replaced: {s}");
+        assert_eq!(s["worker"]["restarts"], 0, "{s}");
+        let age = s["worker"]["heartbeat_age_ms"].as_u64().unwrap();
+        assert!(age < 2000, "heartbeat {age} ms old (stall_after 2s): {s}");
+        let seq = s["worker"]["heartbeat_seq"].as_u64().unwrap();
+        assert!(seq >= last_seq, "{s}");
+        last_seq = seq;
+        assert!(
+            !s["alerts"].to_string().contains("worker_stalled"),
+            "a stall was detected: {s}"
+        );
+        // Pacing of the probe (about what a monitor does), not a wait.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reconnects = idle.join().unwrap();
+    let cut = loris.join().unwrap();
+    println!(
+        "status: {asked} calls under 200 idle clients + slowloris, slowest {worst:?}; \
+         idle clients reconnected {reconnects} times, slowloris cut off {cut} times"
+    );
+    assert!(cut >= 1, "the slowloris client was never cut off");
+    assert!(
+        env.lines("ticks").len() >= ticks + 5,
+        "jobs did not keep firing"
+    );
+}
