@@ -21,3 +21,6 @@ pub mod wire;
 
 /// The version both processes report; supervisor and worker are one binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod proptests;
