@@ -385,7 +385,9 @@ impl Supervisor {
 
     fn start_worker(&mut self) {
         self.restart_at = None;
-        let first_run_id = self.model.borrow().max_run_id + 1;
+        // Saturating: the id comes from what a worker reported, which must
+        // never be able to crash the supervisor.
+        let first_run_id = self.model.borrow().max_run_id.saturating_add(1);
         let spawned =
             match spawn::spawn_worker(&self.exe, self.lock.as_fd(), first_run_id, self.log_json) {
                 Ok(s) => s,

@@ -992,3 +992,7 @@ fn initial_expectation(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
         None => spec.schedule.next_after(now, None),
     }
 }
+
+#[cfg(test)]
+#[path = "model_props.rs"]
+mod props;
