@@ -374,8 +374,9 @@ fn next(expr: &str, tz: &str, from: Option<&str>, n: usize) -> anyhow::Result<Ex
     let mut out = std::io::stdout().lock();
     let mut t = start;
     for _ in 0..n {
-        let Some(next) = schedule.next_after(t, Some(start).filter(|_| schedule.every().is_some()))
-        else {
+        // As `check` and the scheduler do: a fresh @every cadence starts on
+        // the next whole second after FROM, not at FROM's fraction.
+        let Some(next) = schedule.next_after(t, None) else {
             break;
         };
         writeln!(out, "{}", rfc3339_in(next, &zone))?;

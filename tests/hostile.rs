@@ -190,3 +190,107 @@ fn idle_clients_and_a_slowloris_do_not_delay_status_or_heartbeats() {
         "jobs did not keep firing"
     );
 }
+
+/// The next fires `cronwarden next` prints for `expr` from `from`.
+fn next_fires(env: &Env, expr: &str, tz: &str, from: &str) -> Vec<String> {
+    let out = env.cmd(&["next", expr, "--tz", tz, "--from", from, "-n", "3"]);
+    assert!(out.status.success(), "next {expr:?}: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Schedules, as the operator sees them: every expression `check` accepts
+/// in a config shows the fires `next` computes for it (from just before or
+/// just after `check` ran), and a schedule that is not even ASCII is
+/// refused with an error naming the file, the job and the key (it used to
+/// panic the parser).
+#[test]
+fn check_shows_the_fires_next_computes_and_refuses_junk_schedules() {
+    let mut exprs: Vec<(String, &str)> = [
+        ("*/7 */3 * * *", "Europe/Berlin"),
+        ("30 2 * * *", "America/New_York"),
+        ("0 0 29 2 *", "UTC"),
+        ("0 12 * * 7", "Asia/Kathmandu"),
+        ("@every 1h 30m", "UTC"),
+        ("*/20 * * * * *", "Australia/Lord_Howe"),
+        ("0 9-17/4 * jan-mar mon-fri", "Pacific/Chatham"),
+        ("0 0 13 * 5", "UTC"),
+        ("@weekly", "America/St_Johns"),
+        ("15 1 * * *", "Europe/Dublin"),
+    ]
+    .iter()
+    .map(|(e, z)| (e.to_string(), *z))
+    .collect();
+    // And some built by a fixed pseudo-random walk over field shapes.
+    let mut seed: u64 = 0x5eed;
+    let mut rnd = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let zones = ["UTC", "Europe/Berlin", "America/New_York", "Pacific/Apia"];
+    for _ in 0..20 {
+        let field = |rnd: &mut dyn FnMut(u64) -> u64, lo: u64, hi: u64| match rnd(4) {
+            0 => "*".to_string(),
+            1 => format!("{}", lo + rnd(hi - lo + 1)),
+            2 => format!("*/{}", 1 + rnd(hi / 2 + 1)),
+            _ => {
+                let a = lo + rnd(hi - lo + 1);
+                format!("{a}-{}", a + rnd(hi - a + 1))
+            }
+        };
+        let e = format!(
+            "{} {} {} {} {}",
+            field(&mut rnd, 0, 59),
+            field(&mut rnd, 0, 23),
+            field(&mut rnd, 1, 28),
+            field(&mut rnd, 1, 12),
+            field(&mut rnd, 0, 6)
+        );
+        exprs.push((e, zones[rnd(4) as usize]));
+    }
+    let body: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, (e, z))| {
+            format!(
+                "[[job]]\nname = \"j{i}\"\nschedule = {e:?}\ntimezone = {z:?}\nshell = \"true\"\n"
+            )
+        })
+        .collect();
+    let env = Env::new(&body);
+    let before = jiff::Timestamp::now().to_string();
+    let out = env.cmd(&["check", "--config", env.config.to_str().unwrap()]);
+    let after = jiff::Timestamp::now().to_string();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines().skip(1);
+    for (e, z) in &exprs {
+        let head = lines.next().unwrap();
+        assert!(head.contains(&format!("{e:?}")), "{head:?} for {e:?}");
+        let shown: Vec<String> = (0..3)
+            .map(|_| lines.next().unwrap().trim().to_string())
+            .collect();
+        let a = next_fires(&env, e, z, &before);
+        let b = next_fires(&env, e, z, &after);
+        assert!(
+            shown == a || shown == b,
+            "{e:?} in {z}: check shows {shown:?}, next says {a:?} / {b:?}"
+        );
+    }
+
+    env.write_config("[[job]]\nname = \"odd\"\nschedule = \"B\u{1bc75}Ⱥ=\"\nshell = \"true\"\n");
+    let out = env.cmd(&["check", "--config", env.config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        err.contains(env.config.to_str().unwrap())
+            && err.contains("job \"odd\"")
+            && err.contains("key \"schedule\""),
+        "{err}"
+    );
+}
