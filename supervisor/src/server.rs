@@ -122,56 +122,47 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
             }
         };
         let shared = shared.clone();
-        if let Ok(permit) = slots.clone().try_acquire_owned() {
-            tokio::task::spawn_local(connection(stream, shared, permit));
-            continue;
+        let permit = slots.clone().try_acquire_owned().ok();
+        let mut wait = None;
+        if permit.is_none() {
+            if let Some(suppressed) = refusals.admit(Instant::now()) {
+                tracing::warn!(
+                    suppressed,
+                    "status socket: {MAX_CONNECTIONS} connections open; a new one waits {OVERFLOW_WAIT:?} for a slot, then gets 503"
+                );
+            }
+            match waiting.clone().try_acquire_owned() {
+                Ok(w) => wait = Some(w),
+                Err(_) => continue,
+            }
         }
-        if let Some(suppressed) = refusals.admit(Instant::now()) {
-            tracing::warn!(
-                suppressed,
-                "status socket: {MAX_CONNECTIONS} connections open; a new one waits {OVERFLOW_WAIT:?} for a slot, then gets 503"
-            );
-        }
-        let Ok(wait) = waiting.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
         let slots = slots.clone();
         tokio::task::spawn_local(async move {
-            match tokio::time::timeout(OVERFLOW_WAIT, slots.acquire_owned()).await {
-                Ok(Ok(permit)) => {
-                    drop(wait);
-                    connection(stream, shared, permit).await;
-                }
-                _ => {
-                    refuse_busy(stream).await;
-                    drop(wait);
-                }
+            let permit = match permit {
+                Some(p) => p,
+                None => match tokio::time::timeout(OVERFLOW_WAIT, slots.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return refuse_busy(stream).await,
+                },
+            };
+            drop(wait);
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                // The read buffer alone does not cap a head that arrives whole.
+                .max_header_size(MAX_HEAD)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!("status connection ended: {e}");
             }
+            drop(permit);
         });
     }
-}
-
-async fn connection(
-    stream: tokio::net::UnixStream,
-    shared: Shared,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let svc = hyper::service::service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(req, &shared).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        // The read buffer alone does not cap a head that arrives whole.
-        .max_header_size(MAX_HEAD)
-        .max_buf_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(stream), svc);
-    if let Err(e) = conn.await {
-        tracing::debug!("status connection ended: {e}");
-    }
-    drop(permit);
 }
 
 /// A 503 written without reading the request, bounded in time: a client

@@ -359,6 +359,9 @@ proptest! {
 
     #[test]
     fn any_request_gets_a_well_formed_reply_in_bounded_time(req in request()) {
+        // Blank lines before a request line are allowed (RFC 9112 2.2): the
+        // server rightly waits for the request, until its header timeout.
+        prop_assume!(req.iter().any(|b| *b != b'\r' && *b != b'\n'));
         thread_local!(static SERVER: TestServer = start());
         let started = Instant::now();
         let reply = SERVER.with(|s| exchange(s, &req));
