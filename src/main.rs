@@ -523,8 +523,9 @@ fn next(
     let mut t = start;
     let mut fires = vec![];
     for _ in 0..n {
-        let Some(next) = schedule.next_after(t, Some(start).filter(|_| schedule.every().is_some()))
-        else {
+        // As `check` and the scheduler do: a fresh @every cadence starts on
+        // the next whole second after FROM, not at FROM's fraction.
+        let Some(next) = schedule.next_after(t, None) else {
             break;
         };
         fires.push(rfc3339_in(next, &zone));

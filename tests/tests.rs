@@ -7,6 +7,7 @@ mod util;
 mod alerts;
 mod cli;
 mod hardening;
+mod hostile;
 mod human;
 mod import;
 mod ledger;

@@ -28,3 +28,6 @@ pub mod wire;
 
 /// The version both processes report; supervisor and worker are one binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod proptests;

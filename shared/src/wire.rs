@@ -188,6 +188,134 @@ pub enum Command {
     Shutdown,
 }
 
+/// One frame of an NDJSON stream, as [`LineCodec`] cuts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A line without its `\n` (and without a `\r` before it). Bytes, not a
+    /// string: invalid UTF-8 is the decoder's business, not the framer's.
+    Line(bytes::Bytes),
+    /// A line longer than the limit: counted, never buffered whole. Reported
+    /// once, as soon as the limit is passed; the rest of it, up to its
+    /// newline, is thrown away as it arrives.
+    TooLong,
+}
+
+/// Cuts a byte stream into lines of at most `max` bytes.
+///
+/// Unlike tokio-util's `LinesCodec` it never fails on content: invalid UTF-8
+/// is passed on as bytes, and an over-long line yields [`Frame::TooLong`]
+/// instead of an error. That matters because `FramedRead` ends the stream
+/// after any decoder error, and a reader that treats the end as EOF would
+/// stop listening to a perfectly healthy peer over one bad line. Memory held
+/// is bounded by `max` plus one read, whatever the peer writes.
+#[derive(Debug, Clone)]
+pub struct LineCodec {
+    max: usize,
+    /// Inside an over-long line: drop bytes until its newline.
+    discarding: bool,
+    /// Where to resume the newline search (the buffered prefix has none).
+    scanned: usize,
+}
+
+impl LineCodec {
+    pub fn new(max: usize) -> LineCodec {
+        LineCodec {
+            max,
+            discarding: false,
+            scanned: 0,
+        }
+    }
+}
+
+impl tokio_util::codec::Decoder for LineCodec {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        loop {
+            let newline = buf[self.scanned..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map(|i| self.scanned + i);
+            if self.discarding {
+                match newline {
+                    Some(i) => {
+                        let _ = buf.split_to(i + 1);
+                        self.discarding = false;
+                        self.scanned = 0;
+                        continue;
+                    }
+                    None => {
+                        buf.clear();
+                        self.scanned = 0;
+                        return Ok(None);
+                    }
+                }
+            }
+            match newline {
+                Some(i) if i <= self.max => {
+                    let mut line = buf.split_to(i + 1).freeze();
+                    self.scanned = 0;
+                    line.truncate(i);
+                    if line.last() == Some(&b'\r') {
+                        line.truncate(i - 1);
+                    }
+                    return Ok(Some(Frame::Line(line)));
+                }
+                Some(i) => {
+                    let _ = buf.split_to(i + 1);
+                    self.scanned = 0;
+                    return Ok(Some(Frame::TooLong));
+                }
+                None if buf.len() > self.max => {
+                    buf.clear();
+                    self.scanned = 0;
+                    self.discarding = true;
+                    return Ok(Some(Frame::TooLong));
+                }
+                None => {
+                    self.scanned = buf.len();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        if let Some(frame) = self.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        // A last line without its newline (the peer died mid-write) is
+        // still a line; what remains of a discarded one is not.
+        self.scanned = 0;
+        if self.discarding || buf.is_empty() {
+            buf.clear();
+            self.discarding = false;
+            return Ok(None);
+        }
+        Ok(Some(Frame::Line(buf.split().freeze())))
+    }
+}
+
+/// Why an event line was dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum BadLine {
+    #[error("line longer than {MAX_LINE} bytes")]
+    TooLong,
+    #[error("not UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    #[error("not an event: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Decodes one framed line as an event.
+pub fn decode_event(frame: Frame) -> Result<Event, BadLine> {
+    match frame {
+        Frame::TooLong => Err(BadLine::TooLong),
+        Frame::Line(line) => Ok(serde_json::from_str(std::str::from_utf8(&line)?)?),
+    }
+}
+
 /// Encodes one NDJSON line, newline included.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     let mut line = serde_json::to_vec(msg).expect("wire types always serialize");

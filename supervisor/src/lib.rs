@@ -37,7 +37,7 @@ use std::{
 use cronwarden_shared::{
     config::{Config, ConfigErrors},
     status::{State, SupervisorInfo},
-    wire::{encode, Command, Event, MAX_LINE},
+    wire::{decode_event, encode, BadLine, Command, Event, Frame, LineCodec, MAX_LINE},
     VERSION,
 };
 use futures_util::StreamExt;
@@ -57,7 +57,7 @@ use tokio::{
     task::LocalSet,
     time::Instant,
 };
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::FramedRead;
 
 use crate::{
     control::{ControlOp, ControlReply, ControlRequest},
@@ -129,10 +129,52 @@ impl Backoff {
 
 struct WorkerConn {
     pid: u32,
-    events: Option<FramedRead<pipe::Receiver, LinesCodec>>,
+    events: Option<FramedRead<pipe::Receiver, LineCodec>>,
     commands: mpsc::Sender<Command>,
     /// Set when we killed it, to say why in the status.
     killed_because: Option<String>,
+}
+
+/// At most `burst` log lines per `window`; the first line after a quiet
+/// spell says how many were held back, so the log stays honest and small.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    burst: u32,
+    window: Duration,
+    window_start: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub(crate) fn new(burst: u32, window: Duration) -> LogBudget {
+        LogBudget {
+            burst,
+            window,
+            window_start: None,
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(lines held back since the last one logged)` if this one may be
+    /// logged, `None` if it must be held back.
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .window_start
+            .is_none_or(|s| now.saturating_duration_since(s) >= self.window)
+        {
+            self.window_start = Some(now);
+            self.used = 0;
+        }
+        if self.used < self.burst {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
 }
 
 /// Options of `cronwarden run`.
@@ -230,6 +272,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         stopping: false,
         next_request: 1,
         pending: HashMap::new(),
+        bad_line_log: LogBudget::new(10, Duration::from_secs(60)),
     };
     for (job, runs) in history {
         supervisor.model.borrow_mut().seed_history(&job, &runs);
@@ -259,9 +302,11 @@ struct Supervisor {
     next_request: u64,
     /// Control calls waiting for the worker's reply, by request id.
     pending: HashMap<u64, (ControlOp, oneshot::Sender<ControlReply>)>,
+    /// Rate limit of the log lines about malformed event lines.
+    bad_line_log: LogBudget,
 }
 
-async fn next_line(w: &mut Option<WorkerConn>) -> Option<Result<String, LinesCodecError>> {
+async fn next_line(w: &mut Option<WorkerConn>) -> Option<std::io::Result<Frame>> {
     match w.as_mut().and_then(|w| w.events.as_mut()) {
         Some(ev) => ev.next().await,
         None => std::future::pending().await,
@@ -379,7 +424,9 @@ impl Supervisor {
 
     fn start_worker(&mut self) {
         self.restart_at = None;
-        let first_run_id = self.model.borrow().max_run_id + 1;
+        // Saturating: the id comes from what a worker reported, which must
+        // never be able to crash the supervisor.
+        let first_run_id = self.model.borrow().max_run_id.saturating_add(1);
         let spawned = match spawn::spawn_worker(
             &self.exe,
             self.lock.as_fd(),
@@ -402,10 +449,7 @@ impl Supervisor {
             }
         };
         let events = match pipe::Receiver::from_owned_fd(spawned.events) {
-            Ok(r) => Some(FramedRead::new(
-                r,
-                LinesCodec::new_with_max_length(MAX_LINE),
-            )),
+            Ok(r) => Some(FramedRead::new(r, LineCodec::new(MAX_LINE))),
             Err(e) => {
                 tracing::error!("worker event pipe unusable: {e}");
                 None
@@ -441,67 +485,84 @@ impl Supervisor {
         });
     }
 
-    fn on_line(&mut self, line: Option<Result<String, LinesCodecError>>) {
-        match line {
+    fn on_line(&mut self, line: Option<std::io::Result<Frame>>) {
+        let frame = match line {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                // A read error on the pipe itself (not its content): the
+                // stream is over; SIGCHLD or the stall deadline tells the rest.
+                tracing::warn!("reading the worker's event pipe failed: {e}");
+                if let Some(w) = self.worker.as_mut() {
+                    w.events = None;
+                }
+                return;
+            }
             None => {
                 // EOF: the worker closed its event pipe (it is exiting);
                 // SIGCHLD tells the rest.
                 if let Some(w) = self.worker.as_mut() {
                     w.events = None;
                 }
+                return;
             }
-            Some(Err(e)) => {
-                let mut m = self.model.borrow_mut();
-                m.malformed_events += 1;
-                tracing::warn!(
-                    count = m.malformed_events,
-                    "dropped an event line from the worker: {e}"
-                );
-                if let LinesCodecError::Io(_) = e {
-                    drop(m);
-                    if let Some(w) = self.worker.as_mut() {
-                        w.events = None;
-                    }
+        };
+        let shown = match &frame {
+            Frame::Line(l) => String::from_utf8_lossy(&l[..l.len().min(200)]).into_owned(),
+            Frame::TooLong => String::new(),
+        };
+        match decode_event(frame) {
+            Ok(Event::Reply {
+                request,
+                ok,
+                error,
+                run_id,
+            }) => {
+                if let Some((op, reply)) = self.pending.remove(&request) {
+                    let _ = reply.send(if ok {
+                        ControlReply::ok(
+                            serde_json::json!({ "ok": true, "op": op.name(), "run_id": run_id }),
+                        )
+                    } else {
+                        ControlReply::error(
+                            409,
+                            error.unwrap_or_else(|| format!("{} refused", op.name())),
+                        )
+                    });
                 }
             }
-            Some(Ok(line)) => match serde_json::from_str::<Event>(&line) {
-                Ok(Event::Reply {
-                    request,
-                    ok,
-                    error,
-                    run_id,
-                }) => {
-                    if let Some((op, reply)) = self.pending.remove(&request) {
-                        let _ = reply.send(if ok {
-                            ControlReply::ok(serde_json::json!({ "ok": true, "op": op.name(), "run_id": run_id }))
-                        } else {
-                            ControlReply::error(409, error.unwrap_or_else(|| format!("{} refused", op.name())))
-                        });
-                    }
+            Ok(ev) => {
+                let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
+                if matches!(ev, Event::Hello { .. }) {
+                    self.notifier.ready();
                 }
-                Ok(ev) => {
-                    let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
-                    if matches!(ev, Event::Hello { .. }) {
-                        self.notifier.ready();
-                    }
-                    self.model.borrow_mut().apply(ev, Instant::now());
-                    self.send_pings();
-                    if finished {
-                        // Outcome-driven alerts (timeout, lost, streaks) open
-                        // and resolve with the run that causes them.
-                        self.evaluate();
-                    }
+                self.model.borrow_mut().apply(ev, Instant::now());
+                self.send_pings();
+                if finished {
+                    // Outcome-driven alerts (timeout, lost, streaks) open
+                    // and resolve with the run that causes them.
+                    self.evaluate();
                 }
-                Err(e) => {
-                    let mut m = self.model.borrow_mut();
-                    m.malformed_events += 1;
-                    let shown: String = line.chars().take(200).collect();
-                    tracing::warn!(
-                        count = m.malformed_events,
-                        "undecodable event line from the worker ({e}): {shown:?}"
-                    );
-                }
-            },
+            }
+            Err(e) => self.bad_line(e, shown),
+        }
+    }
+
+    /// Counts a dropped event line and logs it within a budget: a worker
+    /// spewing junk must not turn into gigabytes of log.
+    fn bad_line(&mut self, e: BadLine, shown: String) {
+        let count = {
+            let mut m = self.model.borrow_mut();
+            m.malformed_events += 1;
+            m.malformed_events
+        };
+        if let Some(suppressed) = self.bad_line_log.admit(Instant::now()) {
+            let pid = self.worker.as_ref().map(|w| w.pid);
+            tracing::warn!(
+                pid,
+                count,
+                suppressed,
+                "dropped an event line from the worker ({e}): {shown:?}"
+            );
         }
     }
 
@@ -921,6 +982,16 @@ pub fn socket_of(config_path: &Path) -> Result<PathBuf, ConfigErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_budget_holds_back_a_flood_and_says_how_much() {
+        let mut b = LogBudget::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let admitted: Vec<_> = (0..1000).map(|_| b.admit(t0)).collect();
+        assert_eq!(admitted.iter().filter(|a| a.is_some()).count(), 3);
+        assert_eq!(b.admit(t0 + Duration::from_secs(61)), Some(997));
+        assert_eq!(b.admit(t0 + Duration::from_secs(61)), Some(0));
+    }
 
     #[test]
     fn backoff_is_immediate_then_exponential_then_capped_and_resets() {

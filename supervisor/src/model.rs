@@ -1196,3 +1196,7 @@ mod tests {
         assert_eq!(check(&mut m, State::Ok), ["resolved"]);
     }
 }
+
+#[cfg(test)]
+#[path = "model_props.rs"]
+mod props;

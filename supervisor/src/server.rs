@@ -39,10 +39,26 @@ use cronwarden_shared::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-/// At most this many connections are served at once; more wait in the
-/// listen backlog.
+/// At most this many connections are served at once.
 pub const MAX_CONNECTIONS: usize = 256;
-pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection beyond the cap waits this long for a slot, then gets a 503.
+/// Waiting at all absorbs a burst of honest clients; waiting briefly means
+/// that a flood never leaves a client hanging (the kernel backlog would keep
+/// one waiting until a slot frees, which under a flood is past its timeout).
+pub const OVERFLOW_WAIT: Duration = Duration::from_secs(1);
+/// At most this many connections wait for a slot; beyond that a new one is
+/// closed at once, so a flood costs a bounded number of descriptors.
+const MAX_WAITING: usize = 256;
+/// The whole request head must arrive within this time (hyper's timer: it
+/// runs from the first read of a head, on new and idle kept-alive
+/// connections alike, so an idle or slowloris client holds a slot no longer).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request head larger than this gets 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// A request whose declared body is larger gets 413, unread. No endpoint
+/// takes a body; an unread one is never buffered (hyper reads a body only
+/// on demand and closes the connection when the handler leaves it unread).
+pub const MAX_BODY: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -153,13 +169,13 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a history read may take before the caller gets a 503.
 const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves until the task is dropped.
+/// Serves until the task is dropped. The accept loop itself never waits on
+/// a client: each connection, or its refusal, is a task of its own.
 pub async fn serve(listener: UnixListener, shared: Shared) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
+    let mut refusals = crate::LogBudget::new(5, Duration::from_secs(60));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok((s, _)) => {
                 let peer = s.peer_cred().ok().map(|c| Peer {
@@ -177,7 +193,30 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
             }
         };
         let shared = shared.clone();
+        let permit = slots.clone().try_acquire_owned().ok();
+        let mut wait = None;
+        if permit.is_none() {
+            if let Some(suppressed) = refusals.admit(Instant::now()) {
+                tracing::warn!(
+                    suppressed,
+                    "status socket: {MAX_CONNECTIONS} connections open; a new one waits {OVERFLOW_WAIT:?} for a slot, then gets 503"
+                );
+            }
+            match waiting.clone().try_acquire_owned() {
+                Ok(w) => wait = Some(w),
+                Err(_) => continue,
+            }
+        }
+        let slots = slots.clone();
         tokio::task::spawn_local(async move {
+            let permit = match permit {
+                Some(p) => p,
+                None => match tokio::time::timeout(OVERFLOW_WAIT, slots.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return refuse_busy(stream).await,
+                },
+            };
+            drop(wait);
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(req, &shared, peer).await) }
@@ -185,7 +224,9 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024)
+                // The read buffer alone does not cap a head that arrives whole.
+                .max_header_size(MAX_HEAD)
+                .max_buf_size(MAX_HEAD)
                 .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
                 tracing::debug!("status connection ended: {e}");
@@ -193,6 +234,30 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
             drop(permit);
         });
     }
+}
+
+/// A 503 written without reading the request, bounded in time: a client
+/// that does not read cannot keep even its refusal going.
+async fn refuse_busy(mut stream: tokio::net::UnixStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::to_vec(&ErrorReply {
+        error: format!(
+            "too many connections to the status socket (at most {MAX_CONNECTIONS}); try again"
+        ),
+    })
+    .expect("serializes");
+    let mut reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(&body);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&reply).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 fn json<T: Serialize>(code: StatusCode, body: &T) -> Response<Full<Bytes>> {
@@ -227,6 +292,18 @@ async fn handle(
     shared: &Shared,
     peer: Option<Peer>,
 ) -> Response<Full<Bytes>> {
+    if let Some(len) = declared_body_len(&req).filter(|l| *l > MAX_BODY) {
+        let mut r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {len} bytes; at most {MAX_BODY} are accepted"),
+        );
+        // The body stays unread, so the connection cannot be reused.
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return r;
+    }
     let path = req.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
@@ -331,6 +408,18 @@ async fn handle(
     }
 }
 
+/// The `content-length` of a request (hyper has already refused a
+/// malformed one with 400).
+fn declared_body_len(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 async fn control(shared: &Shared, op: ControlOp) -> Response<Full<Bytes>> {
     let what = op.name();
     // A test alert waits for every sink's retries; the rest answer at once.
@@ -412,3 +501,7 @@ fn audit_job(
         to,
     ))
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

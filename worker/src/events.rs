@@ -51,6 +51,7 @@ pub fn start(
     let (broken_tx, broken_rx) = tokio::sync::oneshot::channel();
     let writer = tokio::task::spawn_local(async move {
         let mut buf = Vec::with_capacity(64 * 1024);
+        let mut junk_written = false;
         while let Some(ev) = rx.recv().await {
             buf.clear();
             buf.extend_from_slice(&encode(&ev));
@@ -66,6 +67,16 @@ pub fn start(
                 let _ = broken_tx.send(());
                 return;
             }
+            // Fault injection, once, after the first batch (the hello):
+            // what a corrupted or confused writer could put on the pipe.
+            if !junk_written && fail::eval("worker::junk_events", |_| ()).is_some() {
+                junk_written = true;
+                if let Err(e) = sender.write_all(&junk_lines()).await {
+                    tracing::error!("event pipe to the supervisor is broken ({e}); shutting down");
+                    let _ = broken_tx.send(());
+                    return;
+                }
+            }
         }
     });
     Ok((
@@ -76,6 +87,18 @@ pub fn start(
         broken_rx,
         writer,
     ))
+}
+
+/// The lines `worker::junk_events` writes: binary junk, a 10 MiB line
+/// (ten times the limit), invalid UTF-8 inside otherwise valid JSON, and a
+/// line that is JSON but no event. Four bad lines; the next batch is good.
+fn junk_lines() -> Vec<u8> {
+    let mut junk = b"\x00\x01\x02\xfe\xff binary junk \x1b[2J\x7f\n".to_vec();
+    junk.extend(std::iter::repeat_n(b'x', 10 * 1024 * 1024));
+    junk.push(b'\n');
+    junk.extend_from_slice(b"{\"type\":\"heartbeat\",\"seq\":\"\xc3\x28\xa0\xa1\"}\n");
+    junk.extend_from_slice(b"{\"type\":\"no_such_event\"}\n");
+    junk
 }
 
 /// An EventTx whose events go nowhere but into `rx`, for unit tests.

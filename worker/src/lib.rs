@@ -18,8 +18,12 @@
 //! turn panics), `worker::drop_fire=return(JOB)` (JOB's fires are silently
 //! dropped), `store::apply=return` (store writes fail),
 //! `runner::no_timeout=return` (runs are never timed out by the worker),
+//! `runner::spawn=return(EMFILE)` (a job's spawn fails with EMFILE; any
+//! other argument: EAGAIN),
 //! `worker::after_hello=return(MS)` (a slow start between hello and the
-//! first loop turn).
+//! first loop turn),
+//! `worker::junk_events=return` (malformed lines on the event pipe, once,
+//! right after the hello).
 
 pub mod events;
 pub mod output;

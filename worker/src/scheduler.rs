@@ -34,7 +34,7 @@ use cronwarden_shared::{
     stats::{Histogram, WorkerStats, STORE_WRITE_BUCKETS},
     status::{Outcome, RunRecord, SkipReason, Trigger},
     store::{self, JobRow, Store, Write},
-    wire::{Armed, ArmedDigest, Command, Event, RunProgress, MAX_LINE},
+    wire::{Armed, ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_LINE},
     VERSION,
 };
 use futures_util::StreamExt;
@@ -46,7 +46,7 @@ use tokio::{
     task::LocalSet,
     time::Instant,
 };
-use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::codec::FramedRead;
 
 use crate::{
     events::{self, EventTx},
@@ -969,18 +969,23 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
     let stdin = pipe::Receiver::from_owned_fd(sys::adopt(0).map_err(|e| format!("stdin: {e}"))?)
         .map_err(|e| format!("stdin is not a pipe from the supervisor: {e}"))?;
     tokio::task::spawn_local(async move {
-        let mut lines = FramedRead::new(stdin, LinesCodec::new_with_max_length(MAX_LINE));
-        while let Some(line) = lines.next().await {
-            match line {
-                Ok(line) => match serde_json::from_str::<Command>(&line) {
-                    Ok(cmd) => {
-                        if cmd_tx.send(cmd).await.is_err() {
-                            return;
-                        }
+        // A bad line is skipped, never taken for EOF (which would end the worker).
+        let mut lines = FramedRead::new(stdin, LineCodec::new(MAX_LINE));
+        while let Some(Ok(frame)) = lines.next().await {
+            let cmd = match frame {
+                Frame::Line(line) => serde_json::from_slice::<Command>(&line),
+                Frame::TooLong => {
+                    tracing::warn!("ignoring a command line longer than {MAX_LINE} bytes");
+                    continue;
+                }
+            };
+            match cmd {
+                Ok(cmd) => {
+                    if cmd_tx.send(cmd).await.is_err() {
+                        return;
                     }
-                    Err(e) => tracing::warn!("ignoring undecodable command line: {e}"),
-                },
-                Err(e) => tracing::warn!("ignoring command line: {e}"),
+                }
+                Err(e) => tracing::warn!("ignoring undecodable command line: {e}"),
             }
         }
         // EOF: the supervisor is gone; dropping cmd_tx tells the loop.
