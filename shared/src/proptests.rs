@@ -561,6 +561,7 @@ proptest! {
             store_error: Some("disk full".into()),
             armed: None,
             progress: vec![],
+            stats: None,
         };
         let mut line = encode(&good);
         line.pop();

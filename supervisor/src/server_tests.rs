@@ -47,7 +47,7 @@ fn start() -> TestServer {
             .unwrap();
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
-            let listener = bind(&config.socket).unwrap();
+            let listener = bind(&config.socket, &config.state_dir, None).unwrap();
             let model = Rc::new(RefCell::new(Model::new(
                 Arc::new(config),
                 SupervisorInfo {
