@@ -264,16 +264,19 @@ fn check_shows_the_fires_next_computes_and_refuses_junk_schedules() {
         .collect();
     let env = Env::new(&body);
     let before = jiff::Timestamp::now().to_string();
-    let out = env.cmd(&["check", "--config", env.config.to_str().unwrap()]);
+    let out = env.cmd(&["check", "--json", "--config", env.config.to_str().unwrap()]);
     let after = jiff::Timestamp::now().to_string();
     assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines().skip(1);
-    for (e, z) in &exprs {
-        let head = lines.next().unwrap();
-        assert!(head.contains(&format!("{e:?}")), "{head:?} for {e:?}");
-        let shown: Vec<String> = (0..3)
-            .map(|_| lines.next().unwrap().trim().to_string())
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = report["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), exprs.len());
+    for ((e, z), job) in exprs.iter().zip(jobs) {
+        assert_eq!(job["schedule"], *e, "{job}");
+        let shown: Vec<String> = job["next"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
             .collect();
         let a = next_fires(&env, e, z, &before);
         let b = next_fires(&env, e, z, &after);
