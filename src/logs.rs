@@ -15,7 +15,7 @@
 //! That is simpler than piping the worker's stderr through the supervisor,
 //! and a wedged supervisor cannot then lose the worker's last words.
 
-use std::path::Path;
+use std::{io::IsTerminal, path::Path};
 
 use tracing_appender::{
     non_blocking::{NonBlockingBuilder, WorkerGuard},
@@ -36,8 +36,12 @@ pub fn init(json: bool, who: &'static str, files: Option<(&Path, u32)>) -> Optio
     let mut layers: Vec<Boxed> = vec![if json {
         fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
+        // Colour only for a person at a terminal: the journal, a pipe or a
+        // file gets plain text (escape codes there are noise to grep).
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         fmt::layer()
             .with_target(false)
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed()
     }];
