@@ -125,8 +125,8 @@ fn jobs_get_a_clean_environment_their_niceness_and_limits() {
 [[job]]
 name = "clean"
 schedule = "@yearly"
-shell = "env; echo nice=$(nice); echo nofile=$(ulimit -n) cpu=$(ulimit -t) as=$(ulimit -v)"
-env = { FOO = "bar" }
+shell = "env | grep -v ^API_TOKEN=; echo token_len=${#API_TOKEN}; echo nice=$(nice); echo nofile=$(ulimit -n) cpu=$(ulimit -t) as=$(ulimit -v)"
+env = { FOO = "bar", API_TOKEN = "s3cr3t-job-env-value" }
 nice = 7
 limit_nofile = 123
 limit_cpu = "30s"
@@ -139,9 +139,19 @@ shell = "env"
 inherit_env = true
 "#,
     );
-    let _sup = env.start_with(&[("CW_TEST_SECRET", "from-the-supervisor")]);
+    let sup = env.start_with(&[
+        ("CW_TEST_SECRET", "from-the-supervisor"),
+        ("CRONWARDEN_LOG", "debug"),
+    ]);
     env.wait_ok(LONG);
     let (outcome, _, out) = trigger_and_wait(&env, "clean", LONG);
+    // The job sees its env; nothing else does: not the log (at debug
+    // level), not the status.
+    assert!(out.contains("token_len=20"), "{out}");
+    let (_, status) = env.status();
+    let status = status.unwrap().to_string();
+    assert!(!status.contains("s3cr3t"), "a job env value in the status");
+    assert!(!sup.log().contains("s3cr3t"), "a job env value in the log");
     assert_eq!(outcome, "success", "{out}");
     let vars: Vec<&str> = out.lines().filter(|l| l.contains('=')).collect();
     assert!(
@@ -180,9 +190,20 @@ inherit_env = true
     for v in &vars {
         let name = v.split('=').next().unwrap();
         assert!(
-            ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "FOO", "PWD"].contains(&name)
+            [
+                "PATH",
+                "HOME",
+                "USER",
+                "LOGNAME",
+                "SHELL",
+                "FOO",
+                "API_TOKEN",
+                "PWD"
+            ]
+            .contains(&name)
                 || name.starts_with("CRONWARDEN_")
                 || v.starts_with("nice=")
+                || v.starts_with("token_len=")
                 || v.starts_with("nofile="),
             "unexpected variable {v:?} in a clean environment"
         );

@@ -117,11 +117,12 @@ impl Env {
     pub fn start_args(&self, vars: &[(&str, &str)], args: &[&str]) -> Supervisor {
         let log = self.path("supervisor.log");
         let child = Command::new(BIN)
+            // A default the caller's `vars` may override.
+            .env("CRONWARDEN_LOG", "info")
             .envs(vars.iter().copied())
             .args(["run", "--config", self.config.to_str().unwrap()])
             .args(args)
             .current_dir(self.dir.path())
-            .env("CRONWARDEN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(fs::File::create(self.path("supervisor.out")).unwrap())
             .stderr(fs::File::create(&log).unwrap())
