@@ -63,3 +63,51 @@ fn both_processes_log_to_the_daily_file_and_old_files_are_pruned() {
         "no ANSI colours on a non-terminal stderr"
     );
 }
+
+/// `keep_output = 2`: each run's whole stdout and stderr are in files
+/// named by its run id, and only the newest two runs' files stay.
+#[test]
+fn keep_output_writes_each_runs_output_to_files_and_keeps_the_newest() {
+    let env = Env::new(
+        "[[job]]\nname = \"report\"\nschedule = \"@yearly\"\nkeep_output = 2\n\
+         shell = \"seq 1 20000; echo oops >&2; echo run $CRONWARDEN_RUN_ID\"\n",
+    );
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let config = env.config.to_str().unwrap();
+    let mut ids = vec![];
+    for _ in 0..3 {
+        let out = env.cmd(&["trigger", "report", "--config", config, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = v["run_id"].as_u64().unwrap();
+        wait_until("the run finished", LONG, || {
+            env.rows("report")
+                .iter()
+                .any(|r| r.id == id as i64 && r.finished_at.is_some())
+                .then_some(())
+        });
+        ids.push(id);
+    }
+    let dir = env.state_dir().join("output").join("report");
+    let expected: String = (1..=20000).map(|i| format!("{i}\n")).collect();
+    for id in &ids[1..] {
+        let out = fs::read_to_string(dir.join(format!("{id}.stdout"))).unwrap();
+        assert_eq!(
+            out,
+            format!("{expected}run {id}\n"),
+            "the whole stdout of run {id}"
+        );
+        let err = fs::read_to_string(dir.join(format!("{id}.stderr"))).unwrap();
+        assert_eq!(err, "oops\n");
+    }
+    wait_until("the oldest run's files are pruned", LONG, || {
+        (!dir.join(format!("{}.stdout", ids[0])).exists()
+            && !dir.join(format!("{}.stderr", ids[0])).exists())
+        .then_some(())
+    });
+}

@@ -174,6 +174,9 @@ pub struct JobSpec {
     pub limits: Limits,
     /// Records (runs and skips) kept in the store; older ones are pruned.
     pub retention: u32,
+    /// Keep the full output of the newest N runs in files under
+    /// `<state_dir>/output/<job>/` (off when `None`).
+    pub keep_output: Option<u32>,
 }
 
 /// Resource limits set in the job's process before exec (soft = hard).
@@ -594,6 +597,7 @@ const JOB_KEYS: &[&str] = &[
     "limit_cpu",
     "ping_url",
     "retention",
+    "keep_output",
 ];
 
 struct Validator {
@@ -1142,6 +1146,7 @@ impl Validator {
         let retention = self
             .count(j, "retention", t.get("retention"))
             .unwrap_or(crate::store::DEFAULT_RETENTION);
+        let keep_output = self.count(j, "keep_output", t.get("keep_output"));
 
         if self.errors.len() != before {
             return None;
@@ -1168,6 +1173,7 @@ impl Validator {
             limits,
             ping_url,
             retention,
+            keep_output,
         })
     }
 

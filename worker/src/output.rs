@@ -1,12 +1,22 @@
 //! A job's output: every byte is counted, only the last few KiB are kept,
 //! so a job writing gigabytes costs counters and a small buffer.
+//!
+//! With `keep_output = N`, each stream of a run is also written whole to
+//! `<state_dir>/output/<job>/<run id>.stdout|.stderr` (up to
+//! [`FILE_MAX`] bytes each), and only the newest N runs' files are kept.
+//! The writes go through tokio's file API (the blocking pool), so a slow
+//! disk slows that run's capture, never the worker's loop.
 
 use std::collections::VecDeque;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::path::Path;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// How much of each stream's end is kept with the run.
 pub const TAIL_BYTES: usize = 4096;
+/// At most this much of one stream of one run goes to its output file.
+pub const FILE_MAX: u64 = 64 << 20;
 
 #[derive(Debug, Default)]
 pub struct Captured {
@@ -57,25 +67,138 @@ impl Progress {
 
 pub type SharedProgress = std::rc::Rc<std::cell::RefCell<Progress>>;
 
-/// Reads `r` to EOF into a [`Captured`], noting progress. A read error ends
-/// the capture (what was read so far is kept).
-pub async fn capture<R: AsyncRead + Unpin>(mut r: R, progress: SharedProgress) -> Captured {
+/// Reads `r` to EOF into a [`Captured`], noting progress, and copying the
+/// first `file_max` bytes to `file` when there is one. A read error ends
+/// the capture (what was read so far is kept); a write error ends only the
+/// copy.
+pub async fn capture<R: AsyncRead + Unpin>(
+    mut r: R,
+    progress: SharedProgress,
+    mut file: Option<tokio::fs::File>,
+    file_max: u64,
+) -> Captured {
     let mut c = Captured::default();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return c,
+            Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(f) = file.as_mut() {
+                    let room = file_max.saturating_sub(c.bytes).min(n as u64) as usize;
+                    if room > 0 && f.write_all(&buf[..room]).await.is_err() {
+                        file = None;
+                    }
+                }
                 c.push(&buf[..n]);
                 progress.borrow_mut().saw(&buf[..n]);
             }
         }
     }
+    if let Some(mut f) = file {
+        // tokio hands writes to the blocking pool: wait until they are done.
+        let _ = f.flush().await;
+    }
+    c
+}
+
+/// Opens the output files of run `run_id` in `dir` (created, mode 0640: the
+/// output may hold what the job's env holds). `None` for a file that cannot
+/// be opened, with a warning: the run goes on without it.
+pub async fn open_files(
+    dir: &Path,
+    run_id: u64,
+) -> (Option<tokio::fs::File>, Option<tokio::fs::File>) {
+    if let Err(e) = tokio::fs::create_dir_all(dir).await {
+        tracing::warn!(dir = %dir.display(), "cannot create the output directory: {e}");
+        return (None, None);
+    }
+    let open = |stream: &'static str| async move {
+        let path = dir.join(format!("{run_id}.{stream}"));
+        match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&path)
+            .await
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot open the output file: {e}");
+                None
+            }
+        }
+    };
+    (open("stdout").await, open("stderr").await)
+}
+
+/// Deletes the output files of all but the newest `keep` runs in `dir`
+/// (files named `<run id>.stdout|.stderr`; nothing else is touched).
+pub fn prune_files(dir: &Path, keep: usize) -> std::io::Result<usize> {
+    let mut runs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            let (id, ext) = name.split_once('.')?;
+            (ext == "stdout" || ext == "stderr").then_some((id.parse().ok()?, path))
+        })
+        .collect();
+    let mut ids: Vec<u64> = runs.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
+    let Some(&oldest_kept) = ids.get(keep.saturating_sub(1)) else {
+        return Ok(0);
+    };
+    runs.retain(|(id, _)| *id < oldest_kept);
+    for (_, path) in &runs {
+        std::fs::remove_file(path)?;
+    }
+    Ok(runs.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_files_are_capped_and_only_the_newest_runs_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for id in [7u64, 8, 9, 10] {
+            let (out, err) = rt.block_on(open_files(dir.path(), id));
+            let data = vec![b'x'; 100];
+            let c = rt.block_on(capture(&data[..], SharedProgress::default(), out, 60));
+            assert_eq!(c.bytes, 100, "every byte counted");
+            rt.block_on(capture(&b"e"[..], SharedProgress::default(), err, 60));
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("10.stdout")).unwrap().len(),
+            60,
+            "capped"
+        );
+        assert_eq!(std::fs::read(dir.path().join("10.stderr")).unwrap(), b"e");
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        assert_eq!(prune_files(dir.path(), 2).unwrap(), 4);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "10.stderr",
+                "10.stdout",
+                "9.stderr",
+                "9.stdout",
+                "notes.txt"
+            ]
+        );
+        assert_eq!(prune_files(dir.path(), 2).unwrap(), 0);
+    }
 
     #[test]
     fn counts_everything_keeps_the_end() {

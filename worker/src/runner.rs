@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     events::EventTx,
-    output::{capture, Captured},
+    output::{self, capture, Captured},
     sys,
 };
 
@@ -55,6 +55,8 @@ pub struct RunRequest {
     pub next_fire_at: Option<Timestamp>,
     /// Where the run's output progress is kept for the heartbeat.
     pub progress: crate::output::SharedProgress,
+    /// Where the run's whole output goes (`keep_output`), if anywhere.
+    pub output_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a run was stopped from outside.
@@ -235,14 +237,16 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
     });
     tracing::info!(job = %req.job.name, run = req.run_id, pid, trigger = req.trigger.as_str(), "started");
 
-    let mut out_task = child
-        .stdout
-        .take()
-        .map(|s| tokio::task::spawn_local(capture(s, req.progress.clone())));
-    let mut err_task = child
-        .stderr
-        .take()
-        .map(|s| tokio::task::spawn_local(capture(s, req.progress.clone())));
+    let (out_file, err_file) = match &req.output_dir {
+        Some(dir) => output::open_files(dir, req.run_id).await,
+        None => (None, None),
+    };
+    let mut out_task = child.stdout.take().map(|s| {
+        tokio::task::spawn_local(capture(s, req.progress.clone(), out_file, output::FILE_MAX))
+    });
+    let mut err_task = child.stderr.take().map(|s| {
+        tokio::task::spawn_local(capture(s, req.progress.clone(), err_file, output::FILE_MAX))
+    });
 
     // Fault injection: a runner that never enforces the timeout, to test
     // the supervisor's second line.
@@ -354,6 +358,15 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
         exit_code = ?record.exit_code, signal = ?record.signal, duration_ms = record.duration_ms,
         stdout_bytes = record.stdout_bytes, stderr_bytes = record.stderr_bytes, "finished"
     );
+    if let (Some(dir), Some(keep)) = (req.output_dir.clone(), req.job.keep_output) {
+        // Off the loop: a directory listing and a few unlinks.
+        let job = req.job.name.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = output::prune_files(&dir, keep as usize) {
+                tracing::warn!(job, dir = %dir.display(), "cannot prune output files: {e}");
+            }
+        });
+    }
     record
 }
 

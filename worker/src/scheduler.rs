@@ -135,6 +135,8 @@ pub struct Scheduler {
     store_write: Histogram,
     /// Something panicked since the last turn: that turn is not good.
     panicked: bool,
+    /// `<state_dir>/output`: where `keep_output` jobs' files go.
+    output_root: std::path::PathBuf,
 }
 
 impl Scheduler {
@@ -168,6 +170,7 @@ impl Scheduler {
             stagger: false,
             store_write: Histogram::new(STORE_WRITE_BUCKETS),
             panicked: false,
+            output_root: config.state_dir.join("output"),
         };
         s.configure(config);
         s
@@ -689,6 +692,10 @@ impl Scheduler {
             trigger,
             next_fire_at: job.next,
             progress: Default::default(),
+            output_dir: job
+                .spec
+                .keep_output
+                .map(|_| self.output_root.join(&job.spec.name)),
         };
         let stop = StopHandle::default();
         job.running.push(Running {
