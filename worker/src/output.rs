@@ -169,7 +169,7 @@ mod tests {
             .unwrap();
         for id in [7u64, 8, 9, 10] {
             let (out, err) = rt.block_on(open_files(dir.path(), id));
-            let data = vec![b'x'; 100];
+            let data = [b'x'; 100];
             let c = rt.block_on(capture(&data[..], SharedProgress::default(), out, 60));
             assert_eq!(c.bytes, 100, "every byte counted");
             rt.block_on(capture(&b"e"[..], SharedProgress::default(), err, 60));
