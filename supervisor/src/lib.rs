@@ -127,6 +127,10 @@ impl Backoff {
     }
 }
 
+/// The longest a finished run's conditions wait while event lines keep
+/// coming (see `on_line`).
+const EVALUATE_WITHIN: Duration = Duration::from_millis(100);
+
 struct WorkerConn {
     pid: u32,
     events: Option<FramedRead<pipe::Receiver, LineCodec>>,
@@ -272,6 +276,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         stopping: false,
         next_request: 1,
         pending: HashMap::new(),
+        evaluate_since: None,
         bad_line_log: LogBudget::new(10, Duration::from_secs(60)),
     };
     for (job, runs) in history {
@@ -302,6 +307,9 @@ struct Supervisor {
     next_request: u64,
     /// Control calls waiting for the worker's reply, by request id.
     pending: HashMap<u64, (ControlOp, oneshot::Sender<ControlReply>)>,
+    /// Set when a finish (or hello) was applied and conditions have not
+    /// been re-evaluated since: when that became due.
+    evaluate_since: Option<Instant>,
     /// Rate limit of the log lines about malformed event lines.
     bad_line_log: LogBudget,
 }
@@ -375,13 +383,17 @@ impl Supervisor {
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let stall_at = self.stall_deadline();
+            // Biased, in this order: the event lines already queued are read
+            // before the deferred evaluation runs (see `on_line`).
             tokio::select! {
+                biased;
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
                 _ = sighup.recv() => { let _ = self.reload("SIGHUP"); }
                 Some(req) = control_rx.recv() => self.control(req),
                 _ = sigchld.recv() => self.reap(),
                 line = next_line(&mut self.worker) => self.on_line(line),
+                _ = std::future::ready(()), if self.evaluate_since.is_some() => self.evaluate(),
                 _ = sleep_until_opt(stall_at) => self.on_stall(),
                 _ = sleep_until_opt(self.restart_at) => self.start_worker(),
                 _ = tick.tick() => self.on_tick(),
@@ -539,8 +551,16 @@ impl Supervisor {
                 self.send_pings();
                 if finished {
                     // Outcome-driven alerts (timeout, lost, streaks) open
-                    // and resolve with the run that causes them.
-                    self.evaluate();
+                    // and resolve with the run that causes them, but not
+                    // once per line: evaluating walks every job, and 1,000
+                    // runs finishing together made that quadratic, eating
+                    // the CPU their successors needed to start. It runs as
+                    // soon as no more lines are waiting, and at the latest
+                    // EVALUATE_WITHIN after the first finish of a burst.
+                    let since = *self.evaluate_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= EVALUATE_WITHIN {
+                        self.evaluate();
+                    }
                 }
             }
             Err(e) => self.bad_line(e, shown),
@@ -637,6 +657,7 @@ impl Supervisor {
 
     /// Opens and resolves alerts; every notice is logged and recorded.
     fn evaluate(&mut self) {
+        self.evaluate_since = None;
         self.send_pings();
         let health = self.sinks.health();
         let (notices, line) = {

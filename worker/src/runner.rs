@@ -201,8 +201,8 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
     let spawned = match (prepared, injected) {
         (Err(e), _) => Err(e),
         (Ok(()), Some(e)) => Err(format!("cannot start {:?}: {e}", argv[0])),
-        (Ok(()), None) => cmd
-            .spawn()
+        (Ok(()), None) => spawn_off_loop(cmd)
+            .await
             .map_err(|e| format!("cannot start {:?}: {e}", argv[0])),
     };
     let mut child = match spawned {
@@ -368,6 +368,24 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
         });
     }
     record
+}
+
+/// At most this many spawns are under way at once.
+const PARALLEL_SPAWNS: usize = 4;
+
+/// Spawns on the blocking pool, a few at a time. posix_spawn suspends the
+/// calling thread until the child has exec'd (vfork): on the loop's thread
+/// that made a burst of N jobs start one after another, each waiting for
+/// the previous exec, and held the loop (and its heartbeat) meanwhile.
+/// Spawned elsewhere, the execs overlap and the loop stays free. The child
+/// is registered with this runtime's reactor all the same (blocking-pool
+/// threads run in the runtime's context).
+async fn spawn_off_loop(mut cmd: Command) -> std::io::Result<tokio::process::Child> {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_SPAWNS);
+    let _slot = SLOTS.acquire().await.map_err(std::io::Error::other)?;
+    tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 fn humantime_short(d: Duration) -> String {
