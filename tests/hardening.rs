@@ -610,3 +610,28 @@ shell = "echo tick"
         .unwrap();
     assert_eq!(integrity, "ok");
 }
+
+/// A config of 10,000 jobs (1.7 MiB of TOML, more than one event line
+/// may hold) reaches the worker whole: the status is ok with every job.
+#[test]
+fn a_ten_thousand_job_config_starts() {
+    let body: String = (0..10_000)
+        .map(|i| {
+            format!(
+                "[[job]]\nname = \"job-{i:05}\"\nschedule = \"@yearly\"\n\
+                 shell = \"/usr/local/bin/some-report --section {i} --output /var/tmp/reports/section-{i}.csv --quiet --retries 3 --timeout 120\"\n"
+            )
+        })
+        .collect();
+    assert!(body.len() > 1 << 20, "{} bytes", body.len());
+    let env = Env::new(&body);
+    let _sup = env.start();
+    let status = env.wait_ok(Duration::from_secs(120));
+    let jobs = status["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 10_000);
+    assert!(
+        jobs.iter().all(|j| j["next_fire_at"].is_string()),
+        "every job armed"
+    );
+    assert_eq!(status["worker"]["restarts"], 0);
+}

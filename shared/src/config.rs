@@ -26,6 +26,8 @@ pub use integrations::{ping_target, Integrations};
 
 /// The config file looked for when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "cronwarden.toml";
+/// The largest config file accepted (a 10,000-job config is about 2 MiB).
+pub const MAX_CONFIG_BYTES: usize = 16 << 20;
 /// Where state lives when the config does not say.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cronwarden";
 
@@ -306,6 +308,17 @@ impl Config {
             file: path.to_path_buf(),
             errors: vec![],
         };
+        if text.len() > MAX_CONFIG_BYTES {
+            v.err(
+                None,
+                "",
+                format!(
+                    "the file is {} bytes; at most {MAX_CONFIG_BYTES} are accepted",
+                    text.len()
+                ),
+            );
+            return Err(ConfigErrors(v.errors));
+        }
         let base = path
             .parent()
             .map(Path::to_path_buf)
@@ -1404,6 +1417,14 @@ mod tests {
     fn unnamed_job_is_numbered() {
         let errs = errors("[[job]]\nschedule = \"@daily\"\ncommand = [\"true\"]\n");
         assert_eq!(errs, ["/etc/cw.toml: job \"job #1\": key \"name\": missing (every job needs a unique name)"]);
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_naming_it() {
+        let big = format!("# {}\n", "x".repeat(MAX_CONFIG_BYTES));
+        let errs = errors(&big);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("/etc/cw.toml: the file is"), "{errs:?}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ use cronwarden_shared::{
     stats::{Histogram, WorkerStats, STORE_WRITE_BUCKETS},
     status::{Outcome, RunRecord, SkipReason, Trigger},
     store::{self, JobRow, Store, Write},
-    wire::{Armed, ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_LINE},
+    wire::{Armed, ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_COMMAND_LINE},
     VERSION,
 };
 use futures_util::StreamExt;
@@ -977,12 +977,12 @@ async fn run_local(args: WorkerArgs) -> Result<(), String> {
         .map_err(|e| format!("stdin is not a pipe from the supervisor: {e}"))?;
     tokio::task::spawn_local(async move {
         // A bad line is skipped, never taken for EOF (which would end the worker).
-        let mut lines = FramedRead::new(stdin, LineCodec::new(MAX_LINE));
+        let mut lines = FramedRead::new(stdin, LineCodec::new(MAX_COMMAND_LINE));
         while let Some(Ok(frame)) = lines.next().await {
             let cmd = match frame {
                 Frame::Line(line) => serde_json::from_slice::<Command>(&line),
                 Frame::TooLong => {
-                    tracing::warn!("ignoring a command line longer than {MAX_LINE} bytes");
+                    tracing::warn!("ignoring a command line longer than {MAX_COMMAND_LINE} bytes");
                     continue;
                 }
             };
