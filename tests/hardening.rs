@@ -9,6 +9,17 @@ use crate::util::{assert_accounted, unix, wait_until, Env};
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// A per-second job with fast heartbeats, for the store-failure tests.
+const TICKING: &str = r#"
+[watchdog]
+heartbeat_interval = "200ms"
+stall_after = "3s"
+[[job]]
+name = "tick"
+schedule = "* * * * * *"
+shell = "echo tick"
+"#;
+
 /// (opened_at, resolved_at) of every `kind` alert in the store's history
 /// (none while the store does not exist yet).
 fn alert_history(env: &Env, kind: &str) -> Vec<(String, Option<String>)> {
@@ -31,17 +42,7 @@ fn alert_history(env: &Env, kind: &str) -> Vec<(String, Option<String>)> {
 /// of the failing period has its record.
 #[test]
 fn failing_store_writes_are_held_and_stored_when_it_recovers() {
-    let env = Env::new(
-        r#"
-[watchdog]
-heartbeat_interval = "200ms"
-stall_after = "3s"
-[[job]]
-name = "tick"
-schedule = "* * * * * *"
-shell = "echo tick"
-"#,
-    );
+    let env = Env::new(TICKING);
     let mut sup = env.start_with(&[("FAILPOINTS", "store::apply=15*return")]);
     let (opened, resolved) = wait_until("store_error opened and resolved", LONG, || {
         alert_history(&env, "store_error")
@@ -544,17 +545,7 @@ fn a_full_disk_loses_no_record() {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
     }
-    let env = Env::new(
-        r#"
-[watchdog]
-heartbeat_interval = "200ms"
-stall_after = "3s"
-[[job]]
-name = "tick"
-schedule = "* * * * * *"
-shell = "echo tick"
-"#,
-    );
+    let env = Env::new(TICKING);
     fs::create_dir_all(env.state_dir()).unwrap();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])

@@ -21,7 +21,7 @@ use toml::{Table, Value};
 
 use crate::schedule::Schedule;
 
-mod integrations;
+pub(crate) mod integrations;
 pub use integrations::{ping_target, Integrations};
 
 /// The config file looked for when `--config` is not given.
@@ -341,20 +341,7 @@ impl Config {
                 return Err(ConfigErrors(v.errors));
             }
         };
-        let top_keys: Vec<&str> = [
-            "state_dir",
-            "socket",
-            "timezone",
-            "watchdog",
-            "job",
-            "alert",
-            "alert_repeat_after",
-            "socket_group",
-            "control_group",
-        ]
-        .into_iter()
-        .chain(integrations::KEYS.iter().copied())
-        .collect();
+        let top_keys: Vec<&str> = TOP_KEYS.iter().chain(integrations::KEYS).copied().collect();
         v.unknown_keys(None, "", &table, &top_keys);
         let integrations = v.integrations(&table, &base);
         let state_dir = v
@@ -585,7 +572,20 @@ fn valid_url(u: &str) -> bool {
     }
 }
 
-const JOB_KEYS: &[&str] = &[
+/// The top-level keys besides those of [`integrations::KEYS`].
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "state_dir",
+    "socket",
+    "timezone",
+    "watchdog",
+    "job",
+    "alert",
+    "alert_repeat_after",
+    "socket_group",
+    "control_group",
+];
+
+pub(crate) const JOB_KEYS: &[&str] = &[
     "name",
     "schedule",
     "timezone",

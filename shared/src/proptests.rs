@@ -277,35 +277,18 @@ proptest! {
 
 // ---- config loader ----
 
-const TOP_KEYS: &[&str] = &[
-    "state_dir",
-    "socket",
-    "timezone",
-    "watchdog",
-    "job",
-    "alert",
-    "alert_repeat_after",
-    "bogus",
-];
-const JOB_KEYS: &[&str] = &[
-    "name",
-    "schedule",
-    "timezone",
-    "command",
-    "shell",
-    "timeout",
-    "kill_grace",
-    "overlap",
-    "misfire_grace",
-    "env",
-    "working_dir",
-    "late_after",
-    "alert_after_failures",
-    "overlap_alert_after",
-    "zero_output_alert_after",
-    "user",
-    "nope",
-];
+/// The config's own key lists (so a key added there is fuzzed here too),
+/// plus one unknown key each.
+static TOP_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let known = crate::config::TOP_KEYS
+        .iter()
+        .chain(crate::config::integrations::KEYS);
+    known.copied().chain(["bogus"]).collect()
+});
+static JOB_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let known = crate::config::JOB_KEYS.iter().copied();
+    known.chain(["nope"]).collect()
+});
 const ALERT_KEYS: &[&str] = &[
     "name",
     "kind",
@@ -382,7 +365,7 @@ fn value() -> impl Strategy<Value = toml::Value> {
     scalar().prop_recursive(2, 12, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
-            proptest::collection::btree_map(proptest::sample::select(JOB_KEYS), inner, 0..4)
+            proptest::collection::btree_map(proptest::sample::select(&JOB_KEYS[..]), inner, 0..4)
                 .prop_map(|m| toml::Value::Table(
                     m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
                 )),
@@ -398,7 +381,8 @@ fn table_of(keys: &'static [&'static str]) -> impl Strategy<Value = toml::Table>
 /// A config document: known and unknown keys with values of any type, and
 /// `[[job]]`/`[[alert]]` arrays (sometimes of non-tables).
 fn document() -> impl Strategy<Value = toml::Table> {
-    let jobs = proptest::collection::vec(table_of(JOB_KEYS).prop_map(toml::Value::Table), 0..4);
+    let jobs =
+        proptest::collection::vec(table_of(&JOB_KEYS[..]).prop_map(toml::Value::Table), 0..4);
     let alerts = proptest::collection::vec(table_of(ALERT_KEYS).prop_map(toml::Value::Table), 0..3);
     let watchdog = table_of(&[
         "heartbeat_interval",
@@ -407,7 +391,7 @@ fn document() -> impl Strategy<Value = toml::Table> {
         "failing_restart_after",
         "x",
     ]);
-    (table_of(TOP_KEYS), jobs, alerts, watchdog, any::<u8>()).prop_map(
+    (table_of(&TOP_KEYS[..]), jobs, alerts, watchdog, any::<u8>()).prop_map(
         |(mut top, jobs, alerts, wd, pick)| {
             if pick & 1 == 1 {
                 top.insert("job".into(), toml::Value::Array(jobs));

@@ -13,7 +13,7 @@ use super::{valid_url, Validator};
 
 /// The top-level keys this module owns (the caller's unknown-key check
 /// accepts them).
-pub(super) const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "metrics_listen",
     "heartbeat_url",
     "heartbeat_url_interval",
