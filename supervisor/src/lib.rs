@@ -383,21 +383,24 @@ impl Supervisor {
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let stall_at = self.stall_deadline();
-            // Biased, in this order: the event lines already queued are read
-            // before the deferred evaluation runs (see `on_line`).
+            // Biased, in this order. Timers are ready only when due, so they
+            // go before the event lines: a worker flooding lines can never
+            // starve the stall check, the tick or systemd's watchdog ping.
+            // The deferred evaluation goes after the lines, so that the
+            // lines already queued are read first (see `on_line`).
             tokio::select! {
                 biased;
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
                 _ = sighup.recv() => { let _ = self.reload("SIGHUP"); }
-                Some(req) = control_rx.recv() => self.control(req),
                 _ = sigchld.recv() => self.reap(),
-                line = next_line(&mut self.worker) => self.on_line(line),
-                _ = std::future::ready(()), if self.evaluate_since.is_some() => self.evaluate(),
                 _ = sleep_until_opt(stall_at) => self.on_stall(),
                 _ = sleep_until_opt(self.restart_at) => self.start_worker(),
-                _ = tick.tick() => self.on_tick(),
                 _ = watchdog.tick(), if self.notifier.watchdog.is_some() => self.notifier.watchdog_ping(),
+                _ = tick.tick() => self.on_tick(),
+                Some(req) = control_rx.recv() => self.control(req),
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = std::future::ready(()), if self.evaluate_since.is_some() => self.evaluate(),
             }
         }
         self.notifier.stopping();
