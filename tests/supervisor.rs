@@ -9,7 +9,7 @@ use std::{
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{alive, job, kill, read_pids, wait_until, Env};
+use crate::util::{alive, job, kill, processes, read_pids, wait_until, Env};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -152,26 +152,11 @@ shell = "trap '' TERM; echo $$ >> {d}/main.pids; sh -c 'echo $$ >> {d}/grand.pid
 
 /// Live (not zombie) processes whose process group is `pgid`, from /proc.
 fn processes_in_group(pgid: u32) -> Vec<u32> {
-    let mut out = vec![];
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        // After comm: state(0) ppid(1) pgrp(2).
-        if f[2].parse::<u32>().ok() == Some(pgid) && !["Z", "X"].contains(&f[0]) {
-            out.push(pid);
-        }
-    }
-    out
+    processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != "Z" && p.state != "X")
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// A job whose main process exits while a grandchild keeps stdout open does

@@ -28,18 +28,42 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone)]
+pub struct ProcStat {
+    pub pid: u32,
+    /// R, S, D, Z, X, ...
+    pub state: String,
+    pub ppid: u32,
+    pub pgrp: u32,
+}
+
+/// One process's stat line, parsed after its `(comm)` (which may itself
+/// hold spaces and parentheses); `None` once it is gone.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = stat.rsplit(')').next()?.split_whitespace();
+    Some(ProcStat {
+        pid,
+        state: f.next()?.to_string(),
+        ppid: f.next()?.parse().ok()?,
+        pgrp: f.next()?.parse().ok()?,
+    })
+}
+
+/// Every process on the machine, as far as /proc can still be read.
+pub fn processes() -> Vec<ProcStat> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter_map(proc_stat)
+        .collect()
+}
+
 /// Whether a process exists (a zombie counts as gone: it no longer runs).
 pub fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next());
-            state != Some("Z") && state != Some("X")
-        }
-        Err(_) => false,
-    }
+    proc_stat(pid).is_some_and(|p| p.state != "Z" && p.state != "X")
 }
 
 pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {

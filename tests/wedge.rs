@@ -9,7 +9,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 
-use crate::util::{alive, job, kill, read_pids, wait_until, Env};
+use crate::util::{alive, job, kill, processes, read_pids, wait_until, Env};
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -199,25 +199,11 @@ fn crash_loop_is_down_and_alerted_then_recovers() {
 }
 
 fn zombies_of(pid: u32) -> Vec<u32> {
-    let mut out = vec![];
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        if f[0] == "Z" && f[1].parse::<u32>().ok() == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
+    processes()
+        .into_iter()
+        .filter(|p| p.state == "Z" && p.ppid == pid)
+        .map(|p| p.pid)
+        .collect()
 }
 
 #[test]
