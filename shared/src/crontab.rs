@@ -53,17 +53,6 @@ pub struct Conversion {
     pub jobs: usize,
 }
 
-/// The cron nicknames cronwarden reads the same way.
-const NICKNAMES: &[&str] = &[
-    "@yearly",
-    "@annually",
-    "@monthly",
-    "@weekly",
-    "@daily",
-    "@midnight",
-    "@hourly",
-];
-
 /// Whether this build's config has a per-job `user` key. Asked of the
 /// validator itself, so `import` starts emitting `user = "..."` the day the
 /// key exists, without a second place to update.
@@ -253,7 +242,10 @@ impl Converter {
                     "@reboot is not supported: cronwarden schedules by time; run it from a systemd unit or your init system".into(),
                 );
             }
-            if !NICKNAMES.iter().any(|k| k.eq_ignore_ascii_case(nick)) {
+            if !crate::schedule::NICKNAMES
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(nick))
+            {
                 return self.comment_untranslated(n, raw, format!("unknown nickname {nick}"));
             }
             (nick.to_ascii_lowercase(), rest)

@@ -194,6 +194,17 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     None
 }
 
+/// The cron nicknames (vixie cron's), besides `@every <duration>`.
+pub const NICKNAMES: &[&str] = &[
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
+
 fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     let fields = expr.split_whitespace().count();
     if !expr.starts_with('@') && !(5..=6).contains(&fields) {
@@ -202,22 +213,11 @@ fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
              or 6 with a leading seconds field, found {fields}"
         ));
     }
-    if expr.starts_with('@') {
-        let known = [
-            "@yearly",
-            "@annually",
-            "@monthly",
-            "@weekly",
-            "@daily",
-            "@midnight",
-            "@hourly",
-        ];
-        if !known.iter().any(|k| k.eq_ignore_ascii_case(expr)) {
-            return Err(format!(
-                "unknown nickname; expected one of {} or @every <duration>",
-                known.join(", ")
-            ));
-        }
+    if expr.starts_with('@') && !NICKNAMES.iter().any(|k| k.eq_ignore_ascii_case(expr)) {
+        return Err(format!(
+            "unknown nickname; expected one of {} or @every <duration>",
+            NICKNAMES.join(", ")
+        ));
     }
     CronParser::builder()
         .seconds(Seconds::Optional)
