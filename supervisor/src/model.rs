@@ -1113,16 +1113,9 @@ fn initial_expectation(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use cronwarden_shared::status::{State, SupervisorInfo};
-
-    fn model() -> Model {
-        let config = Config::parse(
-            std::path::Path::new("/x/cronwarden.toml"),
-            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n",
-        )
-        .unwrap();
+impl Model {
+    /// A model of `config` with no history and no alerts, for tests.
+    pub(crate) fn for_test(config: Config) -> Model {
         Model::new(
             Arc::new(config),
             SupervisorInfo {
@@ -1132,6 +1125,21 @@ mod tests {
             },
             AlertBook::new(vec![]),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cronwarden_shared::status::State;
+
+    fn model() -> Model {
+        let config = Config::parse(
+            std::path::Path::new("/x/cronwarden.toml"),
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n",
+        )
+        .unwrap();
+        Model::for_test(config)
     }
 
     fn hello(pid: u32) -> Event {

@@ -4,11 +4,10 @@
 //! decoded and applied to the model, with the worker coming and going, never
 //! panics, and the status, conditions and overdue checks stay computable.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use cronwarden_shared::{
     config::Config,
-    status::SupervisorInfo,
     wire::{decode_event, Frame},
 };
 use jiff::Timestamp;
@@ -17,22 +16,13 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::Model;
-use crate::alerts::AlertBook;
 
 fn model() -> Model {
     let text = "state_dir = \"/tmp/cw-model-props\"\n\
         [[job]]\nname = \"a\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n\
         [[job]]\nname = \"b\"\nschedule = \"@every 1s\"\nshell = \"true\"\ntimeout = \"none\"\nzero_output_alert_after = 1\n";
     let config = Config::parse(std::path::Path::new("/tmp/cw.toml"), text).unwrap();
-    Model::new(
-        Arc::new(config),
-        SupervisorInfo {
-            pid: 1,
-            version: "test".into(),
-            started_at: Timestamp::now(),
-        },
-        AlertBook::new(vec![]),
-    )
+    Model::for_test(config)
 }
 
 fn instant() -> BoxedStrategy<Value> {

@@ -10,15 +10,14 @@ use std::{
     os::unix::net::UnixStream,
     path::PathBuf,
     rc::Rc,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use cronwarden_shared::{config::Config, status::SupervisorInfo, store::Store};
+use cronwarden_shared::{config::Config, store::Store};
 use proptest::prelude::*;
 
 use super::*;
-use crate::{alerts::AlertBook, control::ControlReply};
+use crate::control::ControlReply;
 
 /// A server on its own thread and runtime, for the life of the test process.
 struct TestServer {
@@ -48,15 +47,7 @@ fn start() -> TestServer {
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
             let listener = bind(&config.socket, &config.state_dir, None).unwrap();
-            let model = Rc::new(RefCell::new(Model::new(
-                Arc::new(config),
-                SupervisorInfo {
-                    pid: 1,
-                    version: "test".into(),
-                    started_at: Timestamp::now(),
-                },
-                AlertBook::new(vec![]),
-            )));
+            let model = Rc::new(RefCell::new(Model::for_test(config)));
             // Control calls get a prompt answer, as from a main loop without
             // a worker.
             let (tx, mut rx) = mpsc::channel::<ControlRequest>(64);
