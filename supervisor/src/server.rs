@@ -141,12 +141,16 @@ fn may_control(peer: Option<Peer>, control_group: Option<&(String, u32)>) -> Res
             "the peer's credentials are unknown; control calls are for {allowed}"
         ));
     };
-    let member = control_group.is_some_and(|(_, gid)| {
-        p.gid == *gid
-            || p.pid
-                .is_some_and(|pid| account::process_groups(pid).contains(gid))
-    });
-    if p.uid == 0 || p.uid == me || member {
+    // The uid first: reading the peer's groups from /proc is needed only
+    // for someone else.
+    let member = || {
+        control_group.is_some_and(|(_, gid)| {
+            p.gid == *gid
+                || p.pid
+                    .is_some_and(|pid| account::process_groups(pid).contains(gid))
+        })
+    };
+    if p.uid == 0 || p.uid == me || member() {
         Ok(())
     } else {
         Err(format!(
