@@ -19,7 +19,7 @@ use std::{
 use jiff::tz::TimeZone;
 use toml::{Table, Value};
 
-use crate::schedule::Schedule;
+use crate::{alert_kind::AlertKind, schedule::Schedule};
 
 pub(crate) mod integrations;
 pub use integrations::{ping_target, Integrations};
@@ -198,25 +198,6 @@ impl Limits {
     }
 }
 
-/// The alert kinds a sink filter may name.
-pub const ALERT_KINDS: &[&str] = &[
-    "worker_stalled",
-    "worker_failing",
-    "worker_crash_loop",
-    "worker_restarted",
-    "job_late",
-    "job_misarmed",
-    "job_timeout",
-    "job_lost",
-    "job_failing",
-    "job_overlap_streak",
-    "job_zero_output_streak",
-    "config_reload_failed",
-    "store_error",
-    "alert_delivery_failed",
-    "test",
-];
-
 /// A header value of a webhook: literal, or read from the supervisor's
 /// environment at delivery time (`"env:SLACK_TOKEN"`), so secrets stay out
 /// of the config file and out of logs.
@@ -257,7 +238,7 @@ pub struct SinkSpec {
     /// Attempts after the first, with exponential backoff from 500ms.
     pub retries: u32,
     /// Only these alert kinds (all when absent).
-    pub kinds: Option<Vec<String>>,
+    pub kinds: Option<Vec<AlertKind>>,
     /// Only alerts of these jobs (all when absent; worker alerts have no job).
     pub jobs: Option<Vec<String>>,
     pub min_severity: crate::status::Severity,
@@ -890,19 +871,18 @@ impl Validator {
                 3
             }
         };
-        let kinds = self.strings(&key("kinds"), t.get("kinds"));
-        for k in kinds.iter().flatten() {
-            if !ALERT_KINDS.contains(&k.as_str()) {
-                self.err(
-                    None,
-                    &key("kinds"),
-                    format!(
-                        "unknown alert kind {k:?} (known: {})",
-                        ALERT_KINDS.join(", ")
-                    ),
-                );
-            }
-        }
+        let kinds = self.strings(&key("kinds"), t.get("kinds")).map(|names| {
+            names
+                .iter()
+                .filter_map(|k| match k.parse::<AlertKind>() {
+                    Ok(kind) => Some(kind),
+                    Err(e) => {
+                        self.err(None, &key("kinds"), e.to_string());
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
         let jobs = self.strings(&key("jobs"), t.get("jobs"));
         let min_severity = match self
             .string(None, &key("min_severity"), t.get("min_severity"))
@@ -1504,7 +1484,7 @@ mod tests {
         let ok = Config::parse(
             Path::new("c.toml"),
             "[[alert]]\nkind = \"webhook\"\nurl = \"https://hooks.example/x\"\nformat = \"slack\"\n\
-             headers = { Authorization = \"env:HOOK_TOKEN\" }\nkinds = [\"job_late\"]\nmin_severity = \"warning\"\n\
+             headers = { Authorization = \"env:HOOK_TOKEN\" }\nkinds = [\"job_late\", \"worker_misarmed\"]\nmin_severity = \"warning\"\n\
              [[alert]]\nname = \"pager\"\nkind = \"exec\"\ncommand = [\"/usr/local/bin/page\"]\n",
         )
         .unwrap();

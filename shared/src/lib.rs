@@ -13,6 +13,7 @@
 //! Nothing here does I/O beyond reading a config file.
 
 pub mod account;
+pub mod alert_kind;
 pub mod audit;
 pub mod config;
 pub mod crontab;

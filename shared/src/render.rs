@@ -352,7 +352,7 @@ pub fn status(
             .map(|a| {
                 vec![
                     format!("{:?}", a.severity).to_lowercase(),
-                    a.kind.clone(),
+                    a.kind.to_string(),
                     a.job.clone().unwrap_or_else(|| "-".into()),
                     relative(Some(a.opened_at), now),
                     a.summary.clone(),

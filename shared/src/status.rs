@@ -6,6 +6,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::alert_kind::AlertKind;
+
 /// Overall health, worst first when sorted descending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,7 +252,7 @@ pub struct JobStatus {
 /// An open condition that needs a person.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    pub kind: String,
+    pub kind: AlertKind,
     pub job: Option<String>,
     pub severity: Severity,
     pub opened_at: Timestamp,
@@ -284,7 +286,7 @@ impl Severity {
 pub struct AlertNotice {
     /// `opened`, `resolved` or `reminder`.
     pub event: String,
-    pub kind: String,
+    pub kind: AlertKind,
     pub job: Option<String>,
     pub severity: Severity,
     pub summary: String,
@@ -449,7 +451,7 @@ mod tests {
                 running: vec![],
             }],
             alerts: vec![Alert {
-                kind: "job_late".into(),
+                kind: AlertKind::JobLate,
                 job: Some("backup".into()),
                 severity: Severity::Warning,
                 opened_at: ts("2026-11-22T03:01:00Z"),
@@ -501,7 +503,7 @@ mod tests {
     fn alert_notice_json_is_pinned() {
         let n = AlertNotice {
             event: "opened".into(),
-            kind: "worker_stalled".into(),
+            kind: AlertKind::WorkerStalled,
             job: None,
             severity: Severity::Critical,
             summary: "worker 42 sent no heartbeat for 5.2s; restarting it".into(),

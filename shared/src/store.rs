@@ -570,7 +570,7 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO alerts (kind, job, severity, opened_at, summary, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![a.kind, a.job, a.severity.as_str(), ts_text(a.opened_at), a.summary, a.details.to_string()],
+                params![a.kind.as_str(), a.job, a.severity.as_str(), ts_text(a.opened_at), a.summary, a.details.to_string()],
             )
             .map(|_| ())
             .map_err(self.sql("recording an alert"))
@@ -581,7 +581,7 @@ impl Store {
         self.conn
             .execute(
                 "UPDATE alerts SET resolved_at = ?3, summary = ?4 WHERE kind = ?1 AND job IS ?2 AND resolved_at IS NULL",
-                params![a.kind, a.job, a.resolved_at.map(ts_text), a.summary],
+                params![a.kind.as_str(), a.job, a.resolved_at.map(ts_text), a.summary],
             )
             .map(|_| ())
             .map_err(self.sql("resolving an alert"))
@@ -612,7 +612,13 @@ impl Store {
                         "opened"
                     }
                     .into(),
-                    kind: r.get(0)?,
+                    kind: r.get::<_, String>(0)?.parse().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            0,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?,
                     job: r.get(1)?,
                     severity,
                     opened_at: ts_parse(r.get(3)?).unwrap_or_else(Timestamp::now),

@@ -8,6 +8,7 @@
 //! neither duplicates an alert nor forgets one: a condition that still holds
 //! stays open, one that cleared is resolved once.
 
+use cronwarden_shared::alert_kind::AlertKind;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -24,7 +25,7 @@ use serde_json::Value;
 /// Something wrong, as computed from observations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
-    pub kind: &'static str,
+    pub kind: AlertKind,
     pub job: Option<String>,
     pub severity: Severity,
     /// What it does to the overall state.
@@ -46,7 +47,7 @@ struct Open {
     notified_at: Timestamp,
 }
 
-type Key = (String, Option<String>);
+type Key = (AlertKind, Option<String>);
 
 #[derive(Debug, Default)]
 pub struct AlertBook {
@@ -91,7 +92,7 @@ impl AlertBook {
     ) -> AlertNotice {
         AlertNotice {
             event: event.into(),
-            kind: key.0.clone(),
+            kind: key.0,
             job: key.1.clone(),
             severity: o.severity,
             summary: o.summary.clone(),
@@ -115,9 +116,7 @@ impl AlertBook {
         let mut out = vec![];
         let mut current: BTreeMap<Key, &Condition> = BTreeMap::new();
         for c in conditions.iter().filter(|c| c.alert) {
-            current
-                .entry((c.kind.to_string(), c.job.clone()))
-                .or_insert(c);
+            current.entry((c.kind, c.job.clone())).or_insert(c);
         }
         for (key, c) in &current {
             match self.open.get_mut(key) {
@@ -174,7 +173,7 @@ impl AlertBook {
         self.open
             .iter()
             .map(|((kind, job), o)| Alert {
-                kind: kind.clone(),
+                kind: *kind,
                 job: job.clone(),
                 severity: o.severity,
                 opened_at: o.opened_at,
@@ -254,7 +253,7 @@ impl Recorder {
 mod tests {
     use super::*;
 
-    fn cond(kind: &'static str, job: Option<&str>) -> Condition {
+    fn cond(kind: AlertKind, job: Option<&str>) -> Condition {
         Condition {
             kind,
             job: job.map(str::to_string),
@@ -270,7 +269,7 @@ mod tests {
     fn opens_once_resolves_once() {
         let mut b = AlertBook::new(vec![]);
         let now = Timestamp::now();
-        let c = [cond("job_late", Some("a"))];
+        let c = [cond(AlertKind::JobLate, Some("a"))];
         let first = b.update(&c, now, None);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].event, "opened");
@@ -288,7 +287,7 @@ mod tests {
     fn reminders_come_every_repeat_after() {
         let mut b = AlertBook::new(vec![]);
         let t0 = Timestamp::now();
-        let c = [cond("job_late", Some("a"))];
+        let c = [cond(AlertKind::JobLate, Some("a"))];
         let every = Some(std::time::Duration::from_secs(60));
         assert_eq!(b.update(&c, t0, every)[0].event, "opened");
         assert!(b
@@ -306,10 +305,10 @@ mod tests {
     fn restored_alerts_are_not_reopened() {
         let now = Timestamp::now();
         let mut b = AlertBook::new(vec![]);
-        let opened = b.update(&[cond("worker_stalled", None)], now, None);
+        let opened = b.update(&[cond(AlertKind::WorkerStalled, None)], now, None);
         let mut again = AlertBook::new(opened);
         assert!(again
-            .update(&[cond("worker_stalled", None)], now, None)
+            .update(&[cond(AlertKind::WorkerStalled, None)], now, None)
             .is_empty());
         assert_eq!(again.update(&[], now, None)[0].event, "resolved");
     }

@@ -858,7 +858,7 @@ impl Supervisor {
         if op == ControlOp::AlertTest {
             let notice = cronwarden_shared::status::AlertNotice {
                 event: "opened".into(),
-                kind: "test".into(),
+                kind: cronwarden_shared::alert_kind::AlertKind::Test,
                 job: None,
                 severity: cronwarden_shared::status::Severity::Info,
                 summary:

@@ -22,7 +22,8 @@ use std::{
 
 use bytes::Bytes;
 use cronwarden_shared::{
-    config::{Config, ALERT_KINDS},
+    alert_kind::AlertKind,
+    config::Config,
     stats::{Histogram, WorkerStats, STORE_WRITE_BUCKETS},
     status::{Outcome, RunRecord, SkipReason, State, Trigger},
     VERSION,
@@ -352,17 +353,20 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
     );
     t.family("cronwarden_alerts_open", "gauge", "Open alerts by kind.");
     // Every kind is exposed, 0 when closed, so that rules can match on it.
-    let mut open: BTreeMap<String, u64> = ALERT_KINDS
+    let mut open: BTreeMap<AlertKind, u64> = AlertKind::ALL
         .iter()
-        .chain(&["worker_misarmed"])
-        .filter(|k| **k != "test")
-        .map(|k| (k.to_string(), 0))
+        .filter(|k| **k != AlertKind::Test)
+        .map(|k| (*k, 0))
         .collect();
     for a in &status.alerts {
-        *open.entry(a.kind.clone()).or_default() += 1;
+        *open.entry(a.kind).or_default() += 1;
     }
     for (kind, n) in &open {
-        t.sample("cronwarden_alerts_open", &[("kind", kind)], *n as f64);
+        t.sample(
+            "cronwarden_alerts_open",
+            &[("kind", kind.as_str())],
+            *n as f64,
+        );
     }
     t.family(
         "cronwarden_store_write_seconds",

@@ -10,6 +10,7 @@
 //! by `job_late`, and one that arms a job for the wrong time by the armed
 //! cross-check, before the fire is even due.
 
+use cronwarden_shared::alert_kind::AlertKind;
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::Arc,
@@ -549,7 +550,7 @@ impl Model {
         let w = &self.worker;
         let hb_age = w.last_heartbeat.map(|t| now.saturating_duration_since(t));
         let good_age = w.last_good_turn.map(|t| now.saturating_duration_since(t));
-        let mut push = |kind: &'static str,
+        let mut push = |kind: AlertKind,
                         job: Option<&str>,
                         severity,
                         state,
@@ -578,7 +579,7 @@ impl Model {
                 >= CRASH_LOOP_EXITS;
         if crash_loop {
             push(
-                "worker_crash_loop",
+                AlertKind::WorkerCrashLoop,
                 None,
                 Severity::Critical,
                 State::Down,
@@ -610,9 +611,9 @@ impl Model {
             // After a stall-kill the state stays `stalled` (and alerted)
             // until the replacement proves progress; a first start is no alert.
             let (kind, state) = if w.replacing_stalled {
-                ("worker_stalled", State::Stalled)
+                (AlertKind::WorkerStalled, State::Stalled)
             } else {
-                ("worker_down", State::Down)
+                (AlertKind::WorkerDown, State::Down)
             };
             push(
                 kind,
@@ -628,7 +629,7 @@ impl Model {
             let age = hb_age.unwrap_or_default();
             if age > stall_after {
                 push(
-                    "worker_stalled",
+                    AlertKind::WorkerStalled,
                     None,
                     Severity::Critical,
                     State::Stalled,
@@ -642,7 +643,7 @@ impl Model {
                 );
             } else if w.replacing_stalled {
                 push(
-                    "worker_stalled",
+                    AlertKind::WorkerStalled,
                     None,
                     Severity::Critical,
                     State::Stalled,
@@ -657,7 +658,7 @@ impl Model {
                 // Not yet stalled, but heartbeats are missing: say so
                 // before stall_after rather than claim all is well.
                 push(
-                        "worker_heartbeat_overdue",
+                        AlertKind::WorkerHeartbeatOverdue,
                         None,
                         Severity::Warning,
                         State::Degraded,
@@ -684,7 +685,7 @@ impl Model {
                 };
                 if let Some(f) = failing {
                     push(
-                        "worker_failing",
+                        AlertKind::WorkerFailing,
                         None,
                         Severity::Critical,
                         State::Degraded,
@@ -705,7 +706,7 @@ impl Model {
         {
             if let Some(how) = &w.last_exit {
                 push(
-                    "worker_restarted",
+                    AlertKind::WorkerRestarted,
                     None,
                     Severity::Info,
                     State::Ok,
@@ -717,7 +718,7 @@ impl Model {
         }
         if let Some(e) = &w.store_error {
             push(
-                "store_error",
+                AlertKind::StoreError,
                 None,
                 Severity::Critical,
                 State::Degraded,
@@ -729,7 +730,7 @@ impl Model {
         if let Some((at, err)) = &self.reload_error {
             let first = err.lines().next().unwrap_or_default();
             push(
-                "config_reload_failed",
+                AlertKind::ConfigReloadFailed,
                 None,
                 Severity::Warning,
                 State::Degraded,
@@ -752,7 +753,7 @@ impl Model {
                 .map(|h| format!("{}: {}", h.name, h.last_error.as_deref().unwrap_or("?")))
                 .collect();
             push(
-                "alert_delivery_failed",
+                AlertKind::AlertDeliveryFailed,
                 None,
                 Severity::Critical,
                 State::Degraded,
@@ -788,7 +789,7 @@ impl Model {
                     "the worker's armed schedule differs from what it reported; its in-memory state has diverged".into()
                 };
                 push(
-                    "worker_misarmed",
+                    AlertKind::WorkerMisarmed,
                     None,
                     Severity::Warning,
                     State::Degraded,
@@ -808,7 +809,7 @@ impl Model {
                         > SignedDuration::try_from(j.spec.late_after).unwrap_or(SignedDuration::MAX)
                 {
                     push(
-                        "job_late",
+                        AlertKind::JobLate,
                         n,
                         Severity::Warning,
                         State::Degraded,
@@ -835,7 +836,7 @@ impl Model {
                 .is_some_and(|s| now.duration_since(s) > MISARMED_AFTER)
             {
                 push(
-                    "job_misarmed",
+                    AlertKind::JobMisarmed,
                     n,
                     Severity::Warning,
                     State::Degraded,
@@ -888,7 +889,7 @@ impl Model {
                     None => ("the busy run has just ended".into(), json!({})),
                 };
                 push(
-                    "job_overlap_streak",
+                    AlertKind::JobOverlapStreak,
                     n,
                     Severity::Warning,
                     State::Degraded,
@@ -926,7 +927,7 @@ impl Model {
                 };
                 match last.outcome {
                     Outcome::Timeout => push(
-                        "job_timeout",
+                        AlertKind::JobTimeout,
                         n,
                         Severity::Warning,
                         State::Degraded,
@@ -938,7 +939,7 @@ impl Model {
                         true,
                     ),
                     Outcome::Lost => push(
-                        "job_lost",
+                        AlertKind::JobLost,
                         n,
                         Severity::Critical,
                         State::Degraded,
@@ -947,7 +948,7 @@ impl Model {
                         true,
                     ),
                     _ if j.streaks.failures >= j.spec.alert_after_failures => push(
-                        "job_failing",
+                        AlertKind::JobFailing,
                         n,
                         Severity::Warning,
                         State::Degraded,
@@ -964,7 +965,7 @@ impl Model {
             if let Some(limit) = j.spec.zero_output_alert_after {
                 if j.streaks.zero_output >= limit {
                     push(
-                        "job_zero_output_streak",
+                        AlertKind::JobZeroOutputStreak,
                         n,
                         Severity::Warning,
                         State::Degraded,
@@ -1039,14 +1040,14 @@ impl Model {
             .jobs
             .iter()
             .map(|(name, j)| {
-                let kinds: Vec<&str> = conds
+                let kinds: Vec<AlertKind> = conds
                     .iter()
                     .filter(|c| c.job.as_deref() == Some(name))
                     .map(|c| c.kind)
                     .collect();
-                let state = if kinds.contains(&"job_overlap_streak") {
+                let state = if kinds.contains(&AlertKind::JobOverlapStreak) {
                     JobState::Wedged
-                } else if kinds.contains(&"job_late") {
+                } else if kinds.contains(&AlertKind::JobLate) {
                     JobState::Late
                 } else if j.paused {
                     JobState::Paused
@@ -1054,10 +1055,10 @@ impl Model {
                     JobState::Running
                 } else if kinds.iter().any(|k| {
                     [
-                        "job_failing",
-                        "job_timeout",
-                        "job_lost",
-                        "job_zero_output_streak",
+                        AlertKind::JobFailing,
+                        AlertKind::JobTimeout,
+                        AlertKind::JobLost,
+                        AlertKind::JobZeroOutputStreak,
                     ]
                     .contains(k)
                 }) {
@@ -1174,7 +1175,7 @@ mod tests {
         );
         m.evaluate(now, wall)
             .into_iter()
-            .filter(|n| n.kind == "worker_stalled")
+            .filter(|n| n.kind == AlertKind::WorkerStalled)
             .map(|n| n.event)
             .collect()
     }

@@ -17,6 +17,7 @@
 //! - `webhook`: HTTP POST with ureq (JSON, or `{"text": …}` for chat tools),
 //!   headers optionally read from the environment.
 
+use cronwarden_shared::alert_kind::AlertKind;
 use std::{
     collections::{BTreeMap, VecDeque},
     io::Write,
@@ -53,7 +54,7 @@ struct Item {
 }
 
 /// An alert's key: kind and job.
-type Key = (String, Option<String>);
+type Key = (AlertKind, Option<String>);
 
 struct Sink {
     spec: SinkSpec,
@@ -111,7 +112,7 @@ impl Sinks {
                 continue;
             }
             if s.spec.repeat_after.is_some() {
-                let key = (n.kind.clone(), n.job.clone());
+                let key = (n.kind, n.job.clone());
                 let mut notified = lock(&s.notified);
                 match n.event.as_str() {
                     "reminder" => continue,
@@ -157,7 +158,7 @@ impl Sinks {
             notified.retain(|(kind, job), _| open.iter().any(|n| n.kind == *kind && n.job == *job));
             for n in open.iter().filter(|n| accepts(&s.spec, n)) {
                 let at = notified
-                    .entry((n.kind.clone(), n.job.clone()))
+                    .entry((n.kind, n.job.clone()))
                     .or_insert(now);
                 if now.duration_since(*at) >= every {
                     *at = now;
@@ -240,7 +241,7 @@ fn accepts(spec: &SinkSpec, n: &AlertNotice) -> bool {
         }
     }
     // A failing sink is not told about its own failure.
-    if n.kind == "alert_delivery_failed"
+    if n.kind == AlertKind::AlertDeliveryFailed
         && n.details["sinks"]
             .as_array()
             .is_some_and(|a| a.iter().any(|s| *s == *spec.name))
@@ -442,7 +443,7 @@ fn deliver(
                 .stderr(Stdio::inherit())
                 .process_group(0)
                 .env("CRONWARDEN_ALERT_EVENT", &n.event)
-                .env("CRONWARDEN_ALERT_KIND", &n.kind)
+                .env("CRONWARDEN_ALERT_KIND", n.kind.as_str())
                 .env("CRONWARDEN_ALERT_JOB", n.job.as_deref().unwrap_or(""))
                 .env("CRONWARDEN_ALERT_SEVERITY", n.severity.as_str())
                 .env("CRONWARDEN_ALERT_SUMMARY", &n.summary)
@@ -491,7 +492,7 @@ mod tests {
     fn notice(i: usize) -> AlertNotice {
         AlertNotice {
             event: "opened".into(),
-            kind: "job_failing".into(),
+            kind: AlertKind::JobFailing,
             job: Some(format!("j{i}")),
             severity: Severity::Warning,
             summary: format!("n{i}"),
