@@ -5,7 +5,7 @@
 
 use std::{fs, time::Duration};
 
-use crate::util::{assert_accounted, unix, wait_until, Env};
+use crate::util::{assert_accounted, skip, unix, wait_until, Env};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -253,11 +253,11 @@ fn test_user() -> Option<(nix::unistd::User, u32)> {
 #[test]
 fn user_jobs_run_with_that_users_ids_and_groups() {
     if !is_root() {
-        eprintln!("skipped: switching users needs root");
+        skip("switching users needs root");
         return;
     }
     let Some((user, extra_gid)) = test_user() else {
-        eprintln!("skipped: could not create the test user (no useradd/groupadd?)");
+        skip("could not create the test user (no useradd/groupadd?)");
         return;
     };
     let env = Env::new(
@@ -328,14 +328,14 @@ fn as_nobody(bin: &std::path::Path, args: &[&str]) -> std::process::Output {
 fn control_calls_from_another_uid_are_refused_reads_are_not() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !is_root() {
-        eprintln!("skipped: acting as another uid needs root");
+        skip("acting as another uid needs root");
         return;
     }
     let Some(nogroup) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(65534))
         .ok()
         .flatten()
     else {
-        eprintln!("skipped: no group 65534 on this machine");
+        skip("no group 65534 on this machine");
         return;
     };
     let body = |control: &str| {
@@ -542,7 +542,7 @@ impl Drop for Mount {
 #[test]
 fn a_full_disk_loses_no_record() {
     if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+        skip("mounting a tmpfs needs root");
         return;
     }
     let env = Env::new(TICKING);
@@ -554,7 +554,7 @@ fn a_full_disk_loses_no_record() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here");
+        skip("cannot mount a tmpfs here");
         return;
     }
     let _mount = Mount(env.state_dir());

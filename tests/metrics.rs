@@ -4,7 +4,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use crate::util::{http_get, sample, wait_until, Env};
+use crate::util::{http_get, sample, skip, wait_until, Env};
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -174,9 +174,9 @@ fn counters_match_the_runs_and_promtool_accepts_the_exposition() {
         .stderr(Stdio::piped())
         .spawn()
     {
-        Err(e) => eprintln!(
-            "SKIPPED promtool check: promtool not runnable here ({e}); .ci/run installs it"
-        ),
+        Err(e) => skip(&format!(
+            "promtool not runnable here ({e}); .ci/run installs it"
+        )),
         Ok(mut child) => {
             use std::io::Write;
             child
