@@ -3,6 +3,7 @@
 //! `cronwarden-worker` (the scheduler loop and job runner) and
 //! `cronwarden-supervisor` (the supervisor, its socket and lock).
 
+mod cli;
 mod logs;
 
 use std::{
@@ -13,14 +14,14 @@ use std::{
 };
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cli::{client, import::crontab, lint, render};
 use cronwarden_shared::{
     config::{Config, DEFAULT_CONFIG},
-    crontab, lint, render,
     schedule::Schedule,
     status::StatusReport,
     timefmt::rfc3339_in,
 };
-use cronwarden_supervisor::{client, lock};
+use cronwarden_supervisor::lock;
 use hyper::Method;
 use jiff::{tz::TimeZone, Timestamp};
 use serde_json::Value;

@@ -15,10 +15,6 @@
 pub mod account;
 pub mod audit;
 pub mod config;
-pub mod crontab;
-pub mod explain;
-pub mod lint;
-pub mod render;
 pub mod schedule;
 pub mod stats;
 pub mod status;

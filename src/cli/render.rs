@@ -13,14 +13,18 @@ use std::{io::Write, time::Duration};
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::{
+use cronwarden_shared::{
     status::StatusReport,
     timefmt::{human_duration, rfc3339_in},
 };
 
 /// Whether to colour: `NO_COLOR` (non-empty) never, `CLICOLOR_FORCE`
 /// (non-empty, not `0`) always, otherwise only on a terminal.
-pub fn color_enabled(stdout_is_tty: bool, no_color: Option<&str>, force: Option<&str>) -> bool {
+pub(crate) fn color_enabled(
+    stdout_is_tty: bool,
+    no_color: Option<&str>,
+    force: Option<&str>,
+) -> bool {
     if no_color.is_some_and(|v| !v.is_empty()) {
         return false;
     }
@@ -43,7 +47,7 @@ fn paint(word: &str) -> Option<&'static str> {
 }
 
 /// A word in its colour (first word decides: "skipped (overlap)").
-pub fn colored(text: &str, color: bool) -> String {
+pub(crate) fn colored(text: &str, color: bool) -> String {
     let first = text.split_whitespace().next().unwrap_or_default();
     match paint(first).filter(|_| color) {
         Some(code) => format!("\x1b[{code}m{text}\x1b[0m"),
@@ -53,7 +57,7 @@ pub fn colored(text: &str, color: bool) -> String {
 
 /// An aligned table: columns two spaces apart, widths from the plain text;
 /// the cells of the `painted` columns are coloured after padding.
-pub fn table(
+pub(crate) fn table(
     out: &mut dyn Write,
     header: &[&str],
     rows: &[Vec<String>],
@@ -92,7 +96,7 @@ pub fn table(
 }
 
 /// "in 3m", "in 3m 20s", "2h 5m ago", "-" when there is no time.
-pub fn relative(t: Option<Timestamp>, now: Timestamp) -> String {
+pub(crate) fn relative(t: Option<Timestamp>, now: Timestamp) -> String {
     let Some(t) = t else { return "-".into() };
     let d = t.duration_since(now);
     let abs = Duration::try_from(d.abs()).unwrap_or_default();
@@ -126,7 +130,12 @@ fn s(v: &Value) -> String {
 }
 
 /// `cronwarden jobs`.
-pub fn jobs(out: &mut dyn Write, v: &Value, now: Timestamp, color: bool) -> std::io::Result<u8> {
+pub(crate) fn jobs(
+    out: &mut dyn Write,
+    v: &Value,
+    now: Timestamp,
+    color: bool,
+) -> std::io::Result<u8> {
     let rows: Vec<Vec<String>> = v
         .as_array()
         .into_iter()
@@ -166,7 +175,12 @@ pub fn jobs(out: &mut dyn Write, v: &Value, now: Timestamp, color: bool) -> std:
 }
 
 /// `cronwarden runs JOB`.
-pub fn runs(out: &mut dyn Write, v: &Value, now: Timestamp, color: bool) -> std::io::Result<u8> {
+pub(crate) fn runs(
+    out: &mut dyn Write,
+    v: &Value,
+    now: Timestamp,
+    color: bool,
+) -> std::io::Result<u8> {
     let rows: Vec<Vec<String>> = v
         .as_array()
         .into_iter()
@@ -218,7 +232,12 @@ pub fn runs(out: &mut dyn Write, v: &Value, now: Timestamp, color: bool) -> std:
 }
 
 /// `cronwarden alerts`.
-pub fn alerts(out: &mut dyn Write, v: &Value, now: Timestamp, color: bool) -> std::io::Result<u8> {
+pub(crate) fn alerts(
+    out: &mut dyn Write,
+    v: &Value,
+    now: Timestamp,
+    color: bool,
+) -> std::io::Result<u8> {
     let rows: Vec<Vec<String>> = v
         .as_array()
         .into_iter()
@@ -252,7 +271,7 @@ pub fn alerts(out: &mut dyn Write, v: &Value, now: Timestamp, color: bool) -> st
 }
 
 /// `cronwarden audit JOB`; the exit code is the verdict.
-pub fn audit(out: &mut dyn Write, v: &Value, color: bool) -> std::io::Result<u8> {
+pub(crate) fn audit(out: &mut dyn Write, v: &Value, color: bool) -> std::io::Result<u8> {
     let ok = v["ok"] == Value::Bool(true);
     writeln!(
         out,
@@ -288,7 +307,7 @@ pub fn audit(out: &mut dyn Write, v: &Value, color: bool) -> std::io::Result<u8>
 }
 
 /// `cronwarden status`.
-pub fn status(
+pub(crate) fn status(
     out: &mut dyn Write,
     r: &StatusReport,
     now: Timestamp,
@@ -372,9 +391,9 @@ pub fn status(
 
 /// One job as `check` shows it: name, expression, the schedule in words,
 /// then its next fires with how far away they are.
-pub fn check_job(
+pub(crate) fn check_job(
     out: &mut dyn Write,
-    job: &crate::config::JobSpec,
+    job: &cronwarden_shared::config::JobSpec,
     now: Timestamp,
     fires: usize,
 ) -> std::io::Result<()> {
@@ -383,7 +402,7 @@ pub fn check_job(
         "{}  {:?}  {}",
         job.name,
         job.schedule.expr(),
-        crate::explain::explain(&job.schedule, &job.timezone)
+        super::explain::explain(&job.schedule, &job.timezone)
     )?;
     for t in next_fires(job, now, fires) {
         writeln!(
@@ -398,7 +417,11 @@ pub fn check_job(
 
 /// A job's next `n` fires after `now` (an `@every` cadence starting on
 /// the next whole second, as a fresh worker arms it).
-pub fn next_fires(job: &crate::config::JobSpec, now: Timestamp, n: usize) -> Vec<Timestamp> {
+pub(crate) fn next_fires(
+    job: &cronwarden_shared::config::JobSpec,
+    now: Timestamp,
+    n: usize,
+) -> Vec<Timestamp> {
     let mut t = now;
     let mut out = vec![];
     for _ in 0..n {
@@ -414,15 +437,15 @@ pub fn next_fires(job: &crate::config::JobSpec, now: Timestamp, n: usize) -> Vec
 }
 
 /// A config error or warning as `check --json` reports it.
-fn error_json(e: &crate::config::ConfigError) -> Value {
+fn error_json(e: &cronwarden_shared::config::ConfigError) -> Value {
     serde_json::json!({ "file": e.file, "job": e.job, "key": e.key, "message": e.message })
 }
 
 /// `check --json` of a valid config: its jobs (with the explanation and
 /// next fires) and the lint warnings.
-pub fn check_json(
-    config: &crate::config::Config,
-    warnings: &[crate::config::ConfigError],
+pub(crate) fn check_json(
+    config: &cronwarden_shared::config::Config,
+    warnings: &[cronwarden_shared::config::ConfigError],
     now: Timestamp,
 ) -> Value {
     let jobs: Vec<Value> = config
@@ -437,7 +460,7 @@ pub fn check_json(
                 "name": j.name,
                 "schedule": j.schedule.expr(),
                 "timezone": j.timezone,
-                "explanation": crate::explain::explain(&j.schedule, &j.timezone),
+                "explanation": super::explain::explain(&j.schedule, &j.timezone),
                 "next": next,
             })
         })
@@ -447,7 +470,10 @@ pub fn check_json(
 }
 
 /// `check --json` of an invalid config: every error.
-pub fn check_errors_json(path: &std::path::Path, errors: &crate::config::ConfigErrors) -> Value {
+pub(crate) fn check_errors_json(
+    path: &std::path::Path,
+    errors: &cronwarden_shared::config::ConfigErrors,
+) -> Value {
     let errors: Vec<Value> = errors.0.iter().map(error_json).collect();
     serde_json::json!({ "file": path, "ok": false, "errors": errors })
 }

@@ -29,28 +29,26 @@ use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
 
-use crate::schedule::Schedule;
+use cronwarden_shared::schedule::Schedule;
 
 /// How to read the crontab.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The system format: a user column between the schedule and the command.
-    pub system: bool,
+    pub(crate) system: bool,
     /// Where the text came from, for the header comment.
-    pub source: String,
+    pub(crate) source: String,
     /// The zone cron matched the fields in (the host's local zone), as an
     /// IANA name; `None` when it is not known.
-    pub timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
 }
 
 /// The TOML, and what could not be translated.
 #[derive(Debug, Clone)]
-pub struct Conversion {
-    pub toml: String,
+pub(crate) struct Conversion {
+    pub(crate) toml: String,
     /// `(line number, why)` for every line that became (partly) a comment.
-    pub untranslated: Vec<(usize, String)>,
-    /// How many `[[job]]` blocks were written.
-    pub jobs: usize,
+    pub(crate) untranslated: Vec<(usize, String)>,
 }
 
 /// Whether this build's config has a per-job `user` key. Asked of the
@@ -59,7 +57,7 @@ pub struct Conversion {
 fn config_has_user_key() -> bool {
     let probe =
         "[[job]]\nname = \"probe\"\nschedule = \"@daily\"\nshell = \"true\"\nuser = \"root\"\n";
-    match crate::config::Config::parse(std::path::Path::new("probe.toml"), probe) {
+    match cronwarden_shared::config::Config::parse(std::path::Path::new("probe.toml"), probe) {
         Ok(_) => true,
         Err(errors) => !errors.0.iter().any(|e| e.key == "user"),
     }
@@ -67,12 +65,12 @@ fn config_has_user_key() -> bool {
 
 /// Whether a path is one cron reads in the system format: `/etc/crontab`
 /// and the files under `/etc/cron.d`.
-pub fn is_system_path(path: &std::path::Path) -> bool {
+pub(crate) fn is_system_path(path: &std::path::Path) -> bool {
     path == std::path::Path::new("/etc/crontab") || path.starts_with("/etc/cron.d/")
 }
 
 /// Translates a crontab.
-pub fn convert(text: &str, opts: &Options) -> Conversion {
+pub(crate) fn convert(text: &str, opts: &Options) -> Conversion {
     let mut c = Converter {
         out: String::new(),
         untranslated: vec![],
@@ -80,7 +78,6 @@ pub fn convert(text: &str, opts: &Options) -> Conversion {
         env: BTreeMap::new(),
         shell: None,
         tz: None,
-        jobs: 0,
         gap: false,
         has_user_key: config_has_user_key(),
     };
@@ -91,7 +88,6 @@ pub fn convert(text: &str, opts: &Options) -> Conversion {
     Conversion {
         toml: c.out,
         untranslated: c.untranslated,
-        jobs: c.jobs,
     }
 }
 
@@ -105,7 +101,6 @@ struct Converter {
     shell: Option<String>,
     /// `CRON_TZ` or `TZ`, when set to a known zone.
     tz: Option<String>,
-    jobs: usize,
     /// A blank line is due before the next output (after the header or a
     /// job), so the crontab's comments stay with the entry they precede.
     gap: bool,
@@ -242,7 +237,7 @@ impl Converter {
                     "@reboot is not supported: cronwarden schedules by time; run it from a systemd unit or your init system".into(),
                 );
             }
-            if !crate::schedule::NICKNAMES
+            if !cronwarden_shared::schedule::NICKNAMES
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(nick))
             {
@@ -341,7 +336,6 @@ impl Converter {
                 ));
             }
         }
-        self.jobs += 1;
         self.gap = true;
     }
 
@@ -456,7 +450,7 @@ fn dom_dow_differs(dom: &str, dow: &str) -> Option<String> {
 /// A job name from a command: the first program that does real work (not
 /// `cd`, `test`, ...), its basename, plus the basename of its first path
 /// argument (`run-parts-cron.daily`); sanitized to `[A-Za-z0-9._-]`.
-pub fn job_name(command: &str) -> String {
+pub(crate) fn job_name(command: &str) -> String {
     const SETUP: &[&str] = &[
         "cd", "test", "[", "[[", "true", ":", "sleep", "export", "umask", "set", "source", ".",
         "fi", "done", "esac", "ulimit",
@@ -611,8 +605,8 @@ mod tests {
         )
     }
 
-    fn parsed(c: &Conversion) -> crate::config::Config {
-        crate::config::Config::parse(std::path::Path::new("imported.toml"), &c.toml)
+    fn parsed(c: &Conversion) -> cronwarden_shared::config::Config {
+        cronwarden_shared::config::Config::parse(std::path::Path::new("imported.toml"), &c.toml)
             .unwrap_or_else(|e| panic!("{e}\n{}", c.toml))
     }
 
@@ -690,7 +684,7 @@ mod tests {
 
     #[test]
     fn crontab5_examples_translate_with_stdin_and_unique_names() {
-        let c = conv(include_str!("../../tests/data/crontab5"), false);
+        let c = conv(include_str!("../../../tests/data/crontab5"), false);
         let config = parsed(&c);
         let got: Vec<(&str, &str)> = config
             .jobs
@@ -738,7 +732,7 @@ mod tests {
 
     #[test]
     fn debian_system_crontab_translates_completely() {
-        let c = conv(include_str!("../../tests/data/debian-crontab"), true);
+        let c = conv(include_str!("../../../tests/data/debian-crontab"), true);
         assert!(c.untranslated.is_empty(), "{:?}", c.untranslated);
         let config = parsed(&c);
         let names: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
@@ -756,7 +750,7 @@ mod tests {
         // SHELL=/bin/sh is cronwarden's own shell; PATH goes to the env.
         assert_eq!(
             daily.command,
-            crate::config::JobCommand::Shell(
+            cronwarden_shared::config::JobCommand::Shell(
                 "test -x /usr/sbin/anacron || ( cd / && run-parts --report /etc/cron.daily )"
                     .into()
             )

@@ -1,0 +1,3 @@
+//! `cronwarden import` (placeholder).
+
+pub(crate) mod crontab;
