@@ -74,3 +74,38 @@ pub(crate) fn test_results(out: &mut dyn Write, v: &Value) -> std::io::Result<u8
         1
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use cronwarden_shared::status::{AlertNotice, Severity};
+    use serde_json::json;
+
+    use super::*;
+
+    /// `alerts --all` is served from the history, as `AlertNotice`s: the
+    /// extra fields must not stop them decoding as `Alert`s.
+    #[test]
+    fn the_history_reads_as_alerts() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let notice = AlertNotice {
+            event: "resolved".into(),
+            kind: "job_failing".into(),
+            job: Some("backup".into()),
+            severity: Severity::Critical,
+            summary: "backup failed 3 times in a row".into(),
+            opened_at: at("2026-12-01T10:00:00Z"),
+            resolved_at: Some(at("2026-12-01T11:00:00Z")),
+            host: "db1".into(),
+            details: json!({ "failures": 3 }),
+        };
+        let body = serde_json::to_vec(&[notice]).unwrap();
+        let history: Vec<Alert> = serde_json::from_slice(&body).unwrap();
+        let mut out = vec![];
+        alerts(&mut out, &history, at("2026-12-01T12:00:00Z"), false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "SEVERITY  KIND         JOB     OPENED  STATE            SUMMARY\n\
+             critical  job_failing  backup  2h ago  resolved 1h ago  backup failed 3 times in a row\n"
+        );
+    }
+}

@@ -37,3 +37,31 @@ pub(crate) fn audit(out: &mut dyn Write, r: &AuditReport, color: bool) -> std::i
     )?;
     Ok(u8::from(!r.ok))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Instants print as the JSON has them (the e2e tests compare them).
+    #[test]
+    fn a_broken_ledger_lists_its_times_as_the_json_has_them() {
+        let report: AuditReport = serde_json::from_value(json!({
+            "job": "backup", "from": "2026-12-01T00:00:00Z", "to": "2026-12-01T03:00:00.5Z",
+            "expected": 3, "records": 2, "missing": ["2026-12-01T02:00:00Z"],
+            "duplicated": [], "unexpected": [],
+            "outcomes": { "success": 1, "skipped:overlap": 1 }, "ok": false
+        }))
+        .unwrap();
+        let mut out = vec![];
+        assert_eq!(audit(&mut out, &report, false).unwrap(), 1);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "backup: 3 scheduled time(s) from 2026-12-01T00:00:00Z to 2026-12-01T03:00:00.5Z: 2 record(s)\n  \
+             outcomes: skipped:overlap 1, success 1\n  \
+             missing: 1 (2026-12-01T02:00:00Z)\n  \
+             invariant BROKEN\n"
+        );
+    }
+}

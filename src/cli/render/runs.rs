@@ -73,3 +73,14 @@ fn reason_word(reason: SkipReason) -> String {
         _ => format!("{reason:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_reasons_read_as_the_json_names_them() {
+        assert_eq!(reason_word(SkipReason::WorkerDown), "worker_down");
+        assert_eq!(reason_word(SkipReason::Overlap), "overlap");
+    }
+}

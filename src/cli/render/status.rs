@@ -116,3 +116,83 @@ fn jobs_table(
         color,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use cronwarden_shared::status::{
+        JobState, Outcome, RunRecord, State, Streaks, SupervisorInfo, Trigger, WorkerInfo,
+    };
+
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn report() -> StatusReport {
+        let mut last = RunRecord::new(
+            7,
+            "backup",
+            vec![at("2026-12-01T11:00:00Z")],
+            Trigger::Schedule,
+            Outcome::Failed,
+        );
+        last.started_at = Some(at("2026-12-01T11:00:00Z"));
+        last.finished_at = Some(at("2026-12-01T11:05:00Z"));
+        StatusReport {
+            state: State::Degraded,
+            reasons: vec!["job backup is failing".into()],
+            supervisor: SupervisorInfo {
+                pid: 41,
+                version: "0.1.0".into(),
+                started_at: at("2026-12-01T10:00:00Z"),
+            },
+            worker: WorkerInfo {
+                pid: None,
+                started_at: None,
+                restarts: 2,
+                heartbeat_age_ms: None,
+                last_good_turn_age_ms: None,
+                heartbeat_seq: None,
+                malformed_events: 0,
+            },
+            jobs: vec![JobStatus {
+                name: "backup".into(),
+                schedule: "0 * * * *".into(),
+                timezone: "UTC".into(),
+                state: JobState::Failing,
+                paused: false,
+                next_fire_at: Some(at("2026-12-01T13:00:00Z")),
+                last_run: Some(last),
+                streaks: Streaks::default(),
+                running: vec![],
+            }],
+            alerts: vec![],
+            sinks: vec![],
+            clock_jumps: vec![],
+        }
+    }
+
+    #[test]
+    fn status_and_jobs_print_the_same_jobs_table() {
+        let now = at("2026-12-01T12:00:00Z");
+        let r = report();
+        let (mut status_out, mut jobs_out) = (vec![], vec![]);
+        status(&mut status_out, &r, now, false).unwrap();
+        jobs(&mut jobs_out, &r.jobs, now, false).unwrap();
+        let table = String::from_utf8(jobs_out).unwrap();
+        assert_eq!(
+            table,
+            "JOB     STATE    SCHEDULE   NEXT   LAST RUN  ENDED\n\
+             backup  failing  0 * * * *  in 1h  failed    55m ago\n"
+        );
+        assert_eq!(
+            String::from_utf8(status_out).unwrap(),
+            format!(
+                "state: degraded\n  - job backup is failing\n\
+                 supervisor: pid 41, version 0.1.0, up since 2026-12-01T10:00:00Z (2h ago)\n\
+                 worker: not running, restarts 2\n{table}"
+            )
+        );
+    }
+}
