@@ -12,7 +12,6 @@
 //! answers on the socket. Every wait in its loop has a bound.
 
 pub mod alerts;
-pub mod client;
 pub mod control;
 pub mod forensics;
 pub mod lock;

@@ -8,7 +8,7 @@
 //! fields follow cronwarden's rule: when both day-of-month and day-of-week
 //! are restricted (anything but a bare `*`), a day matching either fires.
 
-use crate::schedule::Schedule;
+use cronwarden_shared::schedule::Schedule;
 
 const MONTHS: [&str; 12] = [
     "January",
@@ -178,7 +178,7 @@ fn num(v: u32) -> String {
 }
 
 /// The phrase for a schedule, with its zone for cron expressions.
-pub fn explain(schedule: &Schedule, tz_name: &str) -> String {
+pub(crate) fn explain(schedule: &Schedule, tz_name: &str) -> String {
     let expr = schedule.expr();
     if let Some(rest) = expr
         .get(..6)
@@ -191,7 +191,7 @@ pub fn explain(schedule: &Schedule, tz_name: &str) -> String {
 }
 
 /// The phrase for a cron expression or nickname, without the zone.
-pub fn explain_cron(expr: &str) -> String {
+pub(crate) fn explain_cron(expr: &str) -> String {
     let expanded = match expr.to_ascii_lowercase().as_str() {
         "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
         "@monthly" => "0 0 1 * *".into(),

@@ -29,28 +29,26 @@ use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
 
-use crate::schedule::Schedule;
+use cronwarden_shared::schedule::Schedule;
 
 /// How to read the crontab.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The system format: a user column between the schedule and the command.
-    pub system: bool,
+    pub(crate) system: bool,
     /// Where the text came from, for the header comment.
-    pub source: String,
+    pub(crate) source: String,
     /// The zone cron matched the fields in (the host's local zone), as an
     /// IANA name; `None` when it is not known.
-    pub timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
 }
 
 /// The TOML, and what could not be translated.
 #[derive(Debug, Clone)]
-pub struct Conversion {
-    pub toml: String,
+pub(crate) struct Conversion {
+    pub(crate) toml: String,
     /// `(line number, why)` for every line that became (partly) a comment.
-    pub untranslated: Vec<(usize, String)>,
-    /// How many `[[job]]` blocks were written.
-    pub jobs: usize,
+    pub(crate) untranslated: Vec<(usize, String)>,
 }
 
 /// Whether this build's config has a per-job `user` key. Asked of the
@@ -59,7 +57,7 @@ pub struct Conversion {
 fn config_has_user_key() -> bool {
     let probe =
         "[[job]]\nname = \"probe\"\nschedule = \"@daily\"\nshell = \"true\"\nuser = \"root\"\n";
-    match crate::config::Config::parse(std::path::Path::new("probe.toml"), probe) {
+    match cronwarden_shared::config::Config::parse(std::path::Path::new("probe.toml"), probe) {
         Ok(_) => true,
         Err(errors) => !errors.0.iter().any(|e| e.key == "user"),
     }
@@ -67,12 +65,12 @@ fn config_has_user_key() -> bool {
 
 /// Whether a path is one cron reads in the system format: `/etc/crontab`
 /// and the files under `/etc/cron.d`.
-pub fn is_system_path(path: &std::path::Path) -> bool {
+pub(crate) fn is_system_path(path: &std::path::Path) -> bool {
     path == std::path::Path::new("/etc/crontab") || path.starts_with("/etc/cron.d/")
 }
 
 /// Translates a crontab.
-pub fn convert(text: &str, opts: &Options) -> Conversion {
+pub(crate) fn convert(text: &str, opts: &Options) -> Conversion {
     let mut c = Converter {
         out: String::new(),
         untranslated: vec![],
@@ -80,7 +78,6 @@ pub fn convert(text: &str, opts: &Options) -> Conversion {
         env: BTreeMap::new(),
         shell: None,
         tz: None,
-        jobs: 0,
         gap: false,
         has_user_key: config_has_user_key(),
     };
@@ -91,7 +88,6 @@ pub fn convert(text: &str, opts: &Options) -> Conversion {
     Conversion {
         toml: c.out,
         untranslated: c.untranslated,
-        jobs: c.jobs,
     }
 }
 
@@ -105,7 +101,6 @@ struct Converter {
     shell: Option<String>,
     /// `CRON_TZ` or `TZ`, when set to a known zone.
     tz: Option<String>,
-    jobs: usize,
     /// A blank line is due before the next output (after the header or a
     /// job), so the crontab's comments stay with the entry they precede.
     gap: bool,
@@ -242,7 +237,7 @@ impl Converter {
                     "@reboot is not supported: cronwarden schedules by time; run it from a systemd unit or your init system".into(),
                 );
             }
-            if !crate::schedule::NICKNAMES
+            if !cronwarden_shared::schedule::NICKNAMES
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(nick))
             {
@@ -341,7 +336,6 @@ impl Converter {
                 ));
             }
         }
-        self.jobs += 1;
         self.gap = true;
     }
 
@@ -456,7 +450,7 @@ fn dom_dow_differs(dom: &str, dow: &str) -> Option<String> {
 /// A job name from a command: the first program that does real work (not
 /// `cd`, `test`, ...), its basename, plus the basename of its first path
 /// argument (`run-parts-cron.daily`); sanitized to `[A-Za-z0-9._-]`.
-pub fn job_name(command: &str) -> String {
+pub(crate) fn job_name(command: &str) -> String {
     const SETUP: &[&str] = &[
         "cd", "test", "[", "[[", "true", ":", "sleep", "export", "umask", "set", "source", ".",
         "fi", "done", "esac", "ulimit",
@@ -597,216 +591,5 @@ fn shell_segments(s: &str) -> Vec<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn conv(text: &str, system: bool) -> Conversion {
-        convert(
-            text,
-            &Options {
-                system,
-                source: "test".into(),
-                timezone: Some("UTC".into()),
-            },
-        )
-    }
-
-    fn parsed(c: &Conversion) -> crate::config::Config {
-        crate::config::Config::parse(std::path::Path::new("imported.toml"), &c.toml)
-            .unwrap_or_else(|e| panic!("{e}\n{}", c.toml))
-    }
-
-    #[test]
-    fn system_format_is_detected_by_path() {
-        use std::path::Path;
-        assert!(is_system_path(Path::new("/etc/crontab")));
-        assert!(is_system_path(Path::new("/etc/cron.d/backup")));
-        assert!(!is_system_path(Path::new("/etc/cron.daily/backup")));
-        assert!(!is_system_path(Path::new("/home/me/crontab")));
-    }
-
-    #[test]
-    fn percent_splits_command_and_stdin() {
-        assert_eq!(
-            split_percent(r#"mail -s "It's 10pm" joe%Joe,%%Where are your kids?%"#),
-            (
-                r#"mail -s "It's 10pm" joe"#.to_string(),
-                Some("Joe,\n\nWhere are your kids?\n".to_string())
-            )
-        );
-        assert_eq!(
-            split_percent(r"date +\%Y-\%m-\%d"),
-            ("date +%Y-%m-%d".to_string(), None)
-        );
-        assert_eq!(
-            split_percent(r"cat%a\%b%c"),
-            ("cat".to_string(), Some("a%b\nc".to_string()))
-        );
-        // Other backslashes are the shell's business.
-        assert_eq!(
-            split_percent(r"echo a\ b"),
-            (r"echo a\ b".to_string(), None)
-        );
-    }
-
-    #[test]
-    fn env_lines_as_cron_reads_them() {
-        assert_eq!(
-            env_line("PATH=/usr/bin:/bin"),
-            Some(("PATH".into(), "/usr/bin:/bin".into()))
-        );
-        assert_eq!(env_line("A = \"b c\" "), Some(("A".into(), "b c".into())));
-        assert_eq!(env_line("MAILTO=''"), Some(("MAILTO".into(), "".into())));
-        assert_eq!(env_line("'X Y'=1"), Some(("X Y".into(), "1".into())));
-        assert_eq!(env_line("0 * * * * A=1 cmd"), None);
-        assert_eq!(env_line("@daily cmd"), None);
-    }
-
-    #[test]
-    fn names_come_from_the_working_program() {
-        assert_eq!(
-            job_name("cd / && run-parts --report /etc/cron.hourly"),
-            "run-parts-cron.hourly"
-        );
-        assert_eq!(
-            job_name("test -x /usr/sbin/anacron || ( cd / && run-parts --report /etc/cron.daily )"),
-            "run-parts-cron.daily"
-        );
-        assert_eq!(
-            job_name("$HOME/bin/daily.job >> $HOME/tmp/out 2>&1"),
-            "daily.job"
-        );
-        assert_eq!(job_name(r#"mail -s "It's 10pm" joe"#), "mail");
-        assert_eq!(
-            job_name("FOO=1 nice -n 10 /usr/local/bin/backup.sh"),
-            "backup.sh"
-        );
-        assert_eq!(
-            job_name("if [ -x /x ]; then /usr/bin/x > /dev/null; fi"),
-            "x"
-        );
-        assert_eq!(job_name("cd /"), "job");
-    }
-
-    #[test]
-    fn crontab5_examples_translate_with_stdin_and_unique_names() {
-        let c = conv(include_str!("../../tests/data/crontab5"), false);
-        let config = parsed(&c);
-        let got: Vec<(&str, &str)> = config
-            .jobs
-            .iter()
-            .map(|j| (j.name.as_str(), j.schedule.expr()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("daily.job", "5 0 * * *"),
-                ("monthly", "15 14 1 * *"),
-                ("mail", "0 22 * * 1-5"),
-                ("echo", "23 0-23/2 * * *"),
-                ("echo-2", "5 4 * * sun"),
-                ("echo-3", "0 */4 1 * mon"),
-                ("echo-4", "0 0 1,15 * 3"),
-                ("echo-5", "@daily"),
-            ]
-        );
-        // SHELL=/bin/bash: argv with that shell; MAILTO: a comment, counted.
-        let mail = config.job("mail").unwrap();
-        assert_eq!(
-            mail.command.argv(),
-            [
-                "/bin/bash",
-                "-c",
-                "printf '%s' 'Joe,\n\nWhere are your kids?\n' | { mail -s \"It's 10pm\" joe\n}"
-            ]
-        );
-        assert_eq!(mail.env.get("SHELL").map(String::as_str), Some("/bin/bash"));
-        assert!(
-            c.toml
-                .contains("# not translated: cronwarden sends no mail"),
-            "{}",
-            c.toml
-        );
-        assert!(c.toml.contains("kind = \"exec\""), "{}", c.toml);
-        assert!(c.toml.contains("@reboot is not supported"), "{}", c.toml);
-        let lines: Vec<usize> = c.untranslated.iter().map(|(n, _)| *n).collect();
-        assert_eq!(lines.len(), 2, "{:?}", c.untranslated);
-        // The original line is a comment above its job.
-        assert!(c.toml.contains("# 5 0 * * *       $HOME/bin/daily.job >> $HOME/tmp/out 2>&1\n[[job]]\nname = \"daily.job\""), "{}", c.toml);
-        assert!(c.toml.contains("\n# state_dir = "), "{}", c.toml);
-    }
-
-    #[test]
-    fn debian_system_crontab_translates_completely() {
-        let c = conv(include_str!("../../tests/data/debian-crontab"), true);
-        assert!(c.untranslated.is_empty(), "{:?}", c.untranslated);
-        let config = parsed(&c);
-        let names: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "run-parts-cron.hourly",
-                "run-parts-cron.daily",
-                "run-parts-cron.weekly",
-                "run-parts-cron.monthly"
-            ]
-        );
-        let daily = config.job("run-parts-cron.daily").unwrap();
-        assert_eq!(daily.schedule.expr(), "25 6 * * *");
-        // SHELL=/bin/sh is cronwarden's own shell; PATH goes to the env.
-        assert_eq!(
-            daily.command,
-            crate::config::JobCommand::Shell(
-                "test -x /usr/sbin/anacron || ( cd / && run-parts --report /etc/cron.daily )"
-                    .into()
-            )
-        );
-        assert_eq!(
-            daily.env.get("PATH").map(String::as_str),
-            Some("/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin")
-        );
-    }
-
-    #[test]
-    fn system_user_column_and_zones() {
-        let c = conv(
-            "CRON_TZ=Europe/Berlin\n30 2 * * * backup /usr/local/bin/backup\n@hourly root /bin/true\n",
-            true,
-        );
-        let config = parsed(&c);
-        let backup = config.job("backup").unwrap();
-        assert_eq!(backup.timezone, "Europe/Berlin");
-        assert!(
-            backup.env.is_empty(),
-            "CRON_TZ is not exported: {:?}",
-            backup.env
-        );
-        if config_has_user_key() {
-            assert!(c.toml.contains("\nuser = \"backup\"\n"), "{}", c.toml);
-        } else {
-            assert!(c.toml.contains("# user = \"backup\""), "{}", c.toml);
-            assert_eq!(c.untranslated.len(), 1, "{:?}", c.untranslated);
-        }
-        // root needs no user line.
-        assert!(!c.toml.contains("\"root\""), "{}", c.toml);
-    }
-
-    #[test]
-    fn lines_cron_and_cronwarden_read_differently_stay_comments() {
-        let c = conv(
-            "TZ=Mars/Olympus\n0 0 */2 * 1 /bin/a\n0 0 */2 * */3 /bin/c\n61 * * * * /bin/b\n* * *\nMAILTO=\"\"\n\
-             0 0 */2 * * /bin/ok\n0 0 * * */2 /bin/ok\n",
-            false,
-        );
-        let config = parsed(&c);
-        // A starred step beside a bare `*` means the same to both.
-        assert_eq!(config.jobs.len(), 2, "{}", c.toml);
-        assert_eq!(c.untranslated.len(), 5, "{:?}", c.untranslated);
-        assert!(c.toml.contains("AND day-of-week"), "{}", c.toml);
-        assert!(
-            c.toml.contains("no mail: nothing to translate"),
-            "{}",
-            c.toml
-        );
-    }
-}
+#[path = "crontab_tests.rs"]
+mod tests;

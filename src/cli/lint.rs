@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::config::{Config, ConfigError, JobSpec, Overlap};
-use crate::timefmt::{human_duration, rfc3339_in};
+use cronwarden_shared::config::{Config, ConfigError, JobSpec, Overlap};
+use cronwarden_shared::timefmt::{human_duration, rfc3339_in};
 
 /// This many jobs on one instant is a pile-up worth a warning.
-pub const PILE_UP: usize = 10;
+pub(crate) const PILE_UP: usize = 10;
 
 /// How far ahead the DST lint looks.
 const YEAR: SignedDuration = SignedDuration::from_hours(366 * 24);
@@ -33,7 +33,7 @@ const PILE_UP_WINDOW: SignedDuration = SignedDuration::from_hours(8 * 24);
 const FIRE_BUDGET: usize = 200_000;
 
 /// Every warning for `config`, looking ahead from `now`.
-pub fn lint(config: &Config, now: Timestamp) -> Vec<ConfigError> {
+pub(crate) fn lint(config: &Config, now: Timestamp) -> Vec<ConfigError> {
     let per_job = (FIRE_BUDGET / config.jobs.len().max(1)).clamp(50, 1000);
     let mut out = vec![];
     for job in &config.jobs {

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("cannot connect to {path}: {source}")]
     Connect {
         path: std::path::PathBuf,
@@ -25,7 +25,7 @@ pub enum ClientError {
 }
 
 /// `GET path` on the socket; returns the HTTP status and body.
-pub async fn get(
+pub(crate) async fn get(
     socket: &Path,
     path: &str,
     timeout: Duration,
@@ -34,7 +34,7 @@ pub async fn get(
 }
 
 /// One request on the socket; returns the HTTP status and body.
-pub async fn request(
+pub(crate) async fn request(
     socket: &Path,
     method: hyper::Method,
     path: &str,

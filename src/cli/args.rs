@@ -1,0 +1,220 @@
+//! The command line as clap parses it: every subcommand, its flags, its
+//! help text and examples. Nothing here acts; [`super::run`] dispatches.
+//!
+//! The help texts are user documentation (`--help`, the completion
+//! scripts): the e2e tests pin parts of them.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use cronwarden_shared::config::DEFAULT_CONFIG;
+
+#[derive(Parser)]
+#[command(
+    name = "cronwarden",
+    version,
+    about = "A cron scheduler that cannot go quiet without someone knowing",
+    after_help = "Examples:\n  cronwarden run --config examples/demo.toml\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden import /etc/crontab > cronwarden.toml\n  cronwarden next '*/15 2 * * *' --tz Europe/Berlin -n 5\n  cronwarden status --json"
+)]
+pub(crate) struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Run the supervisor in the foreground (it starts and watches the worker).
+    #[command(
+        after_help = "Examples:\n  cronwarden run --config /etc/cronwarden.toml\n  cronwarden run --config examples/demo.toml --log-format json"
+    )]
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config, explain each job's schedule and print its next
+    /// fires; warn (exit 0) of DST surprises, skip streaks and pile-ups; exit 2
+    /// if invalid.
+    #[command(
+        after_help = "Examples:\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden check --json | jq '.warnings'"
+    )]
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the jobs, next fires and warnings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the next N fires of a schedule strictly after FROM, one per line.
+    #[command(
+        after_help = "Examples:\n  cronwarden next '30 2 * * *' --tz Europe/Berlin -n 3\n  cronwarden next '@every 90s' --from 2026-12-01T00:00:00Z --json"
+    )]
+    Next {
+        /// A cron expression (5 or 6 fields), a nickname (@daily) or "@every <duration>".
+        expr: String,
+        /// IANA time zone the cron fields are matched in.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// RFC 3339 instant to start after (default: now).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(short = 'n', default_value_t = 5)]
+        n: usize,
+        /// Print a JSON array of the instants.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the supervisor's status; exit 0 ok, 1 degraded, 2 stalled/down, 3 unknown.
+    #[command(
+        after_help = "Examples:\n  cronwarden status --config /etc/cronwarden.toml\n  cronwarden status --json | jq .state\n  cronwarden status --socket /run/cronwarden.sock"
+    )]
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List the jobs with their state, next fire and last run.
+    #[command(
+        after_help = "Examples:\n  cronwarden jobs --config /etc/cronwarden.toml\n  cronwarden jobs --json | jq -r '.[] | select(.state != \"idle\") | .name'"
+    )]
+    Jobs {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a job's run history, newest first (skipped fires included).
+    #[command(
+        after_help = "Examples:\n  cronwarden runs backup\n  cronwarden runs backup --limit 100 --json"
+    )]
+    Runs {
+        job: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run a job now (recorded with trigger `manual`).
+    #[command(after_help = "Examples:\n  cronwarden trigger backup")]
+    Trigger {
+        job: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop firing a job (its fires are recorded as skipped `paused`) until resumed.
+    #[command(after_help = "Examples:\n  cronwarden pause backup && cronwarden resume backup")]
+    Pause {
+        job: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Resume a paused job.
+    #[command(after_help = "Examples:\n  cronwarden resume backup")]
+    Resume {
+        job: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Re-read the config file (as SIGHUP does); an invalid one is refused.
+    #[command(
+        after_help = "Examples:\n  cronwarden reload --config /etc/cronwarden.toml\n  systemctl reload cronwarden   # the same, by SIGHUP"
+    )]
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Prove the ledger: every scheduled time of JOB in the window has exactly
+    /// one record. Exit 1 when it does not.
+    #[command(
+        after_help = "Examples:\n  cronwarden audit backup\n  cronwarden audit backup --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --json"
+    )]
+    Audit {
+        job: String,
+        /// Start of the window, RFC 3339 (default: 24h ago, or the job's first record).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the window, RFC 3339 (default: a few seconds ago).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show open alerts (or, with --all, the alert history); `alerts test`
+    /// sends a marked test alert through every sink and reports each result.
+    #[command(
+        after_help = "Examples:\n  cronwarden alerts\n  cronwarden alerts --all --json\n  cronwarden alerts test"
+    )]
+    Alerts {
+        #[command(subcommand)]
+        action: Option<AlertsCmd>,
+        /// The whole history, resolved alerts included.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Convert a crontab (FILE, or - for stdin) into cronwarden TOML on stdout.
+    /// Exit 0 when every line translated, 1 when some became comments, 2
+    /// when the file cannot be read.
+    #[command(
+        after_help = "Examples:\n  cronwarden import /etc/crontab > system.toml && cronwarden check --config system.toml\n  crontab -l | cronwarden import - > cronwarden.toml\n  cronwarden import --system /srv/cron.d/backup --tz Europe/Berlin"
+    )]
+    Import {
+        /// The crontab file, or `-` for stdin.
+        file: PathBuf,
+        /// System format, with a user column (the default for /etc/crontab
+        /// and files under /etc/cron.d).
+        #[arg(long)]
+        system: bool,
+        /// The zone cron's local time stands for (default: this host's zone).
+        #[arg(long)]
+        tz: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  cronwarden completions bash > /etc/bash_completion.d/cronwarden\n  cronwarden completions zsh > \"${fpath[1]}/_cronwarden\"\n  cronwarden completions fish > ~/.config/fish/completions/cronwarden.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// The scheduler worker (started by `run`; not for direct use).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        events_fd: i32,
+        #[arg(long)]
+        lock_fd: Option<i32>,
+        #[arg(long, default_value_t = 1)]
+        first_run_id: u64,
+        /// Also log to daily files here (the supervisor's `log_dir`).
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 7)]
+        log_retention: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AlertsCmd {
+    /// Send a clearly marked test alert through every sink; exit 1 if any fails.
+    Test {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// How the CLI finds the supervisor.
+#[derive(clap::Args)]
+pub(crate) struct Conn {
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub(crate) config: PathBuf,
+    /// The status socket (default: the one the config names).
+    #[arg(long)]
+    pub(crate) socket: Option<PathBuf>,
+    /// Print the raw JSON reply.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

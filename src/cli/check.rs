@@ -1,0 +1,52 @@
+//! `cronwarden check`: load and validate a config without running it, then
+//! lint it. Exit 0 when valid (warnings included), 2 when not; errors and
+//! warnings go to stderr, the jobs to stdout.
+
+use std::{io::Write, path::Path, process::ExitCode};
+
+use cronwarden_shared::config::Config;
+use jiff::Timestamp;
+
+use super::{lint, render::check as view};
+
+pub(crate) fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            if json {
+                writeln!(out, "{}", view::check_errors_json(path, &errors))?;
+            }
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s); the config is not valid",
+                path.display(),
+                errors.0.len()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let now = Timestamp::now();
+    let warnings = lint::lint(&config, now);
+    if json {
+        writeln!(out, "{}", view::check_json(&config, &warnings, now))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let counted = match warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} warning(s)"),
+    };
+    writeln!(
+        out,
+        "{}: ok, {} job(s){counted}",
+        path.display(),
+        config.jobs.len()
+    )?;
+    for job in &config.jobs {
+        view::check_job(&mut out, job, now, view::FIRES)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,168 @@
+//! Everything `cronwarden` does as a command-line tool; the scheduling
+//! itself lives in the library crates. [`run`] dispatches a parsed command
+//! line to one of:
+//!
+//! - [`args`]: the command line (clap): subcommands, flags, help texts;
+//! - [`roles`]: `run` (the supervisor) and `worker`, with their logging;
+//! - [`check`] (with [`lint`] and [`explain`]): validate a config, warn of
+//!   surprises, say each schedule in words;
+//! - [`next`]: a schedule's next fires;
+//! - [`import`]: a crontab translated into cronwarden TOML;
+//! - [`status`]: the supervisor's verdict as an exit code;
+//! - [`request`]: every other socket command's round trip (`jobs`, `runs`,
+//!   `alerts`, `audit`, `trigger`, `pause`, `resume`, `reload`), over
+//!   [`client`], the HTTP client of the status socket;
+//! - [`render`]: what each command prints for people (tables, colour,
+//!   relative times).
+//!
+//! Exit codes: 0 success, 1 refused or a negative verdict, 2 invalid input
+//! (config, schedule, instant), 3 the supervisor cannot be reached.
+
+mod args;
+mod check;
+mod client;
+mod explain;
+mod import;
+mod lint;
+mod next;
+mod render;
+mod request;
+mod roles;
+mod status;
+
+use std::{io::Write, process::ExitCode, time::Duration};
+
+use cronwarden_shared::{
+    audit::AuditReport,
+    status::{Alert, JobStatus, RunRecord},
+};
+use hyper::Method;
+use jiff::Timestamp;
+use serde_json::Value;
+
+pub(crate) use args::Cli;
+use args::{AlertsCmd, Cmd, LogFormat};
+use request::{call, call_within, enc, job_op};
+
+/// How long `alerts test` may take: every sink's retries (the supervisor
+/// gives up after 300 s), plus a margin.
+const ALERT_TEST_LIMIT: Duration = Duration::from_secs(310);
+
+/// Runs one command line; the exit code is the command's verdict.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let log_json = cli.log_format == LogFormat::Json;
+    match cli.command {
+        Cmd::Run { config } => roles::supervisor(config, log_json),
+        Cmd::Worker {
+            events_fd,
+            lock_fd,
+            first_run_id,
+            log_dir,
+            log_retention,
+        } => Ok(roles::worker(
+            events_fd,
+            lock_fd,
+            first_run_id,
+            log_dir.as_deref().map(|d| (d, log_retention)),
+            log_json,
+        )),
+        Cmd::Check { config, json } => check::check(&config, json),
+        Cmd::Import { file, system, tz } => import::import(&file, system, tz),
+        Cmd::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a write error,
+            // and a closed pipe must stay quiet.
+            let mut script = vec![];
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "cronwarden", &mut script);
+            std::io::stdout().lock().write_all(&script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Next {
+            expr,
+            tz,
+            from,
+            n,
+            json,
+        } => next::next(&expr, &tz, from.as_deref(), n, json),
+        Cmd::Status { conn } => status::status(&conn),
+        Cmd::Alerts {
+            action: Some(AlertsCmd::Test { conn }),
+            ..
+        } => call_within(
+            &conn,
+            Method::POST,
+            "/v1/alerts/test".into(),
+            ALERT_TEST_LIMIT,
+            |o, v: Value| render::alerts::test_results(o, &v),
+        ),
+        Cmd::Alerts {
+            action: None,
+            all,
+            conn,
+        } => {
+            let path = if all {
+                "/v1/alerts?all=1"
+            } else {
+                "/v1/alerts"
+            };
+            call(&conn, Method::GET, path.into(), |o, v: Vec<Alert>| {
+                render::alerts::alerts(o, &v, Timestamp::now(), render::stdout_color())
+            })
+        }
+        Cmd::Jobs { conn } => call(
+            &conn,
+            Method::GET,
+            "/v1/jobs".into(),
+            |o, v: Vec<JobStatus>| {
+                render::status::jobs(o, &v, Timestamp::now(), render::stdout_color())
+            },
+        ),
+        Cmd::Runs { job, limit, conn } => call(
+            &conn,
+            Method::GET,
+            format!("/v1/jobs/{}/runs?limit={limit}", enc(&job)),
+            |o, v: Vec<RunRecord>| {
+                render::runs::runs(o, &v, Timestamp::now(), render::stdout_color())
+            },
+        ),
+        Cmd::Trigger { job, conn } => job_op(&conn, &job, "trigger"),
+        Cmd::Pause { job, conn } => job_op(&conn, &job, "pause"),
+        Cmd::Resume { job, conn } => job_op(&conn, &job, "resume"),
+        Cmd::Reload { conn } => call(&conn, Method::POST, "/v1/reload".into(), |o, v: Value| {
+            writeln!(o, "reloaded: {} job(s)", v["jobs"])?;
+            Ok(0)
+        }),
+        Cmd::Audit {
+            job,
+            from,
+            to,
+            conn,
+        } => audit(&conn, &job, from, to),
+    }
+}
+
+/// `cronwarden audit`: the bounds are checked here, so that a typo is exit
+/// 2 without asking the supervisor.
+fn audit(
+    conn: &args::Conn,
+    job: &str,
+    from: Option<String>,
+    to: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut q = vec![];
+    for (k, v) in [("from", from), ("to", to)] {
+        if let Some(v) = v {
+            if v.parse::<Timestamp>().is_err() {
+                eprintln!("cronwarden: --{k}: {v:?} is not an RFC 3339 instant");
+                return Ok(ExitCode::from(2));
+            }
+            q.push(format!("{k}={}", v.replace(':', "%3A").replace('+', "%2B")));
+        }
+    }
+    call(
+        conn,
+        Method::GET,
+        format!("/v1/jobs/{}/audit?{}", enc(job), q.join("&")),
+        |o, r: AuditReport| render::audit::audit(o, &r, render::stdout_color()),
+    )
+}

@@ -1,0 +1,198 @@
+//! `cronwarden status` and `cronwarden jobs`: the supervisor, the worker,
+//! the jobs table and the open alerts. `jobs` prints the same table as
+//! `status` through [`jobs_table`], so the two can never disagree on what a
+//! job's row says.
+
+use std::io::Write;
+
+use cronwarden_shared::status::{JobStatus, StatusReport};
+use jiff::Timestamp;
+
+use super::{ago, colored, relative, table};
+
+/// `cronwarden status`.
+pub(crate) fn status(
+    out: &mut dyn Write,
+    r: &StatusReport,
+    now: Timestamp,
+    color: bool,
+) -> std::io::Result<()> {
+    writeln!(out, "state: {}", colored(r.state.as_str(), color))?;
+    for reason in &r.reasons {
+        writeln!(out, "  - {reason}")?;
+    }
+    writeln!(
+        out,
+        "supervisor: pid {}, version {}, up since {} ({})",
+        r.supervisor.pid,
+        r.supervisor.version,
+        r.supervisor.started_at,
+        relative(Some(r.supervisor.started_at), now)
+    )?;
+    match r.worker.pid {
+        Some(pid) => writeln!(
+            out,
+            "worker: pid {pid}, restarts {}, heartbeat {}, last good turn {}",
+            r.worker.restarts,
+            ago(r.worker.heartbeat_age_ms),
+            ago(r.worker.last_good_turn_age_ms)
+        )?,
+        None => writeln!(out, "worker: not running, restarts {}", r.worker.restarts)?,
+    }
+    jobs_table(out, &r.jobs, now, color)?;
+    if !r.alerts.is_empty() {
+        writeln!(out)?;
+        let rows: Vec<Vec<String>> = r
+            .alerts
+            .iter()
+            .map(|a| {
+                vec![
+                    a.severity.as_str().to_string(),
+                    a.kind.to_string(),
+                    a.job.clone().unwrap_or_else(|| "-".into()),
+                    relative(Some(a.opened_at), now),
+                    a.summary.clone(),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &["SEVERITY", "ALERT", "JOB", "OPENED", "SUMMARY"],
+            &rows,
+            &[0],
+            color,
+        )?;
+    }
+    Ok(())
+}
+
+/// `cronwarden jobs`: the table alone, or "no jobs".
+pub(crate) fn jobs(
+    out: &mut dyn Write,
+    jobs: &[JobStatus],
+    now: Timestamp,
+    color: bool,
+) -> std::io::Result<u8> {
+    if jobs.is_empty() {
+        writeln!(out, "no jobs")?;
+    } else {
+        jobs_table(out, jobs, now, color)?;
+    }
+    Ok(0)
+}
+
+/// One row per job: its state, next fire and how its last run ended.
+fn jobs_table(
+    out: &mut dyn Write,
+    jobs: &[JobStatus],
+    now: Timestamp,
+    color: bool,
+) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let (outcome, ended) = match &j.last_run {
+                Some(l) => (
+                    l.outcome.as_str().to_string(),
+                    relative(l.finished_at.or(l.started_at), now),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            vec![
+                j.name.clone(),
+                j.state.as_str().into(),
+                j.schedule.clone(),
+                relative(j.next_fire_at, now),
+                outcome,
+                ended,
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["JOB", "STATE", "SCHEDULE", "NEXT", "LAST RUN", "ENDED"],
+        &rows,
+        &[1, 4],
+        color,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use cronwarden_shared::status::{
+        JobState, Outcome, RunRecord, State, Streaks, SupervisorInfo, Trigger, WorkerInfo,
+    };
+
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn report() -> StatusReport {
+        let mut last = RunRecord::new(
+            7,
+            "backup",
+            vec![at("2026-12-01T11:00:00Z")],
+            Trigger::Schedule,
+            Outcome::Failed,
+        );
+        last.started_at = Some(at("2026-12-01T11:00:00Z"));
+        last.finished_at = Some(at("2026-12-01T11:05:00Z"));
+        StatusReport {
+            state: State::Degraded,
+            reasons: vec!["job backup is failing".into()],
+            supervisor: SupervisorInfo {
+                pid: 41,
+                version: "0.1.0".into(),
+                started_at: at("2026-12-01T10:00:00Z"),
+            },
+            worker: WorkerInfo {
+                pid: None,
+                started_at: None,
+                restarts: 2,
+                heartbeat_age_ms: None,
+                last_good_turn_age_ms: None,
+                heartbeat_seq: None,
+                malformed_events: 0,
+            },
+            jobs: vec![JobStatus {
+                name: "backup".into(),
+                schedule: "0 * * * *".into(),
+                timezone: "UTC".into(),
+                state: JobState::Failing,
+                paused: false,
+                next_fire_at: Some(at("2026-12-01T13:00:00Z")),
+                last_run: Some(last),
+                streaks: Streaks::default(),
+                running: vec![],
+            }],
+            alerts: vec![],
+            sinks: vec![],
+            clock_jumps: vec![],
+        }
+    }
+
+    #[test]
+    fn status_and_jobs_print_the_same_jobs_table() {
+        let now = at("2026-12-01T12:00:00Z");
+        let r = report();
+        let (mut status_out, mut jobs_out) = (vec![], vec![]);
+        status(&mut status_out, &r, now, false).unwrap();
+        jobs(&mut jobs_out, &r.jobs, now, false).unwrap();
+        let table = String::from_utf8(jobs_out).unwrap();
+        assert_eq!(
+            table,
+            "JOB     STATE    SCHEDULE   NEXT   LAST RUN  ENDED\n\
+             backup  failing  0 * * * *  in 1h  failed    55m ago\n"
+        );
+        assert_eq!(
+            String::from_utf8(status_out).unwrap(),
+            format!(
+                "state: degraded\n  - job backup is failing\n\
+                 supervisor: pid 41, version 0.1.0, up since 2026-12-01T10:00:00Z (2h ago)\n\
+                 worker: not running, restarts 2\n{table}"
+            )
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! `cronwarden run` and the hidden `cronwarden worker`: the two long-lived
+//! roles of the one binary. Each sets up its logging (stderr, and the daily
+//! files of `log_dir`) and hands over to its library crate.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use cronwarden_shared::config::Config;
+
+use crate::logs;
+
+/// `cronwarden run`: the supervisor, in the foreground.
+pub(crate) fn supervisor(config: PathBuf, log_json: bool) -> anyhow::Result<ExitCode> {
+    // Log files are set up before `run` validates the config; an invalid
+    // config is then reported by `run` (on stderr).
+    let files = Config::load(&config).ok().and_then(|c| {
+        c.integrations
+            .log_dir
+            .map(|d| (d, c.integrations.log_retention))
+    });
+    let _guard = logs::init(
+        log_json,
+        "supervisor",
+        files.as_ref().map(|(d, r)| (d.as_path(), *r)),
+    );
+    match cronwarden_supervisor::run(cronwarden_supervisor::RunOptions {
+        config_path: config,
+        log_json,
+    }) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("cronwarden: {e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
+}
+
+/// `cronwarden worker`: the scheduler, started by the supervisor with
+/// its event pipe, its share of the lock, the next run id and where to log.
+pub(crate) fn worker(
+    events_fd: i32,
+    lock_fd: Option<i32>,
+    first_run_id: u64,
+    log_files: Option<(&Path, u32)>,
+    log_json: bool,
+) -> ExitCode {
+    let _guard = logs::init(log_json, "worker", log_files);
+    cronwarden_worker::main(cronwarden_worker::WorkerArgs {
+        events_fd,
+        lock_fd,
+        first_run_id,
+    })
+}
