@@ -14,7 +14,6 @@
 
 pub mod account;
 pub mod alert_kind;
-pub mod audit;
 pub mod config;
 pub mod crontab;
 pub mod explain;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::{schedule::Schedule, status::RunRecord};
+use cronwarden_shared::{schedule::Schedule, status::RunRecord};
 
 /// The result of an audit (`GET /v1/jobs/{name}/audit`, `cronwarden audit`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ pub fn audit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Outcome, Trigger};
+    use cronwarden_shared::status::{Outcome, Trigger};
     use jiff::tz::TimeZone;
 
     fn rec(id: u64, covers: &[&str]) -> RunRecord {
