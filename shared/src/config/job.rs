@@ -437,7 +437,8 @@ impl Validator {
 mod tests {
     use std::path::Path;
 
-    use super::super::{parse_errors as errors, Config};
+    use super::super::{parse_errors as errors, validate::MAX_DURATION, Config};
+    use super::*;
 
     #[test]
     fn schedule_and_zone_errors_name_the_job() {
@@ -561,5 +562,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.jobs[0].retention, 5);
+    }
+
+    /// Issue 13: `check` panicked (exit 101) adding this to the timeout,
+    /// and `reload` accepted it, after which both processes panicked.
+    #[test]
+    fn a_kill_grace_of_u64_max_seconds_is_refused_naming_the_key() {
+        let errs = errors(
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n\
+             kill_grace = \"18446744073709551615s\"\n",
+        );
+        assert_eq!(
+            errs,
+            ["/etc/cw.toml: job \"a\": key \"kill_grace\": \
+              must be at most 365d (a year), found \"18446744073709551615s\""]
+        );
+    }
+
+    /// The supervisor's second line kills a run at timeout + kill_grace +
+    /// 10s, the worker at timeout then kill_grace: with the largest values
+    /// accepted, neither sum nor deadline can overflow.
+    #[test]
+    fn the_largest_accepted_timings_cannot_overflow_a_deadline() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n\
+             timeout = \"365d\"\nkill_grace = \"365d\"\nmisfire_grace = \"365d\"\n\
+             late_after = \"365d\"\n",
+        )
+        .unwrap();
+        let j = &c.jobs[0];
+        let (timeout, grace) = (j.timeout.unwrap(), j.kill_grace);
+        assert_eq!((timeout, grace), (MAX_DURATION, MAX_DURATION));
+        let total = timeout
+            .checked_add(grace)
+            .and_then(|d| d.checked_add(Duration::from_secs(10)))
+            .expect("timeout + kill_grace + 10s overflows");
+        assert!(jiff::SignedDuration::try_from(total).is_ok());
+        let now = std::time::Instant::now();
+        assert!(now.checked_add(total).is_some());
+        assert!(now.checked_add(j.late_after + j.misfire_grace).is_some());
+        let wall = jiff::Timestamp::now();
+        assert!(wall
+            .checked_add(jiff::SignedDuration::try_from(total).unwrap())
+            .is_ok());
     }
 }

@@ -14,6 +14,16 @@ use toml::{Table, Value};
 
 use super::ConfigError;
 
+/// The longest duration any key accepts: 365 days. Every duration in the
+/// config (a job's `timeout`, `kill_grace`, `misfire_grace`, `late_after`,
+/// `limit_cpu`, the `[watchdog]` timings, the alert and heartbeat intervals,
+/// a sink's `timeout` and `repeat_after`) is something an operator waits
+/// for; none is meaningful beyond a year. The bound is what makes the
+/// processes' deadline arithmetic safe: `timeout + kill_grace` plus a
+/// margin, added to a monotonic `Instant`, cannot overflow (a value near
+/// `u64::MAX` seconds once made `check` and both processes panic).
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Collects every problem of one config file.
 pub(crate) struct Validator {
     pub(super) file: PathBuf,
@@ -74,6 +84,7 @@ impl Validator {
         }
     }
 
+    /// A duration from zero (excluded) to [`MAX_DURATION`] (included).
     /// `Some(None)` means the explicit value "none" (only where allowed).
     pub(super) fn duration(
         &mut self,
@@ -92,6 +103,14 @@ impl Validator {
                     job.map(str::to_string),
                     key,
                     "must be longer than zero".into(),
+                );
+                None
+            }
+            Ok(d) if d > MAX_DURATION => {
+                self.err(
+                    job.map(str::to_string),
+                    key,
+                    format!("must be at most 365d (a year), found {s:?}"),
                 );
                 None
             }
@@ -235,7 +254,73 @@ pub(super) fn parse_size(v: &Value) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{parse_errors, Config};
     use super::*;
+    use std::path::Path;
+
+    /// Every duration key, with the table it lives in.
+    const DURATION_KEYS: &[(&str, &str)] = &[
+        ("", "alert_repeat_after"),
+        ("", "heartbeat_url_interval"),
+        ("[watchdog]\n", "heartbeat_interval"),
+        ("[watchdog]\n", "stall_after"),
+        ("[watchdog]\n", "late_after"),
+        ("[watchdog]\n", "failing_restart_after"),
+        (
+            "[[alert]]\nname = \"s\"\nkind = \"exec\"\ncommand = [\"x\"]\n",
+            "timeout",
+        ),
+        (
+            "[[alert]]\nname = \"s\"\nkind = \"exec\"\ncommand = [\"x\"]\n",
+            "repeat_after",
+        ),
+        (
+            "[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\n",
+            "timeout",
+        ),
+        (
+            "[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\n",
+            "kill_grace",
+        ),
+        (
+            "[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\n",
+            "misfire_grace",
+        ),
+        (
+            "[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\n",
+            "late_after",
+        ),
+        (
+            "[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\n",
+            "limit_cpu",
+        ),
+    ];
+
+    #[test]
+    fn every_duration_key_is_bounded_by_a_year() {
+        for (table, key) in DURATION_KEYS {
+            // stall_after must stay longer than heartbeat_interval, so the
+            // longest heartbeat_interval accepted is just under a year.
+            let (wd, longest) = if *key == "heartbeat_interval" {
+                ("stall_after = \"365d\"\n", "364d")
+            } else {
+                ("", "365d")
+            };
+            let at = |d: &str| format!("{table}{wd}{key} = \"{d}\"\n");
+            let ok = Config::parse(Path::new("c.toml"), &at(longest));
+            assert!(ok.is_ok(), "{table}{key}: {ok:?}");
+            for too_long in ["365d 1ns", "18446744073709551615s"] {
+                let errs = parse_errors(&at(too_long));
+                assert_eq!(errs.len(), 1, "{table}{key} = {too_long:?}: {errs:#?}");
+                assert!(
+                    errs[0].contains(&format!(
+                        "{key}\": must be at most 365d (a year), found \"{too_long}\""
+                    )),
+                    "{table}{key}: {errs:#?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn sizes_take_binary_suffixes() {
