@@ -38,7 +38,7 @@ use validate::Validator;
 /// The config file looked for when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "cronwarden.toml";
 /// The largest config file accepted (a 10,000-job config is about 2 MiB).
-pub const MAX_CONFIG_BYTES: usize = 16 << 20;
+pub(crate) const MAX_CONFIG_BYTES: usize = 16 << 20;
 /// Where state lives when the config does not say.
 const DEFAULT_STATE_DIR: &str = "/var/lib/cronwarden";
 
@@ -201,12 +201,6 @@ pub struct Limits {
     pub address_space: Option<u64>,
     /// RLIMIT_CPU: CPU time, whole seconds (rounded up).
     pub cpu_seconds: Option<u64>,
-}
-
-impl Limits {
-    pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
-    }
 }
 
 /// A header value of a webhook: literal, or read from the supervisor's
