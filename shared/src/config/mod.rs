@@ -1,10 +1,11 @@
 //! The configuration file: one TOML document, validated completely. This
 //! module holds the model (a validated [`Config`] and its parts) and the
 //! loading ([`Config::load`], [`Config::parse`], [`Config::locate`]); the
-//! checks live by concern in its submodules: `validate` (the [`Validator`]
+//! checks live by concern in its submodules: `validate` (the `Validator`
 //! and its generic key helpers), `job` (the `[[job]]` keys), `sinks` (the
 //! `[[alert]]` sinks) and `integrations` (metrics, host heartbeat, log
-//! files). Reading the file is the only I/O.
+//! files). Its only I/O is reading the file and resolving `user` and group
+//! names through the system's databases.
 //!
 //! Validation never stops at the first problem: [`Config::parse`] returns
 //! every error, each naming the file, the job (when inside a `[[job]]`) and
