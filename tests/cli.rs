@@ -152,6 +152,12 @@ fn check_and_run_report_every_error_with_file_job_and_key() {
             "a",
             "timeout",
         ),
+        // Issue 13: once a panic (exit 101) adding timeout + kill_grace.
+        (
+            "schedule = \"@daily\"\ncommand = [\"true\"]\nkill_grace = \"18446744073709551615s\"\n",
+            "a",
+            "kill_grace",
+        ),
         (
             "schedule = \"* * 32 * *\"\ncommand = [\"true\"]\n",
             "a",

@@ -38,7 +38,7 @@ pub fn current() -> Result<Credentials, String> {
 }
 
 /// The group's id, or why there is none.
-pub fn group_id(name: &str) -> Result<u32, String> {
+pub(crate) fn group_id(name: &str) -> Result<u32, String> {
     match Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
         Ok(None) => Err(format!("no group named {name:?} in the group database")),
@@ -84,7 +84,7 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Credentials, S
 
 /// Whether this process may switch a job to `c` (only root can become
 /// another user or group).
-pub fn can_switch_to(c: &Credentials) -> bool {
+pub(crate) fn can_switch_to(c: &Credentials) -> bool {
     Uid::effective().is_root()
         || (c.uid == Uid::effective().as_raw() && c.gid == Gid::effective().as_raw())
 }

@@ -85,7 +85,7 @@ impl AlertKind {
     }
 
     /// The names, comma-separated, for error messages.
-    pub fn names() -> String {
+    fn names() -> String {
         AlertKind::ALL
             .iter()
             .map(|k| k.as_str())

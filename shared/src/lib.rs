@@ -1,20 +1,39 @@
 //! What cronwarden's supervisor and worker must agree on, kept in one place so
-//! they can never drift apart:
+//! they can never drift apart. Both processes are one binary; this crate is
+//! the vocabulary they share.
 //!
-//! - [`config`]: the TOML model and its validation (every error names the
-//!   file, the job and the key);
+//! - [`config`]: the TOML model and its validation, by concern: the types
+//!   and loading (`config/mod.rs`), the generic key checks (`validate`), the
+//!   `[[job]]` keys (`job`), the `[[alert]]` sinks (`sinks`), metrics,
+//!   host heartbeat and log files (`integrations`). Every error names the
+//!   file, the job and the key;
 //! - [`schedule`]: cron expressions and `@every` intervals mapped to instants
 //!   under the DST rules of DESIGN.md;
 //! - [`wire`]: the NDJSON events (worker → supervisor) and commands
-//!   (supervisor → worker);
-//! - [`status`]: the JSON shapes users see on the socket and in the CLI;
-//! - [`stats`]: what the worker measures for the supervisor's metrics.
+//!   (supervisor → worker), and their bounded line codec;
+//! - [`status`]: the JSON shapes users see on the socket and in the CLI
+//!   (status report, run records, alerts, audit reports);
+//! - [`alert_kind`]: the one list of alert kinds, used by config validation,
+//!   the detectors, the metrics and the sinks;
+//! - [`stats`]: what the worker measures for the supervisor's metrics, and
+//!   the dropped-log-lines counter both processes keep;
+//! - [`store`]: the SQLite store (`<state_dir>/cronwarden.db`): job state,
+//!   run records, alert history;
+//! - [`timefmt`]: durations and instants written for people, in logs and
+//!   summaries;
+//! - [`account`]: users and groups, for a job's `user`/`group` and for who
+//!   may make control calls on the socket.
 //!
-//! Nothing here does I/O beyond reading a config file.
+//! I/O: [`store`] reads and writes its SQLite file; [`config`] reads the
+//! config file ([`config::Config::load`], [`config::Config::locate`]) and
+//! resolves `user`/`group` names; [`account`] queries the user and group
+//! databases (NSS) and reads `/proc/<pid>/status` for a peer's groups. Everything else computes on
+//! values: no files, sockets or processes. (Some read the wall clock:
+//! [`schedule::Schedule::parse`] refuses an expression with no future fire,
+//! and the store stamps the rows it writes.)
 
 pub mod account;
 pub mod alert_kind;
-pub mod audit;
 pub mod config;
 pub mod schedule;
 pub mod stats;

@@ -286,7 +286,7 @@ static TOP_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::n
     known.copied().chain(["bogus"]).collect()
 });
 static JOB_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    let known = crate::config::JOB_KEYS.iter().copied();
+    let known = crate::config::job::JOB_KEYS.iter().copied();
     known.chain(["nope"]).collect()
 });
 const ALERT_KEYS: &[&str] = &[

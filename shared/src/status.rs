@@ -3,6 +3,8 @@
 //! These are a contract (DESIGN.md): fields may be added, never renamed.
 //! The tests at the bottom pin the JSON so that a rename fails the build.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -375,6 +377,27 @@ pub struct StatusReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReply {
     pub error: String,
+}
+
+/// The result of an audit (`GET /v1/jobs/{name}/audit`, `cronwarden audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub job: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// Scheduled times in the window.
+    pub expected: usize,
+    /// Records that stand for scheduled times in the window.
+    pub records: usize,
+    /// Scheduled times with no record.
+    pub missing: Vec<Timestamp>,
+    /// Scheduled times with more than one record.
+    pub duplicated: Vec<Timestamp>,
+    /// Times claimed by records that the schedule does not have.
+    pub unexpected: Vec<Timestamp>,
+    /// Records by outcome (`success`, `skipped:overlap`, …).
+    pub outcomes: BTreeMap<String, usize>,
+    pub ok: bool,
 }
 
 #[cfg(test)]

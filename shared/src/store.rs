@@ -26,16 +26,16 @@ use std::{
 };
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 
 use crate::status::{AlertNotice, Outcome, RunRecord, Severity, SkipReason, Trigger};
 
 /// The store's file name under `state_dir`.
 pub const FILE_NAME: &str = "cronwarden.db";
 /// The schema this build writes; older stores are migrated forward.
-pub const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 1;
 /// Runs kept per job by default.
-pub const DEFAULT_RETENTION: u32 = 1000;
+pub(crate) const DEFAULT_RETENTION: u32 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -95,7 +95,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-pub fn ts_text(t: Timestamp) -> String {
+fn ts_text(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
 }
 
@@ -221,10 +221,6 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn sql(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Sql {
             path: self.path.clone(),
@@ -308,7 +304,7 @@ impl Store {
     }
 
     /// The persisted state of every job (including ones no longer configured).
-    pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+    pub(crate) fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
         let mut st = self
             .conn
             .prepare_cached("SELECT name, schedule, timezone, next_run_at, last_scheduled_at, paused FROM jobs ORDER BY name")
@@ -634,7 +630,9 @@ impl Store {
     }
 
     /// Whether a run is still recorded as in flight.
-    pub fn is_running(&self, id: u64) -> Result<bool, StoreError> {
+    #[cfg(test)]
+    fn is_running(&self, id: u64) -> Result<bool, StoreError> {
+        use rusqlite::OptionalExtension;
         self.conn
             .query_row(
                 "SELECT outcome = 'running' FROM runs WHERE id = ?1",

@@ -21,7 +21,7 @@ use crate::status::{RunRecord, SkipReason, Trigger};
 pub const MAX_LINE: usize = 1024 * 1024;
 /// The longest command line (supervisor → worker): `configure` carries the
 /// whole config text, JSON-escaped (at most twice its size for valid TOML),
-/// and a config may be up to [`crate::config::MAX_CONFIG_BYTES`]. The
+/// and a config may be up to `config::MAX_CONFIG_BYTES`. The
 /// supervisor validated it before sending, so a larger bound is safe here.
 pub const MAX_COMMAND_LINE: usize = 2 * crate::config::MAX_CONFIG_BYTES + 64 * 1024;
 

@@ -32,10 +32,7 @@ mod status;
 
 use std::{io::Write, process::ExitCode, time::Duration};
 
-use cronwarden_shared::{
-    audit::AuditReport,
-    status::{Alert, JobStatus, RunRecord},
-};
+use cronwarden_shared::status::{Alert, AuditReport, JobStatus, RunRecord};
 use hyper::Method;
 use jiff::Timestamp;
 use serde_json::Value;

@@ -12,6 +12,7 @@
 //! answers on the socket. Every wait in its loop has a bound.
 
 pub mod alerts;
+pub mod audit;
 pub mod control;
 pub mod forensics;
 pub mod lock;

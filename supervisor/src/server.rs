@@ -29,12 +29,12 @@ use serde::Serialize;
 use tokio::{net::UnixListener, sync::Semaphore, time::Instant};
 
 use crate::{
+    audit::{audit, AuditReport},
     control::{ControlOp, ControlRequest},
     model::Model,
 };
 use cronwarden_shared::{
     account,
-    audit::{audit, AuditReport},
     store::{Store, StoreError},
 };
 use tokio::sync::{mpsc, oneshot};

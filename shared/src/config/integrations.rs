@@ -7,9 +7,9 @@
 
 use std::{net::SocketAddr, path::Path, path::PathBuf, time::Duration};
 
-use toml::{Table, Value};
+use toml::Table;
 
-use super::{valid_url, Validator};
+use super::validate::Validator;
 
 /// The top-level keys this module owns (the caller's unknown-key check
 /// accepts them).
@@ -36,8 +36,8 @@ pub struct Integrations {
     pub log_retention: u32,
 }
 
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
-pub const DEFAULT_LOG_RETENTION: u32 = 7;
+const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_LOG_RETENTION: u32 = 7;
 
 impl Default for Integrations {
     fn default() -> Self {
@@ -60,25 +60,6 @@ pub fn ping_target(base: &str, suffix: &str) -> String {
 }
 
 impl Validator {
-    pub(super) fn url(
-        &mut self,
-        job: Option<&str>,
-        key: &str,
-        v: Option<&Value>,
-    ) -> Option<String> {
-        let u = self.string(job, key, v)?;
-        if valid_url(&u) {
-            Some(u)
-        } else {
-            self.err(
-                job.map(str::to_string),
-                key,
-                format!("invalid URL {u:?} (expected http://host[:port]/path or https://...)"),
-            );
-            None
-        }
-    }
-
     pub(super) fn integrations(&mut self, t: &Table, base: &Path) -> Integrations {
         let mut out = Integrations::default();
         if let Some(s) = self.string(None, "metrics_listen", t.get("metrics_listen")) {

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use cronwarden_shared::audit::AuditReport;
+use cronwarden_shared::status::AuditReport;
 
 use super::colored;
 

@@ -7,30 +7,9 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
-use crate::{schedule::Schedule, status::RunRecord};
-
-/// The result of an audit (`GET /v1/jobs/{name}/audit`, `cronwarden audit`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditReport {
-    pub job: String,
-    pub from: Timestamp,
-    pub to: Timestamp,
-    /// Scheduled times in the window.
-    pub expected: usize,
-    /// Records that stand for scheduled times in the window.
-    pub records: usize,
-    /// Scheduled times with no record.
-    pub missing: Vec<Timestamp>,
-    /// Scheduled times with more than one record.
-    pub duplicated: Vec<Timestamp>,
-    /// Times claimed by records that the schedule does not have.
-    pub unexpected: Vec<Timestamp>,
-    /// Records by outcome (`success`, `skipped:overlap`, …).
-    pub outcomes: BTreeMap<String, usize>,
-    pub ok: bool,
-}
+pub use cronwarden_shared::status::AuditReport;
+use cronwarden_shared::{schedule::Schedule, status::RunRecord};
 
 /// Audits `records` (any order) against `schedule` over `[from, to]`.
 /// `anchor` is the `@every` cadence origin (ignored for cron).
@@ -105,7 +84,7 @@ pub fn audit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Outcome, Trigger};
+    use cronwarden_shared::status::{Outcome, Trigger};
     use jiff::tz::TimeZone;
 
     fn rec(id: u64, covers: &[&str]) -> RunRecord {
