@@ -587,3 +587,6 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
         error,
     });
 }
+
+#[cfg(test)]
+mod tests;
