@@ -250,30 +250,8 @@ impl Plan {
             }
             self.dispatch(&name, due, now, fx);
         }
-        // After a forward clock jump, catch-up runs start spread over at
-        // most STAGGER instead of all in the same millisecond. A run's
-        // `started_at` is when it is to start, so its one record (the row
-        // written now and the runner's) shows the spread.
-        let spawns = &mut fx.spawns[first_spawn..];
-        if std::mem::take(&mut self.stagger) && spawns.len() > 1 {
-            let step = (STAGGER / spawns.len() as u32).min(Duration::from_millis(50));
-            for (i, s) in spawns.iter_mut().enumerate() {
-                if s.record.trigger != Trigger::Catchup || i == 0 {
-                    continue;
-                }
-                s.delay = step * i as u32;
-                let start = SignedDuration::try_from(s.delay)
-                    .ok()
-                    .and_then(|d| now.checked_add(d).ok());
-                s.record.started_at = start.or(s.record.started_at);
-                for w in &mut fx.writes {
-                    if let Write::Insert(r) = w {
-                        if r.id == s.record.id {
-                            r.started_at = s.record.started_at;
-                        }
-                    }
-                }
-            }
+        if std::mem::take(&mut self.stagger) {
+            spread(now, first_spawn, fx);
         }
     }
 
@@ -548,6 +526,39 @@ impl Plan {
     /// (a removed job's history stays whole).
     pub fn retention(&self, job: &str) -> Option<u32> {
         self.jobs.get(job).map(|j| j.spec.retention)
+    }
+}
+
+/// After a forward clock jump, the catch-up runs among the spawns from
+/// `first` on start spread over at most [`STAGGER`] instead of all in the
+/// same millisecond. A run's `started_at` is when it is to start, so its
+/// one record (the row written now and the runner's) shows the spread.
+fn spread(now: Timestamp, first: usize, fx: &mut Effects) {
+    let spawns = &mut fx.spawns[first..];
+    if spawns.len() < 2 {
+        return;
+    }
+    let step = (STAGGER / spawns.len() as u32).min(Duration::from_millis(50));
+    let mut starts = BTreeMap::new();
+    for (i, s) in spawns.iter_mut().enumerate() {
+        if s.record.trigger != Trigger::Catchup || i == 0 {
+            continue;
+        }
+        s.delay = step * i as u32;
+        if let Some(at) = SignedDuration::try_from(s.delay)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok())
+        {
+            s.record.started_at = Some(at);
+            starts.insert(s.record.id, at);
+        }
+    }
+    for w in &mut fx.writes {
+        if let Write::Insert(r) = w {
+            if let Some(at) = starts.get(&r.id) {
+                r.started_at = Some(*at);
+            }
+        }
     }
 }
 

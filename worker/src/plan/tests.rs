@@ -562,6 +562,13 @@ fn catch_up_runs_after_a_forward_step_are_spread() {
     let mut delays: Vec<_> = sim.children.iter().map(|c| c.delay).collect();
     delays.sort();
     assert_eq!(delays, [Duration::ZERO, Duration::from_millis(50)]);
+    // Each run's one record starts when the run is to start.
+    let mut starts: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|j| sim.records(j)[0].started_at.unwrap())
+        .collect();
+    starts.sort();
+    assert_eq!(starts, [ts(300), ts(300) + SignedDuration::from_millis(50)]);
 }
 
 /// The wall clock set back 3 minutes: reported, and no scheduled time
