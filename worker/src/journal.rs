@@ -174,6 +174,27 @@ mod tests {
         assert_eq!(calls, 0);
     }
 
+    /// A claim refused by the store (next_run_at moved underneath us)
+    /// costs the claims, never the records.
+    #[test]
+    fn a_refused_claim_keeps_the_records() {
+        let mut j = Journal::new();
+        let claim = Write::Claim {
+            job: "a".into(),
+            from: None,
+            to: None,
+            last_scheduled_at: None,
+        };
+        j.extend([claim, paused("a")]);
+        let mut batches = vec![];
+        j.flush_with(|batch| {
+            batches.push(batch.len());
+            Ok(batches.len() > 1)
+        });
+        assert_eq!(batches, [2, 1]);
+        assert_eq!(j.error(), None);
+    }
+
     #[test]
     fn held_writes_are_bounded_and_the_oldest_dropped() {
         let mut j = Journal::new();
