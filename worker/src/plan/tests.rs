@@ -274,6 +274,19 @@ fn every_due_fire_ends_in_exactly_one_record() {
             .filter(|t| *t <= ts(600))
             .collect();
         assert_eq!(covered, expected, "{name}: {:#?}", sim.records(name));
+        // No record is left in flight for nothing: a `running` one is a
+        // run in progress, or the one fire waiting in the queue.
+        let live: Vec<u64> = sim.child_of(name);
+        let in_flight: Vec<_> = sim
+            .records(name)
+            .into_iter()
+            .filter(|r| r.outcome == Outcome::Running && !live.contains(&r.id))
+            .collect();
+        assert!(
+            in_flight.len() <= usize::from(name == "queue")
+                && in_flight.iter().all(|r| r.started_at.is_none()),
+            "{name}: {in_flight:#?}"
+        );
     }
     // And each policy did what it says.
     assert!(sim
