@@ -304,7 +304,7 @@ impl Scheduler {
 
     /// Carries out a command. One that panics is answered with an error
     /// (when it carried a request id), so its caller is not left waiting.
-    fn command(&mut self, cmd: Command, config_path: &mut PathBuf) {
+    fn command(&mut self, cmd: Command) {
         let (name, request) = match &cmd {
             Command::Trigger { request, .. } => ("trigger", *request),
             Command::Pause { request, .. } => ("pause", *request),
@@ -312,7 +312,7 @@ impl Scheduler {
             Command::Configure { .. } => ("configure", None),
             Command::ReportSchedule | Command::Shutdown => ("", None),
         };
-        if !self.guarded("command", |s| s.command_unguarded(cmd, config_path)) {
+        if !self.guarded("command", |s| s.command_unguarded(cmd)) {
             let error = format!("the worker panicked carrying out {name}; see its log");
             match request {
                 Some(_) => plan::answer(name, request, Err(error), &mut self.fx),
@@ -322,12 +322,11 @@ impl Scheduler {
         }
     }
 
-    fn command_unguarded(&mut self, cmd: Command, config_path: &mut PathBuf) {
+    fn command_unguarded(&mut self, cmd: Command) {
         fail::fail_point!("worker::command");
         match cmd {
             Command::Configure { path, source } => match Config::parse(&path, &source) {
                 Ok(config) => {
-                    *config_path = path;
                     self.configure(&config);
                     tracing::info!(jobs = config.jobs.len(), "configuration applied");
                 }
@@ -425,7 +424,6 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         pipe::Receiver::from_owned_fd(adopt("stdin", 0)?).map_err(WorkerError::StdinNotAPipe)?;
     tokio::task::spawn_local(read_commands(stdin, cmd_tx));
     let config = first_config(&mut cmd_rx).await?;
-    let mut config_path = config.path.clone();
 
     let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signal)?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<RunRecord>();
@@ -464,7 +462,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
             cmd = cmd_rx.recv() => match cmd {
                 None => { tracing::warn!("supervisor closed the command pipe: stopping jobs"); break; }
                 Some(Command::Shutdown) => { tracing::info!("shutdown requested: stopping jobs"); break; }
-                Some(cmd) => { sched.command(cmd, &mut config_path); sched.guarded("flush", Scheduler::flush); }
+                Some(cmd) => { sched.command(cmd); sched.guarded("flush", Scheduler::flush); }
             },
             Some(record) = done_rx.recv() => {
                 sched.finished(record);
@@ -474,7 +472,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
                 }
                 sched.guarded("flush", Scheduler::flush);
             }
-                        _ = tokio::time::sleep_until(coarse(deadline)) => precise_wait(deadline),
+            _ = tokio::time::sleep_until(coarse(deadline)) => precise_wait(deadline),
         }
     }
 
