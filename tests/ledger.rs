@@ -693,8 +693,8 @@ fn catch_ups_after_a_forward_jump_are_staggered() {
                     .rows(&format!("j{i}"))
                     .into_iter()
                     .find(|r| r.trigger == "catchup" && r.finished_at.is_some())?;
-                // The finished record's start is when the process started
-                // (the record written before the spawn has the planned time).
+                // A staggered run's one record starts when it is to start
+                // (the turn's time plus its stagger delay).
                 r.started_at.as_deref()?.parse().ok()
             })
             .collect()

@@ -3,10 +3,10 @@
 //! The scheduling loop never writes to the pipe itself: it hands events to a
 //! bounded queue and a writer task drains it, so a supervisor that stops
 //! reading (SIGSTOP, overload) can never block the loop. When the queue is
-//! full, events are dropped and counted; the supervisor's own model (past-due
-//! checks) notices what it did not hear.
+//! full, events are dropped; the supervisor's own model (past-due checks)
+//! notices what it did not hear.
 
-use std::{cell::Cell, os::fd::OwnedFd, rc::Rc};
+use std::os::fd::OwnedFd;
 
 use cronwarden_shared::wire::{encode, Event};
 use tokio::{io::AsyncWriteExt, net::unix::pipe, sync::mpsc};
@@ -14,32 +14,21 @@ use tokio::{io::AsyncWriteExt, net::unix::pipe, sync::mpsc};
 const QUEUE: usize = 65_536;
 
 #[derive(Clone)]
-pub struct EventTx {
+pub(crate) struct EventTx {
     tx: mpsc::Sender<Event>,
-    dropped: Rc<Cell<u64>>,
 }
 
 impl EventTx {
     /// Queues an event; never blocks. Returns false if it was dropped.
     pub fn send(&self, ev: Event) -> bool {
-        match self.tx.try_send(ev) {
-            Ok(()) => true,
-            Err(_) => {
-                self.dropped.set(self.dropped.get() + 1);
-                false
-            }
-        }
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.dropped.get()
+        self.tx.try_send(ev).is_ok()
     }
 }
 
 /// Starts the writer task on `fd`. The returned receiver resolves when the
 /// pipe is broken (the supervisor is gone).
 #[allow(clippy::type_complexity)]
-pub fn start(
+pub(crate) fn start(
     fd: OwnedFd,
 ) -> std::io::Result<(
     EventTx,
@@ -79,14 +68,7 @@ pub fn start(
             }
         }
     });
-    Ok((
-        EventTx {
-            tx,
-            dropped: Rc::new(Cell::new(0)),
-        },
-        broken_rx,
-        writer,
-    ))
+    Ok((EventTx { tx }, broken_rx, writer))
 }
 
 /// The lines `worker::junk_events` writes: binary junk, a 10 MiB line
@@ -99,16 +81,4 @@ fn junk_lines() -> Vec<u8> {
     junk.extend_from_slice(b"{\"type\":\"heartbeat\",\"seq\":\"\xc3\x28\xa0\xa1\"}\n");
     junk.extend_from_slice(b"{\"type\":\"no_such_event\"}\n");
     junk
-}
-
-/// An EventTx whose events go nowhere but into `rx`, for unit tests.
-pub fn for_test() -> (EventTx, mpsc::Receiver<Event>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    (
-        EventTx {
-            tx,
-            dropped: Rc::new(Cell::new(0)),
-        },
-        rx,
-    )
 }

@@ -1,11 +1,26 @@
 //! The scheduler worker: `cronwarden worker`, started only by the supervisor.
 //!
-//! - [`scheduler`]: the loop that fires jobs and writes the heartbeat after
-//!   each turn (so a heartbeat proves progress, not just a live thread);
+//! A pure core and an imperative shell:
+//!
+//! - [`plan`]: every scheduling decision (fire, coalesce, skip with a
+//!   reason, queue, replace, pause, trigger, reload, clock jumps) as a pure
+//!   state machine: clocks and inputs in; store writes, events, spawns and
+//!   stops out. It reads no clock, touches no store, spawns nothing;
+//! - [`scheduler`]: the loop around it: reads the clocks, feeds the plan,
+//!   carries out its effects, and writes the heartbeat after each turn (so
+//!   a heartbeat proves progress, not just a live thread);
+//! - [`clock`]: reading the wall, monotonic and boot clocks, and telling a
+//!   wall-clock step from a suspend;
+//! - [`journal`]: the store writes of a turn, committed in one transaction,
+//!   held (bounded) and retried while the store fails;
+//! - [`retention`]: pruning old records, a few jobs per sweep;
 //! - [`runner`]: one run of one job, in its own process group, under a
-//!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe;
+//!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe; it
+//!   completes the run record the plan made;
 //! - [`output`]: byte counts and a bounded tail of a job's output;
 //! - [`events`]: the NDJSON event pipe to the supervisor;
+//! - [`error`]: the worker's error type, naming the descriptor, path or
+//!   program at fault;
 //! - [`sys`]: raw system calls: the inherited descriptors, what a job may
 //!   inherit, and the set-up of a job between fork and exec (credentials,
 //!   niceness, limits); the only `unsafe` in this crate.
@@ -25,11 +40,16 @@
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,
 //! right after the hello).
 
-pub mod events;
-pub mod output;
-pub mod runner;
-pub mod scheduler;
-pub mod sys;
+mod clock;
+mod error;
+mod events;
+mod journal;
+mod output;
+mod plan;
+mod retention;
+mod runner;
+mod scheduler;
+mod sys;
 
 use std::process::ExitCode;
 

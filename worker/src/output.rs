@@ -14,12 +14,12 @@ use std::path::Path;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// How much of each stream's end is kept with the run.
-pub const TAIL_BYTES: usize = 4096;
+pub(crate) const TAIL_BYTES: usize = 4096;
 /// At most this much of one stream of one run goes to its output file.
-pub const FILE_MAX: u64 = 64 << 20;
+pub(crate) const FILE_MAX: u64 = 64 << 20;
 
 #[derive(Debug, Default)]
-pub struct Captured {
+pub(crate) struct Captured {
     pub bytes: u64,
     tail: VecDeque<u8>,
 }
@@ -47,7 +47,7 @@ impl Captured {
 /// What a run has written so far, shared with the scheduler so the
 /// heartbeat can say when a stuck run last wrote anything, and what.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub bytes: u64,
     pub last_output_at: Option<jiff::Timestamp>,
     pub last_line: String,
@@ -65,13 +65,13 @@ impl Progress {
     }
 }
 
-pub type SharedProgress = std::rc::Rc<std::cell::RefCell<Progress>>;
+pub(crate) type SharedProgress = std::rc::Rc<std::cell::RefCell<Progress>>;
 
 /// Reads `r` to EOF into a [`Captured`], noting progress, and copying the
 /// first `file_max` bytes to `file` when there is one. A read error ends
 /// the capture (what was read so far is kept); a write error ends only the
 /// copy.
-pub async fn capture<R: AsyncRead + Unpin>(
+pub(crate) async fn capture<R: AsyncRead + Unpin>(
     mut r: R,
     progress: SharedProgress,
     mut file: Option<tokio::fs::File>,
@@ -104,7 +104,7 @@ pub async fn capture<R: AsyncRead + Unpin>(
 /// Opens the output files of run `run_id` in `dir` (created, mode 0640: the
 /// output may hold what the job's env holds). `None` for a file that cannot
 /// be opened, with a warning: the run goes on without it.
-pub async fn open_files(
+pub(crate) async fn open_files(
     dir: &Path,
     run_id: u64,
 ) -> (Option<tokio::fs::File>, Option<tokio::fs::File>) {
@@ -134,7 +134,7 @@ pub async fn open_files(
 
 /// Deletes the output files of all but the newest `keep` runs in `dir`
 /// (files named `<run id>.stdout|.stderr`; nothing else is touched).
-pub fn prune_files(dir: &Path, keep: usize) -> std::io::Result<usize> {
+pub(crate) fn prune_files(dir: &Path, keep: usize) -> std::io::Result<usize> {
     let mut runs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(|e| {
             let path = e.ok()?.path();

@@ -24,7 +24,7 @@ use std::{
 use cronwarden_shared::{
     account::{self, Credentials},
     config::JobSpec,
-    status::{Outcome, RunRecord, Trigger},
+    status::{Outcome, RunRecord},
     wire::Event,
 };
 use jiff::Timestamp;
@@ -33,24 +33,24 @@ use tokio::{process::Command, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    error::WorkerError,
     events::EventTx,
     output::{self, capture, Captured},
     sys,
 };
 
 /// How long output is drained after the main process exits.
-pub const DRAIN: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN: Duration = Duration::from_secs(2);
 /// How long a SIGKILLed group may take to be reaped before the run is `lost`.
-pub const REAP_BOUND: Duration = Duration::from_secs(5);
+pub(crate) const REAP_BOUND: Duration = Duration::from_secs(5);
 
 /// What to run and what it stands for.
 #[derive(Debug, Clone)]
-pub struct RunRequest {
-    pub run_id: u64,
+pub(crate) struct RunRequest {
+    /// The run's one record, as the plan inserted it (`running`, with its
+    /// id, what it covers and `started_at`): the runner completes it.
+    pub record: RunRecord,
     pub job: Arc<JobSpec>,
-    pub scheduled_at: Option<Timestamp>,
-    pub covers: Vec<Timestamp>,
-    pub trigger: Trigger,
     /// The job's next armed fire, reported with the fire event.
     pub next_fire_at: Option<Timestamp>,
     /// Where the run's output progress is kept for the heartbeat.
@@ -61,7 +61,7 @@ pub struct RunRequest {
 
 /// Why a run was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// `overlap = replace`, or a manual kill: recorded `killed`.
     Killed,
     /// The worker is shutting down: recorded `killed` too.
@@ -70,7 +70,7 @@ pub enum StopReason {
 
 /// Asks a run to stop, remembering the first reason given.
 #[derive(Debug, Clone, Default)]
-pub struct StopHandle {
+pub(crate) struct StopHandle {
     token: CancellationToken,
     reason: Rc<Cell<Option<StopReason>>>,
 }
@@ -91,7 +91,8 @@ fn signal_group(pgid: u32, sig: Signal) {
 
 /// The search path of a job that does not inherit cronwarden's environment
 /// (systemd's default for services).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Who the worker runs as, looked up once: the identity of every job
 /// without `user`.
@@ -105,13 +106,13 @@ fn worker_account() -> Option<&'static Credentials> {
 /// sets them), the job's `env`, and the CRONWARDEN_* variables; nothing of
 /// cronwarden's own environment (tokens, NOTIFY_SOCKET) leaks into a job
 /// unless it says `inherit_env = true`.
-fn process_for(req: &RunRequest, cmd: &mut Command) -> Result<(), String> {
+fn process_for(req: &RunRequest, cmd: &mut Command) -> Result<(), WorkerError> {
     let job = &req.job;
     let switch = job.user.is_some() || job.group.is_some();
     let creds = if switch {
         Some(
             account::resolve(job.user.as_deref(), job.group.as_deref())
-                .map_err(|e| format!("cannot run as the configured user/group: {e}"))?,
+                .map_err(WorkerError::Credentials)?,
         )
     } else {
         None
@@ -147,26 +148,81 @@ fn process_for(req: &RunRequest, cmd: &mut Command) -> Result<(), String> {
 
 fn env_for(req: &RunRequest) -> Vec<(String, String)> {
     let fmt = |t: &Timestamp| t.to_string();
+    let r = &req.record;
     vec![
         ("CRONWARDEN_JOB".into(), req.job.name.clone()),
-        ("CRONWARDEN_RUN_ID".into(), req.run_id.to_string()),
+        ("CRONWARDEN_RUN_ID".into(), r.id.to_string()),
         (
             "CRONWARDEN_SCHEDULED_FOR".into(),
-            req.scheduled_at.as_ref().map(fmt).unwrap_or_default(),
+            r.scheduled_at.as_ref().map(fmt).unwrap_or_default(),
         ),
-        ("CRONWARDEN_TRIGGER".into(), req.trigger.as_str().into()),
+        ("CRONWARDEN_TRIGGER".into(), r.trigger.as_str().into()),
         (
             "CRONWARDEN_COVERS".into(),
-            req.covers.iter().map(fmt).collect::<Vec<_>>().join(" "),
+            r.covers.iter().map(fmt).collect::<Vec<_>>().join(" "),
         ),
     ]
 }
 
-/// Runs the job to its end and returns its record. `stop` asks the run to
-/// end early (SIGTERM, then SIGKILL after the job's kill grace).
-pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecord {
-    let started_at = Timestamp::now();
+/// Runs the job to its end and returns its record: the request's record,
+/// completed (same id, same `started_at`). `stop` asks the run to end
+/// early (SIGTERM, then SIGKILL after the job's kill grace).
+pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecord {
     let started = Instant::now();
+    let mut record = req.record.clone();
+    let mut child = match start(&req).await {
+        Ok(child) => child,
+        Err(e) => {
+            record.outcome = Outcome::Failed;
+            record.error = Some(e.to_string());
+            record.finished_at = Some(Timestamp::now());
+            record.duration_ms = Some(started.elapsed().as_millis() as u64);
+            tracing::warn!(job = %req.job.name, run = record.id, "{e}");
+            return record;
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    announce(&req, &child, pid, &events);
+    let (out_file, err_file) = match &req.output_dir {
+        Some(dir) => output::open_files(dir, record.id).await,
+        None => (None, None),
+    };
+    let mut out_task = child.stdout.take().map(|s| {
+        tokio::task::spawn_local(capture(s, req.progress.clone(), out_file, output::FILE_MAX))
+    });
+    let mut err_task = child.stderr.take().map(|s| {
+        tokio::task::spawn_local(capture(s, req.progress.clone(), err_file, output::FILE_MAX))
+    });
+    let (status, ended_by) = wait(&req.job, &mut child, pid, &stop, started).await;
+    let (stdout, stderr) = drain(pid, &mut out_task, &mut err_task, &mut record).await;
+
+    record.finished_at = Some(Timestamp::now());
+    record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    record.stdout_bytes = stdout.bytes;
+    record.stderr_bytes = stderr.bytes;
+    record.stdout_tail = stdout.tail();
+    record.stderr_tail = stderr.tail();
+    judge(&mut record, &req.job, pid, status, ended_by, &stop);
+    tracing::info!(
+        job = %req.job.name, run = record.id, outcome = record.outcome.as_str(),
+        exit_code = ?record.exit_code, signal = ?record.signal, duration_ms = record.duration_ms,
+        stdout_bytes = record.stdout_bytes, stderr_bytes = record.stderr_bytes, "finished"
+    );
+    if let (Some(dir), Some(keep)) = (req.output_dir.clone(), req.job.keep_output) {
+        // Off the loop: a directory listing and a few unlinks.
+        let job = req.job.name.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = output::prune_files(&dir, keep as usize) {
+                tracing::warn!(job, dir = %dir.display(), "cannot prune output files: {e}");
+            }
+        });
+    }
+    record
+}
+
+/// Starts the job's process, in its own process group, with its output
+/// piped to us.
+async fn start(req: &RunRequest) -> Result<tokio::process::Child, WorkerError> {
     let argv = req.job.command.argv();
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -183,39 +239,27 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
     // several times cheaper per job. Descriptors a job must not inherit are
     // close-on-exec already: the worker marks everything it inherited at
     // start (sys::cloexec_inherited) and opens nothing without O_CLOEXEC.
-    let prepared = process_for(&req, &mut cmd);
-    let mut record = RunRecord::new(
-        req.run_id,
-        &req.job.name,
-        req.covers.clone(),
-        req.trigger,
-        Outcome::Failed,
-    );
-    record.started_at = Some(started_at);
+    process_for(req, &mut cmd)?;
+    let spawn_error = |source| WorkerError::Spawn {
+        program: argv[0].clone(),
+        source,
+    };
     let injected = fail::eval("runner::spawn", |arg| {
         std::io::Error::from_raw_os_error(match arg.as_deref() {
             Some("EMFILE") => libc::EMFILE,
             _ => libc::EAGAIN,
         })
     });
-    let spawned = match (prepared, injected) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Some(e)) => Err(format!("cannot start {:?}: {e}", argv[0])),
-        (Ok(()), None) => spawn_off_loop(cmd)
-            .await
-            .map_err(|e| format!("cannot start {:?}: {e}", argv[0])),
-    };
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            record.error = Some(e);
-            record.finished_at = Some(Timestamp::now());
-            record.duration_ms = Some(started.elapsed().as_millis() as u64);
-            tracing::warn!(job = %req.job.name, run = req.run_id, "{}", record.error.as_deref().unwrap_or_default());
-            return record;
-        }
-    };
-    let pid = child.id().unwrap_or(0);
+    if let Some(e) = injected {
+        return Err(spawn_error(e));
+    }
+    spawn_off_loop(cmd).await.map_err(spawn_error)
+}
+
+/// Tells the supervisor the run started, with what it needs to find the
+/// run's processes later (its group, and the inodes of its output pipes).
+fn announce(req: &RunRequest, child: &tokio::process::Child, pid: u32, events: &EventTx) {
+    let r = &req.record;
     let pipes: Vec<u64> = [
         child.stdout.as_ref().map(|p| p.as_fd().as_raw_fd()),
         child.stderr.as_ref().map(|p| p.as_fd().as_raw_fd()),
@@ -226,77 +270,75 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
     .collect();
     events.send(Event::Fire {
         job: req.job.name.clone(),
-        run_id: req.run_id,
-        scheduled_at: req.scheduled_at,
-        covers: req.covers.clone(),
-        trigger: req.trigger,
+        run_id: r.id,
+        scheduled_at: r.scheduled_at,
+        covers: r.covers.clone(),
+        trigger: r.trigger,
         pid,
         pipes,
-        started_at,
+        started_at: r.started_at.unwrap_or_else(Timestamp::now),
         next_fire_at: req.next_fire_at,
     });
-    tracing::info!(job = %req.job.name, run = req.run_id, pid, trigger = req.trigger.as_str(), "started");
+    tracing::info!(job = %req.job.name, run = r.id, pid, trigger = r.trigger.as_str(), "started");
+}
 
-    let (out_file, err_file) = match &req.output_dir {
-        Some(dir) => output::open_files(dir, req.run_id).await,
-        None => (None, None),
-    };
-    let mut out_task = child.stdout.take().map(|s| {
-        tokio::task::spawn_local(capture(s, req.progress.clone(), out_file, output::FILE_MAX))
-    });
-    let mut err_task = child.stderr.take().map(|s| {
-        tokio::task::spawn_local(capture(s, req.progress.clone(), err_file, output::FILE_MAX))
-    });
-
+/// Waits for the main process, or for its timeout or a stop, then
+/// escalates: SIGTERM to the group, SIGKILL after the grace, and gives up
+/// after [`REAP_BOUND`] (no status: the run is lost). Returns the status
+/// and, if the run was ended from outside, how.
+async fn wait(
+    job: &JobSpec,
+    child: &mut tokio::process::Child,
+    pid: u32,
+    stop: &StopHandle,
+    started: Instant,
+) -> (Option<std::process::ExitStatus>, Option<Outcome>) {
     // Fault injection: a runner that never enforces the timeout, to test
     // the supervisor's second line.
     let ignore_timeout = fail::eval("runner::no_timeout", |_| ()).is_some();
-    let deadline = req
-        .job
-        .timeout
-        .filter(|_| !ignore_timeout)
-        .map(|t| started + t);
-    let mut ended_by: Option<Outcome> = None;
-    let status = tokio::select! {
-        st = child.wait() => st.ok(),
-        _ = sleep_until_opt(deadline) => { ended_by = Some(Outcome::Timeout); None }
-        _ = stop.token.cancelled() => { ended_by = Some(Outcome::Killed); None }
+    let deadline = job.timeout.filter(|_| !ignore_timeout).map(|t| started + t);
+    let ended_by = tokio::select! {
+        st = child.wait() => return (st.ok(), None),
+        _ = sleep_until_opt(deadline) => Outcome::Timeout,
+        _ = stop.token.cancelled() => Outcome::Killed,
     };
-    let status = match status {
+    signal_group(pid, Signal::SIGTERM);
+    let st = tokio::select! {
+        st = child.wait() => st.ok(),
+        _ = tokio::time::sleep(job.kill_grace) => None,
+    };
+    let st = match st {
         Some(st) => Some(st),
         None => {
-            // Escalate: SIGTERM to the group, SIGKILL after the grace.
-            signal_group(pid, Signal::SIGTERM);
-            let st = tokio::select! {
-                st = child.wait() => st.ok(),
-                _ = tokio::time::sleep(req.job.kill_grace) => None,
-            };
-            match st {
-                Some(st) => Some(st),
-                None => {
-                    signal_group(pid, Signal::SIGKILL);
-                    tokio::time::timeout(REAP_BOUND, child.wait())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                }
-            }
+            signal_group(pid, Signal::SIGKILL);
+            tokio::time::timeout(REAP_BOUND, child.wait())
+                .await
+                .ok()
+                .and_then(Result::ok)
         }
     };
+    (st, Some(ended_by))
+}
 
-    // Drain output for a bounded time; a grandchild that keeps the pipe
-    // open is killed with its group rather than holding the run.
+/// Drains output for a bounded time; a grandchild that keeps the pipe
+/// open is killed with its group rather than holding the run.
+async fn drain(
+    pid: u32,
+    out_task: &mut Option<tokio::task::JoinHandle<Captured>>,
+    err_task: &mut Option<tokio::task::JoinHandle<Captured>>,
+    record: &mut RunRecord,
+) -> (Captured, Captured) {
     let drain_until = Instant::now() + DRAIN;
-    let mut stdout = collect(&mut out_task, drain_until).await;
-    let mut stderr = collect(&mut err_task, drain_until).await;
+    let mut stdout = collect(out_task, drain_until).await;
+    let mut stderr = collect(err_task, drain_until).await;
     if stdout.is_none() || stderr.is_none() {
         signal_group(pid, Signal::SIGKILL);
         let until = Instant::now() + Duration::from_secs(1);
         if stdout.is_none() {
-            stdout = collect(&mut out_task, until).await;
+            stdout = collect(out_task, until).await;
         }
         if stderr.is_none() {
-            stderr = collect(&mut err_task, until).await;
+            stderr = collect(err_task, until).await;
         }
         if record.error.is_none() {
             record.error = Some(format!(
@@ -305,18 +347,21 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
             ));
         }
     }
-    for t in [out_task, err_task].into_iter().flatten() {
+    for t in [out_task.take(), err_task.take()].into_iter().flatten() {
         t.abort();
     }
-    let stdout = stdout.unwrap_or_default();
-    let stderr = stderr.unwrap_or_default();
+    (stdout.unwrap_or_default(), stderr.unwrap_or_default())
+}
 
-    record.finished_at = Some(Timestamp::now());
-    record.duration_ms = Some(started.elapsed().as_millis() as u64);
-    record.stdout_bytes = stdout.bytes;
-    record.stderr_bytes = stderr.bytes;
-    record.stdout_tail = stdout.tail();
-    record.stderr_tail = stderr.tail();
+/// The run's outcome, exit code, signal and error, from how it ended.
+fn judge(
+    record: &mut RunRecord,
+    job: &JobSpec,
+    pid: u32,
+    status: Option<std::process::ExitStatus>,
+    ended_by: Option<Outcome>,
+    stop: &StopHandle,
+) {
     match status {
         Some(st) => {
             use std::os::unix::process::ExitStatusExt;
@@ -342,7 +387,7 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
         (Some(Outcome::Timeout), Outcome::Timeout) => {
             record.error = Some(format!(
                 "timed out after {}",
-                humantime_short(req.job.timeout.unwrap_or_default())
+                humantime_short(job.timeout.unwrap_or_default())
             ));
         }
         (Some(Outcome::Killed), Outcome::Killed) => {
@@ -353,21 +398,6 @@ pub async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecor
         }
         _ => {}
     }
-    tracing::info!(
-        job = %req.job.name, run = req.run_id, outcome = record.outcome.as_str(),
-        exit_code = ?record.exit_code, signal = ?record.signal, duration_ms = record.duration_ms,
-        stdout_bytes = record.stdout_bytes, stderr_bytes = record.stderr_bytes, "finished"
-    );
-    if let (Some(dir), Some(keep)) = (req.output_dir.clone(), req.job.keep_output) {
-        // Off the loop: a directory listing and a few unlinks.
-        let job = req.job.name.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = output::prune_files(&dir, keep as usize) {
-                tracing::warn!(job, dir = %dir.display(), "cannot prune output files: {e}");
-            }
-        });
-    }
-    record
 }
 
 /// At most this many spawns are under way at once.

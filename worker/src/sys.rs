@@ -10,7 +10,7 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 /// that no job inherits it (the event pipe and the lock must never leak
 /// into a job: a job holding the lock would keep a second scheduler out
 /// after cronwarden is gone).
-pub fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
+pub(crate) fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
     // SAFETY: the supervisor passes these descriptor numbers on the command
     // line for descriptors it placed there with dup2; F_SETFD above succeeded,
@@ -22,7 +22,7 @@ pub fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
 /// so a job gets exactly stdin, stdout and stderr even when cronwarden was
 /// started with descriptors leaked by its own parent (everything the worker
 /// opens later is close-on-exec already).
-pub fn cloexec_inherited() {
+pub(crate) fn cloexec_inherited() {
     // SAFETY: only raw syscalls on descriptor numbers.
     unsafe { cloexec_from_3() }
 }
@@ -58,7 +58,7 @@ unsafe fn cloexec_from_3() {
 /// is computed before the fork (user and group lookups allocate and take
 /// locks, which the child must not).
 #[derive(Debug, Clone, Default)]
-pub struct ChildSetup {
+pub(crate) struct ChildSetup {
     /// (resource, limit): soft and hard limits are both set.
     pub limits: Vec<(LimitKind, u64)>,
     pub nice: Option<i32>,
@@ -67,7 +67,7 @@ pub struct ChildSetup {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum LimitKind {
+pub(crate) enum LimitKind {
     NoFile,
     AddressSpace,
     Cpu,

@@ -1,0 +1,603 @@
+//! The scheduling plan: every firing decision, as a pure state machine.
+//!
+//! Inputs are the clocks (read by the loop, never here) and what happened:
+//! a configuration (already reconciled with the store), a turn at a wall
+//! time, a run that finished, a command (trigger, pause, resume, report),
+//! a shutdown. Outputs are [`Effects`]: store writes, events for the
+//! supervisor, runs to spawn and runs to stop. Nothing in this module
+//! reads a clock, touches the store or spawns; the loop in
+//! [`crate::scheduler`] carries the effects out, in that order (writes
+//! committed before events are sent and runs spawned, so every fire the
+//! supervisor hears of is already durable).
+//!
+//! Invariants:
+//! - every scheduled fire time yields exactly one record: a run (inserted
+//!   `running`, completed by the runner under the same id and `started_at`)
+//!   or a skip with its reason (`overlap`, `misfire`, `paused`,
+//!   `worker_down`);
+//! - fires missed while the loop could not run (downtime, a stopped
+//!   process, a slow turn, a forward clock step) are coalesced into one run
+//!   that `covers` them if they are younger than the job's misfire grace,
+//!   and skipped as `misfire` otherwise;
+//! - a job's next fire only moves forward, so a backward clock step never
+//!   fires a time twice;
+//! - at most one fire waits behind a busy run (`overlap = queue`).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use cronwarden_shared::{
+    config::{Config, JobSpec, Overlap},
+    status::{ClockJump, Outcome, RunRecord, SkipReason, Trigger},
+    store::{JobRow, Write},
+    wire::{Armed, Command, Event},
+};
+use jiff::{SignedDuration, Timestamp};
+
+use crate::{
+    clock::{clock_event, Clocks},
+    runner::StopReason,
+};
+
+/// At most this many missed fires of one job are enumerated in one turn
+/// (a per-second job after a day of downtime); the rest follow in the next
+/// turns, so one turn stays short.
+const MAX_DUE_PER_TURN: usize = 10_000;
+/// The longest spread of catch-up runs after a forward clock jump.
+const STAGGER: Duration = Duration::from_secs(1);
+
+/// What one input asks the loop to do, in this order.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Committed in one transaction before anything else happens.
+    pub writes: Vec<Write>,
+    pub events: Vec<Event>,
+    /// Runs to ask to stop (run id, why).
+    pub stops: Vec<(u64, StopReason)>,
+    pub spawns: Vec<Spawn>,
+}
+
+/// A run to start. Its record is already among the writes (`running`); the
+/// runner completes that same record.
+#[derive(Debug)]
+pub(crate) struct Spawn {
+    pub record: RunRecord,
+    pub job: Arc<JobSpec>,
+    /// The job's next armed fire, reported with the fire event.
+    pub next_fire_at: Option<Timestamp>,
+    /// Start this much later (catch-up runs spread after a clock jump).
+    pub delay: Duration,
+}
+
+struct JobState {
+    spec: Arc<JobSpec>,
+    next: Option<Timestamp>,
+    paused: bool,
+    /// Runs in progress, oldest first.
+    running: Vec<u64>,
+    /// `overlap = queue`: the one fire waiting for the current run, with
+    /// the id its record was committed under when it was claimed.
+    pending: Option<(u64, Vec<Timestamp>)>,
+}
+
+pub(crate) struct Plan {
+    jobs: BTreeMap<String, JobState>,
+    next_run_id: u64,
+    /// The clocks at the previous turn, to notice steps and suspends.
+    last_clocks: Option<Clocks>,
+    /// Spread the next turn's catch-up runs (after a forward clock jump).
+    stagger: bool,
+    /// Fault injection (`worker::drop_fire=return(JOB)`): this job's fires
+    /// are claimed but silently never dispatched.
+    pub drop_fires_of: Option<String>,
+}
+
+/// The schedule rows a config asks for, armed from `now`: what the store
+/// reconciles with (see [`Plan::configure`]).
+pub(crate) fn wanted_rows(config: &Config, now: Timestamp) -> Vec<JobRow> {
+    config
+        .jobs
+        .iter()
+        .map(|j| JobRow {
+            name: j.name.clone(),
+            schedule: j.schedule.expr().to_string(),
+            timezone: j.timezone.clone(),
+            next_run_at: j.schedule.next_after(now, None),
+            last_scheduled_at: None,
+            paused: false,
+        })
+        .collect()
+}
+
+fn trigger_for(covers: &[Timestamp]) -> Trigger {
+    match covers.len() {
+        0 => Trigger::Manual,
+        1 => Trigger::Schedule,
+        _ => Trigger::Catchup,
+    }
+}
+
+impl Plan {
+    /// Run ids start at `first_run_id` (at least 1), so they stay unique
+    /// across worker restarts.
+    pub fn new(first_run_id: u64) -> Plan {
+        Plan {
+            jobs: BTreeMap::new(),
+            next_run_id: first_run_id.max(1),
+            last_clocks: None,
+            stagger: false,
+            drop_fires_of: None,
+        }
+    }
+
+    /// Applies a (new) config, given the store's rows for it (in the
+    /// config's job order; see [`wanted_rows`]): removed jobs are dropped at
+    /// once (their running runs finish, but they never fire again); the
+    /// others take their next fire and paused flag from the rows (so new
+    /// and changed jobs are armed from now, and an unchanged job's fire
+    /// that came due while cronwarden was down goes through the misfire
+    /// rules). Their runs in progress and queued fires are kept.
+    pub fn configure(&mut self, config: &Config, rows: Vec<JobRow>, fx: &mut Effects) {
+        let mut old = std::mem::take(&mut self.jobs);
+        for (spec, row) in config.jobs.iter().zip(rows) {
+            let spec = Arc::new(spec.clone());
+            let mut job = old.remove(&spec.name).unwrap_or(JobState {
+                spec: spec.clone(),
+                next: None,
+                paused: false,
+                running: vec![],
+                pending: None,
+            });
+            job.spec = spec;
+            job.next = row.next_run_at;
+            job.paused = row.paused;
+            self.jobs.insert(job.spec.name.clone(), job);
+        }
+        for (name, job) in old {
+            tracing::info!(job = %name, running = job.running.len(), "job removed from the config; it will not fire again");
+        }
+        self.report_schedule(fx);
+    }
+
+    /// Takes the clocks of a turn. A jump of the wall clock against the
+    /// monotonic one, or a suspend, is reported with its size and the fires
+    /// now due. A forward jump needs nothing more: the fires it skipped
+    /// over are due and go through the misfire rules (their catch-up runs
+    /// spread over [`STAGGER`]). A backward jump cannot fire a time twice:
+    /// next fires only ever move forward.
+    pub fn observe_clocks(&mut self, now: Clocks, fx: &mut Effects) {
+        let Some(prev) = self.last_clocks.replace(now) else {
+            return;
+        };
+        let Some((jump, kind)) = clock_event(prev, now) else {
+            return;
+        };
+        let wall = now.wall;
+        let (mut jobs_due, mut fires_due) = (0u32, 0u32);
+        for j in self.jobs.values() {
+            let n = self.due(j, wall).len();
+            if n > 0 {
+                jobs_due += 1;
+            }
+            fires_due = fires_due.saturating_add(n as u32);
+        }
+        fx.events.push(Event::ClockJump(ClockJump {
+            at: wall,
+            jump_ms: jump.as_millis() as i64,
+            jobs_due,
+            fires_due,
+            kind,
+        }));
+        self.stagger = !jump.is_negative() && jobs_due > 1;
+        tracing::warn!(
+            jump_ms = jump.as_millis(),
+            direction = if jump.is_negative() {
+                "backward"
+            } else {
+                "forward"
+            },
+            kind = ?kind,
+            jobs_due,
+            fires_due,
+            "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
+        );
+    }
+
+    /// A job's fire times due at `now`, oldest first, at most
+    /// [`MAX_DUE_PER_TURN`].
+    fn due(&self, job: &JobState, now: Timestamp) -> Vec<Timestamp> {
+        let mut due = vec![];
+        let mut cursor = job.next;
+        while let Some(t) = cursor {
+            if t > now || due.len() >= MAX_DUE_PER_TURN {
+                break;
+            }
+            due.push(t);
+            cursor = job.spec.schedule.next_after(t, Some(t));
+        }
+        due
+    }
+
+    /// Claims and dispatches every fire due at `now`.
+    pub fn fire_due(&mut self, now: Timestamp, fx: &mut Effects) {
+        let first_spawn = fx.spawns.len();
+        let names: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.next.is_some_and(|t| t <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let Some(job) = self.jobs.get(&name) else {
+                continue;
+            };
+            let due = self.due(job, now);
+            let Some(&last) = due.last() else {
+                continue;
+            };
+            // Past `now`, or still due when the turn's bound was reached.
+            let to = job.spec.schedule.next_after(last, Some(last));
+            fx.writes.push(Write::Claim {
+                job: name.clone(),
+                from: job.next,
+                to,
+                last_scheduled_at: Some(last),
+            });
+            if let Some(job) = self.jobs.get_mut(&name) {
+                job.next = to;
+            }
+            if self.drop_fires_of.as_deref() == Some(name.as_str()) {
+                continue;
+            }
+            self.dispatch(&name, due, now, fx);
+        }
+        if std::mem::take(&mut self.stagger) {
+            spread(now, first_spawn, fx);
+        }
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = self.next_run_id;
+        self.next_run_id += 1;
+        id
+    }
+
+    fn skip(
+        &mut self,
+        job: &str,
+        t: Timestamp,
+        reason: SkipReason,
+        busy: Option<u64>,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let run_id = self.alloc_id();
+        let next_fire_at = self.jobs.get(job).and_then(|j| j.next);
+        if reason != SkipReason::Paused {
+            tracing::warn!(job, run = run_id, scheduled_at = %t, ?reason, busy_run = ?busy, "fire skipped");
+        }
+        let mut rec = RunRecord::new(run_id, job, vec![t], Trigger::Schedule, Outcome::Skipped);
+        rec.finished_at = Some(now);
+        rec.skip_reason = Some(reason);
+        rec.error = busy.map(|b| format!("run {b} was still running"));
+        fx.writes.push(Write::Insert(rec));
+        fx.events.push(Event::Skip {
+            job: job.to_string(),
+            run_id,
+            scheduled_at: t,
+            reason,
+            busy_run_id: busy,
+            next_fire_at,
+        });
+    }
+
+    /// Decides what the due fires of one job become: misfire skips for the
+    /// stale ones, and for the fresh ones (coalesced) a paused skip, an
+    /// overlap decision, or a run.
+    fn dispatch(&mut self, name: &str, due: Vec<Timestamp>, now: Timestamp, fx: &mut Effects) {
+        let Some(job) = self.jobs.get(name) else {
+            return;
+        };
+        let grace = SignedDuration::try_from(job.spec.misfire_grace).unwrap_or(SignedDuration::MAX);
+        let (stale, fresh): (Vec<_>, Vec<_>) = due
+            .into_iter()
+            .partition(|t| now.duration_since(*t) > grace);
+        for t in stale {
+            self.skip(name, t, SkipReason::Misfire, None, now, fx);
+        }
+        let Some(job) = self.jobs.get(name) else {
+            return;
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        if job.paused {
+            for t in fresh {
+                self.skip(name, t, SkipReason::Paused, None, now, fx);
+            }
+            return;
+        }
+        if let Some(&busy) = job.running.first() {
+            match job.spec.overlap {
+                Overlap::Skip => {
+                    for t in fresh {
+                        self.skip(name, t, SkipReason::Overlap, Some(busy), now, fx);
+                    }
+                    return;
+                }
+                Overlap::Queue if job.pending.is_some() => {
+                    for t in fresh {
+                        self.skip(name, t, SkipReason::Overlap, Some(busy), now, fx);
+                    }
+                    return;
+                }
+                Overlap::Queue => {
+                    // Recorded now (as in flight), so a crash before it
+                    // starts still leaves a record: it becomes `lost`.
+                    let id = self.alloc_id();
+                    let Some(job) = self.jobs.get_mut(name) else {
+                        return;
+                    };
+                    job.pending = Some((id, fresh.clone()));
+                    let rec = RunRecord::new(
+                        id,
+                        name,
+                        fresh.clone(),
+                        trigger_for(&fresh),
+                        Outcome::Running,
+                    );
+                    fx.writes.push(Write::Insert(rec));
+                    fx.events.push(Event::Queued {
+                        job: name.to_string(),
+                        run_id: id,
+                        covers: fresh,
+                        next_fire_at: job.next,
+                    });
+                    return;
+                }
+                Overlap::Replace => {
+                    fx.stops
+                        .extend(job.running.iter().map(|&id| (id, StopReason::Killed)));
+                }
+                Overlap::Allow => {}
+            }
+        }
+        let run_id = self.alloc_id();
+        self.start(run_id, name, fresh, now, fx);
+    }
+
+    /// Plans a run for the given scheduled times (empty: a manual run):
+    /// its one record, inserted `running` with `started_at = now`, is the
+    /// one the runner completes.
+    fn start(
+        &mut self,
+        run_id: u64,
+        name: &str,
+        covers: Vec<Timestamp>,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let trigger = trigger_for(&covers);
+        let mut record = RunRecord::new(run_id, name, covers, trigger, Outcome::Running);
+        record.started_at = Some(now);
+        job.running.push(run_id);
+        fx.writes.push(Write::Insert(record.clone()));
+        fx.spawns.push(Spawn {
+            record,
+            job: job.spec.clone(),
+            next_fire_at: job.next,
+            delay: Duration::ZERO,
+        });
+    }
+
+    /// A run ended: record it, release its busy flag, start a queued fire.
+    pub fn finished(&mut self, record: RunRecord, now: Timestamp, fx: &mut Effects) {
+        let (name, id) = (record.job.clone(), record.id);
+        fx.writes.push(Write::Finish(record));
+        let Some(job) = self.jobs.get_mut(&name) else {
+            return;
+        };
+        job.running.retain(|r| *r != id);
+        if job.running.is_empty() {
+            if let Some((id, covers)) = job.pending.take() {
+                self.start(id, &name, covers, now, fx);
+            }
+        }
+    }
+
+    /// Carries out a command. `configure` (which needs the store) and
+    /// `shutdown` are the loop's; they do nothing here.
+    pub fn command(&mut self, cmd: Command, now: Timestamp, fx: &mut Effects) {
+        match cmd {
+            Command::Trigger { job, request } => self.trigger(job, request, now, fx),
+            Command::Pause { job, request } => self.set_paused("pause", job, request, true, fx),
+            Command::Resume { job, request } => self.set_paused("resume", job, request, false, fx),
+            Command::ReportSchedule => self.report_schedule(fx),
+            Command::Configure { .. } | Command::Shutdown => {}
+        }
+    }
+
+    /// A manual run, refused while the job runs unless it allows overlap.
+    fn trigger(&mut self, job: String, request: Option<u64>, now: Timestamp, fx: &mut Effects) {
+        let refusal = match self.jobs.get(&job) {
+            None => Some(format!("no job named {job:?}")),
+            Some(j) => match (j.running.first(), j.spec.overlap) {
+                (Some(busy), overlap) if overlap != Overlap::Allow => Some(format!(
+                    "job {job:?} is still running (run {busy}) and its overlap policy is {}",
+                    overlap.as_str()
+                )),
+                _ => None,
+            },
+        };
+        match refusal {
+            Some(error) => answer("trigger", request, Err(error), fx),
+            None => {
+                tracing::info!(job, "manual trigger");
+                let run_id = self.alloc_id();
+                self.start(run_id, &job, vec![], now, fx);
+                answer("trigger", request, Ok(Some(run_id)), fx);
+            }
+        }
+    }
+
+    fn set_paused(
+        &mut self,
+        command: &str,
+        job: String,
+        request: Option<u64>,
+        paused: bool,
+        fx: &mut Effects,
+    ) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return answer(command, request, Err(format!("no job named {job:?}")), fx);
+        };
+        j.paused = paused;
+        tracing::info!(job, paused, "pause state changed");
+        fx.writes.push(Write::Paused { job, paused });
+        self.report_schedule(fx);
+        answer(command, request, Ok(None), fx);
+    }
+
+    fn report_schedule(&self, fx: &mut Effects) {
+        let jobs = self
+            .jobs
+            .values()
+            .map(|j| Armed {
+                job: j.spec.name.clone(),
+                next_fire_at: j.next,
+                paused: j.paused,
+            })
+            .collect();
+        fx.events.push(Event::Schedule { jobs });
+    }
+
+    /// Stops every run; returns how many were running. Queued fires will
+    /// not run now: their records say `worker_down`.
+    pub fn shutdown(&mut self, now: Timestamp, fx: &mut Effects) -> usize {
+        let queued: Vec<(String, u64, Vec<Timestamp>)> = self
+            .jobs
+            .iter_mut()
+            .filter_map(|(n, j)| j.pending.take().map(|(id, c)| (n.clone(), id, c)))
+            .collect();
+        for (name, id, covers) in queued {
+            let trigger = trigger_for(&covers);
+            let mut rec = RunRecord::new(id, &name, covers, trigger, Outcome::Skipped);
+            rec.finished_at = Some(now);
+            rec.skip_reason = Some(SkipReason::WorkerDown);
+            rec.error = Some("queued behind a running run when the worker shut down".into());
+            fx.writes.push(Write::Finish(rec));
+        }
+        let before = fx.stops.len();
+        for j in self.jobs.values() {
+            fx.stops
+                .extend(j.running.iter().map(|&id| (id, StopReason::Shutdown)));
+        }
+        fx.stops.len() - before
+    }
+
+    /// The longest kill grace among jobs with a run in progress.
+    pub fn longest_kill_grace(&self) -> Duration {
+        self.jobs
+            .values()
+            .filter(|j| !j.running.is_empty())
+            .map(|j| j.spec.kill_grace)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The earliest armed fire of any job.
+    pub fn earliest_fire(&self) -> Option<Timestamp> {
+        self.jobs.values().filter_map(|j| j.next).min()
+    }
+
+    /// Every job with its armed next fire, by name.
+    pub fn armed(&self) -> impl Iterator<Item = (&str, Option<Timestamp>)> {
+        self.jobs.iter().map(|(n, j)| (n.as_str(), j.next))
+    }
+
+    /// The runs in progress of the configured jobs.
+    pub fn running(&self) -> impl Iterator<Item = u64> + '_ {
+        self.jobs.values().flat_map(|j| j.running.iter().copied())
+    }
+
+    /// How many records of `job` to keep; `None` once it left the config
+    /// (a removed job's history stays whole).
+    pub fn retention(&self, job: &str) -> Option<u32> {
+        self.jobs.get(job).map(|j| j.spec.retention)
+    }
+}
+
+/// After a forward clock jump, the catch-up runs among the spawns from
+/// `first` on start spread over at most [`STAGGER`] instead of all in the
+/// same millisecond. A run's `started_at` is when it is to start, so its
+/// one record (the row written now and the runner's) shows the spread.
+fn spread(now: Timestamp, first: usize, fx: &mut Effects) {
+    let spawns = &mut fx.spawns[first..];
+    if spawns.len() < 2 {
+        return;
+    }
+    let step = (STAGGER / spawns.len() as u32).min(Duration::from_millis(50));
+    let mut starts = BTreeMap::new();
+    for (i, s) in spawns.iter_mut().enumerate() {
+        if s.record.trigger != Trigger::Catchup || i == 0 {
+            continue;
+        }
+        s.delay = step * i as u32;
+        if let Some(at) = SignedDuration::try_from(s.delay)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok())
+        {
+            s.record.started_at = Some(at);
+            starts.insert(s.record.id, at);
+        }
+    }
+    for w in &mut fx.writes {
+        if let Write::Insert(r) = w {
+            if let Some(at) = starts.get(&r.id) {
+                r.started_at = Some(*at);
+            }
+        }
+    }
+}
+
+/// Answers a command: a `reply` when it carried a request id, else a
+/// `command_failed` event for failures.
+pub(crate) fn answer(
+    command: &str,
+    request: Option<u64>,
+    result: Result<Option<u64>, String>,
+    fx: &mut Effects,
+) {
+    match (request, result) {
+        (Some(request), Ok(run_id)) => fx.events.push(Event::Reply {
+            request,
+            ok: true,
+            error: None,
+            run_id,
+        }),
+        (Some(request), Err(error)) => {
+            tracing::warn!(command, "{error}");
+            fx.events.push(Event::Reply {
+                request,
+                ok: false,
+                error: Some(error),
+                run_id: None,
+            })
+        }
+        (None, Ok(_)) => {}
+        (None, Err(error)) => command_failed(command, error, fx),
+    }
+}
+
+pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
+    tracing::warn!(command, "{error}");
+    fx.events.push(Event::CommandFailed {
+        command: command.into(),
+        error,
+    });
+}
+
+#[cfg(test)]
+mod tests;
