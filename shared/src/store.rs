@@ -304,7 +304,7 @@ impl Store {
     }
 
     /// The persisted state of every job (including ones no longer configured).
-    pub(crate) fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+    pub fn jobs(&self) -> Result<Vec<JobRow>, StoreError> {
         let mut st = self
             .conn
             .prepare_cached("SELECT name, schedule, timezone, next_run_at, last_scheduled_at, paused FROM jobs ORDER BY name")
