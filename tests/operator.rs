@@ -533,3 +533,48 @@ fn journald_lines_carry_their_priority() {
     let (_env, sup) = logging_env(&[], &[("JOURNAL_STREAM", "1:1")]);
     assert!(!sup.log().contains("<6>"), "{}", sup.log());
 }
+
+/// The shipped demo, which the README has a new user run first, passes
+/// `check` without a warning about itself.
+#[test]
+fn shipped_demo_checks_without_warnings() {
+    let env = Env::new("");
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
+    let out = cli(&env, &[], &["check", "--config", demo]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "check warned about the demo");
+    assert!(
+        text(&out.stdout).contains(": ok, 3 job(s)\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// Positional arguments and `--limit`, `-n`, `--config` say what they are;
+/// `--log-format` is offered where it applies (`run`) and nowhere else.
+#[test]
+fn help_describes_every_argument_and_log_format_only_on_run() {
+    let env = Env::new("");
+    let help = |args: &[&str]| {
+        let out = cli(&env, &[], args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        text(&out.stdout)
+    };
+    let runs = help(&["runs", "--help"]);
+    assert!(runs.contains("<JOB>  The job's name"), "{runs}");
+    assert!(runs.contains("How many records to show"), "{runs}");
+    assert!(runs.contains("CRONWARDEN_CONFIG"), "{runs}");
+    assert!(!runs.contains("--log-format"), "{runs}");
+    let next = help(&["next", "--help"]);
+    assert!(next.contains("How many fires to print"), "{next}");
+    let completions = help(&["completions", "--help"]);
+    assert!(
+        completions.contains("The shell to write the script for"),
+        "{completions}"
+    );
+    for cmd in ["status", "check", "jobs", "import", "next"] {
+        assert!(!help(&[cmd, "--help"]).contains("--log-format"), "{cmd}");
+    }
+    assert!(!help(&["--help"]).contains("--log-format"));
+    assert!(help(&["run", "--help"]).contains("--log-format"));
+}
