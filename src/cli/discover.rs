@@ -180,23 +180,21 @@ fn socket_from(
         Err(e) => e,
     };
     let mut looked = located.looked();
-    let unreadable =
-        std::fs::metadata(&located.path).is_err() || std::fs::File::open(&located.path).is_err();
-    if located.source != Source::System || !unreadable {
-        // Named explicitly, or readable but broken: say what is wrong with it.
-        return Err(format!(
-            "{read_err}\n{}",
-            NotFound {
-                looked,
-                hint: HINT_SOCKET,
-            }
-        ));
-    }
+    let why = match std::fs::File::open(&located.path) {
+        Err(why) if located.source == Source::System => why,
+        _ => {
+            // Named explicitly, or readable but broken: say what is wrong
+            // with it rather than look further.
+            return Err(format!(
+                "{read_err}\n{}",
+                NotFound {
+                    looked,
+                    hint: HINT_SOCKET,
+                }
+            ));
+        }
+    };
     if let Some(last) = looked.last_mut() {
-        let why = std::fs::File::open(&located.path)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
         *last = format!("{last}: {why}");
     }
     for s in fallbacks {
