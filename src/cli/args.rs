@@ -200,11 +200,18 @@ pub(crate) enum Cmd {
         /// The shell to write the script for.
         shell: clap_complete::Shell,
     },
-    /// Print the man page cronwarden(1), generated from this command line.
+    /// Print the man page cronwarden(1), generated from this command line;
+    /// with --dir, write it and one page per command (cronwarden-status(1), ...)
+    /// into DIR.
     #[command(
-        after_help = "Examples:\n  cronwarden man > /usr/local/share/man/man1/cronwarden.1 && mandb\n  cronwarden man | man -l -"
+        after_help = "Examples:\n  cronwarden man --dir /usr/local/share/man/man1 && mandb\n  cronwarden man | man -l -"
     )]
-    Man,
+    Man {
+        /// Write cronwarden.1 and cronwarden-COMMAND.1 here instead of
+        /// printing cronwarden.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// The scheduler worker (started by `run`; not for direct use).
     #[command(hide = true)]
     Worker {

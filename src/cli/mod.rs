@@ -10,7 +10,9 @@
 //!   surprises, say each schedule in words;
 //! - [`next`]: a schedule's next fires;
 //! - [`import`]: a crontab translated into cronwarden TOML;
-//! - [`status`]: the supervisor's verdict as an exit code;
+//! - [`status`]: the supervisor's verdict as an exit code (and `--probe`,
+//!   cronwarden's own health);
+//! - [`man`]: the man pages, generated from [`args`];
 //! - [`request`]: every other socket command's round trip (`jobs`, `runs`,
 //!   `alerts`, `audit`, `trigger`, `pause`, `resume`, `reload`), over
 //!   [`client`], the HTTP client of the status socket;
@@ -27,6 +29,7 @@ mod discover;
 mod explain;
 mod import;
 mod lint;
+mod man;
 mod next;
 mod render;
 mod request;
@@ -82,13 +85,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tz,
             safe_defaults,
         } => import::import(&file, system, tz, safe_defaults),
-        Cmd::Man => {
-            // Into a buffer first, as the completions: a closed pipe stays quiet.
-            let mut page = vec![];
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
-            std::io::stdout().lock().write_all(&page)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Man { dir } => man::man(dir.as_deref()),
         Cmd::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error,
             // and a closed pipe must stay quiet.
