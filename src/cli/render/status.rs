@@ -26,7 +26,11 @@ pub(crate) fn status(
         "supervisor: pid {}, version {}, up since {} ({})",
         r.supervisor.pid,
         r.supervisor.version,
-        r.supervisor.started_at,
+        // Whole seconds: nanoseconds are noise to a person.
+        r.supervisor
+            .started_at
+            .round(jiff::Unit::Second)
+            .unwrap_or(r.supervisor.started_at),
         relative(Some(r.supervisor.started_at), now)
     )?;
     match r.worker.pid {
@@ -157,7 +161,7 @@ mod tests {
             supervisor: SupervisorInfo {
                 pid: 41,
                 version: "0.1.0".into(),
-                started_at: at("2026-12-01T10:00:00Z"),
+                started_at: at("2026-12-01T09:59:59.678220599Z"),
             },
             worker: WorkerInfo {
                 pid: None,
