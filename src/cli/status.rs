@@ -135,3 +135,72 @@ fn holder(lock_path: Option<PathBuf>) -> String {
         })
         .unwrap_or_else(|| "; no supervisor is running".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use cronwarden_shared::status::{Alert, Severity, State, SupervisorInfo, WorkerInfo};
+
+    use super::*;
+
+    fn report(pid: Option<u32>, kinds: &[AlertKind]) -> StatusReport {
+        let at: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        StatusReport {
+            state: State::Degraded,
+            reasons: vec![],
+            supervisor: SupervisorInfo {
+                pid: 1,
+                version: "0.1.0".into(),
+                started_at: at,
+            },
+            worker: WorkerInfo {
+                pid,
+                started_at: None,
+                restarts: 0,
+                heartbeat_age_ms: pid.map(|_| 120),
+                last_good_turn_age_ms: None,
+                heartbeat_seq: None,
+                malformed_events: 0,
+            },
+            jobs: vec![],
+            alerts: kinds
+                .iter()
+                .map(|k| Alert {
+                    kind: *k,
+                    job: None,
+                    severity: Severity::Warning,
+                    opened_at: at,
+                    resolved_at: None,
+                    summary: format!("{k} happened"),
+                })
+                .collect(),
+            sinks: vec![],
+            clock_jumps: vec![],
+        }
+    }
+
+    #[test]
+    fn the_probe_judges_the_worker_not_the_jobs() {
+        let job_trouble = [
+            AlertKind::JobFailing,
+            AlertKind::JobLate,
+            AlertKind::JobTimeout,
+            AlertKind::JobOverlapStreak,
+            AlertKind::ConfigReloadFailed,
+            AlertKind::AlertDeliveryFailed,
+            AlertKind::WorkerRestarted,
+            AlertKind::WorkerHeartbeatOverdue,
+        ];
+        assert_eq!(
+            probe(&report(Some(7), &job_trouble)),
+            Ok("live: worker pid 7, heartbeat 120 ms ago".into())
+        );
+        assert_eq!(
+            probe(&report(None, &[])),
+            Err(vec!["the worker is not running".into()])
+        );
+        for kind in NOT_LIVE_KINDS {
+            let verdict = probe(&report(Some(7), &[*kind, AlertKind::JobFailing]));
+            assert_eq!(verdict, Err(vec![format!("{kind}: {kind} happened")]));
+        }
+    }
+}
