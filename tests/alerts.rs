@@ -483,7 +483,7 @@ fn slack_format_with_a_header_from_the_environment_keeps_the_token_out_of_sight(
 fn alert_log_lines(log: &str, kind: &str, event: &str) -> Vec<(String, serde_json::Value)> {
     log.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["fields"]["kind"] == kind && l["fields"]["event"] == event)
+        .filter(|l| l["kind"] == kind && l["event"] == event)
         .map(|l| (l["level"].as_str().unwrap_or_default().to_string(), l))
         .collect()
 }
@@ -497,7 +497,7 @@ fn every_alert_is_logged_at_warn_or_error() {
         good.display()
     ));
     let child = std::process::Command::new(crate::util::BIN)
-        .args(["--log-format", "json", "run", "--config"])
+        .args(["run", "--log-format", "json", "--config"])
         .arg(&env.config)
         .current_dir(env.dir.path())
         .env("CRONWARDEN_LOG", "info")
@@ -515,7 +515,7 @@ fn every_alert_is_logged_at_warn_or_error() {
         alert_log_lines(&sup.log(), "job_failing", "opened").pop()
     });
     assert!(warnish(&opened.0), "{}", opened.1);
-    assert_eq!(opened.1["fields"]["job"], "f");
+    assert_eq!(opened.1["job"], "f");
     // An info alert (a restart is news, not trouble) is still at WARN.
     let pid = env.status().1.unwrap()["worker"]["pid"].as_u64().unwrap() as u32;
     kill(pid, Signal::SIGKILL);

@@ -458,7 +458,7 @@ fn log_format_json_writes_json_lines() {
                 .contains(&v["level"].as_str().unwrap_or("")),
             "no level: {line}"
         );
-        assert!(v["fields"]["message"].is_string(), "no message: {line}");
+        assert!(v["message"].is_string(), "no message: {line}");
     }
     for want in ["supervisor started", "worker started", "supervisor stopped"] {
         assert!(

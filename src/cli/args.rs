@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use cronwarden_shared::config::DEFAULT_CONFIG;
 
 #[derive(Parser)]
 #[command(
@@ -17,9 +16,6 @@ use cronwarden_shared::config::DEFAULT_CONFIG;
     after_help = "Examples:\n  cronwarden run --config examples/demo.toml\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden import /etc/crontab > cronwarden.toml\n  cronwarden next '*/15 2 * * *' --tz Europe/Berlin -n 5\n  cronwarden status --json"
 )]
 pub(crate) struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Cmd,
 }
@@ -37,8 +33,11 @@ pub(crate) enum Cmd {
         after_help = "Examples:\n  cronwarden run --config /etc/cronwarden.toml\n  cronwarden run --config examples/demo.toml --log-format json"
     )]
     Run {
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log format on stderr (and in log_dir's files).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Validate a config, explain each job's schedule and print its next
     /// fires; warn (exit 0) of DST surprises, skip streaks and pile-ups; exit 2
@@ -47,8 +46,8 @@ pub(crate) enum Cmd {
         after_help = "Examples:\n  cronwarden check --config /etc/cronwarden.toml\n  cronwarden check --json | jq '.warnings'"
     )]
     Check {
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print the jobs, next fires and warnings as JSON.
         #[arg(long)]
         json: bool,
@@ -66,6 +65,7 @@ pub(crate) enum Cmd {
         /// RFC 3339 instant to start after (default: now).
         #[arg(long)]
         from: Option<String>,
+        /// How many fires to print.
         #[arg(short = 'n', default_value_t = 5)]
         n: usize,
         /// Print a JSON array of the instants.
@@ -73,10 +73,16 @@ pub(crate) enum Cmd {
         json: bool,
     },
     /// Show the supervisor's status; exit 0 ok, 1 degraded, 2 stalled/down, 3 unknown.
+    /// With --probe, only cronwarden's own health: exit 0 live, 2 not, 3 unknown.
     #[command(
-        after_help = "Examples:\n  cronwarden status --config /etc/cronwarden.toml\n  cronwarden status --json | jq .state\n  cronwarden status --socket /run/cronwarden.sock"
+        after_help = "Examples:\n  cronwarden status\n  cronwarden status --json | jq .state\n  cronwarden status --probe    # a liveness probe: a failing job does not fail it\n  cronwarden status --socket /run/cronwarden/cronwarden.sock"
     )]
     Status {
+        /// Judge only cronwarden itself (worker up and heartbeating; not
+        /// stalled, down or crash-looping), not the jobs: for a liveness
+        /// probe. Exit 0 live, 2 not live, 3 unknown.
+        #[arg(long)]
+        probe: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -93,7 +99,9 @@ pub(crate) enum Cmd {
         after_help = "Examples:\n  cronwarden runs backup\n  cronwarden runs backup --limit 100 --json"
     )]
     Runs {
+        /// The job's name.
         job: String,
+        /// How many records to show, newest first.
         #[arg(long, default_value_t = 20)]
         limit: u32,
         #[command(flatten)]
@@ -102,6 +110,7 @@ pub(crate) enum Cmd {
     /// Run a job now (recorded with trigger `manual`).
     #[command(after_help = "Examples:\n  cronwarden trigger backup")]
     Trigger {
+        /// The job's name.
         job: String,
         #[command(flatten)]
         conn: Conn,
@@ -109,6 +118,7 @@ pub(crate) enum Cmd {
     /// Stop firing a job (its fires are recorded as skipped `paused`) until resumed.
     #[command(after_help = "Examples:\n  cronwarden pause backup && cronwarden resume backup")]
     Pause {
+        /// The job's name.
         job: String,
         #[command(flatten)]
         conn: Conn,
@@ -116,6 +126,7 @@ pub(crate) enum Cmd {
     /// Resume a paused job.
     #[command(after_help = "Examples:\n  cronwarden resume backup")]
     Resume {
+        /// The job's name.
         job: String,
         #[command(flatten)]
         conn: Conn,
@@ -134,6 +145,7 @@ pub(crate) enum Cmd {
         after_help = "Examples:\n  cronwarden audit backup\n  cronwarden audit backup --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --json"
     )]
     Audit {
+        /// The job's name.
         job: String,
         /// Start of the window, RFC 3339 (default: 24h ago, or the job's first record).
         #[arg(long)]
@@ -174,12 +186,32 @@ pub(crate) enum Cmd {
         /// The zone cron's local time stands for (default: this host's zone).
         #[arg(long)]
         tz: Option<String>,
+        /// Give each job cronwarden's safer defaults (a timeout, and a fire
+        /// skipped while the previous run is busy) instead of cron's
+        /// behaviour (no timeout, runs may overlap).
+        #[arg(long)]
+        safe_defaults: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples:\n  cronwarden completions bash > /etc/bash_completion.d/cronwarden\n  cronwarden completions zsh > \"${fpath[1]}/_cronwarden\"\n  cronwarden completions fish > ~/.config/fish/completions/cronwarden.fish"
     )]
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to write the script for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page cronwarden(1), generated from this command line;
+    /// with --dir, write it and one page per command (cronwarden-status(1), ...)
+    /// into DIR.
+    #[command(
+        after_help = "Examples:\n  cronwarden man --dir /usr/local/share/man/man1 && mandb\n  cronwarden man | man -l -"
+    )]
+    Man {
+        /// Write cronwarden.1 and cronwarden-COMMAND.1 here instead of
+        /// printing cronwarden.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// The scheduler worker (started by `run`; not for direct use).
     #[command(hide = true)]
     Worker {
@@ -194,6 +226,8 @@ pub(crate) enum Cmd {
         log_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 7)]
         log_retention: u32,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
 }
 
@@ -206,13 +240,23 @@ pub(crate) enum AlertsCmd {
     },
 }
 
+/// The config file of `run` and `check`.
+#[derive(clap::Args)]
+pub(crate) struct ConfigArg {
+    /// The config file [default: $CRONWARDEN_CONFIG, else /etc/cronwarden.toml].
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+}
+
 /// How the CLI finds the supervisor.
 #[derive(clap::Args)]
 pub(crate) struct Conn {
-    #[arg(long, short, default_value = DEFAULT_CONFIG)]
-    pub(crate) config: PathBuf,
+    /// The config whose socket to use [default: $CRONWARDEN_CONFIG, else
+    /// /etc/cronwarden.toml, else the socket /run/cronwarden/cronwarden.sock].
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// The status socket (default: the one the config names).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
     /// Print the raw JSON reply.
     #[arg(long)]

@@ -3,12 +3,16 @@
 //! line to one of:
 //!
 //! - [`args`]: the command line (clap): subcommands, flags, help texts;
+//! - [`discover`]: where the config and the socket are (`--config`,
+//!   `CRONWARDEN_CONFIG`, `/etc/cronwarden.toml`, the runtime socket);
 //! - [`roles`]: `run` (the supervisor) and `worker`, with their logging;
 //! - [`check`] (with [`lint`] and [`explain`]): validate a config, warn of
 //!   surprises, say each schedule in words;
 //! - [`next`]: a schedule's next fires;
 //! - [`import`]: a crontab translated into cronwarden TOML;
-//! - [`status`]: the supervisor's verdict as an exit code;
+//! - [`status`]: the supervisor's verdict as an exit code (and `--probe`,
+//!   cronwarden's own health);
+//! - [`man`]: the man pages, generated from [`args`];
 //! - [`request`]: every other socket command's round trip (`jobs`, `runs`,
 //!   `alerts`, `audit`, `trigger`, `pause`, `resume`, `reload`), over
 //!   [`client`], the HTTP client of the status socket;
@@ -21,9 +25,11 @@
 mod args;
 mod check;
 mod client;
+mod discover;
 mod explain;
 mod import;
 mod lint;
+mod man;
 mod next;
 mod render;
 mod request;
@@ -38,7 +44,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 pub(crate) use args::Cli;
-use args::{AlertsCmd, Cmd, LogFormat};
+use args::{AlertsCmd, Cmd, ConfigArg, LogFormat};
 use request::{call, call_within, enc, job_op};
 
 /// How long `alerts test` may take: every sink's retries (the supervisor
@@ -47,24 +53,36 @@ const ALERT_TEST_LIMIT: Duration = Duration::from_secs(310);
 
 /// Runs one command line; the exit code is the command's verdict.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let log_json = cli.log_format == LogFormat::Json;
     match cli.command {
-        Cmd::Run { config } => roles::supervisor(config, log_json),
+        Cmd::Run { config, log_format } => match config_file(&config) {
+            Ok(path) => roles::supervisor(path, log_format == LogFormat::Json),
+            Err(code) => Ok(code),
+        },
         Cmd::Worker {
             events_fd,
             lock_fd,
             first_run_id,
             log_dir,
             log_retention,
+            log_format,
         } => Ok(roles::worker(
             events_fd,
             lock_fd,
             first_run_id,
             log_dir.as_deref().map(|d| (d, log_retention)),
-            log_json,
+            log_format == LogFormat::Json,
         )),
-        Cmd::Check { config, json } => check::check(&config, json),
-        Cmd::Import { file, system, tz } => import::import(&file, system, tz),
+        Cmd::Check { config, json } => match config_file(&config) {
+            Ok(path) => check::check(&path, json),
+            Err(code) => Ok(code),
+        },
+        Cmd::Import {
+            file,
+            system,
+            tz,
+            safe_defaults,
+        } => import::import(&file, system, tz, safe_defaults),
+        Cmd::Man { dir } => man::man(dir.as_deref()),
         Cmd::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error,
             // and a closed pipe must stay quiet.
@@ -81,7 +99,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             n,
             json,
         } => next::next(&expr, &tz, from.as_deref(), n, json),
-        Cmd::Status { conn } => status::status(&conn),
+        Cmd::Status { probe, conn } => status::status(&conn, probe),
         Cmd::Alerts {
             action: Some(AlertsCmd::Test { conn }),
             ..
@@ -136,6 +154,15 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             conn,
         } => audit(&conn, &job, from, to),
     }
+}
+
+/// The config file of `run` or `check` (see [`discover`]); exit 2 when
+/// none can be read, saying where it looked.
+fn config_file(arg: &ConfigArg) -> Result<std::path::PathBuf, ExitCode> {
+    discover::config_for_run(arg.config.as_deref()).map_err(|e| {
+        eprintln!("cronwarden: no config file to read\n{e}");
+        ExitCode::from(2)
+    })
 }
 
 /// `cronwarden audit`: the bounds are checked here, so that a typo is exit

@@ -7,12 +7,12 @@
 
 use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
-use cronwarden_shared::{config::Config, status::ErrorReply};
+use cronwarden_shared::status::ErrorReply;
 use hyper::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{args::Conn, client};
+use super::{args::Conn, client, discover};
 
 /// How long a call may take unless the command says otherwise.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -99,17 +99,14 @@ pub(crate) fn job_op(conn: &Conn, job: &str, op: &'static str) -> anyhow::Result
     )
 }
 
-/// Resolves the socket: `--socket`, else the config's.
+/// Resolves the socket (see [`super::discover`]); exit 3 when there is none.
 fn socket_for(conn: &Conn) -> Result<PathBuf, ExitCode> {
-    match &conn.socket {
-        Some(s) => Ok(s.clone()),
-        None => Config::locate(&conn.config)
-            .map(|(socket, _)| socket)
-            .map_err(|e| {
-                eprintln!("cronwarden: cannot find the socket:\n{e}");
-                ExitCode::from(3)
-            }),
-    }
+    discover::socket(conn.socket.as_deref(), conn.config.as_deref())
+        .map(|t| t.socket)
+        .map_err(|e| {
+            eprintln!("cronwarden: cannot find the socket: {e}");
+            ExitCode::from(3)
+        })
 }
 
 /// Percent-encodes a job name for a URL path.

@@ -3,32 +3,71 @@
 //! unknown. "Unknown" says why (no socket, no answer, a bad answer) and, if
 //! the lock is held by a process that does not answer, names its pid, so a
 //! wedged supervisor is told apart from a stopped one.
+//!
+//! `status --probe` is the liveness probe: its verdict is cronwarden's own
+//! health only, from the same reply: the worker runs, and no alert of the
+//! worker's own health is open (stalled, failing, crash loop, down,
+//! misarmed timer). A failing or late job leaves it at 0, so a Kubernetes
+//! liveness probe does not restart a healthy scheduler because of a
+//! broken job; restarting would not fix the job and would kill its runs.
 
 use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
-use cronwarden_shared::{config::Config, status::StatusReport};
+use cronwarden_shared::{alert_kind::AlertKind, status::StatusReport};
 use cronwarden_supervisor::lock;
 use jiff::Timestamp;
 
-use super::{args::Conn, client, render};
+use super::{args::Conn, client, discover, render};
 
 /// The exit code when the state cannot be known.
 const UNKNOWN: u8 = 3;
+/// `--probe`'s exit code when cronwarden itself is not healthy.
+const NOT_LIVE: u8 = 2;
+
+/// The alert kinds that are about cronwarden's own health: any of them
+/// open fails the probe. Everything else (a job's, a sink's, the store's,
+/// a refused reload) is for monitoring, not for a restart.
+const NOT_LIVE_KINDS: &[AlertKind] = &[
+    AlertKind::WorkerStalled,
+    AlertKind::WorkerFailing,
+    AlertKind::WorkerCrashLoop,
+    AlertKind::WorkerDown,
+    AlertKind::WorkerMisarmed,
+];
+
+/// The probe's verdict: `Ok(what is fine)` or `Err(what is not)`.
+pub(crate) fn probe(r: &StatusReport) -> Result<String, Vec<String>> {
+    let mut not = vec![];
+    if r.worker.pid.is_none() {
+        not.push("the worker is not running".to_string());
+    }
+    for a in r.alerts.iter().filter(|a| NOT_LIVE_KINDS.contains(&a.kind)) {
+        not.push(format!("{}: {}", a.kind, a.summary));
+    }
+    match r.worker.pid {
+        Some(pid) if not.is_empty() => Ok(format!(
+            "live: worker pid {pid}, heartbeat {}",
+            r.worker
+                .heartbeat_age_ms
+                .map(|ms| format!("{ms} ms ago"))
+                .unwrap_or_else(|| "not yet".into())
+        )),
+        _ => Err(not),
+    }
+}
 
 /// How long the supervisor has to answer: a healthy one answers in
 /// milliseconds, and a monitoring check must not hang.
 const LIMIT: Duration = Duration::from_secs(5);
 
-pub(crate) fn status(conn: &Conn) -> anyhow::Result<ExitCode> {
-    let (socket, lock_path) = match &conn.socket {
-        Some(s) => (s.clone(), None),
-        None => match Config::locate(&conn.config) {
-            Ok((socket, lock)) => (socket, Some(lock)),
-            Err(e) => {
-                eprintln!("cronwarden: status unknown: cannot find the socket:\n{e}");
-                return Ok(ExitCode::from(UNKNOWN));
-            }
-        },
+pub(crate) fn status(conn: &Conn, as_probe: bool) -> anyhow::Result<ExitCode> {
+    let (socket, lock_path) = match discover::socket(conn.socket.as_deref(), conn.config.as_deref())
+    {
+        Ok(t) => (t.socket, t.lock),
+        Err(e) => {
+            eprintln!("cronwarden: status unknown: cannot find the socket: {e}");
+            return Ok(ExitCode::from(UNKNOWN));
+        }
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -52,6 +91,25 @@ pub(crate) fn status(conn: &Conn) -> anyhow::Result<ExitCode> {
         }
     };
     let mut out = std::io::stdout().lock();
+    if as_probe {
+        if conn.json {
+            out.write_all(&body)?;
+        }
+        return Ok(match probe(&report) {
+            Ok(fine) => {
+                if !conn.json {
+                    writeln!(out, "{fine}")?;
+                }
+                ExitCode::SUCCESS
+            }
+            Err(reasons) => {
+                if !conn.json {
+                    writeln!(out, "not live: {}", reasons.join("; "))?;
+                }
+                ExitCode::from(NOT_LIVE)
+            }
+        });
+    }
     if conn.json {
         out.write_all(&body)?;
     } else {
@@ -76,4 +134,73 @@ fn holder(lock_path: Option<PathBuf>) -> String {
             ),
         })
         .unwrap_or_else(|| "; no supervisor is running".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use cronwarden_shared::status::{Alert, Severity, State, SupervisorInfo, WorkerInfo};
+
+    use super::*;
+
+    fn report(pid: Option<u32>, kinds: &[AlertKind]) -> StatusReport {
+        let at: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        StatusReport {
+            state: State::Degraded,
+            reasons: vec![],
+            supervisor: SupervisorInfo {
+                pid: 1,
+                version: "0.1.0".into(),
+                started_at: at,
+            },
+            worker: WorkerInfo {
+                pid,
+                started_at: None,
+                restarts: 0,
+                heartbeat_age_ms: pid.map(|_| 120),
+                last_good_turn_age_ms: None,
+                heartbeat_seq: None,
+                malformed_events: 0,
+            },
+            jobs: vec![],
+            alerts: kinds
+                .iter()
+                .map(|k| Alert {
+                    kind: *k,
+                    job: None,
+                    severity: Severity::Warning,
+                    opened_at: at,
+                    resolved_at: None,
+                    summary: format!("{k} happened"),
+                })
+                .collect(),
+            sinks: vec![],
+            clock_jumps: vec![],
+        }
+    }
+
+    #[test]
+    fn the_probe_judges_the_worker_not_the_jobs() {
+        let job_trouble = [
+            AlertKind::JobFailing,
+            AlertKind::JobLate,
+            AlertKind::JobTimeout,
+            AlertKind::JobOverlapStreak,
+            AlertKind::ConfigReloadFailed,
+            AlertKind::AlertDeliveryFailed,
+            AlertKind::WorkerRestarted,
+            AlertKind::WorkerHeartbeatOverdue,
+        ];
+        assert_eq!(
+            probe(&report(Some(7), &job_trouble)),
+            Ok("live: worker pid 7, heartbeat 120 ms ago".into())
+        );
+        assert_eq!(
+            probe(&report(None, &[])),
+            Err(vec!["the worker is not running".into()])
+        );
+        for kind in NOT_LIVE_KINDS {
+            let verdict = probe(&report(Some(7), &[*kind, AlertKind::JobFailing]));
+            assert_eq!(verdict, Err(vec![format!("{kind}: {kind} happened")]));
+        }
+    }
 }

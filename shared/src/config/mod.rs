@@ -41,7 +41,7 @@ pub const DEFAULT_CONFIG: &str = "cronwarden.toml";
 /// The largest config file accepted (a 10,000-job config is about 2 MiB).
 pub(crate) const MAX_CONFIG_BYTES: usize = 16 << 20;
 /// Where state lives when the config does not say.
-const DEFAULT_STATE_DIR: &str = "/var/lib/cronwarden";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cronwarden";
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

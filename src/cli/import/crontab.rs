@@ -21,15 +21,33 @@
 //!   becomes a `#` comment that says why, and is counted in
 //!   [`Conversion::untranslated`].
 //!
+//! - cron's run semantics are kept: every job gets `timeout = "none"` and
+//!   `overlap = "allow"` (cron neither bounds a run nor holds a fire back
+//!   while the last run is busy), each with a comment naming the safer
+//!   choice. A nightly backup that took 2 h under cron must not be killed
+//!   at 1 h after migrating. With `--safe-defaults` the job gets those safer
+//!   choices instead ([`SAFE_TIMEOUT`], `overlap = "skip"`), each with a
+//!   comment naming what cron did; for a job that fires more often than
+//!   that timeout (plus the kill grace) the timeout is cut below the
+//!   shortest interval between fires, so that a run that takes its full
+//!   timeout never skips the next fire (what `check` would warn of).
+//!
 //! Invariant: the output always parses as a cronwarden config (the job
 //! names are unique, without `/`); only comments carry what did not translate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use jiff::tz::TimeZone;
+use std::time::Duration;
+
+use jiff::{tz::TimeZone, Timestamp};
 
 use cronwarden_shared::schedule::Schedule;
+
+/// The timeout `--safe-defaults` gives a job (cronwarden's default).
+const SAFE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// cronwarden's default `kill_grace`, which the busy flag also waits out.
+const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// How to read the crontab.
 #[derive(Debug, Clone)]
@@ -41,6 +59,8 @@ pub(crate) struct Options {
     /// The zone cron matched the fields in (the host's local zone), as an
     /// IANA name; `None` when it is not known.
     pub(crate) timezone: Option<String>,
+    /// cronwarden's safer run limits instead of cron's (`--safe-defaults`).
+    pub(crate) safe_defaults: bool,
 }
 
 /// The TOML, and what could not be translated.
@@ -80,6 +100,7 @@ pub(crate) fn convert(text: &str, opts: &Options) -> Conversion {
         tz: None,
         gap: false,
         has_user_key: config_has_user_key(),
+        safe_defaults: opts.safe_defaults,
     };
     c.header(opts);
     for (i, line) in text.lines().enumerate() {
@@ -105,6 +126,7 @@ struct Converter {
     /// job), so the crontab's comments stay with the entry they precede.
     gap: bool,
     has_user_key: bool,
+    safe_defaults: bool,
 }
 
 impl Converter {
@@ -114,14 +136,24 @@ impl Converter {
         } else {
             "user format"
         };
+        let limits = if opts.safe_defaults {
+            "# With --safe-defaults, each job gets cronwarden's safer run limits: a timeout\n\
+             # and overlap = \"skip\" (a fire is skipped while the previous run is busy).\n\
+             # Under cron a run had no time limit and runs could overlap: each job says\n\
+             # how to get that back."
+        } else {
+            "# Each job keeps cron's behaviour: no time limit (timeout = \"none\") and a\n\
+             # fire starts even while the previous run is busy (overlap = \"allow\").\n\
+             # Each job names cronwarden's safer choice; `import --safe-defaults` gives\n\
+             # every job those instead."
+        };
         let _ = writeln!(
             self.out,
             "# Imported from {} ({format}) by `cronwarden import`.\n\
-             # Check it with `cronwarden check --config FILE`. Unlike cron, cronwarden\n\
-             # bounds each run (timeout, default 1h) and skips a fire while the previous\n\
-             # run is busy (overlap = \"skip\"); set timeout = \"none\" or overlap = \"allow\"\n\
-             # on a job that needs cron's behaviour. cron also ran commands in the user's\n\
-             # home directory: set working_dir where a command relies on that.",
+             # Check it with `cronwarden check --config FILE`.\n\
+             {limits}\n\
+             # cron also ran commands in the user's home directory: set working_dir\n\
+             # where a command relies on that.",
             opts.source
         );
         self.out.push_str("# state_dir = \"/var/lib/cronwarden\"\n");
@@ -321,6 +353,7 @@ impl Converter {
                 .collect();
             let _ = writeln!(self.out, "env = {}", toml::Value::Table(table));
         }
+        self.limits(&schedule, &tz);
         if let Some(user) = user.filter(|u| *u != "root") {
             if self.has_user_key {
                 let _ = writeln!(self.out, "user = {}", quote(user));
@@ -339,6 +372,34 @@ impl Converter {
         self.gap = true;
     }
 
+    /// The job's `timeout` and `overlap`: cron's (the default) or the
+    /// safer ones, each saying what the other choice is.
+    fn limits(&mut self, schedule: &str, tz: &TimeZone) {
+        if self.safe_defaults {
+            let timeout = Schedule::parse(schedule, tz)
+                .ok()
+                .and_then(|s| shortest_period(&s))
+                .map_or(SAFE_TIMEOUT, safe_timeout);
+            let _ = writeln!(
+                self.out,
+                "timeout = {}    # safer than cron; cron's behaviour: timeout = \"none\" (no time limit)",
+                quote(&duration_text(timeout))
+            );
+            self.out.push_str(
+                "overlap = \"skip\"    # safer than cron; cron's behaviour: overlap = \"allow\" (runs may overlap)\n",
+            );
+        } else {
+            let _ = writeln!(
+                self.out,
+                "timeout = \"none\"    # as under cron; safer: timeout = {} (killed after that)",
+                quote(&duration_text(SAFE_TIMEOUT))
+            );
+            self.out.push_str(
+                "overlap = \"allow\"    # as under cron; safer: overlap = \"skip\" (no fire while a run is busy)\n",
+            );
+        }
+    }
+
     fn unique_name(&mut self, base: &str) -> String {
         let mut name = base.to_string();
         let mut i = 2;
@@ -352,6 +413,51 @@ impl Converter {
 }
 
 /// A TOML string literal.
+/// The shortest interval between a schedule's fires over the next ones
+/// (a bounded look: a rare shorter gap may be missed, which only makes the
+/// timeout longer than it could be, as cronwarden's default is).
+fn shortest_period(s: &Schedule) -> Option<Duration> {
+    if let Some(d) = s.every() {
+        return Some(d);
+    }
+    let mut prev = s.next_after(Timestamp::now(), None)?;
+    let mut best: Option<Duration> = None;
+    for _ in 0..500 {
+        let Some(next) = s.next_after(prev, None) else {
+            break;
+        };
+        let gap = Duration::try_from(next.duration_since(prev)).ok()?;
+        best = Some(best.map_or(gap, |b| b.min(gap)));
+        prev = next;
+    }
+    best
+}
+
+/// [`SAFE_TIMEOUT`], or less for a job that fires more often: short enough
+/// that timeout plus kill grace ends before the next fire, in whole minutes
+/// when it is a minute or more.
+fn safe_timeout(period: Duration) -> Duration {
+    if period > SAFE_TIMEOUT + KILL_GRACE {
+        return SAFE_TIMEOUT;
+    }
+    // Strictly below the period: the busy flag must be released before it.
+    let room = period.saturating_sub(KILL_GRACE + Duration::from_secs(1));
+    let secs = room.as_secs().max(1);
+    Duration::from_secs(if secs >= 60 { secs / 60 * 60 } else { secs })
+}
+
+/// A duration as the config reads it: `1h`, `59m`, `49s`.
+fn duration_text(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }

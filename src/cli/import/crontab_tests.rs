@@ -11,6 +11,7 @@ fn conv(text: &str, system: bool) -> Conversion {
             system,
             source: "test".into(),
             timezone: Some("UTC".into()),
+            safe_defaults: false,
         },
     )
 }

@@ -13,7 +13,12 @@ use std::{
 
 use jiff::tz::TimeZone;
 
-pub(crate) fn import(file: &Path, system: bool, tz: Option<String>) -> anyhow::Result<ExitCode> {
+pub(crate) fn import(
+    file: &Path,
+    system: bool,
+    tz: Option<String>,
+    safe_defaults: bool,
+) -> anyhow::Result<ExitCode> {
     let stdin = file == Path::new("-");
     let mut bytes = vec![];
     let read = if stdin {
@@ -42,6 +47,7 @@ pub(crate) fn import(file: &Path, system: bool, tz: Option<String>) -> anyhow::R
             file.display().to_string()
         },
         timezone,
+        safe_defaults,
     };
     let conversion = crontab::convert(&String::from_utf8_lossy(&bytes), &opts);
     std::io::stdout()

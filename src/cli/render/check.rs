@@ -1,11 +1,16 @@
 //! `cronwarden check`'s view of a valid config: each job with its schedule
 //! in words and its next fires, for people; and `check --json`, where the
 //! shape is built here (it is the CLI's own output, not a socket reply).
+//!
+//! A job that runs as under cron (`timeout = "none"`, `overlap = "allow"`,
+//! as `import` writes them) gets a line that says so and names the safer
+//! choice: an explanation on stdout, not a warning. Such a job chose it
+//! explicitly (no timeout must be spelt out), so it is not a surprise.
 
 use std::io::Write;
 
 use cronwarden_shared::{
-    config::{Config, ConfigError, ConfigErrors, JobSpec},
+    config::{Config, ConfigError, ConfigErrors, JobSpec, Overlap},
     timefmt::rfc3339_in,
 };
 use jiff::Timestamp;
@@ -32,6 +37,9 @@ pub(crate) fn check_job(
         job.schedule.expr(),
         explain(&job.schedule, &job.timezone)
     )?;
+    if let Some(note) = cron_like(job) {
+        writeln!(out, "  {note}")?;
+    }
     for t in next_fires(job, now, fires) {
         writeln!(
             out,
@@ -41,6 +49,26 @@ pub(crate) fn check_job(
         )?;
     }
     Ok(())
+}
+
+/// What a job that runs as under cron gives up, and the safer choice.
+pub(crate) fn cron_like(job: &JobSpec) -> Option<String> {
+    let (mut kept, mut safer) = (vec![], vec![]);
+    if job.timeout.is_none() {
+        kept.push("no time limit");
+        safer.push("timeout = \"1h\"");
+    }
+    if job.overlap == Overlap::Allow {
+        kept.push("runs may overlap");
+        safer.push("overlap = \"skip\"");
+    }
+    (!kept.is_empty()).then(|| {
+        format!(
+            "as under cron: {} (safer: {})",
+            kept.join(", "),
+            safer.join(", ")
+        )
+    })
 }
 
 /// A job's next `n` fires after `now` (an `@every` cadence starting on
@@ -81,6 +109,7 @@ pub(crate) fn check_json(config: &Config, warnings: &[ConfigError], now: Timesta
                 "schedule": j.schedule.expr(),
                 "timezone": j.timezone,
                 "explanation": explain(&j.schedule, &j.timezone),
+                "note": cron_like(j),
                 "next": next,
             })
         })

@@ -5,7 +5,9 @@
 //! terminal and `NO_COLOR` is unset or empty (`CLICOLOR_FORCE` forces it,
 //! e.g. for a pager; `NO_COLOR` still wins). Column widths are computed on
 //! the plain text, so a coloured table lines up exactly as a plain one, and
-//! a plain one contains no escape code at all. `--json` output never comes
+//! a plain one contains no escape code at all. Widths are display widths
+//! (Unicode's East Asian Width, as a terminal draws them): a CJK character
+//! or an emoji takes two columns, a combining mark none. `--json` output never comes
 //! through here: programs get the socket's JSON unchanged.
 //!
 //! This module holds the pieces every view uses; each command's view is a
@@ -30,6 +32,7 @@ use std::{io::Write, time::Duration};
 
 use cronwarden_shared::timefmt::human_duration;
 use jiff::Timestamp;
+use unicode_width::UnicodeWidthStr;
 
 /// Whether to colour: `NO_COLOR` (non-empty) never, `CLICOLOR_FORCE`
 /// (non-empty, not `0`) always, otherwise only on a terminal.
@@ -87,10 +90,10 @@ pub(crate) fn table(
     painted: &[usize],
     color: bool,
 ) -> std::io::Result<()> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(c.width());
         }
     }
     let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
@@ -104,7 +107,7 @@ pub(crate) fn table(
             let pad = if col == last {
                 String::new()
             } else {
-                " ".repeat(w.saturating_sub(c.chars().count()))
+                " ".repeat(w.saturating_sub(c.width()))
             };
             if i > 0 && painted.contains(&col) {
                 line.push_str(&colored(c, color));
@@ -137,6 +140,14 @@ pub(crate) fn relative(t: Option<Timestamp>, now: Timestamp) -> String {
     } else {
         format!("in {text}")
     }
+}
+
+/// How long a run has been going: "3m 20s" (whole seconds), or "-".
+pub(crate) fn elapsed(started: Option<Timestamp>, now: Timestamp) -> String {
+    started
+        .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
+        .map(|d| human_duration(Duration::from_secs(d.as_secs())))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// "3m 20s ago", or "never" when there is no age.
@@ -184,6 +195,31 @@ mod tests {
             .replace("\x1b[32m", "")
             .replace("\x1b[0m", "");
         assert_eq!(stripped, plain);
+    }
+
+    #[test]
+    fn tables_align_wide_characters_by_display_width() {
+        let rows = vec![
+            vec!["备份".to_string(), "ok".into()],
+            vec!["🚀-deploy".to_string(), "failing".into()],
+            vec!["plain".to_string(), "idle".into()],
+        ];
+        let mut buf = vec![];
+        table(&mut buf, &["JOB", "STATE"], &rows, &[], false).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        // Every STATE starts in the same terminal column.
+        let columns: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                let state = l.rfind("  ").unwrap() + 2;
+                l[..state].width()
+            })
+            .collect();
+        assert!(
+            columns.iter().all(|c| *c == columns[0]),
+            "{text}\n{columns:?}"
+        );
+        assert_eq!(columns[0], "🚀-deploy  ".width(), "{text}");
     }
 
     #[test]

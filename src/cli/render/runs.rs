@@ -4,12 +4,12 @@
 use std::{io::Write, time::Duration};
 
 use cronwarden_shared::{
-    status::{RunRecord, SkipReason},
+    status::{Outcome, RunRecord, SkipReason},
     timefmt::human_duration,
 };
 use jiff::Timestamp;
 
-use super::{relative, table};
+use super::{elapsed, relative, table};
 
 /// `cronwarden runs JOB`.
 pub(crate) fn runs(
@@ -40,9 +40,14 @@ pub(crate) fn runs(
                 r.trigger.as_str().to_string(),
                 outcome,
                 exit,
-                r.duration_ms
-                    .map(|d| human_duration(Duration::from_millis(d)))
-                    .unwrap_or_else(|| "-".into()),
+                match (r.duration_ms, r.outcome) {
+                    (Some(d), _) => human_duration(Duration::from_millis(d)),
+                    // In flight: how long so far.
+                    (None, Outcome::Running) => {
+                        format!("{} so far", elapsed(r.started_at, now))
+                    }
+                    (None, _) => "-".into(),
+                },
                 format!("{}/{}", r.stdout_bytes, r.stderr_bytes),
             ]
         })
@@ -77,6 +82,23 @@ fn reason_word(reason: SkipReason) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_run_shows_how_long_it_has_been_going() {
+        let now: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        let mut r = RunRecord::new(
+            9,
+            "backup",
+            vec!["2026-12-01T11:57:00Z".parse().unwrap()],
+            cronwarden_shared::status::Trigger::Schedule,
+            Outcome::Running,
+        );
+        r.started_at = Some("2026-12-01T11:56:40Z".parse().unwrap());
+        let mut buf = vec![];
+        runs(&mut buf, &[r], now, false).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("running  -     3m 20s so far"), "{text}");
+    }
 
     #[test]
     fn skip_reasons_read_as_the_json_names_them() {

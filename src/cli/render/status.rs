@@ -8,7 +8,7 @@ use std::io::Write;
 use cronwarden_shared::status::{JobStatus, StatusReport};
 use jiff::Timestamp;
 
-use super::{ago, colored, relative, table};
+use super::{ago, colored, elapsed, relative, table};
 
 /// `cronwarden status`.
 pub(crate) fn status(
@@ -26,7 +26,11 @@ pub(crate) fn status(
         "supervisor: pid {}, version {}, up since {} ({})",
         r.supervisor.pid,
         r.supervisor.version,
-        r.supervisor.started_at,
+        // Whole seconds: nanoseconds are noise to a person.
+        r.supervisor
+            .started_at
+            .round(jiff::Unit::Second)
+            .unwrap_or(r.supervisor.started_at),
         relative(Some(r.supervisor.started_at), now)
     )?;
     match r.worker.pid {
@@ -81,7 +85,9 @@ pub(crate) fn jobs(
     Ok(0)
 }
 
-/// One row per job: its state, next fire and how its last run ended.
+/// One row per job: its state, next fire (none while paused: it will not
+/// fire) and how its last run ended, or how long the current run has been
+/// going.
 fn jobs_table(
     out: &mut dyn Write,
     jobs: &[JobStatus],
@@ -91,18 +97,28 @@ fn jobs_table(
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
-            let (outcome, ended) = match &j.last_run {
-                Some(l) => (
+            let oldest_running = j.running.iter().map(|r| r.started_at).min();
+            let (outcome, ended) = match (&j.last_run, oldest_running) {
+                (_, Some(started)) => (
+                    format!("running {}", elapsed(Some(started), now)),
+                    "-".into(),
+                ),
+                (Some(l), None) => (
                     l.outcome.as_str().to_string(),
                     relative(l.finished_at.or(l.started_at), now),
                 ),
-                None => ("-".into(), "-".into()),
+                (None, None) => ("-".into(), "-".into()),
+            };
+            let next = if j.paused {
+                "-".into()
+            } else {
+                relative(j.next_fire_at, now)
             };
             vec![
                 j.name.clone(),
                 j.state.as_str().into(),
                 j.schedule.clone(),
-                relative(j.next_fire_at, now),
+                next,
                 outcome,
                 ended,
             ]
@@ -145,7 +161,7 @@ mod tests {
             supervisor: SupervisorInfo {
                 pid: 41,
                 version: "0.1.0".into(),
-                started_at: at("2026-12-01T10:00:00Z"),
+                started_at: at("2026-12-01T09:59:59.678220599Z"),
             },
             worker: WorkerInfo {
                 pid: None,
@@ -171,6 +187,31 @@ mod tests {
             sinks: vec![],
             clock_jumps: vec![],
         }
+    }
+
+    #[test]
+    fn a_paused_job_has_no_next_fire_and_a_running_one_its_elapsed_time() {
+        let now = at("2026-12-01T12:00:00Z");
+        let mut r = report();
+        r.jobs[0].paused = true;
+        r.jobs[0].state = JobState::Paused;
+        let mut run = r.jobs[0].clone();
+        run.name = "sync".into();
+        run.paused = false;
+        run.state = JobState::Running;
+        run.running = vec![serde_json::from_value(serde_json::json!({
+            "run_id": 8, "pid": 99, "started_at": "2026-12-01T11:58:30Z", "scheduled_at": null
+        }))
+        .unwrap()];
+        r.jobs.push(run);
+        let mut out = vec![];
+        jobs(&mut out, &r.jobs, now, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "JOB     STATE    SCHEDULE   NEXT   LAST RUN        ENDED\n\
+             backup  paused   0 * * * *  -      failed          55m ago\n\
+             sync    running  0 * * * *  in 1h  running 1m 30s  -\n"
+        );
     }
 
     #[test]
