@@ -9,6 +9,10 @@
 //! from the worker, so a worker that silently stops firing one job is caught
 //! by `job_late`, and one that arms a job for the wrong time by the armed
 //! cross-check, before the fire is even due.
+//!
+//! [`counters`] holds what `/metrics` counts, recorded as events are applied.
+
+pub mod counters;
 
 use cronwarden_shared::alert_kind::AlertKind;
 use std::{
@@ -126,7 +130,7 @@ pub struct Model {
     /// The last clock jumps the worker reported.
     pub clock_jumps: VecDeque<cronwarden_shared::status::ClockJump>,
     /// Counters and histograms for `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    pub counters: counters::Counters,
     /// Runs started and ended since the supervisor last drained this (for pings).
     pub run_events: Vec<crate::pings::RunEvent>,
 }
@@ -144,7 +148,7 @@ impl Model {
             alerts,
             sinks: vec![],
             clock_jumps: VecDeque::new(),
-            metrics: Default::default(),
+            counters: Default::default(),
             run_events: vec![],
         };
         m.set_config(config);
@@ -190,7 +194,7 @@ impl Model {
             };
             self.jobs.insert(spec.name.clone(), obs);
         }
-        self.metrics.set_jobs(&config);
+        self.counters.set_jobs(&config);
         self.config = config;
     }
 
@@ -198,7 +202,7 @@ impl Model {
         if self.worker.spawned.is_some() {
             self.worker.restarts += 1;
         }
-        self.metrics.worker_replaced();
+        self.counters.worker_replaced();
         self.worker.pid = Some(pid);
         self.worker.started_at = Some(Timestamp::now());
         self.worker.spawned = Some(Instant::now());
@@ -253,7 +257,7 @@ impl Model {
                 ));
                 tracing::error!(job = %name, run = id, pid = r.pid, "run lost: worker died while it was running");
                 job.streaks.failures += 1;
-                self.metrics.finished(&rec);
+                self.counters.finished(&rec);
                 self.run_events
                     .push(crate::pings::RunEvent::Finished(Box::new(rec.clone())));
                 job.last_run = Some(rec);
@@ -351,7 +355,7 @@ impl Model {
                 stats,
                 ..
             } => {
-                self.metrics.heartbeat(now, stats.as_ref());
+                self.counters.heartbeat(now, stats.as_ref());
                 if self.worker.replacing_stalled
                     && self.worker.hello
                     && self.worker.pid != self.worker.stalled_pid
@@ -407,7 +411,7 @@ impl Model {
             } => {
                 self.max_run_id = self.max_run_id.max(run_id);
                 if let Some(j) = self.jobs.get_mut(&job) {
-                    self.metrics.fired(trigger, scheduled_at, started_at);
+                    self.counters.fired(trigger, scheduled_at, started_at);
                     self.run_events.push(crate::pings::RunEvent::Started {
                         job: job.clone(),
                         run_id,
@@ -447,7 +451,7 @@ impl Model {
                     if reason == SkipReason::Overlap {
                         j.streaks.overlap_skips += 1;
                     }
-                    self.metrics.skipped(&job, reason);
+                    self.counters.skipped(&job, reason);
                     Self::accounted(j, scheduled_at);
                 }
             }
@@ -498,7 +502,7 @@ impl Model {
                     if let Some(last) = run.covers.iter().max() {
                         Self::accounted(j, *last);
                     }
-                    self.metrics.finished(&run);
+                    self.counters.finished(&run);
                     self.run_events
                         .push(crate::pings::RunEvent::Finished(Box::new(run.clone())));
                     j.last_run = Some(run);
@@ -986,7 +990,7 @@ impl Model {
     /// first), so a restarted supervisor judges from the same facts as the
     /// one before it and keeps, rather than flaps, the alerts they justify.
     pub fn seed_history(&mut self, job: &str, newest_first: &[RunRecord]) {
-        self.metrics.seed(job, newest_first);
+        self.counters.seed(job, newest_first);
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
@@ -1207,5 +1211,4 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "model_props.rs"]
 mod props;
