@@ -107,7 +107,7 @@ impl Text {
 }
 
 /// The whole exposition, computed now.
-pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
+pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
     let status = m.status(now, wall);
     let mut t = Text(String::with_capacity(8192));
     t.family("cronwarden_up", "gauge", "1 while the supervisor answers.");
@@ -294,7 +294,7 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
 
 /// The `/metrics` response.
 pub fn response(model: &Rc<RefCell<Model>>) -> Response<Full<Bytes>> {
-    let text = render(&mut model.borrow_mut(), Instant::now(), Timestamp::now());
+    let text = render(&model.borrow(), Instant::now(), Timestamp::now());
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, CONTENT_TYPE)

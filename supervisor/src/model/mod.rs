@@ -1,6 +1,7 @@
 //! The supervisor's own model of the worker and every job, built only from
-//! what it observed (the config and the event stream), the conditions it
-//! finds in it, and the status computed from them.
+//! what it observed (the config, the event stream, the worker's comings
+//! and goings, and the forensics the loop gathered), and the judgement of
+//! it ([`judge`]): the conditions found in it and the actions they call for.
 //!
 //! Nothing here is assumed: the state is `ok` only when the worker has said
 //! hello, its heartbeat and its last good loop turn are fresh, and no job is
@@ -10,9 +11,16 @@
 //! by `job_late`, and one that arms a job for the wrong time by the armed
 //! cross-check, before the fire is even due.
 //!
-//! [`counters`] holds what `/metrics` counts, recorded as events are applied.
+//! Invariants: observations change only through [`Model::apply`] and the
+//! `worker_*`/`set_config`/`seed_history`/[`Model::looked`] methods;
+//! [`Model::status`] and [`judge::judge`] read and never mutate;
+//! [`Model::evaluate`] is the one place a judgement is adopted.
+//!
+//! - [`judge`]: the detectors, the actions and the forensics wanted;
+//! - [`counters`]: what `/metrics` counts, recorded as events are applied.
 
-pub mod counters;
+pub(crate) mod counters;
+pub(crate) mod judge;
 
 use cronwarden_shared::alert_kind::AlertKind;
 use std::{
@@ -24,41 +32,19 @@ use std::{
 use cronwarden_shared::{
     config::{Config, JobSpec},
     status::{
-        JobState, JobStatus, Outcome, RunRecord, RunningInfo, Severity, SkipReason, State,
+        AlertNotice, JobState, JobStatus, Outcome, RunRecord, RunningInfo, SkipReason, State,
         StatusReport, Streaks, SupervisorInfo, Trigger, WorkerInfo,
     },
-    timefmt::human_duration,
     wire::{ArmedDigest, Event},
 };
-use jiff::{SignedDuration, Timestamp};
-use serde_json::json;
+use jiff::Timestamp;
 use tokio::time::Instant;
 
 use crate::{
     alerts::{AlertBook, Condition},
     forensics,
 };
-
-/// Heartbeat silence after which the status stops saying `ok`: two missed
-/// beats, plus slack for a busy host.
-pub fn overdue_after(interval: Duration) -> Duration {
-    interval * 2 + Duration::from_millis(100)
-}
-
-/// A crash loop: this many worker exits within [`CRASH_WINDOW`].
-pub const CRASH_LOOP_EXITS: usize = 5;
-pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
-/// How long a restart stays reported as news.
-const RESTART_NEWS: Duration = Duration::from_secs(60);
-/// A worker up this long ends a crash loop.
-pub const CRASH_SETTLED: Duration = Duration::from_secs(15);
-/// At most this many runs are looked at in /proc per tick (near their
-/// timeout) or per worker death (in flight): each look reads /proc, and the
-/// supervisor's loop must stay short when a thousand runs time out at once.
-const LOOKS_PER_EVENT: usize = 16;
-/// How long the worker's armed time may disagree with ours before it is a
-/// condition (the two legitimately differ for an instant around a fire).
-const MISARMED_AFTER: Duration = Duration::from_secs(3);
+use judge::{Action, Clocks, Judgement, Look, LookWhy, LOOKS_PER_EVENT};
 
 /// The worker as observed.
 #[derive(Debug, Default)]
@@ -91,6 +77,9 @@ pub struct WorkerObs {
     pub armed_mismatch_since: Option<Instant>,
     /// Whether the worker was asked for its full schedule in this episode.
     pub armed_report_requested: bool,
+    /// The worker the supervisor decided to replace (killed, not reaped
+    /// yet): it is not judged for replacement again.
+    pub replacing: Option<u32>,
 }
 
 /// One job as observed.
@@ -113,6 +102,8 @@ pub struct JobObs {
     pub snapshots: BTreeMap<u64, forensics::Snapshot>,
     /// The snapshot of the last run that timed out or was lost, for its alert.
     pub last_forensics: Option<forensics::Snapshot>,
+    /// The loop's last look at the busy run of an overlap streak.
+    pub busy_look: Option<forensics::Snapshot>,
 }
 
 pub struct Model {
@@ -130,9 +121,19 @@ pub struct Model {
     /// The last clock jumps the worker reported.
     pub clock_jumps: VecDeque<cronwarden_shared::status::ClockJump>,
     /// Counters and histograms for `/metrics`.
-    pub counters: counters::Counters,
+    pub(crate) counters: counters::Counters,
     /// Runs started and ended since the supervisor last drained this (for pings).
     pub run_events: Vec<crate::pings::RunEvent>,
+}
+
+/// One evaluation: the alerts that opened, were reminded or resolved, the
+/// actions for the loop, and the status as of this evaluation (its state
+/// and its alert list agree: they come from the same judgement).
+#[derive(Debug)]
+pub(crate) struct Evaluation {
+    pub notices: Vec<AlertNotice>,
+    pub actions: Vec<Action>,
+    pub status: StatusReport,
 }
 
 impl Model {
@@ -190,6 +191,7 @@ impl Model {
                     enforced: vec![],
                     snapshots: BTreeMap::new(),
                     last_forensics: None,
+                    busy_look: None,
                 },
             };
             self.jobs.insert(spec.name.clone(), obs);
@@ -199,13 +201,18 @@ impl Model {
     }
 
     pub fn worker_spawned(&mut self, pid: u32) {
+        self.worker_spawned_at(pid, Instant::now(), Timestamp::now());
+    }
+
+    /// [`Model::worker_spawned`] at the given clocks.
+    pub(crate) fn worker_spawned_at(&mut self, pid: u32, now: Instant, wall: Timestamp) {
         if self.worker.spawned.is_some() {
             self.worker.restarts += 1;
         }
         self.counters.worker_replaced();
         self.worker.pid = Some(pid);
-        self.worker.started_at = Some(Timestamp::now());
-        self.worker.spawned = Some(Instant::now());
+        self.worker.started_at = Some(wall);
+        self.worker.spawned = Some(now);
         self.worker.hello = false;
         self.worker.last_heartbeat = None;
         self.worker.seq = None;
@@ -215,23 +222,35 @@ impl Model {
     /// The worker is gone. Returns the process groups of runs that were in
     /// flight (to be killed); their runs are recorded `lost`.
     pub fn worker_gone(&mut self, how: String, counts_as_crash: bool) -> Vec<u32> {
+        self.worker_gone_at(how, counts_as_crash, Instant::now(), Timestamp::now())
+    }
+
+    /// [`Model::worker_gone`] at the given clocks. It looks at each run in
+    /// flight in /proc (its processes are still there: they are killed
+    /// after this), as no judgement does.
+    pub(crate) fn worker_gone_at(
+        &mut self,
+        how: String,
+        counts_as_crash: bool,
+        now: Instant,
+        wall: Timestamp,
+    ) -> Vec<u32> {
         self.worker.pid = None;
         self.worker.hello = false;
         self.worker.last_exit = Some(how.clone());
         if counts_as_crash {
-            let now = Instant::now();
             self.worker.exits.push_back(now);
             while self
                 .worker
                 .exits
                 .front()
-                .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+                .is_some_and(|t| now.duration_since(*t) > judge::CRASH_WINDOW)
             {
                 self.worker.exits.pop_front();
             }
         }
         let mut groups = vec![];
-        let now = Timestamp::now();
+        let now = wall;
         let mut looks = LOOKS_PER_EVENT;
         for (name, job) in &mut self.jobs {
             job.snapshots.clear();
@@ -272,58 +291,6 @@ impl Model {
             .values()
             .flat_map(|j| j.running.values().map(|r| r.pid))
             .collect()
-    }
-
-    /// Looks at every run from `lead` before its timeout until its kill
-    /// grace is over, while its processes are still there: the
-    /// `job_timeout` alert says what it was doing. A later look replaces an
-    /// earlier one unless it finds no process left (the kill came first).
-    pub fn snapshot_timeouts(&mut self, now: Timestamp, lead: Duration) {
-        let worker = self.worker.pid;
-        let mut looks = LOOKS_PER_EVENT;
-        for j in self.jobs.values_mut() {
-            let Some(timeout) = j.spec.timeout else {
-                continue;
-            };
-            let signed = |d: Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
-            let from = signed(timeout.saturating_sub(lead));
-            let until = signed(timeout + j.spec.kill_grace + lead);
-            for r in j.running.values() {
-                let age = now.duration_since(r.started_at);
-                if age < from || age > until || looks == 0 {
-                    continue;
-                }
-                looks -= 1;
-                let snap = forensics::Snapshot::take(r, worker, now);
-                let keep_old = snap.processes.is_empty()
-                    && j.snapshots
-                        .get(&r.run_id)
-                        .is_some_and(|s| !s.processes.is_empty());
-                if !keep_old {
-                    j.snapshots.insert(r.run_id, snap);
-                }
-            }
-        }
-    }
-
-    /// Runs that outlived timeout + kill grace + `margin` by our own clock:
-    /// the worker should have ended them. Returns (job, run, pgid) once each.
-    pub fn overdue_runs(&mut self, now: Timestamp, margin: Duration) -> Vec<(String, u64, u32)> {
-        let mut out = vec![];
-        for (name, j) in &mut self.jobs {
-            let Some(timeout) = j.spec.timeout else {
-                continue;
-            };
-            let limit = SignedDuration::try_from(timeout + j.spec.kill_grace + margin)
-                .unwrap_or(SignedDuration::MAX);
-            for r in j.running.values() {
-                if now.duration_since(r.started_at) > limit && !j.enforced.contains(&r.run_id) {
-                    j.enforced.push(r.run_id);
-                    out.push((name.clone(), r.run_id, r.pid));
-                }
-            }
-        }
-        out
     }
 
     /// Advances our expectation past every scheduled time a fire or skip
@@ -533,459 +500,6 @@ impl Model {
         }
     }
 
-    /// Everything wrong right now, from observations only.
-    pub fn conditions(&mut self, now: Instant, now_wall: Timestamp) -> Vec<Condition> {
-        let mut out = vec![];
-        let wd = &self.config.watchdog;
-        let stall_after = wd.stall_after;
-        // The worker's whole armed schedule against ours, every heartbeat.
-        let ours = ArmedDigest::of(self.jobs.iter().map(|(n, j)| (n.as_str(), j.expected_next)));
-        let differs = self.worker.pid.is_some()
-            && self.worker.hello
-            && self.worker.armed.is_some_and(|a| a != ours);
-        match (differs, self.worker.armed_mismatch_since) {
-            (true, None) => self.worker.armed_mismatch_since = Some(now),
-            (false, Some(_)) => {
-                self.worker.armed_mismatch_since = None;
-                self.worker.armed_report_requested = false;
-            }
-            _ => {}
-        }
-        let w = &self.worker;
-        let hb_age = w.last_heartbeat.map(|t| now.saturating_duration_since(t));
-        let good_age = w.last_good_turn.map(|t| now.saturating_duration_since(t));
-        let mut push = |kind: AlertKind,
-                        job: Option<&str>,
-                        severity,
-                        state,
-                        summary: String,
-                        details,
-                        alert| {
-            out.push(Condition {
-                kind,
-                job: job.map(str::to_string),
-                severity,
-                state,
-                summary,
-                details,
-                alert,
-            });
-        };
-        // Over once the current worker has stayed up for a while.
-        let settled = w.hello
-            && w.spawned
-                .is_some_and(|s| now.duration_since(s) >= CRASH_SETTLED);
-        let crash_loop = !settled
-            && w.exits
-                .iter()
-                .filter(|t| now.duration_since(**t) <= CRASH_WINDOW)
-                .count()
-                >= CRASH_LOOP_EXITS;
-        if crash_loop {
-            push(
-                AlertKind::WorkerCrashLoop,
-                None,
-                Severity::Critical,
-                State::Down,
-                format!(
-                    "the worker exited {} times within {}; retrying with backoff (last one {})",
-                    w.exits.len(),
-                    human_duration(CRASH_WINDOW),
-                    w.last_exit.as_deref().unwrap_or("?")
-                ),
-                json!({ "exits": w.exits.len(), "last_exit": w.last_exit }),
-                true,
-            );
-        }
-        let previous = |prefix: &str| {
-            w.last_exit
-                .as_deref()
-                .map(|e| format!(" ({prefix} {e})"))
-                .unwrap_or_default()
-        };
-        let not_up = match (w.pid, w.hello) {
-            (None, _) => Some(format!("no worker is running{}", previous("last one"))),
-            (Some(pid), false) => Some(format!(
-                "worker {pid} is starting and has not said hello yet{}",
-                previous("the previous one")
-            )),
-            (Some(_), true) => None,
-        };
-        if let Some(summary) = not_up {
-            // After a stall-kill the state stays `stalled` (and alerted)
-            // until the replacement proves progress; a first start is no alert.
-            let (kind, state) = if w.replacing_stalled {
-                (AlertKind::WorkerStalled, State::Stalled)
-            } else {
-                (AlertKind::WorkerDown, State::Down)
-            };
-            push(
-                kind,
-                None,
-                Severity::Critical,
-                state,
-                summary,
-                json!({ "pid": w.pid }),
-                w.replacing_stalled,
-            );
-        }
-        if let (Some(pid), true) = (w.pid, w.hello) {
-            let age = hb_age.unwrap_or_default();
-            if age > stall_after {
-                push(
-                    AlertKind::WorkerStalled,
-                    None,
-                    Severity::Critical,
-                    State::Stalled,
-                    format!(
-                        "worker {pid} sent no heartbeat for {} (stall_after {}); replacing it",
-                        human_duration(age),
-                        human_duration(stall_after)
-                    ),
-                    json!({ "pid": pid, "heartbeat_age_ms": age.as_millis() as u64 }),
-                    true,
-                );
-            } else if w.replacing_stalled {
-                push(
-                    AlertKind::WorkerStalled,
-                    None,
-                    Severity::Critical,
-                    State::Stalled,
-                    format!(
-                        "worker {pid} replaced a stalled worker{} and has not sent a heartbeat yet",
-                        previous("that")
-                    ),
-                    json!({ "pid": pid, "stalled_pid": w.stalled_pid }),
-                    true,
-                );
-            } else if age > overdue_after(wd.heartbeat_interval) {
-                // Not yet stalled, but heartbeats are missing: say so
-                // before stall_after rather than claim all is well.
-                push(
-                        AlertKind::WorkerHeartbeatOverdue,
-                        None,
-                        Severity::Warning,
-                        State::Degraded,
-                        format!(
-                            "worker {pid} heartbeat overdue: none for {} (expected every {}; replaced after {})",
-                            human_duration(age),
-                            human_duration(wd.heartbeat_interval),
-                            human_duration(stall_after)
-                        ),
-                        json!({ "pid": pid }),
-                        false,
-                    );
-            } else {
-                let failing = match good_age {
-                    Some(g) if g <= stall_after => None,
-                    Some(g) => Some(format!(
-                        "its loop has not completed a turn without error for {}",
-                        human_duration(g)
-                    )),
-                    None if w.seq.is_some() => {
-                        Some("none of its loop turns has completed without error".into())
-                    }
-                    None => None,
-                };
-                if let Some(f) = failing {
-                    push(
-                        AlertKind::WorkerFailing,
-                        None,
-                        Severity::Critical,
-                        State::Degraded,
-                        format!(
-                            "worker {pid} is alive but failing: {f}; replaced after {}",
-                            human_duration(wd.failing_restart_after)
-                        ),
-                        json!({ "pid": pid, "last_good_turn_age_ms": good_age.map(|g| g.as_millis() as u64) }),
-                        true,
-                    );
-                }
-            }
-        }
-        // A restart is news (info), until the new worker has been up a while.
-        if w.restarts > 0
-            && w.spawned
-                .is_some_and(|s| now.duration_since(s) < RESTART_NEWS)
-        {
-            if let Some(how) = &w.last_exit {
-                push(
-                    AlertKind::WorkerRestarted,
-                    None,
-                    Severity::Info,
-                    State::Ok,
-                    format!("the worker was restarted: the previous one {how}; {} restart(s) since start", w.restarts),
-                    json!({ "pid": w.pid, "restarts": w.restarts, "previous": how }),
-                    true,
-                );
-            }
-        }
-        if let Some(e) = &w.store_error {
-            push(
-                AlertKind::StoreError,
-                None,
-                Severity::Critical,
-                State::Degraded,
-                format!("store writes are failing: {e}"),
-                json!({ "error": e }),
-                true,
-            );
-        }
-        if let Some((at, err)) = &self.reload_error {
-            let first = err.lines().next().unwrap_or_default();
-            push(
-                AlertKind::ConfigReloadFailed,
-                None,
-                Severity::Warning,
-                State::Degraded,
-                format!("config reload at {at} was refused; the previous config stays in force: {first}"),
-                json!({ "errors": err }),
-                true,
-            );
-        }
-        let failing: Vec<&str> = self
-            .sinks
-            .iter()
-            .filter(|h| h.consecutive_failures >= crate::sinks::FAILING_AFTER)
-            .map(|h| h.name.as_str())
-            .collect();
-        if !failing.is_empty() {
-            let errors: Vec<String> = self
-                .sinks
-                .iter()
-                .filter(|h| failing.contains(&h.name.as_str()))
-                .map(|h| format!("{}: {}", h.name, h.last_error.as_deref().unwrap_or("?")))
-                .collect();
-            push(
-                AlertKind::AlertDeliveryFailed,
-                None,
-                Severity::Critical,
-                State::Degraded,
-                format!(
-                    "alerts are not reaching sink(s) {}: {}",
-                    failing.join(", "),
-                    errors.join("; ")
-                ),
-                json!({ "sinks": failing }),
-                true,
-            );
-        }
-        let worker_up = w.pid.is_some() && w.hello;
-        if let (Some(since), Some(theirs)) = (self.worker.armed_mismatch_since, self.worker.armed) {
-            if now.duration_since(since) > MISARMED_AFTER {
-                let jobs: Vec<&str> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, j)| j.next_fire_at != j.expected_next)
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                let summary = if theirs.jobs != ours.jobs {
-                    format!(
-                        "the worker has {} jobs armed but the config has {}: a ghost or a missing job",
-                        theirs.jobs, ours.jobs
-                    )
-                } else if !jobs.is_empty() {
-                    format!(
-                        "the worker's armed schedule differs from the config's for: {}",
-                        jobs.join(", ")
-                    )
-                } else {
-                    "the worker's armed schedule differs from what it reported; its in-memory state has diverged".into()
-                };
-                push(
-                    AlertKind::WorkerMisarmed,
-                    None,
-                    Severity::Warning,
-                    State::Degraded,
-                    summary,
-                    json!({ "worker": theirs, "supervisor": ours, "jobs": jobs }),
-                    true,
-                );
-            }
-        }
-        for (name, j) in &mut self.jobs {
-            let n = Some(name.as_str());
-            // Past due, by our own computation.
-            if let Some(due) = j.expected_next {
-                let late_by = now_wall.duration_since(due);
-                if worker_up
-                    && late_by
-                        > SignedDuration::try_from(j.spec.late_after).unwrap_or(SignedDuration::MAX)
-                {
-                    push(
-                        AlertKind::JobLate,
-                        n,
-                        Severity::Warning,
-                        State::Degraded,
-                        format!(
-                            "job {name} is late: due at {due}, neither fired nor skipped for {}",
-                            human_duration(Duration::try_from(late_by).unwrap_or_default())
-                        ),
-                        json!({ "due_at": due, "late_ms": late_by.as_millis() as i64 }),
-                        true,
-                    );
-                }
-            }
-            // Armed cross-check: the worker's arming against ours.
-            let misarmed = worker_up
-                && j.next_fire_at.is_some()
-                && j.expected_next.is_some()
-                && j.next_fire_at != j.expected_next;
-            match (misarmed, j.misarmed_since) {
-                (true, None) => j.misarmed_since = Some(now),
-                (false, Some(_)) => j.misarmed_since = None,
-                _ => {}
-            }
-            if j.misarmed_since
-                .is_some_and(|s| now.duration_since(s) > MISARMED_AFTER)
-            {
-                push(
-                    AlertKind::JobMisarmed,
-                    n,
-                    Severity::Warning,
-                    State::Degraded,
-                    format!(
-                        "job {name}: the worker armed it for {} but its schedule says {}",
-                        j.next_fire_at.map(|t| t.to_string()).unwrap_or_default(),
-                        j.expected_next.map(|t| t.to_string()).unwrap_or_default()
-                    ),
-                    json!({ "armed": j.next_fire_at, "expected": j.expected_next }),
-                    true,
-                );
-            }
-            if j.streaks.overlap_skips >= j.spec.overlap_alert_after {
-                let (run, detail) = match j.running.values().next() {
-                    Some(r) => {
-                        let procs = forensics::process_group(r.pid);
-                        let holders = forensics::pipe_holders(&r.pipes, w.pid);
-                        let age = Duration::try_from(now_wall.duration_since(r.started_at))
-                            .unwrap_or_default();
-                        let held = if holders.is_empty() {
-                            String::new()
-                        } else {
-                            let hs: Vec<String> =
-                                holders.iter().map(|(p, c)| format!("{c} {p}")).collect();
-                            format!("; its output is held open by {}", hs.join(", "))
-                        };
-                        let last = match (&r.last_line, r.last_output_at) {
-                            (Some(line), Some(at)) => format!(
-                                "; last output {:?} {} ago",
-                                line,
-                                human_duration(
-                                    Duration::try_from(now_wall.duration_since(at))
-                                        .unwrap_or_default()
-                                )
-                            ),
-                            _ => "; no output yet".into(),
-                        };
-                        (
-                            format!(
-                                "run {} has been running for {}: {}{held}{last}",
-                                r.run_id,
-                                human_duration(age),
-                                forensics::describe(&procs)
-                            ),
-                            json!({ "run_id": r.run_id, "pid": r.pid, "running_ms": age.as_millis() as u64,
-                                    "processes": procs, "pipe_holders": holders, "last_line": r.last_line,
-                                    "last_output_at": r.last_output_at }),
-                        )
-                    }
-                    None => ("the busy run has just ended".into(), json!({})),
-                };
-                push(
-                    AlertKind::JobOverlapStreak,
-                    n,
-                    Severity::Warning,
-                    State::Degraded,
-                    format!("job {name}: {} fires in a row skipped because the previous run is still busy; {run}", j.streaks.overlap_skips),
-                    detail,
-                    true,
-                );
-            }
-            if let Some(last) = &j.last_run {
-                let what =
-                    last.error
-                        .clone()
-                        .unwrap_or_else(|| match (last.exit_code, last.signal) {
-                            (Some(c), _) => format!("exit code {c}"),
-                            (_, Some(s)) => format!("signal {s}"),
-                            _ => last.outcome.as_str().into(),
-                        });
-                let mut details = json!({ "run_id": last.id, "outcome": last.outcome, "streak": j.streaks.failures });
-                // What the run was doing, seen while it was still there.
-                let seen = j
-                    .last_forensics
-                    .as_ref()
-                    .filter(|f| f.run_id == last.id)
-                    .filter(|_| matches!(last.outcome, Outcome::Timeout | Outcome::Lost));
-                let seen_line = match seen {
-                    Some(f) => {
-                        details["processes"] = json!(f.processes);
-                        details["pipe_holders"] = json!(f.pipe_holders);
-                        details["last_line"] = json!(f.last_line);
-                        details["last_output_at"] = json!(f.last_output_at);
-                        details["seen_at"] = json!(f.taken_at);
-                        format!("; seen at {}", f.describe())
-                    }
-                    None => String::new(),
-                };
-                match last.outcome {
-                    Outcome::Timeout => push(
-                        AlertKind::JobTimeout,
-                        n,
-                        Severity::Warning,
-                        State::Degraded,
-                        format!(
-                            "job {name}: run {} {what}; its process group was killed{seen_line}",
-                            last.id
-                        ),
-                        details,
-                        true,
-                    ),
-                    Outcome::Lost => push(
-                        AlertKind::JobLost,
-                        n,
-                        Severity::Critical,
-                        State::Degraded,
-                        format!("job {name}: run {} lost: {what}{seen_line}", last.id),
-                        details,
-                        true,
-                    ),
-                    _ if j.streaks.failures >= j.spec.alert_after_failures => push(
-                        AlertKind::JobFailing,
-                        n,
-                        Severity::Warning,
-                        State::Degraded,
-                        format!(
-                            "job {name} failed {} time(s) in a row (last: {what})",
-                            j.streaks.failures
-                        ),
-                        details,
-                        true,
-                    ),
-                    _ => {}
-                }
-            }
-            if let Some(limit) = j.spec.zero_output_alert_after {
-                if j.streaks.zero_output >= limit {
-                    push(
-                        AlertKind::JobZeroOutputStreak,
-                        n,
-                        Severity::Warning,
-                        State::Degraded,
-                        format!(
-                            "job {name} produced no output at all in {} consecutive runs",
-                            j.streaks.zero_output
-                        ),
-                        json!({ "streak": j.streaks.zero_output }),
-                        true,
-                    );
-                }
-            }
-        }
-        out
-    }
-
     /// Seeds a job's last run and streaks from its stored history (newest
     /// first), so a restarted supervisor judges from the same facts as the
     /// one before it and keeps, rather than flaps, the alerts they justify.
@@ -1017,21 +531,92 @@ impl Model {
         }
     }
 
-    /// Re-evaluates the conditions and the alert book; returns the notices
-    /// of alerts that opened or resolved.
-    pub fn evaluate(
-        &mut self,
-        now: Instant,
-        now_wall: Timestamp,
-    ) -> Vec<cronwarden_shared::status::AlertNotice> {
-        let conds = self.conditions(now, now_wall);
-        self.alerts
-            .update(&conds, now_wall, self.config.alert_repeat_after)
+    /// Records what the loop saw of a run in /proc (see [`judge::looks_near_timeout`]
+    /// and [`judge::looks_at_busy_runs`]). A later look near a timeout
+    /// replaces an earlier one unless it finds no process left (the kill
+    /// came first): the `job_timeout` alert says what the run was doing.
+    pub(crate) fn looked(&mut self, look: &Look, snap: forensics::Snapshot) {
+        let Some(j) = self.jobs.get_mut(&look.job) else {
+            return;
+        };
+        if !j.running.contains_key(&snap.run_id) {
+            return;
+        }
+        match look.why {
+            LookWhy::Busy => j.busy_look = Some(snap),
+            LookWhy::NearTimeout => {
+                let keep_old = snap.processes.is_empty()
+                    && j.snapshots
+                        .get(&snap.run_id)
+                        .is_some_and(|s| !s.processes.is_empty());
+                if !keep_old {
+                    j.snapshots.insert(snap.run_id, snap);
+                }
+            }
+        }
     }
 
-    /// The status, computed now from what was observed.
-    pub fn status(&mut self, now: Instant, now_wall: Timestamp) -> StatusReport {
-        let conds = self.conditions(now, now_wall);
+    /// Judges the model now, adopts the judgement's memory, and brings the
+    /// alert book in line with its conditions. The caller must carry out
+    /// every returned action (the memory already counts them as done).
+    pub(crate) fn evaluate(&mut self, now: Instant, now_wall: Timestamp) -> Evaluation {
+        let clocks = Clocks {
+            now,
+            wall: now_wall,
+        };
+        let Judgement {
+            conditions,
+            actions,
+            memory,
+        } = judge::judge(self, clocks);
+        self.remember(memory);
+        let notices = self
+            .alerts
+            .update(&conditions, now_wall, self.config.alert_repeat_after);
+        let status = self.report(&conditions, now);
+        Evaluation {
+            notices,
+            actions,
+            status,
+        }
+    }
+
+    fn remember(&mut self, memory: judge::Memory) {
+        let w = &mut self.worker;
+        w.armed_mismatch_since = memory.armed_mismatch_since;
+        w.armed_report_requested = memory.armed_report_requested;
+        w.replacing = memory.replacing;
+        if let Some(pid) = memory.declared_stalled {
+            w.replacing_stalled = true;
+            w.stalled_pid = Some(pid);
+        }
+        for (name, since) in memory.misarmed_since {
+            if let Some(j) = self.jobs.get_mut(&name) {
+                j.misarmed_since = since;
+            }
+        }
+        for (name, run) in memory.enforced {
+            if let Some(j) = self.jobs.get_mut(&name) {
+                j.enforced.push(run);
+            }
+        }
+    }
+
+    /// The status, judged now from what was observed; changes nothing.
+    pub fn status(&self, now: Instant, now_wall: Timestamp) -> StatusReport {
+        let conditions = judge::judge(
+            self,
+            Clocks {
+                now,
+                wall: now_wall,
+            },
+        )
+        .conditions;
+        self.report(&conditions, now)
+    }
+
+    /// The status report of a judgement's conditions.
+    fn report(&self, conds: &[Condition], now: Instant) -> StatusReport {
         let state = conds.iter().map(|c| c.state).max().unwrap_or(State::Ok);
         // Info conditions (a restart) are alerts, not reasons the state is not ok.
         let reasons = conds
@@ -1130,83 +715,6 @@ impl Model {
             },
             AlertBook::new(vec![]),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cronwarden_shared::status::State;
-
-    fn model() -> Model {
-        let config = Config::parse(
-            std::path::Path::new("/x/cronwarden.toml"),
-            "[[job]]\nname = \"a\"\nschedule = \"@daily\"\nshell = \"true\"\n",
-        )
-        .unwrap();
-        Model::for_test(config)
-    }
-
-    fn hello(pid: u32) -> Event {
-        Event::Hello {
-            pid,
-            version: "test".into(),
-            started_at: Timestamp::now(),
-        }
-    }
-
-    fn heartbeat(seq: u64) -> Event {
-        Event::Heartbeat {
-            seq,
-            at: Timestamp::now(),
-            last_good_turn_at: Some(Timestamp::now()),
-            running: 0,
-            store_error: None,
-            armed: None,
-            progress: vec![],
-            stats: None,
-        }
-    }
-
-    /// (state, the worker_stalled alert's notices) after each step.
-    fn check(m: &mut Model, want: State) -> Vec<String> {
-        let (now, wall) = (Instant::now(), Timestamp::now());
-        assert_eq!(
-            m.status(now, wall).state,
-            want,
-            "{:?}",
-            m.status(now, wall).reasons
-        );
-        m.evaluate(now, wall)
-            .into_iter()
-            .filter(|n| n.kind == AlertKind::WorkerStalled)
-            .map(|n| n.event)
-            .collect()
-    }
-
-    #[test]
-    fn stalled_lasts_until_the_replacements_first_heartbeat() {
-        let mut m = model();
-        m.worker_spawned(10);
-        m.apply(hello(10), Instant::now());
-        m.apply(heartbeat(1), Instant::now());
-        assert!(check(&mut m, State::Ok).is_empty());
-        // Declared stalled (as on_stall does); a line the stalled worker
-        // still had in the pipe proves nothing.
-        m.worker.replacing_stalled = true;
-        m.worker.stalled_pid = Some(10);
-        assert_eq!(check(&mut m, State::Stalled), ["opened"]);
-        m.apply(heartbeat(2), Instant::now());
-        assert!(check(&mut m, State::Stalled).is_empty());
-        m.worker_gone("was killed after 2s without a heartbeat".into(), true);
-        assert!(check(&mut m, State::Stalled).is_empty());
-        m.worker_spawned(11);
-        assert!(check(&mut m, State::Stalled).is_empty());
-        // Hello: started, not yet proven to make progress.
-        m.apply(hello(11), Instant::now());
-        assert!(check(&mut m, State::Stalled).is_empty());
-        m.apply(heartbeat(1), Instant::now());
-        assert_eq!(check(&mut m, State::Ok), ["resolved"]);
     }
 }
 
