@@ -16,9 +16,11 @@
 //! [`Model::status`] and [`judge::judge`] read and never mutate;
 //! [`Model::evaluate`] is the one place a judgement is adopted.
 //!
+//! - `apply`: the worker's events, one function each;
 //! - [`judge`]: the detectors, the actions and the forensics wanted;
 //! - [`counters`]: what `/metrics` counts, recorded as events are applied.
 
+mod apply;
 pub(crate) mod counters;
 pub(crate) mod judge;
 
@@ -26,7 +28,6 @@ use cronwarden_shared::alert_kind::AlertKind;
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::Arc,
-    time::Duration,
 };
 
 use cronwarden_shared::{
@@ -35,7 +36,7 @@ use cronwarden_shared::{
         AlertNotice, JobState, JobStatus, Outcome, RunRecord, RunningInfo, SkipReason, State,
         StatusReport, Streaks, SupervisorInfo, Trigger, WorkerInfo,
     },
-    wire::{ArmedDigest, Event},
+    wire::ArmedDigest,
 };
 use jiff::Timestamp;
 use tokio::time::Instant;
@@ -291,213 +292,6 @@ impl Model {
             .values()
             .flat_map(|j| j.running.values().map(|r| r.pid))
             .collect()
-    }
-
-    /// Advances our expectation past every scheduled time a fire or skip
-    /// stood for.
-    fn accounted(j: &mut JobObs, covered: Timestamp) {
-        let next = j.spec.schedule.next_after(covered, Some(covered));
-        if j.expected_next.is_none_or(|e| e <= covered) {
-            j.expected_next = next;
-        }
-    }
-
-    pub fn apply(&mut self, ev: Event, now: Instant) {
-        match ev {
-            Event::Hello { pid, version, .. } => {
-                if Some(pid) != self.worker.pid {
-                    tracing::warn!(pid, expected = ?self.worker.pid, "hello from an unexpected pid");
-                }
-                tracing::info!(pid, version, "worker ready");
-                self.worker.hello = true;
-                self.worker.last_heartbeat = Some(now);
-            }
-            Event::Heartbeat {
-                seq,
-                at,
-                last_good_turn_at,
-                store_error,
-                armed,
-                progress,
-                stats,
-                ..
-            } => {
-                self.counters.heartbeat(now, stats.as_ref());
-                if self.worker.replacing_stalled
-                    && self.worker.hello
-                    && self.worker.pid != self.worker.stalled_pid
-                {
-                    tracing::info!(pid = ?self.worker.pid, "the replacement of the stalled worker is making progress");
-                    self.worker.replacing_stalled = false;
-                    self.worker.stalled_pid = None;
-                }
-                self.worker.armed = armed;
-                for p in progress {
-                    if let Some(r) = self
-                        .jobs
-                        .values_mut()
-                        .find_map(|j| j.running.get_mut(&p.run_id))
-                    {
-                        r.last_output_at = p.last_output_at;
-                        r.last_line = (!p.last_line.is_empty()).then_some(p.last_line);
-                    }
-                }
-                self.worker.last_heartbeat = Some(now);
-                self.worker.seq = Some(seq);
-                self.worker.store_error = store_error;
-                // Convert the worker's wall-clock age to our monotonic clock.
-                self.worker.last_good_turn = last_good_turn_at.map(|g| {
-                    let age = at.duration_since(g);
-                    now.checked_sub(Duration::try_from(age).unwrap_or_default())
-                        .unwrap_or(now)
-                });
-            }
-            Event::Schedule { jobs } => {
-                for a in jobs {
-                    if let Some(j) = self.jobs.get_mut(&a.job) {
-                        j.next_fire_at = a.next_fire_at;
-                        j.paused = a.paused;
-                        // An @every cadence is anchored in the worker's store;
-                        // we learn the anchor from its arming once.
-                        if j.spec.schedule.every().is_some() && j.expected_next.is_none() {
-                            j.expected_next = a.next_fire_at;
-                        }
-                    }
-                }
-            }
-            Event::Fire {
-                job,
-                run_id,
-                scheduled_at,
-                covers,
-                pid,
-                pipes,
-                started_at,
-                next_fire_at,
-                trigger,
-            } => {
-                self.max_run_id = self.max_run_id.max(run_id);
-                if let Some(j) = self.jobs.get_mut(&job) {
-                    self.counters.fired(trigger, scheduled_at, started_at);
-                    self.run_events.push(crate::pings::RunEvent::Started {
-                        job: job.clone(),
-                        run_id,
-                    });
-                    j.running.insert(
-                        run_id,
-                        RunningInfo {
-                            run_id,
-                            pid,
-                            started_at,
-                            scheduled_at,
-                            last_output_at: None,
-                            last_line: None,
-                            pipes,
-                        },
-                    );
-                    if scheduled_at.is_some() {
-                        j.next_fire_at = next_fire_at;
-                        j.streaks.overlap_skips = 0;
-                    }
-                    if let Some(last) = covers.iter().max() {
-                        Self::accounted(j, *last);
-                    }
-                }
-            }
-            Event::Skip {
-                job,
-                run_id,
-                scheduled_at,
-                reason,
-                next_fire_at,
-                ..
-            } => {
-                self.max_run_id = self.max_run_id.max(run_id);
-                if let Some(j) = self.jobs.get_mut(&job) {
-                    j.next_fire_at = next_fire_at;
-                    if reason == SkipReason::Overlap {
-                        j.streaks.overlap_skips += 1;
-                    }
-                    self.counters.skipped(&job, reason);
-                    Self::accounted(j, scheduled_at);
-                }
-            }
-            Event::Queued {
-                job,
-                run_id,
-                covers,
-                next_fire_at,
-            } => {
-                self.max_run_id = self.max_run_id.max(run_id);
-                if let Some(j) = self.jobs.get_mut(&job) {
-                    j.next_fire_at = next_fire_at;
-                    if let Some(last) = covers.iter().max() {
-                        Self::accounted(j, *last);
-                    }
-                }
-            }
-            Event::Finish { run } => {
-                self.max_run_id = self.max_run_id.max(run.id);
-                if let Some(j) = self.jobs.get_mut(&run.job) {
-                    j.running.remove(&run.id);
-                    let snap = j.snapshots.remove(&run.id);
-                    if matches!(run.outcome, Outcome::Timeout | Outcome::Lost) && snap.is_some() {
-                        j.last_forensics = snap;
-                    }
-                    if j.last_run
-                        .as_ref()
-                        .is_some_and(|l| l.id == run.id && l.outcome == run.outcome)
-                    {
-                        // Already counted (a lost run we recorded ourselves,
-                        // reported again by the next worker's recovery).
-                        return;
-                    }
-                    if run.outcome == Outcome::Skipped {
-                        // A queued fire dropped at shutdown: accounted, not a run.
-                        return;
-                    }
-                    if run.outcome.is_failure() {
-                        j.streaks.failures += 1;
-                    } else {
-                        j.streaks.failures = 0;
-                    }
-                    if run.stdout_bytes == 0 && run.stderr_bytes == 0 {
-                        j.streaks.zero_output += 1;
-                    } else {
-                        j.streaks.zero_output = 0;
-                    }
-                    if let Some(last) = run.covers.iter().max() {
-                        Self::accounted(j, *last);
-                    }
-                    self.counters.finished(&run);
-                    self.run_events
-                        .push(crate::pings::RunEvent::Finished(Box::new(run.clone())));
-                    j.last_run = Some(run);
-                }
-            }
-            Event::CommandFailed { command, error } => {
-                tracing::warn!(command, "worker refused a command: {error}");
-            }
-            Event::ClockJump(j) => {
-                tracing::warn!(
-                    jump_ms = j.jump_ms,
-                    kind = ?j.kind,
-                    jobs_due = j.jobs_due,
-                    fires_due = j.fires_due,
-                    "the worker saw the wall clock jump"
-                );
-                if self.clock_jumps.len() >= 10 {
-                    self.clock_jumps.pop_front();
-                }
-                // Armings compared across the jump are not comparable; start over.
-                for job in self.jobs.values_mut() {
-                    job.misarmed_since = None;
-                }
-                self.clock_jumps.push_back(j);
-            }
-            // Answered by the supervisor's control path before the model.
-            Event::Reply { .. } => {}
-        }
     }
 
     /// Seeds a job's last run and streaks from its stored history (newest
