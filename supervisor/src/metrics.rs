@@ -28,7 +28,7 @@ use bytes::Bytes;
 use cronwarden_shared::{
     alert_kind::AlertKind,
     stats::{Histogram, STORE_WRITE_BUCKETS},
-    status::State,
+    status::{Alert, State},
     VERSION,
 };
 use http_body_util::Full;
@@ -40,7 +40,8 @@ use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 use crate::{
     model::{
         counters::{
-            reason_str, FIRE_DELAY_BUCKETS, RUN_DURATION_BUCKETS, RUN_OUTCOMES, SKIP_REASONS,
+            reason_str, Counters, FIRE_DELAY_BUCKETS, RUN_DURATION_BUCKETS, RUN_OUTCOMES,
+            SKIP_REASONS,
         },
         Model,
     },
@@ -129,6 +130,15 @@ pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
     }
 
     let mx = &m.counters;
+    job_series(&mut t, mx);
+    worker_series(&mut t, m.worker.restarts, mx, now);
+    alerts_open(&mut t, &status.alerts);
+    process_series(&mut t, mx);
+    t.0
+}
+
+/// Runs, skips, last success, fire delay and durations, by job.
+fn job_series(t: &mut Text, mx: &Counters) {
     t.family(
         "cronwarden_runs_total",
         "counter",
@@ -198,16 +208,16 @@ pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
             &j.duration,
         );
     }
+}
+
+/// Restarts and heartbeat age, over every worker.
+fn worker_series(t: &mut Text, restarts: u64, mx: &Counters, now: Instant) {
     t.family(
         "cronwarden_worker_restarts_total",
         "counter",
         "Workers started after the first one (crashes, stalls, replacements).",
     );
-    t.sample(
-        "cronwarden_worker_restarts_total",
-        &[],
-        m.worker.restarts as f64,
-    );
+    t.sample("cronwarden_worker_restarts_total", &[], restarts as f64);
     t.family(
         "cronwarden_worker_heartbeat_age_seconds",
         "gauge",
@@ -219,6 +229,9 @@ pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
         &[],
         now.saturating_duration_since(since).as_secs_f64(),
     );
+}
+
+fn alerts_open(t: &mut Text, alerts: &[Alert]) {
     t.family("cronwarden_alerts_open", "gauge", "Open alerts by kind.");
     // Every kind is exposed, 0 when closed, so that rules can match on it.
     let mut open: BTreeMap<AlertKind, u64> = AlertKind::ALL
@@ -226,7 +239,7 @@ pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
         .filter(|k| **k != AlertKind::Test)
         .map(|k| (*k, 0))
         .collect();
-    for a in &status.alerts {
+    for a in alerts {
         *open.entry(a.kind).or_default() += 1;
     }
     for (kind, n) in &open {
@@ -236,6 +249,10 @@ pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
             *n as f64,
         );
     }
+}
+
+/// Store writes, pings and dropped log lines: the processes' own health.
+fn process_series(t: &mut Text, mx: &Counters) {
     t.family(
         "cronwarden_store_write_seconds",
         "histogram",
@@ -289,7 +306,6 @@ pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
         &[("process", "worker")],
         (mx.past_workers.log_lines_dropped + mx.current_worker.log_lines_dropped) as f64,
     );
-    t.0
 }
 
 /// The `/metrics` response.
