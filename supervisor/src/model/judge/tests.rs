@@ -832,3 +832,88 @@ fn an_evaluation_status_agrees_with_its_alerts() {
     assert_eq!(e.status.alerts.len(), 1);
     assert_eq!(e.status.alerts[0].kind, AlertKind::JobLost);
 }
+
+#[test]
+fn the_stall_timer_and_the_stall_judgement_are_one_instant() {
+    // Before and after hello, on either side of the deadline: the loop's
+    // timer (stall_deadline) has passed exactly when the judgement
+    // replaces the worker.
+    for hello in [false, true] {
+        let mut s = Sim::new();
+        s.spawn(10);
+        if hello {
+            s.hello(10);
+        }
+        let wd = s.m.config.watchdog.clone();
+        let deadline = super::stall_deadline(&s.m.worker, &wd).unwrap();
+        for ms in (0..12_000)
+            .step_by(250)
+            .chain([3_999, 4_000, 9_999, 10_000])
+        {
+            let at = secs(ms as f64 / 1000.0);
+            let now = s.t0 + at;
+            let clocks = Clocks {
+                now,
+                wall: s.w0 + at,
+            };
+            let replaced = judge(&s.m, clocks)
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::ReplaceWorker { .. }));
+            assert_eq!(replaced, now >= deadline, "hello {hello}, at {ms}ms");
+        }
+    }
+}
+
+#[test]
+fn a_ghost_or_missing_job_is_named_as_such() {
+    let mut s = Sim::new();
+    s.up(10);
+    let theirs = ArmedDigest { jobs: 3, digest: 7 };
+    let wall = s.wall();
+    s.beat_with(2, Some(wall), None, Some(theirs));
+    s.evaluate();
+    s.at(secs(3.5));
+    let wall = s.wall();
+    s.beat_with(3, Some(wall), None, Some(theirs));
+    let text = summary(&s.judge(), AlertKind::WorkerMisarmed);
+    assert!(
+        text.contains("the worker has 3 jobs armed but the config has 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_look_that_finds_nothing_keeps_the_one_that_found_the_run() {
+    let mut s = Sim::new();
+    s.up(10).fire(1, "2026-12-03T10:01:00Z", 4711);
+    s.at(secs(4.5)).beat(2);
+    let look = looks_near_timeout(&s.m, s.wall(), secs(1.0)).remove(0);
+    let snap = |pids: &[u32]| Snapshot {
+        run_id: 1,
+        pid: 4711,
+        taken_at: s.wall(),
+        running_ms: 4500,
+        processes: pids
+            .iter()
+            .map(|p| ProcInfo {
+                pid: *p,
+                ppid: 1,
+                state: "S".into(),
+                wchan: String::new(),
+                cpu_ms: 0,
+                command: "sleep".into(),
+            })
+            .collect(),
+        pipe_holders: vec![],
+        last_line: None,
+        last_output_at: None,
+    };
+    let (found, empty) = (snap(&[4711]), snap(&[]));
+    s.m.looked(&look, found.clone());
+    // The kill came first: the group is gone by the next look.
+    s.m.looked(&look, empty);
+    assert_eq!(s.m.jobs["a"].snapshots.get(&1), Some(&found));
+    s.finish(1, Outcome::Timeout, 0);
+    assert_eq!(s.m.jobs["a"].last_forensics, Some(found));
+}
