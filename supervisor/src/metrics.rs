@@ -6,7 +6,7 @@
 //! read-only views of the in-memory model: rendering never touches the
 //! store, the worker or the network.
 //!
-//! The counters themselves are recorded by the model ([`crate::model::counters`]);
+//! The counters themselves are recorded by the model (`model::counters`);
 //! this module only renders them, so it depends on the model and not the
 //! other way round.
 //!

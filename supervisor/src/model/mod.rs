@@ -1,7 +1,7 @@
 //! The supervisor's own model of the worker and every job, built only from
 //! what it observed (the config, the event stream, the worker's comings
 //! and goings, and the forensics the loop gathered), and the judgement of
-//! it ([`judge`]): the conditions found in it and the actions they call for.
+//! it (`judge`): the conditions found in it and the actions they call for.
 //!
 //! Nothing here is assumed: the state is `ok` only when the worker has said
 //! hello, its heartbeat and its last good loop turn are fresh, and no job is
@@ -12,13 +12,13 @@
 //! cross-check, before the fire is even due.
 //!
 //! Invariants: observations change only through [`Model::apply`] and the
-//! `worker_*`/`set_config`/`seed_history`/[`Model::looked`] methods;
-//! [`Model::status`] and [`judge::judge`] read and never mutate;
-//! [`Model::evaluate`] is the one place a judgement is adopted.
+//! `worker_*`/`set_config`/`seed_history`/`looked` methods;
+//! [`Model::status`] and `judge::judge` read and never mutate;
+//! `Model::evaluate` is the one place a judgement is adopted.
 //!
 //! - `apply`: the worker's events, one function each;
-//! - [`judge`]: the detectors, the actions and the forensics wanted;
-//! - [`counters`]: what `/metrics` counts, recorded as events are applied.
+//! - `judge`: the detectors, the actions and the forensics wanted;
+//! - `counters`: what `/metrics` counts, recorded as events are applied.
 
 mod apply;
 pub(crate) mod counters;
