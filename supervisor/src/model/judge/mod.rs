@@ -23,7 +23,7 @@ pub(crate) use worker::CRASH_WINDOW;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use cronwarden_shared::{
     config::Watchdog, status::RunningInfo, timefmt::human_duration, wire::ArmedDigest,
@@ -106,8 +106,9 @@ pub struct Memory {
     pub armed_mismatch_since: Option<Instant>,
     /// Whether the worker was asked for its schedule in this episode.
     pub armed_report_requested: bool,
-    /// Per job, since when its armed time has disagreed with ours.
-    pub misarmed_since: BTreeMap<String, Option<Instant>>,
+    /// Jobs whose since-when of disagreeing armed times changed, with
+    /// the new value (only the changes: a config may have 10,000 jobs).
+    pub misarmed_since: Vec<(String, Option<Instant>)>,
     /// A worker was just declared stalled: `(pid)`.
     pub declared_stalled: Option<u32>,
     /// The worker the supervisor is replacing (killed, not yet reaped).
@@ -189,7 +190,9 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
         out.conditions
             .extend(job::late(name, j, worker_up, clocks.wall));
         let since = job::misarmed_since(j, worker_up, now);
-        out.memory.misarmed_since.insert(name.clone(), since);
+        if since != j.misarmed_since {
+            out.memory.misarmed_since.push((name.clone(), since));
+        }
         out.conditions.extend(job::misarmed(name, j, since, now));
         out.conditions
             .extend(job::overlap_streak(name, j, clocks.wall));
