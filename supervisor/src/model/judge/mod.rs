@@ -43,8 +43,8 @@ pub struct Clocks {
     pub wall: Timestamp,
 }
 
-/// What the loop must do. Each action is returned by one judgement only:
-/// the judgement's memory records it as done once it is adopted.
+/// What the loop must do. An action is returned until a judgement that
+/// returned it is adopted (`Model::evaluate`): its memory counts it done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// SIGKILL worker `pid` (not yet reaped) and remember `why` for its
@@ -109,7 +109,7 @@ pub struct Memory {
     /// Jobs whose since-when of disagreeing armed times changed, with
     /// the new value (only the changes: a config may have 10,000 jobs).
     pub misarmed_since: Vec<(String, Option<Instant>)>,
-    /// A worker was just declared stalled: `(pid)`.
+    /// The pid of a worker this judgement declared stalled.
     pub declared_stalled: Option<u32>,
     /// The worker the supervisor is replacing (killed, not yet reaped).
     pub replacing: Option<u32>,
