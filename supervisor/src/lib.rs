@@ -426,15 +426,9 @@ impl Supervisor {
             return None;
         }
         let m = self.model.borrow();
-        let since = m.worker.last_heartbeat.or(m.worker.spawned)?;
-        let stall_after = m.config.watchdog.stall_after;
-        // A fresh worker gets at least 10s to start (a cold exec on a busy host).
-        let allowance = if m.worker.hello {
-            stall_after
-        } else {
-            stall_after.max(Duration::from_secs(10))
-        };
-        Some(since + allowance)
+        // The judgement's own deadline: `on_stall` evaluates, and the
+        // judgement replaces the worker once this instant has come.
+        model::judge::stall_deadline(&m.worker, &m.config.watchdog)
     }
 
     fn start_worker(&mut self) {
@@ -593,58 +587,17 @@ impl Supervisor {
     /// worker that has been alive but failing for too long, and kills runs
     /// that outlived their timeout when the worker did not.
     fn on_tick(&mut self) {
-        self.evaluate();
-        // The armed digest disagrees: ask for the full schedule once, so
-        // the per-job comparison can name the jobs.
-        let ask = {
-            let mut m = self.model.borrow_mut();
-            let ask = m.worker.armed_mismatch_since.is_some() && !m.worker.armed_report_requested;
-            m.worker.armed_report_requested |= ask;
-            ask
-        };
-        if let (true, Some(w)) = (ask, self.worker.as_ref()) {
-            let _ = w.commands.try_send(Command::ReportSchedule);
-        }
-        let (now, wall) = (Instant::now(), Timestamp::now());
-        let (failing_for, limit, overdue) = {
-            let mut m = self.model.borrow_mut();
-            let failing_for = m.worker.last_good_turn.or(m
-                .worker
-                .last_heartbeat
-                .filter(|_| m.worker.seq.is_some())
-                .and(m.worker.spawned));
-            let failing_for = failing_for
-                .filter(|_| m.worker.hello)
-                .map(|t| now.saturating_duration_since(t));
-            let margin = Duration::from_secs(10);
-            (
-                failing_for,
-                m.config.watchdog.failing_restart_after,
-                m.overdue_runs(wall, margin),
-            )
-        };
         // A look at runs nearing their timeout, at most a tick before it,
         // while their processes are still there to be seen.
-        self.model
-            .borrow_mut()
-            .snapshot_timeouts(wall, Duration::from_secs(1));
-        for (job, run, pgid) in overdue {
-            tracing::error!(job, run, pgid, "run outlived its timeout + kill_grace + 10s and the worker did not end it; killing its process group");
-            spawn::signal_group(pgid, Signal::SIGKILL);
-        }
-        if let (Some(age), Some(w)) = (failing_for, self.worker.as_mut()) {
-            if age > limit && w.killed_because.is_none() {
-                tracing::error!(
-                    pid = w.pid,
-                    "worker alive but failing for {age:?}; replacing it"
-                );
-                w.killed_because = Some(format!(
-                    "was replaced after failing every loop turn for {}",
-                    cronwarden_shared::timefmt::human_duration(age)
-                ));
-                spawn::signal(w.pid, Signal::SIGKILL);
+        {
+            let mut m = self.model.borrow_mut();
+            let wall = Timestamp::now();
+            for look in model::judge::looks_near_timeout(&m, wall, Duration::from_secs(1)) {
+                let snap = forensics::Snapshot::take(&look.run, m.worker.pid, wall);
+                m.looked(&look, snap);
             }
         }
+        self.evaluate();
     }
 
     /// Job pings for the runs the model saw start and end.
@@ -663,11 +616,18 @@ impl Supervisor {
         self.evaluate_since = None;
         self.send_pings();
         let health = self.sinks.health();
-        let (notices, line) = {
+        let (evaluation, line) = {
             let mut m = self.model.borrow_mut();
             m.sinks = health;
-            let notices = m.evaluate(Instant::now(), Timestamp::now());
-            let s = m.status(Instant::now(), Timestamp::now());
+            let (now, wall) = (Instant::now(), Timestamp::now());
+            // Forensics are read here, on the loop, and judged as
+            // observations: the judgement itself never reads /proc.
+            for look in model::judge::looks_at_busy_runs(&m) {
+                let snap = forensics::Snapshot::take(&look.run, m.worker.pid, wall);
+                m.looked(&look, snap);
+            }
+            let evaluation = m.evaluate(now, wall);
+            let s = &evaluation.status;
             let worker = s
                 .worker
                 .pid
@@ -680,7 +640,7 @@ impl Supervisor {
                 s.alerts.len()
             );
             if let Some(hb) = self.host_beat.as_mut() {
-                hb.observe(Instant::now(), s.state == State::Ok, || {
+                hb.observe(now, s.state == State::Ok, || {
                     let mut body = format!("cronwarden on {}: {line}\n", alerts::hostname());
                     for r in &s.reasons {
                         body.push_str(r);
@@ -689,10 +649,53 @@ impl Supervisor {
                     body
                 });
             }
-            (notices, line)
+            (evaluation, line)
         };
+        // The model already counts every action as done: each is carried
+        // out here, before the notices go out. Not on the way out: the
+        // worker is then stopping its jobs within their grace, and
+        // `shutdown` bounds that itself.
+        let actions = if self.stopping {
+            vec![]
+        } else {
+            evaluation.actions
+        };
+        for action in actions {
+            match action {
+                model::judge::Action::ReplaceWorker { pid, why } => {
+                    let Some(w) = self.worker.as_mut().filter(|w| w.pid == pid) else {
+                        continue;
+                    };
+                    if w.killed_because.is_some() {
+                        continue;
+                    }
+                    match why {
+                        model::judge::Replace::Stalled { allowance } => tracing::error!(
+                            pid,
+                            "worker stalled: no heartbeat for {allowance:?}; killing and replacing it"
+                        ),
+                        model::judge::Replace::Failing { failing_for } => tracing::error!(
+                            pid,
+                            "worker alive but failing for {failing_for:?}; replacing it"
+                        ),
+                    }
+                    w.killed_because = Some(why.because());
+                    spawn::signal(pid, Signal::SIGKILL);
+                }
+                model::judge::Action::KillRun { job, run_id, pgid } => {
+                    tracing::error!(job, run = run_id, pgid, "run outlived its timeout + kill_grace + 10s and the worker did not end it; killing its process group");
+                    spawn::signal_group(pgid, Signal::SIGKILL);
+                }
+                model::judge::Action::AskArmedSchedule => {
+                    // So the per-job comparison can name the jobs.
+                    if let Some(w) = self.worker.as_ref() {
+                        let _ = w.commands.try_send(Command::ReportSchedule);
+                    }
+                }
+            }
+        }
         self.notifier.status(line);
-        for n in notices {
+        for n in evaluation.notices {
             alerts::log(&n);
             self.sinks.dispatch(&n);
             self.recorder.record(n);
@@ -704,26 +707,9 @@ impl Supervisor {
     }
 
     fn on_stall(&mut self) {
-        let stall_after = self.config().watchdog.stall_after;
-        let Some(w) = self.worker.as_mut() else {
-            return;
-        };
-        let why = format!(
-            "was killed after {} without a heartbeat",
-            cronwarden_shared::timefmt::human_duration(stall_after)
-        );
-        tracing::error!(
-            pid = w.pid,
-            "worker stalled: no heartbeat for {stall_after:?}; killing and replacing it"
-        );
-        w.killed_because = Some(why);
-        spawn::signal(w.pid, Signal::SIGKILL);
-        let pid = w.pid;
-        let mut m = self.model.borrow_mut();
-        m.worker.replacing_stalled = true;
-        m.worker.stalled_pid = Some(pid);
-        drop(m);
-        // Alert now, not at the next tick: detection time is what counts.
+        // The stall deadline has come: the judgement declares the worker
+        // stalled and `evaluate` kills it, alerting now, not at the next
+        // tick: detection time is what counts.
         self.evaluate();
     }
 

@@ -6,6 +6,10 @@
 //! read-only views of the in-memory model: rendering never touches the
 //! store, the worker or the network.
 //!
+//! The counters themselves are recorded by the model (`model::counters`);
+//! this module only renders them, so it depends on the model and not the
+//! other way round.
+//!
 //! Label cardinality is bounded by the config: per-job series exist only for
 //! configured jobs (a job removed by a reload loses its series), outcomes,
 //! skip reasons and alert kinds are fixed sets. The fire delay histogram is
@@ -23,9 +27,8 @@ use std::{
 use bytes::Bytes;
 use cronwarden_shared::{
     alert_kind::AlertKind,
-    config::Config,
-    stats::{Histogram, WorkerStats, STORE_WRITE_BUCKETS},
-    status::{Outcome, RunRecord, SkipReason, State, Trigger},
+    stats::{Histogram, STORE_WRITE_BUCKETS},
+    status::{Alert, State},
     VERSION,
 };
 use http_body_util::Full;
@@ -34,152 +37,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::Timestamp;
 use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 
-use crate::{model::Model, server};
+use crate::{
+    model::{
+        counters::{
+            reason_str, Counters, FIRE_DELAY_BUCKETS, RUN_DURATION_BUCKETS, RUN_OUTCOMES,
+            SKIP_REASONS,
+        },
+        Model,
+    },
+    server,
+};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Delay from a fire's scheduled instant to its start: sub-millisecond when
-/// healthy, seconds when the host or the worker is struggling.
-const FIRE_DELAY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
-];
-/// Run durations, from a quick check to a six-hour batch.
-const RUN_DURATION_BUCKETS: &[f64] = &[
-    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
-];
-
-const RUN_OUTCOMES: &[Outcome] = &[
-    Outcome::Success,
-    Outcome::Failed,
-    Outcome::Timeout,
-    Outcome::Killed,
-    Outcome::Lost,
-];
-const SKIP_REASONS: &[SkipReason] = &[
-    SkipReason::Overlap,
-    SkipReason::Misfire,
-    SkipReason::Paused,
-    SkipReason::WorkerDown,
-];
-
-fn reason_str(r: SkipReason) -> &'static str {
-    match r {
-        SkipReason::Overlap => "overlap",
-        SkipReason::Misfire => "misfire",
-        SkipReason::Paused => "paused",
-        SkipReason::WorkerDown => "worker_down",
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct JobMetrics {
-    runs: BTreeMap<&'static str, u64>,
-    skips: BTreeMap<&'static str, u64>,
-    last_success: Option<Timestamp>,
-    duration: Histogram,
-}
-
-/// What the supervisor counts as events arrive.
-#[derive(Debug)]
-pub struct Metrics {
-    started: Instant,
-    jobs: BTreeMap<String, JobMetrics>,
-    fire_delay: Histogram,
-    /// The last heartbeat from any worker (not reset by a restart, so the
-    /// age keeps growing while no worker beats).
-    last_heartbeat: Option<Instant>,
-    /// Figures of workers that have been replaced, and of the current one.
-    past_workers: WorkerStats,
-    current_worker: WorkerStats,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            started: Instant::now(),
-            jobs: BTreeMap::new(),
-            fire_delay: Histogram::new(FIRE_DELAY_BUCKETS),
-            last_heartbeat: None,
-            past_workers: WorkerStats::default(),
-            current_worker: WorkerStats::default(),
-        }
-    }
-}
-
-impl Metrics {
-    /// Keeps the series of configured jobs only.
-    pub fn set_jobs(&mut self, config: &Config) {
-        self.jobs.retain(|name, _| config.job(name).is_some());
-        for j in &config.jobs {
-            self.jobs.entry(j.name.clone()).or_default();
-        }
-    }
-
-    fn job(&mut self, name: &str) -> Option<&mut JobMetrics> {
-        self.jobs.get_mut(name)
-    }
-
-    /// The last success found in a job's stored history (newest first).
-    pub fn seed(&mut self, job: &str, newest_first: &[RunRecord]) {
-        let last = newest_first
-            .iter()
-            .find(|r| r.outcome == Outcome::Success)
-            .and_then(|r| r.finished_at);
-        if let Some(j) = self.job(job) {
-            j.last_success = j.last_success.max(last);
-        }
-    }
-
-    pub fn fired(
-        &mut self,
-        trigger: Trigger,
-        scheduled_at: Option<Timestamp>,
-        started_at: Timestamp,
-    ) {
-        // Catch-up runs are late by design and manual ones have no
-        // schedule: only on-time fires measure the scheduler.
-        if let (Trigger::Schedule, Some(s)) = (trigger, scheduled_at) {
-            let delay = started_at.duration_since(s).as_secs_f64().max(0.0);
-            self.fire_delay.observe(FIRE_DELAY_BUCKETS, delay);
-        }
-    }
-
-    pub fn skipped(&mut self, job: &str, reason: SkipReason) {
-        if let Some(j) = self.job(job) {
-            *j.skips.entry(reason_str(reason)).or_default() += 1;
-        }
-    }
-
-    /// A run ended (counted once: the model calls this after its own
-    /// de-duplication of lost runs).
-    pub fn finished(&mut self, run: &RunRecord) {
-        let Some(j) = self.job(&run.job) else { return };
-        *j.runs.entry(run.outcome.as_str()).or_default() += 1;
-        if run.outcome == Outcome::Success {
-            j.last_success = j.last_success.max(run.finished_at);
-        }
-        if let Some(ms) = run.duration_ms {
-            j.duration.observe(RUN_DURATION_BUCKETS, ms as f64 / 1000.0);
-        }
-    }
-
-    pub fn heartbeat(&mut self, now: Instant, stats: Option<&WorkerStats>) {
-        self.last_heartbeat = Some(now);
-        if let Some(s) = stats {
-            self.current_worker = s.clone();
-        }
-    }
-
-    /// A new worker starts from zero: carry the previous one's figures.
-    pub fn worker_replaced(&mut self) {
-        let w = std::mem::take(&mut self.current_worker);
-        self.past_workers
-            .store_write_seconds
-            .add(&w.store_write_seconds);
-        self.past_workers.log_lines_dropped += w.log_lines_dropped;
-    }
-}
 
 /// Escapes a label value as the exposition format requires.
 fn escape(v: &str) -> String {
@@ -239,7 +108,7 @@ impl Text {
 }
 
 /// The whole exposition, computed now.
-pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
+pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
     let status = m.status(now, wall);
     let mut t = Text(String::with_capacity(8192));
     t.family("cronwarden_up", "gauge", "1 while the supervisor answers.");
@@ -260,7 +129,16 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
         t.sample("cronwarden_state", &[("state", s.as_str())], v);
     }
 
-    let mx = &m.metrics;
+    let mx = &m.counters;
+    job_series(&mut t, mx);
+    worker_series(&mut t, m.worker.restarts, mx, now);
+    alerts_open(&mut t, &status.alerts);
+    process_series(&mut t, mx);
+    t.0
+}
+
+/// Runs, skips, last success, fire delay and durations, by job.
+fn job_series(t: &mut Text, mx: &Counters) {
     t.family(
         "cronwarden_runs_total",
         "counter",
@@ -330,16 +208,16 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
             &j.duration,
         );
     }
+}
+
+/// Restarts and heartbeat age, over every worker.
+fn worker_series(t: &mut Text, restarts: u64, mx: &Counters, now: Instant) {
     t.family(
         "cronwarden_worker_restarts_total",
         "counter",
         "Workers started after the first one (crashes, stalls, replacements).",
     );
-    t.sample(
-        "cronwarden_worker_restarts_total",
-        &[],
-        m.worker.restarts as f64,
-    );
+    t.sample("cronwarden_worker_restarts_total", &[], restarts as f64);
     t.family(
         "cronwarden_worker_heartbeat_age_seconds",
         "gauge",
@@ -351,6 +229,9 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
         &[],
         now.saturating_duration_since(since).as_secs_f64(),
     );
+}
+
+fn alerts_open(t: &mut Text, alerts: &[Alert]) {
     t.family("cronwarden_alerts_open", "gauge", "Open alerts by kind.");
     // Every kind is exposed, 0 when closed, so that rules can match on it.
     let mut open: BTreeMap<AlertKind, u64> = AlertKind::ALL
@@ -358,7 +239,7 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
         .filter(|k| **k != AlertKind::Test)
         .map(|k| (*k, 0))
         .collect();
-    for a in &status.alerts {
+    for a in alerts {
         *open.entry(a.kind).or_default() += 1;
     }
     for (kind, n) in &open {
@@ -368,6 +249,10 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
             *n as f64,
         );
     }
+}
+
+/// Store writes, pings and dropped log lines: the processes' own health.
+fn process_series(t: &mut Text, mx: &Counters) {
     t.family(
         "cronwarden_store_write_seconds",
         "histogram",
@@ -421,12 +306,11 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
         &[("process", "worker")],
         (mx.past_workers.log_lines_dropped + mx.current_worker.log_lines_dropped) as f64,
     );
-    t.0
 }
 
 /// The `/metrics` response.
 pub fn response(model: &Rc<RefCell<Model>>) -> Response<Full<Bytes>> {
-    let text = render(&mut model.borrow_mut(), Instant::now(), Timestamp::now());
+    let text = render(&model.borrow(), Instant::now(), Timestamp::now());
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, CONTENT_TYPE)

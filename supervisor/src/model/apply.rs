@@ -1,0 +1,287 @@
+//! Applying the worker's events to the model: one function per event.
+//!
+//! Invariants: an event about a job the config does not have changes
+//! nothing but `max_run_id` (so a later worker never reuses its id); run
+//! ids, instants and counts come from another process and are used with
+//! saturating or checked arithmetic only; a finish already counted (a lost
+//! run we recorded ourselves and the next worker reports again) is not
+//! counted twice.
+
+use std::time::Duration;
+
+use cronwarden_shared::{
+    status::{ClockJump, Outcome, RunRecord, RunningInfo, SkipReason, Trigger},
+    wire::{Armed, ArmedDigest, Event, RunProgress},
+};
+use jiff::Timestamp;
+use tokio::time::Instant;
+
+use super::{JobObs, Model};
+use crate::pings::RunEvent;
+
+/// Advances our expectation past every scheduled time a fire or skip
+/// stood for.
+fn accounted(j: &mut JobObs, covered: Timestamp) {
+    let next = j.spec.schedule.next_after(covered, Some(covered));
+    if j.expected_next.is_none_or(|e| e <= covered) {
+        j.expected_next = next;
+    }
+}
+
+impl Model {
+    /// Applies one event line from the worker, observed at `now`.
+    pub fn apply(&mut self, ev: Event, now: Instant) {
+        match ev {
+            Event::Hello { pid, version, .. } => self.hello(pid, &version, now),
+            Event::Heartbeat {
+                seq,
+                at,
+                last_good_turn_at,
+                store_error,
+                armed,
+                progress,
+                stats,
+                ..
+            } => {
+                self.beat(now, seq, at, last_good_turn_at, store_error, armed);
+                self.progress(progress);
+                self.counters.heartbeat(now, stats.as_ref());
+            }
+            Event::Schedule { jobs } => self.schedule(jobs),
+            Event::Fire {
+                job,
+                run_id,
+                scheduled_at,
+                covers,
+                pid,
+                pipes,
+                started_at,
+                next_fire_at,
+                trigger,
+            } => {
+                let run = RunningInfo {
+                    run_id,
+                    pid,
+                    started_at,
+                    scheduled_at,
+                    last_output_at: None,
+                    last_line: None,
+                    pipes,
+                };
+                self.fired(&job, run, &covers, next_fire_at, trigger);
+            }
+            Event::Skip {
+                job,
+                run_id,
+                scheduled_at,
+                reason,
+                next_fire_at,
+                ..
+            } => self.skipped(&job, run_id, scheduled_at, reason, next_fire_at),
+            Event::Queued {
+                job,
+                run_id,
+                covers,
+                next_fire_at,
+            } => self.queued(&job, run_id, &covers, next_fire_at),
+            Event::Finish { run } => self.finished(run),
+            Event::CommandFailed { command, error } => {
+                tracing::warn!(command, "worker refused a command: {error}");
+            }
+            Event::ClockJump(j) => self.clock_jumped(j),
+            // Answered by the supervisor's control path before the model.
+            Event::Reply { .. } => {}
+        }
+    }
+
+    fn hello(&mut self, pid: u32, version: &str, now: Instant) {
+        if Some(pid) != self.worker.pid {
+            tracing::warn!(pid, expected = ?self.worker.pid, "hello from an unexpected pid");
+        }
+        tracing::info!(pid, version, "worker ready");
+        self.worker.hello = true;
+        self.worker.last_heartbeat = Some(now);
+    }
+
+    fn beat(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        at: Timestamp,
+        last_good_turn_at: Option<Timestamp>,
+        store_error: Option<String>,
+        armed: Option<ArmedDigest>,
+    ) {
+        let w = &mut self.worker;
+        // A hello says only that the replacement started; a heartbeat
+        // after it that its loop turns. The stalled worker's own late
+        // lines prove nothing.
+        if w.replacing_stalled && w.hello && w.pid != w.stalled_pid {
+            tracing::info!(pid = ?w.pid, "the replacement of the stalled worker is making progress");
+            w.replacing_stalled = false;
+            w.stalled_pid = None;
+        }
+        w.armed = armed;
+        w.last_heartbeat = Some(now);
+        w.seq = Some(seq);
+        w.store_error = store_error;
+        // Convert the worker's wall-clock age to our monotonic clock.
+        w.last_good_turn = last_good_turn_at.map(|g| {
+            let age = at.duration_since(g);
+            now.checked_sub(Duration::try_from(age).unwrap_or_default())
+                .unwrap_or(now)
+        });
+    }
+
+    /// What runs in flight last printed, for the wedged-run alert.
+    fn progress(&mut self, progress: Vec<RunProgress>) {
+        for p in progress {
+            if let Some(r) = self
+                .jobs
+                .values_mut()
+                .find_map(|j| j.running.get_mut(&p.run_id))
+            {
+                r.last_output_at = p.last_output_at;
+                r.last_line = (!p.last_line.is_empty()).then_some(p.last_line);
+            }
+        }
+    }
+
+    fn schedule(&mut self, jobs: Vec<Armed>) {
+        for a in jobs {
+            if let Some(j) = self.jobs.get_mut(&a.job) {
+                j.next_fire_at = a.next_fire_at;
+                j.paused = a.paused;
+                // An @every cadence is anchored in the worker's store;
+                // we learn the anchor from its arming once.
+                if j.spec.schedule.every().is_some() && j.expected_next.is_none() {
+                    j.expected_next = a.next_fire_at;
+                }
+            }
+        }
+    }
+
+    fn fired(
+        &mut self,
+        job: &str,
+        run: RunningInfo,
+        covers: &[Timestamp],
+        next_fire_at: Option<Timestamp>,
+        trigger: Trigger,
+    ) {
+        self.max_run_id = self.max_run_id.max(run.run_id);
+        let Some(j) = self.jobs.get_mut(job) else {
+            return;
+        };
+        self.counters
+            .fired(trigger, run.scheduled_at, run.started_at);
+        self.run_events.push(RunEvent::Started {
+            job: job.to_string(),
+            run_id: run.run_id,
+        });
+        if run.scheduled_at.is_some() {
+            j.next_fire_at = next_fire_at;
+            j.streaks.overlap_skips = 0;
+        }
+        j.running.insert(run.run_id, run);
+        if let Some(last) = covers.iter().max() {
+            accounted(j, *last);
+        }
+    }
+
+    fn skipped(
+        &mut self,
+        job: &str,
+        run_id: u64,
+        scheduled_at: Timestamp,
+        reason: SkipReason,
+        next_fire_at: Option<Timestamp>,
+    ) {
+        self.max_run_id = self.max_run_id.max(run_id);
+        let Some(j) = self.jobs.get_mut(job) else {
+            return;
+        };
+        j.next_fire_at = next_fire_at;
+        if reason == SkipReason::Overlap {
+            j.streaks.overlap_skips += 1;
+        }
+        self.counters.skipped(job, reason);
+        accounted(j, scheduled_at);
+    }
+
+    fn queued(
+        &mut self,
+        job: &str,
+        run_id: u64,
+        covers: &[Timestamp],
+        next_fire_at: Option<Timestamp>,
+    ) {
+        self.max_run_id = self.max_run_id.max(run_id);
+        let Some(j) = self.jobs.get_mut(job) else {
+            return;
+        };
+        j.next_fire_at = next_fire_at;
+        if let Some(last) = covers.iter().max() {
+            accounted(j, *last);
+        }
+    }
+
+    fn finished(&mut self, run: RunRecord) {
+        self.max_run_id = self.max_run_id.max(run.id);
+        let Some(j) = self.jobs.get_mut(&run.job) else {
+            return;
+        };
+        j.running.remove(&run.id);
+        let snap = j.snapshots.remove(&run.id);
+        if matches!(run.outcome, Outcome::Timeout | Outcome::Lost) && snap.is_some() {
+            j.last_forensics = snap;
+        }
+        if j.last_run
+            .as_ref()
+            .is_some_and(|l| l.id == run.id && l.outcome == run.outcome)
+        {
+            // Already counted (a lost run we recorded ourselves,
+            // reported again by the next worker's recovery).
+            return;
+        }
+        if run.outcome == Outcome::Skipped {
+            // A queued fire dropped at shutdown: accounted, not a run.
+            return;
+        }
+        if run.outcome.is_failure() {
+            j.streaks.failures += 1;
+        } else {
+            j.streaks.failures = 0;
+        }
+        if run.stdout_bytes == 0 && run.stderr_bytes == 0 {
+            j.streaks.zero_output += 1;
+        } else {
+            j.streaks.zero_output = 0;
+        }
+        if let Some(last) = run.covers.iter().max() {
+            accounted(j, *last);
+        }
+        self.counters.finished(&run);
+        self.run_events
+            .push(RunEvent::Finished(Box::new(run.clone())));
+        j.last_run = Some(run);
+    }
+
+    fn clock_jumped(&mut self, j: ClockJump) {
+        tracing::warn!(
+            jump_ms = j.jump_ms,
+            kind = ?j.kind,
+            jobs_due = j.jobs_due,
+            fires_due = j.fires_due,
+            "the worker saw the wall clock jump"
+        );
+        if self.clock_jumps.len() >= 10 {
+            self.clock_jumps.pop_front();
+        }
+        // Armings compared across the jump are not comparable; start over.
+        for job in self.jobs.values_mut() {
+            job.misarmed_since = None;
+        }
+        self.clock_jumps.push_back(j);
+    }
+}

@@ -1,0 +1,160 @@
+//! The counters and histograms behind `/metrics`, as plain data: the model
+//! records into them as it applies events, and `metrics` only renders them.
+//! Keeping them here (not in `metrics`) is what lets `metrics` read the
+//! model without the model depending on `metrics`.
+//!
+//! Per-job series exist only for configured jobs ([`Counters::set_jobs`]),
+//! so their cardinality is bounded by the config.
+
+use std::collections::BTreeMap;
+
+use cronwarden_shared::{
+    config::Config,
+    stats::{Histogram, WorkerStats},
+    status::{Outcome, RunRecord, SkipReason, Trigger},
+};
+use jiff::Timestamp;
+use tokio::time::Instant;
+
+/// Delay from a fire's scheduled instant to its start: sub-millisecond when
+/// healthy, seconds when the host or the worker is struggling.
+pub(crate) const FIRE_DELAY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+/// Run durations, from a quick check to a six-hour batch.
+pub(crate) const RUN_DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+
+pub(crate) const RUN_OUTCOMES: &[Outcome] = &[
+    Outcome::Success,
+    Outcome::Failed,
+    Outcome::Timeout,
+    Outcome::Killed,
+    Outcome::Lost,
+];
+pub(crate) const SKIP_REASONS: &[SkipReason] = &[
+    SkipReason::Overlap,
+    SkipReason::Misfire,
+    SkipReason::Paused,
+    SkipReason::WorkerDown,
+];
+
+pub(crate) fn reason_str(r: SkipReason) -> &'static str {
+    match r {
+        SkipReason::Overlap => "overlap",
+        SkipReason::Misfire => "misfire",
+        SkipReason::Paused => "paused",
+        SkipReason::WorkerDown => "worker_down",
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct JobCounters {
+    pub(crate) runs: BTreeMap<&'static str, u64>,
+    pub(crate) skips: BTreeMap<&'static str, u64>,
+    pub(crate) last_success: Option<Timestamp>,
+    pub(crate) duration: Histogram,
+}
+
+/// What the supervisor counts as events arrive.
+#[derive(Debug)]
+pub struct Counters {
+    pub(crate) started: Instant,
+    pub(crate) jobs: BTreeMap<String, JobCounters>,
+    pub(crate) fire_delay: Histogram,
+    /// The last heartbeat from any worker (not reset by a restart, so the
+    /// age keeps growing while no worker beats).
+    pub(crate) last_heartbeat: Option<Instant>,
+    /// Figures of workers that have been replaced, and of the current one.
+    pub(crate) past_workers: WorkerStats,
+    pub(crate) current_worker: WorkerStats,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            started: Instant::now(),
+            jobs: BTreeMap::new(),
+            fire_delay: Histogram::new(FIRE_DELAY_BUCKETS),
+            last_heartbeat: None,
+            past_workers: WorkerStats::default(),
+            current_worker: WorkerStats::default(),
+        }
+    }
+}
+
+impl Counters {
+    /// Keeps the series of configured jobs only.
+    pub fn set_jobs(&mut self, config: &Config) {
+        self.jobs.retain(|name, _| config.job(name).is_some());
+        for j in &config.jobs {
+            self.jobs.entry(j.name.clone()).or_default();
+        }
+    }
+
+    fn job(&mut self, name: &str) -> Option<&mut JobCounters> {
+        self.jobs.get_mut(name)
+    }
+
+    /// The last success found in a job's stored history (newest first).
+    pub fn seed(&mut self, job: &str, newest_first: &[RunRecord]) {
+        let last = newest_first
+            .iter()
+            .find(|r| r.outcome == Outcome::Success)
+            .and_then(|r| r.finished_at);
+        if let Some(j) = self.job(job) {
+            j.last_success = j.last_success.max(last);
+        }
+    }
+
+    pub fn fired(
+        &mut self,
+        trigger: Trigger,
+        scheduled_at: Option<Timestamp>,
+        started_at: Timestamp,
+    ) {
+        // Catch-up runs are late by design and manual ones have no
+        // schedule: only on-time fires measure the scheduler.
+        if let (Trigger::Schedule, Some(s)) = (trigger, scheduled_at) {
+            let delay = started_at.duration_since(s).as_secs_f64().max(0.0);
+            self.fire_delay.observe(FIRE_DELAY_BUCKETS, delay);
+        }
+    }
+
+    pub fn skipped(&mut self, job: &str, reason: SkipReason) {
+        if let Some(j) = self.job(job) {
+            *j.skips.entry(reason_str(reason)).or_default() += 1;
+        }
+    }
+
+    /// A run ended (counted once: the model calls this after its own
+    /// de-duplication of lost runs).
+    pub fn finished(&mut self, run: &RunRecord) {
+        let Some(j) = self.job(&run.job) else { return };
+        *j.runs.entry(run.outcome.as_str()).or_default() += 1;
+        if run.outcome == Outcome::Success {
+            j.last_success = j.last_success.max(run.finished_at);
+        }
+        if let Some(ms) = run.duration_ms {
+            j.duration.observe(RUN_DURATION_BUCKETS, ms as f64 / 1000.0);
+        }
+    }
+
+    pub fn heartbeat(&mut self, now: Instant, stats: Option<&WorkerStats>) {
+        self.last_heartbeat = Some(now);
+        if let Some(s) = stats {
+            self.current_worker = s.clone();
+        }
+    }
+
+    /// A new worker starts from zero: carry the previous one's figures.
+    pub fn worker_replaced(&mut self) {
+        let w = std::mem::take(&mut self.current_worker);
+        self.past_workers
+            .store_write_seconds
+            .add(&w.store_write_seconds);
+        self.past_workers.log_lines_dropped += w.log_lines_dropped;
+    }
+}

@@ -1,0 +1,241 @@
+//! The detectors of one job: late, misarmed, wedged (overlap streak), its
+//! last outcome (timeout, lost, failing streak), silent (zero-output
+//! streak), and runs that outlived their bound. Each is a pure function of
+//! the job's observations and the clocks.
+
+use std::time::Duration;
+
+use cronwarden_shared::{
+    alert_kind::AlertKind,
+    status::{Outcome, Severity, State},
+    timefmt::human_duration,
+};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::{KILL_MARGIN, MISARMED_AFTER};
+use crate::{alerts::Condition, forensics, model::JobObs};
+
+fn condition(
+    kind: AlertKind,
+    job: &str,
+    severity: Severity,
+    summary: String,
+    details: Value,
+) -> Condition {
+    Condition {
+        kind,
+        job: Some(job.to_string()),
+        severity,
+        state: State::Degraded,
+        summary,
+        details,
+        alert: true,
+    }
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+fn unsigned(d: SignedDuration) -> Duration {
+    Duration::try_from(d).unwrap_or_default()
+}
+
+/// Past due by our own computation, while a worker is up to fire it.
+pub(super) fn late(name: &str, j: &JobObs, worker_up: bool, wall: Timestamp) -> Option<Condition> {
+    let due = j.expected_next?;
+    let late_by = wall.duration_since(due);
+    (worker_up && late_by > signed(j.spec.late_after)).then(|| {
+        condition(
+            AlertKind::JobLate,
+            name,
+            Severity::Warning,
+            format!(
+                "job {name} is late: due at {due}, neither fired nor skipped for {}",
+                human_duration(unsigned(late_by))
+            ),
+            json!({ "due_at": due, "late_ms": late_by.as_millis() as i64 }),
+        )
+    })
+}
+
+/// Since when the worker's arming of this job has disagreed with ours
+/// (`now` if it just started to).
+pub(super) fn misarmed_since(j: &JobObs, worker_up: bool, now: Instant) -> Option<Instant> {
+    let misarmed = worker_up
+        && j.next_fire_at.is_some()
+        && j.expected_next.is_some()
+        && j.next_fire_at != j.expected_next;
+    misarmed.then(|| j.misarmed_since.unwrap_or(now))
+}
+
+/// The armed cross-check: a disagreement that lasted [`MISARMED_AFTER`].
+pub(super) fn misarmed(
+    name: &str,
+    j: &JobObs,
+    since: Option<Instant>,
+    now: Instant,
+) -> Option<Condition> {
+    let since = since?;
+    (now.saturating_duration_since(since) > MISARMED_AFTER).then(|| {
+        let show = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+        condition(
+            AlertKind::JobMisarmed,
+            name,
+            Severity::Warning,
+            format!(
+                "job {name}: the worker armed it for {} but its schedule says {}",
+                show(j.next_fire_at),
+                show(j.expected_next)
+            ),
+            json!({ "armed": j.next_fire_at, "expected": j.expected_next }),
+        )
+    })
+}
+
+/// Fires skipped in a row because the previous run is still busy; says
+/// what the busy run is doing, from the loop's last look at it.
+pub(super) fn overlap_streak(name: &str, j: &JobObs, wall: Timestamp) -> Option<Condition> {
+    if j.streaks.overlap_skips < j.spec.overlap_alert_after {
+        return None;
+    }
+    let (run, details) = match j.running.values().next() {
+        Some(r) => {
+            let look = j.busy_look.as_ref().filter(|l| l.run_id == r.run_id);
+            let (procs, holders) = match look {
+                Some(l) => (forensics::describe(&l.processes), l.pipe_holders.as_slice()),
+                None => ("not looked at yet".to_string(), &[][..]),
+            };
+            let age = unsigned(wall.duration_since(r.started_at));
+            let held = if holders.is_empty() {
+                String::new()
+            } else {
+                let hs: Vec<String> = holders.iter().map(|(p, c)| format!("{c} {p}")).collect();
+                format!("; its output is held open by {}", hs.join(", "))
+            };
+            let last = match (&r.last_line, r.last_output_at) {
+                (Some(line), Some(at)) => format!(
+                    "; last output {:?} {} ago",
+                    line,
+                    human_duration(unsigned(wall.duration_since(at)))
+                ),
+                _ => "; no output yet".into(),
+            };
+            (
+                format!(
+                    "run {} has been running for {}: {procs}{held}{last}",
+                    r.run_id,
+                    human_duration(age),
+                ),
+                json!({ "run_id": r.run_id, "pid": r.pid, "running_ms": age.as_millis() as u64,
+                        "processes": look.map_or(&[][..], |l| &l.processes), "pipe_holders": holders,
+                        "last_line": r.last_line, "last_output_at": r.last_output_at }),
+            )
+        }
+        None => ("the busy run has just ended".into(), json!({})),
+    };
+    Some(condition(
+        AlertKind::JobOverlapStreak,
+        name,
+        Severity::Warning,
+        format!(
+            "job {name}: {} fires in a row skipped because the previous run is still busy; {run}",
+            j.streaks.overlap_skips
+        ),
+        details,
+    ))
+}
+
+/// The last run's outcome: a timeout or a lost run (each alerted until the
+/// next run ends otherwise), or a failing streak.
+pub(super) fn outcome(name: &str, j: &JobObs) -> Option<Condition> {
+    let last = j.last_run.as_ref()?;
+    let what = last
+        .error
+        .clone()
+        .unwrap_or_else(|| match (last.exit_code, last.signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (_, Some(s)) => format!("signal {s}"),
+            _ => last.outcome.as_str().into(),
+        });
+    let mut details =
+        json!({ "run_id": last.id, "outcome": last.outcome, "streak": j.streaks.failures });
+    // What the run was doing, seen while it was still there.
+    let seen = j
+        .last_forensics
+        .as_ref()
+        .filter(|f| f.run_id == last.id)
+        .filter(|_| matches!(last.outcome, Outcome::Timeout | Outcome::Lost));
+    let seen_line = match seen {
+        Some(f) => {
+            details["processes"] = json!(f.processes);
+            details["pipe_holders"] = json!(f.pipe_holders);
+            details["last_line"] = json!(f.last_line);
+            details["last_output_at"] = json!(f.last_output_at);
+            details["seen_at"] = json!(f.taken_at);
+            format!("; seen at {}", f.describe())
+        }
+        None => String::new(),
+    };
+    let (kind, severity, summary) = match last.outcome {
+        Outcome::Timeout => (
+            AlertKind::JobTimeout,
+            Severity::Warning,
+            format!(
+                "job {name}: run {} {what}; its process group was killed{seen_line}",
+                last.id
+            ),
+        ),
+        Outcome::Lost => (
+            AlertKind::JobLost,
+            Severity::Critical,
+            format!("job {name}: run {} lost: {what}{seen_line}", last.id),
+        ),
+        _ if j.streaks.failures >= j.spec.alert_after_failures => (
+            AlertKind::JobFailing,
+            Severity::Warning,
+            format!(
+                "job {name} failed {} time(s) in a row (last: {what})",
+                j.streaks.failures
+            ),
+        ),
+        _ => return None,
+    };
+    Some(condition(kind, name, severity, summary, details))
+}
+
+pub(super) fn zero_output_streak(name: &str, j: &JobObs) -> Option<Condition> {
+    let limit = j.spec.zero_output_alert_after?;
+    (j.streaks.zero_output >= limit).then(|| {
+        condition(
+            AlertKind::JobZeroOutputStreak,
+            name,
+            Severity::Warning,
+            format!(
+                "job {name} produced no output at all in {} consecutive runs",
+                j.streaks.zero_output
+            ),
+            json!({ "streak": j.streaks.zero_output }),
+        )
+    })
+}
+
+/// Runs that outlived timeout + kill grace + [`KILL_MARGIN`] by wall time
+/// and that the supervisor has not killed yet: (run, process group).
+pub(super) fn outlived(j: &JobObs, wall: Timestamp) -> Vec<(u64, u32)> {
+    let Some(timeout) = j.spec.timeout else {
+        return vec![];
+    };
+    let limit = signed(
+        timeout
+            .saturating_add(j.spec.kill_grace)
+            .saturating_add(KILL_MARGIN),
+    );
+    j.running
+        .values()
+        .filter(|r| wall.duration_since(r.started_at) > limit && !j.enforced.contains(&r.run_id))
+        .map(|r| (r.run_id, r.pid))
+        .collect()
+}

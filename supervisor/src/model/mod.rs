@@ -1,0 +1,516 @@
+//! The supervisor's own model of the worker and every job, built only from
+//! what it observed (the config, the event stream, the worker's comings
+//! and goings, and the forensics the loop gathered), and the judgement of
+//! it (`judge`): the conditions found in it and the actions they call for.
+//!
+//! Nothing here is assumed: the state is `ok` only when the worker has said
+//! hello, its heartbeat and its last good loop turn are fresh, and no job is
+//! late, failing or wedged. Each job's next expected fire is computed here
+//! from the config (through the same `shared` schedule code), not taken
+//! from the worker, so a worker that silently stops firing one job is caught
+//! by `job_late`, and one that arms a job for the wrong time by the armed
+//! cross-check, before the fire is even due.
+//!
+//! Invariants: observations change only through [`Model::apply`] and the
+//! `worker_*`/`set_config`/`seed_history`/`looked` methods;
+//! [`Model::status`] and `judge::judge` read and never mutate;
+//! `Model::evaluate` is the one place a judgement is adopted.
+//!
+//! - `apply`: the worker's events, one function each;
+//! - `judge`: the detectors, the actions and the forensics wanted;
+//! - `counters`: what `/metrics` counts, recorded as events are applied.
+
+mod apply;
+pub(crate) mod counters;
+pub(crate) mod judge;
+
+use cronwarden_shared::alert_kind::AlertKind;
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+};
+
+use cronwarden_shared::{
+    config::{Config, JobSpec},
+    status::{
+        AlertNotice, JobState, JobStatus, Outcome, RunRecord, RunningInfo, SkipReason, State,
+        StatusReport, Streaks, SupervisorInfo, Trigger, WorkerInfo,
+    },
+    wire::ArmedDigest,
+};
+use jiff::Timestamp;
+use tokio::time::Instant;
+
+use crate::{
+    alerts::{AlertBook, Condition},
+    forensics,
+};
+use judge::{Action, Clocks, Judgement, Look, LookWhy, LOOKS_PER_EVENT};
+
+/// The worker as observed.
+#[derive(Debug, Default)]
+pub struct WorkerObs {
+    pub pid: Option<u32>,
+    pub started_at: Option<Timestamp>,
+    pub spawned: Option<Instant>,
+    /// Workers started after the first.
+    pub restarts: u64,
+    pub hello: bool,
+    pub last_heartbeat: Option<Instant>,
+    pub seq: Option<u64>,
+    /// When the last good turn happened, on our monotonic clock.
+    pub last_good_turn: Option<Instant>,
+    /// How the previous worker ended, for the status.
+    pub last_exit: Option<String>,
+    /// A worker was killed for stalling and no worker has proven progress
+    /// since: the state stays `stalled` (and `worker_stalled` open) until
+    /// the replacement's first heartbeat after its hello. A hello only
+    /// says the process started; the heartbeat says its loop turned.
+    pub replacing_stalled: bool,
+    /// The pid declared stalled: its own late lines prove nothing.
+    pub stalled_pid: Option<u32>,
+    /// When recent workers exited, for crash-loop detection.
+    pub exits: VecDeque<Instant>,
+    pub store_error: Option<String>,
+    /// The worker's armed digest (last heartbeat), and since when it has
+    /// disagreed with ours.
+    pub armed: Option<ArmedDigest>,
+    pub armed_mismatch_since: Option<Instant>,
+    /// Whether the worker was asked for its full schedule in this episode.
+    pub armed_report_requested: bool,
+    /// The worker the supervisor decided to replace (killed, not reaped
+    /// yet): it is not judged for replacement again.
+    pub replacing: Option<u32>,
+}
+
+/// One job as observed.
+#[derive(Debug, Clone)]
+pub struct JobObs {
+    pub spec: JobSpec,
+    /// What the worker says it armed.
+    pub next_fire_at: Option<Timestamp>,
+    /// What we expect, from the schedule and the fires seen.
+    pub expected_next: Option<Timestamp>,
+    /// Since when the worker's armed time has disagreed with ours.
+    pub misarmed_since: Option<Instant>,
+    pub paused: bool,
+    pub last_run: Option<RunRecord>,
+    pub running: BTreeMap<u64, RunningInfo>,
+    pub streaks: Streaks,
+    /// Runs the supervisor itself killed for outliving their timeout.
+    pub enforced: Vec<u64>,
+    /// What runs near or past their timeout were last seen doing, by run.
+    pub snapshots: BTreeMap<u64, forensics::Snapshot>,
+    /// The snapshot of the last run that timed out or was lost, for its alert.
+    pub last_forensics: Option<forensics::Snapshot>,
+    /// The loop's last look at the busy run of an overlap streak.
+    pub busy_look: Option<forensics::Snapshot>,
+}
+
+pub struct Model {
+    pub config: Arc<Config>,
+    pub supervisor: SupervisorInfo,
+    pub worker: WorkerObs,
+    pub jobs: BTreeMap<String, JobObs>,
+    pub malformed_events: u64,
+    pub max_run_id: u64,
+    /// The last reload that was refused, until one succeeds.
+    pub reload_error: Option<(Timestamp, String)>,
+    pub alerts: AlertBook,
+    /// Alert sinks' health, refreshed by the supervisor's loop.
+    pub sinks: Vec<cronwarden_shared::status::SinkHealth>,
+    /// The last clock jumps the worker reported.
+    pub clock_jumps: VecDeque<cronwarden_shared::status::ClockJump>,
+    /// Counters and histograms for `/metrics`.
+    pub(crate) counters: counters::Counters,
+    /// Runs started and ended since the supervisor last drained this (for pings).
+    pub run_events: Vec<crate::pings::RunEvent>,
+}
+
+/// One evaluation: the alerts that opened, were reminded or resolved, the
+/// actions for the loop, and the status as of this evaluation (its state
+/// and its alert list agree: they come from the same judgement).
+#[derive(Debug)]
+pub(crate) struct Evaluation {
+    pub notices: Vec<AlertNotice>,
+    pub actions: Vec<Action>,
+    pub status: StatusReport,
+}
+
+impl Model {
+    pub fn new(config: Arc<Config>, supervisor: SupervisorInfo, alerts: AlertBook) -> Self {
+        let mut m = Model {
+            config: config.clone(),
+            supervisor,
+            worker: WorkerObs::default(),
+            jobs: BTreeMap::new(),
+            malformed_events: 0,
+            max_run_id: 0,
+            reload_error: None,
+            alerts,
+            sinks: vec![],
+            clock_jumps: VecDeque::new(),
+            counters: Default::default(),
+            run_events: vec![],
+        };
+        m.set_config(config);
+        m
+    }
+
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self.config
+            .state_dir
+            .join(cronwarden_shared::store::FILE_NAME)
+    }
+
+    /// Adopts a (new) config: jobs no longer in it disappear from the model
+    /// and the status at once; kept jobs keep what was observed of them.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        let now = Timestamp::now();
+        let mut old = std::mem::take(&mut self.jobs);
+        for spec in &config.jobs {
+            let obs = match old.remove(&spec.name) {
+                Some(mut o) => {
+                    let changed = o.spec.schedule.expr() != spec.schedule.expr()
+                        || o.spec.timezone != spec.timezone;
+                    if changed {
+                        o.expected_next = initial_expectation(spec, now);
+                        o.misarmed_since = None;
+                    }
+                    o.spec = spec.clone();
+                    o
+                }
+                None => JobObs {
+                    spec: spec.clone(),
+                    next_fire_at: None,
+                    expected_next: initial_expectation(spec, now),
+                    misarmed_since: None,
+                    paused: false,
+                    last_run: None,
+                    running: BTreeMap::new(),
+                    streaks: Streaks::default(),
+                    enforced: vec![],
+                    snapshots: BTreeMap::new(),
+                    last_forensics: None,
+                    busy_look: None,
+                },
+            };
+            self.jobs.insert(spec.name.clone(), obs);
+        }
+        self.counters.set_jobs(&config);
+        self.config = config;
+    }
+
+    pub fn worker_spawned(&mut self, pid: u32) {
+        self.worker_spawned_at(pid, Instant::now(), Timestamp::now());
+    }
+
+    /// [`Model::worker_spawned`] at the given clocks.
+    pub(crate) fn worker_spawned_at(&mut self, pid: u32, now: Instant, wall: Timestamp) {
+        if self.worker.spawned.is_some() {
+            self.worker.restarts += 1;
+        }
+        self.counters.worker_replaced();
+        self.worker.pid = Some(pid);
+        self.worker.started_at = Some(wall);
+        self.worker.spawned = Some(now);
+        self.worker.hello = false;
+        self.worker.last_heartbeat = None;
+        self.worker.seq = None;
+        self.worker.last_good_turn = None;
+    }
+
+    /// The worker is gone. Returns the process groups of runs that were in
+    /// flight (to be killed); their runs are recorded `lost`.
+    pub fn worker_gone(&mut self, how: String, counts_as_crash: bool) -> Vec<u32> {
+        self.worker_gone_at(how, counts_as_crash, Instant::now(), Timestamp::now())
+    }
+
+    /// [`Model::worker_gone`] at the given clocks. It looks at each run in
+    /// flight in /proc (its processes are still there: they are killed
+    /// after this), as no judgement does.
+    pub(crate) fn worker_gone_at(
+        &mut self,
+        how: String,
+        counts_as_crash: bool,
+        now: Instant,
+        wall: Timestamp,
+    ) -> Vec<u32> {
+        self.worker.pid = None;
+        self.worker.hello = false;
+        self.worker.last_exit = Some(how.clone());
+        if counts_as_crash {
+            self.worker.exits.push_back(now);
+            while self
+                .worker
+                .exits
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > judge::CRASH_WINDOW)
+            {
+                self.worker.exits.pop_front();
+            }
+        }
+        let mut groups = vec![];
+        let now = wall;
+        let mut looks = LOOKS_PER_EVENT;
+        for (name, job) in &mut self.jobs {
+            job.snapshots.clear();
+            for (id, r) in std::mem::take(&mut job.running) {
+                groups.push(r.pid);
+                // Its processes are still there: they are killed after this.
+                job.last_forensics = (looks > 0).then(|| {
+                    looks -= 1;
+                    forensics::Snapshot::take(&r, None, now)
+                });
+                let mut rec = RunRecord::new(
+                    id,
+                    name,
+                    r.scheduled_at.into_iter().collect(),
+                    Trigger::Schedule,
+                    Outcome::Lost,
+                );
+                rec.started_at = Some(r.started_at);
+                rec.finished_at = Some(now);
+                rec.duration_ms = Some(now.duration_since(r.started_at).as_millis().max(0) as u64);
+                rec.error = Some(format!(
+                    "the worker died while the run was in flight ({how}); its process group was killed"
+                ));
+                tracing::error!(job = %name, run = id, pid = r.pid, "run lost: worker died while it was running");
+                job.streaks.failures += 1;
+                self.counters.finished(&rec);
+                self.run_events
+                    .push(crate::pings::RunEvent::Finished(Box::new(rec.clone())));
+                job.last_run = Some(rec);
+            }
+        }
+        groups
+    }
+
+    /// The process groups of every run in flight.
+    pub fn running_groups(&self) -> Vec<u32> {
+        self.jobs
+            .values()
+            .flat_map(|j| j.running.values().map(|r| r.pid))
+            .collect()
+    }
+
+    /// Seeds a job's last run and streaks from its stored history (newest
+    /// first), so a restarted supervisor judges from the same facts as the
+    /// one before it and keeps, rather than flaps, the alerts they justify.
+    pub fn seed_history(&mut self, job: &str, newest_first: &[RunRecord]) {
+        self.counters.seed(job, newest_first);
+        let Some(j) = self.jobs.get_mut(job) else {
+            return;
+        };
+        let finished: Vec<&RunRecord> = newest_first
+            .iter()
+            .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Running))
+            .collect();
+        j.last_run = finished.first().map(|r| (*r).clone());
+        j.streaks.failures = finished
+            .iter()
+            .take_while(|r| r.outcome.is_failure())
+            .count() as u32;
+        j.streaks.zero_output = finished
+            .iter()
+            .take_while(|r| r.stdout_bytes == 0 && r.stderr_bytes == 0)
+            .count() as u32;
+        j.streaks.overlap_skips = newest_first
+            .iter()
+            .take_while(|r| r.outcome == Outcome::Skipped)
+            .filter(|r| r.skip_reason == Some(SkipReason::Overlap))
+            .count() as u32;
+        if let Some(max) = newest_first.iter().map(|r| r.id).max() {
+            self.max_run_id = self.max_run_id.max(max);
+        }
+    }
+
+    /// Records what the loop saw of a run in /proc (see [`judge::looks_near_timeout`]
+    /// and [`judge::looks_at_busy_runs`]). A later look near a timeout
+    /// replaces an earlier one unless it finds no process left (the kill
+    /// came first): the `job_timeout` alert says what the run was doing.
+    pub(crate) fn looked(&mut self, look: &Look, snap: forensics::Snapshot) {
+        let Some(j) = self.jobs.get_mut(&look.job) else {
+            return;
+        };
+        if !j.running.contains_key(&snap.run_id) {
+            return;
+        }
+        match look.why {
+            LookWhy::Busy => j.busy_look = Some(snap),
+            LookWhy::NearTimeout => {
+                let keep_old = snap.processes.is_empty()
+                    && j.snapshots
+                        .get(&snap.run_id)
+                        .is_some_and(|s| !s.processes.is_empty());
+                if !keep_old {
+                    j.snapshots.insert(snap.run_id, snap);
+                }
+            }
+        }
+    }
+
+    /// Judges the model now, adopts the judgement's memory, and brings the
+    /// alert book in line with its conditions. The caller must carry out
+    /// every returned action (the memory already counts them as done).
+    pub(crate) fn evaluate(&mut self, now: Instant, now_wall: Timestamp) -> Evaluation {
+        let clocks = Clocks {
+            now,
+            wall: now_wall,
+        };
+        let Judgement {
+            conditions,
+            actions,
+            memory,
+        } = judge::judge(self, clocks);
+        self.remember(memory);
+        let notices = self
+            .alerts
+            .update(&conditions, now_wall, self.config.alert_repeat_after);
+        let status = self.report(&conditions, now);
+        Evaluation {
+            notices,
+            actions,
+            status,
+        }
+    }
+
+    fn remember(&mut self, memory: judge::Memory) {
+        let w = &mut self.worker;
+        w.armed_mismatch_since = memory.armed_mismatch_since;
+        w.armed_report_requested = memory.armed_report_requested;
+        w.replacing = memory.replacing;
+        if let Some(pid) = memory.declared_stalled {
+            w.replacing_stalled = true;
+            w.stalled_pid = Some(pid);
+        }
+        for (name, since) in memory.misarmed_since {
+            if let Some(j) = self.jobs.get_mut(&name) {
+                j.misarmed_since = since;
+            }
+        }
+        for (name, run) in memory.enforced {
+            if let Some(j) = self.jobs.get_mut(&name) {
+                j.enforced.push(run);
+            }
+        }
+    }
+
+    /// The status, judged now from what was observed; changes nothing.
+    pub fn status(&self, now: Instant, now_wall: Timestamp) -> StatusReport {
+        let conditions = judge::judge(
+            self,
+            Clocks {
+                now,
+                wall: now_wall,
+            },
+        )
+        .conditions;
+        self.report(&conditions, now)
+    }
+
+    /// The status report of a judgement's conditions.
+    fn report(&self, conds: &[Condition], now: Instant) -> StatusReport {
+        let state = conds.iter().map(|c| c.state).max().unwrap_or(State::Ok);
+        // Info conditions (a restart) are alerts, not reasons the state is not ok.
+        let reasons = conds
+            .iter()
+            .filter(|c| c.state != State::Ok)
+            .map(|c| c.summary.clone())
+            .collect();
+        let w = &self.worker;
+        let jobs = self
+            .jobs
+            .iter()
+            .map(|(name, j)| {
+                let kinds: Vec<AlertKind> = conds
+                    .iter()
+                    .filter(|c| c.job.as_deref() == Some(name))
+                    .map(|c| c.kind)
+                    .collect();
+                let state = if kinds.contains(&AlertKind::JobOverlapStreak) {
+                    JobState::Wedged
+                } else if kinds.contains(&AlertKind::JobLate) {
+                    JobState::Late
+                } else if j.paused {
+                    JobState::Paused
+                } else if !j.running.is_empty() {
+                    JobState::Running
+                } else if kinds.iter().any(|k| {
+                    [
+                        AlertKind::JobFailing,
+                        AlertKind::JobTimeout,
+                        AlertKind::JobLost,
+                        AlertKind::JobZeroOutputStreak,
+                    ]
+                    .contains(k)
+                }) {
+                    JobState::Failing
+                } else {
+                    JobState::Idle
+                };
+                JobStatus {
+                    name: name.clone(),
+                    schedule: j.spec.schedule.expr().to_string(),
+                    timezone: j.spec.timezone.clone(),
+                    state,
+                    paused: j.paused,
+                    next_fire_at: j.next_fire_at.or(j.expected_next),
+                    last_run: j.last_run.clone(),
+                    streaks: j.streaks.clone(),
+                    running: j.running.values().cloned().collect(),
+                }
+            })
+            .collect();
+        StatusReport {
+            state,
+            reasons,
+            supervisor: self.supervisor.clone(),
+            worker: WorkerInfo {
+                pid: w.pid,
+                started_at: w.started_at,
+                restarts: w.restarts,
+                heartbeat_age_ms: w
+                    .last_heartbeat
+                    .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                last_good_turn_age_ms: w
+                    .last_good_turn
+                    .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                heartbeat_seq: w.seq,
+                malformed_events: self.malformed_events,
+            },
+            jobs,
+            alerts: self.alerts.list(),
+            sinks: self.sinks.clone(),
+            clock_jumps: self.clock_jumps.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Our expectation for a job we have not seen fire yet: its schedule's next
+/// fire after now (for `@every`, learned from the worker's arming instead).
+fn initial_expectation(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
+    match spec.schedule.every() {
+        Some(_) => None,
+        None => spec.schedule.next_after(now, None),
+    }
+}
+
+#[cfg(test)]
+impl Model {
+    /// A model of `config` with no history and no alerts, for tests.
+    pub(crate) fn for_test(config: Config) -> Model {
+        Model::new(
+            Arc::new(config),
+            SupervisorInfo {
+                pid: 1,
+                version: "test".into(),
+                started_at: Timestamp::now(),
+            },
+            AlertBook::new(vec![]),
+        )
+    }
+}
+
+#[cfg(test)]
+mod props;
