@@ -178,7 +178,7 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(listener: UnixListener, shared: Shared) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let waiting = Arc::new(Semaphore::new(MAX_WAITING));
-    let mut refusals = crate::LogBudget::new(5, Duration::from_secs(60));
+    let mut refusals = crate::log_budget::LogBudget::new(5, Duration::from_secs(60));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok((s, _)) => {

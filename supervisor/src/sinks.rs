@@ -157,9 +157,7 @@ impl Sinks {
             let mut notified = lock(&s.notified);
             notified.retain(|(kind, job), _| open.iter().any(|n| n.kind == *kind && n.job == *job));
             for n in open.iter().filter(|n| accepts(&s.spec, n)) {
-                let at = notified
-                    .entry((n.kind, n.job.clone()))
-                    .or_insert(now);
+                let at = notified.entry((n.kind, n.job.clone())).or_insert(now);
                 if now.duration_since(*at) >= every {
                     *at = now;
                     enqueue(

@@ -1,0 +1,739 @@
+//! The supervisor's loop: the one task that owns the model and acts on it.
+//!
+//! It reads the worker's event lines into the model, re-evaluates the
+//! conditions (every second, and after the lines that finish a run), opens
+//! and resolves alerts, replaces a worker that died, stalled or keeps
+//! failing, kills runs a worker left behind, reloads the config, and answers
+//! the control calls the socket forwards to it. It never runs a job and
+//! never blocks on one: every wait in it has a bound, and timers are served
+//! before event lines so a flooding worker cannot starve the watchdog.
+
+use std::{cell::RefCell, collections::HashMap, path::PathBuf, rc::Rc, sync::Arc, time::Duration};
+
+use cronwarden_shared::{
+    config::Config,
+    status::State,
+    wire::{decode_event, BadLine, Command, Event, Frame},
+    VERSION,
+};
+use jiff::Timestamp;
+use nix::sys::signal::Signal;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+
+use crate::{
+    alerts,
+    control::{ControlOp, ControlReply, ControlRequest},
+    lock,
+    log_budget::LogBudget,
+    metrics,
+    model::Model,
+    notify, pings, reaper, server, sinks, spawn,
+    worker_conn::{self, next_line, Backoff, Launch, WorkerConn},
+    SupervisorError,
+};
+
+/// The longest a finished run's conditions wait while event lines keep
+/// coming (see `on_line`).
+const EVALUATE_WITHIN: Duration = Duration::from_millis(100);
+
+/// What `run` prepared for the loop: the model, the sinks and the means
+/// to start workers.
+pub(crate) struct Prepared {
+    pub(crate) model: Model,
+    pub(crate) recorder: alerts::Recorder,
+    pub(crate) notifier: notify::Notifier,
+    pub(crate) sinks: sinks::Sinks,
+    pub(crate) reaper: reaper::Reaper,
+    /// The text of the config in force, sent whole to each worker.
+    pub(crate) source: String,
+    pub(crate) exe: PathBuf,
+    pub(crate) lock: lock::Lock,
+    pub(crate) log_json: bool,
+    pub(crate) log_files: Option<(PathBuf, u32)>,
+    pub(crate) host_beat: Option<pings::HostBeat>,
+}
+
+pub(crate) struct Supervisor {
+    reaper: reaper::Reaper,
+    sinks: sinks::Sinks,
+    notifier: notify::Notifier,
+    model: Rc<RefCell<Model>>,
+    recorder: alerts::Recorder,
+    /// The text of the config in force, sent whole to each worker.
+    source: String,
+    exe: PathBuf,
+    lock: lock::Lock,
+    log_json: bool,
+    log_files: Option<(PathBuf, u32)>,
+    job_pings: pings::JobPings,
+    host_beat: Option<pings::HostBeat>,
+    worker: Option<WorkerConn>,
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+    /// Set once shutdown begins: a worker exit is then expected.
+    stopping: bool,
+    next_request: u64,
+    /// Control calls waiting for the worker's reply, by request id.
+    pending: HashMap<u64, (ControlOp, oneshot::Sender<ControlReply>)>,
+    /// Set when a finish (or hello) was applied and conditions have not
+    /// been re-evaluated since: when that became due.
+    evaluate_since: Option<Instant>,
+    /// Rate limit of the log lines about malformed event lines.
+    bad_line_log: LogBudget,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn sig(
+    kind: SignalKind,
+    name: &'static str,
+) -> Result<tokio::signal::unix::Signal, SupervisorError> {
+    signal(kind).map_err(|source| SupervisorError::Io { what: name, source })
+}
+
+impl Supervisor {
+    pub(crate) fn new(p: Prepared) -> Supervisor {
+        Supervisor {
+            model: Rc::new(RefCell::new(p.model)),
+            recorder: p.recorder,
+            notifier: p.notifier,
+            sinks: p.sinks,
+            reaper: p.reaper,
+            source: p.source,
+            exe: p.exe,
+            lock: p.lock,
+            log_json: p.log_json,
+            log_files: p.log_files,
+            job_pings: pings::JobPings::new(),
+            host_beat: p.host_beat,
+            worker: None,
+            backoff: Backoff::default(),
+            // The first worker starts at once.
+            restart_at: Some(Instant::now()),
+            stopping: false,
+            next_request: 1,
+            pending: HashMap::new(),
+            evaluate_since: None,
+            bad_line_log: LogBudget::new(10, Duration::from_secs(60)),
+        }
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.model.borrow().config.clone()
+    }
+
+    pub(crate) async fn main_loop(mut self) -> Result<(), SupervisorError> {
+        let config = self.config();
+        // Before the socket: a metrics address in use stops `run` leaving nothing behind.
+        let metrics_listener = config
+            .integrations
+            .metrics_listen
+            .map(metrics::bind_tcp)
+            .transpose()?;
+        let listener = server::bind(
+            &config.socket,
+            &config.state_dir,
+            config.socket_group.as_ref().map(|g| g.1),
+        )?;
+        let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
+        let server = tokio::task::spawn_local(server::serve(
+            listener,
+            server::Shared {
+                model: self.model.clone(),
+                control: control_tx,
+            },
+        ));
+        let metrics_tcp = metrics_listener.map(|l| {
+            tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics over TCP");
+            tokio::task::spawn_local(metrics::serve_tcp(l, self.model.clone()))
+        });
+        let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
+        let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
+        let mut sigint = sig(SignalKind::interrupt(), "SIGINT handler")?;
+        let mut sighup = sig(SignalKind::hangup(), "SIGHUP handler")?;
+        tracing::info!(
+            pid = std::process::id(), version = VERSION, config = %config.path.display(),
+            socket = %config.socket.display(), jobs = config.jobs.len(), "supervisor started"
+        );
+        // Conditions are re-evaluated every second (and right after each
+        // event line); one wakeup a second keeps the idle cost negligible.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // systemd's watchdog is fed from this loop, so it sees the loop itself.
+        let mut watchdog =
+            tokio::time::interval(self.notifier.watchdog.unwrap_or(Duration::from_secs(3600)));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stall_at = self.stall_deadline();
+            // Biased, in this order. Timers are ready only when due, so they
+            // go before the event lines: a worker flooding lines can never
+            // starve the stall check, the tick or systemd's watchdog ping.
+            // The deferred evaluation goes after the lines, so that the
+            // lines already queued are read first (see `on_line`).
+            tokio::select! {
+                biased;
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = sighup.recv() => { let _ = self.reload("SIGHUP"); }
+                _ = sigchld.recv() => self.reap(),
+                _ = sleep_until_opt(stall_at) => self.on_stall(),
+                _ = sleep_until_opt(self.restart_at) => self.start_worker(),
+                _ = watchdog.tick(), if self.notifier.watchdog.is_some() => self.notifier.watchdog_ping(),
+                _ = tick.tick() => self.on_tick(),
+                Some(req) = control_rx.recv() => self.control(req),
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = std::future::ready(()), if self.evaluate_since.is_some() => self.evaluate(),
+            }
+        }
+        self.notifier.stopping();
+        self.shutdown(&mut sigchld).await;
+        // The results of runs stopped on the way out; bounded.
+        self.send_pings();
+        self.job_pings.flush(Duration::from_secs(2));
+        server.abort();
+        if let Some(m) = metrics_tcp {
+            m.abort();
+        }
+        let _ = std::fs::remove_file(&config.socket);
+        tracing::info!("supervisor stopped");
+        Ok(())
+    }
+
+    /// When the worker counts as stalled if it stays silent: `stall_after`
+    /// after its last heartbeat (or after it was started, for a worker that
+    /// never said hello).
+    fn stall_deadline(&self) -> Option<Instant> {
+        let w = self.worker.as_ref()?;
+        if w.killed_because.is_some() {
+            return None;
+        }
+        let m = self.model.borrow();
+        let since = m.worker.last_heartbeat.or(m.worker.spawned)?;
+        let stall_after = m.config.watchdog.stall_after;
+        // A fresh worker gets at least 10s to start (a cold exec on a busy host).
+        let allowance = if m.worker.hello {
+            stall_after
+        } else {
+            stall_after.max(Duration::from_secs(10))
+        };
+        Some(since + allowance)
+    }
+
+    fn start_worker(&mut self) {
+        self.restart_at = None;
+        // Saturating: the id comes from what a worker reported, which must
+        // never be able to crash the supervisor.
+        let first_run_id = self.model.borrow().max_run_id.saturating_add(1);
+        let configure = Command::Configure {
+            path: self.config().path.clone(),
+            source: self.source.clone(),
+        };
+        let launch = Launch {
+            exe: &self.exe,
+            lock: self.lock.as_fd(),
+            log_json: self.log_json,
+            log_files: self.log_files.as_ref().map(|(d, n)| (d.as_path(), *n)),
+        };
+        let w = match WorkerConn::start(&launch, first_run_id, configure) {
+            Ok(w) => w,
+            Err(e) => {
+                let delay = self
+                    .backoff
+                    .next_delay(Duration::ZERO)
+                    .max(Duration::from_millis(100));
+                tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
+                self.model
+                    .borrow_mut()
+                    .worker_gone(format!("could not be started: {e}"), true);
+                self.restart_at = Some(Instant::now() + delay);
+                return;
+            }
+        };
+        tracing::info!(pid = w.pid, "worker started");
+        self.model.borrow_mut().worker_spawned(w.pid);
+        self.worker = Some(w);
+    }
+
+    fn on_line(&mut self, line: Option<std::io::Result<Frame>>) {
+        let frame = match line {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                // A read error on the pipe itself (not its content): the
+                // stream is over; SIGCHLD or the stall deadline tells the rest.
+                tracing::warn!("reading the worker's event pipe failed: {e}");
+                if let Some(w) = self.worker.as_mut() {
+                    w.events = None;
+                }
+                return;
+            }
+            None => {
+                // EOF: the worker closed its event pipe (it is exiting);
+                // SIGCHLD tells the rest.
+                if let Some(w) = self.worker.as_mut() {
+                    w.events = None;
+                }
+                return;
+            }
+        };
+        let shown = match &frame {
+            Frame::Line(l) => String::from_utf8_lossy(&l[..l.len().min(200)]).into_owned(),
+            Frame::TooLong => String::new(),
+        };
+        match decode_event(frame) {
+            Ok(Event::Reply {
+                request,
+                ok,
+                error,
+                run_id,
+            }) => {
+                if let Some((op, reply)) = self.pending.remove(&request) {
+                    let _ = reply.send(if ok {
+                        ControlReply::ok(
+                            serde_json::json!({ "ok": true, "op": op.name(), "run_id": run_id }),
+                        )
+                    } else {
+                        ControlReply::error(
+                            409,
+                            error.unwrap_or_else(|| format!("{} refused", op.name())),
+                        )
+                    });
+                }
+            }
+            Ok(ev) => {
+                let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
+                if matches!(ev, Event::Hello { .. }) {
+                    self.notifier.ready();
+                }
+                self.model.borrow_mut().apply(ev, Instant::now());
+                self.send_pings();
+                if finished {
+                    // Outcome-driven alerts (timeout, lost, streaks) open
+                    // and resolve with the run that causes them, but not
+                    // once per line: evaluating walks every job, and 1,000
+                    // runs finishing together made that quadratic, eating
+                    // the CPU their successors needed to start. It runs as
+                    // soon as no more lines are waiting, and at the latest
+                    // EVALUATE_WITHIN after the first finish of a burst.
+                    let since = *self.evaluate_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= EVALUATE_WITHIN {
+                        self.evaluate();
+                    }
+                }
+            }
+            Err(e) => self.bad_line(e, shown),
+        }
+    }
+
+    /// Counts a dropped event line and logs it within a budget: a worker
+    /// spewing junk must not turn into gigabytes of log.
+    fn bad_line(&mut self, e: BadLine, shown: String) {
+        let count = {
+            let mut m = self.model.borrow_mut();
+            m.malformed_events += 1;
+            m.malformed_events
+        };
+        if let Some(suppressed) = self.bad_line_log.admit(Instant::now()) {
+            let pid = self.worker.as_ref().map(|w| w.pid);
+            tracing::warn!(
+                pid,
+                count,
+                suppressed,
+                "dropped an event line from the worker ({e}): {shown:?}"
+            );
+        }
+    }
+
+    /// Re-evaluates conditions: opens and resolves alerts, replaces a
+    /// worker that has been alive but failing for too long, and kills runs
+    /// that outlived their timeout when the worker did not.
+    fn on_tick(&mut self) {
+        self.evaluate();
+        // The armed digest disagrees: ask for the full schedule once, so
+        // the per-job comparison can name the jobs.
+        let ask = {
+            let mut m = self.model.borrow_mut();
+            let ask = m.worker.armed_mismatch_since.is_some() && !m.worker.armed_report_requested;
+            m.worker.armed_report_requested |= ask;
+            ask
+        };
+        if let (true, Some(w)) = (ask, self.worker.as_ref()) {
+            let _ = w.commands.try_send(Command::ReportSchedule);
+        }
+        let (now, wall) = (Instant::now(), Timestamp::now());
+        let (failing_for, limit, overdue) = {
+            let mut m = self.model.borrow_mut();
+            let failing_for = m.worker.last_good_turn.or(m
+                .worker
+                .last_heartbeat
+                .filter(|_| m.worker.seq.is_some())
+                .and(m.worker.spawned));
+            let failing_for = failing_for
+                .filter(|_| m.worker.hello)
+                .map(|t| now.saturating_duration_since(t));
+            let margin = Duration::from_secs(10);
+            (
+                failing_for,
+                m.config.watchdog.failing_restart_after,
+                m.overdue_runs(wall, margin),
+            )
+        };
+        // A look at runs nearing their timeout, at most a tick before it,
+        // while their processes are still there to be seen.
+        self.model
+            .borrow_mut()
+            .snapshot_timeouts(wall, Duration::from_secs(1));
+        for (job, run, pgid) in overdue {
+            tracing::error!(job, run, pgid, "run outlived its timeout + kill_grace + 10s and the worker did not end it; killing its process group");
+            spawn::signal_group(pgid, Signal::SIGKILL);
+        }
+        if let (Some(age), Some(w)) = (failing_for, self.worker.as_mut()) {
+            if age > limit && w.killed_because.is_none() {
+                tracing::error!(
+                    pid = w.pid,
+                    "worker alive but failing for {age:?}; replacing it"
+                );
+                w.killed_because = Some(format!(
+                    "was replaced after failing every loop turn for {}",
+                    cronwarden_shared::timefmt::human_duration(age)
+                ));
+                spawn::signal(w.pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Job pings for the runs the model saw start and end.
+    fn send_pings(&mut self) {
+        let (config, events) = {
+            let mut m = self.model.borrow_mut();
+            (m.config.clone(), std::mem::take(&mut m.run_events))
+        };
+        if !events.is_empty() {
+            self.job_pings.dispatch(&config, events);
+        }
+    }
+
+    /// Opens and resolves alerts; every notice is logged and recorded.
+    fn evaluate(&mut self) {
+        self.evaluate_since = None;
+        self.send_pings();
+        let health = self.sinks.health();
+        let (notices, line) = {
+            let mut m = self.model.borrow_mut();
+            m.sinks = health;
+            let notices = m.evaluate(Instant::now(), Timestamp::now());
+            let s = m.status(Instant::now(), Timestamp::now());
+            let worker = s
+                .worker
+                .pid
+                .map(|p| format!("worker {p}"))
+                .unwrap_or_else(|| "no worker".into());
+            let line = format!(
+                "{}: {} jobs, {} open alerts, {worker}",
+                s.state.as_str(),
+                s.jobs.len(),
+                s.alerts.len()
+            );
+            if let Some(hb) = self.host_beat.as_mut() {
+                hb.observe(Instant::now(), s.state == State::Ok, || {
+                    let mut body = format!("cronwarden on {}: {line}\n", alerts::hostname());
+                    for r in &s.reasons {
+                        body.push_str(r);
+                        body.push('\n');
+                    }
+                    body
+                });
+            }
+            (notices, line)
+        };
+        self.notifier.status(line);
+        for n in notices {
+            alerts::log(&n);
+            self.sinks.dispatch(&n);
+            self.recorder.record(n);
+        }
+        if self.sinks.reminds() {
+            let open = self.model.borrow().alerts.reminders();
+            self.sinks.remind(&open, Timestamp::now());
+        }
+    }
+
+    fn on_stall(&mut self) {
+        let stall_after = self.config().watchdog.stall_after;
+        let Some(w) = self.worker.as_mut() else {
+            return;
+        };
+        let why = format!(
+            "was killed after {} without a heartbeat",
+            cronwarden_shared::timefmt::human_duration(stall_after)
+        );
+        tracing::error!(
+            pid = w.pid,
+            "worker stalled: no heartbeat for {stall_after:?}; killing and replacing it"
+        );
+        w.killed_because = Some(why);
+        spawn::signal(w.pid, Signal::SIGKILL);
+        let pid = w.pid;
+        let mut m = self.model.borrow_mut();
+        m.worker.replacing_stalled = true;
+        m.worker.stalled_pid = Some(pid);
+        drop(m);
+        // Alert now, not at the next tick: detection time is what counts.
+        self.evaluate();
+    }
+
+    /// Reaps every exited child: the worker (then schedules its
+    /// replacement) and any orphaned job process reparented to us.
+    fn reap(&mut self) {
+        for (pid, status) in worker_conn::reap_exited() {
+            if self.worker.as_ref().is_some_and(|w| w.pid == pid) {
+                self.worker_exited(worker_conn::how_it_ended(status));
+            } else {
+                // A sink's child, or an orphan reparented to us.
+                self.reaper.reaped(pid, worker_conn::wait_code(status));
+                tracing::debug!(pid, ?status, "reaped a child");
+            }
+        }
+    }
+
+    fn worker_exited(&mut self, how: String) {
+        let Some(w) = self.worker.take() else { return };
+        let how = w.killed_because.unwrap_or(how);
+        self.pending.clear();
+        if self.stopping {
+            let lost = self.model.borrow_mut().worker_gone(how.clone(), false);
+            for g in &lost {
+                spawn::signal_group(*g, Signal::SIGKILL);
+            }
+            tracing::info!(pid = w.pid, "worker {how}");
+            return;
+        }
+        let lived = self
+            .model
+            .borrow()
+            .worker
+            .spawned
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        let groups = self.model.borrow_mut().worker_gone(how.clone(), true);
+        for g in &groups {
+            // Orphaned runs: kill the whole group; we reap them as subreaper.
+            spawn::signal_group(*g, Signal::SIGKILL);
+        }
+        let delay = self.backoff.next_delay(lived);
+        self.evaluate();
+        tracing::error!(
+            pid = w.pid,
+            lost_runs = groups.len(),
+            "worker {how}; restarting in {delay:?}"
+        );
+        self.restart_at = Some(Instant::now() + delay);
+    }
+
+    /// Re-reads the config. A valid one replaces the running config (the
+    /// worker reconciles its schedule and the store); an invalid one is
+    /// refused, logged, shown in the status, and the running one stays.
+    fn reload(&mut self, why: &str) -> Result<usize, String> {
+        let path = self.config().path.clone();
+        let loaded = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: cannot read config file: {e}", path.display()))
+            .and_then(|src| {
+                Config::parse(&path, &src)
+                    .map(|c| (c, src))
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok((config, source)) => {
+                let jobs = config.jobs.len();
+                if config.sinks != self.config().sinks {
+                    self.sinks = sinks::Sinks::start(&config.sinks, &self.reaper);
+                }
+                if !self
+                    .host_beat
+                    .as_ref()
+                    .is_some_and(|h| h.same_target(&config))
+                {
+                    self.host_beat = pings::HostBeat::from_config(&config);
+                }
+                let old = &self.config().integrations;
+                if (old.metrics_listen, &old.log_dir, old.log_retention)
+                    != (
+                        config.integrations.metrics_listen,
+                        &config.integrations.log_dir,
+                        config.integrations.log_retention,
+                    )
+                {
+                    tracing::warn!("{why}: metrics_listen, log_dir and log_retention take effect at the next start");
+                }
+                {
+                    let mut m = self.model.borrow_mut();
+                    m.set_config(Arc::new(config));
+                    m.reload_error = None;
+                }
+                self.source = source.clone();
+                if let Some(w) = &self.worker {
+                    let _ = w.commands.try_send(Command::Configure {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+                tracing::info!(jobs, "{why}: configuration reloaded");
+                Ok(jobs)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{why}: configuration refused, the running one stays in force:\n{e}"
+                );
+                self.model.borrow_mut().reload_error = Some((Timestamp::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// A control call from the socket.
+    fn control(&mut self, req: ControlRequest) {
+        let ControlRequest { op, reply } = req;
+        if op == ControlOp::AlertTest {
+            let notice = cronwarden_shared::status::AlertNotice {
+                event: "opened".into(),
+                kind: cronwarden_shared::alert_kind::AlertKind::Test,
+                job: None,
+                severity: cronwarden_shared::status::Severity::Info,
+                summary:
+                    "TEST: this is a test alert sent by `cronwarden alerts test`; no action needed"
+                        .into(),
+                opened_at: Timestamp::now(),
+                resolved_at: None,
+                host: alerts::hostname(),
+                details: serde_json::json!({ "test": true }),
+            };
+            let (n, results) = self.sinks.test(&notice);
+            let (bound, names) = (self.sinks.test_bound(), self.sinks.names());
+            // Collected off the loop: a slow sink delays only this reply.
+            tokio::task::spawn_blocking(move || {
+                let deadline = std::time::Instant::now() + bound;
+                let mut out = serde_json::Map::new();
+                for _ in 0..n {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match results.recv_timeout(left) {
+                        Ok((name, r)) => {
+                            out.insert(
+                                name,
+                                match r {
+                                    Ok(()) => serde_json::json!({ "ok": true }),
+                                    Err(e) => serde_json::json!({ "ok": false, "error": e }),
+                                },
+                            );
+                        }
+                        Err(_) => break,
+                    }
+                }
+                // A sink too busy to answer in time is a failure to show,
+                // not a line to leave out.
+                for name in names {
+                    out.entry(name).or_insert_with(|| {
+                        serde_json::json!({ "ok": false, "error": format!(
+                            "no result within {}s: the sink is busy with earlier notices (see its queue in the status)",
+                            bound.as_secs()
+                        ) })
+                    });
+                }
+                let all_ok = out.len() == n && out.values().all(|v| v["ok"] == true);
+                let _ = reply.send(ControlReply {
+                    status: 200,
+                    body: serde_json::json!({ "ok": all_ok, "sinks": out, "configured": n }),
+                });
+            });
+            return;
+        }
+        if op == ControlOp::Reload {
+            let _ = reply.send(match self.reload("reload request") {
+                Ok(jobs) => ControlReply::ok(
+                    serde_json::json!({ "ok": true, "op": "reload", "jobs": jobs }),
+                ),
+                Err(e) => ControlReply::error(422, e),
+            });
+            return;
+        }
+        let up = self.model.borrow().worker.hello;
+        let Some(w) = self.worker.as_ref().filter(|_| up) else {
+            let _ = reply.send(ControlReply::error(
+                503,
+                "the worker is not running right now (restarting); try again",
+            ));
+            return;
+        };
+        let request = Some(self.next_request);
+        let cmd = match &op {
+            ControlOp::Trigger(job) => Command::Trigger {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Pause(job) => Command::Pause {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Resume(job) => Command::Resume {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Reload | ControlOp::AlertTest => unreachable!("handled above"),
+        };
+        if w.commands.try_send(cmd).is_err() {
+            let _ = reply.send(ControlReply::error(
+                503,
+                "the worker's command queue is full; try again",
+            ));
+            return;
+        }
+        // Replies never come for requests to a worker that died: drop them
+        // then (their callers get "went away") and bound the map anyway.
+        self.pending.retain(|_, (_, r)| !r.is_closed());
+        self.pending.insert(self.next_request, (op, reply));
+        self.next_request += 1;
+    }
+
+    /// Asks the worker to stop its jobs (within their kill grace) and exit;
+    /// kills whatever is left after a bound.
+    async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+        self.stopping = true;
+        self.restart_at = None;
+        let Some(w) = &self.worker else { return };
+        let pid = w.pid;
+        let _ = w.commands.try_send(Command::Shutdown);
+        spawn::signal(pid, Signal::SIGTERM);
+        let grace = self
+            .config()
+            .jobs
+            .iter()
+            .map(|j| j.kill_grace)
+            .max()
+            .unwrap_or_default();
+        let until = Instant::now() + grace + Duration::from_secs(10);
+        while self.worker.is_some() {
+            tokio::select! {
+                _ = sigchld.recv() => self.reap(),
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = tokio::time::sleep_until(until) => {
+                    tracing::error!(pid, "worker did not stop in time; killing it and its jobs");
+                    spawn::signal(pid, Signal::SIGKILL);
+                    for g in self.model.borrow().running_groups() {
+                        spawn::signal_group(g, Signal::SIGKILL);
+                    }
+                    // Reap it before we go, without ever blocking unbounded.
+                    worker_conn::reap_within_a_second(pid).await;
+                    self.worker = None;
+                }
+            }
+        }
+        self.reap();
+    }
+}

@@ -1,0 +1,161 @@
+//! `cronwarden run`: everything before the loop, in the order that makes a
+//! failure leave nothing behind.
+//!
+//! The config is validated first (an invalid one exits 2, as `check`), then
+//! the state directory is created and the lock taken (one supervisor per
+//! state directory), then the store is opened and read, so a corrupt or
+//! unreadable store stops `run` with an error naming the file instead of a
+//! worker crash loop. Only then does the process become a subreaper and
+//! hand everything to the loop ([`crate::event_loop`]), which binds the
+//! socket and starts the first worker.
+
+use std::path::PathBuf;
+
+use cronwarden_shared::{
+    config::{Config, ConfigErrors},
+    status::SupervisorInfo,
+    store::{self, Store},
+    VERSION,
+};
+use jiff::Timestamp;
+use tokio::task::LocalSet;
+
+use crate::{
+    alerts,
+    event_loop::{Prepared, Supervisor},
+    lock, metrics,
+    model::Model,
+    notify, pings, reaper, server, sinks, spawn,
+};
+use std::sync::Arc;
+
+/// Why `run` could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ListenError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl SupervisorError {
+    /// Exit code: 2 for an invalid config (as `check`), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SupervisorError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Options of `cronwarden run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    pub log_json: bool,
+}
+
+/// Runs the supervisor until SIGTERM/SIGINT.
+pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
+    let config = Config::load(&opts.config_path)?;
+    let source =
+        std::fs::read_to_string(&opts.config_path).map_err(|source| SupervisorError::Io {
+            what: "reading the config",
+            source,
+        })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(&config.state_dir)
+        .map_err(|source| SupervisorError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+    let started_at = Timestamp::now();
+    let lock = lock::acquire(
+        &config.lock_path(),
+        &lock::Holder {
+            pid: std::process::id(),
+            version: VERSION.into(),
+            socket: config.socket.clone(),
+            started_at,
+        },
+    )?;
+    // Opened (and migrated) here first, so a corrupt or unreadable store
+    // stops `run` with an error naming the file instead of a worker crash loop.
+    let store_path = config.state_dir.join(store::FILE_NAME);
+    let (restored, history) = {
+        let store = Store::open(&store_path)?;
+        let mut history = vec![];
+        for j in &config.jobs {
+            history.push((j.name.clone(), store.runs(&j.name, 200)?));
+        }
+        (store.alerts(false, 10_000)?, history)
+    };
+    spawn::become_subreaper().map_err(|source| SupervisorError::Io {
+        what: "becoming a child subreaper",
+        source,
+    })?;
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|source| SupervisorError::Io {
+        what: "finding our own executable",
+        source,
+    })?;
+    let reaper = reaper::Reaper::default();
+    let sink_specs = config.sinks.clone();
+    let host_beat = pings::HostBeat::from_config(&config);
+    // Log files are opened at start (by the CLI, before the config reaches
+    // us); every worker gets the same ones, whatever a reload says.
+    let log_files = config
+        .integrations
+        .log_dir
+        .clone()
+        .map(|d| (d, config.integrations.log_retention));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| SupervisorError::Io {
+            what: "starting the runtime",
+            source,
+        })?;
+    let mut model = Model::new(
+        Arc::new(config),
+        SupervisorInfo {
+            pid: std::process::id(),
+            version: VERSION.into(),
+            started_at,
+        },
+        alerts::AlertBook::new(restored),
+    );
+    for (job, runs) in history {
+        model.seed_history(&job, &runs);
+    }
+    let supervisor = Supervisor::new(Prepared {
+        model,
+        recorder: alerts::Recorder::start(store_path),
+        notifier: notify::Notifier::from_env(),
+        sinks: sinks::Sinks::start(&sink_specs, &reaper),
+        reaper,
+        source,
+        exe,
+        lock,
+        log_json: opts.log_json,
+        log_files,
+        host_beat,
+    });
+    rt.block_on(LocalSet::new().run_until(supervisor.main_loop()))
+}
