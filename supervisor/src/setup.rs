@@ -9,10 +9,13 @@
 //! hand everything to the loop ([`crate::event_loop`]), which binds the
 //! socket and starts the first worker.
 
-use std::path::PathBuf;
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use cronwarden_shared::{
-    config::{Config, ConfigErrors},
+    config::{Config, ConfigError, ConfigErrors},
     status::SupervisorInfo,
     store::{self, Store},
     VERSION,
@@ -27,7 +30,6 @@ use crate::{
     model::Model,
     notify, pings, reaper, server, sinks, spawn,
 };
-use std::sync::Arc;
 
 /// Why `run` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +73,26 @@ pub struct RunOptions {
     pub log_json: bool,
 }
 
+/// The config and its text from ONE read of the file: the model judges by
+/// the config and each worker runs the text, so both must come from the
+/// same bytes (a second read could see the file rewritten in between).
+fn load_config(path: &Path) -> Result<(Config, String), SupervisorError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        // Worded as `Config::load` words it, so `run` and `check` agree.
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            job: None,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    let config = Config::parse(path, &text)?;
+    Ok((config, text))
+}
+
 /// Runs the supervisor until SIGTERM/SIGINT.
 pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
-    let config = Config::load(&opts.config_path)?;
-    let source =
-        std::fs::read_to_string(&opts.config_path).map_err(|source| SupervisorError::Io {
-            what: "reading the config",
-            source,
-        })?;
+    let (config, source) = load_config(&opts.config_path)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .create(&config.state_dir)
@@ -158,4 +172,71 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         host_beat,
     });
     rt.block_on(LocalSet::new().run_until(supervisor.main_loop()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        fs::{File, OpenOptions},
+        io::Write,
+        os::unix::fs::OpenOptionsExt,
+        time::{Duration, Instant},
+    };
+
+    use nix::sys::stat::Mode;
+
+    use super::*;
+
+    fn text(job: &str) -> String {
+        format!("[[job]]\nname = {job:?}\nschedule = \"@daily\"\nshell = \"true\"\n")
+    }
+
+    /// The FIFO's write end, once some reader has it open.
+    fn writer(path: &Path) -> Option<File> {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .ok()
+    }
+
+    #[test]
+    fn the_model_and_the_workers_get_the_config_of_one_read() {
+        // A FIFO as the config file gives each open its own text: the
+        // file rewritten between two reads, deterministically.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cronwarden.toml");
+        nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR).unwrap();
+        let fifo = path.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let pause = || std::thread::sleep(Duration::from_millis(1));
+            let mut first = loop {
+                match writer(&fifo) {
+                    Some(f) => break f,
+                    None if Instant::now() < deadline => pause(),
+                    None => return,
+                }
+            };
+            first.write_all(text("first").as_bytes()).unwrap();
+            drop(first);
+            // Until the first reader has gone (then no writer can open)...
+            while writer(&fifo).is_some() && Instant::now() < deadline {
+                pause();
+            }
+            // ...then another text for any later reader.
+            while Instant::now() < deadline {
+                if let Some(mut f) = writer(&fifo) {
+                    let _ = f.write_all(text("second").as_bytes());
+                    return;
+                }
+                pause();
+            }
+        });
+        let (config, source) = load_config(&path).unwrap();
+        let worker_sees = Config::parse(&path, &source).unwrap();
+        let names = |c: &Config| c.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&config), ["first"]);
+        assert_eq!(names(&worker_sees), names(&config));
+    }
 }
