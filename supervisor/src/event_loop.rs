@@ -7,8 +7,12 @@
 //! the control calls the socket forwards to it. It never runs a job and
 //! never blocks on one: every wait in it has a bound, and timers are served
 //! before event lines so a flooding worker cannot starve the watchdog.
+//!
+//! No one else touches the model: after it changes, the loop publishes an
+//! immutable [`Snapshot`] for the socket (see [`crate::snapshot`] for when),
+//! so readers never compute and never wait for the loop.
 
-use std::{cell::RefCell, collections::HashMap, path::PathBuf, rc::Rc, sync::Arc, time::Duration};
+use std::{cell::RefCell, collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     config::Config,
@@ -20,7 +24,7 @@ use jiff::Timestamp;
 use nix::sys::signal::Signal;
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
     time::Instant,
 };
 
@@ -30,8 +34,10 @@ use crate::{
     lock,
     log_budget::LogBudget,
     metrics,
-    model::Model,
-    notify, pings, reaper, server, sinks, spawn,
+    model::{self, Model},
+    notify, pings, reaper, server, sinks,
+    snapshot::Snapshot,
+    spawn,
     worker_conn::{self, next_line, Backoff, Launch, WorkerConn},
     SupervisorError,
 };
@@ -39,6 +45,10 @@ use crate::{
 /// The longest a finished run's conditions wait while event lines keep
 /// coming (see `on_line`).
 const EVALUATE_WITHIN: Duration = Duration::from_millis(100);
+/// The most often event lines alone republish the snapshot: computing it
+/// walks every job, so a burst of lines must not compute it per line, and
+/// what a line changed is visible within this.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// What `run` prepared for the loop: the model, the sinks and the means
 /// to start workers.
@@ -61,7 +71,16 @@ pub(crate) struct Supervisor {
     reaper: reaper::Reaper,
     sinks: sinks::Sinks,
     notifier: notify::Notifier,
-    model: Rc<RefCell<Model>>,
+    /// Owned by the loop alone (no `Rc`: nothing else holds it). The
+    /// `RefCell` only keeps the borrow calls of the judgement functions
+    /// (`stall_deadline`, `on_tick`, `on_stall`, `evaluate`) unchanged while
+    /// the judgement is rewritten in parallel; it can go with them.
+    model: RefCell<Model>,
+    /// Where the snapshots for the socket are published.
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    /// When the snapshot is due because event lines changed the model.
+    publish_at: Option<Instant>,
+    published_at: Instant,
     recorder: alerts::Recorder,
     /// The text of the config in force, sent whole to each worker.
     source: String,
@@ -101,9 +120,14 @@ fn sig(
 }
 
 impl Supervisor {
-    pub(crate) fn new(p: Prepared) -> Supervisor {
+    pub(crate) fn new(mut p: Prepared) -> Supervisor {
+        let now = Instant::now();
+        let first = Snapshot::of(&mut p.model, now, Timestamp::now());
         Supervisor {
-            model: Rc::new(RefCell::new(p.model)),
+            model: RefCell::new(p.model),
+            snapshots: watch::Sender::new(Arc::new(first)),
+            publish_at: None,
+            published_at: now,
             recorder: p.recorder,
             notifier: p.notifier,
             sinks: p.sinks,
@@ -131,6 +155,39 @@ impl Supervisor {
         self.model.borrow().config.clone()
     }
 
+    /// Publishes a snapshot of the model, computed now, for the socket.
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let snapshot = Snapshot::of(&mut self.model.borrow_mut(), now, Timestamp::now());
+        self.snapshots.send_replace(Arc::new(snapshot));
+        self.published_at = now;
+        self.publish_at = None;
+    }
+
+    /// Asks for a snapshot soon: at once if the last one is older than
+    /// `PUBLISH_EVERY`, else when it will be.
+    fn publish_soon(&mut self) {
+        if self.publish_at.is_none() {
+            self.publish_at = Some((self.published_at + PUBLISH_EVERY).max(Instant::now()));
+        }
+    }
+
+    /// When the next snapshot is due without an event: the one asked for by
+    /// `publish_soon`, or the instant the heartbeat turns overdue (the state
+    /// leaves `ok` then, and a status read must not wait for the tick).
+    fn publish_deadline(&self) -> Option<Instant> {
+        let m = self.model.borrow();
+        let overdue = m
+            .worker
+            .last_heartbeat
+            .map(|t| {
+                t + model::overdue_after(m.config.watchdog.heartbeat_interval)
+                    + Duration::from_millis(1)
+            })
+            .filter(|at| *at > self.published_at);
+        self.publish_at.into_iter().chain(overdue).min()
+    }
+
     pub(crate) async fn main_loop(mut self) -> Result<(), SupervisorError> {
         let config = self.config();
         // Before the socket: a metrics address in use stops `run` leaving nothing behind.
@@ -148,13 +205,13 @@ impl Supervisor {
         let server = tokio::task::spawn_local(server::serve(
             listener,
             server::Shared {
-                model: self.model.clone(),
+                snapshots: self.snapshots.subscribe(),
                 control: control_tx,
             },
         ));
         let metrics_tcp = metrics_listener.map(|l| {
             tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics over TCP");
-            tokio::task::spawn_local(metrics::serve_tcp(l, self.model.clone()))
+            tokio::task::spawn_local(metrics::serve_tcp(l, self.snapshots.subscribe()))
         });
         let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
         let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
@@ -174,6 +231,7 @@ impl Supervisor {
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let stall_at = self.stall_deadline();
+            let publish_at = self.publish_deadline();
             // Biased, in this order. Timers are ready only when due, so they
             // go before the event lines: a worker flooding lines can never
             // starve the stall check, the tick or systemd's watchdog ping.
@@ -183,15 +241,16 @@ impl Supervisor {
                 biased;
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-                _ = sighup.recv() => { let _ = self.reload("SIGHUP"); }
+                _ = sighup.recv() => { let _ = self.reload("SIGHUP"); self.publish(); }
                 _ = sigchld.recv() => self.reap(),
-                _ = sleep_until_opt(stall_at) => self.on_stall(),
-                _ = sleep_until_opt(self.restart_at) => self.start_worker(),
+                _ = sleep_until_opt(stall_at) => { self.on_stall(); self.publish(); }
+                _ = sleep_until_opt(self.restart_at) => { self.start_worker(); self.publish_soon(); }
                 _ = watchdog.tick(), if self.notifier.watchdog.is_some() => self.notifier.watchdog_ping(),
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => { self.on_tick(); self.publish(); }
+                _ = sleep_until_opt(publish_at) => self.publish(),
                 Some(req) = control_rx.recv() => self.control(req),
                 line = next_line(&mut self.worker) => self.on_line(line),
-                _ = std::future::ready(()), if self.evaluate_since.is_some() => self.evaluate(),
+                _ = std::future::ready(()), if self.evaluate_since.is_some() => { self.evaluate(); self.publish(); }
             }
         }
         self.notifier.stopping();
@@ -296,6 +355,10 @@ impl Supervisor {
                 run_id,
             }) => {
                 if let Some((op, reply)) = self.pending.remove(&request) {
+                    // The lines before the reply (the paused flag, the
+                    // run) are published first: a status read right after
+                    // the answer sees them.
+                    self.publish();
                     let _ = reply.send(if ok {
                         ControlReply::ok(
                             serde_json::json!({ "ok": true, "op": op.name(), "run_id": run_id }),
@@ -328,8 +391,12 @@ impl Supervisor {
                         self.evaluate();
                     }
                 }
+                self.publish_soon();
             }
-            Err(e) => self.bad_line(e, shown),
+            Err(e) => {
+                self.bad_line(e, shown);
+                self.publish_soon();
+            }
         }
     }
 
@@ -514,6 +581,7 @@ impl Supervisor {
                 spawn::signal_group(*g, Signal::SIGKILL);
             }
             tracing::info!(pid = w.pid, "worker {how}");
+            self.publish();
             return;
         }
         let lived = self
@@ -536,6 +604,7 @@ impl Supervisor {
             "worker {how}; restarting in {delay:?}"
         );
         self.restart_at = Some(Instant::now() + delay);
+        self.publish();
     }
 
     /// Re-reads the config. A valid one replaces the running config (the
@@ -655,7 +724,11 @@ impl Supervisor {
             return;
         }
         if op == ControlOp::Reload {
-            let _ = reply.send(match self.reload("reload request") {
+            let reloaded = self.reload("reload request");
+            // Before the answer: a status read right after it shows the
+            // new jobs, or the refusal.
+            self.publish();
+            let _ = reply.send(match reloaded {
                 Ok(jobs) => ControlReply::ok(
                     serde_json::json!({ "ok": true, "op": "reload", "jobs": jobs }),
                 ),
@@ -719,8 +792,10 @@ impl Supervisor {
             .unwrap_or_default();
         let until = Instant::now() + grace + Duration::from_secs(10);
         while self.worker.is_some() {
+            let publish_at = self.publish_deadline();
             tokio::select! {
                 _ = sigchld.recv() => self.reap(),
+                _ = sleep_until_opt(publish_at) => self.publish(),
                 line = next_line(&mut self.worker) => self.on_line(line),
                 _ = tokio::time::sleep_until(until) => {
                     tracing::error!(pid, "worker did not stop in time; killing it and its jobs");

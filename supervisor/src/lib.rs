@@ -9,6 +9,7 @@
 //! - [`alerts`]: the alert book, notices and their recorder;
 //!   [`sinks`]: delivering notices; [`pings`]: job and host pings;
 //! - [`forensics`]: what a run near its timeout was doing (from `/proc`);
+//! - [`snapshot`]: what the loop publishes and the socket serves;
 //! - [`server`]: the status socket; [`control`]: the control calls it
 //!   forwards to the loop; [`metrics`]: `/metrics`;
 //! - [`lock`]: one supervisor per state directory;
@@ -39,6 +40,7 @@ pub mod reaper;
 pub mod server;
 mod setup;
 pub mod sinks;
+mod snapshot;
 pub mod spawn;
 mod worker_conn;
 

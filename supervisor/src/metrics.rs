@@ -3,8 +3,8 @@
 //!
 //! Served at `GET /metrics` on the status socket and, with
 //! `metrics_listen`, on a TCP listener that serves nothing else. Both are
-//! read-only views of the in-memory model: rendering never touches the
-//! store, the worker or the network.
+//! renderings of the loop's latest snapshot ([`crate::snapshot`]): rendering
+//! never touches the model, the store, the worker or the network.
 //!
 //! Label cardinality is bounded by the config: per-job series exist only for
 //! configured jobs (a job removed by a reload loses its series), outcomes,
@@ -16,8 +16,8 @@
 //! supervisor, which Prometheus handles as a counter reset.
 
 use std::{
-    cell::RefCell, collections::BTreeMap, convert::Infallible, fmt::Write, net::SocketAddr, rc::Rc,
-    sync::Arc, time::Duration,
+    collections::BTreeMap, convert::Infallible, fmt::Write, net::SocketAddr, sync::Arc,
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use cronwarden_shared::{
     alert_kind::AlertKind,
     config::Config,
     stats::{Histogram, WorkerStats, STORE_WRITE_BUCKETS},
-    status::{Outcome, RunRecord, SkipReason, State, Trigger},
+    status::{Outcome, RunRecord, SkipReason, State, StatusReport, Trigger},
     VERSION,
 };
 use http_body_util::Full;
@@ -34,7 +34,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::Timestamp;
 use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 
-use crate::{model::Model, server};
+use crate::{
+    server,
+    snapshot::{Snapshot, Snapshots},
+};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -81,7 +84,7 @@ struct JobMetrics {
 }
 
 /// What the supervisor counts as events arrive.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Metrics {
     started: Instant,
     jobs: BTreeMap<String, JobMetrics>,
@@ -238,9 +241,9 @@ impl Text {
     }
 }
 
-/// The whole exposition, computed now.
-pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
-    let status = m.status(now, wall);
+/// The whole exposition, from a snapshot's status and counters; `now` only
+/// ages the last heartbeat.
+pub fn render(status: &StatusReport, mx: &Metrics, now: Instant) -> String {
     let mut t = Text(String::with_capacity(8192));
     t.family("cronwarden_up", "gauge", "1 while the supervisor answers.");
     t.sample("cronwarden_up", &[], 1.0);
@@ -260,7 +263,6 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
         t.sample("cronwarden_state", &[("state", s.as_str())], v);
     }
 
-    let mx = &m.metrics;
     t.family(
         "cronwarden_runs_total",
         "counter",
@@ -338,7 +340,7 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
     t.sample(
         "cronwarden_worker_restarts_total",
         &[],
-        m.worker.restarts as f64,
+        status.worker.restarts as f64,
     );
     t.family(
         "cronwarden_worker_heartbeat_age_seconds",
@@ -425,8 +427,8 @@ pub fn render(m: &mut Model, now: Instant, wall: Timestamp) -> String {
 }
 
 /// The `/metrics` response.
-pub fn response(model: &Rc<RefCell<Model>>) -> Response<Full<Bytes>> {
-    let text = render(&mut model.borrow_mut(), Instant::now(), Timestamp::now());
+pub(crate) fn response(snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let text = render(&snapshot.status, &snapshot.metrics, Instant::now());
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, CONTENT_TYPE)
@@ -459,7 +461,7 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, ListenError> 
 
 /// Serves `GET /metrics` (and nothing else) on TCP, with the status
 /// socket's connection cap and header timeout, until the task is dropped.
-pub async fn serve_tcp(listener: std::net::TcpListener, model: Rc<RefCell<Model>>) {
+pub(crate) async fn serve_tcp(listener: std::net::TcpListener, snapshots: Snapshots) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -480,13 +482,13 @@ pub async fn serve_tcp(listener: std::net::TcpListener, model: Rc<RefCell<Model>
                 continue;
             }
         };
-        let model = model.clone();
+        let snapshots = snapshots.clone();
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let model = model.clone();
+                let snapshot = snapshots.borrow().clone();
                 async move {
                     Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
-                        (&Method::GET, "/metrics") => response(&model),
+                        (&Method::GET, "/metrics") => response(&snapshot),
                         (_, "/metrics") => {
                             plain(StatusCode::METHOD_NOT_ALLOWED, "only GET /metrics")
                         }

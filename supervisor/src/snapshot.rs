@@ -1,0 +1,50 @@
+//! What the status socket serves: an immutable snapshot of the status and
+//! the metrics, published by the loop, read by the server.
+//!
+//! One owner, one snapshot: the loop ([`crate::event_loop`]) owns the model
+//! and alone computes from it (conditions, ages, looks in `/proc`). It
+//! publishes a new [`Snapshot`] on a `watch` channel after every
+//! evaluation and tick, a bounded time after event lines, when the
+//! heartbeat becomes overdue, and before it answers a control call. A
+//! request takes the latest `Arc` and serializes it: no computation, no
+//! model access, no `/proc` read per request, so readers cost the loop
+//! nothing beyond serializing and two reads of one snapshot agree. Ages in
+//! the status (heartbeat, last good turn) are as of the publication.
+
+use std::{path::PathBuf, sync::Arc};
+
+use cronwarden_shared::{config::Config, status::StatusReport, store};
+use jiff::Timestamp;
+use tokio::{sync::watch, time::Instant};
+
+use crate::{metrics::Metrics, model::Model};
+
+/// The status, the metrics and the config in force, as of one instant.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) status: StatusReport,
+    pub(crate) metrics: Metrics,
+    /// For what requests check against the running config: which jobs
+    /// exist, who may control, where the store is.
+    pub(crate) config: Arc<Config>,
+}
+
+/// The server's end: the latest snapshot, always there.
+pub(crate) type Snapshots = watch::Receiver<Arc<Snapshot>>;
+
+impl Snapshot {
+    /// Computes a snapshot of `model` now (on the loop: this evaluates the
+    /// conditions, which may look in `/proc`).
+    pub(crate) fn of(model: &mut Model, now: Instant, wall: Timestamp) -> Snapshot {
+        Snapshot {
+            status: model.status(now, wall),
+            metrics: model.metrics.clone(),
+            config: model.config.clone(),
+        }
+    }
+
+    /// The store the history endpoints read.
+    pub(crate) fn store_path(&self) -> PathBuf {
+        self.config.state_dir.join(store::FILE_NAME)
+    }
+}
