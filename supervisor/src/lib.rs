@@ -1,21 +1,21 @@
 //! The supervisor: `cronwarden run`, in the foreground.
 //!
-//! - [`setup`]: `run`: config, state directory, lock, store, then the loop;
-//! - [`event_loop`]: the one task that owns the model and acts: event lines,
+//! - `setup`: `run`: config, state directory, lock, store, then the loop;
+//! - `event_loop`: the one task that owns the model and acts: event lines,
 //!   evaluation, alerts, worker replacement, reload, control calls;
-//! - [`worker_conn`]: one worker: spawn, event lines, reaping, backoff;
-//! - [`spawn`]: starting the worker; subreaper; the only `unsafe` here;
-//! - [`model`]: what was observed of the worker and the jobs, and the status;
-//! - [`alerts`]: the alert book, notices and their recorder;
-//!   [`sinks`]: delivering notices; [`pings`]: job and host pings;
-//! - [`forensics`]: what a run near its timeout was doing (from `/proc`);
-//! - [`snapshot`]: what the loop publishes and the socket serves;
-//! - [`server`]: the status socket; [`control`]: the control calls it
-//!   forwards to the loop; [`metrics`]: `/metrics`;
+//! - `worker_conn`: one worker: spawn, event lines, reaping, backoff;
+//! - `spawn`: starting the worker; subreaper; the only `unsafe` here;
+//! - `model`: what was observed of the worker and the jobs, and the status;
+//! - `alerts`: the alert book, notices and their recorder;
+//!   `sinks`: delivering notices; `pings`: job and host pings;
+//! - `forensics`: what a run near its timeout was doing (from `/proc`);
+//! - `snapshot`: what the loop publishes and the socket serves;
+//! - `server`: the status socket; `control`: the control calls it
+//!   forwards to the loop; `metrics`: `/metrics`;
 //! - [`lock`]: one supervisor per state directory;
-//! - [`notify`]: systemd readiness and watchdog; [`reaper`]: exit statuses
-//!   for the threads that start children of their own; [`queue`]: the
-//!   sinks' bounded queues; [`log_budget`]: rate-limited log lines;
+//! - `notify`: systemd readiness and watchdog; `reaper`: exit statuses
+//!   for the threads that start children of their own; `queue`: the
+//!   sinks' bounded queues; `log_budget`: rate-limited log lines;
 //! - [`client`]: the CLI's side of the socket.
 //!
 //! The supervisor never runs jobs and never blocks on them: it reads the
@@ -24,24 +24,24 @@
 //! backoff), kills and records the runs a dead worker leaves behind, and
 //! answers on the socket. Every wait in its loop has a bound.
 
-pub mod alerts;
+mod alerts;
 pub mod client;
-pub mod control;
+mod control;
 mod event_loop;
-pub mod forensics;
+mod forensics;
 pub mod lock;
 mod log_budget;
-pub mod metrics;
-pub mod model;
-pub mod notify;
-pub mod pings;
-pub mod queue;
-pub mod reaper;
-pub mod server;
+mod metrics;
+mod model;
+mod notify;
+mod pings;
+mod queue;
+mod reaper;
+mod server;
 mod setup;
-pub mod sinks;
+mod sinks;
 mod snapshot;
-pub mod spawn;
+mod spawn;
 mod worker_conn;
 
 pub use setup::{run, RunOptions, SupervisorError};

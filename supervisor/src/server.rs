@@ -334,7 +334,7 @@ async fn handle(
         (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status.jobs),
         (Method::GET, ["v1", "alerts"]) => {
             if query(&req, "all").is_some_and(|v| v == "1" || v == "true") {
-                let path = snap.store_path();
+                let path = snap.store_path.clone();
                 read_store(move || Store::open_readonly(&path)?.alerts(true, 1000)).await
             } else {
                 json(StatusCode::OK, &status.alerts)
@@ -356,7 +356,7 @@ async fn handle(
                 }
             };
             let name = name.to_string();
-            let path = snap.store_path();
+            let path = snap.store_path.clone();
             // History of removed jobs stays readable, so no `known` check.
             read_store(move || Store::open_readonly(&path)?.runs(&name, limit)).await
         }
@@ -381,7 +381,7 @@ async fn handle(
                 (Ok(f), Ok(t)) => (f, t),
                 (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
             };
-            let path = snap.store_path();
+            let path = snap.store_path.clone();
             read_store(move || audit_job(&path, &spec, from, to)).await
         }
         (Method::POST, ["v1", "jobs", name, op @ ("trigger" | "pause" | "resume")]) => {

@@ -182,6 +182,7 @@ fn reads_serve_the_latest_published_snapshot() {
         status: server.publisher.borrow().status.clone(),
         metrics: server.publisher.borrow().metrics.clone(),
         config: server.publisher.borrow().config.clone(),
+        store_path: server.publisher.borrow().store_path.clone(),
     };
     next.status.reasons = vec!["sentinel".into()];
     next.status.worker.restarts = 7;

@@ -13,7 +13,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use cronwarden_shared::{config::Config, status::StatusReport, store};
+use cronwarden_shared::{config::Config, status::StatusReport};
 use jiff::Timestamp;
 use tokio::{sync::watch, time::Instant};
 
@@ -25,8 +25,10 @@ pub(crate) struct Snapshot {
     pub(crate) status: StatusReport,
     pub(crate) metrics: Metrics,
     /// For what requests check against the running config: which jobs
-    /// exist, who may control, where the store is.
+    /// exist, who may control.
     pub(crate) config: Arc<Config>,
+    /// The store the history endpoints read.
+    pub(crate) store_path: PathBuf,
 }
 
 /// The server's end: the latest snapshot, always there.
@@ -40,11 +42,7 @@ impl Snapshot {
             status: model.status(now, wall),
             metrics: model.metrics.clone(),
             config: model.config.clone(),
+            store_path: model.store_path(),
         }
-    }
-
-    /// The store the history endpoints read.
-    pub(crate) fn store_path(&self) -> PathBuf {
-        self.config.state_dir.join(store::FILE_NAME)
     }
 }
