@@ -15,8 +15,9 @@
 use std::{cell::RefCell, collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
+    alert_kind::AlertKind,
     config::Config,
-    status::State,
+    status::{AlertNotice, Severity, State},
     wire::{decode_event, BadLine, Command, Event, Frame},
     VERSION,
 };
@@ -103,6 +104,22 @@ pub(crate) struct Supervisor {
     evaluate_since: Option<Instant>,
     /// Rate limit of the log lines about malformed event lines.
     bad_line_log: LogBudget,
+}
+
+/// The notice `cronwarden alerts test` sends through every sink.
+fn test_notice() -> AlertNotice {
+    AlertNotice {
+        event: "opened".into(),
+        kind: AlertKind::Test,
+        job: None,
+        severity: Severity::Info,
+        summary: "TEST: this is a test alert sent by `cronwarden alerts test`; no action needed"
+            .into(),
+        opened_at: Timestamp::now(),
+        resolved_at: None,
+        host: alerts::hostname(),
+        details: serde_json::json!({ "test": true }),
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -671,55 +688,9 @@ impl Supervisor {
     fn control(&mut self, req: ControlRequest) {
         let ControlRequest { op, reply } = req;
         if op == ControlOp::AlertTest {
-            let notice = cronwarden_shared::status::AlertNotice {
-                event: "opened".into(),
-                kind: cronwarden_shared::alert_kind::AlertKind::Test,
-                job: None,
-                severity: cronwarden_shared::status::Severity::Info,
-                summary:
-                    "TEST: this is a test alert sent by `cronwarden alerts test`; no action needed"
-                        .into(),
-                opened_at: Timestamp::now(),
-                resolved_at: None,
-                host: alerts::hostname(),
-                details: serde_json::json!({ "test": true }),
-            };
-            let (n, results) = self.sinks.test(&notice);
-            let (bound, names) = (self.sinks.test_bound(), self.sinks.names());
-            // Collected off the loop: a slow sink delays only this reply.
+            let report = self.sinks.test_report(&test_notice());
             tokio::task::spawn_blocking(move || {
-                let deadline = std::time::Instant::now() + bound;
-                let mut out = serde_json::Map::new();
-                for _ in 0..n {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    match results.recv_timeout(left) {
-                        Ok((name, r)) => {
-                            out.insert(
-                                name,
-                                match r {
-                                    Ok(()) => serde_json::json!({ "ok": true }),
-                                    Err(e) => serde_json::json!({ "ok": false, "error": e }),
-                                },
-                            );
-                        }
-                        Err(_) => break,
-                    }
-                }
-                // A sink too busy to answer in time is a failure to show,
-                // not a line to leave out.
-                for name in names {
-                    out.entry(name).or_insert_with(|| {
-                        serde_json::json!({ "ok": false, "error": format!(
-                            "no result within {}s: the sink is busy with earlier notices (see its queue in the status)",
-                            bound.as_secs()
-                        ) })
-                    });
-                }
-                let all_ok = out.len() == n && out.values().all(|v| v["ok"] == true);
-                let _ = reply.send(ControlReply {
-                    status: 200,
-                    body: serde_json::json!({ "ok": all_ok, "sinks": out, "configured": n }),
-                });
+                let _ = reply.send(ControlReply::ok(report()));
             });
             return;
         }
