@@ -48,7 +48,8 @@ use crate::{
 const EVALUATE_WITHIN: Duration = Duration::from_millis(100);
 /// The most often event lines alone republish the snapshot: computing it
 /// walks every job, so a burst of lines must not compute it per line, and
-/// what a line changed is visible within this.
+/// what a line changed is visible within this (or within the time the
+/// last snapshot took, if longer: see `publish`).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// What `run` prepared for the loop: the model, the sinks and the means
@@ -81,7 +82,10 @@ pub(crate) struct Supervisor {
     snapshots: watch::Sender<Arc<Snapshot>>,
     /// When the snapshot is due because event lines changed the model.
     publish_at: Option<Instant>,
+    /// The instant the last snapshot describes.
     published_at: Instant,
+    /// The earliest event lines may ask for the next one.
+    lines_publish_after: Instant,
     recorder: alerts::Recorder,
     /// The text of the config in force, sent whole to each worker.
     source: String,
@@ -145,6 +149,7 @@ impl Supervisor {
             snapshots: watch::Sender::new(Arc::new(first)),
             publish_at: None,
             published_at: now,
+            lines_publish_after: now,
             recorder: p.recorder,
             notifier: p.notifier,
             sinks: p.sinks,
@@ -177,15 +182,21 @@ impl Supervisor {
         let now = Instant::now();
         let snapshot = Snapshot::of(&mut self.model.borrow_mut(), now, Timestamp::now());
         self.snapshots.send_replace(Arc::new(snapshot));
+        // Counted from the end, and at least as long as this one took: with
+        // ten thousand jobs on a slow host a snapshot can take longer than
+        // PUBLISH_EVERY, and lines must still be read (heartbeats among
+        // them) between two snapshots they asked for.
+        let done = Instant::now();
+        self.lines_publish_after = done + PUBLISH_EVERY.max(done - now);
         self.published_at = now;
         self.publish_at = None;
     }
 
-    /// Asks for a snapshot soon: at once if the last one is older than
-    /// `PUBLISH_EVERY`, else when it will be.
+    /// Asks for a snapshot soon: at once if the last one is old enough, else
+    /// `PUBLISH_EVERY` after it (longer if it was slow).
     fn publish_soon(&mut self) {
         if self.publish_at.is_none() {
-            self.publish_at = Some((self.published_at + PUBLISH_EVERY).max(Instant::now()));
+            self.publish_at = Some(self.lines_publish_after.max(Instant::now()));
         }
     }
 
