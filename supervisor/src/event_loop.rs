@@ -249,8 +249,9 @@ impl Supervisor {
             pid = std::process::id(), version = VERSION, config = %config.path.display(),
             socket = %config.socket.display(), jobs = config.jobs.len(), "supervisor started"
         );
-        // Conditions are re-evaluated every second (and right after each
-        // event line); one wakeup a second keeps the idle cost negligible.
+        // Conditions are re-evaluated every second (and after the lines
+        // that finish a run); one wakeup a second keeps the idle cost
+        // negligible.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // systemd's watchdog is fed from this loop, so it sees the loop itself.

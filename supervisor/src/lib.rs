@@ -6,23 +6,26 @@
 //! - `worker_conn`: one worker: spawn, event lines, reaping, backoff;
 //! - `spawn`: starting the worker; subreaper; the only `unsafe` here;
 //! - `model`: what was observed of the worker and the jobs, and the status;
-//! - `alerts`: the alert book, notices and their recorder;
-//!   `sinks`: delivering notices; `pings`: job and host pings;
-//! - `forensics`: what a run near its timeout was doing (from `/proc`);
+//! - `alerts`: the alert book (one alert per condition), notices and
+//!   their recorder; `sinks`: delivering notices; `pings`: job and host
+//!   pings to dead-man's-switch services;
+//! - `forensics`: what a wedged or timed-out run is doing (from `/proc`);
 //! - `snapshot`: what the loop publishes and the socket serves;
 //! - `server`: the status socket; `control`: the control calls it
 //!   forwards to the loop; `metrics`: `/metrics`;
 //! - [`lock`]: one supervisor per state directory;
-//! - `notify`: systemd readiness and watchdog; `reaper`: exit statuses
-//!   for the threads that start children of their own; `queue`: the
-//!   sinks' bounded queues; `log_budget`: rate-limited log lines;
+//! - `notify`: systemd readiness, watchdog and status line; `reaper`:
+//!   exit statuses for the threads that start children of their own;
+//!   `queue`: the bounded queues to the sink and ping threads;
+//!   `log_budget`: rate-limited log lines;
 //! - [`client`]: the CLI's side of the socket.
 //!
 //! The supervisor never runs jobs and never blocks on them: it reads the
 //! worker's events, watches the heartbeat against `stall_after`, replaces a
 //! worker that died or wedged (first restart at once, then exponential
 //! backoff), kills and records the runs a dead worker leaves behind, and
-//! answers on the socket. Every wait in its loop has a bound.
+//! answers on the socket from a snapshot the loop publishes. Every wait
+//! in its loop has a bound.
 
 mod alerts;
 pub mod client;
