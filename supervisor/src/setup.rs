@@ -69,14 +69,17 @@ impl SupervisorError {
 /// Options of `cronwarden run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub config_path: PathBuf,
+    /// The config, and the text it was parsed from (what each worker
+    /// runs), from one read of the file: see [`load_config`].
+    pub config: Config,
+    pub source: String,
     pub log_json: bool,
 }
 
 /// The config and its text from ONE read of the file: the model judges by
 /// the config and each worker runs the text, so both must come from the
 /// same bytes (a second read could see the file rewritten in between).
-fn load_config(path: &Path) -> Result<(Config, String), SupervisorError> {
+pub fn load_config(path: &Path) -> Result<(Config, String), SupervisorError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         // Worded as `Config::load` words it, so `run` and `check` agree.
         ConfigErrors(vec![ConfigError {
@@ -92,7 +95,11 @@ fn load_config(path: &Path) -> Result<(Config, String), SupervisorError> {
 
 /// Runs the supervisor until SIGTERM/SIGINT.
 pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
-    let (config, source) = load_config(&opts.config_path)?;
+    let RunOptions {
+        config,
+        source,
+        log_json,
+    } = opts;
     std::fs::DirBuilder::new()
         .recursive(true)
         .create(&config.state_dir)
@@ -167,7 +174,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         source,
         exe,
         lock,
-        log_json: opts.log_json,
+        log_json,
         log_files,
         host_beat,
     });
