@@ -7,6 +7,8 @@ use std::{
     process::ExitCode,
 };
 
+use cronwarden_shared::config::Config;
+
 use crate::logs;
 
 /// `cronwarden run`: the supervisor, in the foreground.
@@ -14,7 +16,7 @@ pub(crate) fn supervisor(config: PathBuf, log_json: bool) -> anyhow::Result<Exit
     // One read of the file: the log files, the model and the worker all
     // come from the same bytes. An invalid config is reported after the
     // logging is set up, as `run` reports any other refusal.
-    let loaded = cronwarden_supervisor::load_config(&config);
+    let loaded = Config::read(&config).map_err(cronwarden_supervisor::SupervisorError::from);
     let files = loaded.as_ref().ok().and_then(|(c, _)| {
         c.integrations
             .log_dir

@@ -49,4 +49,4 @@ mod snapshot;
 mod spawn;
 mod worker_conn;
 
-pub use setup::{load_config, run, RunOptions, SupervisorError};
+pub use setup::{run, RunOptions, SupervisorError};

@@ -9,13 +9,10 @@
 //! hand everything to the loop ([`crate::event_loop`]), which binds the
 //! socket and starts the first worker.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{path::PathBuf, sync::Arc};
 
 use cronwarden_shared::{
-    config::{Config, ConfigError, ConfigErrors},
+    config::{Config, ConfigErrors},
     status::SupervisorInfo,
     store::{self, Store},
     VERSION,
@@ -70,27 +67,10 @@ impl SupervisorError {
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// The config, and the text it was parsed from (what each worker
-    /// runs), from one read of the file: see [`load_config`].
+    /// runs), from one read of the file: see [`Config::read`].
     pub config: Config,
     pub source: String,
     pub log_json: bool,
-}
-
-/// The config and its text from ONE read of the file: the model judges by
-/// the config and each worker runs the text, so both must come from the
-/// same bytes (a second read could see the file rewritten in between).
-pub fn load_config(path: &Path) -> Result<(Config, String), SupervisorError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        // Worded as `Config::load` words it, so `run` and `check` agree.
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            job: None,
-            key: String::new(),
-            message: format!("cannot read config file: {e}"),
-        }])
-    })?;
-    let config = Config::parse(path, &text)?;
-    Ok((config, text))
 }
 
 /// Runs the supervisor until SIGTERM/SIGINT.
@@ -187,6 +167,7 @@ mod tests {
         fs::{File, OpenOptions},
         io::Write,
         os::unix::fs::OpenOptionsExt,
+        path::Path,
         time::{Duration, Instant},
     };
 
@@ -240,7 +221,7 @@ mod tests {
                 pause();
             }
         });
-        let (config, source) = load_config(&path).unwrap();
+        let (config, source) = Config::read(&path).unwrap();
         let worker_sees = Config::parse(&path, &source).unwrap();
         let names = |c: &Config| c.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&config), ["first"]);

@@ -278,6 +278,13 @@ pub struct Config {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::read(path).map(|(config, _)| config)
+    }
+
+    /// Reads and validates `path`, and keeps the text it parsed: the
+    /// supervisor judges by the config and each worker runs the text, so
+    /// both must come from one read (a second could see the file rewritten).
+    pub fn read(path: &Path) -> Result<(Config, String), ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
@@ -286,7 +293,8 @@ impl Config {
                 message: format!("cannot read config file: {e}"),
             }])
         })?;
-        Config::parse(path, &text)
+        let config = Config::parse(path, &text)?;
+        Ok((config, text))
     }
 
     /// Validates `text` as if read from `path`.
