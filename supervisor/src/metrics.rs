@@ -61,6 +61,7 @@ const SKIP_REASONS: &[SkipReason] = &[
     SkipReason::Misfire,
     SkipReason::Paused,
     SkipReason::WorkerDown,
+    SkipReason::Removed,
 ];
 
 fn reason_str(r: SkipReason) -> &'static str {
@@ -69,6 +70,7 @@ fn reason_str(r: SkipReason) -> &'static str {
         SkipReason::Misfire => "misfire",
         SkipReason::Paused => "paused",
         SkipReason::WorkerDown => "worker_down",
+        SkipReason::Removed => "removed",
     }
 }
 

@@ -23,7 +23,7 @@ use cronwarden_shared::{
     config::Config,
     stats::WorkerStats,
     status::RunRecord,
-    store::{self, Store},
+    store::{self, Store, Write},
     wire::{ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_COMMAND_LINE},
     VERSION,
 };
@@ -88,9 +88,9 @@ impl Scheduler {
         store: Store,
         events: EventTx,
         done_tx: mpsc::UnboundedSender<RunRecord>,
-        first_run_id: u64,
+        (first_run_id, reserved): (u64, u64),
     ) -> Self {
-        let mut plan = Plan::new(first_run_id);
+        let mut plan = Plan::new(first_run_id, reserved);
         plan.drop_fires_of = fail::eval("worker::drop_fire", |arg| arg).flatten();
         let mut s = Scheduler {
             plan,
@@ -119,7 +119,8 @@ impl Scheduler {
     /// schedules from the config alone and the error is reported.
     fn configure(&mut self, config: &Config) {
         self.heartbeat_interval = config.watchdog.heartbeat_interval;
-        let wanted = plan::wanted_rows(config, wall_now());
+        let now = wall_now();
+        let wanted = plan::wanted_rows(config, now);
         let rows = match self.store.reconcile(&wanted) {
             Ok(rows) => rows,
             Err(e) => {
@@ -133,7 +134,7 @@ impl Scheduler {
             // Its history may exceed a retention that was just lowered.
             self.pruner.mark(&job.name);
         }
-        self.plan.configure(config, rows, &mut self.fx);
+        self.plan.configure(config, rows, now, &mut self.fx);
     }
 
     /// Carries out the planned effects: commit the writes, then send the
@@ -290,6 +291,8 @@ impl Scheduler {
             stats: Some(WorkerStats {
                 store_write_seconds: self.journal.latency().clone(),
                 log_lines_dropped: cronwarden_shared::stats::log_lines_dropped(),
+                records_dropped: self.journal.records_dropped(),
+                writes_held: self.journal.held() as u64,
             }),
         });
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
@@ -448,8 +451,18 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         tracing::error!(job = %lost.job, run = lost.id, "run recorded lost: its worker died while it was running");
         events.send(Event::Finish { run: lost });
     }
-    let first_run_id = args.first_run_id.max(store.max_run_id()? + 1);
-    let mut sched = Scheduler::new(&config, store, events.clone(), done_tx, first_run_id);
+    // Above every stored id and every id a dead worker reserved, even if
+    // its records never reached the store (issue 14: run 341 reused).
+    let first_run_id = args.first_run_id.max(store.first_free_run_id()?);
+    let reserved = plan::reserve_at_start(first_run_id);
+    store.apply(&[Write::ReserveIds { upto: reserved }])?;
+    let mut sched = Scheduler::new(
+        &config,
+        store,
+        events.clone(),
+        done_tx,
+        (first_run_id, reserved),
+    );
     tracing::info!(jobs = config.jobs.len(), "worker started");
 
     loop {
