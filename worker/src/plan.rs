@@ -757,4 +757,6 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
