@@ -103,6 +103,9 @@ pub(crate) struct Plan {
     /// The highest run id reserved (planned to be stored): ids are handed
     /// out only below it.
     reserved: u64,
+    /// Runs in progress of jobs a reload removed: they finish (and are
+    /// recorded) as any run, and a shutdown stops them like the others.
+    orphans: BTreeMap<u64, Arc<JobSpec>>,
     /// The clocks at the previous turn, to notice steps and suspends.
     last_clocks: Option<Clocks>,
     /// Spread the next turn's catch-up runs (after a forward clock jump).
@@ -159,6 +162,7 @@ impl Plan {
             jobs: BTreeMap::new(),
             next_run_id: first_run_id,
             reserved: reserved.max(first_run_id - 1),
+            orphans: BTreeMap::new(),
             last_clocks: None,
             stagger: false,
             drop_fires_of: None,
@@ -187,13 +191,21 @@ impl Plan {
         let mut rearms = vec![];
         for (spec, row) in config.jobs.iter().zip(rows) {
             let spec = Arc::new(spec.clone());
-            let mut job = old.remove(&spec.name).unwrap_or(JobState {
+            let mut job = old.remove(&spec.name).unwrap_or_else(|| JobState {
                 spec: spec.clone(),
                 next: None,
                 paused: false,
-                running: vec![],
+                // A job removed and added back: its runs still in progress
+                // are its own again (overlap rules see them).
+                running: self
+                    .orphans
+                    .iter()
+                    .filter(|(_, o)| o.name == spec.name)
+                    .map(|(id, _)| *id)
+                    .collect(),
                 pending: None,
             });
+            self.orphans.retain(|_, o| o.name != spec.name);
             job.spec = spec;
             job.next = row.next_run_at;
             job.paused = row.paused;
@@ -204,6 +216,9 @@ impl Plan {
         }
         for (name, job) in old {
             tracing::info!(job = %name, running = job.running.len(), "job removed from the config; it will not fire again");
+            for &id in &job.running {
+                self.orphans.insert(id, job.spec.clone());
+            }
             if let Some((id, covers)) = job.pending {
                 let busy = job.running.first().copied();
                 self.removed_while_queued(&name, id, covers, busy, now, fx);
@@ -553,6 +568,9 @@ impl Plan {
     pub fn finished(&mut self, record: RunRecord, now: Timestamp, fx: &mut Effects) {
         let (name, id) = (record.job.clone(), record.id);
         fx.writes.push(Write::Finish(record));
+        if self.orphans.remove(&id).is_some() {
+            return;
+        }
         let Some(job) = self.jobs.get_mut(&name) else {
             return;
         };
@@ -651,6 +669,8 @@ impl Plan {
             fx.stops
                 .extend(j.running.iter().map(|&id| (id, StopReason::Shutdown)));
         }
+        fx.stops
+            .extend(self.orphans.keys().map(|&id| (id, StopReason::Shutdown)));
         fx.stops.len() - before
     }
 
@@ -660,6 +680,7 @@ impl Plan {
             .values()
             .filter(|j| !j.running.is_empty())
             .map(|j| j.spec.kill_grace)
+            .chain(self.orphans.values().map(|spec| spec.kill_grace))
             .max()
             .unwrap_or_default()
     }
@@ -674,9 +695,12 @@ impl Plan {
         self.jobs.iter().map(|(n, j)| (n.as_str(), j.next))
     }
 
-    /// The runs in progress of the configured jobs.
+    /// The runs in progress, of removed jobs too.
     pub fn running(&self) -> impl Iterator<Item = u64> + '_ {
-        self.jobs.values().flat_map(|j| j.running.iter().copied())
+        self.jobs
+            .values()
+            .flat_map(|j| j.running.iter().copied())
+            .chain(self.orphans.keys().copied())
     }
 
     /// How many records of `job` to keep; `None` once it left the config

@@ -730,3 +730,27 @@ fn a_restarted_worker_never_reuses_an_id_its_predecessor_handed_out() {
     assert!(records.len() > 2);
     assert!(records.iter().all(|r| !lost_ids.contains(&r.id)));
 }
+
+/// A removed job's run in progress is still the worker's: a shutdown
+/// stops it (else its record stays `running`, then `lost` "the worker died
+/// while the run was in flight"), and its record is written when it ends.
+#[test]
+fn a_removed_jobs_run_is_stopped_at_shutdown_and_recorded() {
+    let a = job("a", "*/10 * * * * *", "");
+    let b = job("b", "*/10 * * * * *", "");
+    let mut sim = Sim::new(&(a.clone() + &b));
+    sim.run_until(10);
+    let b_run = sim.child_of("b")[0];
+    sim.configure(&a);
+    assert!(sim.plan.running().any(|id| id == b_run));
+    let mut fx = Effects::default();
+    sim.plan.shutdown(sim.clocks.wall, &mut fx);
+    assert!(fx
+        .stops
+        .iter()
+        .any(|(id, r)| *id == b_run && *r == StopReason::Shutdown));
+    sim.apply(fx);
+    sim.finish(b_run, Outcome::Killed);
+    assert!(sim.plan.running().all(|id| id != b_run));
+    assert_eq!(sim.records("b")[0].outcome, Outcome::Killed);
+}
