@@ -71,6 +71,9 @@ pub(crate) struct Journal {
     held: Vec<Write>,
     /// Held records dropped because the bound was reached.
     dropped: u64,
+    /// The bound: [`MAX_HELD_RECORDS`], or the
+    /// `journal::max_held_records=return(N)` fail point's N.
+    max_records: usize,
     /// The last store error, while writes keep failing.
     error: Option<String>,
     /// Store write latency, sent with every heartbeat for the metrics.
@@ -83,6 +86,11 @@ impl Journal {
             pending: vec![],
             held: vec![],
             dropped: 0,
+            max_records: fail::eval("journal::max_held_records", |arg| {
+                arg.and_then(|a| a.parse().ok())
+            })
+            .flatten()
+            .unwrap_or(MAX_HELD_RECORDS),
             error: None,
             latency: Histogram::new(STORE_WRITE_BUCKETS),
         }
@@ -159,7 +167,8 @@ impl Journal {
                     match self.dropped {
                         0 => String::new(),
                         n => format!(
-                            ", {n} run record(s) dropped beyond the bound of {MAX_HELD_RECORDS}"
+                            ", {n} run record(s) dropped beyond the bound of {}",
+                            self.max_records
                         ),
                     }
                 );
@@ -175,7 +184,7 @@ impl Journal {
     fn hold(&mut self, batch: Vec<Write>) {
         let mut held = coalesce(batch);
         let records = held.iter().filter(|w| is_record(w)).count();
-        let mut excess = records.saturating_sub(MAX_HELD_RECORDS);
+        let mut excess = records.saturating_sub(self.max_records);
         if excess > 0 {
             // Bounded memory: the oldest records go first, and are counted;
             // claims, pause flags and reservations always stay.

@@ -37,6 +37,8 @@
 //! other argument: EAGAIN),
 //! `worker::after_hello=return(MS)` (a slow start between hello and the
 //! first loop turn),
+//! `journal::max_held_records=return(N)` (the journal holds at most N run
+//! records while the store fails, instead of 10,000),
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,
 //! right after the hello).
 
