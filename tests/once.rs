@@ -235,3 +235,71 @@ fn held_write_overflow_drops_records_never_claims() {
         }
     }
 }
+
+/// Issue 14 item 7: a schedule changed while cronwarden was down dropped
+/// the fires the old schedule missed, with no record. They are accounted
+/// under the old schedule (within the grace: one catch-up run covering
+/// them), then the new schedule takes over.
+#[test]
+fn a_schedule_change_across_downtime_accounts_the_old_schedules_fires() {
+    let env = Env::new("");
+    let stamp_file = env.path("stamps");
+    let old = stamping_job("j", "*/3 * * * * *", &stamp_file, "", "true");
+    env.write_config(&old);
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    wait_until("a run recorded", LONG, || {
+        (!env.rows("j").is_empty()).then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0);
+    let stopped = now_unix();
+    wait_until("the old schedule misses fires", LONG, || {
+        (now_unix() >= stopped + 7).then_some(())
+    });
+    let new = stamping_job("j", "*/5 * * * * *", &stamp_file, "", "true");
+    env.write_config(&new);
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    let up = now_unix();
+    wait_until("a fire of the new schedule", LONG, || {
+        env.rows("j")
+            .iter()
+            .any(|r| {
+                r.scheduled_at
+                    .as_deref()
+                    .is_some_and(|s| unix(s) > up && unix(s) % 5 == 0)
+            })
+            .then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0);
+    let rows = env.rows("j");
+    // The old schedule's fires while it was down: each recorded once,
+    // by a catch-up run.
+    let (from, to) = (stopped, stopped + 7);
+    let owed: Vec<i64> = ((from + 1)..to).filter(|s| s % 3 == 0).collect();
+    assert_accounted(&rows, &owed, from, to, "j");
+    let catchup = rows
+        .iter()
+        .find(|r| r.covers.iter().any(|c| unix(c) == owed[0]))
+        .unwrap();
+    assert!(
+        catchup.trigger == "catchup" || catchup.covers.len() == 1,
+        "{catchup:?}"
+    );
+    assert_eq!(catchup.outcome, "success", "{catchup:?}");
+    // After the restart only the new schedule fires.
+    let after: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.id > catchup.id)
+        .flat_map(|r| r.covers.iter().map(|c| unix(c)))
+        .collect();
+    assert!(after.iter().all(|s| s % 5 == 0), "{after:?}");
+    assert_ran_once(&stamps(&stamp_file));
+    let stored: String = env
+        .db()
+        .query_row("SELECT schedule FROM jobs WHERE name = 'j'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, "*/5 * * * * *");
+}
