@@ -303,3 +303,136 @@ fn a_schedule_change_across_downtime_accounts_the_old_schedules_fires() {
         .unwrap();
     assert_eq!(stored, "*/5 * * * * *");
 }
+
+/// The summary of the open `store_error` alert, if any.
+fn store_error(env: &Env) -> Option<String> {
+    env.status().1.and_then(|s| {
+        s["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["kind"] == "store_error")
+            .map(|a| a.to_string())
+    })
+}
+
+/// Issue 14 item 3 (at start): a store locked by another connection (a
+/// backup, `sqlite3` in a shell) made the new worker exit on "recovering
+/// lost runs: database is locked". It waits with backoff instead, says so
+/// (`store_error`), is not replaced for it, and starts once the lock goes.
+#[test]
+fn a_store_locked_at_start_is_waited_for_not_a_crash() {
+    let env = Env::new(
+        "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"3s\"\n\
+         [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n",
+    );
+    // A store with a run left in flight, so the new worker must write.
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    assert_eq!(sup.stop(LONG), 0);
+    let db = rusqlite::Connection::open(env.state_dir().join("cronwarden.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let locked = std::time::Instant::now();
+    let mut sup = env.start();
+    let err = wait_until("store_error while the store is locked", LONG, || {
+        store_error(&env)
+    });
+    assert!(err.contains("locked"), "{err}");
+    // Held 14 s, as in the issue; the worker is not replaced meanwhile.
+    wait_until("14 s of lock", LONG, || {
+        (locked.elapsed() >= Duration::from_secs(14)).then_some(())
+    });
+    let s = env.status().1.unwrap();
+    assert_eq!(s["worker"]["restarts"], 0, "{s}");
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+    let released = now_unix();
+    let s = env.wait_ok(LONG);
+    assert_eq!(s["worker"]["restarts"], 0, "{s}");
+    wait_until("fires after the lock are recorded", LONG, || {
+        env.rows("tick")
+            .iter()
+            .any(|r| {
+                r.scheduled_at
+                    .as_deref()
+                    .is_some_and(|t| unix(t) > released)
+            })
+            .then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0);
+    assert!(
+        !sup.log().contains("database is locked\n") || sup.log().contains("retry_in_ms"),
+        "{}",
+        sup.log()
+    );
+}
+
+/// Unmounts (lazily) on drop, so a failing test leaves no mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn mount(args: &[&str], at: &Path) -> bool {
+    std::process::Command::new("mount")
+        .args(args)
+        .arg(at)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Issue 14 item 5: a read-only store at start gave an endless crash
+/// loop, the cause only in the log. The worker waits for it and says why
+/// in the status: the path and the errno. (The store file alone is made
+/// read-only, by a read-only bind mount over it: the supervisor's own
+/// files in the state directory are its concern.)
+#[test]
+fn a_read_only_store_at_start_is_reported_with_its_cause() {
+    if !nix::unistd::Uid::effective().is_root() {
+        crate::util::skip("bind mounts need root");
+        return;
+    }
+    let env = Env::new(
+        "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"3s\"\n\
+         [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n",
+    );
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    assert_eq!(sup.stop(LONG), 0);
+    let db = env.state_dir().join("cronwarden.db");
+    if !mount(&["--bind", db.to_str().unwrap()], &db) {
+        crate::util::skip("cannot bind-mount here");
+        return;
+    }
+    let _mount = Mount(db.clone());
+    if !mount(&["-o", "remount,ro,bind"], &db) {
+        crate::util::skip("cannot remount a bind mount read-only");
+        return;
+    }
+    let mut sup = env.start();
+    let err = wait_until("store_error names the cause", LONG, || {
+        store_error(&env).filter(|e| e.contains("not writable"))
+    });
+    assert!(err.contains(db.to_str().unwrap()), "{err}");
+    assert!(err.contains("EROFS"), "{err}");
+    let s = env.status().1.unwrap();
+    assert_eq!(s["worker"]["restarts"], 0, "no crash loop: {s}");
+    drop(_mount);
+    let back = now_unix();
+    env.wait_ok(LONG);
+    wait_until("fires after the store is writable again", LONG, || {
+        env.rows("tick")
+            .iter()
+            .any(|r| r.scheduled_at.as_deref().is_some_and(|t| unix(t) > back))
+            .then_some(())
+    });
+    let s = env.status().1.unwrap();
+    assert_eq!(s["worker"]["restarts"], 0, "{s}");
+    assert_eq!(sup.stop(LONG), 0);
+}

@@ -23,7 +23,7 @@ use cronwarden_shared::{
     config::Config,
     stats::WorkerStats,
     status::RunRecord,
-    store::{self, Store, Write},
+    store::{self, Store, StoreError, Write},
     wire::{ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_COMMAND_LINE},
     VERSION,
 };
@@ -406,6 +406,153 @@ async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, Worker
     }
 }
 
+/// What a worker takes over from its predecessor at start.
+struct TakeOver {
+    store: Store,
+    /// Runs the predecessor left in flight, now recorded lost.
+    lost: Vec<RunRecord>,
+    /// Run ids from here on are the new worker's: above every stored id
+    /// and every id a dead worker reserved, even one whose records never
+    /// reached the store (issue 14: run 341 reused).
+    first_run_id: u64,
+    /// Reserved (committed) up to here.
+    reserved: u64,
+}
+
+/// The longest wait between two start-up attempts on a failing store.
+const TAKE_OVER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Opens the store, records the predecessor's runs in flight as lost and
+/// reserves run ids; all of it on a blocking thread, retried with backoff
+/// while it fails (a store locked by a backup, a read-only or full disk),
+/// so the worker does not exit into a crash loop: while it waits it sends
+/// heartbeats whose `store_error` says why, with the exact cause (path,
+/// errno). Its loop turns (waiting) complete, so they count as good: a
+/// replacement could not fix the disk either. A store that is not a
+/// cronwarden database, or is too new, is refused at once (it names the
+/// file). Commands that arrive meanwhile are kept for the scheduler (a
+/// `configure` replaces the config); `Ok(None)`: the supervisor left.
+async fn take_over_store(
+    config: &mut Config,
+    first_run_id: u64,
+    events: &EventTx,
+    cmd_rx: &mut mpsc::Receiver<Command>,
+    replay: &mut Vec<Command>,
+) -> Result<Option<TakeOver>, WorkerError> {
+    let path = config.state_dir.join(store::FILE_NAME);
+    let mut backoff = Duration::from_millis(100);
+    let mut seq = 0u64;
+    loop {
+        let p = path.clone();
+        let mut attempt = tokio::task::spawn_blocking(move || take_over(&p, first_run_id));
+        let result = loop {
+            let beat = config.watchdog.heartbeat_interval;
+            tokio::select! {
+                r = &mut attempt => break r,
+                cmd = cmd_rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return Ok(None),
+                    Some(Command::Configure { path, source }) => match Config::parse(&path, &source) {
+                        Ok(c) => *config = c,
+                        Err(e) => tracing::warn!("configure refused while taking over the store: {e}"),
+                    },
+                    Some(cmd) => replay.push(cmd),
+                },
+                _ = tokio::time::sleep(beat) => {
+                    seq += 1;
+                    waiting_heartbeat(events, seq, "taking over the store is slow (it may be locked)".into());
+                }
+            }
+        };
+        let error = match result {
+            Ok(Ok(t)) => {
+                if seq > 0 {
+                    tracing::info!(path = %path.display(), "the store is usable again; starting");
+                }
+                return Ok(Some(t));
+            }
+            Ok(Err(e @ (StoreError::Corrupt { .. } | StoreError::TooNew { .. }))) => {
+                return Err(e.into())
+            }
+            Ok(Err(e)) => format!("{e}{}", writable_cause(&path)),
+            Err(e) => format!("store {}: the start-up task failed: {e}", path.display()),
+        };
+        tracing::error!(
+            retry_in_ms = backoff.as_millis() as u64,
+            "cannot take over the store: {error}"
+        );
+        seq += 1;
+        waiting_heartbeat(events, seq, format!("cannot take over the store: {error}"));
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            let beat = config
+                .watchdog
+                .heartbeat_interval
+                .min(until - Instant::now());
+            tokio::select! {
+                cmd = cmd_rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return Ok(None),
+                    Some(Command::Configure { path, source }) => match Config::parse(&path, &source) {
+                        Ok(c) => *config = c,
+                        Err(e) => tracing::warn!("configure refused while taking over the store: {e}"),
+                    },
+                    Some(cmd) => replay.push(cmd),
+                },
+                _ = tokio::time::sleep(beat) => {
+                    seq += 1;
+                    waiting_heartbeat(events, seq, format!("cannot take over the store: {error}"));
+                }
+            }
+        }
+        backoff = (backoff * 2).min(TAKE_OVER_BACKOFF_MAX);
+    }
+}
+
+/// The blocking part of [`take_over_store`].
+fn take_over(path: &std::path::Path, first_run_id: u64) -> Result<TakeOver, StoreError> {
+    let mut store = Store::open(path)?;
+    let lost = store.recover_lost()?;
+    let first_run_id = first_run_id.max(store.first_free_run_id()?);
+    let reserved = plan::reserve_at_start(first_run_id);
+    store.apply(&[Write::ReserveIds { upto: reserved }])?;
+    Ok(TakeOver {
+        store,
+        lost,
+        first_run_id,
+        reserved,
+    })
+}
+
+/// Why a store path cannot be written, as the system says it (errno),
+/// or nothing when it can: the file if it exists, else its directory.
+fn writable_cause(path: &std::path::Path) -> String {
+    use nix::unistd::{access, AccessFlags};
+    let target = if path.exists() {
+        path
+    } else {
+        path.parent().unwrap_or(path)
+    };
+    match access(target, AccessFlags::W_OK) {
+        Ok(()) => String::new(),
+        Err(errno) => format!(" ({} is not writable: {errno})", target.display()),
+    }
+}
+
+/// A heartbeat while the worker waits for its store: alive, turning, and
+/// saying why it does not schedule yet.
+fn waiting_heartbeat(events: &EventTx, seq: u64, store_error: String) {
+    let now = wall_now();
+    events.send(Event::Heartbeat {
+        seq,
+        at: now,
+        last_good_turn_at: Some(now),
+        running: 0,
+        store_error: Some(store_error),
+        armed: None,
+        progress: vec![],
+        stats: None,
+    });
+}
+
 /// The worker's whole life: adopt descriptors, wait for the config, loop.
 pub(crate) async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     LocalSet::new().run_until(run_local(args)).await
@@ -444,18 +591,28 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let store_path = config.state_dir.join(store::FILE_NAME);
-    let mut store = Store::open(&store_path)?;
+    let mut config = config;
+    let mut replay = vec![];
+    let started = tokio::select! {
+        biased;
+        _ = term.recv() => { tracing::info!("SIGTERM while taking over the store"); None }
+        _ = &mut broken => None,
+        r = take_over_store(&mut config, args.first_run_id, &events, &mut cmd_rx, &mut replay) => r?,
+    };
+    let Some(TakeOver {
+        store,
+        lost,
+        first_run_id,
+        reserved,
+    }) = started
+    else {
+        return Ok(());
+    };
     // Runs left `running` belonged to a worker that died: they are lost.
-    for lost in store.recover_lost()? {
+    for lost in lost {
         tracing::error!(job = %lost.job, run = lost.id, "run recorded lost: its worker died while it was running");
         events.send(Event::Finish { run: lost });
     }
-    // Above every stored id and every id a dead worker reserved, even if
-    // its records never reached the store (issue 14: run 341 reused).
-    let first_run_id = args.first_run_id.max(store.first_free_run_id()?);
-    let reserved = plan::reserve_at_start(first_run_id);
-    store.apply(&[Write::ReserveIds { upto: reserved }])?;
     let mut sched = Scheduler::new(
         &config,
         store,
@@ -464,6 +621,9 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         (first_run_id, reserved),
     );
     tracing::info!(jobs = config.jobs.len(), "worker started");
+    for cmd in replay {
+        sched.command(cmd);
+    }
 
     loop {
         sched.turn();
