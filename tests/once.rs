@@ -436,3 +436,65 @@ fn a_read_only_store_at_start_is_reported_with_its_cause() {
     assert_eq!(s["worker"]["restarts"], 0, "{s}");
     assert_eq!(sup.stop(LONG), 0);
 }
+
+/// Issue 14 item 8: the store's files deleted under a running instance
+/// (an operator cleaning up): status stayed `ok`, the worker kept writing
+/// to the deleted file, and every record written after the deletion was
+/// gone at the next start. Now the worker notices within a second, says so
+/// (critical `store_error`), copies the old file's history back and
+/// writes on; afterwards every fire, before and after, has one record.
+#[test]
+fn the_store_deleted_under_a_running_instance_is_recreated_whole() {
+    let env = Env::new("");
+    let stamp_file = env.path("stamps");
+    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
+        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "true");
+    env.write_config(&config);
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    let first = wait_until("a few runs recorded", LONG, || {
+        let rows = env.rows("tick");
+        (rows.len() >= 3).then(|| unix(rows[0].scheduled_at.as_deref().unwrap()))
+    });
+    let db = env.state_dir().join("cronwarden.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let deleted = now_unix();
+    let err = wait_until("store_error says the file was deleted", LONG, || {
+        store_error(&env).filter(|e| e.contains("was deleted"))
+    });
+    assert!(err.contains("critical"), "{err}");
+    wait_until(
+        "fires after the deletion are in the store file",
+        LONG,
+        || {
+            db.exists()
+                .then(|| env.rows("tick"))
+                .filter(|rows| {
+                    rows.iter().any(|r| {
+                        r.scheduled_at
+                            .as_deref()
+                            .is_some_and(|t| unix(t) > deleted + 2)
+                    })
+                })
+                .map(|_| ())
+        },
+    );
+    assert_eq!(sup.stop(LONG), 0);
+    let stopped = now_unix();
+    let rows = env.rows("tick");
+    // Every second from the first fire to the stop: one record each, the
+    // ones before the deletion included.
+    let (from, to) = (first - 1, stopped - 1);
+    let expected: Vec<i64> = (from + 1..to).collect();
+    assert_accounted(&rows, &expected, from, to, "tick");
+    let stamped = stamps(&stamp_file);
+    assert_ran_once(&stamped);
+    let ids: BTreeSet<i64> = rows.iter().map(|r| r.id).collect();
+    let unrecorded: Vec<&Stamp> = stamped.iter().filter(|s| !ids.contains(&s.id)).collect();
+    assert!(
+        unrecorded.is_empty(),
+        "runs without a record: {unrecorded:?}"
+    );
+}

@@ -221,6 +221,12 @@ impl Store {
         Ok(store)
     }
 
+    /// A store in memory: a stand-in while the worker swaps its store file
+    /// (the old connection must close before a new one opens the path).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::open(Path::new(":memory:"))
+    }
+
     /// Opens an existing store read-only (the supervisor's and CLI's view).
     pub fn open_readonly(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open_with_flags(
@@ -427,6 +433,21 @@ impl Store {
             .map_err(self.sql("reading the reserved run ids"))?;
         let reserved = reserved.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         Ok(self.max_run_id()?.max(reserved).saturating_add(1))
+    }
+
+    /// Writes a complete, consistent copy of this store (committed WAL
+    /// frames included) to `dest`, which must not exist: how a store whose
+    /// file was deleted under the open connection is saved.
+    pub fn copy_into(&self, dest: &Path) -> Result<(), StoreError> {
+        self.conn
+            .execute("VACUUM INTO ?1", [dest.to_string_lossy()])
+            .map(|_| ())
+            .map_err(self.sql("copying the store"))
+    }
+
+    /// The file this store was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The highest run id ever used (0 for a new store).

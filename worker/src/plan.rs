@@ -685,6 +685,54 @@ impl Plan {
             .unwrap_or_default()
     }
 
+    /// What the store must hold for this plan to be taken up again, for a
+    /// store recreated under a running worker: every job's row (schedule,
+    /// zone, armed fire, paused), then writes that set each job's
+    /// `next_run_at` to the armed fire whatever it was (to be applied
+    /// without the compare-and-set), the run-id reservation, and the
+    /// records of queued fires (in flight).
+    pub fn restore(&self) -> (Vec<JobRow>, Vec<Write>) {
+        let rows = self
+            .jobs
+            .values()
+            .map(|j| JobRow {
+                name: j.spec.name.clone(),
+                schedule: j.spec.schedule.expr().to_string(),
+                timezone: j.spec.timezone.clone(),
+                next_run_at: j.next,
+                last_scheduled_at: None,
+                paused: j.paused,
+            })
+            .collect();
+        let mut writes = vec![Write::ReserveIds {
+            upto: self.reserved,
+        }];
+        for j in self.jobs.values() {
+            writes.push(Write::Claim {
+                job: j.spec.name.clone(),
+                from: None,
+                to: j.next,
+                last_scheduled_at: None,
+                rearm: None,
+            });
+            writes.push(Write::Paused {
+                job: j.spec.name.clone(),
+                paused: j.paused,
+            });
+            if let Some((id, covers)) = &j.pending {
+                let rec = RunRecord::new(
+                    *id,
+                    &j.spec.name,
+                    covers.clone(),
+                    trigger_for(covers),
+                    Outcome::Running,
+                );
+                writes.push(Write::Insert(rec));
+            }
+        }
+        (rows, writes)
+    }
+
     /// The earliest armed fire of any job.
     pub fn earliest_fire(&self) -> Option<Timestamp> {
         self.jobs.values().filter_map(|j| j.next).min()

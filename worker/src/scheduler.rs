@@ -57,7 +57,16 @@ const CONFIGURE_WITHIN: Duration = Duration::from_secs(30);
 struct Running {
     stop: StopHandle,
     progress: crate::output::SharedProgress,
+    /// Its record as committed at its start, to write back into a store
+    /// recreated while it runs.
+    record: RunRecord,
 }
+
+/// How often the store file's identity (device, inode) is checked.
+const IDENTITY_EVERY: Duration = Duration::from_secs(1);
+/// How long a lost store file stays reported in `store_error` after it
+/// was recreated (so the supervisor surely sees it and alerts).
+const IDENTITY_NOTE_FOR: Duration = Duration::from_secs(60);
 
 /// The plan, and everything it must not touch: the store, the journal,
 /// the event pipe, the runs' handles, the heartbeat. Methods never await:
@@ -80,6 +89,28 @@ struct Scheduler {
     panicked: bool,
     /// `<state_dir>/output`: where `keep_output` jobs' files go.
     output_root: PathBuf,
+    /// The store file and its identity (device, inode) when opened: a
+    /// file deleted or replaced under the open connection is noticed
+    /// within [`IDENTITY_EVERY`] (issue 14: records kept going to a
+    /// deleted file for good).
+    store_path: PathBuf,
+    identity: Option<(u64, u64)>,
+    next_identity_check: Instant,
+    /// What happened to the store file, and until when it is reported.
+    identity_note: Option<(String, Instant)>,
+    /// No store file could be reopened: `store` is an in-memory stand-in,
+    /// writes are held, and reopening is tried at every check.
+    store_down: bool,
+}
+
+/// The (device, inode) of a file; `Ok(None)` when it does not exist.
+fn file_identity(path: &std::path::Path) -> std::io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl Scheduler {
@@ -91,6 +122,8 @@ impl Scheduler {
         (first_run_id, reserved): (u64, u64),
     ) -> Self {
         let mut plan = Plan::new(first_run_id, reserved);
+        let store_path = store.path().to_path_buf();
+        let identity = file_identity(&store_path).ok().flatten();
         plan.drop_fires_of = fail::eval("worker::drop_fire", |arg| arg).flatten();
         let mut s = Scheduler {
             plan,
@@ -107,6 +140,11 @@ impl Scheduler {
             next_heartbeat: Instant::now(),
             panicked: false,
             output_root: config.state_dir.join("output"),
+            store_path,
+            identity,
+            next_identity_check: Instant::now() + IDENTITY_EVERY,
+            identity_note: None,
+            store_down: false,
         };
         s.configure(config);
         s
@@ -144,7 +182,13 @@ impl Scheduler {
         let fx = std::mem::take(&mut self.fx);
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
-        self.journal.flush(&mut self.store);
+        if self.store_down {
+            // The stand-in would take the writes and keep none of them.
+            self.journal
+                .flush(&mut |_: &[Write], _: bool| Err(WorkerError::StoreUnavailable));
+        } else {
+            self.journal.flush(&mut self.store);
+        }
         for ev in fx.events {
             self.events.send(ev);
         }
@@ -179,6 +223,7 @@ impl Scheduler {
             Running {
                 stop: stop.clone(),
                 progress: req.progress.clone(),
+                record: req.record.clone(),
             },
         );
         let events = self.events.clone();
@@ -218,6 +263,7 @@ impl Scheduler {
         // A failing store is reported as `store_error`, not as a failing
         // turn: replacing the worker cannot fix a full or read-only disk
         // and would throw away the writes it holds for retry.
+        self.guarded("store identity", Self::check_store_identity);
         self.guarded("turn", |s| {
             fail::fail_point!("worker::turn");
             s.plan.fire_due(clocks.wall, &mut s.fx);
@@ -280,12 +326,13 @@ impl Scheduler {
             .collect();
         progress.sort_by_key(|p| p.run_id);
         progress.truncate(100);
+        let store_error = self.store_error();
         self.events.send(Event::Heartbeat {
             seq: self.seq,
             at: wall_now(),
             last_good_turn_at: self.last_good_turn,
             running: ids.len() as u32,
-            store_error: self.journal.error().map(str::to_string),
+            store_error,
             armed: Some(ArmedDigest::of(self.plan.armed())),
             progress,
             stats: Some(WorkerStats {
@@ -296,6 +343,151 @@ impl Scheduler {
             }),
         });
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+    }
+
+    /// What `store_error` says: a failing store, and for a while after it,
+    /// a store file that was deleted or replaced.
+    fn store_error(&mut self) -> Option<String> {
+        if self
+            .identity_note
+            .as_ref()
+            .is_some_and(|(_, until)| Instant::now() >= *until)
+        {
+            self.identity_note = None;
+        }
+        match (self.journal.error(), &self.identity_note) {
+            (Some(e), Some((n, _))) => Some(format!("{n}; {e}")),
+            (Some(e), None) => Some(e.to_string()),
+            (None, Some((n, _))) => Some(n.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// Checks (every [`IDENTITY_EVERY`]) that the store path still names
+    /// the file the connection has open. SQLite keeps writing to a file
+    /// deleted under it, and every record would be gone at the next start.
+    fn check_store_identity(&mut self) {
+        let now = Instant::now();
+        if now < self.next_identity_check {
+            return;
+        }
+        self.next_identity_check = now + IDENTITY_EVERY;
+        if self.store_down {
+            return self.recover_store("could not be reopened", false);
+        }
+        let what = match (file_identity(&self.store_path), self.identity) {
+            (Ok(Some(id)), Some(known)) if id == known => return,
+            (Ok(Some(id)), None) => {
+                self.identity = Some(id);
+                return;
+            }
+            (Ok(None), _) => "was deleted",
+            (Ok(Some(_)), Some(_)) => "was replaced by another file",
+            (Err(e), _) => {
+                tracing::warn!(path = %self.store_path.display(), "cannot check the store file: {e}");
+                return;
+            }
+        };
+        self.recover_store(what, true);
+    }
+
+    /// The store file was deleted or replaced under the open connection.
+    /// The old file's content is saved (the open connection still reads
+    /// it): copied back to the path if the file was deleted, or aside
+    /// (`cronwarden.db.saved-<time>`) if another file took its place. Then
+    /// the store at the path is opened and what this worker holds is
+    /// written back: every job's row and armed fire, the run-id
+    /// reservation, the records of runs in flight and queued fires (the
+    /// journal's held writes follow at the next flush). Reported at once,
+    /// critical, with the loss, if any.
+    fn recover_store(&mut self, what: &str, save_old: bool) {
+        let path = self.store_path.clone();
+        let stamp = wall_now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let saved = path.with_file_name(format!("{}.saved-{stamp}", store::FILE_NAME));
+        let copied: Result<(), String> = if save_old {
+            self.store.copy_into(&saved).map_err(|e| e.to_string())
+        } else {
+            Err("it was lost before".into())
+        };
+        // The old connection closes before a new one opens the path: on
+        // close it removes `<path>-wal` and `-shm` by name.
+        match Store::open_in_memory() {
+            Ok(stand_in) => drop(std::mem::replace(&mut self.store, stand_in)),
+            Err(e) => {
+                tracing::error!("cannot swap the store: {e}");
+                return;
+            }
+        }
+        let deleted = what == "was deleted";
+        let (target, history) = match (&copied, deleted) {
+            (Ok(()), true) => match std::fs::rename(&saved, &path) {
+                Ok(()) => (path.clone(), "its whole history was copied back".to_string()),
+                Err(e) => (
+                    saved.clone(),
+                    format!("its history was saved to {} but cannot be moved back ({e}); writing there", saved.display()),
+                ),
+            },
+            (Ok(()), false) => (
+                path.clone(),
+                format!("its history was saved to {}", saved.display()),
+            ),
+            (Err(e), _) => (
+                path.clone(),
+                format!("its history could not be saved ({e}) and is lost; the schedule and runs in flight are written back"),
+            ),
+        };
+        let mut store = match Store::open(&target) {
+            Ok(s) => s,
+            Err(e) if copied.is_ok() && target != saved => {
+                tracing::error!("{e}; writing to the saved copy {} instead", saved.display());
+                match Store::open(&saved) {
+                    Ok(s) => s,
+                    Err(e) => return self.store_lost(&path, what, e.to_string()),
+                }
+            }
+            Err(e) => return self.store_lost(&path, what, e.to_string()),
+        };
+        let (rows, mut writes) = self.plan.restore();
+        writes.extend(
+            self.running
+                .values()
+                .map(|r| Write::Insert(r.record.clone())),
+        );
+        let restored = store
+            .reconcile(&rows)
+            .and_then(|_| store.apply_overriding(&writes));
+        if let Err(e) = &restored {
+            tracing::error!("writing back to the recreated store failed: {e}; held for retry");
+            self.journal.extend(writes);
+        }
+        self.identity = file_identity(store.path()).ok().flatten();
+        self.store_path = store.path().to_path_buf();
+        self.store = store;
+        self.store_down = false;
+        let note = format!(
+            "critical: the store file {} {what} under the running worker; it was reopened ({history}; the schedule, {} run(s) in flight and the held writes are written back)",
+            path.display(),
+            self.running.len()
+        );
+        tracing::error!("{note}");
+        self.identity_note = Some((note, Instant::now() + IDENTITY_NOTE_FOR));
+        // Say so now, not at the next interval.
+        self.next_heartbeat = Instant::now();
+    }
+
+    /// No store could be reopened: reported, and tried again at the next
+    /// check (the stand-in holds nothing durable, so writes are held).
+    fn store_lost(&mut self, path: &std::path::Path, what: &str, error: String) {
+        let note = format!(
+            "critical: the store file {} {what} under the running worker and cannot be reopened: {error}",
+            path.display()
+        );
+        tracing::error!("{note}");
+        self.identity = None;
+        self.store_down = true;
+        self.journal.set_error(note.clone());
+        self.identity_note = Some((note, Instant::now() + IDENTITY_NOTE_FOR));
+        self.next_heartbeat = Instant::now();
     }
 
     /// A run ended: the plan records it, releases its busy flag and may

@@ -754,3 +754,24 @@ fn a_removed_jobs_run_is_stopped_at_shutdown_and_recorded() {
     assert!(sim.plan.running().all(|id| id != b_run));
     assert_eq!(sim.records("b")[0].outcome, Outcome::Killed);
 }
+
+/// A store recreated under a running worker gets the plan back: rows and
+/// armed fires, the id reservation, the queued fire's record.
+#[test]
+fn restore_writes_the_plan_back_into_an_empty_store() {
+    let mut sim = Sim::new(&job("q", "*/10 * * * * *", "overlap = \"queue\""));
+    sim.run_until(20);
+    let queued = sim.records("q").pop().unwrap();
+    let (rows, writes) = sim.plan.restore();
+    let dir = tempfile::tempdir().unwrap();
+    let mut fresh = Store::open(&dir.path().join("new.db")).unwrap();
+    fresh.reconcile(&rows).unwrap();
+    fresh.apply_overriding(&writes).unwrap();
+    let row = fresh.jobs().unwrap().pop().unwrap();
+    assert_eq!(row.next_run_at, Some(ts(30)));
+    assert_eq!(row.schedule, "*/10 * * * * *");
+    let rec = fresh.runs("q", 10).unwrap();
+    assert_eq!(rec.len(), 1);
+    assert_eq!((rec[0].id, rec[0].outcome), (queued.id, Outcome::Running));
+    assert!(fresh.first_free_run_id().unwrap() > super::RESERVE_AHEAD);
+}
