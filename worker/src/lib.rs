@@ -8,11 +8,16 @@
 //!   stops out. It reads no clock, touches no store, spawns nothing;
 //! - [`scheduler`]: the loop around it: reads the clocks, feeds the plan,
 //!   carries out its effects, and writes the heartbeat after each turn (so
-//!   a heartbeat proves progress, not just a live thread);
+//!   a heartbeat proves progress, not just a live thread); it takes the
+//!   store over at start off the loop, retried with backoff, and watches
+//!   the store file's identity (deleted or replaced: reported critical,
+//!   reopened, what it holds written back);
 //! - [`clock`]: reading the wall, monotonic and boot clocks, and telling a
 //!   wall-clock step from a suspend;
 //! - [`journal`]: the store writes of a turn, committed in one transaction,
-//!   held (bounded) and retried while the store fails;
+//!   held and retried while the store fails (claims coalesce per job and
+//!   are never dropped; only records beyond the bound are, counted in the
+//!   heartbeat's stats);
 //! - [`retention`]: pruning old records, a few jobs per sweep;
 //! - [`runner`]: one run of one job, in its own process group, under a
 //!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe; it
