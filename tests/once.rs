@@ -498,3 +498,62 @@ fn the_store_deleted_under_a_running_instance_is_recreated_whole() {
         "runs without a record: {unrecorded:?}"
     );
 }
+
+/// Issue 14 item 3 (running): an exclusive lock held 14 s by another
+/// connection got the worker killed as stalled after 5 s (its store write
+/// waited in the loop). Now the writes fail fast and are held: the store
+/// is `store_error` meanwhile, never a stall, runs go on, and afterwards
+/// every fire has one record and ran once.
+#[test]
+fn a_store_locked_14s_while_running_is_store_error_not_a_stall() {
+    let env = Env::new("");
+    let stamp_file = env.path("stamps");
+    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
+        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "true");
+    env.write_config(&config);
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    let first = wait_until("a few runs recorded", LONG, || {
+        let rows = env.rows("tick");
+        (rows.len() >= 2).then(|| unix(rows[0].scheduled_at.as_deref().unwrap()))
+    });
+    let db = rusqlite::Connection::open(env.state_dir().join("cronwarden.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let locked = std::time::Instant::now();
+    let err = wait_until("store_error while the store is locked", LONG, || {
+        store_error(&env)
+    });
+    assert!(err.contains("locked"), "{err}");
+    wait_until("14 s of lock", LONG, || {
+        (locked.elapsed() >= Duration::from_secs(14)).then_some(())
+    });
+    let s = env.status().1.unwrap();
+    assert_eq!(s["worker"]["restarts"], 0, "replaced during the lock: {s}");
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+    let released = now_unix();
+    env.wait_ok(LONG);
+    wait_until("fires after the lock are recorded", LONG, || {
+        env.rows("tick")
+            .iter()
+            .any(|r| {
+                r.scheduled_at
+                    .as_deref()
+                    .is_some_and(|t| unix(t) > released + 1)
+            })
+            .then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0);
+    let stopped = now_unix();
+    let rows = env.rows("tick");
+    let (from, to) = (first - 1, stopped - 1);
+    let expected: Vec<i64> = (from + 1..to).collect();
+    assert_accounted(&rows, &expected, from, to, "tick");
+    let stamped = stamps(&stamp_file);
+    assert_ran_once(&stamped);
+    let ids: BTreeSet<i64> = rows.iter().map(|r| r.id).collect();
+    assert!(
+        stamped.iter().all(|s| ids.contains(&s.id)),
+        "a run without a record"
+    );
+}

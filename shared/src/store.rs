@@ -445,6 +445,14 @@ impl Store {
             .map_err(self.sql("copying the store"))
     }
 
+    /// How long a statement waits for another connection's lock before
+    /// failing with "database is locked" (5 s after [`Store::open`]).
+    pub fn set_busy_timeout(&self, wait: Duration) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(wait)
+            .map_err(self.sql("setting the busy timeout"))
+    }
+
     /// The file this store was opened from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -436,7 +436,10 @@ impl Scheduler {
                 format!("its history could not be saved ({e}) and is lost; the schedule and runs in flight are written back"),
             ),
         };
-        let mut store = match Store::open(&target) {
+        let mut store = match Store::open(&target).and_then(|s| {
+            s.set_busy_timeout(LOOP_BUSY_TIMEOUT)?;
+            Ok(s)
+        }) {
             Ok(s) => s,
             Err(e) if copied.is_ok() && target != saved => {
                 tracing::error!("{e}; writing to the saved copy {} instead", saved.display());
@@ -611,6 +614,11 @@ struct TakeOver {
     reserved: u64,
 }
 
+/// How long a store write from the loop waits for another connection's
+/// lock (issue 14: a 5 s busy timeout equal to `stall_after` got the
+/// worker killed as stalled by a 14 s backup lock).
+const LOOP_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// The longest wait between two start-up attempts on a failing store.
 const TAKE_OVER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -706,6 +714,11 @@ fn take_over(path: &std::path::Path, first_run_id: u64) -> Result<TakeOver, Stor
     let first_run_id = first_run_id.max(store.first_free_run_id()?);
     let reserved = plan::reserve_at_start(first_run_id);
     store.apply(&[Write::ReserveIds { upto: reserved }])?;
+    // From here on the store is written from the loop: a lock held by
+    // another connection (a backup) must fail a write quickly (held and
+    // retried by the journal, reported as store_error), never block the
+    // loop until the supervisor takes the worker for stalled.
+    store.set_busy_timeout(LOOP_BUSY_TIMEOUT)?;
     Ok(TakeOver {
         store,
         lost,
