@@ -557,3 +557,109 @@ fn a_store_locked_14s_while_running_is_store_error_not_a_stall() {
         "a run without a record"
     );
 }
+
+/// Issue 14 item 1: a full disk, then kill -9 of the worker. Before, a
+/// run id was reused for a different run and the first runs of the full
+/// period left no record. Now ids are never reused (a reservation made
+/// before the disk filled), every fire has exactly one record, and the
+/// new worker waits for the disk instead of crash-looping. A fire of the
+/// full period may still run twice (its claim was not durable when the
+/// worker died): keeping a second copy of the held writes is the
+/// supervisor's part of the issue, so repeats are only allowed there.
+#[test]
+fn a_full_disk_then_kill_9_of_the_worker_reuses_no_id_and_loses_no_fire() {
+    if !nix::unistd::Uid::effective().is_root() {
+        crate::util::skip("mounting a tmpfs needs root");
+        return;
+    }
+    let env = Env::new("");
+    let stamp_file = env.path("stamps");
+    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
+        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "true");
+    env.write_config(&config);
+    let dir = env.state_dir();
+    fs::create_dir_all(&dir).unwrap();
+    if !mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &dir) {
+        crate::util::skip("cannot mount a tmpfs here");
+        return;
+    }
+    let _mount = Mount(dir.clone());
+    let mut sup = env.start();
+    let pid = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
+    let first = wait_until("a few runs recorded", LONG, || {
+        let rows = env.rows("tick");
+        (rows.len() >= 2).then(|| unix(rows[0].scheduled_at.as_deref().unwrap()))
+    });
+    let filler = dir.join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0u8; 512]);
+        let _ = f.sync_all();
+    }
+    wait_until("store_error on the full disk", LONG, || store_error(&env));
+    let full_since = now_unix();
+    wait_until("three fires held", LONG, || {
+        (now_unix() >= full_since + 3).then_some(())
+    });
+    crate::util::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let killed = now_unix();
+    wait_until("a new worker", LONG, || {
+        env.status()
+            .1
+            .and_then(|s| s["worker"]["pid"].as_u64())
+            .filter(|p| *p as u32 != pid)
+    });
+    fs::remove_file(&filler).unwrap();
+    let freed = now_unix();
+    env.wait_ok(LONG);
+    wait_until("fires after the disk is freed are recorded", LONG, || {
+        env.rows("tick")
+            .iter()
+            .any(|r| {
+                r.scheduled_at
+                    .as_deref()
+                    .is_some_and(|t| unix(t) > freed + 1)
+            })
+            .then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0);
+    let stopped = now_unix();
+    let rows = env.rows("tick");
+    let (from, to) = (first - 1, stopped - 1);
+    let expected: Vec<i64> = (from + 1..to).collect();
+    assert_accounted(&rows, &expected, from, to, "tick");
+    // Run ids: each stamped once, and no record under a stamped id is
+    // another run's.
+    let stamped = stamps(&stamp_file);
+    let mut ids = BTreeMap::<i64, &Stamp>::new();
+    for s in &stamped {
+        if let Some(other) = ids.insert(s.id, s) {
+            panic!("run id {} used for two runs: {other:?} and {s:?}", s.id);
+        }
+    }
+    for r in &rows {
+        if let Some(s) = ids.get(&r.id) {
+            let covers: Vec<i64> = r.covers.iter().map(|c| unix(c)).collect();
+            assert_eq!(covers, s.covers, "record {} is another run's: {r:?}", r.id);
+        }
+    }
+    // Fires ran twice only in the full period before the kill.
+    let mut ran = BTreeMap::<i64, usize>::new();
+    for s in &stamped {
+        for c in &s.covers {
+            *ran.entry(*c).or_default() += 1;
+        }
+    }
+    let twice: Vec<i64> = ran
+        .iter()
+        .filter(|(t, n)| **n > 1 && !(full_since - 2..=killed + 1).contains(*t))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "fires ran twice outside the double fault: {twice:?}"
+    );
+}
