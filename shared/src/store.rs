@@ -99,6 +99,14 @@ pub enum Write {
     ReserveIds {
         upto: u64,
     },
+    /// A job's row as the config wants it, whatever was stored (a job
+    /// added while the store could not reconcile).
+    UpsertJob(JobRow),
+    /// A job's row removed (a job removed while the store could not
+    /// reconcile); its runs stay.
+    RemoveJob {
+        job: String,
+    },
     /// A run that is starting (outcome `running`) or a skip.
     Insert(RunRecord),
     /// A run's final record.
@@ -519,6 +527,16 @@ impl Store {
                             )?
                             .execute(params![job, r.schedule, r.timezone, last_scheduled_at.map(ts_text)])?;
                         }
+                    }
+                    Write::UpsertJob(w) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO jobs (name, schedule, timezone, next_run_at, last_scheduled_at, paused, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        )?
+                        .execute(params![w.name, w.schedule, w.timezone, w.next_run_at.map(ts_text), w.last_scheduled_at.map(ts_text), w.paused as i64, now])?;
+                    }
+                    Write::RemoveJob { job } => {
+                        tx.prepare_cached("DELETE FROM jobs WHERE name = ?1")?
+                            .execute([job])?;
                     }
                     Write::ReserveIds { upto } => {
                         tx.prepare_cached(

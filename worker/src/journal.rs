@@ -216,7 +216,9 @@ fn is_record(w: &Write) -> bool {
 ///   (`rearm`) of the latest, the latest `last_scheduled_at` known;
 /// - pause flags of one job: the latest;
 /// - records of one run id: the latest (a finish replaces the start);
-/// - run-id reservations: the highest.
+/// - run-id reservations: the highest;
+/// - a job's row rewritten or removed is kept in place, and claims after
+///   it start a new merge (they follow the rewritten row).
 fn coalesce(batch: Vec<Write>) -> Vec<Write> {
     #[derive(Hash, PartialEq, Eq)]
     enum Key {
@@ -229,6 +231,18 @@ fn coalesce(batch: Vec<Write>) -> Vec<Write> {
     let mut at: HashMap<Key, usize> = HashMap::new();
     for w in batch {
         let key = match &w {
+            Write::UpsertJob(row) => {
+                // A job's row rewritten or removed: a later claim follows
+                // it, it must not merge into a claim before it.
+                at.remove(&Key::Claim(row.name.clone()));
+                out.push(w);
+                continue;
+            }
+            Write::RemoveJob { job } => {
+                at.remove(&Key::Claim(job.clone()));
+                out.push(w);
+                continue;
+            }
             Write::Claim { job, .. } => Key::Claim(job.clone()),
             Write::Paused { job, .. } => Key::Paused(job.clone()),
             Write::Insert(r) | Write::Finish(r) => Key::Run(r.id),
@@ -445,5 +459,47 @@ mod tests {
         assert!(matches!(held[0], Write::Finish(r) if r.outcome == Outcome::Success));
         assert!(matches!(held[1], Write::Paused { paused: false, .. }));
         assert!(matches!(held[2], Write::ReserveIds { upto: 20 }));
+    }
+
+    /// A job removed and added back while the store fails: its row's
+    /// removal and rewrite stay, in order, and a claim after them does not
+    /// merge into one before them (it follows the rewritten row).
+    #[test]
+    fn claims_do_not_merge_across_a_rewritten_row() {
+        let row = cronwarden_shared::store::JobRow {
+            name: "a".into(),
+            schedule: "* * * * * *".into(),
+            timezone: "UTC".into(),
+            next_run_at: Some(ts(10)),
+            last_scheduled_at: None,
+            paused: false,
+        };
+        let mut j = Journal::new();
+        j.extend([
+            claim("a", 0, 1),
+            Write::RemoveJob { job: "a".into() },
+            Write::UpsertJob(row),
+            claim("a", 10, 11),
+            claim("a", 11, 12),
+        ]);
+        j.flush(&mut failing);
+        let held: Vec<String> = j
+            .uncommitted()
+            .map(|w| match w {
+                Write::Claim { from, to, .. } => format!("claim {from:?}->{to:?}"),
+                Write::RemoveJob { .. } => "remove".into(),
+                Write::UpsertJob(_) => "upsert".into(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            held,
+            [
+                format!("claim {:?}->{:?}", Some(ts(0)), Some(ts(1))),
+                "remove".into(),
+                "upsert".into(),
+                format!("claim {:?}->{:?}", Some(ts(10)), Some(ts(12))),
+            ]
+        );
     }
 }

@@ -230,6 +230,29 @@ impl Plan {
         self.report_schedule(fx);
     }
 
+    /// When the store could not reconcile a config (it fails), the plan
+    /// schedules from `wanted` alone; these writes, held and retried with
+    /// the others, bring the store's rows in line once it recovers: rows
+    /// of jobs this config removes go, and jobs new to the plan get their
+    /// row as wanted (else a job removed and added back during the outage
+    /// would resume from its stale stored fire). Call before
+    /// [`Plan::configure`].
+    pub fn unreconciled_writes(&self, wanted: &[JobRow]) -> Vec<Write> {
+        let mut writes: Vec<Write> = self
+            .jobs
+            .keys()
+            .filter(|name| !wanted.iter().any(|w| &w.name == *name))
+            .map(|name| Write::RemoveJob { job: name.clone() })
+            .collect();
+        writes.extend(
+            wanted
+                .iter()
+                .filter(|w| !self.jobs.contains_key(&w.name))
+                .map(|w| Write::UpsertJob(w.clone())),
+        );
+        writes
+    }
+
     /// A queued fire whose job a reload removed: its record (committed
     /// `running` when it was queued) becomes a skip, reason `removed`.
     fn removed_while_queued(

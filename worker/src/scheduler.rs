@@ -159,12 +159,23 @@ impl Scheduler {
         self.heartbeat_interval = config.watchdog.heartbeat_interval;
         let now = wall_now();
         let wanted = plan::wanted_rows(config, now);
-        let rows = match self.store.reconcile(&wanted) {
+        // Held writes go first: a reconcile committed before them would be
+        // undone by them (a removed job's row written back by its claims).
+        self.flush();
+        let reconciled = match (self.store_down, self.journal.held()) {
+            (false, 0) => self.store.reconcile(&wanted).map_err(|e| e.to_string()),
+            (true, _) => Err("no store is open".to_string()),
+            (false, n) => Err(format!("{n} earlier write(s) are still held")),
+        };
+        let rows = match reconciled {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!("{e}; scheduling from the config alone");
                 self.journal
                     .set_error(format!("{e}; scheduling from the config alone"));
+                // The store's rows follow with the held writes.
+                let rows = self.plan.unreconciled_writes(&wanted);
+                self.fx.writes.extend(rows);
                 wanted
             }
         };
