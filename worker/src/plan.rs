@@ -233,10 +233,11 @@ impl Plan {
     /// When the store could not reconcile a config (it fails), the plan
     /// schedules from `wanted` alone; these writes, held and retried with
     /// the others, bring the store's rows in line once it recovers: rows
-    /// of jobs this config removes go, and jobs new to the plan get their
-    /// row as wanted (else a job removed and added back during the outage
-    /// would resume from its stale stored fire). Call before
-    /// [`Plan::configure`].
+    /// of jobs this config removes go, and jobs new to the plan (or with
+    /// another schedule or zone) get their row as wanted (else a job
+    /// removed and added back during the outage would resume from its
+    /// stale stored fire, and a changed one keep its old schedule in the
+    /// store). Call before [`Plan::configure`].
     pub fn unreconciled_writes(&self, wanted: &[JobRow]) -> Vec<Write> {
         let mut writes: Vec<Write> = self
             .jobs
@@ -247,7 +248,12 @@ impl Plan {
         writes.extend(
             wanted
                 .iter()
-                .filter(|w| !self.jobs.contains_key(&w.name))
+                .filter(|w| match self.jobs.get(&w.name) {
+                    None => true,
+                    Some(j) => {
+                        j.spec.schedule.expr() != w.schedule || j.spec.timezone != w.timezone
+                    }
+                })
                 .map(|w| Write::UpsertJob(w.clone())),
         );
         writes
