@@ -440,7 +440,17 @@ fn pause_survives_a_restart_and_manual_trigger_is_recorded() {
     assert_eq!(env.cmd(&["pause", "j", "-c", &c]).status.code(), Some(0));
     assert_eq!(sup.stop(LONG), 0);
     let _sup = env.start();
-    let s = env.wait_ok(LONG);
+    env.wait_ok(LONG);
+    // The supervisor reports a job's pause flag from the worker's schedule
+    // report, which precedes its first heartbeat; before that the status
+    // shows the config's view (a start-up window the supervisor's rewrite
+    // should close: it is wider now that the worker takes the store over
+    // on a blocking thread).
+    let s = wait_until("the new worker's first heartbeat", LONG, || {
+        env.status()
+            .1
+            .filter(|s| s["worker"]["heartbeat_seq"].is_u64())
+    });
     assert_eq!(
         job(&s, "j")["paused"],
         true,

@@ -13,6 +13,7 @@ mod import;
 mod ledger;
 mod logs;
 mod metrics;
+mod once;
 mod operator;
 mod pings;
 mod supervisor;

@@ -82,6 +82,21 @@ pub struct WorkerStats {
     /// Log lines the worker's log file writer dropped because it fell behind.
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// Run records (starts, finishes, skips) the worker's write journal
+    /// dropped because the store failed longer than its bound allows: each
+    /// is a fire or a run with no record. Never a claim (claims coalesce
+    /// per job and are always kept). Any value above zero is a loss the
+    /// supervisor should alert on (critical).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub records_dropped: u64,
+    /// Store writes held in memory for retry right now (0 while the store
+    /// commits): while above zero, claims and records are not durable.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writes_held: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 type DropSource = Box<dyn Fn() -> u64 + Send + Sync>;

@@ -98,10 +98,16 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
+    /// The job was still running (overlap `skip`, or a fire already queued).
     Overlap,
+    /// Due longer ago than the job's misfire grace.
     Misfire,
     Paused,
+    /// The worker was down or shutting down when the fire was due.
     WorkerDown,
+    /// A fire waiting for its job (queued behind a run) when a reload
+    /// removed the job from the config.
+    Removed,
 }
 
 /// One run of a job, or one skipped fire (DESIGN.md "A run record").

@@ -26,7 +26,7 @@ use std::{
 };
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::status::{AlertNotice, Outcome, RunRecord, Severity, SkipReason, Trigger};
 
@@ -70,15 +70,42 @@ pub struct JobRow {
     pub paused: bool,
 }
 
+/// A job's new schedule and zone, stored with the claim that switches the
+/// job to it: until that claim commits, the row keeps the schedule its
+/// `next_run_at` belongs to, so fires missed under the old schedule are
+/// still found (and accounted) after a crash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rearm {
+    pub schedule: String,
+    pub timezone: String,
+}
+
 /// One write of a loop turn.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// Move a job's `next_run_at` from `from` to `to` (compare-and-set).
+    /// Move a job's `next_run_at` from `from` to `to` (compare-and-set);
+    /// with `rearm`, also switch the row to a new schedule and zone (and
+    /// forget the old `@every` anchor).
     Claim {
         job: String,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
         last_scheduled_at: Option<Timestamp>,
+        rearm: Option<Rearm>,
+    },
+    /// Run ids up to `upto` may be in use: a restarted worker starts above
+    /// it, so an id used by a worker whose records never reached the store
+    /// is never given to another run (see [`Store::first_free_run_id`]).
+    ReserveIds {
+        upto: u64,
+    },
+    /// A job's row as the config wants it, whatever was stored (a job
+    /// added while the store could not reconcile).
+    UpsertJob(JobRow),
+    /// A job's row removed (a job removed while the store could not
+    /// reconcile); its runs stay.
+    RemoveJob {
+        job: String,
     },
     /// A run that is starting (outcome `running`) or a skip.
     Insert(RunRecord),
@@ -121,6 +148,7 @@ fn skip_text(r: Option<SkipReason>) -> Option<&'static str> {
         SkipReason::Misfire => "misfire",
         SkipReason::Paused => "paused",
         SkipReason::WorkerDown => "worker_down",
+        SkipReason::Removed => "removed",
     })
 }
 
@@ -129,6 +157,7 @@ fn parse_skip(s: Option<String>) -> Option<SkipReason> {
         "overlap" => SkipReason::Overlap,
         "misfire" => SkipReason::Misfire,
         "paused" => SkipReason::Paused,
+        "removed" => SkipReason::Removed,
         _ => SkipReason::WorkerDown,
     })
 }
@@ -198,6 +227,12 @@ impl Store {
         };
         store.setup()?;
         Ok(store)
+    }
+
+    /// A store in memory: a stand-in while the worker swaps its store file
+    /// (the old connection must close before a new one opens the path).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::open(Path::new(":memory:"))
     }
 
     /// Opens an existing store read-only (the supervisor's and CLI's view).
@@ -325,10 +360,13 @@ impl Store {
         Ok(rows)
     }
 
-    /// Makes the `jobs` table match `wanted` exactly: rows of jobs that are
-    /// gone are deleted (their runs stay), new ones inserted, and rows whose
-    /// schedule or zone changed replaced. Returns the resulting rows in the
-    /// order of `wanted`.
+    /// Makes the `jobs` table match `wanted`: rows of jobs that are gone
+    /// are deleted (their runs stay) and new ones inserted. A row whose
+    /// schedule or zone changed is returned *as stored* (old schedule, old
+    /// next fire): the plan accounts the fires missed under the old
+    /// schedule, then switches the row with a claim carrying a [`Rearm`],
+    /// in the same transaction as those fires' records. Returns the rows in
+    /// the order of `wanted`.
     pub fn reconcile(&mut self, wanted: &[JobRow]) -> Result<Vec<JobRow>, StoreError> {
         let existing = self.jobs()?;
         let now = ts_text(Timestamp::now());
@@ -347,20 +385,7 @@ impl Store {
             }
             for w in wanted {
                 match existing.iter().find(|e| e.name == w.name) {
-                    Some(e) if e.schedule == w.schedule && e.timezone == w.timezone => {
-                        out.push(e.clone())
-                    }
-                    Some(e) => {
-                        tx.execute(
-                            "UPDATE jobs SET schedule = ?2, timezone = ?3, next_run_at = ?4, last_scheduled_at = NULL, updated_at = ?5 WHERE name = ?1",
-                            params![w.name, w.schedule, w.timezone, w.next_run_at.map(ts_text), now],
-                        )?;
-                        out.push(JobRow {
-                            paused: e.paused,
-                            last_scheduled_at: None,
-                            ..w.clone()
-                        });
-                    }
+                    Some(e) => out.push(e.clone()),
                     None => {
                         tx.execute(
                             "INSERT INTO jobs (name, schedule, timezone, next_run_at, last_scheduled_at, paused, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -401,6 +426,46 @@ impl Store {
             .collect())
     }
 
+    /// The first run id no worker can have used: above every stored run
+    /// and above every id a worker reserved ([`Write::ReserveIds`]), even
+    /// one whose records were lost with it.
+    pub fn first_free_run_id(&self) -> Result<u64, StoreError> {
+        let reserved: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'run_id_reserved'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("reading the reserved run ids"))?;
+        let reserved = reserved.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok(self.max_run_id()?.max(reserved).saturating_add(1))
+    }
+
+    /// Writes a complete, consistent copy of this store (committed WAL
+    /// frames included) to `dest`, which must not exist: how a store whose
+    /// file was deleted under the open connection is saved.
+    pub fn copy_into(&self, dest: &Path) -> Result<(), StoreError> {
+        self.conn
+            .execute("VACUUM INTO ?1", [dest.to_string_lossy()])
+            .map(|_| ())
+            .map_err(self.sql("copying the store"))
+    }
+
+    /// How long a statement waits for another connection's lock before
+    /// failing with "database is locked" (5 s after [`Store::open`]).
+    pub fn set_busy_timeout(&self, wait: Duration) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(wait)
+            .map_err(self.sql("setting the busy timeout"))
+    }
+
+    /// The file this store was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The highest run id ever used (0 for a new store).
     pub fn max_run_id(&self) -> Result<u64, StoreError> {
         self.conn
@@ -415,6 +480,17 @@ impl Store {
     /// longer matches is refused: the whole batch is rolled back and
     /// `Ok(false)` returned (another scheduler moved the job).
     pub fn apply(&mut self, writes: &[Write]) -> Result<bool, StoreError> {
+        self.apply_checked(writes, true)
+    }
+
+    /// As [`Store::apply`], but claims set `next_run_at` whatever it was:
+    /// the worker's memory wins over a row that moved underneath it (a
+    /// hand edit, a restored backup). Never refuses.
+    pub fn apply_overriding(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        self.apply_checked(writes, false).map(|_| ())
+    }
+
+    fn apply_checked(&mut self, writes: &[Write], check: bool) -> Result<bool, StoreError> {
         if writes.is_empty() {
             return Ok(true);
         }
@@ -434,16 +510,39 @@ impl Store {
                         from,
                         to,
                         last_scheduled_at,
+                        rearm,
                     } => {
                         let n = tx
                             .prepare_cached(
-                                "UPDATE jobs SET next_run_at = ?3, last_scheduled_at = coalesce(?4, last_scheduled_at), updated_at = ?5 WHERE name = ?1 AND next_run_at IS ?2",
+                                "UPDATE jobs SET next_run_at = ?3, last_scheduled_at = coalesce(?4, last_scheduled_at), updated_at = ?5 WHERE name = ?1 AND (next_run_at IS ?2 OR NOT ?6)",
                             )?
-                            .execute(params![job, from.map(ts_text), to.map(ts_text), last_scheduled_at.map(ts_text), now])?;
-                        if n != 1 {
+                            .execute(params![job, from.map(ts_text), to.map(ts_text), last_scheduled_at.map(ts_text), now, check])?;
+                        if n != 1 && check {
                             claimed_all = false;
                             return Ok(());
                         }
+                        if let Some(r) = rearm {
+                            tx.prepare_cached(
+                                "UPDATE jobs SET schedule = ?2, timezone = ?3, last_scheduled_at = ?4 WHERE name = ?1",
+                            )?
+                            .execute(params![job, r.schedule, r.timezone, last_scheduled_at.map(ts_text)])?;
+                        }
+                    }
+                    Write::UpsertJob(w) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO jobs (name, schedule, timezone, next_run_at, last_scheduled_at, paused, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        )?
+                        .execute(params![w.name, w.schedule, w.timezone, w.next_run_at.map(ts_text), w.last_scheduled_at.map(ts_text), w.paused as i64, now])?;
+                    }
+                    Write::RemoveJob { job } => {
+                        tx.prepare_cached("DELETE FROM jobs WHERE name = ?1")?
+                            .execute([job])?;
+                    }
+                    Write::ReserveIds { upto } => {
+                        tx.prepare_cached(
+                            "INSERT INTO meta (key, value) VALUES ('run_id_reserved', ?1) ON CONFLICT(key) DO UPDATE SET value = CASE WHEN CAST(value AS INTEGER) < CAST(?1 AS INTEGER) THEN ?1 ELSE value END",
+                        )?
+                        .execute([upto.to_string()])?;
                     }
                     Write::Insert(r) => insert_run(&tx, r)?,
                     // The finish record is the whole run: it replaces the row
@@ -632,7 +731,6 @@ impl Store {
     /// Whether a run is still recorded as in flight.
     #[cfg(test)]
     fn is_running(&self, id: u64) -> Result<bool, StoreError> {
-        use rusqlite::OptionalExtension;
         self.conn
             .query_row(
                 "SELECT outcome = 'running' FROM runs WHERE id = ?1",
@@ -732,6 +830,7 @@ mod tests {
             from: Some(from),
             to: Some(t1),
             last_scheduled_at: Some(t0),
+            rearm: None,
         };
         assert!(s
             .apply(&[claim(t0), Write::Insert(run(1, "a", Outcome::Success))])

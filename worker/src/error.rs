@@ -36,6 +36,9 @@ pub(crate) enum WorkerError {
     NoConfiguration(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store file was lost and no store could be reopened yet.
+    #[error("no store is open (its file was lost; reopening is retried every second)")]
+    StoreUnavailable,
     /// The `store::apply` fail point.
     #[error("store write failed (injected fault)")]
     InjectedStoreFault,

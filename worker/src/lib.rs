@@ -8,11 +8,16 @@
 //!   stops out. It reads no clock, touches no store, spawns nothing;
 //! - [`scheduler`]: the loop around it: reads the clocks, feeds the plan,
 //!   carries out its effects, and writes the heartbeat after each turn (so
-//!   a heartbeat proves progress, not just a live thread);
+//!   a heartbeat proves progress, not just a live thread); it takes the
+//!   store over at start off the loop, retried with backoff, and watches
+//!   the store file's identity (deleted or replaced: reported critical,
+//!   reopened, what it holds written back);
 //! - [`clock`]: reading the wall, monotonic and boot clocks, and telling a
 //!   wall-clock step from a suspend;
 //! - [`journal`]: the store writes of a turn, committed in one transaction,
-//!   held (bounded) and retried while the store fails;
+//!   held and retried while the store fails (claims coalesce per job and
+//!   are never dropped; only records beyond the bound are, counted in the
+//!   heartbeat's stats);
 //! - [`retention`]: pruning old records, a few jobs per sweep;
 //! - [`runner`]: one run of one job, in its own process group, under a
 //!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe; it
@@ -37,6 +42,8 @@
 //! other argument: EAGAIN),
 //! `worker::after_hello=return(MS)` (a slow start between hello and the
 //! first loop turn),
+//! `journal::max_held_records=return(N)` (the journal holds at most N run
+//! records while the store fails, instead of 10,000),
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,
 //! right after the hello).
 

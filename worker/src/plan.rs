@@ -14,7 +14,17 @@
 //! - every scheduled fire time yields exactly one record: a run (inserted
 //!   `running`, completed by the runner under the same id and `started_at`)
 //!   or a skip with its reason (`overlap`, `misfire`, `paused`,
-//!   `worker_down`);
+//!   `worker_down`, `removed`): nothing pending is dropped unrecorded (a
+//!   queued fire of a job a reload removes is skipped `removed`);
+//! - a schedule or zone change accounts the fires the old schedule still
+//!   owed (its stored next fire up to now, through the misfire rules)
+//!   before the job is armed on the new one, in the same transaction as
+//!   the claim that switches the stored row (see [`Rearm`]);
+//! - run ids are never reused, even by a worker started after one whose
+//!   writes never reached the store: every id is covered by a reservation
+//!   ([`Write::ReserveIds`]) committed in the same transaction as its
+//!   record or earlier, kept [`RESERVE_AHEAD`] ids ahead of the ids in
+//!   use, and a new worker starts above the reservation;
 //! - fires missed while the loop could not run (downtime, a stopped
 //!   process, a slow turn, a forward clock step) are coalesced into one run
 //!   that `covers` them if they are younger than the job's misfire grace,
@@ -28,7 +38,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
     status::{ClockJump, Outcome, RunRecord, SkipReason, Trigger},
-    store::{JobRow, Write},
+    store::{JobRow, Rearm, Write},
     wire::{Armed, Command, Event},
 };
 use jiff::{SignedDuration, Timestamp};
@@ -42,6 +52,14 @@ use crate::{
 /// (a per-second job after a day of downtime); the rest follow in the next
 /// turns, so one turn stays short.
 const MAX_DUE_PER_TURN: usize = 10_000;
+/// Run ids are reserved in the store this far ahead of the ids in use, so
+/// a worker whose store fails can hand out this many more ids before one
+/// could be reused by its successor (at 150 fires a second, about an
+/// hour). The cost: a restarted worker's ids continue above the old
+/// reservation, so ids jump by up to [`RESERVE_BLOCK`] at each start.
+pub(crate) const RESERVE_AHEAD: u64 = 500_000;
+/// How far one reservation reaches beyond the id that asked for it.
+pub(crate) const RESERVE_BLOCK: u64 = 2 * RESERVE_AHEAD;
 /// The longest spread of catch-up runs after a forward clock jump.
 const STAGGER: Duration = Duration::from_secs(1);
 
@@ -82,6 +100,12 @@ struct JobState {
 pub(crate) struct Plan {
     jobs: BTreeMap<String, JobState>,
     next_run_id: u64,
+    /// The highest run id reserved (planned to be stored): ids are handed
+    /// out only below it.
+    reserved: u64,
+    /// Runs in progress of jobs a reload removed: they finish (and are
+    /// recorded) as any run, and a shutdown stops them like the others.
+    orphans: BTreeMap<u64, Arc<JobSpec>>,
     /// The clocks at the previous turn, to notice steps and suspends.
     last_clocks: Option<Clocks>,
     /// Spread the next turn's catch-up runs (after a forward clock jump).
@@ -89,6 +113,15 @@ pub(crate) struct Plan {
     /// Fault injection (`worker::drop_fire=return(JOB)`): this job's fires
     /// are claimed but silently never dispatched.
     pub drop_fires_of: Option<String>,
+}
+
+/// The reservation a worker commits before it plans anything: ids from
+/// `first_run_id` on, [`RESERVE_BLOCK`] of them. Committed at start (the
+/// store must be writable then), so even a worker whose every later write
+/// fails leaves its successor starting above the ids it handed out (up to
+/// [`RESERVE_AHEAD`] of them).
+pub(crate) fn reserve_at_start(first_run_id: u64) -> u64 {
+    first_run_id.max(1).saturating_add(RESERVE_BLOCK)
 }
 
 /// The schedule rows a config asks for, armed from `now`: what the store
@@ -117,12 +150,19 @@ fn trigger_for(covers: &[Timestamp]) -> Trigger {
 }
 
 impl Plan {
-    /// Run ids start at `first_run_id` (at least 1), so they stay unique
-    /// across worker restarts.
-    pub fn new(first_run_id: u64) -> Plan {
+    /// Run ids start at `first_run_id` (at least 1): above every id any
+    /// earlier worker may have used (see [`Store::first_free_run_id`]);
+    /// ids up to `reserved` are durably reserved already (see
+    /// [`reserve_at_start`]), later ones are reserved as they are needed.
+    ///
+    /// [`Store::first_free_run_id`]: cronwarden_shared::store::Store::first_free_run_id
+    pub fn new(first_run_id: u64, reserved: u64) -> Plan {
+        let first_run_id = first_run_id.max(1);
         Plan {
             jobs: BTreeMap::new(),
-            next_run_id: first_run_id.max(1),
+            next_run_id: first_run_id,
+            reserved: reserved.max(first_run_id - 1),
+            orphans: BTreeMap::new(),
             last_clocks: None,
             stagger: false,
             drop_fires_of: None,
@@ -135,27 +175,178 @@ impl Plan {
     /// others take their next fire and paused flag from the rows (so new
     /// and changed jobs are armed from now, and an unchanged job's fire
     /// that came due while cronwarden was down goes through the misfire
-    /// rules). Their runs in progress and queued fires are kept.
-    pub fn configure(&mut self, config: &Config, rows: Vec<JobRow>, fx: &mut Effects) {
+    /// rules). Their runs in progress and queued fires are kept. A removed
+    /// job's queued fire is recorded skipped (`removed`). A job whose row
+    /// still holds another schedule or zone (changed while running, or
+    /// across downtime) is re-armed from `now` on the new one, after the
+    /// fires the old one owed up to `now` are dispatched.
+    pub fn configure(
+        &mut self,
+        config: &Config,
+        rows: Vec<JobRow>,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
         let mut old = std::mem::take(&mut self.jobs);
+        let mut rearms = vec![];
         for (spec, row) in config.jobs.iter().zip(rows) {
             let spec = Arc::new(spec.clone());
-            let mut job = old.remove(&spec.name).unwrap_or(JobState {
+            let mut job = old.remove(&spec.name).unwrap_or_else(|| JobState {
                 spec: spec.clone(),
                 next: None,
                 paused: false,
-                running: vec![],
+                // A job removed and added back: its runs still in progress
+                // are its own again (overlap rules see them).
+                running: self
+                    .orphans
+                    .iter()
+                    .filter(|(_, o)| o.name == spec.name)
+                    .map(|(id, _)| *id)
+                    .collect(),
                 pending: None,
             });
+            self.orphans.retain(|_, o| o.name != spec.name);
             job.spec = spec;
             job.next = row.next_run_at;
             job.paused = row.paused;
+            if row.schedule != job.spec.schedule.expr() || row.timezone != job.spec.timezone {
+                rearms.push(row);
+            }
             self.jobs.insert(job.spec.name.clone(), job);
         }
         for (name, job) in old {
             tracing::info!(job = %name, running = job.running.len(), "job removed from the config; it will not fire again");
+            for &id in &job.running {
+                self.orphans.insert(id, job.spec.clone());
+            }
+            if let Some((id, covers)) = job.pending {
+                let busy = job.running.first().copied();
+                self.removed_while_queued(&name, id, covers, busy, now, fx);
+            }
+        }
+        for row in rearms {
+            self.rearm(row, now, fx);
         }
         self.report_schedule(fx);
+    }
+
+    /// When the store could not reconcile a config (it fails), the plan
+    /// schedules from `wanted` alone; these writes, held and retried with
+    /// the others, bring the store's rows in line once it recovers: rows
+    /// of jobs this config removes go, and jobs new to the plan (or with
+    /// another schedule or zone) get their row as wanted (else a job
+    /// removed and added back during the outage would resume from its
+    /// stale stored fire, and a changed one keep its old schedule in the
+    /// store). Call before [`Plan::configure`].
+    pub fn unreconciled_writes(&self, wanted: &[JobRow]) -> Vec<Write> {
+        let mut writes: Vec<Write> = self
+            .jobs
+            .keys()
+            .filter(|name| !wanted.iter().any(|w| &w.name == *name))
+            .map(|name| Write::RemoveJob { job: name.clone() })
+            .collect();
+        writes.extend(
+            wanted
+                .iter()
+                .filter(|w| match self.jobs.get(&w.name) {
+                    None => true,
+                    Some(j) => {
+                        j.spec.schedule.expr() != w.schedule || j.spec.timezone != w.timezone
+                    }
+                })
+                .map(|w| Write::UpsertJob(w.clone())),
+        );
+        writes
+    }
+
+    /// A queued fire whose job a reload removed: its record (committed
+    /// `running` when it was queued) becomes a skip, reason `removed`.
+    fn removed_while_queued(
+        &mut self,
+        name: &str,
+        id: u64,
+        covers: Vec<Timestamp>,
+        busy: Option<u64>,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) {
+        tracing::warn!(
+            job = name,
+            run = id,
+            "a queued fire of a removed job is recorded skipped (removed)"
+        );
+        let scheduled_at = covers.iter().max().copied();
+        let trigger = trigger_for(&covers);
+        let mut rec = RunRecord::new(id, name, covers, trigger, Outcome::Skipped);
+        rec.finished_at = Some(now);
+        rec.skip_reason = Some(SkipReason::Removed);
+        rec.error = Some(match busy {
+            Some(b) => format!("queued behind run {b} when a reload removed the job"),
+            None => "queued when a reload removed the job".into(),
+        });
+        fx.writes.push(Write::Finish(rec));
+        if let Some(scheduled_at) = scheduled_at {
+            fx.events.push(Event::Skip {
+                job: name.to_string(),
+                run_id: id,
+                scheduled_at,
+                reason: SkipReason::Removed,
+                busy_run_id: busy,
+                next_fire_at: None,
+            });
+        }
+    }
+
+    /// Moves a job from the schedule its stored row holds to its configured
+    /// one. The fires the old schedule owed up to `now` are due: they go
+    /// through the misfire rules (a catch-up run within the grace, misfire
+    /// skips beyond) like any missed fire; then the job is armed from `now`.
+    /// The claim that switches the row carries the new schedule, so until
+    /// it commits a restart still sees the old one and finds the same fires.
+    fn rearm(&mut self, row: JobRow, now: Timestamp, fx: &mut Effects) {
+        let Some(job) = self.jobs.get(&row.name) else {
+            return;
+        };
+        let old = jiff::tz::TimeZone::get(&row.timezone)
+            .ok()
+            .and_then(|tz| cronwarden_shared::schedule::Schedule::parse(&row.schedule, &tz).ok());
+        let mut owed = vec![];
+        let mut cursor = row.next_run_at;
+        while let Some(t) = cursor {
+            if t > now || owed.len() >= MAX_DUE_PER_TURN {
+                break;
+            }
+            owed.push(t);
+            // An old schedule this build cannot read: its stored next fire
+            // is the one fire known to be owed.
+            cursor = old.as_ref().and_then(|s| s.next_after(t, Some(t)));
+        }
+        let to = job.spec.schedule.next_after(now, None);
+        tracing::info!(
+            job = %row.name,
+            old_schedule = %row.schedule,
+            old_timezone = %row.timezone,
+            new_schedule = job.spec.schedule.expr(),
+            new_timezone = %job.spec.timezone,
+            owed = owed.len(),
+            "schedule changed: accounting the fires the old one owed, then arming the new one"
+        );
+        fx.writes.push(Write::Claim {
+            job: row.name.clone(),
+            from: row.next_run_at,
+            to,
+            last_scheduled_at: None,
+            rearm: Some(Rearm {
+                schedule: job.spec.schedule.expr().to_string(),
+                timezone: job.spec.timezone.clone(),
+            }),
+        });
+        if let Some(job) = self.jobs.get_mut(&row.name) {
+            job.next = to;
+        }
+        if !owed.is_empty() && self.drop_fires_of.as_deref() != Some(row.name.as_str()) {
+            self.dispatch(&row.name, owed, now, fx);
+        }
     }
 
     /// Takes the clocks of a turn. A jump of the wall clock against the
@@ -241,6 +432,7 @@ impl Plan {
                 from: job.next,
                 to,
                 last_scheduled_at: Some(last),
+                rearm: None,
             });
             if let Some(job) = self.jobs.get_mut(&name) {
                 job.next = to;
@@ -255,9 +447,18 @@ impl Plan {
         }
     }
 
-    fn alloc_id(&mut self) -> u64 {
+    /// The next run id, reserving more ahead of it when the reservation
+    /// runs low (the reservation is written before the record that uses
+    /// the id, in the same transaction).
+    fn alloc_id(&mut self, fx: &mut Effects) -> u64 {
         let id = self.next_run_id;
         self.next_run_id += 1;
+        if id.saturating_add(RESERVE_AHEAD) > self.reserved {
+            self.reserved = id.saturating_add(RESERVE_BLOCK);
+            fx.writes.push(Write::ReserveIds {
+                upto: self.reserved,
+            });
+        }
         id
     }
 
@@ -270,7 +471,7 @@ impl Plan {
         now: Timestamp,
         fx: &mut Effects,
     ) {
-        let run_id = self.alloc_id();
+        let run_id = self.alloc_id(fx);
         let next_fire_at = self.jobs.get(job).and_then(|j| j.next);
         if reason != SkipReason::Paused {
             tracing::warn!(job, run = run_id, scheduled_at = %t, ?reason, busy_run = ?busy, "fire skipped");
@@ -333,7 +534,7 @@ impl Plan {
                 Overlap::Queue => {
                     // Recorded now (as in flight), so a crash before it
                     // starts still leaves a record: it becomes `lost`.
-                    let id = self.alloc_id();
+                    let id = self.alloc_id(fx);
                     let Some(job) = self.jobs.get_mut(name) else {
                         return;
                     };
@@ -361,7 +562,7 @@ impl Plan {
                 Overlap::Allow => {}
             }
         }
-        let run_id = self.alloc_id();
+        let run_id = self.alloc_id(fx);
         self.start(run_id, name, fresh, now, fx);
     }
 
@@ -396,6 +597,9 @@ impl Plan {
     pub fn finished(&mut self, record: RunRecord, now: Timestamp, fx: &mut Effects) {
         let (name, id) = (record.job.clone(), record.id);
         fx.writes.push(Write::Finish(record));
+        if self.orphans.remove(&id).is_some() {
+            return;
+        }
         let Some(job) = self.jobs.get_mut(&name) else {
             return;
         };
@@ -435,7 +639,7 @@ impl Plan {
             Some(error) => answer("trigger", request, Err(error), fx),
             None => {
                 tracing::info!(job, "manual trigger");
-                let run_id = self.alloc_id();
+                let run_id = self.alloc_id(fx);
                 self.start(run_id, &job, vec![], now, fx);
                 answer("trigger", request, Ok(Some(run_id)), fx);
             }
@@ -494,6 +698,8 @@ impl Plan {
             fx.stops
                 .extend(j.running.iter().map(|&id| (id, StopReason::Shutdown)));
         }
+        fx.stops
+            .extend(self.orphans.keys().map(|&id| (id, StopReason::Shutdown)));
         fx.stops.len() - before
     }
 
@@ -503,8 +709,57 @@ impl Plan {
             .values()
             .filter(|j| !j.running.is_empty())
             .map(|j| j.spec.kill_grace)
+            .chain(self.orphans.values().map(|spec| spec.kill_grace))
             .max()
             .unwrap_or_default()
+    }
+
+    /// What the store must hold for this plan to be taken up again, for a
+    /// store recreated under a running worker: every job's row (schedule,
+    /// zone, armed fire, paused), then writes that set each job's
+    /// `next_run_at` to the armed fire whatever it was (to be applied
+    /// without the compare-and-set), the run-id reservation, and the
+    /// records of queued fires (in flight).
+    pub fn restore(&self) -> (Vec<JobRow>, Vec<Write>) {
+        let rows = self
+            .jobs
+            .values()
+            .map(|j| JobRow {
+                name: j.spec.name.clone(),
+                schedule: j.spec.schedule.expr().to_string(),
+                timezone: j.spec.timezone.clone(),
+                next_run_at: j.next,
+                last_scheduled_at: None,
+                paused: j.paused,
+            })
+            .collect();
+        let mut writes = vec![Write::ReserveIds {
+            upto: self.reserved,
+        }];
+        for j in self.jobs.values() {
+            writes.push(Write::Claim {
+                job: j.spec.name.clone(),
+                from: None,
+                to: j.next,
+                last_scheduled_at: None,
+                rearm: None,
+            });
+            writes.push(Write::Paused {
+                job: j.spec.name.clone(),
+                paused: j.paused,
+            });
+            if let Some((id, covers)) = &j.pending {
+                let rec = RunRecord::new(
+                    *id,
+                    &j.spec.name,
+                    covers.clone(),
+                    trigger_for(covers),
+                    Outcome::Running,
+                );
+                writes.push(Write::Insert(rec));
+            }
+        }
+        (rows, writes)
     }
 
     /// The earliest armed fire of any job.
@@ -517,9 +772,12 @@ impl Plan {
         self.jobs.iter().map(|(n, j)| (n.as_str(), j.next))
     }
 
-    /// The runs in progress of the configured jobs.
+    /// The runs in progress, of removed jobs too.
     pub fn running(&self) -> impl Iterator<Item = u64> + '_ {
-        self.jobs.values().flat_map(|j| j.running.iter().copied())
+        self.jobs
+            .values()
+            .flat_map(|j| j.running.iter().copied())
+            .chain(self.orphans.keys().copied())
     }
 
     /// How many records of `job` to keep; `None` once it left the config
@@ -599,5 +857,7 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
     });
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

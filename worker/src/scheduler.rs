@@ -23,7 +23,7 @@ use cronwarden_shared::{
     config::Config,
     stats::WorkerStats,
     status::RunRecord,
-    store::{self, Store},
+    store::{self, Store, StoreError, Write},
     wire::{ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_COMMAND_LINE},
     VERSION,
 };
@@ -57,7 +57,16 @@ const CONFIGURE_WITHIN: Duration = Duration::from_secs(30);
 struct Running {
     stop: StopHandle,
     progress: crate::output::SharedProgress,
+    /// Its record as committed at its start, to write back into a store
+    /// recreated while it runs.
+    record: RunRecord,
 }
+
+/// How often the store file's identity (device, inode) is checked.
+const IDENTITY_EVERY: Duration = Duration::from_secs(1);
+/// How long a lost store file stays reported in `store_error` after it
+/// was recreated (so the supervisor surely sees it and alerts).
+const IDENTITY_NOTE_FOR: Duration = Duration::from_secs(60);
 
 /// The plan, and everything it must not touch: the store, the journal,
 /// the event pipe, the runs' handles, the heartbeat. Methods never await:
@@ -80,6 +89,28 @@ struct Scheduler {
     panicked: bool,
     /// `<state_dir>/output`: where `keep_output` jobs' files go.
     output_root: PathBuf,
+    /// The store file and its identity (device, inode) when opened: a
+    /// file deleted or replaced under the open connection is noticed
+    /// within [`IDENTITY_EVERY`] (issue 14: records kept going to a
+    /// deleted file for good).
+    store_path: PathBuf,
+    identity: Option<(u64, u64)>,
+    next_identity_check: Instant,
+    /// What happened to the store file, and until when it is reported.
+    identity_note: Option<(String, Instant)>,
+    /// No store file could be reopened: `store` is an in-memory stand-in,
+    /// writes are held, and reopening is tried at every check.
+    store_down: bool,
+}
+
+/// The (device, inode) of a file; `Ok(None)` when it does not exist.
+fn file_identity(path: &std::path::Path) -> std::io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl Scheduler {
@@ -88,9 +119,11 @@ impl Scheduler {
         store: Store,
         events: EventTx,
         done_tx: mpsc::UnboundedSender<RunRecord>,
-        first_run_id: u64,
+        (first_run_id, reserved): (u64, u64),
     ) -> Self {
-        let mut plan = Plan::new(first_run_id);
+        let mut plan = Plan::new(first_run_id, reserved);
+        let store_path = store.path().to_path_buf();
+        let identity = file_identity(&store_path).ok().flatten();
         plan.drop_fires_of = fail::eval("worker::drop_fire", |arg| arg).flatten();
         let mut s = Scheduler {
             plan,
@@ -107,6 +140,11 @@ impl Scheduler {
             next_heartbeat: Instant::now(),
             panicked: false,
             output_root: config.state_dir.join("output"),
+            store_path,
+            identity,
+            next_identity_check: Instant::now() + IDENTITY_EVERY,
+            identity_note: None,
+            store_down: false,
         };
         s.configure(config);
         s
@@ -119,13 +157,25 @@ impl Scheduler {
     /// schedules from the config alone and the error is reported.
     fn configure(&mut self, config: &Config) {
         self.heartbeat_interval = config.watchdog.heartbeat_interval;
-        let wanted = plan::wanted_rows(config, wall_now());
-        let rows = match self.store.reconcile(&wanted) {
+        let now = wall_now();
+        let wanted = plan::wanted_rows(config, now);
+        // Held writes go first: a reconcile committed before them would be
+        // undone by them (a removed job's row written back by its claims).
+        self.flush();
+        let reconciled = match (self.store_down, self.journal.held()) {
+            (false, 0) => self.store.reconcile(&wanted).map_err(|e| e.to_string()),
+            (true, _) => Err("no store is open".to_string()),
+            (false, n) => Err(format!("{n} earlier write(s) are still held")),
+        };
+        let rows = match reconciled {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!("{e}; scheduling from the config alone");
                 self.journal
                     .set_error(format!("{e}; scheduling from the config alone"));
+                // The store's rows follow with the held writes.
+                let rows = self.plan.unreconciled_writes(&wanted);
+                self.fx.writes.extend(rows);
                 wanted
             }
         };
@@ -133,7 +183,7 @@ impl Scheduler {
             // Its history may exceed a retention that was just lowered.
             self.pruner.mark(&job.name);
         }
-        self.plan.configure(config, rows, &mut self.fx);
+        self.plan.configure(config, rows, now, &mut self.fx);
     }
 
     /// Carries out the planned effects: commit the writes, then send the
@@ -143,7 +193,13 @@ impl Scheduler {
         let fx = std::mem::take(&mut self.fx);
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
-        self.journal.flush(&mut self.store);
+        if self.store_down {
+            // The stand-in would take the writes and keep none of them.
+            self.journal
+                .flush(&mut |_: &[Write], _: bool| Err(WorkerError::StoreUnavailable));
+        } else {
+            self.journal.flush(&mut self.store);
+        }
         for ev in fx.events {
             self.events.send(ev);
         }
@@ -178,6 +234,7 @@ impl Scheduler {
             Running {
                 stop: stop.clone(),
                 progress: req.progress.clone(),
+                record: req.record.clone(),
             },
         );
         let events = self.events.clone();
@@ -217,6 +274,7 @@ impl Scheduler {
         // A failing store is reported as `store_error`, not as a failing
         // turn: replacing the worker cannot fix a full or read-only disk
         // and would throw away the writes it holds for retry.
+        self.guarded("store identity", Self::check_store_identity);
         self.guarded("turn", |s| {
             fail::fail_point!("worker::turn");
             s.plan.fire_due(clocks.wall, &mut s.fx);
@@ -279,20 +337,171 @@ impl Scheduler {
             .collect();
         progress.sort_by_key(|p| p.run_id);
         progress.truncate(100);
+        let store_error = self.store_error();
         self.events.send(Event::Heartbeat {
             seq: self.seq,
             at: wall_now(),
             last_good_turn_at: self.last_good_turn,
             running: ids.len() as u32,
-            store_error: self.journal.error().map(str::to_string),
+            store_error,
             armed: Some(ArmedDigest::of(self.plan.armed())),
             progress,
             stats: Some(WorkerStats {
                 store_write_seconds: self.journal.latency().clone(),
                 log_lines_dropped: cronwarden_shared::stats::log_lines_dropped(),
+                records_dropped: self.journal.records_dropped(),
+                writes_held: self.journal.held() as u64,
             }),
         });
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+    }
+
+    /// What `store_error` says: a failing store, and for a while after it,
+    /// a store file that was deleted or replaced.
+    fn store_error(&mut self) -> Option<String> {
+        if self
+            .identity_note
+            .as_ref()
+            .is_some_and(|(_, until)| Instant::now() >= *until)
+        {
+            self.identity_note = None;
+        }
+        match (self.journal.error(), &self.identity_note) {
+            (Some(e), Some((n, _))) => Some(format!("{n}; {e}")),
+            (Some(e), None) => Some(e.to_string()),
+            (None, Some((n, _))) => Some(n.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// Checks (every [`IDENTITY_EVERY`]) that the store path still names
+    /// the file the connection has open. SQLite keeps writing to a file
+    /// deleted under it, and every record would be gone at the next start.
+    fn check_store_identity(&mut self) {
+        let now = Instant::now();
+        if now < self.next_identity_check {
+            return;
+        }
+        self.next_identity_check = now + IDENTITY_EVERY;
+        if self.store_down {
+            return self.recover_store("could not be reopened", false);
+        }
+        let what = match (file_identity(&self.store_path), self.identity) {
+            (Ok(Some(id)), Some(known)) if id == known => return,
+            (Ok(Some(id)), None) => {
+                self.identity = Some(id);
+                return;
+            }
+            (Ok(None), _) => "was deleted",
+            (Ok(Some(_)), Some(_)) => "was replaced by another file",
+            (Err(e), _) => {
+                tracing::warn!(path = %self.store_path.display(), "cannot check the store file: {e}");
+                return;
+            }
+        };
+        self.recover_store(what, true);
+    }
+
+    /// The store file was deleted or replaced under the open connection.
+    /// The old file's content is saved (the open connection still reads
+    /// it): copied back to the path if the file was deleted, or aside
+    /// (`cronwarden.db.saved-<time>`) if another file took its place. Then
+    /// the store at the path is opened and what this worker holds is
+    /// written back: every job's row and armed fire, the run-id
+    /// reservation, the records of runs in flight and queued fires (the
+    /// journal's held writes follow at the next flush). Reported at once,
+    /// critical, with the loss, if any.
+    fn recover_store(&mut self, what: &str, save_old: bool) {
+        let path = self.store_path.clone();
+        let stamp = wall_now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let saved = path.with_file_name(format!("{}.saved-{stamp}", store::FILE_NAME));
+        let copied: Result<(), String> = if save_old {
+            self.store.copy_into(&saved).map_err(|e| e.to_string())
+        } else {
+            Err("it was lost before".into())
+        };
+        // The old connection closes before a new one opens the path: on
+        // close it removes `<path>-wal` and `-shm` by name.
+        match Store::open_in_memory() {
+            Ok(stand_in) => drop(std::mem::replace(&mut self.store, stand_in)),
+            Err(e) => {
+                tracing::error!("cannot swap the store: {e}");
+                return;
+            }
+        }
+        let deleted = what == "was deleted";
+        let (target, history) = match (&copied, deleted) {
+            (Ok(()), true) => match std::fs::rename(&saved, &path) {
+                Ok(()) => (path.clone(), "its whole history was copied back".to_string()),
+                Err(e) => (
+                    saved.clone(),
+                    format!("its history was saved to {} but cannot be moved back ({e}); writing there", saved.display()),
+                ),
+            },
+            (Ok(()), false) => (
+                path.clone(),
+                format!("its history was saved to {}", saved.display()),
+            ),
+            (Err(e), _) => (
+                path.clone(),
+                format!("its history could not be saved ({e}) and is lost; the schedule and runs in flight are written back"),
+            ),
+        };
+        let mut store = match Store::open(&target).and_then(|s| {
+            s.set_busy_timeout(LOOP_BUSY_TIMEOUT)?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) if copied.is_ok() && target != saved => {
+                tracing::error!("{e}; writing to the saved copy {} instead", saved.display());
+                match Store::open(&saved) {
+                    Ok(s) => s,
+                    Err(e) => return self.store_lost(&path, what, e.to_string()),
+                }
+            }
+            Err(e) => return self.store_lost(&path, what, e.to_string()),
+        };
+        let (rows, mut writes) = self.plan.restore();
+        writes.extend(
+            self.running
+                .values()
+                .map(|r| Write::Insert(r.record.clone())),
+        );
+        let restored = store
+            .reconcile(&rows)
+            .and_then(|_| store.apply_overriding(&writes));
+        if let Err(e) = &restored {
+            tracing::error!("writing back to the recreated store failed: {e}; held for retry");
+            self.journal.extend(writes);
+        }
+        self.identity = file_identity(store.path()).ok().flatten();
+        self.store_path = store.path().to_path_buf();
+        self.store = store;
+        self.store_down = false;
+        let note = format!(
+            "critical: the store file {} {what} under the running worker; it was reopened ({history}; the schedule, {} run(s) in flight and the held writes are written back)",
+            path.display(),
+            self.running.len()
+        );
+        tracing::error!("{note}");
+        self.identity_note = Some((note, Instant::now() + IDENTITY_NOTE_FOR));
+        // Say so now, not at the next interval.
+        self.next_heartbeat = Instant::now();
+    }
+
+    /// No store could be reopened: reported, and tried again at the next
+    /// check (the stand-in holds nothing durable, so writes are held).
+    fn store_lost(&mut self, path: &std::path::Path, what: &str, error: String) {
+        let note = format!(
+            "critical: the store file {} {what} under the running worker and cannot be reopened: {error}",
+            path.display()
+        );
+        tracing::error!("{note}");
+        self.identity = None;
+        self.store_down = true;
+        self.journal.set_error(note.clone());
+        self.identity_note = Some((note, Instant::now() + IDENTITY_NOTE_FOR));
+        self.next_heartbeat = Instant::now();
     }
 
     /// A run ended: the plan records it, releases its busy flag and may
@@ -403,6 +612,163 @@ async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, Worker
     }
 }
 
+/// What a worker takes over from its predecessor at start.
+struct TakeOver {
+    store: Store,
+    /// Runs the predecessor left in flight, now recorded lost.
+    lost: Vec<RunRecord>,
+    /// Run ids from here on are the new worker's: above every stored id
+    /// and every id a dead worker reserved, even one whose records never
+    /// reached the store (issue 14: run 341 reused).
+    first_run_id: u64,
+    /// Reserved (committed) up to here.
+    reserved: u64,
+}
+
+/// How long a store write from the loop waits for another connection's
+/// lock (issue 14: a 5 s busy timeout equal to `stall_after` got the
+/// worker killed as stalled by a 14 s backup lock).
+const LOOP_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The longest wait between two start-up attempts on a failing store.
+const TAKE_OVER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Opens the store, records the predecessor's runs in flight as lost and
+/// reserves run ids; all of it on a blocking thread, retried with backoff
+/// while it fails (a store locked by a backup, a read-only or full disk),
+/// so the worker does not exit into a crash loop: while it waits it sends
+/// heartbeats whose `store_error` says why, with the exact cause (path,
+/// errno). Its loop turns (waiting) complete, so they count as good: a
+/// replacement could not fix the disk either. A store that is not a
+/// cronwarden database, or is too new, is refused at once (it names the
+/// file). Commands that arrive meanwhile are kept for the scheduler (a
+/// `configure` replaces the config); `Ok(None)`: the supervisor left.
+async fn take_over_store(
+    config: &mut Config,
+    first_run_id: u64,
+    events: &EventTx,
+    cmd_rx: &mut mpsc::Receiver<Command>,
+    replay: &mut Vec<Command>,
+) -> Result<Option<TakeOver>, WorkerError> {
+    let path = config.state_dir.join(store::FILE_NAME);
+    let mut backoff = Duration::from_millis(100);
+    let mut seq = 0u64;
+    loop {
+        let p = path.clone();
+        let mut attempt = tokio::task::spawn_blocking(move || take_over(&p, first_run_id));
+        let result = loop {
+            let beat = config.watchdog.heartbeat_interval;
+            tokio::select! {
+                r = &mut attempt => break r,
+                cmd = cmd_rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return Ok(None),
+                    Some(Command::Configure { path, source }) => match Config::parse(&path, &source) {
+                        Ok(c) => *config = c,
+                        Err(e) => tracing::warn!("configure refused while taking over the store: {e}"),
+                    },
+                    Some(cmd) => replay.push(cmd),
+                },
+                _ = tokio::time::sleep(beat) => {
+                    seq += 1;
+                    waiting_heartbeat(events, seq, "taking over the store is slow (it may be locked)".into());
+                }
+            }
+        };
+        let error = match result {
+            Ok(Ok(t)) => {
+                if seq > 0 {
+                    tracing::info!(path = %path.display(), "the store is usable again; starting");
+                }
+                return Ok(Some(t));
+            }
+            Ok(Err(e @ (StoreError::Corrupt { .. } | StoreError::TooNew { .. }))) => {
+                return Err(e.into())
+            }
+            Ok(Err(e)) => format!("{e}{}", writable_cause(&path)),
+            Err(e) => format!("store {}: the start-up task failed: {e}", path.display()),
+        };
+        tracing::error!(
+            retry_in_ms = backoff.as_millis() as u64,
+            "cannot take over the store: {error}"
+        );
+        seq += 1;
+        waiting_heartbeat(events, seq, format!("cannot take over the store: {error}"));
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            let beat = config
+                .watchdog
+                .heartbeat_interval
+                .min(until - Instant::now());
+            tokio::select! {
+                cmd = cmd_rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return Ok(None),
+                    Some(Command::Configure { path, source }) => match Config::parse(&path, &source) {
+                        Ok(c) => *config = c,
+                        Err(e) => tracing::warn!("configure refused while taking over the store: {e}"),
+                    },
+                    Some(cmd) => replay.push(cmd),
+                },
+                _ = tokio::time::sleep(beat) => {
+                    seq += 1;
+                    waiting_heartbeat(events, seq, format!("cannot take over the store: {error}"));
+                }
+            }
+        }
+        backoff = (backoff * 2).min(TAKE_OVER_BACKOFF_MAX);
+    }
+}
+
+/// The blocking part of [`take_over_store`].
+fn take_over(path: &std::path::Path, first_run_id: u64) -> Result<TakeOver, StoreError> {
+    let mut store = Store::open(path)?;
+    let lost = store.recover_lost()?;
+    let first_run_id = first_run_id.max(store.first_free_run_id()?);
+    let reserved = plan::reserve_at_start(first_run_id);
+    store.apply(&[Write::ReserveIds { upto: reserved }])?;
+    // From here on the store is written from the loop: a lock held by
+    // another connection (a backup) must fail a write quickly (held and
+    // retried by the journal, reported as store_error), never block the
+    // loop until the supervisor takes the worker for stalled.
+    store.set_busy_timeout(LOOP_BUSY_TIMEOUT)?;
+    Ok(TakeOver {
+        store,
+        lost,
+        first_run_id,
+        reserved,
+    })
+}
+
+/// Why a store path cannot be written, as the system says it (errno),
+/// or nothing when it can: the file if it exists, else its directory.
+fn writable_cause(path: &std::path::Path) -> String {
+    use nix::unistd::{access, AccessFlags};
+    let target = if path.exists() {
+        path
+    } else {
+        path.parent().unwrap_or(path)
+    };
+    match access(target, AccessFlags::W_OK) {
+        Ok(()) => String::new(),
+        Err(errno) => format!(" ({} is not writable: {errno})", target.display()),
+    }
+}
+
+/// A heartbeat while the worker waits for its store: alive, turning, and
+/// saying why it does not schedule yet.
+fn waiting_heartbeat(events: &EventTx, seq: u64, store_error: String) {
+    let now = wall_now();
+    events.send(Event::Heartbeat {
+        seq,
+        at: now,
+        last_good_turn_at: Some(now),
+        running: 0,
+        store_error: Some(store_error),
+        armed: None,
+        progress: vec![],
+        stats: None,
+    });
+}
+
 /// The worker's whole life: adopt descriptors, wait for the config, loop.
 pub(crate) async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     LocalSet::new().run_until(run_local(args)).await
@@ -441,16 +807,39 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let store_path = config.state_dir.join(store::FILE_NAME);
-    let mut store = Store::open(&store_path)?;
+    let mut config = config;
+    let mut replay = vec![];
+    let started = tokio::select! {
+        biased;
+        _ = term.recv() => { tracing::info!("SIGTERM while taking over the store"); None }
+        _ = &mut broken => None,
+        r = take_over_store(&mut config, args.first_run_id, &events, &mut cmd_rx, &mut replay) => r?,
+    };
+    let Some(TakeOver {
+        store,
+        lost,
+        first_run_id,
+        reserved,
+    }) = started
+    else {
+        return Ok(());
+    };
     // Runs left `running` belonged to a worker that died: they are lost.
-    for lost in store.recover_lost()? {
+    for lost in lost {
         tracing::error!(job = %lost.job, run = lost.id, "run recorded lost: its worker died while it was running");
         events.send(Event::Finish { run: lost });
     }
-    let first_run_id = args.first_run_id.max(store.max_run_id()? + 1);
-    let mut sched = Scheduler::new(&config, store, events.clone(), done_tx, first_run_id);
+    let mut sched = Scheduler::new(
+        &config,
+        store,
+        events.clone(),
+        done_tx,
+        (first_run_id, reserved),
+    );
     tracing::info!(jobs = config.jobs.len(), "worker started");
+    for cmd in replay {
+        sched.command(cmd);
+    }
 
     loop {
         sched.turn();

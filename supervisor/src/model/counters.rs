@@ -39,6 +39,7 @@ pub(crate) const SKIP_REASONS: &[SkipReason] = &[
     SkipReason::Misfire,
     SkipReason::Paused,
     SkipReason::WorkerDown,
+    SkipReason::Removed,
 ];
 
 pub(crate) fn reason_str(r: SkipReason) -> &'static str {
@@ -47,6 +48,7 @@ pub(crate) fn reason_str(r: SkipReason) -> &'static str {
         SkipReason::Misfire => "misfire",
         SkipReason::Paused => "paused",
         SkipReason::WorkerDown => "worker_down",
+        SkipReason::Removed => "removed",
     }
 }
 

@@ -11,7 +11,7 @@ use std::{path::Path, time::Duration};
 use cronwarden_shared::{
     config::Config,
     status::{ClockJumpKind, Outcome, RunRecord, SkipReason, Trigger},
-    store::Store,
+    store::{Store, Write},
     wire::{Command, Event},
 };
 use jiff::{SignedDuration, Timestamp};
@@ -54,7 +54,7 @@ impl Sim {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
         let mut sim = Sim {
-            plan: Plan::new(1),
+            plan: Plan::new(1, 0),
             store,
             _dir: dir,
             clocks: Clocks {
@@ -79,8 +79,12 @@ impl Sim {
         self.clocks.mono += Duration::from_secs(down as u64);
         self.clocks.boot += Duration::from_secs(down as u64);
         self.store.recover_lost().unwrap();
-        let first = self.store.max_run_id().unwrap() + 1;
-        self.plan = Plan::new(first);
+        let first = self.store.first_free_run_id().unwrap();
+        let reserved = super::reserve_at_start(first);
+        self.store
+            .apply(&[Write::ReserveIds { upto: reserved }])
+            .unwrap();
+        self.plan = Plan::new(first, reserved);
         self.configure(toml);
         self.turn();
     }
@@ -93,7 +97,8 @@ impl Sim {
             .reconcile(&wanted_rows(&config, self.clocks.wall))
             .unwrap();
         let mut fx = Effects::default();
-        self.plan.configure(&config, rows, &mut fx);
+        self.plan
+            .configure(&config, rows, self.clocks.wall, &mut fx);
         self.apply(fx);
     }
 
@@ -612,4 +617,161 @@ fn shutdown_stops_runs_and_records_queued_fires_as_worker_down() {
     assert_eq!(n, 1);
     assert_eq!(sim.stops, [(running, StopReason::Shutdown)]);
     assert_eq!(sim.skips("j"), [(ts(20), SkipReason::WorkerDown)]);
+}
+
+/// Issue 14 item 4: a queued fire of a job a reload removes stayed
+/// `running` forever, then became `lost` ("the worker died while the run
+/// was in flight"). It is a skip, reason `removed`, at once.
+#[test]
+fn reload_removing_a_job_records_its_queued_fire_as_removed() {
+    let a = job("a", "*/10 * * * * *", "");
+    let q = job("q", "*/10 * * * * *", "overlap = \"queue\"");
+    let mut sim = Sim::new(&(a.clone() + &q));
+    sim.run_until(20);
+    let busy = sim.child_of("q")[0];
+    let queued = sim.records("q").pop().unwrap();
+    assert_eq!(queued.outcome, Outcome::Running);
+    sim.configure(&a);
+    let rec = sim
+        .records("q")
+        .into_iter()
+        .find(|r| r.id == queued.id)
+        .unwrap();
+    assert_eq!(
+        (rec.outcome, rec.skip_reason, rec.covers.clone()),
+        (Outcome::Skipped, Some(SkipReason::Removed), vec![ts(20)])
+    );
+    assert!(rec.error.unwrap().contains(&format!("run {busy}")));
+    assert!(sim.events.iter().any(|e| matches!(e,
+        Event::Skip { run_id, reason: SkipReason::Removed, .. } if *run_id == queued.id)));
+    // The busy run still finishes, and nothing queued starts after it.
+    sim.finish(busy, Outcome::Success);
+    assert!(sim.child_of("q").is_empty());
+    // A restart finds nothing in flight to call lost.
+    let lost = sim.store.recover_lost().unwrap();
+    assert!(lost.iter().all(|r| r.job != "q"), "{lost:?}");
+}
+
+/// Issue 14 item 7: a schedule changed across downtime dropped the fires
+/// the old schedule missed. They are accounted under the old schedule
+/// (here within the grace: one catch-up run), then the new one is armed.
+#[test]
+fn a_schedule_change_across_downtime_accounts_the_old_schedules_fires() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", "misfire_grace = \"1m\""));
+    sim.run_quick_until(15);
+    // Down from 15 to 45; it comes back with another schedule.
+    sim.restart_after(30, &job("j", "*/7 * * * * *", "misfire_grace = \"1m\""));
+    let catchup = sim.records("j").pop().unwrap();
+    assert_eq!(catchup.covers, [ts(20), ts(30), ts(40)]);
+    assert_eq!(catchup.trigger, Trigger::Catchup);
+    let row = sim.store.jobs().unwrap().pop().unwrap();
+    assert_eq!(row.schedule, "*/7 * * * * *");
+    assert_eq!(row.next_run_at, Some(ts(49)));
+    for id in sim.child_of("j") {
+        sim.finish(id, Outcome::Success);
+    }
+    sim.run_quick_until(60);
+    assert_eq!(
+        sim.covered("j"),
+        [ts(10), ts(20), ts(30), ts(40), ts(49), ts(56), ts(60)]
+    );
+}
+
+/// The same beyond the grace: each missed old fire is a misfire skip, and
+/// a zone change counts as a schedule change.
+#[test]
+fn a_zone_change_across_downtime_skips_old_fires_beyond_the_grace() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", "misfire_grace = \"5s\""));
+    sim.run_quick_until(5);
+    sim.restart_after(
+        30,
+        &job(
+            "j",
+            "*/10 * * * * *",
+            "misfire_grace = \"5s\"\ntimezone = \"Europe/Berlin\"",
+        ),
+    );
+    assert_eq!(
+        sim.skips("j"),
+        [(ts(10), SkipReason::Misfire), (ts(20), SkipReason::Misfire)]
+    );
+    // 30 is within the grace at 35: one run.
+    assert_eq!(sim.records("j").pop().unwrap().covers, [ts(30)]);
+    assert_eq!(sim.store.jobs().unwrap()[0].timezone, "Europe/Berlin");
+}
+
+/// Issue 14 item 1: after writes that never reached the store and a
+/// worker death, the next worker reused a run id. Ids come from a
+/// reservation committed with (or before) the records that use them.
+#[test]
+fn a_restarted_worker_never_reuses_an_id_its_predecessor_handed_out() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
+    sim.run_quick_until(10);
+    // The next fires are planned but their writes never reach the store.
+    let mut lost_ids = vec![];
+    for t in [20, 30] {
+        sim.clocks.wall = ts(t);
+        let mut fx = Effects::default();
+        sim.plan.fire_due(sim.clocks.wall, &mut fx);
+        lost_ids.extend(fx.writes.iter().filter_map(|w| match w {
+            Write::Insert(r) => Some(r.id),
+            _ => None,
+        }));
+    }
+    assert_eq!(lost_ids.len(), 2, "a run and an overlap skip");
+    sim.restart_after(1, &job("j", "*/10 * * * * *", ""));
+    let first = sim.store.first_free_run_id().unwrap();
+    assert!(
+        lost_ids.iter().all(|id| *id < first),
+        "{lost_ids:?} vs {first}"
+    );
+    sim.run_quick_until(60);
+    let records = sim.records("j");
+    assert!(records.len() > 2);
+    assert!(records.iter().all(|r| !lost_ids.contains(&r.id)));
+}
+
+/// A removed job's run in progress is still the worker's: a shutdown
+/// stops it (else its record stays `running`, then `lost` "the worker died
+/// while the run was in flight"), and its record is written when it ends.
+#[test]
+fn a_removed_jobs_run_is_stopped_at_shutdown_and_recorded() {
+    let a = job("a", "*/10 * * * * *", "");
+    let b = job("b", "*/10 * * * * *", "");
+    let mut sim = Sim::new(&(a.clone() + &b));
+    sim.run_until(10);
+    let b_run = sim.child_of("b")[0];
+    sim.configure(&a);
+    assert!(sim.plan.running().any(|id| id == b_run));
+    let mut fx = Effects::default();
+    sim.plan.shutdown(sim.clocks.wall, &mut fx);
+    assert!(fx
+        .stops
+        .iter()
+        .any(|(id, r)| *id == b_run && *r == StopReason::Shutdown));
+    sim.apply(fx);
+    sim.finish(b_run, Outcome::Killed);
+    assert!(sim.plan.running().all(|id| id != b_run));
+    assert_eq!(sim.records("b")[0].outcome, Outcome::Killed);
+}
+
+/// A store recreated under a running worker gets the plan back: rows and
+/// armed fires, the id reservation, the queued fire's record.
+#[test]
+fn restore_writes_the_plan_back_into_an_empty_store() {
+    let mut sim = Sim::new(&job("q", "*/10 * * * * *", "overlap = \"queue\""));
+    sim.run_until(20);
+    let queued = sim.records("q").pop().unwrap();
+    let (rows, writes) = sim.plan.restore();
+    let dir = tempfile::tempdir().unwrap();
+    let mut fresh = Store::open(&dir.path().join("new.db")).unwrap();
+    fresh.reconcile(&rows).unwrap();
+    fresh.apply_overriding(&writes).unwrap();
+    let row = fresh.jobs().unwrap().pop().unwrap();
+    assert_eq!(row.next_run_at, Some(ts(30)));
+    assert_eq!(row.schedule, "*/10 * * * * *");
+    let rec = fresh.runs("q", 10).unwrap();
+    assert_eq!(rec.len(), 1);
+    assert_eq!((rec[0].id, rec[0].outcome), (queued.id, Outcome::Running));
+    assert!(fresh.first_free_run_id().unwrap() > super::RESERVE_AHEAD);
 }
