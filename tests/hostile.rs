@@ -144,7 +144,14 @@ fn idle_clients_and_a_slowloris_do_not_delay_status_or_heartbeats() {
          [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nshell = \"echo t >> ticks\"\n",
     );
     let _sup = env.start();
-    let s = env.wait_ok(LONG);
+    env.wait_ok(LONG);
+    // The worker heartbeats while it takes over the store at start, before
+    // its first loop turn; the turns' sequence is what is watched below.
+    let s = wait_until("the worker's first loop turn", LONG, || {
+        env.status()
+            .1
+            .filter(|s| s["worker"]["heartbeat_seq"].is_u64())
+    });
     let pid = s["worker"]["pid"].clone();
     let socket = env.state_dir().join("cronwarden.sock");
     let stop = Arc::new(AtomicBool::new(false));
@@ -167,7 +174,9 @@ fn idle_clients_and_a_slowloris_do_not_delay_status_or_heartbeats() {
         assert_eq!(s["worker"]["restarts"], 0, "{s}");
         let age = s["worker"]["heartbeat_age_ms"].as_u64().unwrap();
         assert!(age < 2000, "heartbeat {age} ms old (stall_after 2s): {s}");
-        let seq = s["worker"]["heartbeat_seq"].as_u64().unwrap();
+        let seq = s["worker"]["heartbeat_seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no heartbeat seq: {s}"));
         assert!(seq >= last_seq, "{s}");
         last_seq = seq;
         assert!(

@@ -134,7 +134,7 @@ fn reload_removing_a_job_with_a_queued_fire_records_it_removed() {
 }
 
 /// Issue 14 item 2: with the store failing longer than the held writes'
-/// bound (a fail point makes it 20 records), the oldest writes were
+/// bound (a fail point makes it 5 records, so a few failing seconds overflow it even on a fast or loaded machine), the oldest writes were
 /// dropped, claims included; every later claim was refused ("store
 /// refused a claim" each second) and a restart re-ran fires that had
 /// records. Now only records are dropped, counted and logged; the claims
@@ -153,7 +153,7 @@ fn held_write_overflow_drops_records_never_claims() {
     env.write_config(&config);
     let mut sup = env.start_with(&[(
         "FAILPOINTS",
-        "store::apply=60*return;journal::max_held_records=return(20)",
+        "store::apply=60*return;journal::max_held_records=return(5)",
     )]);
     wait_until("the store recovers", LONG, || {
         sup.log()
