@@ -68,7 +68,7 @@ impl Model {
                     last_line: None,
                     pipes,
                 };
-                self.fired(&job, run, &covers, next_fire_at, trigger);
+                self.fired(&job, run, &covers, next_fire_at, trigger, now);
             }
             Event::Skip {
                 job,
@@ -100,6 +100,7 @@ impl Model {
         }
         tracing::info!(pid, version, "worker ready");
         self.worker.hello = true;
+        self.worker.hello_at = Some(now);
         self.worker.last_heartbeat = Some(now);
     }
 
@@ -122,15 +123,23 @@ impl Model {
             w.stalled_pid = None;
         }
         w.armed = armed;
+        let previous = w.last_heartbeat.or(w.spawned);
         w.last_heartbeat = Some(now);
         w.seq = Some(seq);
         w.store_error = store_error;
-        // Convert the worker's wall-clock age to our monotonic clock.
-        w.last_good_turn = last_good_turn_at.map(|g| {
-            let age = at.duration_since(g);
-            now.checked_sub(Duration::try_from(age).unwrap_or_default())
-                .unwrap_or(now)
-        });
+        // Dated on our monotonic clock. A good turn already reported keeps
+        // its date. A new one happened since the previous line we saw, so
+        // its age (by the worker's wall clock, which may have been stepped
+        // between the two stamps) is capped by the time since that line:
+        // a wall clock step can never make a healthy loop look old.
+        if last_good_turn_at != w.last_good_turn_wall || w.last_good_turn.is_none() {
+            w.last_good_turn = last_good_turn_at.map(|g| {
+                let age = Duration::try_from(at.duration_since(g)).unwrap_or_default();
+                let cap = previous.map_or(Duration::ZERO, |p| now.saturating_duration_since(p));
+                now.checked_sub(age.min(cap)).unwrap_or(now)
+            });
+            w.last_good_turn_wall = last_good_turn_at;
+        }
     }
 
     /// What runs in flight last printed, for the wedged-run alert.
@@ -168,6 +177,7 @@ impl Model {
         covers: &[Timestamp],
         next_fire_at: Option<Timestamp>,
         trigger: Trigger,
+        now: Instant,
     ) {
         self.max_run_id = self.max_run_id.max(run.run_id);
         let Some(j) = self.jobs.get_mut(job) else {
@@ -183,6 +193,7 @@ impl Model {
             j.next_fire_at = next_fire_at;
             j.streaks.overlap_skips = 0;
         }
+        j.seen_started.insert(run.run_id, now);
         j.running.insert(run.run_id, run);
         if let Some(last) = covers.iter().max() {
             accounted(j, *last);
@@ -232,6 +243,7 @@ impl Model {
             return;
         };
         j.running.remove(&run.id);
+        j.seen_started.remove(&run.id);
         let snap = j.snapshots.remove(&run.id);
         if matches!(run.outcome, Outcome::Timeout | Outcome::Lost) && snap.is_some() {
             j.last_forensics = snap;

@@ -60,6 +60,12 @@ pub struct WorkerObs {
     pub seq: Option<u64>,
     /// When the last good turn happened, on our monotonic clock.
     pub last_good_turn: Option<Instant>,
+    /// The worker's own wall-clock stamp of that turn, as last reported:
+    /// a stamp seen before is not re-dated.
+    pub last_good_turn_wall: Option<Timestamp>,
+    /// When the current worker's hello was observed: nothing is late, on
+    /// our clock, for longer than this worker has been there to fire it.
+    pub hello_at: Option<Instant>,
     /// How the previous worker ended, for the status.
     pub last_exit: Option<String>,
     /// A worker was killed for stalling and no worker has proven progress
@@ -96,6 +102,14 @@ pub struct JobObs {
     pub paused: bool,
     pub last_run: Option<RunRecord>,
     pub running: BTreeMap<u64, RunningInfo>,
+    /// When the supervisor observed each run in flight start (its `fire`
+    /// line was applied), on its monotonic clock: a run's age is measured
+    /// from here, never from the worker's wall-clock `started_at`, so a
+    /// step of the wall clock cannot age (and kill) a healthy run.
+    pub seen_started: BTreeMap<u64, Instant>,
+    /// The due time the supervisor first saw come (by the wall clock),
+    /// and when, on its monotonic clock: lateness is measured from there.
+    pub due_seen: Option<(Timestamp, Instant)>,
     pub streaks: Streaks,
     /// Runs the supervisor itself killed for outliving their timeout.
     pub enforced: Vec<u64>,
@@ -125,6 +139,8 @@ pub struct Model {
     pub(crate) counters: counters::Counters,
     /// Runs started and ended since the supervisor last drained this (for pings).
     pub run_events: Vec<crate::pings::RunEvent>,
+    /// When the last adopted judgement was made, on the monotonic clock.
+    pub last_judged: Option<Instant>,
 }
 
 /// One evaluation: the alerts that opened, were reminded or resolved, the
@@ -152,6 +168,7 @@ impl Model {
             clock_jumps: VecDeque::new(),
             counters: Default::default(),
             run_events: vec![],
+            last_judged: None,
         };
         m.set_config(config);
         m
@@ -188,6 +205,8 @@ impl Model {
                     paused: false,
                     last_run: None,
                     running: BTreeMap::new(),
+                    seen_started: BTreeMap::new(),
+                    due_seen: None,
                     streaks: Streaks::default(),
                     enforced: vec![],
                     snapshots: BTreeMap::new(),
@@ -218,6 +237,8 @@ impl Model {
         self.worker.last_heartbeat = None;
         self.worker.seq = None;
         self.worker.last_good_turn = None;
+        self.worker.last_good_turn_wall = None;
+        self.worker.hello_at = None;
     }
 
     /// The worker is gone. Returns the process groups of runs that were in
@@ -255,6 +276,7 @@ impl Model {
         let mut looks = LOOKS_PER_EVENT;
         for (name, job) in &mut self.jobs {
             job.snapshots.clear();
+            job.seen_started.clear();
             for (id, r) in std::mem::take(&mut job.running) {
                 groups.push(r.pid);
                 // Its processes are still there: they are killed after this.
@@ -388,6 +410,14 @@ impl Model {
             if let Some(j) = self.jobs.get_mut(&name) {
                 j.misarmed_since = since;
             }
+        }
+        for (name, due) in memory.due_seen {
+            if let Some(j) = self.jobs.get_mut(&name) {
+                j.due_seen = due;
+            }
+        }
+        if memory.judged_at.is_some() {
+            self.last_judged = memory.judged_at;
         }
         for (name, run) in memory.enforced {
             if let Some(j) = self.jobs.get_mut(&name) {

@@ -115,6 +115,10 @@ pub struct Memory {
     pub replacing: Option<u32>,
     /// Runs killed by the supervisor in this judgement: (job, run).
     pub enforced: Vec<(String, u64)>,
+    /// Jobs whose due-since (see `job::due_seen`) changed, with the new value.
+    pub due_seen: Vec<(String, Option<(Timestamp, Instant)>)>,
+    /// When this judgement was made.
+    pub judged_at: Option<Instant>,
 }
 
 /// Everything wrong right now, and what to do about it.
@@ -186,19 +190,33 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
     }
 
     let worker_up = w.pid.is_some() && w.hello;
+    // How far back the wall clock's word is believed for a fire first seen
+    // due now (see `job::due_seen`).
+    let credit_since = [m.last_judged, w.hello_at]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
+    out.memory.judged_at = Some(now);
     for (name, j) in &m.jobs {
-        out.conditions
-            .extend(job::late(name, j, worker_up, clocks.wall));
+        let due_seen = job::due_seen(j, clocks, credit_since);
+        if due_seen != j.due_seen {
+            out.memory.due_seen.push((name.clone(), due_seen));
+        }
+        if worker_up {
+            out.conditions
+                .extend(job::late(name, j, due_seen, w.hello_at, now));
+        }
         let since = job::misarmed_since(j, worker_up, now);
         if since != j.misarmed_since {
             out.memory.misarmed_since.push((name.clone(), since));
         }
         out.conditions.extend(job::misarmed(name, j, since, now));
         out.conditions
-            .extend(job::overlap_streak(name, j, clocks.wall));
+            .extend(job::overlap_streak(name, j, now, clocks.wall));
         out.conditions.extend(job::outcome(name, j));
         out.conditions.extend(job::zero_output_streak(name, j));
-        for (run_id, pgid) in job::outlived(j, clocks.wall) {
+        for (run_id, pgid) in job::outlived(j, now) {
             out.actions.push(Action::KillRun {
                 job: name.clone(),
                 run_id,
