@@ -7,7 +7,7 @@
 //! run we recorded ourselves and the next worker reports again) is not
 //! counted twice.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use cronwarden_shared::{
     status::{ClockJump, Outcome, RunRecord, RunningInfo, SkipReason, Trigger},
@@ -43,7 +43,8 @@ impl Model {
                 stats,
                 ..
             } => {
-                self.beat(now, seq, at, last_good_turn_at, store_error, armed);
+                self.beat(now, seq, at, last_good_turn_at, store_error);
+                self.armed_check(armed, at, now);
                 self.progress(progress);
                 self.counters.heartbeat(now, stats.as_ref());
             }
@@ -111,7 +112,6 @@ impl Model {
         at: Timestamp,
         last_good_turn_at: Option<Timestamp>,
         store_error: Option<String>,
-        armed: Option<ArmedDigest>,
     ) {
         let w = &mut self.worker;
         // A hello says only that the replacement started; a heartbeat
@@ -122,7 +122,6 @@ impl Model {
             w.replacing_stalled = false;
             w.stalled_pid = None;
         }
-        w.armed = armed;
         let previous = w.last_heartbeat.or(w.spawned);
         w.last_heartbeat = Some(now);
         w.seq = Some(seq);
@@ -139,6 +138,53 @@ impl Model {
                 now.checked_sub(age.min(cap)).unwrap_or(now)
             });
             w.last_good_turn_wall = last_good_turn_at;
+        }
+    }
+
+    /// The armed cross-check, made as the heartbeat is applied: its digest
+    /// reflects the worker's arming at `at`, and every line the worker
+    /// wrote before it has been applied, so our expectation is as of that
+    /// heartbeat too, but for one thing: a fire the worker took in the
+    /// turn just before the heartbeat has its `fire` line written after
+    /// the process started, usually after the heartbeat. So the digest is
+    /// compared with ours, and failing that with ours projected past `at`
+    /// (every job whose expected fire has come armed for its next fire
+    /// after `at`, as the worker's turn arms it). Agreement with the
+    /// projection holds the projected fires as taken but not yet reported
+    /// ([`WorkerObs::unreported`]); a fire left unreported too long is a
+    /// worker that claims fires and never runs them.
+    ///
+    /// [`WorkerObs::unreported`]: super::WorkerObs::unreported
+    fn armed_check(&mut self, armed: Option<ArmedDigest>, at: Timestamp, now: Instant) {
+        let digest = |f: &dyn Fn(&JobObs) -> Option<Timestamp>| {
+            ArmedDigest::of(self.jobs.iter().map(|(n, j)| (n.as_str(), f(j))))
+        };
+        let projected = |j: &JobObs| match j.expected_next {
+            Some(e) if e <= at => j.spec.schedule.next_after(at, Some(e)),
+            other => other,
+        };
+        let ours = digest(&|j| j.expected_next);
+        let w = &mut self.worker;
+        w.armed = armed;
+        let Some(theirs) = armed else {
+            return;
+        };
+        if theirs == ours {
+            w.armed_mismatch_since = None;
+            w.unreported.clear();
+        } else if theirs == digest(&projected) {
+            w.armed_mismatch_since = None;
+            let taken: BTreeMap<&String, Timestamp> = self
+                .jobs
+                .iter()
+                .filter_map(|(n, j)| Some((n, j.expected_next.filter(|e| *e <= at)?)))
+                .collect();
+            w.unreported.retain(|n, (due, _)| taken.get(n) == Some(due));
+            for (n, due) in taken {
+                w.unreported.entry(n.clone()).or_insert((due, now));
+            }
+        } else {
+            w.armed_mismatch_since.get_or_insert(now);
         }
     }
 
@@ -294,6 +340,8 @@ impl Model {
         for job in self.jobs.values_mut() {
             job.misarmed_since = None;
         }
+        self.worker.armed_mismatch_since = None;
+        self.worker.unreported.clear();
         self.clock_jumps.push_back(j);
     }
 }

@@ -79,9 +79,15 @@ pub struct WorkerObs {
     pub exits: VecDeque<Instant>,
     pub store_error: Option<String>,
     /// The worker's armed digest (last heartbeat), and since when it has
-    /// disagreed with ours.
+    /// disagreed with ours: judged when each heartbeat is applied, against
+    /// our expectation as of that heartbeat (see `apply::Model::armed_check`),
+    /// never against one later events have advanced.
     pub armed: Option<ArmedDigest>,
     pub armed_mismatch_since: Option<Instant>,
+    /// Fires the worker's digest shows it took (armed past them) that it
+    /// has reported neither fired nor skipped yet: by job, the due time
+    /// we still expect and when a heartbeat first showed it taken.
+    pub unreported: BTreeMap<String, (Timestamp, Instant)>,
     /// Whether the worker was asked for its full schedule in this episode.
     pub armed_report_requested: bool,
     /// The worker the supervisor decided to replace (killed, not reaped
@@ -239,6 +245,9 @@ impl Model {
         self.worker.last_good_turn = None;
         self.worker.last_good_turn_wall = None;
         self.worker.hello_at = None;
+        self.worker.armed = None;
+        self.worker.armed_mismatch_since = None;
+        self.worker.unreported.clear();
     }
 
     /// The worker is gone. Returns the process groups of runs that were in
@@ -399,7 +408,6 @@ impl Model {
 
     fn remember(&mut self, memory: judge::Memory) {
         let w = &mut self.worker;
-        w.armed_mismatch_since = memory.armed_mismatch_since;
         w.armed_report_requested = memory.armed_report_requested;
         w.replacing = memory.replacing;
         if let Some(pid) = memory.declared_stalled {

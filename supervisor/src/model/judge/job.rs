@@ -92,13 +92,22 @@ pub(super) fn late(
 }
 
 /// Since when the worker's arming of this job has disagreed with ours
-/// (`now` if it just started to).
-pub(super) fn misarmed_since(j: &JobObs, worker_up: bool, now: Instant) -> Option<Instant> {
-    let misarmed = worker_up
-        && j.next_fire_at.is_some()
-        && j.expected_next.is_some()
-        && j.next_fire_at != j.expected_next;
-    misarmed.then(|| j.misarmed_since.unwrap_or(now))
+/// (`now` if it just started to). An arming ahead of ours, but no further
+/// than the schedule's next fire after now, is a fire the worker took and
+/// whose line has not arrived yet (its `fire` line follows the process's
+/// start): not a disagreement. A worker that takes fires and never reports
+/// them is caught by `worker::unreported`.
+pub(super) fn misarmed_since(j: &JobObs, worker_up: bool, clocks: Clocks) -> Option<Instant> {
+    let (Some(theirs), Some(ours)) = (j.next_fire_at, j.expected_next) else {
+        return None;
+    };
+    let in_flight = ours < theirs
+        && j.spec
+            .schedule
+            .next_after(clocks.wall, Some(ours))
+            .is_some_and(|next| theirs <= next);
+    let misarmed = worker_up && theirs != ours && !in_flight;
+    misarmed.then(|| j.misarmed_since.unwrap_or(clocks.now))
 }
 
 /// The armed cross-check: a disagreement that lasted [`MISARMED_AFTER`].

@@ -83,6 +83,27 @@ impl Sim {
         }
     }
 
+    /// A model of `config` (TOML), with its clocks at 10:00:00.
+    fn with(config: &str) -> Sim {
+        let config = Config::parse(Path::new("/x/cronwarden.toml"), config).unwrap();
+        let mut m = Model::for_test(config);
+        // Our expectations as of the fake wall clock's start (the model
+        // computed them from the real one).
+        for j in m.jobs.values_mut() {
+            j.expected_next = match j.spec.schedule.every() {
+                Some(_) => None,
+                None => j.spec.schedule.next_after(ts("2026-12-03T10:00:00Z"), None),
+            };
+        }
+        Sim {
+            m,
+            t0: Instant::now(),
+            w0: ts("2026-12-03T10:00:00Z"),
+            elapsed: Duration::ZERO,
+            stepped: jiff::SignedDuration::ZERO,
+        }
+    }
+
     fn now(&self) -> Instant {
         self.t0 + self.elapsed
     }
@@ -826,12 +847,14 @@ fn the_status_judges_without_changing_anything() {
     let wall = s.wall();
     s.beat_with(2, Some(wall), None, Some(theirs));
     s.at(secs(3.5));
-    // Only an adopted judgement remembers since when the digests differ:
-    // the status alone never reaches `worker_misarmed`.
+    // The disagreement was observed at the heartbeat (t=0) and is judged
+    // by the status too; but only an adopted judgement remembers that the
+    // schedule was asked for.
     let first = s.m.status(s.now(), s.wall());
     assert_eq!(first, s.m.status(s.now(), s.wall()));
-    assert!(s.m.worker.armed_mismatch_since.is_none());
-    assert!(!first.reasons.iter().any(|r| r.contains("armed")));
+    assert_eq!(s.m.worker.armed_mismatch_since, Some(s.t0));
+    assert!(!s.m.worker.armed_report_requested);
+    assert!(first.reasons.iter().any(|r| r.contains("armed")));
 }
 
 #[test]
@@ -1020,14 +1043,7 @@ late_after = "2s"
 /// A restarted cronwarden: the new worker arms an `@every` job at the fire
 /// its predecessor's store left 10s in the past.
 fn restarted_every() -> Sim {
-    let config = Config::parse(Path::new("/x/cronwarden.toml"), EVERY).unwrap();
-    let mut s = Sim {
-        m: Model::for_test(config),
-        t0: Instant::now(),
-        w0: ts("2026-12-03T10:00:00Z"),
-        elapsed: Duration::ZERO,
-        stepped: jiff::SignedDuration::ZERO,
-    };
+    let mut s = Sim::with(EVERY);
     s.spawn(10);
     s.apply(Event::Schedule {
         jobs: vec![Armed {
@@ -1080,4 +1096,159 @@ fn a_restarted_worker_that_accounts_nothing_is_late_after_late_after_from_its_he
         notices(&s.evaluate()),
         [("opened".into(), AlertKind::JobLate, Some("e".into()))]
     );
+}
+
+/// `n` per-second jobs, `j00`..: a fake worker arms each for the next
+/// second, takes each second's fires in one turn, heartbeats at the end of
+/// the turn with the digest of its own arming, and writes each fire's line
+/// after the heartbeat, some of them as late as `lag` of the next turns.
+/// Returns the misarmed notices seen, evaluating after every heartbeat
+/// (the loop's tick, phase-locked with the fires: the worst case), and
+/// after every fire line too if `every_line`.
+fn per_second_jobs_under_load(n: usize, seconds: u64, lag: u64, every_line: bool) -> Vec<String> {
+    let mut config = String::new();
+    for i in 0..n {
+        config.push_str(&format!(
+            "[[job]]\nname = \"j{i:02}\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n"
+        ));
+    }
+    let mut s = Sim::with(&config);
+    let names: Vec<String> = (0..n).map(|i| format!("j{i:02}")).collect();
+    let second = |k: u64| ts("2026-12-03T10:00:00Z") + secs(k as f64);
+    s.spawn(10).hello(10);
+    s.apply(Event::Schedule {
+        jobs: names
+            .iter()
+            .map(|n| Armed {
+                job: n.clone(),
+                next_fire_at: Some(second(1)),
+                paused: false,
+            })
+            .collect(),
+    });
+    let mut seen = vec![];
+    let mut note = |e: Evaluation| {
+        for (ev, kind, job) in notices(&e) {
+            if matches!(kind, AlertKind::WorkerMisarmed | AlertKind::JobMisarmed) {
+                seen.push(format!("{ev} {kind:?} {job:?}"));
+            }
+        }
+    };
+    // Lines written but not yet read: (second it becomes readable, line).
+    let mut pending: Vec<(u64, Event)> = vec![];
+    let mut run_id = 0;
+    for k in 1..=seconds {
+        // The turn at second k (+1ms), its heartbeat (+2ms): every job is
+        // now armed for k+1.
+        s.at(secs(k as f64 + 0.002));
+        let digest = ArmedDigest::of(names.iter().map(|n| (n.as_str(), Some(second(k + 1)))));
+        let wall = s.wall();
+        s.beat_with(k, Some(wall), None, Some(digest));
+        note(s.evaluate());
+        for (i, name) in names.iter().enumerate() {
+            run_id += 1;
+            let at = second(k);
+            pending.push((
+                k + ((i as u64 + k) % (lag + 1)),
+                Event::Fire {
+                    job: name.clone(),
+                    run_id,
+                    scheduled_at: Some(at),
+                    covers: vec![at],
+                    trigger: Trigger::Schedule,
+                    pid: 1000 + run_id as u32,
+                    pipes: vec![],
+                    started_at: at,
+                    next_fire_at: Some(second(k + 1)),
+                },
+            ));
+        }
+        // The fire lines readable by now (after the heartbeat), one by one.
+        s.at(secs(k as f64 + 0.5));
+        let (now, later): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(at, _)| *at <= k);
+        pending = later;
+        for (_, ev) in now {
+            s.apply(ev);
+            if every_line {
+                note(s.evaluate());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn one_per_second_job_is_never_misarmed_when_its_fire_line_follows_the_heartbeat() {
+    assert_eq!(
+        per_second_jobs_under_load(1, 60, 0, false),
+        Vec::<String>::new()
+    );
+    // Every other second, the fire line comes after the next turn's heartbeat.
+    assert_eq!(
+        per_second_jobs_under_load(1, 60, 1, true),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn fifty_per_second_jobs_are_never_misarmed_with_fire_lines_up_to_two_turns_late() {
+    assert_eq!(
+        per_second_jobs_under_load(50, 80, 2, true),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        per_second_jobs_under_load(50, 80, 0, false),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn fires_taken_but_never_reported_are_misarmed_after_the_unreported_bound() {
+    let mut s = Sim::with(
+        "[[job]]\nname = \"fine\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n\
+         [[job]]\nname = \"victim\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n",
+    );
+    let second = |k: u64| ts("2026-12-03T10:00:00Z") + secs(k as f64);
+    s.spawn(10).hello(10);
+    s.apply(Event::Schedule {
+        jobs: ["fine", "victim"]
+            .map(|n| Armed {
+                job: n.into(),
+                next_fire_at: Some(second(1)),
+                paused: false,
+            })
+            .to_vec(),
+    });
+    let mut opened_at = None;
+    for k in 1..=20u64 {
+        s.at(secs(k as f64 + 0.002));
+        let digest = ArmedDigest::of([
+            ("fine", Some(second(k + 1))),
+            ("victim", Some(second(k + 1))),
+        ]);
+        let wall = s.wall();
+        s.beat_with(k, Some(wall), None, Some(digest));
+        // Only `fine`'s fire is ever reported.
+        s.apply(Event::Fire {
+            job: "fine".into(),
+            run_id: k,
+            scheduled_at: Some(second(k)),
+            covers: vec![second(k)],
+            trigger: Trigger::Schedule,
+            pid: 1000 + k as u32,
+            pipes: vec![],
+            started_at: second(k),
+            next_fire_at: Some(second(k + 1)),
+        });
+        let e = s.evaluate();
+        if notices(&e).contains(&("opened".into(), AlertKind::WorkerMisarmed, None)) {
+            opened_at = Some(k);
+            let c = summary(&s.judge(), AlertKind::WorkerMisarmed);
+            assert!(c.contains("victim (due at 2026-12-03T10:00:01Z)"), "{c}");
+            assert!(!c.contains("fine"), "{c}");
+        }
+    }
+    // Taken at the heartbeat of second 1 (t = 1.002s); reported after more
+    // than 10s: at the evaluation of second 12 (t = 12.002s), not before.
+    assert_eq!(opened_at, Some(12));
 }
