@@ -16,4 +16,5 @@ mod metrics;
 mod operator;
 mod pings;
 mod supervisor;
+mod truth;
 mod wedge;
