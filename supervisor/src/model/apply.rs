@@ -43,6 +43,7 @@ impl Model {
                 stats,
                 ..
             } => {
+                self.last_worker_wall = Some(self.last_worker_wall.map_or(at, |w| w.max(at)));
                 self.beat(now, seq, at, last_good_turn_at, store_error);
                 self.armed_check(armed, at, now);
                 self.progress(progress);
@@ -203,8 +204,44 @@ impl Model {
     }
 
     fn schedule(&mut self, jobs: Vec<Armed>) {
+        // A new worker's first arming comes from the store's cursors: the
+        // fires between our expectation and it were taken by the previous
+        // worker (its lines may have died with it), and are in its
+        // records. So we expect from its arming, as long as the schedule
+        // can produce it from where we were: no later than the next fire
+        // after the worker was started. An arming beyond that (a cursor a
+        // day ahead) is kept as a disagreement: misarmed, and late.
+        //
+        // "Where we were" is the later of the new worker's start and the
+        // last wall time a worker told us plus the stall allowance: a
+        // replaced worker may have taken fires for that long after its last
+        // line we read (and a backward step may have put the new worker's
+        // start before them).
+        let first = !std::mem::replace(&mut self.worker.schedule_seen, true);
+        let lost = self
+            .config
+            .watchdog
+            .stall_after
+            .saturating_add(Duration::from_secs(1));
+        let lost = jiff::SignedDuration::try_from(lost).unwrap_or(jiff::SignedDuration::ZERO);
+        let started = match (self.worker.started_at, self.last_worker_wall) {
+            (Some(s), Some(w)) => Some(s.max(w.checked_add(lost).unwrap_or(w))),
+            (s, _) => s,
+        };
         for a in jobs {
             if let Some(j) = self.jobs.get_mut(&a.job) {
+                if let (true, Some(expected), Some(armed), Some(started)) =
+                    (first, j.expected_next, a.next_fire_at, started)
+                {
+                    let reachable = j
+                        .spec
+                        .schedule
+                        .next_after(started, Some(expected))
+                        .is_some_and(|next| armed <= next);
+                    if expected < armed && reachable {
+                        j.expected_next = Some(armed);
+                    }
+                }
                 j.next_fire_at = a.next_fire_at;
                 j.paused = a.paused;
                 // An @every cadence is anchored in the worker's store;
@@ -236,7 +273,14 @@ impl Model {
             run_id: run.run_id,
         });
         if run.scheduled_at.is_some() {
-            j.next_fire_at = next_fire_at;
+            // A fire line is written once its process has started, so a
+            // line of a later turn (a skip, a queued fire) can overtake
+            // it: its arming, taken when the fire was, never moves back
+            // an arming a later line reported (the worker's next fires
+            // only move forward; a reconfigured one sends its schedule).
+            if next_fire_at.is_none_or(|n| j.next_fire_at.is_none_or(|cur| n >= cur)) {
+                j.next_fire_at = next_fire_at;
+            }
             j.streaks.overlap_skips = 0;
         }
         j.seen_started.insert(run.run_id, now);

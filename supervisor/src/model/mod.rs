@@ -90,6 +90,8 @@ pub struct WorkerObs {
     pub unreported: BTreeMap<String, (Timestamp, Instant)>,
     /// Whether the worker was asked for its full schedule in this episode.
     pub armed_report_requested: bool,
+    /// Whether the current worker has reported its schedule yet.
+    pub schedule_seen: bool,
     /// The worker the supervisor decided to replace (killed, not reaped
     /// yet): it is not judged for replacement again.
     pub replacing: Option<u32>,
@@ -147,6 +149,8 @@ pub struct Model {
     pub run_events: Vec<crate::pings::RunEvent>,
     /// When the last adopted judgement was made, on the monotonic clock.
     pub last_judged: Option<Instant>,
+    /// The latest wall time any worker's heartbeat carried.
+    pub last_worker_wall: Option<Timestamp>,
 }
 
 /// One evaluation: the alerts that opened, were reminded or resolved, the
@@ -175,6 +179,7 @@ impl Model {
             counters: Default::default(),
             run_events: vec![],
             last_judged: None,
+            last_worker_wall: None,
         };
         m.set_config(config);
         m
@@ -248,6 +253,7 @@ impl Model {
         self.worker.armed = None;
         self.worker.armed_mismatch_since = None;
         self.worker.unreported.clear();
+        self.worker.schedule_seen = false;
     }
 
     /// The worker is gone. Returns the process groups of runs that were in

@@ -1252,3 +1252,76 @@ fn fires_taken_but_never_reported_are_misarmed_after_the_unreported_bound() {
     // than 10s: at the evaluation of second 12 (t = 12.002s), not before.
     assert_eq!(opened_at, Some(12));
 }
+
+#[test]
+fn a_fire_line_overtaken_by_a_later_skip_does_not_move_the_arming_back() {
+    let mut s = Sim::new();
+    s.up(10);
+    // The fire of 10:01:00 is taken (armed 10:02:00) but its process is
+    // slow to start; the turn at 10:02:00 skips for overlap (armed
+    // 10:03:00), and only then the fire line comes, armed 10:02:00.
+    s.at(secs(120.0)).skip_overlap(2, "2026-12-03T10:02:00Z", 1);
+    s.fire(1, "2026-12-03T10:01:00Z", 4711);
+    assert_eq!(s.m.jobs["a"].next_fire_at, Some(ts("2026-12-03T10:03:00Z")));
+    s.evaluate();
+    s.at(secs(124.0)).beat(2);
+    assert!(!kinds(&s.judge()).contains(&AlertKind::JobMisarmed));
+}
+
+/// A replacement worker arms `a` from the store's cursor, which its
+/// predecessor moved past fires whose lines died with it.
+fn replaced_worker_arming(at: &str) -> Sim {
+    let mut s = Sim::new();
+    s.up(10);
+    // 10:01 and 10:02 were taken by worker 10, their lines lost.
+    s.at(secs(150.0));
+    let (now, wall) = (s.now(), s.wall());
+    s.m.worker_gone_at("was killed by signal 9".into(), true, now, wall);
+    s.spawn(11);
+    s.apply(Event::Schedule {
+        jobs: vec![Armed {
+            job: "a".into(),
+            next_fire_at: Some(ts(at)),
+            paused: false,
+        }],
+    });
+    s.hello(11).beat(1);
+    s
+}
+
+#[test]
+fn a_replacement_expects_from_the_arming_its_predecessor_left() {
+    // Started at 10:02:30: the schedule's next fire is 10:03:00.
+    let mut s = replaced_worker_arming("2026-12-03T10:03:00Z");
+    assert_eq!(
+        s.m.jobs["a"].expected_next,
+        Some(ts("2026-12-03T10:03:00Z"))
+    );
+    s.evaluate();
+    s.at(secs(175.0)).beat(2);
+    let e = s.evaluate();
+    assert!(
+        !notices(&e)
+            .iter()
+            .any(|(_, k, _)| matches!(k, AlertKind::JobLate | AlertKind::JobMisarmed)),
+        "{:?}",
+        notices(&e)
+    );
+}
+
+#[test]
+fn a_replacement_armed_a_day_ahead_is_still_misarmed_and_late() {
+    let mut s = replaced_worker_arming("2026-12-04T10:03:00Z");
+    // Our expectation stays 10:01:00, which it never fires.
+    assert_eq!(
+        s.m.jobs["a"].expected_next,
+        Some(ts("2026-12-03T10:01:00Z"))
+    );
+    s.evaluate();
+    s.at(secs(154.0)).beat(2);
+    let e = s.evaluate();
+    assert!(notices(&e).contains(&("opened".into(), AlertKind::JobMisarmed, Some("a".into()))));
+    // Late 30s (late_after) after its hello, at 150s.
+    s.at(secs(180.1)).beat(3);
+    assert!(kinds(&s.judge()).contains(&AlertKind::JobLate));
+}
