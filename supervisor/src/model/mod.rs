@@ -558,3 +558,5 @@ impl Model {
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod sim;
