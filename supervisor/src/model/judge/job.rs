@@ -39,6 +39,13 @@ fn unsigned(d: SignedDuration) -> Duration {
     Duration::try_from(d).unwrap_or_default()
 }
 
+/// The most a fire first seen due is believed to have been due already:
+/// the loop judges every second, so a longer gap since the previous
+/// judgement is the supervisor's own pause (or a suspend), which is
+/// discounted, not blamed on the worker: the lines queued meanwhile are
+/// read first and say what it did.
+pub(crate) const GAP_CREDIT: Duration = Duration::from_secs(2);
+
 /// Since when, on our monotonic clock, the job's expected fire has been
 /// due: remembered from the judgement that first saw its wall-clock time
 /// come; when first seen now, the wall clock's word for how long ago is
@@ -58,7 +65,9 @@ pub(super) fn due_seen(
     if let Some((d, at)) = j.due_seen.filter(|(d, _)| *d == due) {
         return Some((d, at));
     }
-    let credit = past.min(clocks.now.saturating_duration_since(credit_since));
+    let credit = past
+        .min(clocks.now.saturating_duration_since(credit_since))
+        .min(GAP_CREDIT);
     Some((due, clocks.now.checked_sub(credit).unwrap_or(clocks.now)))
 }
 
