@@ -7,17 +7,18 @@ use std::{
     process::ExitCode,
 };
 
-use cronwarden_shared::config::Config;
-
 use crate::logs;
 
 /// `cronwarden run`: the supervisor, in the foreground.
 pub(crate) fn supervisor(config: PathBuf, log_json: bool) -> anyhow::Result<ExitCode> {
-    // Log files are set up before `run` validates the config; an invalid
-    // config is then reported by `run` (on stderr).
-    let files = Config::load(&config).ok().and_then(|c| {
+    // One read of the file: the log files, the model and the worker all
+    // come from the same bytes. An invalid config is reported after the
+    // logging is set up, as `run` reports any other refusal.
+    let loaded = cronwarden_supervisor::load_config(&config);
+    let files = loaded.as_ref().ok().and_then(|(c, _)| {
         c.integrations
             .log_dir
+            .clone()
             .map(|d| (d, c.integrations.log_retention))
     });
     let _guard = logs::init(
@@ -25,10 +26,14 @@ pub(crate) fn supervisor(config: PathBuf, log_json: bool) -> anyhow::Result<Exit
         "supervisor",
         files.as_ref().map(|(d, r)| (d.as_path(), *r)),
     );
-    match cronwarden_supervisor::run(cronwarden_supervisor::RunOptions {
-        config_path: config,
-        log_json,
-    }) {
+    let ran = loaded.and_then(|(config, source)| {
+        cronwarden_supervisor::run(cronwarden_supervisor::RunOptions {
+            config,
+            source,
+            log_json,
+        })
+    });
+    match ran {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("cronwarden: {e}");

@@ -3,8 +3,8 @@
 //!
 //! Served at `GET /metrics` on the status socket and, with
 //! `metrics_listen`, on a TCP listener that serves nothing else. Both are
-//! read-only views of the in-memory model: rendering never touches the
-//! store, the worker or the network.
+//! renderings of the loop's latest snapshot ([`crate::snapshot`]): rendering
+//! never touches the model, the store, the worker or the network.
 //!
 //! The counters themselves are recorded by the model (`model::counters`);
 //! this module only renders them, so it depends on the model and not the
@@ -20,32 +20,28 @@
 //! supervisor, which Prometheus handles as a counter reset.
 
 use std::{
-    cell::RefCell, collections::BTreeMap, convert::Infallible, fmt::Write, net::SocketAddr, rc::Rc,
-    sync::Arc, time::Duration,
+    collections::BTreeMap, convert::Infallible, fmt::Write, net::SocketAddr, sync::Arc,
+    time::Duration,
 };
 
 use bytes::Bytes;
 use cronwarden_shared::{
     alert_kind::AlertKind,
     stats::{Histogram, STORE_WRITE_BUCKETS},
-    status::{Alert, State},
+    status::{Alert, State, StatusReport},
     VERSION,
 };
 use http_body_util::Full;
 use hyper::{body::Incoming, header, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use jiff::Timestamp;
 use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 
 use crate::{
-    model::{
-        counters::{
-            reason_str, Counters, FIRE_DELAY_BUCKETS, RUN_DURATION_BUCKETS, RUN_OUTCOMES,
-            SKIP_REASONS,
-        },
-        Model,
+    model::counters::{
+        reason_str, Counters, FIRE_DELAY_BUCKETS, RUN_DURATION_BUCKETS, RUN_OUTCOMES, SKIP_REASONS,
     },
     server,
+    snapshot::{Snapshot, Snapshots},
 };
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -107,9 +103,9 @@ impl Text {
     }
 }
 
-/// The whole exposition, computed now.
-pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
-    let status = m.status(now, wall);
+/// The whole exposition, from a snapshot's status and counters; `now` only
+/// ages the heartbeat.
+pub fn render(status: &StatusReport, mx: &Counters, now: Instant) -> String {
     let mut t = Text(String::with_capacity(8192));
     t.family("cronwarden_up", "gauge", "1 while the supervisor answers.");
     t.sample("cronwarden_up", &[], 1.0);
@@ -129,9 +125,8 @@ pub fn render(m: &Model, now: Instant, wall: Timestamp) -> String {
         t.sample("cronwarden_state", &[("state", s.as_str())], v);
     }
 
-    let mx = &m.counters;
     job_series(&mut t, mx);
-    worker_series(&mut t, m.worker.restarts, mx, now);
+    worker_series(&mut t, status.worker.restarts, mx, now);
     alerts_open(&mut t, &status.alerts);
     process_series(&mut t, mx);
     t.0
@@ -309,8 +304,8 @@ fn process_series(t: &mut Text, mx: &Counters) {
 }
 
 /// The `/metrics` response.
-pub fn response(model: &Rc<RefCell<Model>>) -> Response<Full<Bytes>> {
-    let text = render(&model.borrow(), Instant::now(), Timestamp::now());
+pub(crate) fn response(snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    let text = render(&snapshot.status, &snapshot.counters, Instant::now());
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, CONTENT_TYPE)
@@ -343,7 +338,7 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, ListenError> 
 
 /// Serves `GET /metrics` (and nothing else) on TCP, with the status
 /// socket's connection cap and header timeout, until the task is dropped.
-pub async fn serve_tcp(listener: std::net::TcpListener, model: Rc<RefCell<Model>>) {
+pub(crate) async fn serve_tcp(listener: std::net::TcpListener, snapshots: Snapshots) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -364,13 +359,13 @@ pub async fn serve_tcp(listener: std::net::TcpListener, model: Rc<RefCell<Model>
                 continue;
             }
         };
-        let model = model.clone();
+        let snapshots = snapshots.clone();
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let model = model.clone();
+                let snapshot = snapshots.borrow().clone();
                 async move {
                     Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
-                        (&Method::GET, "/metrics") => response(&model),
+                        (&Method::GET, "/metrics") => response(&snapshot),
                         (_, "/metrics") => {
                             plain(StatusCode::METHOD_NOT_ALLOWED, "only GET /metrics")
                         }

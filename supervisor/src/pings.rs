@@ -39,7 +39,14 @@ pub const TAIL_BYTES: usize = 4096;
 /// A run started or ended, as the model saw it.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
-    Started { job: String, run_id: u64 },
+    Started {
+        job: String,
+        #[expect(
+            dead_code,
+            reason = "set by the model and read by no ping; goes with the model's constructor"
+        )]
+        run_id: u64,
+    },
     Finished(Box<RunRecord>),
 }
 

@@ -113,10 +113,6 @@ impl<T> BoundedQueue<T> {
         self.lock().items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Looks at the queued items in place (tests check which were dropped).
     #[cfg(test)]
     pub fn inspect<R>(&self, f: impl FnOnce(&VecDeque<T>) -> R) -> R {

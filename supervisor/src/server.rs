@@ -11,12 +11,15 @@
 //! 403 with the reason, and the refusal is logged.
 //!
 //! Connections are capped and each has a header read timeout, so no client
-//! can hold the supervisor; handlers only read the in-memory model and
-//! never wait on the worker, a job or a disk.
+//! can hold the supervisor. Reads are served from the loop's latest
+//! snapshot ([`crate::snapshot`]): a handler computes nothing and never
+//! touches the model. Control calls go to the loop over a channel and wait
+//! for it within a bound; history reads go to the store on the blocking
+//! pool, also bounded. No handler waits on the worker, a job or a disk
+//! without a bound.
 
 use std::{
-    cell::RefCell, convert::Infallible, os::unix::fs::PermissionsExt, path::Path, rc::Rc,
-    sync::Arc, time::Duration,
+    convert::Infallible, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration,
 };
 
 use bytes::Bytes;
@@ -31,7 +34,7 @@ use tokio::{net::UnixListener, sync::Semaphore, time::Instant};
 use crate::{
     audit::{audit, AuditReport},
     control::{ControlOp, ControlRequest},
-    model::Model,
+    snapshot::Snapshots,
 };
 use cronwarden_shared::{
     account,
@@ -160,12 +163,12 @@ fn may_control(peer: Option<Peer>, control_group: Option<&(String, u32)>) -> Res
     }
 }
 
-/// What request handlers share: the model (read only) and the way to the
-/// main loop for control calls.
+/// What request handlers share: the loop's latest snapshot and the way to
+/// the loop for control calls.
 #[derive(Clone)]
-pub struct Shared {
-    pub model: Rc<RefCell<Model>>,
-    pub control: mpsc::Sender<ControlRequest>,
+pub(crate) struct Shared {
+    pub(crate) snapshots: Snapshots,
+    pub(crate) control: mpsc::Sender<ControlRequest>,
 }
 
 /// How long a control call may wait for the main loop and the worker.
@@ -175,10 +178,10 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until the task is dropped. The accept loop itself never waits on
 /// a client: each connection, or its refusal, is a task of its own.
-pub async fn serve(listener: UnixListener, shared: Shared) {
+pub(crate) async fn serve(listener: UnixListener, shared: Shared) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let waiting = Arc::new(Semaphore::new(MAX_WAITING));
-    let mut refusals = crate::LogBudget::new(5, Duration::from_secs(60));
+    let mut refusals = crate::log_budget::LogBudget::new(5, Duration::from_secs(60));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok((s, _)) => {
@@ -311,9 +314,10 @@ async fn handle(
     let path = req.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
+    // One snapshot for the whole request, so its answers agree.
+    let snap = shared.snapshots.borrow().clone();
     if method == Method::POST {
-        let group = shared.model.borrow().config.control_group.clone();
-        if let Err(why) = may_control(peer, group.as_ref()) {
+        if let Err(why) = may_control(peer, snap.config.control_group.as_ref()) {
             tracing::warn!(
                 uid = peer.map(|p| p.uid),
                 pid = peer.and_then(|p| p.pid),
@@ -322,31 +326,24 @@ async fn handle(
             return error(StatusCode::FORBIDDEN, format!("{method} {path}: {why}"));
         }
     }
-    let status = || {
-        shared
-            .model
-            .borrow_mut()
-            .status(Instant::now(), Timestamp::now())
-    };
-    let known = |name: &str| shared.model.borrow().jobs.contains_key(name);
+    let status = &snap.status;
+    let known = |name: &str| snap.config.job(name).is_some();
     match (method.clone(), parts.as_slice()) {
-        (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status()),
-        (Method::GET, ["metrics"]) => crate::metrics::response(&shared.model),
-        (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status().jobs),
+        (Method::GET, ["v1", "status"]) => json(StatusCode::OK, status),
+        (Method::GET, ["metrics"]) => crate::metrics::response(&snap),
+        (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status.jobs),
         (Method::GET, ["v1", "alerts"]) => {
             if query(&req, "all").is_some_and(|v| v == "1" || v == "true") {
-                let path = shared.model.borrow().store_path();
+                let path = snap.store_path.clone();
                 read_store(move || Store::open_readonly(&path)?.alerts(true, 1000)).await
             } else {
-                json(StatusCode::OK, &status().alerts)
+                json(StatusCode::OK, &status.alerts)
             }
         }
-        (Method::GET, ["v1", "jobs", name]) => {
-            match status().jobs.into_iter().find(|j| j.name == *name) {
-                Some(j) => json(StatusCode::OK, &j),
-                None => error(StatusCode::NOT_FOUND, format!("no job named {name:?}")),
-            }
-        }
+        (Method::GET, ["v1", "jobs", name]) => match status.jobs.iter().find(|j| j.name == *name) {
+            Some(j) => json(StatusCode::OK, &j),
+            None => error(StatusCode::NOT_FOUND, format!("no job named {name:?}")),
+        },
         (Method::GET, ["v1", "jobs", name, "runs"]) => {
             let limit = match query(&req, "limit").map(|l| l.parse::<u32>()) {
                 None => 50,
@@ -359,12 +356,12 @@ async fn handle(
                 }
             };
             let name = name.to_string();
-            let path = shared.model.borrow().store_path();
+            let path = snap.store_path.clone();
             // History of removed jobs stays readable, so no `known` check.
             read_store(move || Store::open_readonly(&path)?.runs(&name, limit)).await
         }
         (Method::GET, ["v1", "jobs", name, "audit"]) => {
-            let Some(spec) = shared.model.borrow().config.job(name).cloned() else {
+            let Some(spec) = snap.config.job(name).cloned() else {
                 return error(
                     StatusCode::NOT_FOUND,
                     format!("no job named {name:?} in the running config"),
@@ -384,7 +381,7 @@ async fn handle(
                 (Ok(f), Ok(t)) => (f, t),
                 (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
             };
-            let path = shared.model.borrow().store_path();
+            let path = snap.store_path.clone();
             read_store(move || audit_job(&path, &spec, from, to)).await
         }
         (Method::POST, ["v1", "jobs", name, op @ ("trigger" | "pause" | "resume")]) => {

@@ -5,11 +5,9 @@
 //! bounded time, 4xx for junk.
 
 use std::{
-    cell::RefCell,
     io::{Read, Write},
     os::unix::net::UnixStream,
     path::PathBuf,
-    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -17,11 +15,13 @@ use cronwarden_shared::{config::Config, store::Store};
 use proptest::prelude::*;
 
 use super::*;
-use crate::control::ControlReply;
+use crate::{control::ControlReply, model::Model, snapshot::Snapshot};
 
 /// A server on its own thread and runtime, for the life of the test process.
 struct TestServer {
     socket: PathBuf,
+    /// What the loop would publish; the server serves the latest.
+    publisher: tokio::sync::watch::Sender<Arc<Snapshot>>,
     _dir: tempfile::TempDir,
 }
 
@@ -38,6 +38,9 @@ fn start() -> TestServer {
     let config = Config::parse(&path, &text).unwrap();
     drop(Store::open(&config.state_dir.join(cronwarden_shared::store::FILE_NAME)).unwrap());
     let socket = config.socket.clone();
+    let model = Model::for_test(config.clone());
+    let snapshot = Snapshot::of(&model, tokio::time::Instant::now(), Timestamp::now());
+    let (publisher, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -47,7 +50,6 @@ fn start() -> TestServer {
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
             let listener = bind(&config.socket, &config.state_dir, None).unwrap();
-            let model = Rc::new(RefCell::new(Model::for_test(config)));
             // Control calls get a prompt answer, as from a main loop without
             // a worker.
             let (tx, mut rx) = mpsc::channel::<ControlRequest>(64);
@@ -57,11 +59,22 @@ fn start() -> TestServer {
                 }
             });
             ready_tx.send(()).unwrap();
-            serve(listener, Shared { model, control: tx }).await;
+            serve(
+                listener,
+                Shared {
+                    snapshots,
+                    control: tx,
+                },
+            )
+            .await;
         });
     });
     ready_rx.recv().unwrap();
-    TestServer { socket, _dir: dir }
+    TestServer {
+        socket,
+        publisher,
+        _dir: dir,
+    }
 }
 
 /// A parsed response: status code, header names (lowercased), body.
@@ -153,6 +166,30 @@ fn exchange(server: &TestServer, request: &[u8]) -> Result<Reply, String> {
         Duration::from_secs(5),
         request.starts_with(b"HEAD "),
     )
+}
+
+#[test]
+fn reads_serve_the_latest_published_snapshot() {
+    let server = start();
+    let get = |path: &str| {
+        let r = exchange(&server, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+        assert_eq!(r.code, 200, "{path}: {r:?}");
+        String::from_utf8(r.body).unwrap()
+    };
+    assert!(!get("/v1/status").contains("sentinel"));
+    // A reason no model computes: only the published snapshot has it.
+    let mut next = Snapshot {
+        status: server.publisher.borrow().status.clone(),
+        counters: server.publisher.borrow().counters.clone(),
+        config: server.publisher.borrow().config.clone(),
+        store_path: server.publisher.borrow().store_path.clone(),
+    };
+    next.status.reasons = vec!["sentinel".into()];
+    next.status.worker.restarts = 7;
+    server.publisher.send_replace(Arc::new(next));
+    assert!(get("/v1/status").contains("sentinel"));
+    assert!(get("/metrics").contains("cronwarden_worker_restarts_total 7"));
+    assert!(get("/v1/jobs/a").contains("\"name\": \"a\""));
 }
 
 #[test]

@@ -188,6 +188,45 @@ impl Sinks {
         (self.sinks.len(), rx)
     }
 
+    /// Sends `notice` through every sink and returns the wait for the
+    /// results, to be run off the loop (a slow sink then delays only the
+    /// caller): `{"ok", "sinks": {name: {"ok", "error"}}, "configured"}`.
+    pub fn test_report(&self, notice: &AlertNotice) -> impl FnOnce() -> serde_json::Value + Send {
+        let (n, results) = self.test(notice);
+        let (bound, names) = (self.test_bound(), self.names());
+        move || {
+            let deadline = std::time::Instant::now() + bound;
+            let mut out = serde_json::Map::new();
+            for _ in 0..n {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match results.recv_timeout(left) {
+                    Ok((name, r)) => {
+                        out.insert(
+                            name,
+                            match r {
+                                Ok(()) => serde_json::json!({ "ok": true }),
+                                Err(e) => serde_json::json!({ "ok": false, "error": e }),
+                            },
+                        );
+                    }
+                    Err(_) => break,
+                }
+            }
+            // A sink too busy to answer in time is a failure to show,
+            // not a line to leave out.
+            for name in names {
+                out.entry(name).or_insert_with(|| {
+                    serde_json::json!({ "ok": false, "error": format!(
+                        "no result within {}s: the sink is busy with earlier notices (see its queue in the status)",
+                        bound.as_secs()
+                    ) })
+                });
+            }
+            let all_ok = out.len() == n && out.values().all(|v| v["ok"] == true);
+            serde_json::json!({ "ok": all_ok, "sinks": out, "configured": n })
+        }
+    }
+
     /// The sinks' names, in config order.
     pub fn names(&self) -> Vec<String> {
         self.sinks.iter().map(|s| s.spec.name.clone()).collect()

@@ -59,7 +59,7 @@ pub(crate) struct JobCounters {
 }
 
 /// What the supervisor counts as events arrive.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Counters {
     pub(crate) started: Instant,
     pub(crate) jobs: BTreeMap<String, JobCounters>,

@@ -18,7 +18,7 @@
 mod job;
 mod worker;
 
-pub(crate) use worker::CRASH_WINDOW;
+pub(crate) use worker::{overdue_after, CRASH_WINDOW};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,788 @@
+//! The supervisor's loop: the one task that owns the model and acts on it.
+//!
+//! It reads the worker's event lines into the model, re-evaluates the
+//! conditions (every second, and after the lines that finish a run), opens
+//! and resolves alerts, replaces a worker that died, stalled or keeps
+//! failing, kills runs a worker left behind, reloads the config, and answers
+//! the control calls the socket forwards to it. It never runs a job and
+//! never blocks on one: every wait in it has a bound, and timers are served
+//! before event lines so a flooding worker cannot starve the watchdog.
+//!
+//! No one else touches the model: after it changes, the loop publishes an
+//! immutable [`Snapshot`] for the socket (see [`crate::snapshot`] for when),
+//! so readers never compute and never wait for the loop.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+
+use cronwarden_shared::{
+    alert_kind::AlertKind,
+    config::Config,
+    status::{AlertNotice, Severity, State, StatusReport},
+    wire::{decode_event, BadLine, Command, Event, Frame},
+    VERSION,
+};
+use jiff::Timestamp;
+use nix::sys::signal::Signal;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+
+use crate::{
+    alerts,
+    control::{ControlOp, ControlReply, ControlRequest},
+    forensics, lock,
+    log_budget::LogBudget,
+    metrics,
+    model::{self, Model},
+    notify, pings, reaper, server, sinks,
+    snapshot::Snapshot,
+    spawn,
+    worker_conn::{self, next_line, Backoff, Launch, WorkerConn},
+    SupervisorError,
+};
+
+/// The longest a finished run's conditions wait while event lines keep
+/// coming (see `on_line`).
+const EVALUATE_WITHIN: Duration = Duration::from_millis(100);
+/// The most often event lines alone republish the snapshot: computing it
+/// walks every job, so a burst of lines must not compute it per line, and
+/// what a line changed is visible within this (or within the time the
+/// last snapshot took, if longer: see `publish`).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// What `run` prepared for the loop: the model, the sinks and the means
+/// to start workers.
+pub(crate) struct Prepared {
+    pub(crate) model: Model,
+    pub(crate) recorder: alerts::Recorder,
+    pub(crate) notifier: notify::Notifier,
+    pub(crate) sinks: sinks::Sinks,
+    pub(crate) reaper: reaper::Reaper,
+    /// The text of the config in force, sent whole to each worker.
+    pub(crate) source: String,
+    pub(crate) exe: PathBuf,
+    pub(crate) lock: lock::Lock,
+    pub(crate) log_json: bool,
+    pub(crate) log_files: Option<(PathBuf, u32)>,
+    pub(crate) host_beat: Option<pings::HostBeat>,
+}
+
+pub(crate) struct Supervisor {
+    reaper: reaper::Reaper,
+    sinks: sinks::Sinks,
+    notifier: notify::Notifier,
+    /// Owned by the loop alone: nothing else holds it, readers get
+    /// snapshots.
+    model: Model,
+    /// Where the snapshots for the socket are published.
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    /// When the snapshot is due because event lines changed the model.
+    publish_at: Option<Instant>,
+    /// The instant the last snapshot describes.
+    published_at: Instant,
+    /// The earliest event lines may ask for the next one.
+    lines_publish_after: Instant,
+    recorder: alerts::Recorder,
+    /// The text of the config in force, sent whole to each worker.
+    source: String,
+    exe: PathBuf,
+    lock: lock::Lock,
+    log_json: bool,
+    log_files: Option<(PathBuf, u32)>,
+    job_pings: pings::JobPings,
+    host_beat: Option<pings::HostBeat>,
+    worker: Option<WorkerConn>,
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+    /// Set once shutdown begins: a worker exit is then expected.
+    stopping: bool,
+    next_request: u64,
+    /// Control calls waiting for the worker's reply, by request id.
+    pending: HashMap<u64, (ControlOp, oneshot::Sender<ControlReply>)>,
+    /// Set when a finish (or hello) was applied and conditions have not
+    /// been re-evaluated since: when that became due.
+    evaluate_since: Option<Instant>,
+    /// Rate limit of the log lines about malformed event lines.
+    bad_line_log: LogBudget,
+}
+
+/// The notice `cronwarden alerts test` sends through every sink.
+fn test_notice() -> AlertNotice {
+    AlertNotice {
+        event: "opened".into(),
+        kind: AlertKind::Test,
+        job: None,
+        severity: Severity::Info,
+        summary: "TEST: this is a test alert sent by `cronwarden alerts test`; no action needed"
+            .into(),
+        opened_at: Timestamp::now(),
+        resolved_at: None,
+        host: alerts::hostname(),
+        details: serde_json::json!({ "test": true }),
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn sig(
+    kind: SignalKind,
+    name: &'static str,
+) -> Result<tokio::signal::unix::Signal, SupervisorError> {
+    signal(kind).map_err(|source| SupervisorError::Io { what: name, source })
+}
+
+impl Supervisor {
+    pub(crate) fn new(p: Prepared) -> Supervisor {
+        let now = Instant::now();
+        let first = Snapshot::of(&p.model, now, Timestamp::now());
+        Supervisor {
+            model: p.model,
+            snapshots: watch::Sender::new(Arc::new(first)),
+            publish_at: None,
+            published_at: now,
+            lines_publish_after: now,
+            recorder: p.recorder,
+            notifier: p.notifier,
+            sinks: p.sinks,
+            reaper: p.reaper,
+            source: p.source,
+            exe: p.exe,
+            lock: p.lock,
+            log_json: p.log_json,
+            log_files: p.log_files,
+            job_pings: pings::JobPings::new(),
+            host_beat: p.host_beat,
+            worker: None,
+            backoff: Backoff::default(),
+            // The first worker starts at once.
+            restart_at: Some(Instant::now()),
+            stopping: false,
+            next_request: 1,
+            pending: HashMap::new(),
+            evaluate_since: None,
+            bad_line_log: LogBudget::new(10, Duration::from_secs(60)),
+        }
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.model.config.clone()
+    }
+
+    /// Evaluates now and publishes that evaluation for the socket: the
+    /// state, the conditions and the alerts a reader sees come from one
+    /// judgement, so a status can never say `stalled` with no alert, or
+    /// `degraded` by a refused reload before its alert is open.
+    fn publish(&mut self) {
+        let now = Instant::now();
+        // On the way out nothing is judged for good (no alert opens or
+        // resolves, no action is taken): the snapshot only shows the wind-down.
+        let snapshot = if self.stopping {
+            Snapshot::of(&self.model, now, Timestamp::now())
+        } else {
+            let status = self.evaluate();
+            Snapshot::published(&self.model, status)
+        };
+        self.snapshots.send_replace(Arc::new(snapshot));
+        // Counted from the end, and at least as long as this one took: with
+        // ten thousand jobs on a slow host a snapshot can take longer than
+        // PUBLISH_EVERY, and lines must still be read (heartbeats among
+        // them) between two snapshots they asked for.
+        let done = Instant::now();
+        self.lines_publish_after = done + PUBLISH_EVERY.max(done - now);
+        self.published_at = now;
+        self.publish_at = None;
+    }
+
+    /// Asks for a snapshot soon: at once if the last one is old enough, else
+    /// `PUBLISH_EVERY` after it (longer if it was slow).
+    fn publish_soon(&mut self) {
+        if self.publish_at.is_none() {
+            self.publish_at = Some(self.lines_publish_after.max(Instant::now()));
+        }
+    }
+
+    /// When the next snapshot is due without an event: the one asked for by
+    /// `publish_soon`, or the instant the heartbeat turns overdue (the state
+    /// leaves `ok` then, and a status read must not wait for the tick).
+    fn publish_deadline(&self) -> Option<Instant> {
+        let m = &self.model;
+        let overdue = m
+            .worker
+            .last_heartbeat
+            .map(|t| {
+                t + model::judge::overdue_after(m.config.watchdog.heartbeat_interval)
+                    + Duration::from_millis(1)
+            })
+            .filter(|at| *at > self.published_at);
+        self.publish_at.into_iter().chain(overdue).min()
+    }
+
+    pub(crate) async fn main_loop(mut self) -> Result<(), SupervisorError> {
+        let config = self.config();
+        // Before the socket: a metrics address in use stops `run` leaving nothing behind.
+        let metrics_listener = config
+            .integrations
+            .metrics_listen
+            .map(metrics::bind_tcp)
+            .transpose()?;
+        let listener = server::bind(
+            &config.socket,
+            &config.state_dir,
+            config.socket_group.as_ref().map(|g| g.1),
+        )?;
+        let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
+        let server = tokio::task::spawn_local(server::serve(
+            listener,
+            server::Shared {
+                snapshots: self.snapshots.subscribe(),
+                control: control_tx,
+            },
+        ));
+        let metrics_tcp = metrics_listener.map(|l| {
+            tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics over TCP");
+            tokio::task::spawn_local(metrics::serve_tcp(l, self.snapshots.subscribe()))
+        });
+        let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
+        let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
+        let mut sigint = sig(SignalKind::interrupt(), "SIGINT handler")?;
+        let mut sighup = sig(SignalKind::hangup(), "SIGHUP handler")?;
+        tracing::info!(
+            pid = std::process::id(), version = VERSION, config = %config.path.display(),
+            socket = %config.socket.display(), jobs = config.jobs.len(), "supervisor started"
+        );
+        // Conditions are re-evaluated every second (and after the lines
+        // that finish a run); one wakeup a second keeps the idle cost
+        // negligible.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // systemd's watchdog is fed from this loop, so it sees the loop itself.
+        let mut watchdog =
+            tokio::time::interval(self.notifier.watchdog.unwrap_or(Duration::from_secs(3600)));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stall_at = self.stall_deadline();
+            let publish_at = self.publish_deadline();
+            // Biased, in this order. Timers are ready only when due, so they
+            // go before the event lines: a worker flooding lines can never
+            // starve the stall check, the tick or systemd's watchdog ping.
+            // The deferred evaluation goes after the lines, so that the
+            // lines already queued are read first (see `on_line`).
+            tokio::select! {
+                biased;
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = sighup.recv() => { let _ = self.reload("SIGHUP"); self.publish(); }
+                _ = sigchld.recv() => self.reap(),
+                _ = sleep_until_opt(stall_at) => self.on_stall(),
+                _ = sleep_until_opt(self.restart_at) => { self.start_worker(); self.publish_soon(); }
+                _ = watchdog.tick(), if self.notifier.watchdog.is_some() => self.notifier.watchdog_ping(),
+                _ = tick.tick() => { self.on_tick(); self.publish(); }
+                _ = sleep_until_opt(publish_at) => self.publish(),
+                Some(req) = control_rx.recv() => self.control(req),
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = std::future::ready(()), if self.evaluate_since.is_some() => self.publish(),
+            }
+        }
+        self.notifier.stopping();
+        self.shutdown(&mut sigchld).await;
+        // The results of runs stopped on the way out; bounded.
+        self.send_pings();
+        self.job_pings.flush(Duration::from_secs(2));
+        server.abort();
+        if let Some(m) = metrics_tcp {
+            m.abort();
+        }
+        let _ = std::fs::remove_file(&config.socket);
+        tracing::info!("supervisor stopped");
+        Ok(())
+    }
+
+    /// When the worker counts as stalled if it stays silent: `stall_after`
+    /// after its last heartbeat (or after it was started, for a worker that
+    /// never said hello).
+    fn stall_deadline(&self) -> Option<Instant> {
+        let w = self.worker.as_ref()?;
+        if w.killed_because.is_some() {
+            return None;
+        }
+        let m = &self.model;
+        // The judgement's own deadline: `on_stall` evaluates, and the
+        // judgement replaces the worker once this instant has come.
+        model::judge::stall_deadline(&m.worker, &m.config.watchdog)
+    }
+
+    fn start_worker(&mut self) {
+        self.restart_at = None;
+        // Saturating: the id comes from what a worker reported, which must
+        // never be able to crash the supervisor.
+        let first_run_id = self.model.max_run_id.saturating_add(1);
+        let configure = Command::Configure {
+            path: self.config().path.clone(),
+            source: self.source.clone(),
+        };
+        let launch = Launch {
+            exe: &self.exe,
+            lock: self.lock.as_fd(),
+            log_json: self.log_json,
+            log_files: self.log_files.as_ref().map(|(d, n)| (d.as_path(), *n)),
+        };
+        let w = match WorkerConn::start(&launch, first_run_id, configure) {
+            Ok(w) => w,
+            Err(e) => {
+                let delay = self
+                    .backoff
+                    .next_delay(Duration::ZERO)
+                    .max(Duration::from_millis(100));
+                tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
+                self.model
+                    .worker_gone(format!("could not be started: {e}"), true);
+                self.restart_at = Some(Instant::now() + delay);
+                return;
+            }
+        };
+        tracing::info!(pid = w.pid, "worker started");
+        self.model.worker_spawned(w.pid);
+        self.worker = Some(w);
+    }
+
+    fn on_line(&mut self, line: Option<std::io::Result<Frame>>) {
+        let frame = match line {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                // A read error on the pipe itself (not its content): the
+                // stream is over; SIGCHLD or the stall deadline tells the rest.
+                tracing::warn!("reading the worker's event pipe failed: {e}");
+                if let Some(w) = self.worker.as_mut() {
+                    w.events = None;
+                }
+                return;
+            }
+            None => {
+                // EOF: the worker closed its event pipe (it is exiting);
+                // SIGCHLD tells the rest.
+                if let Some(w) = self.worker.as_mut() {
+                    w.events = None;
+                }
+                return;
+            }
+        };
+        let shown = match &frame {
+            Frame::Line(l) => String::from_utf8_lossy(&l[..l.len().min(200)]).into_owned(),
+            Frame::TooLong => String::new(),
+        };
+        match decode_event(frame) {
+            Ok(Event::Reply {
+                request,
+                ok,
+                error,
+                run_id,
+            }) => {
+                if let Some((op, reply)) = self.pending.remove(&request) {
+                    // The lines before the reply (the paused flag, the
+                    // run) are published first: a status read right after
+                    // the answer sees them.
+                    self.publish();
+                    let _ = reply.send(if ok {
+                        ControlReply::ok(
+                            serde_json::json!({ "ok": true, "op": op.name(), "run_id": run_id }),
+                        )
+                    } else {
+                        ControlReply::error(
+                            409,
+                            error.unwrap_or_else(|| format!("{} refused", op.name())),
+                        )
+                    });
+                }
+            }
+            Ok(ev) => {
+                let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
+                if matches!(ev, Event::Hello { .. }) {
+                    self.notifier.ready();
+                }
+                self.model.apply(ev, Instant::now());
+                self.send_pings();
+                if finished {
+                    // Outcome-driven alerts (timeout, lost, streaks) open
+                    // and resolve with the run that causes them, but not
+                    // once per line: evaluating walks every job, and 1,000
+                    // runs finishing together made that quadratic, eating
+                    // the CPU their successors needed to start. It runs as
+                    // soon as no more lines are waiting, and at the latest
+                    // EVALUATE_WITHIN after the first finish of a burst.
+                    let since = *self.evaluate_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= EVALUATE_WITHIN {
+                        self.publish();
+                    }
+                }
+                self.publish_soon();
+            }
+            Err(e) => {
+                self.bad_line(e, shown);
+                self.publish_soon();
+            }
+        }
+    }
+
+    /// Counts a dropped event line and logs it within a budget: a worker
+    /// spewing junk must not turn into gigabytes of log.
+    fn bad_line(&mut self, e: BadLine, shown: String) {
+        let count = {
+            let m = &mut self.model;
+            m.malformed_events += 1;
+            m.malformed_events
+        };
+        if let Some(suppressed) = self.bad_line_log.admit(Instant::now()) {
+            let pid = self.worker.as_ref().map(|w| w.pid);
+            tracing::warn!(
+                pid,
+                count,
+                suppressed,
+                "dropped an event line from the worker ({e}): {shown:?}"
+            );
+        }
+    }
+
+    /// Re-evaluates conditions: opens and resolves alerts, replaces a
+    /// worker that has been alive but failing for too long, and kills runs
+    /// that outlived their timeout when the worker did not.
+    fn on_tick(&mut self) {
+        // A look at runs nearing their timeout, at most a tick before it,
+        // while their processes are still there to be seen.
+        {
+            let m = &mut self.model;
+            let wall = Timestamp::now();
+            for look in model::judge::looks_near_timeout(m, wall, Duration::from_secs(1)) {
+                let snap = forensics::Snapshot::take(&look.run, m.worker.pid, wall);
+                m.looked(&look, snap);
+            }
+        }
+    }
+
+    /// Job pings for the runs the model saw start and end.
+    fn send_pings(&mut self) {
+        let (config, events) = {
+            let m = &mut self.model;
+            (m.config.clone(), std::mem::take(&mut m.run_events))
+        };
+        if !events.is_empty() {
+            self.job_pings.dispatch(&config, events);
+        }
+    }
+
+    /// Opens and resolves alerts; every notice is logged and recorded.
+    fn evaluate(&mut self) -> StatusReport {
+        self.evaluate_since = None;
+        self.send_pings();
+        let health = self.sinks.health();
+        let (evaluation, line) = {
+            let m = &mut self.model;
+            m.sinks = health;
+            let (now, wall) = (Instant::now(), Timestamp::now());
+            // Forensics are read here, on the loop, and judged as
+            // observations: the judgement itself never reads /proc.
+            for look in model::judge::looks_at_busy_runs(m) {
+                let snap = forensics::Snapshot::take(&look.run, m.worker.pid, wall);
+                m.looked(&look, snap);
+            }
+            let evaluation = m.evaluate(now, wall);
+            let s = &evaluation.status;
+            let worker = s
+                .worker
+                .pid
+                .map(|p| format!("worker {p}"))
+                .unwrap_or_else(|| "no worker".into());
+            let line = format!(
+                "{}: {} jobs, {} open alerts, {worker}",
+                s.state.as_str(),
+                s.jobs.len(),
+                s.alerts.len()
+            );
+            if let Some(hb) = self.host_beat.as_mut() {
+                hb.observe(now, s.state == State::Ok, || {
+                    let mut body = format!("cronwarden on {}: {line}\n", alerts::hostname());
+                    for r in &s.reasons {
+                        body.push_str(r);
+                        body.push('\n');
+                    }
+                    body
+                });
+            }
+            (evaluation, line)
+        };
+        // The model already counts every action as done: each is carried
+        // out here, before the notices go out. Not on the way out: the
+        // worker is then stopping its jobs within their grace, and
+        // `shutdown` bounds that itself.
+        let actions = if self.stopping {
+            vec![]
+        } else {
+            evaluation.actions
+        };
+        for action in actions {
+            match action {
+                model::judge::Action::ReplaceWorker { pid, why } => {
+                    let Some(w) = self.worker.as_mut().filter(|w| w.pid == pid) else {
+                        continue;
+                    };
+                    if w.killed_because.is_some() {
+                        continue;
+                    }
+                    match why {
+                        model::judge::Replace::Stalled { allowance } => tracing::error!(
+                            pid,
+                            "worker stalled: no heartbeat for {allowance:?}; killing and replacing it"
+                        ),
+                        model::judge::Replace::Failing { failing_for } => tracing::error!(
+                            pid,
+                            "worker alive but failing for {failing_for:?}; replacing it"
+                        ),
+                    }
+                    w.killed_because = Some(why.because());
+                    spawn::signal(pid, Signal::SIGKILL);
+                }
+                model::judge::Action::KillRun { job, run_id, pgid } => {
+                    tracing::error!(job, run = run_id, pgid, "run outlived its timeout + kill_grace + 10s and the worker did not end it; killing its process group");
+                    spawn::signal_group(pgid, Signal::SIGKILL);
+                }
+                model::judge::Action::AskArmedSchedule => {
+                    // So the per-job comparison can name the jobs.
+                    if let Some(w) = self.worker.as_ref() {
+                        let _ = w.commands.try_send(Command::ReportSchedule);
+                    }
+                }
+            }
+        }
+        self.notifier.status(line);
+        for n in evaluation.notices {
+            alerts::log(&n);
+            self.sinks.dispatch(&n);
+            self.recorder.record(n);
+        }
+        if self.sinks.reminds() {
+            let open = self.model.alerts.reminders();
+            self.sinks.remind(&open, Timestamp::now());
+        }
+        evaluation.status
+    }
+
+    fn on_stall(&mut self) {
+        // The stall deadline has come: the judgement declares the worker
+        // stalled and the evaluation kills it, alerting and publishing now,
+        // not at the next tick: detection time is what counts.
+        self.publish();
+    }
+
+    /// Reaps every exited child: the worker (then schedules its
+    /// replacement) and any orphaned job process reparented to us.
+    fn reap(&mut self) {
+        for (pid, status) in worker_conn::reap_exited() {
+            if self.worker.as_ref().is_some_and(|w| w.pid == pid) {
+                self.worker_exited(worker_conn::how_it_ended(status));
+            } else {
+                // A sink's child, or an orphan reparented to us.
+                self.reaper.reaped(pid, worker_conn::wait_code(status));
+                tracing::debug!(pid, ?status, "reaped a child");
+            }
+        }
+    }
+
+    fn worker_exited(&mut self, how: String) {
+        let Some(w) = self.worker.take() else { return };
+        let how = w.killed_because.unwrap_or(how);
+        self.pending.clear();
+        if self.stopping {
+            let lost = self.model.worker_gone(how.clone(), false);
+            for g in &lost {
+                spawn::signal_group(*g, Signal::SIGKILL);
+            }
+            tracing::info!(pid = w.pid, "worker {how}");
+            self.publish();
+            return;
+        }
+        let lived = self
+            .model
+            .worker
+            .spawned
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        let groups = self.model.worker_gone(how.clone(), true);
+        for g in &groups {
+            // Orphaned runs: kill the whole group; we reap them as subreaper.
+            spawn::signal_group(*g, Signal::SIGKILL);
+        }
+        let delay = self.backoff.next_delay(lived);
+        tracing::error!(
+            pid = w.pid,
+            lost_runs = groups.len(),
+            "worker {how}; restarting in {delay:?}"
+        );
+        self.restart_at = Some(Instant::now() + delay);
+        self.publish();
+    }
+
+    /// Re-reads the config. A valid one replaces the running config (the
+    /// worker reconciles its schedule and the store); an invalid one is
+    /// refused, logged, shown in the status, and the running one stays.
+    fn reload(&mut self, why: &str) -> Result<usize, String> {
+        let path = self.config().path.clone();
+        let loaded = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: cannot read config file: {e}", path.display()))
+            .and_then(|src| {
+                Config::parse(&path, &src)
+                    .map(|c| (c, src))
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok((config, source)) => {
+                let jobs = config.jobs.len();
+                if config.sinks != self.config().sinks {
+                    self.sinks = sinks::Sinks::start(&config.sinks, &self.reaper);
+                }
+                if !self
+                    .host_beat
+                    .as_ref()
+                    .is_some_and(|h| h.same_target(&config))
+                {
+                    self.host_beat = pings::HostBeat::from_config(&config);
+                }
+                let old = &self.config().integrations;
+                if (old.metrics_listen, &old.log_dir, old.log_retention)
+                    != (
+                        config.integrations.metrics_listen,
+                        &config.integrations.log_dir,
+                        config.integrations.log_retention,
+                    )
+                {
+                    tracing::warn!("{why}: metrics_listen, log_dir and log_retention take effect at the next start");
+                }
+                {
+                    let m = &mut self.model;
+                    m.set_config(Arc::new(config));
+                    m.reload_error = None;
+                }
+                self.source = source.clone();
+                if let Some(w) = &self.worker {
+                    let _ = w.commands.try_send(Command::Configure {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+                tracing::info!(jobs, "{why}: configuration reloaded");
+                Ok(jobs)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{why}: configuration refused, the running one stays in force:\n{e}"
+                );
+                self.model.reload_error = Some((Timestamp::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// A control call from the socket.
+    fn control(&mut self, req: ControlRequest) {
+        let ControlRequest { op, reply } = req;
+        if op == ControlOp::AlertTest {
+            let report = self.sinks.test_report(&test_notice());
+            tokio::task::spawn_blocking(move || {
+                let _ = reply.send(ControlReply::ok(report()));
+            });
+            return;
+        }
+        if op == ControlOp::Reload {
+            let reloaded = self.reload("reload request");
+            // Before the answer: a status read right after it shows the
+            // new jobs, or the refusal.
+            self.publish();
+            let _ = reply.send(match reloaded {
+                Ok(jobs) => ControlReply::ok(
+                    serde_json::json!({ "ok": true, "op": "reload", "jobs": jobs }),
+                ),
+                Err(e) => ControlReply::error(422, e),
+            });
+            return;
+        }
+        let up = self.model.worker.hello;
+        let Some(w) = self.worker.as_ref().filter(|_| up) else {
+            let _ = reply.send(ControlReply::error(
+                503,
+                "the worker is not running right now (restarting); try again",
+            ));
+            return;
+        };
+        let request = Some(self.next_request);
+        let cmd = match &op {
+            ControlOp::Trigger(job) => Command::Trigger {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Pause(job) => Command::Pause {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Resume(job) => Command::Resume {
+                job: job.clone(),
+                request,
+            },
+            ControlOp::Reload | ControlOp::AlertTest => unreachable!("handled above"),
+        };
+        if w.commands.try_send(cmd).is_err() {
+            let _ = reply.send(ControlReply::error(
+                503,
+                "the worker's command queue is full; try again",
+            ));
+            return;
+        }
+        // Replies never come for requests to a worker that died: drop them
+        // then (their callers get "went away") and bound the map anyway.
+        self.pending.retain(|_, (_, r)| !r.is_closed());
+        self.pending.insert(self.next_request, (op, reply));
+        self.next_request += 1;
+    }
+
+    /// Asks the worker to stop its jobs (within their kill grace) and exit;
+    /// kills whatever is left after a bound.
+    async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+        self.stopping = true;
+        self.restart_at = None;
+        let Some(w) = &self.worker else { return };
+        let pid = w.pid;
+        let _ = w.commands.try_send(Command::Shutdown);
+        spawn::signal(pid, Signal::SIGTERM);
+        let grace = self
+            .config()
+            .jobs
+            .iter()
+            .map(|j| j.kill_grace)
+            .max()
+            .unwrap_or_default();
+        let until = Instant::now() + grace + Duration::from_secs(10);
+        while self.worker.is_some() {
+            let publish_at = self.publish_deadline();
+            tokio::select! {
+                _ = sigchld.recv() => self.reap(),
+                _ = sleep_until_opt(publish_at) => self.publish(),
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = tokio::time::sleep_until(until) => {
+                    tracing::error!(pid, "worker did not stop in time; killing it and its jobs");
+                    spawn::signal(pid, Signal::SIGKILL);
+                    for g in self.model.running_groups() {
+                        spawn::signal_group(g, Signal::SIGKILL);
+                    }
+                    // Reap it before we go, without ever blocking unbounded.
+                    worker_conn::reap_within_a_second(pid).await;
+                    self.worker = None;
+                }
+            }
+        }
+        self.reap();
+    }
+}
