@@ -186,6 +186,7 @@ impl Model {
             }
         } else {
             w.armed_mismatch_since.get_or_insert(now);
+            w.armed_mismatch_last = Some(now);
         }
     }
 

@@ -84,6 +84,9 @@ pub struct WorkerObs {
     /// never against one later events have advanced.
     pub armed: Option<ArmedDigest>,
     pub armed_mismatch_since: Option<Instant>,
+    /// The last heartbeat that disagreed: a disagreement lasts only as long
+    /// as heartbeats keep showing it.
+    pub armed_mismatch_last: Option<Instant>,
     /// Fires the worker's digest shows it took (armed past them) that it
     /// has reported neither fired nor skipped yet: by job, the due time
     /// we still expect and when a heartbeat first showed it taken.

@@ -579,7 +579,10 @@ fn an_armed_digest_disagreeing_for_3s_is_misarmed_and_the_schedule_is_asked_for_
     s.at(secs(3.0));
     beat(&mut s, 5, theirs);
     assert!(!kinds(&s.judge()).contains(&AlertKind::WorkerMisarmed));
+    // Judged only as heartbeats keep showing it.
     s.at(secs(3.001));
+    assert!(!kinds(&s.judge()).contains(&AlertKind::WorkerMisarmed));
+    beat(&mut s, 6, theirs);
     let e = s.evaluate();
     assert_eq!(
         notices(&e),
@@ -588,7 +591,7 @@ fn an_armed_digest_disagreeing_for_3s_is_misarmed_and_the_schedule_is_asked_for_
     // Same job count; the worker has reported no arming of either job.
     assert!(summary(&s.judge(), AlertKind::WorkerMisarmed)
         .contains("differs from the config's for: a, b"));
-    beat(&mut s, 6, ours);
+    beat(&mut s, 7, ours);
     let e = s.evaluate();
     assert_eq!(
         notices(&e),
@@ -596,7 +599,7 @@ fn an_armed_digest_disagreeing_for_3s_is_misarmed_and_the_schedule_is_asked_for_
     );
     // A new episode asks again.
     s.at(secs(5.0));
-    beat(&mut s, 7, theirs);
+    beat(&mut s, 8, theirs);
     assert_eq!(s.evaluate().actions, [Action::AskArmedSchedule]);
 }
 
@@ -852,6 +855,8 @@ fn the_status_judges_without_changing_anything() {
     let wall = s.wall();
     s.beat_with(2, Some(wall), None, Some(theirs));
     s.at(secs(3.5));
+    let wall = s.wall();
+    s.beat_with(3, Some(wall), None, Some(theirs));
     // The disagreement was observed at the heartbeat (t=0) and is judged
     // by the status too; but only an adopted judgement remembers that the
     // schedule was asked for.

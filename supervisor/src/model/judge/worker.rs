@@ -317,9 +317,13 @@ pub(super) fn armed_mismatch(w: &WorkerObs, now: Instant) -> Armed {
     let since = w.armed_mismatch_since.filter(|_| up);
     Armed {
         since,
-        due: w
-            .armed
-            .filter(|_| since.is_some_and(|s| now.saturating_duration_since(s) > MISARMED_AFTER)),
+        // Lasted: a heartbeat showed it more than MISARMED_AFTER after the
+        // first one did (heartbeats held back prove nothing either way).
+        due: w.armed.filter(|_| {
+            let lasted = since.zip(w.armed_mismatch_last);
+            lasted.is_some_and(|(s, l)| l.saturating_duration_since(s) > MISARMED_AFTER)
+                && since.is_some_and(|s| now.saturating_duration_since(s) > MISARMED_AFTER)
+        }),
     }
 }
 
