@@ -94,3 +94,36 @@ fn a_restart_after_10s_raises_no_job_late() {
     assert!(!log.contains("job_late"), "{log}");
     assert!(!log.contains("is late"), "{log}");
 }
+
+/// Issue 13, reproduction 5: SIGSTOP the supervisor, then SIGCONT. It
+/// killed the healthy worker as stalled and opened job_late for every job.
+/// Now it reads what the worker queued meanwhile before judging.
+#[test]
+fn a_paused_supervisor_does_not_punish_the_worker() {
+    use nix::sys::signal::Signal;
+    let env = Env::new("");
+    let d = env.dir.path().display().to_string();
+    env.write_config(&format!(
+        "[watchdog]\nstall_after = \"3s\"\nlate_after = \"2s\"\n\
+         [[job]]\nname = \"sec\"\nschedule = \"* * * * * *\"\nshell = \"echo x >> {d}/sec\"\n\
+         [[job]]\nname = \"every\"\nschedule = \"@every 2s\"\nshell = \"echo x >> {d}/every\"\n"
+    ));
+    let sup = env.start();
+    let s = env.wait_ok(LONG);
+    let worker = s["worker"]["pid"].as_u64().unwrap();
+    crate::util::kill(sup.pid(), Signal::SIGSTOP);
+    // The reproduction: longer than stall_after and late_after together.
+    std::thread::sleep(Duration::from_secs(8));
+    crate::util::kill(sup.pid(), Signal::SIGCONT);
+    let runs = env.lines("sec").len();
+    wait_until("sec ran twice more after the pause", LONG, || {
+        (env.lines("sec").len() >= runs + 2).then_some(())
+    });
+    let s = env.wait_ok(LONG);
+    assert_eq!(s["worker"]["pid"].as_u64(), Some(worker), "{s}");
+    let log = sup.log();
+    for bad in ["stalled", "job_late", "is late", "lost"] {
+        assert!(!log.contains(bad), "{bad}:\n{log}");
+    }
+    assert!(log.contains("did not turn for"), "{log}");
+}
