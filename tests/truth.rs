@@ -127,3 +127,26 @@ fn a_paused_supervisor_does_not_punish_the_worker() {
     }
     assert!(log.contains("did not turn for"), "{log}");
 }
+
+/// Issue 13, reproduction 6: right after a refused reload, `status` said
+/// degraded and `alerts` "no alerts". The status is one evaluation: its
+/// state and its alerts come together, in the very first read.
+#[test]
+fn a_refused_reload_is_degraded_and_alerted_in_the_same_status() {
+    let env = Env::new("[[job]]\nname = \"a\"\nschedule = \"@hourly\"\nshell = \"true\"\n");
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    env.write_config("[[job]]\nname = \"a\"\nschedule = \"not a schedule\"\nshell = \"true\"\n");
+    let out = env.cmd(&["reload", "--config", env.config.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0), "the reload was refused");
+    let (_, s) = env.status();
+    let s = s.expect("a status");
+    assert_eq!(s["state"], "degraded", "{s}");
+    assert!(
+        s["alerts"].to_string().contains("config_reload_failed"),
+        "{s}"
+    );
+    let alerts = env.cmd(&["alerts", "--config", env.config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&alerts.stdout);
+    assert!(text.contains("config_reload_failed"), "{text}");
+}
