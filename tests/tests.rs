@@ -17,4 +17,5 @@ mod once;
 mod operator;
 mod pings;
 mod supervisor;
+mod truth;
 mod wedge;

@@ -266,6 +266,7 @@ impl Supervisor {
         let mut watchdog =
             tokio::time::interval(self.notifier.watchdog.unwrap_or(Duration::from_secs(3600)));
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut clocks = LoopClocks::read();
         loop {
             let stall_at = self.stall_deadline();
             let publish_at = self.publish_deadline();
@@ -280,11 +281,12 @@ impl Supervisor {
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
                 _ = sighup.recv() => { let _ = self.reload("SIGHUP"); self.publish(); }
                 _ = sigchld.recv() => self.reap(),
-                _ = sleep_until_opt(stall_at) => self.on_stall(),
+                // Every timer first catches up with a gap in the loop.
+                _ = sleep_until_opt(stall_at) => { self.catch_up(&mut clocks).await; self.on_stall() }
                 _ = sleep_until_opt(self.restart_at) => { self.start_worker(); self.publish_soon(); }
                 _ = watchdog.tick(), if self.notifier.watchdog.is_some() => self.notifier.watchdog_ping(),
-                _ = tick.tick() => { self.on_tick(); self.publish(); }
-                _ = sleep_until_opt(publish_at) => self.publish(),
+                _ = tick.tick() => { self.catch_up(&mut clocks).await; self.on_tick(); self.publish(); }
+                _ = sleep_until_opt(publish_at) => { self.catch_up(&mut clocks).await; self.publish() }
                 Some(req) = control_rx.recv() => self.control(req),
                 line = next_line(&mut self.worker) => self.on_line(line),
                 _ = std::future::ready(()), if self.evaluate_since.is_some() => self.publish(),
@@ -350,6 +352,37 @@ impl Supervisor {
         tracing::info!(pid = w.pid, "worker started");
         self.model.worker_spawned(w.pid);
         self.worker = Some(w);
+    }
+
+    /// A gap in our own loop (SIGSTOP, a starved host, a suspend): the
+    /// worker went on writing meanwhile. Its queued lines are read before
+    /// the timer that woke us is judged, so its silence and its lateness
+    /// are measured from what it did, not from our absence (the judgement
+    /// itself believes at most `GAP_CREDIT` of a fire's wall-clock age).
+    async fn catch_up(&mut self, clocks: &mut LoopClocks) {
+        let (gap, suspended) = clocks.turn();
+        if gap > LOOP_GAP || suspended > Duration::ZERO {
+            tracing::warn!(
+                gap_ms = gap.as_millis() as u64,
+                suspended_ms = suspended.as_millis() as u64,
+                "the supervisor's loop did not turn for {gap:?} (host suspended {suspended:?}); reading the worker's queued lines before judging"
+            );
+            self.drain_lines().await;
+        }
+    }
+
+    /// Reads the event lines already queued, at most [`DRAIN_MAX`], without
+    /// waiting for more.
+    async fn drain_lines(&mut self) {
+        // Let the runtime's driver see the pipe's readiness first.
+        tokio::task::yield_now().await;
+        for _ in 0..DRAIN_MAX {
+            tokio::select! {
+                biased;
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = std::future::ready(()) => break,
+            }
+        }
     }
 
     fn on_line(&mut self, line: Option<std::io::Result<Frame>>) {
@@ -549,7 +582,11 @@ impl Supervisor {
                 }
                 model::judge::Action::KillRun { job, run_id, pgid } => {
                     tracing::error!(job, run = run_id, pgid, "run outlived its timeout + kill_grace + 10s and the worker did not end it; killing its process group");
-                    spawn::signal_group(pgid, Signal::SIGKILL);
+                    let parents = [
+                        self.worker.as_ref().map_or(0, |w| w.pid),
+                        std::process::id(),
+                    ];
+                    spawn::signal_our_group(pgid, &parents, Signal::SIGKILL);
                 }
                 model::judge::Action::AskArmedSchedule => {
                     // So the per-job comparison can name the jobs.
@@ -599,8 +636,10 @@ impl Supervisor {
         self.pending.clear();
         if self.stopping {
             let lost = self.model.worker_gone(how.clone(), false);
+            // Orphaned runs are ours now (subreaper), or still the worker's.
+            let parents = [w.pid, std::process::id()];
             for g in &lost {
-                spawn::signal_group(*g, Signal::SIGKILL);
+                spawn::signal_our_group(*g, &parents, Signal::SIGKILL);
             }
             tracing::info!(pid = w.pid, "worker {how}");
             self.publish();
@@ -613,9 +652,10 @@ impl Supervisor {
             .map(|s| s.elapsed())
             .unwrap_or_default();
         let groups = self.model.worker_gone(how.clone(), true);
+        let parents = [w.pid, std::process::id()];
         for g in &groups {
             // Orphaned runs: kill the whole group; we reap them as subreaper.
-            spawn::signal_group(*g, Signal::SIGKILL);
+            spawn::signal_our_group(*g, &parents, Signal::SIGKILL);
         }
         let delay = self.backoff.next_delay(lived);
         tracing::error!(
@@ -775,7 +815,7 @@ impl Supervisor {
                     tracing::error!(pid, "worker did not stop in time; killing it and its jobs");
                     spawn::signal(pid, Signal::SIGKILL);
                     for g in self.model.running_groups() {
-                        spawn::signal_group(g, Signal::SIGKILL);
+                        spawn::signal_our_group(g, &[pid, std::process::id()], Signal::SIGKILL);
                     }
                     // Reap it before we go, without ever blocking unbounded.
                     worker_conn::reap_within_a_second(pid).await;
@@ -784,5 +824,56 @@ impl Supervisor {
             }
         }
         self.reap();
+    }
+}
+
+/// A timer this long after the previous one is a gap in the loop itself:
+/// the tick alone comes every second.
+const LOOP_GAP: Duration = Duration::from_secs(3);
+/// At most this many queued lines are read after a gap before judging
+/// (a 64 KiB pipe holds far fewer; the rest is read as usual).
+const DRAIN_MAX: usize = 10_000;
+
+/// The loop's own clocks: the monotonic one (which stands still while the
+/// host is suspended) and boot time (which does not), to tell a pause of
+/// this process from a suspend of the host.
+struct LoopClocks {
+    mono: Instant,
+    boot: Option<Duration>,
+}
+
+impl LoopClocks {
+    fn boot() -> Option<Duration> {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+        Some(Duration::new(
+            u64::try_from(t.tv_sec()).ok()?,
+            u32::try_from(t.tv_nsec()).ok()?,
+        ))
+    }
+
+    fn read() -> LoopClocks {
+        LoopClocks {
+            mono: Instant::now(),
+            boot: Self::boot(),
+        }
+    }
+
+    /// A new turn: how long since the previous one on the monotonic clock,
+    /// and how long the host was suspended in between (boot time ran on,
+    /// the monotonic clock did not; zero below a second of difference).
+    fn turn(&mut self) -> (Duration, Duration) {
+        let next = LoopClocks::read();
+        let gap = next.mono.saturating_duration_since(self.mono);
+        let suspended = match (self.boot, next.boot) {
+            (Some(a), Some(b)) => b.saturating_sub(a).saturating_sub(gap),
+            _ => Duration::ZERO,
+        };
+        *self = next;
+        let suspended = if suspended > Duration::from_secs(1) {
+            suspended
+        } else {
+            Duration::ZERO
+        };
+        (gap, suspended)
     }
 }

@@ -131,3 +131,61 @@ pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 pub fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
 }
+
+/// `(ppid, pgrp)` of a process, from `/proc/<pid>/stat` (parsed after the
+/// last `)`: the command name may hold spaces and parentheses).
+fn parent_and_group(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace();
+    let _state = f.next()?;
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// Whether process group `pgid` is still one of ours: some process of the
+/// group is a child of one of `parents` (the worker that ran the job, or
+/// this supervisor, which inherits a dead worker's orphans). A group id
+/// the kernel reused for someone else's process has no such member.
+pub fn group_is_ours(pgid: u32, parents: &[u32]) -> bool {
+    let ours = |pid: u32| {
+        parent_and_group(pid).is_some_and(|(ppid, pgrp)| pgrp == pgid && parents.contains(&ppid))
+    };
+    // The leader first (the common case); else any member left.
+    ours(pgid)
+        || std::fs::read_dir("/proc").is_ok_and(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .any(ours)
+        })
+}
+
+/// Sends `sig` to process group `pgid` only if it is still one of ours
+/// (see [`group_is_ours`]); says whether it did. Never signals a group
+/// the kernel has given to someone else since the run was seen.
+pub fn signal_our_group(pgid: u32, parents: &[u32], sig: nix::sys::signal::Signal) -> bool {
+    if !group_is_ours(pgid, parents) {
+        tracing::warn!(
+            pgid,
+            "process group is no longer one of ours (ended, or its id reused): not signalled"
+        );
+        return false;
+    }
+    signal_group(pgid, sig);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_ours_only_with_a_member_whose_parent_is_ours() {
+        // This test process leads no group of its own in general, but its
+        // own group has it as a member, with its parent as ppid.
+        let me = std::process::id();
+        let (ppid, pgrp) = parent_and_group(me).unwrap();
+        assert!(group_is_ours(pgrp, &[ppid]));
+        assert!(!group_is_ours(pgrp, &[me.wrapping_add(1_000_000)]));
+        // No process has this group id.
+        assert!(!group_is_ours(u32::MAX - 7, &[ppid]));
+    }
+}

@@ -7,7 +7,7 @@
 //! run we recorded ourselves and the next worker reports again) is not
 //! counted twice.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use cronwarden_shared::{
     status::{ClockJump, Outcome, RunRecord, RunningInfo, SkipReason, Trigger},
@@ -43,7 +43,9 @@ impl Model {
                 stats,
                 ..
             } => {
-                self.beat(now, seq, at, last_good_turn_at, store_error, armed);
+                self.last_worker_wall = Some(self.last_worker_wall.map_or(at, |w| w.max(at)));
+                self.beat(now, seq, at, last_good_turn_at, store_error);
+                self.armed_check(armed, at, now);
                 self.progress(progress);
                 self.counters.heartbeat(now, stats.as_ref());
             }
@@ -68,7 +70,7 @@ impl Model {
                     last_line: None,
                     pipes,
                 };
-                self.fired(&job, run, &covers, next_fire_at, trigger);
+                self.fired(&job, run, &covers, next_fire_at, trigger, now);
             }
             Event::Skip {
                 job,
@@ -100,6 +102,7 @@ impl Model {
         }
         tracing::info!(pid, version, "worker ready");
         self.worker.hello = true;
+        self.worker.hello_at = Some(now);
         self.worker.last_heartbeat = Some(now);
     }
 
@@ -110,7 +113,6 @@ impl Model {
         at: Timestamp,
         last_good_turn_at: Option<Timestamp>,
         store_error: Option<String>,
-        armed: Option<ArmedDigest>,
     ) {
         let w = &mut self.worker;
         // A hello says only that the replacement started; a heartbeat
@@ -121,16 +123,71 @@ impl Model {
             w.replacing_stalled = false;
             w.stalled_pid = None;
         }
-        w.armed = armed;
+        let previous = w.last_heartbeat.or(w.spawned);
         w.last_heartbeat = Some(now);
         w.seq = Some(seq);
         w.store_error = store_error;
-        // Convert the worker's wall-clock age to our monotonic clock.
-        w.last_good_turn = last_good_turn_at.map(|g| {
-            let age = at.duration_since(g);
-            now.checked_sub(Duration::try_from(age).unwrap_or_default())
-                .unwrap_or(now)
-        });
+        // Dated on our monotonic clock. A good turn already reported keeps
+        // its date. A new one happened since the previous line we saw, so
+        // its age (by the worker's wall clock, which may have been stepped
+        // between the two stamps) is capped by the time since that line:
+        // a wall clock step can never make a healthy loop look old.
+        if last_good_turn_at != w.last_good_turn_wall || w.last_good_turn.is_none() {
+            w.last_good_turn = last_good_turn_at.map(|g| {
+                let age = Duration::try_from(at.duration_since(g)).unwrap_or_default();
+                let cap = previous.map_or(Duration::ZERO, |p| now.saturating_duration_since(p));
+                now.checked_sub(age.min(cap)).unwrap_or(now)
+            });
+            w.last_good_turn_wall = last_good_turn_at;
+        }
+    }
+
+    /// The armed cross-check, made as the heartbeat is applied: its digest
+    /// reflects the worker's arming at `at`, and every line the worker
+    /// wrote before it has been applied, so our expectation is as of that
+    /// heartbeat too, but for one thing: a fire the worker took in the
+    /// turn just before the heartbeat has its `fire` line written after
+    /// the process started, usually after the heartbeat. So the digest is
+    /// compared with ours, and failing that with ours projected past `at`
+    /// (every job whose expected fire has come armed for its next fire
+    /// after `at`, as the worker's turn arms it). Agreement with the
+    /// projection holds the projected fires as taken but not yet reported
+    /// ([`WorkerObs::unreported`]); a fire left unreported too long is a
+    /// worker that claims fires and never runs them.
+    ///
+    /// [`WorkerObs::unreported`]: super::WorkerObs::unreported
+    fn armed_check(&mut self, armed: Option<ArmedDigest>, at: Timestamp, now: Instant) {
+        let digest = |f: &dyn Fn(&JobObs) -> Option<Timestamp>| {
+            ArmedDigest::of(self.jobs.iter().map(|(n, j)| (n.as_str(), f(j))))
+        };
+        let projected = |j: &JobObs| match j.expected_next {
+            Some(e) if e <= at => j.spec.schedule.next_after(at, Some(e)),
+            other => other,
+        };
+        let ours = digest(&|j| j.expected_next);
+        let w = &mut self.worker;
+        w.armed = armed;
+        let Some(theirs) = armed else {
+            return;
+        };
+        if theirs == ours {
+            w.armed_mismatch_since = None;
+            w.unreported.clear();
+        } else if theirs == digest(&projected) {
+            w.armed_mismatch_since = None;
+            let taken: BTreeMap<&String, Timestamp> = self
+                .jobs
+                .iter()
+                .filter_map(|(n, j)| Some((n, j.expected_next.filter(|e| *e <= at)?)))
+                .collect();
+            w.unreported.retain(|n, (due, _)| taken.get(n) == Some(due));
+            for (n, due) in taken {
+                w.unreported.entry(n.clone()).or_insert((due, now));
+            }
+        } else {
+            w.armed_mismatch_since.get_or_insert(now);
+            w.armed_mismatch_last = Some(now);
+        }
     }
 
     /// What runs in flight last printed, for the wedged-run alert.
@@ -148,8 +205,44 @@ impl Model {
     }
 
     fn schedule(&mut self, jobs: Vec<Armed>) {
+        // A new worker's first arming comes from the store's cursors: the
+        // fires between our expectation and it were taken by the previous
+        // worker (its lines may have died with it), and are in its
+        // records. So we expect from its arming, as long as the schedule
+        // can produce it from where we were: no later than the next fire
+        // after the worker was started. An arming beyond that (a cursor a
+        // day ahead) is kept as a disagreement: misarmed, and late.
+        //
+        // "Where we were" is the later of the new worker's start and the
+        // last wall time a worker told us plus the stall allowance: a
+        // replaced worker may have taken fires for that long after its last
+        // line we read (and a backward step may have put the new worker's
+        // start before them).
+        let first = !std::mem::replace(&mut self.worker.schedule_seen, true);
+        let lost = self
+            .config
+            .watchdog
+            .stall_after
+            .saturating_add(Duration::from_secs(1));
+        let lost = jiff::SignedDuration::try_from(lost).unwrap_or(jiff::SignedDuration::ZERO);
+        let started = match (self.worker.started_at, self.last_worker_wall) {
+            (Some(s), Some(w)) => Some(s.max(w.checked_add(lost).unwrap_or(w))),
+            (s, _) => s,
+        };
         for a in jobs {
             if let Some(j) = self.jobs.get_mut(&a.job) {
+                if let (true, Some(expected), Some(armed), Some(started)) =
+                    (first, j.expected_next, a.next_fire_at, started)
+                {
+                    let reachable = j
+                        .spec
+                        .schedule
+                        .next_after(started, Some(expected))
+                        .is_some_and(|next| armed <= next);
+                    if expected < armed && reachable {
+                        j.expected_next = Some(armed);
+                    }
+                }
                 j.next_fire_at = a.next_fire_at;
                 j.paused = a.paused;
                 // An @every cadence is anchored in the worker's store;
@@ -168,6 +261,7 @@ impl Model {
         covers: &[Timestamp],
         next_fire_at: Option<Timestamp>,
         trigger: Trigger,
+        now: Instant,
     ) {
         self.max_run_id = self.max_run_id.max(run.run_id);
         let Some(j) = self.jobs.get_mut(job) else {
@@ -180,9 +274,17 @@ impl Model {
             run_id: run.run_id,
         });
         if run.scheduled_at.is_some() {
-            j.next_fire_at = next_fire_at;
+            // A fire line is written once its process has started, so a
+            // line of a later turn (a skip, a queued fire) can overtake
+            // it: its arming, taken when the fire was, never moves back
+            // an arming a later line reported (the worker's next fires
+            // only move forward; a reconfigured one sends its schedule).
+            if next_fire_at.is_none_or(|n| j.next_fire_at.is_none_or(|cur| n >= cur)) {
+                j.next_fire_at = next_fire_at;
+            }
             j.streaks.overlap_skips = 0;
         }
+        j.seen_started.insert(run.run_id, now);
         j.running.insert(run.run_id, run);
         if let Some(last) = covers.iter().max() {
             accounted(j, *last);
@@ -232,6 +334,7 @@ impl Model {
             return;
         };
         j.running.remove(&run.id);
+        j.seen_started.remove(&run.id);
         let snap = j.snapshots.remove(&run.id);
         if matches!(run.outcome, Outcome::Timeout | Outcome::Lost) && snap.is_some() {
             j.last_forensics = snap;
@@ -282,6 +385,8 @@ impl Model {
         for job in self.jobs.values_mut() {
             job.misarmed_since = None;
         }
+        self.worker.armed_mismatch_since = None;
+        self.worker.unreported.clear();
         self.clock_jumps.push_back(j);
     }
 }

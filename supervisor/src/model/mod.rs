@@ -60,6 +60,12 @@ pub struct WorkerObs {
     pub seq: Option<u64>,
     /// When the last good turn happened, on our monotonic clock.
     pub last_good_turn: Option<Instant>,
+    /// The worker's own wall-clock stamp of that turn, as last reported:
+    /// a stamp seen before is not re-dated.
+    pub last_good_turn_wall: Option<Timestamp>,
+    /// When the current worker's hello was observed: nothing is late, on
+    /// our clock, for longer than this worker has been there to fire it.
+    pub hello_at: Option<Instant>,
     /// How the previous worker ended, for the status.
     pub last_exit: Option<String>,
     /// A worker was killed for stalling and no worker has proven progress
@@ -73,11 +79,22 @@ pub struct WorkerObs {
     pub exits: VecDeque<Instant>,
     pub store_error: Option<String>,
     /// The worker's armed digest (last heartbeat), and since when it has
-    /// disagreed with ours.
+    /// disagreed with ours: judged when each heartbeat is applied, against
+    /// our expectation as of that heartbeat (see `apply::Model::armed_check`),
+    /// never against one later events have advanced.
     pub armed: Option<ArmedDigest>,
     pub armed_mismatch_since: Option<Instant>,
+    /// The last heartbeat that disagreed: a disagreement lasts only as long
+    /// as heartbeats keep showing it.
+    pub armed_mismatch_last: Option<Instant>,
+    /// Fires the worker's digest shows it took (armed past them) that it
+    /// has reported neither fired nor skipped yet: by job, the due time
+    /// we still expect and when a heartbeat first showed it taken.
+    pub unreported: BTreeMap<String, (Timestamp, Instant)>,
     /// Whether the worker was asked for its full schedule in this episode.
     pub armed_report_requested: bool,
+    /// Whether the current worker has reported its schedule yet.
+    pub schedule_seen: bool,
     /// The worker the supervisor decided to replace (killed, not reaped
     /// yet): it is not judged for replacement again.
     pub replacing: Option<u32>,
@@ -96,6 +113,14 @@ pub struct JobObs {
     pub paused: bool,
     pub last_run: Option<RunRecord>,
     pub running: BTreeMap<u64, RunningInfo>,
+    /// When the supervisor observed each run in flight start (its `fire`
+    /// line was applied), on its monotonic clock: a run's age is measured
+    /// from here, never from the worker's wall-clock `started_at`, so a
+    /// step of the wall clock cannot age (and kill) a healthy run.
+    pub seen_started: BTreeMap<u64, Instant>,
+    /// The due time the supervisor first saw come (by the wall clock),
+    /// and when, on its monotonic clock: lateness is measured from there.
+    pub due_seen: Option<(Timestamp, Instant)>,
     pub streaks: Streaks,
     /// Runs the supervisor itself killed for outliving their timeout.
     pub enforced: Vec<u64>,
@@ -125,6 +150,10 @@ pub struct Model {
     pub(crate) counters: counters::Counters,
     /// Runs started and ended since the supervisor last drained this (for pings).
     pub run_events: Vec<crate::pings::RunEvent>,
+    /// When the last adopted judgement was made, on the monotonic clock.
+    pub last_judged: Option<Instant>,
+    /// The latest wall time any worker's heartbeat carried.
+    pub last_worker_wall: Option<Timestamp>,
 }
 
 /// One evaluation: the alerts that opened, were reminded or resolved, the
@@ -152,6 +181,8 @@ impl Model {
             clock_jumps: VecDeque::new(),
             counters: Default::default(),
             run_events: vec![],
+            last_judged: None,
+            last_worker_wall: None,
         };
         m.set_config(config);
         m
@@ -188,6 +219,8 @@ impl Model {
                     paused: false,
                     last_run: None,
                     running: BTreeMap::new(),
+                    seen_started: BTreeMap::new(),
+                    due_seen: None,
                     streaks: Streaks::default(),
                     enforced: vec![],
                     snapshots: BTreeMap::new(),
@@ -218,6 +251,12 @@ impl Model {
         self.worker.last_heartbeat = None;
         self.worker.seq = None;
         self.worker.last_good_turn = None;
+        self.worker.last_good_turn_wall = None;
+        self.worker.hello_at = None;
+        self.worker.armed = None;
+        self.worker.armed_mismatch_since = None;
+        self.worker.unreported.clear();
+        self.worker.schedule_seen = false;
     }
 
     /// The worker is gone. Returns the process groups of runs that were in
@@ -255,6 +294,7 @@ impl Model {
         let mut looks = LOOKS_PER_EVENT;
         for (name, job) in &mut self.jobs {
             job.snapshots.clear();
+            job.seen_started.clear();
             for (id, r) in std::mem::take(&mut job.running) {
                 groups.push(r.pid);
                 // Its processes are still there: they are killed after this.
@@ -377,7 +417,6 @@ impl Model {
 
     fn remember(&mut self, memory: judge::Memory) {
         let w = &mut self.worker;
-        w.armed_mismatch_since = memory.armed_mismatch_since;
         w.armed_report_requested = memory.armed_report_requested;
         w.replacing = memory.replacing;
         if let Some(pid) = memory.declared_stalled {
@@ -388,6 +427,14 @@ impl Model {
             if let Some(j) = self.jobs.get_mut(&name) {
                 j.misarmed_since = since;
             }
+        }
+        for (name, due) in memory.due_seen {
+            if let Some(j) = self.jobs.get_mut(&name) {
+                j.due_seen = due;
+            }
+        }
+        if memory.judged_at.is_some() {
+            self.last_judged = memory.judged_at;
         }
         for (name, run) in memory.enforced {
             if let Some(j) = self.jobs.get_mut(&name) {
@@ -514,3 +561,5 @@ impl Model {
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod sim;

@@ -14,7 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{KILL_MARGIN, MISARMED_AFTER};
+use super::{Clocks, KILL_MARGIN, MISARMED_AFTER};
 use crate::{alerts::Condition, forensics, model::JobObs};
 
 fn condition(
@@ -35,40 +35,88 @@ fn condition(
     }
 }
 
-fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
-}
-
 fn unsigned(d: SignedDuration) -> Duration {
     Duration::try_from(d).unwrap_or_default()
 }
 
-/// Past due by our own computation, while a worker is up to fire it.
-pub(super) fn late(name: &str, j: &JobObs, worker_up: bool, wall: Timestamp) -> Option<Condition> {
+/// The most a fire first seen due is believed to have been due already:
+/// the loop judges every second, so a longer gap since the previous
+/// judgement is the supervisor's own pause (or a suspend), which is
+/// discounted, not blamed on the worker: the lines queued meanwhile are
+/// read first and say what it did.
+pub(crate) const GAP_CREDIT: Duration = Duration::from_secs(2);
+
+/// Since when, on our monotonic clock, the job's expected fire has been
+/// due: remembered from the judgement that first saw its wall-clock time
+/// come; when first seen now, the wall clock's word for how long ago is
+/// believed only up to `credit_since` (the previous judgement, or the
+/// current worker's hello), so a forward step of the wall clock between
+/// two judgements can age a due fire by that interval at most.
+pub(super) fn due_seen(
+    j: &JobObs,
+    clocks: Clocks,
+    credit_since: Instant,
+) -> Option<(Timestamp, Instant)> {
     let due = j.expected_next?;
-    let late_by = wall.duration_since(due);
-    (worker_up && late_by > signed(j.spec.late_after)).then(|| {
+    let past = unsigned(clocks.wall.duration_since(due));
+    if clocks.wall < due {
+        return None;
+    }
+    if let Some((d, at)) = j.due_seen.filter(|(d, _)| *d == due) {
+        return Some((d, at));
+    }
+    let credit = past
+        .min(clocks.now.saturating_duration_since(credit_since))
+        .min(GAP_CREDIT);
+    Some((due, clocks.now.checked_sub(credit).unwrap_or(clocks.now)))
+}
+
+/// Past due by our own computation for longer than `late_after`, counted
+/// on our monotonic clock from when it came due, or from the current
+/// worker's hello if that is later: a new worker is late only for what it
+/// has not accounted (fired, skipped or coalesced) since it said hello,
+/// never for the time nobody was there to fire.
+pub(super) fn late(
+    name: &str,
+    j: &JobObs,
+    due_seen: Option<(Timestamp, Instant)>,
+    hello_at: Option<Instant>,
+    now: Instant,
+) -> Option<Condition> {
+    let (due, seen) = due_seen?;
+    let since = seen.max(hello_at?);
+    let late_by = now.saturating_duration_since(since);
+    (late_by > j.spec.late_after).then(|| {
         condition(
             AlertKind::JobLate,
             name,
             Severity::Warning,
             format!(
                 "job {name} is late: due at {due}, neither fired nor skipped for {}",
-                human_duration(unsigned(late_by))
+                human_duration(late_by)
             ),
-            json!({ "due_at": due, "late_ms": late_by.as_millis() as i64 }),
+            json!({ "due_at": due, "late_ms": late_by.as_millis() as u64 }),
         )
     })
 }
 
 /// Since when the worker's arming of this job has disagreed with ours
-/// (`now` if it just started to).
-pub(super) fn misarmed_since(j: &JobObs, worker_up: bool, now: Instant) -> Option<Instant> {
-    let misarmed = worker_up
-        && j.next_fire_at.is_some()
-        && j.expected_next.is_some()
-        && j.next_fire_at != j.expected_next;
-    misarmed.then(|| j.misarmed_since.unwrap_or(now))
+/// (`now` if it just started to). An arming ahead of ours, but no further
+/// than the schedule's next fire after now, is a fire the worker took and
+/// whose line has not arrived yet (its `fire` line follows the process's
+/// start): not a disagreement. A worker that takes fires and never reports
+/// them is caught by `worker::unreported`.
+pub(super) fn misarmed_since(j: &JobObs, worker_up: bool, clocks: Clocks) -> Option<Instant> {
+    let (Some(theirs), Some(ours)) = (j.next_fire_at, j.expected_next) else {
+        return None;
+    };
+    let in_flight = ours < theirs
+        && j.spec
+            .schedule
+            .next_after(clocks.wall, Some(ours))
+            .is_some_and(|next| theirs <= next);
+    let misarmed = worker_up && theirs != ours && !in_flight;
+    misarmed.then(|| j.misarmed_since.unwrap_or(clocks.now))
 }
 
 /// The armed cross-check: a disagreement that lasted [`MISARMED_AFTER`].
@@ -97,7 +145,12 @@ pub(super) fn misarmed(
 
 /// Fires skipped in a row because the previous run is still busy; says
 /// what the busy run is doing, from the loop's last look at it.
-pub(super) fn overlap_streak(name: &str, j: &JobObs, wall: Timestamp) -> Option<Condition> {
+pub(super) fn overlap_streak(
+    name: &str,
+    j: &JobObs,
+    now: Instant,
+    wall: Timestamp,
+) -> Option<Condition> {
     if j.streaks.overlap_skips < j.spec.overlap_alert_after {
         return None;
     }
@@ -108,7 +161,12 @@ pub(super) fn overlap_streak(name: &str, j: &JobObs, wall: Timestamp) -> Option<
                 Some(l) => (forensics::describe(&l.processes), l.pipe_holders.as_slice()),
                 None => ("not looked at yet".to_string(), &[][..]),
             };
-            let age = unsigned(wall.duration_since(r.started_at));
+            // Its age on our monotonic clock, from when we saw it start.
+            let age = j
+                .seen_started
+                .get(&r.run_id)
+                .map(|seen| now.saturating_duration_since(*seen))
+                .unwrap_or_else(|| unsigned(wall.duration_since(r.started_at)));
             let held = if holders.is_empty() {
                 String::new()
             } else {
@@ -222,20 +280,25 @@ pub(super) fn zero_output_streak(name: &str, j: &JobObs) -> Option<Condition> {
     })
 }
 
-/// Runs that outlived timeout + kill grace + [`KILL_MARGIN`] by wall time
-/// and that the supervisor has not killed yet: (run, process group).
-pub(super) fn outlived(j: &JobObs, wall: Timestamp) -> Vec<(u64, u32)> {
+/// Runs that outlived timeout + kill grace + [`KILL_MARGIN`], measured on
+/// the monotonic clock from when the supervisor saw them start (a wall
+/// clock step ages nothing), and that the supervisor has not killed yet:
+/// (run, process group). A run whose start was never seen is not judged.
+pub(super) fn outlived(j: &JobObs, now: Instant) -> Vec<(u64, u32)> {
     let Some(timeout) = j.spec.timeout else {
         return vec![];
     };
-    let limit = signed(
-        timeout
-            .saturating_add(j.spec.kill_grace)
-            .saturating_add(KILL_MARGIN),
-    );
+    let limit = timeout
+        .saturating_add(j.spec.kill_grace)
+        .saturating_add(KILL_MARGIN);
     j.running
         .values()
-        .filter(|r| wall.duration_since(r.started_at) > limit && !j.enforced.contains(&r.run_id))
+        .filter(|r| {
+            j.seen_started
+                .get(&r.run_id)
+                .is_some_and(|seen| now.saturating_duration_since(*seen) > limit)
+        })
+        .filter(|r| !j.enforced.contains(&r.run_id))
         .map(|r| (r.run_id, r.pid))
         .collect()
 }

@@ -90,6 +90,10 @@ pub const KILL_MARGIN: Duration = Duration::from_secs(10);
 /// How long the worker's armed time may disagree with ours before it is a
 /// condition (the two legitimately differ for an instant around a fire).
 pub(super) const MISARMED_AFTER: Duration = Duration::from_secs(3);
+/// How long a fire the worker's arming shows taken may go unreported (no
+/// fire, skip or queued line) before it is a condition: its `fire` line
+/// follows the process's start, which a loaded host can delay by seconds.
+pub(crate) const UNREPORTED_AFTER: Duration = Duration::from_secs(10);
 /// A fresh worker gets at least this long to say hello (a cold exec on a
 /// busy host) before it counts as stalled.
 pub(super) const START_ALLOWANCE: Duration = Duration::from_secs(10);
@@ -102,8 +106,6 @@ pub(super) const LOOKS_PER_EVENT: usize = 16;
 /// What a judgement remembers for the next one.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Memory {
-    /// Since when the worker's armed digest has disagreed with ours.
-    pub armed_mismatch_since: Option<Instant>,
     /// Whether the worker was asked for its schedule in this episode.
     pub armed_report_requested: bool,
     /// Jobs whose since-when of disagreeing armed times changed, with
@@ -115,6 +117,10 @@ pub struct Memory {
     pub replacing: Option<u32>,
     /// Runs killed by the supervisor in this judgement: (job, run).
     pub enforced: Vec<(String, u64)>,
+    /// Jobs whose due-since (see `job::due_seen`) changed, with the new value.
+    pub due_seen: Vec<(String, Option<(Timestamp, Instant)>)>,
+    /// When this judgement was made.
+    pub judged_at: Option<Instant>,
 }
 
 /// Everything wrong right now, and what to do about it.
@@ -174,8 +180,7 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
     }
 
     let ours = ArmedDigest::of(m.jobs.iter().map(|(n, j)| (n.as_str(), j.expected_next)));
-    let armed = worker::armed_mismatch(w, ours, now);
-    out.memory.armed_mismatch_since = armed.since;
+    let armed = worker::armed_mismatch(w, now);
     out.memory.armed_report_requested = armed.since.is_some() && w.armed_report_requested;
     if armed.since.is_some() && !w.armed_report_requested {
         out.actions.push(Action::AskArmedSchedule);
@@ -183,22 +188,38 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
     }
     if let Some(theirs) = armed.due {
         out.conditions.push(worker::misarmed(m, theirs, ours));
+    } else if w.pid.is_some() && w.hello {
+        out.conditions.extend(worker::unreported(m, now));
     }
 
     let worker_up = w.pid.is_some() && w.hello;
+    // How far back the wall clock's word is believed for a fire first seen
+    // due now (see `job::due_seen`).
+    let credit_since = [m.last_judged, w.hello_at]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
+    out.memory.judged_at = Some(now);
     for (name, j) in &m.jobs {
-        out.conditions
-            .extend(job::late(name, j, worker_up, clocks.wall));
-        let since = job::misarmed_since(j, worker_up, now);
+        let due_seen = job::due_seen(j, clocks, credit_since);
+        if due_seen != j.due_seen {
+            out.memory.due_seen.push((name.clone(), due_seen));
+        }
+        if worker_up {
+            out.conditions
+                .extend(job::late(name, j, due_seen, w.hello_at, now));
+        }
+        let since = job::misarmed_since(j, worker_up, clocks);
         if since != j.misarmed_since {
             out.memory.misarmed_since.push((name.clone(), since));
         }
         out.conditions.extend(job::misarmed(name, j, since, now));
         out.conditions
-            .extend(job::overlap_streak(name, j, clocks.wall));
+            .extend(job::overlap_streak(name, j, now, clocks.wall));
         out.conditions.extend(job::outcome(name, j));
         out.conditions.extend(job::zero_output_streak(name, j));
-        for (run_id, pgid) in job::outlived(j, clocks.wall) {
+        for (run_id, pgid) in job::outlived(j, now) {
             out.actions.push(Action::KillRun {
                 job: name.clone(),
                 run_id,

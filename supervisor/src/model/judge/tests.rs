@@ -63,6 +63,8 @@ struct Sim {
     t0: Instant,
     w0: Timestamp,
     elapsed: Duration,
+    /// The sum of the wall clock's steps so far.
+    stepped: jiff::SignedDuration,
 }
 
 impl Sim {
@@ -77,6 +79,28 @@ impl Sim {
             t0: Instant::now(),
             w0: ts("2026-12-03T10:00:00Z"),
             elapsed: Duration::ZERO,
+            stepped: jiff::SignedDuration::ZERO,
+        }
+    }
+
+    /// A model of `config` (TOML), with its clocks at 10:00:00.
+    fn with(config: &str) -> Sim {
+        let config = Config::parse(Path::new("/x/cronwarden.toml"), config).unwrap();
+        let mut m = Model::for_test(config);
+        // Our expectations as of the fake wall clock's start (the model
+        // computed them from the real one).
+        for j in m.jobs.values_mut() {
+            j.expected_next = match j.spec.schedule.every() {
+                Some(_) => None,
+                None => j.spec.schedule.next_after(ts("2026-12-03T10:00:00Z"), None),
+            };
+        }
+        Sim {
+            m,
+            t0: Instant::now(),
+            w0: ts("2026-12-03T10:00:00Z"),
+            elapsed: Duration::ZERO,
+            stepped: jiff::SignedDuration::ZERO,
         }
     }
 
@@ -85,7 +109,14 @@ impl Sim {
     }
 
     fn wall(&self) -> Timestamp {
-        self.w0 + self.elapsed
+        self.w0 + self.elapsed + self.stepped
+    }
+
+    /// Steps the wall clock (an NTP step, `date -s`); the monotonic clock
+    /// does not move.
+    fn step_wall(&mut self, by: jiff::SignedDuration) -> &mut Self {
+        self.stepped += by;
+        self
     }
 
     fn clocks(&self) -> Clocks {
@@ -418,8 +449,9 @@ fn an_old_good_turn_is_failing_and_a_fresh_one_resolves_it() {
     let three_ago = s.wall() - secs(3.0);
     s.beat_with(2, Some(three_ago), None, None);
     assert_eq!(found(&s.judge()), []);
-    let five_ago = s.wall() - secs(5.0);
-    s.beat_with(3, Some(five_ago), None, None);
+    // Two seconds on, the same good turn is reported again: 5s old.
+    s.at(secs(12.0));
+    s.beat_with(3, Some(three_ago), None, None);
     let e = s.evaluate();
     assert_eq!(
         notices(&e),
@@ -547,7 +579,10 @@ fn an_armed_digest_disagreeing_for_3s_is_misarmed_and_the_schedule_is_asked_for_
     s.at(secs(3.0));
     beat(&mut s, 5, theirs);
     assert!(!kinds(&s.judge()).contains(&AlertKind::WorkerMisarmed));
+    // Judged only as heartbeats keep showing it.
     s.at(secs(3.001));
+    assert!(!kinds(&s.judge()).contains(&AlertKind::WorkerMisarmed));
+    beat(&mut s, 6, theirs);
     let e = s.evaluate();
     assert_eq!(
         notices(&e),
@@ -556,7 +591,7 @@ fn an_armed_digest_disagreeing_for_3s_is_misarmed_and_the_schedule_is_asked_for_
     // Same job count; the worker has reported no arming of either job.
     assert!(summary(&s.judge(), AlertKind::WorkerMisarmed)
         .contains("differs from the config's for: a, b"));
-    beat(&mut s, 6, ours);
+    beat(&mut s, 7, ours);
     let e = s.evaluate();
     assert_eq!(
         notices(&e),
@@ -564,7 +599,7 @@ fn an_armed_digest_disagreeing_for_3s_is_misarmed_and_the_schedule_is_asked_for_
     );
     // A new episode asks again.
     s.at(secs(5.0));
-    beat(&mut s, 7, theirs);
+    beat(&mut s, 8, theirs);
     assert_eq!(s.evaluate().actions, [Action::AskArmedSchedule]);
 }
 
@@ -572,10 +607,15 @@ fn an_armed_digest_disagreeing_for_3s_is_misarmed_and_the_schedule_is_asked_for_
 fn a_job_is_late_after_late_after_and_resolved_when_its_fire_is_seen() {
     let mut s = Sim::new();
     s.up(10);
-    // Due 10:01:00; late_after 30s: late after 10:01:30.
-    s.at(secs(90.0)).beat(2);
+    // Due 10:01:00; late_after 30s: late after 10:01:30. The loop judges
+    // every second.
+    for t in 1..=89 {
+        s.at(secs(t as f64)).beat(t + 1);
+        s.evaluate();
+    }
+    s.at(secs(90.0)).beat(91);
     assert_eq!(found(&s.judge()), []);
-    s.at(secs(90.001)).beat(3);
+    s.at(secs(90.001)).beat(92);
     let j = s.judge();
     assert_eq!(
         found(&j),
@@ -815,12 +855,16 @@ fn the_status_judges_without_changing_anything() {
     let wall = s.wall();
     s.beat_with(2, Some(wall), None, Some(theirs));
     s.at(secs(3.5));
-    // Only an adopted judgement remembers since when the digests differ:
-    // the status alone never reaches `worker_misarmed`.
+    let wall = s.wall();
+    s.beat_with(3, Some(wall), None, Some(theirs));
+    // The disagreement was observed at the heartbeat (t=0) and is judged
+    // by the status too; but only an adopted judgement remembers that the
+    // schedule was asked for.
     let first = s.m.status(s.now(), s.wall());
     assert_eq!(first, s.m.status(s.now(), s.wall()));
-    assert!(s.m.worker.armed_mismatch_since.is_none());
-    assert!(!first.reasons.iter().any(|r| r.contains("armed")));
+    assert_eq!(s.m.worker.armed_mismatch_since, Some(s.t0));
+    assert!(!s.m.worker.armed_report_requested);
+    assert!(first.reasons.iter().any(|r| r.contains("armed")));
 }
 
 #[test]
@@ -916,4 +960,405 @@ fn a_look_that_finds_nothing_keeps_the_one_that_found_the_run() {
     assert_eq!(s.m.jobs["a"].snapshots.get(&1), Some(&found));
     s.finish(1, Outcome::Timeout, 0);
     assert_eq!(s.m.jobs["a"].last_forensics, Some(found));
+}
+
+#[test]
+fn a_forward_wall_clock_step_of_2h_kills_no_run_with_a_1h_timeout() {
+    let mut s = Sim::new();
+    s.up(10).fire(1, "2026-12-03T10:01:00Z", 4711);
+    // Job `a`: timeout 5s, kill_grace 1s, margin 10s: killed 16s after we
+    // saw it start, by the monotonic clock, whatever the wall clock says.
+    s.step_wall(jiff::SignedDuration::from_hours(2));
+    s.at(secs(1.0)).beat(2);
+    assert_eq!(s.evaluate().actions, []);
+    s.at(secs(15.9)).beat(3);
+    assert_eq!(s.evaluate().actions, []);
+    s.at(secs(16.1)).beat(4);
+    assert_eq!(
+        s.evaluate().actions,
+        [Action::KillRun {
+            job: "a".into(),
+            run_id: 1,
+            pgid: 4711
+        }]
+    );
+}
+
+#[test]
+fn a_backward_wall_clock_step_does_not_spare_a_run_its_bound() {
+    let mut s = Sim::new();
+    s.up(10).fire(1, "2026-12-03T10:01:00Z", 4711);
+    s.step_wall(-jiff::SignedDuration::from_hours(1));
+    s.at(secs(16.1)).beat(2);
+    assert_eq!(
+        s.evaluate().actions,
+        [Action::KillRun {
+            job: "a".into(),
+            run_id: 1,
+            pgid: 4711
+        }]
+    );
+}
+
+#[test]
+fn a_wall_clock_step_between_a_good_turn_and_its_heartbeat_is_not_failing() {
+    let mut s = Sim::new();
+    s.up(10);
+    s.at(secs(1.0));
+    let before_step = s.wall();
+    s.step_wall(jiff::SignedDuration::from_hours(2));
+    // The turn was stamped just before the step, its heartbeat just after:
+    // by the worker's wall clock the turn is 2h old; it is 1s at most.
+    s.beat_with(2, Some(before_step), None, None);
+    assert_eq!(found(&s.judge()), []);
+    assert!(s.m.worker.last_good_turn.unwrap() >= s.t0);
+    // The same stamp again 4.5s later: now older than stall_after (4s).
+    s.at(secs(5.5)).beat_with(3, Some(before_step), None, None);
+    assert_eq!(
+        kinds(&s.judge()),
+        [AlertKind::WorkerFailing],
+        "a good turn that stopped coming is still seen"
+    );
+}
+
+#[test]
+fn a_forward_wall_clock_step_makes_nothing_late_at_once() {
+    let mut s = Sim::new();
+    s.up(10);
+    s.at(secs(1.0)).beat(2);
+    s.evaluate();
+    // +2h: `a` (due 10:01:00) is due by 1h59m by the wall clock, but only
+    // the 1s since the previous judgement is believed.
+    s.step_wall(jiff::SignedDuration::from_hours(2));
+    s.at(secs(2.0)).beat(3);
+    assert!(notices(&s.evaluate()).is_empty());
+    // Never accounted: late 30s (late_after) after t=1s, on our clock.
+    s.at(secs(30.9)).beat(4);
+    assert!(notices(&s.evaluate()).is_empty());
+    s.at(secs(31.1)).beat(5);
+    assert_eq!(
+        notices(&s.evaluate()),
+        [("opened".into(), AlertKind::JobLate, Some("a".into()))]
+    );
+}
+
+const EVERY: &str = r#"
+[[job]]
+name = "e"
+schedule = "@every 5s"
+shell = "true"
+late_after = "2s"
+"#;
+
+/// A restarted cronwarden: the new worker arms an `@every` job at the fire
+/// its predecessor's store left 10s in the past.
+fn restarted_every() -> Sim {
+    let mut s = Sim::with(EVERY);
+    s.spawn(10);
+    s.apply(Event::Schedule {
+        jobs: vec![Armed {
+            job: "e".into(),
+            next_fire_at: Some(ts("2026-12-03T09:59:50Z")),
+            paused: false,
+        }],
+    });
+    s.evaluate();
+    s.at(secs(0.5)).hello(10).beat(1);
+    s
+}
+
+#[test]
+fn a_restart_is_not_late_for_the_time_nobody_was_there() {
+    let mut s = restarted_every();
+    assert!(notices(&s.evaluate()).is_empty());
+    // The new worker accounts the missed fires in its first turn: one
+    // catch-up run covering all three.
+    let covers = vec![
+        ts("2026-12-03T09:59:50Z"),
+        ts("2026-12-03T09:59:55Z"),
+        ts("2026-12-03T10:00:00Z"),
+    ];
+    s.at(secs(0.6)).apply(Event::Fire {
+        job: "e".into(),
+        run_id: 1,
+        scheduled_at: Some(ts("2026-12-03T10:00:00Z")),
+        covers,
+        trigger: Trigger::Catchup,
+        pid: 600,
+        pipes: vec![],
+        started_at: ts("2026-12-03T10:00:00.6Z"),
+        next_fire_at: Some(ts("2026-12-03T10:00:05Z")),
+    });
+    for t in [1.0, 2.0, 3.0, 4.9] {
+        s.at(secs(t)).beat(2);
+        assert!(notices(&s.evaluate()).is_empty(), "at {t}s");
+    }
+}
+
+#[test]
+fn a_restarted_worker_that_accounts_nothing_is_late_after_late_after_from_its_hello() {
+    let mut s = restarted_every();
+    s.at(secs(2.4)).beat(2);
+    assert!(notices(&s.evaluate()).is_empty());
+    // Hello at 0.5s + late_after 2s.
+    s.at(secs(2.6)).beat(3);
+    assert_eq!(
+        notices(&s.evaluate()),
+        [("opened".into(), AlertKind::JobLate, Some("e".into()))]
+    );
+}
+
+/// `n` per-second jobs, `j00`..: a fake worker arms each for the next
+/// second, takes each second's fires in one turn, heartbeats at the end of
+/// the turn with the digest of its own arming, and writes each fire's line
+/// after the heartbeat, some of them as late as `lag` of the next turns.
+/// Returns the misarmed notices seen, evaluating after every heartbeat
+/// (the loop's tick, phase-locked with the fires: the worst case), and
+/// after every fire line too if `every_line`.
+fn per_second_jobs_under_load(n: usize, seconds: u64, lag: u64, every_line: bool) -> Vec<String> {
+    let mut config = String::new();
+    for i in 0..n {
+        config.push_str(&format!(
+            "[[job]]\nname = \"j{i:02}\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n"
+        ));
+    }
+    let mut s = Sim::with(&config);
+    let names: Vec<String> = (0..n).map(|i| format!("j{i:02}")).collect();
+    let second = |k: u64| ts("2026-12-03T10:00:00Z") + secs(k as f64);
+    s.spawn(10).hello(10);
+    s.apply(Event::Schedule {
+        jobs: names
+            .iter()
+            .map(|n| Armed {
+                job: n.clone(),
+                next_fire_at: Some(second(1)),
+                paused: false,
+            })
+            .collect(),
+    });
+    let mut seen = vec![];
+    let mut note = |e: Evaluation| {
+        for (ev, kind, job) in notices(&e) {
+            if matches!(kind, AlertKind::WorkerMisarmed | AlertKind::JobMisarmed) {
+                seen.push(format!("{ev} {kind:?} {job:?}"));
+            }
+        }
+    };
+    // Lines written but not yet read: (second it becomes readable, line).
+    let mut pending: Vec<(u64, Event)> = vec![];
+    let mut run_id = 0;
+    for k in 1..=seconds {
+        // The turn at second k (+1ms), its heartbeat (+2ms): every job is
+        // now armed for k+1.
+        s.at(secs(k as f64 + 0.002));
+        let digest = ArmedDigest::of(names.iter().map(|n| (n.as_str(), Some(second(k + 1)))));
+        let wall = s.wall();
+        s.beat_with(k, Some(wall), None, Some(digest));
+        note(s.evaluate());
+        for (i, name) in names.iter().enumerate() {
+            run_id += 1;
+            let at = second(k);
+            pending.push((
+                k + ((i as u64 + k) % (lag + 1)),
+                Event::Fire {
+                    job: name.clone(),
+                    run_id,
+                    scheduled_at: Some(at),
+                    covers: vec![at],
+                    trigger: Trigger::Schedule,
+                    pid: 1000 + run_id as u32,
+                    pipes: vec![],
+                    started_at: at,
+                    next_fire_at: Some(second(k + 1)),
+                },
+            ));
+        }
+        // The fire lines readable by now (after the heartbeat), one by one.
+        s.at(secs(k as f64 + 0.5));
+        let (now, later): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(at, _)| *at <= k);
+        pending = later;
+        for (_, ev) in now {
+            s.apply(ev);
+            if every_line {
+                note(s.evaluate());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn one_per_second_job_is_never_misarmed_when_its_fire_line_follows_the_heartbeat() {
+    assert_eq!(
+        per_second_jobs_under_load(1, 60, 0, false),
+        Vec::<String>::new()
+    );
+    // Every other second, the fire line comes after the next turn's heartbeat.
+    assert_eq!(
+        per_second_jobs_under_load(1, 60, 1, true),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn fifty_per_second_jobs_are_never_misarmed_with_fire_lines_up_to_two_turns_late() {
+    assert_eq!(
+        per_second_jobs_under_load(50, 80, 2, true),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        per_second_jobs_under_load(50, 80, 0, false),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn fires_taken_but_never_reported_are_misarmed_after_the_unreported_bound() {
+    let mut s = Sim::with(
+        "[[job]]\nname = \"fine\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n\
+         [[job]]\nname = \"victim\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n",
+    );
+    let second = |k: u64| ts("2026-12-03T10:00:00Z") + secs(k as f64);
+    s.spawn(10).hello(10);
+    s.apply(Event::Schedule {
+        jobs: ["fine", "victim"]
+            .map(|n| Armed {
+                job: n.into(),
+                next_fire_at: Some(second(1)),
+                paused: false,
+            })
+            .to_vec(),
+    });
+    let mut opened_at = None;
+    for k in 1..=20u64 {
+        s.at(secs(k as f64 + 0.002));
+        let digest = ArmedDigest::of([
+            ("fine", Some(second(k + 1))),
+            ("victim", Some(second(k + 1))),
+        ]);
+        let wall = s.wall();
+        s.beat_with(k, Some(wall), None, Some(digest));
+        // Only `fine`'s fire is ever reported.
+        s.apply(Event::Fire {
+            job: "fine".into(),
+            run_id: k,
+            scheduled_at: Some(second(k)),
+            covers: vec![second(k)],
+            trigger: Trigger::Schedule,
+            pid: 1000 + k as u32,
+            pipes: vec![],
+            started_at: second(k),
+            next_fire_at: Some(second(k + 1)),
+        });
+        let e = s.evaluate();
+        if notices(&e).contains(&("opened".into(), AlertKind::WorkerMisarmed, None)) {
+            opened_at = Some(k);
+            let c = summary(&s.judge(), AlertKind::WorkerMisarmed);
+            assert!(c.contains("victim (due at 2026-12-03T10:00:01Z)"), "{c}");
+            assert!(!c.contains("fine"), "{c}");
+        }
+    }
+    // Taken at the heartbeat of second 1 (t = 1.002s); reported after more
+    // than 10s: at the evaluation of second 12 (t = 12.002s), not before.
+    assert_eq!(opened_at, Some(12));
+}
+
+#[test]
+fn a_fire_line_overtaken_by_a_later_skip_does_not_move_the_arming_back() {
+    let mut s = Sim::new();
+    s.up(10);
+    // The fire of 10:01:00 is taken (armed 10:02:00) but its process is
+    // slow to start; the turn at 10:02:00 skips for overlap (armed
+    // 10:03:00), and only then the fire line comes, armed 10:02:00.
+    s.at(secs(120.0)).skip_overlap(2, "2026-12-03T10:02:00Z", 1);
+    s.fire(1, "2026-12-03T10:01:00Z", 4711);
+    assert_eq!(s.m.jobs["a"].next_fire_at, Some(ts("2026-12-03T10:03:00Z")));
+    s.evaluate();
+    s.at(secs(124.0)).beat(2);
+    assert!(!kinds(&s.judge()).contains(&AlertKind::JobMisarmed));
+}
+
+/// A replacement worker arms `a` from the store's cursor, which its
+/// predecessor moved past fires whose lines died with it.
+fn replaced_worker_arming(at: &str) -> Sim {
+    let mut s = Sim::new();
+    s.up(10);
+    // 10:01 and 10:02 were taken by worker 10, their lines lost.
+    s.at(secs(150.0));
+    let (now, wall) = (s.now(), s.wall());
+    s.m.worker_gone_at("was killed by signal 9".into(), true, now, wall);
+    s.spawn(11);
+    s.apply(Event::Schedule {
+        jobs: vec![Armed {
+            job: "a".into(),
+            next_fire_at: Some(ts(at)),
+            paused: false,
+        }],
+    });
+    s.hello(11).beat(1);
+    s
+}
+
+#[test]
+fn a_replacement_expects_from_the_arming_its_predecessor_left() {
+    // Started at 10:02:30: the schedule's next fire is 10:03:00.
+    let mut s = replaced_worker_arming("2026-12-03T10:03:00Z");
+    assert_eq!(
+        s.m.jobs["a"].expected_next,
+        Some(ts("2026-12-03T10:03:00Z"))
+    );
+    s.evaluate();
+    s.at(secs(175.0)).beat(2);
+    let e = s.evaluate();
+    assert!(
+        !notices(&e)
+            .iter()
+            .any(|(_, k, _)| matches!(k, AlertKind::JobLate | AlertKind::JobMisarmed)),
+        "{:?}",
+        notices(&e)
+    );
+}
+
+#[test]
+fn a_replacement_armed_a_day_ahead_is_still_misarmed_and_late() {
+    let mut s = replaced_worker_arming("2026-12-04T10:03:00Z");
+    // Our expectation stays 10:01:00, which it never fires.
+    assert_eq!(
+        s.m.jobs["a"].expected_next,
+        Some(ts("2026-12-03T10:01:00Z"))
+    );
+    s.evaluate();
+    s.at(secs(154.0)).beat(2);
+    let e = s.evaluate();
+    assert!(notices(&e).contains(&("opened".into(), AlertKind::JobMisarmed, Some("a".into()))));
+    // Late 30s (late_after) after its hello, at 150s.
+    s.at(secs(180.1)).beat(3);
+    assert!(kinds(&s.judge()).contains(&AlertKind::JobLate));
+}
+
+#[test]
+fn a_supervisor_pause_is_discounted_from_lateness() {
+    let mut s = Sim::new();
+    s.up(10);
+    s.at(secs(50.0)).beat(2);
+    s.evaluate();
+    // The supervisor stops for 45s (SIGSTOP, an overloaded host). `a` came
+    // due at 60s; the worker fired it, but that line was queued behind the
+    // pause. First judgement after the gap, lines not read yet: it has
+    // been due for 35s by the wall clock, believed for 2s only.
+    // (Its heartbeats are queued too: the stall is the loop's to discount,
+    // by reading them first; only lateness is judged here.)
+    s.at(secs(95.0));
+    assert!(!kinds(&s.judge()).contains(&AlertKind::JobLate));
+    s.evaluate();
+    s.at(secs(95.1)).beat(3);
+    s.evaluate();
+    // Still never fired: late 30s after it was first judged due, less 2s.
+    s.at(secs(122.9)).beat(4);
+    assert!(notices(&s.evaluate()).is_empty());
+    s.at(secs(123.1)).beat(5);
+    assert_eq!(
+        notices(&s.evaluate()),
+        [("opened".into(), AlertKind::JobLate, Some("a".into()))]
+    );
 }

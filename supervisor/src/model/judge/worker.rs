@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{stall_at, MISARMED_AFTER};
+use super::{stall_at, MISARMED_AFTER, UNREPORTED_AFTER};
 use crate::{
     alerts::Condition,
     model::{Model, WorkerObs},
@@ -310,14 +310,59 @@ pub(super) struct Armed {
     pub due: Option<ArmedDigest>,
 }
 
-pub(super) fn armed_mismatch(w: &WorkerObs, ours: ArmedDigest, now: Instant) -> Armed {
-    let theirs = w.armed.filter(|a| w.pid.is_some() && w.hello && *a != ours);
-    let since = theirs.map(|_| w.armed_mismatch_since.unwrap_or(now));
+/// The disagreement found when the last heartbeat was applied (its
+/// digest against our expectation as of that heartbeat).
+pub(super) fn armed_mismatch(w: &WorkerObs, now: Instant) -> Armed {
+    let up = w.pid.is_some() && w.hello;
+    let since = w.armed_mismatch_since.filter(|_| up);
     Armed {
         since,
-        due: theirs
-            .filter(|_| since.is_some_and(|s| now.saturating_duration_since(s) > MISARMED_AFTER)),
+        // Lasted: a heartbeat showed it more than MISARMED_AFTER after the
+        // first one did (heartbeats held back prove nothing either way).
+        due: w.armed.filter(|_| {
+            let lasted = since.zip(w.armed_mismatch_last);
+            lasted.is_some_and(|(s, l)| l.saturating_duration_since(s) > MISARMED_AFTER)
+                && since.is_some_and(|s| now.saturating_duration_since(s) > MISARMED_AFTER)
+        }),
     }
+}
+
+/// Fires the worker's arming showed taken, still unreported after
+/// [`UNREPORTED_AFTER`]: a worker that claims a job's fires but never runs
+/// or skips them (it stopped arming the job for real).
+pub(super) fn unreported(m: &Model, now: Instant) -> Option<Condition> {
+    let stale: Vec<(&str, Timestamp)> = m
+        .worker
+        .unreported
+        .iter()
+        .filter(|(name, (due, seen))| {
+            m.jobs
+                .get(name.as_str())
+                .is_some_and(|j| j.expected_next == Some(*due))
+                && now.saturating_duration_since(*seen) > UNREPORTED_AFTER
+        })
+        .map(|(n, (due, _))| (n.as_str(), *due))
+        .collect();
+    if stale.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = stale.iter().map(|(n, _)| *n).collect();
+    let shown: Vec<String> = stale
+        .iter()
+        .map(|(n, due)| format!("{n} (due at {due})"))
+        .collect();
+    Some(condition(
+        AlertKind::WorkerMisarmed,
+        Severity::Warning,
+        State::Degraded,
+        format!(
+            "the worker's armed schedule has moved past fires it never reported as run or skipped, for more than {}: {}",
+            human_duration(UNREPORTED_AFTER),
+            shown.join(", ")
+        ),
+        json!({ "jobs": names, "unreported": stale.iter().map(|(n, d)| json!({"job": n, "due_at": d})).collect::<Vec<_>>() }),
+        true,
+    ))
 }
 
 pub(super) fn misarmed(m: &Model, theirs: ArmedDigest, ours: ArmedDigest) -> Condition {
