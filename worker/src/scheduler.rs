@@ -660,13 +660,8 @@ async fn take_over_store(
             let beat = config.watchdog.heartbeat_interval;
             tokio::select! {
                 r = &mut attempt => break r,
-                cmd = cmd_rx.recv() => match cmd {
-                    None | Some(Command::Shutdown) => return Ok(None),
-                    Some(Command::Configure { path, source }) => match Config::parse(&path, &source) {
-                        Ok(c) => *config = c,
-                        Err(e) => tracing::warn!("configure refused while taking over the store: {e}"),
-                    },
-                    Some(cmd) => replay.push(cmd),
+                cmd = cmd_rx.recv() => if !hold_command(cmd, config, replay) {
+                    return Ok(None);
                 },
                 _ = tokio::time::sleep(beat) => {
                     seq += 1;
@@ -700,13 +695,8 @@ async fn take_over_store(
                 .heartbeat_interval
                 .min(until - Instant::now());
             tokio::select! {
-                cmd = cmd_rx.recv() => match cmd {
-                    None | Some(Command::Shutdown) => return Ok(None),
-                    Some(Command::Configure { path, source }) => match Config::parse(&path, &source) {
-                        Ok(c) => *config = c,
-                        Err(e) => tracing::warn!("configure refused while taking over the store: {e}"),
-                    },
-                    Some(cmd) => replay.push(cmd),
+                cmd = cmd_rx.recv() => if !hold_command(cmd, config, replay) {
+                    return Ok(None);
                 },
                 _ = tokio::time::sleep(beat) => {
                     seq += 1;
@@ -751,6 +741,22 @@ fn writable_cause(path: &std::path::Path) -> String {
         Ok(()) => String::new(),
         Err(errno) => format!(" ({} is not writable: {errno})", target.display()),
     }
+}
+
+/// A command that arrives while the store is being taken over: a
+/// configure replaces the config the loop will start with, any other is
+/// kept to be replayed once the loop runs. False on shutdown or a closed
+/// command pipe.
+fn hold_command(cmd: Option<Command>, config: &mut Config, replay: &mut Vec<Command>) -> bool {
+    match cmd {
+        None | Some(Command::Shutdown) => return false,
+        Some(Command::Configure { path, source }) => match Config::parse(&path, &source) {
+            Ok(c) => *config = c,
+            Err(e) => tracing::warn!("configure refused while taking over the store: {e}"),
+        },
+        Some(cmd) => replay.push(cmd),
+    }
+    true
 }
 
 /// A heartbeat while the worker waits for its store: alive, turning, and
