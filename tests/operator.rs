@@ -436,12 +436,6 @@ fn logging_env(args: &[&str], vars: &[(&str, &str)]) -> (Env, util::Supervisor) 
     (env, sup)
 }
 
-/// Keys whose values the worker and supervisor still log as Rust Debug
-/// text (`"Some(3)"`, `"None"`): they belong to the crates being rewritten
-/// and are listed so that this test pins every other key now; remove each
-/// as it becomes typed.
-const DEBUG_TEXT_KEYS_OWNED_ELSEWHERE: &[&str] = &["exit_code", "signal"];
-
 /// `--log-format json`: every line is one JSON object, its fields flat
 /// beside `message` (no `fields` object), the numeric ones numbers.
 #[test]
@@ -472,12 +466,10 @@ fn json_log_lines_parse_with_flat_typed_fields() {
                 numeric_seen += 1;
             }
             if let Some(s) = val.as_str() {
-                if !DEBUG_TEXT_KEYS_OWNED_ELSEWHERE.contains(&k.as_str()) {
-                    assert!(
-                        !(s.starts_with("Some(") || s == "None"),
-                        "Debug text in {k}: {line}"
-                    );
-                }
+                assert!(
+                    !(s.starts_with("Some(") || s == "None"),
+                    "Debug text in {k}: {line}"
+                );
             }
         }
     }
@@ -488,6 +480,9 @@ fn json_log_lines_parse_with_flat_typed_fields() {
         .unwrap();
     let v: Value = serde_json::from_str(finished).unwrap();
     assert_eq!(v["job"], "noisy", "{finished}");
+    // A run that exited has a numeric exit code and no signal field.
+    assert!(v["exit_code"].is_i64(), "{finished}");
+    assert!(v.get("signal").is_none(), "{finished}");
 }
 
 /// Under journald (JOURNAL_STREAM naming stderr's device and inode) every

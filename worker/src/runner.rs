@@ -205,7 +205,7 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
     judge(&mut record, &req.job, pid, status, ended_by, &stop);
     tracing::info!(
         job = %req.job.name, run = record.id, outcome = record.outcome.as_str(),
-        exit_code = ?record.exit_code, signal = ?record.signal, duration_ms = record.duration_ms,
+        exit_code = record.exit_code, signal = record.signal, duration_ms = record.duration_ms,
         stdout_bytes = record.stdout_bytes, stderr_bytes = record.stderr_bytes, "finished"
     );
     if let (Some(dir), Some(keep)) = (req.output_dir.clone(), req.job.keep_output) {
