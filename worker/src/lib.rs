@@ -12,6 +12,8 @@
 //!   store over at start off the loop, retried with backoff, and watches
 //!   the store file's identity (deleted or replaced: reported critical,
 //!   reopened, what it holds written back);
+//! - [`takeover`]: taking the store over at start, off the loop and
+//!   retried with backoff, heartbeating with the cause meanwhile;
 //! - [`clock`]: reading the wall, monotonic and boot clocks, and telling a
 //!   wall-clock step from a suspend;
 //! - [`journal`]: the store writes of a turn, committed in one transaction,
@@ -57,6 +59,7 @@ mod retention;
 mod runner;
 mod scheduler;
 mod sys;
+mod takeover;
 
 use std::process::ExitCode;
 
