@@ -7,6 +7,8 @@
 //! - `alerts`: alert history;
 //! - `meta`: the schema version.
 //!
+//! `marks` is the light, bounded read behind the status page's strips.
+//!
 //! Instants are stored as fixed-width RFC 3339 UTC text with nanoseconds, so
 //! they sort as text and read as times.
 //!
@@ -29,6 +31,9 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::status::{AlertNotice, Outcome, RunRecord, Severity, SkipReason, Trigger};
+
+mod marks;
+pub use marks::RunMark;
 
 /// The store's file name under `state_dir`.
 pub const FILE_NAME: &str = "cronwarden.db";

@@ -14,7 +14,8 @@
 //! - `forensics`: what a wedged or timed-out run is doing (from `/proc`);
 //! - `snapshot`: what the loop publishes and the socket serves;
 //! - `server`: the status socket; `control`: the control calls it
-//!   forwards to the loop; `metrics`: `/metrics`;
+//!   forwards to the loop; `metrics`: `/metrics`; `page`: the HTML status
+//!   page (`GET /`);
 //! - [`lock`]: one supervisor per state directory;
 //! - `notify`: systemd readiness, watchdog and status line; `reaper`:
 //!   exit statuses for the threads that start children of their own;
@@ -39,6 +40,7 @@ mod log_budget;
 mod metrics;
 mod model;
 mod notify;
+mod page;
 mod pings;
 mod queue;
 mod reaper;

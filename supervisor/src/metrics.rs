@@ -2,7 +2,8 @@
 //! by hand and checked with `promtool check metrics` in the tests.
 //!
 //! Served at `GET /metrics` on the status socket and, with
-//! `metrics_listen`, on a TCP listener that serves nothing else. Both are
+//! `metrics_listen`, on a TCP listener that serves nothing else (but the
+//! status page, `GET /`). Both are
 //! renderings of the loop's latest snapshot ([`crate::snapshot`]): rendering
 //! never touches the model, the store, the worker or the network.
 //!
@@ -366,10 +367,17 @@ pub(crate) async fn serve_tcp(listener: std::net::TcpListener, snapshots: Snapsh
                 async move {
                     Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
                         (&Method::GET, "/metrics") => response(&snapshot),
+                        (&Method::GET, "/") => {
+                            let page = crate::page::page_param(req.uri());
+                            crate::page::response(snapshot, page.as_deref()).await
+                        }
                         (_, "/metrics") => {
                             plain(StatusCode::METHOD_NOT_ALLOWED, "only GET /metrics")
                         }
-                        _ => plain(StatusCode::NOT_FOUND, "only GET /metrics is served here"),
+                        _ => plain(
+                            StatusCode::NOT_FOUND,
+                            "only GET /metrics and GET / are served here",
+                        ),
                     })
                 }
             });

@@ -174,7 +174,7 @@ pub(crate) struct Shared {
 /// How long a control call may wait for the main loop and the worker.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a history read may take before the caller gets a 503.
-const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until the task is dropped. The accept loop itself never waits on
 /// a client: each connection, or its refusal, is a task of its own.
@@ -329,6 +329,9 @@ async fn handle(
     let status = &snap.status;
     let known = |name: &str| snap.config.job(name).is_some();
     match (method.clone(), parts.as_slice()) {
+        (Method::GET, []) => {
+            crate::page::response(snap.clone(), crate::page::page_param(req.uri()).as_deref()).await
+        }
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, status),
         (Method::GET, ["metrics"]) => crate::metrics::response(&snap),
         (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status.jobs),
