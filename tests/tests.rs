@@ -6,6 +6,7 @@ mod util;
 
 mod alerts;
 mod cli;
+mod container;
 mod hardening;
 mod hostile;
 mod human;
@@ -15,6 +16,7 @@ mod logs;
 mod metrics;
 mod once;
 mod operator;
+mod package;
 mod page;
 mod pings;
 mod supervisor;
