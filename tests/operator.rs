@@ -381,7 +381,7 @@ fn systemd_exec_reload_fails_on_a_broken_config() {
         .find_map(|l| l.strip_prefix("ExecReload="))
         .expect("an ExecReload= line");
     let argv: Vec<&str> = reload.split_whitespace().collect();
-    assert_eq!(argv[0], "/usr/local/bin/cronwarden", "{reload}");
+    assert_eq!(argv[0], "/usr/bin/cronwarden", "{reload}");
     let env = Env::new(&one_job("a"));
     let config = env.config.to_str().unwrap();
     let args: Vec<&str> = argv[1..]
