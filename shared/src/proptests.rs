@@ -586,3 +586,113 @@ fn a_ten_mib_line_is_never_buffered_whole() {
         Event::Schedule { jobs: vec![] }
     );
 }
+
+// ---- extreme durations and counts ----
+
+/// A year, the documented bound of every duration key, in nanoseconds.
+const YEAR_NS: u128 = 365 * 24 * 3600 * 1_000_000_000;
+
+/// (suffix, nanoseconds per unit): the oracle's own table of units.
+const UNITS: &[(&str, u128)] = &[
+    ("ns", 1),
+    ("us", 1_000),
+    ("ms", 1_000_000),
+    ("s", 1_000_000_000),
+    ("m", 60_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("d", 86_400_000_000_000),
+];
+
+fn extreme_number() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(365),
+        Just(8_760),
+        Just(525_600),
+        Just(31_536_000),
+        Just(31_536_001),
+        Just(u32::MAX as u64),
+        Just(u64::MAX / 1_000_000_000),
+        Just(u64::MAX),
+        any::<u64>(),
+        0u64..100_000,
+    ]
+}
+
+fn extreme_count() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        Just(i64::MIN),
+        Just(-1i64),
+        Just(0),
+        Just(1),
+        Just(u32::MAX as i64),
+        Just(u32::MAX as i64 + 1),
+        Just(i64::MAX),
+        any::<i64>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(2000))]
+
+    /// Every job duration key at any magnitude in any unit, and every count
+    /// key at any integer: accepted with exactly the value written when the
+    /// oracle (its own unit table, in 128-bit nanoseconds) says it is in
+    /// (0, 365 d] or 1..=u32::MAX, otherwise refused with an error naming
+    /// the job and the key; never a panic.
+    #[test]
+    fn extreme_durations_and_counts_are_taken_exactly_or_refused_naming_the_key(
+        key in proptest::sample::select(&["timeout", "kill_grace", "misfire_grace", "late_after"][..]),
+        n in extreme_number(),
+        unit in proptest::sample::select(UNITS),
+        count_key in proptest::sample::select(&[
+            "zero_output_alert_after", "alert_after_failures", "overlap_alert_after",
+            "retention", "keep_output",
+        ][..]),
+        count in extreme_count(),
+    ) {
+        let text = format!(
+            "[[job]]\nname = \"x\"\nschedule = \"@daily\"\nshell = \"true\"\n\
+             {key} = \"{n}{}\"\n{count_key} = {count}\n",
+            unit.0
+        );
+        let ns = n as u128 * unit.1;
+        let duration_ok = ns > 0 && ns <= YEAR_NS;
+        let count_ok = (1..=u32::MAX as i64).contains(&count);
+        match Config::parse(Path::new("x.toml"), &text) {
+            Ok(c) => {
+                prop_assert!(duration_ok && count_ok, "accepted {key}={n}{} {count_key}={count}", unit.0);
+                let j = &c.jobs[0];
+                let got = match key {
+                    "timeout" => j.timeout.unwrap(),
+                    "kill_grace" => j.kill_grace,
+                    "misfire_grace" => j.misfire_grace,
+                    _ => j.late_after,
+                };
+                prop_assert_eq!(got.as_nanos(), ns);
+                let got_count = match count_key {
+                    "zero_output_alert_after" => j.zero_output_alert_after.unwrap(),
+                    "alert_after_failures" => j.alert_after_failures,
+                    "overlap_alert_after" => j.overlap_alert_after,
+                    "retention" => j.retention,
+                    _ => j.keep_output.unwrap(),
+                };
+                prop_assert_eq!(got_count as i64, count);
+            }
+            Err(errors) => {
+                prop_assert!(!(duration_ok && count_ok), "refused {key}={n}{}: {}", unit.0, errors);
+                let named: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+                if !duration_ok {
+                    prop_assert!(named.contains(&key), "{key} not named: {}", errors);
+                }
+                if !count_ok {
+                    prop_assert!(named.contains(&count_key), "{count_key} not named: {}", errors);
+                }
+                for e in &errors.0 {
+                    prop_assert_eq!(e.job.as_deref(), Some("x"));
+                }
+            }
+        }
+    }
+}

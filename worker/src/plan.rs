@@ -858,6 +858,8 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
 }
 
 #[cfg(test)]
+mod extreme;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
