@@ -280,7 +280,11 @@ mod tests {
                 .spawn()
                 .unwrap()
         };
-        drop(lock);
+        // As a kill -9 does: this copy closes without an unlock (dropping
+        // the `Flock` would unlock the description the child shares).
+        std::mem::forget(lock);
+        // SAFETY: `fd` is ours and, the `Flock` forgotten, closed once.
+        unsafe { libc::close(fd) };
         assert!(is_held(&path), "the child holds it");
         match acquire(&path, &holder) {
             Err(e @ LockError::HeldByLeftover { .. }) => {

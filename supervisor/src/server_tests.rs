@@ -281,7 +281,9 @@ fn a_slowloris_client_is_cut_off_after_the_header_timeout() {
 #[test]
 fn beyond_the_connection_cap_a_client_gets_503_promptly_then_service_resumes() {
     let server = start();
-    let mut idle: Vec<UnixStream> = (0..MAX_CONNECTIONS)
+    // This test's uid may make control calls, so it has the control
+    // slots as well as the readers' ones.
+    let mut idle: Vec<UnixStream> = (0..MAX_CONNECTIONS + MAX_CONTROL_CONNECTIONS)
         .map(|_| UnixStream::connect(&server.socket).unwrap())
         .collect();
     // Every slot is taken by a client that sends nothing.
