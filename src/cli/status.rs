@@ -131,7 +131,7 @@ fn holder(lock_path: Option<PathBuf>) -> String {
     lock_path
         .filter(|p| lock::is_held(p))
         .map(|p| match lock::read_holder(&p) {
-            Ok(h) if lock::alive(h.pid) => format!(
+            Ok(h) if lock::holder_alive(&h) => format!(
                 "; the lock {} is held by pid {} which does not answer",
                 p.display(),
                 h.pid

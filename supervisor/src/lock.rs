@@ -92,6 +92,39 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// When `pid` started, from `/proc` (boot time plus its start in clock
+/// ticks), to the second; `None` when it cannot be read.
+fn process_start(pid: u32) -> Option<Timestamp> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime); fields counted after the command name's ')'.
+    let ticks: i64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let boot: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = i64::try_from(crate::forensics::ticks_per_second())
+        .ok()?
+        .max(1);
+    Timestamp::from_second(boot.checked_add(ticks / hz)?).ok()
+}
+
+/// Whether the lock file's `holder` still runs: its pid lives and started
+/// no later than the holder says it did (a recycled pid started later).
+pub fn holder_alive(holder: &Holder) -> bool {
+    alive(holder.pid)
+        && process_start(holder.pid)
+            .is_none_or(|started| started <= holder.started_at + jiff::SignedDuration::from_secs(2))
+}
+
 /// The processes other than this one that have `path` open: who really
 /// holds the lock when its recorded holder has died. Only processes this
 /// user may inspect are seen; the scan is bounded by the process table.
@@ -122,7 +155,7 @@ pub fn open_by(path: &Path) -> Vec<u32> {
 /// else the processes that have the file open.
 fn refusal(path: &Path) -> LockError {
     match read_holder(path) {
-        Ok(holder) if alive(holder.pid) => LockError::Held {
+        Ok(holder) if holder_alive(&holder) => LockError::Held {
             path: path.into(),
             holder,
         },
@@ -248,6 +281,27 @@ mod tests {
         drop(lock);
         assert!(!is_held(&path));
         acquire(&path, &holder).unwrap();
+    }
+
+    #[test]
+    fn a_recycled_pid_is_not_taken_for_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cronwarden.lock");
+        let mut holder = Holder {
+            pid: std::process::id(),
+            version: "0.1.0".into(),
+            socket: dir.path().join("s.sock"),
+            started_at: Timestamp::now(),
+        };
+        assert!(holder_alive(&holder));
+        // This pid, but a holder that started long before this process.
+        holder.started_at = "2001-01-01T00:00:00Z".parse().unwrap();
+        assert!(!holder_alive(&holder));
+        let _lock = acquire(&path, &holder).unwrap();
+        assert!(matches!(
+            acquire(&path, &holder),
+            Err(LockError::HeldByLeftover { .. })
+        ));
     }
 
     #[test]
