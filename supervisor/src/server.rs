@@ -465,6 +465,8 @@ fn decode_segment(seg: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{seg:?}: not UTF-8 once decoded"))
 }
 
+/// Answers one request of this instance's own clients: limits, the
+/// control check, then the endpoint its decoded path names.
 async fn route(
     req: Request<Incoming>,
     shared: &Shared,
