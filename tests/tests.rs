@@ -7,6 +7,7 @@ mod util;
 mod alerts;
 mod cli;
 mod container;
+mod edge;
 mod hardening;
 mod hostile;
 mod human;

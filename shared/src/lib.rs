@@ -22,7 +22,9 @@
 //! - [`timefmt`]: durations and instants written for people, in logs and
 //!   summaries;
 //! - [`account`]: users and groups, for a job's `user`/`group` and for who
-//!   may make control calls on the socket.
+//!   may make control calls on the socket;
+//! - [`identity`]: which instance answers on a socket: its state directory,
+//!   written into an HTTP header and compared by clients.
 //!
 //! I/O: [`store`] reads and writes its SQLite file; [`config`] reads the
 //! config file ([`config::Config::load`], [`config::Config::locate`]) and
@@ -35,6 +37,7 @@
 pub mod account;
 pub mod alert_kind;
 pub mod config;
+pub mod identity;
 pub mod schedule;
 pub mod stats;
 pub mod status;

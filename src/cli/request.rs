@@ -1,7 +1,8 @@
 //! One command's round trip on the status socket: find the socket, send
 //! the request through [`super::client`], then print the reply (`--json`:
 //! the body unchanged; otherwise decoded into its type and shown) and turn
-//! it into an exit code: 0 done, 1 refused, 3 nobody answers.
+//! it into an exit code: 0 done, 1 refused, 3 nobody answers (or another
+//! instance than this config's does).
 //!
 //! `status` has exit codes of its own and does not come through here.
 
@@ -36,14 +37,20 @@ pub(crate) fn call_within<T: DeserializeOwned>(
     limit: Duration,
     show: impl FnOnce(&mut dyn Write, T) -> std::io::Result<u8>,
 ) -> anyhow::Result<ExitCode> {
-    let socket = match socket_for(conn) {
+    let (socket, state_dir) = match socket_for(conn) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (code, body) = match rt.block_on(client::request(&socket, method, &path, limit)) {
+    let (code, body) = match rt.block_on(client::request_checked(
+        &socket,
+        state_dir.as_deref(),
+        method,
+        &path,
+        limit,
+    )) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cronwarden: {e} (is `cronwarden run` running?)");
@@ -99,10 +106,19 @@ pub(crate) fn job_op(conn: &Conn, job: &str, op: &'static str) -> anyhow::Result
     )
 }
 
-/// Resolves the socket (see [`super::discover`]); exit 3 when there is none.
-fn socket_for(conn: &Conn) -> Result<PathBuf, ExitCode> {
+/// Resolves the socket (see [`super::discover`]) and, when it comes from a
+/// config, that config's state directory (the instance that must answer);
+/// exit 3 when there is none.
+fn socket_for(conn: &Conn) -> Result<(PathBuf, Option<PathBuf>), ExitCode> {
     discover::socket(conn.socket.as_deref(), conn.config.as_deref())
-        .map(|t| t.socket)
+        .map(|t| {
+            let dir = t
+                .lock
+                .as_deref()
+                .and_then(|l| l.parent())
+                .map(PathBuf::from);
+            (t.socket, dir)
+        })
         .map_err(|e| {
             eprintln!("cronwarden: cannot find the socket: {e}");
             ExitCode::from(3)

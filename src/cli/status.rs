@@ -2,7 +2,9 @@
 //! monitoring check can use: 0 ok, 1 degraded, 2 stalled or down, 3
 //! unknown. "Unknown" says why (no socket, no answer, a bad answer) and, if
 //! the lock is held by a process that does not answer, names its pid, so a
-//! wedged supervisor is told apart from a stopped one.
+//! wedged supervisor is told apart from a stopped one. An answer from
+//! another instance (another state directory behind the same socket path)
+//! is unknown too, and says so.
 //!
 //! `status --probe` is the liveness probe: its verdict is cronwarden's own
 //! health only, from the same reply: the worker runs, and no alert of the
@@ -72,8 +74,14 @@ pub(crate) fn status(conn: &Conn, as_probe: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (code, body) = match rt.block_on(client::get(&socket, "/v1/status", LIMIT)) {
+    let state_dir = lock_path.as_deref().and_then(|l| l.parent());
+    let get = client::request_checked(&socket, state_dir, hyper::Method::GET, "/v1/status", LIMIT);
+    let (code, body) = match rt.block_on(get) {
         Ok(r) => r,
+        Err(e @ client::ClientError::OtherInstance { .. }) => {
+            eprintln!("cronwarden: status unknown: {e}");
+            return Ok(ExitCode::from(UNKNOWN));
+        }
         Err(e) => {
             eprintln!("cronwarden: status unknown: {e}{}", holder(lock_path));
             return Ok(ExitCode::from(UNKNOWN));
@@ -123,11 +131,26 @@ fn holder(lock_path: Option<PathBuf>) -> String {
     lock_path
         .filter(|p| lock::is_held(p))
         .map(|p| match lock::read_holder(&p) {
-            Ok(h) => format!(
+            Ok(h) if lock::holder_alive(&h) => format!(
                 "; the lock {} is held by pid {} which does not answer",
                 p.display(),
                 h.pid
             ),
+            // The recorded supervisor is gone; its worker still holds the
+            // lock while it stops its jobs.
+            Ok(h) => match lock::open_by(&p).as_slice() {
+                [] => format!(
+                    "; the lock {} is held by what is left of cronwarden pid {}, which has exited",
+                    p.display(),
+                    h.pid
+                ),
+                pids => format!(
+                    "; the lock {} is held by pid {} left over from cronwarden pid {}, which has exited",
+                    p.display(),
+                    pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+                    h.pid
+                ),
+            },
             Err(_) => format!(
                 "; the lock {} is held by a process that does not answer",
                 p.display()

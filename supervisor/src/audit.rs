@@ -3,13 +3,47 @@
 //! records. The invariant of DESIGN.md holds when every expected time is
 //! covered by exactly one record and no record claims a time the schedule
 //! does not have.
+//!
+//! One audit is bounded: at most [`MAX_FIRES`] expected times (a reader
+//! asking for 30 years of a per-second job gets a refusal naming the limit,
+//! not a supervisor that grows by gigabytes), and it stops as soon as its
+//! caller gives up ([`Bounds::cancelled`]).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use jiff::Timestamp;
 
 pub use cronwarden_shared::status::AuditReport;
 use cronwarden_shared::{schedule::Schedule, status::RunRecord};
+
+/// The most scheduled times one audit computes: a little over a day of a
+/// per-second job (the default window is the last 24 hours).
+/// The report lists at most this many missing times, so its size (and the
+/// memory of the request) is bounded too.
+pub const MAX_FIRES: usize = 100_000;
+
+/// How often (in computed fires) the loop looks at its cancellation flag.
+const CANCEL_CHECK_EVERY: usize = 1024;
+
+/// What limits one audit.
+pub struct Bounds<'a> {
+    /// At most this many expected times.
+    pub max_fires: usize,
+    /// Set when nobody waits for the answer any more.
+    pub cancelled: &'a AtomicBool,
+}
+
+/// Why an audit stopped without a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditStop {
+    /// The window holds more than `max` scheduled times.
+    TooManyFires { max: usize },
+    /// The caller gave up (its reply timed out or it went away).
+    Cancelled,
+}
 
 /// Audits `records` (any order) against `schedule` over `[from, to]`.
 /// `anchor` is the `@every` cadence origin (ignored for cron).
@@ -20,7 +54,8 @@ pub fn audit(
     records: &[RunRecord],
     from: Timestamp,
     to: Timestamp,
-) -> AuditReport {
+    bounds: &Bounds<'_>,
+) -> Result<AuditReport, AuditStop> {
     let mut seen: BTreeMap<Timestamp, usize> = BTreeMap::new();
     let mut outcomes = BTreeMap::new();
     let mut counted = 0;
@@ -54,9 +89,21 @@ pub fn audit(
     let start = from
         .checked_sub(jiff::SignedDuration::from_nanos(1))
         .unwrap_or(from);
-    let expected: Vec<Timestamp> = schedule
+    let mut expected: Vec<Timestamp> = vec![];
+    for (i, t) in schedule
         .fires_between(start, to, anchor.or(Some(start)))
-        .collect();
+        .enumerate()
+    {
+        if i >= bounds.max_fires {
+            return Err(AuditStop::TooManyFires {
+                max: bounds.max_fires,
+            });
+        }
+        if i % CANCEL_CHECK_EVERY == 0 && bounds.cancelled.load(Ordering::Relaxed) {
+            return Err(AuditStop::Cancelled);
+        }
+        expected.push(t);
+    }
     let mut missing = vec![];
     let mut duplicated = vec![];
     for t in &expected {
@@ -67,7 +114,7 @@ pub fn audit(
         }
     }
     let unexpected: Vec<Timestamp> = seen.into_keys().collect();
-    AuditReport {
+    Ok(AuditReport {
         job: job.to_string(),
         from,
         to,
@@ -78,7 +125,7 @@ pub fn audit(
         duplicated,
         unexpected,
         outcomes,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -92,6 +139,43 @@ mod tests {
         let mut r = RunRecord::new(id, "j", covers, Trigger::Schedule, Outcome::Success);
         r.exit_code = Some(0);
         r
+    }
+
+    static NOT_CANCELLED: AtomicBool = AtomicBool::new(false);
+
+    fn unbounded() -> Bounds<'static> {
+        Bounds {
+            max_fires: usize::MAX,
+            cancelled: &NOT_CANCELLED,
+        }
+    }
+
+    #[test]
+    fn a_window_beyond_the_limit_is_refused_and_a_cancelled_audit_stops() {
+        let s = Schedule::parse("* * * * * *", &TimeZone::UTC).unwrap();
+        let from: Timestamp = "1996-01-01T00:00:00Z".parse().unwrap();
+        let to: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let bounds = Bounds {
+            max_fires: 1000,
+            cancelled: &NOT_CANCELLED,
+        };
+        assert_eq!(
+            audit("j", &s, None, &[], from, to, &bounds),
+            Err(AuditStop::TooManyFires { max: 1000 })
+        );
+        // Exactly at the limit is fine: 1000 fires in [from, from + 999s].
+        let end = from + jiff::SignedDuration::from_secs(999);
+        let r = audit("j", &s, None, &[], from, end, &bounds).unwrap();
+        assert_eq!(r.expected, 1000);
+        let cancelled = AtomicBool::new(true);
+        let bounds = Bounds {
+            max_fires: usize::MAX,
+            cancelled: &cancelled,
+        };
+        assert_eq!(
+            audit("j", &s, None, &[], from, to, &bounds),
+            Err(AuditStop::Cancelled)
+        );
     }
 
     #[test]
@@ -111,7 +195,9 @@ mod tests {
             ],
             from,
             to,
-        );
+            &unbounded(),
+        )
+        .unwrap();
         assert!(ok.ok, "{ok:?}");
         assert_eq!(ok.expected, 5);
         let bad = audit(
@@ -125,7 +211,9 @@ mod tests {
             ],
             from,
             to,
-        );
+            &unbounded(),
+        )
+        .unwrap();
         assert!(!bad.ok);
         assert_eq!(bad.duplicated.len(), 1);
         assert_eq!(bad.missing.len(), 4);

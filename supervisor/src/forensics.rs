@@ -17,7 +17,7 @@ pub struct ProcInfo {
     pub command: String,
 }
 
-fn ticks_per_second() -> u64 {
+pub(crate) fn ticks_per_second() -> u64 {
     // SAFETY: sysconf takes an integer and touches no memory of ours.
     match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
         n if n > 0 => n as u64,

@@ -11,7 +11,21 @@
 //! 403 with the reason, and the refusal is logged.
 //!
 //! Connections are capped and each has a header read timeout, so no client
-//! can hold the supervisor. Reads are served from the loop's latest
+//! can hold the supervisor. Peers that may make control calls have slots
+//! of their own ([`MAX_CONTROL_CONNECTIONS`]) before they share the
+//! readers' ones, so readers holding every reader slot cannot starve
+//! root's `pause`.
+//!
+//! Every reply names the instance that gives it (headers
+//! [`identity::STATE_DIR_HEADER`] and [`identity::PID_HEADER`]), and a
+//! request that names the state directory it expects
+//! ([`identity::EXPECT_HEADER`]) is refused with 409 by any
+//! other instance before anything is done: a client never takes another
+//! instance's answer for its own. [`bind`] never replaces a socket that a
+//! live process still serves.
+//!
+//! Job names arrive percent-encoded in the path; each segment is decoded
+//! before it is matched. Reads are served from the loop's latest
 //! snapshot ([`crate::snapshot`]): a handler computes nothing and never
 //! touches the model. Control calls go to the loop over a channel and wait
 //! for it within a bound; history reads go to the store on the blocking
@@ -31,19 +45,26 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tokio::{net::UnixListener, sync::Semaphore, time::Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::{
-    audit::{audit, AuditReport},
+    audit::{audit, AuditReport, AuditStop, Bounds, MAX_FIRES},
     control::{ControlOp, ControlRequest},
     snapshot::Snapshots,
 };
 use cronwarden_shared::{
-    account,
+    account, identity,
     store::{Store, StoreError},
 };
 use tokio::sync::{mpsc, oneshot};
 
-/// At most this many connections are served at once.
+/// At most this many connections are served at once (for peers that may
+/// make control calls, [`MAX_CONTROL_CONNECTIONS`] more).
 pub const MAX_CONNECTIONS: usize = 256;
+/// Slots only peers that may make control calls take (root, cronwarden's
+/// user, `control_group`); when these are taken they share the others.
+pub const MAX_CONTROL_CONNECTIONS: usize = 32;
+
 /// A connection beyond the cap waits this long for a slot, then gets a 503.
 /// Waiting at all absorbs a burst of honest clients; waiting briefly means
 /// that a flood never leaves a client hanging (the kernel backlog would keep
@@ -70,6 +91,11 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("the status socket {path} is served by another live process{}; refusing to replace it (give this instance its own `socket =` or stop the other)", other_text(*.pid))]
+    InUse {
+        path: std::path::PathBuf,
+        pid: Option<i32>,
+    },
     #[error("cannot bind status socket {path}: {source}")]
     Bind {
         path: std::path::PathBuf,
@@ -77,8 +103,58 @@ pub enum ServerError {
     },
 }
 
+fn other_text(pid: Option<i32>) -> String {
+    match pid {
+        None => String::new(),
+        Some(pid) => {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .split('\0')
+                        .filter(|a| !a.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            if cmdline.is_empty() {
+                format!(" (pid {pid})")
+            } else {
+                format!(" (pid {pid}: {cmdline})")
+            }
+        }
+    }
+}
+
+/// Whether a process serves the socket at `path`: a connection is accepted
+/// (or queued: a full backlog is someone's too). `Some(pid)` of the server
+/// when the kernel says who it is. A stopped (SIGSTOPped) server still
+/// counts: the kernel queues the connection for it.
+fn served_by(path: &Path) -> Option<Option<i32>> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let addr = UnixAddr::new(path).ok()?;
+    match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) => Some(
+            socket::getsockopt(&fd, sockopt::PeerCredentials)
+                .ok()
+                .map(|c| c.pid()),
+        ),
+        Err(nix::errno::Errno::EAGAIN) => Some(None),
+        Err(_) => None,
+    }
+}
+
 /// Binds the socket. The caller holds the state lock, so an existing socket
-/// file is a leftover of a dead supervisor and is replaced.
+/// file is a leftover of a dead supervisor and is replaced, unless a live
+/// process still serves it: another instance (another state directory)
+/// configured with the same `socket =` path, whose socket is not ours to
+/// take.
 pub fn bind(
     path: &Path,
     state_dir: &Path,
@@ -101,6 +177,12 @@ pub fn bind(
                 std::os::unix::fs::chown(dir, None, group).map_err(dir_err)?;
             }
         }
+    }
+    if let Some(pid) = served_by(path) {
+        return Err(ServerError::InUse {
+            path: path.into(),
+            pid,
+        });
     }
     let _ = std::fs::remove_file(path);
     // No window in which the socket is more open than 0660.
@@ -180,7 +262,9 @@ pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// a client: each connection, or its refusal, is a task of its own.
 pub(crate) async fn serve(listener: UnixListener, shared: Shared) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let control_slots = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
     let waiting = Arc::new(Semaphore::new(MAX_WAITING));
+    let control_waiting = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
     let mut refusals = crate::log_budget::LogBudget::new(5, Duration::from_secs(60));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -200,7 +284,16 @@ pub(crate) async fn serve(listener: UnixListener, shared: Shared) {
             }
         };
         let shared = shared.clone();
-        let permit = slots.clone().try_acquire_owned().ok();
+        let controller = {
+            let snap = shared.snapshots.borrow();
+            may_control(peer, snap.config.control_group.as_ref()).is_ok()
+        };
+        let permit = if controller {
+            control_slots.clone().try_acquire_owned().ok()
+        } else {
+            None
+        }
+        .or_else(|| slots.clone().try_acquire_owned().ok());
         let mut wait = None;
         if permit.is_none() {
             if let Some(suppressed) = refusals.admit(Instant::now()) {
@@ -209,19 +302,38 @@ pub(crate) async fn serve(listener: UnixListener, shared: Shared) {
                     "status socket: {MAX_CONNECTIONS} connections open; a new one waits {OVERFLOW_WAIT:?} for a slot, then gets 503"
                 );
             }
-            match waiting.clone().try_acquire_owned() {
+            // Controllers wait in a queue of their own too.
+            let queue = if controller {
+                &control_waiting
+            } else {
+                &waiting
+            };
+            match queue.clone().try_acquire_owned() {
                 Ok(w) => wait = Some(w),
                 Err(_) => continue,
             }
         }
         let slots = slots.clone();
+        let control_slots = controller.then(|| control_slots.clone());
         tokio::task::spawn_local(async move {
             let permit = match permit {
                 Some(p) => p,
-                None => match tokio::time::timeout(OVERFLOW_WAIT, slots.acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => return refuse_busy(stream).await,
-                },
+                None => {
+                    // A controller takes whichever slot frees first.
+                    let any = async {
+                        match control_slots {
+                            Some(c) => tokio::select! {
+                                p = c.acquire_owned() => p,
+                                p = slots.acquire_owned() => p,
+                            },
+                            None => slots.acquire_owned().await,
+                        }
+                    };
+                    match tokio::time::timeout(OVERFLOW_WAIT, any).await {
+                        Ok(Ok(p)) => p,
+                        _ => return refuse_busy(stream).await,
+                    }
+                }
             };
             drop(wait);
             let svc = hyper::service::service_fn(move |req| {
@@ -294,7 +406,68 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
     })
 }
 
+/// Serves one request, its reply marked with this instance's identity.
 async fn handle(
+    req: Request<Incoming>,
+    shared: &Shared,
+    peer: Option<Peer>,
+) -> Response<Full<Bytes>> {
+    let ours = identity::of_dir(&shared.snapshots.borrow().config.state_dir);
+    let expected = req
+        .headers()
+        .get(identity::EXPECT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut r = match expected {
+        Some(e) if e != ours => error(
+            StatusCode::CONFLICT,
+            format!(
+                "this is the cronwarden of state directory {} (pid {}), not of {}",
+                identity::decode_lossy(&ours),
+                std::process::id(),
+                identity::decode_lossy(&e)
+            ),
+        ),
+        _ => route(req, shared, peer).await,
+    };
+    if let Ok(v) = header::HeaderValue::from_str(&ours) {
+        r.headers_mut().insert(identity::STATE_DIR_HEADER, v);
+    }
+    r.headers_mut().insert(
+        identity::PID_HEADER,
+        header::HeaderValue::from(std::process::id()),
+    );
+    r
+}
+
+/// A path segment, percent-decoded: the CLI encodes every byte of a job
+/// name outside `A-Za-z0-9-_.~`.
+fn decode_segment(seg: &str) -> Result<String, String> {
+    let bytes = seg.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => out.push(b),
+                None => return Err(format!("{seg:?}: '%' not followed by two hex digits")),
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{seg:?}: not UTF-8 once decoded"))
+}
+
+/// Answers one request of this instance's own clients: limits, the
+/// control check, then the endpoint its decoded path names.
+async fn route(
     req: Request<Incoming>,
     shared: &Shared,
     peer: Option<Peer>,
@@ -312,7 +485,13 @@ async fn handle(
         return r;
     }
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    let decoded: Result<Vec<String>, String> =
+        path.split('/').skip(1).map(decode_segment).collect();
+    let decoded = match decoded {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("path segment {e}")),
+    };
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     // One snapshot for the whole request, so its answers agree.
     let snap = shared.snapshots.borrow().clone();
@@ -385,7 +564,31 @@ async fn handle(
                 (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
             };
             let path = snap.store_path.clone();
-            read_store(move || audit_job(&path, &spec, from, to)).await
+            // Set when this handler goes (the reply timed out, the client
+            // left): the audit stops computing.
+            let cancelled = Arc::new(AtomicBool::new(false));
+            let _cancel = CancelOnDrop(cancelled.clone());
+            let name = spec.name.clone();
+            let work = move || audit_job(&path, &spec, from, to, &cancelled);
+            match tokio::time::timeout(STORE_TIMEOUT, tokio::task::spawn_blocking(work)).await {
+                Ok(Ok(Ok(Ok(report)))) => json(StatusCode::OK, &report),
+                Ok(Ok(Ok(Err(AuditStop::TooManyFires { max })))) => error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "from, to: the window holds more than {max} scheduled times of job {name:?}, \
+                         the most one audit computes; narrow it with from and to"
+                    ),
+                ),
+                Ok(Ok(Ok(Err(AuditStop::Cancelled)))) | Err(_) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the audit took longer than {}s and was stopped", STORE_TIMEOUT.as_secs()),
+                ),
+                Ok(Ok(Err(e))) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                Ok(Err(e)) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("audit failed: {e}"),
+                ),
+            }
         }
         (Method::POST, ["v1", "jobs", name, op @ ("trigger" | "pause" | "resume")]) => {
             if !known(name) {
@@ -487,7 +690,8 @@ fn audit_job(
     spec: &cronwarden_shared::config::JobSpec,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
-) -> Result<AuditReport, StoreError> {
+    cancelled: &AtomicBool,
+) -> Result<Result<AuditReport, AuditStop>, StoreError> {
     let store = Store::open_readonly(path)?;
     let now = Timestamp::now();
     let to = to.unwrap_or_else(|| now - jiff::SignedDuration::from_secs(5));
@@ -503,7 +707,20 @@ fn audit_job(
         &records,
         from,
         to,
+        &Bounds {
+            max_fires: MAX_FIRES,
+            cancelled,
+        },
     ))
+}
+
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

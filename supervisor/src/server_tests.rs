@@ -193,6 +193,62 @@ fn reads_serve_the_latest_published_snapshot() {
 }
 
 #[test]
+fn path_segments_are_percent_decoded_and_a_bad_escape_is_a_400() {
+    let server = start();
+    let get =
+        |path: &str| exchange(&server, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+    let r = get("/v1/jobs/%61");
+    assert_eq!(r.code, 200, "%61 is job \"a\": {r:?}");
+    assert_eq!(get("/v1/jobs/a%20b").code, 404, "\"a b\" is not \"a\"");
+    for bad in ["/v1/jobs/a%2", "/v1/jobs/%zz", "/v1/jobs/%FF"] {
+        let r = get(bad);
+        assert_eq!(r.code, 400, "{bad}: {r:?}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("path segment"),
+            "{bad}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn replies_name_the_instance_and_another_instances_client_is_refused() {
+    let server = start();
+    let ours = cronwarden_shared::identity::of_dir(server._dir.path());
+    let header = |r: &Reply, name: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let r = exchange(&server, b"GET /v1/status HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(header(&r, identity::STATE_DIR_HEADER), Some(ours.clone()));
+    assert_eq!(
+        header(&r, identity::PID_HEADER),
+        Some(std::process::id().to_string())
+    );
+    let expecting = |dir: &str| {
+        exchange(
+            &server,
+            format!(
+                "POST /v1/jobs/a/pause HTTP/1.1\r\n{}: {dir}\r\n\r\n",
+                identity::EXPECT_HEADER
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let r = expecting("/elsewhere");
+    assert_eq!(r.code, 409, "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("not of /elsewhere"),
+        "{r:?}"
+    );
+    // Its own instance's client gets through (to the test's loop, which
+    // answers 503 "no worker here").
+    assert_eq!(expecting(&ours).code, 503);
+}
+
+#[test]
 fn malformed_http_gets_400_not_a_silent_close() {
     let server = start();
     for junk in [
@@ -281,7 +337,9 @@ fn a_slowloris_client_is_cut_off_after_the_header_timeout() {
 #[test]
 fn beyond_the_connection_cap_a_client_gets_503_promptly_then_service_resumes() {
     let server = start();
-    let mut idle: Vec<UnixStream> = (0..MAX_CONNECTIONS)
+    // This test's uid may make control calls, so it has the control
+    // slots as well as the readers' ones.
+    let mut idle: Vec<UnixStream> = (0..MAX_CONNECTIONS + MAX_CONTROL_CONNECTIONS)
         .map(|_| UnixStream::connect(&server.socket).unwrap())
         .collect();
     // Every slot is taken by a client that sends nothing.

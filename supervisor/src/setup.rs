@@ -88,13 +88,20 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
             source,
         })?;
     let started_at = Timestamp::now();
-    let lock = lock::acquire(
+    let lock = lock::acquire_waiting(
         &config.lock_path(),
         &lock::Holder {
             pid: std::process::id(),
             version: VERSION.into(),
             socket: config.socket.clone(),
             started_at,
+        },
+        previous_generation_wait(&config),
+        |held| {
+            tracing::warn!(
+                "waiting up to {}s for the previous generation to exit: {held}",
+                previous_generation_wait(&config).as_secs()
+            )
         },
     )?;
     // Opened (and migrated) here first, so a corrupt or unreadable store
@@ -159,6 +166,16 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
         host_beat,
     });
     rt.block_on(LocalSet::new().run_until(supervisor.main_loop()))
+}
+
+/// How long `run` waits for what is left of a dead supervisor (its worker,
+/// which stops its jobs within their `kill_grace`, then exits) before it
+/// gives up: the longest `kill_grace`, plus a margin, capped.
+fn previous_generation_wait(config: &Config) -> std::time::Duration {
+    const MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
+    const CAP: std::time::Duration = std::time::Duration::from_secs(300);
+    let grace = config.jobs.iter().map(|j| j.kill_grace).max();
+    grace.unwrap_or_default().saturating_add(MARGIN).min(CAP)
 }
 
 #[cfg(test)]

@@ -184,12 +184,9 @@ impl Validator {
                 );
                 None
             }
-            Some(n) if n.trim().is_empty() || n.chars().any(|c| c.is_control() || c == '/') => {
-                self.err(
-                    Some(label.to_string()),
-                    "name",
-                    "must be non-empty, without '/' or control characters".into(),
-                );
+            Some(n) if super::validate::name_problem(&n).is_some() => {
+                let why = super::validate::name_problem(&n).unwrap_or_default();
+                self.err(Some(label.to_string()), "name", why.into());
                 None
             }
             other => other,

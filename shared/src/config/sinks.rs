@@ -84,6 +84,9 @@ impl Validator {
                 index + 1
             ),
         };
+        if let Some(why) = super::validate::name_problem(&name) {
+            self.err(None, &key(&name, "name"), why.into());
+        }
         self.sink_unknown_keys(&name, kind_name, t);
         let kind = match kind_name {
             "exec" => self.exec_sink(&name, t),

@@ -205,6 +205,40 @@ impl Validator {
     }
 }
 
+/// The one rule for a job's or a sink's name, or why `name` breaks it.
+///
+/// A name is used as a URL path segment (percent-encoded by the CLI,
+/// decoded by the server), as a directory under `<state_dir>/output`
+/// (`keep_output`), as a command-line argument and in log lines and
+/// tables. So it must be one non-empty path component that is neither `.`
+/// nor `..` and holds no `/`; it must not start with `-` (a CLI verb would
+/// take it for an option); it must not start or end with white space
+/// (invisible in a table); and it must hold no control character and no
+/// bidirectional override or isolate (U+202A-U+202E, U+2066-U+2069),
+/// which make a log line or a table say something other than its bytes.
+/// Anything else is allowed: spaces inside, `?`, `#`, `%`, non-ASCII
+/// letters.
+pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if name.is_empty() {
+        Some("must not be empty")
+    } else if name == "." || name == ".." {
+        Some("must not be \".\" or \"..\"")
+    } else if name.contains('/') {
+        Some("must not contain '/'")
+    } else if name.starts_with('-') {
+        Some("must not start with '-' (a command line would take it for an option)")
+    } else if name.trim() != name {
+        Some("must not start or end with white space")
+    } else if name.chars().any(char::is_control) {
+        Some("must not contain control characters")
+    } else if name.chars().any(bidi) {
+        Some("must not contain bidirectional overrides or isolates (U+202A-U+202E, U+2066-U+2069)")
+    } else {
+        None
+    }
+}
+
 pub(super) fn valid_url(u: &str) -> bool {
     let rest = u
         .strip_prefix("http://")
@@ -330,5 +364,93 @@ mod tests {
         assert!(parse_size(&Value::String("12Q".into())).is_err());
         assert!(parse_size(&Value::String("99999999999T".into())).is_err());
         assert!(parse_size(&Value::Integer(0)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::super::{parse_errors, Config};
+    use super::name_problem;
+    use proptest::prelude::*;
+    use std::path::{Component, Path};
+
+    fn config(name: &str) -> String {
+        format!(
+            "[[job]]\nname = {}\nschedule = \"@daily\"\nshell = \"true\"\n\
+             [[alert]]\nname = {}\nkind = \"exec\"\ncommand = [\"true\"]\n",
+            toml::Value::String(name.into()),
+            toml::Value::String(name.into()),
+        )
+    }
+
+    #[test]
+    fn names_that_break_a_path_a_command_line_or_a_log_line_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/",
+            "-x",
+            " a",
+            "a ",
+            "a\nb",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{202E}b",
+            "\u{2066}x",
+            "x\u{2069}",
+        ] {
+            assert!(name_problem(bad).is_some(), "{bad:?} must be refused");
+            let errs = parse_errors(&config(bad));
+            assert!(
+                errs.iter().any(|e| e.contains("key \"name\"")),
+                "job {bad:?}: {errs:?}"
+            );
+            assert!(
+                errs.iter().any(|e| e.contains(".name\"")),
+                "sink {bad:?}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn spaces_marks_and_letters_are_allowed() {
+        for good in [
+            "a b",
+            "a?b",
+            "a#b",
+            "100%",
+            "é tâche ☃",
+            "naïve",
+            "x.y",
+            "...",
+            "a-b",
+        ] {
+            assert_eq!(name_problem(good), None, "{good:?}");
+            let c = Config::parse(Path::new("/etc/cw.toml"), &config(good)).unwrap();
+            assert_eq!(c.jobs[0].name, good);
+            assert_eq!(c.sinks[0].name, good);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// `keep_output` writes under `<state_dir>/output/<name>`: an
+        /// accepted name is exactly one ordinary path component, so that
+        /// directory is always a child of `output` (the oracle is std's
+        /// own path parser).
+        #[test]
+        fn an_accepted_name_is_one_ordinary_path_component(name in "[./a-z \\-#%?é\u{202E}\n]{0,6}") {
+            if name_problem(&name).is_none() {
+                let root = Path::new("/state/output");
+                let dir = root.join(&name);
+                let comps: Vec<_> = dir.strip_prefix(root).unwrap().components().collect();
+                prop_assert_eq!(comps.len(), 1);
+                prop_assert!(matches!(comps[0], Component::Normal(_)));
+                prop_assert_eq!(dir.parent(), Some(root));
+            }
+        }
     }
 }
