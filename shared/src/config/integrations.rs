@@ -93,7 +93,9 @@ pub enum TemplateError {
 
 /// A run's id as a UUID in canonical lowercase form, for services that
 /// pair events by a UUID (healthchecks.io's `rid`): the job name's FNV-1a
-/// hash, then the run id, so two jobs' runs never share one.
+/// hash, then the run id (unique within a store, and the same for a run's
+/// start and end), so runs of equally numbered jobs on two hosts rarely
+/// meet either.
 pub fn run_uuid(job: &str, run_id: u64) -> String {
     let mut h: u32 = 0x811c_9dc5;
     for b in job.bytes() {
