@@ -158,3 +158,104 @@ fn a_run_lost_with_its_worker_pings_fail() {
         .count();
     assert_eq!(fails, 1, "{:?}", hc.hits());
 }
+
+/// The query parameter `name` of a hit's path.
+fn query<'a>(hit: &'a Hit, name: &str) -> Option<&'a str> {
+    let (_, q) = hit.path.split_once('?')?;
+    q.split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+#[test]
+fn ping_templates_speak_healthchecks_cronitor_and_snitch_schemes() {
+    let rx = Receiver::start(vec![]);
+    let u = &rx.url;
+    let env = Env::new(&format!(
+        // healthchecks.io: /start and /{{exit_code}}, paired by ?rid=.
+        "[[job]]\nname = \"hc\"\nschedule = \"@yearly\"\nshell = \"echo hc out; exit 4\"\n\
+         ping_start_url = \"{u}/hc/start?rid={{run_uuid}}\"\n\
+         ping_success_url = \"{u}/hc/{{exit_code}}?rid={{run_uuid}}\"\n\
+         ping_failure_url = \"{u}/hc/{{exit_code}}?rid={{run_uuid}}\"\n\
+         [[job]]\nname = \"cr\"\nschedule = \"@yearly\"\nshell = \"echo cronitor out\"\n\
+         ping_start_url = \"{u}/cr/{{job}}?state=run&series={{run_id}}\"\n\
+         ping_success_url = \"{u}/cr/{{job}}?state=complete&series={{run_id}}&status_code={{exit_code}}\"\n\
+         ping_failure_url = \"{u}/cr/{{job}}?state=fail&series={{run_id}}&status_code={{exit_code}}\"\n\
+         [[job]]\nname = \"dms\"\nschedule = \"@yearly\"\nshell = \"echo snitch out\"\n\
+         ping_success_url = \"{u}/dms/token\"\n"
+    ));
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    for job in ["hc", "cr", "dms"] {
+        let out = env.cmd(&["trigger", job, "-c", env.config.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let hits = wait_until("every run's pings", LONG, || {
+        let h = rx.hits();
+        let n = |p: &str| h.iter().filter(|x| x.path.starts_with(p)).count();
+        (n("/hook/hc/") >= 2 && n("/hook/cr/") >= 2 && n("/hook/dms/") >= 1).then_some(h)
+    });
+    let of = |p: &str| -> Vec<Hit> {
+        hits.iter()
+            .filter(|h| h.path.starts_with(p))
+            .cloned()
+            .collect()
+    };
+    let run_id = |job: &str| env.rows(job)[0].id;
+
+    // healthchecks.io: the exit status in the path, one rid for both.
+    let hc = of("/hook/hc/");
+    assert_eq!(hc.len(), 2, "{hc:?}");
+    assert!(hc[0].path.starts_with("/hook/hc/start?rid="), "{hc:?}");
+    assert!(hc[1].path.starts_with("/hook/hc/4?rid="), "{hc:?}");
+    let rid = query(&hc[0], "rid").unwrap();
+    assert_eq!(query(&hc[1], "rid"), Some(rid));
+    assert_eq!(
+        rid.split('-').map(str::len).collect::<Vec<_>>(),
+        [8, 4, 4, 4, 12],
+        "a canonical UUID: {rid}"
+    );
+    assert!(
+        rid.ends_with(&format!("{:012x}", run_id("hc"))),
+        "{rid} names run {}",
+        run_id("hc")
+    );
+    assert_eq!(
+        (hc[0].method.as_str(), hc[1].method.as_str()),
+        ("GET", "POST")
+    );
+    assert!(hc[1].body.contains("failed, exit code 4"), "{}", hc[1].body);
+    assert!(
+        hc[1].body.contains("hc out"),
+        "the output tail: {}",
+        hc[1].body
+    );
+
+    // Cronitor: state=run then state=complete, paired by series; nothing
+    // appended to the path.
+    let cr = of("/hook/cr/");
+    assert_eq!(cr.len(), 2, "{cr:?}");
+    let id = run_id("cr").to_string();
+    assert_eq!(
+        cr[0].path,
+        format!("/hook/cr/cr?state=run&series={id}"),
+        "{cr:?}"
+    );
+    assert_eq!(
+        cr[1].path,
+        format!("/hook/cr/cr?state=complete&series={id}&status_code=0"),
+        "{cr:?}"
+    );
+    assert!(cr[1].body.contains("cronitor out"), "{}", cr[1].body);
+
+    // Dead Man's Snitch: the bare URL on success only, no /start before it.
+    let dms = of("/hook/dms/");
+    assert_eq!(
+        dms.iter().map(|h| h.path.as_str()).collect::<Vec<_>>(),
+        ["/hook/dms/token"]
+    );
+    assert!(dms[0].body.contains("snitch out"), "{}", dms[0].body);
+}

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod alertmanager;
 mod alerts;
 mod cli;
 mod container;

@@ -9,7 +9,8 @@
 //!   the pure judgement over it: conditions, and the actions the loop
 //!   takes (replace the worker, kill a run, ask for the armed schedule);
 //! - `alerts`: the alert book (one alert per condition), notices and
-//!   their recorder; `sinks`: delivering notices; `pings`: job and host
+//!   their recorder; `sinks`: delivering notices (`alertmanager`: the
+//!   Alertmanager sink's wire format); `pings`: job and host
 //!   pings to dead-man's-switch services;
 //! - `forensics`: what a wedged or timed-out run is doing (from `/proc`);
 //! - `snapshot`: what the loop publishes and the socket serves;
@@ -30,6 +31,7 @@
 //! answers on the socket from a snapshot the loop publishes. Every wait
 //! in its loop has a bound.
 
+mod alertmanager;
 mod alerts;
 mod audit;
 mod control;

@@ -29,12 +29,13 @@ use bytes::Bytes;
 use cronwarden_shared::{
     alert_kind::AlertKind,
     stats::{Histogram, STORE_WRITE_BUCKETS},
-    status::{Alert, State, StatusReport},
+    status::{Alert, JobStatus, State, StatusReport},
     VERSION,
 };
 use http_body_util::Full;
 use hyper::{body::Incoming, header, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use jiff::Timestamp;
 use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 
 use crate::{
@@ -126,15 +127,29 @@ pub fn render(status: &StatusReport, mx: &Counters, now: Instant) -> String {
         t.sample("cronwarden_state", &[("state", s.as_str())], v);
     }
 
-    job_series(&mut t, mx);
+    job_series(&mut t, status, mx);
     worker_series(&mut t, status.worker.restarts, mx, now);
     alerts_open(&mut t, &status.alerts);
     process_series(&mut t, mx);
     t.0
 }
 
-/// Runs, skips, last success, fire delay and durations, by job.
-fn job_series(t: &mut Text, mx: &Counters) {
+/// The label naming a job. Not `job`: Prometheus gives every scraped
+/// series a `job` label of its own (the scrape job), and with the default
+/// `honor_labels: false` ours would be renamed `exported_job`. `cronjob` is
+/// what kube-state-metrics uses for the same thing.
+pub const JOB_LABEL: &str = "cronjob";
+
+fn unix_seconds(ts: Timestamp) -> f64 {
+    ts.as_nanosecond() as f64 / 1e9
+}
+
+/// Runs, skips, last run times, next fire, running runs and durations, by
+/// job; the fire delay over all jobs. Every per-job series is present from
+/// the job's first appearance: a timestamp not known yet is 0, so that
+/// `time() - x` is huge (and an alert on it fires) for a job that never
+/// got that far, instead of the series being absent and the rule silent.
+fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
     t.family(
         "cronwarden_runs_total",
         "counter",
@@ -145,7 +160,7 @@ fn job_series(t: &mut Text, mx: &Counters) {
             let n = j.runs.get(o.as_str()).copied().unwrap_or(0);
             t.sample(
                 "cronwarden_runs_total",
-                &[("job", job), ("outcome", o.as_str())],
+                &[(JOB_LABEL, job), ("outcome", o.as_str())],
                 n as f64,
             );
         }
@@ -161,7 +176,7 @@ fn job_series(t: &mut Text, mx: &Counters) {
             let n = j.skips.get(r).copied().unwrap_or(0);
             t.sample(
                 "cronwarden_skips_total",
-                &[("job", job), ("reason", r)],
+                &[(JOB_LABEL, job), ("reason", r)],
                 n as f64,
             );
         }
@@ -169,16 +184,58 @@ fn job_series(t: &mut Text, mx: &Counters) {
     t.family(
         "cronwarden_last_success_timestamp_seconds",
         "gauge",
-        "When the job's last successful run finished (unix seconds); absent if it never succeeded.",
+        "When the job's last successful run finished (unix seconds); 0 if it never succeeded.",
     );
     for (job, j) in &mx.jobs {
-        if let Some(ts) = j.last_success {
+        t.sample(
+            "cronwarden_last_success_timestamp_seconds",
+            &[(JOB_LABEL, job)],
+            j.last_success.map_or(0.0, unix_seconds),
+        );
+    }
+    t.family(
+        "cronwarden_last_run_timestamp_seconds",
+        "gauge",
+        "When the job's last run of each outcome finished (unix seconds); 0 if none did.",
+    );
+    for (job, j) in &mx.jobs {
+        for o in RUN_OUTCOMES {
             t.sample(
-                "cronwarden_last_success_timestamp_seconds",
-                &[("job", job)],
-                ts.as_nanosecond() as f64 / 1e9,
+                "cronwarden_last_run_timestamp_seconds",
+                &[(JOB_LABEL, job), ("outcome", o.as_str())],
+                j.last_finish
+                    .get(o.as_str())
+                    .copied()
+                    .map_or(0.0, unix_seconds),
             );
         }
+    }
+    let by_name: BTreeMap<&str, &JobStatus> =
+        status.jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+    t.family(
+        "cronwarden_next_fire_timestamp_seconds",
+        "gauge",
+        "When the job is next due (unix seconds); 0 while none is planned (paused, or not yet armed).",
+    );
+    for job in mx.jobs.keys() {
+        let next = by_name
+            .get(job.as_str())
+            .filter(|j| !j.paused)
+            .and_then(|j| j.next_fire_at);
+        t.sample(
+            "cronwarden_next_fire_timestamp_seconds",
+            &[(JOB_LABEL, job)],
+            next.map_or(0.0, unix_seconds),
+        );
+    }
+    t.family(
+        "cronwarden_running_runs",
+        "gauge",
+        "Runs of the job in flight now.",
+    );
+    for job in mx.jobs.keys() {
+        let n = by_name.get(job.as_str()).map_or(0, |j| j.running.len());
+        t.sample("cronwarden_running_runs", &[(JOB_LABEL, job)], n as f64);
     }
     t.family(
         "cronwarden_fire_delay_seconds",
@@ -199,7 +256,7 @@ fn job_series(t: &mut Text, mx: &Counters) {
     for (job, j) in &mx.jobs {
         t.histogram(
             "cronwarden_run_duration_seconds",
-            &[("job", job)],
+            &[(JOB_LABEL, job)],
             RUN_DURATION_BUCKETS,
             &j.duration,
         );

@@ -1,5 +1,7 @@
-//! Outbound pings to dead-man's-switch services (healthchecks.io and the
-//! like): per job `ping_url`, and the whole-host `heartbeat_url`.
+//! Outbound pings to dead-man's-switch services (healthchecks.io, Cronitor,
+//! Dead Man's Snitch and the like): per job `ping_url` (healthchecks.io's
+//! scheme) or `ping_start_url`/`ping_success_url`/`ping_failure_url`
+//! templates (any scheme), and the whole-host `heartbeat_url`.
 //!
 //! Pings are sent by the supervisor, from the worker's `fire` and `finish`
 //! events (and the runs it records `lost` itself), not by the worker's
@@ -21,7 +23,7 @@ use std::{
 };
 
 use cronwarden_shared::{
-    config::{ping_target, Config},
+    config::{expand_ping, ping_target, Config, PingVars},
     status::{Outcome, RunRecord},
     timefmt::human_duration,
 };
@@ -39,14 +41,7 @@ pub const TAIL_BYTES: usize = 4096;
 /// A run started or ended, as the model saw it.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
-    Started {
-        job: String,
-        #[expect(
-            dead_code,
-            reason = "set by the model and read by no ping; goes with the model's constructor"
-        )]
-        run_id: u64,
-    },
+    Started { job: String, run_id: u64 },
     Finished(Box<RunRecord>),
 }
 
@@ -186,27 +181,59 @@ fn tail(s: &str, max: usize) -> &str {
     &s[i..]
 }
 
-/// The ping a run event asks for, if its job has a `ping_url`:
-/// `/start` at start; at the end the bare URL for a success and `/fail`
-/// for anything else, with the exit status and the output tails.
-pub fn job_ping(config: &Config, ev: &RunEvent) -> Option<Ping> {
-    match ev {
-        RunEvent::Started { job, .. } => {
-            let base = config.job(job)?.ping_url.as_deref()?;
-            Some(Ping {
-                url: ping_target(base, "start"),
-                body: None,
-            })
-        }
-        RunEvent::Finished(run) => {
-            let base = config.job(&run.job)?.ping_url.as_deref()?;
-            let ok = run.outcome == Outcome::Success;
-            Some(Ping {
-                url: ping_target(base, if ok { "" } else { "fail" }),
-                body: Some(finish_body(run)),
-            })
-        }
+/// The exit status a template's `{exit_code}` says: the code, or as the
+/// shell reports a run killed by signal N, 128 + N; 1 for a failure with
+/// neither (lost with its worker, could not start); 0 for a success.
+fn exit_status(run: &RunRecord) -> i32 {
+    match (run.exit_code, run.signal) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => sig.saturating_add(128),
+        (None, None) if run.outcome == Outcome::Success => 0,
+        (None, None) => 1,
     }
+}
+
+/// The ping a run event asks for, if its job has pings. With `ping_url`
+/// (healthchecks.io's scheme): `/start` at start; at the end the bare URL
+/// for a success and `/fail` for anything else. With templates: the
+/// event's template, filled, and nothing appended. Start pings are GETs;
+/// finish pings POST the outcome, exit status and output tails.
+pub fn job_ping(config: &Config, ev: &RunEvent) -> Option<Ping> {
+    let (name, run_id, finished) = match ev {
+        RunEvent::Started { job, run_id } => (job.as_str(), *run_id, None),
+        RunEvent::Finished(run) => (run.job.as_str(), run.id, Some(run.as_ref())),
+    };
+    let job = config.job(name)?;
+    let ok = finished.is_some_and(|r| r.outcome == Outcome::Success);
+    let url = match (&job.ping_url, finished) {
+        (Some(base), None) => ping_target(base, "start"),
+        (Some(base), Some(_)) => ping_target(base, if ok { "" } else { "fail" }),
+        (None, _) => {
+            let t = &job.ping_templates;
+            let template = match finished {
+                None => t.start.as_deref(),
+                Some(_) if ok => t.success.as_deref(),
+                Some(_) => t.failure.as_deref(),
+            }?;
+            let vars = PingVars {
+                job: name,
+                run_id,
+                exit_code: finished.map(exit_status),
+            };
+            match expand_ping(template, vars) {
+                Ok(url) => url,
+                // Validated with the config; kept from a panic all the same.
+                Err(e) => {
+                    tracing::warn!(job = name, "ping template not usable: {e}");
+                    return None;
+                }
+            }
+        }
+    };
+    Some(Ping {
+        url,
+        body: finished.map(finish_body),
+    })
 }
 
 fn finish_body(run: &RunRecord) -> String {
@@ -401,6 +428,72 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn templates_are_filled_per_event_and_nothing_is_appended() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[[job]]\nname = \"db backup\"\nschedule = \"@daily\"\nshell = \"true\"\n\
+             ping_start_url = \"http://hc/p/start?rid={run_uuid}\"\n\
+             ping_success_url = \"http://hc/p/{exit_code}?rid={run_uuid}\"\n\
+             ping_failure_url = \"http://cr/p/{job}?state=fail&series={run_id}&status_code={exit_code}\"\n\
+             [[job]]\nname = \"snitch\"\nschedule = \"@daily\"\nshell = \"true\"\n\
+             ping_success_url = \"http://nosnch/abc\"\n",
+        )
+        .unwrap();
+        let start = job_ping(
+            &c,
+            &RunEvent::Started {
+                job: "db backup".into(),
+                run_id: 42,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            start,
+            Ping {
+                url: format!(
+                    "http://hc/p/start?rid={}",
+                    cronwarden_shared::config::run_uuid("db backup", 42)
+                ),
+                body: None
+            }
+        );
+        let mut run = RunRecord::new(42, "db backup", vec![], Trigger::Manual, Outcome::Success);
+        run.exit_code = Some(0);
+        let ok = job_ping(&c, &RunEvent::Finished(Box::new(run.clone()))).unwrap();
+        assert_eq!(
+            ok.url,
+            format!(
+                "http://hc/p/0?rid={}",
+                cronwarden_shared::config::run_uuid("db backup", 42)
+            )
+        );
+        assert!(ok.body.is_some());
+        // Killed by SIGTERM (a timeout): 143, as a shell says.
+        run.outcome = Outcome::Timeout;
+        run.exit_code = None;
+        run.signal = Some(15);
+        let fail = job_ping(&c, &RunEvent::Finished(Box::new(run.clone()))).unwrap();
+        assert_eq!(
+            fail.url,
+            "http://cr/p/db%20backup?state=fail&series=42&status_code=143"
+        );
+        // Lost with its worker: neither code nor signal.
+        run.outcome = Outcome::Lost;
+        run.signal = None;
+        let lost = job_ping(&c, &RunEvent::Finished(Box::new(run))).unwrap();
+        assert!(lost.url.ends_with("status_code=1"), "{}", lost.url);
+        // Only the events with a template are pinged.
+        let snitch_start = RunEvent::Started {
+            job: "snitch".into(),
+            run_id: 1,
+        };
+        assert_eq!(job_ping(&c, &snitch_start), None);
+        let mut failed = RunRecord::new(2, "snitch", vec![], Trigger::Manual, Outcome::Failed);
+        failed.exit_code = Some(1);
+        assert_eq!(job_ping(&c, &RunEvent::Finished(Box::new(failed))), None);
     }
 
     #[test]

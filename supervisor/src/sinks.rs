@@ -16,6 +16,10 @@
 //!   Its exit status comes from the supervisor's reaper ([`Reaper`]).
 //! - `webhook`: HTTP POST with ureq (JSON, or `{"text": …}` for chat tools),
 //!   headers optionally read from the environment.
+//! - `alertmanager`: HTTP POST of the alert to Alertmanager's
+//!   `/api/v2/alerts` ([`crate::alertmanager`]); the sink always keeps its
+//!   own reminder cadence (`repeat_after`, default 1m), which re-pushes
+//!   every open alert before its `endsAt`.
 
 use cronwarden_shared::alert_kind::AlertKind;
 use std::{
@@ -35,6 +39,7 @@ use jiff::Timestamp;
 use nix::sys::signal::Signal;
 
 use crate::{
+    alertmanager,
     queue::{BoundedQueue, Popped},
     reaper::Reaper,
     spawn,
@@ -84,6 +89,7 @@ impl Sinks {
                     kind: match spec.kind {
                         SinkKind::Exec { .. } => "exec".into(),
                         SinkKind::Webhook { .. } => "webhook".into(),
+                        SinkKind::Alertmanager { .. } => "alertmanager".into(),
                     },
                     ..SinkHealth::default()
                 }));
@@ -439,6 +445,31 @@ fn text(n: &AlertNotice) -> String {
     format!("[cronwarden {}] {icon} {}: {}", n.host, n.kind, n.summary)
 }
 
+/// POSTs a JSON `body` with `headers`; `peer` names the receiver in errors.
+fn post_json(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(String, HeaderValue)],
+    body: &str,
+    peer: &str,
+) -> Result<(), String> {
+    let mut req = agent.post(url).set("Content-Type", "application/json");
+    for (k, v) in headers {
+        let value = match v {
+            HeaderValue::Literal(s) => s.clone(),
+            // Read at delivery, never logged.
+            HeaderValue::Env(var) => std::env::var(var)
+                .map_err(|_| format!("header {k}: environment variable {var} is not set"))?,
+        };
+        req = req.set(k, &value);
+    }
+    match req.send_string(body) {
+        Ok(_) => Ok(()),
+        Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code} from the {peer}")),
+        Err(e) => Err(format!("{peer}: {}", e.kind())),
+    }
+}
+
 fn deliver(
     spec: &SinkSpec,
     agent: &ureq::Agent,
@@ -455,22 +486,21 @@ fn deliver(
                 WebhookFormat::Json => serde_json::to_string(n).map_err(|e| e.to_string())?,
                 WebhookFormat::Slack => serde_json::json!({ "text": text(n) }).to_string(),
             };
-            let mut req = agent.post(url).set("Content-Type", "application/json");
-            for (k, v) in headers {
-                let value = match v {
-                    HeaderValue::Literal(s) => s.clone(),
-                    // Read at delivery, never logged.
-                    HeaderValue::Env(var) => std::env::var(var).map_err(|_| {
-                        format!("header {k}: environment variable {var} is not set")
-                    })?,
-                };
-                req = req.set(k, &value);
-            }
-            match req.send_string(&body) {
-                Ok(_) => Ok(()),
-                Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code} from the webhook")),
-                Err(e) => Err(format!("webhook: {}", e.kind())),
-            }
+            post_json(agent, url, headers, &body, "webhook")
+        }
+        SinkKind::Alertmanager { url, headers } => {
+            let every = spec
+                .repeat_after
+                .flatten()
+                .unwrap_or(cronwarden_shared::config::ALERTMANAGER_REPEAT);
+            let body = alertmanager::body(n, Timestamp::now(), every).to_string();
+            post_json(
+                agent,
+                &alertmanager::endpoint(url),
+                headers,
+                &body,
+                "Alertmanager",
+            )
         }
         SinkKind::Exec { argv } => {
             let mut cmd = Command::new(&argv[0]);

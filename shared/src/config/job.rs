@@ -43,6 +43,9 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "limit_as",
     "limit_cpu",
     "ping_url",
+    "ping_start_url",
+    "ping_success_url",
+    "ping_failure_url",
     "retention",
     "keep_output",
 ];
@@ -139,6 +142,7 @@ impl Validator {
         let alert_after_failures = count("alert_after_failures").unwrap_or(1);
         let overlap_alert_after = count("overlap_alert_after").unwrap_or(3);
         let ping_url = self.url(j, "ping_url", t.get("ping_url"));
+        let ping_templates = self.ping_templates(j, t, t.contains_key("ping_url"));
         let process = self.process_keys(&label, t);
         let retention = self
             .count(j, "retention", t.get("retention"))
@@ -169,6 +173,7 @@ impl Validator {
             nice: process.nice,
             limits: process.limits,
             ping_url,
+            ping_templates,
             retention,
             keep_output,
         })

@@ -30,9 +30,12 @@ use crate::{alert_kind::AlertKind, schedule::Schedule};
 pub(crate) mod integrations;
 pub(crate) mod job;
 mod sinks;
+pub use sinks::ALERTMANAGER_REPEAT;
 mod validate;
 
-pub use integrations::{ping_target, Integrations};
+pub use integrations::{
+    expand_ping, ping_target, run_uuid, Integrations, PingTemplates, PingVars, TemplateError,
+};
 use job::JobDefaults;
 use validate::Validator;
 
@@ -177,6 +180,9 @@ pub struct JobSpec {
     pub late_after: Duration,
     /// healthchecks.io-style pings: `<url>/start`, `<url>`, `<url>/fail`.
     pub ping_url: Option<String>,
+    /// `ping_start_url`, `ping_success_url`, `ping_failure_url`: pings
+    /// spelled out per event, with placeholders (never with `ping_url`).
+    pub ping_templates: PingTemplates,
     /// Run as this user (its uid, primary group and supplementary groups).
     pub user: Option<String>,
     /// Run with this group as the primary one.
@@ -229,6 +235,12 @@ pub enum SinkKind {
     Webhook {
         url: String,
         format: WebhookFormat,
+        headers: Vec<(String, HeaderValue)>,
+    },
+    /// Pushes the alert to Alertmanager's `POST <url>/api/v2/alerts`,
+    /// again every `repeat_after` while it is open.
+    Alertmanager {
+        url: String,
         headers: Vec<(String, HeaderValue)>,
     },
 }

@@ -1,5 +1,5 @@
 //! The `[[alert]]` blocks: where alerts are delivered ([`SinkSpec`]), an
-//! exec command or a webhook, and which alerts each one takes (kinds,
+//! exec command, a webhook or an Alertmanager, and which alerts each one takes (kinds,
 //! jobs, minimum severity). Sink names are unique; an unnamed sink is
 //! called `<kind>#<n>` and its keys are reported as `alert.<name>.<key>`.
 //! A sink's `kinds` are [`AlertKind`]s, so a kind the detectors can raise
@@ -26,6 +26,10 @@ const COMMON_KEYS: &[&str] = &[
     "min_severity",
     "repeat_after",
 ];
+
+/// How often an Alertmanager sink re-pushes an open alert, unless its
+/// `repeat_after` says other.
+pub const ALERTMANAGER_REPEAT: Duration = Duration::from_secs(60);
 
 /// `alert.<sink>.<key>`, the key of an error about a sink.
 fn key(sink: &str, k: &str) -> String {
@@ -91,11 +95,12 @@ impl Validator {
         let kind = match kind_name {
             "exec" => self.exec_sink(&name, t),
             "webhook" => self.webhook_sink(&name, t),
+            "alertmanager" => self.alertmanager_sink(&name, t),
             "" => {
                 self.err(
                     None,
                     &key(&name, "kind"),
-                    "missing (exec or webhook)".into(),
+                    "missing (exec, webhook or alertmanager)".into(),
                 );
                 None
             }
@@ -103,7 +108,7 @@ impl Validator {
                 self.err(
                     None,
                     &key(&name, "kind"),
-                    format!("unknown sink kind {other:?} (expected exec or webhook)"),
+                    format!("unknown sink kind {other:?} (expected exec, webhook or alertmanager)"),
                 );
                 None
             }
@@ -116,9 +121,27 @@ impl Validator {
         let kinds = self.alert_kinds(&name, t.get("kinds"));
         let jobs = self.strings(&key(&name, "jobs"), t.get("jobs"));
         let min_severity = self.min_severity(&name, t.get("min_severity"));
-        let repeat_after = t
+        let mut repeat_after = t
             .get("repeat_after")
             .and_then(|v| self.duration(None, &key(&name, "repeat_after"), Some(v), true));
+        if kind_name == "alertmanager" {
+            // Alertmanager resolves an alert at its endsAt: an open one must
+            // be pushed again before then, so this sink always re-pushes.
+            match repeat_after {
+                None => repeat_after = Some(Some(ALERTMANAGER_REPEAT)),
+                Some(Some(d)) if d < Duration::from_secs(1) => self.err(
+                    None,
+                    &key(&name, "repeat_after"),
+                    "must be at least 1s".into(),
+                ),
+                Some(None) => self.err(
+                    None,
+                    &key(&name, "repeat_after"),
+                    "an alertmanager sink must re-push open alerts (Alertmanager resolves an alert that is not pushed again); give an interval, default 1m".into(),
+                ),
+                Some(Some(_)) => {}
+            }
+        }
         if self.errors.len() != before {
             return None;
         }
@@ -139,6 +162,7 @@ impl Validator {
         match kind_name {
             "exec" => known.push("command"),
             "webhook" => known.extend(["url", "format", "headers"]),
+            "alertmanager" => known.extend(["url", "headers"]),
             _ => {}
         }
         for k in t.keys() {
@@ -188,9 +212,17 @@ impl Validator {
         }
     }
 
-    /// `kind = "webhook"`: its `url`, `format` and `headers`.
-    fn webhook_sink(&mut self, name: &str, t: &Table) -> Option<SinkKind> {
-        let url = match self.string(None, &key(name, "url"), t.get("url")) {
+    /// `kind = "alertmanager"`: Alertmanager's base `url`
+    /// (`http://host:9093`) and optional `headers`.
+    fn alertmanager_sink(&mut self, name: &str, t: &Table) -> Option<SinkKind> {
+        let url = self.sink_url(name, t);
+        let headers = self.headers(name, t.get("headers"));
+        url.map(|url| SinkKind::Alertmanager { url, headers })
+    }
+
+    /// A sink's `url`: present and valid.
+    fn sink_url(&mut self, name: &str, t: &Table) -> Option<String> {
+        match self.string(None, &key(name, "url"), t.get("url")) {
             Some(u) if valid_url(&u) => Some(u),
             Some(u) => {
                 self.err(
@@ -204,7 +236,12 @@ impl Validator {
                 self.err(None, &key(name, "url"), "missing".into());
                 None
             }
-        };
+        }
+    }
+
+    /// `kind = "webhook"`: its `url`, `format` and `headers`.
+    fn webhook_sink(&mut self, name: &str, t: &Table) -> Option<SinkKind> {
+        let url = self.sink_url(name, t);
         let format = match self
             .string(None, &key(name, "format"), t.get("format"))
             .as_deref()
@@ -342,6 +379,38 @@ mod tests {
             "key \"alert.carrier-pigeon#4.kind\": unknown sink kind",
         ];
         for w in want {
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_alertmanager_sink_always_re_pushes() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[[alert]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n\
+             [[alert]]\nname = \"am2\"\nkind = \"alertmanager\"\nurl = \"http://am:9093/\"\nrepeat_after = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sinks[0].kind,
+            SinkKind::Alertmanager {
+                url: "http://127.0.0.1:9093".into(),
+                headers: vec![]
+            }
+        );
+        assert_eq!(c.sinks[0].repeat_after, Some(Some(ALERTMANAGER_REPEAT)));
+        assert_eq!(c.sinks[1].repeat_after, Some(Some(Duration::from_secs(30))));
+        let errs = errors(
+            "[[alert]]\nname = \"a\"\nkind = \"alertmanager\"\nrepeat_after = \"none\"\nformat = \"slack\"\n",
+        );
+        for w in [
+            "key \"alert.a.url\": missing",
+            "key \"alert.a.repeat_after\": an alertmanager sink must re-push",
+            "key \"alert.a.format\": unknown key",
+        ] {
             assert!(
                 errs.iter().any(|e| e.contains(w)),
                 "missing {w:?} in {errs:#?}"

@@ -57,6 +57,8 @@ pub(crate) struct JobCounters {
     pub(crate) runs: BTreeMap<&'static str, u64>,
     pub(crate) skips: BTreeMap<&'static str, u64>,
     pub(crate) last_success: Option<Timestamp>,
+    /// When the newest run of each outcome finished.
+    pub(crate) last_finish: BTreeMap<&'static str, Timestamp>,
     pub(crate) duration: Histogram,
 }
 
@@ -100,14 +102,24 @@ impl Counters {
         self.jobs.get_mut(name)
     }
 
-    /// The last success found in a job's stored history (newest first).
+    /// The last success, and the last finish of each outcome, found in a
+    /// job's stored history (newest first).
     pub fn seed(&mut self, job: &str, newest_first: &[RunRecord]) {
         let last = newest_first
             .iter()
             .find(|r| r.outcome == Outcome::Success)
             .and_then(|r| r.finished_at);
-        if let Some(j) = self.job(job) {
-            j.last_success = j.last_success.max(last);
+        let Some(j) = self.job(job) else { return };
+        j.last_success = j.last_success.max(last);
+        for o in RUN_OUTCOMES {
+            let newest = newest_first
+                .iter()
+                .find(|r| r.outcome == *o)
+                .and_then(|r| r.finished_at);
+            if let Some(at) = newest {
+                let e = j.last_finish.entry(o.as_str()).or_insert(at);
+                *e = (*e).max(at);
+            }
         }
     }
 
@@ -138,6 +150,10 @@ impl Counters {
         *j.runs.entry(run.outcome.as_str()).or_default() += 1;
         if run.outcome == Outcome::Success {
             j.last_success = j.last_success.max(run.finished_at);
+        }
+        if let Some(at) = run.finished_at {
+            let e = j.last_finish.entry(run.outcome.as_str()).or_insert(at);
+            *e = (*e).max(at);
         }
         if let Some(ms) = run.duration_ms {
             j.duration.observe(RUN_DURATION_BUCKETS, ms as f64 / 1000.0);
