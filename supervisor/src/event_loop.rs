@@ -16,7 +16,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     alert_kind::AlertKind,
-    config::Config,
+    config::{Config, Source},
     status::{AlertNotice, Severity, State, StatusReport},
     wire::{decode_event, BadLine, Command, Event, Frame},
     VERSION,
@@ -61,7 +61,7 @@ pub(crate) struct Prepared {
     pub(crate) sinks: sinks::Sinks,
     pub(crate) reaper: reaper::Reaper,
     /// The text of the config in force, sent whole to each worker.
-    pub(crate) source: String,
+    pub(crate) source: Source,
     pub(crate) exe: PathBuf,
     pub(crate) lock: lock::Lock,
     pub(crate) log_json: bool,
@@ -86,7 +86,7 @@ pub(crate) struct Supervisor {
     lines_publish_after: Instant,
     recorder: alerts::Recorder,
     /// The text of the config in force, sent whole to each worker.
-    source: String,
+    source: Source,
     exe: PathBuf,
     lock: lock::Lock,
     log_json: bool,
@@ -327,7 +327,8 @@ impl Supervisor {
         let first_run_id = self.model.max_run_id.saturating_add(1);
         let configure = Command::Configure {
             path: self.config().path.clone(),
-            source: self.source.clone(),
+            source: self.source.text.clone(),
+            dropins: self.source.dropins.clone(),
         };
         let launch = Launch {
             exe: &self.exe,
@@ -672,13 +673,7 @@ impl Supervisor {
     /// refused, logged, shown in the status, and the running one stays.
     fn reload(&mut self, why: &str) -> Result<usize, String> {
         let path = self.config().path.clone();
-        let loaded = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: cannot read config file: {e}", path.display()))
-            .and_then(|src| {
-                Config::parse(&path, &src)
-                    .map(|c| (c, src))
-                    .map_err(|e| e.to_string())
-            });
+        let loaded = Config::read(&path).map_err(|e| e.to_string());
         match loaded {
             Ok((config, source)) => {
                 let jobs = config.jobs.len();
@@ -711,7 +706,8 @@ impl Supervisor {
                 if let Some(w) = &self.worker {
                     let _ = w.commands.try_send(Command::Configure {
                         path: path.clone(),
-                        source,
+                        source: source.text,
+                        dropins: source.dropins,
                     });
                 }
                 tracing::info!(jobs, "{why}: configuration reloaded");

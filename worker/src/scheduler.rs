@@ -20,7 +20,7 @@
 use std::{collections::BTreeMap, panic::AssertUnwindSafe, path::PathBuf, time::Duration};
 
 use cronwarden_shared::{
-    config::Config,
+    config::{Config, Source},
     stats::WorkerStats,
     status::RunRecord,
     store::{self, Store, Write},
@@ -536,7 +536,11 @@ impl Scheduler {
     fn command_unguarded(&mut self, cmd: Command) {
         fail::fail_point!("worker::command");
         match cmd {
-            Command::Configure { path, source } => match Config::parse(&path, &source) {
+            Command::Configure {
+                path,
+                source,
+                dropins,
+            } => match Config::parse_source(&path, &Source::of(source, dropins)) {
                 Ok(config) => {
                     self.configure(&config);
                     tracing::info!(jobs = config.jobs.len(), "configuration applied");
@@ -606,7 +610,11 @@ async fn read_commands(stdin: pipe::Receiver, tx: mpsc::Sender<Command>) {
 /// [`CONFIGURE_WITHIN`].
 async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, WorkerError> {
     match tokio::time::timeout(CONFIGURE_WITHIN, rx.recv()).await {
-        Ok(Some(Command::Configure { path, source })) => Config::parse(&path, &source)
+        Ok(Some(Command::Configure {
+            path,
+            source,
+            dropins,
+        })) => Config::parse_source(&path, &Source::of(source, dropins))
             .map_err(|source| WorkerError::ConfigRefused { path, source }),
         Ok(Some(other)) => Err(WorkerError::NotConfigured(format!("{other:?}"))),
         Ok(None) => Err(WorkerError::SupervisorGone),
