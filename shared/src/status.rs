@@ -110,6 +110,19 @@ pub enum SkipReason {
     Removed,
 }
 
+impl SkipReason {
+    /// The word the JSON uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Overlap => "overlap",
+            SkipReason::Misfire => "misfire",
+            SkipReason::Paused => "paused",
+            SkipReason::WorkerDown => "worker_down",
+            SkipReason::Removed => "removed",
+        }
+    }
+}
+
 /// One run of a job, or one skipped fire (DESIGN.md "A run record").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -333,6 +346,16 @@ pub enum ClockJumpKind {
     /// The machine was suspended: boot time ran on while the monotonic
     /// clock stood still.
     Suspend,
+}
+
+impl ClockJumpKind {
+    /// The word the JSON uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockJumpKind::Step => "step",
+            ClockJumpKind::Suspend => "suspend",
+        }
+    }
 }
 
 /// An alert sink's delivery health.
@@ -580,5 +603,16 @@ mod tests {
         assert_eq!(State::Degraded.exit_code(), 1);
         assert_eq!(State::Stalled.exit_code(), 2);
         assert_eq!(State::Down.exit_code(), 2);
+    }
+
+    #[test]
+    fn log_words_are_the_json_words() {
+        use SkipReason::*;
+        for r in [Overlap, Misfire, Paused, WorkerDown, Removed] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for k in [ClockJumpKind::Step, ClockJumpKind::Suspend] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
     }
 }

@@ -18,6 +18,7 @@ use cronwarden_shared::{
     alert_kind::AlertKind,
     config::{Config, Source},
     status::{AlertNotice, Severity, State, StatusReport},
+    timefmt::human_duration,
     wire::{decode_event, BadLine, Command, Event, Frame},
     VERSION,
 };
@@ -246,7 +247,10 @@ impl Supervisor {
             },
         ));
         let metrics_tcp = metrics_listener.map(|l| {
-            tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics over TCP");
+            tracing::info!(
+                addr = l.local_addr().ok().map(|a| a.to_string()),
+                "serving /metrics over TCP"
+            );
             tokio::task::spawn_local(metrics::serve_tcp(l, self.snapshots.subscribe()))
         });
         let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
@@ -267,7 +271,9 @@ impl Supervisor {
             tokio::time::interval(self.notifier.watchdog.unwrap_or(Duration::from_secs(3600)));
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut clocks = LoopClocks::read();
-        loop {
+        // The signal that stops us is passed on to the worker, so its log
+        // names what the operator sent (Ctrl-C is SIGINT, not SIGTERM).
+        let stop_with = loop {
             let stall_at = self.stall_deadline();
             let publish_at = self.publish_deadline();
             // Biased, in this order. Timers are ready only when due, so they
@@ -277,8 +283,8 @@ impl Supervisor {
             // lines already queued are read first (see `on_line`).
             tokio::select! {
                 biased;
-                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Signal::SIGTERM; }
+                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Signal::SIGINT; }
                 _ = sighup.recv() => { let _ = self.reload("SIGHUP"); self.publish(); }
                 _ = sigchld.recv() => self.reap(),
                 // Every timer first catches up with a gap in the loop.
@@ -291,9 +297,9 @@ impl Supervisor {
                 line = next_line(&mut self.worker) => self.on_line(line),
                 _ = std::future::ready(()), if self.evaluate_since.is_some() => self.publish(),
             }
-        }
+        };
         self.notifier.stopping();
-        self.shutdown(&mut sigchld).await;
+        self.shutdown(&mut sigchld, stop_with).await;
         // The results of runs stopped on the way out; bounded.
         self.send_pings();
         self.job_pings.flush(Duration::from_secs(2));
@@ -343,7 +349,10 @@ impl Supervisor {
                     .backoff
                     .next_delay(Duration::ZERO)
                     .max(Duration::from_millis(100));
-                tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
+                tracing::error!(
+                    "cannot start the worker: {e}; retrying in {}",
+                    human_duration(delay)
+                );
                 self.model
                     .worker_gone(format!("could not be started: {e}"), true);
                 self.restart_at = Some(Instant::now() + delay);
@@ -366,7 +375,9 @@ impl Supervisor {
             tracing::warn!(
                 gap_ms = gap.as_millis() as u64,
                 suspended_ms = suspended.as_millis() as u64,
-                "the supervisor's loop did not turn for {gap:?} (host suspended {suspended:?}); reading the worker's queued lines before judging"
+                "the supervisor's loop did not turn for {} (host suspended {}); reading the worker's queued lines before judging",
+                human_duration(gap),
+                human_duration(suspended)
             );
             self.drain_lines().await;
         }
@@ -571,11 +582,13 @@ impl Supervisor {
                     match why {
                         model::judge::Replace::Stalled { allowance } => tracing::error!(
                             pid,
-                            "worker stalled: no heartbeat for {allowance:?}; killing and replacing it"
+                            "worker stalled: no heartbeat for {}; killing and replacing it",
+                            human_duration(allowance)
                         ),
                         model::judge::Replace::Failing { failing_for } => tracing::error!(
                             pid,
-                            "worker alive but failing for {failing_for:?}; replacing it"
+                            "worker alive but failing for {}; replacing it",
+                            human_duration(failing_for)
                         ),
                     }
                     w.killed_because = Some(why.because());
@@ -626,7 +639,11 @@ impl Supervisor {
             } else {
                 // A sink's child, or an orphan reparented to us.
                 self.reaper.reaped(pid, worker_conn::wait_code(status));
-                tracing::debug!(pid, ?status, "reaped a child");
+                tracing::debug!(
+                    pid,
+                    how = worker_conn::how_it_ended(status),
+                    "reaped a child"
+                );
             }
         }
     }
@@ -662,7 +679,8 @@ impl Supervisor {
         tracing::error!(
             pid = w.pid,
             lost_runs = groups.len(),
-            "worker {how}; restarting in {delay:?}"
+            "worker {how}; restarting in {}",
+            human_duration(delay)
         );
         self.restart_at = Some(Instant::now() + delay);
         self.publish();
@@ -784,15 +802,16 @@ impl Supervisor {
         self.next_request += 1;
     }
 
-    /// Asks the worker to stop its jobs (within their kill grace) and exit;
-    /// kills whatever is left after a bound.
-    async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+    /// Asks the worker to stop its jobs (within their kill grace) and exit,
+    /// by command and by `stop_with`, the signal that stopped us; kills
+    /// whatever is left after a bound.
+    async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal, stop_with: Signal) {
         self.stopping = true;
         self.restart_at = None;
         let Some(w) = &self.worker else { return };
         let pid = w.pid;
         let _ = w.commands.try_send(Command::Shutdown);
-        spawn::signal(pid, Signal::SIGTERM);
+        spawn::signal(pid, stop_with);
         let grace = self
             .config()
             .jobs

@@ -206,7 +206,8 @@ pub(crate) async fn serve(listener: UnixListener, shared: Shared) {
             if let Some(suppressed) = refusals.admit(Instant::now()) {
                 tracing::warn!(
                     suppressed,
-                    "status socket: {MAX_CONNECTIONS} connections open; a new one waits {OVERFLOW_WAIT:?} for a slot, then gets 503"
+                    "status socket: {MAX_CONNECTIONS} connections open; a new one waits {} for a slot, then gets 503",
+                    cronwarden_shared::timefmt::human_duration(OVERFLOW_WAIT)
                 );
             }
             match waiting.clone().try_acquire_owned() {

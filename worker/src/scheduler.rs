@@ -616,7 +616,13 @@ async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, Worker
             dropins,
         })) => Config::parse_source(&path, &Source::of(source, dropins))
             .map_err(|source| WorkerError::ConfigRefused { path, source }),
-        Ok(Some(other)) => Err(WorkerError::NotConfigured(format!("{other:?}"))),
+        // Named by its wire tag ("trigger"), never Debug text.
+        Ok(Some(other)) => Err(WorkerError::NotConfigured(
+            serde_json::to_value(&other)
+                .ok()
+                .and_then(|v| v["type"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "another command".into()),
+        )),
         Ok(None) => Err(WorkerError::SupervisorGone),
         Err(_) => Err(WorkerError::NoConfiguration(CONFIGURE_WITHIN.as_secs())),
     }
@@ -645,6 +651,10 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     let config = first_config(&mut cmd_rx).await?;
 
     let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signal)?;
+    // The supervisor passes on the signal that stops it: Ctrl-C arrives
+    // here as SIGINT (and without a handler would end us without stopping
+    // the jobs).
+    let mut int = signal(SignalKind::interrupt()).map_err(WorkerError::Signal)?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<RunRecord>();
     events.send(Event::Hello {
         pid: std::process::id(),
@@ -700,6 +710,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         tokio::select! {
             biased;
             _ = term.recv() => { tracing::info!("SIGTERM: stopping jobs"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping jobs"); break; }
             _ = &mut broken => break,
             cmd = cmd_rx.recv() => match cmd {
                 None => { tracing::warn!("supervisor closed the command pipe: stopping jobs"); break; }
