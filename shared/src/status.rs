@@ -190,6 +190,12 @@ pub struct SupervisorInfo {
     pub pid: u32,
     pub version: String,
     pub started_at: Timestamp,
+    /// Set when the executable this supervisor was started from has been
+    /// replaced or removed on disk since: says what changed. A worker
+    /// restarted from now on runs the file's new binary under this old
+    /// supervisor until the service is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_replaced: Option<String>,
 }
 
 /// The worker as last observed. Fields are `null` when there is no worker.
@@ -481,6 +487,7 @@ mod tests {
                 pid: 41,
                 version: "0.1.0".into(),
                 started_at: ts("2026-11-22T10:00:00Z"),
+                binary_replaced: None,
             },
             worker: WorkerInfo {
                 pid: Some(42),

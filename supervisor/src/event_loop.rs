@@ -31,7 +31,7 @@ use tokio::{
 };
 
 use crate::{
-    alerts,
+    alerts, binary,
     control::{ControlOp, ControlReply, ControlRequest},
     forensics, lock,
     log_budget::LogBudget,
@@ -89,6 +89,8 @@ pub(crate) struct Supervisor {
     /// The text of the config in force, sent whole to each worker.
     source: Source,
     exe: PathBuf,
+    /// The executable as it was at start: a replaced one shows in status.
+    binary: Option<binary::Watch>,
     lock: lock::Lock,
     log_json: bool,
     log_files: Option<(PathBuf, u32)>,
@@ -154,6 +156,7 @@ impl Supervisor {
             sinks: p.sinks,
             reaper: p.reaper,
             source: p.source,
+            binary: binary::Watch::start(&p.exe),
             exe: p.exe,
             lock: p.lock,
             log_json: p.log_json,
@@ -498,6 +501,16 @@ impl Supervisor {
     /// worker that has been alive but failing for too long, and kills runs
     /// that outlived their timeout when the worker did not.
     fn on_tick(&mut self) {
+        // One stat a second: an upgrade that replaced our executable.
+        if let Some(b) = &self.binary {
+            let replaced = b.look();
+            if replaced != self.model.supervisor.binary_replaced {
+                if let Some(what) = &replaced {
+                    tracing::warn!("{what}");
+                }
+                self.model.supervisor.binary_replaced = replaced;
+            }
+        }
         // A look at runs nearing their timeout, at most a tick before it,
         // while their processes are still there to be seen.
         {

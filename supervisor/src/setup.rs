@@ -139,6 +139,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
             pid: std::process::id(),
             version: VERSION.into(),
             started_at,
+            binary_replaced: None,
         },
         alerts::AlertBook::new(restored),
     );
