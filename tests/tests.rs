@@ -16,6 +16,7 @@ mod logs;
 mod metrics;
 mod once;
 mod operator;
+mod opsday;
 mod pings;
 mod supervisor;
 mod truth;

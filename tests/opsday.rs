@@ -1,0 +1,214 @@
+//! Issue 16, the operator's day, end to end through one real instance:
+//! every JSON log line of starts, failures, skips, a refused reload, a
+//! stalled worker replaced and a Ctrl-C parses, with numbers as numbers
+//! and no Rust Debug text; the worker logs the signal the operator sent;
+//! an executable replaced on disk (an upgrade) shows in the status.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::util::{kill, wait_until, Env, Supervisor, BIN};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Fields that are numbers whenever a line carries them.
+const NUMERIC: &[&str] = &[
+    "pid",
+    "run",
+    "run_id",
+    "jobs",
+    "exit_code",
+    "signal",
+    "duration_ms",
+    "stdout_bytes",
+    "stderr_bytes",
+    "busy_run",
+    "expected",
+    "lost_runs",
+    "jump_ms",
+    "jobs_due",
+    "fires_due",
+    "gap_ms",
+    "suspended_ms",
+    "attempt",
+    "held",
+    "pruned",
+    "keep",
+];
+
+const CONFIG: &str = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"2s\"\n\
+    [[job]]\nname = \"fails\"\nschedule = \"@every 1s\"\nshell = \"echo out; exit 3\"\n\
+    [[job]]\nname = \"slow\"\nschedule = \"@every 1s\"\nshell = \"sleep 3\"\n";
+
+/// The binary at a path of the test's own, so that it can be replaced
+/// there: a hard link when the file systems allow, else a copy.
+fn own_binary(env: &Env) -> PathBuf {
+    let exe = env.path("cronwarden");
+    if fs::hard_link(BIN, &exe).is_err() {
+        fs::copy(BIN, &exe).unwrap();
+    }
+    exe
+}
+
+fn start(env: &Env, exe: &Path) -> Supervisor {
+    let log = env.path("supervisor.log");
+    let child = Command::new(exe)
+        .env("CRONWARDEN_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&env.config)
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(env.path("supervisor.out")).unwrap())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Supervisor { child, log }
+}
+
+fn worker_pid(env: &Env) -> Option<u64> {
+    env.status().1?["worker"]["pid"].as_u64()
+}
+
+/// The parsed lines whose message contains `what`.
+fn lines_with(log: &str, what: &str) -> Vec<Value> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Every line one flat JSON object; numeric fields numbers (or null);
+/// no value, message included, in Rust's Debug notation.
+fn assert_clean_json(log: &str) {
+    for line in log.lines() {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let obj = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"));
+        assert!(!obj.contains_key("fields"), "nested fields: {line}");
+        for (k, val) in obj {
+            if NUMERIC.contains(&k.as_str()) {
+                assert!(
+                    val.is_number() || val.is_null(),
+                    "{k} is not a number: {line}"
+                );
+            }
+            if let Some(s) = val.as_str() {
+                for debug in ["Some(", "None", "Duration", "Exited(", "Signaled("] {
+                    assert!(!s.contains(debug), "Debug text {debug:?} in {k}: {line}");
+                }
+                assert!(s != "Step" && s != "Overlap", "Debug enum in {k}: {line}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_operators_day_logs_clean_json_and_says_what_happened() {
+    let env = Env::new(CONFIG);
+    let config = env.config.to_str().unwrap().to_string();
+    let exe = own_binary(&env);
+    let mut sup = start(&env, &exe);
+    env.wait_ok(LONG);
+    wait_until("a failure and a skip while busy", LONG, || {
+        let log = sup.log();
+        (!lines_with(&log, "\"job\":\"fails\"").is_empty()
+            && log.contains("\"exit_code\":3")
+            && log.contains("fire skipped"))
+        .then_some(())
+    });
+
+    // A refused reload.
+    env.write_config(&CONFIG.replace(
+        "@every 1s\"\nshell = \"sleep",
+        "61 * * * *\"\nshell = \"sleep",
+    ));
+    let out = env.cmd(&["reload", "--config", &config]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the refusal logged", LONG, || {
+        sup.log().contains("configuration refused").then_some(())
+    });
+    env.write_config(CONFIG);
+
+    // A stalled worker, replaced.
+    let stalled = wait_until("a worker", LONG, || worker_pid(&env));
+    kill(stalled as u32, Signal::SIGSTOP);
+    let replacement = wait_until("the stalled worker replaced", LONG, || {
+        worker_pid(&env).filter(|p| *p != stalled)
+    });
+    wait_until("the replacement says hello", LONG, || {
+        lines_with(&sup.log(), "worker ready")
+            .iter()
+            .any(|l| l["pid"].as_u64() == Some(replacement))
+            .then_some(())
+    });
+
+    // An upgrade: the executable replaced on disk shows in the status.
+    let (_, s) = env.status();
+    assert!(s.unwrap()["supervisor"].get("binary_replaced").is_none());
+    let new = env.path("cronwarden.new");
+    fs::write(&new, "#!/bin/sh\nexit 1\n").unwrap();
+    fs::rename(&new, &exe).unwrap();
+    let said = wait_until("the status says the binary was replaced", LONG, || {
+        let (_, s) = env.status();
+        s?["supervisor"]["binary_replaced"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(said.contains(&*exe.to_string_lossy()), "{said}");
+    let human = env.cmd(&["status", "--config", &config]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("binary: "), "{human}");
+
+    // Ctrl-C: the supervisor and its worker both log SIGINT.
+    kill(sup.pid(), Signal::SIGINT);
+    let code = wait_until("the supervisor exits", LONG, || {
+        sup.child.try_wait().unwrap()
+    });
+    assert_eq!(code.code(), Some(0));
+    let log = sup.log();
+    let stopping: Vec<_> = lines_with(&log, "stopping jobs");
+    assert!(
+        stopping
+            .iter()
+            .any(|l| l["message"] == "SIGINT: stopping jobs"),
+        "{log}"
+    );
+    assert!(
+        stopping
+            .iter()
+            .all(|l| l["message"] != "SIGTERM: stopping jobs"),
+        "{log}"
+    );
+
+    assert_clean_json(&log);
+    // The lines the issue named carry their numbers.
+    let skipped = lines_with(&log, "fire skipped");
+    assert!(
+        skipped
+            .iter()
+            .any(|l| l["reason"] == "overlap" && l["busy_run"].is_u64()),
+        "{skipped:?}"
+    );
+    let stall = lines_with(&log, "worker stalled");
+    assert!(
+        stall.iter().any(|l| l["pid"].as_u64() == Some(stalled)),
+        "{log}"
+    );
+    let ended = lines_with(&log, "restarting in");
+    assert!(ended.iter().any(|l| l["lost_runs"].is_u64()), "{log}");
+}
