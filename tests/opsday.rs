@@ -212,3 +212,85 @@ fn an_operators_day_logs_clean_json_and_says_what_happened() {
     let ended = lines_with(&log, "restarting in");
     assert!(ended.iter().any(|l| l["lost_runs"].is_u64()), "{log}");
 }
+
+/// A job removed from the config keeps its records, and `audit` audits
+/// them against the former schedule it is given.
+#[test]
+fn a_removed_job_is_audited_against_its_former_schedule() {
+    let gone = "[[job]]\nname = \"gone\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n";
+    let stays = "[[job]]\nname = \"stays\"\nschedule = \"@yearly\"\nshell = \"true\"\n";
+    let env = Env::new(&format!("{gone}{stays}"));
+    let config = env.config.to_str().unwrap().to_string();
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    wait_until("three runs of the job", LONG, || {
+        (env.rows("gone").len() >= 3).then_some(())
+    });
+    env.write_config(stays);
+    let out = env.cmd(&["reload", "--config", &config]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without a schedule: refused, saying how.
+    let out = env.cmd(&["audit", "gone", "--config", &config]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("--schedule"), "{err}");
+
+    // With it, over the window its records cover: one record a second.
+    let runs = env.cmd(&["runs", "gone", "--json", "--config", &config]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let mut covered: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["covers"].as_array().unwrap().clone())
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    covered.sort_by_key(|c| c.parse::<jiff::Timestamp>().unwrap());
+    let (from, to) = (covered[0].clone(), covered[covered.len() - 1].clone());
+    let out = env.cmd(&[
+        "audit",
+        "gone",
+        "--schedule",
+        "* * * * * *",
+        "--timezone",
+        "UTC",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--json",
+        "--config",
+        &config,
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["job"], "gone", "{report}");
+    assert_eq!(
+        report["expected"].as_u64(),
+        Some(covered.len() as u64),
+        "{report}"
+    );
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    // A bad schedule is refused naming the parameter.
+    let out = env.cmd(&[
+        "audit",
+        "gone",
+        "--schedule",
+        "61 * * * *",
+        "--config",
+        &config,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("schedule: ") && err.contains("minute field"),
+        "{err}"
+    );
+}
