@@ -218,14 +218,25 @@ fn an_operators_day_logs_clean_json_and_says_what_happened() {
 #[test]
 fn a_removed_job_is_audited_against_its_former_schedule() {
     let gone = "[[job]]\nname = \"gone\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n";
+    // A name that must be escaped in the request's path.
+    let wide = "[[job]]\nname = \"备份 🚀\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n";
     let stays = "[[job]]\nname = \"stays\"\nschedule = \"@yearly\"\nshell = \"true\"\n";
-    let env = Env::new(&format!("{gone}{stays}"));
+    let env = Env::new(&format!("{gone}{stays}{wide}"));
     let config = env.config.to_str().unwrap().to_string();
     let _sup = env.start();
     env.wait_ok(LONG);
     wait_until("three runs of the job", LONG, || {
         (env.rows("gone").len() >= 3).then_some(())
     });
+    wait_until(
+        "a run of the job with a wide name, through the socket",
+        LONG,
+        || {
+            let out = env.cmd(&["runs", "备份 🚀", "--json", "--config", &config]);
+            let runs: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (!runs.as_array()?.is_empty()).then_some(())
+        },
+    );
     env.write_config(stays);
     let out = env.cmd(&["reload", "--config", &config]);
     assert_eq!(

@@ -334,7 +334,10 @@ async fn handle(
         return r;
     }
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    // Split, then decode: a job named `备份` or `a b` arrives escaped
+    // (and a `%2F` in a name stays inside its segment).
+    let decoded: Vec<String> = path.split('/').skip(1).map(percent_decode).collect();
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     // One snapshot for the whole request, so its answers agree.
     let snap = shared.snapshots.borrow().clone();
