@@ -63,6 +63,39 @@ fn check_reads_drop_ins_and_names_the_file_of_each_error() {
         "{stdout}"
     );
 
+    let out = env.cmd(&["check", "--json", "--config", &config]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["dropins"],
+        serde_json::json!([d.join("10-backup.toml")]),
+        "{v}"
+    );
+    assert_eq!(v["jobs"][1]["name"], "backup", "{v}");
+    assert_eq!(
+        v["jobs"][1]["file"],
+        serde_json::json!(d.join("10-backup.toml")),
+        "{v}"
+    );
+
+    // A lint warning about a drop-in job names the drop-in.
+    let streak = d.join("20-streak.toml");
+    fs::write(
+        &streak,
+        "[[job]]\nname = \"streak\"\nschedule = \"* * * * *\"\ntimeout = \"5m\"\nshell = \"true\"\n",
+    )
+    .unwrap();
+    let out = env.cmd(&["check", "--config", &config]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: {}: job \"streak\": key \"timeout\"",
+            streak.display()
+        )),
+        "{stderr}"
+    );
+    fs::remove_file(&streak).unwrap();
+
     // An error in a drop-in names the drop-in, the job and the key.
     let bad = d.join("30-bad.toml");
     fs::write(
