@@ -369,7 +369,7 @@ pub(super) fn unreported(m: &Model, now: Instant) -> Option<Condition> {
     let names: Vec<&str> = stale.iter().map(|(n, _)| *n).collect();
     let shown: Vec<String> = stale
         .iter()
-        .map(|(n, due)| format!("{n} (due at {due})"))
+        .map(|(n, due)| format!("{n} (due at {})", to_second(*due)))
         .collect();
     Some(condition(
         AlertKind::WorkerMisarmed,
