@@ -305,3 +305,83 @@ fn a_removed_job_is_audited_against_its_former_schedule() {
         "{err}"
     );
 }
+
+/// Whether this host lets us make a private mount namespace.
+fn namespaces_work() -> bool {
+    Command::new("unshare")
+        .args(["-rm", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// With the default `state_dir` and no `socket`, the supervisor binds
+/// `/run/cronwarden/cronwarden.sock` when `/run/cronwarden` exists (the
+/// unit's RuntimeDirectory=), else `<state_dir>/cronwarden.sock`. Run in a
+/// private mount namespace with test directories over `/run` and
+/// `/var/lib`; the socket is reached from outside through the directory
+/// mounted there.
+#[test]
+fn the_default_socket_is_in_the_runtime_directory_when_it_exists() {
+    if !namespaces_work() {
+        return crate::util::skip("no private mount namespace (unshare -rm) for /run");
+    }
+    for runtime_dir in [true, false] {
+        let env = Env::new("");
+        // No state_dir: the defaults are what is tested.
+        fs::write(
+            &env.config,
+            "[[job]]\nname = \"a\"\nschedule = \"@yearly\"\nshell = \"true\"\n",
+        )
+        .unwrap();
+        let (run, lib) = (env.path("run"), env.path("lib"));
+        fs::create_dir_all(&lib).unwrap();
+        fs::create_dir_all(&run).unwrap();
+        if runtime_dir {
+            fs::create_dir(run.join("cronwarden")).unwrap();
+        }
+        let child = Command::new("unshare")
+            .args([
+                "-rm",
+                "sh",
+                "-c",
+                "mount --bind \"$0\" /run && mount --bind \"$1\" /var/lib && shift && exec \"$@\"",
+            ])
+            .arg(&run)
+            .arg(&lib)
+            .arg(BIN)
+            .args(["run", "--config"])
+            .arg(&env.config)
+            .env_remove("CRONWARDEN_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(env.path("supervisor.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let sup = Supervisor {
+            child,
+            log: env.path("supervisor.log"),
+        };
+        let (bound, not) = if runtime_dir {
+            (
+                run.join("cronwarden/cronwarden.sock"),
+                lib.join("cronwarden/cronwarden.sock"),
+            )
+        } else {
+            (
+                lib.join("cronwarden/cronwarden.sock"),
+                run.join("cronwarden/cronwarden.sock"),
+            )
+        };
+        let status = wait_until("the supervisor answers on its socket", LONG, || {
+            let out = env.cmd(&["status", "--json", "--socket", bound.to_str().unwrap()]);
+            serde_json::from_slice::<Value>(&out.stdout)
+                .ok()
+                .filter(|s| s["worker"]["pid"].is_u64())
+        });
+        assert_eq!(status["jobs"][0]["name"], "a", "{status}\n{}", sup.log());
+        assert!(!not.exists(), "a socket at {} too", not.display());
+        drop(sup);
+    }
+}
