@@ -5,7 +5,8 @@
 //! - [`config`]: the TOML model and its validation, by concern: the types
 //!   and loading (`config/mod.rs`), the generic key checks (`validate`), the
 //!   `[[job]]` keys (`job`), the `[[alert]]` sinks (`sinks`), metrics,
-//!   host heartbeat and log files (`integrations`). Every error names the
+//!   host heartbeat and log files (`integrations`), the `<name>.d/*.toml`
+//!   drop-ins (`dropin`). Every error names the
 //!   file, the job and the key;
 //! - [`schedule`]: cron expressions and `@every` intervals mapped to instants
 //!   under the DST rules of DESIGN.md;

@@ -226,7 +226,46 @@ fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .dom_and_dow(false)
         .build()
         .parse(expr)
-        .map_err(|e| e.to_string())
+        .map_err(|e| out_of_range(expr).unwrap_or_else(|| e.to_string()))
+}
+
+/// The cron fields in order, with the values each accepts.
+const FIELDS: [(&str, u32, u32); 6] = [
+    ("seconds", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// The first number outside its field's range, named with the field and
+/// the range (croner says only "Number out of bounds").
+fn out_of_range(expr: &str) -> Option<String> {
+    let parts: Vec<&str> = expr.split_whitespace().collect();
+    let fields = if parts.len() == 6 {
+        &FIELDS[..]
+    } else {
+        &FIELDS[1..]
+    };
+    for (part, (name, lo, hi)) in parts.iter().zip(fields) {
+        for item in part.split(',') {
+            // A step (`*/90`) and an nth weekday (`5#3`) are not values
+            // of the field.
+            let values = item.split(['/', '#']).next().unwrap_or_default();
+            for n in values.split(|c: char| !c.is_ascii_digit()) {
+                let Ok(n) = n.parse::<u64>() else {
+                    continue;
+                };
+                if n < u64::from(*lo) || n > u64::from(*hi) {
+                    return Some(format!(
+                        "{name} field: {n} is out of range {lo}-{hi} (in {part:?})"
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Whether the hour field starts with `*` (nicknames expanded as cron does).
@@ -416,6 +455,27 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_out_of_range_value_names_its_field_and_range() {
+        let err = |e: &str| Schedule::parse(e, &TimeZone::UTC).unwrap_err().to_string();
+        let e = err("61 * * * *");
+        assert!(e.contains("minute field: 61 is out of range 0-59"), "{e}");
+        let e = err("0 0 24 * * *");
+        assert!(e.contains("hour field: 24 is out of range 0-23"), "{e}");
+        let e = err("0 0 1-32 * *");
+        assert!(
+            e.contains("day-of-month field: 32 is out of range 1-31"),
+            "{e}"
+        );
+        let e = err("0 0 * 13 *");
+        assert!(e.contains("month field: 13 is out of range 1-12"), "{e}");
+        let e = err("0 0 * * 8");
+        assert!(
+            e.contains("day-of-week field: 8 is out of range 0-7"),
+            "{e}"
+        );
+    }
 
     fn next_n(expr: &str, tz: &str, from: &str, n: usize) -> Vec<String> {
         let tz = TimeZone::get(tz).unwrap();

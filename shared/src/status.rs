@@ -110,6 +110,19 @@ pub enum SkipReason {
     Removed,
 }
 
+impl SkipReason {
+    /// The word the JSON uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Overlap => "overlap",
+            SkipReason::Misfire => "misfire",
+            SkipReason::Paused => "paused",
+            SkipReason::WorkerDown => "worker_down",
+            SkipReason::Removed => "removed",
+        }
+    }
+}
+
 /// One run of a job, or one skipped fire (DESIGN.md "A run record").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -177,6 +190,12 @@ pub struct SupervisorInfo {
     pub pid: u32,
     pub version: String,
     pub started_at: Timestamp,
+    /// Set when the executable this supervisor was started from has been
+    /// replaced or removed on disk since: says what changed. A worker
+    /// restarted from now on runs the file's new binary under this old
+    /// supervisor until the service is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_replaced: Option<String>,
 }
 
 /// The worker as last observed. Fields are `null` when there is no worker.
@@ -335,6 +354,16 @@ pub enum ClockJumpKind {
     Suspend,
 }
 
+impl ClockJumpKind {
+    /// The word the JSON uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockJumpKind::Step => "step",
+            ClockJumpKind::Suspend => "suspend",
+        }
+    }
+}
+
 /// An alert sink's delivery health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SinkHealth {
@@ -458,6 +487,7 @@ mod tests {
                 pid: 41,
                 version: "0.1.0".into(),
                 started_at: ts("2026-11-22T10:00:00Z"),
+                binary_replaced: None,
             },
             worker: WorkerInfo {
                 pid: Some(42),
@@ -580,5 +610,16 @@ mod tests {
         assert_eq!(State::Degraded.exit_code(), 1);
         assert_eq!(State::Stalled.exit_code(), 2);
         assert_eq!(State::Down.exit_code(), 2);
+    }
+
+    #[test]
+    fn log_words_are_the_json_words() {
+        use SkipReason::*;
+        for r in [Overlap, Misfire, Paused, WorkerDown, Removed] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for k in [ClockJumpKind::Step, ClockJumpKind::Suspend] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
     }
 }

@@ -3,6 +3,12 @@
 
 use jiff::{tz::TimeZone, Timestamp};
 
+/// An instant in UTC to the second, e.g. `2026-03-29T01:00:00Z`: for
+/// summaries and log messages, where nanoseconds are noise to a person.
+pub fn to_second(ts: Timestamp) -> String {
+    ts.round(jiff::Unit::Second).unwrap_or(ts).to_string()
+}
+
 /// RFC 3339 in the given zone, e.g. `2026-03-29T03:00:00+02:00`; fractional
 /// seconds appear only when the instant has them (`@every 1500ms`).
 pub fn rfc3339_in(ts: Timestamp, tz: &TimeZone) -> String {

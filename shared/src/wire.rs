@@ -21,7 +21,7 @@ use crate::status::{RunRecord, SkipReason, Trigger};
 pub const MAX_LINE: usize = 1024 * 1024;
 /// The longest command line (supervisor → worker): `configure` carries the
 /// whole config text, JSON-escaped (at most twice its size for valid TOML),
-/// and a config may be up to `config::MAX_CONFIG_BYTES`. The
+/// and a config with its drop-ins may be up to `config::MAX_CONFIG_BYTES`. The
 /// supervisor validated it before sending, so a larger bound is safe here.
 pub const MAX_COMMAND_LINE: usize = 2 * crate::config::MAX_CONFIG_BYTES + 64 * 1024;
 
@@ -166,7 +166,13 @@ pub enum Command {
     /// Apply this config (the file's text, already validated by the
     /// supervisor; sent whole so both sides run the same config even if
     /// the file changes in between).
-    Configure { path: PathBuf, source: String },
+    Configure {
+        path: PathBuf,
+        source: String,
+        /// The drop-ins read with it, in order (see `config::dropin`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dropins: Vec<crate::config::DropIn>,
+    },
     /// Run the job now (trigger `manual`). With a `request` id the worker
     /// answers with a `reply` event.
     Trigger {

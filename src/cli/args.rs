@@ -142,7 +142,7 @@ pub(crate) enum Cmd {
     /// Prove the ledger: every scheduled time of JOB in the window has exactly
     /// one record. Exit 1 when it does not.
     #[command(
-        after_help = "Examples:\n  cronwarden audit backup\n  cronwarden audit backup --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --json"
+        after_help = "Examples:\n  cronwarden audit backup\n  cronwarden audit backup --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --json\n  cronwarden audit old-report --schedule '0 6 * * *'   (a job removed from the config)"
     )]
     Audit {
         /// The job's name.
@@ -153,6 +153,13 @@ pub(crate) enum Cmd {
         /// End of the window, RFC 3339 (default: a few seconds ago).
         #[arg(long)]
         to: Option<String>,
+        /// Audit against this schedule instead of the config's: how a job
+        /// removed from the config (its records stay) is audited.
+        #[arg(long, value_name = "EXPR")]
+        schedule: Option<String>,
+        /// The zone of --schedule (default: the config's `timezone`).
+        #[arg(long, value_name = "ZONE", requires = "schedule")]
+        timezone: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },

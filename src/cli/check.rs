@@ -1,5 +1,5 @@
-//! `cronwarden check`: load and validate a config without running it, then
-//! lint it. Exit 0 when valid (warnings included), 2 when not; errors and
+//! `cronwarden check`: load and validate a config and its drop-ins without
+//! running it, then lint it. Exit 0 when valid (warnings included), 2 when not; errors and
 //! warnings go to stderr, the jobs to stdout.
 
 use std::{io::Write, path::Path, process::ExitCode};
@@ -45,6 +45,10 @@ pub(crate) fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         path.display(),
         config.jobs.len()
     )?;
+    for d in &config.dropins {
+        let jobs = config.job_files.values().filter(|f| *f == d).count();
+        writeln!(out, "  drop-in {}: {jobs} job(s)", d.display())?;
+    }
     for job in &config.jobs {
         view::check_job(&mut out, job, now, view::FIRES)?;
     }

@@ -15,6 +15,11 @@
 //! back: a typo there must be an error, not a quiet talk with another
 //! scheduler.
 //!
+//! A readable config gives the socket through [`Config::locate`], by the
+//! supervisor's own rule: the config's `socket`, else [`RUNTIME_SOCKET`]
+//! for the default `state_dir` when `/run/cronwarden` exists, else
+//! `<state_dir>/cronwarden.sock` (`config::default_socket`).
+//!
 //! Every error says where it looked, in order, and how to point elsewhere.
 
 use std::{
@@ -22,14 +27,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use cronwarden_shared::config::{Config, DEFAULT_STATE_DIR};
+use cronwarden_shared::config::{Config, DEFAULT_STATE_DIR, RUNTIME_SOCKET};
 
 /// The config's environment variable.
 pub(crate) const ENV: &str = "CRONWARDEN_CONFIG";
 /// The config used when neither `--config` nor [`ENV`] names one.
 pub(crate) const SYSTEM_CONFIG: &str = "/etc/cronwarden.toml";
-/// The socket under systemd's `RuntimeDirectory=cronwarden`.
-pub(crate) const RUNTIME_SOCKET: &str = "/run/cronwarden/cronwarden.sock";
 
 /// What told us the config's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,7 +46,7 @@ pub(crate) fn lint(config: &Config, now: Timestamp) -> Vec<ConfigError> {
 
 fn warning(config: &Config, job: &JobSpec, key: &str, message: String) -> ConfigError {
     ConfigError {
-        file: config.path.clone(),
+        file: config.file_of(&job.name).to_path_buf(),
         job: Some(job.name.clone()),
         key: key.into(),
         message,

@@ -151,8 +151,15 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             job,
             from,
             to,
+            schedule,
+            timezone,
             conn,
-        } => audit(&conn, &job, from, to),
+        } => audit(
+            &conn,
+            &job,
+            [("from", from), ("to", to)],
+            [("schedule", schedule), ("timezone", timezone)],
+        ),
     }
 }
 
@@ -170,17 +177,23 @@ fn config_file(arg: &ConfigArg) -> Result<std::path::PathBuf, ExitCode> {
 fn audit(
     conn: &args::Conn,
     job: &str,
-    from: Option<String>,
-    to: Option<String>,
+    bounds: [(&str, Option<String>); 2],
+    schedule: [(&str, Option<String>); 2],
 ) -> anyhow::Result<ExitCode> {
     let mut q = vec![];
-    for (k, v) in [("from", from), ("to", to)] {
+    for (k, v) in bounds {
         if let Some(v) = v {
             if v.parse::<Timestamp>().is_err() {
                 eprintln!("cronwarden: --{k}: {v:?} is not an RFC 3339 instant");
                 return Ok(ExitCode::from(2));
             }
-            q.push(format!("{k}={}", v.replace(':', "%3A").replace('+', "%2B")));
+            q.push(format!("{k}={}", enc(&v)));
+        }
+    }
+    // The supervisor parses the schedule, in the config's zone by default.
+    for (k, v) in schedule {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", enc(&v)));
         }
     }
     call(

@@ -174,6 +174,7 @@ mod tests {
                 pid: 1,
                 version: "0.1.0".into(),
                 started_at: at,
+                binary_replaced: None,
             },
             worker: WorkerInfo {
                 pid,

@@ -16,8 +16,9 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     alert_kind::AlertKind,
-    config::Config,
+    config::{Config, Source},
     status::{AlertNotice, Severity, State, StatusReport},
+    timefmt::human_duration,
     wire::{decode_event, BadLine, Command, Event, Frame},
     VERSION,
 };
@@ -30,7 +31,7 @@ use tokio::{
 };
 
 use crate::{
-    alerts,
+    alerts, binary,
     control::{ControlOp, ControlReply, ControlRequest},
     forensics, lock,
     log_budget::LogBudget,
@@ -61,7 +62,7 @@ pub(crate) struct Prepared {
     pub(crate) sinks: sinks::Sinks,
     pub(crate) reaper: reaper::Reaper,
     /// The text of the config in force, sent whole to each worker.
-    pub(crate) source: String,
+    pub(crate) source: Source,
     pub(crate) exe: PathBuf,
     pub(crate) lock: lock::Lock,
     pub(crate) log_json: bool,
@@ -86,8 +87,10 @@ pub(crate) struct Supervisor {
     lines_publish_after: Instant,
     recorder: alerts::Recorder,
     /// The text of the config in force, sent whole to each worker.
-    source: String,
+    source: Source,
     exe: PathBuf,
+    /// The executable as it was at start: a replaced one shows in status.
+    binary: Option<binary::Watch>,
     lock: lock::Lock,
     log_json: bool,
     log_files: Option<(PathBuf, u32)>,
@@ -153,6 +156,7 @@ impl Supervisor {
             sinks: p.sinks,
             reaper: p.reaper,
             source: p.source,
+            binary: binary::Watch::start(&p.exe),
             exe: p.exe,
             lock: p.lock,
             log_json: p.log_json,
@@ -246,7 +250,10 @@ impl Supervisor {
             },
         ));
         let metrics_tcp = metrics_listener.map(|l| {
-            tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics over TCP");
+            tracing::info!(
+                addr = l.local_addr().ok().map(|a| a.to_string()),
+                "serving /metrics over TCP"
+            );
             tokio::task::spawn_local(metrics::serve_tcp(l, self.snapshots.subscribe()))
         });
         let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
@@ -267,7 +274,9 @@ impl Supervisor {
             tokio::time::interval(self.notifier.watchdog.unwrap_or(Duration::from_secs(3600)));
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut clocks = LoopClocks::read();
-        loop {
+        // The signal that stops us is passed on to the worker, so its log
+        // names what the operator sent (Ctrl-C is SIGINT, not SIGTERM).
+        let stop_with = loop {
             let stall_at = self.stall_deadline();
             let publish_at = self.publish_deadline();
             // Biased, in this order. Timers are ready only when due, so they
@@ -277,8 +286,8 @@ impl Supervisor {
             // lines already queued are read first (see `on_line`).
             tokio::select! {
                 biased;
-                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Signal::SIGTERM; }
+                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Signal::SIGINT; }
                 _ = sighup.recv() => { let _ = self.reload("SIGHUP"); self.publish(); }
                 _ = sigchld.recv() => self.reap(),
                 // Every timer first catches up with a gap in the loop.
@@ -291,9 +300,9 @@ impl Supervisor {
                 line = next_line(&mut self.worker) => self.on_line(line),
                 _ = std::future::ready(()), if self.evaluate_since.is_some() => self.publish(),
             }
-        }
+        };
         self.notifier.stopping();
-        self.shutdown(&mut sigchld).await;
+        self.shutdown(&mut sigchld, stop_with).await;
         // The results of runs stopped on the way out; bounded.
         self.send_pings();
         self.job_pings.flush(Duration::from_secs(2));
@@ -327,7 +336,8 @@ impl Supervisor {
         let first_run_id = self.model.max_run_id.saturating_add(1);
         let configure = Command::Configure {
             path: self.config().path.clone(),
-            source: self.source.clone(),
+            source: self.source.text.clone(),
+            dropins: self.source.dropins.clone(),
         };
         let launch = Launch {
             exe: &self.exe,
@@ -342,7 +352,10 @@ impl Supervisor {
                     .backoff
                     .next_delay(Duration::ZERO)
                     .max(Duration::from_millis(100));
-                tracing::error!("cannot start the worker: {e}; retrying in {delay:?}");
+                tracing::error!(
+                    "cannot start the worker: {e}; retrying in {}",
+                    human_duration(delay)
+                );
                 self.model
                     .worker_gone(format!("could not be started: {e}"), true);
                 self.restart_at = Some(Instant::now() + delay);
@@ -365,7 +378,9 @@ impl Supervisor {
             tracing::warn!(
                 gap_ms = gap.as_millis() as u64,
                 suspended_ms = suspended.as_millis() as u64,
-                "the supervisor's loop did not turn for {gap:?} (host suspended {suspended:?}); reading the worker's queued lines before judging"
+                "the supervisor's loop did not turn for {} (host suspended {}); reading the worker's queued lines before judging",
+                human_duration(gap),
+                human_duration(suspended)
             );
             self.drain_lines().await;
         }
@@ -486,6 +501,16 @@ impl Supervisor {
     /// worker that has been alive but failing for too long, and kills runs
     /// that outlived their timeout when the worker did not.
     fn on_tick(&mut self) {
+        // One stat a second: an upgrade that replaced our executable.
+        if let Some(b) = &self.binary {
+            let replaced = b.look();
+            if replaced != self.model.supervisor.binary_replaced {
+                if let Some(what) = &replaced {
+                    tracing::warn!("{what}");
+                }
+                self.model.supervisor.binary_replaced = replaced;
+            }
+        }
         // A look at runs nearing their timeout, at most a tick before it,
         // while their processes are still there to be seen.
         {
@@ -570,11 +595,13 @@ impl Supervisor {
                     match why {
                         model::judge::Replace::Stalled { allowance } => tracing::error!(
                             pid,
-                            "worker stalled: no heartbeat for {allowance:?}; killing and replacing it"
+                            "worker stalled: no heartbeat for {}; killing and replacing it",
+                            human_duration(allowance)
                         ),
                         model::judge::Replace::Failing { failing_for } => tracing::error!(
                             pid,
-                            "worker alive but failing for {failing_for:?}; replacing it"
+                            "worker alive but failing for {}; replacing it",
+                            human_duration(failing_for)
                         ),
                     }
                     w.killed_because = Some(why.because());
@@ -625,7 +652,11 @@ impl Supervisor {
             } else {
                 // A sink's child, or an orphan reparented to us.
                 self.reaper.reaped(pid, worker_conn::wait_code(status));
-                tracing::debug!(pid, ?status, "reaped a child");
+                tracing::debug!(
+                    pid,
+                    how = worker_conn::how_it_ended(status),
+                    "reaped a child"
+                );
             }
         }
     }
@@ -661,7 +692,8 @@ impl Supervisor {
         tracing::error!(
             pid = w.pid,
             lost_runs = groups.len(),
-            "worker {how}; restarting in {delay:?}"
+            "worker {how}; restarting in {}",
+            human_duration(delay)
         );
         self.restart_at = Some(Instant::now() + delay);
         self.publish();
@@ -672,13 +704,7 @@ impl Supervisor {
     /// refused, logged, shown in the status, and the running one stays.
     fn reload(&mut self, why: &str) -> Result<usize, String> {
         let path = self.config().path.clone();
-        let loaded = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: cannot read config file: {e}", path.display()))
-            .and_then(|src| {
-                Config::parse(&path, &src)
-                    .map(|c| (c, src))
-                    .map_err(|e| e.to_string())
-            });
+        let loaded = Config::read(&path).map_err(|e| e.to_string());
         match loaded {
             Ok((config, source)) => {
                 let jobs = config.jobs.len();
@@ -711,7 +737,8 @@ impl Supervisor {
                 if let Some(w) = &self.worker {
                     let _ = w.commands.try_send(Command::Configure {
                         path: path.clone(),
-                        source,
+                        source: source.text,
+                        dropins: source.dropins,
                     });
                 }
                 tracing::info!(jobs, "{why}: configuration reloaded");
@@ -788,15 +815,16 @@ impl Supervisor {
         self.next_request += 1;
     }
 
-    /// Asks the worker to stop its jobs (within their kill grace) and exit;
-    /// kills whatever is left after a bound.
-    async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+    /// Asks the worker to stop its jobs (within their kill grace) and exit,
+    /// by command and by `stop_with`, the signal that stopped us; kills
+    /// whatever is left after a bound.
+    async fn shutdown(&mut self, sigchld: &mut tokio::signal::unix::Signal, stop_with: Signal) {
         self.stopping = true;
         self.restart_at = None;
         let Some(w) = &self.worker else { return };
         let pid = w.pid;
         let _ = w.commands.try_send(Command::Shutdown);
-        spawn::signal(pid, Signal::SIGTERM);
+        spawn::signal(pid, stop_with);
         let grace = self
             .config()
             .jobs

@@ -22,7 +22,9 @@
 //!   exit statuses for the threads that start children of their own;
 //!   `queue`: the bounded queues to the sink and ping threads;
 //!   `log_budget`: rate-limited log lines;
-//! - `audit`: the ledger audit a socket request asks for.
+//! - `audit`: the ledger audit a socket request asks for;
+//! - `binary`: whether our executable was replaced on disk (an upgrade
+//!   that awaits a restart), for the status.
 //!
 //! The supervisor never runs jobs and never blocks on them: it reads the
 //! worker's events, watches the heartbeat against `stall_after`, replaces a
@@ -34,6 +36,7 @@
 mod alertmanager;
 mod alerts;
 mod audit;
+mod binary;
 mod control;
 mod event_loop;
 mod forensics;

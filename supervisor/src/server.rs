@@ -37,7 +37,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use cronwarden_shared::status::ErrorReply;
+use cronwarden_shared::{schedule::Schedule, status::ErrorReply};
 use http_body_util::Full;
 use hyper::{body::Incoming, header, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -299,7 +299,8 @@ pub(crate) async fn serve(listener: UnixListener, shared: Shared) {
             if let Some(suppressed) = refusals.admit(Instant::now()) {
                 tracing::warn!(
                     suppressed,
-                    "status socket: {MAX_CONNECTIONS} connections open; a new one waits {OVERFLOW_WAIT:?} for a slot, then gets 503"
+                    "status socket: {MAX_CONNECTIONS} connections open; a new one waits {} for a slot, then gets 503",
+                    cronwarden_shared::timefmt::human_duration(OVERFLOW_WAIT)
                 );
             }
             // Controllers wait in a queue of their own too.
@@ -398,12 +399,33 @@ fn error(code: StatusCode, msg: String) -> Response<Full<Bytes>> {
 fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
     req.uri().query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| {
-            v.replace("%3A", ":")
-                .replace("%3a", ":")
-                .replace("%2B", "+")
-        })
+        (k == key).then(|| percent_decode(v))
     })
+}
+
+/// `%XX` escapes decoded (`+` stays `+`: an RFC 3339 offset); a broken
+/// escape or invalid UTF-8 is kept as it is, to fail as a bad value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| v.to_string())
 }
 
 /// Serves one request, its reply marked with this instance's identity.
@@ -543,11 +565,33 @@ async fn route(
             read_store(move || Store::open_readonly(&path)?.runs(&name, limit)).await
         }
         (Method::GET, ["v1", "jobs", name, "audit"]) => {
-            let Some(spec) = snap.config.job(name).cloned() else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("no job named {name:?} in the running config"),
-                );
+            // A removed job's ledger stays in the store; its schedule is
+            // gone with the config, so the caller names the former one.
+            let schedule = match (snap.config.job(name), query(&req, "schedule")) {
+                (_, Some(expr)) => {
+                    let zone =
+                        query(&req, "timezone").unwrap_or_else(|| snap.config.timezone.clone());
+                    let parsed = jiff::tz::TimeZone::get(&zone)
+                        .map_err(|_| format!("timezone: unknown time zone {zone:?}"))
+                        .and_then(|tz| {
+                            Schedule::parse(&expr, &tz).map_err(|e| format!("schedule: {e}"))
+                        });
+                    match parsed {
+                        Ok(s) => s,
+                        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                    }
+                }
+                (Some(spec), None) => spec.schedule.clone(),
+                (None, None) => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "no job named {name:?} in the running config; to audit a removed \
+                             job's records, give its former schedule: \
+                             cronwarden audit {name} --schedule EXPR"
+                        ),
+                    )
+                }
             };
             // An unparsable bound is a 400 naming the parameter.
             let parse = |k: &str| -> Result<Option<Timestamp>, String> {
@@ -568,8 +612,9 @@ async fn route(
             // left): the audit stops computing.
             let cancelled = Arc::new(AtomicBool::new(false));
             let _cancel = CancelOnDrop(cancelled.clone());
-            let name = spec.name.clone();
-            let work = move || audit_job(&path, &spec, from, to, &cancelled);
+            let name = name.to_string();
+            let job = name.clone();
+            let work = move || audit_job(&path, &job, &schedule, from, to, &cancelled);
             match tokio::time::timeout(STORE_TIMEOUT, tokio::task::spawn_blocking(work)).await {
                 Ok(Ok(Ok(Ok(report)))) => json(StatusCode::OK, &report),
                 Ok(Ok(Ok(Err(AuditStop::TooManyFires { max })))) => error(
@@ -687,7 +732,8 @@ async fn read_store<T: Serialize + Send + 'static>(
 /// happening right now are not counted as missing).
 fn audit_job(
     path: &std::path::Path,
-    spec: &cronwarden_shared::config::JobSpec,
+    name: &str,
+    schedule: &Schedule,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
     cancelled: &AtomicBool,
@@ -696,13 +742,13 @@ fn audit_job(
     let now = Timestamp::now();
     let to = to.unwrap_or_else(|| now - jiff::SignedDuration::from_secs(5));
     let day_ago = now - jiff::SignedDuration::from_hours(24);
-    let records = store.runs_between(&spec.name, from.unwrap_or(day_ago), to)?;
+    let records = store.runs_between(name, from.unwrap_or(day_ago), to)?;
     let first = records.iter().flat_map(|r| r.covers.iter()).min().copied();
     let from = from.unwrap_or_else(|| first.map_or(day_ago, |f| f.max(day_ago)));
-    let anchor = spec.schedule.every().and(first);
+    let anchor = schedule.every().and(first);
     Ok(audit(
-        &spec.name,
-        &spec.schedule,
+        name,
+        schedule,
         anchor,
         &records,
         from,

@@ -12,7 +12,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use cronwarden_shared::{
-    config::{Config, ConfigErrors},
+    config::{Config, ConfigErrors, Source},
     status::SupervisorInfo,
     store::{self, Store},
     VERSION,
@@ -66,10 +66,10 @@ impl SupervisorError {
 /// Options of `cronwarden run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The config, and the text it was parsed from (what each worker
-    /// runs), from one read of the file: see [`Config::read`].
+    /// The config, and the texts it was parsed from (what each worker
+    /// runs), from one read of the files: see [`Config::read`].
     pub config: Config,
-    pub source: String,
+    pub source: Source,
     pub log_json: bool,
 }
 
@@ -146,6 +146,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
             pid: std::process::id(),
             version: VERSION.into(),
             started_at,
+            binary_replaced: None,
         },
         alerts::AlertBook::new(restored),
     );
@@ -239,7 +240,7 @@ mod tests {
             }
         });
         let (config, source) = Config::read(&path).unwrap();
-        let worker_sees = Config::parse(&path, &source).unwrap();
+        let worker_sees = Config::parse_source(&path, &source).unwrap();
         let names = |c: &Config| c.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&config), ["first"]);
         assert_eq!(names(&worker_sees), names(&config));

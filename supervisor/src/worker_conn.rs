@@ -109,7 +109,10 @@ pub(crate) fn how_it_ended(status: WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exited with code {code}"),
         WaitStatus::Signaled(_, s, _) => format!("was killed by {s}"),
-        other => format!("ended ({other:?})"),
+        WaitStatus::Stopped(_, s) => format!("was stopped by {s}"),
+        WaitStatus::Continued(_) => "was continued".into(),
+        // ptrace stops and StillAlive: not an end, but never Debug text.
+        _ => "changed state".into(),
     }
 }
 

@@ -386,7 +386,7 @@ impl Plan {
             } else {
                 "forward"
             },
-            kind = ?kind,
+            kind = kind.as_str(),
             jobs_due,
             fires_due,
             "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
@@ -474,7 +474,7 @@ impl Plan {
         let run_id = self.alloc_id(fx);
         let next_fire_at = self.jobs.get(job).and_then(|j| j.next);
         if reason != SkipReason::Paused {
-            tracing::warn!(job, run = run_id, scheduled_at = %t, ?reason, busy_run = ?busy, "fire skipped");
+            tracing::warn!(job, run = run_id, scheduled_at = %t, reason = reason.as_str(), busy_run = busy, "fire skipped");
         }
         let mut rec = RunRecord::new(run_id, job, vec![t], Trigger::Schedule, Outcome::Skipped);
         rec.finished_at = Some(now);

@@ -20,7 +20,7 @@
 use std::{collections::BTreeMap, panic::AssertUnwindSafe, path::PathBuf, time::Duration};
 
 use cronwarden_shared::{
-    config::Config,
+    config::{Config, Source},
     stats::WorkerStats,
     status::RunRecord,
     store::{self, Store, Write},
@@ -536,7 +536,11 @@ impl Scheduler {
     fn command_unguarded(&mut self, cmd: Command) {
         fail::fail_point!("worker::command");
         match cmd {
-            Command::Configure { path, source } => match Config::parse(&path, &source) {
+            Command::Configure {
+                path,
+                source,
+                dropins,
+            } => match Config::parse_source(&path, &Source::of(source, dropins)) {
                 Ok(config) => {
                     self.configure(&config);
                     tracing::info!(jobs = config.jobs.len(), "configuration applied");
@@ -606,9 +610,19 @@ async fn read_commands(stdin: pipe::Receiver, tx: mpsc::Sender<Command>) {
 /// [`CONFIGURE_WITHIN`].
 async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, WorkerError> {
     match tokio::time::timeout(CONFIGURE_WITHIN, rx.recv()).await {
-        Ok(Some(Command::Configure { path, source })) => Config::parse(&path, &source)
+        Ok(Some(Command::Configure {
+            path,
+            source,
+            dropins,
+        })) => Config::parse_source(&path, &Source::of(source, dropins))
             .map_err(|source| WorkerError::ConfigRefused { path, source }),
-        Ok(Some(other)) => Err(WorkerError::NotConfigured(format!("{other:?}"))),
+        // Named by its wire tag ("trigger"), never Debug text.
+        Ok(Some(other)) => Err(WorkerError::NotConfigured(
+            serde_json::to_value(&other)
+                .ok()
+                .and_then(|v| v["type"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "another command".into()),
+        )),
         Ok(None) => Err(WorkerError::SupervisorGone),
         Err(_) => Err(WorkerError::NoConfiguration(CONFIGURE_WITHIN.as_secs())),
     }
@@ -637,6 +651,10 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     let config = first_config(&mut cmd_rx).await?;
 
     let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signal)?;
+    // The supervisor passes on the signal that stops it: Ctrl-C arrives
+    // here as SIGINT (and without a handler would end us without stopping
+    // the jobs).
+    let mut int = signal(SignalKind::interrupt()).map_err(WorkerError::Signal)?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<RunRecord>();
     events.send(Event::Hello {
         pid: std::process::id(),
@@ -692,6 +710,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         tokio::select! {
             biased;
             _ = term.recv() => { tracing::info!("SIGTERM: stopping jobs"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping jobs"); break; }
             _ = &mut broken => break,
             cmd = cmd_rx.recv() => match cmd {
                 None => { tracing::warn!("supervisor closed the command pipe: stopping jobs"); break; }

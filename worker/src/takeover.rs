@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use cronwarden_shared::{
-    config::Config,
+    config::{Config, Source},
     status::RunRecord,
     store::{self, Store, StoreError, Write},
     wire::{Command, Event},
@@ -155,7 +155,11 @@ fn writable_cause(path: &std::path::Path) -> String {
 fn hold_command(cmd: Option<Command>, config: &mut Config, replay: &mut Vec<Command>) -> bool {
     match cmd {
         None | Some(Command::Shutdown) => return false,
-        Some(Command::Configure { path, source }) => match Config::parse(&path, &source) {
+        Some(Command::Configure {
+            path,
+            source,
+            dropins,
+        }) => match Config::parse_source(&path, &Source::of(source, dropins)) {
             Ok(c) => *config = c,
             Err(e) => tracing::warn!("configure refused while taking over the store: {e}"),
         },

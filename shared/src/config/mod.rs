@@ -3,8 +3,9 @@
 //! loading ([`Config::load`], [`Config::parse`], [`Config::locate`]); the
 //! checks live by concern in its submodules: `validate` (the `Validator`
 //! and its generic key helpers), `job` (the `[[job]]` keys), `sinks` (the
-//! `[[alert]]` sinks) and `integrations` (metrics, host heartbeat, log
-//! files). Its only I/O is reading the file and resolving `user` and group
+//! `[[alert]]` sinks), `integrations` (metrics, host heartbeat, log
+//! files) and `dropin` (the drop-in directory). Its only I/O is reading the
+//! file and its drop-ins and resolving `user` and group
 //! names through the system's databases.
 //!
 //! Validation never stops at the first problem: [`Config::parse`] returns
@@ -27,12 +28,14 @@ use toml::{Table, Value};
 
 use crate::{alert_kind::AlertKind, schedule::Schedule};
 
+pub mod dropin;
 pub(crate) mod integrations;
 pub(crate) mod job;
 mod sinks;
 pub use sinks::ALERTMANAGER_REPEAT;
 mod validate;
 
+pub use dropin::{DropIn, Source};
 pub use integrations::{
     expand_ping, ping_target, run_uuid, Integrations, PingTemplates, PingVars, TemplateError,
 };
@@ -45,6 +48,27 @@ pub const DEFAULT_CONFIG: &str = "cronwarden.toml";
 pub(crate) const MAX_CONFIG_BYTES: usize = 16 << 20;
 /// Where state lives when the config does not say.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cronwarden";
+/// The socket under systemd's `RuntimeDirectory=cronwarden`: the default
+/// when the config names no socket and keeps the default state directory,
+/// if [`RUNTIME_DIR`] exists (see [`default_socket`]).
+pub const RUNTIME_SOCKET: &str = "/run/cronwarden/cronwarden.sock";
+/// The runtime directory systemd creates for the unit.
+pub const RUNTIME_DIR: &str = "/run/cronwarden";
+
+/// The socket of a config that names none: [`RUNTIME_SOCKET`] for the
+/// system's scheduler (state in [`DEFAULT_STATE_DIR`]) when [`RUNTIME_DIR`]
+/// is a directory, so clients that cannot read the config find it at the
+/// standard path; else `<state_dir>/cronwarden.sock`. A scheduler with its
+/// own `state_dir` keeps its socket there: two schedulers on one host must
+/// never share a socket path. Supervisor and clients compute this alike
+/// (the clients through [`Config::locate`]).
+pub fn default_socket(state_dir: &Path) -> PathBuf {
+    if state_dir == Path::new(DEFAULT_STATE_DIR) && Path::new(RUNTIME_DIR).is_dir() {
+        PathBuf::from(RUNTIME_SOCKET)
+    } else {
+        state_dir.join("cronwarden.sock")
+    }
+}
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +309,10 @@ pub struct Config {
     pub control_group: Option<(String, u32)>,
     /// Metrics listener, host heartbeat URL, log files.
     pub integrations: Integrations,
+    /// The drop-in files read, in the order read (see [`dropin`]).
+    pub dropins: Vec<PathBuf>,
+    /// The drop-in each drop-in job came from; the others are in `path`.
+    pub job_files: BTreeMap<String, PathBuf>,
 }
 
 impl Config {
@@ -293,10 +321,11 @@ impl Config {
         Config::read(path).map(|(config, _)| config)
     }
 
-    /// Reads and validates `path`, and keeps the text it parsed: the
-    /// supervisor judges by the config and each worker runs the text, so
-    /// both must come from one read (a second could see the file rewritten).
-    pub fn read(path: &Path) -> Result<(Config, String), ConfigErrors> {
+    /// Reads and validates `path` and its drop-ins, and keeps the texts it
+    /// parsed: the supervisor judges by the config and each worker runs the
+    /// texts, so both must come from one read (a second could see the files
+    /// rewritten).
+    pub fn read(path: &Path) -> Result<(Config, Source), ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
@@ -305,12 +334,28 @@ impl Config {
                 message: format!("cannot read config file: {e}"),
             }])
         })?;
-        let config = Config::parse(path, &text)?;
-        Ok((config, text))
+        let budget = MAX_CONFIG_BYTES.saturating_sub(text.len());
+        let dropins = dropin::read(path, budget).map_err(ConfigErrors)?;
+        let source = Source { text, dropins };
+        let config = Config::parse_source(path, &source)?;
+        Ok((config, source))
     }
 
-    /// Validates `text` as if read from `path`.
+    /// Validates `text` as if read from `path`, without drop-ins.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_source(
+            path,
+            &Source {
+                text: text.to_string(),
+                dropins: vec![],
+            },
+        )
+    }
+
+    /// Validates the config `source` as if read from `path`, its drop-ins
+    /// after it.
+    pub fn parse_source(path: &Path, source: &Source) -> Result<Config, ConfigErrors> {
+        let text = source.text.as_str();
         let mut v = Validator::new(path.to_path_buf());
         let Some(table) = v.document(text) else {
             return Err(ConfigErrors(v.errors));
@@ -326,7 +371,7 @@ impl Config {
         let socket = v
             .string(None, "socket", table.get("socket"))
             .map(|s| base.join(s))
-            .unwrap_or_else(|| state_dir.join("cronwarden.sock"));
+            .unwrap_or_else(|| default_socket(&state_dir));
         let timezone = v
             .string(None, "timezone", table.get("timezone"))
             .unwrap_or_else(|| "UTC".to_string());
@@ -343,18 +388,23 @@ impl Config {
             )
             .flatten();
         let sinks = v.sinks(table.get("alert"));
-        let jobs = v.jobs(
-            table.get("job"),
-            &JobDefaults {
-                base: &base,
-                tz: default_tz.as_ref(),
-                tz_name: &timezone,
-                late_after: watchdog.late_after,
-            },
-        );
+        let defaults = JobDefaults {
+            base: &base,
+            tz: default_tz.as_ref(),
+            tz_name: &timezone,
+            late_after: watchdog.late_after,
+        };
+        let mut jobs = v.jobs(table.get("job"), &defaults);
+        let mut sinks = sinks;
+        let mut names = dropin::Names::default();
+        names.main(path, table.get("job"), &sinks);
+        let mut merged = dropin::merge(&source.dropins, &defaults, names);
+        v.errors.append(&mut merged.errors);
         if !v.errors.is_empty() {
             return Err(ConfigErrors(v.errors));
         }
+        jobs.append(&mut merged.jobs);
+        sinks.append(&mut merged.sinks);
         Ok(Config {
             path: path.to_path_buf(),
             state_dir,
@@ -367,6 +417,8 @@ impl Config {
             socket_group,
             control_group,
             integrations,
+            dropins: source.dropins.iter().map(|d| d.path.clone()).collect(),
+            job_files: merged.job_files,
         })
     }
 
@@ -398,7 +450,7 @@ impl Config {
             .get("socket")
             .and_then(Value::as_str)
             .map(|s| base.join(s))
-            .unwrap_or_else(|| state_dir.join("cronwarden.sock"));
+            .unwrap_or_else(|| default_socket(&state_dir));
         Ok((socket, state_dir.join("cronwarden.lock")))
     }
 
@@ -409,6 +461,11 @@ impl Config {
 
     pub fn job(&self, name: &str) -> Option<&JobSpec> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// The file that defines the job `name`: a drop-in, or the main file.
+    pub fn file_of(&self, name: &str) -> &Path {
+        self.job_files.get(name).unwrap_or(&self.path)
     }
 }
 
@@ -603,6 +660,19 @@ mod tests {
         // Job "a" schedule: the default zone is invalid, so it is not parsed;
         // the zone error above stands for it.
         assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn only_the_default_state_dir_may_get_the_runtime_socket() {
+        let own = Path::new("/srv/cw/state");
+        assert_eq!(default_socket(own), own.join("cronwarden.sock"));
+        let dflt = Path::new(DEFAULT_STATE_DIR);
+        let want = if Path::new(RUNTIME_DIR).is_dir() {
+            PathBuf::from(RUNTIME_SOCKET)
+        } else {
+            dflt.join("cronwarden.sock")
+        };
+        assert_eq!(default_socket(dflt), want);
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub(crate) fn check_json(config: &Config, warnings: &[ConfigError], now: Timesta
                 .collect();
             serde_json::json!({
                 "name": j.name,
+                "file": config.file_of(&j.name),
                 "schedule": j.schedule.expr(),
                 "timezone": j.timezone,
                 "explanation": explain(&j.schedule, &j.timezone),
@@ -115,7 +116,13 @@ pub(crate) fn check_json(config: &Config, warnings: &[ConfigError], now: Timesta
         })
         .collect();
     let warnings: Vec<Value> = warnings.iter().map(error_json).collect();
-    serde_json::json!({ "file": config.path, "ok": true, "jobs": jobs, "warnings": warnings })
+    serde_json::json!({
+        "file": config.path,
+        "dropins": config.dropins,
+        "ok": true,
+        "jobs": jobs,
+        "warnings": warnings,
+    })
 }
 
 /// `check --json` of an invalid config: every error.

@@ -33,6 +33,9 @@ pub(crate) fn status(
             .unwrap_or(r.supervisor.started_at),
         relative(Some(r.supervisor.started_at), now)
     )?;
+    if let Some(what) = &r.supervisor.binary_replaced {
+        writeln!(out, "  binary: {what}")?;
+    }
     match r.worker.pid {
         Some(pid) => writeln!(
             out,
@@ -162,6 +165,7 @@ mod tests {
                 pid: 41,
                 version: "0.1.0".into(),
                 started_at: at("2026-12-01T09:59:59.678220599Z"),
+                binary_replaced: None,
             },
             worker: WorkerInfo {
                 pid: None,

@@ -98,7 +98,11 @@ impl Model {
 
     fn hello(&mut self, pid: u32, version: &str, now: Instant) {
         if Some(pid) != self.worker.pid {
-            tracing::warn!(pid, expected = ?self.worker.pid, "hello from an unexpected pid");
+            tracing::warn!(
+                pid,
+                expected = self.worker.pid,
+                "hello from an unexpected pid"
+            );
         }
         tracing::info!(pid, version, "worker ready");
         self.worker.hello = true;
@@ -119,7 +123,10 @@ impl Model {
         // after it that its loop turns. The stalled worker's own late
         // lines prove nothing.
         if w.replacing_stalled && w.hello && w.pid != w.stalled_pid {
-            tracing::info!(pid = ?w.pid, "the replacement of the stalled worker is making progress");
+            tracing::info!(
+                pid = w.pid,
+                "the replacement of the stalled worker is making progress"
+            );
             w.replacing_stalled = false;
             w.stalled_pid = None;
         }
@@ -373,7 +380,7 @@ impl Model {
     fn clock_jumped(&mut self, j: ClockJump) {
         tracing::warn!(
             jump_ms = j.jump_ms,
-            kind = ?j.kind,
+            kind = j.kind.as_str(),
             jobs_due = j.jobs_due,
             fires_due = j.fires_due,
             "the worker saw the wall clock jump"

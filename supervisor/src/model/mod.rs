@@ -553,6 +553,7 @@ impl Model {
                 pid: 1,
                 version: "test".into(),
                 started_at: Timestamp::now(),
+                binary_replaced: None,
             },
             AlertBook::new(vec![]),
         )

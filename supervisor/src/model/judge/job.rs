@@ -8,7 +8,7 @@ use std::time::Duration;
 use cronwarden_shared::{
     alert_kind::AlertKind,
     status::{Outcome, Severity, State},
-    timefmt::human_duration,
+    timefmt::{human_duration, to_second},
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -92,7 +92,8 @@ pub(super) fn late(
             name,
             Severity::Warning,
             format!(
-                "job {name} is late: due at {due}, neither fired nor skipped for {}",
+                "job {name} is late: due at {}, neither fired nor skipped for {}",
+                to_second(due),
                 human_duration(late_by)
             ),
             json!({ "due_at": due, "late_ms": late_by.as_millis() as u64 }),
@@ -128,7 +129,7 @@ pub(super) fn misarmed(
 ) -> Option<Condition> {
     let since = since?;
     (now.saturating_duration_since(since) > MISARMED_AFTER).then(|| {
-        let show = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+        let show = |t: Option<Timestamp>| t.map(to_second).unwrap_or_default();
         condition(
             AlertKind::JobMisarmed,
             name,

@@ -525,7 +525,16 @@ fn a_refused_reload_is_degraded_until_one_succeeds() {
         [(AlertKind::ConfigReloadFailed, None, State::Degraded, true)]
     );
     let text = summary(&j, AlertKind::ConfigReloadFailed);
-    assert!(text.contains("job.x: bad schedule") && !text.contains("second line"));
+    // Every error, and the instant to the second.
+    assert!(text.contains("job.x: bad schedule; second line"), "{text}");
+    let at = s.wall().round(jiff::Unit::Second).unwrap().to_string();
+    assert!(text.contains(&format!("reload at {at} was")), "{text}");
+    // Bounded: a thousand errors do not make a thousand-line alert.
+    let many: Vec<String> = (0..1000).map(|i| format!("error {i}")).collect();
+    s.m.reload_error = Some((s.wall(), many.join("\n")));
+    let text = summary(&s.judge(), AlertKind::ConfigReloadFailed);
+    assert!(text.contains("error 19; and 980 more"), "{text}");
+    assert!(!text.contains("error 20;"), "{text}");
     s.m.reload_error = None;
     assert_eq!(found(&s.judge()), []);
 }

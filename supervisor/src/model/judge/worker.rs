@@ -8,7 +8,7 @@ use cronwarden_shared::{
     alert_kind::AlertKind,
     config::Watchdog,
     status::{Severity, SinkHealth, State},
-    timefmt::human_duration,
+    timefmt::{human_duration, to_second},
     wire::ArmedDigest,
 };
 use jiff::Timestamp;
@@ -262,14 +262,34 @@ pub(super) fn store_error(w: &WorkerObs) -> Option<Condition> {
     ))
 }
 
+/// How many errors of a refused reload its summary lists.
+const RELOAD_ERRORS_SHOWN: usize = 20;
+
 pub(super) fn reload_failed(reload_error: Option<&(Timestamp, String)>) -> Option<Condition> {
     let (at, err) = reload_error?;
-    let first = err.lines().next().unwrap_or_default();
+    // Every error, so the status alone says all that is wrong; bounded, as
+    // the summary also goes to every sink.
+    let lines: Vec<&str> = err.lines().collect();
+    let mut shown = lines
+        .iter()
+        .take(RELOAD_ERRORS_SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if lines.len() > RELOAD_ERRORS_SHOWN {
+        shown.push_str(&format!(
+            "; and {} more (cronwarden check lists them all)",
+            lines.len() - RELOAD_ERRORS_SHOWN
+        ));
+    }
     Some(condition(
         AlertKind::ConfigReloadFailed,
         Severity::Warning,
         State::Degraded,
-        format!("config reload at {at} was refused; the previous config stays in force: {first}"),
+        format!(
+            "config reload at {} was refused; the previous config stays in force: {shown}",
+            to_second(*at)
+        ),
         json!({ "errors": err }),
         true,
     ))
@@ -349,7 +369,7 @@ pub(super) fn unreported(m: &Model, now: Instant) -> Option<Condition> {
     let names: Vec<&str> = stale.iter().map(|(n, _)| *n).collect();
     let shown: Vec<String> = stale
         .iter()
-        .map(|(n, due)| format!("{n} (due at {due})"))
+        .map(|(n, due)| format!("{n} (due at {})", to_second(*due)))
         .collect();
     Some(condition(
         AlertKind::WorkerMisarmed,
