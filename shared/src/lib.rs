@@ -22,12 +22,15 @@
 //! - [`timefmt`]: durations and instants written for people, in logs and
 //!   summaries;
 //! - [`account`]: users and groups, for a job's `user`/`group` and for who
-//!   may make control calls on the socket.
+//!   may make control calls on the socket;
+//! - [`proc_identity`]: a process named by pid and start time, checked
+//!   before every signal so a reused pid is never signalled.
 //!
 //! I/O: [`store`] reads and writes its SQLite file; [`config`] reads the
 //! config file ([`config::Config::load`], [`config::Config::locate`]) and
 //! resolves `user`/`group` names; [`account`] queries the user and group
-//! databases (NSS) and reads `/proc/<pid>/status` for a peer's groups. Everything else computes on
+//! databases (NSS) and reads `/proc/<pid>/status` for a peer's groups; [`proc_identity`]
+//! reads `/proc/<pid>/stat` and sends signals. Everything else computes on
 //! values: no files, sockets or processes. (Some read the wall clock:
 //! [`schedule::Schedule::parse`] refuses an expression with no future fire,
 //! and the store stamps the rows it writes.)
@@ -35,6 +38,7 @@
 pub mod account;
 pub mod alert_kind;
 pub mod config;
+pub mod proc_identity;
 pub mod schedule;
 pub mod stats;
 pub mod status;

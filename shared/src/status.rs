@@ -335,6 +335,15 @@ pub enum ClockJumpKind {
     Suspend,
 }
 
+impl ClockJumpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockJumpKind::Step => "step",
+            ClockJumpKind::Suspend => "suspend",
+        }
+    }
+}
+
 /// An alert sink's delivery health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SinkHealth {

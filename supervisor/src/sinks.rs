@@ -29,6 +29,7 @@ use std::{
 
 use cronwarden_shared::{
     config::{HeaderValue, SinkKind, SinkSpec, WebhookFormat},
+    proc_identity::ProcIdentity,
     status::{AlertNotice, SinkHealth},
 };
 use jiff::Timestamp;
@@ -496,6 +497,9 @@ fn deliver(
                 .map_err(|_| format!("cannot start {:?}", argv[0]))?;
             let mut child = spawned.map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?;
             let pid = child.id();
+            // Taken before anything can reap it: the reaper thread may
+            // reap it and the kernel reuse its pid before we time out.
+            let leader = ProcIdentity::of(pid);
             let status = reaper.watch(pid);
             if let Some(mut stdin) = child.stdin.take() {
                 // A sink that does not read its stdin must not block us: the
@@ -508,7 +512,9 @@ fn deliver(
                 Ok(0) => Ok(()),
                 Ok(code) => Err(format!("{:?} exited with status {code}", argv[0])),
                 Err(_) => {
-                    spawn::signal_group(pid, Signal::SIGKILL);
+                    if let Some(leader) = &leader {
+                        spawn::signal_identified_group(leader, Signal::SIGKILL);
+                    }
                     let _ = status.recv_timeout(Duration::from_secs(2));
                     Err(format!(
                         "{:?} did not finish within {}s; killed",

@@ -90,7 +90,7 @@ impl Model {
             Event::CommandFailed { command, error } => {
                 tracing::warn!(command, "worker refused a command: {error}");
             }
-            Event::ClockJump(j) => self.clock_jumped(j),
+            Event::ClockJump(j) => self.clock_jumped(j, now),
             // Answered by the supervisor's control path before the model.
             Event::Reply { .. } => {}
         }
@@ -370,10 +370,10 @@ impl Model {
         j.last_run = Some(run);
     }
 
-    fn clock_jumped(&mut self, j: ClockJump) {
+    fn clock_jumped(&mut self, j: ClockJump, now: Instant) {
         tracing::warn!(
             jump_ms = j.jump_ms,
-            kind = ?j.kind,
+            kind = j.kind.as_str(),
             jobs_due = j.jobs_due,
             fires_due = j.fires_due,
             "the worker saw the wall clock jump"
@@ -387,6 +387,7 @@ impl Model {
         }
         self.worker.armed_mismatch_since = None;
         self.worker.unreported.clear();
+        self.last_clock_jump = Some((j.clone(), now));
         self.clock_jumps.push_back(j);
     }
 }

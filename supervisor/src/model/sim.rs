@@ -313,6 +313,7 @@ fn excuses(kind: AlertKind) -> &'static [Kind] {
         AlertKind::JobLost => &[WorkerPause, WorkerDeath, DelayedLines],
         AlertKind::JobFailing => &[WorkerPause, WorkerDeath, DelayedLines, HungRun],
         AlertKind::JobTimeout | AlertKind::JobOverlapStreak => &[HungRun],
+        AlertKind::ClockJumped => &[WallForward, WallBackward, Suspend],
         _ => &[],
     }
 }
