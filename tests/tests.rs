@@ -17,5 +17,6 @@ mod once;
 mod operator;
 mod pings;
 mod supervisor;
+mod suptime;
 mod truth;
 mod wedge;
