@@ -149,6 +149,9 @@ pub struct Model {
     /// The latest of them, and when we read it (monotonic): the
     /// `clock_jumped` condition lasts a while from then.
     pub last_clock_jump: Option<(cronwarden_shared::status::ClockJump, Instant)>,
+    /// Set by a backward clock step (to the new wall time): the next
+    /// schedule report re-bases our expectations (see `apply::rebase`).
+    pub rebase_after_jump: Option<Timestamp>,
     /// Counters and histograms for `/metrics`.
     pub(crate) counters: counters::Counters,
     /// Runs started and ended since the supervisor last drained this (for pings).
@@ -183,6 +186,7 @@ impl Model {
             sinks: vec![],
             clock_jumps: VecDeque::new(),
             last_clock_jump: None,
+            rebase_after_jump: None,
             counters: Default::default(),
             run_events: vec![],
             last_judged: None,

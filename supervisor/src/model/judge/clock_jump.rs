@@ -164,6 +164,85 @@ mod tests {
         assert!(recent(None, t0).is_none());
     }
 
+    fn per_second() -> Model {
+        let config = Config::parse(
+            Path::new("/x/cronwarden.toml"),
+            "[[job]]\nname = \"s\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n\
+             [[job]]\nname = \"d\"\nschedule = \"0 10 * * *\"\nshell = \"true\"\n",
+        )
+        .unwrap();
+        let mut m = Model::for_test(config);
+        m.jobs.get_mut("s").unwrap().expected_next = Some(ts("2026-12-03T12:00:06Z"));
+        m.jobs.get_mut("d").unwrap().expected_next = Some(ts("2026-12-04T10:00:00Z"));
+        m
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn report(m: &mut Model, s: &str, d: &str, now: Instant) {
+        let armed = |job: &str, t: &str| cronwarden_shared::wire::Armed {
+            job: job.into(),
+            next_fire_at: Some(ts(t)),
+            paused: false,
+        };
+        m.apply(
+            Event::Schedule {
+                jobs: vec![armed("s", s), armed("d", d)],
+            },
+            now,
+        );
+    }
+
+    fn back_10_minutes() -> Event {
+        Event::ClockJump(ClockJump {
+            at: ts("2026-12-03T11:50:00Z"),
+            jump_ms: -600_000,
+            jobs_due: 0,
+            fires_due: 0,
+            kind: ClockJumpKind::Step,
+        })
+    }
+
+    /// Issue 13, reproduction 4: after a backward step a per-second job
+    /// fires on the new clock; our expectation follows the worker's arming
+    /// there instead of sitting 10 minutes ahead (a false misarmed), while
+    /// a fixed-time job keeps its next fire.
+    #[test]
+    fn a_backward_step_rebases_expectations_on_the_workers_arming() {
+        let mut m = per_second();
+        let t0 = Instant::now();
+        m.apply(back_10_minutes(), t0);
+        report(&mut m, "2026-12-03T11:50:01Z", "2026-12-04T10:00:00Z", t0);
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T11:50:01Z")));
+        assert_eq!(m.jobs["d"].expected_next, Some(ts("2026-12-04T10:00:00Z")));
+        // Once: a later report does not move it back again.
+        report(&mut m, "2026-12-03T11:40:00Z", "2026-12-04T10:00:00Z", t0);
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T11:50:01Z")));
+    }
+
+    #[test]
+    fn no_rebase_without_a_backward_step_nor_to_a_time_the_new_clock_cannot_produce() {
+        let t0 = Instant::now();
+        // No step: an earlier arming stays a disagreement.
+        let mut m = per_second();
+        report(&mut m, "2026-12-03T11:50:01Z", "2026-12-04T10:00:00Z", t0);
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T12:00:06Z")));
+        // A forward step re-bases nothing either.
+        let mut m = per_second();
+        m.apply(jump(600_000, ClockJumpKind::Step), t0);
+        report(&mut m, "2026-12-03T11:50:01Z", "2026-12-04T10:00:00Z", t0);
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T12:00:06Z")));
+        // An arming before the new clock's first fire (a worker armed an
+        // hour back) is not the schedule on the new clock.
+        let mut m = per_second();
+        m.apply(back_10_minutes(), t0);
+        report(&mut m, "2026-12-03T10:50:00Z", "2026-12-03T10:00:00Z", t0);
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T12:00:06Z")));
+        assert_eq!(m.jobs["d"].expected_next, Some(ts("2026-12-04T10:00:00Z")));
+    }
+
     #[test]
     fn a_newer_jump_restarts_the_news() {
         let mut m = model();
