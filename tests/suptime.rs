@@ -218,7 +218,12 @@ fn a_supervisor_stopped_for_20s_punishes_no_one() {
     });
     assert_eq!(job(&s, "across")["last_run"]["outcome"], "success", "{s}");
     let out = env.cmd(&["alerts", "--all", "--json", "--config", &config_arg(&env)]);
+    assert!(out.status.success(), "{out:?}");
     let history = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        serde_json::from_str::<Value>(&history).is_ok_and(|h| h.is_array()),
+        "{history}"
+    );
     for bad in ["worker_stalled", "job_late", "job_lost", "worker_restarted"] {
         assert!(!history.contains(bad), "{bad}: {history}");
     }
