@@ -172,6 +172,18 @@ struct Stats {
     records: u64,
 }
 
+impl Stats {
+    fn add(&mut self, other: &Stats) {
+        for (k, n) in &other.faults {
+            *self.faults.entry(k).or_default() += n;
+        }
+        self.detections_checked += other.detections_checked;
+        self.hung_killed += other.hung_killed;
+        self.steps += other.steps;
+        self.records += other.records;
+    }
+}
+
 impl World {
     fn new(seed: u64) -> World {
         let mut rng = Rng(seed);
@@ -422,17 +434,35 @@ fn the_judgement_tells_the_truth_under_combined_faults() {
         }
     };
     let started = std::time::Instant::now();
+    // Seeds are independent: one thread per core, each a share of them
+    // (a failure still names its seed, and replays alone).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shares: Vec<Vec<u64>> = (0..threads)
+        .map(|t| seeds.iter().copied().skip(t).step_by(threads).collect())
+        .collect();
+    let results: Vec<Stats> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .iter()
+            .map(|share| {
+                scope.spawn(move || {
+                    let mut sum = Stats::default();
+                    for seed in share {
+                        let mut w = World::new(*seed);
+                        w.run();
+                        sum.add(&w.stats);
+                    }
+                    sum
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
     let mut total = Stats::default();
-    for seed in &seeds {
-        let mut w = World::new(*seed);
-        w.run();
-        for (k, n) in w.stats.faults {
-            *total.faults.entry(k).or_default() += n;
-        }
-        total.detections_checked += w.stats.detections_checked;
-        total.hung_killed += w.stats.hung_killed;
-        total.steps += w.stats.steps;
-        total.records += w.stats.records;
+    for r in &results {
+        total.add(r);
     }
     println!(
         "simulation: {} seeds ({}..={}), {} steps of {:?}, in {:?}; {} detection bounds checked, {} hung runs killed in bound, {} records checked exactly-once; faults injected: {:?}",
