@@ -497,8 +497,9 @@ fn deliver(
                 .map_err(|_| format!("cannot start {:?}", argv[0]))?;
             let mut child = spawned.map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?;
             let pid = child.id();
-            // Taken before anything can reap it: the reaper thread may
-            // reap it and the kernel reuse its pid before we time out.
+            // Taken at once: by the timeout the reaper may have reaped it
+            // and the kernel given its pid to someone else. One that has
+            // already exited has no identity and needs no signal.
             let leader = ProcIdentity::of(pid);
             let status = reaper.watch(pid);
             if let Some(mut stdin) = child.stdin.take() {
