@@ -24,5 +24,6 @@ mod page;
 mod opsday;
 mod pings;
 mod supervisor;
+mod suptime;
 mod truth;
 mod wedge;

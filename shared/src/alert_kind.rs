@@ -34,6 +34,9 @@ pub enum AlertKind {
     ConfigReloadFailed,
     StoreError,
     AlertDeliveryFailed,
+    /// The wall clock was stepped or the host suspended (info, for a
+    /// while after it was seen; it changes no state).
+    ClockJumped,
     /// Sent by `cronwarden alerts test`.
     Test,
 }
@@ -58,6 +61,7 @@ impl AlertKind {
         AlertKind::ConfigReloadFailed,
         AlertKind::StoreError,
         AlertKind::AlertDeliveryFailed,
+        AlertKind::ClockJumped,
         AlertKind::Test,
     ];
 
@@ -80,6 +84,7 @@ impl AlertKind {
             AlertKind::ConfigReloadFailed => "config_reload_failed",
             AlertKind::StoreError => "store_error",
             AlertKind::AlertDeliveryFailed => "alert_delivery_failed",
+            AlertKind::ClockJumped => "clock_jumped",
             AlertKind::Test => "test",
         }
     }

@@ -26,11 +26,14 @@
 //!   may make control calls on the socket;
 //! - [`identity`]: which instance answers on a socket: its state directory,
 //!   written into an HTTP header and compared by clients.
+//! - [`proc_identity`]: a process named by pid and start time, checked
+//!   before every signal so a reused pid is never signalled.
 //!
 //! I/O: [`store`] reads and writes its SQLite file; [`config`] reads the
 //! config file ([`config::Config::load`], [`config::Config::locate`]) and
 //! resolves `user`/`group` names; [`account`] queries the user and group
-//! databases (NSS) and reads `/proc/<pid>/status` for a peer's groups. Everything else computes on
+//! databases (NSS) and reads `/proc/<pid>/status` for a peer's groups; [`proc_identity`]
+//! reads `/proc/<pid>/stat` and sends signals. Everything else computes on
 //! values: no files, sockets or processes. (Some read the wall clock:
 //! [`schedule::Schedule::parse`] refuses an expression with no future fire,
 //! and the store stamps the rows it writes.)
@@ -39,6 +42,7 @@ pub mod account;
 pub mod alert_kind;
 pub mod config;
 pub mod identity;
+pub mod proc_identity;
 pub mod schedule;
 pub mod stats;
 pub mod status;

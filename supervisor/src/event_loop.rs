@@ -37,7 +37,9 @@ use crate::{
     log_budget::LogBudget,
     metrics,
     model::{self, Model},
-    notify, pings, reaper, server, sinks,
+    notify, pings, reaper,
+    run_groups::RunGroups,
+    server, sinks,
     snapshot::Snapshot,
     spawn,
     worker_conn::{self, next_line, Backoff, Launch, WorkerConn},
@@ -109,6 +111,8 @@ pub(crate) struct Supervisor {
     evaluate_since: Option<Instant>,
     /// Rate limit of the log lines about malformed event lines.
     bad_line_log: LogBudget,
+    /// Who leads each run's process group, checked before it is signalled.
+    run_groups: RunGroups,
 }
 
 /// The notice `cronwarden alerts test` sends through every sink.
@@ -170,6 +174,7 @@ impl Supervisor {
             stopping: false,
             next_request: 1,
             pending: HashMap::new(),
+            run_groups: RunGroups::default(),
             evaluate_since: None,
             bad_line_log: LogBudget::new(10, Duration::from_secs(60)),
         }
@@ -289,7 +294,11 @@ impl Supervisor {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break Signal::SIGTERM; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break Signal::SIGINT; }
                 _ = sighup.recv() => { let _ = self.reload("SIGHUP"); self.publish(); }
-                _ = sigchld.recv() => self.reap(),
+                // A worker that exited left its last lines (runs that
+                // finished) in the pipe: they are read before it is judged
+                // gone, or finished runs would count as lost and their
+                // groups be signalled.
+                _ = sigchld.recv() => { self.drain_lines().await; self.reap() }
                 // Every timer first catches up with a gap in the loop.
                 _ = sleep_until_opt(stall_at) => { self.catch_up(&mut clocks).await; self.on_stall() }
                 _ = sleep_until_opt(self.restart_at) => { self.start_worker(); self.publish_soon(); }
@@ -451,6 +460,14 @@ impl Supervisor {
             }
             Ok(ev) => {
                 let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
+                match &ev {
+                    Event::Fire { run_id, pid, .. } => {
+                        let worker = self.worker.as_ref().map(|w| w.pid);
+                        self.run_groups.fired(*run_id, *pid, worker);
+                    }
+                    Event::Finish { run } => self.run_groups.finished(run.id),
+                    _ => {}
+                }
                 if matches!(ev, Event::Hello { .. }) {
                     self.notifier.ready();
                 }
@@ -613,7 +630,7 @@ impl Supervisor {
                         self.worker.as_ref().map_or(0, |w| w.pid),
                         std::process::id(),
                     ];
-                    spawn::signal_our_group(pgid, &parents, Signal::SIGKILL);
+                    self.run_groups.kill(pgid, &parents);
                 }
                 model::judge::Action::AskArmedSchedule => {
                     // So the per-job comparison can name the jobs.
@@ -670,8 +687,9 @@ impl Supervisor {
             // Orphaned runs are ours now (subreaper), or still the worker's.
             let parents = [w.pid, std::process::id()];
             for g in &lost {
-                spawn::signal_our_group(*g, &parents, Signal::SIGKILL);
+                self.run_groups.kill(*g, &parents);
             }
+            self.run_groups.clear();
             tracing::info!(pid = w.pid, "worker {how}");
             self.publish();
             return;
@@ -686,8 +704,9 @@ impl Supervisor {
         let parents = [w.pid, std::process::id()];
         for g in &groups {
             // Orphaned runs: kill the whole group; we reap them as subreaper.
-            spawn::signal_our_group(*g, &parents, Signal::SIGKILL);
+            self.run_groups.kill(*g, &parents);
         }
+        self.run_groups.clear();
         let delay = self.backoff.next_delay(lived);
         tracing::error!(
             pid = w.pid,
@@ -843,7 +862,7 @@ impl Supervisor {
                     tracing::error!(pid, "worker did not stop in time; killing it and its jobs");
                     spawn::signal(pid, Signal::SIGKILL);
                     for g in self.model.running_groups() {
-                        spawn::signal_our_group(g, &[pid, std::process::id()], Signal::SIGKILL);
+                        self.run_groups.kill(g, &[pid, std::process::id()]);
                     }
                     // Reap it before we go, without ever blocking unbounded.
                     worker_conn::reap_within_a_second(pid).await;

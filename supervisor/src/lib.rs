@@ -5,6 +5,9 @@
 //!   evaluation, alerts, worker replacement, reload, control calls;
 //! - `worker_conn`: one worker: spawn, event lines, reaping, backoff;
 //! - `spawn`: starting the worker; subreaper; the only `unsafe` here;
+//!   signalling a run's group only if it is still the run's;
+//! - `run_groups`: each run's group leader's identity (pid and start
+//!   time), recorded when its fire line is read, checked before a signal;
 //! - `model`: what was observed of the worker and the jobs; `model::judge`
 //!   the pure judgement over it: conditions, and the actions the loop
 //!   takes (replace the worker, kill a run, ask for the armed schedule);
@@ -49,6 +52,7 @@ mod page;
 mod pings;
 mod queue;
 mod reaper;
+mod run_groups;
 mod server;
 mod setup;
 mod sinks;

@@ -33,6 +33,7 @@ use std::{
 
 use cronwarden_shared::{
     config::{HeaderValue, SinkKind, SinkSpec, WebhookFormat},
+    proc_identity::ProcIdentity,
     status::{AlertNotice, SinkHealth},
 };
 use jiff::Timestamp;
@@ -526,6 +527,10 @@ fn deliver(
                 .map_err(|_| format!("cannot start {:?}", argv[0]))?;
             let mut child = spawned.map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?;
             let pid = child.id();
+            // Taken at once: by the timeout the reaper may have reaped it
+            // and the kernel given its pid to someone else. One that has
+            // already exited has no identity and needs no signal.
+            let leader = ProcIdentity::of(pid);
             let status = reaper.watch(pid);
             if let Some(mut stdin) = child.stdin.take() {
                 // A sink that does not read its stdin must not block us: the
@@ -538,7 +543,9 @@ fn deliver(
                 Ok(0) => Ok(()),
                 Ok(code) => Err(format!("{:?} exited with status {code}", argv[0])),
                 Err(_) => {
-                    spawn::signal_group(pid, Signal::SIGKILL);
+                    if let Some(leader) = &leader {
+                        spawn::signal_identified_group(leader, Signal::SIGKILL);
+                    }
                     let _ = status.recv_timeout(Duration::from_secs(2));
                     Err(format!(
                         "{:?} did not finish within {}s; killed",

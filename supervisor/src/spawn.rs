@@ -16,6 +16,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use cronwarden_shared::proc_identity::{self, NotSent, ProcIdentity};
 use nix::unistd::Pid;
 
 /// The descriptor numbers the worker finds its pipes on.
@@ -123,22 +124,26 @@ pub fn spawn_worker(
 }
 
 /// Sends `sig` to a process; ESRCH (already gone) is not an error here.
+/// Only for the worker, our own child: its pid cannot be reused before
+/// this loop reaps it, and the loop forgets it when it does.
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
 }
 
-/// Sends `sig` to a process group.
-pub fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
-}
-
-/// `(ppid, pgrp)` of a process, from `/proc/<pid>/stat` (parsed after the
-/// last `)`: the command name may hold spaces and parentheses).
-fn parent_and_group(pid: u32) -> Option<(u32, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut f = stat.rsplit_once(')')?.1.split_whitespace();
-    let _state = f.next()?;
-    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+/// Sends `sig` to the process group `leader` leads, if it is still that
+/// process (see [`proc_identity::signal_group`]); logs why not otherwise.
+pub fn signal_identified_group(leader: &ProcIdentity, sig: nix::sys::signal::Signal) -> bool {
+    match proc_identity::signal_group(leader, sig) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(
+                pgid = leader.pid,
+                "not signalling process group {}: {why}",
+                leader.pid
+            );
+            false
+        }
+    }
 }
 
 /// Whether process group `pgid` is still one of ours: some process of the
@@ -147,7 +152,7 @@ fn parent_and_group(pid: u32) -> Option<(u32, u32)> {
 /// the kernel reused for someone else's process has no such member.
 pub fn group_is_ours(pgid: u32, parents: &[u32]) -> bool {
     let ours = |pid: u32| {
-        parent_and_group(pid).is_some_and(|(ppid, pgrp)| pgrp == pgid && parents.contains(&ppid))
+        proc_identity::stat(pid).is_some_and(|s| s.pgrp == pgid && parents.contains(&s.ppid))
     };
     // The leader first (the common case); else any member left.
     ours(pgid)
@@ -158,19 +163,50 @@ pub fn group_is_ours(pgid: u32, parents: &[u32]) -> bool {
         })
 }
 
-/// Sends `sig` to process group `pgid` only if it is still one of ours
-/// (see [`group_is_ours`]); says whether it did. Never signals a group
-/// the kernel has given to someone else since the run was seen.
-pub fn signal_our_group(pgid: u32, parents: &[u32], sig: nix::sys::signal::Signal) -> bool {
+/// Sends `sig` to the process group of run `run_id`, whose leader is
+/// `pgid`, only if it is still that run's: by its leader's identity when
+/// the supervisor recorded it (`leader`), and, when the leader has ended
+/// or was never identified, by its members being children of `parents`
+/// (see [`group_is_ours`]). Says whether it signalled. Never signals a
+/// process or group the kernel has given to someone else since.
+pub fn signal_run_group(
+    run_id: Option<u64>,
+    pgid: u32,
+    leader: Option<&ProcIdentity>,
+    parents: &[u32],
+    sig: nix::sys::signal::Signal,
+) -> bool {
+    let run = run_id.map(|r| format!("run {r}")).unwrap_or("a run".into());
+    if let Some(leader) = leader.filter(|l| l.pid == pgid) {
+        match proc_identity::signal_group(leader, sig) {
+            Ok(()) => return true,
+            // The leader has ended; members may be left in the group.
+            Err(NotSent::Gone) => {}
+            Err(why) => {
+                tracing::warn!(
+                    pgid,
+                    "not signalling process group {pgid}: it is no longer {run}'s: its leader {pid}: {why}",
+                    pid = leader.pid
+                );
+                return false;
+            }
+        }
+    }
     if !group_is_ours(pgid, parents) {
         tracing::warn!(
             pgid,
-            "process group is no longer one of ours (ended, or its id reused): not signalled"
+            "not signalling process group {pgid}: it is no longer {run}'s (it ended, or its id was reused)"
         );
         return false;
     }
     signal_group(pgid, sig);
     true
+}
+
+/// Sends `sig` to a process group, unchecked: for [`signal_run_group`]
+/// once the group is known to be the run's.
+fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
 }
 
 #[cfg(test)]
@@ -182,7 +218,8 @@ mod tests {
         // This test process leads no group of its own in general, but its
         // own group has it as a member, with its parent as ppid.
         let me = std::process::id();
-        let (ppid, pgrp) = parent_and_group(me).unwrap();
+        let s = proc_identity::stat(me).unwrap();
+        let (ppid, pgrp) = (s.ppid, s.pgrp);
         assert!(group_is_ours(pgrp, &[ppid]));
         assert!(!group_is_ours(pgrp, &[me.wrapping_add(1_000_000)]));
         // No process has this group id.

@@ -218,6 +218,40 @@ mod tests {
         );
     }
 
+    /// A clock jump is news, not trouble: its info alert is listed with
+    /// its size, direction and when, under an `ok` state with no reason.
+    #[test]
+    fn a_clock_jump_is_listed_as_an_info_alert_under_an_ok_state() {
+        let now = at("2026-12-01T12:00:00Z");
+        let mut r = report();
+        r.state = State::Ok;
+        r.reasons = vec![];
+        r.alerts = vec![cronwarden_shared::status::Alert {
+            kind: cronwarden_shared::alert_kind::AlertKind::ClockJumped,
+            job: None,
+            severity: cronwarden_shared::status::Severity::Info,
+            opened_at: at("2026-12-01T11:58:00Z"),
+            resolved_at: None,
+            summary:
+                "the wall clock was stepped backward by 10m 0s (noticed at 2026-12-01T11:58:00Z)"
+                    .into(),
+        }];
+        let mut out = vec![];
+        status(&mut out, &r, now, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("state: ok\nsupervisor:"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.contains("clock_jumped"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(row.starts_with("info"), "{row}");
+        assert!(row.contains("2m ago"), "{row}");
+        assert!(
+            row.ends_with("stepped backward by 10m 0s (noticed at 2026-12-01T11:58:00Z)"),
+            "{row}"
+        );
+    }
+
     #[test]
     fn status_and_jobs_print_the_same_jobs_table() {
         let now = at("2026-12-01T12:00:00Z");

@@ -28,6 +28,31 @@ fn accounted(j: &mut JobObs, covered: Timestamp) {
     }
 }
 
+/// Re-bases the expectation of a job on the worker's arming after a
+/// backward step of the wall clock to `at`: an arming before ours is
+/// adopted if the schedule produces it on the new clock (no earlier than
+/// its first fire after `at`); anything else stays a disagreement.
+fn rebase(j: &mut JobObs, at: Timestamp, armed: Timestamp) {
+    let Some(expected) = j.expected_next else {
+        return;
+    };
+    let since = at
+        .checked_sub(jiff::SignedDuration::from_secs(1))
+        .unwrap_or(at);
+    let earliest = j.spec.schedule.next_after(since, None);
+    if armed < expected && earliest.is_some_and(|e| e <= armed) {
+        tracing::info!(
+            job = %j.spec.name,
+            from = %expected,
+            to = %armed,
+            "expectation re-based on the worker's arming after a backward clock step"
+        );
+        j.expected_next = Some(armed);
+        j.due_seen = None;
+        j.misarmed_since = None;
+    }
+}
+
 impl Model {
     /// Applies one event line from the worker, observed at `now`.
     pub fn apply(&mut self, ev: Event, now: Instant) {
@@ -90,7 +115,7 @@ impl Model {
             Event::CommandFailed { command, error } => {
                 tracing::warn!(command, "worker refused a command: {error}");
             }
-            Event::ClockJump(j) => self.clock_jumped(j),
+            Event::ClockJump(j) => self.clock_jumped(j, now),
             // Answered by the supervisor's control path before the model.
             Event::Reply { .. } => {}
         }
@@ -236,6 +261,7 @@ impl Model {
             (Some(s), Some(w)) => Some(s.max(w.checked_add(lost).unwrap_or(w))),
             (s, _) => s,
         };
+        let rebase_from = self.rebase_after_jump.take();
         for a in jobs {
             if let Some(j) = self.jobs.get_mut(&a.job) {
                 if let (true, Some(expected), Some(armed), Some(started)) =
@@ -252,6 +278,9 @@ impl Model {
                 }
                 j.next_fire_at = a.next_fire_at;
                 j.paused = a.paused;
+                if let (Some(at), Some(armed)) = (rebase_from, a.next_fire_at) {
+                    rebase(j, at, armed);
+                }
                 // An @every cadence is anchored in the worker's store;
                 // we learn the anchor from its arming once.
                 if j.spec.schedule.every().is_some() && j.expected_next.is_none() {
@@ -377,7 +406,7 @@ impl Model {
         j.last_run = Some(run);
     }
 
-    fn clock_jumped(&mut self, j: ClockJump) {
+    fn clock_jumped(&mut self, j: ClockJump, now: Instant) {
         tracing::warn!(
             jump_ms = j.jump_ms,
             kind = j.kind.as_str(),
@@ -394,6 +423,13 @@ impl Model {
         }
         self.worker.armed_mismatch_since = None;
         self.worker.unreported.clear();
+        self.last_clock_jump = Some((j.clone(), now));
+        // After a backward step the worker may arm a repeating schedule
+        // on the new clock, before our expectation: its next schedule
+        // report re-bases us (the digests now differ, so it is asked for).
+        if j.jump_ms < 0 {
+            self.rebase_after_jump = Some(j.at);
+        }
         self.clock_jumps.push_back(j);
     }
 }

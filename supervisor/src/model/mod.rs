@@ -146,6 +146,12 @@ pub struct Model {
     pub sinks: Vec<cronwarden_shared::status::SinkHealth>,
     /// The last clock jumps the worker reported.
     pub clock_jumps: VecDeque<cronwarden_shared::status::ClockJump>,
+    /// The latest of them, and when we read it (monotonic): the
+    /// `clock_jumped` condition lasts a while from then.
+    pub last_clock_jump: Option<(cronwarden_shared::status::ClockJump, Instant)>,
+    /// Set by a backward clock step (to the new wall time): the next
+    /// schedule report re-bases our expectations (see `apply::rebase`).
+    pub rebase_after_jump: Option<Timestamp>,
     /// Counters and histograms for `/metrics`.
     pub(crate) counters: counters::Counters,
     /// Runs started and ended since the supervisor last drained this (for pings).
@@ -179,6 +185,8 @@ impl Model {
             alerts,
             sinks: vec![],
             clock_jumps: VecDeque::new(),
+            last_clock_jump: None,
+            rebase_after_jump: None,
             counters: Default::default(),
             run_events: vec![],
             last_judged: None,

@@ -15,6 +15,7 @@
 //! every action of that judgement, which is the loop's contract; a
 //! judgement made only to answer a status request is never adopted.
 
+mod clock_jump;
 mod job;
 mod worker;
 
@@ -155,6 +156,8 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
     out.conditions
         .extend(worker::reload_failed(m.reload_error.as_ref()));
     out.conditions.extend(worker::delivery_failed(&m.sinks));
+    out.conditions
+        .extend(clock_jump::recent(m.last_clock_jump.as_ref(), now));
 
     // The replacement decisions: a stall first (its deadline is the
     // loop's timer), else a worker failing for too long.
