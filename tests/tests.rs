@@ -15,6 +15,7 @@ mod logs;
 mod metrics;
 mod once;
 mod operator;
+mod output;
 mod pings;
 mod supervisor;
 mod truth;

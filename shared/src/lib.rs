@@ -15,6 +15,8 @@
 //!   (status report, run records, alerts, audit reports);
 //! - [`alert_kind`]: the one list of alert kinds, used by config validation,
 //!   the detectors, the metrics and the sinks;
+//! - [`log_budget`]: at most so many log lines per window, counting the
+//!   rest (the supervisor's floods and the jobs' output lines);
 //! - [`stats`]: what the worker measures for the supervisor's metrics, and
 //!   the dropped-log-lines counter both processes keep;
 //! - [`store`]: the SQLite store (`<state_dir>/cronwarden.db`): job state,
@@ -35,6 +37,7 @@
 pub mod account;
 pub mod alert_kind;
 pub mod config;
+pub mod log_budget;
 pub mod schedule;
 pub mod stats;
 pub mod status;

@@ -149,6 +149,18 @@ pub enum Event {
     CommandFailed { command: String, error: String },
     /// The wall clock jumped; fires it skipped go through the misfire rules.
     ClockJump(crate::status::ClockJump),
+    /// One line a running job wrote (`log_output` or not), for
+    /// `cronwarden logs -f`: only the lines within the output log budget
+    /// are sent, and `held_back` counts those of this run left out before
+    /// this one.
+    Output {
+        job: String,
+        run_id: u64,
+        stream: OutputStream,
+        line: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        held_back: u64,
+    },
     /// The answer to a command that carried a `request` id.
     Reply {
         request: u64,
@@ -157,6 +169,27 @@ pub enum Event {
         /// The run a trigger started.
         run_id: Option<u64>,
     },
+}
+
+/// Which of a job's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Supervisor → worker.
@@ -183,6 +216,19 @@ pub enum Command {
     },
     Resume {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
+    },
+    /// End the job's running run (`run_id`), or all of them: SIGTERM to
+    /// the group, SIGKILL after the kill grace; recorded `killed` "by
+    /// operator (uid N)". Answered with a `reply`.
+    Kill {
+        job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<u64>,
+        /// Who asked (the socket peer's uid), for the record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<u64>,
     },

@@ -20,7 +20,8 @@
 //!   exit statuses for the threads that start children of their own;
 //!   `queue`: the bounded queues to the sink and ping threads;
 //!   `log_budget`: rate-limited log lines;
-//! - `audit`: the ledger audit a socket request asks for.
+//! - `audit`: the ledger audit a socket request asks for;
+//! - `follow`: the newest output lines of recent runs, for `logs -f`.
 //!
 //! The supervisor never runs jobs and never blocks on them: it reads the
 //! worker's events, watches the heartbeat against `stall_after`, replaces a
@@ -33,6 +34,7 @@ mod alerts;
 mod audit;
 mod control;
 mod event_loop;
+mod follow;
 mod forensics;
 pub mod lock;
 mod log_budget;

@@ -93,6 +93,8 @@ impl Model {
             Event::ClockJump(j) => self.clock_jumped(j),
             // Answered by the supervisor's control path before the model.
             Event::Reply { .. } => {}
+            // Kept for followers by the loop; nothing to judge.
+            Event::Output { .. } => {}
         }
     }
 
