@@ -193,6 +193,41 @@ fn logs_prints_the_last_or_a_named_runs_output_stdout_and_stderr_apart() {
     );
 }
 
+#[test]
+fn a_flood_of_output_is_bounded_by_the_budget_which_says_what_it_held_back() {
+    let env =
+        Env::new("[[job]]\nname = \"flood\"\nschedule = \"@yearly\"\nshell = \"seq 1 5000\"\n");
+    let sup = env.start();
+    env.wait_ok(LONG);
+    let id = trigger(&env, "flood");
+    let run = finished(&env, "flood", id);
+    let digits: u64 = (1..=5000u64).map(|n| n.to_string().len() as u64 + 1).sum();
+    assert_eq!(run["stdout_bytes"], digits, "the record counts every byte");
+    // The held-back count is logged before the run's "finished" line.
+    let log = log_with(&sup, &format!("finished job=flood run={id} "));
+    let tag = format!("job=flood run_id={id}");
+    let logged = log
+        .lines()
+        .filter(|l| l.contains(&format!("{tag} stream=\"stdout\"")))
+        .count() as u64;
+    let held: u64 = log
+        .lines()
+        .filter(|l| l.contains("held back by the output log budget") && l.contains(&tag))
+        .map(|l| {
+            let n = l.rsplit("held_back=").next().unwrap_or_default();
+            n.trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("a count: {l}"))
+        })
+        .sum();
+    assert!(held > 0 && logged > 0, "logged {logged}, held back {held}");
+    assert_eq!(
+        logged + held,
+        5000,
+        "every line is either logged or counted as held back"
+    );
+}
+
 /// A job that writes `first`, waits for the file `go`, then writes
 /// `second` on stdout and `third` on stderr.
 fn gated(dir: &Path) -> String {

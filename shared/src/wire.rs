@@ -2,9 +2,9 @@
 //! line, `{"type": ...}`-tagged.
 //!
 //! - Events flow worker → supervisor on an inherited pipe (fd 3 in the
-//!   worker): hello, heartbeat, schedule, fire, skip, finish.
+//!   worker): hello, heartbeat, schedule, fire, skip, finish, output.
 //! - Commands flow supervisor → worker on the worker's stdin: configure,
-//!   trigger, pause, resume, shutdown.
+//!   trigger, pause, resume, kill, shutdown.
 //!
 //! Lines are bounded by [`MAX_LINE`]; a reader drops (and counts) longer or
 //! undecodable lines instead of failing, so nothing the worker writes can
@@ -482,6 +482,51 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Command::Shutdown).unwrap(),
             json!({"type": "shutdown"})
+        );
+    }
+
+    #[test]
+    fn output_and_kill_json_is_pinned() {
+        let line = Event::Output {
+            job: "a".into(),
+            run_id: 4,
+            stream: OutputStream::Stderr,
+            line: "oops".into(),
+            held_back: 0,
+        };
+        assert_eq!(
+            serde_json::to_value(&line).unwrap(),
+            json!({"type": "output", "job": "a", "run_id": 4, "stream": "stderr", "line": "oops"})
+        );
+        let held =
+            r#"{"type":"output","job":"a","run_id":4,"stream":"stdout","line":"x","held_back":7}"#;
+        match serde_json::from_str::<Event>(held).unwrap() {
+            Event::Output {
+                held_back, stream, ..
+            } => {
+                assert_eq!((held_back, stream), (7, OutputStream::Stdout))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            serde_json::to_value(Command::Kill {
+                job: "a".into(),
+                run_id: Some(4),
+                uid: Some(1000),
+                request: Some(2)
+            })
+            .unwrap(),
+            json!({"type": "kill", "job": "a", "run_id": 4, "uid": 1000, "request": 2})
+        );
+        assert_eq!(
+            serde_json::to_value(Command::Kill {
+                job: "a".into(),
+                run_id: None,
+                uid: None,
+                request: None
+            })
+            .unwrap(),
+            json!({"type": "kill", "job": "a"})
         );
     }
 

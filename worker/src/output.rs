@@ -84,9 +84,10 @@ pub(crate) async fn capture<R: AsyncRead + Unpin>(
     let mut c = Captured::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut lines = LineSplitter::default();
+    let passed = std::cell::Cell::new(false);
     let mut pass_on = |line: &[u8]| {
         if let Some(t) = &tap {
-            t.line(line);
+            passed.set(t.line(line) | passed.get());
         }
     };
     loop {
@@ -102,6 +103,13 @@ pub(crate) async fn capture<R: AsyncRead + Unpin>(
                 c.push(&buf[..n]);
                 progress.borrow_mut().saw(&buf[..n]);
                 lines.push(&buf[..n], &mut pass_on);
+                if passed.replace(false) {
+                    // Logging a chunk's lines is real work on the loop's
+                    // thread, and a pipe that is always ready would let
+                    // this task keep it for many chunks: the scheduler
+                    // (and its heartbeat) gets a turn after each.
+                    tokio::task::yield_now().await;
+                }
             }
         }
     }

@@ -16,9 +16,10 @@
 //!
 //! A line is cut at [`LINE_MAX`] bytes (the rest follows as further
 //! lines), invalid UTF-8 is replaced and control characters other than tab
-//! are escaped, so a job cannot forge log lines or terminal sequences.
+//! are escaped, so a job cannot forge log lines or terminal sequences; a
+//! line with a NUL byte is binary and logged as its size.
 
-use std::{cell::RefCell, collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{cell::RefCell, collections::BTreeMap, time::Duration};
 
 use cronwarden_shared::{
     log_budget::LogBudget,
@@ -43,26 +44,41 @@ pub(crate) struct LineSplitter {
 
 impl LineSplitter {
     /// Feeds a chunk; `line` gets every line it completes (without `\n`
-    /// or a `\r` before it).
-    pub fn push(&mut self, chunk: &[u8], line: &mut impl FnMut(&[u8])) {
-        for piece in chunk.split_inclusive(|b| *b == b'\n') {
-            let ends = piece.last() == Some(&b'\n');
-            let body = if ends {
-                &piece[..piece.len() - 1]
-            } else {
-                piece
-            };
-            self.partial.extend_from_slice(body);
-            while self.partial.len() > LINE_MAX {
-                line(&self.partial[..LINE_MAX]);
-                self.partial.drain(..LINE_MAX);
-            }
-            if ends {
-                if self.partial.last() == Some(&b'\r') {
-                    self.partial.pop();
+    /// or a `\r` before it). A line is handed on from the chunk itself
+    /// when it can be: only the start of a line split across reads is
+    /// copied (a job writing gigabytes costs a scan, not a copy).
+    pub fn push(&mut self, mut chunk: &[u8], line: &mut impl FnMut(&[u8])) {
+        while !chunk.is_empty() {
+            let room = LINE_MAX - self.partial.len();
+            // A newline right after `room` bytes still ends a line of
+            // exactly LINE_MAX.
+            let window = &chunk[..chunk.len().min(room + 1)];
+            match memchr::memchr(b'\n', window) {
+                Some(i) => {
+                    let whole = if self.partial.is_empty() {
+                        &chunk[..i]
+                    } else {
+                        self.partial.extend_from_slice(&chunk[..i]);
+                        &self.partial[..]
+                    };
+                    line(whole.strip_suffix(b"\r").unwrap_or(whole));
+                    self.partial.clear();
+                    chunk = &chunk[i + 1..];
                 }
-                line(&self.partial);
-                self.partial.clear();
+                None if chunk.len() > room => {
+                    if self.partial.is_empty() {
+                        line(&chunk[..room]);
+                    } else {
+                        self.partial.extend_from_slice(&chunk[..room]);
+                        line(&self.partial);
+                        self.partial.clear();
+                    }
+                    chunk = &chunk[room..];
+                }
+                None => {
+                    self.partial.extend_from_slice(chunk);
+                    return;
+                }
             }
         }
     }
@@ -77,8 +93,13 @@ impl LineSplitter {
 }
 
 /// A line as it goes to the log: invalid UTF-8 replaced, control
-/// characters other than tab escaped (`\u{1b}`).
+/// characters other than tab escaped (`\u{1b}`); a line with a NUL byte is
+/// binary data, said by its size (escaping it would make each byte five,
+/// and nobody reads it in a log).
 pub(crate) fn printable(bytes: &[u8]) -> String {
+    if memchr::memchr(0, bytes).is_some() {
+        return format!("[{} bytes of binary output]", bytes.len());
+    }
     let text = String::from_utf8_lossy(bytes);
     if !text.chars().any(|c| c.is_control() && c != '\t') {
         return text.into_owned();
@@ -86,7 +107,7 @@ pub(crate) fn printable(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if c.is_control() && c != '\t' {
-            let _ = write!(out, "{}", c.escape_default());
+            out.extend(c.escape_default());
         } else {
             out.push(c);
         }
@@ -130,8 +151,8 @@ thread_local! {
 }
 
 impl Tap {
-    /// Passes one line on, within the budget.
-    pub fn line(&self, bytes: &[u8]) {
+    /// Passes one line on, within the budget; whether it was.
+    pub fn line(&self, bytes: &[u8]) -> bool {
         let admitted = BOOK.with_borrow_mut(|b| match b.budget.admit(Instant::now()) {
             Some(suppressed) => {
                 if suppressed > 0 {
@@ -153,7 +174,9 @@ impl Tap {
                 None
             }
         });
-        let Some(held_back) = admitted else { return };
+        let Some(held_back) = admitted else {
+            return false;
+        };
         let line = printable(bytes);
         if self.log {
             tracing::info!(
@@ -171,6 +194,7 @@ impl Tap {
             line,
             held_back,
         });
+        true
     }
 }
 
@@ -239,10 +263,64 @@ mod tests {
         assert!(lines_of(&[b""]).is_empty());
     }
 
+    /// The lines of a whole stream, cut the plain way.
+    fn oracle(stream: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = vec![];
+        let mut segments: Vec<&[u8]> = stream.split(|b| *b == b'\n').collect();
+        let last = segments.pop().unwrap_or_default();
+        let pieces = |seg: &[u8]| -> Vec<Vec<u8>> {
+            if seg.is_empty() {
+                return vec![vec![]];
+            }
+            seg.chunks(LINE_MAX).map(<[u8]>::to_vec).collect()
+        };
+        for seg in segments {
+            let mut p = pieces(seg);
+            let end = p.last_mut().unwrap();
+            if end.last() == Some(&b'\r') {
+                end.pop();
+            }
+            out.extend(p);
+        }
+        if !last.is_empty() {
+            out.extend(pieces(last));
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunking_cuts_the_lines_the_oracle_cuts(
+            parts in proptest::collection::vec(
+                (0usize..6000, proptest::sample::select(vec![&b"\n"[..], b"\r\n", b"\r", b""])),
+                0..6,
+            ),
+            cuts in proptest::collection::vec(1usize..9000, 1..8),
+        ) {
+            let mut stream = vec![];
+            for (n, end) in &parts {
+                stream.extend(std::iter::repeat_n(b'x', *n));
+                stream.extend_from_slice(end);
+            }
+            let mut chunks = vec![];
+            let mut rest = &stream[..];
+            for c in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (a, b) = rest.split_at((*c).min(rest.len()));
+                chunks.push(a);
+                rest = b;
+            }
+            proptest::prop_assert_eq!(lines_of(&chunks), oracle(&stream));
+        }
+    }
+
     #[test]
     fn control_characters_are_escaped_tabs_kept() {
         assert_eq!(printable(b"a\tb"), "a\tb");
         assert_eq!(printable(b"\x1b[31mred\r"), "\\u{1b}[31mred\\r");
         assert_eq!(printable(b"caf\xc3\xa9 \xff"), "café \u{fffd}");
+        assert_eq!(printable(b"ab\0c"), "[4 bytes of binary output]");
     }
 }
