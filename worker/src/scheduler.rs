@@ -555,7 +555,9 @@ impl Scheduler {
                 let runs = kill::chosen(&job, run_id, running.map(|(id, r)| (*id, &*r.record.job)));
                 for id in runs.iter().flatten() {
                     tracing::info!(job, run_id = *id, uid, "kill requested by an operator");
-                    self.running[id].stop.stop(StopReason::Operator(uid));
+                    if let Some(run) = self.running.get(id) {
+                        run.stop.stop(StopReason::Operator(uid));
+                    }
                 }
                 plan::answer(
                     "kill",
