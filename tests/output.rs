@@ -320,6 +320,19 @@ fn kill_ends_a_running_run_and_its_group_recorded_by_operator() {
     let id = trigger(&env, "sleepy");
     let child = child_pid(&env);
     assert!(alive(child));
+    let mut follower = Command::new(BIN)
+        .args([
+            "logs",
+            "-f",
+            "sleepy",
+            "--config",
+            env.config.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
 
     let out = cli(&env, &["kill", "sleepy"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -339,6 +352,10 @@ fn kill_ends_a_running_run_and_its_group_recorded_by_operator() {
     wait_until("the run's whole group is gone", LONG, || {
         (!alive(child)).then_some(())
     });
+    let followed = wait_until("a follower of the killed run ends", LONG, || {
+        follower.try_wait().unwrap()
+    });
+    assert!(followed.success());
 
     let out = cli(&env, &["kill", "sleepy"]);
     assert_eq!(out.status.code(), Some(1));
