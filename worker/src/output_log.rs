@@ -12,7 +12,10 @@
 //! against its run, and the count is logged (a warning naming job and run)
 //! with the next line let through and when the run ends. The run's record
 //! still counts every byte and keeps the tails; `keep_output` still keeps
-//! everything.
+//! everything. The lines for followers use only the spare half of the
+//! event queue (`EventTx::send_spare`): a supervisor that stops reading
+//! loses output lines (counted, and said to the follower) before it could
+//! lose a `finish`.
 //!
 //! A line is cut at [`LINE_MAX`] bytes (the rest follows as further
 //! lines), invalid UTF-8 is replaced and control characters other than tab
@@ -187,13 +190,25 @@ impl Tap {
                 "{line}"
             );
         }
-        self.events.send(Event::Output {
+        let sent = self.events.send_spare(Event::Output {
             job: self.job.clone(),
             run_id: self.run_id,
             stream: self.stream,
             line,
             held_back,
         });
+        if !sent {
+            // Told to the follower with the next line that gets through.
+            BOOK.with_borrow_mut(|b| {
+                b.held
+                    .entry(self.run_id)
+                    .or_insert_with(|| Held {
+                        job: self.job.clone(),
+                        ..Held::default()
+                    })
+                    .unsent += held_back + 1;
+            });
+        }
         true
     }
 }
