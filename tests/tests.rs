@@ -22,6 +22,7 @@ mod operator;
 mod package;
 mod page;
 mod opsday;
+mod output;
 mod pings;
 mod supervisor;
 mod suptime;

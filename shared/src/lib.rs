@@ -16,6 +16,8 @@
 //!   (status report, run records, alerts, audit reports);
 //! - [`alert_kind`]: the one list of alert kinds, used by config validation,
 //!   the detectors, the metrics and the sinks;
+//! - [`log_budget`]: at most so many log lines per window, counting the
+//!   rest (the supervisor's floods and the jobs' output lines);
 //! - [`stats`]: what the worker measures for the supervisor's metrics, and
 //!   the dropped-log-lines counter both processes keep;
 //! - [`store`]: the SQLite store (`<state_dir>/cronwarden.db`): job state,
@@ -43,6 +45,7 @@ pub mod alert_kind;
 pub mod config;
 pub mod identity;
 pub mod proc_identity;
+pub mod log_budget;
 pub mod schedule;
 pub mod stats;
 pub mod status;

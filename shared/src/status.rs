@@ -435,6 +435,36 @@ pub struct AuditReport {
     pub ok: bool,
 }
 
+/// The recent output lines of a run as the supervisor received them
+/// (`GET /v1/jobs/{name}/runs/{id}/output?after=SEQ`, `cronwarden logs -f`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowReply {
+    pub job: String,
+    pub run_id: u64,
+    /// Whether the run is still in progress; once false, `lines` holds
+    /// everything that will come.
+    pub running: bool,
+    /// The lines after `after`, oldest first.
+    pub lines: Vec<FollowLine>,
+    /// Lines after `after` that are no longer kept (the supervisor keeps
+    /// only the newest of each run).
+    pub missed: u64,
+    /// What to pass as `after` next.
+    pub next: u64,
+}
+
+/// One line of a run's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowLine {
+    pub seq: u64,
+    pub stream: crate::wire::OutputStream,
+    pub line: String,
+    /// Lines of this run held back by the output log budget just before
+    /// this one.
+    #[serde(default)]
+    pub held_back: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -602,6 +602,19 @@ impl Store {
         )
     }
 
+    /// Run `id` of a job, or (`None`) its newest run that started (skipped
+    /// fires are records too, but have no output); `None` when there is none.
+    pub fn run(&self, job: &str, id: Option<u64>) -> Result<Option<RunRecord>, StoreError> {
+        let found = match id {
+            Some(id) => self.query_runs("WHERE job = ?1 AND id = ?2", params![job, id as i64]),
+            None => self.query_runs(
+                "WHERE job = ?1 AND started_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+                params![job],
+            ),
+        };
+        found.map(|v| v.into_iter().next())
+    }
+
     /// Every record of a job whose scheduled time (or a covered time) may fall in
     /// `[from, to]`, oldest first, for the audit.
     pub fn runs_between(

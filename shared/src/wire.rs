@@ -2,9 +2,9 @@
 //! line, `{"type": ...}`-tagged.
 //!
 //! - Events flow worker → supervisor on an inherited pipe (fd 3 in the
-//!   worker): hello, heartbeat, schedule, fire, skip, finish.
+//!   worker): hello, heartbeat, schedule, fire, skip, finish, output.
 //! - Commands flow supervisor → worker on the worker's stdin: configure,
-//!   trigger, pause, resume, shutdown.
+//!   trigger, pause, resume, kill, shutdown.
 //!
 //! Lines are bounded by [`MAX_LINE`]; a reader drops (and counts) longer or
 //! undecodable lines instead of failing, so nothing the worker writes can
@@ -149,6 +149,18 @@ pub enum Event {
     CommandFailed { command: String, error: String },
     /// The wall clock jumped; fires it skipped go through the misfire rules.
     ClockJump(crate::status::ClockJump),
+    /// One line a running job wrote (`log_output` or not), for
+    /// `cronwarden logs -f`: only the lines within the output log budget
+    /// are sent, and `held_back` counts those of this run left out before
+    /// this one.
+    Output {
+        job: String,
+        run_id: u64,
+        stream: OutputStream,
+        line: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        held_back: u64,
+    },
     /// The answer to a command that carried a `request` id.
     Reply {
         request: u64,
@@ -157,6 +169,27 @@ pub enum Event {
         /// The run a trigger started.
         run_id: Option<u64>,
     },
+}
+
+/// Which of a job's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Supervisor → worker.
@@ -189,6 +222,19 @@ pub enum Command {
     },
     Resume {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
+    },
+    /// End the job's running run (`run_id`), or all of them: SIGTERM to
+    /// the group, SIGKILL after the kill grace; recorded `killed` "by
+    /// operator (uid N)". Answered with a `reply`.
+    Kill {
+        job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<u64>,
+        /// Who asked (the socket peer's uid), for the record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<u64>,
     },
@@ -442,6 +488,51 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Command::Shutdown).unwrap(),
             json!({"type": "shutdown"})
+        );
+    }
+
+    #[test]
+    fn output_and_kill_json_is_pinned() {
+        let line = Event::Output {
+            job: "a".into(),
+            run_id: 4,
+            stream: OutputStream::Stderr,
+            line: "oops".into(),
+            held_back: 0,
+        };
+        assert_eq!(
+            serde_json::to_value(&line).unwrap(),
+            json!({"type": "output", "job": "a", "run_id": 4, "stream": "stderr", "line": "oops"})
+        );
+        let held =
+            r#"{"type":"output","job":"a","run_id":4,"stream":"stdout","line":"x","held_back":7}"#;
+        match serde_json::from_str::<Event>(held).unwrap() {
+            Event::Output {
+                held_back, stream, ..
+            } => {
+                assert_eq!((held_back, stream), (7, OutputStream::Stdout))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            serde_json::to_value(Command::Kill {
+                job: "a".into(),
+                run_id: Some(4),
+                uid: Some(1000),
+                request: Some(2)
+            })
+            .unwrap(),
+            json!({"type": "kill", "job": "a", "run_id": 4, "uid": 1000, "request": 2})
+        );
+        assert_eq!(
+            serde_json::to_value(Command::Kill {
+                job: "a".into(),
+                run_id: None,
+                uid: None,
+                request: None
+            })
+            .unwrap(),
+            json!({"type": "kill", "job": "a"})
         );
     }
 

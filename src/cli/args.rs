@@ -131,6 +131,35 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Print a run's output (default: the job's last run): its stdout on
+    /// stdout, its stderr on stderr. With -f, follow a running run until it ends.
+    #[command(
+        after_help = "Examples:\n  cronwarden logs backup\n  cronwarden logs backup 1042 2>/dev/null   # stdout only\n  cronwarden logs -f backup                # the run in progress, live\n  cronwarden logs backup --json            # the run record, tails included"
+    )]
+    Logs {
+        /// The job's name.
+        job: String,
+        /// The run id (see `cronwarden runs JOB`); default: the last run
+        /// (with -f: the newest run in progress, else the last run).
+        run: Option<u64>,
+        /// Follow a running run: print its lines as they come, until it ends.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// End a running run: SIGTERM to its process group, SIGKILL after the
+    /// job's kill_grace; recorded `killed` by operator. Without RUN, every
+    /// run of the job in progress.
+    #[command(after_help = "Examples:\n  cronwarden kill backup\n  cronwarden kill backup 1042")]
+    Kill {
+        /// The job's name.
+        job: String,
+        /// The run id to end (default: every run of the job in progress).
+        run: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Re-read the config file (as SIGHUP does); an invalid one is refused.
     #[command(
         after_help = "Examples:\n  cronwarden reload --config /etc/cronwarden.toml\n  systemctl reload cronwarden   # the same, by SIGHUP"

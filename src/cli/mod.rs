@@ -16,6 +16,8 @@
 //! - [`request`]: every other socket command's round trip (`jobs`, `runs`,
 //!   `alerts`, `audit`, `trigger`, `pause`, `resume`, `reload`), over
 //!   [`client`], the HTTP client of the status socket;
+//! - [`logs`]: a run's output, stored or followed live;
+//! - [`kill`]: ending a run in progress;
 //! - [`render`]: what each command prints for people (tables, colour,
 //!   relative times).
 //!
@@ -28,7 +30,9 @@ mod client;
 mod discover;
 mod explain;
 mod import;
+mod kill;
 mod lint;
+mod logs;
 mod man;
 mod next;
 mod render;
@@ -143,6 +147,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Trigger { job, conn } => job_op(&conn, &job, "trigger"),
         Cmd::Pause { job, conn } => job_op(&conn, &job, "pause"),
         Cmd::Resume { job, conn } => job_op(&conn, &job, "resume"),
+        Cmd::Logs {
+            job,
+            run,
+            follow,
+            conn,
+        } => Ok(logs::logs(&conn, &job, run, follow)),
+        Cmd::Kill { job, run, conn } => kill::kill(&conn, &job, run),
         Cmd::Reload { conn } => call(&conn, Method::POST, "/v1/reload".into(), |o, v: Value| {
             writeln!(o, "reloaded: {} job(s)", v["jobs"])?;
             Ok(0)

@@ -15,6 +15,20 @@ pub enum ControlOp {
     Reload,
     /// Send a marked test alert through every sink and report each result.
     AlertTest,
+    /// End the job's run `run_id` (or every run of it in progress), asked
+    /// by the socket peer with `uid`.
+    Kill {
+        job: String,
+        run_id: Option<u64>,
+        uid: Option<u32>,
+    },
+    /// The output lines of a run after sequence number `after` (a read,
+    /// answered by the loop from what it keeps for followers).
+    Output {
+        job: String,
+        run_id: u64,
+        after: u64,
+    },
 }
 
 impl ControlOp {
@@ -25,6 +39,8 @@ impl ControlOp {
             ControlOp::Resume(_) => "resume",
             ControlOp::Reload => "reload",
             ControlOp::AlertTest => "alerts test",
+            ControlOp::Kill { .. } => "kill",
+            ControlOp::Output { .. } => "output",
         }
     }
 }

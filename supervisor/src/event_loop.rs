@@ -33,7 +33,7 @@ use tokio::{
 use crate::{
     alerts, binary,
     control::{ControlOp, ControlReply, ControlRequest},
-    forensics, lock,
+    follow, forensics, lock,
     log_budget::LogBudget,
     metrics,
     model::{self, Model},
@@ -113,6 +113,8 @@ pub(crate) struct Supervisor {
     bad_line_log: LogBudget,
     /// Who leads each run's process group, checked before it is signalled.
     run_groups: RunGroups,
+    /// The newest output lines of recent runs, for `logs -f`.
+    follow: follow::Rings,
 }
 
 /// The notice `cronwarden alerts test` sends through every sink.
@@ -177,6 +179,7 @@ impl Supervisor {
             run_groups: RunGroups::default(),
             evaluate_since: None,
             bad_line_log: LogBudget::new(10, Duration::from_secs(60)),
+            follow: follow::Rings::default(),
         }
     }
 
@@ -457,6 +460,17 @@ impl Supervisor {
                         )
                     });
                 }
+            }
+            Ok(Event::Output {
+                job,
+                run_id,
+                stream,
+                line,
+                held_back,
+            }) => {
+                // Kept for followers only: the worker logged it already,
+                // and nothing in the model depends on it.
+                self.follow.push(&job, run_id, stream, line, held_back);
             }
             Ok(ev) => {
                 let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
@@ -796,6 +810,20 @@ impl Supervisor {
             });
             return;
         }
+        if let ControlOp::Output { job, run_id, after } = &op {
+            // Answered from what the loop holds: no worker round trip.
+            let running = self
+                .model
+                .jobs
+                .get(job)
+                .is_some_and(|j| j.running.contains_key(run_id));
+            let read = self.follow.read(job, *run_id, *after, running);
+            let _ = reply.send(match serde_json::to_value(read) {
+                Ok(body) => ControlReply::ok(body),
+                Err(e) => ControlReply::error(500, format!("output of run {run_id}: {e}")),
+            });
+            return;
+        }
         let up = self.model.worker.hello;
         let Some(w) = self.worker.as_ref().filter(|_| up) else {
             let _ = reply.send(ControlReply::error(
@@ -818,7 +846,15 @@ impl Supervisor {
                 job: job.clone(),
                 request,
             },
-            ControlOp::Reload | ControlOp::AlertTest => unreachable!("handled above"),
+            ControlOp::Kill { job, run_id, uid } => Command::Kill {
+                job: job.clone(),
+                run_id: *run_id,
+                uid: *uid,
+                request,
+            },
+            ControlOp::Reload | ControlOp::AlertTest | ControlOp::Output { .. } => {
+                unreachable!("handled above")
+            }
         };
         if w.commands.try_send(cmd).is_err() {
             let _ = reply.send(ControlReply::error(

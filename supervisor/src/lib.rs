@@ -28,6 +28,7 @@
 //! - `audit`: the ledger audit a socket request asks for;
 //! - `binary`: whether our executable was replaced on disk (an upgrade
 //!   that awaits a restart), for the status.
+//! - `follow`: the newest output lines of recent runs, for `logs -f`.
 //!
 //! The supervisor never runs jobs and never blocks on them: it reads the
 //! worker's events, watches the heartbeat against `stall_after`, replaces a
@@ -42,6 +43,7 @@ mod audit;
 mod binary;
 mod control;
 mod event_loop;
+mod follow;
 mod forensics;
 pub mod lock;
 mod log_budget;

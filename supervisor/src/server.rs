@@ -647,6 +647,82 @@ async fn route(
             };
             control(shared, op).await
         }
+        (Method::POST, ["v1", "jobs", name, "kill"]) => {
+            if !known(name) {
+                return error(StatusCode::NOT_FOUND, format!("no job named {name:?}"));
+            }
+            let run_id = match query(&req, "run").map(|r| r.parse::<u64>()) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "run: expected a run id (a number)".into(),
+                    )
+                }
+            };
+            let op = ControlOp::Kill {
+                job: name.to_string(),
+                run_id,
+                uid: peer.map(|p| p.uid),
+            };
+            control(shared, op).await
+        }
+        (Method::GET, ["v1", "jobs", name, "runs", id]) => {
+            let id = match *id {
+                "last" => None,
+                n => match n.parse::<u64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("{n:?}: expected a run id (a number) or \"last\""),
+                        )
+                    }
+                },
+            };
+            let name = name.to_string();
+            let path = snap.store_path.clone();
+            let found = store_value(move || Store::open_readonly(&path)?.run(&name, id));
+            let found = match found.await {
+                Ok(found) => found,
+                Err(response) => return response,
+            };
+            match found {
+                Some(run) => json(StatusCode::OK, &run),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    match id {
+                        Some(id) => format!("job {:?} has no run {id}", parts[2]),
+                        None => format!("job {:?} has no run yet", parts[2]),
+                    },
+                ),
+            }
+        }
+        (Method::GET, ["v1", "jobs", name, "runs", id, "output"]) => {
+            let Ok(run_id) = id.parse::<u64>() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{id:?}: expected a run id (a number)"),
+                );
+            };
+            let after = match query(&req, "after").map(|a| a.parse::<u64>()) {
+                None => 0,
+                Some(Ok(a)) => a,
+                Some(Err(_)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "after: expected a sequence number".into(),
+                    )
+                }
+            };
+            let op = ControlOp::Output {
+                job: name.to_string(),
+                run_id,
+                after,
+            };
+            control(shared, op).await
+        }
         (Method::POST, ["v1", "reload"]) => control(shared, ControlOp::Reload).await,
         (Method::POST, ["v1", "alerts", "test"]) => control(shared, ControlOp::AlertTest).await,
         (_, ["v1", "status" | "jobs" | "alerts", ..]) | (_, ["v1", "reload"]) => error(
@@ -724,6 +800,24 @@ async fn read_store<T: Serialize + Send + 'static>(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store read took longer than {}s", STORE_TIMEOUT.as_secs()),
         ),
+    }
+}
+
+/// [`read_store`], for a handler that looks at the value before answering.
+async fn store_value<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response<Full<Bytes>>> {
+    match tokio::time::timeout(STORE_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Ok(Err(e)) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("store read failed: {e}"),
+        )),
+        Err(_) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store read took longer than {}s", STORE_TIMEOUT.as_secs()),
+        )),
     }
 }
 

@@ -23,6 +23,14 @@ impl EventTx {
     pub fn send(&self, ev: Event) -> bool {
         self.tx.try_send(ev).is_ok()
     }
+
+    /// Queues an event that may be lost (a job's output line for
+    /// followers) only while at least half the queue is free, so a
+    /// supervisor that stops reading for a while still finds room for the
+    /// events it judges by. Returns false if it was dropped.
+    pub fn send_spare(&self, ev: Event) -> bool {
+        self.tx.capacity() >= QUEUE / 2 && self.send(ev)
+    }
 }
 
 /// Starts the writer task on `fd`. The returned receiver resolves when the

@@ -25,6 +25,9 @@
 //!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe; it
 //!   completes the run record the plan made;
 //! - [`output`]: byte counts and a bounded tail of a job's output;
+//! - [`output_log`]: a job's output lines into cronwarden's log and to the
+//!   supervisor (for `logs -f`), within one budget per worker;
+//! - [`kill`]: which runs an operator's `kill` ends;
 //! - [`events`]: the NDJSON event pipe to the supervisor;
 //! - [`error`]: the worker's error type, naming the descriptor, path or
 //!   program at fault;
@@ -53,7 +56,9 @@ mod clock;
 mod error;
 mod events;
 mod journal;
+mod kill;
 mod output;
+mod output_log;
 mod plan;
 mod retention;
 mod runner;

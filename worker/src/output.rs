@@ -5,13 +5,16 @@
 //! `<state_dir>/output/<job>/<run id>.stdout|.stderr` (up to
 //! [`FILE_MAX`] bytes each), and only the newest N runs' files are kept.
 //! The writes go through tokio's file API (the blocking pool), so a slow
-//! disk slows that run's capture, never the worker's loop.
+//! disk slows that run's capture, never the worker's loop. Each line is
+//! also handed to the run's [`Tap`] as it completes (`output_log`).
 
 use std::collections::VecDeque;
 
 use std::path::Path;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::output_log::{LineSplitter, Tap};
 
 /// How much of each stream's end is kept with the run.
 pub(crate) const TAIL_BYTES: usize = 4096;
@@ -67,18 +70,26 @@ impl Progress {
 
 pub(crate) type SharedProgress = std::rc::Rc<std::cell::RefCell<Progress>>;
 
-/// Reads `r` to EOF into a [`Captured`], noting progress, and copying the
-/// first `file_max` bytes to `file` when there is one. A read error ends
-/// the capture (what was read so far is kept); a write error ends only the
-/// copy.
+/// Reads `r` to EOF into a [`Captured`], noting progress, copying the
+/// first `file_max` bytes to `file` when there is one, and passing each
+/// line to `tap` as it completes. A read error ends the capture (what was
+/// read so far is kept); a write error ends only the copy.
 pub(crate) async fn capture<R: AsyncRead + Unpin>(
     mut r: R,
     progress: SharedProgress,
     mut file: Option<tokio::fs::File>,
     file_max: u64,
+    tap: Option<Tap>,
 ) -> Captured {
     let mut c = Captured::default();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut lines = LineSplitter::default();
+    let passed = std::cell::Cell::new(false);
+    let mut pass_on = |line: &[u8]| {
+        if let Some(t) = &tap {
+            passed.set(t.line(line) | passed.get());
+        }
+    };
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -91,9 +102,18 @@ pub(crate) async fn capture<R: AsyncRead + Unpin>(
                 }
                 c.push(&buf[..n]);
                 progress.borrow_mut().saw(&buf[..n]);
+                lines.push(&buf[..n], &mut pass_on);
+                if passed.replace(false) {
+                    // Logging a chunk's lines is real work on the loop's
+                    // thread, and a pipe that is always ready would let
+                    // this task keep it for many chunks: the scheduler
+                    // (and its heartbeat) gets a turn after each.
+                    tokio::task::yield_now().await;
+                }
             }
         }
     }
+    lines.finish(&mut pass_on);
     if let Some(mut f) = file {
         // tokio hands writes to the blocking pool: wait until they are done.
         let _ = f.flush().await;
@@ -170,9 +190,9 @@ mod tests {
         for id in [7u64, 8, 9, 10] {
             let (out, err) = rt.block_on(open_files(dir.path(), id));
             let data = [b'x'; 100];
-            let c = rt.block_on(capture(&data[..], SharedProgress::default(), out, 60));
+            let c = rt.block_on(capture(&data[..], SharedProgress::default(), out, 60, None));
             assert_eq!(c.bytes, 100, "every byte counted");
-            rt.block_on(capture(&b"e"[..], SharedProgress::default(), err, 60));
+            rt.block_on(capture(&b"e"[..], SharedProgress::default(), err, 60, None));
         }
         assert_eq!(
             std::fs::read(dir.path().join("10.stdout")).unwrap().len(),

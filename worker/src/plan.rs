@@ -619,7 +619,8 @@ impl Plan {
             Command::Pause { job, request } => self.set_paused("pause", job, request, true, fx),
             Command::Resume { job, request } => self.set_paused("resume", job, request, false, fx),
             Command::ReportSchedule => self.report_schedule(fx),
-            Command::Configure { .. } | Command::Shutdown => {}
+            // `kill` signals runs, which only the loop holds.
+            Command::Configure { .. } | Command::Shutdown | Command::Kill { .. } => {}
         }
     }
 

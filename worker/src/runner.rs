@@ -25,7 +25,7 @@ use cronwarden_shared::{
     account::{self, Credentials},
     config::JobSpec,
     status::{Outcome, RunRecord},
-    wire::Event,
+    wire::{Event, OutputStream},
 };
 use jiff::Timestamp;
 use nix::{sys::signal::Signal, unistd::Pid};
@@ -36,7 +36,7 @@ use crate::{
     error::WorkerError,
     events::EventTx,
     output::{self, capture, Captured},
-    sys,
+    output_log, sys,
 };
 
 /// How long output is drained after the main process exits.
@@ -66,6 +66,8 @@ pub(crate) enum StopReason {
     Killed,
     /// The worker is shutting down: recorded `killed` too.
     Shutdown,
+    /// `cronwarden kill`, by the socket peer with this uid (when known).
+    Operator(Option<u32>),
 }
 
 /// Asks a run to stop, remembering the first reason given.
@@ -187,14 +189,27 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
         Some(dir) => output::open_files(dir, record.id).await,
         None => (None, None),
     };
+    let tap = |stream| {
+        Some(output_log::Tap {
+            job: req.job.name.clone(),
+            run_id: record.id,
+            stream,
+            log: req.job.log_output,
+            events: events.clone(),
+        })
+    };
+    let (out_tap, err_tap) = (tap(OutputStream::Stdout), tap(OutputStream::Stderr));
     let mut out_task = child.stdout.take().map(|s| {
-        tokio::task::spawn_local(capture(s, req.progress.clone(), out_file, output::FILE_MAX))
+        let progress = req.progress.clone();
+        tokio::task::spawn_local(capture(s, progress, out_file, output::FILE_MAX, out_tap))
     });
     let mut err_task = child.stderr.take().map(|s| {
-        tokio::task::spawn_local(capture(s, req.progress.clone(), err_file, output::FILE_MAX))
+        let progress = req.progress.clone();
+        tokio::task::spawn_local(capture(s, progress, err_file, output::FILE_MAX, err_tap))
     });
     let (status, ended_by) = wait(&req.job, &mut child, pid, &stop, started).await;
     let (stdout, stderr) = drain(pid, &mut out_task, &mut err_task, &mut record).await;
+    output_log::run_ended(record.id);
 
     record.finished_at = Some(Timestamp::now());
     record.duration_ms = Some(started.elapsed().as_millis() as u64);
@@ -394,6 +409,8 @@ fn judge(
             record.error = Some(match stop.reason.get().unwrap_or(StopReason::Killed) {
                 StopReason::Killed => "killed: replaced by a newer run".into(),
                 StopReason::Shutdown => "killed: cronwarden is shutting down".into(),
+                StopReason::Operator(Some(uid)) => format!("killed by operator (uid {uid})"),
+                StopReason::Operator(None) => "killed by operator".into(),
             });
         }
         _ => {}

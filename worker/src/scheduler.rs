@@ -43,9 +43,10 @@ use crate::{
     error::WorkerError,
     events::{self, EventTx},
     journal::Journal,
+    kill,
     plan::{self, Effects, Plan, Spawn},
     retention::Pruner,
-    runner::{self, RunRequest, StopHandle},
+    runner::{self, RunRequest, StopHandle, StopReason},
     sys,
     takeover::{take_over_store, TakeOver, LOOP_BUSY_TIMEOUT},
     WorkerArgs,
@@ -520,6 +521,7 @@ impl Scheduler {
             Command::Trigger { request, .. } => ("trigger", *request),
             Command::Pause { request, .. } => ("pause", *request),
             Command::Resume { request, .. } => ("resume", *request),
+            Command::Kill { request, .. } => ("kill", *request),
             Command::Configure { .. } => ("configure", None),
             Command::ReportSchedule | Command::Shutdown => ("", None),
         };
@@ -547,6 +549,27 @@ impl Scheduler {
                 }
                 Err(e) => plan::command_failed("configure", e.to_string(), &mut self.fx),
             },
+            Command::Kill {
+                job,
+                run_id,
+                uid,
+                request,
+            } => {
+                let running = self.running.iter();
+                let runs = kill::chosen(&job, run_id, running.map(|(id, r)| (*id, &*r.record.job)));
+                for id in runs.iter().flatten() {
+                    tracing::info!(job, run_id = *id, uid, "kill requested by an operator");
+                    if let Some(run) = self.running.get(id) {
+                        run.stop.stop(StopReason::Operator(uid));
+                    }
+                }
+                plan::answer(
+                    "kill",
+                    request,
+                    runs.map(|ids| ids.first().copied()),
+                    &mut self.fx,
+                );
+            }
             cmd => self.plan.command(cmd, wall_now(), &mut self.fx),
         }
     }

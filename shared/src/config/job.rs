@@ -48,6 +48,7 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "ping_failure_url",
     "retention",
     "keep_output",
+    "log_output",
 ];
 
 /// What a job inherits from the top of the file.
@@ -148,6 +149,7 @@ impl Validator {
             .count(j, "retention", t.get("retention"))
             .unwrap_or(crate::store::DEFAULT_RETENTION);
         let keep_output = self.count(j, "keep_output", t.get("keep_output"));
+        let log_output = self.flag(&label, "log_output", t.get("log_output"), true);
 
         if self.errors.len() != before {
             return None;
@@ -176,7 +178,24 @@ impl Validator {
             ping_templates,
             retention,
             keep_output,
+            log_output,
         })
+    }
+
+    /// A true/false key, `default` when absent.
+    fn flag(&mut self, label: &str, key: &str, v: Option<&Value>, default: bool) -> bool {
+        match v {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.err(
+                    Some(label.to_string()),
+                    key,
+                    format!("must be true or false, found {other}"),
+                );
+                default
+            }
+        }
     }
 
     fn job_name(&mut self, label: &str, t: &Table) -> Option<String> {
@@ -492,6 +511,10 @@ mod tests {
                 "key \"inherit_env\": must be true or false",
             ),
             (
+                "log_output = 1",
+                "job \"j\": key \"log_output\": must be true or false",
+            ),
+            (
                 "user = \"no-such-user-cw\"",
                 "job \"j\": key \"user\": no user named \"no-such-user-cw\"",
             ),
@@ -533,6 +556,10 @@ mod tests {
         assert_eq!(j.limits.nofile, Some(64));
         assert_eq!(j.nice, Some(-5));
         assert!(!j.inherit_env, "clean environment by default");
+        assert!(
+            j.log_output,
+            "output goes to the log by default, as supercronic"
+        );
     }
 
     #[test]

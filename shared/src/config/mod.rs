@@ -221,6 +221,9 @@ pub struct JobSpec {
     /// Keep the full output of the newest N runs in files under
     /// `<state_dir>/output/<job>/` (off when `None`).
     pub keep_output: Option<u32>,
+    /// Each line of the job's stdout and stderr also goes to cronwarden's
+    /// log as it arrives (within the output log budget).
+    pub log_output: bool,
 }
 
 /// Resource limits set in the job's process before exec (soft = hard).

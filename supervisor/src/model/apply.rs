@@ -118,6 +118,8 @@ impl Model {
             Event::ClockJump(j) => self.clock_jumped(j, now),
             // Answered by the supervisor's control path before the model.
             Event::Reply { .. } => {}
+            // Kept for followers by the loop; nothing to judge.
+            Event::Output { .. } => {}
         }
     }
 
