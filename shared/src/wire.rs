@@ -189,6 +189,11 @@ pub enum Command {
     /// Send a `schedule` event with every job's armed time (the supervisor
     /// asks when the armed digest disagrees with its own, to find which).
     ReportSchedule,
+    /// Arm the job again from its schedule and what it last accounted: the
+    /// supervisor's expectation and the worker's arming kept disagreeing.
+    /// Fires a wrong arming passed over are accounted by the misfire rules;
+    /// a `schedule` event follows either way.
+    Rearm { job: String },
     /// Stop every job within its kill grace, then exit.
     Shutdown,
 }

@@ -576,6 +576,11 @@ impl Supervisor {
                             pid,
                             "worker alive but failing for {failing_for:?}; replacing it"
                         ),
+                        model::judge::Replace::Misarmed { for_ } => tracing::error!(
+                            pid,
+                            misarmed_ms = for_.as_millis() as u64,
+                            "worker still misarms a job after it was told to re-arm it; replacing it"
+                        ),
                     }
                     w.killed_because = Some(why.because());
                     spawn::signal(pid, Signal::SIGKILL);
@@ -587,6 +592,15 @@ impl Supervisor {
                         std::process::id(),
                     ];
                     spawn::signal_our_group(pgid, &parents, Signal::SIGKILL);
+                }
+                model::judge::Action::Rearm { job } => {
+                    tracing::warn!(
+                        job,
+                        "the worker's arming of the job disagrees with its schedule; telling it to re-arm the job"
+                    );
+                    if let Some(w) = self.worker.as_ref() {
+                        let _ = w.commands.try_send(Command::Rearm { job });
+                    }
                 }
                 model::judge::Action::AskArmedSchedule => {
                     // So the per-job comparison can name the jobs.

@@ -37,16 +37,13 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
-    status::{ClockJump, Outcome, RunRecord, SkipReason, Trigger},
+    status::{Outcome, RunRecord, SkipReason, Trigger},
     store::{JobRow, Rearm, Write},
     wire::{Armed, Command, Event},
 };
 use jiff::{SignedDuration, Timestamp};
 
-use crate::{
-    clock::{clock_event, Clocks},
-    runner::StopReason,
-};
+use crate::{clock::Clocks, runner::StopReason};
 
 /// At most this many missed fires of one job are enumerated in one turn
 /// (a per-second job after a day of downtime); the rest follow in the next
@@ -89,6 +86,10 @@ pub(crate) struct Spawn {
 struct JobState {
     spec: Arc<JobSpec>,
     next: Option<Timestamp>,
+    /// The last scheduled time accounted (run, coalesced or skipped), as
+    /// the store's `last_scheduled_at`: where the schedule continues from
+    /// (see [`arming`]).
+    last: Option<Timestamp>,
     paused: bool,
     /// Runs in progress, oldest first.
     running: Vec<u64>,
@@ -189,11 +190,13 @@ impl Plan {
     ) {
         let mut old = std::mem::take(&mut self.jobs);
         let mut rearms = vec![];
+        let mut checks = vec![];
         for (spec, row) in config.jobs.iter().zip(rows) {
             let spec = Arc::new(spec.clone());
             let mut job = old.remove(&spec.name).unwrap_or_else(|| JobState {
                 spec: spec.clone(),
                 next: None,
+                last: None,
                 paused: false,
                 // A job removed and added back: its runs still in progress
                 // are its own again (overlap rules see them).
@@ -208,11 +211,15 @@ impl Plan {
             self.orphans.retain(|_, o| o.name != spec.name);
             job.spec = spec;
             job.next = row.next_run_at;
+            job.last = row.last_scheduled_at;
             job.paused = row.paused;
+            let name = job.spec.name.clone();
             if row.schedule != job.spec.schedule.expr() || row.timezone != job.spec.timezone {
                 rearms.push(row);
+            } else {
+                checks.push(name.clone());
             }
-            self.jobs.insert(job.spec.name.clone(), job);
+            self.jobs.insert(name, job);
         }
         for (name, job) in old {
             tracing::info!(job = %name, running = job.running.len(), "job removed from the config; it will not fire again");
@@ -226,6 +233,9 @@ impl Plan {
         }
         for row in rearms {
             self.rearm(row, now, fx);
+        }
+        for name in checks {
+            self.correct_arming(&name, now, "checked when configured", fx);
         }
         self.report_schedule(fx);
     }
@@ -343,54 +353,11 @@ impl Plan {
         });
         if let Some(job) = self.jobs.get_mut(&row.name) {
             job.next = to;
+            job.last = None;
         }
         if !owed.is_empty() && self.drop_fires_of.as_deref() != Some(row.name.as_str()) {
             self.dispatch(&row.name, owed, now, fx);
         }
-    }
-
-    /// Takes the clocks of a turn. A jump of the wall clock against the
-    /// monotonic one, or a suspend, is reported with its size and the fires
-    /// now due. A forward jump needs nothing more: the fires it skipped
-    /// over are due and go through the misfire rules (their catch-up runs
-    /// spread over [`STAGGER`]). A backward jump cannot fire a time twice:
-    /// next fires only ever move forward.
-    pub fn observe_clocks(&mut self, now: Clocks, fx: &mut Effects) {
-        let Some(prev) = self.last_clocks.replace(now) else {
-            return;
-        };
-        let Some((jump, kind)) = clock_event(prev, now) else {
-            return;
-        };
-        let wall = now.wall;
-        let (mut jobs_due, mut fires_due) = (0u32, 0u32);
-        for j in self.jobs.values() {
-            let n = self.due(j, wall).len();
-            if n > 0 {
-                jobs_due += 1;
-            }
-            fires_due = fires_due.saturating_add(n as u32);
-        }
-        fx.events.push(Event::ClockJump(ClockJump {
-            at: wall,
-            jump_ms: jump.as_millis() as i64,
-            jobs_due,
-            fires_due,
-            kind,
-        }));
-        self.stagger = !jump.is_negative() && jobs_due > 1;
-        tracing::warn!(
-            jump_ms = jump.as_millis(),
-            direction = if jump.is_negative() {
-                "backward"
-            } else {
-                "forward"
-            },
-            kind = ?kind,
-            jobs_due,
-            fires_due,
-            "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
-        );
     }
 
     /// A job's fire times due at `now`, oldest first, at most
@@ -436,6 +403,7 @@ impl Plan {
             });
             if let Some(job) = self.jobs.get_mut(&name) {
                 job.next = to;
+                job.last = Some(last);
             }
             if self.drop_fires_of.as_deref() == Some(name.as_str()) {
                 continue;
@@ -619,6 +587,7 @@ impl Plan {
             Command::Pause { job, request } => self.set_paused("pause", job, request, true, fx),
             Command::Resume { job, request } => self.set_paused("resume", job, request, false, fx),
             Command::ReportSchedule => self.report_schedule(fx),
+            Command::Rearm { job } => self.rearm_requested(&job, now, fx),
             Command::Configure { .. } | Command::Shutdown => {}
         }
     }
@@ -856,6 +825,9 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
         error,
     });
 }
+
+mod arming;
+mod clock_step;
 
 #[cfg(test)]
 mod props;

@@ -521,6 +521,7 @@ impl Scheduler {
             Command::Pause { request, .. } => ("pause", *request),
             Command::Resume { request, .. } => ("resume", *request),
             Command::Configure { .. } => ("configure", None),
+            Command::Rearm { .. } => ("rearm", None),
             Command::ReportSchedule | Command::Shutdown => ("", None),
         };
         if !self.guarded("command", |s| s.command_unguarded(cmd)) {

@@ -219,6 +219,31 @@ impl Model {
         // line we read (and a backward step may have put the new worker's
         // start before them).
         let first = !std::mem::replace(&mut self.worker.schedule_seen, true);
+        // After a clock jump, the worker's arming as of the jump replaces
+        // expectations made on the old clock (after a step back, a
+        // schedule that repeats within the span fires again on the new
+        // clock), as long as the schedule can produce it from the jump:
+        // no later than its first fire after the jump's wall time. An
+        // arming beyond that is still a disagreement.
+        if let Some(at) = self.worker.rebase_at.take() {
+            for a in &jobs {
+                let Some(j) = self.jobs.get_mut(&a.job) else {
+                    continue;
+                };
+                let Some(armed) = a.next_fire_at else {
+                    continue;
+                };
+                let reachable = j
+                    .spec
+                    .schedule
+                    .next_after(at, Some(j.expected_next.unwrap_or(armed)))
+                    .is_some_and(|next| armed <= next);
+                if reachable && j.expected_next != Some(armed) {
+                    j.expected_next = Some(armed);
+                    j.misarmed_since = None;
+                }
+            }
+        }
         let lost = self
             .config
             .watchdog
@@ -387,6 +412,7 @@ impl Model {
         }
         self.worker.armed_mismatch_since = None;
         self.worker.unreported.clear();
+        self.worker.rebase_at = Some(j.at);
         self.clock_jumps.push_back(j);
     }
 }

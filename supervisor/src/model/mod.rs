@@ -95,6 +95,9 @@ pub struct WorkerObs {
     pub armed_report_requested: bool,
     /// Whether the current worker has reported its schedule yet.
     pub schedule_seen: bool,
+    /// The wall time of a clock jump the worker reported: its next
+    /// `schedule` (sent with the jump) re-bases our expectations.
+    pub rebase_at: Option<Timestamp>,
     /// The worker the supervisor decided to replace (killed, not reaped
     /// yet): it is not judged for replacement again.
     pub replacing: Option<u32>,
@@ -110,6 +113,9 @@ pub struct JobObs {
     pub expected_next: Option<Timestamp>,
     /// Since when the worker's armed time has disagreed with ours.
     pub misarmed_since: Option<Instant>,
+    /// When the worker was told to re-arm the job, in the current
+    /// disagreement (see `judge::heal`).
+    pub rearm_sent: Option<Instant>,
     pub paused: bool,
     pub last_run: Option<RunRecord>,
     pub running: BTreeMap<u64, RunningInfo>,
@@ -207,6 +213,7 @@ impl Model {
                     if changed {
                         o.expected_next = initial_expectation(spec, now);
                         o.misarmed_since = None;
+                        o.rearm_sent = None;
                     }
                     o.spec = spec.clone();
                     o
@@ -216,6 +223,7 @@ impl Model {
                     next_fire_at: None,
                     expected_next: initial_expectation(spec, now),
                     misarmed_since: None,
+                    rearm_sent: None,
                     paused: false,
                     last_run: None,
                     running: BTreeMap::new(),
@@ -257,6 +265,7 @@ impl Model {
         self.worker.armed_mismatch_since = None;
         self.worker.unreported.clear();
         self.worker.schedule_seen = false;
+        self.worker.rebase_at = None;
     }
 
     /// The worker is gone. Returns the process groups of runs that were in
@@ -426,6 +435,11 @@ impl Model {
         for (name, since) in memory.misarmed_since {
             if let Some(j) = self.jobs.get_mut(&name) {
                 j.misarmed_since = since;
+            }
+        }
+        for (name, sent) in memory.rearm_sent {
+            if let Some(j) = self.jobs.get_mut(&name) {
+                j.rearm_sent = sent;
             }
         }
         for (name, due) in memory.due_seen {

@@ -300,18 +300,26 @@ fn name(k: Kind) -> &'static str {
 fn excuses(kind: AlertKind) -> &'static [Kind] {
     use Kind::*;
     match kind {
-        AlertKind::WorkerStalled
-        | AlertKind::WorkerHeartbeatOverdue
-        | AlertKind::WorkerFailing
-        | AlertKind::WorkerDown
-        | AlertKind::WorkerRestarted
-        | AlertKind::WorkerCrashLoop => &[WorkerPause, WorkerDeath, DelayedLines],
+        AlertKind::WorkerStalled | AlertKind::WorkerHeartbeatOverdue | AlertKind::WorkerFailing => {
+            &[WorkerPause, WorkerDeath, DelayedLines]
+        }
+        // A worker that keeps misarming a job after a re-arm (it drops
+        // fires) is replaced too.
+        AlertKind::WorkerDown | AlertKind::WorkerRestarted | AlertKind::WorkerCrashLoop => {
+            &[WorkerPause, WorkerDeath, DelayedLines, DroppedFires]
+        }
         AlertKind::JobLate => &[WorkerPause, WorkerDeath, DelayedLines, DroppedFires],
         AlertKind::WorkerMisarmed | AlertKind::JobMisarmed => &[DroppedFires],
-        // A worker replaced (paused, or its lines held back past
-        // stall_after) loses its runs in flight.
-        AlertKind::JobLost => &[WorkerPause, WorkerDeath, DelayedLines],
-        AlertKind::JobFailing => &[WorkerPause, WorkerDeath, DelayedLines, HungRun],
+        // A worker replaced (paused, its lines held back past stall_after,
+        // or misarming) loses its runs in flight.
+        AlertKind::JobLost => &[WorkerPause, WorkerDeath, DelayedLines, DroppedFires],
+        AlertKind::JobFailing => &[
+            WorkerPause,
+            WorkerDeath,
+            DelayedLines,
+            HungRun,
+            DroppedFires,
+        ],
         AlertKind::JobTimeout | AlertKind::JobOverlapStreak => &[HungRun],
         _ => &[],
     }
@@ -663,10 +671,13 @@ impl World {
         for a in e.actions {
             match a {
                 Action::ReplaceWorker { pid, why } => {
-                    self.check_excused(
-                        AlertKind::WorkerStalled,
-                        &format!("worker replaced: {why:?}"),
-                    );
+                    // A worker replaced for misarming a job even after a
+                    // re-arm has the misarming's causes.
+                    let cause = match why {
+                        super::judge::Replace::Misarmed { .. } => AlertKind::JobMisarmed,
+                        _ => AlertKind::WorkerStalled,
+                    };
+                    self.check_excused(cause, &format!("worker replaced: {why:?}"));
                     if pid == self.worker.pid && self.worker.alive {
                         self.worker.alive = false;
                         self.unreaped = true;
@@ -690,7 +701,7 @@ impl World {
                     self.killed.push((run_id, self.mono));
                     self.stats.hung_killed += 1;
                 }
-                Action::AskArmedSchedule => {
+                Action::AskArmedSchedule | Action::Rearm { .. } => {
                     if self.worker.alive && self.active(Kind::WorkerPause).is_none() {
                         let jobs = self
                             .worker
