@@ -6,6 +6,7 @@ mod util;
 
 mod alerts;
 mod cli;
+mod clock;
 mod hardening;
 mod hostile;
 mod human;
