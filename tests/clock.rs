@@ -275,3 +275,51 @@ fn a_stored_next_fire_a_day_ahead_is_corrected_at_start() {
     let s = env.wait_ok(LONG);
     assert!(!alert_kinds(&s).iter().any(|k| k == "job_misarmed"), "{s}");
 }
+
+/// Detection leads to healing: a running worker arms a job a day too far
+/// (fault injection). The supervisor's armed cross-check finds it
+/// (`job_misarmed`), tells the worker to re-arm the job, and the job fires
+/// on schedule again from the same worker; the fires the wrong arming
+/// passed over are accounted by the misfire rules, each exactly once.
+#[test]
+fn a_misarmed_job_is_rearmed_and_fires_again() {
+    let env = Env::new(
+        "[[job]]\nname = \"victim\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n\
+         [[job]]\nname = \"fine\"\nschedule = \"* * * * * *\"\nshell = \"true\"\n",
+    );
+    let sup = env.start_with(&[("FAILPOINTS", "worker::misarm=return(victim)")]);
+    env.wait_ok(LONG);
+    let worker = env.status().1.unwrap()["worker"]["pid"].clone();
+    wait_until(
+        "the supervisor tells the worker to re-arm the job",
+        LONG,
+        || {
+            let log = sup.log();
+            (log.contains("telling it to re-arm the job") && log.contains("victim")).then_some(())
+        },
+    );
+    let healed_at = now_unix();
+    wait_until("the job firing again on schedule", LONG, || {
+        env.rows("victim")
+            .iter()
+            .filter(|r| r.trigger == "schedule")
+            .filter(|r| r.scheduled_at.as_deref().map(unix) > Some(healed_at + 1))
+            .nth(2)
+            .map(|_| ())
+    });
+    let s = env.wait_ok(LONG);
+    assert_eq!(s["worker"]["pid"], worker, "the worker was replaced: {s}");
+    assert!(!alert_kinds(&s).iter().any(|k| k == "job_misarmed"), "{s}");
+    // Every second from the first fire to now is accounted exactly once.
+    let rows = env.rows("victim");
+    let mut count = std::collections::BTreeMap::<i64, u32>::new();
+    for r in &rows {
+        for c in &r.covers {
+            *count.entry(unix(c)).or_default() += 1;
+        }
+    }
+    let first = *count.keys().next().unwrap();
+    for t in first..=(healed_at + 2) {
+        assert_eq!(count.get(&t), Some(&1), "second {t}: {rows:#?}");
+    }
+}

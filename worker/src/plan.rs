@@ -2,8 +2,8 @@
 //!
 //! Inputs are the clocks (read by the loop, never here) and what happened:
 //! a configuration (already reconciled with the store), a turn at a wall
-//! time, a run that finished, a command (trigger, pause, resume, report),
-//! a shutdown. Outputs are [`Effects`]: store writes, events for the
+//! time, a run that finished, a command (trigger, pause, resume, report,
+//! re-arm), a shutdown. Outputs are [`Effects`]: store writes, events for the
 //! supervisor, runs to spawn and runs to stop. Nothing in this module
 //! reads a clock, touches the store or spawns; the loop in
 //! [`crate::scheduler`] carries the effects out, in that order (writes
@@ -29,8 +29,15 @@
 //!   process, a slow turn, a forward clock step) are coalesced into one run
 //!   that `covers` them if they are younger than the job's misfire grace,
 //!   and skipped as `misfire` otherwise;
-//! - a job's next fire only moves forward, so a backward clock step never
-//!   fires a time twice;
+//! - a job's next fire only moves back by the rule of [`arming`]: after a
+//!   backward clock step a schedule that repeats within the span stepped
+//!   back keeps its cadence on the new clock (the span's times are fired
+//!   a second time, a fold's second pass); a fixed-time fire already
+//!   recorded is never fired twice;
+//! - a job is never armed past fires nobody accounted: an arming the
+//!   schedule cannot produce from the last accounted fire (at configure,
+//!   or when the supervisor asks to re-arm) is corrected to the fire after
+//!   it, so those fires go through the misfire rules ([`clock_step`]);
 //! - at most one fire waits behind a busy run (`overlap = queue`).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -114,6 +121,10 @@ pub(crate) struct Plan {
     /// Fault injection (`worker::drop_fire=return(JOB)`): this job's fires
     /// are claimed but silently never dispatched.
     pub drop_fires_of: Option<String>,
+    /// Fault injection (`worker::misarm=return(JOB)`): this job's next
+    /// claim arms it a day too far, once (a worker whose arming went
+    /// wrong; see [`Plan::rearm_requested`]).
+    pub misarm_once: Option<String>,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -167,6 +178,7 @@ impl Plan {
             last_clocks: None,
             stagger: false,
             drop_fires_of: None,
+            misarm_once: None,
         }
     }
 
@@ -393,7 +405,12 @@ impl Plan {
                 continue;
             };
             // Past `now`, or still due when the turn's bound was reached.
-            let to = job.spec.schedule.next_after(last, Some(last));
+            let mut to = job.spec.schedule.next_after(last, Some(last));
+            if self.misarm_once.as_deref() == Some(name.as_str()) {
+                self.misarm_once = None;
+                to = to.and_then(|t| t.checked_add(SignedDuration::from_hours(24)).ok());
+                tracing::warn!(job = %name, "fault injection: arming the job a day too far");
+            }
             fx.writes.push(Write::Claim {
                 job: name.clone(),
                 from: job.next,

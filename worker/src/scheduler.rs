@@ -127,6 +127,7 @@ impl Scheduler {
         let store_path = store.path().to_path_buf();
         let identity = file_identity(&store_path).ok().flatten();
         plan.drop_fires_of = fail::eval("worker::drop_fire", |arg| arg).flatten();
+        plan.misarm_once = fail::eval("worker::misarm", |arg| arg).flatten();
         let mut s = Scheduler {
             plan,
             fx: Effects::default(),
