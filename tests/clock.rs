@@ -179,10 +179,11 @@ fn a_backward_step_keeps_a_per_second_job_firing() {
     // Fires on the new clock: scheduled about 10 minutes before the last
     // one before the step. Five of them, a second apart.
     let after = wait_until("five fires on the stepped-back clock", LONG, || {
+        // By covers: a loaded host may coalesce two seconds into one run.
         let mut times: Vec<i64> = env
             .rows("tick")
             .iter()
-            .filter_map(|r| r.scheduled_at.as_deref().map(unix))
+            .flat_map(|r| r.covers.iter().map(|c| unix(c)))
             .filter(|t| *t < last_before - 500)
             .collect();
         times.sort();

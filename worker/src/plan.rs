@@ -64,8 +64,6 @@ const MAX_DUE_PER_TURN: usize = 10_000;
 pub(crate) const RESERVE_AHEAD: u64 = 500_000;
 /// How far one reservation reaches beyond the id that asked for it.
 pub(crate) const RESERVE_BLOCK: u64 = 2 * RESERVE_AHEAD;
-/// The longest spread of catch-up runs after a forward clock jump.
-const STAGGER: Duration = Duration::from_secs(1);
 
 /// What one input asks the loop to do, in this order.
 #[derive(Debug, Default)]
@@ -773,39 +771,6 @@ impl Plan {
     }
 }
 
-/// After a forward clock jump, the catch-up runs among the spawns from
-/// `first` on start spread over at most [`STAGGER`] instead of all in the
-/// same millisecond. A run's `started_at` is when it is to start, so its
-/// one record (the row written now and the runner's) shows the spread.
-fn spread(now: Timestamp, first: usize, fx: &mut Effects) {
-    let spawns = &mut fx.spawns[first..];
-    if spawns.len() < 2 {
-        return;
-    }
-    let step = (STAGGER / spawns.len() as u32).min(Duration::from_millis(50));
-    let mut starts = BTreeMap::new();
-    for (i, s) in spawns.iter_mut().enumerate() {
-        if s.record.trigger != Trigger::Catchup || i == 0 {
-            continue;
-        }
-        s.delay = step * i as u32;
-        if let Some(at) = SignedDuration::try_from(s.delay)
-            .ok()
-            .and_then(|d| now.checked_add(d).ok())
-        {
-            s.record.started_at = Some(at);
-            starts.insert(s.record.id, at);
-        }
-    }
-    for w in &mut fx.writes {
-        if let Write::Insert(r) = w {
-            if let Some(at) = starts.get(&r.id) {
-                r.started_at = Some(*at);
-            }
-        }
-    }
-}
-
 /// Answers a command: a `reply` when it carried a request id, else a
 /// `command_failed` event for failures.
 pub(crate) fn answer(
@@ -845,6 +810,8 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
 
 mod arming;
 mod clock_step;
+
+use clock_step::spread;
 
 #[cfg(test)]
 mod props;

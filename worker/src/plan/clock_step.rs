@@ -6,7 +6,7 @@
 //! - A forward step (or a suspend) leaves runs in progress alone (their
 //!   timeouts run on the monotonic clock); the fires it passed over are
 //!   due and go through the misfire rules, their catch-up runs spread over
-//!   [`super::STAGGER`].
+//!   [`STAGGER`].
 //! - A backward step is handled like a DST fold: a schedule that repeats
 //!   within the stepped-back span keeps its cadence on the new clock (the
 //!   span's fires come a second time, each with its own record, as the
@@ -18,8 +18,10 @@
 //!   armed schedule, so the supervisor re-bases its expectations on the
 //!   worker's arming as of the step.
 
+use std::{collections::BTreeMap, time::Duration};
+
 use cronwarden_shared::{
-    status::{ClockJump, ClockJumpKind},
+    status::{ClockJump, ClockJumpKind, Trigger},
     store::Write,
     wire::Event,
 };
@@ -30,6 +32,9 @@ use super::{
     command_failed, Effects, Plan,
 };
 use crate::clock::{clock_event, Clocks};
+
+/// The longest spread of catch-up runs after a forward clock jump.
+pub(super) const STAGGER: Duration = Duration::from_secs(1);
 
 impl Plan {
     /// Takes the clocks of a turn. A jump of the wall clock against the
@@ -172,5 +177,38 @@ impl Plan {
             );
         }
         self.report_schedule(fx);
+    }
+}
+
+/// After a forward clock jump, the catch-up runs among the spawns from
+/// `first` on start spread over at most [`STAGGER`] instead of all in the
+/// same millisecond. A run's `started_at` is when it is to start, so its
+/// one record (the row written now and the runner's) shows the spread.
+pub(super) fn spread(now: Timestamp, first: usize, fx: &mut Effects) {
+    let spawns = &mut fx.spawns[first..];
+    if spawns.len() < 2 {
+        return;
+    }
+    let step = (STAGGER / spawns.len() as u32).min(Duration::from_millis(50));
+    let mut starts = BTreeMap::new();
+    for (i, s) in spawns.iter_mut().enumerate() {
+        if s.record.trigger != Trigger::Catchup || i == 0 {
+            continue;
+        }
+        s.delay = step * i as u32;
+        if let Some(at) = SignedDuration::try_from(s.delay)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok())
+        {
+            s.record.started_at = Some(at);
+            starts.insert(s.record.id, at);
+        }
+    }
+    for w in &mut fx.writes {
+        if let Write::Insert(r) = w {
+            if let Some(at) = starts.get(&r.id) {
+                r.started_at = Some(*at);
+            }
+        }
     }
 }
