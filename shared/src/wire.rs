@@ -4,7 +4,7 @@
 //! - Events flow worker → supervisor on an inherited pipe (fd 3 in the
 //!   worker): hello, heartbeat, schedule, fire, skip, finish.
 //! - Commands flow supervisor → worker on the worker's stdin: configure,
-//!   trigger, pause, resume, shutdown.
+//!   trigger, pause, resume, report schedule, re-arm a job, shutdown.
 //!
 //! Lines are bounded by [`MAX_LINE`]; a reader drops (and counts) longer or
 //! undecodable lines instead of failing, so nothing the worker writes can
