@@ -10,6 +10,7 @@ mod cli;
 mod container;
 mod edge;
 mod dropin;
+mod clock;
 mod hardening;
 mod hostile;
 mod human;

@@ -4,7 +4,7 @@
 //! - Events flow worker → supervisor on an inherited pipe (fd 3 in the
 //!   worker): hello, heartbeat, schedule, fire, skip, finish, output.
 //! - Commands flow supervisor → worker on the worker's stdin: configure,
-//!   trigger, pause, resume, kill, shutdown.
+//!   trigger, pause, resume, kill, report schedule, re-arm a job, shutdown.
 //!
 //! Lines are bounded by [`MAX_LINE`]; a reader drops (and counts) longer or
 //! undecodable lines instead of failing, so nothing the worker writes can
@@ -241,6 +241,11 @@ pub enum Command {
     /// Send a `schedule` event with every job's armed time (the supervisor
     /// asks when the armed digest disagrees with its own, to find which).
     ReportSchedule,
+    /// Arm the job again from its schedule and what it last accounted: the
+    /// supervisor's expectation and the worker's arming kept disagreeing.
+    /// Fires a wrong arming passed over are accounted by the misfire rules;
+    /// a `schedule` event follows either way.
+    Rearm { job: String },
     /// Stop every job within its kill grace, then exit.
     Shutdown,
 }

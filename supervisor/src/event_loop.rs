@@ -634,6 +634,11 @@ impl Supervisor {
                             "worker alive but failing for {}; replacing it",
                             human_duration(failing_for)
                         ),
+                        model::judge::Replace::Misarmed { for_ } => tracing::error!(
+                            pid,
+                            misarmed_ms = for_.as_millis() as u64,
+                            "worker still misarms a job after it was told to re-arm it; replacing it"
+                        ),
                     }
                     w.killed_because = Some(why.because());
                     spawn::signal(pid, Signal::SIGKILL);
@@ -645,6 +650,15 @@ impl Supervisor {
                         std::process::id(),
                     ];
                     self.run_groups.kill(pgid, &parents);
+                }
+                model::judge::Action::Rearm { job } => {
+                    tracing::warn!(
+                        job,
+                        "the worker's arming of the job disagrees with its schedule; telling it to re-arm the job"
+                    );
+                    if let Some(w) = self.worker.as_ref() {
+                        let _ = w.commands.try_send(Command::Rearm { job });
+                    }
                 }
                 model::judge::Action::AskArmedSchedule => {
                     // So the per-job comparison can name the jobs.

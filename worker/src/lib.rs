@@ -5,7 +5,10 @@
 //! - [`plan`]: every scheduling decision (fire, coalesce, skip with a
 //!   reason, queue, replace, pause, trigger, reload, clock jumps) as a pure
 //!   state machine: clocks and inputs in; store writes, events, spawns and
-//!   stops out. It reads no clock, touches no store, spawns nothing;
+//!   stops out. It reads no clock, touches no store, spawns nothing. One
+//!   rule (`plan::arming`) says where a job is armed after a backward
+//!   clock step, for a stored next fire off its schedule, and when the
+//!   supervisor asks to re-arm a job;
 //! - [`scheduler`]: the loop around it: reads the clocks, feeds the plan,
 //!   carries out its effects, and writes the heartbeat after each turn (so
 //!   a heartbeat proves progress, not just a live thread); it takes the
@@ -41,7 +44,8 @@
 //! Fault injection (feature `failpoints`, on only in test builds): the
 //! `FAILPOINTS` environment variable, e.g. `worker::turn=panic` (every loop
 //! turn panics), `worker::drop_fire=return(JOB)` (JOB's fires are silently
-//! dropped), `store::apply=return` (store writes fail),
+//! dropped), `worker::misarm=return(JOB)` (JOB's next claim arms it a day
+//! too far, once), `store::apply=return` (store writes fail),
 //! `runner::no_timeout=return` (runs are never timed out by the worker),
 //! `runner::spawn=return(EMFILE)` (a job's spawn fails with EMFILE; any
 //! other argument: EAGAIN),

@@ -2,8 +2,8 @@
 //!
 //! Inputs are the clocks (read by the loop, never here) and what happened:
 //! a configuration (already reconciled with the store), a turn at a wall
-//! time, a run that finished, a command (trigger, pause, resume, report),
-//! a shutdown. Outputs are [`Effects`]: store writes, events for the
+//! time, a run that finished, a command (trigger, pause, resume, report,
+//! re-arm), a shutdown. Outputs are [`Effects`]: store writes, events for the
 //! supervisor, runs to spawn and runs to stop. Nothing in this module
 //! reads a clock, touches the store or spawns; the loop in
 //! [`crate::scheduler`] carries the effects out, in that order (writes
@@ -29,24 +29,28 @@
 //!   process, a slow turn, a forward clock step) are coalesced into one run
 //!   that `covers` them if they are younger than the job's misfire grace,
 //!   and skipped as `misfire` otherwise;
-//! - a job's next fire only moves forward, so a backward clock step never
-//!   fires a time twice;
+//! - a job's next fire only moves back by the rule of [`arming`]: after a
+//!   backward clock step a schedule that repeats within the span stepped
+//!   back keeps its cadence on the new clock (the span's times are fired
+//!   a second time, a fold's second pass); a fixed-time fire already
+//!   recorded is never fired twice;
+//! - a job is never armed past fires nobody accounted: an arming the
+//!   schedule cannot produce from the last accounted fire (at configure,
+//!   or when the supervisor asks to re-arm) is corrected to the fire after
+//!   it, so those fires go through the misfire rules ([`clock_step`]);
 //! - at most one fire waits behind a busy run (`overlap = queue`).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     config::{Config, JobSpec, Overlap},
-    status::{ClockJump, Outcome, RunRecord, SkipReason, Trigger},
+    status::{Outcome, RunRecord, SkipReason, Trigger},
     store::{JobRow, Rearm, Write},
     wire::{Armed, Command, Event},
 };
 use jiff::{SignedDuration, Timestamp};
 
-use crate::{
-    clock::{clock_event, Clocks},
-    runner::StopReason,
-};
+use crate::{clock::Clocks, runner::StopReason};
 
 /// At most this many missed fires of one job are enumerated in one turn
 /// (a per-second job after a day of downtime); the rest follow in the next
@@ -60,8 +64,6 @@ const MAX_DUE_PER_TURN: usize = 10_000;
 pub(crate) const RESERVE_AHEAD: u64 = 500_000;
 /// How far one reservation reaches beyond the id that asked for it.
 pub(crate) const RESERVE_BLOCK: u64 = 2 * RESERVE_AHEAD;
-/// The longest spread of catch-up runs after a forward clock jump.
-const STAGGER: Duration = Duration::from_secs(1);
 
 /// What one input asks the loop to do, in this order.
 #[derive(Debug, Default)]
@@ -89,6 +91,10 @@ pub(crate) struct Spawn {
 struct JobState {
     spec: Arc<JobSpec>,
     next: Option<Timestamp>,
+    /// The last scheduled time accounted (run, coalesced or skipped), as
+    /// the store's `last_scheduled_at`: where the schedule continues from
+    /// (see [`arming`]).
+    last: Option<Timestamp>,
     paused: bool,
     /// Runs in progress, oldest first.
     running: Vec<u64>,
@@ -113,6 +119,10 @@ pub(crate) struct Plan {
     /// Fault injection (`worker::drop_fire=return(JOB)`): this job's fires
     /// are claimed but silently never dispatched.
     pub drop_fires_of: Option<String>,
+    /// Fault injection (`worker::misarm=return(JOB)`): this job's next
+    /// claim arms it a day too far, once (a worker whose arming went
+    /// wrong; see [`Plan::rearm_requested`]).
+    pub misarm_once: Option<String>,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -166,6 +176,7 @@ impl Plan {
             last_clocks: None,
             stagger: false,
             drop_fires_of: None,
+            misarm_once: None,
         }
     }
 
@@ -189,11 +200,13 @@ impl Plan {
     ) {
         let mut old = std::mem::take(&mut self.jobs);
         let mut rearms = vec![];
+        let mut checks = vec![];
         for (spec, row) in config.jobs.iter().zip(rows) {
             let spec = Arc::new(spec.clone());
             let mut job = old.remove(&spec.name).unwrap_or_else(|| JobState {
                 spec: spec.clone(),
                 next: None,
+                last: None,
                 paused: false,
                 // A job removed and added back: its runs still in progress
                 // are its own again (overlap rules see them).
@@ -208,11 +221,15 @@ impl Plan {
             self.orphans.retain(|_, o| o.name != spec.name);
             job.spec = spec;
             job.next = row.next_run_at;
+            job.last = row.last_scheduled_at;
             job.paused = row.paused;
+            let name = job.spec.name.clone();
             if row.schedule != job.spec.schedule.expr() || row.timezone != job.spec.timezone {
                 rearms.push(row);
+            } else {
+                checks.push(name.clone());
             }
-            self.jobs.insert(job.spec.name.clone(), job);
+            self.jobs.insert(name, job);
         }
         for (name, job) in old {
             tracing::info!(job = %name, running = job.running.len(), "job removed from the config; it will not fire again");
@@ -226,6 +243,9 @@ impl Plan {
         }
         for row in rearms {
             self.rearm(row, now, fx);
+        }
+        for name in checks {
+            self.correct_arming(&name, now, "checked when configured", fx);
         }
         self.report_schedule(fx);
     }
@@ -343,54 +363,11 @@ impl Plan {
         });
         if let Some(job) = self.jobs.get_mut(&row.name) {
             job.next = to;
+            job.last = None;
         }
         if !owed.is_empty() && self.drop_fires_of.as_deref() != Some(row.name.as_str()) {
             self.dispatch(&row.name, owed, now, fx);
         }
-    }
-
-    /// Takes the clocks of a turn. A jump of the wall clock against the
-    /// monotonic one, or a suspend, is reported with its size and the fires
-    /// now due. A forward jump needs nothing more: the fires it skipped
-    /// over are due and go through the misfire rules (their catch-up runs
-    /// spread over [`STAGGER`]). A backward jump cannot fire a time twice:
-    /// next fires only ever move forward.
-    pub fn observe_clocks(&mut self, now: Clocks, fx: &mut Effects) {
-        let Some(prev) = self.last_clocks.replace(now) else {
-            return;
-        };
-        let Some((jump, kind)) = clock_event(prev, now) else {
-            return;
-        };
-        let wall = now.wall;
-        let (mut jobs_due, mut fires_due) = (0u32, 0u32);
-        for j in self.jobs.values() {
-            let n = self.due(j, wall).len();
-            if n > 0 {
-                jobs_due += 1;
-            }
-            fires_due = fires_due.saturating_add(n as u32);
-        }
-        fx.events.push(Event::ClockJump(ClockJump {
-            at: wall,
-            jump_ms: jump.as_millis() as i64,
-            jobs_due,
-            fires_due,
-            kind,
-        }));
-        self.stagger = !jump.is_negative() && jobs_due > 1;
-        tracing::warn!(
-            jump_ms = jump.as_millis(),
-            direction = if jump.is_negative() {
-                "backward"
-            } else {
-                "forward"
-            },
-            kind = kind.as_str(),
-            jobs_due,
-            fires_due,
-            "wall clock jumped; fires it skipped are handled as misfires, none fires twice"
-        );
     }
 
     /// A job's fire times due at `now`, oldest first, at most
@@ -426,7 +403,12 @@ impl Plan {
                 continue;
             };
             // Past `now`, or still due when the turn's bound was reached.
-            let to = job.spec.schedule.next_after(last, Some(last));
+            let mut to = job.spec.schedule.next_after(last, Some(last));
+            if self.misarm_once.as_deref() == Some(name.as_str()) {
+                self.misarm_once = None;
+                to = to.and_then(|t| t.checked_add(SignedDuration::from_hours(24)).ok());
+                tracing::warn!(job = %name, "fault injection: arming the job a day too far");
+            }
             fx.writes.push(Write::Claim {
                 job: name.clone(),
                 from: job.next,
@@ -436,6 +418,7 @@ impl Plan {
             });
             if let Some(job) = self.jobs.get_mut(&name) {
                 job.next = to;
+                job.last = Some(last);
             }
             if self.drop_fires_of.as_deref() == Some(name.as_str()) {
                 continue;
@@ -619,6 +602,7 @@ impl Plan {
             Command::Pause { job, request } => self.set_paused("pause", job, request, true, fx),
             Command::Resume { job, request } => self.set_paused("resume", job, request, false, fx),
             Command::ReportSchedule => self.report_schedule(fx),
+            Command::Rearm { job } => self.rearm_requested(&job, now, fx),
             // `kill` signals runs, which only the loop holds.
             Command::Configure { .. } | Command::Shutdown | Command::Kill { .. } => {}
         }
@@ -788,39 +772,6 @@ impl Plan {
     }
 }
 
-/// After a forward clock jump, the catch-up runs among the spawns from
-/// `first` on start spread over at most [`STAGGER`] instead of all in the
-/// same millisecond. A run's `started_at` is when it is to start, so its
-/// one record (the row written now and the runner's) shows the spread.
-fn spread(now: Timestamp, first: usize, fx: &mut Effects) {
-    let spawns = &mut fx.spawns[first..];
-    if spawns.len() < 2 {
-        return;
-    }
-    let step = (STAGGER / spawns.len() as u32).min(Duration::from_millis(50));
-    let mut starts = BTreeMap::new();
-    for (i, s) in spawns.iter_mut().enumerate() {
-        if s.record.trigger != Trigger::Catchup || i == 0 {
-            continue;
-        }
-        s.delay = step * i as u32;
-        if let Some(at) = SignedDuration::try_from(s.delay)
-            .ok()
-            .and_then(|d| now.checked_add(d).ok())
-        {
-            s.record.started_at = Some(at);
-            starts.insert(s.record.id, at);
-        }
-    }
-    for w in &mut fx.writes {
-        if let Write::Insert(r) = w {
-            if let Some(at) = starts.get(&r.id) {
-                r.started_at = Some(*at);
-            }
-        }
-    }
-}
-
 /// Answers a command: a `reply` when it carried a request id, else a
 /// `command_failed` event for failures.
 pub(crate) fn answer(
@@ -857,6 +808,11 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
         error,
     });
 }
+
+mod arming;
+mod clock_step;
+
+use clock_step::spread;
 
 #[cfg(test)]
 mod extreme;

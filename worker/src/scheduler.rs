@@ -128,6 +128,7 @@ impl Scheduler {
         let store_path = store.path().to_path_buf();
         let identity = file_identity(&store_path).ok().flatten();
         plan.drop_fires_of = fail::eval("worker::drop_fire", |arg| arg).flatten();
+        plan.misarm_once = fail::eval("worker::misarm", |arg| arg).flatten();
         let mut s = Scheduler {
             plan,
             fx: Effects::default(),
@@ -523,6 +524,7 @@ impl Scheduler {
             Command::Resume { request, .. } => ("resume", *request),
             Command::Kill { request, .. } => ("kill", *request),
             Command::Configure { .. } => ("configure", None),
+            Command::Rearm { .. } => ("rearm", None),
             Command::ReportSchedule | Command::Shutdown => ("", None),
         };
         if !self.guarded("command", |s| s.command_unguarded(cmd)) {

@@ -110,6 +110,9 @@ pub struct JobObs {
     pub expected_next: Option<Timestamp>,
     /// Since when the worker's armed time has disagreed with ours.
     pub misarmed_since: Option<Instant>,
+    /// When the worker was told to re-arm the job, in the current
+    /// disagreement (see `judge::heal`).
+    pub rearm_sent: Option<Instant>,
     pub paused: bool,
     pub last_run: Option<RunRecord>,
     pub running: BTreeMap<u64, RunningInfo>,
@@ -215,6 +218,7 @@ impl Model {
                     if changed {
                         o.expected_next = initial_expectation(spec, now);
                         o.misarmed_since = None;
+                        o.rearm_sent = None;
                     }
                     o.spec = spec.clone();
                     o
@@ -224,6 +228,7 @@ impl Model {
                     next_fire_at: None,
                     expected_next: initial_expectation(spec, now),
                     misarmed_since: None,
+                    rearm_sent: None,
                     paused: false,
                     last_run: None,
                     running: BTreeMap::new(),
@@ -434,6 +439,11 @@ impl Model {
         for (name, since) in memory.misarmed_since {
             if let Some(j) = self.jobs.get_mut(&name) {
                 j.misarmed_since = since;
+            }
+        }
+        for (name, sent) in memory.rearm_sent {
+            if let Some(j) = self.jobs.get_mut(&name) {
+                j.rearm_sent = sent;
             }
         }
         for (name, due) in memory.due_seen {

@@ -19,6 +19,9 @@ use jiff::{SignedDuration, Timestamp};
 use super::{wanted_rows, Effects, Plan, Spawn};
 use crate::{clock::Clocks, runner::StopReason};
 
+/// Clock steps, stored fires off their schedule, re-arming on request.
+mod clock;
+
 /// 2030-01-01T00:00:00Z: a whole minute, far from any DST question (UTC).
 const T0: i64 = 1_893_456_000;
 
@@ -587,21 +590,6 @@ fn catch_up_runs_after_a_forward_step_are_spread() {
         .collect();
     starts.sort();
     assert_eq!(starts, [ts(300), ts(300) + SignedDuration::from_millis(50)]);
-}
-
-/// The wall clock set back 3 minutes: reported, and no scheduled time
-/// fires a second time.
-#[test]
-fn a_backward_clock_step_never_fires_a_time_twice() {
-    let mut sim = Sim::new(&job("j", "* * * * *", ""));
-    sim.run_quick_until(300);
-    sim.step_wall(-180);
-    assert!(sim.events.iter().any(|e| matches!(e,
-        Event::ClockJump(j) if j.kind == ClockJumpKind::Step && j.jump_ms == -180_000)));
-    // Back at T0+2min: the next fire is still the one at 6 min.
-    sim.run_quick_until(480);
-    assert_eq!(sim.covered("j"), every(60, 60, 480));
-    assert!(sim.skips("j").is_empty());
 }
 
 /// At shutdown every run is asked to stop, and a fire still queued is

@@ -16,6 +16,7 @@
 //! judgement made only to answer a status request is never adopted.
 
 mod clock_jump;
+mod heal;
 mod job;
 mod worker;
 
@@ -57,6 +58,9 @@ pub enum Action {
     /// Send the worker `ReportSchedule`: its armed digest disagrees with
     /// ours, and its full schedule names the jobs that differ.
     AskArmedSchedule,
+    /// Send the worker `Rearm`: its arming of `job` has disagreed with
+    /// ours for longer than [`MISARMED_AFTER`] (see `heal`).
+    Rearm { job: String },
 }
 
 /// Why a worker is replaced.
@@ -66,6 +70,9 @@ pub enum Replace {
     Stalled { allowance: Duration },
     /// Alive, but no loop turn without error for this long.
     Failing { failing_for: Duration },
+    /// A job's arming still disagreed with ours [`heal::REARM_WAIT`] after the
+    /// worker was told to re-arm it; disagreeing for this long.
+    Misarmed { for_: Duration },
 }
 
 impl Replace {
@@ -79,6 +86,10 @@ impl Replace {
             Replace::Failing { failing_for } => format!(
                 "was replaced after failing every loop turn for {}",
                 human_duration(*failing_for)
+            ),
+            Replace::Misarmed { for_ } => format!(
+                "was replaced: its arming of a job disagreed with the schedule for {}, re-arming included",
+                human_duration(*for_)
             ),
         }
     }
@@ -118,6 +129,9 @@ pub struct Memory {
     pub replacing: Option<u32>,
     /// Runs killed by the supervisor in this judgement: (job, run).
     pub enforced: Vec<(String, u64)>,
+    /// Jobs whose since-when of a re-arm request changed, with the new
+    /// value (see `heal`).
+    pub rearm_sent: Vec<(String, Option<Instant>)>,
     /// Jobs whose due-since (see `job::due_seen`) changed, with the new value.
     pub due_seen: Vec<(String, Option<(Timestamp, Instant)>)>,
     /// When this judgement was made.
@@ -204,6 +218,7 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
         .max()
         .unwrap_or(now);
     out.memory.judged_at = Some(now);
+    let mut persistently_misarmed = None;
     for (name, j) in &m.jobs {
         let due_seen = job::due_seen(j, clocks, credit_since);
         if due_seen != j.due_seen {
@@ -218,6 +233,17 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
             out.memory.misarmed_since.push((name.clone(), since));
         }
         out.conditions.extend(job::misarmed(name, j, since, now));
+        let (healing, sent) = heal::heal(j, since, now);
+        if sent != j.rearm_sent {
+            out.memory.rearm_sent.push((name.clone(), sent));
+        }
+        match healing {
+            Some(heal::Heal::Rearm) => out.actions.push(Action::Rearm { job: name.clone() }),
+            Some(heal::Heal::Replace(for_)) => {
+                persistently_misarmed.get_or_insert(for_);
+            }
+            None => {}
+        }
         out.conditions
             .extend(job::overlap_streak(name, j, now, clocks.wall));
         out.conditions.extend(job::outcome(name, j));
@@ -230,6 +256,19 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
             });
             out.memory.enforced.push((name.clone(), run_id));
         }
+    }
+    // Re-arming did not heal the disagreement: a new worker, unless one
+    // is being replaced already.
+    let replacing = out
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::ReplaceWorker { .. }));
+    if let (Some(pid), Some(for_), false) = (not_yet_replaced, persistently_misarmed, replacing) {
+        out.actions.push(Action::ReplaceWorker {
+            pid,
+            why: Replace::Misarmed { for_ },
+        });
+        out.memory.replacing = Some(pid);
     }
     out
 }

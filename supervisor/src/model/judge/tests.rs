@@ -22,6 +22,9 @@ use crate::{
     model::{Evaluation, Model},
 };
 
+/// Re-arming and replacing a worker that misarms a job.
+mod heal;
+
 /// heartbeat 1s: overdue after 2.1s; stalled after 4s (10s before hello);
 /// replaced for failing after 20s. Job `a` fires at second 0 of every
 /// minute, is late 30s after, is killed by us 5s + 1s + 10s after its

@@ -144,18 +144,26 @@ pub(super) fn name(k: Kind) -> &'static str {
 pub(super) fn excuses(kind: AlertKind) -> &'static [Kind] {
     use Kind::*;
     match kind {
-        AlertKind::WorkerStalled
-        | AlertKind::WorkerHeartbeatOverdue
-        | AlertKind::WorkerFailing
-        | AlertKind::WorkerDown
-        | AlertKind::WorkerRestarted
-        | AlertKind::WorkerCrashLoop => &[WorkerPause, WorkerDeath, DelayedLines],
+        AlertKind::WorkerStalled | AlertKind::WorkerHeartbeatOverdue | AlertKind::WorkerFailing => {
+            &[WorkerPause, WorkerDeath, DelayedLines]
+        }
+        // A worker that keeps misarming a job after a re-arm (it drops
+        // fires) is replaced too.
+        AlertKind::WorkerDown | AlertKind::WorkerRestarted | AlertKind::WorkerCrashLoop => {
+            &[WorkerPause, WorkerDeath, DelayedLines, DroppedFires]
+        }
         AlertKind::JobLate => &[WorkerPause, WorkerDeath, DelayedLines, DroppedFires],
         AlertKind::WorkerMisarmed | AlertKind::JobMisarmed => &[DroppedFires],
-        // A worker replaced (paused, or its lines held back past
-        // stall_after) loses its runs in flight.
-        AlertKind::JobLost => &[WorkerPause, WorkerDeath, DelayedLines],
-        AlertKind::JobFailing => &[WorkerPause, WorkerDeath, DelayedLines, HungRun],
+        // A worker replaced (paused, its lines held back past stall_after,
+        // or misarming) loses its runs in flight.
+        AlertKind::JobLost => &[WorkerPause, WorkerDeath, DelayedLines, DroppedFires],
+        AlertKind::JobFailing => &[
+            WorkerPause,
+            WorkerDeath,
+            DelayedLines,
+            HungRun,
+            DroppedFires,
+        ],
         AlertKind::JobTimeout | AlertKind::JobOverlapStreak => &[HungRun],
         AlertKind::ClockJumped => &[WallForward, WallBackward, Suspend],
         AlertKind::StoreError => &[StoreFailure],

@@ -343,10 +343,13 @@ impl World {
         for a in e.actions {
             match a {
                 Action::ReplaceWorker { pid, why } => {
-                    self.check_excused(
-                        AlertKind::WorkerStalled,
-                        &format!("worker replaced: {why:?}"),
-                    );
+                    // A worker replaced for misarming a job even after a
+                    // re-arm has the misarming's causes.
+                    let cause = match why {
+                        super::judge::Replace::Misarmed { .. } => AlertKind::JobMisarmed,
+                        _ => AlertKind::WorkerStalled,
+                    };
+                    self.check_excused(cause, &format!("worker replaced: {why:?}"));
                     if pid == self.worker.pid && self.worker.alive {
                         self.worker.alive = false;
                         self.unreaped = true;
@@ -370,7 +373,7 @@ impl World {
                     self.killed.push((run_id, self.mono));
                     self.stats.hung_killed += 1;
                 }
-                Action::AskArmedSchedule => {
+                Action::AskArmedSchedule | Action::Rearm { .. } => {
                     if self.worker.alive && self.active(Kind::WorkerPause).is_none() {
                         let jobs = self
                             .worker
