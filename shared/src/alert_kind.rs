@@ -33,6 +33,8 @@ pub enum AlertKind {
     JobZeroOutputStreak,
     ConfigReloadFailed,
     StoreError,
+    /// Run records the worker dropped while the store failed: a loss.
+    StoreRecordsDropped,
     AlertDeliveryFailed,
     /// Sent by `cronwarden alerts test`.
     Test,
@@ -57,6 +59,7 @@ impl AlertKind {
         AlertKind::JobZeroOutputStreak,
         AlertKind::ConfigReloadFailed,
         AlertKind::StoreError,
+        AlertKind::StoreRecordsDropped,
         AlertKind::AlertDeliveryFailed,
         AlertKind::Test,
     ];
@@ -79,6 +82,7 @@ impl AlertKind {
             AlertKind::JobZeroOutputStreak => "job_zero_output_streak",
             AlertKind::ConfigReloadFailed => "config_reload_failed",
             AlertKind::StoreError => "store_error",
+            AlertKind::StoreRecordsDropped => "store_records_dropped",
             AlertKind::AlertDeliveryFailed => "alert_delivery_failed",
             AlertKind::Test => "test",
         }

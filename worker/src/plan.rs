@@ -619,7 +619,7 @@ impl Plan {
             Command::Pause { job, request } => self.set_paused("pause", job, request, true, fx),
             Command::Resume { job, request } => self.set_paused("resume", job, request, false, fx),
             Command::ReportSchedule => self.report_schedule(fx),
-            Command::Configure { .. } | Command::Shutdown => {}
+            Command::Configure { .. } | Command::Shutdown | Command::Adopt { .. } => {}
         }
     }
 

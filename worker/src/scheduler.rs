@@ -47,7 +47,7 @@ use crate::{
     retention::Pruner,
     runner::{self, RunRequest, StopHandle},
     sys,
-    takeover::{take_over_store, TakeOver, LOOP_BUSY_TIMEOUT},
+    takeover::{take_over_store, Adoption, TakeOver, LOOP_BUSY_TIMEOUT},
     WorkerArgs,
 };
 
@@ -521,6 +521,7 @@ impl Scheduler {
             Command::Pause { request, .. } => ("pause", *request),
             Command::Resume { request, .. } => ("resume", *request),
             Command::Configure { .. } => ("configure", None),
+            Command::Adopt { .. } => ("adopt", None),
             Command::ReportSchedule | Command::Shutdown => ("", None),
         };
         if !self.guarded("command", |s| s.command_unguarded(cmd)) {
@@ -543,6 +544,11 @@ impl Scheduler {
                 }
                 Err(e) => plan::command_failed("configure", e.to_string(), &mut self.fx),
             },
+            // Only meaningful before the store is taken over.
+            Command::Adopt { records, .. } => tracing::warn!(
+                records = records.len(),
+                "ignoring an adopt command after start"
+            ),
             cmd => self.plan.command(cmd, wall_now(), &mut self.fx),
         }
     }
@@ -603,14 +609,24 @@ async fn read_commands(stdin: pipe::Receiver, tx: mpsc::Sender<Command>) {
 }
 
 /// The config of the first command, which must be `configure`, within
-/// [`CONFIGURE_WITHIN`].
-async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, WorkerError> {
-    match tokio::time::timeout(CONFIGURE_WITHIN, rx.recv()).await {
-        Ok(Some(Command::Configure { path, source })) => Config::parse(&path, &source)
-            .map_err(|source| WorkerError::ConfigRefused { path, source }),
-        Ok(Some(other)) => Err(WorkerError::NotConfigured(format!("{other:?}"))),
-        Ok(None) => Err(WorkerError::SupervisorGone),
-        Err(_) => Err(WorkerError::NoConfiguration(CONFIGURE_WITHIN.as_secs())),
+/// [`CONFIGURE_WITHIN`]; `adopt` commands may come before it (the
+/// supervisor's copy of what the previous worker held) and are gathered.
+async fn first_config(
+    rx: &mut mpsc::Receiver<Command>,
+    adoption: &mut Adoption,
+) -> Result<Config, WorkerError> {
+    let until = Instant::now() + CONFIGURE_WITHIN;
+    loop {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(Command::Configure { path, source })) => {
+                return Config::parse(&path, &source)
+                    .map_err(|source| WorkerError::ConfigRefused { path, source })
+            }
+            Ok(Some(Command::Adopt { records, cursors })) => adoption.add(records, cursors),
+            Ok(Some(other)) => return Err(WorkerError::NotConfigured(format!("{other:?}"))),
+            Ok(None) => return Err(WorkerError::SupervisorGone),
+            Err(_) => return Err(WorkerError::NoConfiguration(CONFIGURE_WITHIN.as_secs())),
+        }
     }
 }
 
@@ -634,7 +650,8 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     let stdin =
         pipe::Receiver::from_owned_fd(adopt("stdin", 0)?).map_err(WorkerError::StdinNotAPipe)?;
     tokio::task::spawn_local(read_commands(stdin, cmd_tx));
-    let config = first_config(&mut cmd_rx).await?;
+    let mut adoption = Adoption::default();
+    let config = first_config(&mut cmd_rx, &mut adoption).await?;
 
     let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signal)?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<RunRecord>();
@@ -658,7 +675,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         biased;
         _ = term.recv() => { tracing::info!("SIGTERM while taking over the store"); None }
         _ = &mut broken => None,
-        r = take_over_store(&mut config, args.first_run_id, &events, &mut cmd_rx, &mut replay) => r?,
+        r = take_over_store(&mut config, args.first_run_id, adoption, &events, &mut cmd_rx, &mut replay) => r?,
     };
     let Some(TakeOver {
         store,

@@ -15,6 +15,7 @@
 //! every action of that judgement, which is the loop's contract; a
 //! judgement made only to answer a status request is never adopted.
 
+mod durability;
 mod job;
 mod worker;
 
@@ -152,6 +153,8 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
     }
     out.conditions.extend(worker::restarted(w, now));
     out.conditions.extend(worker::store_error(w));
+    out.conditions.extend(durability::writes_held(w));
+    out.conditions.extend(durability::records_dropped(w));
     out.conditions
         .extend(worker::reload_failed(m.reload_error.as_ref()));
     out.conditions.extend(worker::delivery_failed(&m.sinks));

@@ -30,6 +30,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::status::{AlertNotice, Outcome, RunRecord, Severity, SkipReason, Trigger};
 
+mod adopt;
+pub use adopt::Adopted;
+
 /// The store's file name under `state_dir`.
 pub const FILE_NAME: &str = "cronwarden.db";
 /// The schema this build writes; older stores are migrated forward.
