@@ -20,7 +20,13 @@ fn config_path(env: &Env) -> String {
 
 /// A job that stamps `<job> <run id> <covered times…>` into `stamps`,
 /// then runs `then`.
-fn stamping_job(name: &str, schedule: &str, stamps: &Path, extra: &str, then: &str) -> String {
+pub(crate) fn stamping_job(
+    name: &str,
+    schedule: &str,
+    stamps: &Path,
+    extra: &str,
+    then: &str,
+) -> String {
     format!(
         "[[job]]\nname = \"{name}\"\nschedule = \"{schedule}\"\n{extra}\nshell = '''echo \"$CRONWARDEN_JOB $CRONWARDEN_RUN_ID $CRONWARDEN_COVERS\" >> {}; {then}'''\n",
         stamps.display()
@@ -29,14 +35,14 @@ fn stamping_job(name: &str, schedule: &str, stamps: &Path, extra: &str, then: &s
 
 /// One stamp: a run that really ran.
 #[derive(Debug)]
-struct Stamp {
-    job: String,
-    id: i64,
-    covers: Vec<i64>,
+pub(crate) struct Stamp {
+    pub(crate) job: String,
+    pub(crate) id: i64,
+    pub(crate) covers: Vec<i64>,
 }
 
 /// The stamps, in the order written.
-fn stamps(path: &Path) -> Vec<Stamp> {
+pub(crate) fn stamps(path: &Path) -> Vec<Stamp> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -55,7 +61,7 @@ fn stamps(path: &Path) -> Vec<Stamp> {
 
 /// From the stamps: no fire of any job ran twice, and no run id was
 /// given to two runs.
-fn assert_ran_once(stamped: &[Stamp]) {
+pub(crate) fn assert_ran_once(stamped: &[Stamp]) {
     let mut fires = BTreeMap::<(&str, i64), Vec<i64>>::new();
     let mut ids = BTreeMap::<i64, usize>::new();
     for s in stamped {
@@ -655,6 +661,18 @@ fn a_full_disk_then_kill_9_of_the_worker_runs_nothing_twice_and_loses_no_record(
             assert_eq!(covers, s.covers, "record {} is another run's: {r:?}", r.id);
         }
     }
+    // The supervisor's alert history was held while the disk was full:
+    // the store_error alert reached the alerts table after the recovery.
+    wait_until("store_error in the alert history", LONG, || {
+        env.db()
+            .query_row(
+                "SELECT count(*) FROM alerts WHERE kind = 'store_error'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+            .filter(|n| *n > 0)
+    });
     // The supervisor kept a copy of what the dead worker held and the new
     // worker adopted it: nothing ran twice, every run has its record.
     assert_ran_once(&stamped);

@@ -14,6 +14,7 @@ mod ledger;
 mod logs;
 mod metrics;
 mod once;
+mod once2;
 mod operator;
 mod pings;
 mod supervisor;

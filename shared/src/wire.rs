@@ -145,6 +145,14 @@ pub enum Event {
     },
     /// A run ended (or could not start: `outcome` failed with `error`).
     Finish { run: RunRecord },
+    /// Sent while the store cannot commit, before a run is spawned: the
+    /// run's record and its job's next fire, which the supervisor keeps
+    /// for the next worker should this one die (issue 14). A `fire`
+    /// follows once the job started.
+    Claimed {
+        run: RunRecord,
+        next_fire_at: Option<Timestamp>,
+    },
     /// A command could not be carried out.
     CommandFailed { command: String, error: String },
     /// The wall clock jumped; fires it skipped go through the misfire rules.

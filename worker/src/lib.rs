@@ -13,7 +13,9 @@
 //!   the store file's identity (deleted or replaced: reported critical,
 //!   reopened, what it holds written back);
 //! - [`takeover`]: taking the store over at start, off the loop and
-//!   retried with backoff, heartbeating with the cause meanwhile;
+//!   retried with backoff, heartbeating with the cause meanwhile; it first
+//!   writes what the supervisor kept of a dead predecessor's held writes
+//!   (`adopt` commands);
 //! - [`clock`]: reading the wall, monotonic and boot clocks, and telling a
 //!   wall-clock step from a suspend;
 //! - [`journal`]: the store writes of a turn, committed in one transaction,

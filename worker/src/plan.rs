@@ -36,7 +36,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
-    config::{Config, JobSpec, Overlap},
+    config::{Config, JobSpec, OnStoreFailure, Overlap},
     status::{ClockJump, Outcome, RunRecord, SkipReason, Trigger},
     store::{JobRow, Rearm, Write},
     wire::{Armed, Command, Event},
@@ -113,6 +113,9 @@ pub(crate) struct Plan {
     /// Fault injection (`worker::drop_fire=return(JOB)`): this job's fires
     /// are claimed but silently never dispatched.
     pub drop_fires_of: Option<String>,
+    /// The store is failing (set by the shell before each turn): a job
+    /// with `on_store_failure = "hold"` skips its fires meanwhile.
+    pub store_failing: bool,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -166,6 +169,7 @@ impl Plan {
             last_clocks: None,
             stagger: false,
             drop_fires_of: None,
+            store_failing: false,
         }
     }
 
@@ -514,6 +518,12 @@ impl Plan {
         if job.paused {
             for t in fresh {
                 self.skip(name, t, SkipReason::Paused, None, now, fx);
+            }
+            return;
+        }
+        if self.store_failing && job.spec.on_store_failure == OnStoreFailure::Hold {
+            for t in fresh {
+                self.skip(name, t, SkipReason::StoreUnavailable, None, now, fx);
             }
             return;
         }

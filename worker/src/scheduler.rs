@@ -64,6 +64,10 @@ struct Running {
     record: RunRecord,
 }
 
+/// How long a run waits for the supervisor's copy of its claim to be in
+/// the event pipe while the store fails.
+const CLAIM_COPY_WITHIN: Duration = Duration::from_secs(1);
+
 /// How often the store file's identity (device, inode) is checked.
 const IDENTITY_EVERY: Duration = Duration::from_secs(1);
 /// How long a lost store file stays reported in `store_error` after it
@@ -223,6 +227,15 @@ impl Scheduler {
             delay,
         } = spawn;
         let output_dir = job.keep_output.map(|_| self.output_root.join(&job.name));
+        // The store did not commit this run's claim: the supervisor gets
+        // a copy, in the pipe before the job starts, so a worker killed
+        // now leaves the claim with it and the fire never runs twice.
+        let claimed = (self.store_down || self.journal.error().is_some()).then(|| {
+            self.events.send_written(Event::Claimed {
+                run: record.clone(),
+                next_fire_at,
+            })
+        });
         let stop = StopHandle::default();
         let req = RunRequest {
             record,
@@ -242,6 +255,18 @@ impl Scheduler {
         let events = self.events.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_local(async move {
+            if let Some(written) = claimed {
+                // Bounded: a supervisor that stops reading must not keep
+                // the job from running (availability first).
+                if tokio::time::timeout(CLAIM_COPY_WITHIN, written)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "the supervisor's copy of a claim is not written yet; running anyway"
+                    );
+                }
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -279,6 +304,7 @@ impl Scheduler {
         self.guarded("store identity", Self::check_store_identity);
         self.guarded("turn", |s| {
             fail::fail_point!("worker::turn");
+            s.plan.store_failing = s.store_down || s.journal.error().is_some();
             s.plan.fire_due(clocks.wall, &mut s.fx);
             s.flush();
             let failing = s.journal.error().is_some();

@@ -15,7 +15,7 @@ use toml::{Table, Value};
 
 use super::{
     validate::{parse_size, Validator},
-    JobCommand, JobSpec, Limits, Overlap, Schedule,
+    JobCommand, JobSpec, Limits, OnStoreFailure, Overlap, Schedule,
 };
 
 /// Every key a `[[job]]` accepts.
@@ -45,6 +45,7 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "ping_url",
     "retention",
     "keep_output",
+    "on_store_failure",
 ];
 
 /// What a job inherits from the top of the file.
@@ -144,6 +145,7 @@ impl Validator {
             .count(j, "retention", t.get("retention"))
             .unwrap_or(crate::store::DEFAULT_RETENTION);
         let keep_output = self.count(j, "keep_output", t.get("keep_output"));
+        let on_store_failure = self.on_store_failure(&label, t.get("on_store_failure"));
 
         if self.errors.len() != before {
             return None;
@@ -171,6 +173,7 @@ impl Validator {
             ping_url,
             retention,
             keep_output,
+            on_store_failure,
         })
     }
 
@@ -278,6 +281,21 @@ impl Validator {
                 Some(_) => err(self, "shell", "must not be empty".into()),
                 None => None,
             },
+        }
+    }
+
+    fn on_store_failure(&mut self, label: &str, v: Option<&Value>) -> OnStoreFailure {
+        match self.string(Some(label), "on_store_failure", v).as_deref() {
+            None | Some("run") => OnStoreFailure::Run,
+            Some("hold") => OnStoreFailure::Hold,
+            Some(other) => {
+                self.err(
+                    Some(label.to_string()),
+                    "on_store_failure",
+                    format!("unknown policy {other:?} (expected run or hold)"),
+                );
+                OnStoreFailure::Run
+            }
         }
     }
 

@@ -152,6 +152,7 @@ fn skip_text(r: Option<SkipReason>) -> Option<&'static str> {
         SkipReason::Paused => "paused",
         SkipReason::WorkerDown => "worker_down",
         SkipReason::Removed => "removed",
+        SkipReason::StoreUnavailable => "store_unavailable",
     })
 }
 
@@ -161,6 +162,7 @@ fn parse_skip(s: Option<String>) -> Option<SkipReason> {
         "misfire" => SkipReason::Misfire,
         "paused" => SkipReason::Paused,
         "removed" => SkipReason::Removed,
+        "store_unavailable" => SkipReason::StoreUnavailable,
         _ => SkipReason::WorkerDown,
     })
 }

@@ -89,6 +89,8 @@ impl Model {
                 next_fire_at,
             } => self.queued(&job, run_id, &covers, next_fire_at),
             Event::Finish { run } => self.finished(run),
+            // Kept by `held` (above) only.
+            Event::Claimed { .. } => {}
             Event::CommandFailed { command, error } => {
                 tracing::warn!(command, "worker refused a command: {error}");
             }

@@ -102,6 +102,10 @@ impl HeldCopy {
                 self.cursor(job, *next_fire_at);
             }
             Event::Finish { run } => self.record(run.clone()),
+            Event::Claimed { run, next_fire_at } => {
+                self.record(run.clone());
+                self.cursor(&run.job, *next_fire_at);
+            }
             // After a (re)configuration: the armed fires replace what the
             // old schedule had claimed (a cursor only moves forward when
             // adopted, so a stale later one would delay the new schedule).
