@@ -17,6 +17,8 @@
 //!   the detectors, the metrics and the sinks;
 //! - [`stats`]: what the worker measures for the supervisor's metrics, and
 //!   the dropped-log-lines counter both processes keep;
+//! - [`held_copy`]: the supervisor's second copy of the worker's writes
+//!   not yet confirmed stored, handed to the next worker (`adopt`);
 //! - [`store`]: the SQLite store (`<state_dir>/cronwarden.db`): job state,
 //!   run records, alert history;
 //! - [`timefmt`]: durations and instants written for people, in logs and
@@ -35,6 +37,7 @@
 pub mod account;
 pub mod alert_kind;
 pub mod config;
+pub mod held_copy;
 pub mod schedule;
 pub mod stats;
 pub mod status;

@@ -337,7 +337,7 @@ impl Supervisor {
         };
         // What the previous worker may have held in memory goes first.
         let mut first = self.model.held.adopt_commands();
-        if self.model.held.len() > 0 {
+        if !self.model.held.is_empty() {
             tracing::warn!(
                 records = self.model.held.len(),
                 "handing the previous worker's writes not confirmed stored to the new worker"

@@ -55,6 +55,8 @@ mod clock;
 mod error;
 mod events;
 mod journal;
+#[cfg(test)]
+mod once_props;
 mod output;
 mod plan;
 mod retention;

@@ -18,13 +18,13 @@
 //!
 //! - `apply`: the worker's events, one function each;
 //! - `judge`: the detectors, the actions and the forensics wanted;
-//! - `counters`: what `/metrics` counts, recorded as events are applied;
-//! - `held_copy`: the second copy of the worker's writes not yet
-//!   confirmed stored, handed to the next worker.
+//! - `counters`: what `/metrics` counts, recorded as events are applied.
+//!
+//! `held` is the second copy of the worker's writes not yet confirmed
+//! stored (`cronwarden_shared::held_copy`), handed to the next worker.
 
 mod apply;
 pub(crate) mod counters;
-pub mod held_copy;
 pub(crate) mod judge;
 
 use cronwarden_shared::alert_kind::AlertKind;
@@ -167,7 +167,7 @@ pub struct Model {
     pub last_worker_wall: Option<Timestamp>,
     /// What the worker wrote that its heartbeats have not confirmed
     /// stored: for the next worker, if this one dies.
-    pub held: held_copy::HeldCopy,
+    pub held: cronwarden_shared::held_copy::HeldCopy,
 }
 
 /// One evaluation: the alerts that opened, were reminded or resolved, the

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use cronwarden_shared::{
+use crate::{
     status::{Outcome, RunRecord, Trigger},
     wire::{AdoptedCursor, Command, Event, MAX_COMMAND_LINE},
 };
@@ -157,6 +157,10 @@ impl HeldCopy {
         self.records.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.cursors.is_empty()
+    }
+
     /// What a new worker must adopt: `adopt` commands, each within the
     /// command line bound. Kept until confirmed stored.
     pub fn adopt_commands(&self) -> Vec<Command> {
@@ -197,7 +201,7 @@ impl HeldCopy {
 
 #[cfg(test)]
 mod tests {
-    use cronwarden_shared::stats::WorkerStats;
+    use crate::stats::WorkerStats;
 
     use super::*;
 
