@@ -26,9 +26,9 @@ use crate::{
 };
 use jiff::Timestamp;
 
-/// At most this many records are kept (each at most a record with its
-/// two 4 KiB tails: under 20 MiB).
-pub const MAX_KEPT_RECORDS: usize = 2_000;
+/// At most this many records are kept: as many as the worker's journal
+/// holds (each at most a record with its two 4 KiB tails: under 100 MiB).
+pub const MAX_KEPT_RECORDS: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub struct HeldCopy {

@@ -340,6 +340,7 @@ impl Supervisor {
         if !self.model.held.is_empty() {
             tracing::warn!(
                 records = self.model.held.len(),
+                dropped = self.model.held.dropped,
                 "handing the previous worker's writes not confirmed stored to the new worker"
             );
         }
