@@ -22,6 +22,8 @@
 //!   held and retried while the store fails (claims coalesce per job and
 //!   are never dropped; only records beyond the bound are, counted in the
 //!   heartbeat's stats);
+//! - [`writer`]: the thread (with its own connection) that commits the
+//!   journal's batches, so the loop waits on SQLite at most 50 ms a turn;
 //! - [`retention`]: pruning old records, a few jobs per sweep;
 //! - [`runner`]: one run of one job, in its own process group, under a
 //!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe; it
@@ -64,6 +66,7 @@ mod runner;
 mod scheduler;
 mod sys;
 mod takeover;
+mod writer;
 
 use std::process::ExitCode;
 

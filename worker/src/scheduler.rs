@@ -4,9 +4,11 @@
 //! next fire and the next heartbeat, or until a command or a finished run
 //! arrives (the shape of mini-redis's expiry task). For each wake it reads
 //! the clocks, feeds the plan, and carries out the plan's effects in order:
-//! the writes are committed by the [`Journal`] in one transaction, then the
-//! events are sent, runs stopped and runs spawned, so every fire the
-//! supervisor hears of is already durable. A *turn* (a wake by the timer or
+//! the writes are committed by the [`Journal`] in one transaction (on the
+//! [`Writer`] thread; the loop waits for it at most [`WRITE_WAIT`]), then
+//! the events are sent, runs stopped and runs spawned, so every fire the
+//! supervisor hears of is durable, or, when the store is slow or failing,
+//! its claim was copied to the supervisor first (`claimed`). A *turn* (a wake by the timer or
 //! after any input) fires what is due, then, when due, writes a heartbeat
 //! carrying the turn's sequence number and the time of the last turn that
 //! completed without error. A panic inside a turn is caught and logged;
@@ -48,6 +50,7 @@ use crate::{
     runner::{self, RunRequest, StopHandle},
     sys,
     takeover::{take_over_store, Adoption, TakeOver, LOOP_BUSY_TIMEOUT},
+    writer::Writer,
     WorkerArgs,
 };
 
@@ -63,6 +66,12 @@ struct Running {
     /// recreated while it runs.
     record: RunRecord,
 }
+
+/// How long the loop waits for a batch's commit before it goes on (the
+/// batch then counts as held until the writer reports).
+const WRITE_WAIT: Duration = Duration::from_millis(50);
+/// A batch in flight this long is reported as `store_error`.
+const SLOW_WRITE: Duration = Duration::from_secs(1);
 
 /// How long a run waits for the supervisor's copy of its claim to be in
 /// the event pipe while the store fails.
@@ -83,6 +92,9 @@ struct Scheduler {
     fx: Effects,
     store: Store,
     journal: Journal,
+    /// Commits the journal's batches off the loop (`None` only if its
+    /// thread could not start: then the loop commits itself).
+    writer: Option<Writer>,
     pruner: Pruner,
     events: EventTx,
     done_tx: mpsc::UnboundedSender<RunRecord>,
@@ -134,6 +146,13 @@ impl Scheduler {
         let mut s = Scheduler {
             plan,
             fx: Effects::default(),
+            writer: Writer::start(store_path.clone())
+                .map_err(|e| {
+                    tracing::error!(
+                        "cannot start the store writer thread ({e}); writing from the loop"
+                    )
+                })
+                .ok(),
             store,
             journal: Journal::new(),
             pruner: Pruner::new(Instant::now()),
@@ -199,13 +218,7 @@ impl Scheduler {
         let fx = std::mem::take(&mut self.fx);
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
-        if self.store_down {
-            // The stand-in would take the writes and keep none of them.
-            self.journal
-                .flush(&mut |_: &[Write], _: bool| Err(WorkerError::StoreUnavailable));
-        } else {
-            self.journal.flush(&mut self.store);
-        }
+        self.write(WRITE_WAIT);
         for ev in fx.events {
             self.events.send(ev);
         }
@@ -216,6 +229,31 @@ impl Scheduler {
         }
         for spawn in fx.spawns {
             self.spawn(spawn);
+        }
+    }
+
+    /// Hands the journal's writes to the store, waiting at most `wait`.
+    fn write(&mut self, wait: Duration) {
+        match (self.store_down, self.writer.as_mut()) {
+            // The stand-in would take the writes and keep none of them.
+            (true, _) => self
+                .journal
+                .flush(&mut |_: &[Write], _: bool| Err(WorkerError::StoreUnavailable)),
+            (false, Some(w)) => self.journal.flush_through(w, wait, SLOW_WRITE),
+            (false, None) => self.journal.flush(&mut self.store),
+        }
+    }
+
+    /// At exit: the writes planned last reach the store (bounded).
+    fn settle_writes(&mut self, within: Duration) {
+        let until = Instant::now() + within;
+        while !self.journal.settled() && Instant::now() < until {
+            self.write(Duration::from_millis(200));
+            if self.journal.error().is_some() && !self.writer.as_ref().is_some_and(Writer::busy) {
+                // A failing store: what is held is lost with this
+                // worker, as with a kill (the supervisor has its copy).
+                break;
+            }
         }
     }
 
@@ -230,7 +268,8 @@ impl Scheduler {
         // The store did not commit this run's claim: the supervisor gets
         // a copy, in the pipe before the job starts, so a worker killed
         // now leaves the claim with it and the fire never runs twice.
-        let claimed = (self.store_down || self.journal.error().is_some()).then(|| {
+        let durable = !self.store_down && self.journal.settled() && self.journal.error().is_none();
+        let claimed = (!durable).then(|| {
             self.events.send_written(Event::Claimed {
                 run: record.clone(),
                 next_fire_at,
@@ -504,6 +543,9 @@ impl Scheduler {
         }
         self.identity = file_identity(store.path()).ok().flatten();
         self.store_path = store.path().to_path_buf();
+        if let Some(w) = &self.writer {
+            w.reopen(self.store_path.clone());
+        }
         self.store = store;
         self.store_down = false;
         let note = format!(
@@ -767,6 +809,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
             _ => break,
         }
     }
+    sched.settle_writes(Duration::from_secs(5));
     drop(sched);
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;

@@ -30,7 +30,7 @@ impl Store {
     }
 
     /// The first run id no worker can have used: above every stored run
-    /// and above every id a worker reserved ([`Write::ReserveIds`]), even
+    /// and above every id a worker reserved ([`Write::ReserveIds`](super::Write::ReserveIds)), even
     /// one whose records were lost with it.
     pub fn first_free_run_id(&self) -> Result<u64, StoreError> {
         let reserved: Option<String> = self
