@@ -19,6 +19,7 @@ mod ledger;
 mod logs;
 mod metrics;
 mod once;
+mod once2;
 mod operator;
 mod package;
 mod page;

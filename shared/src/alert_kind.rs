@@ -33,6 +33,8 @@ pub enum AlertKind {
     JobZeroOutputStreak,
     ConfigReloadFailed,
     StoreError,
+    /// Run records the worker dropped while the store failed: a loss.
+    StoreRecordsDropped,
     AlertDeliveryFailed,
     /// The wall clock was stepped or the host suspended (info, for a
     /// while after it was seen; it changes no state).
@@ -60,6 +62,7 @@ impl AlertKind {
         AlertKind::JobZeroOutputStreak,
         AlertKind::ConfigReloadFailed,
         AlertKind::StoreError,
+        AlertKind::StoreRecordsDropped,
         AlertKind::AlertDeliveryFailed,
         AlertKind::ClockJumped,
         AlertKind::Test,
@@ -83,6 +86,7 @@ impl AlertKind {
             AlertKind::JobZeroOutputStreak => "job_zero_output_streak",
             AlertKind::ConfigReloadFailed => "config_reload_failed",
             AlertKind::StoreError => "store_error",
+            AlertKind::StoreRecordsDropped => "store_records_dropped",
             AlertKind::AlertDeliveryFailed => "alert_delivery_failed",
             AlertKind::ClockJumped => "clock_jumped",
             AlertKind::Test => "test",

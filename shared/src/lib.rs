@@ -20,6 +20,8 @@
 //!   rest (the supervisor's floods and the jobs' output lines);
 //! - [`stats`]: what the worker measures for the supervisor's metrics, and
 //!   the dropped-log-lines counter both processes keep;
+//! - [`held_copy`]: the supervisor's second copy of the worker's writes
+//!   not yet confirmed stored, handed to the next worker (`adopt`);
 //! - [`store`]: the SQLite store (`<state_dir>/cronwarden.db`): job state,
 //!   run records, alert history;
 //! - [`timefmt`]: durations and instants written for people, in logs and
@@ -46,6 +48,7 @@ pub mod config;
 pub mod identity;
 pub mod proc_identity;
 pub mod log_budget;
+pub mod held_copy;
 pub mod schedule;
 pub mod stats;
 pub mod status;

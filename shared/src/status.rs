@@ -108,6 +108,9 @@ pub enum SkipReason {
     /// A fire waiting for its job (queued behind a run) when a reload
     /// removed the job from the config.
     Removed,
+    /// The store could not commit the fire's claim and the job says
+    /// `on_store_failure = "hold"`: not run, recorded once the store writes.
+    StoreUnavailable,
 }
 
 impl SkipReason {
@@ -119,6 +122,7 @@ impl SkipReason {
             SkipReason::Paused => "paused",
             SkipReason::WorkerDown => "worker_down",
             SkipReason::Removed => "removed",
+            SkipReason::StoreUnavailable => "store_unavailable",
         }
     }
 }

@@ -145,6 +145,14 @@ pub enum Event {
     },
     /// A run ended (or could not start: `outcome` failed with `error`).
     Finish { run: RunRecord },
+    /// Sent while the store cannot commit, before a run is spawned: the
+    /// run's record and its job's next fire, which the supervisor keeps
+    /// for the next worker should this one die (issue 14). A `fire`
+    /// follows once the job started.
+    Claimed {
+        run: RunRecord,
+        next_fire_at: Option<Timestamp>,
+    },
     /// A command could not be carried out.
     CommandFailed { command: String, error: String },
     /// The wall clock jumped; fires it skipped go through the misfire rules.
@@ -248,6 +256,25 @@ pub enum Command {
     Rearm { job: String },
     /// Stop every job within its kill grace, then exit.
     Shutdown,
+    /// Sent to a new worker before `configure` (any number of them, each
+    /// within the line bound): the supervisor's second copy of what its
+    /// predecessor may have held in memory, not confirmed stored. The new
+    /// worker writes it when it takes the store over, before it plans:
+    /// records only where the store has none (or only a `running` one),
+    /// cursors only forward, so nothing that ran runs again (issue 14).
+    Adopt {
+        #[serde(default)]
+        records: Vec<crate::status::RunRecord>,
+        #[serde(default)]
+        cursors: Vec<AdoptedCursor>,
+    },
+}
+
+/// A job's next fire as the dead worker had claimed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptedCursor {
+    pub job: String,
+    pub next_fire_at: Timestamp,
 }
 
 /// One frame of an NDJSON stream, as [`LineCodec`] cuts it.

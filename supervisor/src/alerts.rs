@@ -208,6 +208,56 @@ pub fn log(n: &AlertNotice) {
     }
 }
 
+/// At most this many alert notices are held while the store fails; beyond,
+/// the oldest are dropped and counted.
+pub const MAX_HELD_NOTICES: usize = 10_000;
+/// The longest wait between two retries of held notices.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Alert notices not yet written to the history, in order: held while the
+/// store fails and retried (issue 14: `store_error` itself never reached
+/// the alerts table, and resolves were lost), like the worker's writes.
+#[derive(Debug, Default)]
+pub struct HistoryQueue {
+    held: std::collections::VecDeque<AlertNotice>,
+    /// Notices dropped beyond [`MAX_HELD_NOTICES`].
+    pub dropped: u64,
+}
+
+impl HistoryQueue {
+    pub fn push(&mut self, n: AlertNotice) {
+        if !matches!(n.event.as_str(), "opened" | "resolved") {
+            return;
+        }
+        self.held.push_back(n);
+        if self.held.len() > MAX_HELD_NOTICES {
+            self.held.pop_front();
+            self.dropped += 1;
+            tracing::error!(
+                dropped = self.dropped,
+                "alert history: the store has failed too long; the oldest held notice is dropped"
+            );
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Writes the held notices in order until one fails; that one and the
+    /// rest stay held. The error, if any.
+    pub fn drain<E>(
+        &mut self,
+        mut write: impl FnMut(&AlertNotice) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(n) = self.held.front() {
+            write(n)?;
+            self.held.pop_front();
+        }
+        Ok(())
+    }
+}
+
 /// Writes alert history to the store on its own thread.
 pub struct Recorder {
     tx: SyncSender<AlertNotice>,
@@ -218,26 +268,7 @@ impl Recorder {
         let (tx, rx) = sync_channel::<AlertNotice>(4096);
         std::thread::Builder::new()
             .name("alert-history".into())
-            .spawn(move || {
-                let mut db: Option<Store> = None;
-                for n in rx {
-                    if db.is_none() {
-                        db = Store::open(&store)
-                            .map_err(|e| tracing::error!("alert history: {e}"))
-                            .ok();
-                    }
-                    let Some(s) = db.as_mut() else { continue };
-                    let r = match n.event.as_str() {
-                        "resolved" => s.alert_resolved(&n),
-                        "opened" => s.alert_opened(&n),
-                        _ => Ok(()),
-                    };
-                    if let Err(e) = r {
-                        tracing::error!("alert history: {e}");
-                        db = None;
-                    }
-                }
-            })
+            .spawn(move || record_history(&store, rx))
             .expect("spawn alert history thread");
         Recorder { tx }
     }
@@ -245,6 +276,70 @@ impl Recorder {
     pub fn record(&self, n: AlertNotice) {
         if let Err(TrySendError::Full(n)) = self.tx.try_send(n) {
             tracing::error!(kind = %n.kind, "alert history queue full; this notice is not stored");
+        }
+    }
+}
+
+/// The history thread: every notice is queued, then the queue written in
+/// order; while the store fails the queue is held and retried with
+/// backoff (new notices join it meanwhile).
+fn record_history(store: &std::path::Path, rx: std::sync::mpsc::Receiver<AlertNotice>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut db: Option<Store> = None;
+    let mut queue = HistoryQueue::default();
+    let mut retry = std::time::Duration::from_millis(250);
+    let mut failing: Option<String> = None;
+    loop {
+        let next = if queue.len() == 0 {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(retry)
+        };
+        let closed = matches!(next, Err(RecvTimeoutError::Disconnected));
+        match next {
+            Ok(n) => queue.push(n),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) if queue.len() == 0 => return,
+            // The supervisor is stopping: one last try below, then done.
+            Err(RecvTimeoutError::Disconnected) => {}
+        }
+        while let Ok(n) = rx.try_recv() {
+            queue.push(n);
+        }
+        let written = (|| {
+            if db.is_none() {
+                db = Some(Store::open(store)?);
+            }
+            let s = db.as_mut().expect("opened above");
+            queue.drain(|n| match n.event.as_str() {
+                "resolved" => s.alert_resolved(n),
+                _ => s.alert_opened(n),
+            })
+        })();
+        match written {
+            Ok(()) => {
+                if failing.take().is_some() {
+                    tracing::info!(
+                        "alert history: the store writes again; the held notices are stored"
+                    );
+                }
+                retry = std::time::Duration::from_millis(250);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if failing.as_deref() != Some(e.as_str()) {
+                    tracing::error!(
+                        held = queue.len(),
+                        "alert history: {e}; the notices are held and retried"
+                    );
+                }
+                failing = Some(e);
+                db = None;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -311,5 +406,36 @@ mod tests {
             .update(&[cond(AlertKind::WorkerStalled, None)], now, None)
             .is_empty());
         assert_eq!(again.update(&[], now, None)[0].event, "resolved");
+    }
+
+    #[test]
+    fn history_is_held_in_order_while_the_store_fails() {
+        let mut book = AlertBook::new(vec![]);
+        let mut q = HistoryQueue::default();
+        let at = Timestamp::from_second(1_893_456_000).unwrap();
+        for n in book.update(&[cond(AlertKind::StoreError, None)], at, None) {
+            q.push(n);
+        }
+        for n in book.update(&[], at, None) {
+            q.push(n);
+        }
+        assert_eq!(q.len(), 2);
+        let fail: Result<(), &str> = q.drain(|_| Err("disk full"));
+        assert_eq!(fail, Err("disk full"));
+        assert_eq!(q.len(), 2, "nothing is lost while the store fails");
+        let mut written = vec![];
+        q.drain(|n| {
+            written.push((n.kind, n.event.clone()));
+            Ok::<(), &str>(())
+        })
+        .unwrap();
+        assert_eq!(
+            written,
+            [
+                (AlertKind::StoreError, "opened".to_string()),
+                (AlertKind::StoreError, "resolved".to_string())
+            ]
+        );
+        assert_eq!(q.len(), 0);
     }
 }

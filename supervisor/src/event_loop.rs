@@ -357,7 +357,17 @@ impl Supervisor {
             log_json: self.log_json,
             log_files: self.log_files.as_ref().map(|(d, n)| (d.as_path(), *n)),
         };
-        let w = match WorkerConn::start(&launch, first_run_id, configure) {
+        // What the previous worker may have held in memory goes first.
+        let mut first = self.model.held.adopt_commands();
+        if !self.model.held.is_empty() {
+            tracing::warn!(
+                records = self.model.held.len(),
+                dropped = self.model.held.dropped,
+                "handing the previous worker's writes not confirmed stored to the new worker"
+            );
+        }
+        first.push(configure);
+        let w = match WorkerConn::start(&launch, first_run_id, first) {
             Ok(w) => w,
             Err(e) => {
                 let delay = self

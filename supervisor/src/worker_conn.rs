@@ -41,11 +41,11 @@ pub(crate) struct Launch<'a> {
 
 impl WorkerConn {
     /// Starts a worker whose run ids begin at `first_run_id` and queues
-    /// `configure` as its first command.
+    /// `first` as its first commands (`adopt`s, then `configure`).
     pub(crate) fn start(
         launch: &Launch<'_>,
         first_run_id: u64,
-        configure: Command,
+        first: Vec<Command>,
     ) -> std::io::Result<WorkerConn> {
         let spawned = spawn::spawn_worker(
             launch.exe,
@@ -74,7 +74,9 @@ impl WorkerConn {
             }
             Err(e) => tracing::error!("worker command pipe unusable: {e}"),
         }
-        let _ = tx.try_send(configure);
+        for cmd in first {
+            let _ = tx.try_send(cmd);
+        }
         Ok(WorkerConn {
             pid: spawned.pid,
             events,

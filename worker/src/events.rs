@@ -15,13 +15,26 @@ const QUEUE: usize = 65_536;
 
 #[derive(Clone)]
 pub(crate) struct EventTx {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Item>,
 }
+
+/// An event, and who waits until it is in the pipe.
+type Item = (Event, Option<tokio::sync::oneshot::Sender<()>>);
 
 impl EventTx {
     /// Queues an event; never blocks. Returns false if it was dropped.
     pub fn send(&self, ev: Event) -> bool {
-        self.tx.try_send(ev).is_ok()
+        self.tx.try_send((ev, None)).is_ok()
+    }
+
+    /// Queues an event; the receiver resolves once it (and every event
+    /// before it) is written to the pipe, where it outlives a `kill -9`
+    /// of this process. It never resolves if the event was dropped or the
+    /// pipe broke.
+    pub fn send_written(&self, ev: Event) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let _ = self.tx.try_send((ev, Some(done)));
+        written
     }
 
     /// Queues an event that may be lost (a job's output line for
@@ -44,18 +57,22 @@ pub(crate) fn start(
     tokio::task::JoinHandle<()>,
 )> {
     let mut sender = pipe::Sender::from_owned_fd(fd)?;
-    let (tx, mut rx) = mpsc::channel::<Event>(QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
     let (broken_tx, broken_rx) = tokio::sync::oneshot::channel();
     let writer = tokio::task::spawn_local(async move {
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut junk_written = false;
-        while let Some(ev) = rx.recv().await {
+        while let Some((ev, done)) = rx.recv().await {
             buf.clear();
             buf.extend_from_slice(&encode(&ev));
+            let mut waiting: Vec<_> = done.into_iter().collect();
             // Batch whatever else is already queued into one write.
             while buf.len() < 60 * 1024 {
                 match rx.try_recv() {
-                    Ok(ev) => buf.extend_from_slice(&encode(&ev)),
+                    Ok((ev, done)) => {
+                        buf.extend_from_slice(&encode(&ev));
+                        waiting.extend(done);
+                    }
                     Err(_) => break,
                 }
             }
@@ -63,6 +80,9 @@ pub(crate) fn start(
                 tracing::error!("event pipe to the supervisor is broken ({e}); shutting down");
                 let _ = broken_tx.send(());
                 return;
+            }
+            for done in waiting {
+                let _ = done.send(());
             }
             // Fault injection, once, after the first batch (the hello):
             // what a corrupted or confused writer could put on the pipe.

@@ -21,7 +21,10 @@
 //!   claims goes on instead of being refused every turn.
 //!
 //! A failing store never stops scheduling: it is reported as `store_error`
-//! in the heartbeat.
+//! in the heartbeat. The loop flushes through the [`Writer`] thread
+//! ([`Journal::flush_through`]): a batch not committed within the loop's
+//! bound stays in flight, counted as held, and one in flight too long is
+//! reported as `store_error` (a slow or locked store).
 
 use std::collections::HashMap;
 
@@ -30,7 +33,9 @@ use cronwarden_shared::{
     store::{Store, Write},
 };
 
-use crate::error::WorkerError;
+use std::time::Duration;
+
+use crate::{error::WorkerError, writer::Writer};
 
 /// At most this many run records are held in memory for retry (each at
 /// most a run record with its two 4 KiB tails: under 100 MiB). Claims and
@@ -78,6 +83,10 @@ pub(crate) struct Journal {
     error: Option<String>,
     /// Store write latency, sent with every heartbeat for the metrics.
     latency: Histogram,
+    /// The batch handed to the [`Writer`], its outcome not known yet, and
+    /// since when.
+    in_flight: Vec<Write>,
+    in_flight_since: Option<std::time::Instant>,
 }
 
 impl Journal {
@@ -93,6 +102,8 @@ impl Journal {
             .unwrap_or(MAX_HELD_RECORDS),
             error: None,
             latency: Histogram::new(STORE_WRITE_BUCKETS),
+            in_flight: vec![],
+            in_flight_since: None,
         }
     }
 
@@ -119,9 +130,79 @@ impl Journal {
         self.dropped
     }
 
-    /// Writes held for retry right now.
+    /// Writes not durable right now: held for retry, or handed to the
+    /// writer and not confirmed.
     pub fn held(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.in_flight.len()
+    }
+
+    /// Everything planned is committed (nothing pending, held or in flight).
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty() && self.held() == 0
+    }
+
+    /// As [`Journal::flush`], through the writer thread: collects the
+    /// outcome of the batch in flight, then hands over the next (held,
+    /// then pending), waiting at most `wait` for each. A batch still in
+    /// flight after that is held (not durable) until its outcome comes;
+    /// one in flight for longer than `slow_after` is reported as
+    /// `store_error`.
+    pub fn flush_through(&mut self, writer: &mut Writer, wait: Duration, slow_after: Duration) {
+        if writer.busy() {
+            match writer.outcome(wait) {
+                Some(outcome) => self.settle(outcome),
+                None => {
+                    let since = self
+                        .in_flight_since
+                        .map(|s| s.elapsed())
+                        .unwrap_or_default();
+                    if since >= slow_after {
+                        self.error = Some(format!(
+                            "a store write has not completed for {} ms (the store is slow or locked); {} write(s) held in memory",
+                            since.as_millis(),
+                            self.held() + self.pending.len()
+                        ));
+                    }
+                    return;
+                }
+            }
+        }
+        if self.pending.is_empty() && self.held.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.held);
+        batch.append(&mut self.pending);
+        if let Err(e) = writer.send(batch.clone()) {
+            self.in_flight = batch;
+            return self.settle(Err(e.to_string()));
+        }
+        self.in_flight = batch;
+        self.in_flight_since = Some(std::time::Instant::now());
+        if let Some(outcome) = writer.outcome(wait) {
+            self.settle(outcome);
+        }
+    }
+
+    /// The outcome of the batch in flight.
+    fn settle(&mut self, outcome: crate::writer::Outcome) {
+        let batch = std::mem::take(&mut self.in_flight);
+        if let Some(since) = self.in_flight_since.take() {
+            self.latency
+                .observe(STORE_WRITE_BUCKETS, since.elapsed().as_secs_f64());
+        }
+        match outcome {
+            Ok(()) if self.held.is_empty() => {
+                if self.error.take().is_some() {
+                    tracing::info!(
+                        retried = batch.len(),
+                        dropped = self.dropped,
+                        "store writes succeed again; the writes held in memory are stored"
+                    );
+                }
+            }
+            Ok(()) => {}
+            Err(e) => self.failed(batch, e),
+        }
     }
 
     /// The writes not yet committed (held, then pending), for tests.
@@ -159,25 +240,30 @@ impl Journal {
                     );
                 }
             }
-            Err(e) => {
-                self.hold(batch);
-                let msg = format!(
-                    "{e}; {} write(s) held in memory and retried every turn{}",
-                    self.held.len(),
-                    match self.dropped {
-                        0 => String::new(),
-                        n => format!(
-                            ", {n} run record(s) dropped beyond the bound of {}",
-                            self.max_records
-                        ),
-                    }
-                );
-                if self.error.is_none() {
-                    tracing::error!("store write failed: {msg}");
-                }
-                self.error = Some(msg);
-            }
+            Err(e) => self.failed(batch, e.to_string()),
         }
+    }
+
+    /// A batch that was not committed: held (before anything held since),
+    /// and the error reported.
+    fn failed(&mut self, mut batch: Vec<Write>, e: String) {
+        batch.append(&mut self.held);
+        self.hold(batch);
+        let msg = format!(
+            "{e}; {} write(s) held in memory and retried every turn{}",
+            self.held.len(),
+            match self.dropped {
+                0 => String::new(),
+                n => format!(
+                    ", {n} run record(s) dropped beyond the bound of {}",
+                    self.max_records
+                ),
+            }
+        );
+        if self.error.is_none() {
+            tracing::error!("store write failed: {msg}");
+        }
+        self.error = Some(msg);
     }
 
     /// Keeps a failed batch, coalesced, within the bound.

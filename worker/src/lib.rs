@@ -16,13 +16,17 @@
 //!   the store file's identity (deleted or replaced: reported critical,
 //!   reopened, what it holds written back);
 //! - [`takeover`]: taking the store over at start, off the loop and
-//!   retried with backoff, heartbeating with the cause meanwhile;
+//!   retried with backoff, heartbeating with the cause meanwhile; it first
+//!   writes what the supervisor kept of a dead predecessor's held writes
+//!   (`adopt` commands);
 //! - [`clock`]: reading the wall, monotonic and boot clocks, and telling a
 //!   wall-clock step from a suspend;
 //! - [`journal`]: the store writes of a turn, committed in one transaction,
 //!   held and retried while the store fails (claims coalesce per job and
 //!   are never dropped; only records beyond the bound are, counted in the
 //!   heartbeat's stats);
+//! - [`writer`]: the thread (with its own connection) that commits the
+//!   journal's batches, so the loop waits on SQLite at most 50 ms a turn;
 //! - [`retention`]: pruning old records, a few jobs per sweep;
 //! - [`runner`]: one run of one job, in its own process group, under a
 //!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe; it
@@ -61,6 +65,8 @@ mod error;
 mod events;
 mod journal;
 mod kill;
+#[cfg(test)]
+mod once_props;
 mod output;
 mod output_log;
 mod plan;
@@ -69,6 +75,7 @@ mod runner;
 mod scheduler;
 mod sys;
 mod takeover;
+mod writer;
 
 use std::process::ExitCode;
 

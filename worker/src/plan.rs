@@ -43,7 +43,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
-    config::{Config, JobSpec, Overlap},
+    config::{Config, JobSpec, OnStoreFailure, Overlap},
     status::{Outcome, RunRecord, SkipReason, Trigger},
     store::{JobRow, Rearm, Write},
     wire::{Armed, Command, Event},
@@ -123,6 +123,9 @@ pub(crate) struct Plan {
     /// claim arms it a day too far, once (a worker whose arming went
     /// wrong; see [`Plan::rearm_requested`]).
     pub misarm_once: Option<String>,
+    /// The store is failing (set by the shell before each turn): a job
+    /// with `on_store_failure = "hold"` skips its fires meanwhile.
+    pub store_failing: bool,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -177,6 +180,7 @@ impl Plan {
             stagger: false,
             drop_fires_of: None,
             misarm_once: None,
+            store_failing: false,
         }
     }
 
@@ -500,6 +504,12 @@ impl Plan {
             }
             return;
         }
+        if self.store_failing && job.spec.on_store_failure == OnStoreFailure::Hold {
+            for t in fresh {
+                self.skip(name, t, SkipReason::StoreUnavailable, None, now, fx);
+            }
+            return;
+        }
         if let Some(&busy) = job.running.first() {
             match job.spec.overlap {
                 Overlap::Skip => {
@@ -604,7 +614,10 @@ impl Plan {
             Command::ReportSchedule => self.report_schedule(fx),
             Command::Rearm { job } => self.rearm_requested(&job, now, fx),
             // `kill` signals runs, which only the loop holds.
-            Command::Configure { .. } | Command::Shutdown | Command::Kill { .. } => {}
+            Command::Configure { .. }
+            | Command::Shutdown
+            | Command::Kill { .. }
+            | Command::Adopt { .. } => {}
         }
     }
 

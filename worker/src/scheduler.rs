@@ -4,9 +4,11 @@
 //! next fire and the next heartbeat, or until a command or a finished run
 //! arrives (the shape of mini-redis's expiry task). For each wake it reads
 //! the clocks, feeds the plan, and carries out the plan's effects in order:
-//! the writes are committed by the [`Journal`] in one transaction, then the
-//! events are sent, runs stopped and runs spawned, so every fire the
-//! supervisor hears of is already durable. A *turn* (a wake by the timer or
+//! the writes are committed by the [`Journal`] in one transaction (on the
+//! [`Writer`] thread; the loop waits for it at most [`WRITE_WAIT`]), then
+//! the events are sent, runs stopped and runs spawned, so every fire the
+//! supervisor hears of is durable, or, when the store is slow or failing,
+//! its claim was copied to the supervisor first (`claimed`). A *turn* (a wake by the timer or
 //! after any input) fires what is due, then, when due, writes a heartbeat
 //! carrying the turn's sequence number and the time of the last turn that
 //! completed without error. A panic inside a turn is caught and logged;
@@ -48,7 +50,8 @@ use crate::{
     retention::Pruner,
     runner::{self, RunRequest, StopHandle, StopReason},
     sys,
-    takeover::{take_over_store, TakeOver, LOOP_BUSY_TIMEOUT},
+    takeover::{take_over_store, Adoption, TakeOver, LOOP_BUSY_TIMEOUT},
+    writer::Writer,
     WorkerArgs,
 };
 
@@ -65,6 +68,16 @@ struct Running {
     record: RunRecord,
 }
 
+/// How long the loop waits for a batch's commit before it goes on (the
+/// batch then counts as held until the writer reports).
+const WRITE_WAIT: Duration = Duration::from_millis(50);
+/// A batch in flight this long is reported as `store_error`.
+const SLOW_WRITE: Duration = Duration::from_secs(1);
+
+/// How long a run waits for the supervisor's copy of its claim to be in
+/// the event pipe while the store fails.
+const CLAIM_COPY_WITHIN: Duration = Duration::from_secs(1);
+
 /// How often the store file's identity (device, inode) is checked.
 const IDENTITY_EVERY: Duration = Duration::from_secs(1);
 /// How long a lost store file stays reported in `store_error` after it
@@ -80,6 +93,9 @@ struct Scheduler {
     fx: Effects,
     store: Store,
     journal: Journal,
+    /// Commits the journal's batches off the loop (`None` only if its
+    /// thread could not start: then the loop commits itself).
+    writer: Option<Writer>,
     pruner: Pruner,
     events: EventTx,
     done_tx: mpsc::UnboundedSender<RunRecord>,
@@ -132,6 +148,13 @@ impl Scheduler {
         let mut s = Scheduler {
             plan,
             fx: Effects::default(),
+            writer: Writer::start(store_path.clone())
+                .map_err(|e| {
+                    tracing::error!(
+                        "cannot start the store writer thread ({e}); writing from the loop"
+                    )
+                })
+                .ok(),
             store,
             journal: Journal::new(),
             pruner: Pruner::new(Instant::now()),
@@ -197,13 +220,7 @@ impl Scheduler {
         let fx = std::mem::take(&mut self.fx);
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
-        if self.store_down {
-            // The stand-in would take the writes and keep none of them.
-            self.journal
-                .flush(&mut |_: &[Write], _: bool| Err(WorkerError::StoreUnavailable));
-        } else {
-            self.journal.flush(&mut self.store);
-        }
+        self.write(WRITE_WAIT);
         for ev in fx.events {
             self.events.send(ev);
         }
@@ -217,6 +234,31 @@ impl Scheduler {
         }
     }
 
+    /// Hands the journal's writes to the store, waiting at most `wait`.
+    fn write(&mut self, wait: Duration) {
+        match (self.store_down, self.writer.as_mut()) {
+            // The stand-in would take the writes and keep none of them.
+            (true, _) => self
+                .journal
+                .flush(&mut |_: &[Write], _: bool| Err(WorkerError::StoreUnavailable)),
+            (false, Some(w)) => self.journal.flush_through(w, wait, SLOW_WRITE),
+            (false, None) => self.journal.flush(&mut self.store),
+        }
+    }
+
+    /// At exit: the writes planned last reach the store (bounded).
+    fn settle_writes(&mut self, within: Duration) {
+        let until = Instant::now() + within;
+        while !self.journal.settled() && Instant::now() < until {
+            self.write(Duration::from_millis(200));
+            if self.journal.error().is_some() && !self.writer.as_ref().is_some_and(Writer::busy) {
+                // A failing store: what is held is lost with this
+                // worker, as with a kill (the supervisor has its copy).
+                break;
+            }
+        }
+    }
+
     fn spawn(&mut self, spawn: Spawn) {
         let Spawn {
             record,
@@ -225,6 +267,16 @@ impl Scheduler {
             delay,
         } = spawn;
         let output_dir = job.keep_output.map(|_| self.output_root.join(&job.name));
+        // The store did not commit this run's claim: the supervisor gets
+        // a copy, in the pipe before the job starts, so a worker killed
+        // now leaves the claim with it and the fire never runs twice.
+        let durable = !self.store_down && self.journal.settled() && self.journal.error().is_none();
+        let claimed = (!durable).then(|| {
+            self.events.send_written(Event::Claimed {
+                run: record.clone(),
+                next_fire_at,
+            })
+        });
         let stop = StopHandle::default();
         let req = RunRequest {
             record,
@@ -244,6 +296,18 @@ impl Scheduler {
         let events = self.events.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_local(async move {
+            if let Some(written) = claimed {
+                // Bounded: a supervisor that stops reading must not keep
+                // the job from running (availability first).
+                if tokio::time::timeout(CLAIM_COPY_WITHIN, written)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "the supervisor's copy of a claim is not written yet; running anyway"
+                    );
+                }
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -281,6 +345,7 @@ impl Scheduler {
         self.guarded("store identity", Self::check_store_identity);
         self.guarded("turn", |s| {
             fail::fail_point!("worker::turn");
+            s.plan.store_failing = s.store_down || s.journal.error().is_some();
             s.plan.fire_due(clocks.wall, &mut s.fx);
             s.flush();
             let failing = s.journal.error().is_some();
@@ -480,6 +545,9 @@ impl Scheduler {
         }
         self.identity = file_identity(store.path()).ok().flatten();
         self.store_path = store.path().to_path_buf();
+        if let Some(w) = &self.writer {
+            w.reopen(self.store_path.clone());
+        }
         self.store = store;
         self.store_down = false;
         let note = format!(
@@ -525,6 +593,7 @@ impl Scheduler {
             Command::Kill { request, .. } => ("kill", *request),
             Command::Configure { .. } => ("configure", None),
             Command::Rearm { .. } => ("rearm", None),
+            Command::Adopt { .. } => ("adopt", None),
             Command::ReportSchedule | Command::Shutdown => ("", None),
         };
         if !self.guarded("command", |s| s.command_unguarded(cmd)) {
@@ -572,6 +641,11 @@ impl Scheduler {
                     &mut self.fx,
                 );
             }
+            // Only meaningful before the store is taken over.
+            Command::Adopt { records, .. } => tracing::warn!(
+                records = records.len(),
+                "ignoring an adopt command after start"
+            ),
             cmd => self.plan.command(cmd, wall_now(), &mut self.fx),
         }
     }
@@ -632,24 +706,36 @@ async fn read_commands(stdin: pipe::Receiver, tx: mpsc::Sender<Command>) {
 }
 
 /// The config of the first command, which must be `configure`, within
-/// [`CONFIGURE_WITHIN`].
-async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, WorkerError> {
-    match tokio::time::timeout(CONFIGURE_WITHIN, rx.recv()).await {
-        Ok(Some(Command::Configure {
-            path,
-            source,
-            dropins,
-        })) => Config::parse_source(&path, &Source::of(source, dropins))
-            .map_err(|source| WorkerError::ConfigRefused { path, source }),
-        // Named by its wire tag ("trigger"), never Debug text.
-        Ok(Some(other)) => Err(WorkerError::NotConfigured(
-            serde_json::to_value(&other)
-                .ok()
-                .and_then(|v| v["type"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "another command".into()),
-        )),
-        Ok(None) => Err(WorkerError::SupervisorGone),
-        Err(_) => Err(WorkerError::NoConfiguration(CONFIGURE_WITHIN.as_secs())),
+/// [`CONFIGURE_WITHIN`]; `adopt` commands may come before it (the
+/// supervisor's copy of what the previous worker held) and are gathered.
+async fn first_config(
+    rx: &mut mpsc::Receiver<Command>,
+    adoption: &mut Adoption,
+) -> Result<Config, WorkerError> {
+    let until = Instant::now() + CONFIGURE_WITHIN;
+    loop {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(Command::Configure {
+                path,
+                source,
+                dropins,
+            })) => {
+                return Config::parse_source(&path, &Source::of(source, dropins))
+                    .map_err(|source| WorkerError::ConfigRefused { path, source })
+            }
+            Ok(Some(Command::Adopt { records, cursors })) => adoption.add(records, cursors),
+            // Named by its wire tag ("trigger"), never Debug text.
+            Ok(Some(other)) => {
+                return Err(WorkerError::NotConfigured(
+                    serde_json::to_value(&other)
+                        .ok()
+                        .and_then(|v| v["type"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| "another command".into()),
+                ))
+            }
+            Ok(None) => return Err(WorkerError::SupervisorGone),
+            Err(_) => return Err(WorkerError::NoConfiguration(CONFIGURE_WITHIN.as_secs())),
+        }
     }
 }
 
@@ -673,7 +759,8 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     let stdin =
         pipe::Receiver::from_owned_fd(adopt("stdin", 0)?).map_err(WorkerError::StdinNotAPipe)?;
     tokio::task::spawn_local(read_commands(stdin, cmd_tx));
-    let config = first_config(&mut cmd_rx).await?;
+    let mut adoption = Adoption::default();
+    let config = first_config(&mut cmd_rx, &mut adoption).await?;
 
     let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signal)?;
     // The supervisor passes on the signal that stops it: Ctrl-C arrives
@@ -701,7 +788,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         biased;
         _ = term.recv() => { tracing::info!("SIGTERM while taking over the store"); None }
         _ = &mut broken => None,
-        r = take_over_store(&mut config, args.first_run_id, &events, &mut cmd_rx, &mut replay) => r?,
+        r = take_over_store(&mut config, args.first_run_id, adoption, &events, &mut cmd_rx, &mut replay) => r?,
     };
     let Some(TakeOver {
         store,
@@ -768,6 +855,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
             _ => break,
         }
     }
+    sched.settle_writes(Duration::from_secs(5));
     drop(sched);
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;

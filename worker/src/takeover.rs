@@ -11,7 +11,7 @@ use cronwarden_shared::{
     config::{Config, Source},
     status::RunRecord,
     store::{self, Store, StoreError, Write},
-    wire::{Command, Event},
+    wire::{AdoptedCursor, Command, Event},
 };
 use tokio::{sync::mpsc, time::Instant};
 
@@ -28,6 +28,22 @@ pub(crate) struct TakeOver {
     pub(crate) first_run_id: u64,
     /// Reserved (committed) up to here.
     pub(crate) reserved: u64,
+}
+
+/// What the supervisor kept of the previous worker's writes, not
+/// confirmed stored (`adopt` commands before `configure`): written when
+/// the store is taken over, before anything is planned.
+#[derive(Default)]
+pub(crate) struct Adoption {
+    records: Vec<RunRecord>,
+    cursors: Vec<AdoptedCursor>,
+}
+
+impl Adoption {
+    pub(crate) fn add(&mut self, records: Vec<RunRecord>, cursors: Vec<AdoptedCursor>) {
+        self.records.extend(records);
+        self.cursors.extend(cursors);
+    }
 }
 
 /// How long a store write from the loop waits for another connection's
@@ -51,6 +67,7 @@ const TAKE_OVER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(crate) async fn take_over_store(
     config: &mut Config,
     first_run_id: u64,
+    adoption: Adoption,
     events: &EventTx,
     cmd_rx: &mut mpsc::Receiver<Command>,
     replay: &mut Vec<Command>,
@@ -58,9 +75,11 @@ pub(crate) async fn take_over_store(
     let path = config.state_dir.join(store::FILE_NAME);
     let mut backoff = Duration::from_millis(100);
     let mut seq = 0u64;
+    let adoption = std::sync::Arc::new(adoption);
     loop {
         let p = path.clone();
-        let mut attempt = tokio::task::spawn_blocking(move || take_over(&p, first_run_id));
+        let a = adoption.clone();
+        let mut attempt = tokio::task::spawn_blocking(move || take_over(&p, first_run_id, &a));
         let result = loop {
             let beat = config.watchdog.heartbeat_interval;
             tokio::select! {
@@ -114,8 +133,23 @@ pub(crate) async fn take_over_store(
 }
 
 /// The blocking part of [`take_over_store`].
-fn take_over(path: &std::path::Path, first_run_id: u64) -> Result<TakeOver, StoreError> {
+fn take_over(
+    path: &std::path::Path,
+    first_run_id: u64,
+    adoption: &Adoption,
+) -> Result<TakeOver, StoreError> {
     let mut store = Store::open(path)?;
+    if !adoption.records.is_empty() || !adoption.cursors.is_empty() {
+        // Before the lost runs are recovered: an adopted start whose
+        // worker died is one of them.
+        let done = store.adopt(&adoption.records, &adoption.cursors)?;
+        tracing::info!(
+            records = done.records,
+            cursors = done.cursors,
+            offered = adoption.records.len(),
+            "adopted the previous worker's writes kept by the supervisor"
+        );
+    }
     let lost = store.recover_lost()?;
     let first_run_id = first_run_id.max(store.first_free_run_id()?);
     let reserved = plan::reserve_at_start(first_run_id);

@@ -15,7 +15,7 @@ use toml::{Table, Value};
 
 use super::{
     validate::{parse_size, Validator},
-    JobCommand, JobSpec, Limits, Overlap, Schedule,
+    JobCommand, JobSpec, Limits, OnStoreFailure, Overlap, Schedule,
 };
 
 /// Every key a `[[job]]` accepts.
@@ -49,6 +49,7 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "retention",
     "keep_output",
     "log_output",
+    "on_store_failure",
 ];
 
 /// What a job inherits from the top of the file.
@@ -150,6 +151,7 @@ impl Validator {
             .unwrap_or(crate::store::DEFAULT_RETENTION);
         let keep_output = self.count(j, "keep_output", t.get("keep_output"));
         let log_output = self.flag(&label, "log_output", t.get("log_output"), true);
+        let on_store_failure = self.on_store_failure(&label, t.get("on_store_failure"));
 
         if self.errors.len() != before {
             return None;
@@ -179,6 +181,7 @@ impl Validator {
             retention,
             keep_output,
             log_output,
+            on_store_failure,
         })
     }
 
@@ -299,6 +302,21 @@ impl Validator {
                 Some(_) => err(self, "shell", "must not be empty".into()),
                 None => None,
             },
+        }
+    }
+
+    fn on_store_failure(&mut self, label: &str, v: Option<&Value>) -> OnStoreFailure {
+        match self.string(Some(label), "on_store_failure", v).as_deref() {
+            None | Some("run") => OnStoreFailure::Run,
+            Some("hold") => OnStoreFailure::Hold,
+            Some(other) => {
+                self.err(
+                    Some(label.to_string()),
+                    "on_store_failure",
+                    format!("unknown policy {other:?} (expected run or hold)"),
+                );
+                OnStoreFailure::Run
+            }
         }
     }
 

@@ -135,6 +135,17 @@ impl Overlap {
     }
 }
 
+/// What a job's fire does while the store cannot commit its claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStoreFailure {
+    /// Run it (availability first); the supervisor keeps a copy of the
+    /// held claim and record.
+    #[default]
+    Run,
+    /// Skip it (`store_unavailable`), recorded once the store writes.
+    Hold,
+}
+
 /// How a job is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobCommand {
@@ -224,6 +235,8 @@ pub struct JobSpec {
     /// Each line of the job's stdout and stderr also goes to cronwarden's
     /// log as it arrives (within the output log budget).
     pub log_output: bool,
+    /// `on_store_failure`: run or hold a fire the store cannot commit.
+    pub on_store_failure: OnStoreFailure,
 }
 
 /// Resource limits set in the job's process before exec (soft = hard).

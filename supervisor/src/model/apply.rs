@@ -56,6 +56,7 @@ fn rebase(j: &mut JobObs, at: Timestamp, armed: Timestamp) {
 impl Model {
     /// Applies one event line from the worker, observed at `now`.
     pub fn apply(&mut self, ev: Event, now: Instant) {
+        self.held.observe(&ev);
         match ev {
             Event::Hello { pid, version, .. } => self.hello(pid, &version, now),
             Event::Heartbeat {
@@ -73,6 +74,7 @@ impl Model {
                 self.armed_check(armed, at, now);
                 self.progress(progress);
                 self.counters.heartbeat(now, stats.as_ref());
+                self.durability(stats.as_ref());
             }
             Event::Schedule { jobs } => self.schedule(jobs),
             Event::Fire {
@@ -112,6 +114,8 @@ impl Model {
                 next_fire_at,
             } => self.queued(&job, run_id, &covers, next_fire_at),
             Event::Finish { run } => self.finished(run),
+            // Kept by `held` (above) only.
+            Event::Claimed { .. } => {}
             Event::CommandFailed { command, error } => {
                 tracing::warn!(command, "worker refused a command: {error}");
             }
@@ -134,7 +138,28 @@ impl Model {
         tracing::info!(pid, version, "worker ready");
         self.worker.hello = true;
         self.worker.hello_at = Some(now);
+        // A new worker counts its drops from zero; its predecessors' stay.
+        self.worker.records_dropped_earlier = self
+            .worker
+            .records_dropped_earlier
+            .saturating_add(std::mem::take(&mut self.worker.records_dropped));
+        self.worker.writes_held = 0;
         self.worker.last_heartbeat = Some(now);
+    }
+
+    /// What the worker's journal holds and dropped, for the durability
+    /// conditions (`judge::durability`).
+    fn durability(&mut self, stats: Option<&cronwarden_shared::stats::WorkerStats>) {
+        let w = &mut self.worker;
+        match stats {
+            Some(s) => {
+                w.records_dropped = w.records_dropped.max(s.records_dropped);
+                w.writes_held = s.writes_held;
+            }
+            // A heartbeat without stats (start-up, before the journal
+            // exists) holds nothing.
+            None => w.writes_held = 0,
+        }
     }
 
     fn beat(

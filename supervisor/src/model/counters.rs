@@ -40,6 +40,7 @@ pub(crate) const SKIP_REASONS: &[SkipReason] = &[
     SkipReason::Paused,
     SkipReason::WorkerDown,
     SkipReason::Removed,
+    SkipReason::StoreUnavailable,
 ];
 
 pub(crate) fn reason_str(r: SkipReason) -> &'static str {
@@ -49,6 +50,7 @@ pub(crate) fn reason_str(r: SkipReason) -> &'static str {
         SkipReason::Paused => "paused",
         SkipReason::WorkerDown => "worker_down",
         SkipReason::Removed => "removed",
+        SkipReason::StoreUnavailable => "store_unavailable",
     }
 }
 

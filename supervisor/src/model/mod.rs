@@ -19,6 +19,9 @@
 //! - `apply`: the worker's events, one function each;
 //! - `judge`: the detectors, the actions and the forensics wanted;
 //! - `counters`: what `/metrics` counts, recorded as events are applied.
+//!
+//! `held` is the second copy of the worker's writes not yet confirmed
+//! stored (`cronwarden_shared::held_copy`), handed to the next worker.
 
 mod apply;
 pub(crate) mod counters;
@@ -78,6 +81,14 @@ pub struct WorkerObs {
     /// When recent workers exited, for crash-loop detection.
     pub exits: VecDeque<Instant>,
     pub store_error: Option<String>,
+    /// Run records the workers of this supervisor dropped beyond their
+    /// held-write bound: the current worker's count (its last heartbeat)
+    /// plus its predecessors'. A loss, never forgotten while we run.
+    pub records_dropped: u64,
+    pub records_dropped_earlier: u64,
+    /// Store writes the current worker holds for retry (its last
+    /// heartbeat): while above zero, claims and records are not durable.
+    pub writes_held: u64,
     /// The worker's armed digest (last heartbeat), and since when it has
     /// disagreed with ours: judged when each heartbeat is applied, against
     /// our expectation as of that heartbeat (see `apply::Model::armed_check`),
@@ -163,6 +174,9 @@ pub struct Model {
     pub last_judged: Option<Instant>,
     /// The latest wall time any worker's heartbeat carried.
     pub last_worker_wall: Option<Timestamp>,
+    /// What the worker wrote that its heartbeats have not confirmed
+    /// stored: for the next worker, if this one dies.
+    pub held: cronwarden_shared::held_copy::HeldCopy,
 }
 
 /// One evaluation: the alerts that opened, were reminded or resolved, the
@@ -194,6 +208,7 @@ impl Model {
             run_events: vec![],
             last_judged: None,
             last_worker_wall: None,
+            held: Default::default(),
         };
         m.set_config(config);
         m

@@ -17,6 +17,7 @@
 
 mod clock_jump;
 mod heal;
+mod durability;
 mod job;
 mod worker;
 
@@ -167,6 +168,8 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
     }
     out.conditions.extend(worker::restarted(w, now));
     out.conditions.extend(worker::store_error(w));
+    out.conditions.extend(durability::writes_held(w));
+    out.conditions.extend(durability::records_dropped(w));
     out.conditions
         .extend(worker::reload_failed(m.reload_error.as_ref()));
     out.conditions.extend(worker::delivery_failed(&m.sinks));

@@ -21,6 +21,10 @@
 //!
 //! A file that is not a cronwarden store is never overwritten: opening it
 //! fails with an error that names it.
+//!
+//! Here: opening, the schema, job rows, a turn's writes, runs. Apart:
+//! `recovery` (a dead worker's runs in flight and run ids), `adopt` (the
+//! supervisor's copy of what a dead worker held), `alerts` (the history).
 
 use std::{
     path::{Path, PathBuf},
@@ -28,9 +32,14 @@ use std::{
 };
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 
-use crate::status::{AlertNotice, Outcome, RunRecord, Severity, SkipReason, Trigger};
+use crate::status::{Outcome, RunRecord, SkipReason, Trigger};
+
+mod adopt;
+mod alerts;
+mod recovery;
+pub use adopt::Adopted;
 
 mod marks;
 pub use marks::RunMark;
@@ -154,6 +163,7 @@ fn skip_text(r: Option<SkipReason>) -> Option<&'static str> {
         SkipReason::Paused => "paused",
         SkipReason::WorkerDown => "worker_down",
         SkipReason::Removed => "removed",
+        SkipReason::StoreUnavailable => "store_unavailable",
     })
 }
 
@@ -163,6 +173,7 @@ fn parse_skip(s: Option<String>) -> Option<SkipReason> {
         "misfire" => SkipReason::Misfire,
         "paused" => SkipReason::Paused,
         "removed" => SkipReason::Removed,
+        "store_unavailable" => SkipReason::StoreUnavailable,
         _ => SkipReason::WorkerDown,
     })
 }
@@ -411,43 +422,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Records left `running` by a dead worker become `lost`; returns them.
-    pub fn recover_lost(&mut self) -> Result<Vec<RunRecord>, StoreError> {
-        let now = Timestamp::now();
-        let lost = self.query_runs("WHERE outcome = 'running' ORDER BY id", [])?;
-        self.conn
-            .execute(
-                "UPDATE runs SET outcome = 'lost', finished_at = ?1, error = 'the worker died while the run was in flight' WHERE outcome = 'running'",
-                [ts_text(now)],
-            )
-            .map_err(self.sql("recovering lost runs"))?;
-        Ok(lost
-            .into_iter()
-            .map(|mut r| {
-                r.outcome = Outcome::Lost;
-                r.finished_at = Some(now);
-                r
-            })
-            .collect())
-    }
-
-    /// The first run id no worker can have used: above every stored run
-    /// and above every id a worker reserved ([`Write::ReserveIds`]), even
-    /// one whose records were lost with it.
-    pub fn first_free_run_id(&self) -> Result<u64, StoreError> {
-        let reserved: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'run_id_reserved'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.sql("reading the reserved run ids"))?;
-        let reserved = reserved.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        Ok(self.max_run_id()?.max(reserved).saturating_add(1))
-    }
-
     /// Writes a complete, consistent copy of this store (committed WAL
     /// frames included) to `dest`, which must not exist: how a store whose
     /// file was deleted under the open connection is saved.
@@ -469,16 +443,6 @@ impl Store {
     /// The file this store was opened from.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The highest run id ever used (0 for a new store).
-    pub fn max_run_id(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row("SELECT coalesce(max(id), 0) FROM runs", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|v| v as u64)
-            .map_err(self.sql("reading the highest run id"))
     }
 
     /// Applies a turn's writes in one transaction. A claim whose `from` no
@@ -676,88 +640,6 @@ impl Store {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(self.sql("reading runs"))?;
         Ok(rows)
-    }
-
-    /// Records an alert that opened.
-    pub fn alert_opened(&mut self, a: &AlertNotice) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO alerts (kind, job, severity, opened_at, summary, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![a.kind.as_str(), a.job, a.severity.as_str(), ts_text(a.opened_at), a.summary, a.details.to_string()],
-            )
-            .map(|_| ())
-            .map_err(self.sql("recording an alert"))
-    }
-
-    /// Records that an open alert resolved.
-    pub fn alert_resolved(&mut self, a: &AlertNotice) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE alerts SET resolved_at = ?3, summary = ?4 WHERE kind = ?1 AND job IS ?2 AND resolved_at IS NULL",
-                params![a.kind.as_str(), a.job, a.resolved_at.map(ts_text), a.summary],
-            )
-            .map(|_| ())
-            .map_err(self.sql("resolving an alert"))
-    }
-
-    /// Alerts, newest first; only the open ones unless `all`.
-    pub fn alerts(&self, all: bool, limit: u32) -> Result<Vec<AlertNotice>, StoreError> {
-        let sql = format!(
-            "SELECT kind, job, severity, opened_at, resolved_at, summary, details FROM alerts {} ORDER BY id DESC LIMIT ?1",
-            if all { "" } else { "WHERE resolved_at IS NULL" }
-        );
-        let mut st = self
-            .conn
-            .prepare(&sql)
-            .map_err(self.sql("reading alerts"))?;
-        let rows = st
-            .query_map([limit as i64], |r| {
-                let severity = match r.get::<_, String>(2)?.as_str() {
-                    "critical" => Severity::Critical,
-                    "info" => Severity::Info,
-                    _ => Severity::Warning,
-                };
-                let resolved_at = ts_parse(r.get(4)?);
-                Ok(AlertNotice {
-                    event: if resolved_at.is_some() {
-                        "resolved"
-                    } else {
-                        "opened"
-                    }
-                    .into(),
-                    kind: r.get::<_, String>(0)?.parse().map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            0,
-                            rusqlite::types::Type::Text,
-                            Box::new(e),
-                        )
-                    })?,
-                    job: r.get(1)?,
-                    severity,
-                    opened_at: ts_parse(r.get(3)?).unwrap_or_else(Timestamp::now),
-                    resolved_at,
-                    summary: r.get(5)?,
-                    host: String::new(),
-                    details: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
-                })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.sql("reading alerts"))?;
-        Ok(rows)
-    }
-
-    /// Whether a run is still recorded as in flight.
-    #[cfg(test)]
-    fn is_running(&self, id: u64) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT outcome = 'running' FROM runs WHERE id = ?1",
-                [id as i64],
-                |r| r.get::<_, bool>(0),
-            )
-            .optional()
-            .map(|v| v.unwrap_or(false))
-            .map_err(self.sql("reading a run"))
     }
 }
 
