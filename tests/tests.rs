@@ -6,6 +6,7 @@ mod util;
 
 mod alerts;
 mod cli;
+mod contain;
 mod hardening;
 mod hostile;
 mod human;

@@ -3,7 +3,8 @@
 //! Tables (an operator can read them with `sqlite3`):
 //! - `jobs`: per-job schedule state: the next fire to claim, the last
 //!   scheduled time (the `@every` anchor), paused;
-//! - `runs`: every run and every skipped fire, one row per record;
+//! - `runs`: every run and every skipped fire, one row per record (with
+//!   `containment`, since v2: the run's cgroup and what it cost, as JSON);
 //! - `alerts`: alert history;
 //! - `meta`: the schema version.
 //!
@@ -28,12 +29,12 @@ use std::{
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::status::{AlertNotice, Outcome, RunRecord, Severity, SkipReason, Trigger};
+use crate::status::{AlertNotice, Containment, Outcome, RunRecord, Severity, SkipReason, Trigger};
 
 /// The store's file name under `state_dir`.
 pub const FILE_NAME: &str = "cronwarden.db";
 /// The schema this build writes; older stores are migrated forward.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// Runs kept per job by default.
 pub(crate) const DEFAULT_RETENTION: u32 = 1000;
 
@@ -324,7 +325,7 @@ impl Store {
                 .and_then(|_| {
                     tx.execute(
                         "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                        [SCHEMA_VERSION.to_string()],
+                        ["1"],
                     )
                 })
                 .and_then(|_| tx.commit())
@@ -334,8 +335,32 @@ impl Store {
                     source,
                 })?;
         }
-        // Future versions: `if version < 2 { ... }` here, each in its own transaction.
+        if version < 2 {
+            self.migrate_v2()?;
+        }
+        // Future versions: `if version < 3 { ... }` here, each in its own transaction.
         Ok(())
+    }
+
+    /// v2: `runs.containment`, what each run was held in and cost (its
+    /// cgroup, CPU, peak memory, leftovers killed, output holder) as JSON.
+    fn migrate_v2(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
+            path: path.clone(),
+            what: "migrating to schema v2",
+            source,
+        })?;
+        tx.execute_batch(
+            "ALTER TABLE runs ADD COLUMN containment TEXT;
+             UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|source| StoreError::Sql {
+            path,
+            what: "migrating to schema v2",
+            source,
+        })
     }
 
     /// The persisted state of every job (including ones no longer configured).
@@ -626,7 +651,7 @@ impl Store {
         p: P,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
-            "SELECT id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail FROM runs {tail}"
+            "SELECT id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail, containment FROM runs {tail}"
         );
         let mut st = self
             .conn
@@ -653,6 +678,7 @@ impl Store {
                     error: r.get(14)?,
                     stdout_tail: r.get(15)?,
                     stderr_tail: r.get(16)?,
+                    contain: containment_parse(r.get(17)?),
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -766,7 +792,24 @@ fn insert_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result
         r.stdout_tail,
         r.stderr_tail,
     ])?;
+    write_containment(tx, r)
+}
+
+/// The run's containment, apart from the main insert: one JSON column, so
+/// new figures need no new column.
+fn write_containment(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
+    if r.contain == Containment::default() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(&r.contain).unwrap_or_default();
+    tx.prepare_cached("UPDATE runs SET containment = ?2 WHERE id = ?1")?
+        .execute(params![r.id as i64, json])?;
     Ok(())
+}
+
+fn containment_parse(s: Option<String>) -> Containment {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

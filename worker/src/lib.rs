@@ -49,12 +49,14 @@
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,
 //! right after the hello).
 
+mod cgroup;
 mod clock;
 mod error;
 mod events;
 mod journal;
 mod output;
 mod plan;
+mod procfs;
 mod retention;
 mod runner;
 mod scheduler;

@@ -17,7 +17,9 @@
 //! carries the error, and the supervisor raises `store_error` without
 //! replacing the worker.
 
-use std::{collections::BTreeMap, panic::AssertUnwindSafe, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap, panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration,
+};
 
 use cronwarden_shared::{
     config::Config,
@@ -39,6 +41,7 @@ use tokio::{
 use tokio_util::codec::FramedRead;
 
 use crate::{
+    cgroup::Hierarchy,
     clock::{wall_now, Clocks},
     error::WorkerError,
     events::{self, EventTx},
@@ -103,6 +106,8 @@ struct Scheduler {
     /// No store file could be reopened: `store` is an in-memory stand-in,
     /// writes are held, and reopening is tried at every check.
     store_down: bool,
+    /// Where runs get their cgroups (`None`: process groups only).
+    cgroups: Option<Arc<Hierarchy>>,
 }
 
 /// The (device, inode) of a file; `Ok(None)` when it does not exist.
@@ -147,6 +152,7 @@ impl Scheduler {
             next_identity_check: Instant::now() + IDENTITY_EVERY,
             identity_note: None,
             store_down: false,
+            cgroups: None,
         };
         s.configure(config);
         s
@@ -230,6 +236,7 @@ impl Scheduler {
             next_fire_at,
             progress: Default::default(),
             output_dir,
+            cgroups: self.cgroups.clone(),
         };
         self.running.insert(
             req.record.id,
@@ -615,6 +622,40 @@ async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, Worker
 }
 
 /// The worker's whole life: adopt descriptors, wait for the config, loop.
+/// Finds where runs get cgroups (or says once why they do not), and kills
+/// and removes the run cgroups an earlier generation left. Off the loop,
+/// bounded by [`crate::cgroup::EMPTY_BOUND`].
+async fn contain_setup(config: &Config) -> (Option<Arc<Hierarchy>>, Vec<(u64, usize)>) {
+    let (state_dir, enabled) = (config.state_dir.clone(), config.cgroups);
+    let found = tokio::task::spawn_blocking(move || {
+        let h = Hierarchy::setup(&state_dir, enabled)?;
+        let swept = h.sweep();
+        Ok::<_, crate::cgroup::CgroupError>((h, swept))
+    })
+    .await;
+    match found {
+        Ok(Ok((h, swept))) => {
+            tracing::info!(cgroup = %h.instance().display(), "runs get a cgroup each");
+            for (run, n) in &swept {
+                tracing::warn!(
+                    run,
+                    processes = n,
+                    "killed what an earlier generation's run left running"
+                );
+            }
+            (Some(Arc::new(h)), swept)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("{e}: runs are held by their process groups only");
+            (None, vec![])
+        }
+        Err(e) => {
+            tracing::warn!("cgroup set-up did not finish: {e}");
+            (None, vec![])
+        }
+    }
+}
+
 pub(crate) async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     LocalSet::new().run_until(run_local(args)).await
 }
@@ -669,8 +710,14 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     else {
         return Ok(());
     };
+    // What an earlier generation left running is killed before anything
+    // fires (issue 15: old runs kept running beside new ones).
+    let (cgroups, swept) = contain_setup(&config).await;
     // Runs left `running` belonged to a worker that died: they are lost.
-    for lost in lost {
+    for mut lost in lost {
+        if let Some((_, n)) = swept.iter().find(|(id, _)| *id == lost.id) {
+            lost.contain.leftovers_killed = Some(*n as u32);
+        }
         tracing::error!(job = %lost.job, run = lost.id, "run recorded lost: its worker died while it was running");
         events.send(Event::Finish { run: lost });
     }
@@ -681,6 +728,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         done_tx,
         (first_run_id, reserved),
     );
+    sched.cgroups = cgroups.clone();
     tracing::info!(jobs = config.jobs.len(), "worker started");
     for cmd in replay {
         sched.command(cmd);
@@ -725,6 +773,9 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         }
     }
     drop(sched);
+    if let Some(h) = cgroups {
+        h.remove_instance();
+    }
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     Ok(())

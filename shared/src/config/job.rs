@@ -15,7 +15,7 @@ use toml::{Table, Value};
 
 use super::{
     validate::{parse_size, Validator},
-    JobCommand, JobSpec, Limits, Overlap, Schedule,
+    JobCommand, JobSpec, Leftovers, Limits, Overlap, Schedule,
 };
 
 /// Every key a `[[job]]` accepts.
@@ -45,6 +45,11 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "ping_url",
     "retention",
     "keep_output",
+    "leftovers",
+    "limit_nproc",
+    "memory_max",
+    "pids_max",
+    "cpu_weight",
 ];
 
 /// What a job inherits from the top of the file.
@@ -144,6 +149,7 @@ impl Validator {
             .count(j, "retention", t.get("retention"))
             .unwrap_or(crate::store::DEFAULT_RETENTION);
         let keep_output = self.count(j, "keep_output", t.get("keep_output"));
+        let leftovers = self.leftovers(&label, t.get("leftovers"));
 
         if self.errors.len() != before {
             return None;
@@ -171,6 +177,7 @@ impl Validator {
             ping_url,
             retention,
             keep_output,
+            leftovers,
         })
     }
 
@@ -278,6 +285,21 @@ impl Validator {
                 Some(_) => err(self, "shell", "must not be empty".into()),
                 None => None,
             },
+        }
+    }
+
+    fn leftovers(&mut self, label: &str, v: Option<&Value>) -> Leftovers {
+        match self.string(Some(label), "leftovers", v).as_deref() {
+            None | Some("kill") => Leftovers::Kill,
+            Some("keep") => Leftovers::Keep,
+            Some(other) => {
+                self.err(
+                    Some(label.to_string()),
+                    "leftovers",
+                    format!("unknown value {other:?} (expected kill or keep)"),
+                );
+                Leftovers::Kill
+            }
         }
     }
 
@@ -405,7 +427,8 @@ impl Validator {
         (user, group)
     }
 
-    /// `limit_nofile`, `limit_as` and `limit_cpu`.
+    /// `limit_nofile`, `limit_as`, `limit_cpu`, `limit_nproc`, and the
+    /// cgroup limits `memory_max`, `pids_max` and `cpu_weight`.
     fn limits(&mut self, label: &str, t: &Table) -> Limits {
         let j = Some(label);
         let nofile = self
@@ -425,10 +448,39 @@ impl Validator {
             .duration(j, "limit_cpu", t.get("limit_cpu"), false)
             .flatten()
             .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        let nproc = self
+            .count(j, "limit_nproc", t.get("limit_nproc"))
+            .map(u64::from);
+        let memory_max = match t.get("memory_max") {
+            None => None,
+            Some(v) => match parse_size(v) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.err(Some(label.to_string()), "memory_max", e);
+                    None
+                }
+            },
+        };
+        let pids_max = self.count(j, "pids_max", t.get("pids_max")).map(u64::from);
+        let cpu_weight = match self.count(j, "cpu_weight", t.get("cpu_weight")) {
+            Some(w) if w > 10_000 => {
+                self.err(
+                    Some(label.to_string()),
+                    "cpu_weight",
+                    format!("must be from 1 to 10000, found {w}"),
+                );
+                None
+            }
+            w => w,
+        };
         Limits {
             nofile,
             address_space,
             cpu_seconds,
+            nproc,
+            memory_max,
+            pids_max,
+            cpu_weight,
         }
     }
 }

@@ -191,6 +191,21 @@ pub struct JobSpec {
     /// Keep the full output of the newest N runs in files under
     /// `<state_dir>/output/<job>/` (off when `None`).
     pub keep_output: Option<u32>,
+    /// What happens to processes the job leaves behind when its main
+    /// process exits.
+    pub leftovers: Leftovers,
+}
+
+/// `leftovers`: what becomes of a run's processes still alive when its
+/// main process exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Killed (the whole cgroup, or the process group without cgroups),
+    /// and counted in the run record: systemd's control-group mode.
+    #[default]
+    Kill,
+    /// Left running (until the next start of cronwarden sweeps them).
+    Keep,
 }
 
 /// Resource limits set in the job's process before exec (soft = hard).
@@ -202,6 +217,15 @@ pub struct Limits {
     pub address_space: Option<u64>,
     /// RLIMIT_CPU: CPU time, whole seconds (rounded up).
     pub cpu_seconds: Option<u64>,
+    /// RLIMIT_NPROC: processes of the job's user (not enforced for root:
+    /// pair it with `user`). The fallback for `pids_max`.
+    pub nproc: Option<u64>,
+    /// cgroup `memory.max`, bytes (needs the memory controller).
+    pub memory_max: Option<u64>,
+    /// cgroup `pids.max` (needs the pids controller).
+    pub pids_max: Option<u64>,
+    /// cgroup `cpu.weight`, 1..=10000 (needs the cpu controller).
+    pub cpu_weight: Option<u32>,
 }
 
 /// A header value of a webhook: literal, or read from the supervisor's
@@ -273,6 +297,9 @@ pub struct Config {
     pub control_group: Option<(String, u32)>,
     /// Metrics listener, host heartbeat URL, log files.
     pub integrations: Integrations,
+    /// `cgroups`: a cgroup v2 per run where one can be made (default);
+    /// `false` keeps runs in process groups only.
+    pub cgroups: bool,
 }
 
 impl Config {
@@ -331,6 +358,18 @@ impl Config {
             )
             .flatten();
         let sinks = v.sinks(table.get("alert"));
+        let cgroups = match table.get("cgroups") {
+            None => true,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
+                v.err(
+                    None,
+                    "cgroups",
+                    format!("must be true or false, found {other}"),
+                );
+                true
+            }
+        };
         let jobs = v.jobs(
             table.get("job"),
             &JobDefaults {
@@ -355,6 +394,7 @@ impl Config {
             socket_group,
             control_group,
             integrations,
+            cgroups,
         })
     }
 
@@ -418,6 +458,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "alert_repeat_after",
     "socket_group",
     "control_group",
+    "cgroups",
 ];
 
 impl Validator {

@@ -49,6 +49,10 @@ pub(crate) fn runs(
                     (None, _) => "-".into(),
                 },
                 format!("{}/{}", r.stdout_bytes, r.stderr_bytes),
+                cpu_text(r.contain.cpu_usec),
+                r.contain
+                    .leftovers_killed
+                    .map_or_else(|| "-".into(), |n| n.to_string()),
             ]
         })
         .collect();
@@ -62,6 +66,8 @@ pub(crate) fn runs(
             "EXIT",
             "TOOK",
             "OUT/ERR BYTES",
+            "CPU",
+            "LEFTOVERS KILLED",
         ],
         &rows,
         &[3],
@@ -72,6 +78,11 @@ pub(crate) fn runs(
 
 /// The reason as the JSON names it: asked of serde, so the words shown
 /// here and the ones `--json` prints come from one list.
+/// CPU time as seconds with two decimals (`-` without a cgroup).
+fn cpu_text(usec: Option<u64>) -> String {
+    usec.map_or_else(|| "-".into(), |u| format!("{:.2}s", u as f64 / 1e6))
+}
+
 fn reason_word(reason: SkipReason) -> String {
     match serde_json::to_value(reason) {
         Ok(serde_json::Value::String(s)) => s,
