@@ -27,6 +27,7 @@ mod check;
 mod client;
 mod discover;
 mod explain;
+mod host_limits;
 mod import;
 mod lint;
 mod man;

@@ -203,6 +203,18 @@ fn job_series(t: &mut Text, mx: &Counters) {
             &j.duration,
         );
     }
+    t.family(
+        "cronwarden_run_cpu_seconds_total",
+        "counter",
+        "CPU time of finished runs by job (from each run's cgroup; 0 without cgroups), since the supervisor started.",
+    );
+    for (job, j) in &mx.jobs {
+        t.sample(
+            "cronwarden_run_cpu_seconds_total",
+            &[("job", job)],
+            j.cpu_usec as f64 / 1e6,
+        );
+    }
 }
 
 /// Restarts and heartbeat age, over every worker.

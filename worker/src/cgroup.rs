@@ -30,7 +30,7 @@ use cronwarden_shared::config::Limits;
 
 /// Why there is no cgroup for runs: said once at start, with the reason.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CgroupError {
+pub enum CgroupError {
     #[error("cgroups are turned off ({0})")]
     Off(&'static str),
     #[error("no cgroup2 hierarchy is mounted (/proc/self/mountinfo)")]
@@ -143,26 +143,45 @@ fn populated_in(events: &str) -> bool {
         .any(|l| l.split_whitespace().eq(["populated", "1"]))
 }
 
+/// Without changing anything: whether runs started by this process (or a
+/// worker in the same cgroup) would get cgroups, and which controllers
+/// they could use; or why not. For `cronwarden check`.
+pub fn probe(enabled: bool) -> Result<Vec<String>, String> {
+    let own = locate(enabled).map_err(|e| e.to_string())?;
+    nix::unistd::access(&own, nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| format!("cgroup {} is not writable: {e}", own.display()))?;
+    Ok(std::fs::read_to_string(own.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Our own cgroup's directory, unless cgroups are turned off.
+fn locate(enabled: bool) -> Result<PathBuf, CgroupError> {
+    if !enabled {
+        return Err(CgroupError::Off("config: cgroups = false"));
+    }
+    if std::env::var_os(NO_CGROUPS_ENV).is_some_and(|v| v != "0" && !v.is_empty()) {
+        return Err(CgroupError::Off("CRONWARDEN_NO_CGROUPS is set"));
+    }
+    let read = |p: &str| {
+        std::fs::read_to_string(p).map_err(|source| CgroupError::Read {
+            path: p.into(),
+            source,
+        })
+    };
+    let (mount, root) =
+        cgroup2_mount(&read("/proc/self/mountinfo")?).ok_or(CgroupError::NoMount)?;
+    let own = own_cgroup(&read("/proc/self/cgroup")?).ok_or(CgroupError::NoOwnCgroup)?;
+    own_dir(&mount, &root, &own).ok_or(CgroupError::NoOwnCgroup)
+}
+
 impl Hierarchy {
     /// Finds our cgroup in a writable cgroup2 hierarchy and makes the
     /// instance directory, or says why runs fall back to process groups.
     pub(crate) fn setup(state_dir: &Path, enabled: bool) -> Result<Hierarchy, CgroupError> {
-        if !enabled {
-            return Err(CgroupError::Off("config: cgroups = false"));
-        }
-        if std::env::var_os(NO_CGROUPS_ENV).is_some_and(|v| v != "0" && !v.is_empty()) {
-            return Err(CgroupError::Off("CRONWARDEN_NO_CGROUPS is set"));
-        }
-        let read = |p: &str| {
-            std::fs::read_to_string(p).map_err(|source| CgroupError::Read {
-                path: p.into(),
-                source,
-            })
-        };
-        let (mount, root) =
-            cgroup2_mount(&read("/proc/self/mountinfo")?).ok_or(CgroupError::NoMount)?;
-        let own = own_cgroup(&read("/proc/self/cgroup")?).ok_or(CgroupError::NoOwnCgroup)?;
-        let own = own_dir(&mount, &root, &own).ok_or(CgroupError::NoOwnCgroup)?;
+        let own = locate(enabled)?;
         let instance = own.join(instance_name(state_dir));
         mkdir(&instance)?;
         // Offer the run cgroups what our own cgroup offers the instance

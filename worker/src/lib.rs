@@ -21,13 +21,19 @@
 //!   are never dropped; only records beyond the bound are, counted in the
 //!   heartbeat's stats);
 //! - [`retention`]: pruning old records, a few jobs per sweep;
-//! - [`runner`]: one run of one job, in its own process group, under a
-//!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe; it
-//!   completes the run record the plan made;
+//! - [`runner`]: one run of one job, in its own process group (and its
+//!   cgroup), under a timeout that escalates SIGTERM → SIGKILL
+//!   (`cgroup.kill`) and never hangs on a pipe; it kills what the run left
+//!   behind and completes the run record the plan made;
 //! - [`output`]: byte counts and a bounded tail of a job's output;
 //! - [`events`]: the NDJSON event pipe to the supervisor;
 //! - [`error`]: the worker's error type, naming the descriptor, path or
 //!   program at fault;
+//! - [`cgroup`]: a cgroup v2 per run where one can be made: placing the
+//!   job in it before exec, `cgroup.kill`, CPU and peak memory, limits,
+//!   and the sweep of what an earlier generation left;
+//! - [`procfs`]: reading /proc about a run's processes (its process group
+//!   without cgroups, who holds its output pipe);
 //! - [`sys`]: raw system calls: the inherited descriptors, what a job may
 //!   inherit, and the set-up of a job between fork and exec (credentials,
 //!   niceness, limits); the only `unsafe` in this crate.
@@ -64,6 +70,8 @@ mod sys;
 mod takeover;
 
 use std::process::ExitCode;
+
+pub use cgroup::probe as probe_cgroups;
 
 /// How the supervisor started this worker.
 #[derive(Debug, Clone)]
