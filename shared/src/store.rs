@@ -839,6 +839,49 @@ mod tests {
         r
     }
 
+    /// A v1 store (as written before containment) is migrated in place:
+    /// its runs read back with no containment, and new records keep
+    /// theirs.
+    #[test]
+    fn a_v1_store_migrates_and_containment_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute_batch(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+                 INSERT INTO runs (id, job, trigger, outcome) VALUES (1, 'old', 'manual', 'success');",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let old = s.runs("old", 10).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].contain, Containment::default());
+        let mut r = run(2, "new", Outcome::Success);
+        r.contain = Containment {
+            cgroup: Some("/sys/fs/cgroup/x/run-2".into()),
+            cpu_usec: Some(1_000_000),
+            memory_peak: None,
+            leftovers_killed: Some(3),
+            output_holder: Some("42 (sleep)".into()),
+        };
+        s.apply(&[Write::Insert(r.clone())]).unwrap();
+        drop(s);
+        let s = Store::open_readonly(&path).unwrap();
+        assert_eq!(s.runs("new", 10).unwrap()[0].contain, r.contain);
+        let v: String = s
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, "2");
+    }
+
     #[test]
     fn reconcile_removes_ghosts_keeps_history_and_state() {
         let dir = tempfile::tempdir().unwrap();

@@ -562,7 +562,11 @@ impl Scheduler {
     }
 
     fn longest_stop(&self) -> Duration {
-        self.plan.longest_kill_grace() + runner::REAP_BOUND + runner::DRAIN + Duration::from_secs(2)
+        self.plan.longest_kill_grace()
+            + runner::REAP_BOUND
+            + runner::DRAIN
+            + crate::cgroup::EMPTY_BOUND
+            + Duration::from_secs(2)
     }
 }
 

@@ -586,6 +586,68 @@ mod tests {
     }
 
     #[test]
+    fn containment_keys_are_validated_by_key() {
+        let job = |extra: &str| {
+            format!("[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\n{extra}\n")
+        };
+        for (extra, want) in [
+            (
+                "leftovers = \"maybe\"",
+                "key \"leftovers\": unknown value \"maybe\"",
+            ),
+            (
+                "limit_nproc = 0",
+                "key \"limit_nproc\": must be a positive integer",
+            ),
+            ("memory_max = \"lots\"", "key \"memory_max\": invalid size"),
+            (
+                "pids_max = -1",
+                "key \"pids_max\": must be a positive integer",
+            ),
+            (
+                "cpu_weight = 10001",
+                "key \"cpu_weight\": must be from 1 to 10000",
+            ),
+        ] {
+            let errs = errors(&job(extra));
+            assert!(errs.iter().any(|e| e.contains(want)), "{extra}: {errs:?}");
+        }
+        let errs = errors(&format!("cgroups = \"no\"\n{}", job("")));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("key \"cgroups\": must be true or false")),
+            "{errs:?}"
+        );
+        let c = Config::parse(Path::new("/etc/cw.toml"), &job("")).unwrap();
+        assert_eq!(
+            c.jobs[0].leftovers,
+            super::Leftovers::Kill,
+            "kill by default"
+        );
+        assert!(c.cgroups, "cgroups on by default");
+        let c = Config::parse(
+            Path::new("/etc/cw.toml"),
+            &format!(
+                "cgroups = false\n{}",
+                job("leftovers = \"keep\"\nlimit_nproc = 20\nmemory_max = \"64M\"\npids_max = 50\ncpu_weight = 200")
+            ),
+        )
+        .unwrap();
+        let j = &c.jobs[0];
+        assert!(!c.cgroups);
+        assert_eq!(j.leftovers, super::Leftovers::Keep);
+        assert_eq!(
+            (
+                j.limits.nproc,
+                j.limits.memory_max,
+                j.limits.pids_max,
+                j.limits.cpu_weight
+            ),
+            (Some(20), Some(64 << 20), Some(50), Some(200))
+        );
+    }
+
+    #[test]
     fn timeout_none_must_be_explicit() {
         let c = Config::parse(
             Path::new("c.toml"),
