@@ -194,25 +194,40 @@ fn the_process_group_fallback_kills_what_stays_in_the_group() {
     escapees_killed_at_run_end(NO_CGROUPS, false);
 }
 
-#[test]
-fn escapees_are_killed_at_timeout_with_a_cgroup() {
-    if !cgroups_or_skip() {
-        return;
-    }
+/// At timeout, the escapees die with the run's cgroup; without cgroups,
+/// the one still in the process group does.
+fn escapees_killed_at_timeout(vars: &[(&str, &str)], with_cgroup: bool) {
     let env = Env::new("");
     env.write_config(&job_config(
         "hang",
         &escapees(env.dir.path(), true),
         "timeout = \"3s\"",
     ));
-    let _sup = env.start();
+    let _sup = env.start_with(vars);
     env.wait_ok(LONG);
     trigger(&env, "hang");
     let pids = escapee_pids(&env);
     let _reap = Reap(pids.clone());
     let run = finished_run(&env, "hang");
     assert_eq!(run["outcome"], "timeout", "{run}");
-    all_gone(&pids, "at the timeout");
+    if with_cgroup {
+        all_gone(&pids, "at the timeout");
+    } else {
+        all_gone(&pids[1..2], "at the timeout (the double-forked one)");
+    }
+}
+
+#[test]
+fn escapees_are_killed_at_timeout_with_a_cgroup() {
+    if !cgroups_or_skip() {
+        return;
+    }
+    escapees_killed_at_timeout(&[], true);
+}
+
+#[test]
+fn the_process_group_fallback_kills_the_group_at_timeout() {
+    escapees_killed_at_timeout(NO_CGROUPS, false);
 }
 
 #[test]
