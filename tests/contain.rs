@@ -268,6 +268,17 @@ fn a_new_generation_kills_what_a_crashed_one_left() {
     if !cgroups_or_skip() {
         return;
     }
+    new_generation_kills(&[]);
+}
+
+/// The same without cgroups: the run's process group and its leader's
+/// start time were stored while it ran.
+#[test]
+fn a_new_generation_kills_a_crashed_ones_process_group_without_cgroups() {
+    new_generation_kills(NO_CGROUPS);
+}
+
+fn new_generation_kills(vars: &[(&str, &str)]) {
     let env = Env::new("");
     let d = env.dir.path().display();
     // Each run appends its pid and stays; the old run still alive (not a
@@ -282,7 +293,7 @@ fn a_new_generation_kills_what_a_crashed_one_left() {
     env.write_config(&format!(
         "[[job]]\nname = \"stay\"\nschedule = \"* * * * * *\"\noverlap = \"skip\"\nshell = {body:?}\n"
     ));
-    let mut sup = env.start();
+    let mut sup = env.start_with(vars);
     let first = wait_until("the first run started", LONG, || {
         read_pids(&env.path("pids.txt")).first().copied()
     });
@@ -294,7 +305,7 @@ fn a_new_generation_kills_what_a_crashed_one_left() {
     let _ = sup.child.wait();
     wait_until("the worker gone", GONE, || (!alive(worker)).then_some(()));
     assert!(alive(first), "the run survived the crash (the premise)");
-    let _sup = env.start();
+    let _sup = env.start_with(vars);
     all_gone(&[first], "after the next start");
     let second = wait_until("a run of the new generation", LONG, || {
         read_pids(&env.path("pids.txt")).get(1).copied()

@@ -166,6 +166,13 @@ pub struct Containment {
     /// (`pid (name)`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_holder: Option<String>,
+    /// Without a cgroup: the run's process group and its leader's start
+    /// time (clock ticks since boot), kept while it runs so that a new
+    /// generation can kill it after a crash, and only it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_start: Option<u64>,
 }
 
 impl RunRecord {

@@ -866,6 +866,8 @@ mod tests {
             memory_peak: None,
             leftovers_killed: Some(3),
             output_holder: Some("42 (sleep)".into()),
+            pgid: Some(42),
+            leader_start: Some(12345),
         };
         s.apply(&[Write::Insert(r.clone())]).unwrap();
         drop(s);

@@ -12,6 +12,37 @@ pub(crate) fn group_and_session(stat: &str) -> Option<(i32, i32)> {
     Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
 }
 
+/// A process's start time (clock ticks since boot), field 22 of its stat.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_in(&stat)
+}
+
+fn start_time_in(stat: &str) -> Option<u64> {
+    // After the name: field 3 (state) is the first; 22 is the 20th.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Kills process group `pgid` if its leader is still the process that
+/// started at `leader_start` (a reused pid is never signalled; a group
+/// whose leader is gone cannot be told apart, and is left). Returns how
+/// many processes were in it.
+pub(crate) fn kill_group_if_same(pgid: u32, leader_start: u64) -> usize {
+    if pgid <= 1 || start_time(pgid) != Some(leader_start) {
+        return 0;
+    }
+    let members = group_members(pgid).len();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    members
+}
+
 /// Every live process in process group `pgid`.
 pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -68,6 +99,13 @@ mod tests {
         let stat = "4242 (a) b (c)) S 1 4240 4239 0 -1 4194560 0 0";
         assert_eq!(group_and_session(stat), Some((4240, 4239)));
         assert_eq!(group_and_session("garbage"), None);
+    }
+
+    #[test]
+    fn reads_the_start_time() {
+        let stat = "4242 (a b) S 1 4240 4239 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(start_time_in(stat), Some(987_654));
+        assert!(start_time(std::process::id()).is_some());
     }
 
     #[test]

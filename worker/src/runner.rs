@@ -60,6 +60,10 @@ pub(crate) struct RunRequest {
     pub output_dir: Option<std::path::PathBuf>,
     /// Where the run's cgroup is made; `None`: process group only.
     pub cgroups: Option<Arc<Hierarchy>>,
+    /// Where a run without a cgroup sends its record once started, with
+    /// its process group and the leader's start time, to be stored while
+    /// it runs (a new generation kills it after a crash).
+    pub started_tx: Option<tokio::sync::mpsc::UnboundedSender<RunRecord>>,
 }
 
 /// Why a run was stopped from outside.
@@ -196,6 +200,13 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
         }
     };
     let pid = child.id().unwrap_or(0);
+    if cgroup.is_none() && pid != 0 {
+        record.contain.pgid = Some(pid);
+        record.contain.leader_start = procfs::start_time(pid);
+        if let Some(tx) = &req.started_tx {
+            let _ = tx.send(record.clone());
+        }
+    }
     let pipes = pipe_inodes(&child);
     announce(&req, pid, &pipes, &events);
     let (out_file, err_file) = match &req.output_dir {

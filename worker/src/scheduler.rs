@@ -24,7 +24,7 @@ use std::{
 use cronwarden_shared::{
     config::Config,
     stats::WorkerStats,
-    status::RunRecord,
+    status::{Outcome, RunRecord},
     store::{self, Store, Write},
     wire::{ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_COMMAND_LINE},
     VERSION,
@@ -237,6 +237,7 @@ impl Scheduler {
             progress: Default::default(),
             output_dir,
             cgroups: self.cgroups.clone(),
+            started_tx: Some(self.done_tx.clone()),
         };
         self.running.insert(
             req.record.id,
@@ -516,6 +517,15 @@ impl Scheduler {
     /// A run ended: the plan records it, releases its busy flag and may
     /// start a queued fire.
     fn finished(&mut self, record: RunRecord) {
+        if record.outcome == Outcome::Running {
+            // Not an end: a run without a cgroup says which process group
+            // it holds (sent before its end, on the same channel).
+            if let Some(run) = self.running.get_mut(&record.id) {
+                run.record = record.clone();
+                self.fx.writes.push(Write::Insert(record));
+            }
+            return;
+        }
         self.running.remove(&record.id);
         self.guarded("finish", |s| s.plan.finished(record, wall_now(), &mut s.fx));
     }
@@ -626,6 +636,35 @@ async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, Worker
 }
 
 /// The worker's whole life: adopt descriptors, wait for the config, loop.
+/// Kills the process groups of runs a dead worker left without a cgroup,
+/// each only if its leader is still the process that started it. Returns
+/// (run id, processes killed). Off the loop.
+async fn kill_lost_groups(lost: &[RunRecord]) -> Vec<(u64, usize)> {
+    let groups: Vec<(u64, u32, u64)> = lost
+        .iter()
+        .filter_map(|r| Some((r.id, r.contain.pgid?, r.contain.leader_start?)))
+        .collect();
+    if groups.is_empty() {
+        return vec![];
+    }
+    tokio::task::spawn_blocking(move || {
+        groups
+            .into_iter()
+            .map(|(id, pgid, start)| (id, crate::procfs::kill_group_if_same(pgid, start)))
+            .filter(|(_, n)| *n > 0)
+            .inspect(|(run, n)| {
+                tracing::warn!(
+                    run,
+                    processes = n,
+                    "killed what an earlier generation's run left running"
+                )
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
 /// Finds where runs get cgroups (or says once why they do not), and kills
 /// and removes the run cgroups an earlier generation left. Off the loop,
 /// bounded by [`crate::cgroup::EMPTY_BOUND`].
@@ -716,7 +755,8 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     };
     // What an earlier generation left running is killed before anything
     // fires (issue 15: old runs kept running beside new ones).
-    let (cgroups, swept) = contain_setup(&config).await;
+    let (cgroups, mut swept) = contain_setup(&config).await;
+    swept.extend(kill_lost_groups(&lost).await);
     // Runs left `running` belonged to a worker that died: they are lost.
     for mut lost in lost {
         if let Some((_, n)) = swept.iter().find(|(id, _)| *id == lost.id) {
@@ -769,9 +809,10 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     while left > 0 {
         match tokio::time::timeout_at(until, done_rx.recv()).await {
             Ok(Some(record)) => {
+                let ended = record.outcome != Outcome::Running;
                 sched.finished(record);
                 sched.flush();
-                left -= 1;
+                left -= usize::from(ended);
             }
             _ => break,
         }
