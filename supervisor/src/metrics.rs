@@ -411,6 +411,25 @@ mod tests {
     }
 
     #[test]
+    fn run_cpu_time_adds_up_by_job() {
+        use cronwarden_shared::status::{Outcome, RunRecord, Trigger};
+        let mut mx = Counters::default();
+        mx.jobs.insert("burn".into(), Default::default());
+        for (id, cpu) in [(1, Some(1_500_000)), (2, None), (3, Some(250_000))] {
+            let mut r = RunRecord::new(id, "burn", vec![], Trigger::Manual, Outcome::Success);
+            r.contain.cpu_usec = cpu;
+            mx.finished(&r);
+        }
+        let mut t = Text(String::new());
+        job_series(&mut t, &mx);
+        assert!(
+            t.0.contains("cronwarden_run_cpu_seconds_total{job=\"burn\"} 1.75\n"),
+            "{}",
+            t.0
+        );
+    }
+
+    #[test]
     fn histogram_buckets_are_cumulative_and_end_in_inf() {
         let b = [1.0, 2.0];
         let mut h = Histogram::new(&b);
