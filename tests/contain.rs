@@ -300,6 +300,10 @@ fn new_generation_kills(vars: &[(&str, &str)]) {
     let _reap = Reap(vec![first]);
     let status = env.wait_ok(LONG);
     let worker = status["worker"]["pid"].as_u64().unwrap() as u32;
+    // Both stopped first, so that neither sees the other die and stops
+    // the run itself: a crash of both at once.
+    kill(sup.pid(), nix::sys::signal::Signal::SIGSTOP);
+    kill(worker, nix::sys::signal::Signal::SIGSTOP);
     kill(sup.pid(), nix::sys::signal::Signal::SIGKILL);
     kill(worker, nix::sys::signal::Signal::SIGKILL);
     let _ = sup.child.wait();

@@ -32,6 +32,9 @@
 //! - [`cgroup`]: a cgroup v2 per run where one can be made: placing the
 //!   job in it before exec, `cgroup.kill`, CPU and peak memory, limits,
 //!   and the sweep of what an earlier generation left;
+//! - [`sweep`]: at start, killing what an earlier generation left running
+//!   (its run cgroups; without cgroups, the stored process groups of runs
+//!   recorded lost), before anything fires;
 //! - [`procfs`]: reading /proc about a run's processes (its process group
 //!   without cgroups, who holds its output pipe);
 //! - [`sys`]: raw system calls: the inherited descriptors, what a job may
@@ -66,6 +69,7 @@ mod procfs;
 mod retention;
 mod runner;
 mod scheduler;
+mod sweep;
 mod sys;
 mod takeover;
 

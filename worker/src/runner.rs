@@ -410,7 +410,7 @@ async fn end_leftovers(
     stopped: bool,
     record: &mut RunRecord,
 ) {
-    if job.leftovers == Leftovers::Keep && !stopped {
+    if (job.leftovers == Leftovers::Keep && !stopped) || pid == 0 {
         return;
     }
     let group_alive = || nix::sys::signal::killpg(Pid::from_raw(pid as i32), None).is_ok();

@@ -49,7 +49,7 @@ use crate::{
     plan::{self, Effects, Plan, Spawn},
     retention::Pruner,
     runner::{self, RunRequest, StopHandle},
-    sys,
+    sweep, sys,
     takeover::{take_over_store, TakeOver, LOOP_BUSY_TIMEOUT},
     WorkerArgs,
 };
@@ -636,69 +636,6 @@ async fn first_config(rx: &mut mpsc::Receiver<Command>) -> Result<Config, Worker
 }
 
 /// The worker's whole life: adopt descriptors, wait for the config, loop.
-/// Kills the process groups of runs a dead worker left without a cgroup,
-/// each only if its leader is still the process that started it. Returns
-/// (run id, processes killed). Off the loop.
-async fn kill_lost_groups(lost: &[RunRecord]) -> Vec<(u64, usize)> {
-    let groups: Vec<(u64, u32, u64)> = lost
-        .iter()
-        .filter_map(|r| Some((r.id, r.contain.pgid?, r.contain.leader_start?)))
-        .collect();
-    if groups.is_empty() {
-        return vec![];
-    }
-    tokio::task::spawn_blocking(move || {
-        groups
-            .into_iter()
-            .map(|(id, pgid, start)| (id, crate::procfs::kill_group_if_same(pgid, start)))
-            .filter(|(_, n)| *n > 0)
-            .inspect(|(run, n)| {
-                tracing::warn!(
-                    run,
-                    processes = n,
-                    "killed what an earlier generation's run left running"
-                )
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
-}
-
-/// Finds where runs get cgroups (or says once why they do not), and kills
-/// and removes the run cgroups an earlier generation left. Off the loop,
-/// bounded by [`crate::cgroup::EMPTY_BOUND`].
-async fn contain_setup(config: &Config) -> (Option<Arc<Hierarchy>>, Vec<(u64, usize)>) {
-    let (state_dir, enabled) = (config.state_dir.clone(), config.cgroups);
-    let found = tokio::task::spawn_blocking(move || {
-        let h = Hierarchy::setup(&state_dir, enabled)?;
-        let swept = h.sweep();
-        Ok::<_, crate::cgroup::CgroupError>((h, swept))
-    })
-    .await;
-    match found {
-        Ok(Ok((h, swept))) => {
-            tracing::info!(cgroup = %h.instance().display(), "runs get a cgroup each");
-            for (run, n) in &swept {
-                tracing::warn!(
-                    run,
-                    processes = n,
-                    "killed what an earlier generation's run left running"
-                );
-            }
-            (Some(Arc::new(h)), swept)
-        }
-        Ok(Err(e)) => {
-            tracing::warn!("{e}: runs are held by their process groups only");
-            (None, vec![])
-        }
-        Err(e) => {
-            tracing::warn!("cgroup set-up did not finish: {e}");
-            (None, vec![])
-        }
-    }
-}
-
 pub(crate) async fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     LocalSet::new().run_until(run_local(args)).await
 }
@@ -755,8 +692,8 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     };
     // What an earlier generation left running is killed before anything
     // fires (issue 15: old runs kept running beside new ones).
-    let (cgroups, mut swept) = contain_setup(&config).await;
-    swept.extend(kill_lost_groups(&lost).await);
+    let (cgroups, mut swept) = sweep::contain_setup(&config).await;
+    swept.extend(sweep::kill_lost_groups(&lost).await);
     // Runs left `running` belonged to a worker that died: they are lost.
     for mut lost in lost {
         if let Some((_, n)) = swept.iter().find(|(id, _)| *id == lost.id) {
