@@ -11,6 +11,7 @@ mod container;
 mod edge;
 mod dropin;
 mod clock;
+mod contain;
 mod hardening;
 mod hostile;
 mod human;

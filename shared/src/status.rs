@@ -154,6 +154,42 @@ pub struct RunRecord {
     pub stdout_tail: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr_tail: String,
+    /// What the run held and cost (see [`Containment`]).
+    #[serde(flatten)]
+    pub contain: Containment,
+}
+
+/// What a run's processes were held in and what they cost: the cgroup
+/// (or, without one, the process group), CPU and peak memory, and what
+/// was left behind when the main process exited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Containment {
+    /// The run's cgroup (absent: process group only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// CPU time of all the run's processes, µs (cgroup `cpu.stat`); null
+    /// without a cgroup.
+    #[serde(default)]
+    pub cpu_usec: Option<u64>,
+    /// Peak memory of the run, bytes (`memory.peak`); null where the
+    /// memory controller is not delegated.
+    #[serde(default)]
+    pub memory_peak: Option<u64>,
+    /// Processes still alive after the main process exited (or after the
+    /// run was stopped), killed at the run's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leftovers_killed: Option<u32>,
+    /// The process still holding the run's output open when it ended
+    /// (`pid (name)`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_holder: Option<String>,
+    /// Without a cgroup: the run's process group and its leader's start
+    /// time (clock ticks since boot), kept while it runs so that a new
+    /// generation can kill it after a crash, and only it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_start: Option<u64>,
 }
 
 impl RunRecord {
@@ -185,6 +221,7 @@ impl RunRecord {
             error: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            contain: Containment::default(),
         }
     }
 }
@@ -497,6 +534,7 @@ mod tests {
             error: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            contain: Containment::default(),
         }
     }
 
@@ -508,7 +546,8 @@ mod tests {
                     "covers": ["2026-11-22T03:00:00Z"], "trigger": "schedule",
                     "started_at": "2026-11-22T03:00:00.001Z", "finished_at": "2026-11-22T03:00:00.813Z",
                     "outcome": "success", "skip_reason": null, "exit_code": 0, "signal": null,
-                    "duration_ms": 812, "stdout_bytes": 120, "stderr_bytes": 0 })
+                    "duration_ms": 812, "stdout_bytes": 120, "stderr_bytes": 0,
+                    "cpu_usec": null, "memory_peak": null })
         );
     }
 

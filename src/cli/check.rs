@@ -7,7 +7,7 @@ use std::{io::Write, path::Path, process::ExitCode};
 use cronwarden_shared::config::Config;
 use jiff::Timestamp;
 
-use super::{lint, render::check as view};
+use super::{host_limits, lint, render::check as view};
 
 pub(crate) fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
@@ -27,7 +27,13 @@ pub(crate) fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
     };
     let now = Timestamp::now();
-    let warnings = lint::lint(&config, now);
+    let mut warnings = lint::lint(&config, now);
+    let caps = host_limits::probe(&config);
+    // /proc/self belongs to the effective user: whether we run as root.
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    warnings.extend(host_limits::judge(&config, &caps, root));
     if json {
         writeln!(out, "{}", view::check_json(&config, &warnings, now))?;
         return Ok(ExitCode::SUCCESS);
@@ -52,5 +58,6 @@ pub(crate) fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     for job in &config.jobs {
         view::check_job(&mut out, job, now, view::FIRES)?;
     }
+    writeln!(out, "{}", host_limits::summary(&caps))?;
     Ok(ExitCode::SUCCESS)
 }

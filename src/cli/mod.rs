@@ -6,8 +6,9 @@
 //! - [`discover`]: where the config and the socket are (`--config`,
 //!   `CRONWARDEN_CONFIG`, `/etc/cronwarden.toml`, the runtime socket);
 //! - [`roles`]: `run` (the supervisor) and `worker`, with their logging;
-//! - [`check`] (with [`lint`] and [`explain`]): validate a config, warn of
-//!   surprises, say each schedule in words;
+//! - [`check`] (with [`lint`], [`explain`] and [`host_limits`]): validate a
+//!   config, warn of surprises and of limits this host cannot enforce, say
+//!   each schedule in words;
 //! - [`next`]: a schedule's next fires;
 //! - [`import`]: a crontab translated into cronwarden TOML;
 //! - [`status`]: the supervisor's verdict as an exit code (and `--probe`,
@@ -29,6 +30,7 @@ mod check;
 mod client;
 mod discover;
 mod explain;
+mod host_limits;
 mod import;
 mod kill;
 mod lint;

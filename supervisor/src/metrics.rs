@@ -261,6 +261,18 @@ fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
             &j.duration,
         );
     }
+    t.family(
+        "cronwarden_run_cpu_seconds_total",
+        "counter",
+        "CPU time of finished runs by job (from each run's cgroup; 0 without cgroups), since the supervisor started.",
+    );
+    for (job, j) in &mx.jobs {
+        t.sample(
+            "cronwarden_run_cpu_seconds_total",
+            &[(JOB_LABEL, job)],
+            j.cpu_usec as f64 / 1e6,
+        );
+    }
 }
 
 /// Restarts and heartbeat age, over every worker.
@@ -461,6 +473,32 @@ mod tests {
         let mut t = Text(String::new());
         t.sample("x_total", &[("job", "we\"ird")], 2.0);
         assert_eq!(t.0, "x_total{job=\"we\\\"ird\"} 2\n");
+    }
+
+    #[test]
+    fn run_cpu_time_adds_up_by_job() {
+        use cronwarden_shared::status::{Outcome, RunRecord, Trigger};
+        let mut mx = Counters::default();
+        mx.jobs.insert("burn".into(), Default::default());
+        for (id, cpu) in [(1, Some(1_500_000)), (2, None), (3, Some(250_000))] {
+            let mut r = RunRecord::new(id, "burn", vec![], Trigger::Manual, Outcome::Success);
+            r.contain.cpu_usec = cpu;
+            mx.finished(&r);
+        }
+        let status: StatusReport = serde_json::from_value(serde_json::json!({
+            "state": "ok", "reasons": [], "jobs": [], "alerts": [],
+            "supervisor": {"pid": 1, "version": "x", "started_at": "2026-01-01T00:00:00Z"},
+            "worker": {"pid": null, "started_at": null, "restarts": 0, "heartbeat_age_ms": null,
+                       "last_good_turn_age_ms": null, "heartbeat_seq": null, "malformed_events": 0},
+        }))
+        .unwrap();
+        let mut t = Text(String::new());
+        job_series(&mut t, &status, &mx);
+        assert!(
+            t.0.contains("cronwarden_run_cpu_seconds_total{cronjob=\"burn\"} 1.75\n"),
+            "{}",
+            t.0
+        );
     }
 
     #[test]

@@ -453,7 +453,9 @@ proptest! {
         let reply = SERVER.with(|s| exchange(s, &req));
         let took = started.elapsed();
         let reply = reply.map_err(|e| TestCaseError::fail(format!("{:?}: {e}", String::from_utf8_lossy(&req))))?;
-        prop_assert!(took < Duration::from_secs(2), "took {took:?}");
+        // Below the header timeout (5 s), which is what a request that
+        // hung would hit; the margin is for a loaded machine.
+        prop_assert!(took < Duration::from_secs(4), "took {took:?}");
         let line = req.split(|b| *b == b'\r').next().unwrap_or_default();
         let line = String::from_utf8_lossy(line).to_string();
         let known = ["GET /v1/", "HEAD /v1/", "POST /v1/", "GET http://x/v1/", "HEAD http://x/v1/", "POST http://x/v1/"]

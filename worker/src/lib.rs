@@ -28,9 +28,10 @@
 //! - [`writer`]: the thread (with its own connection) that commits the
 //!   journal's batches, so the loop waits on SQLite at most 50 ms a turn;
 //! - [`retention`]: pruning old records, a few jobs per sweep;
-//! - [`runner`]: one run of one job, in its own process group, under a
-//!   timeout that escalates SIGTERM → SIGKILL and never hangs on a pipe; it
-//!   completes the run record the plan made;
+//! - [`runner`]: one run of one job, in its own process group (and its
+//!   cgroup), under a timeout that escalates SIGTERM → SIGKILL
+//!   (`cgroup.kill`) and never hangs on a pipe; it kills what the run left
+//!   behind and completes the run record the plan made;
 //! - [`output`]: byte counts and a bounded tail of a job's output;
 //! - [`output_log`]: a job's output lines into cronwarden's log and to the
 //!   supervisor (for `logs -f`), within one budget per worker;
@@ -38,6 +39,14 @@
 //! - [`events`]: the NDJSON event pipe to the supervisor;
 //! - [`error`]: the worker's error type, naming the descriptor, path or
 //!   program at fault;
+//! - [`cgroup`]: a cgroup v2 per run where one can be made: placing the
+//!   job in it before exec, `cgroup.kill`, CPU and peak memory, limits,
+//!   and the sweep of what an earlier generation left;
+//! - [`sweep`]: at start, killing what an earlier generation left running
+//!   (its run cgroups; without cgroups, the stored process groups of runs
+//!   recorded lost), before anything fires;
+//! - [`procfs`]: reading /proc about a run's processes (its process group
+//!   without cgroups, who holds its output pipe);
 //! - [`sys`]: raw system calls: the inherited descriptors, what a job may
 //!   inherit, and the set-up of a job between fork and exec (credentials,
 //!   niceness, limits); the only `unsafe` in this crate.
@@ -60,6 +69,7 @@
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,
 //! right after the hello).
 
+mod cgroup;
 mod clock;
 mod error;
 mod events;
@@ -70,14 +80,18 @@ mod once_props;
 mod output;
 mod output_log;
 mod plan;
+mod procfs;
 mod retention;
 mod runner;
 mod scheduler;
+mod sweep;
 mod sys;
 mod takeover;
 mod writer;
 
 use std::process::ExitCode;
+
+pub use cgroup::probe as probe_cgroups;
 
 /// How the supervisor started this worker.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use std::{
 
 use cronwarden_shared::{
     account::{self, Credentials},
-    config::JobSpec,
+    config::{JobSpec, Leftovers},
     status::{Outcome, RunRecord},
     wire::{Event, OutputStream},
 };
@@ -33,10 +33,11 @@ use tokio::{process::Command, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    cgroup::{Hierarchy, RunCgroup},
     error::WorkerError,
     events::EventTx,
     output::{self, capture, Captured},
-    output_log, sys,
+    output_log, procfs, sys,
 };
 
 /// How long output is drained after the main process exits.
@@ -57,6 +58,12 @@ pub(crate) struct RunRequest {
     pub progress: crate::output::SharedProgress,
     /// Where the run's whole output goes (`keep_output`), if anywhere.
     pub output_dir: Option<std::path::PathBuf>,
+    /// Where the run's cgroup is made; `None`: process group only.
+    pub cgroups: Option<Arc<Hierarchy>>,
+    /// Where a run without a cgroup sends its record once started, with
+    /// its process group and the leader's start time, to be stored while
+    /// it runs (a new generation kills it after a crash).
+    pub started_tx: Option<tokio::sync::mpsc::UnboundedSender<RunRecord>>,
 }
 
 /// Why a run was stopped from outside.
@@ -108,7 +115,11 @@ fn worker_account() -> Option<&'static Credentials> {
 /// sets them), the job's `env`, and the CRONWARDEN_* variables; nothing of
 /// cronwarden's own environment (tokens, NOTIFY_SOCKET) leaks into a job
 /// unless it says `inherit_env = true`.
-fn process_for(req: &RunRequest, cmd: &mut Command) -> Result<(), WorkerError> {
+fn process_for(
+    req: &RunRequest,
+    cgroup: Option<&RunCgroup>,
+    cmd: &mut Command,
+) -> Result<(), WorkerError> {
     let job = &req.job;
     let switch = job.user.is_some() || job.group.is_some();
     let creds = if switch {
@@ -137,12 +148,14 @@ fn process_for(req: &RunRequest, cmd: &mut Command) -> Result<(), WorkerError> {
             (sys::LimitKind::NoFile, limits.nofile),
             (sys::LimitKind::AddressSpace, limits.address_space),
             (sys::LimitKind::Cpu, limits.cpu_seconds),
+            (sys::LimitKind::Procs, limits.nproc),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
         .collect(),
         nice: job.nice,
         credentials: creds.map(|c| (c.uid, c.gid, c.groups)),
+        cgroup_procs: cgroup.map(RunCgroup::procs_fd),
     };
     setup.apply(cmd);
     Ok(())
@@ -172,9 +185,14 @@ fn env_for(req: &RunRequest) -> Vec<(String, String)> {
 pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecord {
     let started = Instant::now();
     let mut record = req.record.clone();
-    let mut child = match start(&req).await {
+    let cgroup = make_cgroup(&req);
+    record.contain.cgroup = cgroup.as_ref().map(|c| c.path().display().to_string());
+    let mut child = match start(&req, cgroup.as_ref()).await {
         Ok(child) => child,
         Err(e) => {
+            if let Some(cg) = cgroup {
+                cg.finish().await;
+            }
             record.outcome = Outcome::Failed;
             record.error = Some(e.to_string());
             record.finished_at = Some(Timestamp::now());
@@ -184,7 +202,15 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
         }
     };
     let pid = child.id().unwrap_or(0);
-    announce(&req, &child, pid, &events);
+    if cgroup.is_none() && pid != 0 {
+        record.contain.pgid = Some(pid);
+        record.contain.leader_start = procfs::start_time(pid);
+        if let Some(tx) = &req.started_tx {
+            let _ = tx.send(record.clone());
+        }
+    }
+    let pipes = pipe_inodes(&child);
+    announce(&req, pid, &pipes, &events);
     let (out_file, err_file) = match &req.output_dir {
         Some(dir) => output::open_files(dir, record.id).await,
         None => (None, None),
@@ -207,7 +233,16 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
         let progress = req.progress.clone();
         tokio::task::spawn_local(capture(s, progress, err_file, output::FILE_MAX, err_tap))
     });
-    let (status, ended_by) = wait(&req.job, &mut child, pid, &stop, started).await;
+    let (status, ended_by) = wait(&req.job, &mut child, pid, cgroup.as_ref(), &stop, started).await;
+    end_leftovers(
+        &req.job,
+        pid,
+        cgroup.as_ref(),
+        &pipes,
+        ended_by.is_some(),
+        &mut record,
+    )
+    .await;
     let (stdout, stderr) = drain(pid, &mut out_task, &mut err_task, &mut record).await;
     output_log::run_ended(record.id);
 
@@ -218,6 +253,16 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
     record.stdout_tail = stdout.tail();
     record.stderr_tail = stderr.tail();
     judge(&mut record, &req.job, pid, status, ended_by, &stop);
+    if let Some(cg) = cgroup {
+        let keep = req.job.leftovers == Leftovers::Keep && ended_by.is_none();
+        (record.contain.cpu_usec, record.contain.memory_peak) = if keep {
+            // Its leftovers live on in it: the figures so far, and the
+            // cgroup stays (the next start sweeps it).
+            (cg.cpu_usec(), cg.memory_peak())
+        } else {
+            cg.finish().await
+        };
+    }
     tracing::info!(
         job = %req.job.name, run = record.id, outcome = record.outcome.as_str(),
         exit_code = record.exit_code, signal = record.signal, duration_ms = record.duration_ms,
@@ -235,9 +280,25 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
     record
 }
 
-/// Starts the job's process, in its own process group, with its output
-/// piped to us.
-async fn start(req: &RunRequest) -> Result<tokio::process::Child, WorkerError> {
+/// The run's cgroup, or `None` (process group only) when cgroups are off
+/// or it cannot be made: a warning, never a failed run.
+fn make_cgroup(req: &RunRequest) -> Option<RunCgroup> {
+    let h = req.cgroups.as_ref()?;
+    match h.create_run(req.record.id, &req.job.limits) {
+        Ok(cg) => Some(cg),
+        Err(e) => {
+            tracing::warn!(job = %req.job.name, run = req.record.id, "{e}; the run is held by its process group only");
+            None
+        }
+    }
+}
+
+/// Starts the job's process, in its own process group (and its cgroup,
+/// before it execs), with its output piped to us.
+async fn start(
+    req: &RunRequest,
+    cgroup: Option<&RunCgroup>,
+) -> Result<tokio::process::Child, WorkerError> {
     let argv = req.job.command.argv();
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -254,7 +315,7 @@ async fn start(req: &RunRequest) -> Result<tokio::process::Child, WorkerError> {
     // several times cheaper per job. Descriptors a job must not inherit are
     // close-on-exec already: the worker marks everything it inherited at
     // start (sys::cloexec_inherited) and opens nothing without O_CLOEXEC.
-    process_for(req, &mut cmd)?;
+    process_for(req, cgroup, &mut cmd)?;
     let spawn_error = |source| WorkerError::Spawn {
         program: argv[0].clone(),
         source,
@@ -271,18 +332,23 @@ async fn start(req: &RunRequest) -> Result<tokio::process::Child, WorkerError> {
     spawn_off_loop(cmd).await.map_err(spawn_error)
 }
 
-/// Tells the supervisor the run started, with what it needs to find the
-/// run's processes later (its group, and the inodes of its output pipes).
-fn announce(req: &RunRequest, child: &tokio::process::Child, pid: u32, events: &EventTx) {
-    let r = &req.record;
-    let pipes: Vec<u64> = [
+/// The inodes of the run's output pipes: who holds them holds the run.
+fn pipe_inodes(child: &tokio::process::Child) -> Vec<u64> {
+    [
         child.stdout.as_ref().map(|p| p.as_fd().as_raw_fd()),
         child.stderr.as_ref().map(|p| p.as_fd().as_raw_fd()),
     ]
     .into_iter()
     .flatten()
     .filter_map(|fd| nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino))
-    .collect();
+    .collect()
+}
+
+/// Tells the supervisor the run started, with what it needs to find the
+/// run's processes later (its group, and the inodes of its output pipes).
+fn announce(req: &RunRequest, pid: u32, pipes: &[u64], events: &EventTx) {
+    let r = &req.record;
+    let pipes = pipes.to_vec();
     events.send(Event::Fire {
         job: req.job.name.clone(),
         run_id: r.id,
@@ -305,6 +371,7 @@ async fn wait(
     job: &JobSpec,
     child: &mut tokio::process::Child,
     pid: u32,
+    cgroup: Option<&RunCgroup>,
     stop: &StopHandle,
     started: Instant,
 ) -> (Option<std::process::ExitStatus>, Option<Outcome>) {
@@ -318,6 +385,14 @@ async fn wait(
         _ = stop.token.cancelled() => Outcome::Killed,
     };
     signal_group(pid, Signal::SIGTERM);
+    if let Some(cg) = cgroup {
+        // Escapees (setsid, double fork) are out of the group but not out
+        // of the cgroup: they get their SIGTERM too. Each pid is read from
+        // the cgroup this instant, so it is one of the run's.
+        for p in cg.pids().into_iter().filter(|p| *p != pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p as i32), Signal::SIGTERM);
+        }
+    }
     let st = tokio::select! {
         st = child.wait() => st.ok(),
         _ = tokio::time::sleep(job.kill_grace) => None,
@@ -326,6 +401,9 @@ async fn wait(
         Some(st) => Some(st),
         None => {
             signal_group(pid, Signal::SIGKILL);
+            if let Some(cg) = cgroup {
+                cg.kill();
+            }
             tokio::time::timeout(REAP_BOUND, child.wait())
                 .await
                 .ok()
@@ -333,6 +411,48 @@ async fn wait(
         }
     };
     (st, Some(ended_by))
+}
+
+/// Ends what the run left behind once its main process is gone: every
+/// process still in its cgroup (without one: in its process group), unless
+/// the job says `leftovers = "keep"` and was not stopped from outside.
+/// Counts them and names the one holding the output open.
+async fn end_leftovers(
+    job: &JobSpec,
+    pid: u32,
+    cgroup: Option<&RunCgroup>,
+    pipes: &[u64],
+    stopped: bool,
+    record: &mut RunRecord,
+) {
+    if (job.leftovers == Leftovers::Keep && !stopped) || pid == 0 {
+        return;
+    }
+    let group_alive = || nix::sys::signal::killpg(Pid::from_raw(pid as i32), None).is_ok();
+    let left = match cgroup {
+        Some(cg) => cg.pids(),
+        // Nothing left in the group: no need to scan /proc.
+        None if !group_alive() => vec![],
+        // A scan of /proc: off the loop.
+        None => tokio::task::spawn_blocking(move || procfs::group_members(pid))
+            .await
+            .unwrap_or_default(),
+    };
+    if left.is_empty() {
+        return;
+    }
+    let (holder_pids, holder_pipes) = (left.clone(), pipes.to_vec());
+    record.contain.output_holder =
+        tokio::task::spawn_blocking(move || procfs::pipe_holder(&holder_pids, &holder_pipes))
+            .await
+            .ok()
+            .flatten();
+    match cgroup {
+        Some(cg) => cg.kill(),
+        None => signal_group(pid, Signal::SIGKILL),
+    }
+    record.contain.leftovers_killed = Some(left.len() as u32);
+    tracing::info!(job = %job.name, run = record.id, leftovers = left.len(), "killed what the run left behind");
 }
 
 /// Drains output for a bounded time; a grandchild that keeps the pipe

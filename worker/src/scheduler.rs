@@ -19,12 +19,14 @@
 //! carries the error, and the supervisor raises `store_error` without
 //! replacing the worker.
 
-use std::{collections::BTreeMap, panic::AssertUnwindSafe, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap, panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration,
+};
 
 use cronwarden_shared::{
     config::{Config, Source},
     stats::WorkerStats,
-    status::RunRecord,
+    status::{Outcome, RunRecord},
     store::{self, Store, Write},
     wire::{ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_COMMAND_LINE},
     VERSION,
@@ -41,6 +43,7 @@ use tokio::{
 use tokio_util::codec::FramedRead;
 
 use crate::{
+    cgroup::Hierarchy,
     clock::{wall_now, Clocks},
     error::WorkerError,
     events::{self, EventTx},
@@ -49,7 +52,7 @@ use crate::{
     plan::{self, Effects, Plan, Spawn},
     retention::Pruner,
     runner::{self, RunRequest, StopHandle, StopReason},
-    sys,
+    sweep, sys,
     takeover::{take_over_store, Adoption, TakeOver, LOOP_BUSY_TIMEOUT},
     writer::Writer,
     WorkerArgs,
@@ -120,6 +123,8 @@ struct Scheduler {
     /// No store file could be reopened: `store` is an in-memory stand-in,
     /// writes are held, and reopening is tried at every check.
     store_down: bool,
+    /// Where runs get their cgroups (`None`: process groups only).
+    cgroups: Option<Arc<Hierarchy>>,
 }
 
 /// The (device, inode) of a file; `Ok(None)` when it does not exist.
@@ -172,6 +177,7 @@ impl Scheduler {
             next_identity_check: Instant::now() + IDENTITY_EVERY,
             identity_note: None,
             store_down: false,
+            cgroups: None,
         };
         s.configure(config);
         s
@@ -284,6 +290,8 @@ impl Scheduler {
             next_fire_at,
             progress: Default::default(),
             output_dir,
+            cgroups: self.cgroups.clone(),
+            started_tx: Some(self.done_tx.clone()),
         };
         self.running.insert(
             req.record.id,
@@ -579,6 +587,15 @@ impl Scheduler {
     /// A run ended: the plan records it, releases its busy flag and may
     /// start a queued fire.
     fn finished(&mut self, record: RunRecord) {
+        if record.outcome == Outcome::Running {
+            // Not an end: a run without a cgroup says which process group
+            // it holds (sent before its end, on the same channel).
+            if let Some(run) = self.running.get_mut(&record.id) {
+                run.record = record.clone();
+                self.fx.writes.push(Write::Insert(record));
+            }
+            return;
+        }
         self.running.remove(&record.id);
         self.guarded("finish", |s| s.plan.finished(record, wall_now(), &mut s.fx));
     }
@@ -658,7 +675,11 @@ impl Scheduler {
     }
 
     fn longest_stop(&self) -> Duration {
-        self.plan.longest_kill_grace() + runner::REAP_BOUND + runner::DRAIN + Duration::from_secs(2)
+        self.plan.longest_kill_grace()
+            + runner::REAP_BOUND
+            + runner::DRAIN
+            + crate::cgroup::EMPTY_BOUND
+            + Duration::from_secs(2)
     }
 }
 
@@ -799,8 +820,15 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     else {
         return Ok(());
     };
+    // What an earlier generation left running is killed before anything
+    // fires (issue 15: old runs kept running beside new ones).
+    let (cgroups, mut swept) = sweep::contain_setup(&config).await;
+    swept.extend(sweep::kill_lost_groups(&lost).await);
     // Runs left `running` belonged to a worker that died: they are lost.
-    for lost in lost {
+    for mut lost in lost {
+        if let Some((_, n)) = swept.iter().find(|(id, _)| *id == lost.id) {
+            lost.contain.leftovers_killed = Some(*n as u32);
+        }
         tracing::error!(job = %lost.job, run = lost.id, "run recorded lost: its worker died while it was running");
         events.send(Event::Finish { run: lost });
     }
@@ -811,6 +839,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         done_tx,
         (first_run_id, reserved),
     );
+    sched.cgroups = cgroups.clone();
     tracing::info!(jobs = config.jobs.len(), "worker started");
     for cmd in replay {
         sched.command(cmd);
@@ -848,15 +877,19 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     while left > 0 {
         match tokio::time::timeout_at(until, done_rx.recv()).await {
             Ok(Some(record)) => {
+                let ended = record.outcome != Outcome::Running;
                 sched.finished(record);
                 sched.flush();
-                left -= 1;
+                left -= usize::from(ended);
             }
             _ => break,
         }
     }
     sched.settle_writes(Duration::from_secs(5));
     drop(sched);
+    if let Some(h) = cgroups {
+        h.remove_instance();
+    }
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     Ok(())

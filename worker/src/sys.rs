@@ -64,6 +64,9 @@ pub(crate) struct ChildSetup {
     pub nice: Option<i32>,
     /// (uid, gid, supplementary groups).
     pub credentials: Option<(u32, u32, Vec<u32>)>,
+    /// The run cgroup's `cgroup.procs`, open: the child writes itself in
+    /// before anything else, so all it ever starts is held there.
+    pub cgroup_procs: Option<RawFd>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,11 +74,16 @@ pub(crate) enum LimitKind {
     NoFile,
     AddressSpace,
     Cpu,
+    /// RLIMIT_NPROC: processes of the (real) user.
+    Procs,
 }
 
 impl ChildSetup {
     pub fn is_empty(&self) -> bool {
-        self.limits.is_empty() && self.nice.is_none() && self.credentials.is_none()
+        self.limits.is_empty()
+            && self.nice.is_none()
+            && self.credentials.is_none()
+            && self.cgroup_procs.is_none()
     }
 
     /// Installs the set-up on `cmd`. Limits and niceness come first, while
@@ -102,11 +110,20 @@ impl ChildSetup {
                 Ok(())
             }
         };
+        if let Some(fd) = self.cgroup_procs {
+            // "0" is the writing process. A failure leaves the job in the
+            // worker's cgroup, still in its process group: the run goes on
+            // with the group as its only boundary, never fails for it.
+            // SAFETY: a plain system call on a descriptor opened before
+            // the fork and a static buffer.
+            unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        }
         for (kind, value) in &self.limits {
             let resource = match kind {
                 LimitKind::NoFile => libc::RLIMIT_NOFILE,
                 LimitKind::AddressSpace => libc::RLIMIT_AS,
                 LimitKind::Cpu => libc::RLIMIT_CPU,
+                LimitKind::Procs => libc::RLIMIT_NPROC,
             };
             let lim = libc::rlimit {
                 rlim_cur: *value as libc::rlim_t,

@@ -15,7 +15,7 @@ use toml::{Table, Value};
 
 use super::{
     validate::{parse_size, Validator},
-    JobCommand, JobSpec, Limits, OnStoreFailure, Overlap, Schedule,
+    JobCommand, JobSpec, Leftovers, Limits, OnStoreFailure, Overlap, Schedule,
 };
 
 /// Every key a `[[job]]` accepts.
@@ -50,6 +50,11 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "keep_output",
     "log_output",
     "on_store_failure",
+    "leftovers",
+    "limit_nproc",
+    "memory_max",
+    "pids_max",
+    "cpu_weight",
 ];
 
 /// What a job inherits from the top of the file.
@@ -152,6 +157,7 @@ impl Validator {
         let keep_output = self.count(j, "keep_output", t.get("keep_output"));
         let log_output = self.flag(&label, "log_output", t.get("log_output"), true);
         let on_store_failure = self.on_store_failure(&label, t.get("on_store_failure"));
+        let leftovers = self.leftovers(&label, t.get("leftovers"));
 
         if self.errors.len() != before {
             return None;
@@ -182,6 +188,7 @@ impl Validator {
             keep_output,
             log_output,
             on_store_failure,
+            leftovers,
         })
     }
 
@@ -320,6 +327,21 @@ impl Validator {
         }
     }
 
+    fn leftovers(&mut self, label: &str, v: Option<&Value>) -> Leftovers {
+        match self.string(Some(label), "leftovers", v).as_deref() {
+            None | Some("kill") => Leftovers::Kill,
+            Some("keep") => Leftovers::Keep,
+            Some(other) => {
+                self.err(
+                    Some(label.to_string()),
+                    "leftovers",
+                    format!("unknown value {other:?} (expected kill or keep)"),
+                );
+                Leftovers::Kill
+            }
+        }
+    }
+
     fn overlap(&mut self, label: &str, v: Option<&Value>) -> Overlap {
         match self.string(Some(label), "overlap", v).as_deref() {
             None | Some("skip") => Overlap::Skip,
@@ -444,7 +466,8 @@ impl Validator {
         (user, group)
     }
 
-    /// `limit_nofile`, `limit_as` and `limit_cpu`.
+    /// `limit_nofile`, `limit_as`, `limit_cpu`, `limit_nproc`, and the
+    /// cgroup limits `memory_max`, `pids_max` and `cpu_weight`.
     fn limits(&mut self, label: &str, t: &Table) -> Limits {
         let j = Some(label);
         let nofile = self
@@ -464,10 +487,39 @@ impl Validator {
             .duration(j, "limit_cpu", t.get("limit_cpu"), false)
             .flatten()
             .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        let nproc = self
+            .count(j, "limit_nproc", t.get("limit_nproc"))
+            .map(u64::from);
+        let memory_max = match t.get("memory_max") {
+            None => None,
+            Some(v) => match parse_size(v) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.err(Some(label.to_string()), "memory_max", e);
+                    None
+                }
+            },
+        };
+        let pids_max = self.count(j, "pids_max", t.get("pids_max")).map(u64::from);
+        let cpu_weight = match self.count(j, "cpu_weight", t.get("cpu_weight")) {
+            Some(w) if w > 10_000 => {
+                self.err(
+                    Some(label.to_string()),
+                    "cpu_weight",
+                    format!("must be from 1 to 10000, found {w}"),
+                );
+                None
+            }
+            w => w,
+        };
         Limits {
             nofile,
             address_space,
             cpu_seconds,
+            nproc,
+            memory_max,
+            pids_max,
+            cpu_weight,
         }
     }
 }
@@ -577,6 +629,68 @@ mod tests {
         assert!(
             j.log_output,
             "output goes to the log by default, as supercronic"
+        );
+    }
+
+    #[test]
+    fn containment_keys_are_validated_by_key() {
+        let job = |extra: &str| {
+            format!("[[job]]\nname = \"j\"\nschedule = \"@daily\"\nshell = \"true\"\n{extra}\n")
+        };
+        for (extra, want) in [
+            (
+                "leftovers = \"maybe\"",
+                "key \"leftovers\": unknown value \"maybe\"",
+            ),
+            (
+                "limit_nproc = 0",
+                "key \"limit_nproc\": must be a positive integer",
+            ),
+            ("memory_max = \"lots\"", "key \"memory_max\": invalid size"),
+            (
+                "pids_max = -1",
+                "key \"pids_max\": must be a positive integer",
+            ),
+            (
+                "cpu_weight = 10001",
+                "key \"cpu_weight\": must be from 1 to 10000",
+            ),
+        ] {
+            let errs = errors(&job(extra));
+            assert!(errs.iter().any(|e| e.contains(want)), "{extra}: {errs:?}");
+        }
+        let errs = errors(&format!("cgroups = \"no\"\n{}", job("")));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("key \"cgroups\": must be true or false")),
+            "{errs:?}"
+        );
+        let c = Config::parse(Path::new("/etc/cw.toml"), &job("")).unwrap();
+        assert_eq!(
+            c.jobs[0].leftovers,
+            super::Leftovers::Kill,
+            "kill by default"
+        );
+        assert!(c.cgroups, "cgroups on by default");
+        let c = Config::parse(
+            Path::new("/etc/cw.toml"),
+            &format!(
+                "cgroups = false\n{}",
+                job("leftovers = \"keep\"\nlimit_nproc = 20\nmemory_max = \"64M\"\npids_max = 50\ncpu_weight = 200")
+            ),
+        )
+        .unwrap();
+        let j = &c.jobs[0];
+        assert!(!c.cgroups);
+        assert_eq!(j.leftovers, super::Leftovers::Keep);
+        assert_eq!(
+            (
+                j.limits.nproc,
+                j.limits.memory_max,
+                j.limits.pids_max,
+                j.limits.cpu_weight
+            ),
+            (Some(20), Some(64 << 20), Some(50), Some(200))
         );
     }
 

@@ -237,6 +237,21 @@ pub struct JobSpec {
     pub log_output: bool,
     /// `on_store_failure`: run or hold a fire the store cannot commit.
     pub on_store_failure: OnStoreFailure,
+    /// What happens to processes the job leaves behind when its main
+    /// process exits.
+    pub leftovers: Leftovers,
+}
+
+/// `leftovers`: what becomes of a run's processes still alive when its
+/// main process exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Killed (the whole cgroup, or the process group without cgroups),
+    /// and counted in the run record: systemd's control-group mode.
+    #[default]
+    Kill,
+    /// Left running (until the next start of cronwarden sweeps them).
+    Keep,
 }
 
 /// Resource limits set in the job's process before exec (soft = hard).
@@ -248,6 +263,15 @@ pub struct Limits {
     pub address_space: Option<u64>,
     /// RLIMIT_CPU: CPU time, whole seconds (rounded up).
     pub cpu_seconds: Option<u64>,
+    /// RLIMIT_NPROC: processes of the job's user (not enforced for root:
+    /// pair it with `user`). The fallback for `pids_max`.
+    pub nproc: Option<u64>,
+    /// cgroup `memory.max`, bytes (needs the memory controller).
+    pub memory_max: Option<u64>,
+    /// cgroup `pids.max` (needs the pids controller).
+    pub pids_max: Option<u64>,
+    /// cgroup `cpu.weight`, 1..=10000 (needs the cpu controller).
+    pub cpu_weight: Option<u32>,
 }
 
 /// A header value of a webhook: literal, or read from the supervisor's
@@ -329,6 +353,9 @@ pub struct Config {
     pub dropins: Vec<PathBuf>,
     /// The drop-in each drop-in job came from; the others are in `path`.
     pub job_files: BTreeMap<String, PathBuf>,
+    /// `cgroups`: a cgroup v2 per run where one can be made (default);
+    /// `false` keeps runs in process groups only.
+    pub cgroups: bool,
 }
 
 impl Config {
@@ -404,6 +431,18 @@ impl Config {
             )
             .flatten();
         let sinks = v.sinks(table.get("alert"));
+        let cgroups = match table.get("cgroups") {
+            None => true,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
+                v.err(
+                    None,
+                    "cgroups",
+                    format!("must be true or false, found {other}"),
+                );
+                true
+            }
+        };
         let defaults = JobDefaults {
             base: &base,
             tz: default_tz.as_ref(),
@@ -435,6 +474,7 @@ impl Config {
             integrations,
             dropins: source.dropins.iter().map(|d| d.path.clone()).collect(),
             job_files: merged.job_files,
+            cgroups,
         })
     }
 
@@ -503,6 +543,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "alert_repeat_after",
     "socket_group",
     "control_group",
+    "cgroups",
 ];
 
 impl Validator {

@@ -111,6 +111,7 @@ mod tests {
             error: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            contain: Default::default(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! Tables (an operator can read them with `sqlite3`):
 //! - `jobs`: per-job schedule state: the next fire to claim, the last
 //!   scheduled time (the `@every` anchor), paused;
-//! - `runs`: every run and every skipped fire, one row per record;
+//! - `runs`: every run and every skipped fire, one row per record (with
+//!   `containment`, since v2: the run's cgroup and what it cost, as JSON);
 //! - `alerts`: alert history;
 //! - `meta`: the schema version.
 //!
@@ -34,7 +35,7 @@ use std::{
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags};
 
-use crate::status::{Outcome, RunRecord, SkipReason, Trigger};
+use crate::status::{Containment, Outcome, RunRecord, SkipReason, Trigger};
 
 mod adopt;
 mod alerts;
@@ -47,7 +48,7 @@ pub use marks::RunMark;
 /// The store's file name under `state_dir`.
 pub const FILE_NAME: &str = "cronwarden.db";
 /// The schema this build writes; older stores are migrated forward.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// Runs kept per job by default.
 pub(crate) const DEFAULT_RETENTION: u32 = 1000;
 
@@ -340,7 +341,7 @@ impl Store {
                 .and_then(|_| {
                     tx.execute(
                         "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                        [SCHEMA_VERSION.to_string()],
+                        ["1"],
                     )
                 })
                 .and_then(|_| tx.commit())
@@ -350,8 +351,32 @@ impl Store {
                     source,
                 })?;
         }
-        // Future versions: `if version < 2 { ... }` here, each in its own transaction.
+        if version < 2 {
+            self.migrate_v2()?;
+        }
+        // Future versions: `if version < 3 { ... }` here, each in its own transaction.
         Ok(())
+    }
+
+    /// v2: `runs.containment`, what each run was held in and cost (its
+    /// cgroup, CPU, peak memory, leftovers killed, output holder) as JSON.
+    fn migrate_v2(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
+            path: path.clone(),
+            what: "migrating to schema v2",
+            source,
+        })?;
+        tx.execute_batch(
+            "ALTER TABLE runs ADD COLUMN containment TEXT;
+             UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|source| StoreError::Sql {
+            path,
+            what: "migrating to schema v2",
+            source,
+        })
     }
 
     /// The persisted state of every job (including ones no longer configured).
@@ -608,7 +633,7 @@ impl Store {
         p: P,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
-            "SELECT id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail FROM runs {tail}"
+            "SELECT id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail, containment FROM runs {tail}"
         );
         let mut st = self
             .conn
@@ -635,6 +660,7 @@ impl Store {
                     error: r.get(14)?,
                     stdout_tail: r.get(15)?,
                     stderr_tail: r.get(16)?,
+                    contain: containment_parse(r.get(17)?),
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -666,7 +692,24 @@ fn insert_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result
         r.stdout_tail,
         r.stderr_tail,
     ])?;
+    write_containment(tx, r)
+}
+
+/// The run's containment, apart from the main insert: one JSON column, so
+/// new figures need no new column.
+fn write_containment(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
+    if r.contain == Containment::default() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(&r.contain).unwrap_or_default();
+    tx.prepare_cached("UPDATE runs SET containment = ?2 WHERE id = ?1")?
+        .execute(params![r.id as i64, json])?;
     Ok(())
+}
+
+fn containment_parse(s: Option<String>) -> Containment {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -694,6 +737,51 @@ mod tests {
         );
         r.started_at = Some(Timestamp::now());
         r
+    }
+
+    /// A v1 store (as written before containment) is migrated in place:
+    /// its runs read back with no containment, and new records keep
+    /// theirs.
+    #[test]
+    fn a_v1_store_migrates_and_containment_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute_batch(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+                 INSERT INTO runs (id, job, trigger, outcome) VALUES (1, 'old', 'manual', 'success');",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let old = s.runs("old", 10).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].contain, Containment::default());
+        let mut r = run(2, "new", Outcome::Success);
+        r.contain = Containment {
+            cgroup: Some("/sys/fs/cgroup/x/run-2".into()),
+            cpu_usec: Some(1_000_000),
+            memory_peak: None,
+            leftovers_killed: Some(3),
+            output_holder: Some("42 (sleep)".into()),
+            pgid: Some(42),
+            leader_start: Some(12345),
+        };
+        s.apply(&[Write::Insert(r.clone())]).unwrap();
+        drop(s);
+        let s = Store::open_readonly(&path).unwrap();
+        assert_eq!(s.runs("new", 10).unwrap()[0].contain, r.contain);
+        let v: String = s
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, "2");
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub(crate) fn runs(
                     (None, _) => "-".into(),
                 },
                 format!("{}/{}", r.stdout_bytes, r.stderr_bytes),
+                cpu_text(r.contain.cpu_usec),
+                r.contain
+                    .leftovers_killed
+                    .map_or_else(|| "-".into(), |n| n.to_string()),
             ]
         })
         .collect();
@@ -62,12 +66,19 @@ pub(crate) fn runs(
             "EXIT",
             "TOOK",
             "OUT/ERR BYTES",
+            "CPU",
+            "LEFTOVERS KILLED",
         ],
         &rows,
         &[3],
         color,
     )?;
     Ok(0)
+}
+
+/// CPU time as seconds with two decimals (`-` without a cgroup).
+fn cpu_text(usec: Option<u64>) -> String {
+    usec.map_or_else(|| "-".into(), |u| format!("{:.2}s", u as f64 / 1e6))
 }
 
 /// The reason as the JSON names it (`SkipReason::as_str`, which a test

@@ -62,6 +62,8 @@ pub(crate) struct JobCounters {
     /// When the newest run of each outcome finished.
     pub(crate) last_finish: BTreeMap<&'static str, Timestamp>,
     pub(crate) duration: Histogram,
+    /// CPU time of finished runs that had a cgroup, µs.
+    pub(crate) cpu_usec: u64,
 }
 
 /// What the supervisor counts as events arrive.
@@ -160,6 +162,7 @@ impl Counters {
         if let Some(ms) = run.duration_ms {
             j.duration.observe(RUN_DURATION_BUCKETS, ms as f64 / 1000.0);
         }
+        j.cpu_usec += run.contain.cpu_usec.unwrap_or(0);
     }
 
     pub fn heartbeat(&mut self, now: Instant, stats: Option<&WorkerStats>) {

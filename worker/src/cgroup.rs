@@ -1,0 +1,465 @@
+//! A cgroup (v2) per run: the boundary nothing a job starts can leave.
+//!
+//! A process group is not a boundary: `setsid`, a double fork or a
+//! daemonising script leave it, and nothing finds them again. A cgroup
+//! holds every descendant whatever it does, `cgroup.kill` ends them all at
+//! once (no race with a forking child), and `cpu.stat` / `memory.peak` say
+//! what the run cost.
+//!
+//! Layout: `<our own cgroup>/cronwarden-<hash of the state dir>/run-<id>`.
+//! The instance directory is per state dir, so two cronwardens on one host
+//! never sweep each other's runs, and a new generation of this one finds
+//! every run cgroup the previous one left behind (a crash, kill -9) and
+//! kills what is still in it before it fires anything ([`Hierarchy::sweep`]).
+//! Our own cgroup may hold processes (the supervisor and worker live
+//! there): with no controller enabled in it, cgroup v2's "no internal
+//! processes" rule does not apply, and the run cgroups are leaves.
+//!
+//! Everything here is a few small reads and writes on cgroupfs (kernel
+//! memory, never disk I/O); the waits for a killed cgroup to empty are
+//! bounded and async.
+
+use std::{
+    io::Write,
+    os::fd::{AsRawFd, OwnedFd, RawFd},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use cronwarden_shared::config::Limits;
+
+/// Why there is no cgroup for runs: said once at start, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroups are turned off ({0})")]
+    Off(&'static str),
+    #[error("no cgroup2 hierarchy is mounted (/proc/self/mountinfo)")]
+    NoMount,
+    #[error("cannot tell this process's cgroup v2 path from /proc/self/cgroup")]
+    NoOwnCgroup,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create cgroup {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The environment variable that forces the process-group fallback.
+pub(crate) const NO_CGROUPS_ENV: &str = "CRONWARDEN_NO_CGROUPS";
+
+/// How long a killed cgroup may take to empty before we give up on it
+/// (its directory then stays, and the next start sweeps it).
+pub(crate) const EMPTY_BOUND: Duration = Duration::from_secs(3);
+
+/// The directory all of this instance's run cgroups live in.
+#[derive(Debug)]
+pub(crate) struct Hierarchy {
+    instance: PathBuf,
+    /// Controllers available to the run cgroups (`cgroup.subtree_control`
+    /// of the instance directory after enabling what the parent offers).
+    controllers: Vec<String>,
+}
+
+/// The cgroup2 mount point and the root it shows, from mountinfo text.
+pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let f: Vec<&str> = left.split_whitespace().collect();
+        Some((PathBuf::from(unescape(f.get(4)?)), unescape(f.get(3)?)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Our cgroup v2 path (the `0::` line) from /proc/self/cgroup text.
+pub(crate) fn own_cgroup(proc_cgroup: &str) -> Option<String> {
+    proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_end_matches(" (deleted)").to_string())
+}
+
+/// Where our own cgroup is, given the mount, the root it shows, and our
+/// cgroup path (both relative to the hierarchy's root).
+pub(crate) fn own_dir(mount: &Path, mount_root: &str, own: &str) -> Option<PathBuf> {
+    let rel = own.strip_prefix(mount_root.trim_end_matches('/'))?;
+    let rel = rel.trim_start_matches('/');
+    if rel.split('/').any(|c| c == "..") {
+        return None;
+    }
+    Some(if rel.is_empty() {
+        mount.to_path_buf()
+    } else {
+        mount.join(rel)
+    })
+}
+
+/// A stable name for a state dir (FNV-1a: the same across builds, so a
+/// new binary sweeps what an old one left).
+pub(crate) fn instance_name(state_dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let canonical = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.as_os_str().as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("cronwarden-{h:016x}")
+}
+
+/// `usage_usec` from cpu.stat text.
+pub(crate) fn usage_usec(cpu_stat: &str) -> Option<u64> {
+    cpu_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether cgroup.events says the cgroup still holds processes.
+fn populated_in(events: &str) -> bool {
+    events
+        .lines()
+        .any(|l| l.split_whitespace().eq(["populated", "1"]))
+}
+
+/// Without changing anything: whether runs started by this process (or a
+/// worker in the same cgroup) would get cgroups, and which controllers
+/// they could use; or why not. For `cronwarden check`.
+pub fn probe(enabled: bool) -> Result<Vec<String>, String> {
+    let own = locate(enabled).map_err(|e| e.to_string())?;
+    nix::unistd::access(&own, nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| format!("cgroup {} is not writable: {e}", own.display()))?;
+    Ok(std::fs::read_to_string(own.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Our own cgroup's directory, unless cgroups are turned off.
+fn locate(enabled: bool) -> Result<PathBuf, CgroupError> {
+    if !enabled {
+        return Err(CgroupError::Off("config: cgroups = false"));
+    }
+    if std::env::var_os(NO_CGROUPS_ENV).is_some_and(|v| v != "0" && !v.is_empty()) {
+        return Err(CgroupError::Off("CRONWARDEN_NO_CGROUPS is set"));
+    }
+    let read = |p: &str| {
+        std::fs::read_to_string(p).map_err(|source| CgroupError::Read {
+            path: p.into(),
+            source,
+        })
+    };
+    let (mount, root) =
+        cgroup2_mount(&read("/proc/self/mountinfo")?).ok_or(CgroupError::NoMount)?;
+    let own = own_cgroup(&read("/proc/self/cgroup")?).ok_or(CgroupError::NoOwnCgroup)?;
+    own_dir(&mount, &root, &own).ok_or(CgroupError::NoOwnCgroup)
+}
+
+impl Hierarchy {
+    /// Finds our cgroup in a writable cgroup2 hierarchy and makes the
+    /// instance directory, or says why runs fall back to process groups.
+    pub(crate) fn setup(state_dir: &Path, enabled: bool) -> Result<Hierarchy, CgroupError> {
+        let own = locate(enabled)?;
+        let instance = own.join(instance_name(state_dir));
+        mkdir(&instance)?;
+        // Offer the run cgroups what our own cgroup offers the instance
+        // directory (nothing on a hybrid host; memory, pids, cpu under
+        // systemd's Delegate=yes). A failure only means fewer limits.
+        let offered =
+            std::fs::read_to_string(instance.join("cgroup.controllers")).unwrap_or_default();
+        let mut controllers = vec![];
+        for c in offered.split_whitespace() {
+            if write_file(&instance.join("cgroup.subtree_control"), &format!("+{c}")).is_ok() {
+                controllers.push(c.to_string());
+            }
+        }
+        Ok(Hierarchy {
+            instance,
+            controllers,
+        })
+    }
+
+    pub(crate) fn instance(&self) -> &Path {
+        &self.instance
+    }
+
+    /// What runs here can be limited by.
+    pub(crate) fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+
+    /// The cgroup of run `id`, made now, with the job's limits written
+    /// (those whose controller is missing are skipped: `check` warns).
+    pub(crate) fn create_run(&self, id: u64, limits: &Limits) -> Result<RunCgroup, CgroupError> {
+        let path = self.instance.join(format!("run-{id}"));
+        mkdir(&path)?;
+        let procs = path.join("cgroup.procs");
+        let procs_fd = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map(OwnedFd::from)
+            .map_err(|source| CgroupError::Open {
+                path: procs.clone(),
+                source,
+            })?;
+        let settings = [
+            ("memory", "memory.max", limits.memory_max),
+            ("pids", "pids.max", limits.pids_max),
+            ("cpu", "cpu.weight", limits.cpu_weight.map(u64::from)),
+        ];
+        for (controller, file, value) in settings {
+            let Some(v) = value else { continue };
+            if !self.has(controller) {
+                continue;
+            }
+            if let Err(e) = write_file(&path.join(file), &v.to_string()) {
+                tracing::warn!(run = id, file, "cannot set a cgroup limit: {e}");
+            }
+        }
+        Ok(RunCgroup { path, procs_fd })
+    }
+
+    /// Removes the instance directory at a clean exit, if no run cgroup
+    /// is left in it (a kept leftover's stays for the next start).
+    pub(crate) fn remove_instance(&self) {
+        let _ = std::fs::remove_dir(&self.instance);
+    }
+
+    /// Kills and removes every run cgroup left in the instance directory by
+    /// an earlier generation. Returns (run id, processes killed) per cgroup
+    /// that held any. Blocking but bounded ([`EMPTY_BOUND`] in all).
+    pub(crate) fn sweep(&self) -> Vec<(u64, usize)> {
+        let Ok(entries) = std::fs::read_dir(&self.instance) else {
+            return vec![];
+        };
+        let mut left = vec![];
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix("run-")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let path = e.path();
+            let n = pids_in(&path).len();
+            if n > 0 {
+                kill_all(&path);
+            }
+            left.push((id, n, path));
+        }
+        let until = std::time::Instant::now() + EMPTY_BOUND;
+        let mut killed = vec![];
+        for (id, n, path) in left {
+            while populated(&path) && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Err(e) = std::fs::remove_dir(&path) {
+                tracing::warn!(cgroup = %path.display(), "cannot remove a leftover run cgroup: {e}");
+            }
+            if n > 0 {
+                killed.push((id, n));
+            }
+        }
+        killed
+    }
+}
+
+/// One run's cgroup.
+#[derive(Debug)]
+pub(crate) struct RunCgroup {
+    path: PathBuf,
+    /// `cgroup.procs`, open for the child to write itself into between
+    /// fork and exec (close-on-exec, so the job never holds it).
+    procs_fd: OwnedFd,
+}
+
+impl RunCgroup {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn procs_fd(&self) -> RawFd {
+        self.procs_fd.as_raw_fd()
+    }
+
+    /// The processes in the cgroup now.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        pids_in(&self.path)
+    }
+
+    /// Ends every process in the cgroup, forks in flight included.
+    pub(crate) fn kill(&self) {
+        kill_all(&self.path);
+    }
+
+    /// CPU time used by every process that ever ran in it, µs.
+    pub(crate) fn cpu_usec(&self) -> Option<u64> {
+        std::fs::read_to_string(self.path.join("cpu.stat"))
+            .ok()
+            .and_then(|s| usage_usec(&s))
+    }
+
+    /// Peak memory, bytes (only with the memory controller).
+    pub(crate) fn memory_peak(&self) -> Option<u64> {
+        std::fs::read_to_string(self.path.join("memory.peak"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Waits (bounded, async) for the cgroup to empty, reads what the
+    /// run cost (CPU µs, peak memory bytes), then removes it. A cgroup that
+    /// does not empty stays: the next start sweeps it.
+    pub(crate) async fn finish(self) -> (Option<u64>, Option<u64>) {
+        let until = tokio::time::Instant::now() + EMPTY_BOUND;
+        while populated(&self.path) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cost = (self.cpu_usec(), self.memory_peak());
+        drop(self.procs_fd);
+        if let Err(e) = std::fs::remove_dir(&self.path) {
+            tracing::warn!(cgroup = %self.path.display(), "cannot remove a run's cgroup: {e}");
+        }
+        cost
+    }
+}
+
+fn mkdir(path: &Path) -> Result<(), CgroupError> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(CgroupError::Create {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
+}
+
+fn pids_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn populated(dir: &Path) -> bool {
+    match std::fs::read_to_string(dir.join("cgroup.events")) {
+        Ok(s) => populated_in(&s),
+        // No events file (not a cgroup any more): nothing to wait for.
+        Err(_) => false,
+    }
+}
+
+/// `cgroup.kill` (Linux 5.14); before it, SIGKILL to every listed process,
+/// a few rounds to catch children forked meanwhile.
+fn kill_all(dir: &Path) {
+    if write_file(&dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for _ in 0..5 {
+        let pids = pids_in(dir);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // The pid is read from the cgroup this instant: it is ours.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_of_a_hybrid_host() {
+        let mi = "25 1 0:23 / /sys rw - sysfs sysfs rw\n\
+                  31 25 0:27 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(mi),
+            Some((PathBuf::from("/sys/fs/cgroup/unified"), "/".to_string()))
+        );
+        assert_eq!(
+            cgroup2_mount("25 1 0:23 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn own_cgroup_is_the_v2_line() {
+        let pc = "9:name=systemd:/\n8:pids:/x\n0::/system.slice/cronwarden.service\n";
+        assert_eq!(
+            own_cgroup(pc).as_deref(),
+            Some("/system.slice/cronwarden.service")
+        );
+        assert_eq!(own_cgroup("8:pids:/\n"), None);
+    }
+
+    #[test]
+    fn own_dir_joins_relative_to_the_mount_root() {
+        let m = Path::new("/sys/fs/cgroup");
+        assert_eq!(
+            own_dir(m, "/", "/").unwrap(),
+            PathBuf::from("/sys/fs/cgroup")
+        );
+        assert_eq!(
+            own_dir(m, "/", "/a.slice/b.service").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/a.slice/b.service")
+        );
+        assert_eq!(own_dir(m, "/a.slice", "/a.slice/b").unwrap(), m.join("b"));
+        assert_eq!(own_dir(m, "/other", "/a.slice/b"), None);
+        assert_eq!(own_dir(m, "/", "/a/../b"), None);
+    }
+
+    #[test]
+    fn reads_cpu_usage_and_populated() {
+        let s = "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\n";
+        assert_eq!(usage_usec(s), Some(1_234_567));
+        assert_eq!(usage_usec("user_usec 5\n"), None);
+        assert!(populated_in("populated 1\nfrozen 0\n"));
+        assert!(!populated_in("populated 0\nfrozen 0\n"));
+    }
+
+    #[test]
+    fn instance_names_are_stable_and_distinct() {
+        let a = instance_name(Path::new("/nonexistent/a"));
+        assert_eq!(a, instance_name(Path::new("/nonexistent/a")));
+        assert_ne!(a, instance_name(Path::new("/nonexistent/b")));
+        assert!(a.starts_with("cronwarden-") && a.len() == "cronwarden-".len() + 16);
+    }
+}

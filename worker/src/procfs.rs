@@ -1,0 +1,117 @@
+//! Reading /proc about a run's processes: who is in a process group, and
+//! who holds a pipe. Blocking reads: callers run them off the loop.
+
+use std::path::Path;
+
+/// (process group, session) from the text of /proc/PID/stat.
+pub(crate) fn group_and_session(stat: &str) -> Option<(i32, i32)> {
+    // The name (field 2) may hold spaces and parentheses: fields resume
+    // after its last ')'. Then: state, ppid, pgrp, session.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(2);
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// A process's start time (clock ticks since boot), field 22 of its stat.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_in(&stat)
+}
+
+fn start_time_in(stat: &str) -> Option<u64> {
+    // After the name: field 3 (state) is the first; 22 is the 20th.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Kills process group `pgid` if its leader is still the process that
+/// started at `leader_start` (a reused pid is never signalled; a group
+/// whose leader is gone cannot be told apart, and is left). Returns how
+/// many processes were in it.
+pub(crate) fn kill_group_if_same(pgid: u32, leader_start: u64) -> usize {
+    if pgid <= 1 || start_time(pgid) != Some(leader_start) {
+        return 0;
+    }
+    let members = group_members(pgid).len();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    members
+}
+
+/// Every live process in process group `pgid`.
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| group_and_session(&s))
+                .is_some_and(|(g, _)| g == pgid as i32)
+        })
+        .collect()
+}
+
+/// The first of `pids` that holds one of the pipes (by inode), as
+/// `PID (name)`.
+pub(crate) fn pipe_holder(pids: &[u32], pipes: &[u64]) -> Option<String> {
+    if pipes.is_empty() {
+        return None;
+    }
+    pids.iter().copied().find_map(|pid| {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|t| pipe_inode(&t))
+                .is_some_and(|ino| pipes.contains(&ino))
+        });
+        holds.then(|| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} ({})", name.trim())
+        })
+    })
+}
+
+/// The inode of a descriptor's `pipe:[INODE]` link target.
+fn pipe_inode(target: &Path) -> Option<u64> {
+    target
+        .to_str()?
+        .strip_prefix("pipe:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_group_and_session_past_an_odd_name() {
+        let stat = "4242 (a) b (c)) S 1 4240 4239 0 -1 4194560 0 0";
+        assert_eq!(group_and_session(stat), Some((4240, 4239)));
+        assert_eq!(group_and_session("garbage"), None);
+    }
+
+    #[test]
+    fn reads_the_start_time() {
+        let stat = "4242 (a b) S 1 4240 4239 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(start_time_in(stat), Some(987_654));
+        assert!(start_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn reads_pipe_inodes() {
+        assert_eq!(pipe_inode(Path::new("pipe:[123]")), Some(123));
+        assert_eq!(pipe_inode(Path::new("socket:[123]")), None);
+        assert_eq!(pipe_inode(Path::new("/dev/null")), None);
+    }
+}
