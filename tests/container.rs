@@ -34,9 +34,10 @@ fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
     let env = Env::new("");
     let d = env.dir.path().display().to_string();
     // Every second a job leaves a background child behind and exits: the
-    // child is orphaned at once and outlives its run by a moment.
+    // child is orphaned at once and outlives its run by a moment
+    // (`leftovers = "keep"`: by default cronwarden kills what a run leaves).
     env.write_config(&format!(
-        "[[job]]\nname = \"leaver\"\nschedule = \"* * * * * *\"\n\
+        "[[job]]\nname = \"leaver\"\nschedule = \"* * * * * *\"\nleftovers = \"keep\"\n\
          shell = \"(sleep 0.2; echo $$ >> {d}/orphans) & echo started\"\n"
     ));
     let mut child = Command::new("unshare")

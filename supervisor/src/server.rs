@@ -530,7 +530,8 @@ async fn route(
     let status = &snap.status;
     let known = |name: &str| snap.config.job(name).is_some();
     match (method.clone(), parts.as_slice()) {
-        (Method::GET, []) => {
+        // `/` only: `*` (asterisk-form) also has no segments.
+        (Method::GET, []) if path.is_empty() => {
             crate::page::response(snap.clone(), crate::page::page_param(req.uri()).as_deref()).await
         }
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, status),

@@ -27,7 +27,11 @@ pub(super) fn recent(last: Option<&(ClockJump, Instant)>, now: Instant) -> Optio
     if now.saturating_duration_since(*seen) >= CLOCK_JUMP_NEWS {
         return None;
     }
-    let size = human_duration(Duration::from_millis(j.jump_ms.unsigned_abs()));
+    // To the nearest second: a step of 2 h is measured as 7,199,998 ms
+    // or 7,200,003 ms (the clocks are read one after the other), and
+    // should read "2h" either way.
+    let secs = j.jump_ms.unsigned_abs().saturating_add(500) / 1000;
+    let size = human_duration(Duration::from_secs(secs));
     let direction = if j.jump_ms < 0 { "backward" } else { "forward" };
     let what = match j.kind {
         ClockJumpKind::Step => format!("the wall clock was stepped {direction} by {size}"),
