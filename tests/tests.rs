@@ -21,6 +21,7 @@ mod operator;
 mod package;
 mod page;
 mod pings;
+mod sched;
 mod supervisor;
 mod truth;
 mod wedge;

@@ -24,7 +24,9 @@
 //! - [`account`]: users and groups, for a job's `user`/`group` and for who
 //!   may make control calls on the socket;
 //! - [`identity`]: which instance answers on a socket: its state directory,
-//!   written into an HTTP header and compared by clients.
+//!   written into an HTTP header and compared by clients;
+//! - [`jitter`]: a job's fixed start delay per host (`jitter`), computed
+//!   alike by the worker and the supervisor.
 //!
 //! I/O: [`store`] reads and writes its SQLite file; [`config`] reads the
 //! config file ([`config::Config::load`], [`config::Config::locate`]) and
@@ -38,6 +40,7 @@ pub mod account;
 pub mod alert_kind;
 pub mod config;
 pub mod identity;
+pub mod jitter;
 pub mod schedule;
 pub mod stats;
 pub mod status;

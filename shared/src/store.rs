@@ -171,6 +171,7 @@ fn parse_trigger(s: &str) -> Trigger {
     match s {
         "catchup" => Trigger::Catchup,
         "manual" => Trigger::Manual,
+        "retry" => Trigger::Retry,
         _ => Trigger::Schedule,
     }
 }

@@ -113,6 +113,7 @@ pub(crate) struct Plan {
     /// Fault injection (`worker::drop_fire=return(JOB)`): this job's fires
     /// are claimed but silently never dispatched.
     pub drop_fires_of: Option<String>,
+    retries: retry::Retries,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -166,6 +167,7 @@ impl Plan {
             last_clocks: None,
             stagger: false,
             drop_fires_of: None,
+            retries: Default::default(),
         }
     }
 
@@ -399,7 +401,7 @@ impl Plan {
         let mut due = vec![];
         let mut cursor = job.next;
         while let Some(t) = cursor {
-            if t > now || due.len() >= MAX_DUE_PER_TURN {
+            if jitter::start_of(&job.spec, t) > now || due.len() >= MAX_DUE_PER_TURN {
                 break;
             }
             due.push(t);
@@ -414,7 +416,7 @@ impl Plan {
         let names: Vec<String> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.next.is_some_and(|t| t <= now))
+            .filter(|(_, j)| j.next.is_some_and(|t| jitter::start_of(&j.spec, t) <= now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in names {
@@ -445,6 +447,7 @@ impl Plan {
         if std::mem::take(&mut self.stagger) {
             spread(now, first_spawn, fx);
         }
+        self.fire_retries(now, fx);
     }
 
     /// The next run id, reserving more ahead of it when the reservation
@@ -501,7 +504,7 @@ impl Plan {
         let grace = SignedDuration::try_from(job.spec.misfire_grace).unwrap_or(SignedDuration::MAX);
         let (stale, fresh): (Vec<_>, Vec<_>) = due
             .into_iter()
-            .partition(|t| now.duration_since(*t) > grace);
+            .partition(|t| now.duration_since(jitter::start_of(&job.spec, *t)) > grace);
         for t in stale {
             self.skip(name, t, SkipReason::Misfire, None, now, fx);
         }
@@ -595,15 +598,18 @@ impl Plan {
 
     /// A run ended: record it, release its busy flag, start a queued fire.
     pub fn finished(&mut self, record: RunRecord, now: Timestamp, fx: &mut Effects) {
-        let (name, id) = (record.job.clone(), record.id);
+        let (name, id, outcome) = (record.job.clone(), record.id, record.outcome);
         fx.writes.push(Write::Finish(record));
         if self.orphans.remove(&id).is_some() {
+            self.retries.forget(id);
             return;
         }
         let Some(job) = self.jobs.get_mut(&name) else {
+            self.retries.forget(id);
             return;
         };
         job.running.retain(|r| *r != id);
+        self.retries.finished(&job.spec, id, outcome, now);
         if job.running.is_empty() {
             if let Some((id, covers)) = job.pending.take() {
                 self.start(id, &name, covers, now, fx);
@@ -762,9 +768,14 @@ impl Plan {
         (rows, writes)
     }
 
-    /// The earliest armed fire of any job.
+    /// The earliest start of an armed fire of any job (its time plus its
+    /// jitter offset), or of a waiting retry.
     pub fn earliest_fire(&self) -> Option<Timestamp> {
-        self.jobs.values().filter_map(|j| j.next).min()
+        self.jobs
+            .values()
+            .filter_map(|j| Some(jitter::start_of(&j.spec, j.next?)))
+            .chain(self.retries.earliest())
+            .min()
     }
 
     /// Every job with its armed next fire, by name.
@@ -856,6 +867,9 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
         error,
     });
 }
+
+mod jitter;
+mod retry;
 
 #[cfg(test)]
 mod extreme;

@@ -48,6 +48,10 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "ping_failure_url",
     "retention",
     "keep_output",
+    "jitter",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
 ];
 
 /// What a job inherits from the top of the file.
@@ -148,6 +152,7 @@ impl Validator {
             .count(j, "retention", t.get("retention"))
             .unwrap_or(crate::store::DEFAULT_RETENTION);
         let keep_output = self.count(j, "keep_output", t.get("keep_output"));
+        let sched = self.sched_keys(&label, t);
 
         if self.errors.len() != before {
             return None;
@@ -176,6 +181,9 @@ impl Validator {
             ping_templates,
             retention,
             keep_output,
+            jitter_offset: crate::jitter::offset(&crate::jitter::host(), &label, sched.jitter),
+            jitter: sched.jitter,
+            retry: sched.retry,
         })
     }
 

@@ -2,7 +2,7 @@
 //! module holds the model (a validated [`Config`] and its parts) and the
 //! loading ([`Config::load`], [`Config::parse`], [`Config::locate`]); the
 //! checks live by concern in its submodules: `validate` (the `Validator`
-//! and its generic key helpers), `job` (the `[[job]]` keys), `sinks` (the
+//! and its generic key helpers), `job` (the `[[job]]` keys), `sched` (jitter and retries), `sinks` (the
 //! `[[alert]]` sinks) and `integrations` (metrics, host heartbeat, log
 //! files). Its only I/O is reading the file and resolving `user` and group
 //! names through the system's databases.
@@ -29,6 +29,8 @@ use crate::{alert_kind::AlertKind, schedule::Schedule};
 
 pub(crate) mod integrations;
 pub(crate) mod job;
+mod sched;
+pub use sched::{RetryPolicy, MAX_RETRIES, MAX_RETRY_DELAY};
 mod sinks;
 pub use sinks::ALERTMANAGER_REPEAT;
 mod validate;
@@ -197,6 +199,13 @@ pub struct JobSpec {
     /// Keep the full output of the newest N runs in files under
     /// `<state_dir>/output/<job>/` (off when `None`).
     pub keep_output: Option<u32>,
+    /// `jitter`: fires start up to this much after their time.
+    pub jitter: Duration,
+    /// This host's fixed share of `jitter` (see [`crate::jitter`]),
+    /// computed when the config is read.
+    pub jitter_offset: Duration,
+    /// `retries`, `retry_delay`, `retry_backoff`.
+    pub retry: RetryPolicy,
 }
 
 /// Resource limits set in the job's process before exec (soft = hard).
