@@ -94,3 +94,65 @@ fn jitter_delays_each_fire_by_its_fixed_offset_and_is_never_late() {
         "a jittered job was called late"
     );
 }
+
+/// A fire whose run fails twice and then succeeds, with `retries = 2`:
+/// the ledger shows the fire's run and two retries (the retries with no
+/// scheduled time of their own), and the job is never called failing, as
+/// its fire did not fail in the end.
+#[test]
+fn a_fire_retried_twice_to_success_is_not_a_failure() {
+    let env = Env::new("");
+    let count = env.path("attempts");
+    env.write_config(&format!(
+        "[[job]]\nname = \"flaky\"\nschedule = \"*/30 * * * * *\"\nretries = 2\n\
+         retry_delay = \"1s\"\n\
+         shell = '''n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ]'''\n",
+        c = count.display()
+    ));
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    let rows = wait_until("a fire and its two retries", LONG * 2, || {
+        let rows = env.rows("flaky");
+        let done: Vec<Row> = rows
+            .into_iter()
+            .filter(|r| r.outcome != "running")
+            .take(3)
+            .collect();
+        (done.len() == 3).then_some(done)
+    });
+    let shape: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.trigger.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("schedule", "failed"),
+            ("retry", "failed"),
+            ("retry", "success")
+        ],
+        "{rows:?}"
+    );
+    assert!(rows[0].scheduled_at.is_some());
+    for r in &rows[1..] {
+        assert!(r.scheduled_at.is_none() && r.covers.is_empty(), "{r:?}");
+    }
+    // The retries ran one after the other, each after the run before ended.
+    for w in rows.windows(2) {
+        assert!(
+            ms(w[1].started_at.as_deref().unwrap()) >= ms(w[0].finished_at.as_deref().unwrap()),
+            "{rows:?}"
+        );
+    }
+    let s = env.wait_ok(LONG);
+    assert_eq!(
+        crate::util::job(&s, "flaky")["streaks"]["failures"],
+        0,
+        "{s}"
+    );
+    assert_eq!(
+        alerts_of_kind(&env, "job_failing"),
+        0,
+        "a fire that succeeded on a retry was alerted failing"
+    );
+}

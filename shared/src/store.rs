@@ -5,7 +5,8 @@
 //!   scheduled time (the `@every` anchor), paused;
 //! - `runs`: every run and every skipped fire, one row per record;
 //! - `alerts`: alert history;
-//! - `meta`: the schema version.
+//! - `meta`: the schema version, the run-id reservation, and the boot
+//!   each `@reboot` job last fired in (`reboot.rs`).
 //!
 //! `marks` is the light, bounded read behind the status page's strips.
 //!
@@ -33,6 +34,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use crate::status::{AlertNotice, Outcome, RunRecord, Severity, SkipReason, Trigger};
 
 mod marks;
+mod reboot;
 pub use marks::RunMark;
 
 /// The store's file name under `state_dir`.
@@ -119,6 +121,11 @@ pub enum Write {
     Paused {
         job: String,
         paused: bool,
+    },
+    /// An `@reboot` job fired in this boot (see `reboot.rs`).
+    RebootFired {
+        job: String,
+        boot_id: String,
     },
 }
 
@@ -551,6 +558,7 @@ impl Store {
                         .execute([upto.to_string()])?;
                     }
                     Write::Insert(r) => insert_run(&tx, r)?,
+                    Write::RebootFired { job, boot_id } => reboot::record(&tx, job, boot_id)?,
                     // The finish record is the whole run: it replaces the row
                     // written at start (or stands alone if that write failed).
                     Write::Finish(r) => insert_run(&tx, r)?,

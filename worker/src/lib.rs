@@ -49,6 +49,7 @@
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,
 //! right after the hello).
 
+mod boot_id;
 mod clock;
 mod error;
 mod events;

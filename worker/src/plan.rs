@@ -114,6 +114,7 @@ pub(crate) struct Plan {
     /// are claimed but silently never dispatched.
     pub drop_fires_of: Option<String>,
     retries: retry::Retries,
+    boot: reboot::Boot,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -168,6 +169,7 @@ impl Plan {
             stagger: false,
             drop_fires_of: None,
             retries: Default::default(),
+            boot: Default::default(),
         }
     }
 
@@ -229,6 +231,7 @@ impl Plan {
         for row in rearms {
             self.rearm(row, now, fx);
         }
+        self.fire_reboots(now, fx);
         self.report_schedule(fx);
     }
 
@@ -869,6 +872,7 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
 }
 
 mod jitter;
+mod reboot;
 mod retry;
 
 #[cfg(test)]
