@@ -156,3 +156,98 @@ fn a_fire_retried_twice_to_success_is_not_a_failure() {
         "a fire that succeeded on a retry was alerted failing"
     );
 }
+
+/// Rows of `job` that started after `since` (unix ms).
+fn started_after(env: &Env, job: &str, since: i64) -> usize {
+    env.rows(job)
+        .iter()
+        .filter(|r| r.started_at.as_deref().is_some_and(|s| ms(s) > since))
+        .count()
+}
+
+/// Waits until the worker is a new one (not `old`), and has fired a
+/// scheduled run of `tick` after `since`: by then it has made its
+/// `@reboot` decisions, which come before its first fire.
+fn wait_new_worker_ticked(env: &Env, old: Option<u64>, since: i64) -> u64 {
+    let pid = wait_until("a new worker", LONG, || {
+        let s = env.status().1?;
+        let pid = s["worker"]["pid"].as_u64()?;
+        (Some(pid) != old && s["state"] == "ok").then_some(pid)
+    });
+    wait_until("the new worker's first fire", LONG, || {
+        (started_after(env, "tick", since) > 0).then_some(())
+    });
+    pid
+}
+
+/// `@reboot` fires once per boot: not again after a `kill -9` of the
+/// worker nor after a restart of the supervisor in the same boot, and
+/// again in a new boot (a new boot id, staged through a fail point).
+#[test]
+fn reboot_fires_once_per_boot() {
+    let env = Env::new("");
+    let boot = env.path("boot_id");
+    let stamps = env.path("stamps");
+    std::fs::write(&boot, "boot-1\n").unwrap();
+    env.write_config(&format!(
+        "[[job]]\nname = \"atboot\"\nschedule = \"@reboot\"\n\
+         shell = '''echo \"$CRONWARDEN_RUN_ID\" >> {s}'''\n\
+         [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\ncommand = [\"true\"]\n",
+        s = stamps.display()
+    ));
+    let failpoints = format!("worker::boot_id=return({})", boot.display());
+    let vars = [("FAILPOINTS", failpoints.as_str())];
+    let mut sup = env.start_with(&vars);
+    env.wait_ok(LONG);
+    wait_until("the @reboot run", LONG, || {
+        (env.lines("stamps").len() == 1).then_some(())
+    });
+    let first_worker = env.wait_ok(LONG)["worker"]["pid"].as_u64();
+
+    // kill -9 of the worker: the next worker is in the same boot.
+    let since = jiff::Timestamp::now().as_millisecond();
+    crate::util::kill(
+        first_worker.unwrap() as u32,
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let second = wait_new_worker_ticked(&env, first_worker, since);
+    // Its record would be in the store before the tick's (see above).
+    assert_eq!(env.rows("atboot").len(), 1, "fired again after kill -9");
+    assert_eq!(env.lines("stamps").len(), 1, "fired again after kill -9");
+
+    // A supervisor restart: the same boot still.
+    assert_eq!(sup.stop(LONG), 0);
+    let since = jiff::Timestamp::now().as_millisecond();
+    let _sup = env.start_with(&vars);
+    wait_new_worker_ticked(&env, Some(second), since);
+    assert_eq!(env.rows("atboot").len(), 1, "fired again after a restart");
+    assert_eq!(
+        env.lines("stamps").len(),
+        1,
+        "fired again after a supervisor restart"
+    );
+
+    // A new boot: the next worker fires it again.
+    std::fs::write(&boot, "boot-2\n").unwrap();
+    let pid = env.wait_ok(LONG)["worker"]["pid"].as_u64();
+    crate::util::kill(pid.unwrap() as u32, nix::sys::signal::Signal::SIGKILL);
+    wait_until("the @reboot run of the new boot", LONG, || {
+        (env.lines("stamps").len() == 2).then_some(())
+    });
+    let runs: Vec<Row> = env
+        .rows("atboot")
+        .into_iter()
+        .filter(|r| r.outcome != "running")
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|r| r.outcome == "success"), "{runs:?}");
+    let alerted: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM alerts WHERE job = 'atboot'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(alerted, 0, "an @reboot job was alerted");
+}

@@ -16,6 +16,7 @@
 //!   retried with backoff, heartbeating with the cause meanwhile;
 //! - [`clock`]: reading the wall, monotonic and boot clocks, and telling a
 //!   wall-clock step from a suspend;
+//! - [`boot_id`]: which boot this is, for `@reboot` jobs;
 //! - [`journal`]: the store writes of a turn, committed in one transaction,
 //!   held and retried while the store fails (claims coalesce per job and
 //!   are never dropped; only records beyond the bound are, counted in the
@@ -47,7 +48,8 @@
 //! `journal::max_held_records=return(N)` (the journal holds at most N run
 //! records while the store fails, instead of 10,000),
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,
-//! right after the hello).
+//! right after the hello), `worker::boot_id=return(PATH)` (the boot id is
+//! read from PATH, to stage a new boot).
 
 mod boot_id;
 mod clock;
