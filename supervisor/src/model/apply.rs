@@ -270,8 +270,11 @@ impl Model {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
-        self.counters
-            .fired(trigger, run.scheduled_at, run.started_at);
+        // A jittered fire is on time at its start, not at its time.
+        let due = run
+            .scheduled_at
+            .map(|s| jitter::start_of(s, j.spec.jitter_offset));
+        self.counters.fired(trigger, due, run.started_at);
         self.run_events.push(RunEvent::Started {
             job: job.to_string(),
             run_id: run.run_id,
