@@ -33,7 +33,7 @@ fn failures_that_are_retried_count_once_per_fire() {
     let mut s = Sim::new();
     s.m.jobs.get_mut("a").unwrap().spec.retry.retries = 1;
     s.up(10);
-    let mut finish = |s: &mut Sim, id: u64, trigger: Trigger, outcome: Outcome| {
+    let finish = |s: &mut Sim, id: u64, trigger: Trigger, outcome: Outcome| {
         let mut run = RunRecord::new(id, "a", vec![], trigger, outcome);
         run.exit_code = Some(i32::from(outcome != Outcome::Success));
         run.stdout_bytes = 5;
