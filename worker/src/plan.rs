@@ -727,8 +727,9 @@ impl Plan {
     /// store recreated under a running worker: every job's row (schedule,
     /// zone, armed fire, paused), then writes that set each job's
     /// `next_run_at` to the armed fire whatever it was (to be applied
-    /// without the compare-and-set), the run-id reservation, and the
-    /// records of queued fires (in flight).
+    /// without the compare-and-set), the run-id reservation, the boot
+    /// `@reboot` jobs fired in, and the records of queued fires (in
+    /// flight).
     pub fn restore(&self) -> (Vec<JobRow>, Vec<Write>) {
         let rows = self
             .jobs
@@ -745,6 +746,7 @@ impl Plan {
         let mut writes = vec![Write::ReserveIds {
             upto: self.reserved,
         }];
+        writes.extend(self.reboot_restore());
         for j in self.jobs.values() {
             writes.push(Write::Claim {
                 job: j.spec.name.clone(),

@@ -31,6 +31,23 @@ impl Plan {
         self.boot = Boot { id, fired };
     }
 
+    /// What the store must hold again for the `@reboot` jobs that fired in
+    /// this boot (a store recreated under a running worker, see
+    /// [`Plan::restore`]).
+    pub(super) fn reboot_restore(&self) -> Vec<Write> {
+        let (Some(id), Some(fired)) = (&self.boot.id, &self.boot.fired) else {
+            return vec![];
+        };
+        self.jobs
+            .keys()
+            .filter(|n| fired.get(*n) == Some(id))
+            .map(|n| Write::RebootFired {
+                job: n.clone(),
+                boot_id: id.clone(),
+            })
+            .collect()
+    }
+
     /// Fires each `@reboot` job that has not fired in this boot.
     pub(super) fn fire_reboots(&mut self, now: Timestamp, fx: &mut Effects) {
         let names: Vec<String> = self
@@ -123,6 +140,13 @@ mod tests {
         let stored = BTreeMap::from([("r".to_string(), "b1".to_string())]);
         plan.set_boot(Some("b1".into()), Some(stored.clone()));
         assert!(configure(&mut plan, now).spawns.is_empty());
+
+        // A store recreated under this worker gets the boot back.
+        assert!(matches!(
+            &plan.restore().1[..],
+            [Write::ReserveIds { .. }, Write::RebootFired { job, boot_id }, ..]
+                if job == "r" && boot_id == "b1"
+        ));
 
         // Another boot: it fires again.
         let mut plan = Plan::new(20, 0);
