@@ -106,6 +106,52 @@ impl Validator {
 mod tests {
     use super::*;
 
+    fn errors(keys: &str) -> String {
+        let text = format!(
+            "[[job]]\nname = \"j\"\nschedule = \"@hourly\"\ncommand = [\"true\"]\n{keys}\n"
+        );
+        match crate::config::Config::parse(std::path::Path::new("c.toml"), &text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn keys_are_checked_and_errors_name_job_and_key() {
+        assert_eq!(
+            errors("jitter = \"365d\"\nretries = 0\nretry_backoff = 1"),
+            ""
+        );
+        let e = errors("jitter = \"366d\"");
+        assert!(
+            e.contains("\"j\"") && e.contains("jitter") && e.contains("365d"),
+            "{e}"
+        );
+        for (keys, key) in [
+            ("retries = -1", "retries"),
+            ("retries = 101", "retries"),
+            ("retries = \"2\"", "retries"),
+            ("retry_delay = \"0s\"", "retry_delay"),
+            ("retry_backoff = 0.5", "retry_backoff"),
+            ("retry_backoff = \"2\"", "retry_backoff"),
+        ] {
+            let e = errors(keys);
+            assert!(e.contains(key) && e.contains("\"j\""), "{keys}: {e}");
+        }
+        let config = crate::config::Config::parse(
+            std::path::Path::new("c.toml"),
+            "[[job]]\nname = \"j\"\nschedule = \"@hourly\"\ncommand = [\"true\"]\njitter = \"10m\"\n",
+        )
+        .unwrap();
+        let j = &config.jobs[0];
+        assert_eq!(j.jitter, Duration::from_secs(600));
+        assert_eq!(
+            j.jitter_offset,
+            crate::jitter::offset(&crate::jitter::host(), "j", j.jitter)
+        );
+        assert_eq!(j.retry, RetryPolicy::default());
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         let p = RetryPolicy {
