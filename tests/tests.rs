@@ -27,6 +27,7 @@ mod page;
 mod opsday;
 mod output;
 mod pings;
+mod sched;
 mod supervisor;
 mod suptime;
 mod truth;

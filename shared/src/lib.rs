@@ -31,7 +31,9 @@
 //! - [`identity`]: which instance answers on a socket: its state directory,
 //!   written into an HTTP header and compared by clients.
 //! - [`proc_identity`]: a process named by pid and start time, checked
-//!   before every signal so a reused pid is never signalled.
+//!   before every signal so a reused pid is never signalled;
+//! - [`jitter`]: a job's fixed start delay per host (`jitter`), computed
+//!   alike by the worker and the supervisor.
 //!
 //! I/O: [`store`] reads and writes its SQLite file; [`config`] reads the
 //! config file ([`config::Config::load`], [`config::Config::locate`]) and
@@ -49,6 +51,7 @@ pub mod identity;
 pub mod proc_identity;
 pub mod log_budget;
 pub mod held_copy;
+pub mod jitter;
 pub mod schedule;
 pub mod stats;
 pub mod status;

@@ -1,7 +1,9 @@
 //! Schedules: when a job fires.
 //!
-//! Two kinds: cron expressions (vixie/OCPS 1.0 with an optional leading
-//! seconds field and the `@hourly`… nicknames) and `@every <duration>`.
+//! Three kinds: cron expressions (vixie/OCPS 1.0 with an optional leading
+//! seconds field and the `@hourly`… nicknames), `@every <duration>`, and
+//! `@reboot` (once per boot: it has no fire instants, and the worker fires
+//! it when it starts in a boot the job has not fired in yet).
 //!
 //! Cron fields match *local wall time* in the job's zone. croner does the
 //! field matching on civil (zone-less) date-times only; mapping a matching
@@ -45,6 +47,7 @@ enum Kind {
         hour_star: bool,
     },
     Every(Duration),
+    Reboot,
 }
 
 /// A parsed schedule bound to its time zone.
@@ -63,7 +66,9 @@ impl Schedule {
     /// Parses `expr` for the zone `tz`.
     pub fn parse(expr: &str, tz: &TimeZone) -> Result<Schedule, ScheduleError> {
         let trimmed = expr.trim();
-        let kind = if let Some(rest) = strip_prefix_ci(trimmed, "@every") {
+        let kind = if trimmed.eq_ignore_ascii_case("@reboot") {
+            Kind::Reboot
+        } else if let Some(rest) = strip_prefix_ci(trimmed, "@every") {
             let rest = rest.trim();
             if rest.is_empty() {
                 return Err(ScheduleError::Every {
@@ -120,8 +125,13 @@ impl Schedule {
     pub fn every(&self) -> Option<Duration> {
         match self.kind {
             Kind::Every(d) => Some(d),
-            Kind::Cron { .. } => None,
+            Kind::Cron { .. } | Kind::Reboot => None,
         }
+    }
+
+    /// Whether this is `@reboot`: once per boot, never at an instant.
+    pub fn is_reboot(&self) -> bool {
+        matches!(self.kind, Kind::Reboot)
     }
 
     /// The first wall time in `[from, to)` that the cron fields match,
@@ -133,7 +143,7 @@ impl Schedule {
                 .find_next_occurrence(&from, true)
                 .ok()
                 .filter(|w| *w < to),
-            Kind::Every(_) => None,
+            Kind::Every(_) | Kind::Reboot => None,
         }
     }
 
@@ -159,6 +169,7 @@ impl Schedule {
         match &self.kind {
             Kind::Every(period) => every_next(after, anchor, *period),
             Kind::Cron { cron, hour_star } => cron_next(cron, *hour_star, &self.tz, after),
+            Kind::Reboot => None,
         }
     }
 
@@ -215,7 +226,7 @@ fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     }
     if expr.starts_with('@') && !NICKNAMES.iter().any(|k| k.eq_ignore_ascii_case(expr)) {
         return Err(format!(
-            "unknown nickname; expected one of {} or @every <duration>",
+            "unknown nickname; expected one of {}, @reboot or @every <duration>",
             NICKNAMES.join(", ")
         ));
     }
@@ -439,7 +450,7 @@ impl Schedule {
     #[cfg(test)]
     pub(crate) fn next_after_by_full_walk(&self, after: Timestamp) -> Option<Timestamp> {
         match &self.kind {
-            Kind::Every(_) => None,
+            Kind::Every(_) | Kind::Reboot => None,
             Kind::Cron { cron, hour_star } => {
                 let start = self
                     .tz
@@ -729,5 +740,25 @@ mod tests {
         assert!(fires
             .windows(2)
             .all(|w| w[1].duration_since(w[0]) == SignedDuration::from_mins(10)));
+    }
+}
+
+#[cfg(test)]
+mod reboot_tests {
+    use super::*;
+
+    #[test]
+    fn reboot_parses_and_never_fires_at_an_instant() {
+        for expr in ["@reboot", " @REBOOT "] {
+            let s = Schedule::parse(expr, &TimeZone::UTC).unwrap();
+            assert!(s.is_reboot());
+            assert_eq!(s.expr(), expr.trim());
+            assert_eq!(s.next_after(Timestamp::now(), None), None);
+            assert_eq!(s.every(), None);
+        }
+        assert!(!Schedule::parse("@hourly", &TimeZone::UTC)
+            .unwrap()
+            .is_reboot());
+        assert!(Schedule::parse("@rebooted", &TimeZone::UTC).is_err());
     }
 }

@@ -47,6 +47,8 @@ pub enum Trigger {
     Schedule,
     Catchup,
     Manual,
+    /// A run started again after its fire's run failed (`retries`).
+    Retry,
 }
 
 impl Trigger {
@@ -55,6 +57,7 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Catchup => "catchup",
             Trigger::Manual => "manual",
+            Trigger::Retry => "retry",
         }
     }
 }

@@ -180,6 +180,9 @@ fn num(v: u32) -> String {
 /// The phrase for a schedule, with its zone for cron expressions.
 pub(crate) fn explain(schedule: &Schedule, tz_name: &str) -> String {
     let expr = schedule.expr();
+    if schedule.is_reboot() {
+        return "once per boot, when cronwarden's worker first starts in it".into();
+    }
     if let Some(rest) = expr
         .get(..6)
         .filter(|p| p.eq_ignore_ascii_case("@every"))
@@ -459,5 +462,7 @@ mod tests {
         );
         let s = Schedule::parse("@every 90s", &berlin).unwrap();
         assert_eq!(explain(&s, "Europe/Berlin"), "every 90s");
+        let s = Schedule::parse("@reboot", &berlin).unwrap();
+        assert!(explain(&s, "Europe/Berlin").starts_with("once per boot"));
     }
 }

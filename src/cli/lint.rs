@@ -7,7 +7,9 @@
 //!   than the schedule's shortest interval between fires: one run that
 //!   takes its full timeout makes the next fires skip, a streak by
 //!   construction;
-//! - many jobs ([`PILE_UP`] or more) firing at the same instant.
+//! - many jobs ([`PILE_UP`] or more) firing at the same instant;
+//! - a `jitter` not shorter than the schedule's shortest interval between
+//!   fires: a fire could start after the next one is due.
 //!
 //! Lints are warnings: each is a [`ConfigError`] (file, job, key, message)
 //! that never makes a config invalid. They look ahead from a given instant
@@ -39,6 +41,7 @@ pub(crate) fn lint(config: &Config, now: Timestamp) -> Vec<ConfigError> {
     for job in &config.jobs {
         dst(config, job, now, &mut out);
         skip_streak(config, job, now, per_job, &mut out);
+        jitter_span(config, job, now, per_job, &mut out);
     }
     pile_up(config, now, per_job, &mut out);
     out
@@ -169,6 +172,35 @@ fn skip_streak(
     ));
 }
 
+fn jitter_span(
+    config: &Config,
+    job: &JobSpec,
+    now: Timestamp,
+    limit: usize,
+    out: &mut Vec<ConfigError>,
+) {
+    if job.jitter.is_zero() {
+        return;
+    }
+    let Some(period) = shortest_period(job, now, limit) else {
+        return;
+    };
+    if job.jitter < period {
+        return;
+    }
+    out.push(warning(
+        config,
+        job,
+        "jitter",
+        format!(
+            "jitter ({}) is not shorter than the shortest interval between fires ({}): a fire \
+             may start after the next one is due; lower the jitter",
+            human_duration(job.jitter),
+            human_duration(period)
+        ),
+    ));
+}
+
 fn pile_up(config: &Config, now: Timestamp, limit: usize, out: &mut Vec<ConfigError>) {
     if config.jobs.len() < PILE_UP {
         return;
@@ -245,6 +277,21 @@ mod tests {
     }
 
     const NOW: &str = "2026-12-01T00:00:00Z";
+
+    #[test]
+    fn a_jitter_as_long_as_the_interval_is_a_warning() {
+        let w = warnings(
+            &job("j", "*/5 * * * *", "jitter = \"5m\"\ntimeout = \"1m\""),
+            NOW,
+        );
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0].contains("jitter") && w[0].contains("5m"), "{}", w[0]);
+        let w = warnings(
+            &job("j", "*/5 * * * *", "jitter = \"4m\"\ntimeout = \"1m\""),
+            NOW,
+        );
+        assert!(w.is_empty(), "{w:#?}");
+    }
 
     #[test]
     fn dst_gap_and_fold_of_a_fixed_time() {

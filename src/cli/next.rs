@@ -40,6 +40,10 @@ pub(crate) fn next(
             return Ok(ExitCode::from(2));
         }
     };
+    if schedule.is_reboot() && !json {
+        // No instants to list; say so rather than print nothing.
+        eprintln!("cronwarden: @reboot fires once per boot, at no fixed time");
+    }
     let mut out = std::io::stdout().lock();
     let mut t = start;
     let mut fires = vec![];

@@ -90,10 +90,17 @@ pub fn audit(
         .checked_sub(jiff::SignedDuration::from_nanos(1))
         .unwrap_or(from);
     let mut expected: Vec<Timestamp> = vec![];
-    for (i, t) in schedule
-        .fires_between(start, to, anchor.or(Some(start)))
-        .enumerate()
-    {
+    // `@reboot` has no instants: each boot's one fire is the time its
+    // record covers (a time covered twice is still a duplicate).
+    let reboots: Vec<Timestamp> = match schedule.is_reboot() {
+        true => seen.keys().copied().collect(),
+        false => vec![],
+    };
+    let by_time = (!schedule.is_reboot())
+        .then(|| schedule.fires_between(start, to, anchor.or(Some(start))))
+        .into_iter()
+        .flatten();
+    for (i, t) in reboots.into_iter().chain(by_time).enumerate() {
         if i >= bounds.max_fires {
             return Err(AuditStop::TooManyFires {
                 max: bounds.max_fires,
@@ -176,6 +183,22 @@ mod tests {
             audit("j", &s, None, &[], from, to, &bounds),
             Err(AuditStop::Cancelled)
         );
+    }
+
+    #[test]
+    fn a_reboot_job_expects_one_record_per_boot_fire() {
+        let s = Schedule::parse("@reboot", &TimeZone::UTC).unwrap();
+        let from: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let to: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+        let boots = [
+            rec(1, &["2026-01-01T01:00:00Z"]),
+            rec(2, &["2026-01-01T05:00:00Z"]),
+        ];
+        let r = audit("j", &s, None, &boots, from, to, &unbounded()).unwrap();
+        assert!(r.ok && r.expected == 2, "{r:?}");
+        let twice = [boots[0].clone(), rec(3, &["2026-01-01T01:00:00Z"])];
+        let r = audit("j", &s, None, &twice, from, to, &unbounded()).unwrap();
+        assert!(!r.ok && r.duplicated.len() == 1, "{r:?}");
     }
 
     #[test]

@@ -312,6 +312,7 @@ fn coalesce(batch: Vec<Write>) -> Vec<Write> {
         Paused(String),
         Run(u64),
         Reserve,
+        Reboot(String),
     }
     let mut out: Vec<Write> = Vec::with_capacity(batch.len());
     let mut at: HashMap<Key, usize> = HashMap::new();
@@ -333,6 +334,7 @@ fn coalesce(batch: Vec<Write>) -> Vec<Write> {
             Write::Paused { job, .. } => Key::Paused(job.clone()),
             Write::Insert(r) | Write::Finish(r) => Key::Run(r.id),
             Write::ReserveIds { .. } => Key::Reserve,
+            Write::RebootFired { job, .. } => Key::Reboot(job.clone()),
         };
         let Some(&i) = at.get(&key) else {
             at.insert(key, out.len());

@@ -21,6 +21,7 @@
 //!   (`adopt` commands);
 //! - [`clock`]: reading the wall, monotonic and boot clocks, and telling a
 //!   wall-clock step from a suspend;
+//! - [`boot_id`]: which boot this is, for `@reboot` jobs;
 //! - [`journal`]: the store writes of a turn, committed in one transaction,
 //!   held and retried while the store fails (claims coalesce per job and
 //!   are never dropped; only records beyond the bound are, counted in the
@@ -67,9 +68,11 @@
 //! `journal::max_held_records=return(N)` (the journal holds at most N run
 //! records while the store fails, instead of 10,000),
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,
-//! right after the hello).
+//! right after the hello), `worker::boot_id=return(PATH)` (the boot id is
+//! read from PATH, to stage a new boot).
 
 mod cgroup;
+mod boot_id;
 mod clock;
 mod error;
 mod events;

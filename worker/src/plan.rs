@@ -126,6 +126,8 @@ pub(crate) struct Plan {
     /// The store is failing (set by the shell before each turn): a job
     /// with `on_store_failure = "hold"` skips its fires meanwhile.
     pub store_failing: bool,
+    retries: retry::Retries,
+    boot: reboot::Boot,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -181,6 +183,8 @@ impl Plan {
             drop_fires_of: None,
             misarm_once: None,
             store_failing: false,
+            retries: Default::default(),
+            boot: Default::default(),
         }
     }
 
@@ -251,6 +255,7 @@ impl Plan {
         for name in checks {
             self.correct_arming(&name, now, "checked when configured", fx);
         }
+        self.fire_reboots(now, fx);
         self.report_schedule(fx);
     }
 
@@ -380,7 +385,7 @@ impl Plan {
         let mut due = vec![];
         let mut cursor = job.next;
         while let Some(t) = cursor {
-            if t > now || due.len() >= MAX_DUE_PER_TURN {
+            if jitter::start_of(&job.spec, t) > now || due.len() >= MAX_DUE_PER_TURN {
                 break;
             }
             due.push(t);
@@ -395,7 +400,7 @@ impl Plan {
         let names: Vec<String> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.next.is_some_and(|t| t <= now))
+            .filter(|(_, j)| j.next.is_some_and(|t| jitter::start_of(&j.spec, t) <= now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in names {
@@ -432,6 +437,7 @@ impl Plan {
         if std::mem::take(&mut self.stagger) {
             spread(now, first_spawn, fx);
         }
+        self.fire_retries(now, fx);
     }
 
     /// The next run id, reserving more ahead of it when the reservation
@@ -488,7 +494,7 @@ impl Plan {
         let grace = SignedDuration::try_from(job.spec.misfire_grace).unwrap_or(SignedDuration::MAX);
         let (stale, fresh): (Vec<_>, Vec<_>) = due
             .into_iter()
-            .partition(|t| now.duration_since(*t) > grace);
+            .partition(|t| now.duration_since(jitter::start_of(&job.spec, *t)) > grace);
         for t in stale {
             self.skip(name, t, SkipReason::Misfire, None, now, fx);
         }
@@ -588,15 +594,18 @@ impl Plan {
 
     /// A run ended: record it, release its busy flag, start a queued fire.
     pub fn finished(&mut self, record: RunRecord, now: Timestamp, fx: &mut Effects) {
-        let (name, id) = (record.job.clone(), record.id);
+        let (name, id, outcome) = (record.job.clone(), record.id, record.outcome);
         fx.writes.push(Write::Finish(record));
         if self.orphans.remove(&id).is_some() {
+            self.retries.forget(id);
             return;
         }
         let Some(job) = self.jobs.get_mut(&name) else {
+            self.retries.forget(id);
             return;
         };
         job.running.retain(|r| *r != id);
+        self.retries.finished(&job.spec, id, outcome, now);
         if job.running.is_empty() {
             if let Some((id, covers)) = job.pending.take() {
                 self.start(id, &name, covers, now, fx);
@@ -716,8 +725,9 @@ impl Plan {
     /// store recreated under a running worker: every job's row (schedule,
     /// zone, armed fire, paused), then writes that set each job's
     /// `next_run_at` to the armed fire whatever it was (to be applied
-    /// without the compare-and-set), the run-id reservation, and the
-    /// records of queued fires (in flight).
+    /// without the compare-and-set), the run-id reservation, the boot
+    /// `@reboot` jobs fired in, and the records of queued fires (in
+    /// flight).
     pub fn restore(&self) -> (Vec<JobRow>, Vec<Write>) {
         let rows = self
             .jobs
@@ -734,6 +744,7 @@ impl Plan {
         let mut writes = vec![Write::ReserveIds {
             upto: self.reserved,
         }];
+        writes.extend(self.reboot_restore());
         for j in self.jobs.values() {
             writes.push(Write::Claim {
                 job: j.spec.name.clone(),
@@ -760,9 +771,14 @@ impl Plan {
         (rows, writes)
     }
 
-    /// The earliest armed fire of any job.
+    /// The earliest start of an armed fire of any job (its time plus its
+    /// jitter offset), or of a waiting retry.
     pub fn earliest_fire(&self) -> Option<Timestamp> {
-        self.jobs.values().filter_map(|j| j.next).min()
+        self.jobs
+            .values()
+            .filter_map(|j| Some(jitter::start_of(&j.spec, j.next?)))
+            .chain(self.retries.earliest())
+            .min()
     }
 
     /// Every job with its armed next fire, by name.
@@ -826,6 +842,9 @@ mod arming;
 mod clock_step;
 
 use clock_step::spread;
+mod jitter;
+mod reboot;
+mod retry;
 
 #[cfg(test)]
 mod extreme;

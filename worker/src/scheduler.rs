@@ -200,6 +200,17 @@ impl Scheduler {
             (true, _) => Err("no store is open".to_string()),
             (false, n) => Err(format!("{n} earlier write(s) are still held")),
         };
+        // Which boot `@reboot` jobs last fired in, known only from a store
+        // that answers (see `plan/reboot.rs`).
+        let fired = match reconciled {
+            Ok(_) => self
+                .store
+                .reboot_fired()
+                .map_err(|e| tracing::error!("{e}"))
+                .ok(),
+            Err(_) => None,
+        };
+        self.plan.set_boot(crate::boot_id::read(), fired);
         let rows = match reconciled {
             Ok(rows) => rows,
             Err(e) => {

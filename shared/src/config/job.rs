@@ -55,6 +55,10 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "memory_max",
     "pids_max",
     "cpu_weight",
+    "jitter",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
 ];
 
 /// What a job inherits from the top of the file.
@@ -158,6 +162,7 @@ impl Validator {
         let log_output = self.flag(&label, "log_output", t.get("log_output"), true);
         let on_store_failure = self.on_store_failure(&label, t.get("on_store_failure"));
         let leftovers = self.leftovers(&label, t.get("leftovers"));
+        let sched = self.sched_keys(&label, t);
 
         if self.errors.len() != before {
             return None;
@@ -189,6 +194,9 @@ impl Validator {
             log_output,
             on_store_failure,
             leftovers,
+            jitter_offset: crate::jitter::offset(&crate::jitter::host(), &label, sched.jitter),
+            jitter: sched.jitter,
+            retry: sched.retry,
         })
     }
 

@@ -2,10 +2,11 @@
 //! module holds the model (a validated [`Config`] and its parts) and the
 //! loading ([`Config::load`], [`Config::parse`], [`Config::locate`]); the
 //! checks live by concern in its submodules: `validate` (the `Validator`
-//! and its generic key helpers), `job` (the `[[job]]` keys), `sinks` (the
-//! `[[alert]]` sinks), `integrations` (metrics, host heartbeat, log
-//! files) and `dropin` (the drop-in directory). Its only I/O is reading the
-//! file and its drop-ins and resolving `user` and group
+//! and its generic key helpers), `job` (the `[[job]]` keys), `sched`
+//! (jitter and retries), `sinks` (the `[[alert]]` sinks), `integrations`
+//! (metrics, host heartbeat, log files) and `dropin` (the drop-in
+//! directory). Its only I/O is reading the file and its drop-ins and
+//! resolving `user` and group
 //! names through the system's databases.
 //!
 //! Validation never stops at the first problem: [`Config::parse`] returns
@@ -31,6 +32,8 @@ use crate::{alert_kind::AlertKind, schedule::Schedule};
 pub mod dropin;
 pub(crate) mod integrations;
 pub(crate) mod job;
+mod sched;
+pub use sched::{RetryPolicy, MAX_RETRIES, MAX_RETRY_DELAY};
 mod sinks;
 pub use sinks::ALERTMANAGER_REPEAT;
 mod validate;
@@ -240,6 +243,13 @@ pub struct JobSpec {
     /// What happens to processes the job leaves behind when its main
     /// process exits.
     pub leftovers: Leftovers,
+    /// `jitter`: fires start up to this much after their time.
+    pub jitter: Duration,
+    /// This host's fixed share of `jitter` (see [`crate::jitter`]),
+    /// computed when the config is read.
+    pub jitter_offset: Duration,
+    /// `retries`, `retry_delay`, `retry_backoff`.
+    pub retry: RetryPolicy,
 }
 
 /// `leftovers`: what becomes of a run's processes still alive when its

@@ -6,7 +6,8 @@
 //! - `runs`: every run and every skipped fire, one row per record (with
 //!   `containment`, since v2: the run's cgroup and what it cost, as JSON);
 //! - `alerts`: alert history;
-//! - `meta`: the schema version.
+//! - `meta`: the schema version, the run-id reservation, and the boot
+//!   each `@reboot` job last fired in (`reboot.rs`).
 //!
 //! `marks` is the light, bounded read behind the status page's strips.
 //!
@@ -43,6 +44,7 @@ mod recovery;
 pub use adopt::Adopted;
 
 mod marks;
+mod reboot;
 pub use marks::RunMark;
 
 /// The store's file name under `state_dir`.
@@ -130,6 +132,11 @@ pub enum Write {
         job: String,
         paused: bool,
     },
+    /// An `@reboot` job fired in this boot (see `reboot.rs`).
+    RebootFired {
+        job: String,
+        boot_id: String,
+    },
 }
 
 pub struct Store {
@@ -183,6 +190,7 @@ fn parse_trigger(s: &str) -> Trigger {
     match s {
         "catchup" => Trigger::Catchup,
         "manual" => Trigger::Manual,
+        "retry" => Trigger::Retry,
         _ => Trigger::Schedule,
     }
 }
@@ -539,6 +547,7 @@ impl Store {
                         .execute([upto.to_string()])?;
                     }
                     Write::Insert(r) => insert_run(&tx, r)?,
+                    Write::RebootFired { job, boot_id } => reboot::record(&tx, job, boot_id)?,
                     // The finish record is the whole run: it replaces the row
                     // written at start (or stands alone if that write failed).
                     Write::Finish(r) => insert_run(&tx, r)?,

@@ -16,7 +16,8 @@
 //!   `printf '%s' '<text>' | { <command>\n}`: exact bytes (a here-doc would
 //!   add a final newline), no delimiter that could collide with the text,
 //!   and the brace group makes the pipe feed the whole command list;
-//! - whatever has no equivalent (`@reboot`, `MAILTO`, a user column when the
+//! - `@reboot` becomes `schedule = "@reboot"` (once per boot);
+//! - whatever has no equivalent (`MAILTO`, a user column when the
 //!   config has no `user` key, a schedule cronwarden reads differently)
 //!   becomes a `#` comment that says why, and is counted in
 //!   [`Conversion::untranslated`].
@@ -262,16 +263,10 @@ impl Converter {
     fn entry(&mut self, n: usize, raw: &str, line: &str, system: bool) {
         let (schedule, rest) = if line.starts_with('@') {
             let (nick, rest) = split_word(line);
-            if nick.eq_ignore_ascii_case("@reboot") {
-                return self.comment_untranslated(
-                    n,
-                    raw,
-                    "@reboot is not supported: cronwarden schedules by time; run it from a systemd unit or your init system".into(),
-                );
-            }
-            if !cronwarden_shared::schedule::NICKNAMES
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(nick))
+            if !nick.eq_ignore_ascii_case("@reboot")
+                && !cronwarden_shared::schedule::NICKNAMES
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(nick))
             {
                 return self.comment_untranslated(n, raw, format!("unknown nickname {nick}"));
             }

@@ -112,6 +112,7 @@ fn crontab5_examples_translate_with_stdin_and_unique_names() {
             ("echo-2", "5 4 * * sun"),
             ("echo-3", "0 */4 1 * mon"),
             ("echo-4", "0 0 1,15 * 3"),
+            ("at-boot", "@reboot"),
             ("echo-5", "@daily"),
         ]
     );
@@ -133,9 +134,9 @@ fn crontab5_examples_translate_with_stdin_and_unique_names() {
         c.toml
     );
     assert!(c.toml.contains("kind = \"exec\""), "{}", c.toml);
-    assert!(c.toml.contains("@reboot is not supported"), "{}", c.toml);
+    assert!(c.toml.contains("schedule = \"@reboot\""), "{}", c.toml);
     let lines: Vec<usize> = c.untranslated.iter().map(|(n, _)| *n).collect();
-    assert_eq!(lines.len(), 2, "{:?}", c.untranslated);
+    assert_eq!(lines.len(), 1, "{:?}", c.untranslated);
     // The original line is a comment above its job.
     assert!(c.toml.contains("# 5 0 * * *       $HOME/bin/daily.job >> $HOME/tmp/out 2>&1\n[[job]]\nname = \"daily.job\""), "{}", c.toml);
     assert!(c.toml.contains("\n# state_dir = "), "{}", c.toml);

@@ -10,6 +10,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use cronwarden_shared::{
+    jitter,
     status::{ClockJump, Outcome, RunRecord, RunningInfo, SkipReason, Trigger},
     wire::{Armed, ArmedDigest, Event, RunProgress},
 };
@@ -219,8 +220,10 @@ impl Model {
         let digest = |f: &dyn Fn(&JobObs) -> Option<Timestamp>| {
             ArmedDigest::of(self.jobs.iter().map(|(n, j)| (n.as_str(), f(j))))
         };
+        // A jittered fire is taken at its start, not at its time.
+        let started = |j: &JobObs, e: Timestamp| jitter::start_of(e, j.spec.jitter_offset) <= at;
         let projected = |j: &JobObs| match j.expected_next {
-            Some(e) if e <= at => j.spec.schedule.next_after(at, Some(e)),
+            Some(e) if started(j, e) => j.spec.schedule.next_after(at, Some(e)),
             other => other,
         };
         let ours = digest(&|j| j.expected_next);
@@ -237,7 +240,7 @@ impl Model {
             let taken: BTreeMap<&String, Timestamp> = self
                 .jobs
                 .iter()
-                .filter_map(|(n, j)| Some((n, j.expected_next.filter(|e| *e <= at)?)))
+                .filter_map(|(n, j)| Some((n, j.expected_next.filter(|e| started(j, *e))?)))
                 .collect();
             w.unreported.retain(|n, (due, _)| taken.get(n) == Some(due));
             for (n, due) in taken {
@@ -330,8 +333,11 @@ impl Model {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
-        self.counters
-            .fired(trigger, run.scheduled_at, run.started_at);
+        // A jittered fire is on time at its start, not at its time.
+        let due = run
+            .scheduled_at
+            .map(|s| jitter::start_of(s, j.spec.jitter_offset));
+        self.counters.fired(trigger, due, run.started_at);
         self.run_events.push(RunEvent::Started {
             job: job.to_string(),
             run_id: run.run_id,
@@ -414,10 +420,10 @@ impl Model {
             // A queued fire dropped at shutdown: accounted, not a run.
             return;
         }
-        if run.outcome.is_failure() {
-            j.streaks.failures += 1;
-        } else {
-            j.streaks.failures = 0;
+        match super::retry::step(&mut j.retry_attempt, &j.spec.retry, &run) {
+            super::retry::Step::Failed => j.streaks.failures += 1,
+            super::retry::Step::Reset => j.streaks.failures = 0,
+            super::retry::Step::Pending => {}
         }
         if run.stdout_bytes == 0 && run.stderr_bytes == 0 {
             j.streaks.zero_output += 1;

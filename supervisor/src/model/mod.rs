@@ -26,6 +26,7 @@
 mod apply;
 pub(crate) mod counters;
 pub(crate) mod judge;
+mod retry;
 
 use cronwarden_shared::alert_kind::AlertKind;
 use std::{
@@ -144,6 +145,9 @@ pub struct JobObs {
     pub last_forensics: Option<forensics::Snapshot>,
     /// The loop's last look at the busy run of an overlap streak.
     pub busy_look: Option<forensics::Snapshot>,
+    /// The attempt of the job's last finished run (0: its fire's own run,
+    /// n: its nth retry), for the failure streak (see `retry`).
+    pub retry_attempt: u32,
 }
 
 pub struct Model {
@@ -254,6 +258,7 @@ impl Model {
                     snapshots: BTreeMap::new(),
                     last_forensics: None,
                     busy_look: None,
+                    retry_attempt: 0,
                 },
             };
             self.jobs.insert(spec.name.clone(), obs);
@@ -375,10 +380,7 @@ impl Model {
             .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Running))
             .collect();
         j.last_run = finished.first().map(|r| (*r).clone());
-        j.streaks.failures = finished
-            .iter()
-            .take_while(|r| r.outcome.is_failure())
-            .count() as u32;
+        j.streaks.failures = retry::seeded_streak(&finished);
         j.streaks.zero_output = finished
             .iter()
             .take_while(|r| r.stdout_bytes == 0 && r.stderr_bytes == 0)

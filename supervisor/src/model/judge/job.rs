@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cronwarden_shared::{
     alert_kind::AlertKind,
+    jitter,
     status::{Outcome, Severity, State},
     timefmt::{human_duration, to_second},
 };
@@ -58,8 +59,10 @@ pub(super) fn due_seen(
     credit_since: Instant,
 ) -> Option<(Timestamp, Instant)> {
     let due = j.expected_next?;
-    let past = unsigned(clocks.wall.duration_since(due));
-    if clocks.wall < due {
+    // A jittered job is due at its fire's start, not at its time.
+    let starts = jitter::start_of(due, j.spec.jitter_offset);
+    let past = unsigned(clocks.wall.duration_since(starts));
+    if clocks.wall < starts {
         return None;
     }
     if let Some((d, at)) = j.due_seen.filter(|(d, _)| *d == due) {

@@ -1374,3 +1374,5 @@ fn a_supervisor_pause_is_discounted_from_lateness() {
         [("opened".into(), AlertKind::JobLate, Some("a".into()))]
     );
 }
+
+mod sched;
