@@ -13,7 +13,8 @@
 //! - [`status`]: the supervisor's verdict as an exit code (and `--probe`,
 //!   cronwarden's own health);
 //! - [`man`]: the man pages, generated from [`args`];
-//! - [`request`]: every other socket command's round trip (`jobs`, `runs`,
+//! - [`jobs`]: every job, read page by page (`jobs`, and `status`'s table);
+//! - [`request`]: every other socket command's round trip (`runs`,
 //!   `alerts`, `audit`, `trigger`, `pause`, `resume`, `reload`), over
 //!   [`client`], the HTTP client of the status socket;
 //! - [`render`]: what each command prints for people (tables, colour,
@@ -28,6 +29,7 @@ mod client;
 mod discover;
 mod explain;
 mod import;
+mod jobs;
 mod lint;
 mod man;
 mod next;
@@ -38,7 +40,7 @@ mod status;
 
 use std::{io::Write, process::ExitCode, time::Duration};
 
-use cronwarden_shared::status::{Alert, AuditReport, JobStatus, RunRecord};
+use cronwarden_shared::status::{Alert, AuditReport, RunRecord};
 use hyper::Method;
 use jiff::Timestamp;
 use serde_json::Value;
@@ -124,14 +126,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 render::alerts::alerts(o, &v, Timestamp::now(), render::stdout_color())
             })
         }
-        Cmd::Jobs { conn } => call(
-            &conn,
-            Method::GET,
-            "/v1/jobs".into(),
-            |o, v: Vec<JobStatus>| {
-                render::status::jobs(o, &v, Timestamp::now(), render::stdout_color())
-            },
-        ),
+        Cmd::Jobs { conn } => jobs::jobs(&conn),
         Cmd::Runs { job, limit, conn } => call(
             &conn,
             Method::GET,

@@ -27,7 +27,9 @@
 //! Job names arrive percent-encoded in the path; each segment is decoded
 //! before it is matched. Reads are served from the loop's latest
 //! snapshot ([`crate::snapshot`]): a handler computes nothing and never
-//! touches the model. Control calls go to the loop over a channel and wait
+//! touches the model; `GET /v1/status` is the summary and `GET /v1/jobs`
+//! pages through the jobs ([`crate::jobs_page`]), both from JSON the
+//! snapshot serialised once. Control calls go to the loop over a channel and wait
 //! for it within a bound; history reads go to the store on the blocking
 //! pool, also bounded. No handler waits on the worker, a job or a disk
 //! without a bound.
@@ -50,6 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::{
     audit::{audit, AuditReport, AuditStop, Bounds, MAX_FIRES},
     control::{ControlOp, ControlRequest},
+    jobs_page,
     snapshot::Snapshots,
 };
 use cronwarden_shared::{
@@ -389,6 +392,14 @@ fn json<T: Serialize>(code: StatusCode, body: &T) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
+/// A 200 with JSON a snapshot has serialised already.
+fn cached(body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .expect("valid response")
+}
+
 fn error(code: StatusCode, msg: String) -> Response<Full<Bytes>> {
     json(code, &ErrorReply { error: msg })
 }
@@ -511,9 +522,29 @@ async fn route(
         (Method::GET, []) => {
             crate::page::response(snap.clone(), crate::page::page_param(req.uri()).as_deref()).await
         }
-        (Method::GET, ["v1", "status"]) => json(StatusCode::OK, status),
+        (Method::GET, ["v1", "status"]) => match req.uri().query().unwrap_or("") {
+            "" => cached(snap.summary_json()),
+            "jobs=all" => cached(snap.full_json()),
+            q => error(
+                StatusCode::BAD_REQUEST,
+                format!("{}: unknown parameter (GET /v1/status takes only jobs=all, for the whole report with every job)", q.split('=').next().unwrap_or(q)),
+            ),
+        },
         (Method::GET, ["metrics"]) => crate::metrics::response(&snap),
-        (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status.jobs),
+        (Method::GET, ["v1", "jobs"]) => match jobs_page::parse(req.uri().query()) {
+            Ok(q) => {
+                let page = jobs_page::select(&snap, &q);
+                let mut r = cached(jobs_page::body(&snap, &page));
+                if let Some(v) = page
+                    .next
+                    .and_then(|n| header::HeaderValue::from_str(&jobs_page::encode(&n)).ok())
+                {
+                    r.headers_mut().insert(jobs_page::NEXT_HEADER, v);
+                }
+                r
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
         (Method::GET, ["v1", "alerts"]) => {
             if query(&req, "all").is_some_and(|v| v == "1" || v == "true") {
                 let path = snap.store_path.clone();
@@ -522,8 +553,8 @@ async fn route(
                 json(StatusCode::OK, &status.alerts)
             }
         }
-        (Method::GET, ["v1", "jobs", name]) => match status.jobs.iter().find(|j| j.name == *name) {
-            Some(j) => json(StatusCode::OK, &j),
+        (Method::GET, ["v1", "jobs", name]) => match snap.job_position(name) {
+            Some(i) => json(StatusCode::OK, &status.jobs[i]),
             None => error(StatusCode::NOT_FOUND, format!("no job named {name:?}")),
         },
         (Method::GET, ["v1", "jobs", name, "runs"]) => {
