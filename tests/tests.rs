@@ -21,6 +21,7 @@ mod operator;
 mod package;
 mod page;
 mod pings;
+mod status_api;
 mod supervisor;
 mod truth;
 mod wedge;

@@ -392,6 +392,18 @@ fn json<T: Serialize>(code: StatusCode, body: &T) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
+/// Why `GET /v1/status?{q}` is refused, naming the parameter.
+fn status_param_error(q: &str) -> String {
+    let first = q.split('&').next().unwrap_or(q);
+    match first.split_once('=') {
+        Some(("jobs", v)) => format!("jobs: {v:?} is not \"all\" (jobs=all gives the whole report with every job)"),
+        _ => format!(
+            "{}: unknown parameter (GET /v1/status takes only jobs=all, for the whole report with every job)",
+            first.split('=').next().unwrap_or(first)
+        ),
+    }
+}
+
 /// A 200 with JSON a snapshot has serialised already.
 fn cached(body: Bytes) -> Response<Full<Bytes>> {
     Response::builder()
@@ -525,10 +537,7 @@ async fn route(
         (Method::GET, ["v1", "status"]) => match req.uri().query().unwrap_or("") {
             "" => cached(snap.summary_json()),
             "jobs=all" => cached(snap.full_json()),
-            q => error(
-                StatusCode::BAD_REQUEST,
-                format!("{}: unknown parameter (GET /v1/status takes only jobs=all, for the whole report with every job)", q.split('=').next().unwrap_or(q)),
-            ),
+            q => error(StatusCode::BAD_REQUEST, status_param_error(q)),
         },
         (Method::GET, ["metrics"]) => crate::metrics::response(&snap),
         (Method::GET, ["v1", "jobs"]) => match jobs_page::parse(req.uri().query()) {
