@@ -27,7 +27,9 @@
 //! Job names arrive percent-encoded in the path; each segment is decoded
 //! before it is matched. Reads are served from the loop's latest
 //! snapshot ([`crate::snapshot`]): a handler computes nothing and never
-//! touches the model; `GET /v1/status` is the summary and `GET /v1/jobs`
+//! touches the model, and the socket has a thread and runtime of its own
+//! ([`spawn`]), so no reader waits for an evaluation of the loop, nor the
+//! loop for a reader; `GET /v1/status` is the summary and `GET /v1/jobs`
 //! pages through the jobs ([`crate::jobs_page`]), both from JSON the
 //! snapshot serialised once. Control calls go to the loop over a channel and wait
 //! for it within a bound; history reads go to the store on the blocking
@@ -260,6 +262,58 @@ pub(crate) struct Shared {
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a history read may take before the caller gets a 503.
 pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The socket served from a thread of its own; [`ServerThread::abort`]
+/// stops it.
+pub(crate) struct ServerThread {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ServerThread {
+    /// Stops accepting and drops the connections in flight (the thread
+    /// ends on its own; nothing waits for it).
+    pub(crate) fn abort(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `listener` on a thread of its own, with its own runtime: a
+/// request is answered while the loop evaluates (with ten thousand jobs an
+/// evaluation takes tens of milliseconds, which a reader on the loop's
+/// thread would wait for). Handlers read only the published snapshot and
+/// reach the loop over the control channel, so they need nothing of its
+/// thread.
+pub(crate) fn spawn(
+    listener: UnixListener,
+    shared: Shared,
+) -> Result<ServerThread, std::io::Error> {
+    let listener = listener.into_std()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("status-socket".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                let listener = match UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("status socket: cannot serve: {e}");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    () = serve(listener, shared) => {}
+                    _ = stopped => {}
+                }
+            });
+        })?;
+    Ok(ServerThread { stop: Some(stop) })
+}
 
 /// Serves until the task is dropped. The accept loop itself never waits on
 /// a client: each connection, or its refusal, is a task of its own.
