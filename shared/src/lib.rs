@@ -47,11 +47,11 @@
 pub mod account;
 pub mod alert_kind;
 pub mod config;
-pub mod identity;
-pub mod proc_identity;
-pub mod log_budget;
 pub mod held_copy;
+pub mod identity;
 pub mod jitter;
+pub mod log_budget;
+pub mod proc_identity;
 pub mod schedule;
 pub mod stats;
 pub mod status;

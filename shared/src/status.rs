@@ -265,7 +265,7 @@ pub struct Streaks {
 }
 
 /// A job's state as the status reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Idle,
@@ -277,6 +277,21 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in declaration order (the summary counts each).
+    pub const ALL: [JobState; 6] = [
+        JobState::Idle,
+        JobState::Running,
+        JobState::Late,
+        JobState::Paused,
+        JobState::Failing,
+        JobState::Wedged,
+    ];
+
+    /// The state named `s` as the JSON spells it.
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Idle => "idle",
@@ -452,6 +467,64 @@ pub struct StatusReport {
     pub clock_jumps: Vec<ClockJump>,
 }
 
+impl StatusReport {
+    /// This report without its per-job list: the default `GET /v1/status`.
+    pub fn summary(&self) -> StatusSummary {
+        let mut jobs_by_state: BTreeMap<JobState, usize> =
+            JobState::ALL.into_iter().map(|s| (s, 0)).collect();
+        for j in &self.jobs {
+            *jobs_by_state.entry(j.state).or_default() += 1;
+        }
+        StatusSummary {
+            state: self.state,
+            reasons: self.reasons.clone(),
+            supervisor: self.supervisor.clone(),
+            worker: self.worker.clone(),
+            jobs_total: self.jobs.len(),
+            jobs_by_state,
+            alerts: self.alerts.clone(),
+            sinks: self.sinks.clone(),
+            clock_jumps: self.clock_jumps.clone(),
+        }
+    }
+}
+
+/// `GET /v1/status` (the default; `?jobs=all` gives the whole
+/// [`StatusReport`]): everything but the per-job list, which `GET /v1/jobs`
+/// serves by pages. Its size does not grow with the number of jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSummary {
+    pub state: State,
+    pub reasons: Vec<String>,
+    pub supervisor: SupervisorInfo,
+    pub worker: WorkerInfo,
+    /// How many jobs there are.
+    pub jobs_total: usize,
+    /// How many jobs are in each state; every state is present, 0 included.
+    pub jobs_by_state: BTreeMap<JobState, usize>,
+    pub alerts: Vec<Alert>,
+    #[serde(default)]
+    pub sinks: Vec<SinkHealth>,
+    #[serde(default)]
+    pub clock_jumps: Vec<ClockJump>,
+}
+
+impl StatusSummary {
+    /// The whole report, with the jobs read separately (`GET /v1/jobs`).
+    pub fn with_jobs(self, jobs: Vec<JobStatus>) -> StatusReport {
+        StatusReport {
+            state: self.state,
+            reasons: self.reasons,
+            supervisor: self.supervisor,
+            worker: self.worker,
+            jobs,
+            alerts: self.alerts,
+            sinks: self.sinks,
+            clock_jumps: self.clock_jumps,
+        }
+    }
+}
+
 /// The body of every error reply on the socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReply {
@@ -622,6 +695,62 @@ mod tests {
         );
         let back: StatusReport = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn summary_counts_every_state_and_round_trips() {
+        let job = |name: &str, state| JobStatus {
+            name: name.into(),
+            schedule: "@hourly".into(),
+            timezone: "UTC".into(),
+            state,
+            paused: false,
+            next_fire_at: None,
+            last_run: None,
+            streaks: Streaks::default(),
+            running: vec![],
+        };
+        let at = ts("2026-11-22T10:00:00Z");
+        let report = StatusReport {
+            state: State::Ok,
+            reasons: vec![],
+            supervisor: SupervisorInfo {
+                pid: 1,
+                version: "0.1.0".into(),
+                started_at: at,
+                binary_replaced: None,
+            },
+            worker: WorkerInfo {
+                pid: None,
+                started_at: None,
+                restarts: 0,
+                heartbeat_age_ms: None,
+                last_good_turn_age_ms: None,
+                heartbeat_seq: None,
+                malformed_events: 0,
+            },
+            jobs: vec![
+                job("a", JobState::Late),
+                job("b", JobState::Idle),
+                job("c", JobState::Late),
+            ],
+            alerts: vec![],
+            sinks: vec![],
+            clock_jumps: vec![],
+        };
+        let v = serde_json::to_value(report.summary()).unwrap();
+        assert_eq!(v["jobs_total"], 3);
+        assert_eq!(
+            v["jobs_by_state"],
+            json!({ "idle": 1, "running": 0, "late": 2, "paused": 0, "failing": 0, "wedged": 0 })
+        );
+        assert!(v.get("jobs").is_none(), "no per-job list: {v}");
+        let back: StatusSummary = serde_json::from_value(v).unwrap();
+        assert_eq!(back.clone().with_jobs(report.jobs.clone()), report);
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(JobState::parse("asleep"), None);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - [`status`]: the supervisor's verdict as an exit code (and `--probe`,
 //!   cronwarden's own health);
 //! - [`man`]: the man pages, generated from [`args`];
-//! - [`request`]: every other socket command's round trip (`jobs`, `runs`,
+//! - [`jobs`]: every job, read page by page (`jobs`, and `status`'s table);
+//! - [`request`]: every other socket command's round trip (`runs`,
 //!   `alerts`, `audit`, `trigger`, `pause`, `resume`, `reload`), over
 //!   [`client`], the HTTP client of the status socket;
 //! - [`logs`]: a run's output, stored or followed live;
@@ -32,6 +33,7 @@ mod discover;
 mod explain;
 mod host_limits;
 mod import;
+mod jobs;
 mod kill;
 mod lint;
 mod logs;
@@ -44,7 +46,7 @@ mod status;
 
 use std::{io::Write, process::ExitCode, time::Duration};
 
-use cronwarden_shared::status::{Alert, AuditReport, JobStatus, RunRecord};
+use cronwarden_shared::status::{Alert, AuditReport, RunRecord};
 use hyper::Method;
 use jiff::Timestamp;
 use serde_json::Value;
@@ -130,14 +132,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 render::alerts::alerts(o, &v, Timestamp::now(), render::stdout_color())
             })
         }
-        Cmd::Jobs { conn } => call(
-            &conn,
-            Method::GET,
-            "/v1/jobs".into(),
-            |o, v: Vec<JobStatus>| {
-                render::status::jobs(o, &v, Timestamp::now(), render::stdout_color())
-            },
-        ),
+        Cmd::Jobs { conn } => jobs::jobs(&conn),
         Cmd::Runs { job, limit, conn } => call(
             &conn,
             Method::GET,

@@ -4,7 +4,8 @@
 //! it into an exit code: 0 done, 1 refused, 3 nobody answers (or another
 //! instance than this config's does).
 //!
-//! `status` has exit codes of its own and does not come through here.
+//! `status` has exit codes of its own and does not come through here;
+//! `jobs` reads page after page ([`super::jobs`]).
 
 use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -109,7 +110,7 @@ pub(crate) fn job_op(conn: &Conn, job: &str, op: &'static str) -> anyhow::Result
 /// Resolves the socket (see [`super::discover`]) and, when it comes from a
 /// config, that config's state directory (the instance that must answer);
 /// exit 3 when there is none.
-fn socket_for(conn: &Conn) -> Result<(PathBuf, Option<PathBuf>), ExitCode> {
+pub(crate) fn socket_for(conn: &Conn) -> Result<(PathBuf, Option<PathBuf>), ExitCode> {
     discover::socket(conn.socket.as_deref(), conn.config.as_deref())
         .map(|t| {
             let dir = t

@@ -6,8 +6,11 @@
 //! another instance (another state directory behind the same socket path)
 //! is unknown too, and says so.
 //!
+//! It reads the summary (`GET /v1/status`) and then the jobs by pages
+//! ([`super::jobs`]), and shows them together as one report.
+//!
 //! `status --probe` is the liveness probe: its verdict is cronwarden's own
-//! health only, from the same reply: the worker runs, and no alert of the
+//! health only, from the summary alone (`--json` prints the summary): the worker runs, and no alert of the
 //! worker's own health is open (stalled, failing, crash loop, down,
 //! misarmed timer). A failing or late job leaves it at 0, so a Kubernetes
 //! liveness probe does not restart a healthy scheduler because of a
@@ -15,11 +18,14 @@
 
 use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
-use cronwarden_shared::{alert_kind::AlertKind, status::StatusReport};
+use cronwarden_shared::{
+    alert_kind::AlertKind,
+    status::{Alert, StatusReport, StatusSummary},
+};
 use cronwarden_supervisor::lock;
 use jiff::Timestamp;
 
-use super::{args::Conn, client, discover, render};
+use super::{args::Conn, client, discover, jobs, render};
 
 /// The exit code when the state cannot be known.
 const UNKNOWN: u8 = 3;
@@ -37,20 +43,24 @@ const NOT_LIVE_KINDS: &[AlertKind] = &[
     AlertKind::WorkerMisarmed,
 ];
 
-/// The probe's verdict: `Ok(what is fine)` or `Err(what is not)`.
-pub(crate) fn probe(r: &StatusReport) -> Result<String, Vec<String>> {
+/// The probe's verdict from the worker's pid and heartbeat age and the
+/// open alerts: `Ok(what is fine)` or `Err(what is not)`.
+pub(crate) fn probe(
+    worker_pid: Option<u32>,
+    heartbeat_age_ms: Option<u64>,
+    alerts: &[Alert],
+) -> Result<String, Vec<String>> {
     let mut not = vec![];
-    if r.worker.pid.is_none() {
+    if worker_pid.is_none() {
         not.push("the worker is not running".to_string());
     }
-    for a in r.alerts.iter().filter(|a| NOT_LIVE_KINDS.contains(&a.kind)) {
+    for a in alerts.iter().filter(|a| NOT_LIVE_KINDS.contains(&a.kind)) {
         not.push(format!("{}: {}", a.kind, a.summary));
     }
-    match r.worker.pid {
+    match worker_pid {
         Some(pid) if not.is_empty() => Ok(format!(
             "live: worker pid {pid}, heartbeat {}",
-            r.worker
-                .heartbeat_age_ms
+            heartbeat_age_ms
                 .map(|ms| format!("{ms} ms ago"))
                 .unwrap_or_else(|| "not yet".into())
         )),
@@ -87,23 +97,31 @@ pub(crate) fn status(conn: &Conn, as_probe: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(UNKNOWN));
         }
     };
-    let report: StatusReport = match serde_json::from_slice(&body) {
-        Ok(r) if code == 200 => r,
-        _ => {
-            eprintln!(
-                "cronwarden: status unknown: HTTP {code} from {}: {}",
-                socket.display(),
-                String::from_utf8_lossy(&body)
-            );
-            return Ok(ExitCode::from(UNKNOWN));
-        }
+    // The summary; a supervisor from before the summary sends the whole report.
+    let summary = match serde_json::from_slice::<StatusReport>(&body) {
+        Ok(full) if code == 200 => Reply::Full(full),
+        _ => match serde_json::from_slice::<StatusSummary>(&body) {
+            Ok(s) if code == 200 => Reply::Summary(s),
+            _ => {
+                eprintln!(
+                    "cronwarden: status unknown: HTTP {code} from {}: {}",
+                    socket.display(),
+                    String::from_utf8_lossy(&body)
+                );
+                return Ok(ExitCode::from(UNKNOWN));
+            }
+        },
     };
     let mut out = std::io::stdout().lock();
     if as_probe {
         if conn.json {
             out.write_all(&body)?;
         }
-        return Ok(match probe(&report) {
+        let (pid, heartbeat, alerts) = match &summary {
+            Reply::Full(r) => (r.worker.pid, r.worker.heartbeat_age_ms, &r.alerts),
+            Reply::Summary(s) => (s.worker.pid, s.worker.heartbeat_age_ms, &s.alerts),
+        };
+        return Ok(match probe(pid, heartbeat, alerts) {
             Ok(fine) => {
                 if !conn.json {
                     writeln!(out, "{fine}")?;
@@ -118,12 +136,34 @@ pub(crate) fn status(conn: &Conn, as_probe: bool) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    // The jobs table, read by pages: the whole report, as people and
+    // `--json` have always seen it.
+    let report = match summary {
+        Reply::Full(r) => r,
+        Reply::Summary(s) => match rt.block_on(jobs::all(&socket, state_dir, LIMIT)) {
+            Ok(jobs) => s.with_jobs(jobs),
+            Err(e) => {
+                eprintln!("cronwarden: status unknown: reading the jobs: {e}");
+                return Ok(ExitCode::from(UNKNOWN));
+            }
+        },
+    };
     if conn.json {
+        let mut body = serde_json::to_vec_pretty(&report)?;
+        body.push(b'\n');
         out.write_all(&body)?;
     } else {
         render::status::status(&mut out, &report, Timestamp::now(), render::stdout_color())?;
     }
     Ok(ExitCode::from(report.state.exit_code()))
+}
+
+/// What `GET /v1/status` answered.
+enum Reply {
+    /// The summary, without the jobs.
+    Summary(StatusSummary),
+    /// The whole report, from a supervisor that predates the summary.
+    Full(StatusReport),
 }
 
 /// Who holds the lock, when the socket did not answer.
@@ -164,6 +204,10 @@ mod tests {
     use cronwarden_shared::status::{Alert, Severity, State, SupervisorInfo, WorkerInfo};
 
     use super::*;
+
+    fn probe(r: &StatusReport) -> Result<String, Vec<String>> {
+        super::probe(r.worker.pid, r.worker.heartbeat_age_ms, &r.alerts)
+    }
 
     fn report(pid: Option<u32>, kinds: &[AlertKind]) -> StatusReport {
         let at: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();

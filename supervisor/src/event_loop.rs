@@ -250,13 +250,17 @@ impl Supervisor {
             config.socket_group.as_ref().map(|g| g.1),
         )?;
         let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
-        let server = tokio::task::spawn_local(server::serve(
+        let server = server::spawn(
             listener,
             server::Shared {
                 snapshots: self.snapshots.subscribe(),
                 control: control_tx,
             },
-        ));
+        )
+        .map_err(|source| server::ServerError::Bind {
+            path: config.socket.clone(),
+            source,
+        })?;
         let metrics_tcp = metrics_listener.map(|l| {
             tracing::info!(
                 addr = l.local_addr().ok().map(|a| a.to_string()),

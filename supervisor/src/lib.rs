@@ -17,7 +17,8 @@
 //!   pings to dead-man's-switch services;
 //! - `forensics`: what a wedged or timed-out run is doing (from `/proc`);
 //! - `snapshot`: what the loop publishes and the socket serves;
-//! - `server`: the status socket; `control`: the control calls it
+//! - `server`: the status socket; `jobs_page`: `GET /v1/jobs` by pages
+//!   (query, selection, body); `control`: the control calls it
 //!   forwards to the loop; `metrics`: `/metrics`; `page`: the HTML status
 //!   page (`GET /`);
 //! - [`lock`]: one supervisor per state directory;
@@ -45,6 +46,7 @@ mod control;
 mod event_loop;
 mod follow;
 mod forensics;
+mod jobs_page;
 pub mod lock;
 mod log_budget;
 mod metrics;

@@ -27,7 +27,11 @@
 //! Job names arrive percent-encoded in the path; each segment is decoded
 //! before it is matched. Reads are served from the loop's latest
 //! snapshot ([`crate::snapshot`]): a handler computes nothing and never
-//! touches the model. Control calls go to the loop over a channel and wait
+//! touches the model, and the socket has a thread and runtime of its own
+//! ([`spawn`]), so no reader waits for an evaluation of the loop, nor the
+//! loop for a reader; `GET /v1/status` is the summary and `GET /v1/jobs`
+//! pages through the jobs ([`crate::jobs_page`]), both from JSON the
+//! snapshot serialised once. Control calls go to the loop over a channel and wait
 //! for it within a bound; history reads go to the store on the blocking
 //! pool, also bounded. No handler waits on the worker, a job or a disk
 //! without a bound.
@@ -50,6 +54,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::{
     audit::{audit, AuditReport, AuditStop, Bounds, MAX_FIRES},
     control::{ControlOp, ControlRequest},
+    jobs_page,
     snapshot::Snapshots,
 };
 use cronwarden_shared::{
@@ -258,6 +263,58 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a history read may take before the caller gets a 503.
 pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The socket served from a thread of its own; [`ServerThread::abort`]
+/// stops it.
+pub(crate) struct ServerThread {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ServerThread {
+    /// Stops accepting and drops the connections in flight (the thread
+    /// ends on its own; nothing waits for it).
+    pub(crate) fn abort(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `listener` on a thread of its own, with its own runtime: a
+/// request is answered while the loop evaluates (with ten thousand jobs an
+/// evaluation takes tens of milliseconds, which a reader on the loop's
+/// thread would wait for). Handlers read only the published snapshot and
+/// reach the loop over the control channel, so they need nothing of its
+/// thread.
+pub(crate) fn spawn(
+    listener: UnixListener,
+    shared: Shared,
+) -> Result<ServerThread, std::io::Error> {
+    let listener = listener.into_std()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("status-socket".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                let listener = match UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("status socket: cannot serve: {e}");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    () = serve(listener, shared) => {}
+                    _ = stopped => {}
+                }
+            });
+        })?;
+    Ok(ServerThread { stop: Some(stop) })
+}
+
 /// Serves until the task is dropped. The accept loop itself never waits on
 /// a client: each connection, or its refusal, is a task of its own.
 pub(crate) async fn serve(listener: UnixListener, shared: Shared) {
@@ -387,6 +444,26 @@ fn json<T: Serialize>(code: StatusCode, body: &T) -> Response<Full<Bytes>> {
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(bytes)))
+        .expect("valid response")
+}
+
+/// Why `GET /v1/status?{q}` is refused, naming the parameter.
+fn status_param_error(q: &str) -> String {
+    let first = q.split('&').next().unwrap_or(q);
+    match first.split_once('=') {
+        Some(("jobs", v)) => format!("jobs: {v:?} is not \"all\" (jobs=all gives the whole report with every job)"),
+        _ => format!(
+            "{}: unknown parameter (GET /v1/status takes only jobs=all, for the whole report with every job)",
+            first.split('=').next().unwrap_or(first)
+        ),
+    }
+}
+
+/// A 200 with JSON a snapshot has serialised already.
+fn cached(body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
         .expect("valid response")
 }
 
@@ -534,9 +611,26 @@ async fn route(
         (Method::GET, []) if path.is_empty() => {
             crate::page::response(snap.clone(), crate::page::page_param(req.uri()).as_deref()).await
         }
-        (Method::GET, ["v1", "status"]) => json(StatusCode::OK, status),
+        (Method::GET, ["v1", "status"]) => match req.uri().query().unwrap_or("") {
+            "" => cached(snap.summary_json()),
+            "jobs=all" => cached(snap.full_json()),
+            q => error(StatusCode::BAD_REQUEST, status_param_error(q)),
+        },
         (Method::GET, ["metrics"]) => crate::metrics::response(&snap),
-        (Method::GET, ["v1", "jobs"]) => json(StatusCode::OK, &status.jobs),
+        (Method::GET, ["v1", "jobs"]) => match jobs_page::parse(req.uri().query()) {
+            Ok(q) => {
+                let page = jobs_page::select(&snap, &q);
+                let mut r = cached(jobs_page::body(&snap, &page));
+                if let Some(v) = page
+                    .next
+                    .and_then(|n| header::HeaderValue::from_str(&jobs_page::encode(&n)).ok())
+                {
+                    r.headers_mut().insert(jobs_page::NEXT_HEADER, v);
+                }
+                r
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
         (Method::GET, ["v1", "alerts"]) => {
             if query(&req, "all").is_some_and(|v| v == "1" || v == "true") {
                 let path = snap.store_path.clone();
@@ -545,8 +639,8 @@ async fn route(
                 json(StatusCode::OK, &status.alerts)
             }
         }
-        (Method::GET, ["v1", "jobs", name]) => match status.jobs.iter().find(|j| j.name == *name) {
-            Some(j) => json(StatusCode::OK, &j),
+        (Method::GET, ["v1", "jobs", name]) => match snap.job_position(name) {
+            Some(i) => json(StatusCode::OK, &status.jobs[i]),
             None => error(StatusCode::NOT_FOUND, format!("no job named {name:?}")),
         },
         (Method::GET, ["v1", "jobs", name, "runs"]) => {

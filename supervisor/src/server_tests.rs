@@ -178,12 +178,12 @@ fn reads_serve_the_latest_published_snapshot() {
     };
     assert!(!get("/v1/status").contains("sentinel"));
     // A reason no model computes: only the published snapshot has it.
-    let mut next = Snapshot {
-        status: server.publisher.borrow().status.clone(),
-        counters: server.publisher.borrow().counters.clone(),
-        config: server.publisher.borrow().config.clone(),
-        store_path: server.publisher.borrow().store_path.clone(),
-    };
+    let mut next = Snapshot::from_parts(
+        server.publisher.borrow().status.clone(),
+        server.publisher.borrow().counters.clone(),
+        server.publisher.borrow().config.clone(),
+        server.publisher.borrow().store_path.clone(),
+    );
     next.status.reasons = vec!["sentinel".into()];
     next.status.worker.restarts = 7;
     server.publisher.send_replace(Arc::new(next));

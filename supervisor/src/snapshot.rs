@@ -8,11 +8,21 @@
 //! heartbeat becomes overdue, and before it answers a control call. A
 //! request takes the latest `Arc` and serializes it: no computation, no
 //! model access, no `/proc` read per request, so readers cost the loop
-//! nothing beyond serializing and two reads of one snapshot agree. Ages in
+//! nothing and two reads of one snapshot agree. Ages in
 //! the status (heartbeat, last good turn) are as of the publication.
+//!
+//! Serialising is done once per snapshot, by the first request that needs
+//! it, never by the loop: the summary, the whole report, and each job's
+//! JSON on its own (so a page of jobs serialises only the jobs it shows,
+//! once). The next request on the same snapshot serialises nothing. A
+//! snapshot never changes, so its bytes never go stale.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+};
 
+use bytes::Bytes;
 use cronwarden_shared::{config::Config, status::StatusReport};
 use jiff::Timestamp;
 use tokio::{sync::watch, time::Instant};
@@ -29,6 +39,29 @@ pub(crate) struct Snapshot {
     pub(crate) config: Arc<Config>,
     /// The store the history endpoints read.
     pub(crate) store_path: PathBuf,
+    /// The serialised forms of `status`, made on first use.
+    serialised: Serialised,
+}
+
+/// What requests have serialised of one snapshot so far.
+#[derive(Debug, Default)]
+struct Serialised {
+    /// `GET /v1/status`: the summary, pretty.
+    summary: OnceLock<Bytes>,
+    /// `GET /v1/status?jobs=all`: the whole report, pretty.
+    full: OnceLock<Bytes>,
+    /// Positions in `status.jobs`, in name order: how pages and look-ups
+    /// by name find a job.
+    by_name: OnceLock<Vec<u32>>,
+    /// Each job's JSON (compact, one line), by its position in `status.jobs`.
+    jobs: OnceLock<Box<[OnceLock<Bytes>]>>,
+}
+
+/// Pretty JSON and a final newline, as every reply of the socket.
+pub(crate) fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> Bytes {
+    let mut bytes = serde_json::to_vec_pretty(v).expect("status types serialize");
+    bytes.push(b'\n');
+    Bytes::from(bytes)
 }
 
 /// The server's end: the latest snapshot, always there.
@@ -44,11 +77,79 @@ impl Snapshot {
     /// The snapshot of an evaluation: its status, and the counters and
     /// config in force.
     pub(crate) fn published(model: &Model, status: StatusReport) -> Snapshot {
+        Snapshot::from_parts(
+            status,
+            model.counters.clone(),
+            model.config.clone(),
+            model.store_path(),
+        )
+    }
+
+    /// A snapshot of these parts, nothing serialised yet.
+    pub(crate) fn from_parts(
+        status: StatusReport,
+        counters: Counters,
+        config: Arc<Config>,
+        store_path: PathBuf,
+    ) -> Snapshot {
         Snapshot {
             status,
-            counters: model.counters.clone(),
-            config: model.config.clone(),
-            store_path: model.store_path(),
+            counters,
+            config,
+            store_path,
+            serialised: Serialised::default(),
         }
+    }
+
+    /// The summary's JSON (`GET /v1/status`).
+    pub(crate) fn summary_json(&self) -> Bytes {
+        self.serialised
+            .summary
+            .get_or_init(|| pretty(&self.status.summary()))
+            .clone()
+    }
+
+    /// The whole report's JSON (`GET /v1/status?jobs=all`).
+    pub(crate) fn full_json(&self) -> Bytes {
+        self.serialised
+            .full
+            .get_or_init(|| pretty(&self.status))
+            .clone()
+    }
+
+    /// Positions in `status.jobs`, in the order of the jobs' names.
+    pub(crate) fn by_name(&self) -> &[u32] {
+        self.serialised.by_name.get_or_init(|| {
+            let jobs = &self.status.jobs;
+            let mut order: Vec<u32> = (0..jobs.len() as u32).collect();
+            // The model keeps its jobs in a map by name, so this is sorted
+            // already: the check is linear, the sort a safety net.
+            if !jobs.windows(2).all(|w| w[0].name <= w[1].name) {
+                order.sort_by(|a, b| jobs[*a as usize].name.cmp(&jobs[*b as usize].name));
+            }
+            order
+        })
+    }
+
+    /// The position of the job named `name` in `status.jobs`.
+    pub(crate) fn job_position(&self, name: &str) -> Option<usize> {
+        let order = self.by_name();
+        let jobs = &self.status.jobs;
+        order
+            .binary_search_by(|i| jobs[*i as usize].name.as_str().cmp(name))
+            .ok()
+            .map(|k| order[k] as usize)
+    }
+
+    /// The JSON of the job at position `i` of `status.jobs`, on one line.
+    pub(crate) fn job_json(&self, i: usize) -> &Bytes {
+        let cells = self.serialised.jobs.get_or_init(|| {
+            (0..self.status.jobs.len())
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        cells[i].get_or_init(|| {
+            Bytes::from(serde_json::to_vec(&self.status.jobs[i]).expect("status types serialize"))
+        })
     }
 }

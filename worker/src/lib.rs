@@ -71,8 +71,8 @@
 //! right after the hello), `worker::boot_id=return(PATH)` (the boot id is
 //! read from PATH, to stage a new boot).
 
-mod cgroup;
 mod boot_id;
+mod cgroup;
 mod clock;
 mod error;
 mod events;

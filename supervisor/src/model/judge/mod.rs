@@ -16,8 +16,8 @@
 //! judgement made only to answer a status request is never adopted.
 
 mod clock_jump;
-mod heal;
 mod durability;
+mod heal;
 mod job;
 mod worker;
 
