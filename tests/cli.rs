@@ -142,9 +142,9 @@ fn check_prints_three_next_fires_per_job() {
 fn check_and_run_report_every_error_with_file_job_and_key() {
     let cases: &[(&str, &str, &str)] = &[
         (
-            "schedule = \"@daily\"\ncommand = [\"true\"]\nretries = 3\n",
+            "schedule = \"@daily\"\ncommand = [\"true\"]\nretry = 3\n",
             "a",
-            "retries",
+            "retry",
         ),
         ("schedule = \"@daily\"\ncommand = []\n", "a", "command"),
         (
