@@ -84,10 +84,11 @@ mod faults;
 use fake_worker::{Store, Worker};
 use faults::{name, schedule, Fault, Kind, Rng};
 
-/// About seven seconds of a debug build on a loaded 2-core machine (900
-/// evaluations of the real model per seed); CI widens it with
-/// `CRONWARDEN_SIM_SEEDS` (in a release build, thousands take seconds).
-const DEFAULT_SEEDS: u64 = 100;
+/// About six seconds on a loaded 2-core machine (900 evaluations of the
+/// real model per seed); widen it with
+/// `CRONWARDEN_SIM_SEEDS` (the crate is optimised in test builds too, see
+/// Cargo.toml: a thousand seeds take seconds).
+const DEFAULT_SEEDS: u64 = 1000;
 const STEP: Duration = Duration::from_millis(100);
 const LENGTH: Duration = Duration::from_secs(90);
 /// An alert may open up to this long after a fault that can cause it ended
