@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::util::{skip, wait_until, Env};
+use crate::util::{free_port, skip, wait_until, Env};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -27,14 +27,6 @@ impl Drop for Alertmanager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts Alertmanager in `dir`; `None` when it is not installed.

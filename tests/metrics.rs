@@ -4,23 +4,9 @@
 
 use std::{process::Stdio, time::Duration};
 
-use crate::util::{http_get, sample, skip, wait_until, Env};
+use crate::util::{free_port, sample, skip, tcp_get, wait_until, Env};
 
 const LONG: Duration = Duration::from_secs(40);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn tcp_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    Some(http_get(s, path))
-}
 
 /// Triggers `job` and waits for that run's record to be finished.
 fn trigger_and_wait(env: &Env, job: &str, runs_before: usize) {

@@ -574,3 +574,20 @@ impl Env {
         serde_json::from_str(&body).ok()
     }
 }
+
+/// A TCP port free at the moment of asking (for `metrics_listen` and the
+/// servers tests start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP GET over TCP to 127.0.0.1 (None if nothing listens).
+pub fn tcp_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    Some(http_get(s, path))
+}
