@@ -32,6 +32,7 @@
 //!   written into an HTTP header and compared by clients.
 //! - [`proc_identity`]: a process named by pid and start time, checked
 //!   before every signal so a reused pid is never signalled;
+//! - [`percent`]: percent-encoding of a job name in a URL;
 //! - [`jitter`]: a job's fixed start delay per host (`jitter`), computed
 //!   alike by the worker and the supervisor.
 //!
@@ -51,6 +52,7 @@ pub mod held_copy;
 pub mod identity;
 pub mod jitter;
 pub mod log_budget;
+pub mod percent;
 pub mod proc_identity;
 pub mod schedule;
 pub mod stats;

@@ -128,12 +128,5 @@ pub(crate) fn socket_for(conn: &Conn) -> Result<(PathBuf, Option<PathBuf>), Exit
 
 /// Percent-encodes a job name for a URL path.
 pub(crate) fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    cronwarden_shared::percent::encode_component(s)
 }

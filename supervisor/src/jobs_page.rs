@@ -101,14 +101,7 @@ fn decode(s: &str) -> Result<String, String> {
 
 /// Percent-encodes a job name for [`NEXT_HEADER`] (and a URL).
 pub(crate) fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    cronwarden_shared::percent::encode_component(s)
 }
 
 /// One page: positions in `status.jobs`, and the name to continue after
