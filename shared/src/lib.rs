@@ -47,6 +47,7 @@
 
 pub mod account;
 pub mod alert_kind;
+pub mod cluster;
 pub mod config;
 pub mod held_copy;
 pub mod identity;

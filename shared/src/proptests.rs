@@ -282,7 +282,8 @@ proptest! {
 static TOP_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
     let known = crate::config::TOP_KEYS
         .iter()
-        .chain(crate::config::integrations::KEYS);
+        .chain(crate::config::integrations::KEYS)
+        .chain(crate::config::cluster::KEYS);
     known.copied().chain(["bogus"]).collect()
 });
 static JOB_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {

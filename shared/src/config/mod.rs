@@ -29,6 +29,7 @@ use toml::{Table, Value};
 
 use crate::{alert_kind::AlertKind, schedule::Schedule};
 
+pub mod cluster;
 pub mod dropin;
 pub(crate) mod integrations;
 pub(crate) mod job;
@@ -38,6 +39,7 @@ mod sinks;
 pub use sinks::ALERTMANAGER_REPEAT;
 mod validate;
 
+pub use cluster::ClusterConfig;
 pub use dropin::{DropIn, Source};
 pub use integrations::{
     expand_ping, ping_target, run_uuid, Integrations, PingTemplates, PingVars, TemplateError,
@@ -366,6 +368,8 @@ pub struct Config {
     /// `cgroups`: a cgroup v2 per run where one can be made (default);
     /// `false` keeps runs in process groups only.
     pub cgroups: bool,
+    /// `store = "postgres://…"`: several hosts share one ledger.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -414,7 +418,12 @@ impl Config {
             return Err(ConfigErrors(v.errors));
         };
         let base = base_dir(path);
-        let top_keys: Vec<&str> = TOP_KEYS.iter().chain(integrations::KEYS).copied().collect();
+        let top_keys: Vec<&str> = TOP_KEYS
+            .iter()
+            .chain(integrations::KEYS)
+            .chain(cluster::KEYS)
+            .copied()
+            .collect();
         v.unknown_keys(None, "", &table, &top_keys);
         let integrations = v.integrations(&table, &base);
         let state_dir = v
@@ -441,6 +450,7 @@ impl Config {
             )
             .flatten();
         let sinks = v.sinks(table.get("alert"));
+        let cluster = v.cluster(&table, watchdog.heartbeat_interval);
         let cgroups = match table.get("cgroups") {
             None => true,
             Some(Value::Boolean(b)) => *b,
@@ -485,6 +495,7 @@ impl Config {
             dropins: source.dropins.iter().map(|d| d.path.clone()).collect(),
             job_files: merged.job_files,
             cgroups,
+            cluster,
         })
     }
 

@@ -1,0 +1,311 @@
+//! The shared ledger of several hosts on one PostgreSQL database (issue
+//! 19, README "Several hosts"). Each host keeps its own SQLite store as
+//! its journal, unchanged; this database is the claim authority: a fire
+//! runs on the one host whose claim transaction inserted its row
+//! (`cw_fires`, keyed by job and scheduled time), and only after that
+//! transaction committed (fail closed).
+//!
+//! Everything here is blocking (the `postgres` crate): the worker calls it
+//! from its own claim thread, never from the scheduling loop. Times that
+//! key rows travel as whole microseconds since the epoch, so a fire's key
+//! is exact; leases and `last_seen` use the database's clock (`now()`),
+//! so a host whose clock is off cannot stretch or cut them.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::ClusterConfig;
+
+mod claim;
+pub mod schema;
+
+pub use claim::{Claim, ClaimOutcome};
+
+/// A fire's time in SQL, from a bigint microseconds parameter.
+pub(crate) const TS: &str = "(timestamptz 'epoch' + ($N::bigint) * interval '1 microsecond')";
+/// A timestamptz column back to bigint microseconds.
+pub(crate) fn us(col: &str) -> String {
+    format!("(extract(epoch from {col}) * 1000000)::bigint")
+}
+/// `TS` with its parameter number.
+pub(crate) fn ts(n: u32) -> String {
+    TS.replace("$N", &format!("${n}"))
+}
+
+/// How long one statement may take before the host gives up on it (and
+/// a claim fails closed).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database refused or could not be reached: `what` was being done.
+    #[error("shared ledger: {what}: {message}")]
+    Db { what: String, message: String },
+    #[error("shared ledger: {0}")]
+    Schema(String),
+}
+
+impl LedgerError {
+    pub(crate) fn db(what: &str, e: postgres::Error) -> LedgerError {
+        // The server's own message says what it refused; the driver's
+        // Display of a db error is only "db error".
+        let message = match e.as_db_error() {
+            Some(d) => format!("{}: {}", d.severity(), d.message()),
+            None => match std::error::Error::source(&e) {
+                Some(src) => format!("{e}: {src}"),
+                None => e.to_string(),
+            },
+        };
+        LedgerError::Db {
+            what: what.to_string(),
+            message,
+        }
+    }
+
+    /// The connection is gone (reconnect before the next statement).
+    pub fn is_connection(&self) -> bool {
+        matches!(self, LedgerError::Db { message, .. } if message.contains("connection") || message.contains("closed") || message.contains("timed out"))
+    }
+}
+
+/// One host's connection to the shared ledger.
+pub struct Ledger {
+    client: postgres::Client,
+    host: String,
+    lease: Duration,
+}
+
+/// A host as the ledger knows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Peer {
+    pub host: String,
+    pub last_seen: Timestamp,
+    /// The host's wall clock minus the database's, in milliseconds, as
+    /// measured at its last beat.
+    pub skew_ms: i64,
+    /// Fires it claimed (ran) in the last hour.
+    pub claimed_last_hour: u64,
+    /// Seen within its lease: alive as far as the ledger can tell.
+    pub alive: bool,
+}
+
+/// What one beat found.
+#[derive(Debug, Default)]
+pub struct Beat {
+    /// This host's wall clock minus the database's, microseconds.
+    pub skew_us: i64,
+    /// Runs of silent peers this beat recorded `lost`: (job, scheduled
+    /// time, host, run id).
+    pub lost: Vec<(String, Timestamp, String, u64)>,
+}
+
+fn ts_of(us: i64) -> Timestamp {
+    Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl Ledger {
+    /// Connects and migrates the schema.
+    pub fn connect(cfg: &ClusterConfig) -> Result<Ledger, LedgerError> {
+        let what = format!("connect to {}", cfg.redacted());
+        let mut pg: postgres::Config = cfg.url.parse().map_err(|e| LedgerError::db(&what, e))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        pg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .application_name("cronwarden");
+        let mut client = pg
+            .connect(postgres::NoTls)
+            .map_err(|e| LedgerError::db(&what, e))?;
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}; SET lock_timeout = {}",
+                STATEMENT_TIMEOUT.as_millis(),
+                STATEMENT_TIMEOUT.as_millis()
+            ))
+            .map_err(|e| LedgerError::db("set timeouts", e))?;
+        schema::migrate(&mut client)?;
+        Ok(Ledger {
+            client,
+            host: cfg.host.clone(),
+            lease: cfg.lease,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn lease_secs(&self) -> f64 {
+        self.lease.as_secs_f64()
+    }
+
+    /// This host's beat: it is seen now, its clock compared with the
+    /// database's, the leases of its runs `running` renewed, and runs of
+    /// peers whose lease ran out recorded `lost` (after the renewal, so a
+    /// database back after an outage longer than the lease does not make
+    /// this host lose its own runs).
+    pub fn beat(&mut self, running: &[u64], version: &str) -> Result<Beat, LedgerError> {
+        let before = Timestamp::now();
+        let db_now: i64 = self
+            .client
+            .query_one(&format!("SELECT {}", us("clock_timestamp()")), &[])
+            .map_err(|e| LedgerError::db("read the database clock", e))?
+            .get(0);
+        let after = Timestamp::now();
+        let mid = (before.as_microsecond() + after.as_microsecond()) / 2;
+        let skew_us = mid - db_now;
+        let ids: Vec<i64> = running.iter().map(|&i| i as i64).collect();
+        let lease = self.lease_secs();
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| LedgerError::db("begin beat", e))?;
+        tx.execute(
+            "INSERT INTO cw_peers (host, last_seen, skew_us, version) VALUES ($1, now(), $2, $3)
+             ON CONFLICT (host) DO UPDATE SET last_seen = now(), skew_us = $2, version = $3",
+            &[&self.host, &skew_us, &version],
+        )
+        .map_err(|e| LedgerError::db("record this host as seen", e))?;
+        tx.execute(
+            "UPDATE cw_fires SET lease_until = now() + $3 * interval '1 second'
+             WHERE host = $1 AND state = 'running' AND run_id = ANY($2)",
+            &[&self.host, &ids, &lease],
+        )
+        .map_err(|e| LedgerError::db("renew leases", e))?;
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE cw_fires SET state = 'lost', outcome = 'lost', finished = now(),
+                         lease_until = NULL, lost_by = $1
+                     WHERE state = 'running' AND lease_until < now()
+                     RETURNING job, {}, host, run_id",
+                    us("scheduled_for")
+                ),
+                &[&self.host],
+            )
+            .map_err(|e| LedgerError::db("record expired runs lost", e))?;
+        tx.commit().map_err(|e| LedgerError::db("commit beat", e))?;
+        let lost = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    ts_of(r.get(1)),
+                    r.get::<_, String>(2),
+                    r.get::<_, i64>(3) as u64,
+                )
+            })
+            .collect();
+        Ok(Beat { skew_us, lost })
+    }
+
+    /// Publishes this host's definition hash of each job (the jobs it no
+    /// longer has lose theirs): a job whose hash differs from the one most
+    /// live hosts hold is not claimed here (see [`Claim`]).
+    pub fn publish_defs(&mut self, defs: &[(String, String)]) -> Result<(), LedgerError> {
+        let (jobs, hashes): (Vec<String>, Vec<String>) = defs.iter().cloned().unzip();
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| LedgerError::db("begin publishing job definitions", e))?;
+        tx.execute(
+            "DELETE FROM cw_job_defs WHERE host = $1 AND NOT (job = ANY($2))",
+            &[&self.host, &jobs],
+        )
+        .map_err(|e| LedgerError::db("remove old job definitions", e))?;
+        tx.execute(
+            "INSERT INTO cw_job_defs (host, job, hash)
+             SELECT $1, j, h FROM unnest($2::text[], $3::text[]) AS d(j, h)
+             ON CONFLICT (host, job) DO UPDATE SET hash = excluded.hash,
+                 since = CASE WHEN cw_job_defs.hash = excluded.hash THEN cw_job_defs.since ELSE now() END",
+            &[&self.host, &jobs, &hashes],
+        )
+        .map_err(|e| LedgerError::db("publish job definitions", e))?;
+        tx.commit()
+            .map_err(|e| LedgerError::db("commit job definitions", e))
+    }
+
+    /// Every host the ledger knows, by name.
+    pub fn peers(&mut self) -> Result<Vec<Peer>, LedgerError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT p.host, {}, p.skew_us,
+                        (SELECT count(*) FROM cw_fires f WHERE f.host = p.host
+                           AND f.state <> 'skipped' AND f.claimed_at > now() - interval '1 hour'),
+                        p.last_seen > now() - $1 * interval '1 second'
+                     FROM cw_peers p ORDER BY p.host",
+                    us("p.last_seen")
+                ),
+                &[&self.lease_secs()],
+            )
+            .map_err(|e| LedgerError::db("list peers", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Peer {
+                host: r.get(0),
+                last_seen: ts_of(r.get(1)),
+                skew_ms: r.get::<_, i64>(2) / 1000,
+                claimed_last_hour: r.get::<_, i64>(3).max(0) as u64,
+                alive: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Takes the one open alert of `kind` for `job` ("" for none) for this
+    /// host: true when this host owns it (it opened it, or its owner is
+    /// no longer alive), so one alert per condition is sent across hosts.
+    pub fn own_alert(&mut self, kind: &str, job: &str) -> Result<bool, LedgerError> {
+        let row = self
+            .client
+            .query_opt(
+                "INSERT INTO cw_alerts (kind, job, host) VALUES ($1, $2, $3)
+                 ON CONFLICT (kind, job) DO UPDATE SET host = $3, opened = now()
+                   WHERE NOT EXISTS (SELECT 1 FROM cw_peers p WHERE p.host = cw_alerts.host
+                                     AND p.last_seen > now() - $4 * interval '1 second')
+                      OR cw_alerts.host = $3
+                 RETURNING host",
+                &[&kind, &job, &self.host, &self.lease_secs()],
+            )
+            .map_err(|e| LedgerError::db("take an alert", e))?;
+        Ok(row.is_some())
+    }
+
+    /// Closes this host's alert of `kind` for `job`.
+    pub fn close_alert(&mut self, kind: &str, job: &str) -> Result<(), LedgerError> {
+        self.client
+            .execute(
+                "DELETE FROM cw_alerts WHERE kind = $1 AND job = $2 AND host = $3",
+                &[&kind, &job, &self.host],
+            )
+            .map(drop)
+            .map_err(|e| LedgerError::db("close an alert", e))
+    }
+
+    pub(crate) fn client(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
+/// A stable hash of a job's definition, the same on every host reading the
+/// same job text with the same build: FNV-1a over its debug form, with the
+/// host's own jitter offset left out (it differs by design).
+pub fn definition_hash(spec: &crate::config::JobSpec) -> String {
+    let mut spec = spec.clone();
+    spec.jitter_offset = Duration::ZERO;
+    let text = format!("{spec:?}");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

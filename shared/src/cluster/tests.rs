@@ -1,0 +1,331 @@
+//! Against a real PostgreSQL (`CRONWARDEN_TEST_PG`, default the local
+//! server's `test` database as root): each test makes its own database and
+//! drops it after. Without a reachable server the tests say they are
+//! skipped and pass.
+
+use std::{
+    sync::{Arc, Barrier},
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+
+use super::*;
+
+const DEFAULT_URL: &str = "postgres://root@127.0.0.1:5432/test";
+
+/// A database of its own, dropped when the test ends.
+pub(crate) struct TestDb {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// `None` (the test is skipped) when no server answers.
+    pub(crate) fn new(tag: &str) -> Option<TestDb> {
+        let admin = std::env::var("CRONWARDEN_TEST_PG").unwrap_or_else(|_| DEFAULT_URL.into());
+        let mut pg: postgres::Config = admin.parse().ok()?;
+        pg.connect_timeout(Duration::from_secs(3));
+        let mut c = match pg.connect(postgres::NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                skip(tag, &format!("no PostgreSQL at {admin}: {e}"));
+                return None;
+            }
+        };
+        let name = format!("cw_unit_{tag}_{}", std::process::id());
+        // Two statements: CREATE DATABASE cannot share a transaction.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            if let Err(e) = c.batch_execute(&sql) {
+                skip(tag, &format!("cannot {sql} at {admin}: {e}"));
+                return None;
+            }
+        }
+        let (base, _) = admin.rsplit_once('/')?;
+        let url = format!("{base}/{name}");
+        Some(TestDb { admin, name, url })
+    }
+
+    pub(crate) fn config(&self, host: &str, lease: Duration) -> ClusterConfig {
+        ClusterConfig {
+            url: self.url.clone(),
+            host: host.into(),
+            lease,
+        }
+    }
+
+    pub(crate) fn ledger(&self, host: &str, lease: Duration) -> Ledger {
+        Ledger::connect(&self.config(host, lease)).expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn skip(tag: &str, why: &str) {
+    eprintln!("SKIPPED cluster::{tag}: {why}");
+    if let Ok(path) = std::env::var("CRONWARDEN_SKIPPED") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "cluster::{tag}: {why}");
+        }
+    }
+}
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn claim(job: &str, run_id: u64, covers: Vec<Timestamp>) -> Claim {
+    Claim {
+        job: job.into(),
+        run_id,
+        covers,
+        hash: "h".into(),
+        exclusive: false,
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[test]
+fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let Some(db) = TestDb::new("migrate") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    // A second host connecting finds the schema current.
+    assert_eq!(schema::migrate(a.client()).unwrap(), schema::latest());
+    a.client()
+        .execute("INSERT INTO cw_schema_version (version) VALUES (9999)", &[])
+        .unwrap();
+    let e = Ledger::connect(&db.config("b", LEASE))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("9999"), "{e}");
+}
+
+#[test]
+fn hosts_racing_for_the_same_fires_each_win_a_fire_once() {
+    let Some(db) = TestDb::new("race") else {
+        return;
+    };
+    const HOSTS: usize = 4;
+    const FIRES: i64 = 60;
+    let barrier = Arc::new(Barrier::new(HOSTS));
+    let handles: Vec<_> = (0..HOSTS)
+        .map(|h| {
+            let mut l = db.ledger(&format!("h{h}"), LEASE);
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut won = vec![];
+                for f in 0..FIRES {
+                    // Catch-up runs cover several times: every third claim
+                    // covers its fire and the one before.
+                    let covers = if f % 3 == 0 && f > 0 {
+                        vec![t(f - 1), t(f)]
+                    } else {
+                        vec![t(f)]
+                    };
+                    match l.claim(&claim("j", f as u64 + 1, covers)).unwrap() {
+                        ClaimOutcome::Won(times) => won.extend(times),
+                        ClaimOutcome::Taken { host } => assert!(host.starts_with('h')),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut all: Vec<Timestamp> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort();
+    // The oracle: every fire time, once.
+    let expected: Vec<Timestamp> = (0..FIRES).map(t).collect();
+    assert_eq!(all, expected);
+    let mut l = db.ledger("check", LEASE);
+    let rows: i64 = l
+        .client()
+        .query_one("SELECT count(*) FROM cw_fires WHERE state = 'running'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, FIRES);
+}
+
+#[test]
+fn a_silent_hosts_run_is_lost_once_its_lease_runs_out_and_a_renewed_one_is_not() {
+    let Some(db) = TestDb::new("lease") else {
+        return;
+    };
+    let lease = Duration::from_secs(1);
+    let mut a = db.ledger("a", lease);
+    let mut b = db.ledger("b", lease);
+    assert_eq!(
+        a.claim(&claim("j", 7, vec![t(1)])).unwrap(),
+        ClaimOutcome::Won(vec![t(1)])
+    );
+    assert_eq!(
+        b.claim(&claim("j", 3, vec![t(2)])).unwrap(),
+        ClaimOutcome::Won(vec![t(2)])
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lost = loop {
+        // b keeps renewing its run; a is silent.
+        let beat = b.beat(&[3], "test").unwrap();
+        if !beat.lost.is_empty() {
+            break beat.lost;
+        }
+        assert!(Instant::now() < deadline, "a's run never lost");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(lost, vec![("j".to_string(), t(1), "a".to_string(), 7)]);
+    // The lost fire is never claimed again.
+    assert_eq!(
+        b.claim(&claim("j", 4, vec![t(1)])).unwrap(),
+        ClaimOutcome::Taken { host: "a".into() }
+    );
+    // a comes back and finishes: the ledger says it ran, once.
+    assert_eq!(a.finish("j", 7, "success").unwrap(), 1);
+    assert_eq!(b.finish("j", 3, "success").unwrap(), 1);
+    let states: Vec<(String, Option<String>)> = a
+        .client()
+        .query(
+            "SELECT state, lost_by FROM cw_fires ORDER BY scheduled_for",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("finished".to_string(), Some("b".to_string())),
+            ("finished".to_string(), None)
+        ]
+    );
+}
+
+#[test]
+fn an_exclusive_job_live_on_a_peer_is_skipped_in_the_ledger() {
+    let Some(db) = TestDb::new("busy") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    let mut c1 = claim("j", 1, vec![t(1)]);
+    c1.exclusive = true;
+    assert!(matches!(a.claim(&c1).unwrap(), ClaimOutcome::Won(_)));
+    let mut c2 = claim("j", 5, vec![t(2)]);
+    c2.exclusive = true;
+    assert_eq!(
+        b.claim(&c2).unwrap(),
+        ClaimOutcome::Busy {
+            host: "a".into(),
+            run_id: 1
+        }
+    );
+    // Once a's run ended the next fire runs wherever it is claimed.
+    a.finish("j", 1, "success").unwrap();
+    let mut c3 = claim("j", 6, vec![t(3)]);
+    c3.exclusive = true;
+    assert!(matches!(b.claim(&c3).unwrap(), ClaimOutcome::Won(_)));
+    let skipped: i64 = a
+        .client()
+        .query_one(
+            "SELECT count(*) FROM cw_fires WHERE state = 'skipped' AND outcome = 'overlap'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(skipped, 1);
+}
+
+#[test]
+fn a_host_whose_definition_differs_from_the_majority_does_not_claim() {
+    let Some(db) = TestDb::new("defs") else {
+        return;
+    };
+    let mut ls: Vec<Ledger> = ["a", "b", "c"]
+        .iter()
+        .map(|h| db.ledger(h, LEASE))
+        .collect();
+    for (l, hash) in ls.iter_mut().zip(["h", "h", "other"]) {
+        l.beat(&[], "test").unwrap();
+        l.publish_defs(&[("j".into(), hash.into())]).unwrap();
+    }
+    let mut odd = claim("j", 1, vec![t(1)]);
+    odd.hash = "other".into();
+    assert_eq!(
+        ls[2].claim(&odd).unwrap(),
+        ClaimOutcome::Differs { theirs: "h".into() }
+    );
+    assert!(matches!(
+        ls[0].claim(&claim("j", 1, vec![t(1)])).unwrap(),
+        ClaimOutcome::Won(_)
+    ));
+    let peers = ls[0].peers().unwrap();
+    let claimed: Vec<(String, u64, bool)> = peers
+        .iter()
+        .map(|p| (p.host.clone(), p.claimed_last_hour, p.alive))
+        .collect();
+    assert_eq!(
+        claimed,
+        vec![
+            ("a".into(), 1, true),
+            ("b".into(), 0, true),
+            ("c".into(), 0, true)
+        ]
+    );
+}
+
+#[test]
+fn one_host_owns_an_alert_while_it_lives() {
+    let Some(db) = TestDb::new("alerts") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    a.beat(&[], "test").unwrap();
+    b.beat(&[], "test").unwrap();
+    assert!(a.own_alert("late", "j").unwrap());
+    assert!(!b.own_alert("late", "j").unwrap());
+    assert!(a.own_alert("late", "j").unwrap());
+    a.close_alert("late", "j").unwrap();
+    assert!(b.own_alert("late", "j").unwrap());
+}
+
+#[test]
+fn definition_hashes_ignore_the_hosts_jitter_offset_only() {
+    let cfg = crate::config::Config::parse(
+        std::path::Path::new("/x.toml"),
+        "[[job]]\nname = \"a\"\nschedule = \"* * * * *\"\ncommand = [\"true\"]\njitter = \"30s\"\n",
+    )
+    .unwrap();
+    let job = &cfg.jobs[0];
+    let mut other_host = job.clone();
+    other_host.jitter_offset += Duration::from_secs(1);
+    assert_eq!(definition_hash(job), definition_hash(&other_host));
+    let mut changed = job.clone();
+    changed.command = crate::config::JobCommand::Argv(vec!["false".into()]);
+    assert_ne!(definition_hash(job), definition_hash(&changed));
+}
