@@ -19,6 +19,7 @@ mod import;
 mod ledger;
 mod logs;
 mod metrics;
+mod multihost;
 mod once;
 mod once2;
 mod operator;

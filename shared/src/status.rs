@@ -114,6 +114,12 @@ pub enum SkipReason {
     /// The store could not commit the fire's claim and the job says
     /// `on_store_failure = "hold"`: not run, recorded once the store writes.
     StoreUnavailable,
+    /// Several hosts: another host claimed the fire in the shared ledger
+    /// (it runs there). Not a record of this host's: reported only.
+    Peer,
+    /// Several hosts: this host's definition of the job differs from the
+    /// one most live hosts hold, so it does not claim the job's fires.
+    DefinitionDiffers,
 }
 
 impl SkipReason {
@@ -126,6 +132,8 @@ impl SkipReason {
             SkipReason::WorkerDown => "worker_down",
             SkipReason::Removed => "removed",
             SkipReason::StoreUnavailable => "store_unavailable",
+            SkipReason::Peer => "peer",
+            SkipReason::DefinitionDiffers => "definition_differs",
         }
     }
 }

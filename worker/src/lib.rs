@@ -74,6 +74,7 @@
 mod boot_id;
 mod cgroup;
 mod clock;
+mod cluster;
 mod error;
 mod events;
 mod journal;

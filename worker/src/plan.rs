@@ -613,6 +613,26 @@ impl Plan {
         }
     }
 
+    /// Several hosts: a planned run whose fire this host did not win in the
+    /// shared ledger never starts. It releases its busy flag like a run
+    /// that ended (its record, if any, is the caller's to write), and a
+    /// queued fire behind it starts.
+    pub fn disclaimed(&mut self, name: &str, id: u64, now: Timestamp, fx: &mut Effects) {
+        self.retries.forget(id);
+        if self.orphans.remove(&id).is_some() {
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(name) else {
+            return;
+        };
+        job.running.retain(|r| *r != id);
+        if job.running.is_empty() {
+            if let Some((id, covers)) = job.pending.take() {
+                self.start(id, name, covers, now, fx);
+            }
+        }
+    }
+
     /// Carries out a command. `configure` (which needs the store) and
     /// `shutdown` are the loop's; they do nothing here.
     pub fn command(&mut self, cmd: Command, now: Timestamp, fx: &mut Effects) {

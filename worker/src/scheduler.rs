@@ -45,6 +45,7 @@ use tokio_util::codec::FramedRead;
 use crate::{
     cgroup::Hierarchy,
     clock::{wall_now, Clocks},
+    cluster::{self, Cluster},
     error::WorkerError,
     events::{self, EventTx},
     journal::Journal,
@@ -125,6 +126,9 @@ struct Scheduler {
     store_down: bool,
     /// Where runs get their cgroups (`None`: process groups only).
     cgroups: Option<Arc<Hierarchy>>,
+    /// Several hosts: scheduled runs start only once claimed in the
+    /// shared ledger (see [`crate::cluster`]).
+    cluster: Option<Cluster>,
 }
 
 /// The (device, inode) of a file; `Ok(None)` when it does not exist.
@@ -144,6 +148,7 @@ impl Scheduler {
         events: EventTx,
         done_tx: mpsc::UnboundedSender<RunRecord>,
         (first_run_id, reserved): (u64, u64),
+        claims: mpsc::UnboundedSender<cluster::Answer>,
     ) -> Self {
         let mut plan = Plan::new(first_run_id, reserved);
         let store_path = store.path().to_path_buf();
@@ -178,6 +183,10 @@ impl Scheduler {
             identity_note: None,
             store_down: false,
             cgroups: None,
+            cluster: config
+                .cluster
+                .as_ref()
+                .map(|c| Cluster::start(c, config.watchdog.heartbeat_interval, claims)),
         };
         s.configure(config);
         s
@@ -190,6 +199,9 @@ impl Scheduler {
     /// schedules from the config alone and the error is reported.
     fn configure(&mut self, config: &Config) {
         self.heartbeat_interval = config.watchdog.heartbeat_interval;
+        if let Some(c) = self.cluster.as_mut() {
+            c.configure(config);
+        }
         let now = wall_now();
         let wanted = plan::wanted_rows(config, now);
         // Held writes go first: a reconcile committed before them would be
@@ -234,7 +246,10 @@ impl Scheduler {
     /// events, stop and spawn runs. A store failure does not stop the rest:
     /// a job that should run still runs (see [`Journal`]).
     fn flush(&mut self) {
-        let fx = std::mem::take(&mut self.fx);
+        let mut fx = std::mem::take(&mut self.fx);
+        if let Some(c) = self.cluster.as_mut() {
+            c.hold(&mut fx);
+        }
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
         self.write(WRITE_WAIT);
@@ -608,7 +623,23 @@ impl Scheduler {
             return;
         }
         self.running.remove(&record.id);
+        if let Some(c) = self.cluster.as_mut() {
+            c.finished(&record);
+        }
         self.guarded("finish", |s| s.plan.finished(record, wall_now(), &mut s.fx));
+    }
+
+    /// A claim's answer: the run starts, or is released in the plan.
+    fn claimed(&mut self, answer: cluster::Answer) {
+        self.guarded("claim", |s| {
+            let now = wall_now();
+            let Some(c) = s.cluster.as_mut() else {
+                return;
+            };
+            if let Some((job, id)) = c.resolve(answer, now, &mut s.fx) {
+                s.plan.disclaimed(&job, id, now, &mut s.fx);
+            }
+        });
     }
 
     /// Carries out a command. One that panics is answered with an error
@@ -680,7 +711,14 @@ impl Scheduler {
 
     /// Stops every run; returns how many were running.
     fn stop_all(&mut self) -> usize {
-        let n = self.plan.shutdown(wall_now(), &mut self.fx);
+        let now = wall_now();
+        if let Some(c) = self.cluster.as_mut() {
+            // Runs still waiting for their claim never start.
+            for (job, id) in c.abandon(now, &mut self.fx) {
+                self.plan.disclaimed(&job, id, now, &mut self.fx);
+            }
+        }
+        let n = self.plan.shutdown(now, &mut self.fx);
         self.flush();
         n
     }
@@ -800,6 +838,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     // the jobs).
     let mut int = signal(SignalKind::interrupt()).map_err(WorkerError::Signal)?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<RunRecord>();
+    let (claims_tx, mut claims_rx) = mpsc::unbounded_channel::<cluster::Answer>();
     events.send(Event::Hello {
         pid: std::process::id(),
         version: VERSION.to_string(),
@@ -849,6 +888,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         events.clone(),
         done_tx,
         (first_run_id, reserved),
+        claims_tx,
     );
     sched.cgroups = cgroups.clone();
     tracing::info!(jobs = config.jobs.len(), "worker started");
@@ -874,6 +914,13 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
                 // Record every run that ended meanwhile in the same commit.
                 while let Ok(record) = done_rx.try_recv() {
                     sched.finished(record);
+                }
+                sched.guarded("flush", Scheduler::flush);
+            }
+            Some(answer) = claims_rx.recv() => {
+                sched.claimed(answer);
+                while let Ok(answer) = claims_rx.try_recv() {
+                    sched.claimed(answer);
                 }
                 sched.guarded("flush", Scheduler::flush);
             }

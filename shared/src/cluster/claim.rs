@@ -138,16 +138,17 @@ impl Ledger {
         Ok(ClaimOutcome::Won(won))
     }
 
-    /// Records this host's run `run_id` of `job` ended with `outcome` (the
-    /// record's word). A run a peer recorded `lost` while this host was
-    /// silent is set right: it did run here, once.
-    pub fn finish(&mut self, job: &str, run_id: u64, outcome: &str) -> Result<u64, LedgerError> {
+    /// Records this host's run `run_id` ended with `outcome` (the record's
+    /// word; run ids are unique per host). A run a peer recorded `lost`
+    /// while this host was silent is set right: it did run here, once.
+    /// Returns how many fire rows it ended (the times the run covered).
+    pub fn finish(&mut self, run_id: u64, outcome: &str) -> Result<u64, LedgerError> {
         let host = self.host.clone();
         self.client()
             .execute(
-                "UPDATE cw_fires SET state = 'finished', outcome = $4, finished = now(), lease_until = NULL
-                 WHERE job = $1 AND host = $2 AND run_id = $3 AND state IN ('running', 'lost')",
-                &[&job, &host, &(run_id as i64), &outcome],
+                "UPDATE cw_fires SET state = 'finished', outcome = $3, finished = now(), lease_until = NULL
+                 WHERE host = $1 AND run_id = $2 AND state IN ('running', 'lost')",
+                &[&host, &(run_id as i64), &outcome],
             )
             .map_err(|e| LedgerError::db("record the run finished", e))
     }

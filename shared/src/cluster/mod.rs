@@ -36,6 +36,10 @@ pub(crate) fn ts(n: u32) -> String {
 /// How long one statement may take before the host gives up on it (and
 /// a claim fails closed).
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A host stopped (SIGSTOP, a VM paused) inside a claim transaction holds
+/// the row its peers want: the server ends its session after this, well
+/// within [`STATEMENT_TIMEOUT`], so the peers' claims go through.
+pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(2);
 /// How long connecting may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -122,9 +126,11 @@ impl Ledger {
             .map_err(|e| LedgerError::db(&what, e))?;
         client
             .batch_execute(&format!(
-                "SET statement_timeout = {}; SET lock_timeout = {}",
+                "SET client_min_messages = warning; SET statement_timeout = {}; SET lock_timeout = {};
+                 SET idle_in_transaction_session_timeout = {}",
                 STATEMENT_TIMEOUT.as_millis(),
-                STATEMENT_TIMEOUT.as_millis()
+                STATEMENT_TIMEOUT.as_millis(),
+                IDLE_IN_TRANSACTION.as_millis()
             ))
             .map_err(|e| LedgerError::db("set timeouts", e))?;
         schema::migrate(&mut client)?;

@@ -204,8 +204,8 @@ fn a_silent_hosts_run_is_lost_once_its_lease_runs_out_and_a_renewed_one_is_not()
         ClaimOutcome::Taken { host: "a".into() }
     );
     // a comes back and finishes: the ledger says it ran, once.
-    assert_eq!(a.finish("j", 7, "success").unwrap(), 1);
-    assert_eq!(b.finish("j", 3, "success").unwrap(), 1);
+    assert_eq!(a.finish(7, "success").unwrap(), 1);
+    assert_eq!(b.finish(3, "success").unwrap(), 1);
     let states: Vec<(String, Option<String>)> = a
         .client()
         .query(
@@ -245,7 +245,7 @@ fn an_exclusive_job_live_on_a_peer_is_skipped_in_the_ledger() {
         }
     );
     // Once a's run ended the next fire runs wherever it is claimed.
-    a.finish("j", 1, "success").unwrap();
+    a.finish(1, "success").unwrap();
     let mut c3 = claim("j", 6, vec![t(3)]);
     c3.exclusive = true;
     assert!(matches!(b.claim(&c3).unwrap(), ClaimOutcome::Won(_)));

@@ -172,6 +172,8 @@ fn skip_text(r: Option<SkipReason>) -> Option<&'static str> {
         SkipReason::WorkerDown => "worker_down",
         SkipReason::Removed => "removed",
         SkipReason::StoreUnavailable => "store_unavailable",
+        SkipReason::Peer => "peer",
+        SkipReason::DefinitionDiffers => "definition_differs",
     })
 }
 
@@ -182,6 +184,8 @@ fn parse_skip(s: Option<String>) -> Option<SkipReason> {
         "paused" => SkipReason::Paused,
         "removed" => SkipReason::Removed,
         "store_unavailable" => SkipReason::StoreUnavailable,
+        "peer" => SkipReason::Peer,
+        "definition_differs" => SkipReason::DefinitionDiffers,
         _ => SkipReason::WorkerDown,
     })
 }

@@ -41,6 +41,8 @@ pub(crate) const SKIP_REASONS: &[SkipReason] = &[
     SkipReason::WorkerDown,
     SkipReason::Removed,
     SkipReason::StoreUnavailable,
+    SkipReason::Peer,
+    SkipReason::DefinitionDiffers,
 ];
 
 pub(crate) fn reason_str(r: SkipReason) -> &'static str {
@@ -51,6 +53,8 @@ pub(crate) fn reason_str(r: SkipReason) -> &'static str {
         SkipReason::WorkerDown => "worker_down",
         SkipReason::Removed => "removed",
         SkipReason::StoreUnavailable => "store_unavailable",
+        SkipReason::Peer => "peer",
+        SkipReason::DefinitionDiffers => "definition_differs",
     }
 }
 
