@@ -310,6 +310,34 @@ fn three_hosts_run_each_fire_once_through_a_kill_a_stop_and_a_database_restart()
         .map(|r| r.get(0))
         .collect();
     assert_eq!(peers, names);
+    // `cronwarden cluster` audits the same window across hosts from the
+    // ledger: exactly once, and every host listed.
+    let rfc = |t: i64| jiff::Timestamp::from_second(t).unwrap().to_string();
+    let out = hosts[other].cmd(&[
+        "cluster",
+        "--config",
+        hosts[other].config.to_str().unwrap(),
+        "--from",
+        &rfc(from),
+        "--to",
+        &rfc(until),
+        "--json",
+    ]);
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "cluster --json: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(audit["ok"], true, "{audit:#}");
+    assert_eq!(out.status.code(), Some(0));
+    let listed: Vec<&str> = audit["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["host"].as_str())
+        .collect();
+    assert_eq!(listed, names);
     // The dead host's runs in flight were recorded lost by a peer, and so
     // were the stopped host's (set right to finished if they did end).
     let lost_by_peer = |h: &str| rows.values().filter(|r| r.0 == h && r.2.is_some()).count();

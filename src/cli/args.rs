@@ -192,6 +192,24 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Several hosts: the hosts sharing the config's `store` and an audit
+    /// of the shared ledger (every scheduled time of every job has exactly
+    /// one record across hosts), read from the database. Exit 1 when not.
+    #[command(
+        after_help = "Examples:\n  cronwarden cluster\n  cronwarden cluster --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z --json"
+    )]
+    Cluster {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Start of the window, RFC 3339 (default: an hour before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the window, RFC 3339 (default: 5 seconds ago).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show open alerts (or, with --all, the alert history); `alerts test`
     /// sends a marked test alert through every sink and reports each result.
     #[command(

@@ -29,6 +29,7 @@
 mod args;
 mod check;
 mod client;
+mod cluster;
 mod discover;
 mod explain;
 mod host_limits;
@@ -80,6 +81,15 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_dir.as_deref().map(|d| (d, log_retention)),
             log_format == LogFormat::Json,
         )),
+        Cmd::Cluster {
+            config,
+            from,
+            to,
+            json,
+        } => match config_file(&config) {
+            Ok(path) => cluster::cluster(&path, from.as_deref(), to.as_deref(), json),
+            Err(code) => Ok(code),
+        },
         Cmd::Check { config, json } => match config_file(&config) {
             Ok(path) => check::check(&path, json),
             Err(code) => Ok(code),

@@ -17,9 +17,11 @@ use jiff::Timestamp;
 
 use crate::config::ClusterConfig;
 
+mod audit;
 mod claim;
 pub mod schema;
 
+pub use audit::{FireRow, MAX_ROWS};
 pub use claim::{Claim, ClaimOutcome};
 
 /// A fire's time in SQL, from a bigint microseconds parameter.
