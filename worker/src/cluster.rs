@@ -507,3 +507,6 @@ impl Thread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
