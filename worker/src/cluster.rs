@@ -251,6 +251,12 @@ impl Cluster {
                 )
             }
         };
+        // A peer's live run is that host's overlap to judge and alert on
+        // (its supervisor sees its own skips): here the fire is the peer's.
+        let reported = match reason {
+            SkipReason::Overlap => SkipReason::Peer,
+            other => other,
+        };
         let mut rec = spawn.record;
         rec.outcome = Outcome::Skipped;
         rec.started_at = None;
@@ -262,7 +268,7 @@ impl Cluster {
                 job: job.clone(),
                 run_id: id,
                 scheduled_at,
-                reason,
+                reason: reported,
                 busy_run_id: None,
                 next_fire_at: spawn.next_fire_at,
             });

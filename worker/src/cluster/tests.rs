@@ -177,6 +177,32 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
         )]
     );
     assert!(fx.spawns.is_empty());
+    // A run live on a peer: skipped (overlap) here, reported as the peer's
+    // fire, so only the host running it judges its overlap.
+    let mut fx = Effects::default();
+    planned(&mut fx, 5, vec![t(4)], "skip");
+    c.hold(&mut fx);
+    while rx.try_recv().is_ok() {}
+    let mut fx = Effects::default();
+    let busy = Answer {
+        run_id: 5,
+        result: Ok(ClaimOutcome::Busy {
+            host: "b".into(),
+            run_id: 2,
+        }),
+    };
+    assert!(c.resolve(busy, t(5), &mut fx).is_some());
+    assert_eq!(
+        inserts(&fx),
+        [(5, Outcome::Skipped, Some(SkipReason::Overlap), vec![t(4)])]
+    );
+    assert!(matches!(
+        fx.events.as_slice(),
+        [Event::Skip {
+            reason: SkipReason::Peer,
+            ..
+        }]
+    ));
     // Stopping: what still waits is recorded worker_down, and released.
     let mut fx = Effects::default();
     assert_eq!(c.abandon(t(6), &mut fx), [("j".to_string(), 3)]);
