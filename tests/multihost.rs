@@ -136,6 +136,105 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// Turns TLS on with a CA of the test's own (`ca.pem` in the returned
+    /// directory) and a server certificate for 127.0.0.1, and refuses every
+    /// connection over TCP without TLS; restarts the server.
+    fn enable_tls(&self) -> Result<PathBuf, String> {
+        let dir = self.dir.path().join("tls");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let openssl = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run openssl: {e}"))?;
+            out.status.success().then_some(()).ok_or_else(|| {
+                format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr))
+            })
+        };
+        let days = ["-days", "2"];
+        openssl(
+            &[
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-subj",
+                    "/CN=cw-test-ca",
+                ][..],
+                &days,
+            ]
+            .concat(),
+        )?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])?;
+        openssl(
+            &[
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "server.pem",
+                    "-extfile",
+                    "ext",
+                ][..],
+                &days,
+            ]
+            .concat(),
+        )?;
+        if self.as_postgres {
+            let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+            for f in ["server.pem", "server.key"] {
+                nix::unistd::chown(&dir.join(f), Some(pg.uid), Some(pg.gid)).unwrap();
+            }
+            nix::unistd::chown(&dir, Some(pg.uid), Some(pg.gid)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.join("server.key"), fs::Permissions::from_mode(0o600)).unwrap();
+        let data = PathBuf::from(self.data());
+        let mut conf = fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        ));
+        fs::write(data.join("postgresql.conf"), conf).unwrap();
+        fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        self.restart(Duration::ZERO);
+        Ok(dir)
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let _ = self.run(
@@ -343,4 +442,53 @@ fn three_hosts_run_each_fire_once_through_a_kill_a_stop_and_a_database_restart()
     let lost_by_peer = |h: &str| rows.values().filter(|r| r.0 == h && r.2.is_some()).count();
     assert!(lost_by_peer(names[dead]) > 0, "{rows:?}");
     assert!(lost_by_peer(names[stopped]) > 0, "{rows:?}");
+}
+
+/// `sslmode=require`: the host speaks TLS to the database and checks its
+/// certificate against the system's trust store (here `SSL_CERT_FILE`, the
+/// test's CA); a server it cannot verify is refused. The server takes TCP
+/// connections with TLS only, so the one that succeeds was encrypted.
+#[test]
+fn the_ledger_over_tls_checks_the_servers_certificate() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        return skip("no openssl to make a test CA");
+    }
+    let pg = match PgCluster::start() {
+        Ok(pg) => pg,
+        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    };
+    let tls = pg.enable_tls().unwrap();
+    let env = Env::new(&format!(
+        "store = \"{}?sslmode=require\"\nhost = \"h0\"\n",
+        pg.url("postgres")
+    ));
+    let cluster = |ca: Option<&Path>| {
+        let mut cmd = Command::new(crate::util::BIN);
+        cmd.args([
+            "cluster",
+            "--json",
+            "--config",
+            env.config.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null());
+        match ca {
+            Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+            // A store with no test CA in it.
+            None => cmd.env("SSL_CERT_FILE", env.path("empty.pem")),
+        };
+        cmd.output().unwrap()
+    };
+    fs::write(env.path("empty.pem"), "").unwrap();
+    let out = cluster(Some(&tls.join("ca.pem")));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
 }

@@ -20,6 +20,7 @@ use crate::config::ClusterConfig;
 mod audit;
 mod claim;
 pub mod schema;
+mod tls;
 
 pub use audit::{FireRow, MAX_ROWS};
 pub use claim::{Claim, ClaimOutcome};
@@ -123,9 +124,20 @@ impl Ledger {
         pg.keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             .application_name("cronwarden");
-        let mut client = pg
-            .connect(postgres::NoTls)
-            .map_err(|e| LedgerError::db(&what, e))?;
+        let client = match pg.get_ssl_mode() {
+            postgres::config::SslMode::Require => {
+                let tls = tls::connector().map_err(|message| LedgerError::Db {
+                    what: what.clone(),
+                    message,
+                })?;
+                pg.connect(tls)
+            }
+            // `prefer` (the driver's default) would try TLS with a
+            // certificate the host cannot check, and fail: TLS is asked
+            // for, never guessed.
+            _ => pg.connect(postgres::NoTls),
+        };
+        let mut client = client.map_err(|e| LedgerError::db(&what, e))?;
         client
             .batch_execute(&format!(
                 "SET client_min_messages = warning; SET statement_timeout = {}; SET lock_timeout = {};
