@@ -43,6 +43,9 @@ pub enum ClaimOutcome {
 impl Ledger {
     /// Claims `c` in one transaction (see the module doc).
     pub fn claim(&mut self, c: &Claim) -> Result<ClaimOutcome, LedgerError> {
+        if !c.exclusive {
+            return self.claim_one_trip(c);
+        }
         let host = self.host.clone();
         let lease = self.lease_secs();
         let covers: Vec<i64> = c.covers.iter().map(|t| t.as_microsecond()).collect();
@@ -136,6 +139,89 @@ impl Ledger {
         .map_err(db("advance the job's cursor"))?;
         tx.commit().map_err(db("commit claim"))?;
         Ok(ClaimOutcome::Won(won))
+    }
+
+    /// The claim of a job without an overlap rule across hosts, as one
+    /// statement (atomic by itself, no transaction round trips), prepared
+    /// once per connection: the winner's fire waits one round trip.
+    fn claim_one_trip(&mut self, c: &Claim) -> Result<ClaimOutcome, LedgerError> {
+        let db = |what: &'static str| move |e| LedgerError::db(what, e);
+        if self.claim_stmt.is_none() {
+            let sql = format!(
+                "WITH majority AS (
+                     SELECT d.hash FROM cw_job_defs d JOIN cw_peers p ON p.host = d.host
+                     WHERE d.job = $1 AND p.last_seen > now() - $5 * interval '1 second'
+                     GROUP BY d.hash ORDER BY count(*) DESC, min(d.since), d.hash LIMIT 1
+                 ), allowed AS (
+                     SELECT NOT EXISTS (SELECT 1 FROM majority WHERE hash <> $6) AS ok
+                 ), won AS (
+                     INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, lease_until, started)
+                     SELECT $1, {}, $2, $3, 'running', now() + $5 * interval '1 second', now()
+                     FROM unnest($4::bigint[]) AS u(t), allowed WHERE allowed.ok
+                     ON CONFLICT DO NOTHING RETURNING scheduled_for
+                 ), cursor AS (
+                     INSERT INTO cw_cursors (job, last_scheduled)
+                     SELECT $1, max(scheduled_for) FROM won HAVING count(*) > 0
+                     ON CONFLICT (job) DO UPDATE
+                     SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)
+                 )
+                 SELECT (SELECT ok FROM allowed), (SELECT hash FROM majority),
+                        array(SELECT {} FROM won)",
+                ts(7).replace("$7", "u.t"),
+                us("scheduled_for")
+            );
+            let stmt = self
+                .client()
+                .prepare(&sql)
+                .map_err(db("prepare the claim"))?;
+            self.claim_stmt = Some(stmt);
+        }
+        let Some(stmt) = self.claim_stmt.clone() else {
+            return Err(LedgerError::Schema(
+                "the claim statement is not prepared".into(),
+            ));
+        };
+        let host = self.host.clone();
+        let covers: Vec<i64> = c.covers.iter().map(|t| t.as_microsecond()).collect();
+        let newest = covers.iter().copied().max().unwrap_or_default();
+        let lease = self.lease_secs();
+        let row = self
+            .client()
+            .query_one(
+                &stmt,
+                &[&c.job, &host, &(c.run_id as i64), &covers, &lease, &c.hash],
+            )
+            .map_err(db("claim the fire"))?;
+        let (allowed, majority, won): (bool, Option<String>, Vec<i64>) =
+            (row.get(0), row.get(1), row.get(2));
+        if !allowed {
+            return Ok(ClaimOutcome::Differs {
+                theirs: majority.unwrap_or_default(),
+            });
+        }
+        if won.is_empty() {
+            return Ok(ClaimOutcome::Taken {
+                host: self.holder(&c.job, newest)?,
+            });
+        }
+        let mut won: Vec<Timestamp> = won.into_iter().map(ts_of).collect();
+        won.sort();
+        Ok(ClaimOutcome::Won(won))
+    }
+
+    /// The host that claimed `job`'s fire at `at` (microseconds).
+    fn holder(&mut self, job: &str, at: i64) -> Result<String, LedgerError> {
+        Ok(self
+            .client()
+            .query_opt(
+                &format!(
+                    "SELECT host FROM cw_fires WHERE job = $1 AND scheduled_for = {}",
+                    ts(2)
+                ),
+                &[&job, &at],
+            )
+            .map_err(|e| LedgerError::db("read who claimed the fire", e))?
+            .map_or_else(String::new, |r| r.get(0)))
     }
 
     /// Records this host's run `run_id` ended with `outcome` (the record's

@@ -83,6 +83,9 @@ pub struct Ledger {
     client: postgres::Client,
     host: String,
     lease: Duration,
+    /// The claim of a job that allows overlap, prepared once: one round
+    /// trip per fire (see [`Ledger::claim`]).
+    claim_stmt: Option<postgres::Statement>,
 }
 
 /// A host as the ledger knows it.
@@ -152,6 +155,7 @@ impl Ledger {
             client,
             host: cfg.host.clone(),
             lease: cfg.lease,
+            claim_stmt: None,
         })
     }
 
