@@ -126,6 +126,11 @@ pub(crate) struct Plan {
     /// The store is failing (set by the shell before each turn): a job
     /// with `on_store_failure = "hold"` skips its fires meanwhile.
     pub store_failing: bool,
+    /// Set when this worker followed one that was killed while no living
+    /// supervisor kept a copy of its writes: a run covering fires due
+    /// before this instant may repeat fires the dead worker ran unrecorded
+    /// (its claims held in memory, the store failing), and says so.
+    pub in_doubt_before: Option<Timestamp>,
     retries: retry::Retries,
     boot: reboot::Boot,
 }
@@ -156,6 +161,13 @@ pub(crate) fn wanted_rows(config: &Config, now: Timestamp) -> Vec<JobRow> {
         .collect()
 }
 
+/// Whether a run covering these times may repeat fires a dead worker ran
+/// unrecorded (see [`Plan::in_doubt_before`]). Only the catch-up of the
+/// fires due at start can: every later fire is claimed by this worker.
+fn doubted(in_doubt_before: Option<Timestamp>, covers: &[Timestamp]) -> bool {
+    in_doubt_before.is_some_and(|b| covers.iter().any(|t| *t < b))
+}
+
 fn trigger_for(covers: &[Timestamp]) -> Trigger {
     match covers.len() {
         0 => Trigger::Manual,
@@ -183,6 +195,7 @@ impl Plan {
             drop_fires_of: None,
             misarm_once: None,
             store_failing: false,
+            in_doubt_before: None,
             retries: Default::default(),
             boot: Default::default(),
         }
@@ -538,13 +551,14 @@ impl Plan {
                         return;
                     };
                     job.pending = Some((id, fresh.clone()));
-                    let rec = RunRecord::new(
+                    let mut rec = RunRecord::new(
                         id,
                         name,
                         fresh.clone(),
                         trigger_for(&fresh),
                         Outcome::Running,
                     );
+                    rec.may_repeat = doubted(self.in_doubt_before, &fresh);
                     fx.writes.push(Write::Insert(rec));
                     fx.events.push(Event::Queued {
                         job: name.to_string(),
@@ -580,8 +594,10 @@ impl Plan {
             return;
         };
         let trigger = trigger_for(&covers);
+        let doubt = doubted(self.in_doubt_before, &covers);
         let mut record = RunRecord::new(run_id, name, covers, trigger, Outcome::Running);
         record.started_at = Some(now);
+        record.may_repeat = doubt;
         job.running.push(run_id);
         fx.writes.push(Write::Insert(record.clone()));
         fx.spawns.push(Spawn {
@@ -758,13 +774,14 @@ impl Plan {
                 paused: j.paused,
             });
             if let Some((id, covers)) = &j.pending {
-                let rec = RunRecord::new(
+                let mut rec = RunRecord::new(
                     *id,
                     &j.spec.name,
                     covers.clone(),
                     trigger_for(covers),
                     Outcome::Running,
                 );
+                rec.may_repeat = doubted(self.in_doubt_before, covers);
                 writes.push(Write::Insert(rec));
             }
         }

@@ -144,8 +144,10 @@ impl Scheduler {
         events: EventTx,
         done_tx: mpsc::UnboundedSender<RunRecord>,
         (first_run_id, reserved): (u64, u64),
+        in_doubt: bool,
     ) -> Self {
         let mut plan = Plan::new(first_run_id, reserved);
+        plan.in_doubt_before = in_doubt.then(wall_now);
         let store_path = store.path().to_path_buf();
         let identity = file_identity(&store_path).ok().flatten();
         plan.drop_fires_of = fail::eval("worker::drop_fire", |arg| arg).flatten();
@@ -273,6 +275,17 @@ impl Scheduler {
                 // worker, as with a kill (the supervisor has its copy).
                 break;
             }
+        }
+    }
+
+    /// At exit, once every write is stored: the next worker need not doubt
+    /// that this one's fires are all recorded (see `Store::mark_worker_live`).
+    fn mark_stopped(&mut self) {
+        if self.store_down || !self.journal.settled() || self.journal.error().is_some() {
+            return;
+        }
+        if let Err(e) = self.store.mark_worker_stopped() {
+            tracing::warn!("{e}: the next worker will take this one for killed");
         }
     }
 
@@ -827,6 +840,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         lost,
         first_run_id,
         reserved,
+        in_doubt,
     }) = started
     else {
         return Ok(());
@@ -849,6 +863,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         events.clone(),
         done_tx,
         (first_run_id, reserved),
+        in_doubt,
     );
     sched.cgroups = cgroups.clone();
     tracing::info!(jobs = config.jobs.len(), "worker started");
@@ -897,6 +912,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         }
     }
     sched.settle_writes(Duration::from_secs(5));
+    sched.mark_stopped();
     drop(sched);
     if let Some(h) = cgroups {
         h.remove_instance();

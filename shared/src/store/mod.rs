@@ -4,10 +4,13 @@
 //! - `jobs`: per-job schedule state: the next fire to claim, the last
 //!   scheduled time (the `@every` anchor), paused;
 //! - `runs`: every run and every skipped fire, one row per record (with
-//!   `containment`, since v2: the run's cgroup and what it cost, as JSON);
+//!   `containment`, since v2: the run's cgroup and what it cost, as JSON;
+//!   `may_repeat`, since v3: a catch-up that may repeat fires, see
+//!   `recovery`);
 //! - `alerts`: alert history;
-//! - `meta`: the schema version, the run-id reservation, and the boot
-//!   each `@reboot` job last fired in (`reboot.rs`).
+//! - `meta`: the schema version, the run-id reservation, whether the last
+//!   worker ended with its writes stored (`worker_live`, see `recovery`),
+//!   and the boot each `@reboot` job last fired in (`reboot.rs`).
 //!
 //! `marks` is the light, bounded read behind the status page's strips.
 //!
@@ -53,7 +56,7 @@ pub use marks::RunMark;
 /// The store's file name under `state_dir`.
 pub const FILE_NAME: &str = "cronwarden.db";
 /// The schema this build writes; older stores are migrated forward.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// Runs kept per job by default.
 pub(crate) const DEFAULT_RETENTION: u32 = 1000;
 
@@ -322,7 +325,10 @@ impl Store {
         if version < 2 {
             self.migrate_v2()?;
         }
-        // Future versions: `if version < 3 { ... }` here, each in its own transaction.
+        if version < 3 {
+            self.migrate_v3()?;
+        }
+        // Future versions: `if version < 4 { ... }` here, each in its own transaction.
         Ok(())
     }
 
@@ -343,6 +349,27 @@ impl Store {
         .map_err(|source| StoreError::Sql {
             path,
             what: "migrating to schema v2",
+            source,
+        })
+    }
+
+    /// v3: `runs.may_repeat`, set on the one catch-up per job that may
+    /// repeat fires a dead worker ran while the store could not commit.
+    fn migrate_v3(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
+            path: path.clone(),
+            what: "migrating to schema v3",
+            source,
+        })?;
+        tx.execute_batch(
+            "ALTER TABLE runs ADD COLUMN may_repeat INTEGER NOT NULL DEFAULT 0;
+             UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|source| StoreError::Sql {
+            path,
+            what: "migrating to schema v3",
             source,
         })
     }

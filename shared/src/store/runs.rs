@@ -68,7 +68,7 @@ impl Store {
         p: P,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
-            "SELECT id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail, containment FROM runs {tail}"
+            "SELECT id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail, containment, may_repeat FROM runs {tail}"
         );
         let mut st = self
             .conn
@@ -96,6 +96,7 @@ impl Store {
                     stdout_tail: r.get(15)?,
                     stderr_tail: r.get(16)?,
                     contain: containment_parse(r.get(17)?),
+                    may_repeat: r.get::<_, i64>(18)? != 0,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -106,7 +107,7 @@ impl Store {
 
 pub(super) fn insert_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO runs (id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        "INSERT OR REPLACE INTO runs (id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail, may_repeat) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         r.id as i64,
@@ -126,6 +127,7 @@ pub(super) fn insert_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusql
         r.error,
         r.stdout_tail,
         r.stderr_tail,
+        r.may_repeat as i64,
     ])?;
     write_containment(tx, r)
 }

@@ -24,9 +24,9 @@ fn run(id: u64, job: &str, outcome: Outcome) -> RunRecord {
     r
 }
 
-/// A v1 store (as written before containment) is migrated in place:
-/// its runs read back with no containment, and new records keep
-/// theirs.
+/// A v1 store (as written before containment) is migrated in place to
+/// the current schema: its runs read back with no containment and not
+/// `may_repeat`, and new records keep theirs.
 #[test]
 fn a_v1_store_migrates_and_containment_round_trips() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,7 +44,9 @@ fn a_v1_store_migrates_and_containment_round_trips() {
     let old = s.runs("old", 10).unwrap();
     assert_eq!(old.len(), 1);
     assert_eq!(old[0].contain, Containment::default());
+    assert!(!old[0].may_repeat);
     let mut r = run(2, "new", Outcome::Success);
+    r.may_repeat = true;
     r.contain = Containment {
         cgroup: Some("/sys/fs/cgroup/x/run-2".into()),
         cpu_usec: Some(1_000_000),
@@ -58,6 +60,7 @@ fn a_v1_store_migrates_and_containment_round_trips() {
     drop(s);
     let s = Store::open_readonly(&path).unwrap();
     assert_eq!(s.runs("new", 10).unwrap()[0].contain, r.contain);
+    assert!(s.runs("new", 10).unwrap()[0].may_repeat);
     let v: String = s
         .conn
         .query_row(
@@ -66,7 +69,24 @@ fn a_v1_store_migrates_and_containment_round_trips() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(v, "2");
+    assert_eq!(v, "3");
+}
+
+/// Only a worker that ended without marking itself stopped leaves its
+/// successor in doubt; a new store has no predecessor.
+#[test]
+fn worker_live_says_whether_the_previous_worker_ended_with_its_writes_stored() {
+    let mut s = Store::open_in_memory().unwrap();
+    assert!(!s.mark_worker_live().unwrap(), "a new store");
+    assert!(
+        s.mark_worker_live().unwrap(),
+        "the previous worker was killed"
+    );
+    s.mark_worker_stopped().unwrap();
+    assert!(
+        !s.mark_worker_live().unwrap(),
+        "the previous worker stopped"
+    );
 }
 
 #[test]

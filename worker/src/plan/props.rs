@@ -15,7 +15,10 @@
 //! - no run id was ever given to two different runs or skips;
 //! - a fire time ran (was spawned) twice only after a death while the
 //!   journal held writes (a double fault: store failing, then the worker
-//!   killed), and only if it was not yet durably claimed;
+//!   killed), only if it was not yet durably claimed, and every run after
+//!   its first is marked `may_repeat` (no supervisor keeps a copy here,
+//!   so every restart after a kill is in doubt), at most one per job per
+//!   start;
 //! - every run that was spawned has a stored record, unless its record
 //!   was among the writes held at such a death;
 //! - nothing is left `running`.
@@ -123,6 +126,10 @@ struct World {
     /// When `queue` was (re)configured and removed, in seconds after T0:
     /// it is due in `(added, removed]` for each pair (`None`: still in).
     queue_spans: Vec<(i64, Option<i64>)>,
+    /// Workers started so far, and the runs spawned marked `may_repeat`
+    /// by (worker, job).
+    starts: u32,
+    flagged: BTreeMap<u64, (u32, String)>,
 }
 
 impl World {
@@ -148,6 +155,8 @@ impl World {
             unrecorded: BTreeSet::new(),
             may_lack: BTreeSet::new(),
             queue_spans: vec![(0, None)],
+            starts: 0,
+            flagged: BTreeMap::new(),
         };
         w.start();
         w
@@ -163,6 +172,10 @@ impl World {
             .apply(&[Write::ReserveIds { upto: reserved }])
             .unwrap();
         self.plan = Plan::new(first, reserved);
+        // As `takeover::take_over` with no supervisor to hand anything over.
+        let killed = self.store.mark_worker_live().unwrap();
+        self.plan.in_doubt_before = killed.then_some(self.clocks.wall);
+        self.starts += 1;
         self.journal = Journal::new();
         let rows = self
             .store
@@ -194,6 +207,10 @@ impl World {
             crate::journal::Apply::apply(&mut *store, batch, check)
         });
         for s in fx.spawns {
+            if s.record.may_repeat {
+                self.flagged
+                    .insert(s.record.id, (self.starts, s.record.job.clone()));
+            }
             for t in &s.record.covers {
                 self.executed.push((s.record.job.clone(), *t, s.record.id));
             }
@@ -407,7 +424,12 @@ impl World {
         }
         let mut runs: BTreeMap<(String, Timestamp), u32> = BTreeMap::new();
         for (job, t, id) in &self.executed {
-            *runs.entry((job.clone(), *t)).or_default() += 1;
+            let n = runs.entry((job.clone(), *t)).or_default();
+            *n += 1;
+            assert!(
+                *n == 1 || self.flagged.contains_key(id),
+                "run {id} repeats {job} at {t} without saying it may repeat"
+            );
             assert!(
                 stored_ids.contains(id) || self.unrecorded.contains(id),
                 "run {id} of {job} ran but has no record"
@@ -417,6 +439,17 @@ impl World {
             assert!(
                 n == 1 || self.may_repeat.contains(&key),
                 "{key:?} ran {n} times without a double fault"
+            );
+        }
+        let mut per_start: BTreeMap<&(u32, String), u32> = BTreeMap::new();
+        for (id, key) in &self.flagged {
+            let n = per_start.entry(key).or_default();
+            *n += 1;
+            assert_eq!(*n, 1, "run {id}: a second may_repeat run of {key:?}");
+            let stored = records.iter().find(|r| r.id == *id);
+            assert!(
+                stored.is_none_or(|r| r.may_repeat),
+                "run {id}: may_repeat not stored"
             );
         }
     }
