@@ -54,6 +54,7 @@ use crate::{
     runner::{self, RunRequest, StopHandle, StopReason},
     sweep, sys,
     takeover::{take_over_store, Adoption, TakeOver, LOOP_BUSY_TIMEOUT},
+    writer::file_identity,
     writer::Writer,
     WorkerArgs,
 };
@@ -125,16 +126,6 @@ struct Scheduler {
     store_down: bool,
     /// Where runs get their cgroups (`None`: process groups only).
     cgroups: Option<Arc<Hierarchy>>,
-}
-
-/// The (device, inode) of a file; `Ok(None)` when it does not exist.
-fn file_identity(path: &std::path::Path) -> std::io::Result<Option<(u64, u64)>> {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(path) {
-        Ok(m) => Ok(Some((m.dev(), m.ino()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 impl Scheduler {
