@@ -127,10 +127,11 @@ pub(crate) struct Plan {
     /// with `on_store_failure = "hold"` skips its fires meanwhile.
     pub store_failing: bool,
     /// Set when this worker followed one that was killed while no living
-    /// supervisor kept a copy of its writes: a run covering fires due
-    /// before this instant may repeat fires the dead worker ran unrecorded
-    /// (its claims held in memory, the store failing), and says so.
-    pub in_doubt_before: Option<Timestamp>,
+    /// supervisor kept a copy of its writes: a run covering fires due at
+    /// or before this instant (the start) may repeat fires the dead worker
+    /// ran unrecorded (its claims held in memory, the store failing), and
+    /// says so.
+    pub in_doubt_through: Option<Timestamp>,
     retries: retry::Retries,
     boot: reboot::Boot,
 }
@@ -162,10 +163,10 @@ pub(crate) fn wanted_rows(config: &Config, now: Timestamp) -> Vec<JobRow> {
 }
 
 /// Whether a run covering these times may repeat fires a dead worker ran
-/// unrecorded (see [`Plan::in_doubt_before`]). Only the catch-up of the
+/// unrecorded (see [`Plan::in_doubt_through`]). Only the catch-up of the
 /// fires due at start can: every later fire is claimed by this worker.
-fn doubted(in_doubt_before: Option<Timestamp>, covers: &[Timestamp]) -> bool {
-    in_doubt_before.is_some_and(|b| covers.iter().any(|t| *t < b))
+fn doubted(in_doubt_through: Option<Timestamp>, covers: &[Timestamp]) -> bool {
+    in_doubt_through.is_some_and(|b| covers.iter().any(|t| *t <= b))
 }
 
 fn trigger_for(covers: &[Timestamp]) -> Trigger {
@@ -195,7 +196,7 @@ impl Plan {
             drop_fires_of: None,
             misarm_once: None,
             store_failing: false,
-            in_doubt_before: None,
+            in_doubt_through: None,
             retries: Default::default(),
             boot: Default::default(),
         }
@@ -558,7 +559,7 @@ impl Plan {
                         trigger_for(&fresh),
                         Outcome::Running,
                     );
-                    rec.may_repeat = doubted(self.in_doubt_before, &fresh);
+                    rec.may_repeat = doubted(self.in_doubt_through, &fresh);
                     fx.writes.push(Write::Insert(rec));
                     fx.events.push(Event::Queued {
                         job: name.to_string(),
@@ -594,7 +595,7 @@ impl Plan {
             return;
         };
         let trigger = trigger_for(&covers);
-        let doubt = doubted(self.in_doubt_before, &covers);
+        let doubt = doubted(self.in_doubt_through, &covers);
         let mut record = RunRecord::new(run_id, name, covers, trigger, Outcome::Running);
         record.started_at = Some(now);
         record.may_repeat = doubt;
@@ -781,7 +782,7 @@ impl Plan {
                     trigger_for(covers),
                     Outcome::Running,
                 );
-                rec.may_repeat = doubted(self.in_doubt_before, covers);
+                rec.may_repeat = doubted(self.in_doubt_through, covers);
                 writes.push(Write::Insert(rec));
             }
         }

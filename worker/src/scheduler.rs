@@ -141,7 +141,7 @@ impl Scheduler {
         in_doubt: bool,
     ) -> Self {
         let mut plan = Plan::new(first_run_id, reserved);
-        plan.in_doubt_before = in_doubt.then(wall_now);
+        plan.in_doubt_through = in_doubt.then(wall_now);
         let store_path = store.path().to_path_buf();
         let identity = file_identity(&store_path).ok().flatten();
         plan.drop_fires_of = fail::eval("worker::drop_fire", |arg| arg).flatten();

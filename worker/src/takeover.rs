@@ -30,7 +30,7 @@ pub(crate) struct TakeOver {
     pub(crate) reserved: u64,
     /// The previous worker was killed (or stopped with writes unstored)
     /// and no supervisor that watched it handed anything over: fires it
-    /// ran may have left no trace (see `Plan::in_doubt_before`).
+    /// ran may have left no trace (see `Plan::in_doubt_through`).
     pub(crate) in_doubt: bool,
 }
 

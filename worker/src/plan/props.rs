@@ -174,7 +174,7 @@ impl World {
         self.plan = Plan::new(first, reserved);
         // As `takeover::take_over` with no supervisor to hand anything over.
         let killed = self.store.mark_worker_live().unwrap();
-        self.plan.in_doubt_before = killed.then_some(self.clocks.wall);
+        self.plan.in_doubt_through = killed.then_some(self.clocks.wall);
         self.starts += 1;
         self.journal = Journal::new();
         let rows = self
