@@ -680,4 +680,6 @@ mod extreme;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
+pub(crate) mod props_world;
+#[cfg(test)]
 mod tests;
