@@ -21,7 +21,7 @@
 
 use std::{
     io::Write,
-    os::fd::{AsRawFd, OwnedFd, RawFd},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -215,13 +215,10 @@ impl Hierarchy {
     pub(crate) fn create_run(&self, id: u64, limits: &Limits) -> Result<RunCgroup, CgroupError> {
         let path = self.instance.join(format!("run-{id}"));
         mkdir(&path)?;
-        let procs = path.join("cgroup.procs");
-        let procs_fd = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&procs)
+        let dir = std::fs::File::open(&path)
             .map(OwnedFd::from)
             .map_err(|source| CgroupError::Open {
-                path: procs.clone(),
+                path: path.clone(),
                 source,
             })?;
         let settings = [
@@ -238,7 +235,7 @@ impl Hierarchy {
                 tracing::warn!(run = id, file, "cannot set a cgroup limit: {e}");
             }
         }
-        Ok(RunCgroup { path, procs_fd })
+        Ok(RunCgroup { path, dir })
     }
 
     /// Removes the instance directory at a clean exit, if no run cgroup
@@ -291,9 +288,8 @@ impl Hierarchy {
 #[derive(Debug)]
 pub(crate) struct RunCgroup {
     path: PathBuf,
-    /// `cgroup.procs`, open for the child to write itself into between
-    /// fork and exec (close-on-exec, so the job never holds it).
-    procs_fd: OwnedFd,
+    /// The cgroup's directory, open: clone3 starts the job in it.
+    dir: OwnedFd,
 }
 
 impl RunCgroup {
@@ -301,13 +297,38 @@ impl RunCgroup {
         &self.path
     }
 
-    pub(crate) fn procs_fd(&self) -> RawFd {
-        self.procs_fd.as_raw_fd()
+    /// The directory, for clone3(CLONE_INTO_CGROUP), as a descriptor of
+    /// its own (the spawn runs off the loop and may outlive a borrow).
+    pub(crate) fn dir(&self) -> std::io::Result<OwnedFd> {
+        self.dir.try_clone()
+    }
+
+    /// `cgroup.procs`, open for a forked child to write itself into before
+    /// exec (close-on-exec, so the job never holds it): the fallback when
+    /// clone3 cannot start it there.
+    pub(crate) fn open_procs(&self) -> Result<OwnedFd, CgroupError> {
+        let procs = self.path.join("cgroup.procs");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map(OwnedFd::from)
+            .map_err(|source| CgroupError::Open {
+                path: procs,
+                source,
+            })
     }
 
     /// The processes in the cgroup now.
     pub(crate) fn pids(&self) -> Vec<u32> {
         pids_in(&self.path)
+    }
+
+    /// Sends `sig` to every process in the cgroup but `except`, each only
+    /// while it is still a member (see [`signal_if_member`]).
+    pub(crate) fn signal_members(&self, sig: nix::sys::signal::Signal, except: u32) {
+        for p in self.pids().into_iter().filter(|p| *p != except) {
+            signal_if_member(&self.path, p, sig);
+        }
     }
 
     /// Ends every process in the cgroup, forks in flight included.
@@ -338,7 +359,7 @@ impl RunCgroup {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let cost = (self.cpu_usec(), self.memory_peak());
-        drop(self.procs_fd);
+        drop(self.dir);
         if let Err(e) = std::fs::remove_dir(&self.path) {
             tracing::warn!(cgroup = %self.path.display(), "cannot remove a run's cgroup: {e}");
         }
@@ -372,6 +393,25 @@ fn pids_in(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Signals `pid` only if it is (still) in cgroup `dir`: a pidfd pins the
+/// process first, so the membership read after it is about that very
+/// process, never a later one given the same number.
+fn signal_if_member(dir: &Path, pid: u32, sig: nix::sys::signal::Signal) {
+    let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
+        return;
+    };
+    let member = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|s| own_cgroup(&s))
+        .is_some_and(|rel| {
+            let rel = rel.trim_start_matches('/');
+            !rel.is_empty() && dir.ends_with(rel)
+        });
+    if member {
+        let _ = crate::sys::pidfd_signal(std::os::fd::AsFd::as_fd(&pidfd), sig);
+    }
+}
+
 fn populated(dir: &Path) -> bool {
     match std::fs::read_to_string(dir.join("cgroup.events")) {
         Ok(s) => populated_in(&s),
@@ -392,11 +432,7 @@ fn kill_all(dir: &Path) {
             return;
         }
         for pid in pids {
-            // The pid is read from the cgroup this instant: it is ours.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            signal_if_member(dir, pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
