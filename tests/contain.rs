@@ -278,6 +278,56 @@ fn a_new_generation_kills_a_crashed_ones_process_group_without_cgroups() {
     new_generation_kills(NO_CGROUPS);
 }
 
+/// An old run that does not die at the next start (forced here: the
+/// worker is told it "survives" a dozen polls, ~4 s) keeps its job busy:
+/// with `overlap = "skip"` the fires meanwhile are skipped for overlap,
+/// not started beside it; once it is gone its lost record comes, and the
+/// job runs again.
+#[test]
+fn an_old_run_still_alive_keeps_its_job_busy() {
+    let env = Env::new("");
+    let d = env.dir.path().display();
+    env.write_config(&format!(
+        "[[job]]\nname = \"stay\"\nschedule = \"* * * * * *\"\noverlap = \"skip\"\n\
+         shell = \"echo $$ >> {d}/pids.txt; exec sleep 300\"\n"
+    ));
+    let mut sup = env.start_with(NO_CGROUPS);
+    let first = wait_until("the first run started", LONG, || {
+        read_pids(&env.path("pids.txt")).first().copied()
+    });
+    let _reap = Reap(vec![first]);
+    let status = env.wait_ok(LONG);
+    let worker = status["worker"]["pid"].as_u64().unwrap() as u32;
+    kill(sup.pid(), nix::sys::signal::Signal::SIGSTOP);
+    kill(worker, nix::sys::signal::Signal::SIGSTOP);
+    kill(sup.pid(), nix::sys::signal::Signal::SIGKILL);
+    kill(worker, nix::sys::signal::Signal::SIGKILL);
+    let _ = sup.child.wait();
+    wait_until("the worker gone", GONE, || (!alive(worker)).then_some(()));
+    let vars = [NO_CGROUPS[0], ("FAILPOINTS", "sweep::survives=return(12)")];
+    let _sup = env.start_with(&vars);
+    let skipped = wait_until(
+        "a fire skipped while the old run holds the job",
+        LONG,
+        || {
+            runs_json(&env, "stay")
+                .into_iter()
+                .find(|r| r["outcome"] == "skipped")
+        },
+    );
+    assert_eq!(skipped["skip_reason"], "overlap", "{skipped}");
+    let lost = wait_until("the old run recorded lost once gone", LONG, || {
+        runs_json(&env, "stay")
+            .into_iter()
+            .find(|r| r["outcome"] == "lost" && !r["leftovers_killed"].is_null())
+    });
+    assert!(lost["leftovers_killed"].as_u64() >= Some(1), "{lost}");
+    let second = wait_until("the job running again", LONG, || {
+        read_pids(&env.path("pids.txt")).get(1).copied()
+    });
+    let _reap2 = Reap(vec![second]);
+}
+
 fn new_generation_kills(vars: &[(&str, &str)]) {
     let env = Env::new("");
     let d = env.dir.path().display();
@@ -320,11 +370,19 @@ fn new_generation_kills(vars: &[(&str, &str)]) {
         "a new run started while an old one was alive: {:?}",
         env.lines("overlap.txt")
     );
-    wait_until("the crashed run recorded lost", LONG, || {
-        runs_json(&env, "stay")
-            .into_iter()
-            .find(|r| r["outcome"] == "lost")
-    });
+    let lost = wait_until(
+        "the crashed run recorded lost, with what was killed",
+        LONG,
+        || {
+            runs_json(&env, "stay")
+                .into_iter()
+                .find(|r| r["outcome"] == "lost" && !r["leftovers_killed"].is_null())
+        },
+    );
+    assert!(
+        lost["leftovers_killed"].as_u64() >= Some(1),
+        "the lost record counts the leftover killed: {lost}"
+    );
     let log = fs::read_to_string(env.path("supervisor.log")).unwrap_or_default();
     assert!(
         log.contains("killed what an earlier generation's run left running"),

@@ -412,7 +412,7 @@ fn signal_if_member(dir: &Path, pid: u32, sig: nix::sys::signal::Signal) {
     }
 }
 
-fn populated(dir: &Path) -> bool {
+pub(crate) fn populated(dir: &Path) -> bool {
     match std::fs::read_to_string(dir.join("cgroup.events")) {
         Ok(s) => populated_in(&s),
         // No events file (not a cgroup any more): nothing to wait for.

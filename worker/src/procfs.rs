@@ -12,6 +12,17 @@ pub(crate) fn group_and_session(stat: &str) -> Option<(i32, i32)> {
     Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
 }
 
+/// Whether `pid` is a zombie (dead, not yet reaped); `false` when gone.
+pub(crate) fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.get(s.rfind(')')? + 1..)?;
+            rest.split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
+}
+
 /// A process's start time (clock ticks since boot), field 22 of its stat.
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
