@@ -468,3 +468,106 @@ fn a_fork_bomb_under_limit_nproc_is_bounded() {
         (runs_json(&env, "tick").len() > after + 1).then_some(())
     });
 }
+
+/// Removes a test's cgroup subtree, deepest first (bounded retries: a
+/// killed process may take a moment to leave).
+struct Subtree(PathBuf);
+impl Drop for Subtree {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let mut dirs: Vec<PathBuf> = vec![];
+            let mut stack = vec![self.0.clone()];
+            while let Some(d) = stack.pop() {
+                if let Ok(rd) = fs::read_dir(&d) {
+                    stack.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                }
+                dirs.push(d);
+            }
+            for d in dirs.iter().rev() {
+                let _ = fs::remove_dir(d);
+            }
+            if !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The `0::` line of a process's /proc/PID/cgroup.
+fn cgroup_of(pid: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Given a cgroup of its own (as systemd's `Delegate=yes` gives one),
+/// cronwarden moves itself into a leaf `supervisor/` so that its cgroup
+/// holds no process (a cgroup with processes cannot hand controllers to
+/// children), and its runs live beside that leaf.
+#[test]
+fn in_a_cgroup_of_its_own_the_supervisor_moves_to_a_leaf_and_runs_live_beside_it() {
+    let Some(own) = writable_cgroup2() else {
+        skip("no writable cgroup2 hierarchy here");
+        return;
+    };
+    let name = format!("cw-delegated-{}", std::process::id());
+    let given = own.join(&name);
+    fs::create_dir(&given).unwrap();
+    let _cleanup = Subtree(given.clone());
+    let env = Env::new("");
+    let d = env.dir.path().display();
+    env.write_config(&format!(
+        "[[job]]\nname = \"where\"\nschedule = \"* * * * * *\"\n\
+         shell = \"grep ^0:: /proc/self/cgroup > {d}/cg.tmp && mv {d}/cg.tmp {d}/cg.txt\"\n"
+    ));
+    // Started inside the given cgroup, as systemd starts a service.
+    let log = env.path("supervisor.log");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} run --config {}",
+            given.display(),
+            crate::util::BIN,
+            env.config.display()
+        ))
+        .env("CRONWARDEN_LOG", "info")
+        .current_dir(env.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut sup = crate::util::Supervisor { child, log };
+    let run = wait_until("a run reporting its cgroup", LONG, || {
+        fs::read_to_string(env.path("cg.txt"))
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let status = env.wait_ok(LONG);
+    let worker = status["worker"]["pid"].as_u64().unwrap().to_string();
+    let leaf = format!("/{name}/supervisor");
+    assert!(
+        cgroup_of(&sup.pid().to_string()).ends_with(&leaf),
+        "supervisor in {}",
+        cgroup_of(&sup.pid().to_string())
+    );
+    assert!(
+        cgroup_of(&worker).ends_with(&leaf),
+        "worker in {}",
+        cgroup_of(&worker)
+    );
+    assert!(
+        run.contains(&format!("/{name}/cronwarden-")) && run.contains("/run-"),
+        "a run lives beside the leaf, not under it: {run}"
+    );
+    assert_eq!(
+        fs::read_to_string(given.join("cgroup.procs")).unwrap(),
+        "",
+        "the given cgroup holds no process"
+    );
+    assert_eq!(sup.stop(LONG), 0, "{}", sup.log());
+}

@@ -157,6 +157,67 @@ pub fn probe(enabled: bool) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// The leaf cronwarden's own processes move to, so that the cgroup it was
+/// given (systemd's `Delegate=yes` service cgroup) holds no process and
+/// may hand controllers to the run cgroups: cgroup v2's "no internal
+/// processes" rule forbids a cgroup with processes to have children with
+/// controllers enabled. Runs live beside it, under `cronwarden-<hash>/`.
+pub(crate) const LEAF: &str = "supervisor";
+
+/// The cgroup cronwarden was given: ours, or its parent once we are in
+/// our leaf (a worker started after the move finds itself there).
+pub(crate) fn base_of(own: &Path) -> PathBuf {
+    match (own.file_name(), own.parent()) {
+        (Some(name), Some(parent)) if name == LEAF => parent.to_path_buf(),
+        _ => own.to_path_buf(),
+    }
+}
+
+/// The root cgroup may hold processes and enable controllers both: there
+/// is nothing to move out of (and a whole host's processes are there).
+fn is_root(dir: &Path) -> bool {
+    !dir.join("cgroup.type").exists()
+}
+
+/// Moves the supervisor (our parent) and this worker from `own` into its
+/// leaf [`LEAF`], then offers `own`'s controllers to its children. Each
+/// step may fail (not delegated, other processes still in `own`): the runs
+/// then get fewer limits, never fail; the reason is logged.
+fn enter_leaf(own: &Path) {
+    let leaf = own.join(LEAF);
+    let moved = mkdir(&leaf).map_err(|e| e.to_string()).and_then(|()| {
+        let procs = leaf.join("cgroup.procs");
+        // The parent only while it is the supervisor sharing our cgroup
+        // (not init after the supervisor died).
+        let parent = nix::unistd::getppid().as_raw();
+        let same = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|s| own_cgroup(&s))
+        };
+        let movers: &[i32] = if parent > 1 && same(&parent.to_string()) == same("self") {
+            &[parent, 0]
+        } else {
+            &[0]
+        };
+        for &pid in movers {
+            write_file(&procs, &pid.to_string())
+                .map_err(|e| format!("cannot move process {pid} to {}: {e}", procs.display()))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = moved {
+        tracing::warn!("{e}; the run cgroups get no controllers");
+        return;
+    }
+    let offered = std::fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
+    for c in offered.split_whitespace() {
+        if let Err(e) = write_file(&own.join("cgroup.subtree_control"), &format!("+{c}")) {
+            tracing::warn!(cgroup = %own.display(), controller = c, "cannot enable a controller for the run cgroups: {e}");
+        }
+    }
+}
+
 /// Our own cgroup's directory, unless cgroups are turned off.
 fn locate(enabled: bool) -> Result<PathBuf, CgroupError> {
     if !enabled {
@@ -182,7 +243,11 @@ impl Hierarchy {
     /// instance directory, or says why runs fall back to process groups.
     pub(crate) fn setup(state_dir: &Path, enabled: bool) -> Result<Hierarchy, CgroupError> {
         let own = locate(enabled)?;
-        let instance = own.join(instance_name(state_dir));
+        let base = base_of(&own);
+        if base == own && !is_root(&own) {
+            enter_leaf(&own);
+        }
+        let instance = base.join(instance_name(state_dir));
         mkdir(&instance)?;
         // Offer the run cgroups what our own cgroup offers the instance
         // directory (nothing on a hybrid host; memory, pids, cpu under
@@ -480,6 +545,14 @@ mod tests {
         assert_eq!(own_dir(m, "/a.slice", "/a.slice/b").unwrap(), m.join("b"));
         assert_eq!(own_dir(m, "/other", "/a.slice/b"), None);
         assert_eq!(own_dir(m, "/", "/a/../b"), None);
+    }
+
+    #[test]
+    fn the_base_is_the_leafs_parent() {
+        let p = Path::new("/sys/fs/cgroup/system.slice/cronwarden.service");
+        assert_eq!(base_of(p), p);
+        assert_eq!(base_of(&p.join(LEAF)), p);
+        assert_eq!(base_of(Path::new("/")), Path::new("/"));
     }
 
     #[test]
