@@ -493,7 +493,13 @@ impl Supervisor {
                         let worker = self.worker.as_ref().map(|w| w.pid);
                         self.run_groups.fired(*run_id, *pid, worker);
                     }
-                    Event::Finish { run } => self.run_groups.finished(run.id),
+                    Event::Finish { run } => {
+                        self.run_groups.finished(run.id);
+                        if run.contain.cgroup.is_none() {
+                            let worker = self.worker.as_ref().map(|w| w.pid);
+                            self.run_groups.kill_orphans(&self.config(), worker);
+                        }
+                    }
                     _ => {}
                 }
                 if matches!(ev, Event::Hello { .. }) {

@@ -614,6 +614,17 @@ impl Plan {
         self.jobs.iter().map(|(n, j)| (n.as_str(), j.next))
     }
 
+    /// An earlier generation's run whose processes outlived the kill at
+    /// start: it holds its job busy, for the overlap rules, until its lost
+    /// record comes through [`Plan::finished`].
+    pub fn hold(&mut self, job: &str, run_id: u64) {
+        if let Some(j) = self.jobs.get_mut(job) {
+            if !j.running.contains(&run_id) {
+                j.running.push(run_id);
+            }
+        }
+    }
+
     /// The runs in progress, of removed jobs too.
     pub fn running(&self) -> impl Iterator<Item = u64> + '_ {
         self.jobs

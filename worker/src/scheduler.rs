@@ -656,10 +656,20 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     // fires (issue 15: old runs kept running beside new ones).
     let (cgroups, mut swept) = sweep::contain_setup(&config).await;
     swept.extend(sweep::kill_lost_groups(&lost).await);
+    let mut survivors = sweep::survivors(&lost).await;
+    let (mut held, mut recount) = (vec![], vec![]);
     // Runs left `running` belonged to a worker that died: they are lost.
     for mut lost in lost {
         if let Some((_, n)) = swept.iter().find(|(id, _)| *id == lost.id) {
             lost.contain.leftovers_killed = Some(*n as u32);
+        }
+        if let Some(i) = survivors.iter().position(|(id, _)| *id == lost.id) {
+            held.push((lost, survivors.swap_remove(i).1));
+            continue;
+        }
+        if lost.contain.leftovers_killed.is_some() {
+            // The store says `lost` already; this adds what was killed.
+            recount.push(lost.clone());
         }
         tracing::error!(job = %lost.job, run = lost.id, "run recorded lost: its worker died while it was running");
         events.send(Event::Finish { run: lost });
@@ -673,6 +683,14 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         in_doubt,
     );
     sched.cgroups = cgroups.clone();
+    for lost in recount {
+        let _ = sched.done_tx.send(lost);
+    }
+    // Still running despite the kill: their jobs count them as running.
+    for (lost, where_) in held {
+        sched.plan.hold(&lost.job, lost.id);
+        sweep::release_when_gone(lost, where_, events.clone(), sched.done_tx.clone());
+    }
     tracing::info!(jobs = config.jobs.len(), "worker started");
     for cmd in replay {
         sched.command(cmd);
