@@ -7,7 +7,7 @@ use std::time::Duration;
 use cronwarden_shared::alert_kind::AlertKind;
 
 use super::{
-    fake_worker::Record,
+    fake_worker::{Pass, Record},
     faults::{excuses, Kind},
     World, EXCUSE_WINDOW, HEARTBEAT, KILL_MARGIN, RUN_BOUND, STALL_AFTER, STEP, UNREPORTED_AFTER,
 };
@@ -143,9 +143,13 @@ impl World {
     }
 
     /// Every scheduled time from each job's first arming up to its
-    /// current one ends in exactly one record: the records of a job, in
-    /// order, tile its schedule with no gap and no overlap, and nothing is
-    /// still held once the store has recovered.
+    /// current one ends in exactly one record per pass over it: the
+    /// records of a job's pass, in order, tile its schedule from where the
+    /// pass started to the arming it left (the next pass's, or the current
+    /// one) with no gap and no overlap, and nothing is still held once the
+    /// store has recovered. A second pass (the clock stepped back over a
+    /// span the schedule repeats in) starts before the pass it follows
+    /// left off.
     pub(super) fn check_exactly_once(&mut self) {
         if self.active(Kind::StoreFailure).is_none() && !self.store.held.is_empty() {
             self.fail(format!(
@@ -162,29 +166,54 @@ impl World {
             .collect();
         for (name, first) in self.store.first_armed.clone() {
             let schedule = self.m.jobs[&name].spec.schedule.clone();
-            let mut recs: Vec<&Record> = all.iter().filter(|r| r.job == name).collect();
-            recs.sort_by_key(|r| r.first);
-            let mut expect = first;
-            for r in &recs {
-                if Some(r.first) != expect {
+            let passes: Vec<Pass> = self
+                .store
+                .passes
+                .iter()
+                .filter(|p| p.job == name)
+                .cloned()
+                .collect();
+            let mut start = first;
+            for pass in 0..=passes.len() {
+                let (left, next) = match passes.get(pass) {
+                    Some(p) => (p.left, Some(p.to)),
+                    None => (self.worker.arming.get(&name).copied().flatten(), None),
+                };
+                let mut recs: Vec<&Record> = all
+                    .iter()
+                    .filter(|r| r.job == name && r.pass == pass)
+                    .collect();
+                recs.sort_by_key(|r| r.first);
+                let mut expect = start;
+                for r in &recs {
+                    if Some(r.first) != expect {
+                        self.fail(format!(
+                            "job {name}, pass {pass}: a record starts at {}, the ledger expected {:?} \
+                             (a scheduled time missed or recorded twice)",
+                            r.first,
+                            expect.map(|t| t.to_string())
+                        ));
+                    }
+                    expect = schedule.next_after(r.last, Some(r.last));
+                }
+                if expect != left {
                     self.fail(format!(
-                        "job {name}: a record starts at {}, the ledger expected {:?} \
-                         (a scheduled time missed or recorded twice)",
-                        r.first,
-                        expect.map(|t| t.to_string())
+                        "job {name}, pass {pass}: records end before {:?}, but the worker armed it for {:?}",
+                        expect.map(|t| t.to_string()),
+                        left.map(|t| t.to_string())
                     ));
                 }
-                expect = schedule.next_after(r.last, Some(r.last));
+                if let Some(to) = next {
+                    if left.is_some_and(|l| l <= to) {
+                        self.fail(format!(
+                            "job {name}: a second pass from {to} does not go back before {:?}",
+                            left.map(|t| t.to_string())
+                        ));
+                    }
+                }
+                start = next;
+                self.stats.records += recs.len() as u64;
             }
-            let armed = self.worker.arming.get(&name).copied().flatten();
-            if expect != armed {
-                self.fail(format!(
-                    "job {name}: records end before {:?}, but the worker is armed for {:?}",
-                    expect.map(|t| t.to_string()),
-                    armed.map(|t| t.to_string())
-                ));
-            }
-            self.stats.records += recs.len() as u64;
         }
     }
 }

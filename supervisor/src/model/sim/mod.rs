@@ -64,11 +64,7 @@ use std::{
     time::Duration,
 };
 
-use cronwarden_shared::{
-    alert_kind::AlertKind,
-    config::Config,
-    wire::{Armed, Event},
-};
+use cronwarden_shared::{alert_kind::AlertKind, config::Config, wire::Event};
 use jiff::{SignedDuration, Timestamp};
 use tokio::time::Instant;
 
@@ -214,6 +210,7 @@ impl World {
                 pid: 0,
                 alive: false,
                 arming,
+                last: BTreeMap::new(),
                 runs: vec![],
                 starting: vec![],
                 next_beat: Duration::ZERO,
@@ -374,20 +371,11 @@ impl World {
                     self.killed.push((run_id, self.mono));
                     self.stats.hung_killed += 1;
                 }
-                Action::AskArmedSchedule | Action::Rearm { .. } => {
-                    if self.worker.alive && self.active(Kind::WorkerPause).is_none() {
-                        let jobs = self
-                            .worker
-                            .arming
-                            .iter()
-                            .map(|(n, a)| Armed {
-                                job: n.clone(),
-                                next_fire_at: *a,
-                                paused: false,
-                            })
-                            .collect();
-                        self.write(Event::Schedule { jobs });
-                    }
+                Action::AskArmedSchedule | Action::Rearm { .. } if !self.worker_turns() => {}
+                Action::AskArmedSchedule => self.report_schedule(),
+                Action::Rearm { job } => {
+                    self.second_pass(&job, wall);
+                    self.report_schedule();
                 }
             }
         }
