@@ -136,6 +136,18 @@ impl Sim {
         self
     }
 
+    /// A healthy worker's heartbeat and the loop's judgement every second
+    /// up to `to` (not at it): a longer gap between judgements is the
+    /// supervisor's own pause, which some detectors discount.
+    fn tick_to(&mut self, to: Duration) -> &mut Self {
+        while self.elapsed + Duration::from_secs(1) < to {
+            let next = self.elapsed + Duration::from_secs(1);
+            let seq = self.m.worker.seq.unwrap_or(0) + 1;
+            self.at(next).beat(seq).evaluate();
+        }
+        self
+    }
+
     fn apply(&mut self, ev: Event) -> &mut Self {
         let now = self.now();
         self.m.apply(ev, now);

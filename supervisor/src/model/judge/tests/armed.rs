@@ -224,6 +224,7 @@ fn a_replacement_armed_a_day_ahead_is_still_misarmed_and_late() {
         Some(ts("2026-12-03T10:01:00Z"))
     );
     s.evaluate();
+    s.tick_to(secs(154.0));
     s.at(secs(154.0)).beat(2);
     let e = s.evaluate();
     assert!(notices(&e).contains(&("opened".into(), AlertKind::JobMisarmed, Some("a".into()))));
