@@ -17,16 +17,15 @@ impl World {
         if kind == AlertKind::Test {
             return;
         }
-        // A backward step prolongs what an earlier fault left behind by its
-        // size: nothing repeats in the stepped-back span (the worker's next
-        // fires only move forward), so a fire left unaccounted stays so.
-        // So does a supervisor pause, by its length: nothing was acted on.
+        // A supervisor pause prolongs what an earlier fault left behind by
+        // its length: nothing was acted on. (A backward step prolongs
+        // nothing: every job here repeats within any span stepped back, so
+        // the worker arms it for a second pass on the new clock.)
         let back = |from: Duration| -> Duration {
             self.faults
                 .iter()
                 .filter(|f| f.start >= from && f.start <= self.mono)
                 .map(|f| match f.kind {
-                    Kind::WallBackward => f.by.unsigned_abs(),
                     Kind::SupervisorPause => f.end - f.start,
                     _ => Duration::ZERO,
                 })
