@@ -80,14 +80,26 @@ fn alert_kinds(status: &serde_json::Value) -> Vec<String> {
 /// with `timeout = "1h"` runs. The run is not killed (its age is on the
 /// monotonic clock), it ends on its own as a success, and no
 /// `job_failing` or `job_timeout` opens.
+///
+/// The supervisor itself must be seen judging on the stepped clock: the
+/// worker reporting the jump proves only that the worker saw it (each
+/// process re-reads the offset on its own). A test alert is dated by the
+/// supervisor's wall clock; once one reads two hours ahead of the real
+/// clock, every judgement after it that measured a run's age by wall
+/// clock would find the run 2 h old, past 1h + kill_grace + 10s, and
+/// SIGKILL it (as before the fix). Several seconds of judgements are
+/// watched from then on.
 #[test]
 fn a_forward_step_leaves_a_running_job_alone() {
     let env = Env::new("");
     let d = env.dir.path().display().to_string();
+    let notices = env.path("notices");
     env.write_config(&format!(
         "[[job]]\nname = \"long\"\nschedule = \"@every 1h\"\ntimeout = \"1h\"\nkill_grace = \"1s\"\n\
          alert_after_failures = 1\n\
-         shell = \"echo $$ > {d}/pid; while [ ! -e {d}/done ]; do sleep 0.1; done\"\n"
+         shell = \"echo $$ > {d}/pid; while [ ! -e {d}/done ]; do sleep 0.1; done\"\n\
+         [[alert]]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"cat >> {n}; echo >> {n}\"]\n",
+        n = notices.display()
     ));
     let Some((_sup, offset)) = start_faked(&env) else {
         return;
@@ -107,11 +119,36 @@ fn a_forward_step_leaves_a_running_job_alone() {
 
     fs::write(&offset, "+7200\n").unwrap();
     wait_for_jump(&env, "the +2h step in the status", |ms| ms > 7_000_000);
+    wait_until(
+        "a test alert dated by the supervisor's stepped clock",
+        LONG,
+        || {
+            let out = env.cmd(&["alerts", "test", "-c", env.config.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+            let stepped = fs::read_to_string(&notices)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|n| n["kind"] == "test")
+                .filter_map(|n| n["opened_at"].as_str()?.parse::<jiff::Timestamp>().ok())
+                .any(|t| {
+                    t.duration_since(jiff::Timestamp::now())
+                        > jiff::SignedDuration::from_secs(7_000)
+                });
+            (stepped || {
+                std::thread::sleep(Duration::from_millis(300));
+                false
+            })
+            .then_some(())
+        },
+    );
     // The supervisor judges every second; under the old rule the run was
     // SIGKILLed at the first judgement after the step. Watch several
-    // judgements' worth of statuses: the run lives on, nothing fails.
+    // seconds of judgements on the stepped clock: the run lives on,
+    // nothing fails.
+    let watched = std::time::Instant::now();
     let mut seen = 0;
-    wait_until("ten statuses after the step", LONG, || {
+    wait_until("ten statuses over 5 s after the step", LONG, || {
         let s = env.status().1?;
         assert!(alive(pid), "the run was killed after the step: {s}");
         let kinds = alert_kinds(&s);
@@ -128,7 +165,7 @@ fn a_forward_step_leaves_a_running_job_alone() {
         );
         seen += 1;
         std::thread::sleep(Duration::from_millis(300));
-        (seen >= 10).then_some(())
+        (seen >= 10 && watched.elapsed() > Duration::from_secs(5)).then_some(())
     });
     fs::write(env.path("done"), "").unwrap();
     let rows = wait_until("the run's record completed", LONG, || {
@@ -140,7 +177,12 @@ fn a_forward_step_leaves_a_running_job_alone() {
     let run = rows.iter().find(|r| r.trigger == "manual").unwrap();
     assert_eq!(run.outcome, "success", "{run:?}");
     let s = env.status().1.unwrap();
-    assert!(!alert_kinds(&s).iter().any(|k| k == "job_failing"), "{s}");
+    assert!(
+        !alert_kinds(&s)
+            .iter()
+            .any(|k| k == "job_failing" || k == "job_timeout" || k == "job_lost"),
+        "{s}"
+    );
     assert_eq!(s["worker"]["pid"], worker, "the worker was replaced: {s}");
 }
 

@@ -169,10 +169,16 @@ fn escapees_killed_at_run_end(vars: &[(&str, &str)], with_cgroup: bool) {
         assert!(run["cgroup"].is_string(), "{run}");
         assert!(run["cpu_usec"].is_u64(), "{run}");
     } else {
-        // Without cgroups, the process group reaches the double-forked one.
-        wait_until("the double-forked escapee gone", GONE, || {
-            (!alive(pids[1])).then_some(())
-        });
+        // Without cgroups: the process group reaches the double-forked
+        // one; the others are found as the pipe's holder (setsid) and as
+        // orphans of a finished run reparented to the supervisor.
+        all_gone(&pids, "at the run's end, without cgroups");
+        assert!(
+            run["output_holder"]
+                .as_str()
+                .is_some_and(|h| h.contains("sleep")),
+            "the process holding the output is named: {run}"
+        );
         assert!(
             run["leftovers_killed"].as_u64().is_some_and(|n| n >= 1),
             "{run}"
@@ -195,7 +201,8 @@ fn the_process_group_fallback_kills_what_stays_in_the_group() {
 }
 
 /// At timeout, the escapees die with the run's cgroup; without cgroups,
-/// the one still in the process group does.
+/// with its process group, as the holder of its output pipe, or as its
+/// orphans reparented to the supervisor.
 fn escapees_killed_at_timeout(vars: &[(&str, &str)], with_cgroup: bool) {
     let env = Env::new("");
     env.write_config(&job_config(
@@ -213,7 +220,7 @@ fn escapees_killed_at_timeout(vars: &[(&str, &str)], with_cgroup: bool) {
     if with_cgroup {
         all_gone(&pids, "at the timeout");
     } else {
-        all_gone(&pids[1..2], "at the timeout (the double-forked one)");
+        all_gone(&pids, "after the timeout, without cgroups");
     }
 }
 
@@ -278,6 +285,56 @@ fn a_new_generation_kills_a_crashed_ones_process_group_without_cgroups() {
     new_generation_kills(NO_CGROUPS);
 }
 
+/// An old run that does not die at the next start (forced here: the
+/// worker is told it "survives" a dozen polls, ~4 s) keeps its job busy:
+/// with `overlap = "skip"` the fires meanwhile are skipped for overlap,
+/// not started beside it; once it is gone its lost record comes, and the
+/// job runs again.
+#[test]
+fn an_old_run_still_alive_keeps_its_job_busy() {
+    let env = Env::new("");
+    let d = env.dir.path().display();
+    env.write_config(&format!(
+        "[[job]]\nname = \"stay\"\nschedule = \"* * * * * *\"\noverlap = \"skip\"\n\
+         shell = \"echo $$ >> {d}/pids.txt; exec sleep 300\"\n"
+    ));
+    let mut sup = env.start_with(NO_CGROUPS);
+    let first = wait_until("the first run started", LONG, || {
+        read_pids(&env.path("pids.txt")).first().copied()
+    });
+    let _reap = Reap(vec![first]);
+    let status = env.wait_ok(LONG);
+    let worker = status["worker"]["pid"].as_u64().unwrap() as u32;
+    kill(sup.pid(), nix::sys::signal::Signal::SIGSTOP);
+    kill(worker, nix::sys::signal::Signal::SIGSTOP);
+    kill(sup.pid(), nix::sys::signal::Signal::SIGKILL);
+    kill(worker, nix::sys::signal::Signal::SIGKILL);
+    let _ = sup.child.wait();
+    wait_until("the worker gone", GONE, || (!alive(worker)).then_some(()));
+    let vars = [NO_CGROUPS[0], ("FAILPOINTS", "sweep::survives=return(12)")];
+    let _sup = env.start_with(&vars);
+    let skipped = wait_until(
+        "a fire skipped while the old run holds the job",
+        LONG,
+        || {
+            runs_json(&env, "stay")
+                .into_iter()
+                .find(|r| r["outcome"] == "skipped")
+        },
+    );
+    assert_eq!(skipped["skip_reason"], "overlap", "{skipped}");
+    let lost = wait_until("the old run recorded lost once gone", LONG, || {
+        runs_json(&env, "stay")
+            .into_iter()
+            .find(|r| r["outcome"] == "lost" && !r["leftovers_killed"].is_null())
+    });
+    assert!(lost["leftovers_killed"].as_u64() >= Some(1), "{lost}");
+    let second = wait_until("the job running again", LONG, || {
+        read_pids(&env.path("pids.txt")).get(1).copied()
+    });
+    let _reap2 = Reap(vec![second]);
+}
+
 fn new_generation_kills(vars: &[(&str, &str)]) {
     let env = Env::new("");
     let d = env.dir.path().display();
@@ -320,11 +377,19 @@ fn new_generation_kills(vars: &[(&str, &str)]) {
         "a new run started while an old one was alive: {:?}",
         env.lines("overlap.txt")
     );
-    wait_until("the crashed run recorded lost", LONG, || {
-        runs_json(&env, "stay")
-            .into_iter()
-            .find(|r| r["outcome"] == "lost")
-    });
+    let lost = wait_until(
+        "the crashed run recorded lost, with what was killed",
+        LONG,
+        || {
+            runs_json(&env, "stay")
+                .into_iter()
+                .find(|r| r["outcome"] == "lost" && !r["leftovers_killed"].is_null())
+        },
+    );
+    assert!(
+        lost["leftovers_killed"].as_u64() >= Some(1),
+        "the lost record counts the leftover killed: {lost}"
+    );
     let log = fs::read_to_string(env.path("supervisor.log")).unwrap_or_default();
     assert!(
         log.contains("killed what an earlier generation's run left running"),
@@ -409,4 +474,107 @@ fn a_fork_bomb_under_limit_nproc_is_bounded() {
     wait_until("the other job still fires", LONG, || {
         (runs_json(&env, "tick").len() > after + 1).then_some(())
     });
+}
+
+/// Removes a test's cgroup subtree, deepest first (bounded retries: a
+/// killed process may take a moment to leave).
+struct Subtree(PathBuf);
+impl Drop for Subtree {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let mut dirs: Vec<PathBuf> = vec![];
+            let mut stack = vec![self.0.clone()];
+            while let Some(d) = stack.pop() {
+                if let Ok(rd) = fs::read_dir(&d) {
+                    stack.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                }
+                dirs.push(d);
+            }
+            for d in dirs.iter().rev() {
+                let _ = fs::remove_dir(d);
+            }
+            if !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The `0::` line of a process's /proc/PID/cgroup.
+fn cgroup_of(pid: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Given a cgroup of its own (as systemd's `Delegate=yes` gives one),
+/// cronwarden moves itself into a leaf `supervisor/` so that its cgroup
+/// holds no process (a cgroup with processes cannot hand controllers to
+/// children), and its runs live beside that leaf.
+#[test]
+fn in_a_cgroup_of_its_own_the_supervisor_moves_to_a_leaf_and_runs_live_beside_it() {
+    let Some(own) = writable_cgroup2() else {
+        skip("no writable cgroup2 hierarchy here");
+        return;
+    };
+    let name = format!("cw-delegated-{}", std::process::id());
+    let given = own.join(&name);
+    fs::create_dir(&given).unwrap();
+    let _cleanup = Subtree(given.clone());
+    let env = Env::new("");
+    let d = env.dir.path().display();
+    env.write_config(&format!(
+        "[[job]]\nname = \"where\"\nschedule = \"* * * * * *\"\n\
+         shell = \"grep ^0:: /proc/self/cgroup > {d}/cg.tmp && mv {d}/cg.tmp {d}/cg.txt\"\n"
+    ));
+    // Started inside the given cgroup, as systemd starts a service.
+    let log = env.path("supervisor.log");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} run --config {}",
+            given.display(),
+            crate::util::BIN,
+            env.config.display()
+        ))
+        .env("CRONWARDEN_LOG", "info")
+        .current_dir(env.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut sup = crate::util::Supervisor { child, log };
+    let run = wait_until("a run reporting its cgroup", LONG, || {
+        fs::read_to_string(env.path("cg.txt"))
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let status = env.wait_ok(LONG);
+    let worker = status["worker"]["pid"].as_u64().unwrap().to_string();
+    let leaf = format!("/{name}/supervisor");
+    assert!(
+        cgroup_of(&sup.pid().to_string()).ends_with(&leaf),
+        "supervisor in {}",
+        cgroup_of(&sup.pid().to_string())
+    );
+    assert!(
+        cgroup_of(&worker).ends_with(&leaf),
+        "worker in {}",
+        cgroup_of(&worker)
+    );
+    assert!(
+        run.contains(&format!("/{name}/cronwarden-")) && run.contains("/run-"),
+        "a run lives beside the leaf, not under it: {run}"
+    );
+    assert_eq!(
+        fs::read_to_string(given.join("cgroup.procs")).unwrap(),
+        "",
+        "the given cgroup holds no process"
+    );
+    assert_eq!(sup.stop(LONG), 0, "{}", sup.log());
 }

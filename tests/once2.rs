@@ -98,3 +98,166 @@ fn a_held_job_skips_while_the_store_fails_and_a_running_one_runs() {
         }
     }
 }
+
+/// Issue 14, the double fault: the store fails (every write of the
+/// worker's journal refused), the job runs anyway, then both processes
+/// are killed (-9), so nobody holds what the store never got. A new start
+/// on a store that works again catches the missed fires up in one run
+/// per job, and that run says it may repeat fires (`may_repeat`): from
+/// the jobs' own stamps, every fire that ran twice ran again only inside
+/// it; every fire has exactly one record, and `audit` agrees. A later
+/// kill -9 of the worker alone (its supervisor alive and holding nothing)
+/// marks nothing.
+#[test]
+fn a_double_fault_repeats_fires_only_in_one_catch_up_that_says_so() {
+    use nix::sys::signal::Signal;
+    let env = Env::new("");
+    let stamp_file = env.path("stamps");
+    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
+        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "true");
+    env.write_config(&config);
+    let config_path = env.config.to_str().unwrap().to_string();
+    let sup = env.start_with(&[("FAILPOINTS", "store::apply=return")]);
+    let worker = wait_until("a worker", LONG, || {
+        env.status()
+            .1
+            .and_then(|s| s["worker"]["pid"].as_u64())
+            .map(|p| p as u32)
+    });
+    wait_until("three runs while the store fails", LONG, || {
+        (stamps(&stamp_file).len() >= 3).then_some(())
+    });
+    assert!(
+        env.rows("tick").is_empty(),
+        "the store took writes it should have refused"
+    );
+    // Frozen first, so it cannot start another worker in between.
+    crate::util::kill(sup.pid(), Signal::SIGSTOP);
+    crate::util::kill(worker, Signal::SIGKILL);
+    crate::util::kill(sup.pid(), Signal::SIGKILL);
+    wait_until("both dead", LONG, || {
+        (!crate::util::alive(worker)).then_some(())
+    });
+    drop(sup);
+    let killed_at = now_unix();
+    let ran_before = stamps(&stamp_file).len();
+
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    let catch_up = wait_until("the catch-up recorded", LONG, || {
+        env.rows("tick")
+            .into_iter()
+            .find(|r| r.trigger == "catchup")
+    });
+    let flagged = |env: &Env| -> Vec<i64> {
+        let db = env.db();
+        let mut st = db
+            .prepare("SELECT id FROM runs WHERE job = 'tick' AND may_repeat = 1 ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        flagged(&env),
+        vec![catch_up.id],
+        "exactly the catch-up may repeat"
+    );
+    let json = env.cmd(&["runs", "tick", "--json", "-c", &config_path]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let marked: Vec<i64> = json
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["may_repeat"] == true)
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    assert_eq!(marked, vec![catch_up.id], "runs --json: {json}");
+    let table = env.cmd(&["runs", "tick", "-c", &config_path]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("catchup (may repeat)"),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+
+    // The worker alone dies now: its supervisor watched it and holds
+    // nothing, so the next catch-up (if any) is not in doubt.
+    let worker = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
+    crate::util::kill(worker, Signal::SIGKILL);
+    wait_until("a new worker", LONG, || {
+        env.status()
+            .1
+            .and_then(|s| s["worker"]["pid"].as_u64())
+            .filter(|p| *p as u32 != worker)
+    });
+    let later = now_unix();
+    wait_until("fires after the restarts are recorded", LONG, || {
+        env.rows("tick")
+            .iter()
+            .any(|r| r.covers.iter().any(|c| unix(c) > later + 1))
+            .then_some(())
+    });
+    // cronwarden's own audit agrees, from the first fire to the last
+    // surely recorded.
+    let first = env
+        .rows("tick")
+        .iter()
+        .flat_map(|r| r.covers.iter().map(|c| unix(c)))
+        .min()
+        .unwrap();
+    let window = |t: i64| jiff::Timestamp::from_second(t).unwrap().to_string();
+    let out = env.cmd(&[
+        "audit",
+        "tick",
+        "-c",
+        &config_path,
+        "--from",
+        &window(first),
+        "--to",
+        &window(later),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "audit: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sup.stop(LONG), 0);
+    let stopped = now_unix();
+    assert_eq!(flagged(&env), vec![catch_up.id], "a second run in doubt");
+
+    let rows = env.rows("tick");
+    let (from, to) = (first - 1, stopped - 1);
+    let expected: Vec<i64> = (from + 1..to).collect();
+    assert_accounted(&rows, &expected, from, to, "tick");
+    // From the stamps: a fire ran twice only as the dead worker's run and
+    // then inside the catch-up; nothing else repeated, and every run of
+    // the new supervisor's workers has its record.
+    let stamped = stamps(&stamp_file);
+    let mut runs_of = std::collections::BTreeMap::<i64, Vec<i64>>::new();
+    for s in &stamped {
+        for c in &s.covers {
+            runs_of.entry(*c).or_default().push(s.id);
+        }
+    }
+    let repeated: Vec<(&i64, &Vec<i64>)> =
+        runs_of.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(
+        !repeated.is_empty() && ran_before >= 3,
+        "the catch-up repeated nothing: the test did not make a double fault"
+    );
+    for (t, ids) in &repeated {
+        assert_eq!(
+            ids[1..],
+            [catch_up.id],
+            "fire {t} ran again outside the one catch-up that may repeat: {ids:?}"
+        );
+        assert!(**t <= killed_at, "fire {t} after the kill repeated");
+    }
+    let recorded: BTreeSet<i64> = rows.iter().map(|r| r.id).collect();
+    for s in &stamped[ran_before..] {
+        assert!(recorded.contains(&s.id), "run {} has no record", s.id);
+    }
+}

@@ -17,6 +17,7 @@ mod hostile;
 mod human;
 mod import;
 mod ledger;
+mod ledger_store;
 mod logs;
 mod metrics;
 mod multihost;

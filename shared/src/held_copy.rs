@@ -162,10 +162,20 @@ impl HeldCopy {
     }
 
     /// What a new worker must adopt: `adopt` commands, each within the
-    /// command line bound. Kept until confirmed stored.
+    /// command line bound. Kept until confirmed stored. A supervisor that
+    /// watched an earlier worker sends one even when it holds nothing: the
+    /// new worker then knows nothing its predecessor ran is unaccounted,
+    /// whereas with no `adopt` at all (this supervisor is new too) it marks
+    /// its first catch-ups `may_repeat` if that worker was killed.
     pub fn adopt_commands(&self) -> Vec<Command> {
         if self.records.is_empty() && self.cursors.is_empty() {
-            return vec![];
+            if self.beats == 0 {
+                return vec![];
+            }
+            return vec![Command::Adopt {
+                records: vec![],
+                cursors: vec![],
+            }];
         }
         let budget = MAX_COMMAND_LINE / 4;
         let cursors = self
@@ -282,7 +292,9 @@ mod tests {
         assert_eq!(adopted(&c), (vec![3], vec![("a".into(), ts(4))]));
         c.observe(&beat(None, 0));
         assert_eq!(adopted(&c), (vec![], vec![]));
-        assert!(c.adopt_commands().is_empty());
+        // Still one (empty) adopt: this supervisor watched the worker.
+        assert_eq!(c.adopt_commands().len(), 1);
+        assert!(HeldCopy::default().adopt_commands().is_empty());
     }
 
     #[test]

@@ -168,6 +168,12 @@ pub struct RunRecord {
     /// What the run held and cost (see [`Containment`]).
     #[serde(flatten)]
     pub contain: Containment,
+    /// This catch-up may repeat fires that already ran: the first after
+    /// both processes died while the store could not commit, when nothing
+    /// durable says whether the dead worker ran them (issue 14; see
+    /// docs/DESIGN.md, "Exactly once through store faults").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_repeat: bool,
 }
 
 /// What a run's processes were held in and what they cost: the cgroup
@@ -233,6 +239,7 @@ impl RunRecord {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             contain: Containment::default(),
+            may_repeat: false,
         }
     }
 }
@@ -619,6 +626,7 @@ mod tests {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             contain: Containment::default(),
+            may_repeat: false,
         }
     }
 

@@ -42,9 +42,12 @@ use crate::{
     server, sinks,
     snapshot::Snapshot,
     spawn,
-    worker_conn::{self, next_line, Backoff, Launch, WorkerConn},
+    worker_conn::{self, next_line, Backoff, WorkerConn},
     SupervisorError,
 };
+
+mod control_ops;
+mod worker_start;
 
 /// The longest a finished run's conditions wait while event lines keep
 /// coming (see `on_line`).
@@ -345,54 +348,6 @@ impl Supervisor {
         model::judge::stall_deadline(&m.worker, &m.config.watchdog)
     }
 
-    fn start_worker(&mut self) {
-        self.restart_at = None;
-        // Saturating: the id comes from what a worker reported, which must
-        // never be able to crash the supervisor.
-        let first_run_id = self.model.max_run_id.saturating_add(1);
-        let configure = Command::Configure {
-            path: self.config().path.clone(),
-            source: self.source.text.clone(),
-            dropins: self.source.dropins.clone(),
-        };
-        let launch = Launch {
-            exe: &self.exe,
-            lock: self.lock.as_fd(),
-            log_json: self.log_json,
-            log_files: self.log_files.as_ref().map(|(d, n)| (d.as_path(), *n)),
-        };
-        // What the previous worker may have held in memory goes first.
-        let mut first = self.model.held.adopt_commands();
-        if !self.model.held.is_empty() {
-            tracing::warn!(
-                records = self.model.held.len(),
-                dropped = self.model.held.dropped,
-                "handing the previous worker's writes not confirmed stored to the new worker"
-            );
-        }
-        first.push(configure);
-        let w = match WorkerConn::start(&launch, first_run_id, first) {
-            Ok(w) => w,
-            Err(e) => {
-                let delay = self
-                    .backoff
-                    .next_delay(Duration::ZERO)
-                    .max(Duration::from_millis(100));
-                tracing::error!(
-                    "cannot start the worker: {e}; retrying in {}",
-                    human_duration(delay)
-                );
-                self.model
-                    .worker_gone(format!("could not be started: {e}"), true);
-                self.restart_at = Some(Instant::now() + delay);
-                return;
-            }
-        };
-        tracing::info!(pid = w.pid, "worker started");
-        self.model.worker_spawned(w.pid);
-        self.worker = Some(w);
-    }
-
     /// A gap in our own loop (SIGSTOP, a starved host, a suspend): the
     /// worker went on writing meanwhile. Its queued lines are read before
     /// the timer that woke us is judged, so its silence and its lateness
@@ -493,7 +448,13 @@ impl Supervisor {
                         let worker = self.worker.as_ref().map(|w| w.pid);
                         self.run_groups.fired(*run_id, *pid, worker);
                     }
-                    Event::Finish { run } => self.run_groups.finished(run.id),
+                    Event::Finish { run } => {
+                        self.run_groups.finished(run.id);
+                        if run.contain.cgroup.is_none() {
+                            let worker = self.worker.as_ref().map(|w| w.pid);
+                            self.run_groups.kill_orphans(&self.config(), worker);
+                        }
+                    }
                     _ => {}
                 }
                 if matches!(ev, Event::Hello { .. }) {
@@ -700,202 +661,6 @@ impl Supervisor {
         // stalled and the evaluation kills it, alerting and publishing now,
         // not at the next tick: detection time is what counts.
         self.publish();
-    }
-
-    /// Reaps every exited child: the worker (then schedules its
-    /// replacement) and any orphaned job process reparented to us.
-    fn reap(&mut self) {
-        for (pid, status) in worker_conn::reap_exited() {
-            if self.worker.as_ref().is_some_and(|w| w.pid == pid) {
-                self.worker_exited(worker_conn::how_it_ended(status));
-            } else {
-                // A sink's child, or an orphan reparented to us.
-                self.reaper.reaped(pid, worker_conn::wait_code(status));
-                tracing::debug!(
-                    pid,
-                    how = worker_conn::how_it_ended(status),
-                    "reaped a child"
-                );
-            }
-        }
-    }
-
-    fn worker_exited(&mut self, how: String) {
-        let Some(w) = self.worker.take() else { return };
-        let how = w.killed_because.unwrap_or(how);
-        self.pending.clear();
-        if self.stopping {
-            let lost = self.model.worker_gone(how.clone(), false);
-            // Orphaned runs are ours now (subreaper), or still the worker's.
-            let parents = [w.pid, std::process::id()];
-            for g in &lost {
-                self.run_groups.kill(*g, &parents);
-            }
-            self.run_groups.clear();
-            tracing::info!(pid = w.pid, "worker {how}");
-            self.publish();
-            return;
-        }
-        let lived = self
-            .model
-            .worker
-            .spawned
-            .map(|s| s.elapsed())
-            .unwrap_or_default();
-        let groups = self.model.worker_gone(how.clone(), true);
-        let parents = [w.pid, std::process::id()];
-        for g in &groups {
-            // Orphaned runs: kill the whole group; we reap them as subreaper.
-            self.run_groups.kill(*g, &parents);
-        }
-        self.run_groups.clear();
-        let delay = self.backoff.next_delay(lived);
-        tracing::error!(
-            pid = w.pid,
-            lost_runs = groups.len(),
-            "worker {how}; restarting in {}",
-            human_duration(delay)
-        );
-        self.restart_at = Some(Instant::now() + delay);
-        self.publish();
-    }
-
-    /// Re-reads the config. A valid one replaces the running config (the
-    /// worker reconciles its schedule and the store); an invalid one is
-    /// refused, logged, shown in the status, and the running one stays.
-    fn reload(&mut self, why: &str) -> Result<usize, String> {
-        let path = self.config().path.clone();
-        let loaded = Config::read(&path).map_err(|e| e.to_string());
-        match loaded {
-            Ok((config, source)) => {
-                let jobs = config.jobs.len();
-                if config.sinks != self.config().sinks {
-                    self.sinks = sinks::Sinks::start(&config.sinks, &self.reaper);
-                }
-                if !self
-                    .host_beat
-                    .as_ref()
-                    .is_some_and(|h| h.same_target(&config))
-                {
-                    self.host_beat = pings::HostBeat::from_config(&config);
-                }
-                let old = &self.config().integrations;
-                if (old.metrics_listen, &old.log_dir, old.log_retention)
-                    != (
-                        config.integrations.metrics_listen,
-                        &config.integrations.log_dir,
-                        config.integrations.log_retention,
-                    )
-                {
-                    tracing::warn!("{why}: metrics_listen, log_dir and log_retention take effect at the next start");
-                }
-                {
-                    let m = &mut self.model;
-                    m.set_config(Arc::new(config));
-                    m.reload_error = None;
-                }
-                self.source = source.clone();
-                if let Some(w) = &self.worker {
-                    let _ = w.commands.try_send(Command::Configure {
-                        path: path.clone(),
-                        source: source.text,
-                        dropins: source.dropins,
-                    });
-                }
-                tracing::info!(jobs, "{why}: configuration reloaded");
-                Ok(jobs)
-            }
-            Err(e) => {
-                tracing::error!(
-                    "{why}: configuration refused, the running one stays in force:\n{e}"
-                );
-                self.model.reload_error = Some((Timestamp::now(), e.clone()));
-                Err(e)
-            }
-        }
-    }
-
-    /// A control call from the socket.
-    fn control(&mut self, req: ControlRequest) {
-        let ControlRequest { op, reply } = req;
-        if op == ControlOp::AlertTest {
-            let report = self.sinks.test_report(&test_notice());
-            tokio::task::spawn_blocking(move || {
-                let _ = reply.send(ControlReply::ok(report()));
-            });
-            return;
-        }
-        if op == ControlOp::Reload {
-            let reloaded = self.reload("reload request");
-            // Before the answer: a status read right after it shows the
-            // new jobs, or the refusal.
-            self.publish();
-            let _ = reply.send(match reloaded {
-                Ok(jobs) => ControlReply::ok(
-                    serde_json::json!({ "ok": true, "op": "reload", "jobs": jobs }),
-                ),
-                Err(e) => ControlReply::error(422, e),
-            });
-            return;
-        }
-        if let ControlOp::Output { job, run_id, after } = &op {
-            // Answered from what the loop holds: no worker round trip.
-            let running = self
-                .model
-                .jobs
-                .get(job)
-                .is_some_and(|j| j.running.contains_key(run_id));
-            let read = self.follow.read(job, *run_id, *after, running);
-            let _ = reply.send(match serde_json::to_value(read) {
-                Ok(body) => ControlReply::ok(body),
-                Err(e) => ControlReply::error(500, format!("output of run {run_id}: {e}")),
-            });
-            return;
-        }
-        let up = self.model.worker.hello;
-        let Some(w) = self.worker.as_ref().filter(|_| up) else {
-            let _ = reply.send(ControlReply::error(
-                503,
-                "the worker is not running right now (restarting); try again",
-            ));
-            return;
-        };
-        let request = Some(self.next_request);
-        let cmd = match &op {
-            ControlOp::Trigger(job) => Command::Trigger {
-                job: job.clone(),
-                request,
-            },
-            ControlOp::Pause(job) => Command::Pause {
-                job: job.clone(),
-                request,
-            },
-            ControlOp::Resume(job) => Command::Resume {
-                job: job.clone(),
-                request,
-            },
-            ControlOp::Kill { job, run_id, uid } => Command::Kill {
-                job: job.clone(),
-                run_id: *run_id,
-                uid: *uid,
-                request,
-            },
-            ControlOp::Reload | ControlOp::AlertTest | ControlOp::Output { .. } => {
-                unreachable!("handled above")
-            }
-        };
-        if w.commands.try_send(cmd).is_err() {
-            let _ = reply.send(ControlReply::error(
-                503,
-                "the worker's command queue is full; try again",
-            ));
-            return;
-        }
-        // Replies never come for requests to a worker that died: drop them
-        // then (their callers get "went away") and bound the map anyway.
-        self.pending.retain(|_, (_, r)| !r.is_closed());
-        self.pending.insert(self.next_request, (op, reply));
-        self.next_request += 1;
     }
 
     /// Asks the worker to stop its jobs (within their kill grace) and exit,

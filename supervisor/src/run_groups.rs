@@ -13,7 +13,10 @@
 
 use std::collections::HashMap;
 
-use cronwarden_shared::proc_identity::{self, ProcIdentity};
+use cronwarden_shared::{
+    config::{Config, Leftovers},
+    proc_identity::{self, ProcIdentity},
+};
 use nix::sys::signal::Signal;
 
 use crate::spawn;
@@ -60,6 +63,37 @@ impl RunGroups {
         self.by_pgid.clear();
     }
 
+    /// Without cgroups, what escaped a run's process group (`setsid`, a
+    /// daemonising script) is reparented to us, the subreaper, when its
+    /// parent exits: kills each such child of ours whose environment says
+    /// it belongs to a run no longer in flight (CRONWARDEN_RUN_ID, which
+    /// every job process inherits) of a job not `leftovers = "keep"`. Each
+    /// through a pidfd, after reading who it is. Returns how many.
+    pub(crate) fn kill_orphans(&self, config: &Config, worker: Option<u32>) -> usize {
+        let in_flight: Vec<u64> = self.by_pgid.values().map(|(id, _)| *id).collect();
+        let mut killed = 0;
+        for pid in our_children().into_iter().filter(|p| Some(*p) != worker) {
+            let belongs = || {
+                let Some((job, run)) = run_of(pid) else {
+                    return false;
+                };
+                let keep = config
+                    .jobs
+                    .iter()
+                    .any(|j| j.name == job && j.leftovers == Leftovers::Keep);
+                !keep && !in_flight.contains(&run)
+            };
+            if spawn::kill_pinned(pid, belongs) {
+                tracing::info!(
+                    pid,
+                    "killed a process a finished run left behind (reparented to the supervisor)"
+                );
+                killed += 1;
+            }
+        }
+        killed
+    }
+
     /// SIGKILLs group `pgid` if it is still the run's: by its leader's
     /// identity, else (leader ended or never identified) by its members
     /// being children of `parents`. Says whether it signalled.
@@ -69,5 +103,60 @@ impl RunGroups {
             None => (None, None),
         };
         spawn::signal_run_group(run, pgid, leader, parents, Signal::SIGKILL)
+    }
+}
+
+/// Our children (every thread's: an orphan is reparented to one of them).
+fn our_children() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return vec![];
+    };
+    let mut pids: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// (job, run id) from a process's environment, if it is a job's.
+fn run_of(pid: u32) -> Option<(String, u64)> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    run_in_environ(&env)
+}
+
+fn run_in_environ(env: &[u8]) -> Option<(String, u64)> {
+    let var = |name: &[u8]| {
+        env.split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix(b"="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    Some((
+        var(b"CRONWARDEN_JOB")?,
+        var(b"CRONWARDEN_RUN_ID")?.parse().ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_run_is_read_from_its_environment() {
+        let env =
+            b"PATH=/bin\0CRONWARDEN_JOB=nightly\0CRONWARDEN_RUN_ID=42\0X=CRONWARDEN_RUN_ID=7\0";
+        assert_eq!(run_in_environ(env), Some(("nightly".into(), 42)));
+        assert_eq!(run_in_environ(b"PATH=/bin\0CRONWARDEN_RUN_ID=42\0"), None);
+        assert_eq!(
+            run_in_environ(b"CRONWARDEN_JOB=a\0CRONWARDEN_RUN_ID=x\0"),
+            None
+        );
+        assert!(our_children().is_empty() || our_children().iter().all(|p| *p > 0));
     }
 }

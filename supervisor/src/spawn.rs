@@ -9,7 +9,7 @@
 
 use std::{
     os::{
-        fd::{AsRawFd, BorrowedFd, OwnedFd},
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::process::CommandExt,
     },
     path::Path,
@@ -128,6 +128,33 @@ pub fn spawn_worker(
 /// this loop reaps it, and the loop forgets it when it does.
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// SIGKILLs `pid` through a pidfd, only if `still_it` (asked after the
+/// pidfd pins the process) says it is the process meant: a pid reused
+/// meanwhile is never signalled. Says whether it signalled.
+pub fn kill_pinned(pid: u32, still_it: impl FnOnce() -> bool) -> bool {
+    // SAFETY: plain system calls with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the kernel returned a new descriptor, ours alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !still_it() {
+        return false;
+    }
+    // SAFETY: a plain system call; a null siginfo means "as kill(2)".
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    r == 0
 }
 
 /// Sends `sig` to the process group `leader` leads, if it is still that

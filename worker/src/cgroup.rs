@@ -21,7 +21,7 @@
 
 use std::{
     io::Write,
-    os::fd::{AsRawFd, OwnedFd, RawFd},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -157,6 +157,67 @@ pub fn probe(enabled: bool) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// The leaf cronwarden's own processes move to, so that the cgroup it was
+/// given (systemd's `Delegate=yes` service cgroup) holds no process and
+/// may hand controllers to the run cgroups: cgroup v2's "no internal
+/// processes" rule forbids a cgroup with processes to have children with
+/// controllers enabled. Runs live beside it, under `cronwarden-<hash>/`.
+pub(crate) const LEAF: &str = "supervisor";
+
+/// The cgroup cronwarden was given: ours, or its parent once we are in
+/// our leaf (a worker started after the move finds itself there).
+pub(crate) fn base_of(own: &Path) -> PathBuf {
+    match (own.file_name(), own.parent()) {
+        (Some(name), Some(parent)) if name == LEAF => parent.to_path_buf(),
+        _ => own.to_path_buf(),
+    }
+}
+
+/// The root cgroup may hold processes and enable controllers both: there
+/// is nothing to move out of (and a whole host's processes are there).
+fn is_root(dir: &Path) -> bool {
+    !dir.join("cgroup.type").exists()
+}
+
+/// Moves the supervisor (our parent) and this worker from `own` into its
+/// leaf [`LEAF`], then offers `own`'s controllers to its children. Each
+/// step may fail (not delegated, other processes still in `own`): the runs
+/// then get fewer limits, never fail; the reason is logged.
+fn enter_leaf(own: &Path) {
+    let leaf = own.join(LEAF);
+    let moved = mkdir(&leaf).map_err(|e| e.to_string()).and_then(|()| {
+        let procs = leaf.join("cgroup.procs");
+        // The parent only while it is the supervisor sharing our cgroup
+        // (not init after the supervisor died).
+        let parent = nix::unistd::getppid().as_raw();
+        let same = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|s| own_cgroup(&s))
+        };
+        let movers: &[i32] = if parent > 1 && same(&parent.to_string()) == same("self") {
+            &[parent, 0]
+        } else {
+            &[0]
+        };
+        for &pid in movers {
+            write_file(&procs, &pid.to_string())
+                .map_err(|e| format!("cannot move process {pid} to {}: {e}", procs.display()))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = moved {
+        tracing::warn!("{e}; the run cgroups get no controllers");
+        return;
+    }
+    let offered = std::fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
+    for c in offered.split_whitespace() {
+        if let Err(e) = write_file(&own.join("cgroup.subtree_control"), &format!("+{c}")) {
+            tracing::warn!(cgroup = %own.display(), controller = c, "cannot enable a controller for the run cgroups: {e}");
+        }
+    }
+}
+
 /// Our own cgroup's directory, unless cgroups are turned off.
 fn locate(enabled: bool) -> Result<PathBuf, CgroupError> {
     if !enabled {
@@ -182,7 +243,11 @@ impl Hierarchy {
     /// instance directory, or says why runs fall back to process groups.
     pub(crate) fn setup(state_dir: &Path, enabled: bool) -> Result<Hierarchy, CgroupError> {
         let own = locate(enabled)?;
-        let instance = own.join(instance_name(state_dir));
+        let base = base_of(&own);
+        if base == own && !is_root(&own) {
+            enter_leaf(&own);
+        }
+        let instance = base.join(instance_name(state_dir));
         mkdir(&instance)?;
         // Offer the run cgroups what our own cgroup offers the instance
         // directory (nothing on a hybrid host; memory, pids, cpu under
@@ -215,13 +280,10 @@ impl Hierarchy {
     pub(crate) fn create_run(&self, id: u64, limits: &Limits) -> Result<RunCgroup, CgroupError> {
         let path = self.instance.join(format!("run-{id}"));
         mkdir(&path)?;
-        let procs = path.join("cgroup.procs");
-        let procs_fd = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&procs)
+        let dir = std::fs::File::open(&path)
             .map(OwnedFd::from)
             .map_err(|source| CgroupError::Open {
-                path: procs.clone(),
+                path: path.clone(),
                 source,
             })?;
         let settings = [
@@ -238,7 +300,7 @@ impl Hierarchy {
                 tracing::warn!(run = id, file, "cannot set a cgroup limit: {e}");
             }
         }
-        Ok(RunCgroup { path, procs_fd })
+        Ok(RunCgroup { path, dir })
     }
 
     /// Removes the instance directory at a clean exit, if no run cgroup
@@ -291,9 +353,8 @@ impl Hierarchy {
 #[derive(Debug)]
 pub(crate) struct RunCgroup {
     path: PathBuf,
-    /// `cgroup.procs`, open for the child to write itself into between
-    /// fork and exec (close-on-exec, so the job never holds it).
-    procs_fd: OwnedFd,
+    /// The cgroup's directory, open: clone3 starts the job in it.
+    dir: OwnedFd,
 }
 
 impl RunCgroup {
@@ -301,13 +362,38 @@ impl RunCgroup {
         &self.path
     }
 
-    pub(crate) fn procs_fd(&self) -> RawFd {
-        self.procs_fd.as_raw_fd()
+    /// The directory, for clone3(CLONE_INTO_CGROUP), as a descriptor of
+    /// its own (the spawn runs off the loop and may outlive a borrow).
+    pub(crate) fn dir(&self) -> std::io::Result<OwnedFd> {
+        self.dir.try_clone()
+    }
+
+    /// `cgroup.procs`, open for a forked child to write itself into before
+    /// exec (close-on-exec, so the job never holds it): the fallback when
+    /// clone3 cannot start it there.
+    pub(crate) fn open_procs(&self) -> Result<OwnedFd, CgroupError> {
+        let procs = self.path.join("cgroup.procs");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map(OwnedFd::from)
+            .map_err(|source| CgroupError::Open {
+                path: procs,
+                source,
+            })
     }
 
     /// The processes in the cgroup now.
     pub(crate) fn pids(&self) -> Vec<u32> {
         pids_in(&self.path)
+    }
+
+    /// Sends `sig` to every process in the cgroup but `except`, each only
+    /// while it is still a member (see [`signal_if_member`]).
+    pub(crate) fn signal_members(&self, sig: nix::sys::signal::Signal, except: u32) {
+        for p in self.pids().into_iter().filter(|p| *p != except) {
+            signal_if_member(&self.path, p, sig);
+        }
     }
 
     /// Ends every process in the cgroup, forks in flight included.
@@ -338,7 +424,7 @@ impl RunCgroup {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let cost = (self.cpu_usec(), self.memory_peak());
-        drop(self.procs_fd);
+        drop(self.dir);
         if let Err(e) = std::fs::remove_dir(&self.path) {
             tracing::warn!(cgroup = %self.path.display(), "cannot remove a run's cgroup: {e}");
         }
@@ -372,7 +458,26 @@ fn pids_in(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn populated(dir: &Path) -> bool {
+/// Signals `pid` only if it is (still) in cgroup `dir`: a pidfd pins the
+/// process first, so the membership read after it is about that very
+/// process, never a later one given the same number.
+fn signal_if_member(dir: &Path, pid: u32, sig: nix::sys::signal::Signal) {
+    let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
+        return;
+    };
+    let member = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|s| own_cgroup(&s))
+        .is_some_and(|rel| {
+            let rel = rel.trim_start_matches('/');
+            !rel.is_empty() && dir.ends_with(rel)
+        });
+    if member {
+        let _ = crate::sys::pidfd_signal(std::os::fd::AsFd::as_fd(&pidfd), sig);
+    }
+}
+
+pub(crate) fn populated(dir: &Path) -> bool {
     match std::fs::read_to_string(dir.join("cgroup.events")) {
         Ok(s) => populated_in(&s),
         // No events file (not a cgroup any more): nothing to wait for.
@@ -392,11 +497,7 @@ fn kill_all(dir: &Path) {
             return;
         }
         for pid in pids {
-            // The pid is read from the cgroup this instant: it is ours.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            signal_if_member(dir, pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -444,6 +545,14 @@ mod tests {
         assert_eq!(own_dir(m, "/a.slice", "/a.slice/b").unwrap(), m.join("b"));
         assert_eq!(own_dir(m, "/other", "/a.slice/b"), None);
         assert_eq!(own_dir(m, "/", "/a/../b"), None);
+    }
+
+    #[test]
+    fn the_base_is_the_leafs_parent() {
+        let p = Path::new("/sys/fs/cgroup/system.slice/cronwarden.service");
+        assert_eq!(base_of(p), p);
+        assert_eq!(base_of(&p.join(LEAF)), p);
+        assert_eq!(base_of(Path::new("/")), Path::new("/"));
     }
 
     #[test]

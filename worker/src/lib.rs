@@ -73,6 +73,7 @@
 
 mod boot_id;
 mod cgroup;
+mod child;
 mod clock;
 mod cluster;
 mod error;

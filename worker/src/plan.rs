@@ -19,7 +19,8 @@
 //! - a schedule or zone change accounts the fires the old schedule still
 //!   owed (its stored next fire up to now, through the misfire rules)
 //!   before the job is armed on the new one, in the same transaction as
-//!   the claim that switches the stored row (see [`Rearm`]);
+//!   the claim that switches the stored row (see `configure` and
+//!   [`Rearm`](cronwarden_shared::store::Rearm));
 //! - run ids are never reused, even by a worker started after one whose
 //!   writes never reached the store: every id is covered by a reservation
 //!   ([`Write::ReserveIds`]) committed in the same transaction as its
@@ -45,7 +46,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use cronwarden_shared::{
     config::{Config, JobSpec, OnStoreFailure, Overlap},
     status::{Outcome, RunRecord, SkipReason, Trigger},
-    store::{JobRow, Rearm, Write},
+    store::{JobRow, Write},
     wire::{Armed, Command, Event},
 };
 use jiff::{SignedDuration, Timestamp};
@@ -126,6 +127,12 @@ pub(crate) struct Plan {
     /// The store is failing (set by the shell before each turn): a job
     /// with `on_store_failure = "hold"` skips its fires meanwhile.
     pub store_failing: bool,
+    /// Set when this worker followed one that was killed while no living
+    /// supervisor kept a copy of its writes: a run covering fires due at
+    /// or before this instant (the start) may repeat fires the dead worker
+    /// ran unrecorded (its claims held in memory, the store failing), and
+    /// says so.
+    pub in_doubt_through: Option<Timestamp>,
     retries: retry::Retries,
     boot: reboot::Boot,
 }
@@ -156,6 +163,13 @@ pub(crate) fn wanted_rows(config: &Config, now: Timestamp) -> Vec<JobRow> {
         .collect()
 }
 
+/// Whether a run covering these times may repeat fires a dead worker ran
+/// unrecorded (see [`Plan::in_doubt_through`]). Only the catch-up of the
+/// fires due at start can: every later fire is claimed by this worker.
+fn doubted(in_doubt_through: Option<Timestamp>, covers: &[Timestamp]) -> bool {
+    in_doubt_through.is_some_and(|b| covers.iter().any(|t| *t <= b))
+}
+
 fn trigger_for(covers: &[Timestamp]) -> Trigger {
     match covers.len() {
         0 => Trigger::Manual,
@@ -183,199 +197,9 @@ impl Plan {
             drop_fires_of: None,
             misarm_once: None,
             store_failing: false,
+            in_doubt_through: None,
             retries: Default::default(),
             boot: Default::default(),
-        }
-    }
-
-    /// Applies a (new) config, given the store's rows for it (in the
-    /// config's job order; see [`wanted_rows`]): removed jobs are dropped at
-    /// once (their running runs finish, but they never fire again); the
-    /// others take their next fire and paused flag from the rows (so new
-    /// and changed jobs are armed from now, and an unchanged job's fire
-    /// that came due while cronwarden was down goes through the misfire
-    /// rules). Their runs in progress and queued fires are kept. A removed
-    /// job's queued fire is recorded skipped (`removed`). A job whose row
-    /// still holds another schedule or zone (changed while running, or
-    /// across downtime) is re-armed from `now` on the new one, after the
-    /// fires the old one owed up to `now` are dispatched.
-    pub fn configure(
-        &mut self,
-        config: &Config,
-        rows: Vec<JobRow>,
-        now: Timestamp,
-        fx: &mut Effects,
-    ) {
-        let mut old = std::mem::take(&mut self.jobs);
-        let mut rearms = vec![];
-        let mut checks = vec![];
-        for (spec, row) in config.jobs.iter().zip(rows) {
-            let spec = Arc::new(spec.clone());
-            let mut job = old.remove(&spec.name).unwrap_or_else(|| JobState {
-                spec: spec.clone(),
-                next: None,
-                last: None,
-                paused: false,
-                // A job removed and added back: its runs still in progress
-                // are its own again (overlap rules see them).
-                running: self
-                    .orphans
-                    .iter()
-                    .filter(|(_, o)| o.name == spec.name)
-                    .map(|(id, _)| *id)
-                    .collect(),
-                pending: None,
-            });
-            self.orphans.retain(|_, o| o.name != spec.name);
-            job.spec = spec;
-            job.next = row.next_run_at;
-            job.last = row.last_scheduled_at;
-            job.paused = row.paused;
-            let name = job.spec.name.clone();
-            if row.schedule != job.spec.schedule.expr() || row.timezone != job.spec.timezone {
-                rearms.push(row);
-            } else {
-                checks.push(name.clone());
-            }
-            self.jobs.insert(name, job);
-        }
-        for (name, job) in old {
-            tracing::info!(job = %name, running = job.running.len(), "job removed from the config; it will not fire again");
-            for &id in &job.running {
-                self.orphans.insert(id, job.spec.clone());
-            }
-            if let Some((id, covers)) = job.pending {
-                let busy = job.running.first().copied();
-                self.removed_while_queued(&name, id, covers, busy, now, fx);
-            }
-        }
-        for row in rearms {
-            self.rearm(row, now, fx);
-        }
-        for name in checks {
-            self.correct_arming(&name, now, "checked when configured", fx);
-        }
-        self.fire_reboots(now, fx);
-        self.report_schedule(fx);
-    }
-
-    /// When the store could not reconcile a config (it fails), the plan
-    /// schedules from `wanted` alone; these writes, held and retried with
-    /// the others, bring the store's rows in line once it recovers: rows
-    /// of jobs this config removes go, and jobs new to the plan (or with
-    /// another schedule or zone) get their row as wanted (else a job
-    /// removed and added back during the outage would resume from its
-    /// stale stored fire, and a changed one keep its old schedule in the
-    /// store). Call before [`Plan::configure`].
-    pub fn unreconciled_writes(&self, wanted: &[JobRow]) -> Vec<Write> {
-        let mut writes: Vec<Write> = self
-            .jobs
-            .keys()
-            .filter(|name| !wanted.iter().any(|w| &w.name == *name))
-            .map(|name| Write::RemoveJob { job: name.clone() })
-            .collect();
-        writes.extend(
-            wanted
-                .iter()
-                .filter(|w| match self.jobs.get(&w.name) {
-                    None => true,
-                    Some(j) => {
-                        j.spec.schedule.expr() != w.schedule || j.spec.timezone != w.timezone
-                    }
-                })
-                .map(|w| Write::UpsertJob(w.clone())),
-        );
-        writes
-    }
-
-    /// A queued fire whose job a reload removed: its record (committed
-    /// `running` when it was queued) becomes a skip, reason `removed`.
-    fn removed_while_queued(
-        &mut self,
-        name: &str,
-        id: u64,
-        covers: Vec<Timestamp>,
-        busy: Option<u64>,
-        now: Timestamp,
-        fx: &mut Effects,
-    ) {
-        tracing::warn!(
-            job = name,
-            run = id,
-            "a queued fire of a removed job is recorded skipped (removed)"
-        );
-        let scheduled_at = covers.iter().max().copied();
-        let trigger = trigger_for(&covers);
-        let mut rec = RunRecord::new(id, name, covers, trigger, Outcome::Skipped);
-        rec.finished_at = Some(now);
-        rec.skip_reason = Some(SkipReason::Removed);
-        rec.error = Some(match busy {
-            Some(b) => format!("queued behind run {b} when a reload removed the job"),
-            None => "queued when a reload removed the job".into(),
-        });
-        fx.writes.push(Write::Finish(rec));
-        if let Some(scheduled_at) = scheduled_at {
-            fx.events.push(Event::Skip {
-                job: name.to_string(),
-                run_id: id,
-                scheduled_at,
-                reason: SkipReason::Removed,
-                busy_run_id: busy,
-                next_fire_at: None,
-            });
-        }
-    }
-
-    /// Moves a job from the schedule its stored row holds to its configured
-    /// one. The fires the old schedule owed up to `now` are due: they go
-    /// through the misfire rules (a catch-up run within the grace, misfire
-    /// skips beyond) like any missed fire; then the job is armed from `now`.
-    /// The claim that switches the row carries the new schedule, so until
-    /// it commits a restart still sees the old one and finds the same fires.
-    fn rearm(&mut self, row: JobRow, now: Timestamp, fx: &mut Effects) {
-        let Some(job) = self.jobs.get(&row.name) else {
-            return;
-        };
-        let old = jiff::tz::TimeZone::get(&row.timezone)
-            .ok()
-            .and_then(|tz| cronwarden_shared::schedule::Schedule::parse(&row.schedule, &tz).ok());
-        let mut owed = vec![];
-        let mut cursor = row.next_run_at;
-        while let Some(t) = cursor {
-            if t > now || owed.len() >= MAX_DUE_PER_TURN {
-                break;
-            }
-            owed.push(t);
-            // An old schedule this build cannot read: its stored next fire
-            // is the one fire known to be owed.
-            cursor = old.as_ref().and_then(|s| s.next_after(t, Some(t)));
-        }
-        let to = job.spec.schedule.next_after(now, None);
-        tracing::info!(
-            job = %row.name,
-            old_schedule = %row.schedule,
-            old_timezone = %row.timezone,
-            new_schedule = job.spec.schedule.expr(),
-            new_timezone = %job.spec.timezone,
-            owed = owed.len(),
-            "schedule changed: accounting the fires the old one owed, then arming the new one"
-        );
-        fx.writes.push(Write::Claim {
-            job: row.name.clone(),
-            from: row.next_run_at,
-            to,
-            last_scheduled_at: None,
-            rearm: Some(Rearm {
-                schedule: job.spec.schedule.expr().to_string(),
-                timezone: job.spec.timezone.clone(),
-            }),
-        });
-        if let Some(job) = self.jobs.get_mut(&row.name) {
-            job.next = to;
-            job.last = None;
-        }
-        if !owed.is_empty() && self.drop_fires_of.as_deref() != Some(row.name.as_str()) {
-            self.dispatch(&row.name, owed, now, fx);
         }
     }
 
@@ -538,13 +362,14 @@ impl Plan {
                         return;
                     };
                     job.pending = Some((id, fresh.clone()));
-                    let rec = RunRecord::new(
+                    let mut rec = RunRecord::new(
                         id,
                         name,
                         fresh.clone(),
                         trigger_for(&fresh),
                         Outcome::Running,
                     );
+                    rec.may_repeat = doubted(self.in_doubt_through, &fresh);
                     fx.writes.push(Write::Insert(rec));
                     fx.events.push(Event::Queued {
                         job: name.to_string(),
@@ -580,8 +405,10 @@ impl Plan {
             return;
         };
         let trigger = trigger_for(&covers);
+        let doubt = doubted(self.in_doubt_through, &covers);
         let mut record = RunRecord::new(run_id, name, covers, trigger, Outcome::Running);
         record.started_at = Some(now);
+        record.may_repeat = doubt;
         job.running.push(run_id);
         fx.writes.push(Write::Insert(record.clone()));
         fx.spawns.push(Spawn {
@@ -778,13 +605,14 @@ impl Plan {
                 paused: j.paused,
             });
             if let Some((id, covers)) = &j.pending {
-                let rec = RunRecord::new(
+                let mut rec = RunRecord::new(
                     *id,
                     &j.spec.name,
                     covers.clone(),
                     trigger_for(covers),
                     Outcome::Running,
                 );
+                rec.may_repeat = doubted(self.in_doubt_through, covers);
                 writes.push(Write::Insert(rec));
             }
         }
@@ -804,6 +632,17 @@ impl Plan {
     /// Every job with its armed next fire, by name.
     pub fn armed(&self) -> impl Iterator<Item = (&str, Option<Timestamp>)> {
         self.jobs.iter().map(|(n, j)| (n.as_str(), j.next))
+    }
+
+    /// An earlier generation's run whose processes outlived the kill at
+    /// start: it holds its job busy, for the overlap rules, until its lost
+    /// record comes through [`Plan::finished`].
+    pub fn hold(&mut self, job: &str, run_id: u64) {
+        if let Some(j) = self.jobs.get_mut(job) {
+            if !j.running.contains(&run_id) {
+                j.running.push(run_id);
+            }
+        }
     }
 
     /// The runs in progress, of removed jobs too.
@@ -860,6 +699,7 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
 
 mod arming;
 mod clock_step;
+mod configure;
 
 use clock_step::spread;
 mod jitter;
@@ -870,5 +710,7 @@ mod retry;
 mod extreme;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+pub(crate) mod props_world;
 #[cfg(test)]
 mod tests;

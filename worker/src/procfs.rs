@@ -12,6 +12,17 @@ pub(crate) fn group_and_session(stat: &str) -> Option<(i32, i32)> {
     Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
 }
 
+/// Whether `pid` is a zombie (dead, not yet reaped); `false` when gone.
+pub(crate) fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.get(s.rfind(')')? + 1..)?;
+            rest.split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
+}
+
 /// A process's start time (clock ticks since boot), field 22 of its stat.
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -78,6 +89,38 @@ pub(crate) fn pipe_holder(pids: &[u32], pipes: &[u64]) -> Option<String> {
             format!("{pid} ({})", name.trim())
         })
     })
+}
+
+/// Kills every process on the host that holds one of `pipes` (by inode),
+/// each through a pidfd taken before its descriptors are read, so the
+/// process found holding the pipe is the one signalled. Returns them as
+/// `PID (name)`. A scan of all of /proc: off the loop.
+pub(crate) fn kill_pipe_holders(pipes: &[u64]) -> Vec<String> {
+    if pipes.is_empty() {
+        return vec![];
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let me = std::process::id();
+    let pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| *p != me)
+        .collect();
+    let mut killed = vec![];
+    for pid in pids {
+        let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
+            continue;
+        };
+        if let Some(name) = pipe_holder(&[pid], pipes) {
+            use std::os::fd::AsFd;
+            if crate::sys::pidfd_signal(pidfd.as_fd(), nix::sys::signal::Signal::SIGKILL).is_ok() {
+                killed.push(name);
+            }
+        }
+    }
+    killed
 }
 
 /// The inode of a descriptor's `pipe:[INODE]` link target.

@@ -14,7 +14,8 @@
 
 use std::{
     cell::Cell,
-    os::fd::{AsFd, AsRawFd},
+    ffi::{OsStr, OsString},
+    os::fd::{AsFd, AsRawFd, RawFd},
     process::Stdio,
     rc::Rc,
     sync::{Arc, OnceLock},
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cgroup::{Hierarchy, RunCgroup},
+    child::{self, Child, PidfdChild},
     error::WorkerError,
     events::EventTx,
     output::{self, capture, Captured},
@@ -93,9 +95,41 @@ impl StopHandle {
     }
 }
 
-fn signal_group(pgid: u32, sig: Signal) {
-    // ESRCH (group already gone) is the normal case after a clean exit.
-    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), sig);
+/// The run's process group: its id (the leader's pid) and the leader's
+/// start time, read while the leader was surely ours (not yet reaped).
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    pgid: u32,
+    leader_start: Option<u64>,
+}
+
+impl Group {
+    /// Signals the group unless its number now belongs to someone else.
+    /// While the leader is unreaped, or any member lives, the number cannot
+    /// be reused; once all are gone it can, and a process found at that pid
+    /// with another start time is a stranger: the group is left alone.
+    fn signal(&self, sig: Signal) {
+        if self.pgid <= 1 {
+            return;
+        }
+        if let (Some(then), Some(now)) = (self.leader_start, procfs::start_time(self.pgid)) {
+            if then != now {
+                tracing::debug!(pgid = self.pgid, "not signalling: the pid was reused");
+                return;
+            }
+        }
+        // ESRCH (group already gone) is the normal case after a clean exit.
+        let _ = nix::sys::signal::killpg(Pid::from_raw(self.pgid as i32), sig);
+    }
+
+    /// Whether the group still has members, and is still ours.
+    fn alive(&self) -> bool {
+        let reused = matches!(
+            (self.leader_start, procfs::start_time(self.pgid)),
+            (Some(then), Some(now)) if then != now
+        );
+        !reused && nix::sys::signal::killpg(Pid::from_raw(self.pgid as i32), None).is_ok()
+    }
 }
 
 /// The search path of a job that does not inherit cronwarden's environment
@@ -110,16 +144,13 @@ fn worker_account() -> Option<&'static Credentials> {
     ME.get_or_init(|| account::current().ok()).as_ref()
 }
 
-/// The job's environment, and what its process is switched to. By default
-/// the environment is clean: PATH, HOME, USER, LOGNAME and SHELL (as cron
+/// The job's environment, and who its process runs as. By default the
+/// environment is clean: PATH, HOME, USER, LOGNAME and SHELL (as cron
 /// sets them), the job's `env`, and the CRONWARDEN_* variables; nothing of
 /// cronwarden's own environment (tokens, NOTIFY_SOCKET) leaks into a job
-/// unless it says `inherit_env = true`.
-fn process_for(
-    req: &RunRequest,
-    cgroup: Option<&RunCgroup>,
-    cmd: &mut Command,
-) -> Result<(), WorkerError> {
+/// unless it says `inherit_env = true`. Returns (start from an empty
+/// environment?, the variables to set in order, the job's own account).
+fn environment(req: &RunRequest) -> Result<JobEnv, WorkerError> {
     let job = &req.job;
     let switch = job.user.is_some() || job.group.is_some();
     let creds = if switch {
@@ -131,19 +162,44 @@ fn process_for(
         None
     };
     let who = creds.as_ref().or_else(|| worker_account());
+    let mut vars: Vec<(OsString, OsString)> = vec![];
+    let mut set = |k: &str, v: &OsStr| vars.push((k.into(), v.into()));
     if !job.inherit_env {
-        cmd.env_clear()
-            .env("PATH", DEFAULT_PATH)
-            .env("SHELL", "/bin/sh");
+        set("PATH", DEFAULT_PATH.as_ref());
+        set("SHELL", "/bin/sh".as_ref());
     }
     if let Some(c) = who.filter(|_| switch || !job.inherit_env) {
-        cmd.env("HOME", &c.home)
-            .env("USER", &c.user)
-            .env("LOGNAME", &c.user);
+        set("HOME", c.home.as_ref());
+        set("USER", c.user.as_ref());
+        set("LOGNAME", c.user.as_ref());
     }
-    cmd.envs(job.env.iter()).envs(env_for(req));
+    for (k, v) in job.env.iter() {
+        set(k, v.as_ref());
+    }
+    for (k, v) in env_for(req) {
+        set(&k, v.as_ref());
+    }
+    Ok(JobEnv {
+        clear: !job.inherit_env,
+        vars,
+        creds,
+    })
+}
+
+struct JobEnv {
+    clear: bool,
+    vars: Vec<(OsString, OsString)>,
+    creds: Option<Credentials>,
+}
+
+/// What the job's process is switched to between fork (or clone) and exec.
+fn setup_for(
+    job: &JobSpec,
+    creds: Option<Credentials>,
+    cgroup_procs: Option<RawFd>,
+) -> sys::ChildSetup {
     let limits = &job.limits;
-    let setup = sys::ChildSetup {
+    sys::ChildSetup {
         limits: [
             (sys::LimitKind::NoFile, limits.nofile),
             (sys::LimitKind::AddressSpace, limits.address_space),
@@ -155,10 +211,8 @@ fn process_for(
         .collect(),
         nice: job.nice,
         credentials: creds.map(|c| (c.uid, c.gid, c.groups)),
-        cgroup_procs: cgroup.map(RunCgroup::procs_fd),
-    };
-    setup.apply(cmd);
-    Ok(())
+        cgroup_procs,
+    }
 }
 
 fn env_for(req: &RunRequest) -> Vec<(String, String)> {
@@ -201,15 +255,21 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
             return record;
         }
     };
-    let pid = child.id().unwrap_or(0);
+    let pid = child.id();
+    // Read now, while the leader is surely ours (not yet reaped).
+    let group = Group {
+        pgid: pid,
+        leader_start: procfs::start_time(pid),
+    };
     if cgroup.is_none() && pid != 0 {
         record.contain.pgid = Some(pid);
-        record.contain.leader_start = procfs::start_time(pid);
+        record.contain.leader_start = group.leader_start;
         if let Some(tx) = &req.started_tx {
             let _ = tx.send(record.clone());
         }
     }
-    let pipes = pipe_inodes(&child);
+    let (stdout_pipe, stderr_pipe) = (child.take_stdout(), child.take_stderr());
+    let pipes = pipe_inodes([stdout_pipe.as_ref(), stderr_pipe.as_ref()]);
     announce(&req, pid, &pipes, &events);
     let (out_file, err_file) = match &req.output_dir {
         Some(dir) => output::open_files(dir, record.id).await,
@@ -225,25 +285,26 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
         })
     };
     let (out_tap, err_tap) = (tap(OutputStream::Stdout), tap(OutputStream::Stderr));
-    let mut out_task = child.stdout.take().map(|s| {
+    let mut out_task = stdout_pipe.map(|s| {
         let progress = req.progress.clone();
         tokio::task::spawn_local(capture(s, progress, out_file, output::FILE_MAX, out_tap))
     });
-    let mut err_task = child.stderr.take().map(|s| {
+    let mut err_task = stderr_pipe.map(|s| {
         let progress = req.progress.clone();
         tokio::task::spawn_local(capture(s, progress, err_file, output::FILE_MAX, err_tap))
     });
-    let (status, ended_by) = wait(&req.job, &mut child, pid, cgroup.as_ref(), &stop, started).await;
+    let (status, ended_by) =
+        wait(&req.job, &mut child, group, cgroup.as_ref(), &stop, started).await;
     end_leftovers(
         &req.job,
-        pid,
+        group,
         cgroup.as_ref(),
         &pipes,
         ended_by.is_some(),
         &mut record,
     )
     .await;
-    let (stdout, stderr) = drain(pid, &mut out_task, &mut err_task, &mut record).await;
+    let (stdout, stderr) = drain(group, &pipes, &mut out_task, &mut err_task, &mut record).await;
     output_log::run_ended(record.id);
 
     record.finished_at = Some(Timestamp::now());
@@ -295,27 +356,8 @@ fn make_cgroup(req: &RunRequest) -> Option<RunCgroup> {
 
 /// Starts the job's process, in its own process group (and its cgroup,
 /// before it execs), with its output piped to us.
-async fn start(
-    req: &RunRequest,
-    cgroup: Option<&RunCgroup>,
-) -> Result<tokio::process::Child, WorkerError> {
+async fn start(req: &RunRequest, cgroup: Option<&RunCgroup>) -> Result<Child, WorkerError> {
     let argv = req.job.command.argv();
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
-    if let Some(dir) = &req.job.working_dir {
-        cmd.current_dir(dir);
-    }
-    // A pre_exec (only for jobs with user, group, nice or limits) forces
-    // fork+exec; every other job keeps std's posix_spawn (vfork-style),
-    // several times cheaper per job. Descriptors a job must not inherit are
-    // close-on-exec already: the worker marks everything it inherited at
-    // start (sys::cloexec_inherited) and opens nothing without O_CLOEXEC.
-    process_for(req, cgroup, &mut cmd)?;
     let spawn_error = |source| WorkerError::Spawn {
         program: argv[0].clone(),
         source,
@@ -329,19 +371,103 @@ async fn start(
     if let Some(e) = injected {
         return Err(spawn_error(e));
     }
-    spawn_off_loop(cmd).await.map_err(spawn_error)
+    let env = environment(req)?;
+    if let Some(cg) = cgroup {
+        match clone_into(req, &argv, &env, cg).await {
+            Ok(Some(child)) => return Ok(child),
+            Ok(None) => {}
+            Err(e) => return Err(spawn_error(e)),
+        }
+    }
+    // The fallback places the child in its cgroup itself, between fork and
+    // exec: it writes "0" to this (close-on-exec) descriptor.
+    let procs = match cgroup.map(RunCgroup::open_procs).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(job = %req.job.name, run = req.record.id, "{e}; the run is held by its process group only");
+            None
+        }
+    };
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    if let Some(dir) = &req.job.working_dir {
+        cmd.current_dir(dir);
+    }
+    if env.clear {
+        cmd.env_clear();
+    }
+    cmd.envs(env.vars.iter().map(|(k, v)| (k, v)));
+    // A pre_exec (only for jobs with user, group, nice or limits, or a
+    // cgroup to join) forces fork+exec; every other job keeps std's
+    // posix_spawn (vfork-style), several times cheaper per job. Descriptors
+    // a job must not inherit are close-on-exec already: the worker marks
+    // everything it inherited at start (sys::cloexec_inherited) and opens
+    // nothing without O_CLOEXEC.
+    setup_for(&req.job, env.creds, procs.as_ref().map(|p| p.as_raw_fd())).apply(&mut cmd);
+    let child = spawn_off_loop(move || cmd.spawn()).await;
+    drop(procs);
+    child.map(Child::Tokio).map_err(spawn_error)
+}
+
+/// Starts the job straight inside its cgroup with clone3; `None` when this
+/// kernel or cgroup cannot (said once), for the fork path to do it.
+async fn clone_into(
+    req: &RunRequest,
+    argv: &[String],
+    env: &JobEnv,
+    cgroup: &RunCgroup,
+) -> std::io::Result<Option<Child>> {
+    let setup = setup_for(&req.job, env.creds.clone(), None);
+    let Some(exec) = child::exec_for(
+        argv,
+        env.clear,
+        &env.vars,
+        req.job.working_dir.as_deref(),
+        setup,
+    ) else {
+        // A NUL byte in an argument or variable: the fork path says so.
+        return Ok(None);
+    };
+    let dir = cgroup.dir()?;
+    let (out_r, err_r, stdio) = child::stdio()?;
+    let cloned = spawn_off_loop(move || {
+        let r = sys::spawn_into_cgroup(&exec, dir.as_fd(), child::raw(&stdio));
+        // The child's ends, closed here so EOF comes when the job's are.
+        drop(stdio);
+        Ok(r)
+    })
+    .await?;
+    match cloned {
+        sys::Cloned::Started { pid, pidfd } => Ok(Some(Child::Pidfd(PidfdChild::new(
+            pid, pidfd, out_r, err_r,
+        )?))),
+        sys::Cloned::Failed(e) => Err(e),
+        sys::Cloned::Unsupported(e) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    cgroup = %cgroup.path().display(),
+                    "cannot start jobs inside their cgroup with clone3 ({e}); each moves itself there before exec instead"
+                );
+            });
+            Ok(None)
+        }
+    }
 }
 
 /// The inodes of the run's output pipes: who holds them holds the run.
-fn pipe_inodes(child: &tokio::process::Child) -> Vec<u64> {
-    [
-        child.stdout.as_ref().map(|p| p.as_fd().as_raw_fd()),
-        child.stderr.as_ref().map(|p| p.as_fd().as_raw_fd()),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|fd| nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino))
-    .collect()
+fn pipe_inodes(pipes: [Option<&child::Pipe>; 2]) -> Vec<u64> {
+    pipes
+        .into_iter()
+        .flatten()
+        .filter_map(|p| nix::sys::stat::fstat(p.as_fd().as_raw_fd()).ok())
+        .map(|st| st.st_ino)
+        .collect()
 }
 
 /// Tells the supervisor the run started, with what it needs to find the
@@ -369,8 +495,8 @@ fn announce(req: &RunRequest, pid: u32, pipes: &[u64], events: &EventTx) {
 /// and, if the run was ended from outside, how.
 async fn wait(
     job: &JobSpec,
-    child: &mut tokio::process::Child,
-    pid: u32,
+    child: &mut Child,
+    group: Group,
     cgroup: Option<&RunCgroup>,
     stop: &StopHandle,
     started: Instant,
@@ -384,14 +510,11 @@ async fn wait(
         _ = sleep_until_opt(deadline) => Outcome::Timeout,
         _ = stop.token.cancelled() => Outcome::Killed,
     };
-    signal_group(pid, Signal::SIGTERM);
+    group.signal(Signal::SIGTERM);
     if let Some(cg) = cgroup {
         // Escapees (setsid, double fork) are out of the group but not out
-        // of the cgroup: they get their SIGTERM too. Each pid is read from
-        // the cgroup this instant, so it is one of the run's.
-        for p in cg.pids().into_iter().filter(|p| *p != pid) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(p as i32), Signal::SIGTERM);
-        }
+        // of the cgroup: they get their SIGTERM too.
+        cg.signal_members(Signal::SIGTERM, group.pgid);
     }
     let st = tokio::select! {
         st = child.wait() => st.ok(),
@@ -400,7 +523,7 @@ async fn wait(
     let st = match st {
         Some(st) => Some(st),
         None => {
-            signal_group(pid, Signal::SIGKILL);
+            group.signal(Signal::SIGKILL);
             if let Some(cg) = cgroup {
                 cg.kill();
             }
@@ -419,22 +542,22 @@ async fn wait(
 /// Counts them and names the one holding the output open.
 async fn end_leftovers(
     job: &JobSpec,
-    pid: u32,
+    group: Group,
     cgroup: Option<&RunCgroup>,
     pipes: &[u64],
     stopped: bool,
     record: &mut RunRecord,
 ) {
-    if (job.leftovers == Leftovers::Keep && !stopped) || pid == 0 {
+    if (job.leftovers == Leftovers::Keep && !stopped) || group.pgid == 0 {
         return;
     }
-    let group_alive = || nix::sys::signal::killpg(Pid::from_raw(pid as i32), None).is_ok();
+    let pgid = group.pgid;
     let left = match cgroup {
         Some(cg) => cg.pids(),
         // Nothing left in the group: no need to scan /proc.
-        None if !group_alive() => vec![],
+        None if !group.alive() => vec![],
         // A scan of /proc: off the loop.
-        None => tokio::task::spawn_blocking(move || procfs::group_members(pid))
+        None => tokio::task::spawn_blocking(move || procfs::group_members(pgid))
             .await
             .unwrap_or_default(),
     };
@@ -449,16 +572,20 @@ async fn end_leftovers(
             .flatten();
     match cgroup {
         Some(cg) => cg.kill(),
-        None => signal_group(pid, Signal::SIGKILL),
+        None => group.signal(Signal::SIGKILL),
     }
     record.contain.leftovers_killed = Some(left.len() as u32);
     tracing::info!(job = %job.name, run = record.id, leftovers = left.len(), "killed what the run left behind");
 }
 
 /// Drains output for a bounded time; a grandchild that keeps the pipe
-/// open is killed with its group rather than holding the run.
+/// open is killed with its group rather than holding the run, and so is
+/// whoever else holds it (a `setsid` escapee is out of the group: it is
+/// found by the pipe's inode in every process's descriptors, named in the
+/// record, and killed through a pidfd).
 async fn drain(
-    pid: u32,
+    group: Group,
+    pipes: &[u64],
     out_task: &mut Option<tokio::task::JoinHandle<Captured>>,
     err_task: &mut Option<tokio::task::JoinHandle<Captured>>,
     record: &mut RunRecord,
@@ -467,7 +594,14 @@ async fn drain(
     let mut stdout = collect(out_task, drain_until).await;
     let mut stderr = collect(err_task, drain_until).await;
     if stdout.is_none() || stderr.is_none() {
-        signal_group(pid, Signal::SIGKILL);
+        group.signal(Signal::SIGKILL);
+        let pipes = pipes.to_vec();
+        let holders = tokio::task::spawn_blocking(move || procfs::kill_pipe_holders(&pipes))
+            .await
+            .unwrap_or_default();
+        if record.contain.output_holder.is_none() {
+            record.contain.output_holder = holders.into_iter().next();
+        }
         let until = Instant::now() + Duration::from_secs(1);
         if stdout.is_none() {
             stdout = collect(out_task, until).await;
@@ -477,7 +611,7 @@ async fn drain(
         }
         if record.error.is_none() {
             record.error = Some(format!(
-                "output still held open {}s after the job's main process exited; killed its process group",
+                "output still held open {}s after the job's main process exited; killed its process group and the pipe's holders",
                 DRAIN.as_secs()
             ));
         }
@@ -547,10 +681,12 @@ const PARALLEL_SPAWNS: usize = 4;
 /// Spawned elsewhere, the execs overlap and the loop stays free. The child
 /// is registered with this runtime's reactor all the same (blocking-pool
 /// threads run in the runtime's context).
-async fn spawn_off_loop(mut cmd: Command) -> std::io::Result<tokio::process::Child> {
+async fn spawn_off_loop<T: Send + 'static>(
+    spawn: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
     static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_SPAWNS);
     let _slot = SLOTS.acquire().await.map_err(std::io::Error::other)?;
-    tokio::task::spawn_blocking(move || cmd.spawn())
+    tokio::task::spawn_blocking(spawn)
         .await
         .map_err(std::io::Error::other)?
 }

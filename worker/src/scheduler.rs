@@ -17,7 +17,8 @@
 //! When the store fails (ENOSPC, EIO, read-only), the journal holds the
 //! writes and retries them; scheduling and runs go on, the heartbeat
 //! carries the error, and the supervisor raises `store_error` without
-//! replacing the worker.
+//! replacing the worker. The store file's side of the loop (writes handed
+//! to the writer, settling at exit, the file's identity) is `store_file`.
 
 use std::{
     collections::BTreeMap, panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration,
@@ -27,7 +28,7 @@ use cronwarden_shared::{
     config::{Config, Source},
     stats::WorkerStats,
     status::{Outcome, RunRecord},
-    store::{self, Store, Write},
+    store::{Store, Write},
     wire::{ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_COMMAND_LINE},
     VERSION,
 };
@@ -54,10 +55,13 @@ use crate::{
     retention::Pruner,
     runner::{self, RunRequest, StopHandle, StopReason},
     sweep, sys,
-    takeover::{take_over_store, Adoption, TakeOver, LOOP_BUSY_TIMEOUT},
+    takeover::{take_over_store, Adoption, TakeOver},
+    writer::file_identity,
     writer::Writer,
     WorkerArgs,
 };
+
+mod store_file;
 
 /// How long the worker waits for its first `configure` command.
 const CONFIGURE_WITHIN: Duration = Duration::from_secs(30);
@@ -131,16 +135,6 @@ struct Scheduler {
     cluster: Option<Cluster>,
 }
 
-/// The (device, inode) of a file; `Ok(None)` when it does not exist.
-fn file_identity(path: &std::path::Path) -> std::io::Result<Option<(u64, u64)>> {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(path) {
-        Ok(m) => Ok(Some((m.dev(), m.ino()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 impl Scheduler {
     fn new(
         config: &Config,
@@ -148,9 +142,11 @@ impl Scheduler {
         events: EventTx,
         done_tx: mpsc::UnboundedSender<RunRecord>,
         (first_run_id, reserved): (u64, u64),
+        in_doubt: bool,
         claims: mpsc::UnboundedSender<cluster::Answer>,
     ) -> Self {
         let mut plan = Plan::new(first_run_id, reserved);
+        plan.in_doubt_through = in_doubt.then(wall_now);
         let store_path = store.path().to_path_buf();
         let identity = file_identity(&store_path).ok().flatten();
         plan.drop_fires_of = fail::eval("worker::drop_fire", |arg| arg).flatten();
@@ -263,31 +259,6 @@ impl Scheduler {
         }
         for spawn in fx.spawns {
             self.spawn(spawn);
-        }
-    }
-
-    /// Hands the journal's writes to the store, waiting at most `wait`.
-    fn write(&mut self, wait: Duration) {
-        match (self.store_down, self.writer.as_mut()) {
-            // The stand-in would take the writes and keep none of them.
-            (true, _) => self
-                .journal
-                .flush(&mut |_: &[Write], _: bool| Err(WorkerError::StoreUnavailable)),
-            (false, Some(w)) => self.journal.flush_through(w, wait, SLOW_WRITE),
-            (false, None) => self.journal.flush(&mut self.store),
-        }
-    }
-
-    /// At exit: the writes planned last reach the store (bounded).
-    fn settle_writes(&mut self, within: Duration) {
-        let until = Instant::now() + within;
-        while !self.journal.settled() && Instant::now() < until {
-            self.write(Duration::from_millis(200));
-            if self.journal.error().is_some() && !self.writer.as_ref().is_some_and(Writer::busy) {
-                // A failing store: what is held is lost with this
-                // worker, as with a kill (the supervisor has its copy).
-                break;
-            }
         }
     }
 
@@ -457,157 +428,6 @@ impl Scheduler {
             }),
         });
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
-    }
-
-    /// What `store_error` says: a failing store, and for a while after it,
-    /// a store file that was deleted or replaced.
-    fn store_error(&mut self) -> Option<String> {
-        if self
-            .identity_note
-            .as_ref()
-            .is_some_and(|(_, until)| Instant::now() >= *until)
-        {
-            self.identity_note = None;
-        }
-        match (self.journal.error(), &self.identity_note) {
-            (Some(e), Some((n, _))) => Some(format!("{n}; {e}")),
-            (Some(e), None) => Some(e.to_string()),
-            (None, Some((n, _))) => Some(n.clone()),
-            (None, None) => None,
-        }
-    }
-
-    /// Checks (every [`IDENTITY_EVERY`]) that the store path still names
-    /// the file the connection has open. SQLite keeps writing to a file
-    /// deleted under it, and every record would be gone at the next start.
-    fn check_store_identity(&mut self) {
-        let now = Instant::now();
-        if now < self.next_identity_check {
-            return;
-        }
-        self.next_identity_check = now + IDENTITY_EVERY;
-        if self.store_down {
-            return self.recover_store("could not be reopened", false);
-        }
-        let what = match (file_identity(&self.store_path), self.identity) {
-            (Ok(Some(id)), Some(known)) if id == known => return,
-            (Ok(Some(id)), None) => {
-                self.identity = Some(id);
-                return;
-            }
-            (Ok(None), _) => "was deleted",
-            (Ok(Some(_)), Some(_)) => "was replaced by another file",
-            (Err(e), _) => {
-                tracing::warn!(path = %self.store_path.display(), "cannot check the store file: {e}");
-                return;
-            }
-        };
-        self.recover_store(what, true);
-    }
-
-    /// The store file was deleted or replaced under the open connection.
-    /// The old file's content is saved (the open connection still reads
-    /// it): copied back to the path if the file was deleted, or aside
-    /// (`cronwarden.db.saved-<time>`) if another file took its place. Then
-    /// the store at the path is opened and what this worker holds is
-    /// written back: every job's row and armed fire, the run-id
-    /// reservation, the records of runs in flight and queued fires (the
-    /// journal's held writes follow at the next flush). Reported at once,
-    /// critical, with the loss, if any.
-    fn recover_store(&mut self, what: &str, save_old: bool) {
-        let path = self.store_path.clone();
-        let stamp = wall_now().strftime("%Y%m%dT%H%M%SZ").to_string();
-        let saved = path.with_file_name(format!("{}.saved-{stamp}", store::FILE_NAME));
-        let copied: Result<(), String> = if save_old {
-            self.store.copy_into(&saved).map_err(|e| e.to_string())
-        } else {
-            Err("it was lost before".into())
-        };
-        // The old connection closes before a new one opens the path: on
-        // close it removes `<path>-wal` and `-shm` by name.
-        match Store::open_in_memory() {
-            Ok(stand_in) => drop(std::mem::replace(&mut self.store, stand_in)),
-            Err(e) => {
-                tracing::error!("cannot swap the store: {e}");
-                return;
-            }
-        }
-        let deleted = what == "was deleted";
-        let (target, history) = match (&copied, deleted) {
-            (Ok(()), true) => match std::fs::rename(&saved, &path) {
-                Ok(()) => (path.clone(), "its whole history was copied back".to_string()),
-                Err(e) => (
-                    saved.clone(),
-                    format!("its history was saved to {} but cannot be moved back ({e}); writing there", saved.display()),
-                ),
-            },
-            (Ok(()), false) => (
-                path.clone(),
-                format!("its history was saved to {}", saved.display()),
-            ),
-            (Err(e), _) => (
-                path.clone(),
-                format!("its history could not be saved ({e}) and is lost; the schedule and runs in flight are written back"),
-            ),
-        };
-        let mut store = match Store::open(&target).and_then(|s| {
-            s.set_busy_timeout(LOOP_BUSY_TIMEOUT)?;
-            Ok(s)
-        }) {
-            Ok(s) => s,
-            Err(e) if copied.is_ok() && target != saved => {
-                tracing::error!("{e}; writing to the saved copy {} instead", saved.display());
-                match Store::open(&saved) {
-                    Ok(s) => s,
-                    Err(e) => return self.store_lost(&path, what, e.to_string()),
-                }
-            }
-            Err(e) => return self.store_lost(&path, what, e.to_string()),
-        };
-        let (rows, mut writes) = self.plan.restore();
-        writes.extend(
-            self.running
-                .values()
-                .map(|r| Write::Insert(r.record.clone())),
-        );
-        let restored = store
-            .reconcile(&rows)
-            .and_then(|_| store.apply_overriding(&writes));
-        if let Err(e) = &restored {
-            tracing::error!("writing back to the recreated store failed: {e}; held for retry");
-            self.journal.extend(writes);
-        }
-        self.identity = file_identity(store.path()).ok().flatten();
-        self.store_path = store.path().to_path_buf();
-        if let Some(w) = &self.writer {
-            w.reopen(self.store_path.clone());
-        }
-        self.store = store;
-        self.store_down = false;
-        let note = format!(
-            "critical: the store file {} {what} under the running worker; it was reopened ({history}; the schedule, {} run(s) in flight and the held writes are written back)",
-            path.display(),
-            self.running.len()
-        );
-        tracing::error!("{note}");
-        self.identity_note = Some((note, Instant::now() + IDENTITY_NOTE_FOR));
-        // Say so now, not at the next interval.
-        self.next_heartbeat = Instant::now();
-    }
-
-    /// No store could be reopened: reported, and tried again at the next
-    /// check (the stand-in holds nothing durable, so writes are held).
-    fn store_lost(&mut self, path: &std::path::Path, what: &str, error: String) {
-        let note = format!(
-            "critical: the store file {} {what} under the running worker and cannot be reopened: {error}",
-            path.display()
-        );
-        tracing::error!("{note}");
-        self.identity = None;
-        self.store_down = true;
-        self.journal.set_error(note.clone());
-        self.identity_note = Some((note, Instant::now() + IDENTITY_NOTE_FOR));
-        self.next_heartbeat = Instant::now();
     }
 
     /// A run ended: the plan records it, releases its busy flag and may
@@ -866,6 +686,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         lost,
         first_run_id,
         reserved,
+        in_doubt,
     }) = started
     else {
         return Ok(());
@@ -874,10 +695,20 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     // fires (issue 15: old runs kept running beside new ones).
     let (cgroups, mut swept) = sweep::contain_setup(&config).await;
     swept.extend(sweep::kill_lost_groups(&lost).await);
+    let mut survivors = sweep::survivors(&lost).await;
+    let (mut held, mut recount) = (vec![], vec![]);
     // Runs left `running` belonged to a worker that died: they are lost.
     for mut lost in lost {
         if let Some((_, n)) = swept.iter().find(|(id, _)| *id == lost.id) {
             lost.contain.leftovers_killed = Some(*n as u32);
+        }
+        if let Some(i) = survivors.iter().position(|(id, _)| *id == lost.id) {
+            held.push((lost, survivors.swap_remove(i).1));
+            continue;
+        }
+        if lost.contain.leftovers_killed.is_some() {
+            // The store says `lost` already; this adds what was killed.
+            recount.push(lost.clone());
         }
         tracing::error!(job = %lost.job, run = lost.id, "run recorded lost: its worker died while it was running");
         events.send(Event::Finish { run: lost });
@@ -888,9 +719,18 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         events.clone(),
         done_tx,
         (first_run_id, reserved),
+        in_doubt,
         claims_tx,
     );
     sched.cgroups = cgroups.clone();
+    for lost in recount {
+        let _ = sched.done_tx.send(lost);
+    }
+    // Still running despite the kill: their jobs count them as running.
+    for (lost, where_) in held {
+        sched.plan.hold(&lost.job, lost.id);
+        sweep::release_when_gone(lost, where_, events.clone(), sched.done_tx.clone());
+    }
     tracing::info!(jobs = config.jobs.len(), "worker started");
     for cmd in replay {
         sched.command(cmd);
@@ -944,6 +784,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         }
     }
     sched.settle_writes(Duration::from_secs(5));
+    sched.mark_stopped();
     drop(sched);
     if let Some(h) = cgroups {
         h.remove_instance();

@@ -28,6 +28,10 @@ pub(crate) struct TakeOver {
     pub(crate) first_run_id: u64,
     /// Reserved (committed) up to here.
     pub(crate) reserved: u64,
+    /// The previous worker was killed (or stopped with writes unstored)
+    /// and no supervisor that watched it handed anything over: fires it
+    /// ran may have left no trace (see `Plan::in_doubt_through`).
+    pub(crate) in_doubt: bool,
 }
 
 /// What the supervisor kept of the previous worker's writes, not
@@ -37,10 +41,14 @@ pub(crate) struct TakeOver {
 pub(crate) struct Adoption {
     records: Vec<RunRecord>,
     cursors: Vec<AdoptedCursor>,
+    /// An `adopt` came, even an empty one: the supervisor watched the
+    /// previous worker, and what it ran is accounted.
+    witnessed: bool,
 }
 
 impl Adoption {
     pub(crate) fn add(&mut self, records: Vec<RunRecord>, cursors: Vec<AdoptedCursor>) {
+        self.witnessed = true;
         self.records.extend(records);
         self.cursors.extend(cursors);
     }
@@ -159,11 +167,22 @@ fn take_over(
     // retried by the journal, reported as store_error), never block the
     // loop until the supervisor takes the worker for stalled.
     store.set_busy_timeout(LOOP_BUSY_TIMEOUT)?;
+    // Last: a retried take-over must not read this attempt's own mark.
+    let killed = store.mark_worker_live()?;
+    let in_doubt = killed && !adoption.witnessed;
+    if in_doubt {
+        tracing::warn!(
+            "the previous worker was killed and no supervisor kept its writes: \
+             the first catch-up of each job may repeat fires it ran while the store \
+             could not commit, and is recorded may_repeat"
+        );
+    }
     Ok(TakeOver {
         store,
         lost,
         first_run_id,
         reserved,
+        in_doubt,
     })
 }
 

@@ -9,9 +9,16 @@
 //! durable, and the supervisor gets a copy of each claim) and the outcome
 //! is collected at a later turn. A claim the store refuses is written over
 //! it, as the journal always did (memory wins).
+//!
+//! The file a batch lands in is checked, before and after its commit:
+//! SQLite keeps writing to a file deleted or replaced under an open
+//! connection, so a batch committed there is reported failed (held, and
+//! applied again, idempotently, to the file the loop recreates and hands
+//! over by [`Writer::reopen`]); meanwhile the writer never creates a
+//! store file itself (issue 14: records after a deletion were gone).
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender},
     time::Duration,
 };
@@ -93,37 +100,106 @@ impl Writer {
     }
 }
 
+/// The (device, inode) of a file; `Ok(None)` when it does not exist.
+pub(crate) fn file_identity(path: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The writer's connection and the identity of the file it opened.
+struct Open {
+    store: Store,
+    identity: (u64, u64),
+}
+
+/// Why the path no longer names the file the connection writes, if so.
+fn moved(path: &Path, identity: (u64, u64)) -> Option<String> {
+    match file_identity(path) {
+        Ok(Some(id)) if id == identity => None,
+        Ok(Some(_)) => Some(format!(
+            "the store file {} was replaced under the writer",
+            path.display()
+        )),
+        Ok(None) => Some(format!(
+            "the store file {} was deleted under the writer",
+            path.display()
+        )),
+        // Cannot tell: the commit stands.
+        Err(_) => None,
+    }
+}
+
 fn serve(mut path: PathBuf, requests: Receiver<Request>, done: Sender<Outcome>) {
-    let mut store: Option<Store> = None;
+    let mut open: Option<Open> = None;
     for req in requests {
         let batch = match req {
             Request::Reopen(p) => {
                 path = p;
-                store = None;
+                open = None;
                 continue;
             }
             Request::Apply(batch) => batch,
         };
-        let outcome = (|| -> Result<(), WorkerError> {
-            if store.is_none() {
-                let s = Store::open(&path)?;
-                s.set_busy_timeout(WRITER_BUSY_TIMEOUT)?;
-                store = Some(s);
-            }
-            let s = store.as_mut().expect("opened above");
-            if !Apply::apply(s, &batch, true)? {
-                // With the state lock held this means a hand edit or a
-                // restored backup: memory wins, so the chain of claims
-                // goes on (refusing them again every turn would lose them).
-                tracing::error!("store refused a claim (next_run_at moved underneath us); writing the claims over it and continuing from memory");
-                Apply::apply(s, &batch, false)?;
-            }
-            Ok(())
-        })();
-        if done.send(outcome.map_err(|e| e.to_string())).is_err() {
+        let outcome = apply(&path, &mut open, &batch);
+        if done.send(outcome).is_err() {
             return;
         }
     }
+}
+
+/// One batch, committed to the file at `path` and nowhere else.
+fn apply(path: &Path, open: &mut Option<Open>, batch: &[Write]) -> Outcome {
+    if let Some(why) = open.as_ref().and_then(|o| moved(path, o.identity)) {
+        *open = None;
+        return Err(format!("{why}; the batch is held for the recreated file"));
+    }
+    if open.is_none() {
+        // Only an existing file: one deleted under us is the loop's to
+        // recreate with what it holds (an empty store created here would
+        // pass for the real one).
+        let identity = match file_identity(path) {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return Err(format!(
+                    "the store file {} is missing; the batch is held until it is recreated",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("store {}: {e}", path.display())),
+        };
+        let store = Store::open(path)
+            .and_then(|s| {
+                s.set_busy_timeout(WRITER_BUSY_TIMEOUT)?;
+                Ok(s)
+            })
+            .map_err(|e| e.to_string())?;
+        *open = Some(Open { store, identity });
+    }
+    let o = open.as_mut().expect("opened above");
+    let committed = (|| -> Result<(), WorkerError> {
+        if !Apply::apply(&mut o.store, batch, true)? {
+            // With the state lock held this means a hand edit or a
+            // restored backup: memory wins, so the chain of claims
+            // goes on (refusing them again every turn would lose them).
+            tracing::error!("store refused a claim (next_run_at moved underneath us); writing the claims over it and continuing from memory");
+            Apply::apply(&mut o.store, batch, false)?;
+        }
+        Ok(())
+    })();
+    committed.map_err(|e| e.to_string())?;
+    // Deleted while the batch waited for a lock or was being committed:
+    // it landed in the unlinked file.
+    if let Some(why) = moved(path, o.identity) {
+        *open = None;
+        return Err(format!(
+            "{why} while a batch was committed; it is held for the recreated file"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -132,6 +208,84 @@ mod tests {
 
     use super::*;
     use crate::journal::Journal;
+
+    fn row() -> JobRow {
+        JobRow {
+            name: "a".into(),
+            schedule: "* * * * * *".into(),
+            timezone: "UTC".into(),
+            next_run_at: None,
+            last_scheduled_at: None,
+            paused: false,
+        }
+    }
+
+    fn paused(on: bool) -> Write {
+        Write::Paused {
+            job: "a".into(),
+            paused: on,
+        }
+    }
+
+    fn remove_store(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    fn outcome(writer: &mut Writer) -> Outcome {
+        writer
+            .outcome(Duration::from_secs(60))
+            .expect("no outcome within a minute")
+    }
+
+    /// Issue 14: the store's files deleted under a running instance. A
+    /// batch is never reported committed unless it is in the file the
+    /// path names: one that lands in (or would go to) the deleted file
+    /// fails and stays held, the writer creates no empty store in its
+    /// place, and once the loop recreates the file and hands it over the
+    /// same batch commits there.
+    #[test]
+    fn a_batch_is_never_committed_into_a_deleted_store_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        Store::open(&path).unwrap().reconcile(&[row()]).unwrap();
+        let mut writer = Writer::start(path.clone()).unwrap();
+        writer.send(vec![paused(true)]).unwrap();
+        assert_eq!(outcome(&mut writer), Ok(()));
+
+        // Deleted between two batches.
+        remove_store(&path);
+        writer.send(vec![paused(false)]).unwrap();
+        let err = outcome(&mut writer).unwrap_err();
+        assert!(err.contains("deleted"), "{err}");
+        assert!(!path.exists(), "the writer created a store file");
+        writer.send(vec![paused(false)]).unwrap();
+        assert!(outcome(&mut writer).is_err());
+        assert!(!path.exists(), "the writer created a store file");
+
+        // Recreated by the loop and handed over: the held batch lands.
+        let mut store = Store::open(&path).unwrap();
+        store.reconcile(&[row()]).unwrap();
+        store.apply(&[paused(true)]).unwrap();
+        writer.reopen(path.clone());
+        writer.send(vec![paused(false)]).unwrap();
+        assert_eq!(outcome(&mut writer), Ok(()));
+        assert!(!store.jobs().unwrap()[0].paused);
+
+        // Deleted while a batch waits for another connection's lock: it
+        // commits into the unlinked file (or finds it gone) and fails.
+        let backup = rusqlite::Connection::open(&path).unwrap();
+        backup.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        writer.send(vec![paused(true)]).unwrap();
+        remove_store(&path);
+        backup.execute_batch("COMMIT").unwrap();
+        drop(backup);
+        assert!(outcome(&mut writer).is_err());
+        assert!(!path.exists(), "the writer created a store file");
+    }
 
     /// Issue 14: a store locked by another connection (a backup) never
     /// holds the loop: the batch stays in flight or held (not durable,

@@ -112,6 +112,7 @@ mod tests {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             contain: Default::default(),
+            may_repeat: false,
         }
     }
 

@@ -4,10 +4,13 @@
 //! - `jobs`: per-job schedule state: the next fire to claim, the last
 //!   scheduled time (the `@every` anchor), paused;
 //! - `runs`: every run and every skipped fire, one row per record (with
-//!   `containment`, since v2: the run's cgroup and what it cost, as JSON);
+//!   `containment`, since v2: the run's cgroup and what it cost, as JSON;
+//!   `may_repeat`, since v3: a catch-up that may repeat fires, see
+//!   `recovery`);
 //! - `alerts`: alert history;
-//! - `meta`: the schema version, the run-id reservation, and the boot
-//!   each `@reboot` job last fired in (`reboot.rs`).
+//! - `meta`: the schema version, the run-id reservation, whether the last
+//!   worker ended with its writes stored (`worker_live`, see `recovery`),
+//!   and the boot each `@reboot` job last fired in (`reboot.rs`).
 //!
 //! `marks` is the light, bounded read behind the status page's strips.
 //!
@@ -24,9 +27,10 @@
 //! A file that is not a cronwarden store is never overwritten: opening it
 //! fails with an error that names it.
 //!
-//! Here: opening, the schema, job rows, a turn's writes, runs. Apart:
-//! `recovery` (a dead worker's runs in flight and run ids), `adopt` (the
-//! supervisor's copy of what a dead worker held), `alerts` (the history).
+//! Here: opening, the schema, job rows, a turn's writes. Apart: `runs`
+//! (the runs table, read and written), `recovery` (a dead worker's runs
+//! in flight and run ids), `adopt` (the supervisor's copy of what a dead
+//! worker held), `alerts` (the history).
 
 use std::{
     path::{Path, PathBuf},
@@ -36,12 +40,14 @@ use std::{
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags};
 
-use crate::status::{Containment, Outcome, RunRecord, SkipReason, Trigger};
+use crate::status::RunRecord;
 
 mod adopt;
 mod alerts;
 mod recovery;
+mod runs;
 pub use adopt::Adopted;
+use runs::{insert_run, parse_outcome, parse_skip, parse_trigger};
 
 mod marks;
 mod reboot;
@@ -50,7 +56,7 @@ pub use marks::RunMark;
 /// The store's file name under `state_dir`.
 pub const FILE_NAME: &str = "cronwarden.db";
 /// The schema this build writes; older stores are migrated forward.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// Runs kept per job by default.
 pub(crate) const DEFAULT_RETENTION: u32 = 1000;
 
@@ -150,53 +156,6 @@ fn ts_text(t: Timestamp) -> String {
 
 fn ts_parse(s: Option<String>) -> Option<Timestamp> {
     s.and_then(|s| s.parse().ok())
-}
-
-fn parse_outcome(s: &str) -> Outcome {
-    match s {
-        "success" => Outcome::Success,
-        "failed" => Outcome::Failed,
-        "timeout" => Outcome::Timeout,
-        "killed" => Outcome::Killed,
-        "skipped" => Outcome::Skipped,
-        "running" => Outcome::Running,
-        _ => Outcome::Lost,
-    }
-}
-
-fn skip_text(r: Option<SkipReason>) -> Option<&'static str> {
-    r.map(|r| match r {
-        SkipReason::Overlap => "overlap",
-        SkipReason::Misfire => "misfire",
-        SkipReason::Paused => "paused",
-        SkipReason::WorkerDown => "worker_down",
-        SkipReason::Removed => "removed",
-        SkipReason::StoreUnavailable => "store_unavailable",
-        SkipReason::Peer => "peer",
-        SkipReason::DefinitionDiffers => "definition_differs",
-    })
-}
-
-fn parse_skip(s: Option<String>) -> Option<SkipReason> {
-    Some(match s?.as_str() {
-        "overlap" => SkipReason::Overlap,
-        "misfire" => SkipReason::Misfire,
-        "paused" => SkipReason::Paused,
-        "removed" => SkipReason::Removed,
-        "store_unavailable" => SkipReason::StoreUnavailable,
-        "peer" => SkipReason::Peer,
-        "definition_differs" => SkipReason::DefinitionDiffers,
-        _ => SkipReason::WorkerDown,
-    })
-}
-
-fn parse_trigger(s: &str) -> Trigger {
-    match s {
-        "catchup" => Trigger::Catchup,
-        "manual" => Trigger::Manual,
-        "retry" => Trigger::Retry,
-        _ => Trigger::Schedule,
-    }
 }
 
 const SCHEMA_V1: &str = "
@@ -366,7 +325,10 @@ impl Store {
         if version < 2 {
             self.migrate_v2()?;
         }
-        // Future versions: `if version < 3 { ... }` here, each in its own transaction.
+        if version < 3 {
+            self.migrate_v3()?;
+        }
+        // Future versions: `if version < 4 { ... }` here, each in its own transaction.
         Ok(())
     }
 
@@ -387,6 +349,27 @@ impl Store {
         .map_err(|source| StoreError::Sql {
             path,
             what: "migrating to schema v2",
+            source,
+        })
+    }
+
+    /// v3: `runs.may_repeat`, set on the one catch-up per job that may
+    /// repeat fires a dead worker ran while the store could not commit.
+    fn migrate_v3(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sql {
+            path: path.clone(),
+            what: "migrating to schema v3",
+            source,
+        })?;
+        tx.execute_batch(
+            "ALTER TABLE runs ADD COLUMN may_repeat INTEGER NOT NULL DEFAULT 0;
+             UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|source| StoreError::Sql {
+            path,
+            what: "migrating to schema v3",
             source,
         })
     }
@@ -585,309 +568,7 @@ impl Store {
         })?;
         Ok(true)
     }
-
-    /// Deletes a job's runs beyond the newest `keep`; bounded work per call.
-    pub fn prune(&mut self, job: &str, keep: u32) -> Result<usize, StoreError> {
-        self.conn
-            .execute(
-                "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job = ?1 AND outcome != 'running' ORDER BY id DESC LIMIT 5000 OFFSET ?2)",
-                params![job, keep as i64],
-            )
-            .map_err(self.sql("pruning runs"))
-    }
-
-    /// A job's runs, newest first.
-    pub fn runs(&self, job: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
-        self.query_runs(
-            "WHERE job = ?1 ORDER BY id DESC LIMIT ?2",
-            params![job, limit as i64],
-        )
-    }
-
-    /// Run `id` of a job, or (`None`) its newest run that started (skipped
-    /// fires are records too, but have no output); `None` when there is none.
-    pub fn run(&self, job: &str, id: Option<u64>) -> Result<Option<RunRecord>, StoreError> {
-        let found = match id {
-            Some(id) => self.query_runs("WHERE job = ?1 AND id = ?2", params![job, id as i64]),
-            None => self.query_runs(
-                "WHERE job = ?1 AND started_at IS NOT NULL ORDER BY id DESC LIMIT 1",
-                params![job],
-            ),
-        };
-        found.map(|v| v.into_iter().next())
-    }
-
-    /// Every record of a job whose scheduled time (or a covered time) may fall in
-    /// `[from, to]`, oldest first, for the audit.
-    pub fn runs_between(
-        &self,
-        job: &str,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<RunRecord>, StoreError> {
-        // Coalesced runs are stamped with their latest covered time, which
-        // is never earlier than the times they cover.
-        self.query_runs(
-            "WHERE job = ?1 AND scheduled_at >= ?2 ORDER BY id",
-            params![job, ts_text(from)],
-        )
-        .map(|v| {
-            v.into_iter()
-                .filter(|r| {
-                    r.covers.iter().any(|c| *c <= to) || r.scheduled_at.is_some_and(|s| s <= to)
-                })
-                .collect()
-        })
-    }
-
-    fn query_runs<P: rusqlite::Params>(
-        &self,
-        tail: &str,
-        p: P,
-    ) -> Result<Vec<RunRecord>, StoreError> {
-        let sql = format!(
-            "SELECT id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail, containment FROM runs {tail}"
-        );
-        let mut st = self
-            .conn
-            .prepare_cached(&sql)
-            .map_err(self.sql("reading runs"))?;
-        let rows = st
-            .query_map(p, |r| {
-                let covers: String = r.get(3)?;
-                Ok(RunRecord {
-                    id: r.get::<_, i64>(0)? as u64,
-                    job: r.get(1)?,
-                    scheduled_at: ts_parse(r.get(2)?),
-                    covers: serde_json::from_str(&covers).unwrap_or_default(),
-                    trigger: parse_trigger(&r.get::<_, String>(4)?),
-                    started_at: ts_parse(r.get(5)?),
-                    finished_at: ts_parse(r.get(6)?),
-                    outcome: parse_outcome(&r.get::<_, String>(7)?),
-                    skip_reason: parse_skip(r.get(8)?),
-                    exit_code: r.get(9)?,
-                    signal: r.get(10)?,
-                    duration_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
-                    stdout_bytes: r.get::<_, i64>(12)? as u64,
-                    stderr_bytes: r.get::<_, i64>(13)? as u64,
-                    error: r.get(14)?,
-                    stdout_tail: r.get(15)?,
-                    stderr_tail: r.get(16)?,
-                    contain: containment_parse(r.get(17)?),
-                })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.sql("reading runs"))?;
-        Ok(rows)
-    }
-}
-
-fn insert_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO runs (id, job, scheduled_at, covers, trigger, started_at, finished_at, outcome, skip_reason, exit_code, signal, duration_ms, stdout_bytes, stderr_bytes, error, stdout_tail, stderr_tail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-    )?
-    .execute(params![
-        r.id as i64,
-        r.job,
-        r.scheduled_at.map(ts_text),
-        serde_json::to_string(&r.covers).unwrap_or_else(|_| "[]".into()),
-        r.trigger.as_str(),
-        r.started_at.map(ts_text),
-        r.finished_at.map(ts_text),
-        r.outcome.as_str(),
-        skip_text(r.skip_reason),
-        r.exit_code,
-        r.signal,
-        r.duration_ms.map(|d| d as i64),
-        r.stdout_bytes as i64,
-        r.stderr_bytes as i64,
-        r.error,
-        r.stdout_tail,
-        r.stderr_tail,
-    ])?;
-    write_containment(tx, r)
-}
-
-/// The run's containment, apart from the main insert: one JSON column, so
-/// new figures need no new column.
-fn write_containment(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
-    if r.contain == Containment::default() {
-        return Ok(());
-    }
-    let json = serde_json::to_string(&r.contain).unwrap_or_default();
-    tx.prepare_cached("UPDATE runs SET containment = ?2 WHERE id = ?1")?
-        .execute(params![r.id as i64, json])?;
-    Ok(())
-}
-
-fn containment_parse(s: Option<String>) -> Containment {
-    s.and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(name: &str, next: &str) -> JobRow {
-        JobRow {
-            name: name.into(),
-            schedule: "* * * * *".into(),
-            timezone: "UTC".into(),
-            next_run_at: Some(next.parse().unwrap()),
-            last_scheduled_at: None,
-            paused: false,
-        }
-    }
-
-    fn run(id: u64, job: &str, outcome: Outcome) -> RunRecord {
-        let mut r = RunRecord::new(
-            id,
-            job,
-            vec!["2026-11-24T10:00:00Z".parse().unwrap()],
-            Trigger::Schedule,
-            outcome,
-        );
-        r.started_at = Some(Timestamp::now());
-        r
-    }
-
-    /// A v1 store (as written before containment) is migrated in place:
-    /// its runs read back with no containment, and new records keep
-    /// theirs.
-    #[test]
-    fn a_v1_store_migrates_and_containment_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(SCHEMA_V1).unwrap();
-            c.execute_batch(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', '1');
-                 INSERT INTO runs (id, job, trigger, outcome) VALUES (1, 'old', 'manual', 'success');",
-            )
-            .unwrap();
-        }
-        let mut s = Store::open(&path).unwrap();
-        let old = s.runs("old", 10).unwrap();
-        assert_eq!(old.len(), 1);
-        assert_eq!(old[0].contain, Containment::default());
-        let mut r = run(2, "new", Outcome::Success);
-        r.contain = Containment {
-            cgroup: Some("/sys/fs/cgroup/x/run-2".into()),
-            cpu_usec: Some(1_000_000),
-            memory_peak: None,
-            leftovers_killed: Some(3),
-            output_holder: Some("42 (sleep)".into()),
-            pgid: Some(42),
-            leader_start: Some(12345),
-        };
-        s.apply(&[Write::Insert(r.clone())]).unwrap();
-        drop(s);
-        let s = Store::open_readonly(&path).unwrap();
-        assert_eq!(s.runs("new", 10).unwrap()[0].contain, r.contain);
-        let v: String = s
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(v, "2");
-    }
-
-    #[test]
-    fn reconcile_removes_ghosts_keeps_history_and_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let mut s = Store::open(&path).unwrap();
-        s.reconcile(&[
-            row("a", "2026-11-24T10:00:00Z"),
-            row("b", "2026-11-24T10:00:00Z"),
-        ])
-        .unwrap();
-        s.apply(&[Write::Insert(run(1, "b", Outcome::Success))])
-            .unwrap();
-        let got = s.reconcile(&[row("a", "2026-11-25T00:00:00Z")]).unwrap();
-        // Unchanged schedule: the stored next fire wins over a recomputed one.
-        assert_eq!(
-            got[0].next_run_at,
-            Some("2026-11-24T10:00:00Z".parse().unwrap())
-        );
-        assert_eq!(s.jobs().unwrap().len(), 1, "ghost row of b survived");
-        assert_eq!(s.runs("b", 10).unwrap().len(), 1, "history of b lost");
-    }
-
-    #[test]
-    fn claim_is_compare_and_set() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join(FILE_NAME)).unwrap();
-        s.reconcile(&[row("a", "2026-11-24T10:00:00Z")]).unwrap();
-        let t0: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
-        let t1: Timestamp = "2026-11-24T10:01:00Z".parse().unwrap();
-        let claim = |from| Write::Claim {
-            job: "a".into(),
-            from: Some(from),
-            to: Some(t1),
-            last_scheduled_at: Some(t0),
-            rearm: None,
-        };
-        assert!(s
-            .apply(&[claim(t0), Write::Insert(run(1, "a", Outcome::Success))])
-            .unwrap());
-        // The same claim again fails and takes its insert with it.
-        assert!(!s
-            .apply(&[claim(t0), Write::Insert(run(2, "a", Outcome::Success))])
-            .unwrap());
-        assert_eq!(s.runs("a", 10).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn running_rows_become_lost_on_recovery() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let mut s = Store::open(&path).unwrap();
-        s.apply(&[Write::Insert(run(7, "a", Outcome::Running))])
-            .unwrap();
-        assert!(s.is_running(7).unwrap());
-        drop(s);
-        let mut s = Store::open(&path).unwrap();
-        let lost = s.recover_lost().unwrap();
-        assert_eq!(lost.len(), 1);
-        assert_eq!(s.runs("a", 1).unwrap()[0].outcome, Outcome::Lost);
-        assert_eq!(s.max_run_id().unwrap(), 7);
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_store_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let junk = b"this is not a database, it is a shopping list\n".repeat(100);
-        std::fs::write(&path, &junk).unwrap();
-        let err = Store::open(&path).err().expect("junk accepted");
-        assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
-        assert!(err.to_string().contains("left untouched"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), junk);
-    }
-
-    #[test]
-    fn prune_keeps_the_newest() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join(FILE_NAME)).unwrap();
-        let writes: Vec<Write> = (1..=30)
-            .map(|i| {
-                Write::Finish({
-                    let mut r = run(i, "a", Outcome::Success);
-                    r.finished_at = Some(Timestamp::now());
-                    r
-                })
-            })
-            .collect();
-        s.apply(&writes).unwrap();
-        s.prune("a", 10).unwrap();
-        let runs = s.runs("a", 100).unwrap();
-        assert_eq!(runs.len(), 10);
-        assert_eq!(runs[0].id, 30);
-    }
-}
+mod tests;

@@ -46,6 +46,41 @@ impl Store {
         Ok(self.max_run_id()?.max(reserved).saturating_add(1))
     }
 
+    /// Marks a worker in charge of the store (meta `worker_live`) and says
+    /// whether the one before it ended without [`Store::mark_worker_stopped`]:
+    /// killed, or stopped while its writes could not be stored. Such a
+    /// worker may have run fires whose claims never reached the store.
+    pub fn mark_worker_live(&mut self) -> Result<bool, StoreError> {
+        let before: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'worker_live'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("reading the previous worker's end"))?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('worker_live', '1')",
+                [],
+            )
+            .map_err(self.sql("marking the worker live"))?;
+        Ok(before.as_deref() == Some("1"))
+    }
+
+    /// The worker ends with every write stored: its successor has nothing
+    /// to doubt (see [`Store::mark_worker_live`]).
+    pub fn mark_worker_stopped(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('worker_live', '0')",
+                [],
+            )
+            .map(|_| ())
+            .map_err(self.sql("marking the worker stopped"))
+    }
+
     /// The highest run id ever used (0 for a new store).
     pub fn max_run_id(&self) -> Result<u64, StoreError> {
         self.conn

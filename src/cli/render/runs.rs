@@ -37,7 +37,13 @@ pub(crate) fn runs(
             vec![
                 r.id.to_string(),
                 relative(r.scheduled_at.or(r.started_at), now),
-                r.trigger.as_str().to_string(),
+                // Said where the catch-up is read: it may repeat fires a
+                // killed worker ran unrecorded (issue 14).
+                if r.may_repeat {
+                    format!("{} (may repeat)", r.trigger.as_str())
+                } else {
+                    r.trigger.as_str().to_string()
+                },
                 outcome,
                 exit,
                 match (r.duration_ms, r.outcome) {
@@ -106,6 +112,34 @@ mod tests {
         runs(&mut buf, &[r], now, false).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("running  -     3m 20s so far"), "{text}");
+    }
+
+    #[test]
+    fn a_catch_up_that_may_repeat_fires_says_so_and_others_do_not() {
+        let now: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        let covers = vec![
+            "2026-12-01T11:58:00Z".parse().unwrap(),
+            "2026-12-01T11:59:00Z".parse().unwrap(),
+        ];
+        let mut r = RunRecord::new(
+            9,
+            "backup",
+            covers,
+            cronwarden_shared::status::Trigger::Catchup,
+            Outcome::Success,
+        );
+        let text = |r: &RunRecord| {
+            let mut buf = vec![];
+            runs(&mut buf, std::slice::from_ref(r), now, false).unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        assert!(!text(&r).contains("may repeat"), "{}", text(&r));
+        assert!(!serde_json::to_string(&r).unwrap().contains("may_repeat"));
+        r.may_repeat = true;
+        assert!(text(&r).contains("catchup (may repeat)"), "{}", text(&r));
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains("\"may_repeat\":true"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use cronwarden_shared::{
 use jiff::Timestamp;
 use tokio::time::Instant;
 
-use super::{JobObs, Model};
+use super::{JobObs, Model, REBASE_WINDOW};
 use crate::pings::RunEvent;
 
 /// Advances our expectation past every scheduled time a fire or skip
@@ -30,7 +30,8 @@ fn accounted(j: &mut JobObs, covered: Timestamp) {
 }
 
 /// Re-bases the expectation of a job on the worker's arming after a
-/// backward step of the wall clock to `at`: an arming before ours is
+/// backward step of the wall clock to `at` (or a new worker started at
+/// `at` on a clock behind our expectation): an arming before ours is
 /// adopted if the schedule produces it on the new clock (no earlier than
 /// its first fire after `at`); anything else stays a disagreement.
 fn rebase(j: &mut JobObs, at: Timestamp, armed: Timestamp) {
@@ -40,13 +41,20 @@ fn rebase(j: &mut JobObs, at: Timestamp, armed: Timestamp) {
     let since = at
         .checked_sub(jiff::SignedDuration::from_secs(1))
         .unwrap_or(at);
-    let earliest = j.spec.schedule.next_after(since, None);
+    let earliest = match j.spec.schedule.every() {
+        // The worker keeps the cadence anchored in its store: its first
+        // fire on the new clock is the first after `at` on a cadence we
+        // may not know (without an anchor, `next_after` would start a
+        // fresh one a whole period on).
+        Some(_) => Some(since),
+        None => j.spec.schedule.next_after(since, None),
+    };
     if armed < expected && earliest.is_some_and(|e| e <= armed) {
         tracing::info!(
             job = %j.spec.name,
             from = %expected,
             to = %armed,
-            "expectation re-based on the worker's arming after a backward clock step"
+            "expectation re-based on the worker's arming on a clock stepped back"
         );
         j.expected_next = Some(armed);
         j.due_seen = None;
@@ -77,7 +85,7 @@ impl Model {
                 self.counters.heartbeat(now, stats.as_ref());
                 self.durability(stats.as_ref());
             }
-            Event::Schedule { jobs } => self.schedule(jobs),
+            Event::Schedule { jobs } => self.schedule(jobs, now),
             Event::Fire {
                 job,
                 run_id,
@@ -266,7 +274,7 @@ impl Model {
         }
     }
 
-    fn schedule(&mut self, jobs: Vec<Armed>) {
+    fn schedule(&mut self, jobs: Vec<Armed>, now: Instant) {
         // A new worker's first arming comes from the store's cursors: the
         // fires between our expectation and it were taken by the previous
         // worker (its lines may have died with it), and are in its
@@ -291,7 +299,10 @@ impl Model {
             (Some(s), Some(w)) => Some(s.max(w.checked_add(lost).unwrap_or(w))),
             (s, _) => s,
         };
-        let rebase_from = self.rebase_after_jump.take();
+        let rebase_from = self
+            .rebase_after_jump
+            .filter(|(_, read)| now.saturating_duration_since(*read) <= REBASE_WINDOW)
+            .map(|(at, _)| at);
         for a in jobs {
             if let Some(j) = self.jobs.get_mut(&a.job) {
                 if let (true, Some(expected), Some(armed), Some(started)) =
@@ -305,6 +316,16 @@ impl Model {
                     if expected < armed && reachable {
                         j.expected_next = Some(armed);
                     }
+                }
+                // A new worker armed before our expectation, for no earlier
+                // than the schedule's first fire after it was started: the
+                // clock was stepped back while no worker watched it (the new
+                // one corrects its stored arming when configured, and has no
+                // earlier reading to report a jump against).
+                if let (true, Some(started), Some(armed)) =
+                    (first, self.worker.started_at, a.next_fire_at)
+                {
+                    rebase(j, started, armed);
                 }
                 j.next_fire_at = a.next_fire_at;
                 j.paused = a.paused;
@@ -330,6 +351,15 @@ impl Model {
         now: Instant,
     ) {
         self.max_run_id = self.max_run_id.max(run.run_id);
+        if self
+            .rebase_after_jump
+            .is_some_and(|(_, read)| now.saturating_duration_since(read) <= REBASE_WINDOW)
+        {
+            // Perhaps a line of the pass before a backward step (see
+            // `rebase_after_jump`): if the digests disagree now, the
+            // schedule is asked for again, and re-bases us.
+            self.worker.armed_report_requested = false;
+        }
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
@@ -347,7 +377,8 @@ impl Model {
             // line of a later turn (a skip, a queued fire) can overtake
             // it: its arming, taken when the fire was, never moves back
             // an arming a later line reported (the worker's next fires
-            // only move forward; a reconfigured one sends its schedule).
+            // only move forward; a reconfigured one, or one whose clock
+            // was stepped back, sends its schedule).
             if next_fire_at.is_none_or(|n| j.next_fire_at.is_none_or(|cur| n >= cur)) {
                 j.next_fire_at = next_fire_at;
             }
@@ -402,7 +433,10 @@ impl Model {
         let Some(j) = self.jobs.get_mut(&run.job) else {
             return;
         };
-        j.running.remove(&run.id);
+        // A run whose fire line was read had its times accounted then;
+        // accounting them again at its end could only move an expectation
+        // re-based since (a backward step) onto the pass before.
+        let fire_seen = j.running.remove(&run.id).is_some();
         j.seen_started.remove(&run.id);
         let snap = j.snapshots.remove(&run.id);
         if matches!(run.outcome, Outcome::Timeout | Outcome::Lost) && snap.is_some() {
@@ -430,7 +464,7 @@ impl Model {
         } else {
             j.streaks.zero_output = 0;
         }
-        if let Some(last) = run.covers.iter().max() {
+        if let Some(last) = run.covers.iter().max().filter(|_| !fire_seen) {
             accounted(j, *last);
         }
         self.counters.finished(&run);
@@ -461,7 +495,7 @@ impl Model {
         // on the new clock, before our expectation: its next schedule
         // report re-bases us (the digests now differ, so it is asked for).
         if j.jump_ms < 0 {
-            self.rebase_after_jump = Some(j.at);
+            self.rebase_after_jump = Some((j.at, now));
         }
         self.clock_jumps.push_back(j);
     }

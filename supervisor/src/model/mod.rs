@@ -112,6 +112,13 @@ pub struct WorkerObs {
     pub replacing: Option<u32>,
 }
 
+/// How long after a backward clock step schedule reports re-base our
+/// expectations: the `fire` lines of runs taken before the step come
+/// within their processes' start (seconds); a minute leaves room for a
+/// loaded host, and no more: later, an arming before ours is a
+/// disagreement again.
+pub(crate) const REBASE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One job as observed.
 #[derive(Debug, Clone)]
 pub struct JobObs {
@@ -167,9 +174,14 @@ pub struct Model {
     /// The latest of them, and when we read it (monotonic): the
     /// `clock_jumped` condition lasts a while from then.
     pub last_clock_jump: Option<(cronwarden_shared::status::ClockJump, Instant)>,
-    /// Set by a backward clock step (to the new wall time): the next
-    /// schedule report re-bases our expectations (see `apply::rebase`).
-    pub rebase_after_jump: Option<Timestamp>,
+    /// Set by a backward clock step (to the new wall time, and when we
+    /// read it): schedule reports re-base our expectations (see
+    /// `apply::rebase`) for [`REBASE_WINDOW`] after. Not only the first
+    /// report: a `fire` line of the pass before the step, written once its
+    /// process started, can come after the step's report and advance our
+    /// expectation onto that pass again; the disagreement it makes asks
+    /// for the schedule, and that report re-bases us once more.
+    pub rebase_after_jump: Option<(Timestamp, Instant)>,
     /// Counters and histograms for `/metrics`.
     pub(crate) counters: counters::Counters,
     /// Runs started and ended since the supervisor last drained this (for pings).

@@ -69,11 +69,15 @@ pub(super) fn recent(last: Option<&(ClockJump, Instant)>, now: Instant) -> Optio
 mod tests {
     use std::path::Path;
 
-    use cronwarden_shared::{config::Config, status::State, wire::Event};
+    use cronwarden_shared::{
+        config::Config,
+        status::{Outcome, RunRecord, State, Trigger},
+        wire::Event,
+    };
     use jiff::Timestamp;
 
     use super::*;
-    use crate::model::Model;
+    use crate::model::{Model, REBASE_WINDOW};
 
     fn jump(jump_ms: i64, kind: ClockJumpKind) -> Event {
         Event::ClockJump(ClockJump {
@@ -245,6 +249,126 @@ mod tests {
         report(&mut m, "2026-12-03T10:50:00Z", "2026-12-03T10:00:00Z", t0);
         assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T12:00:06Z")));
         assert_eq!(m.jobs["d"].expected_next, Some(ts("2026-12-04T10:00:00Z")));
+    }
+
+    /// A fire line of the pass before the step, written once its process
+    /// had started (after the step's report), moves our expectation back
+    /// onto that pass; the schedule asked for again re-bases it, for
+    /// REBASE_WINDOW after the step, not later.
+    #[test]
+    fn a_fire_line_of_the_pass_before_a_step_back_is_undone_by_the_next_report() {
+        let mut m = per_second();
+        let t0 = Instant::now();
+        m.apply(back_10_minutes(), t0);
+        report(&mut m, "2026-12-03T11:50:01Z", "2026-12-04T10:00:00Z", t0);
+        m.worker.armed_report_requested = true;
+        m.apply(
+            fire("s", 7, "2026-12-03T12:00:06Z", "2026-12-03T12:00:07Z"),
+            t0,
+        );
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T12:00:07Z")));
+        // Asked for again if the digests now disagree.
+        assert!(!m.worker.armed_report_requested);
+        let later = t0 + Duration::from_secs(1);
+        report(
+            &mut m,
+            "2026-12-03T11:50:02Z",
+            "2026-12-04T10:00:00Z",
+            later,
+        );
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T11:50:02Z")));
+        // Its finish, its times accounted at its fire, moves nothing.
+        let run = RunRecord::new(
+            7,
+            "s",
+            vec![ts("2026-12-03T12:00:06Z")],
+            Trigger::Schedule,
+            Outcome::Success,
+        );
+        m.apply(Event::Finish { run }, later);
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T11:50:02Z")));
+        // Past the window, an arming before ours is a disagreement again.
+        let past_window = t0 + REBASE_WINDOW + Duration::from_secs(1);
+        m.apply(
+            fire("s", 8, "2026-12-03T12:00:07Z", "2026-12-03T12:00:08Z"),
+            past_window,
+        );
+        report(
+            &mut m,
+            "2026-12-03T11:51:02Z",
+            "2026-12-04T10:00:00Z",
+            past_window,
+        );
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T12:00:08Z")));
+    }
+
+    /// An `@every` job keeps the cadence anchored in the worker's store:
+    /// stepped back to 11:50:00.5, its first fire on the new clock may be
+    /// 11:50:01, sooner than a fresh cadence (a whole period on) would put
+    /// it; that arming is adopted.
+    #[test]
+    fn an_every_job_is_rebased_on_its_cadence_after_a_step_back() {
+        let config = Config::parse(
+            Path::new("/x/cronwarden.toml"),
+            "[[job]]\nname = \"e\"\nschedule = \"@every 3s\"\nshell = \"true\"\n",
+        )
+        .unwrap();
+        let mut m = Model::for_test(config);
+        m.jobs.get_mut("e").unwrap().expected_next = Some(ts("2026-12-03T12:00:06Z"));
+        let t0 = Instant::now();
+        m.apply(
+            Event::ClockJump(ClockJump {
+                at: ts("2026-12-03T11:50:00.5Z"),
+                jump_ms: -600_000,
+                jobs_due: 0,
+                fires_due: 0,
+                kind: ClockJumpKind::Step,
+            }),
+            t0,
+        );
+        m.apply(
+            Event::Schedule {
+                jobs: vec![cronwarden_shared::wire::Armed {
+                    job: "e".into(),
+                    next_fire_at: Some(ts("2026-12-03T11:50:01Z")),
+                    paused: false,
+                }],
+            },
+            t0,
+        );
+        assert_eq!(m.jobs["e"].expected_next, Some(ts("2026-12-03T11:50:01Z")));
+    }
+
+    /// The clock was stepped back while no worker ran: the new worker
+    /// (started at 11:50:00 by our clock) arms on the new clock and has no
+    /// earlier reading to report a jump against; its first schedule
+    /// re-bases us. An arming in the past is not adopted.
+    #[test]
+    fn a_new_worker_started_on_a_clock_stepped_back_rebases_us() {
+        let t0 = Instant::now();
+        let started = ts("2026-12-03T11:50:00Z");
+        let mut m = per_second();
+        m.worker_spawned_at(2, t0, started);
+        report(&mut m, "2026-12-03T11:50:01Z", "2026-12-04T10:00:00Z", t0);
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T11:50:01Z")));
+        let mut m = per_second();
+        m.worker_spawned_at(2, t0, started);
+        report(&mut m, "2026-12-03T11:40:00Z", "2026-12-04T10:00:00Z", t0);
+        assert_eq!(m.jobs["s"].expected_next, Some(ts("2026-12-03T12:00:06Z")));
+    }
+
+    fn fire(job: &str, run_id: u64, at: &str, next: &str) -> Event {
+        Event::Fire {
+            job: job.into(),
+            run_id,
+            scheduled_at: Some(ts(at)),
+            covers: vec![ts(at)],
+            trigger: Trigger::Schedule,
+            pid: 4000 + run_id as u32,
+            pipes: vec![],
+            started_at: ts(at),
+            next_fire_at: Some(ts(next)),
+        }
     }
 
     #[test]

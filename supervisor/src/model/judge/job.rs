@@ -110,7 +110,18 @@ pub(super) fn late(
 /// whose line has not arrived yet (its `fire` line follows the process's
 /// start): not a disagreement. A worker that takes fires and never reports
 /// them is caught by `worker::unreported`.
-pub(super) fn misarmed_since(j: &JobObs, worker_up: bool, clocks: Clocks) -> Option<Instant> {
+///
+/// A gap in our own judging (`last_judged` longer ago than
+/// [`MISARMED_AFTER`]: the supervisor was paused, or starved) is no time
+/// the disagreement was seen lasting: its count starts again at the first
+/// judgement after the gap, once the lines queued during it are read (one
+/// of them may be the report that settles it).
+pub(super) fn misarmed_since(
+    j: &JobObs,
+    worker_up: bool,
+    clocks: Clocks,
+    last_judged: Option<Instant>,
+) -> Option<Instant> {
     let (Some(theirs), Some(ours)) = (j.next_fire_at, j.expected_next) else {
         return None;
     };
@@ -120,7 +131,9 @@ pub(super) fn misarmed_since(j: &JobObs, worker_up: bool, clocks: Clocks) -> Opt
             .next_after(clocks.wall, Some(ours))
             .is_some_and(|next| theirs <= next);
     let misarmed = worker_up && theirs != ours && !in_flight;
-    misarmed.then(|| j.misarmed_since.unwrap_or(clocks.now))
+    let gap =
+        last_judged.is_some_and(|at| clocks.now.saturating_duration_since(at) > MISARMED_AFTER);
+    misarmed.then(|| j.misarmed_since.filter(|_| !gap).unwrap_or(clocks.now))
 }
 
 /// The armed cross-check: a disagreement that lasted [`MISARMED_AFTER`].

@@ -231,7 +231,7 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
             out.conditions
                 .extend(job::late(name, j, due_seen, w.hello_at, now));
         }
-        let since = job::misarmed_since(j, worker_up, clocks);
+        let since = job::misarmed_since(j, worker_up, clocks, m.last_judged);
         if since != j.misarmed_since {
             out.memory.misarmed_since.push((name.clone(), since));
         }

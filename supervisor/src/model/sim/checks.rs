@@ -7,7 +7,7 @@ use std::time::Duration;
 use cronwarden_shared::alert_kind::AlertKind;
 
 use super::{
-    fake_worker::Record,
+    fake_worker::{Pass, Record},
     faults::{excuses, Kind},
     World, EXCUSE_WINDOW, HEARTBEAT, KILL_MARGIN, RUN_BOUND, STALL_AFTER, STEP, UNREPORTED_AFTER,
 };
@@ -17,16 +17,15 @@ impl World {
         if kind == AlertKind::Test {
             return;
         }
-        // A backward step prolongs what an earlier fault left behind by its
-        // size: nothing repeats in the stepped-back span (the worker's next
-        // fires only move forward), so a fire left unaccounted stays so.
-        // So does a supervisor pause, by its length: nothing was acted on.
+        // A supervisor pause prolongs what an earlier fault left behind by
+        // its length: nothing was acted on. (A backward step prolongs
+        // nothing: every job here repeats within any span stepped back, so
+        // the worker arms it for a second pass on the new clock.)
         let back = |from: Duration| -> Duration {
             self.faults
                 .iter()
                 .filter(|f| f.start >= from && f.start <= self.mono)
                 .map(|f| match f.kind {
-                    Kind::WallBackward => f.by.unsigned_abs(),
                     Kind::SupervisorPause => f.end - f.start,
                     _ => Duration::ZERO,
                 })
@@ -143,9 +142,13 @@ impl World {
     }
 
     /// Every scheduled time from each job's first arming up to its
-    /// current one ends in exactly one record: the records of a job, in
-    /// order, tile its schedule with no gap and no overlap, and nothing is
-    /// still held once the store has recovered.
+    /// current one ends in exactly one record per pass over it: the
+    /// records of a job's pass, in order, tile its schedule from where the
+    /// pass started to the arming it left (the next pass's, or the current
+    /// one) with no gap and no overlap, and nothing is still held once the
+    /// store has recovered. A second pass (the clock stepped back over a
+    /// span the schedule repeats in) starts before the pass it follows
+    /// left off.
     pub(super) fn check_exactly_once(&mut self) {
         if self.active(Kind::StoreFailure).is_none() && !self.store.held.is_empty() {
             self.fail(format!(
@@ -162,29 +165,54 @@ impl World {
             .collect();
         for (name, first) in self.store.first_armed.clone() {
             let schedule = self.m.jobs[&name].spec.schedule.clone();
-            let mut recs: Vec<&Record> = all.iter().filter(|r| r.job == name).collect();
-            recs.sort_by_key(|r| r.first);
-            let mut expect = first;
-            for r in &recs {
-                if Some(r.first) != expect {
+            let passes: Vec<Pass> = self
+                .store
+                .passes
+                .iter()
+                .filter(|p| p.job == name)
+                .cloned()
+                .collect();
+            let mut start = first;
+            for pass in 0..=passes.len() {
+                let (left, next) = match passes.get(pass) {
+                    Some(p) => (p.left, Some(p.to)),
+                    None => (self.worker.arming.get(&name).copied().flatten(), None),
+                };
+                let mut recs: Vec<&Record> = all
+                    .iter()
+                    .filter(|r| r.job == name && r.pass == pass)
+                    .collect();
+                recs.sort_by_key(|r| r.first);
+                let mut expect = start;
+                for r in &recs {
+                    if Some(r.first) != expect {
+                        self.fail(format!(
+                            "job {name}, pass {pass}: a record starts at {}, the ledger expected {:?} \
+                             (a scheduled time missed or recorded twice)",
+                            r.first,
+                            expect.map(|t| t.to_string())
+                        ));
+                    }
+                    expect = schedule.next_after(r.last, Some(r.last));
+                }
+                if expect != left {
                     self.fail(format!(
-                        "job {name}: a record starts at {}, the ledger expected {:?} \
-                         (a scheduled time missed or recorded twice)",
-                        r.first,
-                        expect.map(|t| t.to_string())
+                        "job {name}, pass {pass}: records end before {:?}, but the worker armed it for {:?}",
+                        expect.map(|t| t.to_string()),
+                        left.map(|t| t.to_string())
                     ));
                 }
-                expect = schedule.next_after(r.last, Some(r.last));
+                if let Some(to) = next {
+                    if left.is_some_and(|l| l <= to) {
+                        self.fail(format!(
+                            "job {name}: a second pass from {to} does not go back before {:?}",
+                            left.map(|t| t.to_string())
+                        ));
+                    }
+                }
+                start = next;
+                self.stats.records += recs.len() as u64;
             }
-            let armed = self.worker.arming.get(&name).copied().flatten();
-            if expect != armed {
-                self.fail(format!(
-                    "job {name}: records end before {:?}, but the worker is armed for {:?}",
-                    expect.map(|t| t.to_string()),
-                    armed.map(|t| t.to_string())
-                ));
-            }
-            self.stats.records += recs.len() as u64;
         }
     }
 }

@@ -2,6 +2,14 @@
 //! due fires, arms the next, heartbeats with the digest of its arming,
 //! writes each fire's line a little after the heartbeat) and of its store
 //! (records held while the store fails, written when it recovers).
+//!
+//! Like the real worker (`worker/src/plan/clock_step.rs`), it reports a
+//! clock jump together with its arming, and after a backward step (seen
+//! in a turn, or at its start: the real one checks every stored arming
+//! when configured) a job whose schedule repeats within the span stepped
+//! back is armed on the new clock, a second pass over the span as in a
+//! DST fold. Its fake of the rule of `worker/src/plan/arming.rs` covers
+//! only that case: it never stores an arming its schedule cannot produce.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -30,6 +38,9 @@ pub(super) struct Worker {
     /// What it has armed, by job: its cursor, kept in the "store" across
     /// workers.
     pub(super) arming: BTreeMap<String, Option<Timestamp>>,
+    /// The last scheduled time each job accounted, kept in the store too:
+    /// a clock behind it was stepped back.
+    pub(super) last: BTreeMap<String, Timestamp>,
     pub(super) runs: Vec<FakeRun>,
     /// Fire lines not written yet: (when, line); the process starts after
     /// the turn, so its line follows the turn's heartbeat.
@@ -50,6 +61,18 @@ pub(super) struct Record {
     pub(super) job: String,
     pub(super) first: Timestamp,
     pub(super) last: Timestamp,
+    /// Which pass over the schedule it belongs to (see [`Pass`]).
+    pub(super) pass: usize,
+}
+
+/// A job armed back for a second pass over a span the clock was stepped
+/// back over: the records of the pass before tile the schedule up to
+/// `left` (its arming then), the next pass starts at `to`.
+#[derive(Debug, Clone)]
+pub(super) struct Pass {
+    pub(super) job: String,
+    pub(super) left: Option<Timestamp>,
+    pub(super) to: Timestamp,
 }
 
 /// The fake worker's store, kept across workers (as the real file is).
@@ -60,6 +83,14 @@ pub(super) struct Store {
     pub(super) held: Vec<Record>,
     /// Where each job's first scheduled time was, for the ledger.
     pub(super) first_armed: BTreeMap<String, Option<Timestamp>>,
+    /// Second passes, in order.
+    pub(super) passes: Vec<Pass>,
+}
+
+impl Store {
+    fn pass_of(&self, job: &str) -> usize {
+        self.passes.iter().filter(|p| p.job == job).count()
+    }
 }
 
 impl World {
@@ -76,6 +107,19 @@ impl World {
         self.worker.spawned = self.mono;
         self.worker.next_beat = self.mono;
         self.worker.last_clocks = None;
+        // The real worker checks each stored arming when configured: a
+        // clock stepped back while no worker ran is met here.
+        self.second_passes(wall);
+        self.report_schedule();
+        self.write(Event::Hello {
+            pid,
+            version: "sim".into(),
+            started_at: wall,
+        });
+    }
+
+    /// The `schedule` line: what it has armed, by job.
+    pub(super) fn report_schedule(&mut self) {
         let jobs = self
             .worker
             .arming
@@ -87,19 +131,72 @@ impl World {
             })
             .collect();
         self.write(Event::Schedule { jobs });
-        self.write(Event::Hello {
-            pid,
-            version: "sim".into(),
-            started_at: wall,
+    }
+
+    /// Arms each job whose schedule repeats within a span the clock was
+    /// stepped back over for a second pass over it (see the module doc).
+    pub(super) fn second_passes(&mut self, now: Timestamp) {
+        let names: Vec<String> = self.worker.arming.keys().cloned().collect();
+        for name in names {
+            self.second_pass(&name, now);
+        }
+    }
+
+    pub(super) fn second_pass(&mut self, name: &str, now: Timestamp) {
+        let Some(&last) = self.worker.last.get(name) else {
+            return;
+        };
+        if last <= now {
+            return;
+        }
+        let schedule = self.m.jobs[name].spec.schedule.clone();
+        // An @every cadence is kept: anchored on the last accounted time,
+        // moved back by whole periods to no later than now.
+        let period = schedule
+            .every()
+            .and_then(|p| SignedDuration::try_from(p).ok());
+        let anchor = period.map(|p| {
+            let mut a = last;
+            while a > now {
+                a -= p;
+            }
+            a
         });
+        let Some(first) = schedule.next_after(now, anchor) else {
+            return;
+        };
+        let armed = self.worker.arming.get(name).copied().flatten();
+        if armed.is_some_and(|a| a <= first) {
+            return;
+        }
+        // A schedule that fires once in the span keeps its arming: a
+        // fixed-time fire already recorded is not run twice.
+        let second = schedule.next_after(first, anchor.map(|_| first));
+        if second.is_none_or(|s| s > last) {
+            return;
+        }
+        self.store.passes.push(Pass {
+            job: name.to_string(),
+            left: armed,
+            to: first,
+        });
+        self.worker.arming.insert(name.to_string(), Some(first));
+        let pass_last = period.map_or(now, |p| first - p);
+        self.worker.last.insert(name.to_string(), pass_last);
+    }
+
+    /// Whether the worker turns: alive, and not paused (a pause begun
+    /// before it was started stopped its predecessor).
+    pub(super) fn worker_turns(&self) -> bool {
+        let paused = self
+            .active(Kind::WorkerPause)
+            .is_some_and(|(_, f)| f.start >= self.worker.spawned);
+        self.worker.alive && !paused
     }
 
     /// One turn of the fake worker.
     pub(super) fn worker_turn(&mut self) {
-        let paused = self
-            .active(Kind::WorkerPause)
-            .is_some_and(|(_, f)| f.start >= self.worker.spawned);
-        if !self.worker.alive || paused {
+        if !self.worker_turns() {
             return;
         }
         let (mono, wall) = (self.mono, self.wall());
@@ -117,7 +214,9 @@ impl World {
                 } else {
                     ClockJumpKind::Step
                 };
-                // Like the real worker: next fires only move forward.
+                if jump.is_negative() {
+                    self.second_passes(wall);
+                }
                 let jump_ms = jump.as_millis() as i64;
                 self.write(Event::ClockJump(ClockJump {
                     at: wall,
@@ -126,6 +225,7 @@ impl World {
                     fires_due: 0,
                     kind,
                 }));
+                self.report_schedule();
             }
         }
         // Fire lines of processes that have started by now (a run's
@@ -178,6 +278,7 @@ impl World {
             }
             let next = schedule.next_after(wall.max(last), Some(last));
             self.worker.arming.insert(name.clone(), next);
+            self.worker.last.insert(name.clone(), last);
             let covers = if first == last {
                 vec![first]
             } else {
@@ -188,6 +289,7 @@ impl World {
                 job: name.clone(),
                 first,
                 last,
+                pass: self.store.pass_of(&name),
             };
             if self.active(Kind::StoreFailure).is_some() {
                 self.store.held.push(rec);

@@ -45,6 +45,7 @@ fn a_misarmed_job_is_rearmed_once_then_its_worker_replaced_if_it_persists() {
     assert_eq!(replaced(&e), None);
     // Asked once per episode, and the worker has 10 s to heal it.
     for t in [4.0, 8.0, 13.001] {
+        s.tick_to(secs(t));
         s.at(secs(t)).beat(t as u64);
         let e = s.evaluate();
         assert_eq!((rearms(&e), replaced(&e)), (0, None), "at {t}s");
@@ -66,18 +67,21 @@ fn a_rearm_that_heals_ends_the_episode() {
     s.up(10);
     s.apply(armed("2026-12-03T10:05:00Z"));
     s.evaluate();
-    s.at(secs(3.5)).beat(2);
+    s.tick_to(secs(3.5));
+    s.at(secs(3.5)).beat(3);
     assert_eq!(rearms(&s.evaluate()), 1);
     // The worker re-armed it from its schedule.
     s.at(secs(4.0)).apply(armed("2026-12-03T10:01:00Z"));
     s.evaluate();
     assert_eq!(s.m.jobs["a"].rearm_sent, None);
+    s.tick_to(secs(20.0));
     s.at(secs(20.0)).beat(3);
     let e = s.evaluate();
     assert_eq!((rearms(&e), replaced(&e)), (0, None));
     // A new disagreement is a new episode: re-armed again, not replaced.
     s.apply(armed("2026-12-03T10:07:00Z"));
     s.evaluate();
+    s.tick_to(secs(23.5));
     s.at(secs(23.5));
     let e = s.evaluate();
     assert_eq!((rearms(&e), replaced(&e)), (1, None));

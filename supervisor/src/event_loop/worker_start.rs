@@ -1,0 +1,118 @@
+//! Starting the worker, and what its exit means: its runs' process
+//! groups killed, its replacement scheduled with backoff.
+
+use std::time::Duration;
+
+use cronwarden_shared::{timefmt::human_duration, wire::Command};
+use tokio::time::Instant;
+
+use super::Supervisor;
+use crate::worker_conn::{self, Launch, WorkerConn};
+
+impl Supervisor {
+    pub(super) fn start_worker(&mut self) {
+        self.restart_at = None;
+        // Saturating: the id comes from what a worker reported, which must
+        // never be able to crash the supervisor.
+        let first_run_id = self.model.max_run_id.saturating_add(1);
+        let configure = Command::Configure {
+            path: self.config().path.clone(),
+            source: self.source.text.clone(),
+            dropins: self.source.dropins.clone(),
+        };
+        let launch = Launch {
+            exe: &self.exe,
+            lock: self.lock.as_fd(),
+            log_json: self.log_json,
+            log_files: self.log_files.as_ref().map(|(d, n)| (d.as_path(), *n)),
+        };
+        // What the previous worker may have held in memory goes first.
+        let mut first = self.model.held.adopt_commands();
+        if !self.model.held.is_empty() {
+            tracing::warn!(
+                records = self.model.held.len(),
+                dropped = self.model.held.dropped,
+                "handing the previous worker's writes not confirmed stored to the new worker"
+            );
+        }
+        first.push(configure);
+        let w = match WorkerConn::start(&launch, first_run_id, first) {
+            Ok(w) => w,
+            Err(e) => {
+                let delay = self
+                    .backoff
+                    .next_delay(Duration::ZERO)
+                    .max(Duration::from_millis(100));
+                tracing::error!(
+                    "cannot start the worker: {e}; retrying in {}",
+                    human_duration(delay)
+                );
+                self.model
+                    .worker_gone(format!("could not be started: {e}"), true);
+                self.restart_at = Some(Instant::now() + delay);
+                return;
+            }
+        };
+        tracing::info!(pid = w.pid, "worker started");
+        self.model.worker_spawned(w.pid);
+        self.worker = Some(w);
+    }
+
+    /// Reaps every exited child: the worker (then schedules its
+    /// replacement) and any orphaned job process reparented to us.
+    pub(super) fn reap(&mut self) {
+        for (pid, status) in worker_conn::reap_exited() {
+            if self.worker.as_ref().is_some_and(|w| w.pid == pid) {
+                self.worker_exited(worker_conn::how_it_ended(status));
+            } else {
+                // A sink's child, or an orphan reparented to us.
+                self.reaper.reaped(pid, worker_conn::wait_code(status));
+                tracing::debug!(
+                    pid,
+                    how = worker_conn::how_it_ended(status),
+                    "reaped a child"
+                );
+            }
+        }
+    }
+
+    pub(super) fn worker_exited(&mut self, how: String) {
+        let Some(w) = self.worker.take() else { return };
+        let how = w.killed_because.unwrap_or(how);
+        self.pending.clear();
+        if self.stopping {
+            let lost = self.model.worker_gone(how.clone(), false);
+            // Orphaned runs are ours now (subreaper), or still the worker's.
+            let parents = [w.pid, std::process::id()];
+            for g in &lost {
+                self.run_groups.kill(*g, &parents);
+            }
+            self.run_groups.clear();
+            tracing::info!(pid = w.pid, "worker {how}");
+            self.publish();
+            return;
+        }
+        let lived = self
+            .model
+            .worker
+            .spawned
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        let groups = self.model.worker_gone(how.clone(), true);
+        let parents = [w.pid, std::process::id()];
+        for g in &groups {
+            // Orphaned runs: kill the whole group; we reap them as subreaper.
+            self.run_groups.kill(*g, &parents);
+        }
+        self.run_groups.clear();
+        let delay = self.backoff.next_delay(lived);
+        tracing::error!(
+            pid = w.pid,
+            lost_runs = groups.len(),
+            "worker {how}; restarting in {}",
+            human_duration(delay)
+        );
+        self.restart_at = Some(Instant::now() + delay);
+        self.publish();
+    }
+}

@@ -1,0 +1,339 @@
+//! A job's running process, however it was started: by tokio (posix_spawn,
+//! or fork for jobs with a pre-exec set-up), or by clone3 straight into its
+//! cgroup, in which case it is waited for and signalled through its pidfd.
+
+use std::{
+    ffi::{CString, OsStr, OsString},
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+        unix::{ffi::OsStrExt, process::ExitStatusExt},
+    },
+    process::ExitStatus,
+};
+
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+use crate::sys;
+
+/// One end of a job's output pipe, ours.
+pub(crate) type Pipe = pipe::Receiver;
+
+/// A job's process.
+#[derive(Debug)]
+pub(crate) enum Child {
+    Tokio(tokio::process::Child),
+    Pidfd(PidfdChild),
+}
+
+/// A process started by clone3: its pidfd (readable once it exits), and
+/// its output pipes until taken.
+#[derive(Debug)]
+pub(crate) struct PidfdChild {
+    pid: u32,
+    pidfd: AsyncFd<OwnedFd>,
+    stdout: Option<Pipe>,
+    stderr: Option<Pipe>,
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    pub fn id(&self) -> u32 {
+        match self {
+            Child::Tokio(c) => c.id().unwrap_or(0),
+            Child::Pidfd(c) => c.pid,
+        }
+    }
+
+    pub fn take_stdout(&mut self) -> Option<Pipe> {
+        match self {
+            Child::Tokio(c) => c.stdout.take().and_then(|p| adopt(p.into_owned_fd())),
+            Child::Pidfd(c) => c.stdout.take(),
+        }
+    }
+
+    pub fn take_stderr(&mut self) -> Option<Pipe> {
+        match self {
+            Child::Tokio(c) => c.stderr.take().and_then(|p| adopt(p.into_owned_fd())),
+            Child::Pidfd(c) => c.stderr.take(),
+        }
+    }
+
+    /// Waits for the process to exit and reaps it. Cancel-safe.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Child::Tokio(c) => c.wait().await,
+            Child::Pidfd(c) => c.wait().await,
+        }
+    }
+}
+
+fn adopt(fd: std::io::Result<OwnedFd>) -> Option<Pipe> {
+    fd.and_then(pipe::Receiver::from_owned_fd)
+        .inspect_err(|e| tracing::warn!("cannot read a job's output pipe: {e}"))
+        .ok()
+}
+
+impl PidfdChild {
+    /// Takes over a process started by [`sys::spawn_into_cgroup`] and the
+    /// read ends of its pipes. In the runtime's context.
+    pub fn new(
+        pid: u32,
+        pidfd: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> std::io::Result<PidfdChild> {
+        Ok(PidfdChild {
+            pid,
+            pidfd: sys::watch(pidfd)?,
+            stdout: Some(pipe::Receiver::from_owned_fd(stdout)?),
+            stderr: Some(pipe::Receiver::from_owned_fd(stderr)?),
+            status: None,
+        })
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        if let Some(st) = self.status {
+            return Ok(st);
+        }
+        loop {
+            let mut ready = self.pidfd.readable().await?;
+            match reap(self.pidfd.get_ref().as_fd(), WaitPidFlag::WNOHANG)? {
+                Some(st) => {
+                    self.status = Some(st);
+                    return Ok(st);
+                }
+                None => ready.clear_ready(),
+            }
+        }
+    }
+}
+
+impl Drop for PidfdChild {
+    /// A run abandoned before its process was reaped (`lost`): reap it
+    /// whenever it does exit, so no zombie stays for the worker's life.
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        let Ok(fd) = self.pidfd.get_ref().try_clone() else {
+            return;
+        };
+        if matches!(reap(fd.as_fd(), WaitPidFlag::WNOHANG), Ok(Some(_)) | Err(_)) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Ok(fd) = sys::watch(fd) {
+                    let _ = fd.readable().await;
+                    let _ = reap(fd.get_ref().as_fd(), WaitPidFlag::WNOHANG);
+                }
+            });
+        }
+    }
+}
+
+/// waitid on a pidfd: `None` while the process runs (with WNOHANG).
+fn reap(pidfd: BorrowedFd<'_>, flags: WaitPidFlag) -> std::io::Result<Option<ExitStatus>> {
+    let st = loop {
+        match nix::sys::wait::waitid(Id::PIDFd(pidfd), WaitPidFlag::WEXITED | flags) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r?,
+        }
+    };
+    Ok(match st {
+        WaitStatus::Exited(_, code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
+        WaitStatus::Signaled(_, sig, core) => Some(ExitStatus::from_raw(
+            sig as i32 | if core { 0x80 } else { 0 },
+        )),
+        _ => None,
+    })
+}
+
+/// What a job's process is made of, for [`sys::Exec`]: its argv, the
+/// environment (`clear`: start empty, else from ours; then `vars` in
+/// order), its working directory. Allocates, so before the clone.
+pub(crate) fn exec_for(
+    argv: &[String],
+    clear: bool,
+    vars: &[(OsString, OsString)],
+    cwd: Option<&std::path::Path>,
+    setup: sys::ChildSetup,
+) -> Option<sys::Exec> {
+    let mut env: Vec<(OsString, OsString)> = if clear {
+        vec![]
+    } else {
+        std::env::vars_os().collect()
+    };
+    for (k, v) in vars {
+        match env.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    let cstr = |s: &[u8]| CString::new(s).ok();
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<Option<Vec<_>>>()?;
+    let program = argv.first()?;
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str())
+        .unwrap_or(OsStr::new("/bin:/usr/bin"));
+    Some(sys::Exec {
+        candidates: candidates(program, path)
+            .iter()
+            .map(|p| cstr(p.as_os_str().as_bytes()))
+            .collect::<Option<_>>()?,
+        argv: argv
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<Option<_>>()?,
+        envp,
+        cwd: match cwd {
+            Some(d) => Some(cstr(d.as_os_str().as_bytes())?),
+            None => None,
+        },
+        setup,
+    })
+}
+
+/// Where execvp would look for `program`, in order.
+fn candidates(program: &str, path: &OsStr) -> Vec<std::path::PathBuf> {
+    if program.contains('/') {
+        return vec![program.into()];
+    }
+    std::env::split_paths(path)
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                std::path::PathBuf::from(".").join(program)
+            } else {
+                d.join(program)
+            }
+        })
+        .collect()
+}
+
+/// The job's pipes and /dev/null, made before the clone: (ours to read
+/// stdout, ours to read stderr, [stdin, stdout, stderr] for the child).
+pub(crate) fn stdio() -> std::io::Result<(OwnedFd, OwnedFd, [OwnedFd; 3])> {
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    // std opens with O_CLOEXEC.
+    let null = std::fs::File::open("/dev/null")?;
+    Ok((out_r, err_r, [null.into(), out_w, err_w]))
+}
+
+/// The raw numbers of the child's stdio.
+pub(crate) fn raw(fds: &[OwnedFd; 3]) -> [i32; 3] {
+    [fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_follow_execvp() {
+        assert_eq!(
+            candidates("/bin/sh", OsStr::new("/x")),
+            vec![std::path::PathBuf::from("/bin/sh")]
+        );
+        assert_eq!(
+            candidates("ls", OsStr::new("/a:/b::/c")),
+            ["/a/ls", "/b/ls", "./ls", "/c/ls"]
+                .iter()
+                .map(std::path::PathBuf::from)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_environment_is_ours_or_clean_with_the_jobs_on_top() {
+        let vars = [
+            (OsString::from("PATH"), OsString::from("/only")),
+            (OsString::from("A"), OsString::from("1")),
+            (OsString::from("A"), OsString::from("2")),
+        ];
+        let exec = exec_for(
+            &["prog".into(), "x".into()],
+            true,
+            &vars,
+            None,
+            sys::ChildSetup::default(),
+        )
+        .unwrap();
+        let envp: Vec<_> = exec.envp.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(envp, ["PATH=/only", "A=2"]);
+        assert_eq!(exec.candidates, [CString::new("/only/prog").unwrap()]);
+        let bad = [(OsString::from("NUL"), OsString::from("a\0b"))];
+        assert!(exec_for(&["p".into()], true, &bad, None, Default::default()).is_none());
+    }
+
+    /// A run cgroup in this host's writable cgroup2 hierarchy, or `None`.
+    fn run_cgroup(
+        dir: &std::path::Path,
+    ) -> Option<(crate::cgroup::Hierarchy, crate::cgroup::RunCgroup)> {
+        let h = crate::cgroup::Hierarchy::setup(dir, true).ok()?;
+        let cg = h.create_run(1, &Default::default()).ok()?;
+        Some((h, cg))
+    }
+
+    async fn spawn(
+        argv: &[&str],
+        cg: &crate::cgroup::RunCgroup,
+    ) -> std::io::Result<(Child, String)> {
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        let vars = [(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        let exec = exec_for(&argv, true, &vars, None, Default::default()).unwrap();
+        let (out_r, err_r, stdio) = stdio()?;
+        let child = match sys::spawn_into_cgroup(&exec, cg.dir()?.as_fd(), raw(&stdio)) {
+            sys::Cloned::Started { pid, pidfd } => {
+                drop(stdio);
+                Child::Pidfd(PidfdChild::new(pid, pidfd, out_r, err_r)?)
+            }
+            sys::Cloned::Failed(e) => return Err(e),
+            sys::Cloned::Unsupported(e) => panic!("clone3 unsupported here: {e}"),
+        };
+        let mut child = child;
+        let mut out = String::new();
+        let mut pipe = child.take_stdout().unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut out).await?;
+        Ok((child, out))
+    }
+
+    #[test]
+    fn clone3_starts_the_job_inside_its_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((h, cg)) = run_cgroup(dir.path()) else {
+            eprintln!("skipped: no writable cgroup2 hierarchy");
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut child, out) = spawn(&["sh", "-c", "cat /proc/self/cgroup; exit 3"], &cg)
+                .await
+                .unwrap();
+            let st = child.wait().await.unwrap();
+            assert_eq!(st.code(), Some(3));
+            let own = cg.path().file_name().unwrap().to_str().unwrap();
+            let instance = h.instance().file_name().unwrap().to_str().unwrap();
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with("0::") && l.ends_with(&format!("{instance}/{own}"))),
+                "not in its cgroup: {out}"
+            );
+            let e = spawn(&["no-such-program-here"], &cg).await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        });
+        rt.block_on(cg.finish());
+        h.remove_instance();
+    }
+}
