@@ -12,6 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use cronwarden_shared::{
+    percent,
     schedule::Schedule,
     status::ErrorReply,
     store::{Store, StoreError},
@@ -66,63 +67,14 @@ pub(super) fn error(code: StatusCode, msg: String) -> Response<Full<Bytes>> {
     json(code, &ErrorReply { error: msg })
 }
 
-/// A query parameter, undecoded (values here are numbers and RFC 3339
-/// instants, which need no percent-decoding beyond `%3A` and `+`).
+/// A query parameter, decoded leniently: its values (numbers, RFC 3339
+/// instants, a schedule, a zone) are parsed next, and a mangled one fails
+/// there with the parameter's name; `+` stays `+` (an offset).
 fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
     req.uri().query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| percent_decode(v))
+        (k == key).then(|| percent::decode_lenient_str(v))
     })
-}
-
-/// `%XX` escapes decoded (`+` stays `+`: an RFC 3339 offset); a broken
-/// escape or invalid UTF-8 is kept as it is, to fail as a bad value.
-fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| v.to_string())
-}
-
-/// A path segment, percent-decoded: the CLI encodes every byte of a job
-/// name outside `A-Za-z0-9-_.~`.
-fn decode_segment(seg: &str) -> Result<String, String> {
-    let bytes = seg.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match hex {
-                Some(b) => out.push(b),
-                None => return Err(format!("{seg:?}: '%' not followed by two hex digits")),
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{seg:?}: not UTF-8 once decoded"))
 }
 
 /// Answers one request of this instance's own clients: limits, the
@@ -145,8 +97,11 @@ pub(super) async fn route(
         return r;
     }
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let decoded: Result<Vec<String>, String> =
-        path.split('/').skip(1).map(decode_segment).collect();
+    let decoded: Result<Vec<String>, String> = path
+        .split('/')
+        .skip(1)
+        .map(percent::decode_strict)
+        .collect();
     let decoded = match decoded {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("path segment {e}")),
