@@ -47,27 +47,7 @@ pub fn encode(s: &OsStr) -> String {
 
 /// The path [`encode`] encoded; a malformed escape stays as it is.
 pub fn decode(s: &str) -> OsString {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = (b[i] == b'%')
-            .then(|| b.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(v) => {
-                out.push(v);
-                i += 3;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    OsString::from_vec(out)
+    OsString::from_vec(crate::percent::decode_lenient(s))
 }
 
 /// [`decode`], for a message.

@@ -79,24 +79,7 @@ pub(crate) fn parse(query: Option<&str>) -> Result<JobsQuery, String> {
 
 /// Percent-decodes a query component (`+` is a plus: job names may hold one).
 fn decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let b = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("{s:?}: '%' not followed by two hex digits"))?;
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?}: not UTF-8 once decoded"))
+    cronwarden_shared::percent::decode_strict(s)
 }
 
 /// Percent-encodes a job name for [`NEXT_HEADER`] (and a URL).

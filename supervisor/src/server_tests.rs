@@ -8,10 +8,12 @@ use std::{
     io::{Read, Write},
     os::unix::net::UnixStream,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use cronwarden_shared::{config::Config, store::Store};
+use jiff::Timestamp;
 use proptest::prelude::*;
 
 use super::*;
