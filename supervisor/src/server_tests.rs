@@ -451,13 +451,12 @@ proptest! {
         // server rightly waits for the request, until its header timeout.
         prop_assume!(req.iter().any(|b| *b != b'\r' && *b != b'\n'));
         thread_local!(static SERVER: TestServer = start());
-        let started = Instant::now();
         let reply = SERVER.with(|s| exchange(s, &req));
-        let took = started.elapsed();
+        // A request the server left hanging would meet the header timeout,
+        // where hyper closes the connection without a reply: a well-formed
+        // reply is the proof it was answered, with no clock to read (a
+        // timing bound here failed on a loaded machine, not on the server).
         let reply = reply.map_err(|e| TestCaseError::fail(format!("{:?}: {e}", String::from_utf8_lossy(&req))))?;
-        // Below the header timeout (5 s), which is what a request that
-        // hung would hit; the margin is for a loaded machine.
-        prop_assert!(took < Duration::from_secs(4), "took {took:?}");
         let line = req.split(|b| *b == b'\r').next().unwrap_or_default();
         let line = String::from_utf8_lossy(line).to_string();
         let known = ["GET /v1/", "HEAD /v1/", "POST /v1/", "GET http://x/v1/", "HEAD http://x/v1/", "POST http://x/v1/"]
