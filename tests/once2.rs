@@ -224,6 +224,16 @@ fn a_double_fault_repeats_fires_only_in_one_catch_up_that_says_so() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("may repeat: run(s) {} (", catch_up.id)),
+        "audit names the catch-up in doubt: {text}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("may repeat: run(s) {} (", catch_up.id)),
+        "audit names the catch-up in doubt: {text}"
+    );
     assert_eq!(sup.stop(LONG), 0);
     let stopped = now_unix();
     assert_eq!(flagged(&env), vec![catch_up.id], "a second run in doubt");

@@ -564,6 +564,12 @@ pub struct AuditReport {
     pub unexpected: Vec<Timestamp>,
     /// Records by outcome (`success`, `skipped:overlap`, …).
     pub outcomes: BTreeMap<String, usize>,
+    /// Ids of the catch-up runs in the window that may have repeated fires
+    /// (`RunRecord::may_repeat`: both processes died while the store
+    /// failed). The ledger holds one record per time, as the invariant
+    /// asks; these say where a job may have run twice all the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_repeat: Vec<u64>,
     pub ok: bool,
 }
 

@@ -59,6 +59,7 @@ pub fn audit(
     let mut seen: BTreeMap<Timestamp, usize> = BTreeMap::new();
     let mut outcomes = BTreeMap::new();
     let mut counted = 0;
+    let mut may_repeat = vec![];
     for r in records {
         let in_window: Vec<Timestamp> = r
             .covers
@@ -70,6 +71,9 @@ pub fn audit(
             continue;
         }
         counted += 1;
+        if r.may_repeat {
+            may_repeat.push(r.id);
+        }
         let key = match r.skip_reason {
             Some(reason) => format!(
                 "skipped:{}",
@@ -132,6 +136,10 @@ pub fn audit(
         duplicated,
         unexpected,
         outcomes,
+        may_repeat: {
+            may_repeat.sort_unstable();
+            may_repeat
+        },
     })
 }
 
@@ -223,6 +231,7 @@ mod tests {
         .unwrap();
         assert!(ok.ok, "{ok:?}");
         assert_eq!(ok.expected, 5);
+        assert!(ok.may_repeat.is_empty());
         let bad = audit(
             "j",
             &s,
@@ -241,5 +250,26 @@ mod tests {
         assert_eq!(bad.duplicated.len(), 1);
         assert_eq!(bad.missing.len(), 4);
         assert_eq!(bad.unexpected.len(), 1);
+    }
+
+    #[test]
+    fn a_catch_up_that_may_repeat_is_named_and_the_invariant_still_judged() {
+        let s = Schedule::parse("0 * * * *", &TimeZone::UTC).unwrap();
+        let mut catch_up = rec(7, &["2026-11-24T01:00:00Z", "2026-11-24T02:00:00Z"]);
+        catch_up.may_repeat = true;
+        let mut outside = rec(9, &["2026-11-25T00:00:00Z"]);
+        outside.may_repeat = true;
+        let r = audit(
+            "j",
+            &s,
+            None,
+            &[outside, rec(1, &["2026-11-24T00:00:00Z"]), catch_up],
+            "2026-11-24T00:00:00Z".parse().unwrap(),
+            "2026-11-24T02:00:00Z".parse().unwrap(),
+            &unbounded(),
+        )
+        .unwrap();
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.may_repeat, vec![7], "only the run in the window");
     }
 }

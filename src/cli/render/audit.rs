@@ -30,6 +30,15 @@ pub(crate) fn audit(out: &mut dyn Write, r: &AuditReport, color: bool) -> std::i
             writeln!(out, "  {key}: {} ({}{more})", list.len(), shown.join(", "))?;
         }
     }
+    if !r.may_repeat.is_empty() {
+        let ids: Vec<String> = r.may_repeat.iter().map(u64::to_string).collect();
+        writeln!(
+            out,
+            "  may repeat: run(s) {} (catch-ups after both processes died while the store \
+             failed: a fire they cover may have run before, under the dead worker)",
+            ids.join(", ")
+        )?;
+    }
     writeln!(
         out,
         "  invariant {}",
@@ -63,5 +72,23 @@ mod tests {
              missing: 1 (2026-12-01T02:00:00Z)\n  \
              invariant BROKEN\n"
         );
+    }
+
+    #[test]
+    fn a_catch_up_that_may_repeat_is_named_beside_a_holding_invariant() {
+        let report: AuditReport = serde_json::from_value(json!({
+            "job": "tick", "from": "2026-12-01T00:00:00Z", "to": "2026-12-01T00:00:02Z",
+            "expected": 3, "records": 2, "missing": [], "duplicated": [], "unexpected": [],
+            "outcomes": { "success": 2 }, "may_repeat": [41], "ok": true
+        }))
+        .unwrap();
+        let mut out = vec![];
+        assert_eq!(audit(&mut out, &report, false).unwrap(), 0);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("  may repeat: run(s) 41 (catch-ups"),
+            "{text}"
+        );
+        assert!(text.ends_with("  invariant holds\n"), "{text}");
     }
 }
