@@ -480,6 +480,10 @@ pub struct StatusReport {
     /// The last wall-clock jumps the worker noticed (newest last).
     #[serde(default)]
     pub clock_jumps: Vec<ClockJump>,
+    /// The hosts sharing the ledger (store = postgres) as this host's
+    /// worker last listed them; empty for a single host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<crate::cluster::Peer>,
 }
 
 impl StatusReport {
@@ -500,6 +504,7 @@ impl StatusReport {
             alerts: self.alerts.clone(),
             sinks: self.sinks.clone(),
             clock_jumps: self.clock_jumps.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -522,6 +527,10 @@ pub struct StatusSummary {
     pub sinks: Vec<SinkHealth>,
     #[serde(default)]
     pub clock_jumps: Vec<ClockJump>,
+    /// The hosts sharing the ledger (store = postgres) as this host's
+    /// worker last listed them; empty for a single host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<crate::cluster::Peer>,
 }
 
 impl StatusSummary {
@@ -536,6 +545,7 @@ impl StatusSummary {
             alerts: self.alerts,
             sinks: self.sinks,
             clock_jumps: self.clock_jumps,
+            peers: self.peers,
         }
     }
 }
@@ -690,6 +700,13 @@ mod tests {
                 fires_due: 61,
                 kind: ClockJumpKind::Suspend,
             }],
+            peers: vec![crate::cluster::Peer {
+                host: "db-b".into(),
+                last_seen: ts("2026-11-22T09:59:58Z"),
+                skew_ms: -12,
+                claimed_last_hour: 30,
+                alive: true,
+            }],
         };
         assert_eq!(
             serde_json::to_value(&s).unwrap(),
@@ -707,7 +724,9 @@ mod tests {
                             "summary": "backup has not fired since 03:00 (5m late)" } ],
               "sinks": [],
               "clock_jumps": [ { "at": "2026-11-22T09:00:00Z", "jump_ms": 3600000, "jobs_due": 2,
-                                 "fires_due": 61, "kind": "suspend" } ] })
+                                 "fires_due": 61, "kind": "suspend" } ],
+              "peers": [ { "host": "db-b", "last_seen": "2026-11-22T09:59:58Z", "skew_ms": -12,
+                           "claimed_last_hour": 30, "alive": true } ] })
         );
         let back: StatusReport = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);
@@ -753,6 +772,7 @@ mod tests {
             alerts: vec![],
             sinks: vec![],
             clock_jumps: vec![],
+            peers: vec![],
         };
         let v = serde_json::to_value(report.summary()).unwrap();
         assert_eq!(v["jobs_total"], 3);

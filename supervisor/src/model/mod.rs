@@ -583,6 +583,11 @@ impl Model {
             alerts: self.alerts.list(),
             sinks: self.sinks.clone(),
             clock_jumps: self.clock_jumps.iter().cloned().collect(),
+            peers: self
+                .cluster
+                .as_ref()
+                .map(|c| c.peers.clone())
+                .unwrap_or_default(),
         }
     }
 }

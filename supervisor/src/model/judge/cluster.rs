@@ -165,8 +165,19 @@ mod tests {
             resolved.contains(&AlertKind::JobDefinitionDiffers),
             "{resolved:?}"
         );
-        m.apply(Event::Cluster(health(Some(3000), &[])), t0);
+        // The status lists the peers of the last report, the only source.
+        let mut with_peer = health(Some(3000), &[]);
+        with_peer.peers = vec![cronwarden_shared::cluster::Peer {
+            host: "h2".into(),
+            last_seen: wall,
+            skew_ms: 1,
+            claimed_last_hour: 9,
+            alive: true,
+        }];
+        m.apply(Event::Cluster(with_peer.clone()), t0);
+        assert_eq!(m.status(t0, wall).peers, with_peer.peers);
         m.worker_spawned_at(7, t0, wall);
         assert!(m.cluster.is_none());
+        assert!(m.status(t0, wall).peers.is_empty());
     }
 }
