@@ -399,6 +399,10 @@ impl Thread {
                     self.flush_finishes();
                 }
                 Ok(Request::Defs(defs)) => {
+                    // A job reloaded with another definition (or gone)
+                    // is judged afresh at its next claim.
+                    self.differs
+                        .retain(|job, (ours, _)| defs.iter().any(|(j, h)| j == job && h == ours));
                     self.defs = Some(defs);
                     self.publish_defs();
                 }
