@@ -46,6 +46,10 @@ const STOPPING: &str = "the worker stopped before the claim was answered";
 /// Clock skew against the database above this is logged as an error.
 pub(crate) const SKEW_BOUND: Duration = Duration::from_secs(2);
 
+/// The hosts are listed at most this often: the query counts each host's
+/// claims of the last hour, and claims wait behind it on the thread.
+const PEERS_EVERY: Duration = Duration::from_secs(10);
+
 /// What the claim thread is asked.
 enum Request {
     Claim(Claim, Instant),
@@ -360,6 +364,7 @@ struct Thread {
     differs: BTreeMap<String, (String, String)>,
     /// The hosts as last listed.
     peers: Vec<cronwarden_shared::cluster::Peer>,
+    next_peers: Instant,
 }
 
 impl Thread {
@@ -381,6 +386,7 @@ impl Thread {
             skew_ms: None,
             differs: BTreeMap::new(),
             peers: Vec::new(),
+            next_peers: Instant::now(),
         }
     }
 
@@ -556,7 +562,8 @@ impl Thread {
     /// skew, the differing definitions, the peers. The peers are the
     /// last known when the database is unreachable now.
     fn report(&mut self) {
-        let peers = if self.ledger.is_some() {
+        let peers = if self.ledger.is_some() && Instant::now() >= self.next_peers {
+            self.next_peers = Instant::now() + PEERS_EVERY;
             match self.with(|l| l.peers()) {
                 Ok(p) => Some(p),
                 Err(e) => {
