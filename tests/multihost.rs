@@ -492,3 +492,75 @@ fn the_ledger_over_tls_checks_the_servers_certificate() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
+
+/// A host whose definition of a job differs from the other two hosts'
+/// alerts on it (`job_definition_differs`, status degraded) and lists
+/// the hosts in its status; the hosts that agree stay ok.
+#[test]
+fn a_differing_definition_on_one_host_is_an_alert_there_and_status_lists_the_hosts() {
+    let pg = match PgCluster::start() {
+        Ok(pg) => pg,
+        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    };
+    pg.client("postgres")
+        .batch_execute("CREATE DATABASE cw")
+        .unwrap();
+    let url = pg.url("cw");
+    let dir = tempfile::tempdir().unwrap();
+    let stamp_file = dir.path().join("stamps");
+    let agree: Vec<Env> = ["h0", "h1"]
+        .iter()
+        .map(|h| host(h, &url, &stamp_file))
+        .collect();
+    let _sups: Vec<Supervisor> = agree.iter().map(Env::start).collect();
+    for h in &agree {
+        h.wait_ok(LONG);
+    }
+    // Started once the other two published theirs: they are the most.
+    let odd = Env::new(&format!(
+        "store = {url:?}\nhost = \"h2\"\nlease = \"3s\"\n\
+         [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\noverlap = \"allow\"\n\
+         shell = \"true\"\n"
+    ));
+    let _odd_sup = odd.start();
+    let status = wait_until(
+        "h2 alerts on its differing definition of tick",
+        LONG,
+        || {
+            let s = odd.status().1?;
+            s["alerts"]
+                .as_array()?
+                .iter()
+                .any(|a| a["kind"] == "job_definition_differs" && a["job"] == "tick")
+                .then_some(s)
+        },
+    );
+    assert_eq!(status["state"], "degraded", "{status}");
+    let hosts = wait_until("h2's status lists the three hosts", LONG, || {
+        let s = odd.status().1?;
+        let hosts: Vec<String> = s["peers"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["host"].as_str().map(String::from))
+            .collect();
+        (hosts.len() == 3).then_some(hosts)
+    });
+    assert_eq!(hosts, ["h0", "h1", "h2"]);
+    // The hosts that agree run the fires and alert on nothing of it.
+    let s = agree[0].status().1.expect("h0's status");
+    assert!(
+        !s["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "job_definition_differs"),
+        "{s}"
+    );
+    let h0 = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["host"] == "h0")
+        .cloned();
+    assert!(h0.is_some_and(|p| p["alive"] == true), "{s}");
+}

@@ -39,6 +39,13 @@ pub enum AlertKind {
     /// The wall clock was stepped or the host suspended (info, for a
     /// while after it was seen; it changes no state).
     ClockJumped,
+    /// This host's clock is off the shared ledger's database clock by
+    /// more than the bound (store = postgres): its fires are early or
+    /// late against the other hosts'.
+    ClusterClockSkew,
+    /// A job's definition on this host differs from the one most live
+    /// hosts hold (store = postgres): its fires are not claimed here.
+    JobDefinitionDiffers,
     /// Sent by `cronwarden alerts test`.
     Test,
 }
@@ -65,6 +72,8 @@ impl AlertKind {
         AlertKind::StoreRecordsDropped,
         AlertKind::AlertDeliveryFailed,
         AlertKind::ClockJumped,
+        AlertKind::ClusterClockSkew,
+        AlertKind::JobDefinitionDiffers,
         AlertKind::Test,
     ];
 
@@ -89,6 +98,8 @@ impl AlertKind {
             AlertKind::StoreRecordsDropped => "store_records_dropped",
             AlertKind::AlertDeliveryFailed => "alert_delivery_failed",
             AlertKind::ClockJumped => "clock_jumped",
+            AlertKind::ClusterClockSkew => "cluster_clock_skew",
+            AlertKind::JobDefinitionDiffers => "job_definition_differs",
             AlertKind::Test => "test",
         }
     }

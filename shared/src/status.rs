@@ -480,6 +480,10 @@ pub struct StatusReport {
     /// The last wall-clock jumps the worker noticed (newest last).
     #[serde(default)]
     pub clock_jumps: Vec<ClockJump>,
+    /// The hosts sharing the ledger (store = postgres) as this host's
+    /// worker last listed them; empty for a single host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<crate::cluster::Peer>,
 }
 
 impl StatusReport {
@@ -500,6 +504,7 @@ impl StatusReport {
             alerts: self.alerts.clone(),
             sinks: self.sinks.clone(),
             clock_jumps: self.clock_jumps.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -522,6 +527,10 @@ pub struct StatusSummary {
     pub sinks: Vec<SinkHealth>,
     #[serde(default)]
     pub clock_jumps: Vec<ClockJump>,
+    /// The hosts sharing the ledger (store = postgres) as this host's
+    /// worker last listed them; empty for a single host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<crate::cluster::Peer>,
 }
 
 impl StatusSummary {
@@ -536,6 +545,7 @@ impl StatusSummary {
             alerts: self.alerts,
             sinks: self.sinks,
             clock_jumps: self.clock_jumps,
+            peers: self.peers,
         }
     }
 }

@@ -92,6 +92,13 @@ fn status_json_is_pinned() {
             fires_due: 61,
             kind: ClockJumpKind::Suspend,
         }],
+        peers: vec![crate::cluster::Peer {
+            host: "db-b".into(),
+            last_seen: ts("2026-11-22T09:59:58Z"),
+            skew_ms: -12,
+            claimed_last_hour: 30,
+            alive: true,
+        }],
     };
     assert_eq!(
         serde_json::to_value(&s).unwrap(),
@@ -109,7 +116,9 @@ fn status_json_is_pinned() {
                         "summary": "backup has not fired since 03:00 (5m late)" } ],
           "sinks": [],
           "clock_jumps": [ { "at": "2026-11-22T09:00:00Z", "jump_ms": 3600000, "jobs_due": 2,
-                             "fires_due": 61, "kind": "suspend" } ] })
+                             "fires_due": 61, "kind": "suspend" } ],
+          "peers": [ { "host": "db-b", "last_seen": "2026-11-22T09:59:58Z", "skew_ms": -12,
+                       "claimed_last_hour": 30, "alive": true } ] })
     );
     let back: StatusReport = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
     assert_eq!(back, s);
@@ -155,6 +164,7 @@ fn summary_counts_every_state_and_round_trips() {
         alerts: vec![],
         sinks: vec![],
         clock_jumps: vec![],
+        peers: vec![],
     };
     let v = serde_json::to_value(report.summary()).unwrap();
     assert_eq!(v["jobs_total"], 3);

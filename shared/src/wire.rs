@@ -74,6 +74,36 @@ pub struct RunProgress {
     pub last_line: String,
 }
 
+/// What the worker's claim thread last learnt from the shared ledger.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    /// This host's name in the ledger.
+    pub host: String,
+    /// This host's wall clock minus the database's, in milliseconds, at
+    /// the last beat that reached the database (none yet: unmeasured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_ms: Option<i64>,
+    /// Skew beyond this many milliseconds either way is alerted.
+    pub skew_bound_ms: u64,
+    /// Jobs whose definition here differs from the one most live hosts
+    /// hold: their fires are not claimed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differs: Vec<DefinitionDiffers>,
+    /// Every host the ledger knows (this one too), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<crate::cluster::Peer>,
+}
+
+/// A job this host holds another definition of than most live hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionDiffers {
+    pub job: String,
+    /// This host's definition hash.
+    pub ours: String,
+    /// The one most live hosts hold.
+    pub theirs: String,
+}
+
 /// Worker → supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -157,6 +187,10 @@ pub enum Event {
     CommandFailed { command: String, error: String },
     /// The wall clock jumped; fires it skipped go through the misfire rules.
     ClockJump(crate::status::ClockJump),
+    /// This host's view of the shared ledger (store = postgres), sent at
+    /// each beat of the claim thread: the whole state, so a lost one is
+    /// made good by the next.
+    Cluster(ClusterHealth),
     /// One line a running job wrote (`log_output` or not), for
     /// `cronwarden logs -f`: only the lines within the output log budget
     /// are sent, and `held_back` counts those of this run left out before
@@ -479,6 +513,28 @@ mod tests {
                     kind: crate::status::ClockJumpKind::Step,
                 }),
                 json!({"type": "clock_jump", "at": "2026-11-22T10:00:00Z", "jump_ms": 30000, "jobs_due": 1, "fires_due": 30, "kind": "step"}),
+            ),
+            (
+                Event::Cluster(ClusterHealth {
+                    host: "h1".into(),
+                    skew_ms: Some(-2500),
+                    skew_bound_ms: 2000,
+                    differs: vec![DefinitionDiffers {
+                        job: "a".into(),
+                        ours: "aa".into(),
+                        theirs: "bb".into(),
+                    }],
+                    peers: vec![crate::cluster::Peer {
+                        host: "h2".into(),
+                        last_seen: ts("2026-11-22T10:00:00Z"),
+                        skew_ms: 3,
+                        claimed_last_hour: 12,
+                        alive: true,
+                    }],
+                }),
+                json!({"type": "cluster", "host": "h1", "skew_ms": -2500, "skew_bound_ms": 2000,
+                       "differs": [{"job": "a", "ours": "aa", "theirs": "bb"}],
+                       "peers": [{"host": "h2", "last_seen": "2026-11-22T10:00:00Z", "skew_ms": 3, "claimed_last_hour": 12, "alive": true}]}),
             ),
         ];
         for (ev, want) in cases {

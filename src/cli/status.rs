@@ -243,6 +243,7 @@ mod tests {
                 .collect(),
             sinks: vec![],
             clock_jumps: vec![],
+            peers: vec![],
         }
     }
 

@@ -26,7 +26,7 @@ use cronwarden_shared::{
     config::{ClusterConfig, Config, Overlap},
     status::{Outcome, RunRecord, SkipReason, Trigger},
     store::Write,
-    wire::Event,
+    wire::{ClusterHealth, DefinitionDiffers, Event},
     VERSION,
 };
 use jiff::Timestamp;
@@ -46,6 +46,10 @@ const STOPPING: &str = "the worker stopped before the claim was answered";
 /// Clock skew against the database above this is logged as an error.
 pub(crate) const SKEW_BOUND: Duration = Duration::from_secs(2);
 
+/// The hosts are listed at most this often: the query counts each host's
+/// claims of the last hour, and claims wait behind it on the thread.
+const PEERS_EVERY: Duration = Duration::from_secs(10);
+
 /// What the claim thread is asked.
 enum Request {
     Claim(Claim, Instant),
@@ -53,11 +57,16 @@ enum Request {
     Defs(Vec<(String, String)>),
 }
 
-/// A claim's answer, for [`Cluster::resolve`].
+/// What the claim thread tells the loop, for [`Cluster::resolve`]: a
+/// claim's answer, or (at each beat) what it learnt of the ledger, for
+/// the supervisor.
 #[derive(Debug)]
-pub(crate) struct Answer {
-    run_id: u64,
-    result: Result<ClaimOutcome, String>,
+pub(crate) enum Answer {
+    Claim {
+        run_id: u64,
+        result: Result<ClaimOutcome, String>,
+    },
+    Health(ClusterHealth),
 }
 
 /// A run waiting for its claim: the spawn and its `running` record.
@@ -162,7 +171,7 @@ impl Cluster {
                 exclusive: matches!(spawn.job.overlap, Overlap::Skip | Overlap::Queue),
             };
             if self.tx.send(Request::Claim(claim, Instant::now())).is_err() {
-                let _ = self.answers.send(Answer {
+                let _ = self.answers.send(Answer::Claim {
                     run_id: id,
                     result: Err("the claim thread is not running".into()),
                 });
@@ -180,12 +189,19 @@ impl Cluster {
         now: Timestamp,
         fx: &mut Effects,
     ) -> Option<(String, u64)> {
-        let Some(Held { mut spawn, insert }) = self.held.remove(&answer.run_id) else {
-            if let Ok(ClaimOutcome::Won(_)) = answer.result {
+        let (run_id, result) = match answer {
+            Answer::Claim { run_id, result } => (run_id, result),
+            Answer::Health(h) => {
+                fx.events.push(Event::Cluster(h));
+                return None;
+            }
+        };
+        let Some(Held { mut spawn, insert }) = self.held.remove(&run_id) else {
+            if let Ok(ClaimOutcome::Won(_)) = result {
                 // Won after the worker gave up on it (stopping): it never
                 // runs, and the ledger says so rather than keep its lease.
                 let _ = self.tx.send(Request::Finish {
-                    run_id: answer.run_id,
+                    run_id,
                     outcome: SkipReason::WorkerDown.as_str(),
                 });
             }
@@ -193,7 +209,7 @@ impl Cluster {
         };
         let job = spawn.job.name.clone();
         let id = spawn.record.id;
-        let (reason, error) = match answer.result {
+        let (reason, error) = match result {
             Ok(ClaimOutcome::Won(won)) => {
                 let mut insert = insert;
                 if won != spawn.record.covers {
@@ -283,7 +299,7 @@ impl Cluster {
         let ids: Vec<u64> = self.held.keys().copied().collect();
         ids.into_iter()
             .filter_map(|run_id| {
-                let answer = Answer {
+                let answer = Answer::Claim {
                     run_id,
                     result: Err(STOPPING.into()),
                 };
@@ -341,6 +357,14 @@ struct Thread {
     defs: Option<Vec<(String, String)>>,
     next_connect: Instant,
     skew_reported: bool,
+    /// The last skew measured, milliseconds.
+    skew_ms: Option<i64>,
+    /// Jobs whose last claim was refused for a differing definition:
+    /// (ours, theirs); a claim that goes through clears its job.
+    differs: BTreeMap<String, (String, String)>,
+    /// The hosts as last listed.
+    peers: Vec<cronwarden_shared::cluster::Peer>,
+    next_peers: Instant,
 }
 
 impl Thread {
@@ -359,6 +383,10 @@ impl Thread {
             defs: None,
             next_connect: Instant::now(),
             skew_reported: false,
+            skew_ms: None,
+            differs: BTreeMap::new(),
+            peers: Vec::new(),
+            next_peers: Instant::now(),
         }
     }
 
@@ -377,6 +405,10 @@ impl Thread {
                     self.flush_finishes();
                 }
                 Ok(Request::Defs(defs)) => {
+                    // A job reloaded with another definition (or gone)
+                    // is judged afresh at its next claim.
+                    self.differs
+                        .retain(|job, (ours, _)| defs.iter().any(|(j, h)| j == job && h == ours));
                     self.defs = Some(defs);
                     self.publish_defs();
                 }
@@ -450,17 +482,28 @@ impl Thread {
             ))
         } else {
             fail::fail_point!("worker::claim_fail", |_| {
-                let _ = self.answers.send(Answer {
+                let _ = self.answers.send(Answer::Claim {
                     run_id,
                     result: Err("fault injection".into()),
                 });
             });
             self.with(|l| l.claim(&claim))
         };
-        if let Ok(ClaimOutcome::Won(_)) = &result {
-            self.running.insert(run_id);
+        match &result {
+            Ok(ClaimOutcome::Won(_)) => {
+                self.running.insert(run_id);
+                self.differs.remove(&claim.job);
+            }
+            Ok(ClaimOutcome::Differs { theirs }) => {
+                self.differs
+                    .insert(claim.job.clone(), (claim.hash.clone(), theirs.clone()));
+            }
+            Ok(ClaimOutcome::Taken { .. } | ClaimOutcome::Busy { .. }) => {
+                self.differs.remove(&claim.job);
+            }
+            Err(_) => {}
         }
-        let _ = self.answers.send(Answer { run_id, result });
+        let _ = self.answers.send(Answer::Claim { run_id, result });
     }
 
     fn publish_defs(&mut self) {
@@ -507,10 +550,49 @@ impl Thread {
                     tracing::error!(skew_ms = beat.skew_us / 1000, "this host's clock is off the database's by more than {}s: fires are late or early against the other hosts", SKEW_BOUND.as_secs());
                 }
                 self.skew_reported = skew > SKEW_BOUND;
+                self.skew_ms = Some(beat.skew_us / 1000);
                 self.flush_finishes();
             }
             Err(e) => tracing::warn!("shared ledger beat failed: {e}"),
         }
+        self.report();
+    }
+
+    /// Tells the supervisor (through the loop) what the ledger says: the
+    /// skew, the differing definitions, the peers. The peers are the
+    /// last known when the database is unreachable now.
+    fn report(&mut self) {
+        let peers = if self.ledger.is_some() && Instant::now() >= self.next_peers {
+            self.next_peers = Instant::now() + PEERS_EVERY;
+            match self.with(|l| l.peers()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("cannot list the shared ledger's hosts: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(p) = peers {
+            self.peers = p;
+        }
+        let health = ClusterHealth {
+            host: self.cfg.host.clone(),
+            skew_ms: self.skew_ms,
+            skew_bound_ms: SKEW_BOUND.as_millis() as u64,
+            differs: self
+                .differs
+                .iter()
+                .map(|(job, (ours, theirs))| DefinitionDiffers {
+                    job: job.clone(),
+                    ours: ours.clone(),
+                    theirs: theirs.clone(),
+                })
+                .collect(),
+            peers: self.peers.clone(),
+        };
+        let _ = self.answers.send(Answer::Health(health));
     }
 }
 

@@ -47,6 +47,7 @@ pub(crate) fn status(
         None => writeln!(out, "worker: not running, restarts {}", r.worker.restarts)?,
     }
     jobs_table(out, &r.jobs, now, color)?;
+    peers_table(out, r, now, color)?;
     if !r.alerts.is_empty() {
         writeln!(out)?;
         let rows: Vec<Vec<String>> = r
@@ -71,6 +72,39 @@ pub(crate) fn status(
         )?;
     }
     Ok(())
+}
+
+/// The hosts of the shared ledger (store = postgres), when there are.
+fn peers_table(
+    out: &mut dyn Write,
+    r: &StatusReport,
+    now: Timestamp,
+    color: bool,
+) -> std::io::Result<()> {
+    if r.peers.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let rows: Vec<Vec<String>> = r
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.host.clone(),
+                if p.alive { "alive" } else { "silent" }.to_string(),
+                relative(Some(p.last_seen), now),
+                p.claimed_last_hour.to_string(),
+                format!("{} ms", p.skew_ms),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["HOST", "STATE", "LAST SEEN", "FIRES (1H)", "SKEW"],
+        &rows,
+        &[],
+        color,
+    )
 }
 
 /// `cronwarden jobs`: the table alone, or "no jobs".
@@ -190,7 +224,49 @@ mod tests {
             alerts: vec![],
             sinks: vec![],
             clock_jumps: vec![],
+            peers: vec![],
         }
+    }
+
+    /// With a shared ledger the hosts are listed: name, alive or not,
+    /// last seen, fires claimed in the last hour; a single host lists none.
+    #[test]
+    fn the_peers_of_a_shared_ledger_are_listed() {
+        let now = at("2026-12-01T12:00:00Z");
+        let mut r = report();
+        let mut plain = vec![];
+        status(&mut plain, &r, now, false).unwrap();
+        assert!(!String::from_utf8(plain).unwrap().contains("HOST"));
+        r.peers = vec![
+            cronwarden_shared::cluster::Peer {
+                host: "db-a".into(),
+                last_seen: at("2026-12-01T11:59:58Z"),
+                skew_ms: 4,
+                claimed_last_hour: 57,
+                alive: true,
+            },
+            cronwarden_shared::cluster::Peer {
+                host: "db-b".into(),
+                last_seen: at("2026-12-01T11:00:00Z"),
+                skew_ms: -3100,
+                claimed_last_hour: 0,
+                alive: false,
+            },
+        ];
+        let mut out = vec![];
+        status(&mut out, &r, now, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let a = text.lines().find(|l| l.starts_with("db-a")).expect(&text);
+        assert!(
+            a.contains("alive") && a.contains(" 57 ") && a.contains("4 ms"),
+            "{a}"
+        );
+        let b = text.lines().find(|l| l.starts_with("db-b")).expect(&text);
+        assert!(b.contains("silent") && b.contains("-3100 ms"), "{b}");
+        assert!(
+            b.contains(&relative(Some(at("2026-12-01T11:00:00Z")), now)),
+            "{b}"
+        );
     }
 
     #[test]

@@ -129,6 +129,7 @@ impl Model {
                 tracing::warn!(command, "worker refused a command: {error}");
             }
             Event::ClockJump(j) => self.clock_jumped(j, now),
+            Event::Cluster(h) => self.cluster = Some(h),
             // Answered by the supervisor's control path before the model.
             Event::Reply { .. } => {}
             // Kept for followers by the loop; nothing to judge.

@@ -182,6 +182,10 @@ pub struct Model {
     /// expectation onto that pass again; the disagreement it makes asks
     /// for the schedule, and that report re-bases us once more.
     pub rebase_after_jump: Option<(Timestamp, Instant)>,
+    /// The current worker's last report of the shared ledger (store =
+    /// postgres); forgotten when a worker is spawned, whose claim thread
+    /// reports afresh at its first beat.
+    pub cluster: Option<cronwarden_shared::wire::ClusterHealth>,
     /// Counters and histograms for `/metrics`.
     pub(crate) counters: counters::Counters,
     /// Runs started and ended since the supervisor last drained this (for pings).
@@ -220,6 +224,7 @@ impl Model {
             clock_jumps: VecDeque::new(),
             last_clock_jump: None,
             rebase_after_jump: None,
+            cluster: None,
             counters: Default::default(),
             run_events: vec![],
             last_judged: None,
@@ -293,6 +298,7 @@ impl Model {
         self.worker.started_at = Some(wall);
         self.worker.spawned = Some(now);
         self.worker.hello = false;
+        self.cluster = None;
         self.worker.last_heartbeat = None;
         self.worker.seq = None;
         self.worker.last_good_turn = None;
@@ -577,6 +583,11 @@ impl Model {
             alerts: self.alerts.list(),
             sinks: self.sinks.clone(),
             clock_jumps: self.clock_jumps.iter().cloned().collect(),
+            peers: self
+                .cluster
+                .as_ref()
+                .map(|c| c.peers.clone())
+                .unwrap_or_default(),
         }
     }
 }

@@ -101,7 +101,7 @@ fn a_won_claim_starts_the_run_for_the_times_it_won_and_its_end_is_recorded() {
     c.hold(&mut fx);
     let _ = rx.try_recv();
     let mut fx = Effects::default();
-    let answer = Answer {
+    let answer = Answer::Claim {
         run_id: 7,
         result: Ok(ClaimOutcome::Won(vec![t(3)])),
     };
@@ -147,7 +147,7 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
     c.hold(&mut fx);
     while rx.try_recv().is_ok() {}
     let mut fx = Effects::default();
-    let taken = Answer {
+    let taken = Answer::Claim {
         run_id: 1,
         result: Ok(ClaimOutcome::Taken { host: "b".into() }),
     };
@@ -162,7 +162,7 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
         }]
     ));
     let mut fx = Effects::default();
-    let failed = Answer {
+    let failed = Answer::Claim {
         run_id: 2,
         result: Err("connection refused".into()),
     };
@@ -184,7 +184,7 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
     c.hold(&mut fx);
     while rx.try_recv().is_ok() {}
     let mut fx = Effects::default();
-    let busy = Answer {
+    let busy = Answer::Claim {
         run_id: 5,
         result: Ok(ClaimOutcome::Busy {
             host: "b".into(),
@@ -216,7 +216,7 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
         )]
     );
     // An answer for a run given up: a won claim is ended in the ledger.
-    let late = Answer {
+    let late = Answer::Claim {
         run_id: 3,
         result: Ok(ClaimOutcome::Won(vec![t(3)])),
     };
@@ -236,8 +236,28 @@ fn a_claim_the_thread_cannot_take_fails_closed() {
     c.hold(&mut fx);
     assert!(fx.spawns.is_empty());
     let answer = answers.try_recv().expect("an answer at once");
-    assert!(answer.result.is_err());
+    assert!(matches!(&answer, Answer::Claim { result: Err(_), .. }));
     let mut fx = Effects::default();
     assert!(c.resolve(answer, t(2), &mut fx).is_some());
     assert!(fx.spawns.is_empty());
+}
+
+/// The thread's report of the ledger goes to the supervisor as is, and
+/// touches no run.
+#[test]
+fn a_health_report_is_passed_to_the_supervisor() {
+    let (mut c, _rx, _answers) = cluster();
+    let h = cronwarden_shared::wire::ClusterHealth {
+        host: "h1".into(),
+        skew_ms: Some(2500),
+        skew_bound_ms: 2000,
+        differs: vec![],
+        peers: vec![],
+    };
+    let mut fx = Effects::default();
+    assert!(c
+        .resolve(Answer::Health(h.clone()), t(2), &mut fx)
+        .is_none());
+    assert_eq!(fx.events, [Event::Cluster(h)]);
+    assert!(fx.spawns.is_empty() && fx.writes.is_empty());
 }

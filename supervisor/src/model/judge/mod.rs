@@ -16,6 +16,7 @@
 //! judgement made only to answer a status request is never adopted.
 
 mod clock_jump;
+mod cluster;
 mod durability;
 mod heal;
 mod job;
@@ -175,6 +176,8 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
     out.conditions.extend(worker::delivery_failed(&m.sinks));
     out.conditions
         .extend(clock_jump::recent(m.last_clock_jump.as_ref(), now));
+    out.conditions
+        .extend(cluster::conditions(m.cluster.as_ref()));
 
     // The replacement decisions: a stall first (its deadline is the
     // loop's timer), else a worker failing for too long.
