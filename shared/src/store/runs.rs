@@ -162,16 +162,7 @@ pub(super) fn parse_outcome(s: &str) -> Outcome {
 }
 
 fn skip_text(r: Option<SkipReason>) -> Option<&'static str> {
-    r.map(|r| match r {
-        SkipReason::Overlap => "overlap",
-        SkipReason::Misfire => "misfire",
-        SkipReason::Paused => "paused",
-        SkipReason::WorkerDown => "worker_down",
-        SkipReason::Removed => "removed",
-        SkipReason::StoreUnavailable => "store_unavailable",
-        SkipReason::Peer => "peer",
-        SkipReason::DefinitionDiffers => "definition_differs",
-    })
+    r.map(SkipReason::as_str)
 }
 
 pub(super) fn parse_skip(s: Option<String>) -> Option<SkipReason> {

@@ -45,17 +45,9 @@ pub(crate) const SKIP_REASONS: &[SkipReason] = &[
     SkipReason::DefinitionDiffers,
 ];
 
+/// The reason's word in metrics and pages: the JSON's ([`SkipReason::as_str`]).
 pub(crate) fn reason_str(r: SkipReason) -> &'static str {
-    match r {
-        SkipReason::Overlap => "overlap",
-        SkipReason::Misfire => "misfire",
-        SkipReason::Paused => "paused",
-        SkipReason::WorkerDown => "worker_down",
-        SkipReason::Removed => "removed",
-        SkipReason::StoreUnavailable => "store_unavailable",
-        SkipReason::Peer => "peer",
-        SkipReason::DefinitionDiffers => "definition_differs",
-    }
+    r.as_str()
 }
 
 #[derive(Debug, Default, Clone)]
