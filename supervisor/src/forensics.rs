@@ -221,6 +221,17 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
+        // Between fork and exec the child is still a copy of this test
+        // binary: wait (bounded) until it is `sleep`.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .as_deref()
+            != Some("sleep\n")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
         let procs = process_group(pid);
         let _ = child.kill();
         let _ = child.wait();
