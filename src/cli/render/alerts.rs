@@ -30,7 +30,11 @@ pub(crate) fn alerts(
                 relative(Some(a.opened_at), now),
                 match a.resolved_at {
                     Some(t) => format!("resolved {}", relative(Some(t), now)),
-                    None => "open".into(),
+                    // Several hosts: the one that delivers it.
+                    None => match &a.owner {
+                        Some(h) => format!("open, owner {h}"),
+                        None => "open".into(),
+                    },
                 },
                 a.summary.clone(),
             ]

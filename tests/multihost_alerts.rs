@@ -1,0 +1,152 @@
+//! Several hosts on one PostgreSQL ledger (issue 19), end to end, for
+//! what the hosts share beyond the fires: one alert per condition of a
+//! job's fires across hosts (delivered by its owner only, taken over when
+//! the owner dies or resolves), and `cronwarden audit` across hosts.
+
+use std::{fs, path::Path, time::Duration};
+
+use nix::sys::signal::Signal;
+
+use crate::{
+    multihost::{signal_host, worker_pid, PgCluster},
+    util::{skip, wait_until, Env, Supervisor},
+};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A database of a cluster of the test's own, or why there is none.
+fn database() -> Result<(PgCluster, String), String> {
+    let pg = PgCluster::start()?;
+    pg.client("postgres")
+        .batch_execute("CREATE DATABASE cw")
+        .map_err(|e| e.to_string())?;
+    let url = pg.url("cw");
+    Ok((pg, url))
+}
+
+/// A host whose per-second job fails until `flag` exists, with an exec
+/// sink appending "host event kind job" to `sent` (shared by the hosts).
+fn failing_host(name: &str, url: &str, flag: &Path, sent: &Path) -> Env {
+    Env::new(&format!(
+        "store = {url:?}\nhost = {name:?}\nlease = \"3s\"\n\
+         [[job]]\nname = \"flaky\"\nschedule = \"* * * * * *\"\noverlap = \"allow\"\n\
+         shell = 'test -e {flag}'\n\
+         [[alert]]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"echo \\\"$CRONWARDEN_ALERT_HOST $CRONWARDEN_ALERT_EVENT $CRONWARDEN_ALERT_KIND $CRONWARDEN_ALERT_JOB\\\" >> {sent}\"]\n",
+        flag = flag.display(),
+        sent = sent.display()
+    ))
+}
+
+/// The `job_failing` notices delivered, in order: (host, event).
+fn delivered(sent: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(sent)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.get(2) == Some(&"job_failing")).then(|| (w[0].to_string(), w[1].to_string()))
+        })
+        .collect()
+}
+
+fn opened_by(events: &[(String, String)]) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| e.1 == "opened")
+        .map(|e| e.0.as_str())
+        .collect()
+}
+
+/// The owner every host in `hosts` names for its open `job_failing`
+/// alert, once they all have it open and agree on one that is not `not`.
+fn agreed_owner(hosts: &[&Env], not: &str) -> String {
+    wait_until("every host shows job_failing with one owner", LONG, || {
+        let owners: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                let s = h.status().1?;
+                let a = s["alerts"]
+                    .as_array()?
+                    .iter()
+                    .find(|a| a["kind"] == "job_failing" && a["job"] == "flaky")?
+                    .clone();
+                a["owner"].as_str().map(String::from)
+            })
+            .collect::<Option<_>>()?;
+        owners
+            .iter()
+            .all(|o| *o == owners[0] && o != not)
+            .then(|| owners[0].clone())
+    })
+}
+
+#[test]
+fn a_job_failing_on_every_host_is_paged_once_and_taken_over_when_its_owner_dies() {
+    let (pg, url) = match database() {
+        Ok(d) => d,
+        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (flag, sent) = (dir.path().join("fixed"), dir.path().join("sent"));
+    let names = ["h0", "h1", "h2"];
+    let hosts: Vec<Env> = names
+        .iter()
+        .map(|h| failing_host(h, &url, &flag, &sent))
+        .collect();
+    let mut sups: Vec<Supervisor> = hosts.iter().map(Env::start).collect();
+    let workers: Vec<u32> = hosts.iter().map(worker_pid).collect();
+
+    // Every host has the condition open; one owns it and pages, once.
+    let all: Vec<&Env> = hosts.iter().collect();
+    let owner = agreed_owner(&all, "");
+    let first = wait_until("the owner's page", LONG, || {
+        let d = delivered(&sent);
+        (!d.is_empty()).then_some(d)
+    });
+    assert_eq!(opened_by(&first), [owner.as_str()], "{first:?}");
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // The owner dies, worker and all: once its lease runs out another
+    // host takes the alert over and pages from there.
+    let dead = names.iter().position(|n| *n == owner).unwrap();
+    signal_host(&sups[dead], workers[dead], Signal::SIGKILL);
+    let _ = sups[dead].child.wait();
+    let after = wait_until("a peer takes the alert over", LONG, || {
+        let d = delivered(&sent);
+        (d.len() > 1).then_some(d)
+    });
+    assert_eq!(after[1].1, "opened", "{after:?}");
+    assert_ne!(after[1].0, owner, "{after:?}");
+    let living: Vec<&Env> = (0..3).filter(|i| *i != dead).map(|i| &hosts[i]).collect();
+    assert_eq!(agreed_owner(&living, &owner), after[1].0);
+    assert_eq!(opened_by(&delivered(&sent)).len(), 2, "{after:?}");
+
+    // Fixed: the alert resolves on every host; the pages end resolved,
+    // and never two were open at once (a host that still had it open
+    // when the owner resolved takes it over: a hand-over).
+    fs::write(&flag, "").unwrap();
+    wait_until("job_failing resolved on every living host", LONG, || {
+        living
+            .iter()
+            .all(|h| h.open_alerts().iter().all(|(k, _)| k != "job_failing"))
+            .then_some(())
+    });
+    let events = wait_until("the last page resolved", LONG, || {
+        let d = delivered(&sent);
+        (d.last().is_some_and(|e| e.1 == "resolved")).then_some(d)
+    });
+    let mut open = 0;
+    for (i, (host, event)) in events.iter().enumerate().skip(1) {
+        match event.as_str() {
+            "opened" => open += 1,
+            "resolved" => open -= 1,
+            e => panic!("unexpected event {e}: {events:?}"),
+        }
+        assert!(
+            (0..=1).contains(&open) && *host != owner,
+            "page {i} leaves {open} open: {events:?}"
+        );
+    }
+    assert_eq!(open, 0, "{events:?}");
+    drop(pg);
+}
