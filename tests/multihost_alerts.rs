@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use crate::{
     multihost::{signal_host, worker_pid, PgCluster},
-    util::{skip, wait_until, Env, Supervisor},
+    util::{now_unix, skip, wait_until, Env, Supervisor},
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -149,4 +149,86 @@ fn a_job_failing_on_every_host_is_paged_once_and_taken_over_when_its_owner_dies(
     }
     assert_eq!(open, 0, "{events:?}");
     drop(pg);
+}
+/// `cronwarden audit JOB` with a postgres `store`: the job's fires across
+/// hosts from the ledger, each with the host that ran it.
+#[test]
+fn audit_across_hosts_proves_each_fire_once_and_names_the_hosts() {
+    let (_pg, url) = match database() {
+        Ok(d) => d,
+        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    };
+    let hosts: Vec<Env> = ["h0", "h1"]
+        .iter()
+        .map(|h| {
+            Env::new(&format!(
+                "store = {url:?}\nhost = {h:?}\nlease = \"3s\"\n\
+                 [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\noverlap = \"allow\"\n\
+                 shell = \"true\"\n"
+            ))
+        })
+        .collect();
+    let _sups: Vec<Supervisor> = hosts.iter().map(Env::start).collect();
+    for h in &hosts {
+        h.wait_ok(LONG);
+    }
+    let from = now_unix() + 1;
+    let to = from + 5;
+    // The window is over, and its last fire claimed and finished.
+    wait_until("the window's fires run", LONG, || {
+        (now_unix() > to + 2).then_some(())
+    });
+    let rfc = |t: i64| jiff::Timestamp::from_second(t).unwrap().to_string();
+    let config = hosts[1].config.to_str().unwrap().to_string();
+    let args = [
+        "audit",
+        "tick",
+        "--config",
+        &config,
+        "--from",
+        &rfc(from),
+        "--to",
+        &rfc(to),
+    ];
+    let out = hosts[1].cmd(&[&args[..], &["--json"]].concat());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit --json: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["expected"], 6, "{report:#}");
+    let fires = report["fires"].as_array().unwrap();
+    assert_eq!(fires.len(), 6, "{report:#}");
+    for (i, f) in fires.iter().enumerate() {
+        assert_eq!(f["scheduled_for"], rfc(from + i as i64), "{report:#}");
+        assert!(["h0", "h1"].contains(&f["host"].as_str().unwrap()), "{f}");
+        assert_eq!(f["state"], "finished", "{f}");
+    }
+    // Before any host ran it: every time missing, exit 1.
+    let (before, before_end) = (rfc(from - 30), rfc(from - 21));
+    let out = hosts[0].cmd(&[
+        "audit",
+        "tick",
+        "--config",
+        &config,
+        "--from",
+        &before,
+        "--to",
+        &before_end,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("MISSING 10"), "{text}");
+    let text = hosts[1].cmd(&args);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("exactly once"), "{text}");
+    assert!(
+        fires
+            .iter()
+            .all(|f| text.contains(f["host"].as_str().unwrap())),
+        "{text}"
+    );
 }

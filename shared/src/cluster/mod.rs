@@ -22,7 +22,7 @@ mod claim;
 pub mod schema;
 mod tls;
 
-pub use audit::{FireRow, MAX_ROWS};
+pub use audit::{audit_job, FireRow, JobAudit, LIST_AT_MOST, MAX_EXPECTED, MAX_ROWS};
 pub use claim::{Claim, ClaimOutcome};
 
 /// A fire's time in SQL, from a bigint microseconds parameter.
