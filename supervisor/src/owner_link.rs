@@ -39,6 +39,8 @@ pub struct Answer {
 
 pub struct Link {
     tx: SyncSender<Ask>,
+    /// Questions dropped on a full queue (logged at powers of two).
+    dropped: std::cell::Cell<u64>,
 }
 
 impl Link {
@@ -50,15 +52,26 @@ impl Link {
             .name("alert-owners".into())
             .spawn(move || run(&cfg, &rx, &answers))
             .expect("spawn alert ownership thread");
-        (Link { tx }, answers_rx)
+        (
+            Link {
+                tx,
+                dropped: Default::default(),
+            },
+            answers_rx,
+        )
     }
 
     /// Queues a question; never waits.
     pub fn ask(&self, ask: Ask) {
         if let Err(TrySendError::Full(a)) = self.tx.try_send(ask) {
-            tracing::warn!(
-                "alert ownership: {QUEUE} questions wait for the database; dropped {a:?} (alerts go out without an owner meanwhile)"
-            );
+            let dropped = self.dropped.get() + 1;
+            self.dropped.set(dropped);
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped,
+                    "alert ownership: {QUEUE} questions wait for the database; dropped {a:?} (alerts go out without an owner meanwhile)"
+                );
+            }
         }
     }
 }
@@ -73,6 +86,10 @@ fn run(cfg: &ClusterConfig, rx: &Receiver<Ask>, answers: &mpsc::Sender<Answer>) 
     let mut ledger: Option<Ledger> = None;
     let mut releases: VecDeque<Key> = VecDeque::new();
     let mut failing: Option<String> = None;
+    // A database that cannot be reached is tried again after RETRY_EVERY,
+    // not once per question: meanwhile questions are answered at once
+    // with the last error (the loop then delivers without an owner).
+    let mut down_since: Option<(std::time::Instant, String)> = None;
     let mut report = |r: Result<(), LedgerError>, ledger: &mut Option<Ledger>| match r {
         Ok(()) => {
             if failing.take().is_some() {
@@ -102,20 +119,30 @@ fn run(cfg: &ClusterConfig, rx: &Receiver<Ask>, answers: &mpsc::Sender<Answer>) 
         if let Some(Ask::Release(k)) = &ask {
             releases.push_back(k.clone());
         }
-        let connected = match ledger.as_mut() {
-            Some(l) => Ok(l),
-            None => Ledger::connect(cfg).map(|l| ledger.insert(l)),
+        let connected = match (ledger.as_mut(), &down_since) {
+            (Some(l), _) => Ok(l),
+            (None, Some((at, e))) if at.elapsed() < RETRY_EVERY => Err(e.clone()),
+            (None, _) => Ledger::connect(cfg).map(|l| ledger.insert(l)).map_err(|e| {
+                let text = e.to_string();
+                down_since = Some((std::time::Instant::now(), text.clone()));
+                report(Err(e), &mut None);
+                text
+            }),
         };
         let l = match connected {
-            Ok(l) => l,
+            Ok(l) => {
+                down_since = None;
+                l
+            }
             Err(e) => {
                 if let Some(Ask::Own(key)) = ask {
-                    let owner = Err(e.to_string());
-                    if answers.blocking_send(Answer { key, owner }).is_err() {
+                    if answers
+                        .blocking_send(Answer { key, owner: Err(e) })
+                        .is_err()
+                    {
                         return;
                     }
                 }
-                report(Err(e), &mut ledger);
                 continue;
             }
         };
@@ -146,5 +173,37 @@ fn run(cfg: &ClusterConfig, rx: &Receiver<Ask>, answers: &mpsc::Sender<Answer>) 
             }
         }
         report(result, &mut ledger);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cronwarden_shared::alert_kind::AlertKind;
+
+    /// A database nobody serves: every question is answered with the
+    /// error (the second from the remembered one, without connecting), so
+    /// the loop delivers without an owner.
+    #[test]
+    fn an_unreachable_database_answers_with_its_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (link, mut answers) = Link::start(ClusterConfig {
+            url: format!("postgres://nobody@127.0.0.1:{port}/none"),
+            host: "h0".into(),
+            lease: Duration::from_secs(30),
+        });
+        let key = (AlertKind::JobFailing, Some("j".to_string()));
+        for _ in 0..2 {
+            link.ask(Ask::Release(key.clone()));
+            link.ask(Ask::Own(key.clone()));
+            let a = answers.blocking_recv().expect("an answer");
+            assert_eq!(a.key, key);
+            let e = a.owner.unwrap_err();
+            assert!(e.contains("connect"), "{e}");
+        }
     }
 }
