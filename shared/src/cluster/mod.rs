@@ -6,7 +6,9 @@
 //! transaction committed (fail closed).
 //!
 //! Everything here is blocking (the `postgres` crate): the worker calls it
-//! from its own claim thread, never from the scheduling loop. Times that
+//! from its own claim thread, never from the scheduling loop, and the
+//! supervisor (alert ownership) from a thread of its own, never from its
+//! loop; the CLI (`cluster`, `audit`) directly. Times that
 //! key rows travel as whole microseconds since the epoch, so a fire's key
 //! is exact; leases and `last_seen` use the database's clock (`now()`),
 //! so a host whose clock is off cannot stretch or cut them.
