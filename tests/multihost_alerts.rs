@@ -1,7 +1,8 @@
 //! Several hosts on one PostgreSQL ledger (issue 19), end to end, for
 //! what the hosts share beyond the fires: one alert per condition of a
 //! job's fires across hosts (delivered by its owner only, taken over when
-//! the owner dies or resolves), and `cronwarden audit` across hosts.
+//! the owner dies or resolves; every host pages when the ledger cannot
+//! say who owns it), and `cronwarden audit` across hosts.
 
 use std::{fs, path::Path, time::Duration};
 
@@ -37,6 +38,29 @@ fn failing_host(name: &str, url: &str, flag: &Path, sent: &Path) -> Env {
     ))
 }
 
+/// Hosts `names` of [`failing_host`] on a database of their own, with the
+/// directory of the flag (`fixed`, absent) and the pages (`sent`).
+fn failing_hosts(names: &[&str]) -> Result<(PgCluster, tempfile::TempDir, Vec<Env>), String> {
+    let (pg, url) = database()?;
+    let dir = tempfile::tempdir().unwrap();
+    let (flag, sent) = (dir.path().join("fixed"), dir.path().join("sent"));
+    let hosts = names
+        .iter()
+        .map(|h| failing_host(h, &url, &flag, &sent))
+        .collect();
+    Ok((pg, dir, hosts))
+}
+
+/// The open `job_failing` alert of a host's status.
+fn failing_alert(env: &Env) -> Option<serde_json::Value> {
+    let s = env.status().1?;
+    s["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["kind"] == "job_failing" && a["job"] == "flaky")
+        .cloned()
+}
+
 /// The `job_failing` notices delivered, in order: (host, event).
 fn delivered(sent: &Path) -> Vec<(String, String)> {
     fs::read_to_string(sent)
@@ -63,15 +87,7 @@ fn agreed_owner(hosts: &[&Env], not: &str) -> String {
     wait_until("every host shows job_failing with one owner", LONG, || {
         let owners: Vec<String> = hosts
             .iter()
-            .map(|h| {
-                let s = h.status().1?;
-                let a = s["alerts"]
-                    .as_array()?
-                    .iter()
-                    .find(|a| a["kind"] == "job_failing" && a["job"] == "flaky")?
-                    .clone();
-                a["owner"].as_str().map(String::from)
-            })
+            .map(|h| failing_alert(h)?["owner"].as_str().map(String::from))
             .collect::<Option<_>>()?;
         owners
             .iter()
@@ -82,17 +98,12 @@ fn agreed_owner(hosts: &[&Env], not: &str) -> String {
 
 #[test]
 fn a_job_failing_on_every_host_is_paged_once_and_taken_over_when_its_owner_dies() {
-    let (pg, url) = match database() {
+    let names = ["h0", "h1", "h2"];
+    let (pg, dir, hosts) = match failing_hosts(&names) {
         Ok(d) => d,
         Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
     };
-    let dir = tempfile::tempdir().unwrap();
     let (flag, sent) = (dir.path().join("fixed"), dir.path().join("sent"));
-    let names = ["h0", "h1", "h2"];
-    let hosts: Vec<Env> = names
-        .iter()
-        .map(|h| failing_host(h, &url, &flag, &sent))
-        .collect();
     let mut sups: Vec<Supervisor> = hosts.iter().map(Env::start).collect();
     let workers: Vec<u32> = hosts.iter().map(worker_pid).collect();
 
@@ -150,6 +161,42 @@ fn a_job_failing_on_every_host_is_paged_once_and_taken_over_when_its_owner_dies(
     assert_eq!(open, 0, "{events:?}");
     drop(pg);
 }
+
+/// The ledger cannot say who owns an alert (here its table is gone while
+/// the fires are still claimed): every host with the condition pages
+/// (fail open), and shows no owner.
+#[test]
+fn without_an_answer_on_ownership_every_host_pages() {
+    let (pg, dir, hosts) = match failing_hosts(&["h0", "h1"]) {
+        Ok(d) => d,
+        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    };
+    let (flag, sent) = (dir.path().join("fixed"), dir.path().join("sent"));
+    fs::write(&flag, "").unwrap();
+    let _sups: Vec<Supervisor> = hosts.iter().map(Env::start).collect();
+    for h in &hosts {
+        h.wait_ok(LONG);
+    }
+    // Once a host has made the tables.
+    let mut db = pg.client("cw");
+    wait_until("the ledger's tables", LONG, || {
+        db.batch_execute("ALTER TABLE cw_alerts RENAME TO cw_alerts_gone")
+            .ok()
+    });
+    fs::remove_file(&flag).unwrap();
+    let pages = wait_until("both hosts page job_failing", LONG, || {
+        let d = delivered(&sent);
+        let mut by: Vec<&str> = opened_by(&d);
+        by.sort_unstable();
+        (by == ["h0", "h1"]).then(|| d.clone())
+    });
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    for h in &hosts {
+        let a = failing_alert(h);
+        assert!(a.as_ref().is_some_and(|a| a["owner"].is_null()), "{a:?}");
+    }
+}
+
 /// `cronwarden audit JOB` with a postgres `store`: the job's fires across
 /// hosts from the ledger, each with the host that ran it.
 #[test]
