@@ -23,7 +23,7 @@ use crate::util::{free_port, kill, now_unix, skip, wait_until, Env, Supervisor};
 const LONG: Duration = Duration::from_secs(60);
 
 /// A PostgreSQL cluster of the test's own; stopped and removed on drop.
-struct PgCluster {
+pub(crate) struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
@@ -32,7 +32,7 @@ struct PgCluster {
 
 impl PgCluster {
     /// `Err(why)` when no PostgreSQL server binaries are installed here.
-    fn start() -> Result<PgCluster, String> {
+    pub(crate) fn start() -> Result<PgCluster, String> {
         let bin = fs::read_dir("/usr/lib/postgresql")
             .map_err(|e| format!("no /usr/lib/postgresql ({e})"))?
             .flatten()
@@ -125,11 +125,11 @@ impl PgCluster {
         self.pg_start().unwrap();
     }
 
-    fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!("postgres://root@127.0.0.1:{}/{db}", self.port)
     }
 
-    fn client(&self, db: &str) -> postgres::Client {
+    pub(crate) fn client(&self, db: &str) -> postgres::Client {
         wait_until("a connection to the test's PostgreSQL", LONG, || {
             postgres::Client::connect(&self.url(db), postgres::NoTls).ok()
         })
@@ -288,12 +288,12 @@ fn winner_after(path: &Path, hosts: &[Env], t: i64, not: &[usize]) -> usize {
 }
 
 /// Stops (or continues, or kills) a host's supervisor and worker.
-fn signal_host(sup: &Supervisor, worker: u32, sig: Signal) {
+pub(crate) fn signal_host(sup: &Supervisor, worker: u32, sig: Signal) {
     kill(worker, sig);
     kill(sup.pid(), sig);
 }
 
-fn worker_pid(env: &Env) -> u32 {
+pub(crate) fn worker_pid(env: &Env) -> u32 {
     wait_until("a worker pid", LONG, || {
         env.status().1?["worker"]["pid"].as_u64().map(|p| p as u32)
     })

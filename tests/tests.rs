@@ -21,6 +21,7 @@ mod ledger_store;
 mod logs;
 mod metrics;
 mod multihost;
+mod multihost_alerts;
 mod once;
 mod once2;
 mod operator;

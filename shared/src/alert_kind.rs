@@ -104,6 +104,39 @@ impl AlertKind {
         }
     }
 
+    /// Whether the kind is one condition across hosts sharing a ledger
+    /// (store = postgres): a condition about the job's fires, which any
+    /// host may run, so one host (the owner in `cw_alerts`) delivers it.
+    /// The rest are about this host (its worker, its store, its clock,
+    /// its definitions, its arming) and stay per host. Exhaustive, so a
+    /// new kind must be placed.
+    pub fn cluster_wide(self) -> bool {
+        match self {
+            AlertKind::JobLate
+            | AlertKind::JobTimeout
+            | AlertKind::JobLost
+            | AlertKind::JobFailing
+            | AlertKind::JobOverlapStreak
+            | AlertKind::JobZeroOutputStreak => true,
+            AlertKind::WorkerStalled
+            | AlertKind::WorkerFailing
+            | AlertKind::WorkerCrashLoop
+            | AlertKind::WorkerRestarted
+            | AlertKind::WorkerMisarmed
+            | AlertKind::WorkerDown
+            | AlertKind::WorkerHeartbeatOverdue
+            | AlertKind::JobMisarmed
+            | AlertKind::ConfigReloadFailed
+            | AlertKind::StoreError
+            | AlertKind::StoreRecordsDropped
+            | AlertKind::AlertDeliveryFailed
+            | AlertKind::ClockJumped
+            | AlertKind::ClusterClockSkew
+            | AlertKind::JobDefinitionDiffers
+            | AlertKind::Test => false,
+        }
+    }
+
     /// The names, comma-separated, for error messages.
     fn names() -> String {
         AlertKind::ALL

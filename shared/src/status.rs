@@ -362,6 +362,12 @@ pub struct Alert {
     #[serde(default)]
     pub resolved_at: Option<Timestamp>,
     pub summary: String,
+    /// Several hosts (store = postgres), a condition of the job's fires:
+    /// the host that delivers it to the sinks (this one or a peer); absent
+    /// for a single host, a per-host kind, or while the ledger has not
+    /// answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -83,6 +83,7 @@ fn status_json_is_pinned() {
             opened_at: ts("2026-11-22T03:01:00Z"),
             resolved_at: None,
             summary: "backup has not fired since 03:00 (5m late)".into(),
+            owner: None,
         }],
         sinks: vec![],
         clock_jumps: vec![ClockJump {

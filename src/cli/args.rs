@@ -169,7 +169,8 @@ pub(crate) enum Cmd {
         conn: Conn,
     },
     /// Prove the ledger: every scheduled time of JOB in the window has exactly
-    /// one record. Exit 1 when it does not.
+    /// one record (several hosts: across them, with the host that ran each,
+    /// read from the config's postgres `store`). Exit 1 when it does not.
     #[command(
         after_help = "Examples:\n  cronwarden audit backup\n  cronwarden audit backup --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z --json\n  cronwarden audit old-report --schedule '0 6 * * *'   (a job removed from the config)"
     )]

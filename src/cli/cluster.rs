@@ -10,37 +10,15 @@
 use std::{collections::BTreeMap, io::Write, path::Path, process::ExitCode};
 
 use cronwarden_shared::{
-    cluster::{FireRow, Ledger, Peer},
+    cluster::{audit_job, FireRow, JobAudit, Ledger, Peer},
     config::Config,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-/// Times listed per job at most (the count says how many there are).
-const LIST_AT_MOST: usize = 20;
-/// The most scheduled times computed per job.
-const MAX_EXPECTED: usize = 100_000;
 /// The default window ends this far back, so fires being claimed now are
 /// not counted missing.
-const SETTLE: SignedDuration = SignedDuration::from_secs(5);
-
-#[derive(Serialize)]
-struct JobAudit {
-    job: String,
-    expected: usize,
-    /// Rows by state (`finished`, `running`, `lost`, `skipped`).
-    states: BTreeMap<String, usize>,
-    /// Runs by host.
-    hosts: BTreeMap<String, usize>,
-    missing: usize,
-    missing_first: Vec<Timestamp>,
-    /// Rows for times the schedule does not have (a changed schedule).
-    unexpected: usize,
-    /// `running` with the lease run out and nobody to record it lost.
-    stale: Vec<FireRow>,
-    /// The expected times were cut at the bound.
-    truncated: bool,
-}
+pub(crate) const SETTLE: SignedDuration = SignedDuration::from_secs(5);
 
 #[derive(Serialize)]
 struct Report {
@@ -73,26 +51,13 @@ pub(crate) fn cluster(
         return Ok(ExitCode::from(2));
     };
     let now = Timestamp::now();
-    let parse = |k: &str, v: Option<&str>, default: Timestamp| match v {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<Timestamp>()
-            .map_err(|_| format!("cronwarden: --{k}: {v:?} is not an RFC 3339 instant")),
-    };
     let to_default = now.checked_sub(SETTLE).unwrap_or(now);
     let from_default = to_default
         .checked_sub(SignedDuration::from_hours(1))
         .unwrap_or(to_default);
-    let (from, to) = match (
-        parse("from", from, from_default),
-        parse("to", to, to_default),
-    ) {
-        (Ok(f), Ok(t)) if f <= t => (f, t),
-        (Ok(_), Ok(_)) => {
-            eprintln!("cronwarden: --from is after --to");
-            return Ok(ExitCode::from(2));
-        }
-        (Err(e), _) | (_, Err(e)) => {
+    let (from, to) = match window(from, to, from_default, to_default) {
+        Ok(w) => w,
+        Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
@@ -105,7 +70,7 @@ pub(crate) fn cluster(
         }
     };
     let peers = ledger.peers()?;
-    let rows = ledger.fires(from, to)?;
+    let rows = ledger.fires(None, from, to)?;
     let mut by_job: BTreeMap<&str, Vec<&FireRow>> = BTreeMap::new();
     for r in &rows {
         by_job.entry(&r.job).or_default().push(r);
@@ -118,7 +83,7 @@ pub(crate) fn cluster(
             audit_job(&j.name, &j.schedule, from, to, &rows)
         })
         .collect();
-    let ok = jobs.iter().all(|j| j.missing == 0 && j.stale.is_empty());
+    let ok = jobs.iter().all(JobAudit::ok);
     let report = Report {
         store: cfg.redacted(),
         from,
@@ -141,61 +106,28 @@ pub(crate) fn cluster(
     })
 }
 
-fn audit_job(
-    name: &str,
-    schedule: &cronwarden_shared::schedule::Schedule,
-    from: Timestamp,
-    to: Timestamp,
-    rows: &[&FireRow],
-) -> JobAudit {
-    let mut expected = vec![];
-    // The first time at or after `from`.
-    let mut cursor = from
-        .checked_sub(SignedDuration::from_nanos(1))
-        .ok()
-        .and_then(|f| schedule.next_after(f, None));
-    while let Some(t) = cursor.filter(|t| *t <= to) {
-        if expected.len() >= MAX_EXPECTED {
-            break;
-        }
-        expected.push(t);
-        cursor = schedule.next_after(t, Some(t));
+/// The window `[from, to]` of `--from` and `--to` (RFC 3339), each
+/// defaulting as given; the error is for stderr (exit 2).
+pub(crate) fn window(
+    from: Option<&str>,
+    to: Option<&str>,
+    from_default: Timestamp,
+    to_default: Timestamp,
+) -> Result<(Timestamp, Timestamp), String> {
+    let parse = |k: &str, v: Option<&str>, default: Timestamp| match v {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<Timestamp>()
+            .map_err(|_| format!("cronwarden: --{k}: {v:?} is not an RFC 3339 instant")),
+    };
+    let (from, to) = (
+        parse("from", from, from_default)?,
+        parse("to", to, to_default)?,
+    );
+    if from > to {
+        return Err("cronwarden: --from is after --to".into());
     }
-    let truncated = expected.len() >= MAX_EXPECTED;
-    let have: std::collections::BTreeSet<Timestamp> =
-        rows.iter().map(|r| r.scheduled_for).collect();
-    let missing: Vec<Timestamp> = expected
-        .iter()
-        .copied()
-        .filter(|t| !have.contains(t))
-        .collect();
-    let expected_set: std::collections::BTreeSet<Timestamp> = expected.iter().copied().collect();
-    let mut states = BTreeMap::new();
-    let mut hosts = BTreeMap::new();
-    for r in rows {
-        *states.entry(r.state.clone()).or_default() += 1;
-        if r.state != "skipped" {
-            *hosts.entry(r.host.clone()).or_default() += 1;
-        }
-    }
-    JobAudit {
-        job: name.to_string(),
-        expected: expected.len(),
-        states,
-        hosts,
-        missing: missing.len(),
-        missing_first: missing.into_iter().take(LIST_AT_MOST).collect(),
-        unexpected: rows
-            .iter()
-            .filter(|r| !expected_set.contains(&r.scheduled_for))
-            .count(),
-        stale: rows
-            .iter()
-            .filter(|r| r.lease_expired)
-            .map(|r| (*r).clone())
-            .collect(),
-        truncated,
-    }
+    Ok((from, to))
 }
 
 fn render(o: &mut impl Write, r: &Report, now: Timestamp) -> std::io::Result<()> {
@@ -214,50 +146,61 @@ fn render(o: &mut impl Write, r: &Report, now: Timestamp) -> std::io::Result<()>
     }
     writeln!(o, "fires from {} to {}:", r.from, r.to)?;
     for j in &r.jobs {
-        let states: Vec<String> = j.states.iter().map(|(s, n)| format!("{n} {s}")).collect();
-        let hosts: Vec<String> = j.hosts.iter().map(|(h, n)| format!("{h} {n}")).collect();
+        render_job(o, j)?;
+    }
+    verdict(o, r.ok)
+}
+
+/// One job's line of the audit across hosts, and its problems.
+pub(crate) fn render_job(o: &mut impl Write, j: &JobAudit) -> std::io::Result<()> {
+    let states: Vec<String> = j.states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let hosts: Vec<String> = j.hosts.iter().map(|(h, n)| format!("{h} {n}")).collect();
+    writeln!(
+        o,
+        "  {}: {} scheduled; {}; by host: {}{}",
+        j.job,
+        j.expected,
+        if states.is_empty() {
+            "no rows".to_string()
+        } else {
+            states.join(", ")
+        },
+        if hosts.is_empty() {
+            "-".to_string()
+        } else {
+            hosts.join(", ")
+        },
+        if j.truncated {
+            " (window cut at the bound)"
+        } else {
+            ""
+        }
+    )?;
+    if j.missing > 0 {
+        let first: Vec<String> = j.missing_first.iter().map(|t| t.to_string()).collect();
         writeln!(
             o,
-            "  {}: {} scheduled; {}; by host: {}{}",
-            j.job,
-            j.expected,
-            if states.is_empty() {
-                "no rows".to_string()
-            } else {
-                states.join(", ")
-            },
-            if hosts.is_empty() {
-                "-".to_string()
-            } else {
-                hosts.join(", ")
-            },
-            if j.truncated {
-                " (window cut at the bound)"
-            } else {
-                ""
-            }
+            "    MISSING {}: claimed by no host (all down, or the database unreachable): {}",
+            j.missing,
+            first.join(" ")
         )?;
-        if j.missing > 0 {
-            let first: Vec<String> = j.missing_first.iter().map(|t| t.to_string()).collect();
-            writeln!(
-                o,
-                "    MISSING {}: claimed by no host (all down, or the database unreachable): {}",
-                j.missing,
-                first.join(" ")
-            )?;
-        }
-        for s in &j.stale {
-            writeln!(
-                o,
-                "    STALE {} on {} (run {}): running with its lease run out and no live host to record it lost",
-                s.scheduled_for, s.host, s.run_id
-            )?;
-        }
     }
+    for s in &j.stale {
+        writeln!(
+            o,
+            "    STALE {} on {} (run {}): running with its lease run out and no live host to record it lost",
+            s.scheduled_for, s.host, s.run_id
+        )?;
+    }
+    Ok(())
+}
+
+/// The audit's last line.
+pub(crate) fn verdict(o: &mut impl Write, ok: bool) -> std::io::Result<()> {
     writeln!(
         o,
         "{}",
-        if r.ok {
+        if ok {
             "exactly once: every scheduled time has one record across hosts"
         } else {
             "NOT exactly once: see above"

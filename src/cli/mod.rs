@@ -18,6 +18,8 @@
 //! - [`request`]: every other socket command's round trip (`runs`,
 //!   `alerts`, `audit`, `trigger`, `pause`, `resume`, `reload`), over
 //!   [`client`], the HTTP client of the status socket;
+//! - [`cluster`]: several hosts, read from the shared ledger;
+//!   [`cluster_audit`]: `audit` across hosts (a postgres `store`);
 //! - [`logs`]: a run's output, stored or followed live;
 //! - [`kill`]: ending a run in progress;
 //! - [`render`]: what each command prints for people (tables, colour,
@@ -30,6 +32,7 @@ mod args;
 mod check;
 mod client;
 mod cluster;
+mod cluster_audit;
 mod discover;
 mod explain;
 mod host_limits;
@@ -172,12 +175,24 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             schedule,
             timezone,
             conn,
-        } => audit(
-            &conn,
-            &job,
-            [("from", from), ("to", to)],
-            [("schedule", schedule), ("timezone", timezone)],
-        ),
+        } => {
+            let ask = cluster_audit::Ask {
+                job: &job,
+                from: from.as_deref(),
+                to: to.as_deref(),
+                schedule: schedule.as_deref(),
+                timezone: timezone.as_deref(),
+            };
+            if let Some(code) = cluster_audit::audit(&conn, &ask)? {
+                return Ok(code);
+            }
+            audit(
+                &conn,
+                &job,
+                [("from", from), ("to", to)],
+                [("schedule", schedule), ("timezone", timezone)],
+            )
+        }
     }
 }
 

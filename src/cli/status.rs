@@ -239,6 +239,7 @@ mod tests {
                     opened_at: at,
                     resolved_at: None,
                     summary: format!("{k} happened"),
+                    owner: None,
                 })
                 .collect(),
             sinks: vec![],

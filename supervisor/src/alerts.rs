@@ -47,7 +47,7 @@ struct Open {
     notified_at: Timestamp,
 }
 
-type Key = (AlertKind, Option<String>);
+pub type Key = (AlertKind, Option<String>);
 
 #[derive(Debug, Default)]
 pub struct AlertBook {
@@ -159,6 +159,25 @@ impl AlertBook {
         out
     }
 
+    /// This host's name in its notices: the machine's, or its `host` in
+    /// the shared ledger (store = postgres), so a receiver can tell the
+    /// hosts apart.
+    pub fn set_host(&mut self, host: String) {
+        self.host = host;
+    }
+
+    /// An open alert as an `opened` notice (an alert this host takes over
+    /// from a peer, see `ownership`).
+    pub fn opened_notice(&self, key: &Key) -> Option<AlertNotice> {
+        let o = self.open.get(key)?;
+        Some(self.notice("opened", key, o, None))
+    }
+
+    /// The open alerts' keys.
+    pub fn keys(&self) -> Vec<Key> {
+        self.open.keys().cloned().collect()
+    }
+
     /// The open alerts as `reminder` notices, for the sinks that keep
     /// their own reminder cadence.
     pub fn reminders(&self) -> Vec<AlertNotice> {
@@ -179,6 +198,7 @@ impl AlertBook {
                 opened_at: o.opened_at,
                 resolved_at: None,
                 summary: o.summary.clone(),
+                owner: None,
             })
             .collect()
     }

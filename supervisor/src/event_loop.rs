@@ -47,6 +47,7 @@ use crate::{
 };
 
 mod control_ops;
+mod shared_alerts;
 mod worker_start;
 
 /// The longest a finished run's conditions wait while event lines keep
@@ -118,6 +119,8 @@ pub(crate) struct Supervisor {
     run_groups: RunGroups,
     /// The newest output lines of recent runs, for `logs -f`.
     follow: follow::Rings,
+    /// Several hosts: who delivers the alerts of the job's fires.
+    shared_alerts: Option<shared_alerts::SharedAlerts>,
 }
 
 /// The notice `cronwarden alerts test` sends through every sink.
@@ -154,7 +157,9 @@ impl Supervisor {
     pub(crate) fn new(p: Prepared) -> Supervisor {
         let now = Instant::now();
         let first = Snapshot::of(&p.model, now, Timestamp::now());
+        let shared_alerts = shared_alerts::SharedAlerts::start(&p.model.config, &p.model.alerts);
         Supervisor {
+            shared_alerts,
             model: p.model,
             snapshots: watch::Sender::new(Arc::new(first)),
             publish_at: None,
@@ -317,6 +322,7 @@ impl Supervisor {
                 _ = sleep_until_opt(publish_at) => { self.catch_up(&mut clocks).await; self.publish() }
                 Some(req) = control_rx.recv() => self.control(req),
                 line = next_line(&mut self.worker) => self.on_line(line),
+                Some(a) = shared_alerts::next_answer(&mut self.shared_alerts) => self.on_owner_answer(a),
                 _ = std::future::ready(()), if self.evaluate_since.is_some() => self.publish(),
             }
         };
@@ -507,6 +513,7 @@ impl Supervisor {
     /// worker that has been alive but failing for too long, and kills runs
     /// that outlived their timeout when the worker did not.
     fn on_tick(&mut self) {
+        self.owners_tick();
         // One stat a second: an upgrade that replaced our executable.
         if let Some(b) = &self.binary {
             let replaced = b.look();
@@ -644,16 +651,14 @@ impl Supervisor {
             }
         }
         self.notifier.status(line);
-        for n in evaluation.notices {
-            alerts::log(&n);
-            self.sinks.dispatch(&n);
-            self.recorder.record(n);
+        for n in &evaluation.notices {
+            alerts::log(n);
+            self.recorder.record(n.clone());
         }
-        if self.sinks.reminds() {
-            let open = self.model.alerts.reminders();
-            self.sinks.remind(&open, Timestamp::now());
-        }
-        evaluation.status
+        self.deliver(evaluation.notices);
+        let mut status = evaluation.status;
+        self.annotate_owners(&mut status);
+        status
     }
 
     fn on_stall(&mut self) {

@@ -12,7 +12,9 @@
 //!   the pure judgement over it: conditions, and the actions the loop
 //!   takes (replace the worker, kill a run, ask for the armed schedule);
 //! - `alerts`: the alert book (one alert per condition), notices and
-//!   their recorder; `sinks`: delivering notices (`alertmanager`: the
+//!   their recorder; `ownership`: on several hosts, which host delivers
+//!   an alert of a job's fires (`owner_link`: its thread on the shared
+//!   ledger); `sinks`: delivering notices (`alertmanager`: the
 //!   Alertmanager sink's wire format); `pings`: job and host
 //!   pings to dead-man's-switch services;
 //! - `forensics`: what a wedged or timed-out run is doing (from `/proc`);
@@ -52,6 +54,8 @@ mod log_budget;
 mod metrics;
 mod model;
 mod notify;
+mod owner_link;
+mod ownership;
 mod page;
 mod pings;
 mod queue;

@@ -140,6 +140,10 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
             what: "starting the runtime",
             source,
         })?;
+    let mut book = alerts::AlertBook::new(restored);
+    if let Some(c) = &config.cluster {
+        book.set_host(c.host.clone());
+    }
     let mut model = Model::new(
         Arc::new(config),
         SupervisorInfo {
@@ -148,7 +152,7 @@ pub fn run(opts: RunOptions) -> Result<(), SupervisorError> {
             started_at,
             binary_replaced: None,
         },
-        alerts::AlertBook::new(restored),
+        book,
     );
     for (job, runs) in history {
         model.seed_history(&job, &runs);

@@ -6,7 +6,9 @@
 //! transaction committed (fail closed).
 //!
 //! Everything here is blocking (the `postgres` crate): the worker calls it
-//! from its own claim thread, never from the scheduling loop. Times that
+//! from its own claim thread, never from the scheduling loop, and the
+//! supervisor (alert ownership) from a thread of its own, never from its
+//! loop; the CLI (`cluster`, `audit`) directly. Times that
 //! key rows travel as whole microseconds since the epoch, so a fire's key
 //! is exact; leases and `last_seen` use the database's clock (`now()`),
 //! so a host whose clock is off cannot stretch or cut them.
@@ -22,7 +24,7 @@ mod claim;
 pub mod schema;
 mod tls;
 
-pub use audit::{FireRow, MAX_ROWS};
+pub use audit::{audit_job, FireRow, JobAudit, LIST_AT_MOST, MAX_EXPECTED, MAX_ROWS};
 pub use claim::{Claim, ClaimOutcome};
 
 /// A fire's time in SQL, from a bigint microseconds parameter.
@@ -282,25 +284,44 @@ impl Ledger {
     }
 
     /// Takes the one open alert of `kind` for `job` ("" for none) for this
-    /// host: true when this host owns it (it opened it, or its owner is
-    /// no longer alive), so one alert per condition is sent across hosts.
-    pub fn own_alert(&mut self, kind: &str, job: &str) -> Result<bool, LedgerError> {
-        let row = self
-            .client
-            .query_opt(
-                "INSERT INTO cw_alerts (kind, job, host) VALUES ($1, $2, $3)
-                 ON CONFLICT (kind, job) DO UPDATE SET host = $3, opened = now()
-                   WHERE NOT EXISTS (SELECT 1 FROM cw_peers p WHERE p.host = cw_alerts.host
-                                     AND p.last_seen > now() - $4 * interval '1 second')
-                      OR cw_alerts.host = $3
-                 RETURNING host",
-                &[&kind, &job, &self.host, &self.lease_secs()],
-            )
-            .map_err(|e| LedgerError::db("take an alert", e))?;
-        Ok(row.is_some())
+    /// host if no live host holds it, so one alert per condition is sent
+    /// across hosts. Returns its owner: this host when it opened it, took
+    /// it over (its owner is no longer alive: not seen within the lease)
+    /// or already held it; else the host that does.
+    pub fn own_alert(&mut self, kind: &str, job: &str) -> Result<String, LedgerError> {
+        // The owner a conflict leaves in place is read in the same
+        // statement; a row inserted by a peer meanwhile is not in this
+        // statement's snapshot, so a miss is asked again.
+        for _ in 0..3 {
+            let row = self
+                .client
+                .query_opt(
+                    "WITH took AS (
+                       INSERT INTO cw_alerts (kind, job, host) VALUES ($1, $2, $3)
+                       ON CONFLICT (kind, job) DO UPDATE SET host = $3, opened = now()
+                         WHERE NOT EXISTS (SELECT 1 FROM cw_peers p WHERE p.host = cw_alerts.host
+                                           AND p.last_seen > now() - $4 * interval '1 second')
+                            OR cw_alerts.host = $3
+                       RETURNING host)
+                     SELECT host FROM took
+                     UNION ALL
+                     SELECT host FROM cw_alerts WHERE kind = $1 AND job = $2
+                       AND NOT EXISTS (SELECT 1 FROM took)",
+                    &[&kind, &job, &self.host, &self.lease_secs()],
+                )
+                .map_err(|e| LedgerError::db("take an alert", e))?;
+            if let Some(r) = row {
+                return Ok(r.get(0));
+            }
+        }
+        Err(LedgerError::Db {
+            what: "take an alert".into(),
+            message: "its owner changed under three tries in a row".into(),
+        })
     }
 
-    /// Closes this host's alert of `kind` for `job`.
+    /// Closes this host's alert of `kind` for `job` (a peer's is left
+    /// alone): a peer with the condition still open takes it over.
     pub fn close_alert(&mut self, kind: &str, job: &str) -> Result<(), LedgerError> {
         self.client
             .execute(

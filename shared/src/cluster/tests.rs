@@ -307,11 +307,35 @@ fn one_host_owns_an_alert_while_it_lives() {
     let mut b = db.ledger("b", LEASE);
     a.beat(&[], "test").unwrap();
     b.beat(&[], "test").unwrap();
-    assert!(a.own_alert("late", "j").unwrap());
-    assert!(!b.own_alert("late", "j").unwrap());
-    assert!(a.own_alert("late", "j").unwrap());
+    assert_eq!(a.own_alert("late", "j").unwrap(), "a");
+    assert_eq!(
+        b.own_alert("late", "j").unwrap(),
+        "a",
+        "a lives: b sees it own it"
+    );
+    assert_eq!(a.own_alert("late", "j").unwrap(), "a");
+    // Closing is the owner's alone.
+    b.close_alert("late", "j").unwrap();
+    assert_eq!(b.own_alert("late", "j").unwrap(), "a");
     a.close_alert("late", "j").unwrap();
-    assert!(b.own_alert("late", "j").unwrap());
+    assert_eq!(
+        b.own_alert("late", "j").unwrap(),
+        "b",
+        "a peer takes it over"
+    );
+    assert_eq!(a.own_alert("late", "j").unwrap(), "b");
+    // b falls silent past the lease: a takes it over.
+    b.client()
+        .execute(
+            "UPDATE cw_peers SET last_seen = now() - interval '1 hour' WHERE host = 'b'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        a.own_alert("late", "j").unwrap(),
+        "a",
+        "a dead owner loses it"
+    );
 }
 
 #[test]

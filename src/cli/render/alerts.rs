@@ -30,7 +30,11 @@ pub(crate) fn alerts(
                 relative(Some(a.opened_at), now),
                 match a.resolved_at {
                     Some(t) => format!("resolved {}", relative(Some(t), now)),
-                    None => "open".into(),
+                    // Several hosts: the one that delivers it.
+                    None => match &a.owner {
+                        Some(h) => format!("open, owner {h}"),
+                        None => "open".into(),
+                    },
                 },
                 a.summary.clone(),
             ]
@@ -107,5 +111,22 @@ mod tests {
             "SEVERITY  KIND         JOB     OPENED  STATE            SUMMARY\n\
              critical  job_failing  backup  2h ago  resolved 1h ago  backup failed 3 times in a row\n"
         );
+    }
+
+    /// Several hosts: an open alert of a job's fires names the host that
+    /// delivers it.
+    #[test]
+    fn an_open_alert_names_its_owner() {
+        let open: Vec<Alert> = serde_json::from_value(json!([{
+            "kind": "job_late", "job": "tick", "severity": "warning",
+            "opened_at": "2026-12-01T11:00:00Z", "resolved_at": null,
+            "summary": "tick is late", "owner": "h1"
+        }]))
+        .unwrap();
+        let mut out = vec![];
+        let now = "2026-12-01T12:00:00Z".parse().unwrap();
+        alerts(&mut out, &open, now, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("  open, owner h1  tick is late"), "{text}");
     }
 }

@@ -59,7 +59,10 @@ pub(crate) fn status(
                     a.kind.to_string(),
                     a.job.clone().unwrap_or_else(|| "-".into()),
                     relative(Some(a.opened_at), now),
-                    a.summary.clone(),
+                    match &a.owner {
+                        Some(h) => format!("{} [owner {h}]", a.summary),
+                        None => a.summary.clone(),
+                    },
                 ]
             })
             .collect();
@@ -311,6 +314,7 @@ mod tests {
             summary:
                 "the wall clock was stepped backward by 10m 0s (noticed at 2026-12-01T11:58:00Z)"
                     .into(),
+            owner: None,
         }];
         let mut out = vec![];
         status(&mut out, &r, now, false).unwrap();

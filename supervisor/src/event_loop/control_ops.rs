@@ -43,6 +43,7 @@ impl Supervisor {
                 {
                     tracing::warn!("{why}: metrics_listen, log_dir and log_retention take effect at the next start");
                 }
+                self.reload_shared_alerts(&self.config(), &config);
                 {
                     let m = &mut self.model;
                     m.set_config(Arc::new(config));
