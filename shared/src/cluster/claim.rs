@@ -6,7 +6,7 @@
 
 use jiff::Timestamp;
 
-use super::{ts, ts_of, us, Ledger, LedgerError};
+use super::{ts, ts_of, us, Ledger, LedgerError, MAJORITY};
 
 /// One run this host wants to start.
 #[derive(Debug, Clone)]
@@ -44,7 +44,10 @@ impl Ledger {
     /// Claims `c` in one transaction (see the module doc).
     pub fn claim(&mut self, c: &Claim) -> Result<ClaimOutcome, LedgerError> {
         if !c.exclusive {
-            return self.claim_one_trip(c);
+            let mut answers = self.claim_many(std::slice::from_ref(c))?;
+            return answers.pop().ok_or_else(|| {
+                LedgerError::Schema(format!("the claim of run {} has no answer", c.run_id))
+            });
         }
         let host = self.host.clone();
         let lease = self.lease_secs();
@@ -141,34 +144,46 @@ impl Ledger {
         Ok(ClaimOutcome::Won(won))
     }
 
-    /// The claim of a job without an overlap rule across hosts, as one
-    /// statement (atomic by itself, no transaction round trips), prepared
-    /// once per connection: the winner's fire waits one round trip.
-    fn claim_one_trip(&mut self, c: &Claim) -> Result<ClaimOutcome, LedgerError> {
+    /// The claims of jobs without an overlap rule across hosts, however
+    /// many arrived together, as one statement (atomic by itself: one
+    /// round trip for the whole burst), prepared once per connection.
+    /// Each fire is inserted on its own (`ON CONFLICT DO NOTHING`), so a
+    /// time a peer holds never aborts the others' claims; the rows go in
+    /// in one order (job, time) on every host, so two hosts claiming the
+    /// same burst wait for each other at most, never deadlock. Answers are
+    /// in the order of `claims`.
+    pub fn claim_many(&mut self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>, LedgerError> {
         let db = |what: &'static str| move |e| LedgerError::db(what, e);
+        if claims.is_empty() {
+            return Ok(vec![]);
+        }
         if self.claim_stmt.is_none() {
             let sql = format!(
-                "WITH majority AS (
-                     SELECT d.hash FROM cw_job_defs d JOIN cw_peers p ON p.host = d.host
-                     WHERE d.job = $1 AND p.last_seen > now() - $5 * interval '1 second'
-                     GROUP BY d.hash ORDER BY count(*) DESC, min(d.since), d.hash LIMIT 1
-                 ), allowed AS (
-                     SELECT NOT EXISTS (SELECT 1 FROM majority WHERE hash <> $6) AS ok
+                "WITH input AS (
+                     SELECT * FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::text[])
+                         AS i(job, run_id, t, hash)
+                 ), majority AS ({MAJORITY}
+                 ), runs AS (
+                     SELECT DISTINCT i.job, i.run_id, m.hash AS theirs,
+                         (m.hash IS NULL OR m.hash = i.hash) AS ok
+                     FROM input i LEFT JOIN majority m ON m.job = i.job
                  ), won AS (
                      INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, lease_until, started)
-                     SELECT $1, {}, $2, $3, 'running', now() + $5 * interval '1 second', now()
-                     FROM unnest($4::bigint[]) AS u(t), allowed WHERE allowed.ok
-                     ON CONFLICT DO NOTHING RETURNING scheduled_for
+                     SELECT i.job, {}, $6, i.run_id, 'running', now() + $2 * interval '1 second', now()
+                     FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
+                     WHERE r.ok ORDER BY i.job, i.t
+                     ON CONFLICT DO NOTHING RETURNING job, run_id, scheduled_for
                  ), cursor AS (
                      INSERT INTO cw_cursors (job, last_scheduled)
-                     SELECT $1, max(scheduled_for) FROM won HAVING count(*) > 0
+                     SELECT job, max(scheduled_for) FROM won GROUP BY job
                      ON CONFLICT (job) DO UPDATE
                      SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)
                  )
-                 SELECT (SELECT ok FROM allowed), (SELECT hash FROM majority),
-                        array(SELECT {} FROM won)",
-                ts(7).replace("$7", "u.t"),
-                us("scheduled_for")
+                 SELECT r.run_id, r.ok, r.theirs,
+                        array(SELECT {} FROM won w WHERE w.job = r.job AND w.run_id = r.run_id)
+                 FROM runs r",
+                ts(7).replace("$7", "i.t"),
+                us("w.scheduled_for")
             );
             let stmt = self
                 .client()
@@ -181,32 +196,53 @@ impl Ledger {
                 "the claim statement is not prepared".into(),
             ));
         };
+        // One row per covered time.
+        let fires = claims
+            .iter()
+            .flat_map(|c| c.covers.iter().map(move |t| (c, t)));
+        let (mut jobs, mut ids, mut times, mut hashes) = (vec![], vec![], vec![], vec![]);
+        for (c, t) in fires {
+            jobs.push(c.job.as_str());
+            ids.push(c.run_id as i64);
+            times.push(t.as_microsecond());
+            hashes.push(c.hash.as_str());
+        }
         let host = self.host.clone();
-        let covers: Vec<i64> = c.covers.iter().map(|t| t.as_microsecond()).collect();
-        let newest = covers.iter().copied().max().unwrap_or_default();
         let lease = self.lease_secs();
-        let row = self
+        let rows = self
             .client()
-            .query_one(
-                &stmt,
-                &[&c.job, &host, &(c.run_id as i64), &covers, &lease, &c.hash],
-            )
-            .map_err(db("claim the fire"))?;
-        let (allowed, majority, won): (bool, Option<String>, Vec<i64>) =
-            (row.get(0), row.get(1), row.get(2));
-        if !allowed {
-            return Ok(ClaimOutcome::Differs {
-                theirs: majority.unwrap_or_default(),
+            .query(&stmt, &[&jobs, &lease, &ids, &times, &hashes, &host])
+            .map_err(db("claim the fires"))?;
+        let mut answers = std::collections::BTreeMap::new();
+        for r in &rows {
+            let (run_id, ok, theirs, won): (i64, bool, Option<String>, Vec<i64>) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            answers.insert(run_id as u64, (ok, theirs, won));
+        }
+        let mut out = Vec::with_capacity(claims.len());
+        for c in claims {
+            let Some((ok, theirs, won)) = answers.remove(&c.run_id) else {
+                return Err(LedgerError::Schema(format!(
+                    "the claim of run {} has no answer",
+                    c.run_id
+                )));
+            };
+            out.push(if !ok {
+                ClaimOutcome::Differs {
+                    theirs: theirs.unwrap_or_default(),
+                }
+            } else if won.is_empty() {
+                let newest = c.covers.iter().max().map_or(0, |t| t.as_microsecond());
+                ClaimOutcome::Taken {
+                    host: self.holder(&c.job, newest)?,
+                }
+            } else {
+                let mut won: Vec<Timestamp> = won.into_iter().map(ts_of).collect();
+                won.sort();
+                ClaimOutcome::Won(won)
             });
         }
-        if won.is_empty() {
-            return Ok(ClaimOutcome::Taken {
-                host: self.holder(&c.job, newest)?,
-            });
-        }
-        let mut won: Vec<Timestamp> = won.into_iter().map(ts_of).collect();
-        won.sort();
-        Ok(ClaimOutcome::Won(won))
+        Ok(out)
     }
 
     /// The host that claimed `job`'s fire at `at` (microseconds).
@@ -224,18 +260,81 @@ impl Ledger {
             .map_or_else(String::new, |r| r.get(0)))
     }
 
+    /// The host holding each of `fires` (job, scheduled time) in the
+    /// ledger, in order; `None` where no host claimed or skipped it. A
+    /// host asks before it records a fire it missed: a fire a peer ran is
+    /// not this host's misfire.
+    pub fn holders(
+        &mut self,
+        fires: &[(String, Timestamp)],
+    ) -> Result<Vec<Option<String>>, LedgerError> {
+        let jobs: Vec<&str> = fires.iter().map(|(j, _)| j.as_str()).collect();
+        let times: Vec<i64> = fires.iter().map(|(_, t)| t.as_microsecond()).collect();
+        let rows = self
+            .client()
+            .query(
+                &format!(
+                    "SELECT f.host FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS u(job, t, i)
+                     LEFT JOIN cw_fires f ON f.job = u.job AND f.scheduled_for = {}
+                     ORDER BY u.i",
+                    ts(3).replace("$3", "u.t")
+                ),
+                &[&jobs, &times],
+            )
+            .map_err(|e| LedgerError::db("read who holds the missed fires", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Records this host's run `run_id` ended with `outcome` (the record's
     /// word; run ids are unique per host). A run a peer recorded `lost`
     /// while this host was silent is set right: it did run here, once.
+    /// A run that ended `lost` (its worker died, the run outlived it and
+    /// is gone now) is `lost` in the ledger too, by this host.
     /// Returns how many fire rows it ended (the times the run covered).
     pub fn finish(&mut self, run_id: u64, outcome: &str) -> Result<u64, LedgerError> {
         let host = self.host.clone();
         self.client()
             .execute(
-                "UPDATE cw_fires SET state = 'finished', outcome = $3, finished = now(), lease_until = NULL
+                "UPDATE cw_fires SET state = CASE WHEN $3 = 'lost' THEN 'lost' ELSE 'finished' END,
+                     lost_by = CASE WHEN $3 = 'lost' THEN coalesce(lost_by, $1) ELSE lost_by END,
+                     outcome = $3, finished = now(), lease_until = NULL
                  WHERE host = $1 AND run_id = $2 AND state IN ('running', 'lost')",
                 &[&host, &(run_id as i64), &outcome],
             )
             .map_err(|e| LedgerError::db("record the run finished", e))
+    }
+
+    /// A replacement worker on this host (after its predecessor was
+    /// killed) records the predecessor's runs `lost` at once, as its own
+    /// store does, rather than leave them `running` until their lease
+    /// runs out: every run of this host below `below` (the new worker's
+    /// first run id) still `running`, except `alive` (runs that outlived
+    /// their worker: the new one keeps their jobs busy and renews their
+    /// leases until they are gone). Returns (job, scheduled time, run id)
+    /// of each fire recorded lost.
+    pub fn lose_predecessors(
+        &mut self,
+        below: u64,
+        alive: &[u64],
+    ) -> Result<Vec<(String, Timestamp, u64)>, LedgerError> {
+        let host = self.host.clone();
+        let alive: Vec<i64> = alive.iter().map(|&i| i as i64).collect();
+        let rows = self
+            .client()
+            .query(
+                &format!(
+                    "UPDATE cw_fires SET state = 'lost', outcome = 'lost', finished = now(),
+                         lease_until = NULL, lost_by = $1
+                     WHERE host = $1 AND state = 'running' AND run_id < $2 AND NOT (run_id = ANY($3))
+                     RETURNING job, {}, run_id",
+                    us("scheduled_for")
+                ),
+                &[&host, &(below.min(i64::MAX as u64) as i64), &alive],
+            )
+            .map_err(|e| LedgerError::db("record the previous worker's runs lost", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), ts_of(r.get(1)), r.get::<_, i64>(2) as u64))
+            .collect())
     }
 }
