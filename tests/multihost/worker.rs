@@ -47,12 +47,21 @@ fn has_alert(env: &Env, kind: &str) -> bool {
 /// it, again without a fire.
 #[test]
 fn a_differing_definition_is_alerted_at_start_and_resolved_by_a_reload_without_a_fire() {
-    let Some((_pg, url)) = database() else {
+    let Some((pg, url)) = database() else {
         return;
     };
     let first = idle_host("h0", &url, "true");
     let _first_sup = first.start();
     first.wait_ok(LONG);
+    // h0's definition is in the ledger first: it is the one held longest
+    // (two hosts, one each: the older one is the majority).
+    let mut db = pg.client("cw");
+    wait_until("h0's definition published", LONG, || {
+        db.query_opt("SELECT 1 FROM cw_job_defs WHERE host = 'h0'", &[])
+            .ok()
+            .flatten()
+            .map(|_| ())
+    });
     let odd = idle_host("h1", &url, "false");
     let _odd_sup = odd.start();
     wait_until("h1 alerts on its differing definition", LONG, || {
