@@ -213,33 +213,51 @@ impl Cluster {
     /// from downtime, a restarted worker) is the peer's, not a misfire
     /// here (see [`Cluster::resolve`]).
     fn hold_missed(&mut self, fx: &mut Effects) {
+        // In passes over the effects, never a search per skip: a day of
+        // downtime of a per-second job is thousands of misfires a turn.
+        let is_missed = |w: &Write| matches!(w, Write::Insert(r) if r.skip_reason == Some(SkipReason::Misfire) && r.covers.len() == 1);
+        if !fx.writes.iter().any(is_missed) {
+            return;
+        }
+        let (missed, kept): (Vec<Write>, Vec<Write>) = std::mem::take(&mut fx.writes)
+            .into_iter()
+            .partition(is_missed);
+        fx.writes = kept;
+        let mut inserts: BTreeMap<u64, Write> = missed
+            .into_iter()
+            .filter_map(|w| match &w {
+                Write::Insert(r) => Some((r.id, w)),
+                _ => None,
+            })
+            .collect();
         let mut asked = vec![];
-        let mut i = 0;
-        while i < fx.writes.len() {
-            let fire = match &fx.writes[i] {
-                Write::Insert(r)
-                    if r.skip_reason == Some(SkipReason::Misfire) && r.covers.len() == 1 =>
-                {
-                    Some((r.id, r.job.clone(), r.covers[0]))
-                }
+        let mut events = Vec::with_capacity(fx.events.len());
+        for event in std::mem::take(&mut fx.events) {
+            let insert = match &event {
+                Event::Skip {
+                    run_id,
+                    reason: SkipReason::Misfire,
+                    ..
+                } => inserts.remove(run_id),
                 _ => None,
             };
-            let event = fire.as_ref().and_then(|(id, _, _)| {
-                fx.events.iter().position(|e| {
-                    matches!(e, Event::Skip { run_id, reason: SkipReason::Misfire, .. } if run_id == id)
-                })
-            });
-            let (Some(fire), Some(event)) = (fire, event) else {
-                i += 1;
-                continue;
-            };
-            let missed = Missed {
-                insert: fx.writes.remove(i),
-                event: fx.events.remove(event),
-            };
-            self.missed.insert(fire.0, missed);
-            asked.push(fire);
+            match insert {
+                Some(Write::Insert(r)) if !r.covers.is_empty() => {
+                    let id = r.id;
+                    asked.push((id, r.job.clone(), r.covers[0]));
+                    let insert = Write::Insert(r);
+                    self.missed.insert(id, Missed { insert, event });
+                }
+                Some(insert) => {
+                    fx.writes.push(insert);
+                    events.push(event);
+                }
+                None => events.push(event),
+            }
         }
+        fx.events = events;
+        // A record without its event (none is planned so) stays as it is.
+        fx.writes.extend(inserts.into_values());
         if asked.is_empty() {
             return;
         }
