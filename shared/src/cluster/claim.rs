@@ -1,8 +1,11 @@
-//! Claiming a fire: one transaction per run, so exactly one host runs
-//! each scheduled time of each job. The transaction inserts a row per
-//! scheduled time the run covers (`ON CONFLICT DO NOTHING`: a time another
-//! host claimed stays its), advances the job's cursor, and leaves the rows
-//! `running` under a lease. Nothing runs before it commits.
+//! Claiming a fire, so exactly one host runs each scheduled time of each
+//! job: one atomic statement for a burst of runs of jobs without an
+//! overlap rule across hosts, a transaction of its own for an exclusive
+//! job's run. Either inserts a row per scheduled time a run covers (`ON
+//! CONFLICT DO NOTHING`: a time another host claimed stays its), advances
+//! the job's cursor, and leaves the rows `running` under a lease. Nothing
+//! runs before it commits. Also here: who holds the fires a host missed,
+//! a run's end, and a dead predecessor's runs recorded `lost`.
 
 use jiff::Timestamp;
 

@@ -102,6 +102,12 @@ fn claim(job: &str, run_id: u64, covers: Vec<Timestamp>) -> Claim {
     }
 }
 
+/// `l` claims and wins the fires.
+fn won(l: &mut Ledger, job: &str, run_id: u64, covers: Vec<Timestamp>) {
+    let outcome = l.claim(&claim(job, run_id, covers)).unwrap();
+    assert!(matches!(outcome, ClaimOutcome::Won(_)), "{outcome:?}");
+}
+
 const LEASE: Duration = Duration::from_secs(30);
 
 #[test]
@@ -378,14 +384,8 @@ fn the_holder_of_each_missed_fire_is_read_in_one_query() {
     };
     let mut a = db.ledger("a", LEASE);
     let mut b = db.ledger("b", LEASE);
-    assert!(matches!(
-        a.claim(&claim("j", 1, vec![t(1), t(2)])).unwrap(),
-        ClaimOutcome::Won(_)
-    ));
-    assert!(matches!(
-        b.claim(&claim("k", 1, vec![t(1)])).unwrap(),
-        ClaimOutcome::Won(_)
-    ));
+    won(&mut a, "j", 1, vec![t(1), t(2)]);
+    won(&mut b, "k", 1, vec![t(1)]);
     let asked = [
         ("j".to_string(), t(2)),
         ("j".to_string(), t(3)),
@@ -410,15 +410,9 @@ fn a_replacement_worker_records_its_predecessors_runs_lost_but_not_a_live_one() 
     let mut a = db.ledger("a", LEASE);
     let mut b = db.ledger("b", LEASE);
     for (id, at) in [(1, 1), (2, 2), (3, 3)] {
-        assert!(matches!(
-            a.claim(&claim("j", id, vec![t(at)])).unwrap(),
-            ClaimOutcome::Won(_)
-        ));
+        won(&mut a, "j", id, vec![t(at)]);
     }
-    assert!(matches!(
-        b.claim(&claim("j", 1, vec![t(4)])).unwrap(),
-        ClaimOutcome::Won(_)
-    ));
+    won(&mut b, "j", 1, vec![t(4)]);
     // a's new worker starts at run 3 (its own); run 2 still lives.
     let mut a2 = db.ledger("a", LEASE);
     let lost = a2.lose_predecessors(3, &[2]).unwrap();
@@ -466,14 +460,8 @@ fn a_burst_of_claims_is_one_statement_with_per_fire_outcomes() {
         l.beat(&[], "test").unwrap();
         l.publish_defs(&[("d".into(), "h".into())]).unwrap();
     }
-    assert!(matches!(
-        b.claim(&claim("k", 1, vec![t(1)])).unwrap(),
-        ClaimOutcome::Won(_)
-    ));
-    assert!(matches!(
-        b.claim(&claim("c", 2, vec![t(2)])).unwrap(),
-        ClaimOutcome::Won(_)
-    ));
+    won(&mut b, "k", 1, vec![t(1)]);
+    won(&mut b, "c", 2, vec![t(2)]);
     let mut odd = claim("d", 13, vec![t(1)]);
     odd.hash = "other".into();
     let burst = [
