@@ -225,12 +225,19 @@ fn a_host_back_from_downtime_records_no_misfire_for_fires_a_peer_ran() {
         (n >= 5).then_some(())
     });
     let b_sup = b.start();
-    wait_until("b asked the ledger about the fires it missed", LONG, || {
-        b_sup
-            .log()
-            .contains("a fire missed here was claimed by another host")
-            .then_some(())
-    });
+    let deadline = std::time::Instant::now() + LONG;
+    while !b_sup
+        .log()
+        .contains("a fire missed here was claimed by another host")
+    {
+        // Polled to a deadline as `wait_until` does, with b's log on failure.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never found a missed fire a ran; b's log:\n{}",
+            b_sup.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     b.wait_ok(LONG);
     let held_by_a: Vec<i64> = db
         .query(
