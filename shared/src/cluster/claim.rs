@@ -1,7 +1,6 @@
 //! Claiming a fire, so exactly one host runs each scheduled time of each
-//! job: one atomic statement for a burst of runs of jobs without an
-//! overlap rule across hosts, a transaction of its own for an exclusive
-//! job's run. Either inserts a row per scheduled time a run covers (`ON
+//! job: one statement for a burst of runs (in a transaction that first
+//! locks the exclusive jobs among them, when there are some). It inserts a row per scheduled time a run covers (`ON
 //! CONFLICT DO NOTHING`: a time another host claimed stays its), advances
 //! the job's cursor, and leaves the rows `running` under a lease. Nothing
 //! runs before it commits. Also here: who holds the fires a host missed,
@@ -44,208 +43,169 @@ pub enum ClaimOutcome {
 }
 
 impl Ledger {
-    /// Claims `c` in one transaction (see the module doc).
+    /// Claims `c` (see [`Ledger::claim_many`]).
     pub fn claim(&mut self, c: &Claim) -> Result<ClaimOutcome, LedgerError> {
-        if !c.exclusive {
-            let mut answers = self.claim_many(std::slice::from_ref(c))?;
-            return answers.pop().ok_or_else(|| {
-                LedgerError::Schema(format!("the claim of run {} has no answer", c.run_id))
-            });
-        }
-        let host = self.host.clone();
-        let lease = self.lease_secs();
-        let covers: Vec<i64> = c.covers.iter().map(|t| t.as_microsecond()).collect();
-        let newest = covers.iter().copied().max().unwrap_or_default();
-        let run_id = c.run_id as i64;
-        let db = |what: &'static str| move |e| LedgerError::db(what, e);
-        let mut tx = self.client().transaction().map_err(db("begin claim"))?;
-        let majority = tx
-            .query_opt(
-                "SELECT d.hash FROM cw_job_defs d JOIN cw_peers p ON p.host = d.host
-                 WHERE d.job = $1 AND p.last_seen > now() - $2 * interval '1 second'
-                 GROUP BY d.hash ORDER BY count(*) DESC, min(d.since), d.hash LIMIT 1",
-                &[&c.job, &lease],
-            )
-            .map_err(db("compare job definitions"))?
-            .map(|r| r.get::<_, String>(0));
-        if let Some(theirs) = majority.filter(|h| *h != c.hash) {
-            tx.rollback().map_err(db("end claim"))?;
-            return Ok(ClaimOutcome::Differs { theirs });
-        }
-        if c.exclusive {
-            // Two hosts claiming different fires of one exclusive job at
-            // once would each see no live run: take turns per job.
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&c.job])
-                .map_err(db("lock the job"))?;
-            let busy = tx
-                .query_opt(
-                    "SELECT host, run_id FROM cw_fires
-                     WHERE job = $1 AND state = 'running' AND lease_until > now() AND host <> $2
-                     LIMIT 1",
-                    &[&c.job, &host],
-                )
-                .map_err(db("look for a live run"))?;
-            if let Some(r) = busy {
-                let (busy_host, busy_run): (String, i64) = (r.get(0), r.get(1));
-                tx.execute(
-                    &format!(
-                        "INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, finished, outcome)
-                         SELECT $1, {}, $2, $3, 'skipped', now(), 'overlap'
-                         FROM unnest($4::bigint[]) AS u(t) ON CONFLICT DO NOTHING",
-                        ts(5).replace("$5", "u.t")
-                    ),
-                    &[&c.job, &host, &run_id, &covers],
-                )
-                .map_err(db("record the fire skipped"))?;
-                tx.commit().map_err(db("commit claim"))?;
-                return Ok(ClaimOutcome::Busy {
-                    host: busy_host,
-                    run_id: busy_run as u64,
-                });
-            }
-        }
-        let won = tx
-            .query(
-                &format!(
-                    "INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, lease_until, started)
-                     SELECT $1, {}, $2, $3, 'running', now() + $5 * interval '1 second', now()
-                     FROM unnest($4::bigint[]) AS u(t) ON CONFLICT DO NOTHING
-                     RETURNING {}",
-                    ts(6).replace("$6", "u.t"),
-                    us("scheduled_for")
-                ),
-                &[&c.job, &host, &run_id, &covers, &lease],
-            )
-            .map_err(db("insert the claim"))?;
-        let mut won: Vec<Timestamp> = won.iter().map(|r| ts_of(r.get(0))).collect();
-        won.sort();
-        if won.is_empty() {
-            let holder = tx
-                .query_opt(
-                    &format!(
-                        "SELECT host FROM cw_fires WHERE job = $1 AND scheduled_for = {}",
-                        ts(2)
-                    ),
-                    &[&c.job, &newest],
-                )
-                .map_err(db("read who claimed the fire"))?
-                .map_or_else(String::new, |r| r.get(0));
-            tx.rollback().map_err(db("end claim"))?;
-            return Ok(ClaimOutcome::Taken { host: holder });
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO cw_cursors (job, last_scheduled) VALUES ($1, {})
-                 ON CONFLICT (job) DO UPDATE
-                 SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)",
-                ts(2)
-            ),
-            &[&c.job, &newest],
-        )
-        .map_err(db("advance the job's cursor"))?;
-        tx.commit().map_err(db("commit claim"))?;
-        Ok(ClaimOutcome::Won(won))
+        let mut answers = self.claim_many(std::slice::from_ref(c))?;
+        answers.pop().ok_or_else(|| {
+            LedgerError::Schema(format!("the claim of run {} has no answer", c.run_id))
+        })
     }
 
-    /// The claims of jobs without an overlap rule across hosts, however
-    /// many arrived together, as one statement (atomic by itself: one
-    /// round trip for the whole burst), prepared once per connection.
-    /// Each fire is inserted on its own (`ON CONFLICT DO NOTHING`), so a
-    /// time a peer holds never aborts the others' claims; the rows go in
-    /// in one order (job, time) on every host, so two hosts claiming the
-    /// same burst wait for each other at most, never deadlock. Answers are
-    /// in the order of `claims`.
+    /// Claims a burst of runs, however many arrived together, in one
+    /// statement (prepared once per connection): one round trip for the
+    /// lot. Each fire is inserted on its own (`ON CONFLICT DO NOTHING`), so
+    /// a time a peer holds never aborts the others' claims; rows go in in
+    /// one order (job, time) on every host, so two hosts claiming the same
+    /// burst wait for each other at most, never deadlock. A job whose
+    /// definition differs from the majority's is not claimed. When the
+    /// burst has exclusive jobs (`overlap` skip or queue), the statement
+    /// runs in a transaction after locking those jobs (in the order of
+    /// their lock keys, the same on every host), so two hosts claiming
+    /// different fires of one job take turns and each sees the other's
+    /// live run: a fire of a job live on another host is recorded skipped
+    /// (`overlap`). Answers are in the order of `claims`.
     pub fn claim_many(&mut self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>, LedgerError> {
         let db = |what: &'static str| move |e| LedgerError::db(what, e);
         if claims.is_empty() {
             return Ok(vec![]);
         }
-        if self.claim_stmt.is_none() {
-            let sql = format!(
-                "WITH input AS (
-                     SELECT * FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::text[])
-                         AS i(job, run_id, t, hash)
-                 ), majority AS ({MAJORITY}
-                 ), runs AS (
-                     SELECT DISTINCT i.job, i.run_id, m.hash AS theirs,
-                         (m.hash IS NULL OR m.hash = i.hash) AS ok
-                     FROM input i LEFT JOIN majority m ON m.job = i.job
-                 ), won AS (
-                     INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, lease_until, started)
-                     SELECT i.job, {}, $6, i.run_id, 'running', now() + $2 * interval '1 second', now()
-                     FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
-                     WHERE r.ok ORDER BY i.job, i.t
-                     ON CONFLICT DO NOTHING RETURNING job, run_id, scheduled_for
-                 ), cursor AS (
-                     INSERT INTO cw_cursors (job, last_scheduled)
-                     SELECT job, max(scheduled_for) FROM won GROUP BY job
-                     ON CONFLICT (job) DO UPDATE
-                     SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)
-                 )
-                 SELECT r.run_id, r.ok, r.theirs,
-                        array(SELECT {} FROM won w WHERE w.job = r.job AND w.run_id = r.run_id)
-                 FROM runs r",
-                ts(7).replace("$7", "i.t"),
-                us("w.scheduled_for")
-            );
-            let stmt = self
-                .client()
-                .prepare(&sql)
-                .map_err(db("prepare the claim"))?;
-            self.claim_stmt = Some(stmt);
-        }
-        let Some(stmt) = self.claim_stmt.clone() else {
-            return Err(LedgerError::Schema(
-                "the claim statement is not prepared".into(),
-            ));
-        };
+        let stmt = self.claim_statement()?;
         // One row per covered time.
         let fires = claims
             .iter()
             .flat_map(|c| c.covers.iter().map(move |t| (c, t)));
-        let (mut jobs, mut ids, mut times, mut hashes) = (vec![], vec![], vec![], vec![]);
+        let (mut jobs, mut ids, mut times, mut hashes, mut excl) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for (c, t) in fires {
             jobs.push(c.job.as_str());
             ids.push(c.run_id as i64);
             times.push(t.as_microsecond());
             hashes.push(c.hash.as_str());
+            excl.push(c.exclusive);
         }
+        let locked: Vec<&str> = claims
+            .iter()
+            .filter(|c| c.exclusive)
+            .map(|c| c.job.as_str())
+            .collect();
         let host = self.host.clone();
         let lease = self.lease_secs();
-        let rows = self
-            .client()
-            .query(&stmt, &[&jobs, &lease, &ids, &times, &hashes, &host])
-            .map_err(db("claim the fires"))?;
+        let params: [&(dyn postgres::types::ToSql + Sync); 7] =
+            [&jobs, &lease, &ids, &times, &hashes, &host, &excl];
+        let rows = if locked.is_empty() {
+            self.client()
+                .query(&stmt, &params)
+                .map_err(db("claim the fires"))?
+        } else {
+            let mut tx = self.client().transaction().map_err(db("begin claim"))?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM
+                   (SELECT DISTINCT hashtext(j) AS k FROM unnest($1::text[]) AS j) s ORDER BY k",
+                &[&locked],
+            )
+            .map_err(db("lock the jobs"))?;
+            let rows = tx.query(&stmt, &params).map_err(db("claim the fires"))?;
+            tx.commit().map_err(db("commit claim"))?;
+            rows
+        };
         let mut answers = std::collections::BTreeMap::new();
         for r in &rows {
-            let (run_id, ok, theirs, won): (i64, bool, Option<String>, Vec<i64>) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            answers.insert(run_id as u64, (ok, theirs, won));
+            let run_id: i64 = r.get(0);
+            answers.insert(run_id as u64, r);
         }
         let mut out = Vec::with_capacity(claims.len());
         for c in claims {
-            let Some((ok, theirs, won)) = answers.remove(&c.run_id) else {
+            let Some(r) = answers.remove(&c.run_id) else {
                 return Err(LedgerError::Schema(format!(
                     "the claim of run {} has no answer",
                     c.run_id
                 )));
             };
-            out.push(if !ok {
-                ClaimOutcome::Differs {
+            let (ok, theirs, busy_host, busy_run, won): (
+                bool,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Vec<i64>,
+            ) = (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+            out.push(match (ok, busy_host, busy_run) {
+                (false, _, _) => ClaimOutcome::Differs {
                     theirs: theirs.unwrap_or_default(),
+                },
+                (true, Some(host), Some(run_id)) => ClaimOutcome::Busy {
+                    host,
+                    run_id: run_id as u64,
+                },
+                _ if won.is_empty() => {
+                    let newest = c.covers.iter().max().map_or(0, |t| t.as_microsecond());
+                    ClaimOutcome::Taken {
+                        host: self.holder(&c.job, newest)?,
+                    }
                 }
-            } else if won.is_empty() {
-                let newest = c.covers.iter().max().map_or(0, |t| t.as_microsecond());
-                ClaimOutcome::Taken {
-                    host: self.holder(&c.job, newest)?,
+                _ => {
+                    let mut won: Vec<Timestamp> = won.into_iter().map(ts_of).collect();
+                    won.sort();
+                    ClaimOutcome::Won(won)
                 }
-            } else {
-                let mut won: Vec<Timestamp> = won.into_iter().map(ts_of).collect();
-                won.sort();
-                ClaimOutcome::Won(won)
             });
         }
         Ok(out)
+    }
+
+    /// The claim statement of [`Ledger::claim_many`], prepared once per
+    /// connection. Parameters, one element per covered time: `$1` jobs,
+    /// `$3` run ids, `$4` times (microseconds), `$5` definition hashes,
+    /// `$7` exclusive; `$2` the lease (s), `$6` this host.
+    fn claim_statement(&mut self) -> Result<postgres::Statement, LedgerError> {
+        if let Some(stmt) = &self.claim_stmt {
+            return Ok(stmt.clone());
+        }
+        let sql = format!(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::text[], $7::bool[])
+                     AS i(job, run_id, t, hash, exclusive)
+             ), majority AS ({MAJORITY}
+             ), runs AS (
+                 SELECT DISTINCT i.job, i.run_id, i.exclusive, m.hash AS theirs,
+                     (m.hash IS NULL OR m.hash = i.hash) AS ok
+                 FROM input i LEFT JOIN majority m ON m.job = i.job
+             ), busy AS (
+                 SELECT DISTINCT ON (f.job) f.job, f.host, f.run_id FROM cw_fires f
+                 WHERE f.job IN (SELECT job FROM runs WHERE ok AND exclusive)
+                   AND f.state = 'running' AND f.lease_until > now() AND f.host <> $6
+                 ORDER BY f.job, f.host, f.run_id
+             ), skipped AS (
+                 INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, finished, outcome)
+                 SELECT i.job, {at}, $6, i.run_id, 'skipped', now(), 'overlap'
+                 FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
+                 WHERE r.ok AND r.exclusive AND i.job IN (SELECT job FROM busy)
+                 ORDER BY i.job, i.t
+                 ON CONFLICT DO NOTHING
+             ), won AS (
+                 INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, lease_until, started)
+                 SELECT i.job, {at}, $6, i.run_id, 'running', now() + $2 * interval '1 second', now()
+                 FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
+                 WHERE r.ok AND NOT (r.exclusive AND i.job IN (SELECT job FROM busy))
+                 ORDER BY i.job, i.t
+                 ON CONFLICT DO NOTHING RETURNING job, run_id, scheduled_for
+             ), cursor AS (
+                 INSERT INTO cw_cursors (job, last_scheduled)
+                 SELECT job, max(scheduled_for) FROM won GROUP BY job
+                 ON CONFLICT (job) DO UPDATE
+                 SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)
+             )
+             SELECT r.run_id, r.ok, r.theirs, b.host, b.run_id,
+                    array(SELECT {won_at} FROM won w WHERE w.job = r.job AND w.run_id = r.run_id)
+             FROM runs r LEFT JOIN busy b ON b.job = r.job AND r.exclusive",
+            at = ts(8).replace("$8", "i.t"),
+            won_at = us("w.scheduled_for")
+        );
+        let stmt = self
+            .client()
+            .prepare(&sql)
+            .map_err(|e| LedgerError::db("prepare the claim", e))?;
+        self.claim_stmt = Some(stmt.clone());
+        Ok(stmt)
     }
 
     /// The host that claimed `job`'s fire at `at` (microseconds).

@@ -500,3 +500,80 @@ fn a_burst_of_claims_is_one_statement_with_per_fire_outcomes() {
     );
     assert!(a.claim_many(&[]).unwrap().is_empty());
 }
+
+/// Exclusive jobs in bursts: the jobs are locked in one order on every
+/// host (hosts listing them in opposite orders never deadlock), no fire
+/// is won twice, and a fire of a job live on another host is
+/// `Busy` (recorded skipped) while the rest of the burst goes through.
+#[test]
+fn bursts_of_exclusive_claims_on_racing_hosts_never_deadlock_nor_win_a_fire_twice() {
+    let Some(db) = TestDb::new("xburst") else {
+        return;
+    };
+    const HOSTS: usize = 3;
+    const JOBS: usize = 12;
+    const FIRES: i64 = 8;
+    let barrier = Arc::new(Barrier::new(HOSTS));
+    let handles: Vec<_> = (0..HOSTS)
+        .map(|h| {
+            let mut l = db.ledger(&format!("h{h}"), LEASE);
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut won = vec![];
+                for f in 0..FIRES {
+                    let mut burst: Vec<Claim> = (0..JOBS)
+                        .map(|j| {
+                            let mut c =
+                                claim(&format!("x{j}"), (f as u64) * 100 + j as u64, vec![t(f)]);
+                            c.exclusive = true;
+                            c
+                        })
+                        .collect();
+                    if h % 2 == 1 {
+                        burst.reverse();
+                    }
+                    let outcomes = l.claim_many(&burst).expect("no claim error (deadlock)");
+                    for (c, o) in burst.iter().zip(outcomes) {
+                        match o {
+                            ClaimOutcome::Won(times) => {
+                                won.extend(times.into_iter().map(|t| (c.job.clone(), t)));
+                                // The run ends at once: the next fire is free.
+                                l.finish(c.run_id, "success").unwrap();
+                            }
+                            ClaimOutcome::Taken { .. } | ClaimOutcome::Busy { .. } => {}
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut all: Vec<(String, Timestamp)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(all.len(), n, "a fire won twice");
+    // A live run elsewhere makes the fire Busy, the others still go.
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    let mut live = claim("y", 1, vec![t(50)]);
+    live.exclusive = true;
+    assert!(matches!(b.claim(&live).unwrap(), ClaimOutcome::Won(_)));
+    let mut next = claim("y", 7, vec![t(51)]);
+    next.exclusive = true;
+    assert_eq!(
+        a.claim_many(&[next, claim("z", 8, vec![t(51)])]).unwrap(),
+        [
+            ClaimOutcome::Busy {
+                host: "b".into(),
+                run_id: 1
+            },
+            ClaimOutcome::Won(vec![t(51)])
+        ]
+    );
+}

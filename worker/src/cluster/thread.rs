@@ -234,9 +234,8 @@ impl Thread {
     }
 
     /// Claims a burst: the claims that arrived together (up to
-    /// [`MAX_CLAIM_BATCH`]) of jobs without an overlap rule go in one
-    /// statement, one round trip for all; an exclusive job's claim takes
-    /// its own transaction (it locks the job and looks for a live run).
+    /// [`MAX_CLAIM_BATCH`]) in one statement, one round trip for all (see
+    /// [`Ledger::claim_many`]).
     fn claims(&mut self, batch: Vec<(Claim, Instant)>) {
         let (late, batch): (Vec<_>, Vec<_>) = batch
             .into_iter()
@@ -245,31 +244,22 @@ impl Thread {
             let late = format!("not claimed within {}s of its fire", CLAIM_WITHIN.as_secs());
             self.settle(&claim, Err(late));
         }
-        let injected = fail::eval("worker::claim_fail", |_| ()).is_some();
-        let (exclusive, many): (Vec<Claim>, Vec<Claim>) =
-            batch.into_iter().map(|(c, _)| c).partition(|c| c.exclusive);
-        for claim in exclusive {
-            let result = match injected {
-                true => Err("fault injection".into()),
-                false => self.with(|l| l.claim(&claim)),
-            };
-            self.settle(&claim, result);
-        }
-        if many.is_empty() {
+        let batch: Vec<Claim> = batch.into_iter().map(|(c, _)| c).collect();
+        if batch.is_empty() {
             return;
         }
-        let results = match injected {
-            true => Err("fault injection".into()),
-            false => self.with(|l| l.claim_many(&many)),
+        let results = match fail::eval("worker::claim_fail", |_| ()) {
+            Some(()) => Err("fault injection".into()),
+            None => self.with(|l| l.claim_many(&batch)),
         };
         match results {
             Ok(outcomes) => {
-                for (claim, outcome) in many.iter().zip(outcomes) {
+                for (claim, outcome) in batch.iter().zip(outcomes) {
                     self.settle(claim, Ok(outcome));
                 }
             }
             Err(e) => {
-                for claim in &many {
+                for claim in &batch {
                     self.settle(claim, Err(e.clone()));
                 }
             }
