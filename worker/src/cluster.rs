@@ -69,8 +69,11 @@ enum Request {
     },
     /// Fires this host missed (run id of the skip, job, time): who holds
     /// them in the ledger?
-    Missed(Vec<(u64, String, Timestamp)>),
+    Missed(Vec<MissedFire>),
 }
+
+/// A fire this host missed: its skip's run id, the job, the time.
+type MissedFire = (u64, String, Timestamp);
 
 /// What the claim thread tells the loop, for [`Cluster::resolve`]: a
 /// claim's answer, or (at each beat) what it learnt of the ledger, for

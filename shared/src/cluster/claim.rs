@@ -1,10 +1,11 @@
 //! Claiming a fire, so exactly one host runs each scheduled time of each
 //! job: one statement for a burst of runs (in a transaction that first
-//! locks the exclusive jobs among them, when there are some). It inserts a row per scheduled time a run covers (`ON
-//! CONFLICT DO NOTHING`: a time another host claimed stays its), advances
-//! the job's cursor, and leaves the rows `running` under a lease. Nothing
-//! runs before it commits. Also here: who holds the fires a host missed,
-//! a run's end, and a dead predecessor's runs recorded `lost`.
+//! locks the exclusive jobs among them, when there are some). It inserts a
+//! row per scheduled time a run covers (`ON CONFLICT DO NOTHING`: a time
+//! another host claimed stays its), advances the job's cursor, and leaves
+//! the rows `running` under a lease. Nothing runs before it commits. Also
+//! here: who holds the fires a host missed, a run's end, and a dead
+//! predecessor's runs recorded `lost`.
 
 use jiff::Timestamp;
 

@@ -20,11 +20,15 @@ use cronwarden_shared::{
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use super::{Answer, Request, CLAIM_WITHIN, SKEW_BOUND};
+use super::{Answer, MissedFire, Request, CLAIM_WITHIN, SKEW_BOUND};
 
 /// The hosts are listed at most this often: the query counts each host's
 /// claims of the last hour, and claims wait behind it on the thread.
 const PEERS_EVERY: Duration = Duration::from_secs(10);
+
+/// How long fires this host missed wait for the ledger to say who holds
+/// them before they are recorded as this host's misfires.
+const MISSED_WAIT: Duration = Duration::from_secs(30);
 
 /// At most this many claims that arrived together go in one statement
 /// (a burst of jobs due in the same second): bounded so one statement
@@ -78,6 +82,9 @@ pub(super) struct Thread {
     running: BTreeSet<u64>,
     finishes: VecDeque<(u64, &'static str)>,
     defs: Option<Vec<(String, String)>>,
+    /// Missed fires whose holders the ledger did not tell yet, and since
+    /// when they wait.
+    unanswered: Vec<(Vec<MissedFire>, Instant)>,
     /// The predecessor's runs still to record lost: (below, alive).
     predecessor: Option<(u64, Vec<u64>)>,
     next_connect: Instant,
@@ -107,6 +114,7 @@ impl Thread {
             finishes: VecDeque::new(),
             defs: None,
             predecessor: None,
+            unanswered: Vec::new(),
             next_connect: Instant::now(),
             skew_reported: false,
             skew_ms: None,
@@ -159,7 +167,7 @@ impl Thread {
                     self.handle(request, rx);
                 }
             }
-            Request::Missed(fires) => self.missed(fires),
+            Request::Missed(fires) => self.missed(fires, Instant::now()),
             Request::TakeOver { below, alive } => {
                 self.running.extend(alive.iter().copied());
                 self.predecessor = Some((below, alive));
@@ -286,13 +294,19 @@ impl Thread {
         let _ = self.answers.send(Answer::Claim { run_id, result });
     }
 
-    /// Who holds the fires this host missed; when the ledger cannot say,
-    /// they are this host's misfires (a record too many beats none).
-    fn missed(&mut self, fires: Vec<(u64, String, Timestamp)>) {
+    /// Who holds the fires this host missed (asked since `since`). While
+    /// the ledger does not answer they wait, retried at each beat, for
+    /// [`MISSED_WAIT`] (a worker just started may not be connected yet);
+    /// then they are this host's misfires (a record too many beats none).
+    fn missed(&mut self, fires: Vec<MissedFire>, since: Instant) {
         let keys: Vec<(String, Timestamp)> =
             fires.iter().map(|(_, j, t)| (j.clone(), *t)).collect();
         let holders = match self.with(|l| l.holders(&keys)) {
             Ok(h) => h,
+            Err(_) if since.elapsed() < MISSED_WAIT => {
+                self.unanswered.push((fires, since));
+                return;
+            }
             Err(e) => {
                 tracing::warn!("cannot ask the shared ledger who ran the fires missed here: {e}");
                 vec![None; fires.len()]
@@ -406,6 +420,9 @@ impl Thread {
                 self.flush_finishes();
             }
             Err(e) => tracing::warn!("shared ledger beat failed: {e}"),
+        }
+        for (fires, since) in std::mem::take(&mut self.unanswered) {
+            self.missed(fires, since);
         }
         self.report();
     }
