@@ -108,6 +108,31 @@ fn won(l: &mut Ledger, job: &str, run_id: u64, covers: Vec<Timestamp>) {
     assert!(matches!(outcome, ClaimOutcome::Won(_)), "{outcome:?}");
 }
 
+/// Runs `each` on `hosts` threads, host `h` with its own connection as
+/// `h{h}`, started together; gathers what they return.
+fn race<T: Send + 'static>(
+    db: &TestDb,
+    hosts: usize,
+    each: impl Fn(usize, &mut Ledger) -> Vec<T> + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(hosts));
+    let each = Arc::new(each);
+    let handles: Vec<_> = (0..hosts)
+        .map(|h| {
+            let mut l = db.ledger(&format!("h{h}"), LEASE);
+            let (barrier, each) = (barrier.clone(), each.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                each(h, &mut l)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
 const LEASE: Duration = Duration::from_secs(30);
 
 #[test]
@@ -134,36 +159,24 @@ fn hosts_racing_for_the_same_fires_each_win_a_fire_once() {
     };
     const HOSTS: usize = 4;
     const FIRES: i64 = 60;
-    let barrier = Arc::new(Barrier::new(HOSTS));
-    let handles: Vec<_> = (0..HOSTS)
-        .map(|h| {
-            let mut l = db.ledger(&format!("h{h}"), LEASE);
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut won = vec![];
-                for f in 0..FIRES {
-                    // Catch-up runs cover several times: every third claim
-                    // covers its fire and the one before.
-                    let covers = if f % 3 == 0 && f > 0 {
-                        vec![t(f - 1), t(f)]
-                    } else {
-                        vec![t(f)]
-                    };
-                    match l.claim(&claim("j", f as u64 + 1, covers)).unwrap() {
-                        ClaimOutcome::Won(times) => won.extend(times),
-                        ClaimOutcome::Taken { host } => assert!(host.starts_with('h')),
-                        other => panic!("unexpected {other:?}"),
-                    }
-                }
-                won
-            })
-        })
-        .collect();
-    let mut all: Vec<Timestamp> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let mut all: Vec<Timestamp> = race(&db, HOSTS, |_, l| {
+        let mut won = vec![];
+        for f in 0..FIRES {
+            // Catch-up runs cover several times: every third claim
+            // covers its fire and the one before.
+            let covers = if f % 3 == 0 && f > 0 {
+                vec![t(f - 1), t(f)]
+            } else {
+                vec![t(f)]
+            };
+            match l.claim(&claim("j", f as u64 + 1, covers)).unwrap() {
+                ClaimOutcome::Won(times) => won.extend(times),
+                ClaimOutcome::Taken { host } => assert!(host.starts_with('h')),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        won
+    });
     all.sort();
     // The oracle: every fire time, once.
     let expected: Vec<Timestamp> = (0..FIRES).map(t).collect();
@@ -513,47 +526,34 @@ fn bursts_of_exclusive_claims_on_racing_hosts_never_deadlock_nor_win_a_fire_twic
     const HOSTS: usize = 3;
     const JOBS: usize = 12;
     const FIRES: i64 = 8;
-    let barrier = Arc::new(Barrier::new(HOSTS));
-    let handles: Vec<_> = (0..HOSTS)
-        .map(|h| {
-            let mut l = db.ledger(&format!("h{h}"), LEASE);
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut won = vec![];
-                for f in 0..FIRES {
-                    let mut burst: Vec<Claim> = (0..JOBS)
-                        .map(|j| {
-                            let mut c =
-                                claim(&format!("x{j}"), (f as u64) * 100 + j as u64, vec![t(f)]);
-                            c.exclusive = true;
-                            c
-                        })
-                        .collect();
-                    if h % 2 == 1 {
-                        burst.reverse();
+    let mut all: Vec<(String, Timestamp)> = race(&db, HOSTS, |h, l| {
+        let mut won = vec![];
+        for f in 0..FIRES {
+            let mut burst: Vec<Claim> = (0..JOBS)
+                .map(|j| {
+                    let mut c = claim(&format!("x{j}"), (f as u64) * 100 + j as u64, vec![t(f)]);
+                    c.exclusive = true;
+                    c
+                })
+                .collect();
+            if h % 2 == 1 {
+                burst.reverse();
+            }
+            let outcomes = l.claim_many(&burst).expect("no claim error (deadlock)");
+            for (c, o) in burst.iter().zip(outcomes) {
+                match o {
+                    ClaimOutcome::Won(times) => {
+                        won.extend(times.into_iter().map(|t| (c.job.clone(), t)));
+                        // The run ends at once: the next fire is free.
+                        l.finish(c.run_id, "success").unwrap();
                     }
-                    let outcomes = l.claim_many(&burst).expect("no claim error (deadlock)");
-                    for (c, o) in burst.iter().zip(outcomes) {
-                        match o {
-                            ClaimOutcome::Won(times) => {
-                                won.extend(times.into_iter().map(|t| (c.job.clone(), t)));
-                                // The run ends at once: the next fire is free.
-                                l.finish(c.run_id, "success").unwrap();
-                            }
-                            ClaimOutcome::Taken { .. } | ClaimOutcome::Busy { .. } => {}
-                            other => panic!("unexpected {other:?}"),
-                        }
-                    }
+                    ClaimOutcome::Taken { .. } | ClaimOutcome::Busy { .. } => {}
+                    other => panic!("unexpected {other:?}"),
                 }
-                won
-            })
-        })
-        .collect();
-    let mut all: Vec<(String, Timestamp)> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+            }
+        }
+        won
+    });
     all.sort();
     let n = all.len();
     all.dedup();
