@@ -564,3 +564,5 @@ fn a_differing_definition_on_one_host_is_an_alert_there_and_status_lists_the_hos
         .cloned();
     assert!(h0.is_some_and(|p| p["alive"] == true), "{s}");
 }
+
+mod worker;

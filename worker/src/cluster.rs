@@ -11,51 +11,69 @@
 //! does not commit within [`CLAIM_WITHIN`] fails closed: the fire is not
 //! run here, and is recorded skipped (`store_unavailable`).
 //!
-//! The same thread beats for the host: it renews the leases of the runs
-//! this host won, records peers' expired runs `lost`, measures the clock
-//! skew against the database's clock, and records each run's end.
+//! A fire this host missed (down, restarted, stopped) is held the same
+//! way before it is recorded `misfire`: the ledger is asked who holds it,
+//! and a fire a peer ran is reported to the supervisor as the peer's
+//! (`peer`), with no record here. A catch-up run some of whose times a
+//! peer won runs once for the rest; the peer's times are reported alike.
+//!
+//! The same thread (`thread.rs`) beats for the host: it renews the leases
+//! of the runs this host won, records peers' expired runs `lost`, measures
+//! the clock skew against the database's clock, records each run's end,
+//! checks the job definitions against the other hosts' at start, at each
+//! reload and with the peers, and records a dead predecessor's runs on
+//! this host `lost` when a replacement worker starts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet},
     sync::mpsc as std_mpsc,
     time::{Duration, Instant},
 };
 
 use cronwarden_shared::{
-    cluster::{definition_hash, Claim, ClaimOutcome, Ledger},
+    cluster::{definition_hash, Claim, ClaimOutcome},
     config::{ClusterConfig, Config, Overlap},
     status::{Outcome, RunRecord, SkipReason, Trigger},
     store::Write,
-    wire::{ClusterHealth, DefinitionDiffers, Event},
-    VERSION,
+    wire::{ClusterHealth, Event},
 };
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::plan::{Effects, Spawn};
 
+use thread::Thread;
+
 /// A claim not committed this long after the fire was planned is given up
 /// (fail closed): a run that starts this late is worse than one recorded
 /// not run, and another host may well have it.
 pub(crate) const CLAIM_WITHIN: Duration = Duration::from_secs(5);
-/// At most this many run ends wait for the database to come back; older
-/// ones are dropped from the ledger (the host's own store has them).
-const MAX_PENDING_FINISHES: usize = 10_000;
 /// Why a claim was given up when the worker stops.
 const STOPPING: &str = "the worker stopped before the claim was answered";
 /// Clock skew against the database above this is logged as an error.
 pub(crate) const SKEW_BOUND: Duration = Duration::from_secs(2);
 
-/// The hosts are listed at most this often: the query counts each host's
-/// claims of the last hour, and claims wait behind it on the thread.
-const PEERS_EVERY: Duration = Duration::from_secs(10);
-
 /// What the claim thread is asked.
 enum Request {
     Claim(Claim, Instant),
-    Finish { run_id: u64, outcome: &'static str },
+    Finish {
+        run_id: u64,
+        outcome: &'static str,
+    },
     Defs(Vec<(String, String)>),
+    /// This worker replaced one that died: its runs below `below` are
+    /// lost, except `alive` (whose leases go on being renewed).
+    TakeOver {
+        below: u64,
+        alive: Vec<u64>,
+    },
+    /// Fires this host missed (run id of the skip, job, time): who holds
+    /// them in the ledger?
+    Missed(Vec<MissedFire>),
 }
+
+/// A fire this host missed: its skip's run id, the job, the time.
+type MissedFire = (u64, String, Timestamp);
 
 /// What the claim thread tells the loop, for [`Cluster::resolve`]: a
 /// claim's answer, or (at each beat) what it learnt of the ledger, for
@@ -67,12 +85,22 @@ pub(crate) enum Answer {
         result: Result<ClaimOutcome, String>,
     },
     Health(ClusterHealth),
+    /// The peer holding each missed fire (by its skip's run id), `None`
+    /// where no other host has it (or the ledger could not say).
+    Missed(Vec<(u64, Option<String>)>),
 }
 
 /// A run waiting for its claim: the spawn and its `running` record.
 struct Held {
     spawn: Spawn,
     insert: Write,
+}
+
+/// A fire this host missed, its `misfire` record and event held until the
+/// ledger says whether a peer ran it.
+struct Missed {
+    insert: Write,
+    event: Event,
 }
 
 /// The loop's side of the shared ledger.
@@ -83,6 +111,7 @@ pub(crate) struct Cluster {
     /// Says when the thread ended (its last run ends recorded).
     exited: std_mpsc::Receiver<()>,
     held: BTreeMap<u64, Held>,
+    missed: BTreeMap<u64, Missed>,
     /// Runs whose claim won: the next flush lets them through.
     released: BTreeSet<u64>,
     /// Runs this host won and that have not ended: their ends go to the
@@ -118,6 +147,7 @@ impl Cluster {
             answers,
             tx,
             held: BTreeMap::new(),
+            missed: BTreeMap::new(),
             released: BTreeSet::new(),
             won: BTreeSet::new(),
             hashes: BTreeMap::new(),
@@ -143,6 +173,7 @@ impl Cluster {
     /// records) and sends their claims. Manual runs and retries are this
     /// host's own and pass, as do runs whose claim already won.
     pub fn hold(&mut self, fx: &mut Effects) {
+        self.hold_missed(fx);
         let spawns = std::mem::take(&mut fx.spawns);
         for spawn in spawns {
             let id = spawn.record.id;
@@ -180,6 +211,104 @@ impl Cluster {
         }
     }
 
+    /// Takes the `misfire` skips out of `fx` (records and events) and
+    /// asks the ledger who holds those fires: one a peer ran (a host back
+    /// from downtime, a restarted worker) is the peer's, not a misfire
+    /// here (see [`Cluster::resolve`]).
+    fn hold_missed(&mut self, fx: &mut Effects) {
+        // In passes over the effects, never a search per skip: a day of
+        // downtime of a per-second job is thousands of misfires a turn.
+        let is_missed = |w: &Write| matches!(w, Write::Insert(r) if r.skip_reason == Some(SkipReason::Misfire) && r.covers.len() == 1);
+        if !fx.writes.iter().any(is_missed) {
+            return;
+        }
+        let (missed, kept): (Vec<Write>, Vec<Write>) = std::mem::take(&mut fx.writes)
+            .into_iter()
+            .partition(is_missed);
+        fx.writes = kept;
+        let mut inserts: BTreeMap<u64, Write> = missed
+            .into_iter()
+            .filter_map(|w| match &w {
+                Write::Insert(r) => Some((r.id, w)),
+                _ => None,
+            })
+            .collect();
+        let mut asked = vec![];
+        let mut events = Vec::with_capacity(fx.events.len());
+        for event in std::mem::take(&mut fx.events) {
+            let insert = match &event {
+                Event::Skip {
+                    run_id,
+                    reason: SkipReason::Misfire,
+                    ..
+                } => inserts.remove(run_id),
+                _ => None,
+            };
+            match insert {
+                Some(Write::Insert(r)) if !r.covers.is_empty() => {
+                    let id = r.id;
+                    asked.push((id, r.job.clone(), r.covers[0]));
+                    let insert = Write::Insert(r);
+                    self.missed.insert(id, Missed { insert, event });
+                }
+                Some(insert) => {
+                    fx.writes.push(insert);
+                    events.push(event);
+                }
+                None => events.push(event),
+            }
+        }
+        fx.events = events;
+        // A record without its event (none is planned so) stays as it is.
+        fx.writes.extend(inserts.into_values());
+        if asked.is_empty() {
+            return;
+        }
+        let ids: Vec<u64> = asked.iter().map(|a| a.0).collect();
+        if self.tx.send(Request::Missed(asked)).is_err() {
+            // No ledger to ask: they are this host's misfires.
+            let _ = self.answers.send(Answer::Missed(
+                ids.into_iter().map(|id| (id, None)).collect(),
+            ));
+        }
+    }
+
+    /// The ledger's word on missed fires: a peer's is reported as such
+    /// (no record here), the others are recorded as the misfires they are.
+    fn resolve_missed(&mut self, holders: Vec<(u64, Option<String>)>, fx: &mut Effects) {
+        for (id, holder) in holders {
+            let Some(Missed { insert, event }) = self.missed.remove(&id) else {
+                continue;
+            };
+            match (holder, event) {
+                (
+                    Some(host),
+                    Event::Skip {
+                        job,
+                        run_id,
+                        scheduled_at,
+                        next_fire_at,
+                        ..
+                    },
+                ) => {
+                    tracing::info!(job, scheduled_at = %scheduled_at, host, "a fire missed here was claimed by another host: not a misfire");
+                    fx.events.push(Event::Skip {
+                        job,
+                        run_id,
+                        scheduled_at,
+                        reason: SkipReason::Peer,
+                        busy_run_id: None,
+                        next_fire_at,
+                    });
+                }
+                (_, event) => {
+                    fx.writes.push(insert);
+                    fx.events.push(event);
+                }
+            }
+        }
+    }
+
     /// What a claim's answer makes of its run: started (record and spawn
     /// into `fx`), or not, with what to record; returns the job and run
     /// id to release in the plan when the run does not start.
@@ -193,6 +322,10 @@ impl Cluster {
             Answer::Claim { run_id, result } => (run_id, result),
             Answer::Health(h) => {
                 fx.events.push(Event::Cluster(h));
+                return None;
+            }
+            Answer::Missed(holders) => {
+                self.resolve_missed(holders, fx);
                 return None;
             }
         };
@@ -214,7 +347,11 @@ impl Cluster {
                 let mut insert = insert;
                 if won != spawn.record.covers {
                     // Some covered times were another host's: this run
-                    // stands for the rest only.
+                    // stands for the rest only, and the supervisor hears
+                    // the others are a peer's (it expects no run of them
+                    // here, and does not call them late).
+                    let theirs = spawn.record.covers.iter().filter(|t| !won.contains(t));
+                    fx.events.extend(theirs.map(|&t| peer_skip(&spawn, t)));
                     narrow(&mut spawn.record, &won);
                     if let Write::Insert(r) = &mut insert {
                         narrow(r, &won);
@@ -228,18 +365,11 @@ impl Cluster {
             }
             Ok(ClaimOutcome::Taken { host }) => {
                 tracing::debug!(job, run = id, host, "fire claimed by another host");
-                // Not this host's record: the supervisor hears of it so
-                // the fire counts as accounted, the store keeps nothing.
-                if let Some(&scheduled_at) = spawn.record.covers.last() {
-                    fx.events.push(Event::Skip {
-                        job: job.clone(),
-                        run_id: id,
-                        scheduled_at,
-                        reason: SkipReason::Peer,
-                        busy_run_id: None,
-                        next_fire_at: spawn.next_fire_at,
-                    });
-                }
+                // Not this host's record: the supervisor hears of each
+                // covered time so they count as accounted, the store keeps
+                // nothing.
+                let covers = spawn.record.covers.iter();
+                fx.events.extend(covers.map(|&t| peer_skip(&spawn, t)));
                 return Some((job, id));
             }
             Ok(ClaimOutcome::Busy { host, run_id }) => (
@@ -296,6 +426,9 @@ impl Cluster {
     /// The worker stops: runs still waiting for their claim never start
     /// (recorded skipped, `worker_down`); returns them for the plan.
     pub fn abandon(&mut self, now: Timestamp, fx: &mut Effects) -> Vec<(String, u64)> {
+        // Missed fires still unanswered are recorded as misfires.
+        let missed: Vec<(u64, Option<String>)> = self.missed.keys().map(|&id| (id, None)).collect();
+        self.resolve_missed(missed, fx);
         let ids: Vec<u64> = self.held.keys().copied().collect();
         ids.into_iter()
             .filter_map(|run_id| {
@@ -306,6 +439,20 @@ impl Cluster {
                 self.resolve(answer, now, fx)
             })
             .collect()
+    }
+
+    /// This worker took over from one that died (`first_run_id`: its own
+    /// first id, above all the predecessor's). The predecessor's runs are
+    /// recorded lost in the ledger at once, as in the store, so peers need
+    /// not wait out their lease; the ones that outlived it (`alive`, kept
+    /// busy in the plan) stay `running` with their leases renewed, for
+    /// they do run here, and are lost in the ledger when they are gone.
+    pub fn take_over(&mut self, first_run_id: u64, alive: Vec<u64>) {
+        self.won.extend(alive.iter().copied());
+        let _ = self.tx.send(Request::TakeOver {
+            below: first_run_id,
+            alive,
+        });
     }
 
     /// A run ended: a run this host won has its end recorded in the ledger.
@@ -335,6 +482,18 @@ impl Drop for Cluster {
 /// ledger.
 const FINAL_FLUSH_WITHIN: Duration = Duration::from_secs(3);
 
+/// The supervisor's word that `spawn`'s covered time `t` is a peer's.
+fn peer_skip(spawn: &Spawn, t: Timestamp) -> Event {
+    Event::Skip {
+        job: spawn.job.name.clone(),
+        run_id: spawn.record.id,
+        scheduled_at: t,
+        reason: SkipReason::Peer,
+        busy_run_id: None,
+        next_fire_at: spawn.next_fire_at,
+    }
+}
+
 /// A run narrowed to the covered times it won.
 fn narrow(record: &mut RunRecord, won: &[Timestamp]) {
     record.covers = won.to_vec();
@@ -344,257 +503,7 @@ fn narrow(record: &mut RunRecord, won: &[Timestamp]) {
     }
 }
 
-/// The claim thread: owns the connection, reconnects when it breaks.
-struct Thread {
-    cfg: ClusterConfig,
-    ledger: Option<Ledger>,
-    beat_every: Duration,
-    answers: mpsc::UnboundedSender<Answer>,
-    /// Run ids this host won and that have not ended: their leases are
-    /// renewed at each beat.
-    running: BTreeSet<u64>,
-    finishes: VecDeque<(u64, &'static str)>,
-    defs: Option<Vec<(String, String)>>,
-    next_connect: Instant,
-    skew_reported: bool,
-    /// The last skew measured, milliseconds.
-    skew_ms: Option<i64>,
-    /// Jobs whose last claim was refused for a differing definition:
-    /// (ours, theirs); a claim that goes through clears its job.
-    differs: BTreeMap<String, (String, String)>,
-    /// The hosts as last listed.
-    peers: Vec<cronwarden_shared::cluster::Peer>,
-    next_peers: Instant,
-}
-
-impl Thread {
-    fn new(
-        cfg: ClusterConfig,
-        beat_every: Duration,
-        answers: mpsc::UnboundedSender<Answer>,
-    ) -> Thread {
-        Thread {
-            cfg,
-            ledger: None,
-            beat_every,
-            answers,
-            running: BTreeSet::new(),
-            finishes: VecDeque::new(),
-            defs: None,
-            next_connect: Instant::now(),
-            skew_reported: false,
-            skew_ms: None,
-            differs: BTreeMap::new(),
-            peers: Vec::new(),
-            next_peers: Instant::now(),
-        }
-    }
-
-    fn run(mut self, rx: std_mpsc::Receiver<Request>) {
-        let mut next_beat = Instant::now();
-        loop {
-            let wait = next_beat.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(Request::Claim(claim, at)) => self.claim(claim, at),
-                Ok(Request::Finish { run_id, outcome }) => {
-                    self.running.remove(&run_id);
-                    if self.finishes.len() >= MAX_PENDING_FINISHES {
-                        self.finishes.pop_front();
-                    }
-                    self.finishes.push_back((run_id, outcome));
-                    self.flush_finishes();
-                }
-                Ok(Request::Defs(defs)) => {
-                    // A job reloaded with another definition (or gone)
-                    // is judged afresh at its next claim.
-                    self.differs
-                        .retain(|job, (ours, _)| defs.iter().any(|(j, h)| j == job && h == ours));
-                    self.defs = Some(defs);
-                    self.publish_defs();
-                }
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                // The loop is gone: the worker is ending.
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                    self.flush_finishes();
-                    return;
-                }
-            }
-            if Instant::now() >= next_beat {
-                self.beat();
-                next_beat = Instant::now() + self.beat_every;
-            }
-        }
-    }
-
-    /// The connection, (re)connecting at most once a second.
-    fn ledger(&mut self) -> Result<&mut Ledger, String> {
-        if self.ledger.is_none() {
-            if Instant::now() < self.next_connect {
-                return Err("the shared ledger is unreachable (retrying)".into());
-            }
-            self.next_connect = Instant::now() + Duration::from_secs(1);
-            match Ledger::connect(&self.cfg) {
-                Ok(l) => {
-                    tracing::info!(
-                        store = self.cfg.redacted(),
-                        host = self.cfg.host,
-                        "connected to the shared ledger"
-                    );
-                    self.ledger = Some(l);
-                    // What the database may have missed meanwhile.
-                    self.publish_defs();
-                    self.flush_finishes();
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return Err(e.to_string());
-                }
-            }
-        }
-        self.ledger
-            .as_mut()
-            .ok_or_else(|| "the shared ledger is unreachable".to_string())
-    }
-
-    /// Runs `f` on the connection; an error drops it (reconnect next time).
-    fn with<T>(
-        &mut self,
-        f: impl FnOnce(&mut Ledger) -> Result<T, cronwarden_shared::cluster::LedgerError>,
-    ) -> Result<T, String> {
-        let ledger = self.ledger()?;
-        match f(ledger) {
-            Ok(t) => Ok(t),
-            Err(e) => {
-                // Any error may have left the session unusable (a broken
-                // connection, an aborted transaction): start afresh.
-                self.ledger = None;
-                Err(e.to_string())
-            }
-        }
-    }
-
-    fn claim(&mut self, claim: Claim, at: Instant) {
-        let run_id = claim.run_id;
-        let result = if at.elapsed() > CLAIM_WITHIN {
-            Err(format!(
-                "not claimed within {}s of its fire",
-                CLAIM_WITHIN.as_secs()
-            ))
-        } else {
-            fail::fail_point!("worker::claim_fail", |_| {
-                let _ = self.answers.send(Answer::Claim {
-                    run_id,
-                    result: Err("fault injection".into()),
-                });
-            });
-            self.with(|l| l.claim(&claim))
-        };
-        match &result {
-            Ok(ClaimOutcome::Won(_)) => {
-                self.running.insert(run_id);
-                self.differs.remove(&claim.job);
-            }
-            Ok(ClaimOutcome::Differs { theirs }) => {
-                self.differs
-                    .insert(claim.job.clone(), (claim.hash.clone(), theirs.clone()));
-            }
-            Ok(ClaimOutcome::Taken { .. } | ClaimOutcome::Busy { .. }) => {
-                self.differs.remove(&claim.job);
-            }
-            Err(_) => {}
-        }
-        let _ = self.answers.send(Answer::Claim { run_id, result });
-    }
-
-    fn publish_defs(&mut self) {
-        let Some(defs) = self.defs.clone() else {
-            return;
-        };
-        if self.ledger.is_none() {
-            return;
-        }
-        if let Err(e) = self.with(|l| l.publish_defs(&defs)) {
-            tracing::error!("{e}");
-        }
-    }
-
-    fn flush_finishes(&mut self) {
-        while let Some((run_id, outcome)) = self.finishes.front().copied() {
-            if self.ledger.is_none() {
-                return;
-            }
-            match self.with(|l| l.finish(run_id, outcome)) {
-                Ok(_) => {
-                    self.finishes.pop_front();
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        run = run_id,
-                        "run end not recorded in the shared ledger yet: {e}"
-                    );
-                    return;
-                }
-            }
-        }
-    }
-
-    fn beat(&mut self) {
-        let running: Vec<u64> = self.running.iter().copied().collect();
-        match self.with(|l| l.beat(&running, VERSION)) {
-            Ok(beat) => {
-                for (job, at, host, run_id) in beat.lost {
-                    tracing::error!(job, scheduled_at = %at, host, run = run_id, "a peer's run recorded lost: its lease ran out");
-                }
-                let skew = Duration::from_micros(beat.skew_us.unsigned_abs());
-                if skew > SKEW_BOUND && !self.skew_reported {
-                    tracing::error!(skew_ms = beat.skew_us / 1000, "this host's clock is off the database's by more than {}s: fires are late or early against the other hosts", SKEW_BOUND.as_secs());
-                }
-                self.skew_reported = skew > SKEW_BOUND;
-                self.skew_ms = Some(beat.skew_us / 1000);
-                self.flush_finishes();
-            }
-            Err(e) => tracing::warn!("shared ledger beat failed: {e}"),
-        }
-        self.report();
-    }
-
-    /// Tells the supervisor (through the loop) what the ledger says: the
-    /// skew, the differing definitions, the peers. The peers are the
-    /// last known when the database is unreachable now.
-    fn report(&mut self) {
-        let peers = if self.ledger.is_some() && Instant::now() >= self.next_peers {
-            self.next_peers = Instant::now() + PEERS_EVERY;
-            match self.with(|l| l.peers()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!("cannot list the shared ledger's hosts: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        if let Some(p) = peers {
-            self.peers = p;
-        }
-        let health = ClusterHealth {
-            host: self.cfg.host.clone(),
-            skew_ms: self.skew_ms,
-            skew_bound_ms: SKEW_BOUND.as_millis() as u64,
-            differs: self
-                .differs
-                .iter()
-                .map(|(job, (ours, theirs))| DefinitionDiffers {
-                    job: job.clone(),
-                    ours: ours.clone(),
-                    theirs: theirs.clone(),
-                })
-                .collect(),
-            peers: self.peers.clone(),
-        };
-        let _ = self.answers.send(Answer::Health(health));
-    }
-}
+mod thread;
 
 #[cfg(test)]
 mod tests;

@@ -726,6 +726,9 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     for lost in recount {
         let _ = sched.done_tx.send(lost);
     }
+    if let Some(c) = sched.cluster.as_mut() {
+        c.take_over(first_run_id, held.iter().map(|(r, _)| r.id).collect());
+    }
     // Still running despite the kill: their jobs count them as running.
     for (lost, where_) in held {
         sched.plan.hold(&lost.job, lost.id);

@@ -1,12 +1,15 @@
-//! Claiming a fire: one transaction per run, so exactly one host runs
-//! each scheduled time of each job. The transaction inserts a row per
-//! scheduled time the run covers (`ON CONFLICT DO NOTHING`: a time another
-//! host claimed stays its), advances the job's cursor, and leaves the rows
-//! `running` under a lease. Nothing runs before it commits.
+//! Claiming a fire, so exactly one host runs each scheduled time of each
+//! job: one statement for a burst of runs (in a transaction that first
+//! locks the exclusive jobs among them, when there are some). It inserts a
+//! row per scheduled time a run covers (`ON CONFLICT DO NOTHING`: a time
+//! another host claimed stays its), advances the job's cursor, and leaves
+//! the rows `running` under a lease. Nothing runs before it commits. Also
+//! here: who holds the fires a host missed, a run's end, and a dead
+//! predecessor's runs recorded `lost`.
 
 use jiff::Timestamp;
 
-use super::{ts, ts_of, us, Ledger, LedgerError};
+use super::{ts, ts_of, us, Ledger, LedgerError, MAJORITY};
 
 /// One run this host wants to start.
 #[derive(Debug, Clone)]
@@ -41,172 +44,169 @@ pub enum ClaimOutcome {
 }
 
 impl Ledger {
-    /// Claims `c` in one transaction (see the module doc).
+    /// Claims `c` (see [`Ledger::claim_many`]).
     pub fn claim(&mut self, c: &Claim) -> Result<ClaimOutcome, LedgerError> {
-        if !c.exclusive {
-            return self.claim_one_trip(c);
-        }
-        let host = self.host.clone();
-        let lease = self.lease_secs();
-        let covers: Vec<i64> = c.covers.iter().map(|t| t.as_microsecond()).collect();
-        let newest = covers.iter().copied().max().unwrap_or_default();
-        let run_id = c.run_id as i64;
-        let db = |what: &'static str| move |e| LedgerError::db(what, e);
-        let mut tx = self.client().transaction().map_err(db("begin claim"))?;
-        let majority = tx
-            .query_opt(
-                "SELECT d.hash FROM cw_job_defs d JOIN cw_peers p ON p.host = d.host
-                 WHERE d.job = $1 AND p.last_seen > now() - $2 * interval '1 second'
-                 GROUP BY d.hash ORDER BY count(*) DESC, min(d.since), d.hash LIMIT 1",
-                &[&c.job, &lease],
-            )
-            .map_err(db("compare job definitions"))?
-            .map(|r| r.get::<_, String>(0));
-        if let Some(theirs) = majority.filter(|h| *h != c.hash) {
-            tx.rollback().map_err(db("end claim"))?;
-            return Ok(ClaimOutcome::Differs { theirs });
-        }
-        if c.exclusive {
-            // Two hosts claiming different fires of one exclusive job at
-            // once would each see no live run: take turns per job.
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&c.job])
-                .map_err(db("lock the job"))?;
-            let busy = tx
-                .query_opt(
-                    "SELECT host, run_id FROM cw_fires
-                     WHERE job = $1 AND state = 'running' AND lease_until > now() AND host <> $2
-                     LIMIT 1",
-                    &[&c.job, &host],
-                )
-                .map_err(db("look for a live run"))?;
-            if let Some(r) = busy {
-                let (busy_host, busy_run): (String, i64) = (r.get(0), r.get(1));
-                tx.execute(
-                    &format!(
-                        "INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, finished, outcome)
-                         SELECT $1, {}, $2, $3, 'skipped', now(), 'overlap'
-                         FROM unnest($4::bigint[]) AS u(t) ON CONFLICT DO NOTHING",
-                        ts(5).replace("$5", "u.t")
-                    ),
-                    &[&c.job, &host, &run_id, &covers],
-                )
-                .map_err(db("record the fire skipped"))?;
-                tx.commit().map_err(db("commit claim"))?;
-                return Ok(ClaimOutcome::Busy {
-                    host: busy_host,
-                    run_id: busy_run as u64,
-                });
-            }
-        }
-        let won = tx
-            .query(
-                &format!(
-                    "INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, lease_until, started)
-                     SELECT $1, {}, $2, $3, 'running', now() + $5 * interval '1 second', now()
-                     FROM unnest($4::bigint[]) AS u(t) ON CONFLICT DO NOTHING
-                     RETURNING {}",
-                    ts(6).replace("$6", "u.t"),
-                    us("scheduled_for")
-                ),
-                &[&c.job, &host, &run_id, &covers, &lease],
-            )
-            .map_err(db("insert the claim"))?;
-        let mut won: Vec<Timestamp> = won.iter().map(|r| ts_of(r.get(0))).collect();
-        won.sort();
-        if won.is_empty() {
-            let holder = tx
-                .query_opt(
-                    &format!(
-                        "SELECT host FROM cw_fires WHERE job = $1 AND scheduled_for = {}",
-                        ts(2)
-                    ),
-                    &[&c.job, &newest],
-                )
-                .map_err(db("read who claimed the fire"))?
-                .map_or_else(String::new, |r| r.get(0));
-            tx.rollback().map_err(db("end claim"))?;
-            return Ok(ClaimOutcome::Taken { host: holder });
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO cw_cursors (job, last_scheduled) VALUES ($1, {})
-                 ON CONFLICT (job) DO UPDATE
-                 SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)",
-                ts(2)
-            ),
-            &[&c.job, &newest],
-        )
-        .map_err(db("advance the job's cursor"))?;
-        tx.commit().map_err(db("commit claim"))?;
-        Ok(ClaimOutcome::Won(won))
+        let mut answers = self.claim_many(std::slice::from_ref(c))?;
+        answers.pop().ok_or_else(|| {
+            LedgerError::Schema(format!("the claim of run {} has no answer", c.run_id))
+        })
     }
 
-    /// The claim of a job without an overlap rule across hosts, as one
-    /// statement (atomic by itself, no transaction round trips), prepared
-    /// once per connection: the winner's fire waits one round trip.
-    fn claim_one_trip(&mut self, c: &Claim) -> Result<ClaimOutcome, LedgerError> {
+    /// Claims a burst of runs, however many arrived together, in one
+    /// statement (prepared once per connection): one round trip for the
+    /// lot. Each fire is inserted on its own (`ON CONFLICT DO NOTHING`), so
+    /// a time a peer holds never aborts the others' claims; rows go in in
+    /// one order (job, time) on every host, so two hosts claiming the same
+    /// burst wait for each other at most, never deadlock. A job whose
+    /// definition differs from the majority's is not claimed. When the
+    /// burst has exclusive jobs (`overlap` skip or queue), the statement
+    /// runs in a transaction after locking those jobs (in the order of
+    /// their lock keys, the same on every host), so two hosts claiming
+    /// different fires of one job take turns and each sees the other's
+    /// live run: a fire of a job live on another host is recorded skipped
+    /// (`overlap`). Answers are in the order of `claims`.
+    pub fn claim_many(&mut self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>, LedgerError> {
         let db = |what: &'static str| move |e| LedgerError::db(what, e);
-        if self.claim_stmt.is_none() {
-            let sql = format!(
-                "WITH majority AS (
-                     SELECT d.hash FROM cw_job_defs d JOIN cw_peers p ON p.host = d.host
-                     WHERE d.job = $1 AND p.last_seen > now() - $5 * interval '1 second'
-                     GROUP BY d.hash ORDER BY count(*) DESC, min(d.since), d.hash LIMIT 1
-                 ), allowed AS (
-                     SELECT NOT EXISTS (SELECT 1 FROM majority WHERE hash <> $6) AS ok
-                 ), won AS (
-                     INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, lease_until, started)
-                     SELECT $1, {}, $2, $3, 'running', now() + $5 * interval '1 second', now()
-                     FROM unnest($4::bigint[]) AS u(t), allowed WHERE allowed.ok
-                     ON CONFLICT DO NOTHING RETURNING scheduled_for
-                 ), cursor AS (
-                     INSERT INTO cw_cursors (job, last_scheduled)
-                     SELECT $1, max(scheduled_for) FROM won HAVING count(*) > 0
-                     ON CONFLICT (job) DO UPDATE
-                     SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)
-                 )
-                 SELECT (SELECT ok FROM allowed), (SELECT hash FROM majority),
-                        array(SELECT {} FROM won)",
-                ts(7).replace("$7", "u.t"),
-                us("scheduled_for")
-            );
-            let stmt = self
-                .client()
-                .prepare(&sql)
-                .map_err(db("prepare the claim"))?;
-            self.claim_stmt = Some(stmt);
+        if claims.is_empty() {
+            return Ok(vec![]);
         }
-        let Some(stmt) = self.claim_stmt.clone() else {
-            return Err(LedgerError::Schema(
-                "the claim statement is not prepared".into(),
-            ));
-        };
+        let stmt = self.claim_statement()?;
+        // One row per covered time.
+        let fires = claims
+            .iter()
+            .flat_map(|c| c.covers.iter().map(move |t| (c, t)));
+        let (mut jobs, mut ids, mut times, mut hashes, mut excl) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (c, t) in fires {
+            jobs.push(c.job.as_str());
+            ids.push(c.run_id as i64);
+            times.push(t.as_microsecond());
+            hashes.push(c.hash.as_str());
+            excl.push(c.exclusive);
+        }
+        let locked: Vec<&str> = claims
+            .iter()
+            .filter(|c| c.exclusive)
+            .map(|c| c.job.as_str())
+            .collect();
         let host = self.host.clone();
-        let covers: Vec<i64> = c.covers.iter().map(|t| t.as_microsecond()).collect();
-        let newest = covers.iter().copied().max().unwrap_or_default();
         let lease = self.lease_secs();
-        let row = self
-            .client()
-            .query_one(
-                &stmt,
-                &[&c.job, &host, &(c.run_id as i64), &covers, &lease, &c.hash],
+        let params: [&(dyn postgres::types::ToSql + Sync); 7] =
+            [&jobs, &lease, &ids, &times, &hashes, &host, &excl];
+        let rows = if locked.is_empty() {
+            self.client()
+                .query(&stmt, &params)
+                .map_err(db("claim the fires"))?
+        } else {
+            let mut tx = self.client().transaction().map_err(db("begin claim"))?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM
+                   (SELECT DISTINCT hashtext(j) AS k FROM unnest($1::text[]) AS j) s ORDER BY k",
+                &[&locked],
             )
-            .map_err(db("claim the fire"))?;
-        let (allowed, majority, won): (bool, Option<String>, Vec<i64>) =
-            (row.get(0), row.get(1), row.get(2));
-        if !allowed {
-            return Ok(ClaimOutcome::Differs {
-                theirs: majority.unwrap_or_default(),
+            .map_err(db("lock the jobs"))?;
+            let rows = tx.query(&stmt, &params).map_err(db("claim the fires"))?;
+            tx.commit().map_err(db("commit claim"))?;
+            rows
+        };
+        let mut answers = std::collections::BTreeMap::new();
+        for r in &rows {
+            let run_id: i64 = r.get(0);
+            answers.insert(run_id as u64, r);
+        }
+        let mut out = Vec::with_capacity(claims.len());
+        for c in claims {
+            let Some(r) = answers.remove(&c.run_id) else {
+                return Err(LedgerError::Schema(format!(
+                    "the claim of run {} has no answer",
+                    c.run_id
+                )));
+            };
+            let (ok, theirs, busy_host, busy_run, won): (
+                bool,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Vec<i64>,
+            ) = (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+            out.push(match (ok, busy_host, busy_run) {
+                (false, _, _) => ClaimOutcome::Differs {
+                    theirs: theirs.unwrap_or_default(),
+                },
+                (true, Some(host), Some(run_id)) => ClaimOutcome::Busy {
+                    host,
+                    run_id: run_id as u64,
+                },
+                _ if won.is_empty() => {
+                    let newest = c.covers.iter().max().map_or(0, |t| t.as_microsecond());
+                    ClaimOutcome::Taken {
+                        host: self.holder(&c.job, newest)?,
+                    }
+                }
+                _ => {
+                    let mut won: Vec<Timestamp> = won.into_iter().map(ts_of).collect();
+                    won.sort();
+                    ClaimOutcome::Won(won)
+                }
             });
         }
-        if won.is_empty() {
-            return Ok(ClaimOutcome::Taken {
-                host: self.holder(&c.job, newest)?,
-            });
+        Ok(out)
+    }
+
+    /// The claim statement of [`Ledger::claim_many`], prepared once per
+    /// connection. Parameters, one element per covered time: `$1` jobs,
+    /// `$3` run ids, `$4` times (microseconds), `$5` definition hashes,
+    /// `$7` exclusive; `$2` the lease (s), `$6` this host.
+    fn claim_statement(&mut self) -> Result<postgres::Statement, LedgerError> {
+        if let Some(stmt) = &self.claim_stmt {
+            return Ok(stmt.clone());
         }
-        let mut won: Vec<Timestamp> = won.into_iter().map(ts_of).collect();
-        won.sort();
-        Ok(ClaimOutcome::Won(won))
+        let sql = format!(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::text[], $7::bool[])
+                     AS i(job, run_id, t, hash, exclusive)
+             ), majority AS ({MAJORITY}
+             ), runs AS (
+                 SELECT DISTINCT i.job, i.run_id, i.exclusive, m.hash AS theirs,
+                     (m.hash IS NULL OR m.hash = i.hash) AS ok
+                 FROM input i LEFT JOIN majority m ON m.job = i.job
+             ), busy AS (
+                 SELECT DISTINCT ON (f.job) f.job, f.host, f.run_id FROM cw_fires f
+                 WHERE f.job IN (SELECT job FROM runs WHERE ok AND exclusive)
+                   AND f.state = 'running' AND f.lease_until > now() AND f.host <> $6
+                 ORDER BY f.job, f.host, f.run_id
+             ), skipped AS (
+                 INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, finished, outcome)
+                 SELECT i.job, {at}, $6, i.run_id, 'skipped', now(), 'overlap'
+                 FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
+                 WHERE r.ok AND r.exclusive AND i.job IN (SELECT job FROM busy)
+                 ORDER BY i.job, i.t
+                 ON CONFLICT DO NOTHING
+             ), won AS (
+                 INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, lease_until, started)
+                 SELECT i.job, {at}, $6, i.run_id, 'running', now() + $2 * interval '1 second', now()
+                 FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
+                 WHERE r.ok AND NOT (r.exclusive AND i.job IN (SELECT job FROM busy))
+                 ORDER BY i.job, i.t
+                 ON CONFLICT DO NOTHING RETURNING job, run_id, scheduled_for
+             ), cursor AS (
+                 INSERT INTO cw_cursors (job, last_scheduled)
+                 SELECT job, max(scheduled_for) FROM won GROUP BY job
+                 ON CONFLICT (job) DO UPDATE
+                 SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)
+             )
+             SELECT r.run_id, r.ok, r.theirs, b.host, b.run_id,
+                    array(SELECT {won_at} FROM won w WHERE w.job = r.job AND w.run_id = r.run_id)
+             FROM runs r LEFT JOIN busy b ON b.job = r.job AND r.exclusive",
+            at = ts(8).replace("$8", "i.t"),
+            won_at = us("w.scheduled_for")
+        );
+        let stmt = self
+            .client()
+            .prepare(&sql)
+            .map_err(|e| LedgerError::db("prepare the claim", e))?;
+        self.claim_stmt = Some(stmt.clone());
+        Ok(stmt)
     }
 
     /// The host that claimed `job`'s fire at `at` (microseconds).
@@ -224,18 +224,81 @@ impl Ledger {
             .map_or_else(String::new, |r| r.get(0)))
     }
 
+    /// The host holding each of `fires` (job, scheduled time) in the
+    /// ledger, in order; `None` where no host claimed or skipped it. A
+    /// host asks before it records a fire it missed: a fire a peer ran is
+    /// not this host's misfire.
+    pub fn holders(
+        &mut self,
+        fires: &[(String, Timestamp)],
+    ) -> Result<Vec<Option<String>>, LedgerError> {
+        let jobs: Vec<&str> = fires.iter().map(|(j, _)| j.as_str()).collect();
+        let times: Vec<i64> = fires.iter().map(|(_, t)| t.as_microsecond()).collect();
+        let rows = self
+            .client()
+            .query(
+                &format!(
+                    "SELECT f.host FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS u(job, t, i)
+                     LEFT JOIN cw_fires f ON f.job = u.job AND f.scheduled_for = {}
+                     ORDER BY u.i",
+                    ts(3).replace("$3", "u.t")
+                ),
+                &[&jobs, &times],
+            )
+            .map_err(|e| LedgerError::db("read who holds the missed fires", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Records this host's run `run_id` ended with `outcome` (the record's
     /// word; run ids are unique per host). A run a peer recorded `lost`
     /// while this host was silent is set right: it did run here, once.
+    /// A run that ended `lost` (its worker died, the run outlived it and
+    /// is gone now) is `lost` in the ledger too, by this host.
     /// Returns how many fire rows it ended (the times the run covered).
     pub fn finish(&mut self, run_id: u64, outcome: &str) -> Result<u64, LedgerError> {
         let host = self.host.clone();
         self.client()
             .execute(
-                "UPDATE cw_fires SET state = 'finished', outcome = $3, finished = now(), lease_until = NULL
+                "UPDATE cw_fires SET state = CASE WHEN $3 = 'lost' THEN 'lost' ELSE 'finished' END,
+                     lost_by = CASE WHEN $3 = 'lost' THEN coalesce(lost_by, $1) ELSE lost_by END,
+                     outcome = $3, finished = now(), lease_until = NULL
                  WHERE host = $1 AND run_id = $2 AND state IN ('running', 'lost')",
                 &[&host, &(run_id as i64), &outcome],
             )
             .map_err(|e| LedgerError::db("record the run finished", e))
+    }
+
+    /// A replacement worker on this host (after its predecessor was
+    /// killed) records the predecessor's runs `lost` at once, as its own
+    /// store does, rather than leave them `running` until their lease
+    /// runs out: every run of this host below `below` (the new worker's
+    /// first run id) still `running`, except `alive` (runs that outlived
+    /// their worker: the new one keeps their jobs busy and renews their
+    /// leases until they are gone). Returns (job, scheduled time, run id)
+    /// of each fire recorded lost.
+    pub fn lose_predecessors(
+        &mut self,
+        below: u64,
+        alive: &[u64],
+    ) -> Result<Vec<(String, Timestamp, u64)>, LedgerError> {
+        let host = self.host.clone();
+        let alive: Vec<i64> = alive.iter().map(|&i| i as i64).collect();
+        let rows = self
+            .client()
+            .query(
+                &format!(
+                    "UPDATE cw_fires SET state = 'lost', outcome = 'lost', finished = now(),
+                         lease_until = NULL, lost_by = $1
+                     WHERE host = $1 AND state = 'running' AND run_id < $2 AND NOT (run_id = ANY($3))
+                     RETURNING job, {}, run_id",
+                    us("scheduled_for")
+                ),
+                &[&host, &(below.min(i64::MAX as u64) as i64), &alive],
+            )
+            .map_err(|e| LedgerError::db("record the previous worker's runs lost", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), ts_of(r.get(1)), r.get::<_, i64>(2) as u64))
+            .collect())
     }
 }

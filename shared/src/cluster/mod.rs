@@ -38,6 +38,15 @@ pub(crate) fn ts(n: u32) -> String {
     TS.replace("$N", &format!("${n}"))
 }
 
+/// The definition hash most live hosts hold of each job (ties: the one
+/// held longest, then by hash): `$1` the jobs (`text[]`), `$2` the lease
+/// in seconds. The one statement of the rule for batched claims and the
+/// definition check.
+pub(crate) const MAJORITY: &str =
+    "SELECT DISTINCT ON (d.job) d.job, d.hash FROM cw_job_defs d JOIN cw_peers p ON p.host = d.host
+     WHERE d.job = ANY($1) AND p.last_seen > now() - $2 * interval '1 second'
+     GROUP BY d.job, d.hash ORDER BY d.job, count(*) DESC, min(d.since), d.hash";
+
 /// How long one statement may take before the host gives up on it (and
 /// a claim fails closed).
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,6 +97,9 @@ pub struct Ledger {
     /// The claim of a job that allows overlap, prepared once: one round
     /// trip per fire (see [`Ledger::claim`]).
     claim_stmt: Option<postgres::Statement>,
+    /// Test only: added to this host's clock reading in the skew
+    /// measurement (see [`Ledger::offset_clock_for_test`]).
+    test_clock_offset_us: i64,
 }
 
 /// A host as the ledger knows it.
@@ -158,7 +170,15 @@ impl Ledger {
             host: cfg.host.clone(),
             lease: cfg.lease,
             claim_stmt: None,
+            test_clock_offset_us: 0,
         })
+    }
+
+    /// Test only: the skew measurement (and nothing else) reads this
+    /// host's clock `us` microseconds ahead. Hosts on one machine share a
+    /// clock, so an end-to-end test of the skew alert needs a fake offset.
+    pub fn offset_clock_for_test(&mut self, us: i64) {
+        self.test_clock_offset_us = us;
     }
 
     pub fn host(&self) -> &str {
@@ -182,7 +202,8 @@ impl Ledger {
             .map_err(|e| LedgerError::db("read the database clock", e))?
             .get(0);
         let after = Timestamp::now();
-        let mid = (before.as_microsecond() + after.as_microsecond()) / 2;
+        let mid =
+            (before.as_microsecond() + after.as_microsecond()) / 2 + self.test_clock_offset_us;
         let skew_us = mid - db_now;
         let ids: Vec<i64> = running.iter().map(|&i| i as i64).collect();
         let lease = self.lease_secs();
@@ -253,6 +274,22 @@ impl Ledger {
         .map_err(|e| LedgerError::db("publish job definitions", e))?;
         tx.commit()
             .map_err(|e| LedgerError::db("commit job definitions", e))
+    }
+
+    /// The definition hash most live hosts hold of each of `jobs` (ties:
+    /// the one held longest), as a claim judges it: a job missing here has
+    /// no live host's definition yet. Checked at start, at each reload and
+    /// with the peers, so a differing definition shows before the job's
+    /// next fire (which may be a day away).
+    pub fn majority_defs(
+        &mut self,
+        jobs: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, LedgerError> {
+        let rows = self
+            .client
+            .query(MAJORITY, &[&jobs, &self.lease_secs()])
+            .map_err(|e| LedgerError::db("compare job definitions", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Every host the ledger knows, by name.

@@ -102,6 +102,37 @@ fn claim(job: &str, run_id: u64, covers: Vec<Timestamp>) -> Claim {
     }
 }
 
+/// `l` claims and wins the fires.
+fn won(l: &mut Ledger, job: &str, run_id: u64, covers: Vec<Timestamp>) {
+    let outcome = l.claim(&claim(job, run_id, covers)).unwrap();
+    assert!(matches!(outcome, ClaimOutcome::Won(_)), "{outcome:?}");
+}
+
+/// Runs `each` on `hosts` threads, host `h` with its own connection as
+/// `h{h}`, started together; gathers what they return.
+fn race<T: Send + 'static>(
+    db: &TestDb,
+    hosts: usize,
+    each: impl Fn(usize, &mut Ledger) -> Vec<T> + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(hosts));
+    let each = Arc::new(each);
+    let handles: Vec<_> = (0..hosts)
+        .map(|h| {
+            let mut l = db.ledger(&format!("h{h}"), LEASE);
+            let (barrier, each) = (barrier.clone(), each.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                each(h, &mut l)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
 const LEASE: Duration = Duration::from_secs(30);
 
 #[test]
@@ -128,36 +159,24 @@ fn hosts_racing_for_the_same_fires_each_win_a_fire_once() {
     };
     const HOSTS: usize = 4;
     const FIRES: i64 = 60;
-    let barrier = Arc::new(Barrier::new(HOSTS));
-    let handles: Vec<_> = (0..HOSTS)
-        .map(|h| {
-            let mut l = db.ledger(&format!("h{h}"), LEASE);
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut won = vec![];
-                for f in 0..FIRES {
-                    // Catch-up runs cover several times: every third claim
-                    // covers its fire and the one before.
-                    let covers = if f % 3 == 0 && f > 0 {
-                        vec![t(f - 1), t(f)]
-                    } else {
-                        vec![t(f)]
-                    };
-                    match l.claim(&claim("j", f as u64 + 1, covers)).unwrap() {
-                        ClaimOutcome::Won(times) => won.extend(times),
-                        ClaimOutcome::Taken { host } => assert!(host.starts_with('h')),
-                        other => panic!("unexpected {other:?}"),
-                    }
-                }
-                won
-            })
-        })
-        .collect();
-    let mut all: Vec<Timestamp> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let mut all: Vec<Timestamp> = race(&db, HOSTS, |_, l| {
+        let mut won = vec![];
+        for f in 0..FIRES {
+            // Catch-up runs cover several times: every third claim
+            // covers its fire and the one before.
+            let covers = if f % 3 == 0 && f > 0 {
+                vec![t(f - 1), t(f)]
+            } else {
+                vec![t(f)]
+            };
+            match l.claim(&claim("j", f as u64 + 1, covers)).unwrap() {
+                ClaimOutcome::Won(times) => won.extend(times),
+                ClaimOutcome::Taken { host } => assert!(host.starts_with('h')),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        won
+    });
     all.sort();
     // The oracle: every fire time, once.
     let expected: Vec<Timestamp> = (0..FIRES).map(t).collect();
@@ -352,4 +371,233 @@ fn definition_hashes_ignore_the_hosts_jitter_offset_only() {
     let mut changed = job.clone();
     changed.command = crate::config::JobCommand::Argv(vec!["false".into()]);
     assert_ne!(definition_hash(job), definition_hash(&changed));
+}
+
+/// The definition check without a claim: the majority of live hosts per
+/// job, ties to the definition held longest; a silent host's vote lapses.
+#[test]
+fn the_majority_definition_of_each_job_is_known_without_a_claim() {
+    let Some(db) = TestDb::new("majority") else {
+        return;
+    };
+    let lease = Duration::from_secs(2);
+    let mut ls: Vec<Ledger> = ["a", "b", "c"]
+        .iter()
+        .map(|h| db.ledger(h, lease))
+        .collect();
+    for (l, hashes) in ls.iter_mut().zip([["1", "x"], ["1", "y"], ["2", "y"]]) {
+        l.beat(&[], "test").unwrap();
+        let defs = [
+            ("j".into(), hashes[0].into()),
+            ("k".into(), hashes[1].into()),
+        ];
+        l.publish_defs(&defs).unwrap();
+    }
+    let jobs = ["j".to_string(), "k".to_string(), "none".to_string()];
+    let m = ls[2].majority_defs(&jobs).unwrap();
+    assert_eq!(
+        m.into_iter().collect::<Vec<_>>(),
+        [("j".into(), "1".into()), ("k".into(), "y".into())]
+    );
+    // a and b go silent past the lease: c's definition is the majority.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        ls[2].beat(&[], "test").unwrap();
+        let m = ls[2].majority_defs(&jobs).unwrap();
+        if m.get("j").map(String::as_str) == Some("2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a and b never lapsed: {m:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Before a host records a fire it missed, it asks who holds it: the
+/// host that claimed (or skipped) it, or nobody.
+#[test]
+fn the_holder_of_each_missed_fire_is_read_in_one_query() {
+    let Some(db) = TestDb::new("holders") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    won(&mut a, "j", 1, vec![t(1), t(2)]);
+    won(&mut b, "k", 1, vec![t(1)]);
+    let asked = [
+        ("j".to_string(), t(2)),
+        ("j".to_string(), t(3)),
+        ("k".to_string(), t(1)),
+        ("j".to_string(), t(1)),
+    ];
+    assert_eq!(
+        b.holders(&asked).unwrap(),
+        [Some("a".into()), None, Some("b".into()), Some("a".into())]
+    );
+    assert!(b.holders(&[]).unwrap().is_empty());
+}
+
+/// A replacement worker on a host records its predecessor's runs lost at
+/// once (not when their lease runs out), except a run that outlived its
+/// worker: its lease is renewed until it ends, then it is lost too.
+#[test]
+fn a_replacement_worker_records_its_predecessors_runs_lost_but_not_a_live_one() {
+    let Some(db) = TestDb::new("predecessor") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    for (id, at) in [(1, 1), (2, 2), (3, 3)] {
+        won(&mut a, "j", id, vec![t(at)]);
+    }
+    won(&mut b, "j", 1, vec![t(4)]);
+    // a's new worker starts at run 3 (its own); run 2 still lives.
+    let mut a2 = db.ledger("a", LEASE);
+    let lost = a2.lose_predecessors(3, &[2]).unwrap();
+    assert_eq!(lost, [("j".to_string(), t(1), 1)]);
+    let state = |l: &mut Ledger| -> Vec<(String, String, Option<String>)> {
+        l.client()
+            .query(
+                "SELECT host, state, lost_by FROM cw_fires ORDER BY scheduled_for",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    let running = |h: &str| (h.to_string(), "running".to_string(), None);
+    assert_eq!(
+        state(&mut a2),
+        [
+            ("a".into(), "lost".into(), Some("a".into())),
+            running("a"),
+            running("a"),
+            running("b")
+        ]
+    );
+    // The live one ends (gone after the kill): lost, by this host.
+    assert_eq!(a2.finish(2, "lost").unwrap(), 1);
+    assert_eq!(
+        state(&mut a2)[1],
+        ("a".into(), "lost".into(), Some("a".into()))
+    );
+}
+
+/// A burst of claims in one statement: each fire is won or lost on its
+/// own (a time a peer holds never aborts the others'), a job whose
+/// definition differs is refused alone, and answers keep the claims' order.
+#[test]
+fn a_burst_of_claims_is_one_statement_with_per_fire_outcomes() {
+    let Some(db) = TestDb::new("burst") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    for l in [&mut a, &mut b] {
+        l.beat(&[], "test").unwrap();
+        l.publish_defs(&[("d".into(), "h".into())]).unwrap();
+    }
+    won(&mut b, "k", 1, vec![t(1)]);
+    won(&mut b, "c", 2, vec![t(2)]);
+    let mut odd = claim("d", 13, vec![t(1)]);
+    odd.hash = "other".into();
+    let burst = [
+        claim("j", 10, vec![t(1)]),
+        claim("k", 11, vec![t(1)]),
+        claim("c", 12, vec![t(1), t(2), t(3)]),
+        odd,
+    ];
+    assert_eq!(
+        a.claim_many(&burst).unwrap(),
+        [
+            ClaimOutcome::Won(vec![t(1)]),
+            ClaimOutcome::Taken { host: "b".into() },
+            ClaimOutcome::Won(vec![t(1), t(3)]),
+            ClaimOutcome::Differs { theirs: "h".into() },
+        ]
+    );
+    let cursors: Vec<(String, i64)> = a
+        .client()
+        .query(
+            "SELECT job, extract(epoch from last_scheduled)::bigint FROM cw_cursors ORDER BY job",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let at = |s: i64| t(s).as_second();
+    assert_eq!(
+        cursors,
+        [
+            ("c".into(), at(3)),
+            ("j".into(), at(1)),
+            ("k".into(), at(1))
+        ]
+    );
+    assert!(a.claim_many(&[]).unwrap().is_empty());
+}
+
+/// Exclusive jobs in bursts: the jobs are locked in one order on every
+/// host (hosts listing them in opposite orders never deadlock), no fire
+/// is won twice, and a fire of a job live on another host is
+/// `Busy` (recorded skipped) while the rest of the burst goes through.
+#[test]
+fn bursts_of_exclusive_claims_on_racing_hosts_never_deadlock_nor_win_a_fire_twice() {
+    let Some(db) = TestDb::new("xburst") else {
+        return;
+    };
+    const HOSTS: usize = 3;
+    const JOBS: usize = 12;
+    const FIRES: i64 = 8;
+    let mut all: Vec<(String, Timestamp)> = race(&db, HOSTS, |h, l| {
+        let mut won = vec![];
+        for f in 0..FIRES {
+            let mut burst: Vec<Claim> = (0..JOBS)
+                .map(|j| {
+                    let mut c = claim(&format!("x{j}"), (f as u64) * 100 + j as u64, vec![t(f)]);
+                    c.exclusive = true;
+                    c
+                })
+                .collect();
+            if h % 2 == 1 {
+                burst.reverse();
+            }
+            let outcomes = l.claim_many(&burst).expect("no claim error (deadlock)");
+            for (c, o) in burst.iter().zip(outcomes) {
+                match o {
+                    ClaimOutcome::Won(times) => {
+                        won.extend(times.into_iter().map(|t| (c.job.clone(), t)));
+                        // The run ends at once: the next fire is free.
+                        l.finish(c.run_id, "success").unwrap();
+                    }
+                    ClaimOutcome::Taken { .. } | ClaimOutcome::Busy { .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        won
+    });
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(all.len(), n, "a fire won twice");
+    // A live run elsewhere makes the fire Busy, the others still go.
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    let mut live = claim("y", 1, vec![t(50)]);
+    live.exclusive = true;
+    assert!(matches!(b.claim(&live).unwrap(), ClaimOutcome::Won(_)));
+    let mut next = claim("y", 7, vec![t(51)]);
+    next.exclusive = true;
+    assert_eq!(
+        a.claim_many(&[next, claim("z", 8, vec![t(51)])]).unwrap(),
+        [
+            ClaimOutcome::Busy {
+                host: "b".into(),
+                run_id: 1
+            },
+            ClaimOutcome::Won(vec![t(51)])
+        ]
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::*;
+use super::{thread::differing, *};
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -33,6 +33,7 @@ fn cluster() -> (
         answers,
         exited,
         held: BTreeMap::new(),
+        missed: BTreeMap::new(),
         released: BTreeSet::new(),
         won: BTreeSet::new(),
         hashes: BTreeMap::new(),
@@ -260,4 +261,183 @@ fn a_health_report_is_passed_to_the_supervisor() {
         .is_none());
     assert_eq!(fx.events, [Event::Cluster(h)]);
     assert!(fx.spawns.is_empty() && fx.writes.is_empty());
+}
+
+fn peer_skips(fx: &Effects) -> Vec<Timestamp> {
+    fx.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Skip {
+                reason: SkipReason::Peer,
+                scheduled_at,
+                ..
+            } => Some(*scheduled_at),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A catch-up run whose covered times were partly won by a peer: it runs
+/// once for the times won here, and the supervisor hears that the others
+/// are the peer's (its expectation must not wait for them here).
+#[test]
+fn a_partly_won_catch_up_runs_once_and_reports_the_peers_times() {
+    let (mut c, rx, _) = cluster();
+    let mut fx = Effects::default();
+    planned(&mut fx, 8, vec![t(1), t(2), t(3)], "allow");
+    c.hold(&mut fx);
+    let _ = rx.try_recv();
+    let mut fx = Effects::default();
+    let answer = Answer::Claim {
+        run_id: 8,
+        result: Ok(ClaimOutcome::Won(vec![t(1), t(3)])),
+    };
+    assert_eq!(c.resolve(answer, t(4), &mut fx), None);
+    assert_eq!(peer_skips(&fx), [t(2)]);
+    assert_eq!(
+        inserts(&fx),
+        [(8, Outcome::Running, None, vec![t(1), t(3)])]
+    );
+    assert_eq!(fx.spawns.len(), 1);
+    assert_eq!(fx.spawns[0].record.trigger, Trigger::Catchup);
+    // Wholly won: nothing is a peer's.
+    let mut fx = Effects::default();
+    planned(&mut fx, 9, vec![t(5), t(6)], "allow");
+    c.hold(&mut fx);
+    let mut fx = Effects::default();
+    let answer = Answer::Claim {
+        run_id: 9,
+        result: Ok(ClaimOutcome::Won(vec![t(5), t(6)])),
+    };
+    c.resolve(answer, t(7), &mut fx);
+    assert!(peer_skips(&fx).is_empty());
+    // Wholly taken: every covered time is reported, not just the last.
+    let mut fx = Effects::default();
+    planned(&mut fx, 10, vec![t(8), t(9)], "allow");
+    c.hold(&mut fx);
+    let mut fx = Effects::default();
+    let answer = Answer::Claim {
+        run_id: 10,
+        result: Ok(ClaimOutcome::Taken { host: "b".into() }),
+    };
+    assert!(c.resolve(answer, t(10), &mut fx).is_some());
+    assert_eq!(peer_skips(&fx), [t(8), t(9)]);
+    assert!(fx.writes.is_empty() && fx.spawns.is_empty());
+}
+
+/// A job differs when the majority of live hosts holds another hash; a
+/// job no live host published yet differs from nothing.
+#[test]
+fn a_definition_differs_only_from_a_majority_that_exists() {
+    let defs = vec![
+        ("a".to_string(), "1".to_string()),
+        ("b".to_string(), "2".to_string()),
+        ("c".to_string(), "3".to_string()),
+    ];
+    let majority = BTreeMap::from([
+        ("a".to_string(), "1".to_string()),
+        ("b".to_string(), "9".to_string()),
+    ]);
+    assert_eq!(
+        differing(&defs, &majority),
+        BTreeMap::from([("b".to_string(), ("2".to_string(), "9".to_string()))])
+    );
+}
+
+/// A `misfire` skip as the plan leaves it in the effects.
+fn missed(fx: &mut Effects, id: u64, at: Timestamp, reason: SkipReason) {
+    let mut rec = RunRecord::new(id, "j", vec![at], Trigger::Schedule, Outcome::Skipped);
+    rec.skip_reason = Some(reason);
+    fx.writes.push(Write::Insert(rec));
+    fx.events.push(Event::Skip {
+        job: "j".into(),
+        run_id: id,
+        scheduled_at: at,
+        reason,
+        busy_run_id: None,
+        next_fire_at: Some(t(100)),
+    });
+}
+
+/// A fire this host missed (down, restarted) is recorded as a misfire
+/// only once the ledger says no peer has it: a peer's fire is reported to
+/// the supervisor as the peer's and leaves no record here.
+#[test]
+fn a_missed_fire_a_peer_ran_is_not_a_misfire_here() {
+    let (mut c, rx, _) = cluster();
+    let mut fx = Effects::default();
+    missed(&mut fx, 1, t(1), SkipReason::Misfire);
+    missed(&mut fx, 2, t(2), SkipReason::Misfire);
+    missed(&mut fx, 3, t(3), SkipReason::Paused);
+    c.hold(&mut fx);
+    // The paused skip is this host's alone: it passes.
+    assert_eq!(
+        inserts(&fx),
+        [(3, Outcome::Skipped, Some(SkipReason::Paused), vec![t(3)])]
+    );
+    assert_eq!(fx.events.len(), 1);
+    match rx.try_recv() {
+        Ok(Request::Missed(fires)) => assert_eq!(
+            fires,
+            [(1, "j".to_string(), t(1)), (2, "j".to_string(), t(2))]
+        ),
+        _ => panic!("the ledger was not asked"),
+    }
+    let mut fx = Effects::default();
+    let answer = Answer::Missed(vec![(1, Some("b".into())), (2, None)]);
+    assert_eq!(c.resolve(answer, t(5), &mut fx), None);
+    assert_eq!(
+        inserts(&fx),
+        [(2, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(2)])],
+        "only the fire nobody else has is a misfire here"
+    );
+    let reasons: Vec<(Timestamp, SkipReason)> = fx
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Skip {
+                scheduled_at,
+                reason,
+                ..
+            } => Some((*scheduled_at, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [(t(1), SkipReason::Peer), (t(2), SkipReason::Misfire)]
+    );
+    // Stopping before the ledger answered: recorded as misfires.
+    let mut fx = Effects::default();
+    missed(&mut fx, 4, t(4), SkipReason::Misfire);
+    c.hold(&mut fx);
+    assert!(fx.writes.is_empty());
+    let mut fx = Effects::default();
+    assert!(c.abandon(t(6), &mut fx).is_empty());
+    assert_eq!(
+        inserts(&fx),
+        [(4, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(4)])]
+    );
+}
+
+/// A worker that replaced a dead one asks the ledger to record the
+/// predecessor's runs lost, all but those still alive; an alive one's
+/// end (lost, once it is gone) reaches the ledger like a run it won.
+#[test]
+fn a_replacement_worker_hands_its_predecessors_runs_to_the_ledger() {
+    let (mut c, rx, _) = cluster();
+    c.take_over(500, vec![42]);
+    match rx.try_recv() {
+        Ok(Request::TakeOver { below, alive }) => assert_eq!((below, alive), (500, vec![42])),
+        _ => panic!("no take-over sent"),
+    }
+    let gone = RunRecord::new(42, "j", vec![t(1)], Trigger::Schedule, Outcome::Lost);
+    c.finished(&gone);
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::Finish {
+            run_id: 42,
+            outcome: "lost"
+        })
+    ));
 }

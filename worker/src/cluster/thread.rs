@@ -1,0 +1,468 @@
+//! The claim thread: owns the connection to the shared ledger (and
+//! reconnects when it breaks), claims the runs the loop holds back (the
+//! claims that arrive together in one statement), asks who holds the
+//! fires this host missed, publishes and checks the job definitions, and
+//! beats for the host (leases, peers' lost runs, clock skew, the peers).
+//! It answers the loop on a channel; the loop never waits for it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::mpsc as std_mpsc,
+    time::{Duration, Instant},
+};
+
+use cronwarden_shared::{
+    cluster::{Claim, ClaimOutcome, Ledger},
+    config::ClusterConfig,
+    wire::{ClusterHealth, DefinitionDiffers},
+    VERSION,
+};
+use jiff::Timestamp;
+use tokio::sync::mpsc;
+
+use super::{Answer, MissedFire, Request, CLAIM_WITHIN, SKEW_BOUND};
+
+/// The hosts are listed at most this often: the query counts each host's
+/// claims of the last hour, and claims wait behind it on the thread.
+const PEERS_EVERY: Duration = Duration::from_secs(10);
+
+/// How long fires this host missed wait for the ledger to say who holds
+/// them before they are recorded as this host's misfires.
+const MISSED_WAIT: Duration = Duration::from_secs(30);
+
+/// At most this many claims that arrived together go in one statement
+/// (a burst of jobs due in the same second): bounded so one statement
+/// stays well within the statement timeout.
+const MAX_CLAIM_BATCH: usize = 500;
+
+/// At most this many run ends wait for the database to come back; older
+/// ones are dropped from the ledger (the host's own store has them).
+const MAX_PENDING_FINISHES: usize = 10_000;
+
+/// Test only (builds with fail points, as the end-to-end tests'): the
+/// file this variable names holds a number of milliseconds the skew
+/// measurement adds to this host's clock, read at every beat so a test
+/// can take it away again. Hosts on one machine share one clock: without
+/// a fake offset no test could show the `cluster_clock_skew` alert.
+pub(crate) const TEST_CLOCK_OFFSET_FILE: &str = "CRONWARDEN_TEST_CLOCK_OFFSET_FILE";
+
+fn test_clock_offset_us() -> i64 {
+    if !cfg!(feature = "failpoints") {
+        return 0;
+    }
+    std::env::var_os(TEST_CLOCK_OFFSET_FILE)
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .map_or(0, |ms| ms.saturating_mul(1000))
+}
+
+/// The jobs whose definition here (`defs`: job, hash) is not the one
+/// most live hosts hold (`majority`): job to (ours, theirs). A job no
+/// live host published yet differs from nothing.
+pub(super) fn differing(
+    defs: &[(String, String)],
+    majority: &BTreeMap<String, String>,
+) -> BTreeMap<String, (String, String)> {
+    defs.iter()
+        .filter_map(|(job, ours)| {
+            let theirs = majority.get(job).filter(|h| *h != ours)?;
+            Some((job.clone(), (ours.clone(), theirs.clone())))
+        })
+        .collect()
+}
+
+/// The claim thread: owns the connection, reconnects when it breaks.
+pub(super) struct Thread {
+    cfg: ClusterConfig,
+    ledger: Option<Ledger>,
+    beat_every: Duration,
+    answers: mpsc::UnboundedSender<Answer>,
+    /// Run ids this host won and that have not ended: their leases are
+    /// renewed at each beat.
+    running: BTreeSet<u64>,
+    finishes: VecDeque<(u64, &'static str)>,
+    defs: Option<Vec<(String, String)>>,
+    /// Missed fires whose holders the ledger did not tell yet, and since
+    /// when they wait.
+    unanswered: Vec<(Vec<MissedFire>, Instant)>,
+    /// The predecessor's runs still to record lost: (below, alive).
+    predecessor: Option<(u64, Vec<u64>)>,
+    next_connect: Instant,
+    skew_reported: bool,
+    /// The last skew measured, milliseconds.
+    skew_ms: Option<i64>,
+    /// Jobs whose last claim was refused for a differing definition:
+    /// (ours, theirs); a claim that goes through clears its job.
+    differs: BTreeMap<String, (String, String)>,
+    /// The hosts as last listed.
+    peers: Vec<cronwarden_shared::cluster::Peer>,
+    next_peers: Instant,
+}
+
+impl Thread {
+    pub(super) fn new(
+        cfg: ClusterConfig,
+        beat_every: Duration,
+        answers: mpsc::UnboundedSender<Answer>,
+    ) -> Thread {
+        Thread {
+            cfg,
+            ledger: None,
+            beat_every,
+            answers,
+            running: BTreeSet::new(),
+            finishes: VecDeque::new(),
+            defs: None,
+            predecessor: None,
+            unanswered: Vec::new(),
+            next_connect: Instant::now(),
+            skew_reported: false,
+            skew_ms: None,
+            differs: BTreeMap::new(),
+            peers: Vec::new(),
+            next_peers: Instant::now(),
+        }
+    }
+
+    pub(super) fn run(mut self, rx: std_mpsc::Receiver<Request>) {
+        let mut next_beat = Instant::now();
+        loop {
+            let wait = next_beat.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(request) => self.handle(request, &rx),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                // The loop is gone: the worker is ending.
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    self.flush_finishes();
+                    return;
+                }
+            }
+            if Instant::now() >= next_beat {
+                self.beat();
+                next_beat = Instant::now() + self.beat_every;
+            }
+        }
+    }
+
+    fn handle(&mut self, request: Request, rx: &std_mpsc::Receiver<Request>) {
+        match request {
+            Request::Claim(claim, at) => {
+                // The claims already waiting go with it (a burst of jobs
+                // due in the same second); the first other request ends
+                // the burst and is handled after it.
+                let mut batch = vec![(claim, at)];
+                let mut after = None;
+                while batch.len() < MAX_CLAIM_BATCH {
+                    match rx.try_recv() {
+                        Ok(Request::Claim(c, at)) => batch.push((c, at)),
+                        Ok(other) => {
+                            after = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                self.claims(batch);
+                if let Some(request) = after {
+                    self.handle(request, rx);
+                }
+            }
+            Request::Missed(fires) => self.missed(fires, Instant::now()),
+            Request::TakeOver { below, alive } => {
+                self.running.extend(alive.iter().copied());
+                self.predecessor = Some((below, alive));
+                self.lose_predecessors();
+            }
+            Request::Finish { run_id, outcome } => {
+                self.running.remove(&run_id);
+                if self.finishes.len() >= MAX_PENDING_FINISHES {
+                    self.finishes.pop_front();
+                }
+                self.finishes.push_back((run_id, outcome));
+                self.flush_finishes();
+            }
+            Request::Defs(defs) => {
+                // A job reloaded with another definition (or gone) is
+                // judged afresh, now: its next fire may be a day away.
+                self.differs
+                    .retain(|job, (ours, _)| defs.iter().any(|(j, h)| j == job && h == ours));
+                self.defs = Some(defs);
+                self.publish_defs();
+                self.report();
+            }
+        }
+    }
+
+    /// The connection, (re)connecting at most once a second.
+    fn ledger(&mut self) -> Result<&mut Ledger, String> {
+        if self.ledger.is_none() {
+            if Instant::now() < self.next_connect {
+                return Err("the shared ledger is unreachable (retrying)".into());
+            }
+            self.next_connect = Instant::now() + Duration::from_secs(1);
+            match Ledger::connect(&self.cfg) {
+                Ok(l) => {
+                    tracing::info!(
+                        store = self.cfg.redacted(),
+                        host = self.cfg.host,
+                        "connected to the shared ledger"
+                    );
+                    self.ledger = Some(l);
+                    // What the database may have missed meanwhile.
+                    self.publish_defs();
+                    self.lose_predecessors();
+                    self.flush_finishes();
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return Err(e.to_string());
+                }
+            }
+        }
+        self.ledger
+            .as_mut()
+            .ok_or_else(|| "the shared ledger is unreachable".to_string())
+    }
+
+    /// Runs `f` on the connection; an error drops it (reconnect next time).
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Ledger) -> Result<T, cronwarden_shared::cluster::LedgerError>,
+    ) -> Result<T, String> {
+        let ledger = self.ledger()?;
+        match f(ledger) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                // Any error may have left the session unusable (a broken
+                // connection, an aborted transaction): start afresh.
+                self.ledger = None;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Claims a burst: the claims that arrived together (up to
+    /// [`MAX_CLAIM_BATCH`]) in one statement, one round trip for all (see
+    /// [`Ledger::claim_many`]).
+    fn claims(&mut self, batch: Vec<(Claim, Instant)>) {
+        let (late, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(_, at)| at.elapsed() > CLAIM_WITHIN);
+        for (claim, _) in late {
+            let late = format!("not claimed within {}s of its fire", CLAIM_WITHIN.as_secs());
+            self.settle(&claim, Err(late));
+        }
+        let batch: Vec<Claim> = batch.into_iter().map(|(c, _)| c).collect();
+        if batch.is_empty() {
+            return;
+        }
+        let results = match fail::eval("worker::claim_fail", |_| ()) {
+            Some(()) => Err("fault injection".into()),
+            None => self.with(|l| l.claim_many(&batch)),
+        };
+        match results {
+            Ok(outcomes) => {
+                for (claim, outcome) in batch.iter().zip(outcomes) {
+                    self.settle(claim, Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for claim in &batch {
+                    self.settle(claim, Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Keeps what a claim's answer says of the job, and sends it.
+    fn settle(&mut self, claim: &Claim, result: Result<ClaimOutcome, String>) {
+        let run_id = claim.run_id;
+        match &result {
+            Ok(ClaimOutcome::Won(_)) => {
+                self.running.insert(run_id);
+                self.differs.remove(&claim.job);
+            }
+            Ok(ClaimOutcome::Differs { theirs }) => {
+                self.differs
+                    .insert(claim.job.clone(), (claim.hash.clone(), theirs.clone()));
+            }
+            Ok(ClaimOutcome::Taken { .. } | ClaimOutcome::Busy { .. }) => {
+                self.differs.remove(&claim.job);
+            }
+            Err(_) => {}
+        }
+        let _ = self.answers.send(Answer::Claim { run_id, result });
+    }
+
+    /// Who holds the fires this host missed (asked since `since`). While
+    /// the ledger does not answer they wait, retried at each beat, for
+    /// [`MISSED_WAIT`] (a worker just started may not be connected yet);
+    /// then they are this host's misfires (a record too many beats none).
+    fn missed(&mut self, fires: Vec<MissedFire>, since: Instant) {
+        let keys: Vec<(String, Timestamp)> =
+            fires.iter().map(|(_, j, t)| (j.clone(), *t)).collect();
+        let holders = match self.with(|l| l.holders(&keys)) {
+            Ok(h) => h,
+            Err(_) if since.elapsed() < MISSED_WAIT => {
+                self.unanswered.push((fires, since));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("cannot ask the shared ledger who ran the fires missed here: {e}");
+                vec![None; fires.len()]
+            }
+        };
+        let me = self.cfg.host.as_str();
+        let answer = fires
+            .iter()
+            .zip(holders.into_iter().chain(std::iter::repeat(None)))
+            .map(|((id, _, _), h)| (*id, h.filter(|h| h != me)))
+            .collect();
+        let _ = self.answers.send(Answer::Missed(answer));
+    }
+
+    fn publish_defs(&mut self) {
+        let Some(defs) = self.defs.clone() else {
+            return;
+        };
+        if self.ledger.is_none() {
+            return;
+        }
+        if let Err(e) = self.with(|l| l.publish_defs(&defs)) {
+            tracing::error!("{e}");
+            return;
+        }
+        self.check_defs();
+    }
+
+    /// Compares this host's definitions with the ones most live hosts
+    /// hold: the jobs that differ are reported (and alerted on by the
+    /// supervisor) without waiting for their next claim.
+    fn check_defs(&mut self) {
+        let Some(defs) = self.defs.clone() else {
+            return;
+        };
+        let jobs: Vec<String> = defs.iter().map(|(j, _)| j.clone()).collect();
+        let majority = match self.with(|l| l.majority_defs(&jobs)) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("cannot compare job definitions with the other hosts: {e}");
+                return;
+            }
+        };
+        let before: BTreeSet<String> = self.differs.keys().cloned().collect();
+        self.differs = differing(&defs, &majority);
+        for (job, (ours, theirs)) in &self.differs {
+            if !before.contains(job) {
+                tracing::error!(job, ours, theirs, "this host's definition of the job differs from the one most hosts hold: not claiming its fires");
+            }
+        }
+    }
+
+    /// Records the dead predecessor's runs lost (once the ledger answers).
+    fn lose_predecessors(&mut self) {
+        let Some((below, alive)) = self.predecessor.clone() else {
+            return;
+        };
+        if self.ledger.is_none() {
+            return;
+        }
+        match self.with(|l| l.lose_predecessors(below, &alive)) {
+            Ok(lost) => {
+                for (job, at, run_id) in lost {
+                    tracing::error!(job, scheduled_at = %at, run = run_id, "run recorded lost in the shared ledger: its worker died while it was running");
+                }
+                self.predecessor = None;
+            }
+            Err(e) => tracing::warn!(
+                "the previous worker's runs are not recorded lost in the shared ledger yet: {e}"
+            ),
+        }
+    }
+
+    fn flush_finishes(&mut self) {
+        while let Some((run_id, outcome)) = self.finishes.front().copied() {
+            if self.ledger.is_none() {
+                return;
+            }
+            match self.with(|l| l.finish(run_id, outcome)) {
+                Ok(_) => {
+                    self.finishes.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        run = run_id,
+                        "run end not recorded in the shared ledger yet: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn beat(&mut self) {
+        let running: Vec<u64> = self.running.iter().copied().collect();
+        let offset = test_clock_offset_us();
+        match self.with(|l| {
+            l.offset_clock_for_test(offset);
+            l.beat(&running, VERSION)
+        }) {
+            Ok(beat) => {
+                for (job, at, host, run_id) in beat.lost {
+                    tracing::error!(job, scheduled_at = %at, host, run = run_id, "a peer's run recorded lost: its lease ran out");
+                }
+                let skew = Duration::from_micros(beat.skew_us.unsigned_abs());
+                if skew > SKEW_BOUND && !self.skew_reported {
+                    tracing::error!(skew_ms = beat.skew_us / 1000, "this host's clock is off the database's by more than {}s: fires are late or early against the other hosts", SKEW_BOUND.as_secs());
+                }
+                self.skew_reported = skew > SKEW_BOUND;
+                self.skew_ms = Some(beat.skew_us / 1000);
+                self.flush_finishes();
+            }
+            Err(e) => tracing::warn!("shared ledger beat failed: {e}"),
+        }
+        for (fires, since) in std::mem::take(&mut self.unanswered) {
+            self.missed(fires, since);
+        }
+        self.report();
+    }
+
+    /// Tells the supervisor (through the loop) what the ledger says: the
+    /// skew, the differing definitions, the peers. The peers are the
+    /// last known when the database is unreachable now.
+    fn report(&mut self) {
+        let peers = if self.ledger.is_some() && Instant::now() >= self.next_peers {
+            self.next_peers = Instant::now() + PEERS_EVERY;
+            match self.with(|l| l.peers()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("cannot list the shared ledger's hosts: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(p) = peers {
+            self.peers = p;
+            // Peers reload too: this host may have become the odd one.
+            self.check_defs();
+        }
+        let health = ClusterHealth {
+            host: self.cfg.host.clone(),
+            skew_ms: self.skew_ms,
+            skew_bound_ms: SKEW_BOUND.as_millis() as u64,
+            differs: self
+                .differs
+                .iter()
+                .map(|(job, (ours, theirs))| DefinitionDiffers {
+                    job: job.clone(),
+                    ours: ours.clone(),
+                    theirs: theirs.clone(),
+                })
+                .collect(),
+            peers: self.peers.clone(),
+        };
+        let _ = self.answers.send(Answer::Health(health));
+    }
+}
