@@ -280,6 +280,7 @@ struct ChildExec<'a> {
 }
 
 /// Where the child reports an errno from before its exec.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Report<'a> {
     /// A close-on-exec pipe (fork-like clone: the child has its own memory).
     Pipe(RawFd),
@@ -322,17 +323,10 @@ fn vfork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, s
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    // Every signal blocked across the clone: a handler of ours must never
-    // run in the child, which shares our memory; it resets them before it
-    // unblocks (see child_exec).
-    // SAFETY: plain calls on local signal sets.
-    let old = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        old
-    };
+    // Every signal blocked across the clone (glibc's own two included,
+    // hence the raw call): a handler of ours must never run in the child,
+    // which shares our memory; it resets them before it unblocks.
+    let old = raw_sigmask(!0);
     // SAFETY: the child runs `child_entry` on `stack` (ours, alive: this
     // thread is suspended until the child execs or exits), which only
     // reads `arg` and stores into `arg.err`, with async-signal-safe system
@@ -344,8 +338,7 @@ fn vfork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, s
             std::ptr::addr_of!(arg).cast_mut().cast(),
         )
     };
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    raw_sigmask(old);
     if r < 0 {
         return Err(std::io::Error::from_raw_os_error(-r as i32));
     }
@@ -363,6 +356,72 @@ fn vfork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, s
                 nix::sys::wait::WaitPidFlag::WEXITED,
             );
             Ok(Cloned::Failed(std::io::Error::from_raw_os_error(e)))
+        }
+    }
+}
+
+/// Sets the calling thread's signal mask (all 64 signals, as the kernel
+/// sees them: glibc's wrappers keep two of them out); returns the old one.
+/// Async-signal-safe.
+#[cfg(target_arch = "x86_64")]
+fn raw_sigmask(mask: u64) -> u64 {
+    let mut old = 0u64;
+    // SAFETY: a plain system call on two local words of the kernel's size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            std::ptr::addr_of!(mask),
+            std::ptr::addr_of_mut!(old),
+            8usize,
+        )
+    };
+    if r == 0 {
+        old
+    } else {
+        0
+    }
+}
+
+/// The kernel's `struct sigaction` on x86_64.
+#[cfg(target_arch = "x86_64")]
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// In the child of a vfork-like clone, before anything is unblocked:
+/// every signal with a handler (glibc's own included) back to its default,
+/// since a handler of ours would run on the parent's memory (exec resets
+/// them anyway; this covers the moments before). Async-signal-safe.
+#[cfg(target_arch = "x86_64")]
+fn default_handlers() {
+    for sig in 1..=64 {
+        let mut old = KernelSigaction::default();
+        // SAFETY: plain system calls on local structures of the kernel's
+        // layout.
+        unsafe {
+            let got = libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                std::ptr::addr_of_mut!(old),
+                8usize,
+            );
+            if got == 0 && old.handler != libc::SIG_DFL && old.handler != libc::SIG_IGN {
+                let dfl = KernelSigaction::default();
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    std::ptr::addr_of!(dfl),
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
         }
     }
 }
@@ -510,23 +569,10 @@ unsafe fn child_exec(child: &ChildExec<'_>, report: Report<'_>) -> ! {
             .unwrap_or(libc::EIO)
     };
     let (exec, argv, envp) = (child.exec, child.argv, child.envp);
+    #[cfg(target_arch = "x86_64")]
     if matches!(report, Report::Shared(_)) {
-        // Our handlers would run on the parent's memory: every signal
-        // with one goes back to its default before anything is unblocked
-        // (exec would reset them anyway; this covers the moments before).
-        for sig in 1..65 {
-            // SAFETY: plain system calls on local structures.
-            unsafe {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                    && old.sa_sigaction != libc::SIG_DFL
-                    && old.sa_sigaction != libc::SIG_IGN
-                {
-                    let dfl: libc::sigaction = std::mem::zeroed();
-                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
-                }
-            }
-        }
+        default_handlers();
+        raw_sigmask(0);
     }
     // SAFETY (the block): plain system calls on prepared data.
     unsafe {
