@@ -425,7 +425,7 @@ impl RunCgroup {
         // Off the loop: rmdir waits for the kernel's cgroup lock, which
         // every start's mkdir and clone take too (a burst's starts and
         // ends overlap).
-        tokio::task::spawn_blocking(move || self.remove())
+        crate::spawner::cleanup(move || self.remove())
             .await
             .unwrap_or_default()
     }

@@ -8,7 +8,9 @@
 //! A start is a closure; its result comes back to the awaiting run on a
 //! oneshot channel. The threads are made at the first start and live as
 //! long as the worker; they run in the runtime's context, so a process
-//! spawned through tokio is registered with its reactor as usual.
+//! spawned through tokio is registered with its reactor as usual. One more
+//! thread removes finished runs' cgroups, so a burst's ends neither hold
+//! the loop nor make a blocking-pool thread each.
 
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
@@ -25,23 +27,18 @@ struct Pool {
     tx: Mutex<mpsc::Sender<Start>>,
 }
 
-/// The pool, made at the first start (in the runtime's context); `None`
-/// if not one thread could be made, and starts then go to tokio's
-/// blocking pool.
-fn pool() -> Option<&'static Pool> {
-    static POOL: OnceLock<Option<Pool>> = OnceLock::new();
-    POOL.get_or_init(|| {
+impl Pool {
+    /// `threads` threads named `name-N`, in the runtime's context; `None`
+    /// if not one could be made.
+    fn new(name: &str, threads: usize) -> Option<Pool> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
-        let threads = std::thread::available_parallelism()
-            .map_or(2, usize::from)
-            .clamp(1, MAX_THREADS);
         let (tx, rx) = mpsc::channel::<Start>();
         let rx = Arc::new(Mutex::new(rx));
         let mut made = 0;
         for i in 0..threads {
             let (rx, handle) = (rx.clone(), handle.clone());
             let thread = std::thread::Builder::new()
-                .name(format!("spawner-{i}"))
+                .name(format!("{name}-{i}"))
                 .stack_size(STACK)
                 .spawn(move || {
                     let _rt = handle.enter();
@@ -56,32 +53,65 @@ fn pool() -> Option<&'static Pool> {
                 });
             match thread {
                 Ok(_) => made += 1,
-                Err(e) => tracing::warn!("cannot start a spawner thread: {e}"),
+                Err(e) => tracing::warn!("cannot start a {name} thread: {e}"),
             }
         }
         (made > 0).then(|| Pool { tx: Mutex::new(tx) })
-    })
-    .as_ref()
+    }
+
+    /// Runs `f` on one of the pool's threads (on tokio's blocking pool if
+    /// there is no pool); its result, once done.
+    async fn run<T: Send + 'static>(
+        pool: Option<&Pool>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        let Some(pool) = pool else {
+            return tokio::task::spawn_blocking(f)
+                .await
+                .map_err(std::io::Error::other);
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Start = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        pool.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| std::io::Error::other("the pool's threads are gone"))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("a task panicked on its pool thread"))
+    }
 }
 
-/// Runs `start` on a spawner thread; its result, once done.
+/// Runs `start` on a spawner thread (one per core, made at the first
+/// start); its result, once done.
 pub(crate) async fn off_loop<T: Send + 'static>(
     start: impl FnOnce() -> T + Send + 'static,
 ) -> std::io::Result<T> {
-    let Some(pool) = pool() else {
-        return tokio::task::spawn_blocking(start)
-            .await
-            .map_err(std::io::Error::other);
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Start = Box::new(move || {
-        let _ = tx.send(start());
-    });
-    pool.tx
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send(job)
-        .map_err(|_| std::io::Error::other("the spawner threads are gone"))?;
-    rx.await
-        .map_err(|_| std::io::Error::other("a start panicked on its spawner thread"))
+    static STARTS: OnceLock<Option<Pool>> = OnceLock::new();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(1, MAX_THREADS);
+    Pool::run(
+        STARTS
+            .get_or_init(|| Pool::new("spawner", threads))
+            .as_ref(),
+        start,
+    )
+    .await
+}
+
+/// Runs `cleanup` (a finished run's cgroup removal) on the one cleanup
+/// thread: off the loop, off the spawner threads, and without a new
+/// blocking-pool thread for each of a burst's ends.
+pub(crate) async fn cleanup<T: Send + 'static>(
+    cleanup: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    static CLEANUP: OnceLock<Option<Pool>> = OnceLock::new();
+    Pool::run(
+        CLEANUP.get_or_init(|| Pool::new("cleanup", 1)).as_ref(),
+        cleanup,
+    )
+    .await
 }
