@@ -362,10 +362,9 @@ impl RunCgroup {
         &self.path
     }
 
-    /// The directory, for clone3(CLONE_INTO_CGROUP), as a descriptor of
-    /// its own (the spawn runs off the loop and may outlive a borrow).
-    pub(crate) fn dir(&self) -> std::io::Result<OwnedFd> {
-        self.dir.try_clone()
+    /// The directory, for clone3(CLONE_INTO_CGROUP).
+    pub(crate) fn dir_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.dir)
     }
 
     /// `cgroup.procs`, open for a forked child to write itself into before
@@ -423,6 +422,15 @@ impl RunCgroup {
         while populated(&self.path) && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Off the loop: rmdir waits for the kernel's cgroup lock, which
+        // every start's mkdir and clone take too (a burst's starts and
+        // ends overlap).
+        crate::spawner::cleanup(move || self.remove())
+            .await
+            .unwrap_or_default()
+    }
+
+    fn remove(self) -> (Option<u64>, Option<u64>) {
         let cost = (self.cpu_usec(), self.memory_peak());
         drop(self.dir);
         if let Err(e) = std::fs::remove_dir(&self.path) {

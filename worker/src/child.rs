@@ -287,11 +287,19 @@ mod tests {
         argv: &[&str],
         cg: &crate::cgroup::RunCgroup,
     ) -> std::io::Result<(Child, String)> {
+        spawn_in(argv, None, cg).await
+    }
+
+    async fn spawn_in(
+        argv: &[&str],
+        cwd: Option<&std::path::Path>,
+        cg: &crate::cgroup::RunCgroup,
+    ) -> std::io::Result<(Child, String)> {
         let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
         let vars = [(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
-        let exec = exec_for(&argv, true, &vars, None, Default::default()).unwrap();
+        let exec = exec_for(&argv, true, &vars, cwd, Default::default()).unwrap();
         let (out_r, err_r, stdio) = stdio()?;
-        let child = match sys::spawn_into_cgroup(&exec, cg.dir()?.as_fd(), raw(&stdio)) {
+        let child = match sys::spawn_into_cgroup(&exec, cg.dir_fd(), raw(&stdio)) {
             sys::Cloned::Started { pid, pidfd } => {
                 drop(stdio);
                 Child::Pidfd(PidfdChild::new(pid, pidfd, out_r, err_r)?)
@@ -333,6 +341,65 @@ mod tests {
             let e = spawn(&["no-such-program-here"], &cg).await.unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         });
+        rt.block_on(cg.finish());
+        h.remove_instance();
+    }
+
+    /// The mask of the calling thread, as /proc shows it.
+    fn own_mask() -> libc::sigset_t {
+        // SAFETY: a read of this thread's mask into a local set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut set);
+            set
+        }
+    }
+
+    fn same_mask(a: &libc::sigset_t, b: &libc::sigset_t) -> bool {
+        // SAFETY: sigismember reads two valid sets.
+        (1..65).all(|s| unsafe { libc::sigismember(a, s) == libc::sigismember(b, s) })
+    }
+
+    /// What the child sets up between the clone and its exec (it shares
+    /// the worker's memory until then): its working directory, its own
+    /// process group, no blocked signal and SIGPIPE back to default; a
+    /// failure before the exec is the start's error; the spawning
+    /// thread's signal mask is as before.
+    #[test]
+    fn the_child_is_set_up_before_its_exec_and_failures_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((h, cg)) = run_cgroup(dir.path()) else {
+            eprintln!("skipped: no writable cgroup2 hierarchy");
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mask = own_mask();
+        rt.block_on(async {
+            let script =
+                "pwd; cut -d' ' -f1,5 /proc/$$/stat; grep -E '^Sig(Blk|Ign)' /proc/$$/status";
+            let (mut child, out) = spawn_in(&["sh", "-c", script], Some(dir.path()), &cg)
+                .await
+                .unwrap();
+            assert!(child.wait().await.unwrap().success());
+            let lines: Vec<&str> = out.lines().collect();
+            let canonical = dir.path().canonicalize().unwrap();
+            assert_eq!(lines[0], canonical.to_str().unwrap(), "{out}");
+            let ids: Vec<&str> = lines[1].split(' ').collect();
+            assert_eq!(ids[0], ids[1], "not its own process group: {out}");
+            let field = |name: &str| {
+                let l = lines.iter().find(|l| l.starts_with(name)).unwrap();
+                u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap()
+            };
+            assert_eq!(field("SigBlk:"), 0, "{out}");
+            assert_eq!(field("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{out}");
+            let gone = dir.path().join("gone");
+            let e = spawn_in(&["true"], Some(&gone), &cg).await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        });
+        assert!(same_mask(&mask, &own_mask()));
         rt.block_on(cg.finish());
         h.remove_instance();
     }

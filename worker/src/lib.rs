@@ -46,6 +46,9 @@
 //! - [`sweep`]: at start, killing what an earlier generation left running
 //!   (its run cgroups; without cgroups, the stored process groups of runs
 //!   recorded lost), before anything fires;
+//! - [`spawner`]: the threads (one per core) that start jobs' processes, and
+//!   the one that removes finished runs' cgroups:
+//!   the loop hands each start over, a burst's starts run in parallel;
 //! - [`procfs`]: reading /proc about a run's processes (its process group
 //!   without cgroups, who holds its output pipe);
 //! - [`sys`]: raw system calls: the inherited descriptors, what a job may
@@ -89,6 +92,7 @@ mod procfs;
 mod retention;
 mod runner;
 mod scheduler;
+mod spawner;
 mod sweep;
 mod sys;
 mod takeover;

@@ -150,8 +150,7 @@ fn worker_account() -> Option<&'static Credentials> {
 /// cronwarden's own environment (tokens, NOTIFY_SOCKET) leaks into a job
 /// unless it says `inherit_env = true`. Returns (start from an empty
 /// environment?, the variables to set in order, the job's own account).
-fn environment(req: &RunRequest) -> Result<JobEnv, WorkerError> {
-    let job = &req.job;
+fn environment(job: &JobSpec, record: &RunRecord) -> Result<JobEnv, WorkerError> {
     let switch = job.user.is_some() || job.group.is_some();
     let creds = if switch {
         Some(
@@ -176,7 +175,7 @@ fn environment(req: &RunRequest) -> Result<JobEnv, WorkerError> {
     for (k, v) in job.env.iter() {
         set(k, v.as_ref());
     }
-    for (k, v) in env_for(req) {
+    for (k, v) in env_for(job, record) {
         set(&k, v.as_ref());
     }
     Ok(JobEnv {
@@ -215,11 +214,10 @@ fn setup_for(
     }
 }
 
-fn env_for(req: &RunRequest) -> Vec<(String, String)> {
+fn env_for(job: &JobSpec, r: &RunRecord) -> Vec<(String, String)> {
     let fmt = |t: &Timestamp| t.to_string();
-    let r = &req.record;
     vec![
-        ("CRONWARDEN_JOB".into(), req.job.name.clone()),
+        ("CRONWARDEN_JOB".into(), job.name.clone()),
         ("CRONWARDEN_RUN_ID".into(), r.id.to_string()),
         (
             "CRONWARDEN_SCHEDULED_FOR".into(),
@@ -239,9 +237,9 @@ fn env_for(req: &RunRequest) -> Vec<(String, String)> {
 pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecord {
     let started = Instant::now();
     let mut record = req.record.clone();
-    let cgroup = make_cgroup(&req);
+    let Started { cgroup, child } = start(&req).await;
     record.contain.cgroup = cgroup.as_ref().map(|c| c.path().display().to_string());
-    let mut child = match start(&req, cgroup.as_ref()).await {
+    let (mut child, leader_start) = match child {
         Ok(child) => child,
         Err(e) => {
             if let Some(cg) = cgroup {
@@ -256,10 +254,9 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
         }
     };
     let pid = child.id();
-    // Read now, while the leader is surely ours (not yet reaped).
     let group = Group {
         pgid: pid,
-        leader_start: procfs::start_time(pid),
+        leader_start,
     };
     if cgroup.is_none() && pid != 0 {
         record.contain.pgid = Some(pid);
@@ -341,23 +338,56 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
     record
 }
 
-/// The run's cgroup, or `None` (process group only) when cgroups are off
-/// or it cannot be made: a warning, never a failed run.
-fn make_cgroup(req: &RunRequest) -> Option<RunCgroup> {
-    let h = req.cgroups.as_ref()?;
-    match h.create_run(req.record.id, &req.job.limits) {
+/// A start's outcome: the run's cgroup (if one was made), and its process
+/// with the leader's start time, or why it could not start.
+struct Started {
+    cgroup: Option<RunCgroup>,
+    child: Result<(Child, Option<u64>), WorkerError>,
+}
+
+/// Starts the job's process, in its own process group (and its cgroup,
+/// before it execs), with its output piped to us: all of it on a spawner
+/// thread, so the loop only hands the start over.
+async fn start(req: &RunRequest) -> Started {
+    let (job, record, hierarchy) = (req.job.clone(), req.record.clone(), req.cgroups.clone());
+    let started = crate::spawner::off_loop(move || {
+        let cgroup = hierarchy.and_then(|h| make_cgroup(&h, &job, record.id));
+        let child = start_here(&job, &record, cgroup.as_ref()).map(|child| {
+            // Read now, while the leader is surely ours (not yet reaped).
+            let leader_start = procfs::start_time(child.id());
+            (child, leader_start)
+        });
+        Started { cgroup, child }
+    })
+    .await;
+    started.unwrap_or_else(|e| Started {
+        cgroup: None,
+        child: Err(WorkerError::Spawn {
+            program: req.job.command.argv()[0].clone(),
+            source: e,
+        }),
+    })
+}
+
+/// The run's cgroup, or `None` (process group only) when it cannot be
+/// made: a warning, never a failed run.
+fn make_cgroup(h: &Hierarchy, job: &JobSpec, id: u64) -> Option<RunCgroup> {
+    match h.create_run(id, &job.limits) {
         Ok(cg) => Some(cg),
         Err(e) => {
-            tracing::warn!(job = %req.job.name, run = req.record.id, "{e}; the run is held by its process group only");
+            tracing::warn!(job = %job.name, run = id, "{e}; the run is held by its process group only");
             None
         }
     }
 }
 
-/// Starts the job's process, in its own process group (and its cgroup,
-/// before it execs), with its output piped to us.
-async fn start(req: &RunRequest, cgroup: Option<&RunCgroup>) -> Result<Child, WorkerError> {
-    let argv = req.job.command.argv();
+/// [`start`]'s work, on the spawner thread (in the runtime's context).
+fn start_here(
+    job: &JobSpec,
+    record: &RunRecord,
+    cgroup: Option<&RunCgroup>,
+) -> Result<Child, WorkerError> {
+    let argv = job.command.argv();
     let spawn_error = |source| WorkerError::Spawn {
         program: argv[0].clone(),
         source,
@@ -371,9 +401,9 @@ async fn start(req: &RunRequest, cgroup: Option<&RunCgroup>) -> Result<Child, Wo
     if let Some(e) = injected {
         return Err(spawn_error(e));
     }
-    let env = environment(req)?;
+    let env = environment(job, record)?;
     if let Some(cg) = cgroup {
-        match clone_into(req, &argv, &env, cg).await {
+        match clone_into(job, &argv, &env, cg) {
             Ok(Some(child)) => return Ok(child),
             Ok(None) => {}
             Err(e) => return Err(spawn_error(e)),
@@ -384,7 +414,7 @@ async fn start(req: &RunRequest, cgroup: Option<&RunCgroup>) -> Result<Child, Wo
     let procs = match cgroup.map(RunCgroup::open_procs).transpose() {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(job = %req.job.name, run = req.record.id, "{e}; the run is held by its process group only");
+            tracing::warn!(job = %job.name, run = record.id, "{e}; the run is held by its process group only");
             None
         }
     };
@@ -395,7 +425,7 @@ async fn start(req: &RunRequest, cgroup: Option<&RunCgroup>) -> Result<Child, Wo
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    if let Some(dir) = &req.job.working_dir {
+    if let Some(dir) = &job.working_dir {
         cmd.current_dir(dir);
     }
     if env.clear {
@@ -408,40 +438,35 @@ async fn start(req: &RunRequest, cgroup: Option<&RunCgroup>) -> Result<Child, Wo
     // a job must not inherit are close-on-exec already: the worker marks
     // everything it inherited at start (sys::cloexec_inherited) and opens
     // nothing without O_CLOEXEC.
-    setup_for(&req.job, env.creds, procs.as_ref().map(|p| p.as_raw_fd())).apply(&mut cmd);
-    let child = spawn_off_loop(move || cmd.spawn()).await;
+    setup_for(job, env.creds, procs.as_ref().map(|p| p.as_raw_fd())).apply(&mut cmd);
+    let child = cmd.spawn();
     drop(procs);
     child.map(Child::Tokio).map_err(spawn_error)
 }
 
 /// Starts the job straight inside its cgroup with clone3; `None` when this
 /// kernel or cgroup cannot (said once), for the fork path to do it.
-async fn clone_into(
-    req: &RunRequest,
+fn clone_into(
+    job: &JobSpec,
     argv: &[String],
     env: &JobEnv,
     cgroup: &RunCgroup,
 ) -> std::io::Result<Option<Child>> {
-    let setup = setup_for(&req.job, env.creds.clone(), None);
+    let setup = setup_for(job, env.creds.clone(), None);
     let Some(exec) = child::exec_for(
         argv,
         env.clear,
         &env.vars,
-        req.job.working_dir.as_deref(),
+        job.working_dir.as_deref(),
         setup,
     ) else {
         // A NUL byte in an argument or variable: the fork path says so.
         return Ok(None);
     };
-    let dir = cgroup.dir()?;
     let (out_r, err_r, stdio) = child::stdio()?;
-    let cloned = spawn_off_loop(move || {
-        let r = sys::spawn_into_cgroup(&exec, dir.as_fd(), child::raw(&stdio));
-        // The child's ends, closed here so EOF comes when the job's are.
-        drop(stdio);
-        Ok(r)
-    })
-    .await?;
+    let cloned = sys::spawn_into_cgroup(&exec, cgroup.dir_fd(), child::raw(&stdio));
+    // The child's ends, closed here so EOF comes when the job's are.
+    drop(stdio);
     match cloned {
         sys::Cloned::Started { pid, pidfd } => Ok(Some(Child::Pidfd(PidfdChild::new(
             pid, pidfd, out_r, err_r,
@@ -669,26 +694,6 @@ fn judge(
         }
         _ => {}
     }
-}
-
-/// At most this many spawns are under way at once.
-const PARALLEL_SPAWNS: usize = 4;
-
-/// Spawns on the blocking pool, a few at a time. posix_spawn suspends the
-/// calling thread until the child has exec'd (vfork): on the loop's thread
-/// that made a burst of N jobs start one after another, each waiting for
-/// the previous exec, and held the loop (and its heartbeat) meanwhile.
-/// Spawned elsewhere, the execs overlap and the loop stays free. The child
-/// is registered with this runtime's reactor all the same (blocking-pool
-/// threads run in the runtime's context).
-async fn spawn_off_loop<T: Send + 'static>(
-    spawn: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_SPAWNS);
-    let _slot = SLOTS.acquire().await.map_err(std::io::Error::other)?;
-    tokio::task::spawn_blocking(spawn)
-        .await
-        .map_err(std::io::Error::other)?
 }
 
 fn humantime_short(d: Duration) -> String {

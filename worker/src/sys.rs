@@ -213,6 +213,12 @@ static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// cgroup lock (milliseconds) per start. `stdio` are the descriptors the
 /// job gets as 0, 1 and 2 (all 3 or above). Blocks until the child has
 /// exec'd (or failed to).
+///
+/// On x86_64 the child shares our memory until its exec (CLONE_VM |
+/// CLONE_VFORK on a stack of its own, as glibc's posix_spawn): no copy of
+/// the worker's page tables, and no copy-on-write faults for the worker's
+/// other threads while the child has not exec'd yet, which made each start
+/// cost milliseconds. Elsewhere it is a fork-like clone.
 pub(crate) fn spawn_into_cgroup(exec: &Exec, cgroup: BorrowedFd<'_>, stdio: [RawFd; 3]) -> Cloned {
     use std::sync::atomic::Ordering;
     static FORCED_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -236,11 +242,247 @@ pub(crate) fn spawn_into_cgroup(exec: &Exec, cgroup: BorrowedFd<'_>, stdio: [Raw
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
+    let child = ChildExec {
+        exec,
+        argv: &argv,
+        envp: &envp,
+        stdio,
+    };
+    #[cfg(target_arch = "x86_64")]
+    let cloned = vfork_into(&child, cgroup);
+    #[cfg(not(target_arch = "x86_64"))]
+    let cloned = fork_into(&child, cgroup);
+    match cloned {
+        Ok(started) => started,
+        Err(e) => match e.raw_os_error().unwrap_or(0) {
+            libc::ENOSYS | libc::E2BIG => {
+                NO_CLONE3.store(true, Ordering::Relaxed);
+                Cloned::Unsupported(e)
+            }
+            libc::EINVAL
+            | libc::EPERM
+            | libc::EACCES
+            | libc::EOPNOTSUPP
+            | libc::EBUSY
+            | libc::ENOENT
+            | libc::EBADF => Cloned::Unsupported(e),
+            _ => Cloned::Failed(e),
+        },
+    }
+}
+
+/// What the child needs between the clone and its exec, all prepared.
+struct ChildExec<'a> {
+    exec: &'a Exec,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    stdio: [RawFd; 3],
+}
+
+/// Where the child reports an errno from before its exec.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Report<'a> {
+    /// A close-on-exec pipe (fork-like clone: the child has its own memory).
+    Pipe(RawFd),
+    /// Memory shared with the parent, which is suspended meanwhile (vfork).
+    Shared(&'a std::sync::atomic::AtomicI32),
+}
+
+/// The child's stack for [`vfork_into`]: it runs on it only until exec.
+#[cfg(target_arch = "x86_64")]
+const CHILD_STACK: usize = 64 * 1024;
+
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(16))]
+struct ChildStack([std::mem::MaybeUninit<u8>; CHILD_STACK]);
+
+/// The child and its errno, as [`child_entry`] gets them.
+#[cfg(target_arch = "x86_64")]
+struct VforkArg<'a> {
+    child: &'a ChildExec<'a>,
+    err: std::sync::atomic::AtomicI32,
+}
+
+/// clone3(CLONE_VM | CLONE_VFORK): returns once the child has exec'd or
+/// exited; a failure before its exec is in the memory we share.
+#[cfg(target_arch = "x86_64")]
+fn vfork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, std::io::Error> {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    let arg = VforkArg {
+        child,
+        err: AtomicI32::new(0),
+    };
+    let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); CHILD_STACK]);
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64 | CLONE_INTO_CGROUP,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.0.as_mut_ptr() as u64,
+        stack_size: CHILD_STACK as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // Every signal blocked across the clone (glibc's own two included,
+    // hence the raw call): a handler of ours must never run in the child,
+    // which shares our memory; it resets them before it unblocks.
+    let old = raw_sigmask(!0);
+    // SAFETY: the child runs `child_entry` on `stack` (ours, alive: this
+    // thread is suspended until the child execs or exits), which only
+    // reads `arg` and stores into `arg.err`, with async-signal-safe system
+    // calls, and never returns.
+    let r = unsafe {
+        clone3_on_stack(
+            &args,
+            child_entry,
+            std::ptr::addr_of!(arg).cast_mut().cast(),
+        )
+    };
+    raw_sigmask(old);
+    if r < 0 {
+        return Err(std::io::Error::from_raw_os_error(-r as i32));
+    }
+    // SAFETY: the kernel stored a new descriptor there (CLONE_PIDFD).
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    match arg.err.load(Ordering::SeqCst) {
+        0 => Ok(Cloned::Started {
+            pid: r as u32,
+            pidfd,
+        }),
+        e => {
+            // It has exited (or is about to): reap it so no zombie is left.
+            let _ = nix::sys::wait::waitid(
+                nix::sys::wait::Id::PIDFd(pidfd.as_fd()),
+                nix::sys::wait::WaitPidFlag::WEXITED,
+            );
+            Ok(Cloned::Failed(std::io::Error::from_raw_os_error(e)))
+        }
+    }
+}
+
+/// Sets the calling thread's signal mask (all 64 signals, as the kernel
+/// sees them: glibc's wrappers keep two of them out); returns the old one.
+/// Async-signal-safe.
+#[cfg(target_arch = "x86_64")]
+fn raw_sigmask(mask: u64) -> u64 {
+    let mut old = 0u64;
+    // SAFETY: a plain system call on two local words of the kernel's size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            std::ptr::addr_of!(mask),
+            std::ptr::addr_of_mut!(old),
+            8usize,
+        )
+    };
+    if r == 0 {
+        old
+    } else {
+        0
+    }
+}
+
+/// The kernel's `struct sigaction` on x86_64.
+#[cfg(target_arch = "x86_64")]
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// In the child of a vfork-like clone, before anything is unblocked:
+/// every signal with a handler (glibc's own included) back to its default,
+/// since a handler of ours would run on the parent's memory (exec resets
+/// them anyway; this covers the moments before). Async-signal-safe.
+#[cfg(target_arch = "x86_64")]
+fn default_handlers() {
+    for sig in 1..=64 {
+        let mut old = KernelSigaction::default();
+        // SAFETY: plain system calls on local structures of the kernel's
+        // layout.
+        unsafe {
+            let got = libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                std::ptr::addr_of_mut!(old),
+                8usize,
+            );
+            if got == 0 && old.handler != libc::SIG_DFL && old.handler != libc::SIG_IGN {
+                let dfl = KernelSigaction::default();
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    std::ptr::addr_of!(dfl),
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+    }
+}
+
+/// The child of [`vfork_into`], on its own stack.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
+    // SAFETY: `arg` is the parent's `VforkArg`, alive while it is suspended.
+    let arg = unsafe { &*(arg as *const VforkArg<'_>) };
+    // SAFETY: in the child of a vfork-like clone, see `child_exec`.
+    unsafe { child_exec(arg.child, Report::Shared(&arg.err)) }
+}
+
+/// clone3 with a new stack for the child, which calls `f(arg)` there (a
+/// child cannot return into the caller's frames: they are the parent's).
+/// Returns the child's pid, or -errno.
+///
+/// # Safety
+/// `f` must never return and, with CLONE_VM, must only do what a vfork
+/// child may; `args.stack` must be valid for the child.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_on_stack(
+    args: &CloneArgs,
+    f: extern "C" fn(*mut libc::c_void) -> !,
+    arg: *mut libc::c_void,
+) -> i64 {
+    let ret: i64;
+    // SAFETY: the syscall preserves every register but rax, rcx and r11;
+    // in the child rsp is the new stack, where `f` is called with `arg`.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "and rsp, -16",
+            "mov rdi, {arg}",
+            "call {f}",
+            "ud2",
+            "2:",
+            f = in(reg) f as usize,
+            arg = in(reg) arg,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            inout("rdi") std::ptr::from_ref(args) => _,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    ret
+}
+
+/// A fork-like clone3 (the child gets a copy of our memory); a failure
+/// before exec comes back on a close-on-exec pipe.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn fork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, std::io::Error> {
     // The child reports a failure before exec as an errno on this pipe;
     // close-on-exec, so EOF means the exec happened.
     let (err_r, err_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
-        Err(e) => return Cloned::Failed(e.into()),
+        Err(e) => return Ok(Cloned::Failed(e.into())),
     };
     let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
@@ -262,24 +504,10 @@ pub(crate) fn spawn_into_cgroup(exec: &Exec, cgroup: BorrowedFd<'_>, stdio: [Raw
     };
     if r == 0 {
         // SAFETY: in the child, see above.
-        unsafe { child_exec(exec, &argv, &envp, stdio, err_w.as_raw_fd()) }
+        unsafe { child_exec(child, Report::Pipe(err_w.as_raw_fd())) }
     }
     if r < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error().unwrap_or(0) {
-            libc::ENOSYS | libc::E2BIG => {
-                NO_CLONE3.store(true, Ordering::Relaxed);
-                Cloned::Unsupported(e)
-            }
-            libc::EINVAL
-            | libc::EPERM
-            | libc::EACCES
-            | libc::EOPNOTSUPP
-            | libc::EBUSY
-            | libc::ENOENT
-            | libc::EBADF => Cloned::Unsupported(e),
-            _ => Cloned::Failed(e),
-        };
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel stored a new descriptor there (CLONE_PIDFD).
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -300,45 +528,52 @@ pub(crate) fn spawn_into_cgroup(exec: &Exec, cgroup: BorrowedFd<'_>, stdio: [Raw
             nix::sys::wait::Id::PIDFd(pidfd.as_fd()),
             nix::sys::wait::WaitPidFlag::WEXITED,
         );
-        return Cloned::Failed(std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf)));
+        return Ok(Cloned::Failed(std::io::Error::from_raw_os_error(
+            i32::from_ne_bytes(buf),
+        )));
     }
-    Cloned::Started {
+    Ok(Cloned::Started {
         pid: r as u32,
         pidfd,
-    }
+    })
 }
 
 /// CLONE_INTO_CGROUP (Linux 5.7), not in every libc crate version.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// The child after clone3: the job's stdio, its own process group, its
-/// working directory, limits and identity, then exec. Any failure is sent
-/// as an errno on `err` and the child exits 127.
+/// working directory, limits and identity, then exec. Any failure is
+/// reported as an errno through `report` and the child exits 127.
 ///
 /// # Safety
-/// Only in the child of a fork-like clone; async-signal-safe throughout
-/// (system calls on prepared data, no allocation, no locks).
-unsafe fn child_exec(
-    exec: &Exec,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    stdio: [RawFd; 3],
-    err: RawFd,
-) -> ! {
+/// Only in the child of a fork-like or vfork-like clone; async-signal-safe
+/// throughout (system calls on prepared data, no allocation, no locks),
+/// and with shared memory it writes nothing but its report.
+unsafe fn child_exec(child: &ChildExec<'_>, report: Report<'_>) -> ! {
     let fail = |e: i32| -> ! {
-        let b = e.to_ne_bytes();
-        // SAFETY: a write of a stack buffer, then exit without unwinding
-        // or atexit handlers (they belong to the parent).
-        unsafe {
-            libc::write(err, b.as_ptr().cast(), b.len());
-            libc::_exit(127)
+        match &report {
+            Report::Pipe(fd) => {
+                let b = e.to_ne_bytes();
+                // SAFETY: a write of a stack buffer.
+                unsafe { libc::write(*fd, b.as_ptr().cast(), b.len()) };
+            }
+            Report::Shared(err) => err.store(e, std::sync::atomic::Ordering::SeqCst),
         }
+        // SAFETY: exit without unwinding or atexit handlers (they belong
+        // to the parent).
+        unsafe { libc::_exit(127) }
     };
     let errno = || {
         std::io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EIO)
     };
+    let (exec, argv, envp) = (child.exec, child.argv, child.envp);
+    #[cfg(target_arch = "x86_64")]
+    if matches!(report, Report::Shared(_)) {
+        default_handlers();
+        raw_sigmask(0);
+    }
     // SAFETY (the block): plain system calls on prepared data.
     unsafe {
         // What Rust's runtime changed for itself must not reach the job:
@@ -347,7 +582,7 @@ unsafe fn child_exec(
         libc::sigemptyset(&mut set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        for (target, fd) in stdio.into_iter().enumerate() {
+        for (target, fd) in child.stdio.into_iter().enumerate() {
             if libc::dup2(fd, target as i32) == -1 {
                 fail(errno());
             }
