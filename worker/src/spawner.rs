@@ -7,12 +7,19 @@
 //!
 //! A start is a closure; its result comes back to the awaiting run on a
 //! oneshot channel. The threads are made at the first start and live as
-//! long as the worker; they run in the runtime's context, so a process
+//! long as the worker. A start can hang before its exec (a `working_dir`
+//! on a dead network mount, an account lookup that never answers), and
+//! with a vfork-like clone its thread hangs with it: when every thread has
+//! been inside one start for over [`STUCK`], a new start adds a thread, so
+//! hung starts never hold the others (at most [`MAX_THREADS`] in all); they run in the runtime's context, so a process
 //! spawned through tokio is registered with its reactor as usual. One more
 //! thread removes finished runs' cgroups, so a burst's ends neither hold
 //! the loop nor make a blocking-pool thread each.
 
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::{
+    sync::{mpsc, Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
 
 type Start = Box<dyn FnOnce() + Send>;
 
@@ -20,11 +27,23 @@ type Start = Box<dyn FnOnce() + Send>;
 /// clone borrows 64 KiB of it until its exec (see `sys::spawn_into_cgroup`).
 const STACK: usize = 512 * 1024;
 
-/// At most this many threads, whatever the number of cores.
-const MAX_THREADS: usize = 8;
+/// At most this many threads start jobs at first, whatever the number of
+/// cores.
+const BASE_THREADS: usize = 8;
+/// A thread inside one start this long is taken as hung (a start takes
+/// about a millisecond).
+const STUCK: Duration = Duration::from_secs(1);
+/// The pool grows past hung starts up to this many threads; beyond, starts
+/// wait for one to come back.
+const MAX_THREADS: usize = 64;
 
 struct Pool {
     tx: Mutex<mpsc::Sender<Start>>,
+    rx: Arc<Mutex<mpsc::Receiver<Start>>>,
+    handle: tokio::runtime::Handle,
+    name: String,
+    /// Per thread: since when it has been inside a start (`None`: idle).
+    busy: Arc<Mutex<Vec<Option<Instant>>>>,
 }
 
 impl Pool {
@@ -33,30 +52,54 @@ impl Pool {
     fn new(name: &str, threads: usize) -> Option<Pool> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = mpsc::channel::<Start>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut made = 0;
-        for i in 0..threads {
-            let (rx, handle) = (rx.clone(), handle.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .stack_size(STACK)
-                .spawn(move || {
-                    let _rt = handle.enter();
-                    loop {
-                        // The lock is held only while taking one start.
-                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(start) = next else { return };
-                        // A panic is the start's failure (its sender is
-                        // dropped, the run sees an error), not the thread's.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(start));
-                    }
-                });
-            match thread {
-                Ok(_) => made += 1,
-                Err(e) => tracing::warn!("cannot start a {name} thread: {e}"),
-            }
+        let pool = Pool {
+            tx: Mutex::new(tx),
+            rx: Arc::new(Mutex::new(rx)),
+            handle,
+            name: name.to_string(),
+            busy: Arc::default(),
+        };
+        for _ in 0..threads {
+            pool.add_thread();
         }
-        (made > 0).then(|| Pool { tx: Mutex::new(tx) })
+        let made = !lock(&pool.busy).is_empty();
+        made.then_some(pool)
+    }
+
+    /// One more thread taking starts; a warning if it cannot be made.
+    fn add_thread(&self) {
+        let mut busy = lock(&self.busy);
+        let i = busy.len();
+        let (rx, handle, slots) = (self.rx.clone(), self.handle.clone(), self.busy.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-{i}", self.name))
+            .stack_size(STACK)
+            .spawn(move || {
+                let _rt = handle.enter();
+                loop {
+                    // The lock is held only while taking one start.
+                    let next = lock(&rx).recv();
+                    let Ok(start) = next else { return };
+                    lock(&slots)[i] = Some(Instant::now());
+                    // A panic is the start's failure (its sender is
+                    // dropped, the run sees an error), not the thread's.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(start));
+                    lock(&slots)[i] = None;
+                }
+            });
+        match thread {
+            Ok(_) => busy.push(None),
+            Err(e) => tracing::warn!("cannot start a {} thread: {e}", self.name),
+        }
+    }
+
+    /// Whether every thread has been inside one start for over [`STUCK`]:
+    /// a start handed over now would wait for a hung one.
+    fn all_stuck(&self) -> bool {
+        let now = Instant::now();
+        lock(&self.busy)
+            .iter()
+            .all(|since| since.is_some_and(|t| now.duration_since(t) > STUCK))
     }
 
     /// Runs `f` on one of the pool's threads (on tokio's blocking pool if
@@ -74,11 +117,16 @@ impl Pool {
         let job: Start = Box::new(move || {
             let _ = tx.send(f());
         });
-        pool.tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&pool.tx)
             .send(job)
             .map_err(|_| std::io::Error::other("the pool's threads are gone"))?;
+        if pool.all_stuck() && lock(&pool.busy).len() < MAX_THREADS {
+            tracing::warn!(
+                "every {} thread has been inside one start for over {STUCK:?}: adding one",
+                pool.name
+            );
+            pool.add_thread();
+        }
         rx.await
             .map_err(|_| std::io::Error::other("a task panicked on its pool thread"))
     }
@@ -92,7 +140,7 @@ pub(crate) async fn off_loop<T: Send + 'static>(
     static STARTS: OnceLock<Option<Pool>> = OnceLock::new();
     let threads = std::thread::available_parallelism()
         .map_or(2, usize::from)
-        .clamp(1, MAX_THREADS);
+        .clamp(1, BASE_THREADS);
     Pool::run(
         STARTS
             .get_or_init(|| Pool::new("spawner", threads))
@@ -114,4 +162,51 @@ pub(crate) async fn cleanup<T: Send + 'static>(
         cleanup,
     )
     .await
+}
+
+/// A lock that a panic elsewhere does not poison for good: what it guards
+/// (a queue's end, a list of instants) stays consistent at every step.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two threads hung inside starts (as on a dead mount) do not hold a
+    /// third start: the pool grows past them.
+    #[tokio::test]
+    async fn hung_starts_do_not_hold_the_next_one() {
+        // The pool lives as long as the test's threads: leaked on purpose.
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new("test-spawner", 2).unwrap()));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let hung: Vec<_> = (0..2)
+            .map(|_| {
+                let rx = release_rx.clone();
+                tokio::spawn(Pool::run(Some(pool), move || {
+                    let _ = lock(&rx).recv();
+                }))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pool.all_stuck() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            pool.all_stuck(),
+            "both threads should be inside their starts by now"
+        );
+        let third = tokio::time::timeout(Duration::from_secs(10), Pool::run(Some(pool), || 7))
+            .await
+            .expect("the third start waited for the hung ones")
+            .unwrap();
+        assert_eq!(third, 7);
+        assert_eq!(lock(&pool.busy).len(), 3);
+        drop(release_tx);
+        for h in hung {
+            h.await.unwrap().unwrap();
+        }
+    }
 }
