@@ -283,7 +283,7 @@ impl Supervisor {
         // Conditions are re-evaluated every second (and after the lines
         // that finish a run), on the heartbeat's wake-up when it comes
         // (see `wake`).
-        let mut tick = wake::Tick::new(Instant::now());
+        let mut tick = wake::Tick::first(Instant::now());
         // systemd's watchdog is fed from this loop, so it sees the loop itself.
         let mut watchdog =
             tokio::time::interval(self.notifier.watchdog.unwrap_or(Duration::from_secs(3600)));

@@ -27,8 +27,16 @@ pub(super) struct Tick {
 }
 
 impl Tick {
-    pub(super) fn new(now: Instant) -> Tick {
-        Tick { last: now }
+    /// Due at once: the loop's first turn ticks (as tokio's interval did).
+    pub(super) fn first(now: Instant) -> Tick {
+        Tick {
+            last: now.checked_sub(TICK).unwrap_or(now),
+        }
+    }
+
+    #[cfg(test)]
+    fn new(last: Instant) -> Tick {
+        Tick { last }
     }
 
     pub(super) fn due(&self, now: Instant) -> bool {
@@ -64,6 +72,8 @@ mod tests {
         t.done(t0 + Duration::from_millis(950));
         assert!(!t.due(t0 + Duration::from_millis(1800)));
         assert!(t.due(t0 + Duration::from_millis(1850)));
+        let now = t0 + Duration::from_secs(5);
+        assert!(Tick::first(now).due(now));
     }
 
     #[test]
