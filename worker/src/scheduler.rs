@@ -560,10 +560,8 @@ impl Scheduler {
 const PRECISE: Duration = Duration::from_millis(2);
 
 fn coarse((deadline, precise): (Instant, bool)) -> Instant {
-    if !precise {
-        return deadline;
-    }
-    deadline.checked_sub(PRECISE).unwrap_or(deadline)
+    let early = if precise { PRECISE } else { Duration::ZERO };
+    deadline.checked_sub(early).unwrap_or(deadline)
 }
 
 /// Blocks the loop for the last < 2 ms before a deadline (a high-resolution
