@@ -19,7 +19,7 @@
 //! Invariant: `next_after(t)` is strictly greater than `t`, and iterating it
 //! yields every fire exactly once, in increasing order.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use croner::parser::{CronParser, Seconds, Year};
 use jiff::{
@@ -39,10 +39,13 @@ pub enum ScheduleError {
     NeverFires { expr: String },
 }
 
+mod interned;
+
 #[derive(Debug, Clone)]
 enum Kind {
     Cron {
-        cron: Box<croner::Cron>,
+        /// Shared with the copies and the same expression's other jobs.
+        cron: Arc<croner::Cron>,
         /// The hour field starts with `*`: fire in both passes of a fold.
         hour_star: bool,
     },
@@ -89,10 +92,12 @@ impl Schedule {
             Kind::Every(period)
         } else {
             Kind::Cron {
-                cron: Box::new(parse_cron(trimmed).map_err(|reason| ScheduleError::Cron {
-                    expr: expr.into(),
-                    reason,
-                })?),
+                cron: interned::cron(trimmed, parse_cron).map_err(|reason| {
+                    ScheduleError::Cron {
+                        expr: expr.into(),
+                        reason,
+                    }
+                })?,
                 hour_star: hour_field_is_star(trimmed),
             }
         };

@@ -12,7 +12,11 @@ use cronwarden_shared::alert_kind::AlertKind;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::mpsc::{sync_channel, SyncSender, TrySendError},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{channel, Sender},
+        Arc,
+    },
 };
 
 use cronwarden_shared::{
@@ -278,24 +282,36 @@ impl HistoryQueue {
     }
 }
 
+/// The most notices waiting for the history thread.
+const HISTORY_QUEUE: usize = 4096;
+
 /// Writes alert history to the store on its own thread.
 pub struct Recorder {
-    tx: SyncSender<AlertNotice>,
+    /// Unbounded, bounded by `queued`: std's bounded channel allocates
+    /// and writes all its slots up front (740 KiB here, a tenth of the
+    /// idle supervisor's memory, issue 18).
+    tx: Sender<AlertNotice>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Recorder {
     pub fn start(store: PathBuf) -> Recorder {
-        let (tx, rx) = sync_channel::<AlertNotice>(4096);
+        let (tx, rx) = channel::<AlertNotice>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
         std::thread::Builder::new()
             .name("alert-history".into())
-            .spawn(move || record_history(&store, rx))
+            .spawn(move || record_history(&store, rx, &q))
             .expect("spawn alert history thread");
-        Recorder { tx }
+        Recorder { tx, queued }
     }
 
     pub fn record(&self, n: AlertNotice) {
-        if let Err(TrySendError::Full(n)) = self.tx.try_send(n) {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= HISTORY_QUEUE {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
             tracing::error!(kind = %n.kind, "alert history queue full; this notice is not stored");
+        } else if self.tx.send(n).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -303,7 +319,11 @@ impl Recorder {
 /// The history thread: every notice is queued, then the queue written in
 /// order; while the store fails the queue is held and retried with
 /// backoff (new notices join it meanwhile).
-fn record_history(store: &std::path::Path, rx: std::sync::mpsc::Receiver<AlertNotice>) {
+fn record_history(
+    store: &std::path::Path,
+    rx: std::sync::mpsc::Receiver<AlertNotice>,
+    queued: &AtomicUsize,
+) {
     use std::sync::mpsc::RecvTimeoutError;
     let mut db: Option<Store> = None;
     let mut queue = HistoryQueue::default();
@@ -316,15 +336,19 @@ fn record_history(store: &std::path::Path, rx: std::sync::mpsc::Receiver<AlertNo
             rx.recv_timeout(retry)
         };
         let closed = matches!(next, Err(RecvTimeoutError::Disconnected));
+        let taken = |n| {
+            queued.fetch_sub(1, Ordering::SeqCst);
+            n
+        };
         match next {
-            Ok(n) => queue.push(n),
+            Ok(n) => queue.push(taken(n)),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) if queue.len() == 0 => return,
             // The supervisor is stopping: one last try below, then done.
             Err(RecvTimeoutError::Disconnected) => {}
         }
         while let Ok(n) = rx.try_recv() {
-            queue.push(n);
+            queue.push(taken(n));
         }
         let written = (|| {
             if db.is_none() {

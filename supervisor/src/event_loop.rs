@@ -48,6 +48,7 @@ use crate::{
 
 mod control_ops;
 mod shared_alerts;
+mod wake;
 mod worker_start;
 
 /// The longest a finished run's conditions wait while event lines keep
@@ -285,10 +286,9 @@ impl Supervisor {
             socket = %config.socket.display(), jobs = config.jobs.len(), "supervisor started"
         );
         // Conditions are re-evaluated every second (and after the lines
-        // that finish a run); one wakeup a second keeps the idle cost
-        // negligible.
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // that finish a run), on the heartbeat's wake-up when it comes
+        // (see `wake`).
+        let mut tick = wake::Tick::first(Instant::now());
         // systemd's watchdog is fed from this loop, so it sees the loop itself.
         let mut watchdog =
             tokio::time::interval(self.notifier.watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -299,6 +299,8 @@ impl Supervisor {
         let stop_with = loop {
             let stall_at = self.stall_deadline();
             let publish_at = self.publish_deadline();
+            let wake_at =
+                wake::earliest([stall_at, self.restart_at, publish_at, Some(tick.timer())]);
             // Biased, in this order. Timers are ready only when due, so they
             // go before the event lines: a worker flooding lines can never
             // starve the stall check, the tick or systemd's watchdog ping.
@@ -314,16 +316,33 @@ impl Supervisor {
                 // gone, or finished runs would count as lost and their
                 // groups be signalled.
                 _ = sigchld.recv() => { self.drain_lines().await; self.reap() }
-                // Every timer first catches up with a gap in the loop.
-                _ = sleep_until_opt(stall_at) => { self.catch_up(&mut clocks).await; self.on_stall() }
-                _ = sleep_until_opt(self.restart_at) => { self.start_worker(); self.publish_soon(); }
+                // One timer (see `wake`); what is due is done in this
+                // order, one per turn, the tick's work below.
+                _ = sleep_until_opt(wake_at) => {
+                    let now = Instant::now();
+                    if stall_at.is_some_and(|t| t <= now) {
+                        // Every timer first catches up with a gap in the loop.
+                        self.catch_up(&mut clocks).await;
+                        self.on_stall();
+                    } else if self.restart_at.is_some_and(|t| t <= now) {
+                        self.start_worker();
+                        self.publish_soon();
+                    } else if publish_at.is_some_and(|t| t <= now) && !tick.due(now) {
+                        self.catch_up(&mut clocks).await;
+                        self.publish();
+                    }
+                }
                 _ = watchdog.tick(), if self.notifier.watchdog.is_some() => self.notifier.watchdog_ping(),
-                _ = tick.tick() => { self.catch_up(&mut clocks).await; self.on_tick(); self.publish(); }
-                _ = sleep_until_opt(publish_at) => { self.catch_up(&mut clocks).await; self.publish() }
                 Some(req) = control_rx.recv() => self.control(req),
                 line = next_line(&mut self.worker) => self.on_line(line),
                 Some(a) = shared_alerts::next_answer(&mut self.shared_alerts) => self.on_owner_answer(a),
                 _ = std::future::ready(()), if self.evaluate_since.is_some() => self.publish(),
+            }
+            if tick.due(Instant::now()) {
+                self.catch_up(&mut clocks).await;
+                self.on_tick();
+                self.publish();
+                tick.done(Instant::now());
             }
         };
         self.notifier.stopping();

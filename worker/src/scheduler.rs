@@ -324,11 +324,12 @@ impl Scheduler {
         });
     }
 
-    /// The earliest instant the loop must wake at.
-    fn next_deadline(&self) -> Instant {
+    /// The earliest instant the loop must wake at, and whether it is a
+    /// fire's (met precisely) rather than only the heartbeat's.
+    fn next_deadline(&self) -> (Instant, bool) {
         let now = Instant::now();
         let Some(fire) = self.plan.earliest_fire() else {
-            return self.next_heartbeat;
+            return (self.next_heartbeat, false);
         };
         let wait = fire.duration_since(wall_now());
         let at = if wait <= SignedDuration::ZERO {
@@ -336,7 +337,7 @@ impl Scheduler {
         } else {
             now + Duration::try_from(wait).unwrap_or(Duration::MAX / 4)
         };
-        self.next_heartbeat.min(at)
+        (self.next_heartbeat.min(at), at <= self.next_heartbeat)
     }
 
     /// One loop turn: fire what is due, commit, then heartbeat when due.
@@ -554,11 +555,13 @@ impl Scheduler {
 
 /// tokio's timer has millisecond granularity and rounds up, which alone
 /// would make every fire about 1 ms late. The loop sleeps with tokio until
-/// just before the deadline and covers the rest with [`precise_wait`].
+/// just before a fire's deadline and covers the rest with [`precise_wait`]
+/// (the heartbeat's is slept to directly: one wake-up instead of two).
 const PRECISE: Duration = Duration::from_millis(2);
 
-fn coarse(deadline: Instant) -> Instant {
-    deadline.checked_sub(PRECISE).unwrap_or(deadline)
+fn coarse((deadline, precise): (Instant, bool)) -> Instant {
+    let early = if precise { PRECISE } else { Duration::ZERO };
+    deadline.checked_sub(early).unwrap_or(deadline)
 }
 
 /// Blocks the loop for the last < 2 ms before a deadline (a high-resolution
@@ -767,7 +770,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
                 }
                 sched.guarded("flush", Scheduler::flush);
             }
-            _ = tokio::time::sleep_until(coarse(deadline)) => precise_wait(deadline),
+            _ = tokio::time::sleep_until(coarse(deadline)) => precise_wait(deadline.0),
         }
     }
 

@@ -114,5 +114,12 @@ impl Supervisor {
         );
         self.restart_at = Some(Instant::now() + delay);
         self.publish();
+        if delay.is_zero() {
+            // Now, not through the loop's timer: tokio's rounds up to the
+            // next millisecond and wakes on its driver's turn, which made
+            // the restart after a crash slower than runit's (issue 18).
+            self.start_worker();
+            self.publish_soon();
+        }
     }
 }
