@@ -8,11 +8,16 @@
 //!
 //! A release that fails is kept and tried again before the next question
 //! (and every few seconds), or the row would hold the alert for this host
-//! while it lives and no peer could take it over.
+//! while it lives and no peer could take it over. For the same reason a
+//! release is never dropped: releases have a queue of their own without a
+//! bound (one per alert resolved, each a key), only questions of
+//! ownership, which the loop asks again, can be dropped on a full queue.
 
 use std::{
     collections::VecDeque,
-    sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+    sync::mpsc::{
+        channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError,
+    },
     time::Duration,
 };
 
@@ -39,6 +44,7 @@ pub struct Answer {
 
 pub struct Link {
     tx: SyncSender<Ask>,
+    releases: Sender<Key>,
     /// Questions dropped on a full queue (logged at powers of two).
     dropped: std::cell::Cell<u64>,
 }
@@ -47,14 +53,16 @@ impl Link {
     /// Starts the thread; its answers come on the returned receiver.
     pub fn start(cfg: ClusterConfig) -> (Link, mpsc::Receiver<Answer>) {
         let (tx, rx) = sync_channel(QUEUE);
+        let (releases, releases_rx) = channel();
         let (answers, answers_rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("alert-owners".into())
-            .spawn(move || run(&cfg, &rx, &answers))
+            .spawn(move || run(&cfg, &rx, &releases_rx, &answers))
             .expect("spawn alert ownership thread");
         (
             Link {
                 tx,
+                releases,
                 dropped: Default::default(),
             },
             answers_rx,
@@ -63,6 +71,14 @@ impl Link {
 
     /// Queues a question; never waits.
     pub fn ask(&self, ask: Ask) {
+        let ask = match ask {
+            Ask::Release(key) => {
+                // The thread is gone only when the loop dropped the link.
+                let _ = self.releases.send(key);
+                return;
+            }
+            ask => ask,
+        };
         if let Err(TrySendError::Full(a)) = self.tx.try_send(ask) {
             let dropped = self.dropped.get() + 1;
             self.dropped.set(dropped);
@@ -82,7 +98,12 @@ fn job(key: &Key) -> &str {
 
 /// The thread: one connection, made (again) when needed; questions in
 /// order, failed releases first.
-fn run(cfg: &ClusterConfig, rx: &Receiver<Ask>, answers: &mpsc::Sender<Answer>) {
+fn run(
+    cfg: &ClusterConfig,
+    rx: &Receiver<Ask>,
+    release_rx: &Receiver<Key>,
+    answers: &mpsc::Sender<Answer>,
+) {
     let mut ledger: Option<Ledger> = None;
     let mut releases: VecDeque<Key> = VecDeque::new();
     let mut failing: Option<String> = None;
@@ -109,15 +130,25 @@ fn run(cfg: &ClusterConfig, rx: &Receiver<Ask>, answers: &mpsc::Sender<Answer>) 
         let ask = match rx.recv_timeout(RETRY_EVERY) {
             Ok(a) => Some(a),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The loop let go of the link (a reload): its releases
+                // are tried once more, or their rows would hold alerts
+                // this host no longer has.
+                releases.extend(release_rx.try_iter());
+                if let Some(l) = ledger.as_mut() {
+                    for k in releases {
+                        let _ = l.close_alert(k.0.as_str(), job(&k));
+                    }
+                }
+                return;
+            }
         };
-        // An alert open again takes (or keeps) its row: its old release
-        // must not delete it.
+        // Releases sent before this question are taken first, so that an
+        // alert open again takes (or keeps) its row: its old release must
+        // not delete it.
+        releases.extend(release_rx.try_iter());
         if let Some(Ask::Own(k)) = &ask {
             releases.retain(|r| r != k);
-        }
-        if let Some(Ask::Release(k)) = &ask {
-            releases.push_back(k.clone());
         }
         let connected = match (ledger.as_mut(), &down_since) {
             (Some(l), _) => Ok(l),

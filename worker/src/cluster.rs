@@ -112,6 +112,9 @@ pub(crate) struct Cluster {
     exited: std_mpsc::Receiver<()>,
     held: BTreeMap<u64, Held>,
     missed: BTreeMap<u64, Missed>,
+    /// Misfires the ledger answered for (nobody else holds them): the next
+    /// flush lets them through instead of asking again.
+    missed_done: BTreeSet<u64>,
     /// Runs whose claim won: the next flush lets them through.
     released: BTreeSet<u64>,
     /// Runs this host won and that have not ended: their ends go to the
@@ -148,6 +151,7 @@ impl Cluster {
             tx,
             held: BTreeMap::new(),
             missed: BTreeMap::new(),
+            missed_done: BTreeSet::new(),
             released: BTreeSet::new(),
             won: BTreeSet::new(),
             hashes: BTreeMap::new(),
@@ -218,7 +222,10 @@ impl Cluster {
     fn hold_missed(&mut self, fx: &mut Effects) {
         // In passes over the effects, never a search per skip: a day of
         // downtime of a per-second job is thousands of misfires a turn.
-        let is_missed = |w: &Write| matches!(w, Write::Insert(r) if r.skip_reason == Some(SkipReason::Misfire) && r.covers.len() == 1);
+        // The ones answered already are put back into the very flush that
+        // calls this: they pass (asked again, they would never be stored).
+        let done = std::mem::take(&mut self.missed_done);
+        let is_missed = |w: &Write| matches!(w, Write::Insert(r) if r.skip_reason == Some(SkipReason::Misfire) && r.covers.len() == 1 && !done.contains(&r.id));
         if !fx.writes.iter().any(is_missed) {
             return;
         }
@@ -302,6 +309,7 @@ impl Cluster {
                     });
                 }
                 (_, event) => {
+                    self.missed_done.insert(id);
                     fx.writes.push(insert);
                     fx.events.push(event);
                 }

@@ -77,7 +77,9 @@ impl Ledger {
                 state: r.get(4),
                 outcome: r.get(5),
                 lost_by: r.get(6),
-                lease_expired: r.get(7),
+                // NULL for a running row without a lease (written by
+                // hand or by an older build): not expired, not a panic.
+                lease_expired: r.get::<_, Option<bool>>(7).unwrap_or(false),
             })
             .collect())
     }

@@ -139,9 +139,13 @@ impl Ledger {
                 },
                 _ if won.is_empty() => {
                     let newest = c.covers.iter().max().map_or(0, |t| t.as_microsecond());
-                    ClaimOutcome::Taken {
-                        host: self.holder(&c.job, newest)?,
-                    }
+                    // The claims are committed by now: a failure here
+                    // must not fail them (the won ones would never run),
+                    // it only leaves the peer unnamed.
+                    let host = self
+                        .holder(&c.job, newest)
+                        .unwrap_or_else(|e| format!("another host (unnamed: {e})"));
+                    ClaimOutcome::Taken { host }
                 }
                 _ => {
                     let mut won: Vec<Timestamp> = won.into_iter().map(ts_of).collect();
@@ -191,7 +195,7 @@ impl Ledger {
                  ON CONFLICT DO NOTHING RETURNING job, run_id, scheduled_for
              ), cursor AS (
                  INSERT INTO cw_cursors (job, last_scheduled)
-                 SELECT job, max(scheduled_for) FROM won GROUP BY job
+                 SELECT job, max(scheduled_for) FROM won GROUP BY job ORDER BY job
                  ON CONFLICT (job) DO UPDATE
                  SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)
              )

@@ -34,6 +34,7 @@ fn cluster() -> (
         exited,
         held: BTreeMap::new(),
         missed: BTreeMap::new(),
+        missed_done: BTreeSet::new(),
         released: BTreeSet::new(),
         won: BTreeSet::new(),
         hashes: BTreeMap::new(),
@@ -391,6 +392,17 @@ fn a_missed_fire_a_peer_ran_is_not_a_misfire_here() {
         [(2, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(2)])],
         "only the fire nobody else has is a misfire here"
     );
+    // The flush that follows lets the answered misfire through to the
+    // store, rather than ask the ledger again (and again).
+    let skips_before = fx.events.len();
+    c.hold(&mut fx);
+    assert_eq!(
+        inserts(&fx),
+        [(2, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(2)])],
+        "an answered misfire is stored by the next flush"
+    );
+    assert_eq!(fx.events.len(), skips_before);
+    assert!(rx.try_recv().is_err(), "the ledger was asked again");
     let reasons: Vec<(Timestamp, SkipReason)> = fx
         .events
         .iter()
@@ -414,9 +426,11 @@ fn a_missed_fire_a_peer_ran_is_not_a_misfire_here() {
     assert!(fx.writes.is_empty());
     let mut fx = Effects::default();
     assert!(c.abandon(t(6), &mut fx).is_empty());
+    c.hold(&mut fx);
     assert_eq!(
         inserts(&fx),
-        [(4, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(4)])]
+        [(4, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(4)])],
+        "the stopping worker's last flush stores them"
     );
 }
 
