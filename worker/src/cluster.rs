@@ -11,11 +11,13 @@
 //! does not commit within [`CLAIM_WITHIN`] fails closed: the fire is not
 //! run here, and is recorded skipped (`store_unavailable`).
 //!
-//! A fire this host missed (down, restarted, stopped) is held the same
-//! way before it is recorded `misfire`: the ledger is asked who holds it,
-//! and a fire a peer ran is reported to the supervisor as the peer's
-//! (`peer`), with no record here. A catch-up run some of whose times a
-//! peer won runs once for the rest; the peer's times are reported alike.
+//! A fire this host missed (down, restarted, stopped) is recorded
+//! `misfire` at once, in the flush that moves its job's cursor past it,
+//! but its report to the supervisor is held the same way: the ledger is
+//! asked who holds it, and a fire a peer ran is reported as the peer's
+//! (`peer`) and its record removed (a peer's fire leaves no record here).
+//! A catch-up run some of whose times a peer won runs once for the rest;
+//! the peer's times are reported alike.
 //!
 //! The same thread (`thread.rs`) beats for the host: it renews the leases
 //! of the runs this host won, records peers' expired runs `lost`, measures
@@ -96,13 +98,6 @@ struct Held {
     insert: Write,
 }
 
-/// A fire this host missed, its `misfire` record and event held until the
-/// ledger says whether a peer ran it.
-struct Missed {
-    insert: Write,
-    event: Event,
-}
-
 /// The loop's side of the shared ledger.
 pub(crate) struct Cluster {
     tx: std_mpsc::Sender<Request>,
@@ -111,9 +106,11 @@ pub(crate) struct Cluster {
     /// Says when the thread ended (its last run ends recorded).
     exited: std_mpsc::Receiver<()>,
     held: BTreeMap<u64, Held>,
-    missed: BTreeMap<u64, Missed>,
+    /// The events of fires this host missed (by their skip's run id), held
+    /// until the ledger says whether a peer ran them.
+    missed: BTreeMap<u64, Event>,
     /// Misfires the ledger answered for (nobody else holds them): the next
-    /// flush lets them through instead of asking again.
+    /// flush lets their events through instead of asking again.
     missed_done: BTreeSet<u64>,
     /// Runs whose claim won: the next flush lets them through.
     released: BTreeSet<u64>,
@@ -215,59 +212,35 @@ impl Cluster {
         }
     }
 
-    /// Takes the `misfire` skips out of `fx` (records and events) and
-    /// asks the ledger who holds those fires: one a peer ran (a host back
-    /// from downtime, a restarted worker) is the peer's, not a misfire
-    /// here (see [`Cluster::resolve`]).
+    /// Takes the `misfire` skips' events out of `fx` and asks the ledger
+    /// who holds those fires: one a peer ran (a host back from downtime, a
+    /// restarted worker) is the peer's, not a misfire here (see
+    /// [`Cluster::resolve`]). Their records stay in the flush, stored with
+    /// the job's cursor that moves past them: a worker killed before the
+    /// answer leaves them recorded (a misfire too many at worst, never a
+    /// fire recorded nowhere); a peer's is removed when the answer comes.
     fn hold_missed(&mut self, fx: &mut Effects) {
-        // In passes over the effects, never a search per skip: a day of
-        // downtime of a per-second job is thousands of misfires a turn.
         // The ones answered already are put back into the very flush that
-        // calls this: they pass (asked again, they would never be stored).
+        // calls this: they pass (asked again, they would never be sent).
         let done = std::mem::take(&mut self.missed_done);
-        let is_missed = |w: &Write| matches!(w, Write::Insert(r) if r.skip_reason == Some(SkipReason::Misfire) && r.covers.len() == 1 && !done.contains(&r.id));
-        if !fx.writes.iter().any(is_missed) {
-            return;
-        }
-        let (missed, kept): (Vec<Write>, Vec<Write>) = std::mem::take(&mut fx.writes)
-            .into_iter()
-            .partition(is_missed);
-        fx.writes = kept;
-        let mut inserts: BTreeMap<u64, Write> = missed
-            .into_iter()
-            .filter_map(|w| match &w {
-                Write::Insert(r) => Some((r.id, w)),
-                _ => None,
-            })
-            .collect();
         let mut asked = vec![];
         let mut events = Vec::with_capacity(fx.events.len());
         for event in std::mem::take(&mut fx.events) {
-            let insert = match &event {
+            match &event {
                 Event::Skip {
+                    job,
                     run_id,
+                    scheduled_at,
                     reason: SkipReason::Misfire,
                     ..
-                } => inserts.remove(run_id),
-                _ => None,
-            };
-            match insert {
-                Some(Write::Insert(r)) if !r.covers.is_empty() => {
-                    let id = r.id;
-                    asked.push((id, r.job.clone(), r.covers[0]));
-                    let insert = Write::Insert(r);
-                    self.missed.insert(id, Missed { insert, event });
+                } if !done.contains(run_id) => {
+                    asked.push((*run_id, job.clone(), *scheduled_at));
+                    self.missed.insert(*run_id, event);
                 }
-                Some(insert) => {
-                    fx.writes.push(insert);
-                    events.push(event);
-                }
-                None => events.push(event),
+                _ => events.push(event),
             }
         }
         fx.events = events;
-        // A record without its event (none is planned so) stays as it is.
-        fx.writes.extend(inserts.into_values());
         if asked.is_empty() {
             return;
         }
@@ -280,11 +253,12 @@ impl Cluster {
         }
     }
 
-    /// The ledger's word on missed fires: a peer's is reported as such
-    /// (no record here), the others are recorded as the misfires they are.
+    /// The ledger's word on missed fires: a peer's is reported as such and
+    /// its record removed (a peer's fire leaves no record here), the
+    /// others are reported as the misfires they are.
     fn resolve_missed(&mut self, holders: Vec<(u64, Option<String>)>, fx: &mut Effects) {
         for (id, holder) in holders {
-            let Some(Missed { insert, event }) = self.missed.remove(&id) else {
+            let Some(event) = self.missed.remove(&id) else {
                 continue;
             };
             match (holder, event) {
@@ -299,6 +273,7 @@ impl Cluster {
                     },
                 ) => {
                     tracing::info!(job, scheduled_at = %scheduled_at, host, "a fire missed here was claimed by another host: not a misfire");
+                    fx.writes.push(Write::Forget { run_id });
                     fx.events.push(Event::Skip {
                         job,
                         run_id,
@@ -310,7 +285,6 @@ impl Cluster {
                 }
                 (_, event) => {
                     self.missed_done.insert(id);
-                    fx.writes.push(insert);
                     fx.events.push(event);
                 }
             }
@@ -434,7 +408,7 @@ impl Cluster {
     /// The worker stops: runs still waiting for their claim never start
     /// (recorded skipped, `worker_down`); returns them for the plan.
     pub fn abandon(&mut self, now: Timestamp, fx: &mut Effects) -> Vec<(String, u64)> {
-        // Missed fires still unanswered are recorded as misfires.
+        // Missed fires still unanswered are reported as misfires.
         let missed: Vec<(u64, Option<String>)> = self.missed.keys().map(|&id| (id, None)).collect();
         self.resolve_missed(missed, fx);
         let ids: Vec<u64> = self.held.keys().copied().collect();

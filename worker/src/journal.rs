@@ -301,7 +301,8 @@ fn is_record(w: &Write) -> bool {
 /// - claims of one job: `from` of the first, `to` and a new schedule
 ///   (`rearm`) of the latest, the latest `last_scheduled_at` known;
 /// - pause flags of one job: the latest;
-/// - records of one run id: the latest (a finish replaces the start);
+/// - records of one run id: the latest (a finish replaces the start, a
+///   removal the skip it removes);
 /// - run-id reservations: the highest;
 /// - a job's row rewritten or removed is kept in place, and claims after
 ///   it start a new merge (they follow the rewritten row).
@@ -333,6 +334,7 @@ fn coalesce(batch: Vec<Write>) -> Vec<Write> {
             Write::Claim { job, .. } => Key::Claim(job.clone()),
             Write::Paused { job, .. } => Key::Paused(job.clone()),
             Write::Insert(r) | Write::Finish(r) => Key::Run(r.id),
+            Write::Forget { run_id } => Key::Run(*run_id),
             Write::ReserveIds { .. } => Key::Reserve,
             Write::RebootFired { job, .. } => Key::Reboot(job.clone()),
         };

@@ -134,6 +134,13 @@ pub enum Write {
     Insert(RunRecord),
     /// A run's final record.
     Finish(RunRecord),
+    /// A skip record that proved not to be this host's: several hosts, a
+    /// fire missed here that a peer ran (recorded `misfire` at once, so a
+    /// worker killed before the ledger answers loses nothing). Only a
+    /// skip is ever removed; a missing row is no error.
+    Forget {
+        run_id: u64,
+    },
     Paused {
         job: String,
         paused: bool,
@@ -538,6 +545,12 @@ impl Store {
                     // The finish record is the whole run: it replaces the row
                     // written at start (or stands alone if that write failed).
                     Write::Finish(r) => insert_run(&tx, r)?,
+                    Write::Forget { run_id } => {
+                        tx.prepare_cached(
+                            "DELETE FROM runs WHERE id = ?1 AND outcome = 'skipped'",
+                        )?
+                        .execute([*run_id as i64])?;
+                    }
                     Write::Paused { job, paused } => {
                         tx.prepare_cached(
                             "UPDATE jobs SET paused = ?2, updated_at = ?3 WHERE name = ?1",

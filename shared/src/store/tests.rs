@@ -182,3 +182,23 @@ fn prune_keeps_the_newest() {
     assert_eq!(runs.len(), 10);
     assert_eq!(runs[0].id, 30);
 }
+
+/// A skip found to be a peer's fire is removed; a run is never removed
+/// that way, and a row already gone is no error.
+#[test]
+fn forget_removes_a_skip_and_only_a_skip() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.apply(&[
+        Write::Insert(run(1, "a", Outcome::Skipped)),
+        Write::Insert(run(2, "a", Outcome::Success)),
+    ])
+    .unwrap();
+    s.apply(&[
+        Write::Forget { run_id: 1 },
+        Write::Forget { run_id: 2 },
+        Write::Forget { run_id: 3 },
+    ])
+    .unwrap();
+    let ids: Vec<u64> = s.runs("a", 10).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(ids, [2]);
+}

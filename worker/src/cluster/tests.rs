@@ -360,9 +360,23 @@ fn missed(fx: &mut Effects, id: u64, at: Timestamp, reason: SkipReason) {
     });
 }
 
-/// A fire this host missed (down, restarted) is recorded as a misfire
+fn skip_reasons(fx: &Effects) -> Vec<(Timestamp, SkipReason)> {
+    fx.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Skip {
+                scheduled_at,
+                reason,
+                ..
+            } => Some((*scheduled_at, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A fire this host missed (down, restarted) is reported as a misfire
 /// only once the ledger says no peer has it: a peer's fire is reported to
-/// the supervisor as the peer's and leaves no record here.
+/// the supervisor as the peer's and its record is removed here.
 #[test]
 fn a_missed_fire_a_peer_ran_is_not_a_misfire_here() {
     let (mut c, rx, _) = cluster();
@@ -371,12 +385,13 @@ fn a_missed_fire_a_peer_ran_is_not_a_misfire_here() {
     missed(&mut fx, 2, t(2), SkipReason::Misfire);
     missed(&mut fx, 3, t(3), SkipReason::Paused);
     c.hold(&mut fx);
-    // The paused skip is this host's alone: it passes.
+    // Every record is stored at once; only the paused skip's event, this
+    // host's alone, passes.
     assert_eq!(
-        inserts(&fx),
-        [(3, Outcome::Skipped, Some(SkipReason::Paused), vec![t(3)])]
+        inserts(&fx).iter().map(|i| i.0).collect::<Vec<_>>(),
+        [1, 2, 3]
     );
-    assert_eq!(fx.events.len(), 1);
+    assert_eq!(skip_reasons(&fx), [(t(3), SkipReason::Paused)]);
     match rx.try_recv() {
         Ok(Request::Missed(fires)) => assert_eq!(
             fires,
@@ -387,50 +402,65 @@ fn a_missed_fire_a_peer_ran_is_not_a_misfire_here() {
     let mut fx = Effects::default();
     let answer = Answer::Missed(vec![(1, Some("b".into())), (2, None)]);
     assert_eq!(c.resolve(answer, t(5), &mut fx), None);
-    assert_eq!(
-        inserts(&fx),
-        [(2, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(2)])],
-        "only the fire nobody else has is a misfire here"
+    assert!(
+        matches!(fx.writes[..], [Write::Forget { run_id: 1 }]),
+        "the peer's fire's record is removed, the misfire's stays: {:?}",
+        fx.writes
     );
-    // The flush that follows lets the answered misfire through to the
-    // store, rather than ask the ledger again (and again).
-    let skips_before = fx.events.len();
+    // The flush that follows lets the answered misfire's event through,
+    // rather than ask the ledger again (and again).
     c.hold(&mut fx);
-    assert_eq!(
-        inserts(&fx),
-        [(2, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(2)])],
-        "an answered misfire is stored by the next flush"
-    );
-    assert_eq!(fx.events.len(), skips_before);
     assert!(rx.try_recv().is_err(), "the ledger was asked again");
-    let reasons: Vec<(Timestamp, SkipReason)> = fx
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Skip {
-                scheduled_at,
-                reason,
-                ..
-            } => Some((*scheduled_at, *reason)),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        reasons,
+        skip_reasons(&fx),
         [(t(1), SkipReason::Peer), (t(2), SkipReason::Misfire)]
     );
-    // Stopping before the ledger answered: recorded as misfires.
+    // Stopping before the ledger answered: reported as misfires.
     let mut fx = Effects::default();
     missed(&mut fx, 4, t(4), SkipReason::Misfire);
     c.hold(&mut fx);
-    assert!(fx.writes.is_empty());
+    assert!(fx.events.is_empty());
     let mut fx = Effects::default();
     assert!(c.abandon(t(6), &mut fx).is_empty());
     c.hold(&mut fx);
+    assert!(fx.writes.is_empty(), "{:?}", fx.writes);
+    assert_eq!(
+        skip_reasons(&fx),
+        [(t(4), SkipReason::Misfire)],
+        "the stopping worker's last flush reports them"
+    );
+}
+
+/// A misfire's record goes to the store in the flush that moves its job's
+/// cursor past it, while the ledger is still asked: a worker killed before
+/// the answer (whose replacement goes on from the moved cursor) leaves
+/// the fire recorded, not recorded nowhere.
+#[test]
+fn a_misfire_is_stored_with_the_cursor_that_passes_it() {
+    let (mut c, _rx, _) = cluster();
+    let mut fx = Effects::default();
+    fx.writes.push(Write::Claim {
+        job: "j".into(),
+        from: Some(t(1)),
+        to: Some(t(3)),
+        last_scheduled_at: Some(t(2)),
+        rearm: None,
+    });
+    missed(&mut fx, 1, t(1), SkipReason::Misfire);
+    missed(&mut fx, 2, t(2), SkipReason::Misfire);
+    c.hold(&mut fx);
+    assert!(matches!(fx.writes[0], Write::Claim { .. }));
     assert_eq!(
         inserts(&fx),
-        [(4, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(4)])],
-        "the stopping worker's last flush stores them"
+        [
+            (1, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(1)]),
+            (2, Outcome::Skipped, Some(SkipReason::Misfire), vec![t(2)]),
+        ],
+        "the records left with the cursor's move"
+    );
+    assert!(
+        fx.events.is_empty(),
+        "reported only once the ledger answers"
     );
 }
 
