@@ -249,7 +249,7 @@ pub(crate) fn spawn_into_cgroup(exec: &Exec, cgroup: BorrowedFd<'_>, stdio: [Raw
         stdio,
     };
     #[cfg(target_arch = "x86_64")]
-    let cloned = vfork_into(&child, cgroup);
+    let cloned = vfork_into(&child, cgroup, raw_sigmask);
     #[cfg(not(target_arch = "x86_64"))]
     let cloned = fork_into(&child, cgroup);
     match cloned {
@@ -304,9 +304,15 @@ struct VforkArg<'a> {
 }
 
 /// clone3(CLONE_VM | CLONE_VFORK): returns once the child has exec'd or
-/// exited; a failure before its exec is in the memory we share.
+/// exited; a failure before its exec is in the memory we share. `block`
+/// sets the thread's signal mask before the clone ([`raw_sigmask`]; a
+/// test's stand-in fails).
 #[cfg(target_arch = "x86_64")]
-fn vfork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, std::io::Error> {
+fn vfork_into(
+    child: &ChildExec<'_>,
+    cgroup: BorrowedFd<'_>,
+    block: fn(u64) -> Result<u64, i32>,
+) -> Result<Cloned, std::io::Error> {
     use std::sync::atomic::{AtomicI32, Ordering};
     let arg = VforkArg {
         child,
@@ -325,8 +331,18 @@ fn vfork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, s
     };
     // Every signal blocked across the clone (glibc's own two included,
     // hence the raw call): a handler of ours must never run in the child,
-    // which shares our memory; it resets them before it unblocks.
-    let old = raw_sigmask(!0);
+    // which shares our memory; it resets them before it unblocks. Not
+    // blocked, no clone: the start fails rather than risk it.
+    let old = match block(!0) {
+        Ok(old) => old,
+        Err(e) => {
+            let e = std::io::Error::from_raw_os_error(e);
+            return Ok(Cloned::Failed(std::io::Error::new(
+                e.kind(),
+                format!("cannot block signals for the clone, not starting: {e}"),
+            )));
+        }
+    };
     // SAFETY: the child runs `child_entry` on `stack` (ours, alive: this
     // thread is suspended until the child execs or exits), which only
     // reads `arg` and stores into `arg.err`, with async-signal-safe system
@@ -338,7 +354,15 @@ fn vfork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, s
             std::ptr::addr_of!(arg).cast_mut().cast(),
         )
     };
-    raw_sigmask(old);
+    if let Err(e) = raw_sigmask(old) {
+        // Never seen (the mask just read back is valid). The thread then
+        // keeps every signal blocked: a signal for the process goes to
+        // another thread.
+        tracing::error!(
+            "cannot restore the spawner thread's signal mask: {}",
+            std::io::Error::from_raw_os_error(e)
+        );
+    }
     if r < 0 {
         return Err(std::io::Error::from_raw_os_error(-r as i32));
     }
@@ -361,10 +385,10 @@ fn vfork_into(child: &ChildExec<'_>, cgroup: BorrowedFd<'_>) -> Result<Cloned, s
 }
 
 /// Sets the calling thread's signal mask (all 64 signals, as the kernel
-/// sees them: glibc's wrappers keep two of them out); returns the old one.
-/// Async-signal-safe.
+/// sees them: glibc's wrappers keep two of them out); returns the old one,
+/// or the errno. Async-signal-safe.
 #[cfg(target_arch = "x86_64")]
-fn raw_sigmask(mask: u64) -> u64 {
+fn raw_sigmask(mask: u64) -> Result<u64, i32> {
     let mut old = 0u64;
     // SAFETY: a plain system call on two local words of the kernel's size.
     let r = unsafe {
@@ -377,9 +401,10 @@ fn raw_sigmask(mask: u64) -> u64 {
         )
     };
     if r == 0 {
-        old
+        Ok(old)
     } else {
-        0
+        // SAFETY: errno is this thread's, read right after the call.
+        Err(unsafe { *libc::__errno_location() })
     }
 }
 
@@ -572,7 +597,9 @@ unsafe fn child_exec(child: &ChildExec<'_>, report: Report<'_>) -> ! {
     #[cfg(target_arch = "x86_64")]
     if matches!(report, Report::Shared(_)) {
         default_handlers();
-        raw_sigmask(0);
+        if let Err(e) = raw_sigmask(0) {
+            fail(e);
+        }
     }
     // SAFETY (the block): plain system calls on prepared data.
     unsafe {
@@ -655,4 +682,46 @@ pub(crate) fn pidfd_signal(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    /// Signals that cannot be blocked for a vfork-like clone mean no
+    /// clone: the start fails with the reason, and the job never runs (a
+    /// child sharing the worker's memory could run one of its handlers).
+    #[test]
+    fn no_clone_when_signals_cannot_be_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let argv = ["/bin/sh", "-c", "touch \"$0\"", marker.to_str().unwrap()].map(String::from);
+        let exec = crate::child::exec_for(&argv, true, &[], None, Default::default()).unwrap();
+        let (_out, _err, stdio) = crate::child::stdio().unwrap();
+        let argv: Vec<*const libc::c_char> = exec
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp = [std::ptr::null()];
+        let child = ChildExec {
+            exec: &exec,
+            argv: &argv,
+            envp: &envp,
+            stdio: crate::child::raw(&stdio),
+        };
+        let cgroup = std::fs::File::open(dir.path()).unwrap();
+        let refused = |_| Err(libc::EPERM);
+        match vfork_into(&child, cgroup.as_fd(), refused) {
+            Ok(Cloned::Failed(e)) => {
+                assert!(e.to_string().contains("cannot block signals"), "{e}");
+                assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+            }
+            other => panic!("cloned anyway: {other:?}"),
+        }
+        assert!(!marker.exists(), "the job ran");
+    }
 }
