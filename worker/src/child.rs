@@ -378,8 +378,11 @@ mod tests {
             .unwrap();
         let mask = own_mask();
         rt.block_on(async {
+            // The mask read by the shell itself (`exec`, which keeps it):
+            // read from a child, it races the shell's own blocking of all
+            // signals around its vfork of that child.
             let script =
-                "pwd; cut -d' ' -f1,5 /proc/$$/stat; grep -E '^Sig(Blk|Ign)' /proc/$$/status";
+                "pwd; cut -d' ' -f1,5 /proc/$$/stat; exec grep -E '^Sig(Blk|Ign)' /proc/self/status";
             let (mut child, out) = spawn_in(&["sh", "-c", script], Some(dir.path()), &cg)
                 .await
                 .unwrap();
