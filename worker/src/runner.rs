@@ -10,7 +10,10 @@
 //!   recorded `lost`): the caller's busy flag is always released;
 //! - when the main process exits but a grandchild still holds the output
 //!   pipes, output is drained for [`DRAIN`] at most, then the group is
-//!   killed: a leftover grandchild never hangs the runner.
+//!   killed: a leftover grandchild never hangs the runner;
+//! - what a start made and its run never took (the start panicked, or the
+//!   run's future was dropped) is undone: its group killed, its cgroup
+//!   removed (`started.rs`).
 
 use std::{
     cell::Cell,
@@ -41,6 +44,9 @@ use crate::{
     output::{self, capture, Captured},
     output_log, procfs, sys,
 };
+
+mod started;
+use started::Started;
 
 /// How long output is drained after the main process exits.
 pub(crate) const DRAIN: Duration = Duration::from_secs(2);
@@ -237,7 +243,7 @@ fn env_for(job: &JobSpec, r: &RunRecord) -> Vec<(String, String)> {
 pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecord {
     let started = Instant::now();
     let mut record = req.record.clone();
-    let Started { cgroup, child } = start(&req).await;
+    let (cgroup, child) = start(&req).await;
     record.contain.cgroup = cgroup.as_ref().map(|c| c.path().display().to_string());
     let (mut child, leader_start) = match child {
         Ok(child) => child,
@@ -338,35 +344,38 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
     record
 }
 
-/// A start's outcome: the run's cgroup (if one was made), and its process
-/// with the leader's start time, or why it could not start.
-struct Started {
-    cgroup: Option<RunCgroup>,
-    child: Result<(Child, Option<u64>), WorkerError>,
-}
-
 /// Starts the job's process, in its own process group (and its cgroup,
 /// before it execs), with its output piped to us: all of it on a spawner
-/// thread, so the loop only hands the start over.
-async fn start(req: &RunRequest) -> Started {
+/// thread, so the loop only hands the start over. Returns the run's cgroup
+/// (if one was made), and its process with the leader's start time, or
+/// why it could not start. What a start made and this never took (the
+/// start panicked, or this future was dropped) is undone ([`Started`]).
+async fn start(req: &RunRequest) -> (Option<RunCgroup>, started::Outcome) {
     let (job, record, hierarchy) = (req.job.clone(), req.record.clone(), req.cgroups.clone());
     let started = crate::spawner::off_loop(move || {
-        let cgroup = hierarchy.and_then(|h| make_cgroup(&h, &job, record.id));
-        let child = start_here(&job, &record, cgroup.as_ref()).map(|child| {
+        let mut started = Started::new(hierarchy.and_then(|h| make_cgroup(&h, &job, record.id)));
+        let child = start_here(&job, &record, started.cgroup()).map(|child| {
             // Read now, while the leader is surely ours (not yet reaped).
             let leader_start = procfs::start_time(child.id());
             (child, leader_start)
         });
-        Started { cgroup, child }
+        started.set(child);
+        started
     })
     .await;
-    started.unwrap_or_else(|e| Started {
-        cgroup: None,
-        child: Err(WorkerError::Spawn {
-            program: req.job.command.argv()[0].clone(),
-            source: e,
-        }),
-    })
+    let spawn_error = |source| WorkerError::Spawn {
+        program: req.job.command.argv()[0].clone(),
+        source,
+    };
+    let (cgroup, child) = started
+        .unwrap_or_else(|e| Started::failed(spawn_error(e)))
+        .take();
+    let child = child.unwrap_or_else(|| {
+        Err(spawn_error(std::io::Error::other(
+            "the start ended without an outcome",
+        )))
+    });
+    (cgroup, child)
 }
 
 /// The run's cgroup, or `None` (process group only) when it cannot be
