@@ -39,7 +39,10 @@
 //!   schedule cannot produce from the last accounted fire (at configure,
 //!   or when the supervisor asks to re-arm) is corrected to the fire after
 //!   it, so those fires go through the misfire rules ([`clock_step`]);
-//! - at most one fire waits behind a busy run (`overlap = queue`).
+//! - at most one fire waits behind a busy run (`overlap = queue`);
+//! - a job's armed fire changes only through [`Plan::arm`], which keeps
+//!   the index of [`starts`] true: a turn looks at the due jobs alone and
+//!   the next wake-up is the index's first entry, whatever the job count.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -91,6 +94,8 @@ pub(crate) struct Spawn {
 
 struct JobState {
     spec: Arc<JobSpec>,
+    /// The armed fire (nominal time). Changed only by [`Plan::arm`], which
+    /// keeps the index of starts true.
     next: Option<Timestamp>,
     /// The last scheduled time accounted (run, coalesced or skipped), as
     /// the store's `last_scheduled_at`: where the schedule continues from
@@ -106,6 +111,8 @@ struct JobState {
 
 pub(crate) struct Plan {
     jobs: BTreeMap<String, JobState>,
+    /// The jobs by the start of their armed fire (see [`starts`]).
+    starts: starts::Starts,
     next_run_id: u64,
     /// The highest run id reserved (planned to be stored): ids are handed
     /// out only below it.
@@ -189,6 +196,7 @@ impl Plan {
         let first_run_id = first_run_id.max(1);
         Plan {
             jobs: BTreeMap::new(),
+            starts: Default::default(),
             next_run_id: first_run_id,
             reserved: reserved.max(first_run_id - 1),
             orphans: BTreeMap::new(),
@@ -218,15 +226,13 @@ impl Plan {
         due
     }
 
-    /// Claims and dispatches every fire due at `now`.
+    /// Claims and dispatches every fire due at `now`. Only the due jobs
+    /// are looked at (the index of starts); they are taken in name order,
+    /// as when every job was walked, so run ids follow the same order.
     pub fn fire_due(&mut self, now: Timestamp, fx: &mut Effects) {
         let first_spawn = fx.spawns.len();
-        let names: Vec<String> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.next.is_some_and(|t| jitter::start_of(&j.spec, t) <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let mut names: Vec<String> = self.starts.due(now).map(str::to_string).collect();
+        names.sort_unstable();
         for name in names {
             let Some(job) = self.jobs.get(&name) else {
                 continue;
@@ -249,8 +255,8 @@ impl Plan {
                 last_scheduled_at: Some(last),
                 rearm: None,
             });
+            self.arm(&name, to);
             if let Some(job) = self.jobs.get_mut(&name) {
-                job.next = to;
                 job.last = Some(last);
             }
             if self.drop_fires_of.as_deref() == Some(name.as_str()) {
@@ -622,9 +628,9 @@ impl Plan {
     /// The earliest start of an armed fire of any job (its time plus its
     /// jitter offset), or of a waiting retry.
     pub fn earliest_fire(&self) -> Option<Timestamp> {
-        self.jobs
-            .values()
-            .filter_map(|j| Some(jitter::start_of(&j.spec, j.next?)))
+        self.starts
+            .first()
+            .into_iter()
             .chain(self.retries.earliest())
             .min()
     }
@@ -705,6 +711,7 @@ use clock_step::spread;
 mod jitter;
 mod reboot;
 mod retry;
+mod starts;
 
 #[cfg(test)]
 mod extreme;

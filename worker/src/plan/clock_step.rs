@@ -62,7 +62,7 @@ impl Plan {
             }
         }
         let (mut jobs_due, mut fires_due) = (0u32, 0u32);
-        for j in self.jobs.values() {
+        for j in self.starts.due(wall).filter_map(|n| self.jobs.get(n)) {
             let n = self.due(j, wall).len();
             if n > 0 {
                 jobs_due += 1;
@@ -154,10 +154,10 @@ impl Plan {
             last_scheduled_at: new_last,
             rearm: None,
         });
-        job.next = Some(to);
         if new_last.is_some() {
             job.last = new_last;
         }
+        self.arm(name, Some(to));
         Some(decision)
     }
 

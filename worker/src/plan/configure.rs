@@ -35,6 +35,9 @@ impl Plan {
         fx: &mut Effects,
     ) {
         let mut old = std::mem::take(&mut self.jobs);
+        // Every job is armed again below, on its new spec (its jitter may
+        // have changed, and with it the start the index holds).
+        self.starts.clear();
         let mut rearms = vec![];
         let mut checks = vec![];
         for (spec, row) in config.jobs.iter().zip(rows) {
@@ -56,16 +59,17 @@ impl Plan {
             });
             self.orphans.retain(|_, o| o.name != spec.name);
             job.spec = spec;
-            job.next = row.next_run_at;
+            job.next = None;
             job.last = row.last_scheduled_at;
             job.paused = row.paused;
-            let name = job.spec.name.clone();
+            let (name, next) = (job.spec.name.clone(), row.next_run_at);
             if row.schedule != job.spec.schedule.expr() || row.timezone != job.spec.timezone {
                 rearms.push(row);
             } else {
                 checks.push(name.clone());
             }
-            self.jobs.insert(name, job);
+            self.jobs.insert(name.clone(), job);
+            self.arm(&name, next);
         }
         for (name, job) in old {
             tracing::info!(job = %name, running = job.running.len(), "job removed from the config; it will not fire again");
@@ -198,8 +202,8 @@ impl Plan {
                 timezone: job.spec.timezone.clone(),
             }),
         });
+        self.arm(&row.name, to);
         if let Some(job) = self.jobs.get_mut(&row.name) {
-            job.next = to;
             job.last = None;
         }
         if !owed.is_empty() && self.drop_fires_of.as_deref() != Some(row.name.as_str()) {

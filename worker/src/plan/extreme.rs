@@ -136,6 +136,7 @@ proptest! {
                         let mut fx = Effects::default();
                         plan.observe_clocks(clocks, &mut fx);
                         plan.fire_due(clocks.wall, &mut fx);
+                        plan.check_starts();
                         carry(fx, &mut running);
                     })?;
                 }

@@ -171,6 +171,7 @@ impl Worker {
         let mut fx = Effects::default();
         self.plan.observe_clocks(self.clocks, &mut fx);
         self.plan.fire_due(self.clocks.wall, &mut fx);
+        self.plan.check_starts();
         fx
     }
 

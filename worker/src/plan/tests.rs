@@ -106,6 +106,7 @@ impl Sim {
     }
 
     fn apply(&mut self, fx: Effects) {
+        self.plan.check_starts();
         assert!(
             self.store.apply(&fx.writes).unwrap(),
             "a claim did not follow the stored next fire: {:?}",

@@ -192,7 +192,7 @@ fn rearm_arms_from_the_schedule_and_accounts_what_was_passed_over() {
     let mut sim = Sim::new(&toml);
     sim.run_quick_until(10);
     // The worker's arming goes wrong (and its claim with it): a day ahead.
-    sim.plan.jobs.get_mut("off").unwrap().next = Some(ts(86_400));
+    sim.plan.arm("off", Some(ts(86_400)));
     sim.store
         .apply_overriding(&[Write::Claim {
             job: "off".into(),
