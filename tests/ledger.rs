@@ -603,22 +603,37 @@ fn catch_ups_after_a_forward_jump_are_staggered() {
     let offset = env.path("offset");
     fs::write(&offset, "0").unwrap();
     let fp = format!("worker::clock_offset=return({})", offset.display());
-    let _sup = env.start_with(&[("FAILPOINTS", fp.as_str())]);
+    let sup = env.start_with(&[("FAILPOINTS", fp.as_str())]);
     env.wait_ok(LONG);
     fs::write(&offset, "30").unwrap();
-    let starts: Vec<jiff::Timestamp> = wait_until("every job's catch-up run", LONG, || {
-        (0..20)
-            .map(|i| {
-                let r = env
-                    .rows(&format!("j{i}"))
-                    .into_iter()
-                    .find(|r| r.trigger == "catchup" && r.finished_at.is_some())?;
-                // A staggered run's one record starts when it is to start
-                // (the turn's time plus its stagger delay).
-                r.started_at.as_deref()?.parse().ok()
-            })
-            .collect()
-    });
+    let catch_up = |i: usize| -> Option<jiff::Timestamp> {
+        let r = env
+            .rows(&format!("j{i}"))
+            .into_iter()
+            .find(|r| r.trigger == "catchup" && r.finished_at.is_some())?;
+        // A staggered run's one record starts when it is to start (the
+        // turn's time plus its stagger delay).
+        r.started_at.as_deref()?.parse().ok()
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    let starts: Vec<jiff::Timestamp> = loop {
+        if let Some(all) = (0..20).map(catch_up).collect() {
+            break all;
+        }
+        if std::time::Instant::now() > deadline {
+            // Say what each job without one has, and what the processes
+            // said: this timed out once in CI, cause unseen.
+            for i in (0..20).filter(|&i| catch_up(i).is_none()) {
+                eprintln!("j{i}: {:?}", env.rows(&format!("j{i}")));
+            }
+            panic!(
+                "timed out waiting for every job's catch-up run; status {:?}\nlog:\n{}",
+                env.status().1,
+                sup.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
     let s = env.status().1.unwrap();
     let jump = &s["clock_jumps"][0];
     assert_eq!(jump["jobs_due"], 20, "{s}");

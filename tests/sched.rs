@@ -236,11 +236,12 @@ fn reboot_fires_once_per_boot() {
     wait_until("the @reboot run of the new boot", LONG, || {
         (env.lines("stamps").len() == 2).then_some(())
     });
-    let runs: Vec<Row> = env
-        .rows("atboot")
-        .into_iter()
-        .filter(|r| r.outcome != "running")
-        .collect();
+    // The stamp is written while the run is still going: wait until its
+    // end is recorded too.
+    let runs: Vec<Row> = wait_until("both @reboot runs recorded as ended", LONG, || {
+        let rows = env.rows("atboot");
+        (rows.len() >= 2 && rows.iter().all(|r| r.outcome != "running")).then_some(rows)
+    });
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert!(runs.iter().all(|r| r.outcome == "success"), "{runs:?}");
     let alerted: i64 = env
