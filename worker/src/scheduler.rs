@@ -66,8 +66,7 @@ mod store_file;
 /// How long the worker waits for its first `configure` command.
 const CONFIGURE_WITHIN: Duration = Duration::from_secs(30);
 
-/// What the loop keeps of a run in progress: how to stop it, and its
-/// output progress for the heartbeat.
+/// What the loop keeps of a run in progress (stop, progress, record).
 struct Running {
     stop: StopHandle,
     progress: crate::output::SharedProgress,
@@ -564,9 +563,8 @@ fn coarse((deadline, precise): (Instant, bool)) -> Instant {
     deadline.checked_sub(early).unwrap_or(deadline)
 }
 
-/// Blocks the loop for the last < 2 ms before a deadline (a high-resolution
-/// kernel sleep): precise fire times at the cost of at most 2 ms of command
-/// latency.
+/// Blocks the loop for the last < 2 ms before a deadline: precise fire
+/// times at the cost of at most 2 ms of command latency.
 fn precise_wait(deadline: Instant) {
     let left = deadline.saturating_duration_since(Instant::now());
     if !left.is_zero() && left <= PRECISE + Duration::from_millis(1) {
