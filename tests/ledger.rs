@@ -6,7 +6,9 @@ use std::{fs, time::Duration};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{assert_accounted, every_nth_second, job, kill, now_unix, unix, wait_until, Env};
+use crate::util::{
+    assert_accounted, every_nth_second, job, kill, now_unix, unix, wait_until, wait_until_or, Env,
+};
 
 pub(crate) const LONG: Duration = Duration::from_secs(40);
 
@@ -615,25 +617,25 @@ fn catch_ups_after_a_forward_jump_are_staggered() {
         // turn's time plus its stagger delay).
         r.started_at.as_deref()?.parse().ok()
     };
-    let deadline = std::time::Instant::now() + LONG;
-    let starts: Vec<jiff::Timestamp> = loop {
-        if let Some(all) = (0..20).map(catch_up).collect() {
-            break all;
-        }
-        if std::time::Instant::now() > deadline {
-            // Say what each job without one has, and what the processes
-            // said: this timed out once in CI, cause unseen.
-            for i in (0..20).filter(|&i| catch_up(i).is_none()) {
-                eprintln!("j{i}: {:?}", env.rows(&format!("j{i}")));
-            }
-            panic!(
-                "timed out waiting for every job's catch-up run; status {:?}\nlog:\n{}",
+    let starts: Vec<jiff::Timestamp> = wait_until_or(
+        "every job's catch-up run",
+        LONG,
+        || (0..20).map(catch_up).collect(),
+        // What each job without one has, and what the processes said:
+        // this timed out once in CI, cause unseen.
+        || {
+            let rows: Vec<String> = (0..20)
+                .filter(|&i| catch_up(i).is_none())
+                .map(|i| format!("j{i}: {:?}", env.rows(&format!("j{i}"))))
+                .collect();
+            format!(
+                "{}\nstatus {:?}\nlog:\n{}",
+                rows.join("\n"),
                 env.status().1,
                 sup.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    };
+            )
+        },
+    );
     let s = env.status().1.unwrap();
     let jump = &s["clock_jumps"][0];
     assert_eq!(jump["jobs_due"], 20, "{s}");

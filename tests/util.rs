@@ -15,14 +15,28 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_cronwarden");
 
 /// Polls `f` until it returns `Some`, or panics naming `what` after `limit`.
-pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_until_or(what, limit, f, String::new)
+}
+
+/// [`wait_until`], and on timeout the panic also says what `explain`
+/// returns (the processes' logs, the records: what to look at next).
+pub fn wait_until_or<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
         if Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for: {what}");
+            panic!(
+                "timed out after {limit:?} waiting for: {what}\n{}",
+                explain()
+            );
         }
         std::thread::sleep(Duration::from_millis(25));
     }

@@ -8,7 +8,7 @@ use std::fs;
 use nix::sys::signal::Signal;
 
 use super::{worker_pid, PgCluster, LONG};
-use crate::util::{kill, now_unix, skip, unix, wait_until, Env};
+use crate::util::{kill, now_unix, skip, unix, wait_until, wait_until_or, Env};
 
 /// A PostgreSQL cluster of the test's own with an empty database `cw`,
 /// or `None` (the test is skipped) where none can be started.
@@ -225,25 +225,24 @@ fn a_host_back_from_downtime_records_no_misfire_for_fires_a_peer_ran() {
         (n >= 5).then_some(())
     });
     let b_sup = b.start();
-    let deadline = std::time::Instant::now() + LONG;
-    while !b_sup
-        .log()
-        .contains("a fire missed here was claimed by another host")
-    {
-        // Polled to a deadline as `wait_until` does, with b's log on failure.
-        assert!(
-            std::time::Instant::now() < deadline,
-            "b never found a missed fire a ran; b's log:\n{}",
-            b_sup.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until_or(
+        "b finding a missed fire a ran",
+        LONG,
+        || {
+            b_sup
+                .log()
+                .contains("a fire missed here was claimed by another host")
+                .then_some(())
+        },
+        || format!("b's log:\n{}", b_sup.log()),
+    );
     b.wait_ok(LONG);
     // b records its misfires at once (a worker killed before the ledger
     // answers loses none) and removes each a ran once the ledger says so:
     // none may be left.
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
+    // The last look, for the message on timeout.
+    let last = std::cell::RefCell::new((Vec::new(), Vec::new()));
+    let mut no_misfire_of_a = || {
         let held_by_a: Vec<i64> = db
             .query(
                 "SELECT extract(epoch from scheduled_for)::bigint FROM cw_fires WHERE host = 'a'",
@@ -259,17 +258,30 @@ fn a_host_back_from_downtime_records_no_misfire_for_fires_a_peer_ran() {
             .filter(|r| r.skip_reason.as_deref() == Some("misfire"))
             .filter_map(|r| r.scheduled_at.as_deref().map(unix))
             .collect();
-        let wrong: Vec<&i64> = misfires.iter().filter(|t| held_by_a.contains(t)).collect();
-        if wrong.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "b kept misfires of fires a ran: {wrong:?} (b's misfires {misfires:?}); b's log:\n{}",
-            b_sup.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        let wrong: Vec<i64> = misfires
+            .iter()
+            .copied()
+            .filter(|t| held_by_a.contains(t))
+            .collect();
+        (wrong, misfires)
+    };
+    wait_until_or(
+        "b keeping no misfire of a fire a ran",
+        LONG,
+        || {
+            let found = no_misfire_of_a();
+            let done = found.0.is_empty();
+            *last.borrow_mut() = found;
+            done.then_some(())
+        },
+        || {
+            let (wrong, misfires) = last.take();
+            format!(
+                "b kept misfires of fires a ran: {wrong:?} (b's misfires {misfires:?}); b's log:\n{}",
+                b_sup.log()
+            )
+        },
+    );
     // Nothing of it ran twice either.
     let text = fs::read_to_string(&stamps).unwrap_or_default();
     let mut covered: Vec<&str> = text

@@ -44,6 +44,8 @@ struct Pool {
     name: String,
     /// Per thread: since when it has been inside a start (`None`: idle).
     busy: Arc<Mutex<Vec<Option<Instant>>>>,
+    /// [`STUCK`], but for the tests.
+    stuck_after: Duration,
 }
 
 impl Pool {
@@ -58,6 +60,7 @@ impl Pool {
             handle,
             name: name.to_string(),
             busy: Arc::default(),
+            stuck_after: STUCK,
         };
         for _ in 0..threads {
             pool.add_thread();
@@ -99,7 +102,7 @@ impl Pool {
         let now = Instant::now();
         lock(&self.busy)
             .iter()
-            .all(|since| since.is_some_and(|t| now.duration_since(t) > STUCK))
+            .all(|since| since.is_some_and(|t| now.duration_since(t) > self.stuck_after))
     }
 
     /// Runs `f` on one of the pool's threads (on tokio's blocking pool if
@@ -178,26 +181,30 @@ mod tests {
     /// third start: the pool grows past them.
     #[tokio::test]
     async fn hung_starts_do_not_hold_the_next_one() {
+        let mut pool = Pool::new("test-spawner", 2).unwrap();
+        // Any time inside a start counts as stuck here: the test waits for
+        // the starts to be entered, not for the clock.
+        pool.stuck_after = Duration::ZERO;
         // The pool lives as long as the test's threads: leaked on purpose.
-        let pool: &'static Pool = Box::leak(Box::new(Pool::new("test-spawner", 2).unwrap()));
+        let pool: &'static Pool = Box::leak(Box::new(pool));
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = Arc::new(Mutex::new(release_rx));
+        let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let hung: Vec<_> = (0..2)
             .map(|_| {
-                let rx = release_rx.clone();
+                let (rx, entered) = (release_rx.clone(), entered_tx.clone());
                 tokio::spawn(Pool::run(Some(pool), move || {
+                    let _ = entered.send(());
                     let _ = lock(&rx).recv();
                 }))
             })
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !pool.all_stuck() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(10), entered_rx.recv())
+                .await
+                .expect("both starts entered their threads");
         }
-        assert!(
-            pool.all_stuck(),
-            "both threads should be inside their starts by now"
-        );
+        assert!(pool.all_stuck(), "both threads are inside their starts");
         let third = tokio::time::timeout(Duration::from_secs(10), Pool::run(Some(pool), || 7))
             .await
             .expect("the third start waited for the hung ones")

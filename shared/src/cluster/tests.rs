@@ -135,6 +135,19 @@ fn race<T: Send + 'static>(
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// Beats (in `f`) until a lease runs out on the database's clock, which
+/// only time can do: `f` is asked again every 100 ms, for 30 s at most.
+fn until_lapsed<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn migrations_run_once_and_a_newer_schema_is_refused() {
     let Some(db) = TestDb::new("migrate") else {
@@ -206,16 +219,11 @@ fn a_silent_hosts_run_is_lost_once_its_lease_runs_out_and_a_renewed_one_is_not()
         b.claim(&claim("j", 3, vec![t(2)])).unwrap(),
         ClaimOutcome::Won(vec![t(2)])
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let lost = loop {
+    let lost = until_lapsed("a's run lost", || {
         // b keeps renewing its run; a is silent.
         let beat = b.beat(&[3], "test").unwrap();
-        if !beat.lost.is_empty() {
-            break beat.lost;
-        }
-        assert!(Instant::now() < deadline, "a's run never lost");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        (!beat.lost.is_empty()).then_some(beat.lost)
+    });
     assert_eq!(lost, vec![("j".to_string(), t(1), "a".to_string(), 7)]);
     // The lost fire is never claimed again.
     assert_eq!(
@@ -400,16 +408,11 @@ fn the_majority_definition_of_each_job_is_known_without_a_claim() {
         [("j".into(), "1".into()), ("k".into(), "y".into())]
     );
     // a and b go silent past the lease: c's definition is the majority.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    until_lapsed("a and b lapsed: c's definition the majority", || {
         ls[2].beat(&[], "test").unwrap();
         let m = ls[2].majority_defs(&jobs).unwrap();
-        if m.get("j").map(String::as_str) == Some("2") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a and b never lapsed: {m:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (m.get("j").map(String::as_str) == Some("2")).then_some(())
+    });
 }
 
 /// Before a host records a fire it missed, it asks who holds it: the
