@@ -43,30 +43,9 @@ pub fn wait_until_or<T>(
 }
 
 /// Marks the calling test as skipped because `why` (root, a tool, a
-/// kernel feature) is missing here. Rust's harness has no skipped state,
-/// so the test returns early and would count as passed: the name and the
-/// reason go to the file named by `CRONWARDEN_SKIPPED` (set by `.ci/run`,
-/// which counts them as skipped, not passed) and to stderr.
+/// kernel feature) is missing here; see `cronwarden_shared::test_skip`.
 pub fn skip(why: &str) {
-    let name = std::thread::current()
-        .name()
-        .unwrap_or("unnamed test")
-        .to_string();
-    eprintln!("SKIPPED {name}: {why}");
-    if let Some(path) = std::env::var_os("CRONWARDEN_SKIPPED") {
-        use std::io::Write;
-        // One short line per append: O_APPEND keeps lines of parallel
-        // tests whole.
-        let line = format!("{name}: {why}\n");
-        let written = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = written {
-            panic!("cannot record the skip of {name} in {path:?}: {e}");
-        }
-    }
+    cronwarden_shared::test_skip::skip(why);
 }
 
 /// What `/proc/<pid>/stat` says of a process.

@@ -34,7 +34,9 @@
 //!   before every signal so a reused pid is never signalled;
 //! - [`percent`]: percent-encoding of a job name in a URL;
 //! - [`jitter`]: a job's fixed start delay per host (`jitter`), computed
-//!   alike by the worker and the supervisor.
+//!   alike by the worker and the supervisor;
+//! - `test_skip`: for tests of every crate, the one way to say a test was
+//!   skipped (counted by `.ci/run`).
 //!
 //! I/O: [`store`] reads and writes its SQLite file; [`config`] reads the
 //! config file ([`config::Config::load`], [`config::Config::locate`]) and
@@ -59,6 +61,8 @@ pub mod schedule;
 pub mod stats;
 pub mod status;
 pub mod store;
+#[doc(hidden)]
+pub mod test_skip;
 pub mod timefmt;
 pub mod wire;
 

@@ -318,7 +318,7 @@ mod tests {
     fn clone3_starts_the_job_inside_its_cgroup() {
         let dir = tempfile::tempdir().unwrap();
         let Some((h, cg)) = run_cgroup(dir.path()) else {
-            eprintln!("skipped: no writable cgroup2 hierarchy");
+            cronwarden_shared::test_skip::skip("no writable cgroup2 hierarchy");
             return;
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -369,7 +369,7 @@ mod tests {
     fn the_child_is_set_up_before_its_exec_and_failures_come_back() {
         let dir = tempfile::tempdir().unwrap();
         let Some((h, cg)) = run_cgroup(dir.path()) else {
-            eprintln!("skipped: no writable cgroup2 hierarchy");
+            cronwarden_shared::test_skip::skip("no writable cgroup2 hierarchy");
             return;
         };
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -75,17 +75,7 @@ impl Drop for TestDb {
 }
 
 fn skip(tag: &str, why: &str) {
-    eprintln!("SKIPPED cluster::{tag}: {why}");
-    if let Ok(path) = std::env::var("CRONWARDEN_SKIPPED") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "cluster::{tag}: {why}");
-        }
-    }
+    crate::test_skip::skip(&format!("{why} (cluster::{tag})"));
 }
 
 fn t(s: i64) -> Timestamp {

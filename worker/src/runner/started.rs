@@ -163,7 +163,7 @@ mod tests {
                 Some((h, cg))
             })
         else {
-            eprintln!("skipped: no writable cgroup2 hierarchy");
+            cronwarden_shared::test_skip::skip("no writable cgroup2 hierarchy");
             return;
         };
         let path = cg.path().to_path_buf();
