@@ -293,6 +293,24 @@ pub(crate) fn signal_host(sup: &Supervisor, worker: u32, sig: Signal) {
     kill(sup.pid(), sig);
 }
 
+/// A PostgreSQL cluster of the test's own with an empty database `cw`,
+/// or `None` (the test is skipped) where none can be started.
+pub(crate) fn database() -> Option<(PgCluster, String)> {
+    match PgCluster::start() {
+        Ok(pg) => {
+            pg.client("postgres")
+                .batch_execute("CREATE DATABASE cw")
+                .unwrap();
+            let url = pg.url("cw");
+            Some((pg, url))
+        }
+        Err(why) => {
+            skip(&format!("no PostgreSQL cluster can be started: {why}"));
+            None
+        }
+    }
+}
+
 pub(crate) fn worker_pid(env: &Env) -> u32 {
     wait_until("a worker pid", LONG, || {
         env.status().1?["worker"]["pid"].as_u64().map(|p| p as u32)
@@ -301,14 +319,9 @@ pub(crate) fn worker_pid(env: &Env) -> u32 {
 
 #[test]
 fn three_hosts_run_each_fire_once_through_a_kill_a_stop_and_a_database_restart() {
-    let pg = match PgCluster::start() {
-        Ok(pg) => pg,
-        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    let Some((pg, url)) = database() else {
+        return;
     };
-    pg.client("postgres")
-        .batch_execute("CREATE DATABASE cw")
-        .unwrap();
-    let url = pg.url("cw");
     let dir = tempfile::tempdir().unwrap();
     let stamp_file = dir.path().join("stamps");
     let hosts: Vec<Env> = ["h0", "h1", "h2"]
@@ -498,14 +511,9 @@ fn the_ledger_over_tls_checks_the_servers_certificate() {
 /// the hosts in its status; the hosts that agree stay ok.
 #[test]
 fn a_differing_definition_on_one_host_is_an_alert_there_and_status_lists_the_hosts() {
-    let pg = match PgCluster::start() {
-        Ok(pg) => pg,
-        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    let Some((_pg, url)) = database() else {
+        return;
     };
-    pg.client("postgres")
-        .batch_execute("CREATE DATABASE cw")
-        .unwrap();
-    let url = pg.url("cw");
     let dir = tempfile::tempdir().unwrap();
     let stamp_file = dir.path().join("stamps");
     let agree: Vec<Env> = ["h0", "h1"]

@@ -9,21 +9,11 @@ use std::{fs, path::Path, time::Duration};
 use nix::sys::signal::Signal;
 
 use crate::{
-    multihost::{signal_host, worker_pid, PgCluster},
-    util::{now_unix, skip, wait_until, Env, Supervisor},
+    multihost::{database, signal_host, worker_pid, PgCluster},
+    util::{now_unix, wait_until, Env, Supervisor},
 };
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// A database of a cluster of the test's own, or why there is none.
-fn database() -> Result<(PgCluster, String), String> {
-    let pg = PgCluster::start()?;
-    pg.client("postgres")
-        .batch_execute("CREATE DATABASE cw")
-        .map_err(|e| e.to_string())?;
-    let url = pg.url("cw");
-    Ok((pg, url))
-}
 
 /// A host whose per-second job fails until `flag` exists, with an exec
 /// sink appending "host event kind job" to `sent` (shared by the hosts).
@@ -40,7 +30,8 @@ fn failing_host(name: &str, url: &str, flag: &Path, sent: &Path) -> Env {
 
 /// Hosts `names` of [`failing_host`] on a database of their own, with the
 /// directory of the flag (`fixed`, absent) and the pages (`sent`).
-fn failing_hosts(names: &[&str]) -> Result<(PgCluster, tempfile::TempDir, Vec<Env>), String> {
+/// `None` (the test is skipped) where no cluster can be started.
+fn failing_hosts(names: &[&str]) -> Option<(PgCluster, tempfile::TempDir, Vec<Env>)> {
     let (pg, url) = database()?;
     let dir = tempfile::tempdir().unwrap();
     let (flag, sent) = (dir.path().join("fixed"), dir.path().join("sent"));
@@ -48,7 +39,7 @@ fn failing_hosts(names: &[&str]) -> Result<(PgCluster, tempfile::TempDir, Vec<En
         .iter()
         .map(|h| failing_host(h, &url, &flag, &sent))
         .collect();
-    Ok((pg, dir, hosts))
+    Some((pg, dir, hosts))
 }
 
 /// The open `job_failing` alert of a host's status.
@@ -99,9 +90,8 @@ fn agreed_owner(hosts: &[&Env], not: &str) -> String {
 #[test]
 fn a_job_failing_on_every_host_is_paged_once_and_taken_over_when_its_owner_dies() {
     let names = ["h0", "h1", "h2"];
-    let (pg, dir, hosts) = match failing_hosts(&names) {
-        Ok(d) => d,
-        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    let Some((pg, dir, hosts)) = failing_hosts(&names) else {
+        return;
     };
     let (flag, sent) = (dir.path().join("fixed"), dir.path().join("sent"));
     let mut sups: Vec<Supervisor> = hosts.iter().map(Env::start).collect();
@@ -167,9 +157,8 @@ fn a_job_failing_on_every_host_is_paged_once_and_taken_over_when_its_owner_dies(
 /// (fail open), and shows no owner.
 #[test]
 fn without_an_answer_on_ownership_every_host_pages() {
-    let (pg, dir, hosts) = match failing_hosts(&["h0", "h1"]) {
-        Ok(d) => d,
-        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    let Some((pg, dir, hosts)) = failing_hosts(&["h0", "h1"]) else {
+        return;
     };
     let (flag, sent) = (dir.path().join("fixed"), dir.path().join("sent"));
     fs::write(&flag, "").unwrap();
@@ -201,9 +190,8 @@ fn without_an_answer_on_ownership_every_host_pages() {
 /// hosts from the ledger, each with the host that ran it.
 #[test]
 fn audit_across_hosts_proves_each_fire_once_and_names_the_hosts() {
-    let (_pg, url) = match database() {
-        Ok(d) => d,
-        Err(why) => return skip(&format!("no PostgreSQL cluster can be started: {why}")),
+    let Some((_pg, url)) = database() else {
+        return;
     };
     let hosts: Vec<Env> = ["h0", "h1"]
         .iter()

@@ -7,26 +7,8 @@ use std::fs;
 
 use nix::sys::signal::Signal;
 
-use super::{worker_pid, PgCluster, LONG};
-use crate::util::{kill, now_unix, skip, unix, wait_until, wait_until_or, Env};
-
-/// A PostgreSQL cluster of the test's own with an empty database `cw`,
-/// or `None` (the test is skipped) where none can be started.
-fn database() -> Option<(PgCluster, String)> {
-    match PgCluster::start() {
-        Ok(pg) => {
-            pg.client("postgres")
-                .batch_execute("CREATE DATABASE cw")
-                .unwrap();
-            let url = pg.url("cw");
-            Some((pg, url))
-        }
-        Err(why) => {
-            skip(&format!("no PostgreSQL cluster can be started: {why}"));
-            None
-        }
-    }
-}
+use super::{database, worker_pid, LONG};
+use crate::util::{kill, now_unix, unix, wait_until, wait_until_or, Env};
 
 /// A host whose one job never fires during a test (its next fire is
 /// months away): whatever it shows came without a fire.
