@@ -275,12 +275,27 @@ mod tests {
     }
 
     /// A run cgroup in this host's writable cgroup2 hierarchy, or `None`.
+    /// A run cgroup under `dir`'s instance, and a runtime to spawn in; or
+    /// `None`, the test skipped, where no cgroup2 hierarchy is writable.
     fn run_cgroup(
         dir: &std::path::Path,
-    ) -> Option<(crate::cgroup::Hierarchy, crate::cgroup::RunCgroup)> {
-        let h = crate::cgroup::Hierarchy::setup(dir, true).ok()?;
-        let cg = h.create_run(1, &Default::default()).ok()?;
-        Some((h, cg))
+    ) -> Option<(
+        crate::cgroup::Hierarchy,
+        crate::cgroup::RunCgroup,
+        tokio::runtime::Runtime,
+    )> {
+        let made = crate::cgroup::Hierarchy::setup(dir, true)
+            .ok()
+            .and_then(|h| Some((h.create_run(1, &Default::default()).ok()?, h)));
+        let Some((cg, h)) = made else {
+            cronwarden_shared::test_skip::skip("no writable cgroup2 hierarchy");
+            return None;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Some((h, cg, rt))
     }
 
     async fn spawn(
@@ -317,14 +332,9 @@ mod tests {
     #[test]
     fn clone3_starts_the_job_inside_its_cgroup() {
         let dir = tempfile::tempdir().unwrap();
-        let Some((h, cg)) = run_cgroup(dir.path()) else {
-            cronwarden_shared::test_skip::skip("no writable cgroup2 hierarchy");
+        let Some((h, cg, rt)) = run_cgroup(dir.path()) else {
             return;
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         rt.block_on(async {
             let (mut child, out) = spawn(&["sh", "-c", "cat /proc/self/cgroup; exit 3"], &cg)
                 .await
@@ -368,14 +378,9 @@ mod tests {
     #[test]
     fn the_child_is_set_up_before_its_exec_and_failures_come_back() {
         let dir = tempfile::tempdir().unwrap();
-        let Some((h, cg)) = run_cgroup(dir.path()) else {
-            cronwarden_shared::test_skip::skip("no writable cgroup2 hierarchy");
+        let Some((h, cg, rt)) = run_cgroup(dir.path()) else {
             return;
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let mask = own_mask();
         rt.block_on(async {
             // The mask read by the shell itself (`exec`, which keeps it):

@@ -62,7 +62,16 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::model::Model;
+    use crate::model::{judge::tests::notices, Evaluation, Model};
+
+    /// The kinds of one evaluation's notices of `event` (opened, resolved).
+    fn kinds(e: &Evaluation, event: &str) -> Vec<AlertKind> {
+        notices(e)
+            .into_iter()
+            .filter(|(ev, ..)| ev == event)
+            .map(|(_, kind, _)| kind)
+            .collect()
+    }
 
     fn health(skew_ms: Option<i64>, differs: &[&str]) -> ClusterHealth {
         ClusterHealth {
@@ -132,12 +141,7 @@ mod tests {
         let wall: Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
         m.apply(Event::Cluster(health(Some(3000), &["a"])), t0);
         let e = m.evaluate(t0, wall);
-        let opened: Vec<_> = e
-            .notices
-            .iter()
-            .filter(|n| n.event == "opened")
-            .map(|n| n.kind)
-            .collect();
+        let opened = kinds(&e, "opened");
         assert!(opened.contains(&AlertKind::ClusterClockSkew), "{opened:?}");
         assert!(
             opened.contains(&AlertKind::JobDefinitionDiffers),
@@ -151,12 +155,7 @@ mod tests {
         );
         m.apply(Event::Cluster(health(Some(10), &[])), t0);
         let e = m.evaluate(t0, wall);
-        let resolved: Vec<_> = e
-            .notices
-            .iter()
-            .filter(|n| n.event == "resolved")
-            .map(|n| n.kind)
-            .collect();
+        let resolved = kinds(&e, "resolved");
         assert!(
             resolved.contains(&AlertKind::ClusterClockSkew),
             "{resolved:?}"

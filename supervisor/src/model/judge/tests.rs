@@ -280,7 +280,7 @@ fn summary(j: &Judgement, kind: AlertKind) -> String {
 }
 
 /// The notices of one evaluation, as (event, kind, job).
-fn notices(e: &Evaluation) -> Vec<(String, AlertKind, Option<String>)> {
+pub(super) fn notices(e: &Evaluation) -> Vec<(String, AlertKind, Option<String>)> {
     e.notices
         .iter()
         .map(|n| (n.event.clone(), n.kind, n.job.clone()))
