@@ -39,13 +39,13 @@ pub enum ScheduleError {
     NeverFires { expr: String },
 }
 
-mod interned;
+mod parsed;
 
 #[derive(Debug, Clone)]
 enum Kind {
+    /// The expression is the schedule's text; its parse is made on use
+    /// (`parsed.rs`), so a job costs its text, not 5 KiB of parse.
     Cron {
-        /// Shared with the copies and the same expression's other jobs.
-        cron: Arc<croner::Cron>,
         /// The hour field starts with `*`: fire in both passes of a fold.
         hour_star: bool,
     },
@@ -56,7 +56,8 @@ enum Kind {
 /// A parsed schedule bound to its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    expr: String,
+    /// Shared by the copies (config, plan, model).
+    expr: Arc<str>,
     kind: Kind,
     tz: TimeZone,
 }
@@ -69,6 +70,7 @@ impl Schedule {
     /// Parses `expr` for the zone `tz`.
     pub fn parse(expr: &str, tz: &TimeZone) -> Result<Schedule, ScheduleError> {
         let trimmed = expr.trim();
+        let text: Arc<str> = trimmed.into();
         let kind = if trimmed.eq_ignore_ascii_case("@reboot") {
             Kind::Reboot
         } else if let Some(rest) = strip_prefix_ci(trimmed, "@every") {
@@ -91,18 +93,18 @@ impl Schedule {
             }
             Kind::Every(period)
         } else {
+            // Validated here, and kept for the first fire asked next.
+            let cron = parse_cron(trimmed).map_err(|reason| ScheduleError::Cron {
+                expr: expr.into(),
+                reason,
+            })?;
+            parsed::keep(&text, &Arc::new(cron));
             Kind::Cron {
-                cron: interned::cron(trimmed, parse_cron).map_err(|reason| {
-                    ScheduleError::Cron {
-                        expr: expr.into(),
-                        reason,
-                    }
-                })?,
                 hour_star: hour_field_is_star(trimmed),
             }
         };
         let s = Schedule {
-            expr: trimmed.to_string(),
+            expr: text,
             kind,
             tz: tz.clone(),
         };
@@ -144,12 +146,20 @@ impl Schedule {
     /// `check` finds fixed times that fall into a DST gap or fold.
     pub fn first_wall_match(&self, from: DateTime, to: DateTime) -> Option<DateTime> {
         match &self.kind {
-            Kind::Cron { cron, .. } => cron
+            Kind::Cron { .. } => self
+                .cron()?
                 .find_next_occurrence(&from, true)
                 .ok()
                 .filter(|w| *w < to),
             Kind::Every(_) | Kind::Reboot => None,
         }
+    }
+
+    /// The parse of a cron schedule's text (see `parsed.rs`). It was
+    /// validated when the schedule was made, so `None` (a parse failing
+    /// now) cannot happen; it would mean no fire rather than a panic.
+    fn cron(&self) -> Option<Arc<croner::Cron>> {
+        parsed::cron(&self.expr, parse_cron).ok()
     }
 
     /// Whether the hour field starts with `*` (such a schedule keeps its
@@ -173,7 +183,7 @@ impl Schedule {
     pub fn next_after(&self, after: Timestamp, anchor: Option<Timestamp>) -> Option<Timestamp> {
         match &self.kind {
             Kind::Every(period) => every_next(after, anchor, *period),
-            Kind::Cron { cron, hour_star } => cron_next(cron, *hour_star, &self.tz, after),
+            Kind::Cron { hour_star } => cron_next(&*self.cron()?, *hour_star, &self.tz, after),
             Kind::Reboot => None,
         }
     }
@@ -456,13 +466,14 @@ impl Schedule {
     pub(crate) fn next_after_by_full_walk(&self, after: Timestamp) -> Option<Timestamp> {
         match &self.kind {
             Kind::Every(_) | Kind::Reboot => None,
-            Kind::Cron { cron, hour_star } => {
+            Kind::Cron { hour_star } => {
+                let cron = self.cron()?;
                 let start = self
                     .tz
                     .to_datetime(after)
                     .checked_sub(FOLD_REACH_HOURS.hours())
                     .ok()?;
-                walk_from(cron, *hour_star, &self.tz, after, start)
+                walk_from(&cron, *hour_star, &self.tz, after, start)
             }
         }
     }
