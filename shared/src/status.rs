@@ -344,7 +344,9 @@ pub struct JobStatus {
     pub state: JobState,
     pub paused: bool,
     pub next_fire_at: Option<Timestamp>,
-    pub last_run: Option<RunRecord>,
+    /// Boxed: a record is ~300 bytes, and the supervisor keeps a status
+    /// of every job (issue 18). The same JSON as inline.
+    pub last_run: Option<Box<RunRecord>>,
     pub streaks: Streaks,
     #[serde(default)]
     pub running: Vec<RunningInfo>,

@@ -362,7 +362,7 @@ fn definition_hashes_ignore_the_hosts_jitter_offset_only() {
         "[[job]]\nname = \"a\"\nschedule = \"* * * * *\"\ncommand = [\"true\"]\njitter = \"30s\"\n",
     )
     .unwrap();
-    let job = &cfg.jobs[0];
+    let job: &crate::config::JobSpec = &cfg.jobs[0];
     let mut other_host = job.clone();
     other_host.jitter_offset += Duration::from_secs(1);
     assert_eq!(definition_hash(job), definition_hash(&other_host));

@@ -22,6 +22,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -341,6 +342,15 @@ pub struct SinkSpec {
     pub repeat_after: Option<Option<Duration>>,
 }
 
+/// The specs behind `Arc`s, in a list of their own size: collecting
+/// `into_iter().map(Arc::new)` would reuse (and keep) the specs' buffer,
+/// ~600 bytes a job, for 8-byte pointers.
+fn arcs(jobs: Vec<JobSpec>) -> Vec<Arc<JobSpec>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    out.extend(jobs.into_iter().map(Arc::new));
+    out
+}
+
 /// A validated config.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -350,7 +360,9 @@ pub struct Config {
     pub socket: PathBuf,
     pub timezone: String,
     pub watchdog: Watchdog,
-    pub jobs: Vec<JobSpec>,
+    /// Behind `Arc`s: the worker's plan and the supervisor's model share
+    /// them (a spec is about 600 bytes; issue 18).
+    pub jobs: Vec<Arc<JobSpec>>,
     pub sinks: Vec<SinkSpec>,
     /// Re-send open alerts as `reminder` notices this often (off by default).
     pub alert_repeat_after: Option<Duration>,
@@ -486,7 +498,7 @@ impl Config {
             socket,
             timezone,
             watchdog,
-            jobs,
+            jobs: arcs(jobs),
             sinks,
             alert_repeat_after,
             socket_group,
@@ -537,7 +549,7 @@ impl Config {
     }
 
     pub fn job(&self, name: &str) -> Option<&JobSpec> {
-        self.jobs.iter().find(|j| j.name == name)
+        self.jobs.iter().find(|j| j.name == name).map(|j| &**j)
     }
 
     /// The file that defines the job `name`: a drop-in, or the main file.

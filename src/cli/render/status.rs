@@ -220,7 +220,7 @@ mod tests {
                 state: JobState::Failing,
                 paused: false,
                 next_fire_at: Some(at("2026-12-01T13:00:00Z")),
-                last_run: Some(last),
+                last_run: Some(Box::new(last)),
                 streaks: Streaks::default(),
                 running: vec![],
             }],

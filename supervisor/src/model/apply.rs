@@ -441,7 +441,7 @@ impl Model {
         j.seen_started.remove(&run.id);
         let snap = j.snapshots.remove(&run.id);
         if matches!(run.outcome, Outcome::Timeout | Outcome::Lost) && snap.is_some() {
-            j.last_forensics = snap;
+            j.last_forensics = snap.map(Box::new);
         }
         if j.last_run
             .as_ref()
@@ -471,7 +471,7 @@ impl Model {
         self.counters.finished(&run);
         self.run_events
             .push(RunEvent::Finished(Box::new(run.clone())));
-        j.last_run = Some(run);
+        j.last_run = Some(Box::new(run));
     }
 
     fn clock_jumped(&mut self, j: ClockJump, now: Instant) {

@@ -122,7 +122,8 @@ pub(crate) const REBASE_WINDOW: std::time::Duration = std::time::Duration::from_
 /// One job as observed.
 #[derive(Debug, Clone)]
 pub struct JobObs {
-    pub spec: JobSpec,
+    /// The config's own (shared, not copied: issue 18).
+    pub spec: Arc<JobSpec>,
     /// What the worker says it armed.
     pub next_fire_at: Option<Timestamp>,
     /// What we expect, from the schedule and the fires seen.
@@ -133,7 +134,9 @@ pub struct JobObs {
     /// disagreement (see `judge::heal`).
     pub rearm_sent: Option<Instant>,
     pub paused: bool,
-    pub last_run: Option<RunRecord>,
+    /// Boxed, as the forensics below: most jobs' are `None` or rarely
+    /// set, and inline they made every job's entry ~1.5 KiB (issue 18).
+    pub last_run: Option<Box<RunRecord>>,
     pub running: BTreeMap<u64, RunningInfo>,
     /// When the supervisor observed each run in flight start (its `fire`
     /// line was applied), on its monotonic clock: a run's age is measured
@@ -149,9 +152,9 @@ pub struct JobObs {
     /// What runs near or past their timeout were last seen doing, by run.
     pub snapshots: BTreeMap<u64, forensics::Snapshot>,
     /// The snapshot of the last run that timed out or was lost, for its alert.
-    pub last_forensics: Option<forensics::Snapshot>,
+    pub last_forensics: Option<Box<forensics::Snapshot>>,
     /// The loop's last look at the busy run of an overlap streak.
-    pub busy_look: Option<forensics::Snapshot>,
+    pub busy_look: Option<Box<forensics::Snapshot>>,
     /// The attempt of the job's last finished run (0: its fire's own run,
     /// n: its nth retry), for the failure streak (see `retry`).
     pub retry_attempt: u32,
@@ -246,6 +249,7 @@ impl Model {
     pub fn set_config(&mut self, config: Arc<Config>) {
         let now = Timestamp::now();
         let mut old = std::mem::take(&mut self.jobs);
+        let mut jobs = Vec::with_capacity(config.jobs.len());
         for spec in &config.jobs {
             let obs = match old.remove(&spec.name) {
                 Some(mut o) => {
@@ -278,8 +282,12 @@ impl Model {
                     retry_attempt: 0,
                 },
             };
-            self.jobs.insert(spec.name.clone(), obs);
+            jobs.push((spec.name.clone(), obs));
         }
+        // Collected, not inserted one by one: a map built from an iterator
+        // has full nodes, where inserting in name order leaves them half
+        // empty (twice the memory per job).
+        self.jobs = jobs.into_iter().collect();
         self.counters.set_jobs(&config);
         self.config = config;
     }
@@ -351,7 +359,7 @@ impl Model {
                 // Its processes are still there: they are killed after this.
                 job.last_forensics = (looks > 0).then(|| {
                     looks -= 1;
-                    forensics::Snapshot::take(&r, None, now)
+                    Box::new(forensics::Snapshot::take(&r, None, now))
                 });
                 let mut rec = RunRecord::new(
                     id,
@@ -371,7 +379,7 @@ impl Model {
                 self.counters.finished(&rec);
                 self.run_events
                     .push(crate::pings::RunEvent::Finished(Box::new(rec.clone())));
-                job.last_run = Some(rec);
+                job.last_run = Some(Box::new(rec));
             }
         }
         groups
@@ -397,7 +405,7 @@ impl Model {
             .iter()
             .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Running))
             .collect();
-        j.last_run = finished.first().map(|r| (*r).clone());
+        j.last_run = finished.first().map(|r| Box::new((*r).clone()));
         j.streaks.failures = retry::seeded_streak(&finished);
         j.streaks.zero_output = finished
             .iter()
@@ -425,7 +433,7 @@ impl Model {
             return;
         }
         match look.why {
-            LookWhy::Busy => j.busy_look = Some(snap),
+            LookWhy::Busy => j.busy_look = Some(Box::new(snap)),
             LookWhy::NearTimeout => {
                 let keep_old = snap.processes.is_empty()
                     && j.snapshots

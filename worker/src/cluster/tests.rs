@@ -15,7 +15,7 @@ fn job(overlap: &str) -> Arc<cronwarden_shared::config::JobSpec> {
         &format!("[[job]]\nname = \"j\"\nschedule = \"* * * * * *\"\ncommand = [\"true\"]\noverlap = \"{overlap}\"\n"),
     )
     .unwrap();
-    Arc::new(cfg.jobs[0].clone())
+    cfg.jobs[0].clone()
 }
 
 /// A cluster whose claim thread is the test: its requests come out of the

@@ -3,8 +3,6 @@
 //! schedule or zone changed re-armed after the fires its old schedule owed
 //! (see [`Rearm`]).
 
-use std::sync::Arc;
-
 use cronwarden_shared::{
     config::Config,
     status::{Outcome, RunRecord, SkipReason},
@@ -41,7 +39,7 @@ impl Plan {
         let mut rearms = vec![];
         let mut checks = vec![];
         for (spec, row) in config.jobs.iter().zip(rows) {
-            let spec = Arc::new(spec.clone());
+            let spec = spec.clone();
             let mut job = old.remove(&spec.name).unwrap_or_else(|| JobState {
                 spec: spec.clone(),
                 next: None,

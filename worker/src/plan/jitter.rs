@@ -14,7 +14,7 @@ pub(crate) fn start_of(spec: &JobSpec, nominal: Timestamp) -> Timestamp {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use cronwarden_shared::config::Config;
 
@@ -35,7 +35,7 @@ mod tests {
     #[test]
     fn a_jittered_fire_starts_at_its_offset_and_keeps_its_nominal_time() {
         let mut config = config("30m");
-        config.jobs[0].jitter_offset = Duration::from_secs(600);
+        Arc::make_mut(&mut config.jobs[0]).jitter_offset = Duration::from_secs(600);
         let t0 = ts("2026-11-24T10:00:00Z");
         let mut rows = crate::plan::wanted_rows(&config, t0);
         let nominal = ts("2026-11-24T11:00:00Z");
@@ -67,8 +67,8 @@ mod tests {
     #[test]
     fn the_grace_counts_from_the_start() {
         let mut config = config("2h");
-        config.jobs[0].jitter_offset = Duration::from_secs(5400);
-        config.jobs[0].misfire_grace = Duration::from_secs(60);
+        Arc::make_mut(&mut config.jobs[0]).jitter_offset = Duration::from_secs(5400);
+        Arc::make_mut(&mut config.jobs[0]).misfire_grace = Duration::from_secs(60);
         let t0 = ts("2026-11-24T10:00:00Z");
         let mut rows = crate::plan::wanted_rows(&config, t0);
         rows[0].next_run_at = Some(ts("2026-11-24T11:00:00Z"));

@@ -83,7 +83,7 @@ mod tests {
     //! be missed (or later: fired early), so each test also fires and
     //! looks at which jobs' fires were claimed.
 
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use cronwarden_shared::{config::Config, store::Write};
 
@@ -165,12 +165,12 @@ mod tests {
     #[test]
     fn a_reload_that_changes_the_jitter_moves_the_start() {
         let mut c = config(&[("j", "@hourly", "jitter = \"30m\"")]);
-        c.jobs[0].jitter_offset = Duration::from_secs(600);
+        Arc::make_mut(&mut c.jobs[0]).jitter_offset = Duration::from_secs(600);
         let mut plan = Plan::new(1, 0);
         configure(&mut plan, &c, ts(30));
         assert_eq!(plan.earliest_fire(), Some(ts(3600 + 600)));
         // Same schedule, so the armed fire stays; only its start moves.
-        c.jobs[0].jitter_offset = Duration::from_secs(60);
+        Arc::make_mut(&mut c.jobs[0]).jitter_offset = Duration::from_secs(60);
         configure(&mut plan, &c, ts(40));
         assert_eq!(plan.earliest_fire(), Some(ts(3600 + 60)));
         assert!(fire(&mut plan, ts(3600 + 59)).is_empty());

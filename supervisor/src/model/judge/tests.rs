@@ -5,7 +5,7 @@
 //! (thresholds, instants, kinds) is written out by hand from the config
 //! below rather than computed by the code under test.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     alert_kind::AlertKind,
@@ -739,7 +739,7 @@ fn a_look_that_finds_nothing_keeps_the_one_that_found_the_run() {
     s.m.looked(&look, empty);
     assert_eq!(s.m.jobs["a"].snapshots.get(&1), Some(&found));
     s.finish(1, Outcome::Timeout, 0);
-    assert_eq!(s.m.jobs["a"].last_forensics, Some(found));
+    assert_eq!(s.m.jobs["a"].last_forensics, Some(Box::new(found)));
 }
 
 /// The job detectors.

@@ -10,7 +10,7 @@ fn a_jittered_job_is_late_only_after_its_start_plus_late_after() {
     let mut s = Sim::new();
     // Due 10:01:00, starting 60 s later; late_after 30 s: late after
     // 10:02:30, 150 s after the clock's start.
-    s.m.jobs.get_mut("a").unwrap().spec.jitter_offset = Duration::from_secs(60);
+    Arc::make_mut(&mut s.m.jobs.get_mut("a").unwrap().spec).jitter_offset = Duration::from_secs(60);
     s.up(10);
     for t in 1..=149 {
         s.at(secs(t as f64)).beat(t + 1);
@@ -31,7 +31,7 @@ fn a_jittered_job_is_late_only_after_its_start_plus_late_after() {
 #[test]
 fn failures_that_are_retried_count_once_per_fire() {
     let mut s = Sim::new();
-    s.m.jobs.get_mut("a").unwrap().spec.retry.retries = 1;
+    Arc::make_mut(&mut s.m.jobs.get_mut("a").unwrap().spec).retry.retries = 1;
     s.up(10);
     let finish = |s: &mut Sim, id: u64, trigger: Trigger, outcome: Outcome| {
         let mut run = RunRecord::new(id, "a", vec![], trigger, outcome);
