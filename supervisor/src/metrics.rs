@@ -155,7 +155,7 @@ fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
         "counter",
         "Finished runs by job and outcome, since the supervisor started.",
     );
-    for (job, j) in &mx.jobs {
+    for (job, j) in mx.jobs.iter() {
         for o in RUN_OUTCOMES {
             let n = j.runs.get(o.as_str()).copied().unwrap_or(0);
             t.sample(
@@ -170,7 +170,7 @@ fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
         "counter",
         "Scheduled fires that did not run, by job and reason, since the supervisor started.",
     );
-    for (job, j) in &mx.jobs {
+    for (job, j) in mx.jobs.iter() {
         for r in SKIP_REASONS {
             let r = reason_str(*r);
             let n = j.skips.get(r).copied().unwrap_or(0);
@@ -186,7 +186,7 @@ fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
         "gauge",
         "When the job's last successful run finished (unix seconds); 0 if it never succeeded.",
     );
-    for (job, j) in &mx.jobs {
+    for (job, j) in mx.jobs.iter() {
         t.sample(
             "cronwarden_last_success_timestamp_seconds",
             &[(JOB_LABEL, job)],
@@ -198,7 +198,7 @@ fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
         "gauge",
         "When the job's last run of each outcome finished (unix seconds); 0 if none did.",
     );
-    for (job, j) in &mx.jobs {
+    for (job, j) in mx.jobs.iter() {
         for o in RUN_OUTCOMES {
             t.sample(
                 "cronwarden_last_run_timestamp_seconds",
@@ -253,7 +253,7 @@ fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
         "histogram",
         "Duration of finished runs, by job.",
     );
-    for (job, j) in &mx.jobs {
+    for (job, j) in mx.jobs.iter() {
         t.histogram(
             "cronwarden_run_duration_seconds",
             &[(JOB_LABEL, job)],
@@ -266,7 +266,7 @@ fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
         "counter",
         "CPU time of finished runs by job (from each run's cgroup; 0 without cgroups), since the supervisor started.",
     );
-    for (job, j) in &mx.jobs {
+    for (job, j) in mx.jobs.iter() {
         t.sample(
             "cronwarden_run_cpu_seconds_total",
             &[(JOB_LABEL, job)],
@@ -479,7 +479,7 @@ mod tests {
     fn run_cpu_time_adds_up_by_job() {
         use cronwarden_shared::status::{Outcome, RunRecord, Trigger};
         let mut mx = Counters::default();
-        mx.jobs.insert("burn".into(), Default::default());
+        Arc::make_mut(&mut mx.jobs).insert("burn".into(), Default::default());
         for (id, cpu) in [(1, Some(1_500_000)), (2, None), (3, Some(250_000))] {
             let mut r = RunRecord::new(id, "burn", vec![], Trigger::Manual, Outcome::Success);
             r.contain.cpu_usec = cpu;

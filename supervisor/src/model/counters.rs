@@ -6,7 +6,7 @@
 //! Per-job series exist only for configured jobs ([`Counters::set_jobs`]),
 //! so their cardinality is bounded by the config.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use cronwarden_shared::{
     config::Config,
@@ -66,7 +66,10 @@ pub(crate) struct JobCounters {
 #[derive(Debug, Clone)]
 pub struct Counters {
     pub(crate) started: Instant,
-    pub(crate) jobs: BTreeMap<String, JobCounters>,
+    /// Shared with the published snapshots (which clone the counters at
+    /// every evaluation) and copied only when a job's series changes while
+    /// one holds it: idle jobs' series are kept once (issue 18).
+    pub(crate) jobs: Arc<BTreeMap<String, JobCounters>>,
     pub(crate) fire_delay: Histogram,
     /// The last heartbeat from any worker (not reset by a restart, so the
     /// age keeps growing while no worker beats).
@@ -80,7 +83,7 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             started: Instant::now(),
-            jobs: BTreeMap::new(),
+            jobs: Arc::default(),
             fire_delay: Histogram::new(FIRE_DELAY_BUCKETS),
             last_heartbeat: None,
             past_workers: WorkerStats::default(),
@@ -92,14 +95,24 @@ impl Default for Counters {
 impl Counters {
     /// Keeps the series of configured jobs only.
     pub fn set_jobs(&mut self, config: &Config) {
-        self.jobs.retain(|name, _| config.job(name).is_some());
-        for j in &config.jobs {
-            self.jobs.entry(j.name.clone()).or_default();
-        }
+        let mut old = std::mem::take(Arc::make_mut(&mut self.jobs));
+        // Collected: full nodes (inserting in name order leaves them half
+        // empty), and no look-up of each kept name in the config's list.
+        self.jobs = Arc::new(
+            config
+                .jobs
+                .iter()
+                .map(|j| (j.name.clone(), old.remove(&j.name).unwrap_or_default()))
+                .collect(),
+        );
     }
 
     fn job(&mut self, name: &str) -> Option<&mut JobCounters> {
-        self.jobs.get_mut(name)
+        // A name not configured must not cost a copy of the map.
+        if !self.jobs.contains_key(name) {
+            return None;
+        }
+        Arc::make_mut(&mut self.jobs).get_mut(name)
     }
 
     /// The last success, and the last finish of each outcome, found in a
