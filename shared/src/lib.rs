@@ -35,6 +35,8 @@
 //! - [`percent`]: percent-encoding of a job name in a URL;
 //! - [`jitter`]: a job's fixed start delay per host (`jitter`), computed
 //!   alike by the worker and the supervisor;
+//! - [`heap`]: freed heap pages given back after a config's TOML tree
+//!   (the only `unsafe` in this crate: `malloc_trim`);
 //! - `test_skip`: for tests of every crate, the one way to say a test was
 //!   skipped (counted by `.ci/run`).
 //!
@@ -51,6 +53,7 @@ pub mod account;
 pub mod alert_kind;
 pub mod cluster;
 pub mod config;
+pub mod heap;
 pub mod held_copy;
 pub mod identity;
 pub mod jitter;

@@ -424,6 +424,13 @@ impl Config {
     /// Validates the config `source` as if read from `path`, its drop-ins
     /// after it.
     pub fn parse_source(path: &Path, source: &Source) -> Result<Config, ConfigErrors> {
+        let config = Config::parse_tree(path, source);
+        // The TOML tree (~3.4 KB a job) is gone: its pages go back.
+        crate::heap::release_freed();
+        config
+    }
+
+    fn parse_tree(path: &Path, source: &Source) -> Result<Config, ConfigErrors> {
         let text = source.text.as_str();
         let mut v = Validator::new(path.to_path_buf());
         let Some(table) = v.document(text) else {
@@ -594,7 +601,9 @@ impl Validator {
             );
             return None;
         }
-        match text.parse::<Table>() {
+        // Apart: the tree is ~3.4 KB a job, and made among the config's
+        // own allocations its pages could not be given back (`heap`).
+        match crate::heap::apart(|| text.parse::<Table>()) {
             Ok(t) => Some(t),
             Err(e) => {
                 let line = e
