@@ -38,6 +38,8 @@ impl Plan {
         self.starts.clear();
         let mut rearms = vec![];
         let mut checks = vec![];
+        let mut jobs = Vec::with_capacity(config.jobs.len());
+        let mut arms = Vec::with_capacity(config.jobs.len());
         for (spec, row) in config.jobs.iter().zip(rows) {
             let spec = spec.clone();
             let mut job = old.remove(&spec.name).unwrap_or_else(|| JobState {
@@ -66,7 +68,13 @@ impl Plan {
             } else {
                 checks.push(name.clone());
             }
-            self.jobs.insert(name.clone(), job);
+            jobs.push((name.clone(), job));
+            arms.push((name, next));
+        }
+        // Collected, then armed: a map built from an iterator has full
+        // nodes, where inserting in name order leaves them half empty.
+        self.jobs = jobs.into_iter().collect();
+        for (name, next) in arms {
             self.arm(&name, next);
         }
         for (name, job) in old {
