@@ -31,7 +31,9 @@ fn a_jittered_job_is_late_only_after_its_start_plus_late_after() {
 #[test]
 fn failures_that_are_retried_count_once_per_fire() {
     let mut s = Sim::new();
-    Arc::make_mut(&mut s.m.jobs.get_mut("a").unwrap().spec).retry.retries = 1;
+    Arc::make_mut(&mut s.m.jobs.get_mut("a").unwrap().spec)
+        .retry
+        .retries = 1;
     s.up(10);
     let finish = |s: &mut Sim, id: u64, trigger: Trigger, outcome: Outcome| {
         let mut run = RunRecord::new(id, "a", vec![], trigger, outcome);
