@@ -573,4 +573,5 @@ fn a_differing_definition_on_one_host_is_an_alert_there_and_status_lists_the_hos
     assert!(h0.is_some_and(|p| p["alive"] == true), "{s}");
 }
 
+mod reload;
 mod worker;

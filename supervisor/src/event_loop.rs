@@ -108,6 +108,9 @@ pub(crate) struct Supervisor {
     restart_at: Option<Instant>,
     /// Set once shutdown begins: a worker exit is then expected.
     stopping: bool,
+    /// Set while the worker stops to be replaced at once (why): a reload
+    /// changed the shared ledger it claims on.
+    replacing: Option<String>,
     next_request: u64,
     /// Control calls waiting for the worker's reply, by request id.
     pending: HashMap<u64, (ControlOp, oneshot::Sender<ControlReply>)>,
@@ -183,6 +186,7 @@ impl Supervisor {
             // The first worker starts at once.
             restart_at: Some(Instant::now()),
             stopping: false,
+            replacing: None,
             next_request: 1,
             pending: HashMap::new(),
             run_groups: RunGroups::default(),

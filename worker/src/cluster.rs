@@ -72,6 +72,9 @@ enum Request {
     /// Fires this host missed (run id of the skip, job, time): who holds
     /// them in the ledger?
     Missed(Vec<MissedFire>),
+    /// This host's next fire (`None`: none armed): beats keep clear of it
+    /// (see `thread::beat_at`).
+    NextFire(Option<Instant>),
 }
 
 /// A fire this host missed: its skip's run id, the job, the time.
@@ -118,6 +121,8 @@ pub(crate) struct Cluster {
     /// ledger.
     won: BTreeSet<u64>,
     hashes: BTreeMap<String, String>,
+    /// The next fire the thread was last told of.
+    next_fire: Option<Instant>,
 }
 
 impl Cluster {
@@ -152,6 +157,28 @@ impl Cluster {
             released: BTreeSet::new(),
             won: BTreeSet::new(),
             hashes: BTreeMap::new(),
+            next_fire: None,
+        }
+    }
+
+    /// The plan's earliest armed fire (after a flush), told to the claim
+    /// thread so that its beats do not delay that fire's claim. Only a
+    /// change of more than a millisecond is sent (the instant on the
+    /// monotonic clock is recomputed at every flush).
+    pub fn next_fire(&mut self, fire: Option<Timestamp>) {
+        // Past: now. Too far ahead for the monotonic clock: none (a beat
+        // is never held for it anyway).
+        let at = fire.and_then(|t| {
+            let wait = t.duration_since(crate::clock::wall_now());
+            Instant::now().checked_add(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+        });
+        let moved = match (self.next_fire, at) {
+            (Some(a), Some(b)) => a.max(b) - a.min(b) > Duration::from_millis(1),
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        if moved {
+            self.next_fire = at;
+            let _ = self.tx.send(Request::NextFire(at));
         }
     }
 

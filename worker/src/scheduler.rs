@@ -244,6 +244,7 @@ impl Scheduler {
         let mut fx = std::mem::take(&mut self.fx);
         if let Some(c) = self.cluster.as_mut() {
             c.hold(&mut fx);
+            c.next_fire(self.plan.earliest_fire());
         }
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
@@ -430,8 +431,7 @@ impl Scheduler {
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
     }
 
-    /// A run ended: the plan records it, releases its busy flag and may
-    /// start a queued fire.
+    /// A run ended: the plan records it, frees its job, may start a queued fire.
     fn finished(&mut self, record: RunRecord) {
         if record.outcome == Outcome::Running {
             // Not an end: a run without a cgroup says which process group

@@ -15,7 +15,8 @@ use crate::{
 
 impl Supervisor {
     /// Re-reads the config. A valid one replaces the running config (the
-    /// worker reconciles its schedule and the store); an invalid one is
+    /// worker reconciles its schedule and the store; a changed `store`,
+    /// `host` or `lease` restarts the worker on it); an invalid one is
     /// refused, logged, shown in the status, and the running one stays.
     pub(super) fn reload(&mut self, why: &str) -> Result<usize, String> {
         let path = self.config().path.clone();
@@ -44,13 +45,19 @@ impl Supervisor {
                     tracing::warn!("{why}: metrics_listen, log_dir and log_retention take effect at the next start");
                 }
                 self.reload_shared_alerts(&self.config(), &config);
+                // The worker's claim thread connects once, at its start:
+                // another ledger (`store`), name (`host`) or `lease` takes
+                // a new worker (see `replace_worker`).
+                let reconnect = self.config().cluster != config.cluster;
                 {
                     let m = &mut self.model;
                     m.set_config(Arc::new(config));
                     m.reload_error = None;
                 }
                 self.source = source.clone();
-                if let Some(w) = &self.worker {
+                if reconnect {
+                    self.replace_worker(format!("{why}: store, host or lease changed"));
+                } else if let Some(w) = &self.worker {
                     let _ = w.commands.try_send(Command::Configure {
                         path: path.clone(),
                         source: source.text,

@@ -1,5 +1,6 @@
 //! Starting the worker, and what its exit means: its runs' process
-//! groups killed, its replacement scheduled with backoff.
+//! groups killed, its replacement scheduled with backoff; or, when a
+//! reload changed the shared ledger, its planned replacement at once.
 
 use std::time::Duration;
 
@@ -76,10 +77,44 @@ impl Supervisor {
         }
     }
 
+    /// A reload changed what the worker claims on (`store`, `host`,
+    /// `lease`; its claim thread connects once, at start): the worker is
+    /// asked to stop as at shutdown (its runs stopped within their kill
+    /// grace, their ends recorded in both ledgers) and, once it exited, a
+    /// new one starts at once on the new config, without backoff and
+    /// without counting as a crash. Bounded as any worker's exit: the stall
+    /// judgement replaces one that stops heartbeating too long. With no
+    /// worker running, the next start reads the new config anyway.
+    pub(super) fn replace_worker(&mut self, why: String) {
+        let Some(w) = &self.worker else { return };
+        tracing::warn!(
+            pid = w.pid,
+            "{why}: restarting the worker on the new shared ledger (its runs are stopped)"
+        );
+        let _ = w.commands.try_send(Command::Shutdown);
+        crate::spawn::signal(w.pid, nix::sys::signal::Signal::SIGTERM);
+        self.replacing = Some(why);
+    }
+
     pub(super) fn worker_exited(&mut self, how: String) {
         let Some(w) = self.worker.take() else { return };
         let how = w.killed_because.unwrap_or(how);
         self.pending.clear();
+        if let Some(why) = self.replacing.take().filter(|_| !self.stopping) {
+            let groups = self.model.worker_gone(how.clone(), false);
+            let parents = [w.pid, std::process::id()];
+            for g in &groups {
+                self.run_groups.kill(*g, &parents);
+            }
+            self.run_groups.clear();
+            tracing::info!(
+                pid = w.pid,
+                "worker {how}; starting its replacement ({why})"
+            );
+            self.start_worker();
+            self.publish_soon();
+            return;
+        }
         if self.stopping {
             let lost = self.model.worker_gone(how.clone(), false);
             // Orphaned runs are ours now (subreaper), or still the worker's.

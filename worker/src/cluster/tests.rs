@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{thread::differing, *};
+use super::{
+    thread::{beat_at, differing, BEAT_AFTER_FIRE, BEAT_CLEARANCE},
+    *,
+};
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -38,6 +41,7 @@ fn cluster() -> (
         released: BTreeSet::new(),
         won: BTreeSet::new(),
         hashes: BTreeMap::new(),
+        next_fire: None,
     };
     (c, rx, answers_rx)
 }
@@ -484,4 +488,73 @@ fn a_replacement_worker_hands_its_predecessors_runs_to_the_ledger() {
             outcome: "lost"
         })
     ));
+}
+
+/// A beat due just before a fire (or at it) waits until just after the
+/// fire's claim; one due well before or after runs on time; and however
+/// the fires follow one another, a beat is never held back longer than
+/// the clearance and the margin after a fire together.
+#[test]
+fn a_beat_keeps_clear_of_the_next_fire_within_a_bound() {
+    let base = Instant::now();
+    let ms = |n: u64| base + Duration::from_millis(n);
+    let fire = ms(1000);
+    // No fire armed, or one far off either way: on time.
+    assert_eq!(beat_at(ms(500), None), ms(500));
+    assert_eq!(beat_at(ms(500), Some(fire)), ms(500));
+    assert_eq!(beat_at(ms(1100), Some(fire)), ms(1100));
+    // Within the clearance before the fire, or at the fire before its
+    // claim came: just after the fire.
+    for due in [
+        1000 - BEAT_CLEARANCE.as_millis() as u64 + 1,
+        990,
+        1000,
+        1010,
+    ] {
+        assert_eq!(
+            beat_at(ms(due), Some(fire)),
+            fire + BEAT_AFTER_FIRE,
+            "{due}"
+        );
+    }
+    // The oracle of the bound: every due instant and every next fire
+    // around it, 1 ms apart.
+    for due in 900..1100 {
+        for f in 800..1200 {
+            let at = beat_at(ms(due), Some(ms(f)));
+            assert!(at >= ms(due), "{due} {f}");
+            assert!(
+                at <= ms(due) + BEAT_CLEARANCE + BEAT_AFTER_FIRE,
+                "{due} {f}"
+            );
+            // Never begun within the clearance before the fire, nor
+            // between the fire and its claim.
+            let f = ms(f);
+            assert!(
+                at + BEAT_CLEARANCE <= f || at >= f + BEAT_AFTER_FIRE,
+                "{due} {f:?}"
+            );
+        }
+    }
+}
+
+/// The thread hears of the next fire only when it moves by more than a
+/// millisecond (the loop recomputes it at every flush), and of its end.
+#[test]
+fn the_next_fire_is_told_to_the_thread_when_it_moves() {
+    let (mut c, rx, _) = cluster();
+    let soon = Timestamp::now() + jiff::SignedDuration::from_secs(10);
+    c.next_fire(Some(soon));
+    assert!(matches!(rx.try_recv(), Ok(Request::NextFire(Some(_)))));
+    c.next_fire(Some(soon));
+    assert!(rx.try_recv().is_err(), "the same fire is not told twice");
+    c.next_fire(Some(soon + jiff::SignedDuration::from_secs(1)));
+    assert!(matches!(rx.try_recv(), Ok(Request::NextFire(Some(_)))));
+    c.next_fire(None);
+    assert!(matches!(rx.try_recv(), Ok(Request::NextFire(None))));
+    // The farthest fire there can be is no panic (whether the monotonic
+    // clock can hold it is the platform's).
+    c.next_fire(Some(Timestamp::MAX));
+    c.next_fire(Some(Timestamp::MIN));
+    assert!(matches!(rx.try_recv(), Ok(Request::NextFire(_))));
 }

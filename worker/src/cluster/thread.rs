@@ -35,6 +35,31 @@ const MISSED_WAIT: Duration = Duration::from_secs(30);
 /// stays well within the statement timeout.
 const MAX_CLAIM_BATCH: usize = 500;
 
+/// A beat (a clock read, then a transaction of three statements and its
+/// commit: a few ms, more while the database's disk is busy) is not begun
+/// this close before a fire of this host: the fire's claim would wait
+/// behind it on this thread (issue 19: fire delay on PostgreSQL).
+pub(super) const BEAT_CLEARANCE: Duration = Duration::from_millis(50);
+/// A beat held back for a fire runs this long after the fire's instant:
+/// its claim has reached the thread by then (the loop sends it on the
+/// fire's turn) and is handled first.
+pub(super) const BEAT_AFTER_FIRE: Duration = Duration::from_millis(20);
+
+/// When a beat due at `due` runs, the next fire of this host being at
+/// `next_fire`: at `due`, unless that falls within [`BEAT_CLEARANCE`]
+/// before the fire (or at the fire, before its claim came): then
+/// [`BEAT_AFTER_FIRE`] past the fire. Never later than `due` plus both,
+/// however the fires follow one another (fires every few ms must not
+/// starve the beats: the leases they renew would run out).
+pub(super) fn beat_at(due: Instant, next_fire: Option<Instant>) -> Instant {
+    match next_fire {
+        Some(fire) if due + BEAT_CLEARANCE > fire && due < fire + BEAT_AFTER_FIRE => {
+            (fire + BEAT_AFTER_FIRE).min(due + BEAT_CLEARANCE + BEAT_AFTER_FIRE)
+        }
+        _ => due,
+    }
+}
+
 /// At most this many run ends wait for the database to come back; older
 /// ones are dropped from the ledger (the host's own store has them).
 const MAX_PENDING_FINISHES: usize = 10_000;
@@ -97,6 +122,8 @@ pub(super) struct Thread {
     /// The hosts as last listed.
     peers: Vec<cronwarden_shared::cluster::Peer>,
     next_peers: Instant,
+    /// This host's next fire, as the loop last said (see [`beat_at`]).
+    next_fire: Option<Instant>,
 }
 
 impl Thread {
@@ -121,13 +148,14 @@ impl Thread {
             differs: BTreeMap::new(),
             peers: Vec::new(),
             next_peers: Instant::now(),
+            next_fire: None,
         }
     }
 
     pub(super) fn run(mut self, rx: std_mpsc::Receiver<Request>) {
         let mut next_beat = Instant::now();
         loop {
-            let wait = next_beat.saturating_duration_since(Instant::now());
+            let wait = beat_at(next_beat, self.next_fire).saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(request) => self.handle(request, &rx),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
@@ -137,7 +165,7 @@ impl Thread {
                     return;
                 }
             }
-            if Instant::now() >= next_beat {
+            if Instant::now() >= beat_at(next_beat, self.next_fire) {
                 self.beat();
                 next_beat = Instant::now() + self.beat_every;
             }
@@ -155,6 +183,9 @@ impl Thread {
                 while batch.len() < MAX_CLAIM_BATCH {
                     match rx.try_recv() {
                         Ok(Request::Claim(c, at)) => batch.push((c, at)),
+                        // Sent on the same turn as the claims: not the end
+                        // of the burst.
+                        Ok(Request::NextFire(at)) => self.next_fire = at,
                         Ok(other) => {
                             after = Some(other);
                             break;
@@ -167,6 +198,7 @@ impl Thread {
                     self.handle(request, rx);
                 }
             }
+            Request::NextFire(at) => self.next_fire = at,
             Request::Missed(fires) => self.missed(fires, Instant::now()),
             Request::TakeOver { below, alive } => {
                 self.running.extend(alive.iter().copied());
