@@ -28,7 +28,8 @@
 //!   heartbeat's stats);
 //! - [`writer`]: the thread (with its own connection) that commits the
 //!   journal's batches, so the loop waits on SQLite at most 50 ms a turn;
-//! - [`retention`]: pruning old records, a few jobs per sweep;
+//! - [`retention`]: pruning old records, a few jobs per sweep; a config
+//!   marks only the jobs the store holds more records of than they keep;
 //! - [`runner`]: one run of one job, in its own process group (and its
 //!   cgroup), under a timeout that escalates SIGTERM → SIGKILL
 //!   (`cgroup.kill`) and never hangs on a pipe; it kills what the run left

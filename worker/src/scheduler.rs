@@ -230,10 +230,8 @@ impl Scheduler {
                 wanted
             }
         };
-        for job in &config.jobs {
-            // Its history may exceed a retention that was just lowered.
-            self.pruner.mark(&job.name);
-        }
+        // A job's history may exceed a retention that was just lowered.
+        self.pruner.mark_over_retention(&self.store, config);
         self.plan.configure(config, rows, now, &mut self.fx);
     }
 
