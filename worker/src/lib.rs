@@ -14,7 +14,8 @@
 //!   a heartbeat proves progress, not just a live thread); it takes the
 //!   store over at start off the loop, retried with backoff, and watches
 //!   the store file's identity (deleted or replaced: reported critical,
-//!   reopened, what it holds written back);
+//!   reopened, what it holds written back); its first heartbeat ends
+//!   start-up, whose pages it then hands back (`footprint`);
 //! - [`takeover`]: taking the store over at start, off the loop and
 //!   retried with backoff, heartbeating with the cause meanwhile; it first
 //!   writes what the supervisor kept of a dead predecessor's held writes
