@@ -170,3 +170,25 @@ fn audit_exits_1_on_a_broken_ledger() {
     );
     assert!(text.to_lowercase().contains("missing"), "{text}");
 }
+
+/// A retention lowered by a reload prunes a job's history even when the job
+/// writes no new record (its new schedule fires next year): the worker
+/// looks up which jobs hold more records than they now keep.
+#[test]
+fn lowered_retention_prunes_a_quiet_jobs_history() {
+    let job = |schedule: &str, keep: u32| {
+        format!("[[job]]\nname = \"quiet\"\nschedule = \"{schedule}\"\nretention = {keep}\nshell = \"true\"\n")
+    };
+    let env = Env::new(&job("* * * * * *", 50));
+    let _sup = env.start();
+    env.wait_ok(LONG);
+    wait_until("8 records of the job", LONG, || {
+        (env.rows("quiet").len() >= 8).then_some(())
+    });
+    env.write_config(&job("0 0 1 1 *", 3));
+    let out = env.cmd(&["reload", "--config", &config_path(&env)]);
+    assert_eq!(out.status.code(), Some(0));
+    wait_until("the history pruned to the new retention", LONG, || {
+        (env.rows("quiet").len() <= 3).then_some(())
+    });
+}

@@ -13,7 +13,7 @@ pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists and
     // advises the kernel about pages in them, under the arenas' locks: it
-    // is sound from any thread at any time. The only `unsafe` here.
+    // is sound from any thread at any time.
     unsafe {
         libc::malloc_trim(0);
     }

@@ -35,8 +35,11 @@
 //! - [`percent`]: percent-encoding of a job name in a URL;
 //! - [`jitter`]: a job's fixed start delay per host (`jitter`), computed
 //!   alike by the worker and the supervisor;
-//! - [`heap`]: freed heap pages given back after a config's TOML tree
-//!   (the only `unsafe` in this crate: `malloc_trim`);
+//! - [`heap`]: freed heap pages given back (`malloc_trim`), after a
+//!   config's TOML tree and with the start-up pages;
+//! - [`footprint`]: start-up's pages handed back once a process runs
+//!   (the executable's pages idle does not use, the heap's free pages);
+//!   with [`heap`], the only `unsafe` in this crate;
 //! - `test_skip`: for tests of every crate, the one way to say a test was
 //!   skipped (counted by `.ci/run`).
 //!
@@ -44,7 +47,8 @@
 //! config file ([`config::Config::load`], [`config::Config::locate`]) and
 //! resolves `user`/`group` names; [`account`] queries the user and group
 //! databases (NSS) and reads `/proc/<pid>/status` for a peer's groups; [`proc_identity`]
-//! reads `/proc/<pid>/stat` and sends signals. Everything else computes on
+//! reads `/proc/<pid>/stat` and sends signals; [`footprint`] reads `/proc/self/smaps` and unmaps
+//! pages of the executable. Everything else computes on
 //! values: no files, sockets or processes. (Some read the wall clock:
 //! [`schedule::Schedule::parse`] refuses an expression with no future fire,
 //! and the store stamps the rows it writes.)
@@ -53,6 +57,7 @@ pub mod account;
 pub mod alert_kind;
 pub mod cluster;
 pub mod config;
+pub mod footprint;
 pub mod heap;
 pub mod held_copy;
 pub mod identity;

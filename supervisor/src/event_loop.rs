@@ -117,6 +117,9 @@ pub(crate) struct Supervisor {
     /// Set when a finish (or hello) was applied and conditions have not
     /// been re-evaluated since: when that became due.
     evaluate_since: Option<Instant>,
+    /// Whether start-up's pages were released since the last hello (at the
+    /// worker's first heartbeat).
+    startup_shed: bool,
     /// Rate limit of the log lines about malformed event lines.
     bad_line_log: LogBudget,
     /// Who leads each run's process group, checked before it is signalled.
@@ -191,6 +194,7 @@ impl Supervisor {
             pending: HashMap::new(),
             run_groups: RunGroups::default(),
             evaluate_since: None,
+            startup_shed: false,
             bad_line_log: LogBudget::new(10, Duration::from_secs(60)),
             follow: follow::Rings::default(),
         }
@@ -488,6 +492,15 @@ impl Supervisor {
                 }
                 if matches!(ev, Event::Hello { .. }) {
                     self.notifier.ready();
+                    self.startup_shed = false;
+                }
+                if matches!(ev, Event::Heartbeat { .. })
+                    && !std::mem::replace(&mut self.startup_shed, true)
+                {
+                    // A worker's first heartbeat ends its start-up, and ours:
+                    // the pages only that used leave (issue 18). < 1 ms.
+                    let shed = cronwarden_shared::footprint::shed_startup_pages();
+                    tracing::debug!(?shed, "start-up pages released");
                 }
                 self.model.apply(ev, Instant::now());
                 self.send_pings();

@@ -14,7 +14,8 @@
 //!   a heartbeat proves progress, not just a live thread); it takes the
 //!   store over at start off the loop, retried with backoff, and watches
 //!   the store file's identity (deleted or replaced: reported critical,
-//!   reopened, what it holds written back);
+//!   reopened, what it holds written back); its first heartbeat ends
+//!   start-up, whose pages it then hands back (`footprint`);
 //! - [`takeover`]: taking the store over at start, off the loop and
 //!   retried with backoff, heartbeating with the cause meanwhile; it first
 //!   writes what the supervisor kept of a dead predecessor's held writes
@@ -28,7 +29,8 @@
 //!   heartbeat's stats);
 //! - [`writer`]: the thread (with its own connection) that commits the
 //!   journal's batches, so the loop waits on SQLite at most 50 ms a turn;
-//! - [`retention`]: pruning old records, a few jobs per sweep;
+//! - [`retention`]: pruning old records, a few jobs per sweep; a config
+//!   marks only the jobs the store holds more records of than they keep;
 //! - [`runner`]: one run of one job, in its own process group (and its
 //!   cgroup), under a timeout that escalates SIGTERM → SIGKILL
 //!   (`cgroup.kill`) and never hangs on a pipe; it kills what the run left

@@ -18,7 +18,9 @@
 //! writes and retries them; scheduling and runs go on, the heartbeat
 //! carries the error, and the supervisor raises `store_error` without
 //! replacing the worker. The store file's side of the loop (writes handed
-//! to the writer, settling at exit, the file's identity) is `store_file`.
+//! to the writer, settling at exit, the file's identity) is `store_file`;
+//! the heartbeat, whose first ends start-up (its pages handed back,
+//! `cronwarden_shared::footprint`), is `heartbeat`.
 
 use std::{
     collections::BTreeMap, panic::AssertUnwindSafe, path::PathBuf, sync::Arc, time::Duration,
@@ -26,10 +28,9 @@ use std::{
 
 use cronwarden_shared::{
     config::{Config, Source},
-    stats::WorkerStats,
     status::{Outcome, RunRecord},
     store::{Store, Write},
-    wire::{ArmedDigest, Command, Event, Frame, LineCodec, RunProgress, MAX_COMMAND_LINE},
+    wire::{Command, Event, Frame, LineCodec, MAX_COMMAND_LINE},
     VERSION,
 };
 use futures_util::StreamExt;
@@ -56,11 +57,11 @@ use crate::{
     runner::{self, RunRequest, StopHandle, StopReason},
     sweep, sys,
     takeover::{take_over_store, Adoption, TakeOver},
-    writer::file_identity,
-    writer::Writer,
+    writer::{file_identity, Writer},
     WorkerArgs,
 };
 
+mod heartbeat;
 mod store_file;
 
 /// How long the worker waits for its first `configure` command.
@@ -100,6 +101,8 @@ struct Scheduler {
     fx: Effects,
     store: Store,
     journal: Journal,
+    /// Whether start-up's pages were released (at the first heartbeat).
+    startup_shed: bool,
     /// Commits the journal's batches off the loop (`None` only if its
     /// thread could not start: then the loop commits itself).
     writer: Option<Writer>,
@@ -162,6 +165,7 @@ impl Scheduler {
                 .ok(),
             store,
             journal: Journal::new(),
+            startup_shed: false,
             pruner: Pruner::new(Instant::now()),
             events,
             done_tx,
@@ -230,10 +234,8 @@ impl Scheduler {
                 wanted
             }
         };
-        for job in &config.jobs {
-            // Its history may exceed a retention that was just lowered.
-            self.pruner.mark(&job.name);
-        }
+        // A job's history may exceed a retention that was just lowered.
+        self.pruner.mark_over_retention(&self.store, config);
         self.plan.configure(config, rows, now, &mut self.fx);
     }
 
@@ -393,42 +395,6 @@ impl Scheduler {
                 false
             }
         }
-    }
-
-    fn heartbeat(&mut self) {
-        let ids: Vec<u64> = self.plan.running().collect();
-        let mut progress: Vec<RunProgress> = ids
-            .iter()
-            .filter_map(|id| Some((*id, self.running.get(id)?)))
-            .map(|(run_id, r)| {
-                let p = r.progress.borrow();
-                RunProgress {
-                    run_id,
-                    bytes: p.bytes,
-                    last_output_at: p.last_output_at,
-                    last_line: p.last_line.clone(),
-                }
-            })
-            .collect();
-        progress.sort_by_key(|p| p.run_id);
-        progress.truncate(100);
-        let store_error = self.store_error();
-        self.events.send(Event::Heartbeat {
-            seq: self.seq,
-            at: wall_now(),
-            last_good_turn_at: self.last_good_turn,
-            running: ids.len() as u32,
-            store_error,
-            armed: Some(ArmedDigest::of(self.plan.armed())),
-            progress,
-            stats: Some(WorkerStats {
-                store_write_seconds: self.journal.latency().clone(),
-                log_lines_dropped: cronwarden_shared::stats::log_lines_dropped(),
-                records_dropped: self.journal.records_dropped(),
-                writes_held: self.journal.held() as u64,
-            }),
-        });
-        self.next_heartbeat = Instant::now() + self.heartbeat_interval;
     }
 
     /// A run ended: the plan records it, frees its job, may start a queued fire.

@@ -18,6 +18,31 @@ impl Store {
             .map_err(self.sql("pruning runs"))
     }
 
+    /// The jobs with more records than `keep` says they keep (`None`: the
+    /// job keeps them all), from one scan of the `(job, id)` index instead
+    /// of a prune per job. Records still running are counted, so a job may
+    /// be named whose prune then deletes nothing, never the other way round.
+    pub fn jobs_over_retention(
+        &self,
+        keep: impl Fn(&str) -> Option<u32>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT job, COUNT(*) FROM runs GROUP BY job")
+            .map_err(self.sql("counting runs per job"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(self.sql("counting runs per job"))?;
+        let mut over = vec![];
+        for row in rows {
+            let (job, n) = row.map_err(self.sql("counting runs per job"))?;
+            if keep(&job).is_some_and(|k| n > i64::from(k)) {
+                over.push(job);
+            }
+        }
+        Ok(over)
+    }
+
     /// A job's runs, newest first.
     pub fn runs(&self, job: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
         self.query_runs(

@@ -202,3 +202,34 @@ fn forget_removes_a_skip_and_only_a_skip() {
     let ids: Vec<u64> = s.runs("a", 10).unwrap().iter().map(|r| r.id).collect();
     assert_eq!(ids, [2]);
 }
+
+#[test]
+fn jobs_over_retention_names_exactly_the_jobs_with_more_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join(FILE_NAME)).unwrap();
+    // a: 12 records, b: 10, c: 3, gone: 50 (left the config).
+    let mut id = 0;
+    let mut writes = vec![];
+    for (job, n) in [("a", 12), ("b", 10), ("c", 3), ("gone", 50)] {
+        for _ in 0..n {
+            id += 1;
+            let mut r = run(id, job, Outcome::Success);
+            r.finished_at = Some(Timestamp::now());
+            writes.push(Write::Finish(r));
+        }
+    }
+    s.apply(&writes).unwrap();
+    let keep = |job: &str| match job {
+        "gone" => None,
+        _ => Some(10),
+    };
+    let mut over = s.jobs_over_retention(keep).unwrap();
+    over.sort();
+    assert_eq!(over, vec!["a".to_string()]);
+    // Once pruned, nobody is over.
+    s.prune("a", 10).unwrap();
+    assert!(s.jobs_over_retention(keep).unwrap().is_empty());
+    // An empty store: nobody.
+    let empty = Store::open(&dir.path().join("other.db")).unwrap();
+    assert!(empty.jobs_over_retention(keep).unwrap().is_empty());
+}
