@@ -108,9 +108,9 @@ pub(crate) struct Supervisor {
     restart_at: Option<Instant>,
     /// Set once shutdown begins: a worker exit is then expected.
     stopping: bool,
-    /// Set while the worker stops to be replaced at once (why): a reload
+    /// Set while the worker stops to be replaced at once: a reload
     /// changed the shared ledger it claims on.
-    replacing: Option<String>,
+    replacing: Option<worker_start::Replacing>,
     next_request: u64,
     /// Control calls waiting for the worker's reply, by request id.
     pending: HashMap<u64, (ControlOp, oneshot::Sender<ControlReply>)>,
@@ -210,9 +210,10 @@ impl Supervisor {
     /// `degraded` by a refused reload before its alert is open.
     fn publish(&mut self) {
         let now = Instant::now();
-        // On the way out nothing is judged for good (no alert opens or
-        // resolves, no action is taken): the snapshot only shows the wind-down.
-        let snapshot = if self.stopping {
+        // On the way out, or while the worker stops to be replaced, nothing
+        // is judged for good (no alert opens or resolves, no action is
+        // taken): the snapshot only shows the wind-down.
+        let snapshot = if self.stopping || self.replacing.is_some() {
             Snapshot::of(&self.model, now, Timestamp::now())
         } else {
             let status = self.evaluate();
@@ -307,8 +308,14 @@ impl Supervisor {
         let stop_with = loop {
             let stall_at = self.stall_deadline();
             let publish_at = self.publish_deadline();
-            let wake_at =
-                wake::earliest([stall_at, self.restart_at, publish_at, Some(tick.timer())]);
+            let replace_by = self.replacing.as_ref().and_then(|r| r.until);
+            let wake_at = wake::earliest([
+                stall_at,
+                self.restart_at,
+                replace_by,
+                publish_at,
+                Some(tick.timer()),
+            ]);
             // Biased, in this order. Timers are ready only when due, so they
             // go before the event lines: a worker flooding lines can never
             // starve the stall check, the tick or systemd's watchdog ping.
@@ -335,6 +342,8 @@ impl Supervisor {
                     } else if self.restart_at.is_some_and(|t| t <= now) {
                         self.start_worker();
                         self.publish_soon();
+                    } else if replace_by.is_some_and(|t| t <= now) {
+                        self.replacement_overdue();
                     } else if publish_at.is_some_and(|t| t <= now) && !tick.due(now) {
                         self.catch_up(&mut clocks).await;
                         self.publish();
@@ -372,7 +381,7 @@ impl Supervisor {
     /// never said hello).
     fn stall_deadline(&self) -> Option<Instant> {
         let w = self.worker.as_ref()?;
-        if w.killed_because.is_some() {
+        if w.killed_because.is_some() || self.replacing.is_some() {
             return None;
         }
         let m = &self.model;
@@ -627,7 +636,7 @@ impl Supervisor {
         // out here, before the notices go out. Not on the way out: the
         // worker is then stopping its jobs within their grace, and
         // `shutdown` bounds that itself.
-        let actions = if self.stopping {
+        let actions = if self.stopping || self.replacing.is_some() {
             vec![]
         } else {
             evaluation.actions

@@ -96,3 +96,62 @@ fn a_reload_to_another_store_and_host_moves_the_claims_and_the_alert_ownership()
     assert_eq!(claimed_by(&mut old_db, "h0"), before_old);
     assert_eq!(claimed_by(&mut old_db, "h1"), 0);
 }
+
+/// A run that ignores SIGTERM for longer than `stall_after` while its
+/// worker stops for a reload's restart: the stop is planned, so the
+/// silent worker is not judged stalled (no `worker_stalled` alert, no
+/// kill that would record its run lost); the run is stopped within its
+/// kill grace and recorded killed, and the new worker starts once the old
+/// one has exited.
+#[test]
+fn a_run_slow_to_stop_holds_a_reload_restart_without_a_stall() {
+    let Some((_pg, url)) = database() else {
+        return;
+    };
+    let config = |lease: &str| {
+        format!(
+            "store = {url:?}\nhost = \"h0\"\nlease = {lease:?}\n\
+             [watchdog]\nheartbeat_interval = \"250ms\"\nstall_after = \"2s\"\n\
+             [[job]]\nname = \"stubborn\"\nschedule = \"* * * * * *\"\n\
+             kill_grace = \"4s\"\nshell = \"trap '' TERM; sleep 30\"\n"
+        )
+    };
+    let env = Env::new(&config("3s"));
+    let _sup = env.start();
+    let first_worker = worker_pid(&env);
+    let run = wait_until("a stubborn run in progress", LONG, || {
+        env.rows("stubborn")
+            .into_iter()
+            .find(|r| r.outcome == "running")
+            .map(|r| r.id)
+    });
+
+    env.write_config(&config("4s"));
+    let out = env.cmd(&["reload", "-c", env.config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until_or(
+        "a new worker after the old one stopped its run",
+        LONG,
+        || (worker_pid(&env) != first_worker).then_some(()),
+        || format!("status: {:?}", env.status().1),
+    );
+    let row = env
+        .rows("stubborn")
+        .into_iter()
+        .find(|r| r.id == run)
+        .unwrap();
+    assert_eq!(row.outcome, "killed", "{row:?}");
+    let stalls: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM alerts WHERE kind = 'worker_stalled'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stalls, 0, "the planned stop was judged a stall");
+}

@@ -49,6 +49,8 @@ impl Supervisor {
                 // another ledger (`store`), name (`host`) or `lease` takes
                 // a new worker (see `replace_worker`).
                 let reconnect = self.config().cluster != config.cluster;
+                // The runs the worker stops were given the old config's grace.
+                let grace = self.config().jobs.iter().map(|j| j.kill_grace).max();
                 {
                     let m = &mut self.model;
                     m.set_config(Arc::new(config));
@@ -56,7 +58,10 @@ impl Supervisor {
                 }
                 self.source = source.clone();
                 if reconnect {
-                    self.replace_worker(format!("{why}: store, host or lease changed"));
+                    self.replace_worker(
+                        format!("{why}: store, host or lease changed"),
+                        grace.unwrap_or_default(),
+                    );
                 } else if let Some(w) = &self.worker {
                     let _ = w.commands.try_send(Command::Configure {
                         path: path.clone(),

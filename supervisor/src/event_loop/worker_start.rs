@@ -82,10 +82,12 @@ impl Supervisor {
     /// asked to stop as at shutdown (its runs stopped within their kill
     /// grace, their ends recorded in both ledgers) and, once it exited, a
     /// new one starts at once on the new config, without backoff and
-    /// without counting as a crash. Bounded as any worker's exit: the stall
-    /// judgement replaces one that stops heartbeating too long. With no
-    /// worker running, the next start reads the new config anyway.
-    pub(super) fn replace_worker(&mut self, why: String) {
+    /// without counting as a crash. While it stops it sends no heartbeat,
+    /// so it is not judged (as at shutdown: no stall, no replacement);
+    /// `grace`, the longest kill grace its runs were given, plus 10 s bound
+    /// the stop instead, as they bound a shutdown. With no worker running,
+    /// the next start reads the new config anyway.
+    pub(super) fn replace_worker(&mut self, why: String, grace: Duration) {
         let Some(w) = &self.worker else { return };
         tracing::warn!(
             pid = w.pid,
@@ -93,14 +95,33 @@ impl Supervisor {
         );
         let _ = w.commands.try_send(Command::Shutdown);
         crate::spawn::signal(w.pid, nix::sys::signal::Signal::SIGTERM);
-        self.replacing = Some(why);
+        self.replacing = Some(Replacing {
+            why,
+            pid: w.pid,
+            until: Some(Instant::now() + grace + Duration::from_secs(10)),
+        });
+    }
+
+    /// The worker being replaced did not stop within its bound: it is
+    /// killed, and its exit starts the replacement as any other.
+    pub(super) fn replacement_overdue(&mut self) {
+        let Some(r) = self.replacing.as_mut() else {
+            return;
+        };
+        r.until = None;
+        tracing::error!(
+            pid = r.pid,
+            "worker did not stop in time for its replacement; killing it and its jobs"
+        );
+        crate::spawn::signal(r.pid, nix::sys::signal::Signal::SIGKILL);
     }
 
     pub(super) fn worker_exited(&mut self, how: String) {
         let Some(w) = self.worker.take() else { return };
         let how = w.killed_because.unwrap_or(how);
         self.pending.clear();
-        if let Some(why) = self.replacing.take().filter(|_| !self.stopping) {
+        let replaced = self.replacing.take().filter(|r| r.pid == w.pid);
+        if let Some(Replacing { why, .. }) = replaced.filter(|_| !self.stopping) {
             let groups = self.model.worker_gone(how.clone(), false);
             let parents = [w.pid, std::process::id()];
             for g in &groups {
@@ -157,4 +178,15 @@ impl Supervisor {
             self.publish_soon();
         }
     }
+}
+
+/// A worker stopping to be replaced at once (see
+/// [`Supervisor::replace_worker`]).
+#[derive(Debug)]
+pub(super) struct Replacing {
+    /// Why, for the log.
+    why: String,
+    pid: u32,
+    /// When it is killed if it has not exited (`None` once it was).
+    pub(super) until: Option<Instant>,
 }
