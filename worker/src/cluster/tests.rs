@@ -500,9 +500,9 @@ fn a_beat_keeps_clear_of_the_next_fire_within_a_bound() {
     let ms = |n: u64| base + Duration::from_millis(n);
     let fire = ms(1000);
     // No fire armed, or one far off either way: on time.
-    assert_eq!(beat_at(ms(500), None), ms(500));
-    assert_eq!(beat_at(ms(500), Some(fire)), ms(500));
-    assert_eq!(beat_at(ms(1100), Some(fire)), ms(1100));
+    assert_eq!(beat_at(ms(500), base, None), ms(500));
+    assert_eq!(beat_at(ms(500), base, Some(fire)), ms(500));
+    assert_eq!(beat_at(ms(1100), base, Some(fire)), ms(1100));
     // Within the clearance before the fire, or at the fire before its
     // claim came: just after the fire.
     for due in [
@@ -512,16 +512,51 @@ fn a_beat_keeps_clear_of_the_next_fire_within_a_bound() {
         1010,
     ] {
         assert_eq!(
-            beat_at(ms(due), Some(fire)),
+            beat_at(ms(due), base, Some(fire)),
             fire + BEAT_AFTER_FIRE,
             "{due}"
         );
+    }
+    // Overdue (the thread was busy with a claim until `now`): judged from
+    // `now`, so a beat due well before the fire but free only within the
+    // clearance waits for the fire; one overdue past the bound runs at once.
+    assert_eq!(
+        beat_at(ms(950), ms(975), Some(fire)),
+        fire + BEAT_AFTER_FIRE
+    );
+    // ... but no longer than its bound from when it was due.
+    assert_eq!(
+        beat_at(ms(920), ms(975), Some(fire)),
+        ms(920) + BEAT_CLEARANCE + BEAT_AFTER_FIRE
+    );
+    assert_eq!(beat_at(ms(800), ms(900), Some(fire)), ms(900));
+    assert!(beat_at(ms(900), ms(980), Some(fire)) <= ms(980));
+    for due in 900..1100 {
+        for now in (due..due + 200).step_by(7) {
+            let at = beat_at(ms(due), ms(now), Some(fire));
+            // Held back no longer than the bound from when it was due (at
+            // once if the thread was free only later).
+            assert!(
+                at <= ms(now).max(ms(due) + BEAT_CLEARANCE + BEAT_AFTER_FIRE),
+                "{due} {now}"
+            );
+            // Begun at `at` or at once: never within the clearance before
+            // the fire, nor between the fire and its claim, unless the bound
+            // forced it.
+            let begins = at.max(ms(now));
+            assert!(
+                begins + BEAT_CLEARANCE <= fire
+                    || begins >= fire + BEAT_AFTER_FIRE
+                    || begins >= ms(due) + BEAT_CLEARANCE + BEAT_AFTER_FIRE,
+                "{due} {now}"
+            );
+        }
     }
     // The oracle of the bound: every due instant and every next fire
     // around it, 1 ms apart.
     for due in 900..1100 {
         for f in 800..1200 {
-            let at = beat_at(ms(due), Some(ms(f)));
+            let at = beat_at(ms(due), base, Some(ms(f)));
             assert!(at >= ms(due), "{due} {f}");
             assert!(
                 at <= ms(due) + BEAT_CLEARANCE + BEAT_AFTER_FIRE,

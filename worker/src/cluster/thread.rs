@@ -45,18 +45,23 @@ pub(super) const BEAT_CLEARANCE: Duration = Duration::from_millis(50);
 /// fire's turn) and is handled first.
 pub(super) const BEAT_AFTER_FIRE: Duration = Duration::from_millis(20);
 
-/// When a beat due at `due` runs, the next fire of this host being at
-/// `next_fire`: at `due`, unless that falls within [`BEAT_CLEARANCE`]
-/// before the fire (or at the fire, before its claim came): then
-/// [`BEAT_AFTER_FIRE`] past the fire. Never later than `due` plus both,
-/// however the fires follow one another (fires every few ms must not
-/// starve the beats: the leases they renew would run out).
-pub(super) fn beat_at(due: Instant, next_fire: Option<Instant>) -> Instant {
+/// When a beat due at `due` runs, the thread being free from `now` and
+/// the next fire of this host being at `next_fire`: as soon as it can
+/// (`due`, or `now` for a beat already overdue), unless that falls within
+/// [`BEAT_CLEARANCE`] before the fire (or at the fire, before its claim
+/// came): then [`BEAT_AFTER_FIRE`] past the fire. Never later than `due`
+/// plus both, however the fires follow one another (fires every few ms
+/// must not starve the beats: the leases they renew would run out); an
+/// instant already past means at once.
+pub(super) fn beat_at(due: Instant, now: Instant, next_fire: Option<Instant>) -> Instant {
+    // An overdue beat (the thread was busy claiming) would begin now: the
+    // clearance is judged from then, not from when it was due.
+    let from = due.max(now);
     match next_fire {
-        Some(fire) if due + BEAT_CLEARANCE > fire && due < fire + BEAT_AFTER_FIRE => {
+        Some(fire) if from + BEAT_CLEARANCE > fire && from < fire + BEAT_AFTER_FIRE => {
             (fire + BEAT_AFTER_FIRE).min(due + BEAT_CLEARANCE + BEAT_AFTER_FIRE)
         }
-        _ => due,
+        _ => from,
     }
 }
 
@@ -155,7 +160,8 @@ impl Thread {
     pub(super) fn run(mut self, rx: std_mpsc::Receiver<Request>) {
         let mut next_beat = Instant::now();
         loop {
-            let wait = beat_at(next_beat, self.next_fire).saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let wait = beat_at(next_beat, now, self.next_fire).saturating_duration_since(now);
             match rx.recv_timeout(wait) {
                 Ok(request) => self.handle(request, &rx),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
@@ -165,7 +171,8 @@ impl Thread {
                     return;
                 }
             }
-            if Instant::now() >= beat_at(next_beat, self.next_fire) {
+            let now = Instant::now();
+            if now >= beat_at(next_beat, now, self.next_fire) {
                 self.beat();
                 next_beat = Instant::now() + self.beat_every;
             }
