@@ -5,8 +5,9 @@
 //! alike: a paused or always-overlapping job only ever skips). Each prune
 //! deletes a bounded number of rows, so a sweep stays short however many
 //! jobs there are; the jobs wait in a queue, so each gets its turn within
-//! a few sweeps. A (new) config marks only the jobs the store holds more
-//! records of than their retention, found by one scan.
+//! a few sweeps. A (new) config marks only the jobs new to the plan or
+//! whose retention it lowered, and of those only the ones the store holds
+//! more records of than they keep, found by one bounded scan.
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
@@ -20,6 +21,9 @@ use tokio::time::Instant;
 
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_JOBS: usize = 8;
+/// The most records (by the highest run id) scanned on the loop to find
+/// the jobs over their retention: about a fifth of a second of index.
+const SCAN_MAX_RECORDS: u64 = 1_000_000;
 
 pub(crate) struct Pruner {
     /// Jobs with records written since their last prune, oldest first,
@@ -44,22 +48,52 @@ impl Pruner {
         }
     }
 
-    /// Marks the jobs of `config` with more records than their retention
-    /// (one lowered since the records were written), found by one scan of
-    /// the store rather than by a prune of every job: a prune per job made
-    /// 100 idle jobs keep a just started worker in SQLite for 13 s (issue
-    /// 18). Every job when the store cannot say.
-    pub fn mark_over_retention(&mut self, store: &Store, config: &Config) {
-        let keep: HashMap<&str, u32> = config
+    /// Marks the jobs of `config` whose history may exceed their retention:
+    /// those new to the plan (at start, every job) and those whose
+    /// retention a reload lowered (`before`: the retention the plan had,
+    /// `None` for a new job). A job whose retention stayed or grew needs
+    /// no prune. The candidates are checked by one scan of the store's
+    /// `(job, id)` index (a prune of every job made 100 idle jobs keep a
+    /// just started worker in SQLite for 13 s, issue 18), but only while
+    /// the store holds at most [`SCAN_MAX_RECORDS`]: the scan runs on the
+    /// loop. Beyond that, or when the store cannot say (it is down), every
+    /// candidate is marked and pruned over the sweeps.
+    pub fn mark_over_retention(
+        &mut self,
+        store: &Store,
+        store_down: bool,
+        config: &Config,
+        before: impl Fn(&str) -> Option<u32>,
+    ) {
+        let candidates: HashMap<&str, u32> = config
             .jobs
             .iter()
+            .filter(|j| before(&j.name).is_none_or(|b| j.retention < b))
             .map(|j| (j.name.as_str(), j.retention))
             .collect();
-        match store.jobs_over_retention(|job| keep.get(job).copied()) {
+        if candidates.is_empty() {
+            return;
+        }
+        let scanned = match store.max_run_id() {
+            Ok(n) if !store_down && n <= SCAN_MAX_RECORDS => {
+                store.jobs_over_retention(|job| candidates.get(job).copied())
+            }
+            Ok(n) => {
+                tracing::debug!(
+                    records = n,
+                    store_down,
+                    "{} jobs may exceed their retention: each is pruned in turn",
+                    candidates.len()
+                );
+                Ok(candidates.keys().map(|j| j.to_string()).collect())
+            }
+            Err(e) => Err(e),
+        };
+        match scanned {
             Ok(over) => over.iter().for_each(|job| self.mark(job)),
             Err(e) => {
-                tracing::debug!("{e}: every job's records will be pruned");
-                config.jobs.iter().for_each(|j| self.mark(&j.name));
+                tracing::debug!("{e}: every candidate's records will be pruned");
+                candidates.keys().for_each(|j| self.mark(j));
             }
         }
     }

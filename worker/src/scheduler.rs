@@ -235,7 +235,9 @@ impl Scheduler {
             }
         };
         // A job's history may exceed a retention that was just lowered.
-        self.pruner.mark_over_retention(&self.store, config);
+        let plan = &self.plan;
+        self.pruner
+            .mark_over_retention(&self.store, self.store_down, config, |j| plan.retention(j));
         self.plan.configure(config, rows, now, &mut self.fx);
     }
 
