@@ -17,6 +17,14 @@
 //! (replacing the binary by rename, as packages do, keeps the old inode).
 //! A mapping with any private copy (relocated `.data.rel.ro`, a debugger's
 //! breakpoint) is left alone, since dropping it would lose the copy.
+//!
+//! What it costs: the idle loops' code is no longer held by two mappings,
+//! so under memory pressure the kernel may evict it like any clean page,
+//! and a fire after that takes a few major faults; and an executable
+//! rewritten in place (which Linux refuses for a running binary with
+//! ETXTBSY, but a network file system may not) would be read back new,
+//! as any page the kernel evicted would be. Packages replace the file by
+//! rename, which keeps our inode.
 
 use std::ops::Range;
 
@@ -44,15 +52,18 @@ pub enum ShedError {
 }
 
 /// Unmaps the executable's clean read-only pages and trims the heap; call
-/// once start-up is over (the worker after its take-over, the supervisor
-/// when a worker said hello). Reads `/proc/self/smaps` (well under a
-/// millisecond); best effort on other systems, where it does nothing.
+/// once start-up is over (both processes do at the worker's first
+/// heartbeat). Reads `/proc/self/smaps` (well under a millisecond); best
+/// effort on other systems, where it does nothing. A mapping the kernel
+/// refuses (a locked one, under `mlockall`) is skipped and the first such
+/// refusal returned, after the others and the heap were shed.
 pub fn shed_startup_pages() -> Result<Shed, ShedError> {
     #[cfg(target_os = "linux")]
     {
         let smaps = std::fs::read_to_string("/proc/self/smaps").map_err(ShedError::ReadMaps)?;
         let own = shed_startup_pages as *const () as usize;
         let mut shed = Shed::default();
+        let mut refused = None;
         for r in droppable(&smaps, own) {
             // SAFETY: `r` is exactly one whole mapping of our own executable,
             // read-only and without a private page (`droppable`): dropping
@@ -67,17 +78,18 @@ pub fn shed_startup_pages() -> Result<Shed, ShedError> {
                 )
             };
             if rc != 0 {
-                return Err(ShedError::Madvise {
+                refused.get_or_insert(ShedError::Madvise {
                     start: r.start,
                     end: r.end,
                     source: std::io::Error::last_os_error(),
                 });
+                continue;
             }
             shed.mappings += 1;
             shed.bytes += r.end - r.start;
         }
         crate::heap::release_freed();
-        Ok(shed)
+        refused.map_or(Ok(shed), Err)
     }
     #[cfg(not(target_os = "linux"))]
     Ok(Shed::default())
