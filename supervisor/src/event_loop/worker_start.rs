@@ -1,14 +1,18 @@
 //! Starting the worker, and what its exit means: its runs' process
 //! groups killed, its replacement scheduled with backoff; or, when a
-//! reload changed the shared ledger, its planned replacement at once.
+//! reload changed the shared ledger, its planned replacement at once; and
+//! its bounded stop when we shut down.
 
 use std::time::Duration;
 
 use cronwarden_shared::{timefmt::human_duration, wire::Command};
 use tokio::time::Instant;
 
-use super::Supervisor;
-use crate::worker_conn::{self, Launch, WorkerConn};
+use nix::sys::signal::Signal;
+
+use super::{sleep_until_opt, Supervisor};
+use crate::spawn;
+use crate::worker_conn::{self, next_line, Launch, WorkerConn};
 
 impl Supervisor {
     pub(super) fn start_worker(&mut self) {
@@ -177,6 +181,51 @@ impl Supervisor {
             self.start_worker();
             self.publish_soon();
         }
+    }
+}
+
+impl Supervisor {
+    /// Asks the worker to stop its jobs (within their kill grace) and exit,
+    /// by command and by `stop_with`, the signal that stopped us; kills
+    /// whatever is left after a bound.
+    pub(super) async fn shutdown(
+        &mut self,
+        sigchld: &mut tokio::signal::unix::Signal,
+        stop_with: Signal,
+    ) {
+        self.stopping = true;
+        self.restart_at = None;
+        let Some(w) = &self.worker else { return };
+        let pid = w.pid;
+        let _ = w.commands.try_send(Command::Shutdown);
+        spawn::signal(pid, stop_with);
+        let grace = self
+            .config()
+            .jobs
+            .iter()
+            .map(|j| j.kill_grace)
+            .max()
+            .unwrap_or_default();
+        let until = Instant::now() + grace + Duration::from_secs(10);
+        while self.worker.is_some() {
+            let publish_at = self.publish_deadline();
+            tokio::select! {
+                _ = sigchld.recv() => self.reap(),
+                _ = sleep_until_opt(publish_at) => self.publish(),
+                line = next_line(&mut self.worker) => self.on_line(line),
+                _ = tokio::time::sleep_until(until) => {
+                    tracing::error!(pid, "worker did not stop in time; killing it and its jobs");
+                    spawn::signal(pid, Signal::SIGKILL);
+                    for g in self.model.running_groups() {
+                        self.run_groups.kill(g, &[pid, std::process::id()]);
+                    }
+                    // Reap it before we go, without ever blocking unbounded.
+                    worker_conn::reap_within_a_second(pid).await;
+                    self.worker = None;
+                }
+            }
+        }
+        self.reap();
     }
 }
 
