@@ -50,7 +50,7 @@ impl Supervisor {
                 // a new worker (see `replace_worker`).
                 let reconnect = self.config().cluster != config.cluster;
                 // The runs the worker stops were given the old config's grace.
-                let grace = self.config().jobs.iter().map(|j| j.kill_grace).max();
+                let until = self.stop_deadline();
                 {
                     let m = &mut self.model;
                     m.set_config(Arc::new(config));
@@ -58,10 +58,7 @@ impl Supervisor {
                 }
                 self.source = source.clone();
                 if reconnect {
-                    self.replace_worker(
-                        format!("{why}: store, host or lease changed"),
-                        grace.unwrap_or_default(),
-                    );
+                    self.replace_worker(format!("{why}: store, host or lease changed"), until);
                 } else if let Some(w) = &self.worker {
                     let _ = w.commands.try_send(Command::Configure {
                         path: path.clone(),

@@ -88,10 +88,10 @@ impl Supervisor {
     /// new one starts at once on the new config, without backoff and
     /// without counting as a crash. While it stops it sends no heartbeat,
     /// so it is not judged (as at shutdown: no stall, no replacement);
-    /// `grace`, the longest kill grace its runs were given, plus 10 s bound
-    /// the stop instead, as they bound a shutdown. With no worker running,
-    /// the next start reads the new config anyway.
-    pub(super) fn replace_worker(&mut self, why: String, grace: Duration) {
+    /// `until` ([`Supervisor::stop_deadline`] of the config its runs were
+    /// started under) bounds the stop instead. With no worker running, the
+    /// next start reads the new config anyway.
+    pub(super) fn replace_worker(&mut self, why: String, until: Instant) {
         let Some(w) = &self.worker else { return };
         tracing::warn!(
             pid = w.pid,
@@ -102,7 +102,7 @@ impl Supervisor {
         self.replacing = Some(Replacing {
             why,
             pid: w.pid,
-            until: Some(Instant::now() + grace + Duration::from_secs(10)),
+            until: Some(until),
         });
     }
 
@@ -118,6 +118,14 @@ impl Supervisor {
             "worker did not stop in time for its replacement; killing it and its jobs"
         );
         crate::spawn::signal(r.pid, nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// How long a worker asked to stop now may take, its runs being stopped
+    /// within their kill grace: the longest grace in the config in force,
+    /// plus 10 s for the records and its exit.
+    pub(super) fn stop_deadline(&self) -> Instant {
+        let grace = self.config().jobs.iter().map(|j| j.kill_grace).max();
+        Instant::now() + grace.unwrap_or_default() + Duration::from_secs(10)
     }
 
     pub(super) fn worker_exited(&mut self, how: String) {
@@ -199,14 +207,7 @@ impl Supervisor {
         let pid = w.pid;
         let _ = w.commands.try_send(Command::Shutdown);
         spawn::signal(pid, stop_with);
-        let grace = self
-            .config()
-            .jobs
-            .iter()
-            .map(|j| j.kill_grace)
-            .max()
-            .unwrap_or_default();
-        let until = Instant::now() + grace + Duration::from_secs(10);
+        let until = self.stop_deadline();
         while self.worker.is_some() {
             let publish_at = self.publish_deadline();
             tokio::select! {
