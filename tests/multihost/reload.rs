@@ -45,6 +45,18 @@ fn status_owner(env: &Env) -> Option<String> {
         .map(String::from)
 }
 
+/// Writes `body` as the config and has the running instance reload it;
+/// the reload must be accepted.
+fn reload(env: &Env, body: &str) {
+    env.write_config(body);
+    let out = env.cmd(&["reload", "-c", env.config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_reload_to_another_store_and_host_moves_the_claims_and_the_alert_ownership() {
     let Some((pg, url)) = database() else {
@@ -67,13 +79,7 @@ fn a_reload_to_another_store_and_host_moves_the_claims_and_the_alert_ownership()
     });
 
     // The operator moves the host to another database under another name.
-    env.write_config(&config(&url2, "h1"));
-    let out = env.cmd(&["reload", "-c", env.config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reload(&env, &config(&url2, "h1"));
     wait_until_or(
         "h1 claims fires and owns the alert in cw2",
         LONG,
@@ -126,13 +132,7 @@ fn a_run_slow_to_stop_holds_a_reload_restart_without_a_stall() {
             .map(|r| r.id)
     });
 
-    env.write_config(&config("4s"));
-    let out = env.cmd(&["reload", "-c", env.config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reload(&env, &config("4s"));
     wait_until_or(
         "a new worker after the old one stopped its run",
         LONG,
