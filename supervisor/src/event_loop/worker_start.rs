@@ -181,14 +181,16 @@ impl Supervisor {
             human_duration(delay)
         );
         self.restart_at = Some(Instant::now() + delay);
-        self.publish();
         if delay.is_zero() {
             // Now, not through the loop's timer: tokio's rounds up to the
             // next millisecond and wakes on its driver's turn, which made
             // the restart after a crash slower than runit's (issue 18).
+            // Before the snapshot, not after it: an evaluation with its
+            // alerts takes longer than the spawn, and the snapshot then
+            // shows the crash and the new worker at once.
             self.start_worker();
-            self.publish_soon();
         }
+        self.publish();
     }
 }
 
