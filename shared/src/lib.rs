@@ -39,7 +39,9 @@
 //!   config's TOML tree and with the start-up pages;
 //! - [`footprint`]: start-up's pages handed back once a process runs
 //!   (the executable's pages idle does not use, the heap's free pages);
-//!   with [`heap`], the only `unsafe` in this crate;
+//! - [`alarm`]: the loops' one timer, a timerfd in the runtime's poll (one
+//!   wake-up per deadline); with [`heap`] and [`footprint`], the only
+//!   `unsafe` in this crate;
 //! - `test_skip`: for tests of every crate, the one way to say a test was
 //!   skipped (counted by `.ci/run`).
 //!
@@ -48,12 +50,13 @@
 //! resolves `user`/`group` names; [`account`] queries the user and group
 //! databases (NSS) and reads `/proc/<pid>/status` for a peer's groups; [`proc_identity`]
 //! reads `/proc/<pid>/stat` and sends signals; [`footprint`] reads `/proc/self/smaps` and unmaps
-//! pages of the executable. Everything else computes on
+//! pages of the executable; [`alarm`] arms a timerfd. Everything else computes on
 //! values: no files, sockets or processes. (Some read the wall clock:
 //! [`schedule::Schedule::parse`] refuses an expression with no future fire,
 //! and the store stamps the rows it writes.)
 
 pub mod account;
+pub mod alarm;
 pub mod alert_kind;
 pub mod cluster;
 pub mod config;

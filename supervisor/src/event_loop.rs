@@ -15,6 +15,7 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
+    alarm::Alarm,
     alert_kind::AlertKind,
     config::{Config, Source},
     status::{AlertNotice, Severity, State, StatusReport},
@@ -287,6 +288,13 @@ impl Supervisor {
             tokio::task::spawn_local(metrics::serve_tcp(l, self.snapshots.subscribe()))
         });
         let mut sigchld = sig(SignalKind::child(), "SIGCHLD handler")?;
+        // The loop's one timer: a single wake-up at each deadline (see
+        // `Alarm`), where tokio's wheel woke an idle supervisor two or three
+        // times a second.
+        let mut alarm = Alarm::new().map_err(|source| SupervisorError::Io {
+            what: "the loop's timer (timerfd)",
+            source,
+        })?;
         let mut sigterm = sig(SignalKind::terminate(), "SIGTERM handler")?;
         let mut sigint = sig(SignalKind::interrupt(), "SIGINT handler")?;
         let mut sighup = sig(SignalKind::hangup(), "SIGHUP handler")?;
@@ -333,7 +341,7 @@ impl Supervisor {
                 _ = sigchld.recv() => { self.drain_lines().await; self.reap() }
                 // One timer (see `wake`); what is due is done in this
                 // order, one per turn, the tick's work below.
-                _ = sleep_until_opt(wake_at) => {
+                () = alarm.sleep_until(wake_at) => {
                     let now = Instant::now();
                     if stall_at.is_some_and(|t| t <= now) {
                         // Every timer first catches up with a gap in the loop.

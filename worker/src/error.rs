@@ -26,6 +26,8 @@ pub(crate) enum WorkerError {
     EventPipe(io::Error),
     #[error("SIGTERM handler: {0}")]
     Signal(io::Error),
+    #[error("the loop's timer (timerfd): {0}")]
+    Timer(io::Error),
     #[error("configuration refused:\n{source}")]
     ConfigRefused { path: PathBuf, source: ConfigErrors },
     #[error("expected a configure command first, got {0}")]

@@ -27,6 +27,7 @@ use std::{
 };
 
 use cronwarden_shared::{
+    alarm::Alarm,
     config::{Config, Source},
     status::{Outcome, RunRecord},
     store::{Store, Write},
@@ -328,12 +329,12 @@ impl Scheduler {
         });
     }
 
-    /// The earliest instant the loop must wake at, and whether it is a
-    /// fire's (met precisely) rather than only the heartbeat's.
-    fn next_deadline(&self) -> (Instant, bool) {
+    /// The earliest instant the loop must wake at: the next fire's or the
+    /// heartbeat's.
+    fn next_deadline(&self) -> Instant {
         let now = Instant::now();
         let Some(fire) = self.plan.earliest_fire() else {
-            return (self.next_heartbeat, false);
+            return self.next_heartbeat;
         };
         let wait = fire.duration_since(wall_now());
         let at = if wait <= SignedDuration::ZERO {
@@ -341,7 +342,7 @@ impl Scheduler {
         } else {
             now + Duration::try_from(wait).unwrap_or(Duration::MAX / 4)
         };
-        (self.next_heartbeat.min(at), at <= self.next_heartbeat)
+        self.next_heartbeat.min(at)
     }
 
     /// One loop turn: fire what is due, commit, then heartbeat when due.
@@ -520,26 +521,6 @@ impl Scheduler {
     }
 }
 
-/// tokio's timer has millisecond granularity and rounds up, which alone
-/// would make every fire about 1 ms late. The loop sleeps with tokio until
-/// just before a fire's deadline and covers the rest with [`precise_wait`]
-/// (the heartbeat's is slept to directly: one wake-up instead of two).
-const PRECISE: Duration = Duration::from_millis(2);
-
-fn coarse((deadline, precise): (Instant, bool)) -> Instant {
-    let early = if precise { PRECISE } else { Duration::ZERO };
-    deadline.checked_sub(early).unwrap_or(deadline)
-}
-
-/// Blocks the loop for the last < 2 ms before a deadline: precise fire
-/// times at the cost of at most 2 ms of command latency.
-fn precise_wait(deadline: Instant) {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if !left.is_zero() && left <= PRECISE + Duration::from_millis(1) {
-        std::thread::sleep(left);
-    }
-}
-
 /// Decodes the supervisor's commands from stdin into `tx`. A bad line is
 /// skipped, never taken for EOF (which would end the worker); at EOF the
 /// supervisor is gone, and dropping `tx` tells the loop.
@@ -708,6 +689,7 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
         sched.command(cmd);
     }
 
+    let mut alarm = Alarm::new().map_err(WorkerError::Timer)?;
     loop {
         sched.turn();
         let deadline = sched.next_deadline();
@@ -736,7 +718,8 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
                 }
                 sched.guarded("flush", Scheduler::flush);
             }
-            _ = tokio::time::sleep_until(coarse(deadline)) => precise_wait(deadline.0),
+            // One wake-up, at the instant (see `Alarm`).
+            () = alarm.sleep_until(Some(deadline)) => {}
         }
     }
 

@@ -7,7 +7,9 @@
 //! the stall check, the overdue heartbeat and the tick, each re-armed
 //! after every heartbeat, cost about five wake-ups a second at idle
 //! (issue 18). One timer, and a tick that rides on the heartbeat's own
-//! wake-up when it is nearly due, leave about one: the heartbeat's.
+//! wake-up when it is nearly due, leave about one: the heartbeat's. The
+//! one timer is a timerfd (`cronwarden_shared::alarm`), not the wheel's,
+//! so even that one timer costs one wake-up, not two or three.
 
 use std::time::Duration;
 
