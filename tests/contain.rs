@@ -578,3 +578,37 @@ fn in_a_cgroup_of_its_own_the_supervisor_moves_to_a_leaf_and_runs_live_beside_it
     );
     assert_eq!(sup.stop(LONG), 0, "{}", sup.log());
 }
+
+/// A finished run's cgroup is removed soon after its end (its removal
+/// waits for the starts in flight, a second at most), its cost is still
+/// recorded, and the instance directory goes at a clean stop: nothing is
+/// left in the host's cgroup tree.
+#[test]
+fn run_cgroups_are_removed_after_their_runs_and_the_instance_at_stop() {
+    if !cgroups_or_skip() {
+        return;
+    }
+    let env = Env::new("");
+    env.write_config(&job_config("quick", "true", ""));
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    trigger(&env, "quick");
+    let run = finished_run(&env, "quick");
+    assert_eq!(run["outcome"], "success", "{run}");
+    assert!(run["cpu_usec"].is_u64(), "the cost is recorded: {run}");
+    let cg = PathBuf::from(run["cgroup"].as_str().expect("the run had a cgroup"));
+    wait_until("the finished run's cgroup removed", GONE, || {
+        (!cg.exists()).then_some(())
+    });
+    let instance = cg.parent().expect("the instance directory").to_path_buf();
+    assert!(
+        instance.exists(),
+        "the instance lives while cronwarden runs"
+    );
+    assert_eq!(sup.stop(LONG), 0, "{}", sup.log());
+    assert!(
+        !instance.exists(),
+        "the instance directory is removed at a clean stop: {}",
+        instance.display()
+    );
+}

@@ -361,7 +361,11 @@ impl Supervisor {
                 Some(req) = control_rx.recv() => self.control(req),
                 line = next_line(&mut self.worker) => self.on_line(line),
                 Some(a) = shared_alerts::next_answer(&mut self.shared_alerts) => self.on_owner_answer(a),
-                _ = std::future::ready(()), if self.evaluate_since.is_some() => self.publish(),
+                // Not sooner than the last snapshot allows: in a burst the
+                // pipe empties between every two lines, and a snapshot per
+                // finished run walked every job each time (issue 18).
+                _ = std::future::ready(()), if self.evaluate_since.is_some()
+                    && Instant::now() >= self.lines_publish_after => self.publish(),
             }
             if tick.due(Instant::now()) {
                 self.catch_up(&mut clocks).await;
@@ -527,8 +531,11 @@ impl Supervisor {
                     // once per line: evaluating walks every job, and 1,000
                     // runs finishing together made that quadratic, eating
                     // the CPU their successors needed to start. It runs as
-                    // soon as no more lines are waiting, and at the latest
-                    // EVALUATE_WITHIN after the first finish of a burst.
+                    // soon as no more lines are waiting and the last
+                    // snapshot is PUBLISH_EVERY old (a run finishing alone
+                    // is judged at once; a burst's ends, every 100 ms), and
+                    // at the latest EVALUATE_WITHIN after the first finish
+                    // of a burst.
                     let since = *self.evaluate_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= EVALUATE_WITHIN {
                         self.publish();

@@ -415,16 +415,17 @@ impl RunCgroup {
     }
 
     /// Waits (bounded, async) for the cgroup to empty, reads what the
-    /// run cost (CPU µs, peak memory bytes), then removes it. A cgroup that
-    /// does not empty stays: the next start sweeps it.
+    /// run cost (CPU µs, peak memory bytes), then has it removed. A cgroup
+    /// that does not empty stays: the next start sweeps it.
     pub(crate) async fn finish(self) -> (Option<u64>, Option<u64>) {
         let until = tokio::time::Instant::now() + EMPTY_BOUND;
         while populated(&self.path) && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Off the loop: rmdir waits for the kernel's cgroup lock, which
-        // every start's mkdir and clone take too (a burst's starts and
-        // ends overlap).
+        // Off the loop. The cost is read at once (the run's record waits
+        // for it); the rmdir, which waits for the kernel's cgroup lock that
+        // every start's mkdir and clone3 take too, waits for the starts in
+        // flight (a burst's starts and ends overlap).
         crate::spawner::cleanup(move || self.remove())
             .await
             .unwrap_or_default()
@@ -433,9 +434,12 @@ impl RunCgroup {
     fn remove(self) -> (Option<u64>, Option<u64>) {
         let cost = (self.cpu_usec(), self.memory_peak());
         drop(self.dir);
-        if let Err(e) = std::fs::remove_dir(&self.path) {
-            tracing::warn!(cgroup = %self.path.display(), "cannot remove a run's cgroup: {e}");
-        }
+        let path = self.path;
+        crate::spawner::remove_when_quiet(move || {
+            if let Err(e) = std::fs::remove_dir(&path) {
+                tracing::warn!(cgroup = %path.display(), "cannot remove a run's cgroup: {e}");
+            }
+        });
         cost
     }
 }

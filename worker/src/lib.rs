@@ -48,8 +48,9 @@
 //! - [`sweep`]: at start, killing what an earlier generation left running
 //!   (its run cgroups; without cgroups, the stored process groups of runs
 //!   recorded lost), before anything fires;
-//! - [`spawner`]: the threads (one per core) that start jobs' processes, and
-//!   the one that removes finished runs' cgroups:
+//! - [`spawner`]: the threads (two per core) that start jobs' processes,
+//!   the one that reads what finished runs cost, and the one that removes
+//!   their cgroups once no start is in flight (bounded):
 //!   the loop hands each start over, a burst's starts run in parallel;
 //! - [`procfs`]: reading /proc about a run's processes (its process group
 //!   without cgroups, who holds its output pipe);

@@ -742,6 +742,9 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     sched.mark_stopped();
     drop(sched);
     if let Some(h) = cgroups {
+        // The runs' emptied cgroups first (none is in flight now, so at
+        // once): what is left stays for the next start's sweep.
+        crate::spawner::removals_done(Duration::from_secs(2)).await;
         h.remove_instance();
     }
     drop(events);

@@ -1,4 +1,4 @@
-//! The threads that start jobs' processes, one per core, so the loop only
+//! The threads that start jobs' processes, two per core, so the loop only
 //! hands starts over: everything a start costs (the run's cgroup, the
 //! job's account and environment, its pipes, the clone and the wait for its
 //! exec) happens here, in parallel, and a burst of simultaneous fires
@@ -13,11 +13,15 @@
 //! been inside one start for over [`STUCK`], a new start adds a thread, so
 //! hung starts never hold the others (at most [`MAX_THREADS`] in all); they run in the runtime's context, so a process
 //! spawned through tokio is registered with its reactor as usual. One more
-//! thread removes finished runs' cgroups, so a burst's ends neither hold
-//! the loop nor make a blocking-pool thread each.
+//! thread reads what finished runs cost, so a burst's ends neither hold
+//! the loop nor make a blocking-pool thread each; and one removes their
+//! emptied cgroups once no start is in flight (at most [`QUIET_WITHIN`]
+//! later): an rmdir takes the kernel's cgroup lock that every start's
+//! mkdir and clone3 take too, and its CPU is better spent after a burst
+//! than inside it (issue 18).
 
 use std::{
-    sync::{mpsc, Arc, Mutex, OnceLock},
+    sync::{mpsc, Arc, Condvar, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -30,6 +34,14 @@ const STACK: usize = 512 * 1024;
 /// At most this many threads start jobs at first, whatever the number of
 /// cores.
 const BASE_THREADS: usize = 8;
+/// Start threads per core: a thread is suspended from its clone until
+/// the child's exec (vfork-like), and waits on the kernel's cgroup lock,
+/// so one per core left cores idle in a burst (issue 18).
+const THREADS_PER_CORE: usize = 2;
+/// The longest an emptied cgroup's removal waits for the starts in
+/// flight to be done: under a steady stream of starts it happens this
+/// late, never later, so removals keep pace.
+pub(crate) const QUIET_WITHIN: Duration = Duration::from_secs(1);
 /// A thread inside one start this long is taken as hung (a start takes
 /// about a millisecond).
 const STUCK: Duration = Duration::from_secs(1);
@@ -133,9 +145,63 @@ impl Pool {
         rx.await
             .map_err(|_| std::io::Error::other("a task panicked on its pool thread"))
     }
+
+    /// Hands `f` over without waiting for it (dropped if the threads are
+    /// gone).
+    fn submit(&self, f: impl FnOnce() + Send + 'static) {
+        let _ = lock(&self.tx).send(Box::new(f));
+    }
 }
 
-/// Runs `start` on a spawner thread (one per core, made at the first
+/// How many starts are handed over and not done: removals wait for none.
+struct InFlight {
+    n: Mutex<usize>,
+    none: Condvar,
+}
+
+static IN_FLIGHT: InFlight = InFlight {
+    n: Mutex::new(0),
+    none: Condvar::new(),
+};
+
+/// One start counted in an [`InFlight`] until dropped (done, or dropped
+/// unrun with its closure).
+struct Counted(&'static InFlight);
+
+impl InFlight {
+    fn count(&'static self) -> Counted {
+        *lock(&self.n) += 1;
+        Counted(self)
+    }
+
+    /// Waits until no start is in flight, or until `until`.
+    fn quiet_or(&self, until: Instant) {
+        let mut n = lock(&self.n);
+        while *n > 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            n = self
+                .none
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut n = lock(&self.0.n);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.0.none.notify_all();
+        }
+    }
+}
+
+/// Runs `start` on a spawner thread (two per core, made at the first
 /// start); its result, once done.
 pub(crate) async fn off_loop<T: Send + 'static>(
     start: impl FnOnce() -> T + Send + 'static,
@@ -143,12 +209,17 @@ pub(crate) async fn off_loop<T: Send + 'static>(
     static STARTS: OnceLock<Option<Pool>> = OnceLock::new();
     let threads = std::thread::available_parallelism()
         .map_or(2, usize::from)
+        .saturating_mul(THREADS_PER_CORE)
         .clamp(1, BASE_THREADS);
+    let counted = IN_FLIGHT.count();
     Pool::run(
         STARTS
             .get_or_init(|| Pool::new("spawner", threads))
             .as_ref(),
-        start,
+        move || {
+            let _counted = counted;
+            start()
+        },
     )
     .await
 }
@@ -167,6 +238,34 @@ pub(crate) async fn cleanup<T: Send + 'static>(
     .await
 }
 
+/// The thread that removes emptied cgroups; `None` if it cannot start.
+fn remover() -> Option<&'static Pool> {
+    static REMOVER: OnceLock<Option<Pool>> = OnceLock::new();
+    REMOVER.get_or_init(|| Pool::new("cgroup-rm", 1)).as_ref()
+}
+
+/// Runs `remove` (an emptied cgroup's rmdir) on the remover thread once no
+/// start is in flight, and at the latest [`QUIET_WITHIN`] from now; nothing
+/// waits for it. Without that thread, on the calling thread at once.
+pub(crate) fn remove_when_quiet(remove: impl FnOnce() + Send + 'static) {
+    let until = Instant::now() + QUIET_WITHIN;
+    match remover() {
+        Some(pool) => pool.submit(move || {
+            IN_FLIGHT.quiet_or(until);
+            remove();
+        }),
+        None => remove(),
+    }
+}
+
+/// Waits (at most `within`) for the removals handed over so far: at exit,
+/// so the instance directory can go too.
+pub(crate) async fn removals_done(within: Duration) {
+    if let Some(pool) = remover() {
+        let _ = tokio::time::timeout(within, Pool::run(Some(pool), || ())).await;
+    }
+}
+
 /// A lock that a panic elsewhere does not poison for good: what it guards
 /// (a queue's end, a list of instants) stays consistent at every step.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -176,6 +275,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn in_flight() -> &'static InFlight {
+        Box::leak(Box::new(InFlight {
+            n: Mutex::new(0),
+            none: Condvar::new(),
+        }))
+    }
+
+    /// While a start is in flight, a removal waits, but never past its
+    /// bound: under a steady stream of starts removals still keep pace.
+    #[test]
+    fn a_removal_waits_for_starts_in_flight_up_to_its_bound() {
+        let starts = in_flight();
+        let _start = starts.count();
+        let t0 = Instant::now();
+        starts.quiet_or(t0 + Duration::from_millis(100));
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(100), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+    }
+
+    /// The last start done, a waiting removal goes at once, long before
+    /// its bound; with none in flight it does not wait at all.
+    #[test]
+    fn a_removal_goes_once_the_starts_are_done() {
+        let starts = in_flight();
+        let t0 = Instant::now();
+        starts.quiet_or(t0 + Duration::from_secs(60));
+        assert!(t0.elapsed() < Duration::from_secs(30), "none in flight");
+        let start = starts.count();
+        let waiter = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            starts.quiet_or(t0 + Duration::from_secs(60));
+            t0.elapsed()
+        });
+        drop(start);
+        let waited = waiter.join().unwrap();
+        assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+        assert_eq!(*lock(&starts.n), 0);
+    }
 
     /// Two threads hung inside starts (as on a dead mount) do not hold a
     /// third start: the pool grows past them.
