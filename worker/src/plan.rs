@@ -142,6 +142,9 @@ pub(crate) struct Plan {
     pub in_doubt_through: Option<Timestamp>,
     retries: retry::Retries,
     boot: reboot::Boot,
+    /// Several hosts: fires claimed ahead of their instant, with the run
+    /// id their record gets (see [`ahead`]).
+    ahead: BTreeMap<(String, Timestamp), u64>,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -208,6 +211,7 @@ impl Plan {
             in_doubt_through: None,
             retries: Default::default(),
             boot: Default::default(),
+            ahead: BTreeMap::new(),
         }
     }
 
@@ -294,7 +298,7 @@ impl Plan {
         now: Timestamp,
         fx: &mut Effects,
     ) {
-        let run_id = self.alloc_id(fx);
+        let run_id = self.id_for(job, &[t], fx);
         let next_fire_at = self.jobs.get(job).and_then(|j| j.next);
         if reason != SkipReason::Paused {
             tracing::warn!(job, run = run_id, scheduled_at = %t, reason = reason.as_str(), busy_run = busy, "fire skipped");
@@ -363,7 +367,7 @@ impl Plan {
                 Overlap::Queue => {
                     // Recorded now (as in flight), so a crash before it
                     // starts still leaves a record: it becomes `lost`.
-                    let id = self.alloc_id(fx);
+                    let id = self.id_for(name, &fresh, fx);
                     let Some(job) = self.jobs.get_mut(name) else {
                         return;
                     };
@@ -392,7 +396,7 @@ impl Plan {
                 Overlap::Allow => {}
             }
         }
-        let run_id = self.alloc_id(fx);
+        let run_id = self.id_for(name, &fresh, fx);
         self.start(run_id, name, fresh, now, fx);
     }
 
@@ -703,10 +707,12 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
     });
 }
 
+mod ahead;
 mod arming;
 mod clock_step;
 mod configure;
 
+pub(crate) use ahead::AheadFire;
 use clock_step::spread;
 mod jitter;
 mod reboot;
