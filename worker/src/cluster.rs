@@ -19,6 +19,13 @@
 //! A catch-up run some of whose times a peer won runs once for the rest;
 //! the peer's times are reported alike.
 //!
+//! A fire the plan would start is claimed [`AHEAD`] of its instant
+//! (`ahead.rs`), so that at the instant a won claim lets the run through
+//! at once; a fire claimed ahead and then not started ends skipped in the
+//! ledger with the plan's reason, and an ahead claim that did not win for
+//! sure is claimed again at the instant (a claim is idempotent for its
+//! run).
+//!
 //! The same thread (`thread.rs`) beats for the host: it renews the leases
 //! of the runs this host won, records peers' expired runs `lost`, measures
 //! the clock skew against the database's clock, records each run's end,
@@ -107,6 +114,9 @@ pub(crate) enum Answer {
 struct Held {
     spawn: Spawn,
     insert: Write,
+    /// When the fire was due (held): its claim's [`CLAIM_WITHIN`] counts
+    /// from then, however many times it is sent.
+    since: Instant,
 }
 
 /// The loop's side of the shared ledger.
@@ -243,21 +253,31 @@ impl Cluster {
                 continue;
             }
             let insert = fx.writes.remove(at);
+            let since = Instant::now();
+            // The one fire claimed ahead, alone in the run.
+            let alone = spawn.record.covers.len() == 1;
             match self.ahead.remove(&id).map(|a| a.state) {
                 // Its claim ahead is on its way: the answer resolves it.
                 Some(AheadState::Asked) => {}
                 // A peer holds the fire (rows are never removed): answered
                 // as its claim would be.
-                Some(AheadState::Answered(result @ Ok(ClaimOutcome::Taken { .. }))) => {
+                Some(AheadState::Answered(result @ Ok(ClaimOutcome::Taken { .. }))) if alone => {
                     let _ = self.answers.send(Answer::Claim {
                         run_id: id,
                         result,
                         ahead: false,
                     });
                 }
-                _ => self.send_claim(self.claim_of(&spawn, false)),
+                _ => self.send_claim(self.claim_of(&spawn, false), since),
             }
-            self.held.insert(id, Held { spawn, insert });
+            self.held.insert(
+                id,
+                Held {
+                    spawn,
+                    insert,
+                    since,
+                },
+            );
         }
     }
 
@@ -278,9 +298,10 @@ impl Cluster {
     }
 
     /// Hands a claim to the thread; one the thread cannot take fails.
-    fn send_claim(&mut self, claim: Claim) {
+    /// `since`: when the fire was due (see [`CLAIM_WITHIN`]).
+    fn send_claim(&mut self, claim: Claim, since: Instant) {
         let (run_id, ahead) = (claim.run_id, claim.ahead);
-        if self.tx.send(Request::Claim(claim, Instant::now())).is_err() {
+        if self.tx.send(Request::Claim(claim, since)).is_err() {
             let _ = self.answers.send(Answer::Claim {
                 run_id,
                 result: Err("the claim thread is not running".into()),
@@ -400,7 +421,10 @@ impl Cluster {
                 return None;
             }
         };
-        let Some(Held { mut spawn, insert }) = self.held.remove(&run_id) else {
+        let Some(Held {
+            mut spawn, insert, ..
+        }) = self.held.remove(&run_id)
+        else {
             if let Ok(ClaimOutcome::Won(_)) = result {
                 // Won after the worker gave up on it (stopping): it never
                 // runs, and the ledger says so rather than keep its lease.

@@ -40,6 +40,10 @@
 //!   or when the supervisor asks to re-arm) is corrected to the fire after
 //!   it, so those fires go through the misfire rules ([`clock_step`]);
 //! - at most one fire waits behind a busy run (`overlap = queue`);
+//! - several hosts: a fire claimed ahead in the shared ledger gets its run
+//!   id then, and whatever record the plan makes of it at its instant
+//!   carries that id; one taken off the schedule before its instant is
+//!   recorded skipped `removed` ([`ahead`]);
 //! - a job's armed fire changes only through [`Plan::arm`], which keeps
 //!   the index of [`starts`] true: a turn looks at the due jobs alone and
 //!   the next wake-up is the index's first entry, whatever the job count.

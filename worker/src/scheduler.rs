@@ -1,7 +1,8 @@
 //! The scheduling loop: the imperative shell around [`crate::plan`].
 //!
 //! One task owns all scheduling state; it sleeps until the earliest of the
-//! next fire and the next heartbeat, or until a command or a finished run
+//! next fire (several hosts: its claim ahead, `cluster::AHEAD` before it)
+//! and the next heartbeat, or until a command or a finished run
 //! arrives (the shape of mini-redis's expiry task). For each wake it reads
 //! the clocks, feeds the plan, and carries out the plan's effects in order:
 //! the writes are committed by the [`Journal`] in one transaction (on the

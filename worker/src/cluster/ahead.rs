@@ -84,7 +84,7 @@ impl Cluster {
                     ended: None,
                 },
             );
-            self.send_claim(self.claim_of(&spawn, true));
+            self.send_claim(self.claim_of(&spawn, true), std::time::Instant::now());
         }
     }
 
@@ -120,10 +120,12 @@ impl Cluster {
         if let Some(held) = self.held.get(&run_id) {
             return match &result {
                 Ok(ClaimOutcome::Won(w)) if *w == held.spawn.record.covers => Some(result),
-                Ok(ClaimOutcome::Taken { .. }) => Some(result),
+                Ok(ClaimOutcome::Taken { .. }) if held.spawn.record.covers.len() == 1 => {
+                    Some(result)
+                }
                 _ => {
-                    let claim = self.claim_of(&held.spawn, false);
-                    self.send_claim(claim);
+                    let (claim, since) = (self.claim_of(&held.spawn, false), held.since);
+                    self.send_claim(claim, since);
                     None
                 }
             };
