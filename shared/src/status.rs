@@ -109,7 +109,9 @@ pub enum SkipReason {
     /// The worker was down or shutting down when the fire was due.
     WorkerDown,
     /// A fire waiting for its job (queued behind a run) when a reload
-    /// removed the job from the config.
+    /// removed the job from the config; or, several hosts, a fire claimed
+    /// ahead in the shared ledger that a reload removed or re-scheduled
+    /// before its instant.
     Removed,
     /// The store could not commit the fire's claim and the job says
     /// `on_store_failure = "hold"`: not run, recorded once the store writes.

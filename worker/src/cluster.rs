@@ -19,6 +19,13 @@
 //! A catch-up run some of whose times a peer won runs once for the rest;
 //! the peer's times are reported alike.
 //!
+//! A fire the plan would start is claimed [`AHEAD`] of its instant
+//! (`ahead.rs`), so that at the instant a won claim lets the run through
+//! at once; a fire claimed ahead and then not started ends skipped in the
+//! ledger with the plan's reason, and an ahead claim that did not win for
+//! sure is claimed again at the instant (a claim is idempotent for its
+//! run).
+//!
 //! The same thread (`thread.rs`) beats for the host: it renews the leases
 //! of the runs this host won, records peers' expired runs `lost`, measures
 //! the clock skew against the database's clock, records each run's end,
@@ -62,6 +69,12 @@ enum Request {
         run_id: u64,
         outcome: &'static str,
     },
+    /// A fire claimed ahead that this host did not start: its row (if
+    /// the claim won) ends skipped with `reason`.
+    SkipClaimed {
+        run_id: u64,
+        reason: &'static str,
+    },
     Defs(Vec<(String, String)>),
     /// This worker replaced one that died: its runs below `below` are
     /// lost, except `alive` (whose leases go on being renewed).
@@ -88,6 +101,8 @@ pub(crate) enum Answer {
     Claim {
         run_id: u64,
         result: Result<ClaimOutcome, String>,
+        /// The answer to a claim ahead of the fire's instant.
+        ahead: bool,
     },
     Health(ClusterHealth),
     /// The peer holding each missed fire (by its skip's run id), `None`
@@ -99,6 +114,9 @@ pub(crate) enum Answer {
 struct Held {
     spawn: Spawn,
     insert: Write,
+    /// When the fire was due (held): its claim's [`CLAIM_WITHIN`] counts
+    /// from then, however many times it is sent.
+    since: Instant,
 }
 
 /// The loop's side of the shared ledger.
@@ -123,6 +141,14 @@ pub(crate) struct Cluster {
     hashes: BTreeMap<String, String>,
     /// The next fire the thread was last told of.
     next_fire: Option<Instant>,
+    /// Fires claimed ahead (by the run id the plan gave them), until the
+    /// plan starts or skips them (see `ahead.rs`).
+    ahead: BTreeMap<u64, Ahead>,
+    /// Fires whose claim ahead won and whose row has not become a run's
+    /// or ended skipped.
+    ahead_won: BTreeSet<u64>,
+    /// This host's name in the ledger.
+    host: String,
 }
 
 impl Cluster {
@@ -158,6 +184,9 @@ impl Cluster {
             won: BTreeSet::new(),
             hashes: BTreeMap::new(),
             next_fire: None,
+            ahead: BTreeMap::new(),
+            ahead_won: BTreeSet::new(),
+            host: cfg.host.clone(),
         }
     }
 
@@ -202,6 +231,7 @@ impl Cluster {
     /// host's own and pass, as do runs whose claim already won.
     pub fn hold(&mut self, fx: &mut Effects) {
         self.hold_missed(fx);
+        self.skipped_ahead(fx);
         let spawns = std::mem::take(&mut fx.spawns);
         for spawn in spawns {
             let id = spawn.record.id;
@@ -217,25 +247,66 @@ impl Cluster {
                 fx.spawns.push(spawn);
                 continue;
             };
-            let insert = fx.writes.remove(at);
-            let claim = Claim {
-                job: spawn.job.name.clone(),
-                run_id: id,
-                covers: spawn.record.covers.clone(),
-                hash: self
-                    .hashes
-                    .get(&spawn.job.name)
-                    .cloned()
-                    .unwrap_or_default(),
-                exclusive: matches!(spawn.job.overlap, Overlap::Skip | Overlap::Queue),
-            };
-            if self.tx.send(Request::Claim(claim, Instant::now())).is_err() {
-                let _ = self.answers.send(Answer::Claim {
-                    run_id: id,
-                    result: Err("the claim thread is not running".into()),
-                });
+            if self.won_ahead(&spawn) {
+                // Claimed ahead: it starts now, its record where planned.
+                fx.spawns.push(spawn);
+                continue;
             }
-            self.held.insert(id, Held { spawn, insert });
+            let insert = fx.writes.remove(at);
+            let since = Instant::now();
+            // The one fire claimed ahead, alone in the run.
+            let alone = spawn.record.covers.len() == 1;
+            match self.ahead.remove(&id).map(|a| a.state) {
+                // Its claim ahead is on its way: the answer resolves it.
+                Some(AheadState::Asked) => {}
+                // A peer holds the fire (rows are never removed): answered
+                // as its claim would be.
+                Some(AheadState::Answered(result @ Ok(ClaimOutcome::Taken { .. }))) if alone => {
+                    let _ = self.answers.send(Answer::Claim {
+                        run_id: id,
+                        result,
+                        ahead: false,
+                    });
+                }
+                _ => self.send_claim(self.claim_of(&spawn, false), since),
+            }
+            self.held.insert(
+                id,
+                Held {
+                    spawn,
+                    insert,
+                    since,
+                },
+            );
+        }
+    }
+
+    /// The claim of `spawn`'s run.
+    fn claim_of(&self, spawn: &Spawn, ahead: bool) -> Claim {
+        Claim {
+            job: spawn.job.name.clone(),
+            run_id: spawn.record.id,
+            covers: spawn.record.covers.clone(),
+            hash: self
+                .hashes
+                .get(&spawn.job.name)
+                .cloned()
+                .unwrap_or_default(),
+            exclusive: matches!(spawn.job.overlap, Overlap::Skip | Overlap::Queue),
+            ahead,
+        }
+    }
+
+    /// Hands a claim to the thread; one the thread cannot take fails.
+    /// `since`: when the fire was due (see [`CLAIM_WITHIN`]).
+    fn send_claim(&mut self, claim: Claim, since: Instant) {
+        let (run_id, ahead) = (claim.run_id, claim.ahead);
+        if self.tx.send(Request::Claim(claim, since)).is_err() {
+            let _ = self.answers.send(Answer::Claim {
+                run_id,
+                result: Err("the claim thread is not running".into()),
+                ahead,
+            });
         }
     }
 
@@ -328,7 +399,19 @@ impl Cluster {
         fx: &mut Effects,
     ) -> Option<(String, u64)> {
         let (run_id, result) = match answer {
-            Answer::Claim { run_id, result } => (run_id, result),
+            Answer::Claim {
+                run_id,
+                result,
+                ahead: false,
+            } => (run_id, result),
+            Answer::Claim {
+                run_id,
+                result,
+                ahead: true,
+            } => match self.answered_ahead(run_id, result) {
+                Some(result) => (run_id, result),
+                None => return None,
+            },
             Answer::Health(h) => {
                 fx.events.push(Event::Cluster(h));
                 return None;
@@ -338,7 +421,10 @@ impl Cluster {
                 return None;
             }
         };
-        let Some(Held { mut spawn, insert }) = self.held.remove(&run_id) else {
+        let Some(Held {
+            mut spawn, insert, ..
+        }) = self.held.remove(&run_id)
+        else {
             if let Ok(ClaimOutcome::Won(_)) = result {
                 // Won after the worker gave up on it (stopping): it never
                 // runs, and the ledger says so rather than keep its lease.
@@ -367,11 +453,19 @@ impl Cluster {
                     }
                 }
                 self.released.insert(id);
+                self.ahead_won.remove(&id);
                 self.won.insert(id);
                 fx.writes.push(insert);
                 fx.spawns.push(spawn);
                 return None;
             }
+            Ok(ClaimOutcome::Taken { host }) if host == self.host => (
+                // Only a worker of this host that stopped or died since
+                // claimed it (ahead): the fire is this host's, not run.
+                SkipReason::WorkerDown,
+                "claimed ahead by this host's previous worker, which stopped before its instant"
+                    .to_string(),
+            ),
             Ok(ClaimOutcome::Taken { host }) => {
                 tracing::debug!(job, run = id, host, "fire claimed by another host");
                 // Not this host's record: the supervisor hears of each
@@ -412,6 +506,8 @@ impl Cluster {
             SkipReason::Overlap => SkipReason::Peer,
             other => other,
         };
+        // A row this host won ahead and does not run ends skipped too.
+        self.skip_claimed(id, reason);
         let mut rec = spawn.record;
         rec.outcome = Outcome::Skipped;
         rec.started_at = None;
@@ -435,6 +531,7 @@ impl Cluster {
     /// The worker stops: runs still waiting for their claim never start
     /// (recorded skipped, `worker_down`); returns them for the plan.
     pub fn abandon(&mut self, now: Timestamp, fx: &mut Effects) -> Vec<(String, u64)> {
+        self.abandon_ahead();
         // Missed fires still unanswered are reported as misfires.
         let missed: Vec<(u64, Option<String>)> = self.missed.keys().map(|&id| (id, None)).collect();
         self.resolve_missed(missed, fx);
@@ -444,6 +541,7 @@ impl Cluster {
                 let answer = Answer::Claim {
                     run_id,
                     result: Err(STOPPING.into()),
+                    ahead: false,
                 };
                 self.resolve(answer, now, fx)
             })
@@ -512,7 +610,13 @@ fn narrow(record: &mut RunRecord, won: &[Timestamp]) {
     }
 }
 
+mod ahead;
 mod thread;
+
+pub(crate) use ahead::AHEAD;
+use ahead::{Ahead, AheadState};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ahead;

@@ -40,6 +40,10 @@
 //!   or when the supervisor asks to re-arm) is corrected to the fire after
 //!   it, so those fires go through the misfire rules ([`clock_step`]);
 //! - at most one fire waits behind a busy run (`overlap = queue`);
+//! - several hosts: a fire claimed ahead in the shared ledger gets its run
+//!   id then, and whatever record the plan makes of it at its instant
+//!   carries that id; one taken off the schedule before its instant is
+//!   recorded skipped `removed` ([`ahead`]);
 //! - a job's armed fire changes only through [`Plan::arm`], which keeps
 //!   the index of [`starts`] true: a turn looks at the due jobs alone and
 //!   the next wake-up is the index's first entry, whatever the job count.
@@ -142,6 +146,9 @@ pub(crate) struct Plan {
     pub in_doubt_through: Option<Timestamp>,
     retries: retry::Retries,
     boot: reboot::Boot,
+    /// Several hosts: fires claimed ahead of their instant, with the run
+    /// id their record gets (see [`ahead`]).
+    ahead: BTreeMap<(String, Timestamp), u64>,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -208,6 +215,7 @@ impl Plan {
             in_doubt_through: None,
             retries: Default::default(),
             boot: Default::default(),
+            ahead: BTreeMap::new(),
         }
     }
 
@@ -294,7 +302,7 @@ impl Plan {
         now: Timestamp,
         fx: &mut Effects,
     ) {
-        let run_id = self.alloc_id(fx);
+        let run_id = self.id_for(job, &[t], fx);
         let next_fire_at = self.jobs.get(job).and_then(|j| j.next);
         if reason != SkipReason::Paused {
             tracing::warn!(job, run = run_id, scheduled_at = %t, reason = reason.as_str(), busy_run = busy, "fire skipped");
@@ -363,7 +371,7 @@ impl Plan {
                 Overlap::Queue => {
                     // Recorded now (as in flight), so a crash before it
                     // starts still leaves a record: it becomes `lost`.
-                    let id = self.alloc_id(fx);
+                    let id = self.id_for(name, &fresh, fx);
                     let Some(job) = self.jobs.get_mut(name) else {
                         return;
                     };
@@ -392,7 +400,7 @@ impl Plan {
                 Overlap::Allow => {}
             }
         }
-        let run_id = self.alloc_id(fx);
+        let run_id = self.id_for(name, &fresh, fx);
         self.start(run_id, name, fresh, now, fx);
     }
 
@@ -703,10 +711,12 @@ pub(crate) fn command_failed(command: &str, error: String, fx: &mut Effects) {
     });
 }
 
+mod ahead;
 mod arming;
 mod clock_step;
 mod configure;
 
+pub(crate) use ahead::AheadFire;
 use clock_step::spread;
 mod jitter;
 mod reboot;

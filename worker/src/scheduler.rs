@@ -1,7 +1,8 @@
 //! The scheduling loop: the imperative shell around [`crate::plan`].
 //!
 //! One task owns all scheduling state; it sleeps until the earliest of the
-//! next fire and the next heartbeat, or until a command or a finished run
+//! next fire (several hosts: its claim ahead, `cluster::AHEAD` before it)
+//! and the next heartbeat, or until a command or a finished run
 //! arrives (the shape of mini-redis's expiry task). For each wake it reads
 //! the clocks, feeds the plan, and carries out the plan's effects in order:
 //! the writes are committed by the [`Journal`] in one transaction (on the
@@ -35,7 +36,7 @@ use cronwarden_shared::{
     VERSION,
 };
 use futures_util::StreamExt;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use tokio::{
     net::unix::pipe,
     signal::unix::{signal, SignalKind},
@@ -136,6 +137,9 @@ struct Scheduler {
     /// Several hosts: scheduled runs start only once claimed in the
     /// shared ledger (see [`crate::cluster`]).
     cluster: Option<Cluster>,
+    /// The fires starting up to this time were considered for claiming
+    /// ahead (`cluster::AHEAD`).
+    ahead_through: Option<Timestamp>,
 }
 
 impl Scheduler {
@@ -183,6 +187,7 @@ impl Scheduler {
             identity_note: None,
             store_down: false,
             cgroups: None,
+            ahead_through: None,
             cluster: config
                 .cluster
                 .as_ref()
@@ -248,6 +253,7 @@ impl Scheduler {
     fn flush(&mut self) {
         let mut fx = std::mem::take(&mut self.fx);
         if let Some(c) = self.cluster.as_mut() {
+            self.plan.drop_stale_ahead(wall_now(), &mut fx);
             c.hold(&mut fx);
             c.next_fire(self.plan.earliest_fire());
         }
@@ -336,13 +342,30 @@ impl Scheduler {
         let Some(fire) = self.plan.earliest_fire() else {
             return self.next_heartbeat;
         };
-        let wait = fire.duration_since(wall_now());
-        let at = if wait <= SignedDuration::ZERO {
-            now
-        } else {
-            now + Duration::try_from(wait).unwrap_or(Duration::MAX / 4)
+        let wall = wall_now();
+        let instant = |t: Timestamp| match Duration::try_from(t.duration_since(wall)) {
+            Ok(wait) => now.checked_add(wait).unwrap_or(now + Duration::MAX / 4),
+            Err(_) => now,
         };
-        self.next_heartbeat.min(at)
+        let at = instant(fire);
+        // Several hosts: the next fire to claim ahead (not a precise wake).
+        let ahead = self.cluster.as_ref().and_then(|_| {
+            let start = self.plan.next_start_after(self.ahead_through)?;
+            Some(instant(start.checked_sub(cluster::AHEAD).ok()?))
+        });
+        let wake = ahead.map_or(self.next_heartbeat, |a| a.min(self.next_heartbeat));
+        wake.min(at)
+    }
+
+    /// Several hosts: hands the fires due within `cluster::AHEAD` of `now`
+    /// that the plan would start to the cluster, to claim ahead.
+    fn claim_ahead(&mut self, now: Timestamp) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let through = now.checked_add(cluster::AHEAD).unwrap_or(now);
+        c.ahead(self.plan.claim_ahead(through, &mut self.fx));
+        self.ahead_through = Some(through);
     }
 
     /// One loop turn: fire what is due, commit, then heartbeat when due.
@@ -358,6 +381,7 @@ impl Scheduler {
             fail::fail_point!("worker::turn");
             s.plan.store_failing = s.store_down || s.journal.error().is_some();
             s.plan.fire_due(clocks.wall, &mut s.fx);
+            s.claim_ahead(clocks.wall);
             s.flush();
             let failing = s.journal.error().is_some();
             s.pruner.sweep(

@@ -24,6 +24,11 @@ pub struct Claim {
     /// The job's overlap policy forbids a second run at once (`skip`,
     /// `queue`): a live run on any other host makes this fire skipped.
     pub exclusive: bool,
+    /// Claimed ahead of its instant: a peer's live run (an exclusive job)
+    /// is answered [`ClaimOutcome::Busy`] without recording the fire
+    /// skipped, for overlap is judged when the fire is due (the host
+    /// claims again then).
+    pub ahead: bool,
 }
 
 /// How a claim ended (it committed).
@@ -36,7 +41,8 @@ pub enum ClaimOutcome {
     Taken { host: String },
     /// A run of the job was live on `host` (an exclusive job): the fires
     /// are recorded skipped (`overlap`) in the ledger, unless another host
-    /// recorded them first.
+    /// recorded them first (or the claim was [`Claim::ahead`]: nothing is
+    /// recorded).
     Busy { host: String, run_id: u64 },
     /// Most live hosts hold another definition of the job: this host does
     /// not claim it.
@@ -65,6 +71,11 @@ impl Ledger {
     /// different fires of one job take turns and each sees the other's
     /// live run: a fire of a job live on another host is recorded skipped
     /// (`overlap`). Answers are in the order of `claims`.
+    ///
+    /// Claiming again a time this host already holds `running` under the
+    /// same run id (claimed ahead of its instant) wins it again: a claim
+    /// is idempotent for its run, so a host unsure whether its claim ahead
+    /// committed simply claims again.
     pub fn claim_many(&mut self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>, LedgerError> {
         let db = |what: &'static str| move |e| LedgerError::db(what, e);
         if claims.is_empty() {
@@ -75,14 +86,15 @@ impl Ledger {
         let fires = claims
             .iter()
             .flat_map(|c| c.covers.iter().map(move |t| (c, t)));
-        let (mut jobs, mut ids, mut times, mut hashes, mut excl) =
-            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut jobs, mut ids, mut times, mut hashes, mut excl, mut ahead) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for (c, t) in fires {
             jobs.push(c.job.as_str());
             ids.push(c.run_id as i64);
             times.push(t.as_microsecond());
             hashes.push(c.hash.as_str());
             excl.push(c.exclusive);
+            ahead.push(c.ahead);
         }
         let locked: Vec<&str> = claims
             .iter()
@@ -91,8 +103,8 @@ impl Ledger {
             .collect();
         let host = self.host.clone();
         let lease = self.lease_secs();
-        let params: [&(dyn postgres::types::ToSql + Sync); 7] =
-            [&jobs, &lease, &ids, &times, &hashes, &host, &excl];
+        let params: [&(dyn postgres::types::ToSql + Sync); 8] =
+            [&jobs, &lease, &ids, &times, &hashes, &host, &excl, &ahead];
         let rows = if locked.is_empty() {
             self.client()
                 .query(&stmt, &params)
@@ -160,15 +172,15 @@ impl Ledger {
     /// The claim statement of [`Ledger::claim_many`], prepared once per
     /// connection. Parameters, one element per covered time: `$1` jobs,
     /// `$3` run ids, `$4` times (microseconds), `$5` definition hashes,
-    /// `$7` exclusive; `$2` the lease (s), `$6` this host.
+    /// `$7` exclusive, `$8` ahead; `$2` the lease (s), `$6` this host.
     fn claim_statement(&mut self) -> Result<postgres::Statement, LedgerError> {
         if let Some(stmt) = &self.claim_stmt {
             return Ok(stmt.clone());
         }
         let sql = format!(
             "WITH input AS (
-                 SELECT * FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::text[], $7::bool[])
-                     AS i(job, run_id, t, hash, exclusive)
+                 SELECT * FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::text[], $7::bool[], $8::bool[])
+                     AS i(job, run_id, t, hash, exclusive, ahead)
              ), majority AS ({MAJORITY}
              ), runs AS (
                  SELECT DISTINCT i.job, i.run_id, i.exclusive, m.hash AS theirs,
@@ -183,7 +195,7 @@ impl Ledger {
                  INSERT INTO cw_fires (job, scheduled_for, host, run_id, state, finished, outcome)
                  SELECT i.job, {at}, $6, i.run_id, 'skipped', now(), 'overlap'
                  FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
-                 WHERE r.ok AND r.exclusive AND i.job IN (SELECT job FROM busy)
+                 WHERE r.ok AND r.exclusive AND NOT i.ahead AND i.job IN (SELECT job FROM busy)
                  ORDER BY i.job, i.t
                  ON CONFLICT DO NOTHING
              ), won AS (
@@ -192,7 +204,10 @@ impl Ledger {
                  FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
                  WHERE r.ok AND NOT (r.exclusive AND i.job IN (SELECT job FROM busy))
                  ORDER BY i.job, i.t
-                 ON CONFLICT DO NOTHING RETURNING job, run_id, scheduled_for
+                 ON CONFLICT (job, scheduled_for) DO UPDATE SET lease_until = excluded.lease_until
+                 WHERE cw_fires.host = excluded.host AND cw_fires.run_id = excluded.run_id
+                   AND cw_fires.state = 'running'
+                 RETURNING job, run_id, scheduled_for
              ), cursor AS (
                  INSERT INTO cw_cursors (job, last_scheduled)
                  SELECT job, max(scheduled_for) FROM won GROUP BY job ORDER BY job
@@ -251,6 +266,23 @@ impl Ledger {
             )
             .map_err(|e| LedgerError::db("read who holds the missed fires", e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Records this host's fire claimed ahead under `run_id` skipped with
+    /// `reason` (a `SkipReason` word): the host did not start it (paused,
+    /// its job busy here, removed by a reload, the worker stopping), and
+    /// the ledger's row ends as the host's own record does. Returns how
+    /// many rows it ended (none where the claim had not won).
+    pub fn skip_claimed(&mut self, run_id: u64, reason: &str) -> Result<u64, LedgerError> {
+        let host = self.host.clone();
+        self.client()
+            .execute(
+                "UPDATE cw_fires SET state = 'skipped', outcome = $3, finished = now(),
+                     lease_until = NULL
+                 WHERE host = $1 AND run_id = $2 AND state IN ('running', 'lost')",
+                &[&host, &(run_id as i64), &reason],
+            )
+            .map_err(|e| LedgerError::db("record the fire claimed ahead skipped", e))
     }
 
     /// Records this host's run `run_id` ended with `outcome` (the record's

@@ -89,6 +89,7 @@ fn claim(job: &str, run_id: u64, covers: Vec<Timestamp>) -> Claim {
         covers,
         hash: "h".into(),
         exclusive: false,
+        ahead: false,
     }
 }
 
@@ -593,4 +594,135 @@ fn bursts_of_exclusive_claims_on_racing_hosts_never_deadlock_nor_win_a_fire_twic
             ClaimOutcome::Won(vec![t(51)])
         ]
     );
+}
+
+/// The row of `job`'s fire at `at`: (host, run id, state, outcome).
+fn row(l: &mut Ledger, job: &str, at: Timestamp) -> Option<(String, i64, String, Option<String>)> {
+    l.client()
+        .query_opt(
+            &format!(
+                "SELECT host, run_id, state, outcome FROM cw_fires WHERE job = $1 AND scheduled_for = {}",
+                ts(2)
+            ),
+            &[&job, &at.as_microsecond()],
+        )
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+}
+
+#[test]
+fn two_hosts_claiming_a_fire_ahead_one_wins_and_claiming_again_is_idempotent() {
+    let Some(db) = TestDb::new("ahead") else {
+        return;
+    };
+    let a = db.ledger("a", LEASE);
+    let b = db.ledger("b", LEASE);
+    let ahead = |run_id| Claim {
+        ahead: true,
+        ..claim("j", run_id, vec![t(1)])
+    };
+    // Both hosts claim the same fire ahead, racing: one wins it.
+    let barrier = Arc::new(Barrier::new(2));
+    let racers: Vec<_> = [(a, 1u64), (b, 9u64)]
+        .into_iter()
+        .map(|(mut l, id)| {
+            let (barrier, c) = (barrier.clone(), ahead(id));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let outcome = l.claim(&c).unwrap();
+                (l, outcome)
+            })
+        })
+        .collect();
+    let mut done: Vec<(Ledger, ClaimOutcome)> =
+        racers.into_iter().map(|h| h.join().unwrap()).collect();
+    let won: Vec<usize> = (0..2)
+        .filter(|&i| matches!(done[i].1, ClaimOutcome::Won(_)))
+        .collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "{:?}",
+        done.iter().map(|d| &d.1).collect::<Vec<_>>()
+    );
+    let (w, l) = (won[0], 1 - won[0]);
+    let (winner_host, winner_id) = (["a", "b"][w], [1u64, 9][w]);
+    assert_eq!(
+        done[l].1,
+        ClaimOutcome::Taken {
+            host: winner_host.into()
+        }
+    );
+    // At the instant the winner (unsure of its claim ahead) claims again
+    // under the same run id: won again, one row; the loser: still taken.
+    let again = claim("j", winner_id, vec![t(1)]);
+    assert_eq!(
+        done[w].0.claim(&again).unwrap(),
+        ClaimOutcome::Won(vec![t(1)])
+    );
+    let loser_id = [1u64, 9][l];
+    assert!(matches!(
+        done[l].0.claim(&claim("j", loser_id, vec![t(1)])).unwrap(),
+        ClaimOutcome::Taken { .. }
+    ));
+    assert_eq!(
+        row(&mut done[w].0, "j", t(1)),
+        Some((winner_host.into(), winner_id as i64, "running".into(), None))
+    );
+    // Another run id of the same host does not win the row.
+    assert!(matches!(
+        done[w].0.claim(&claim("j", 77, vec![t(1)])).unwrap(),
+        ClaimOutcome::Taken { .. }
+    ));
+}
+
+#[test]
+fn a_claim_ahead_finding_a_peers_live_run_records_no_skip() {
+    let Some(db) = TestDb::new("ahead_busy") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    let exclusive = |run_id, at, ahead| Claim {
+        exclusive: true,
+        ahead,
+        ..claim("j", run_id, vec![at])
+    };
+    assert!(matches!(
+        a.claim(&exclusive(1, t(1), false)).unwrap(),
+        ClaimOutcome::Won(_)
+    ));
+    let busy = ClaimOutcome::Busy {
+        host: "a".into(),
+        run_id: 1,
+    };
+    // Ahead: busy, and nothing recorded (overlap is judged at the instant).
+    assert_eq!(b.claim(&exclusive(5, t(2), true)).unwrap(), busy);
+    assert_eq!(row(&mut b, "j", t(2)), None);
+    // At the instant, still busy: recorded skipped as without a claim ahead.
+    assert_eq!(b.claim(&exclusive(5, t(2), false)).unwrap(), busy);
+    assert_eq!(
+        row(&mut b, "j", t(2)),
+        Some(("b".into(), 5, "skipped".into(), Some("overlap".into())))
+    );
+}
+
+#[test]
+fn a_fire_claimed_ahead_and_not_started_ends_skipped() {
+    let Some(db) = TestDb::new("ahead_skip") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let c = Claim {
+        ahead: true,
+        ..claim("j", 3, vec![t(1)])
+    };
+    assert!(matches!(a.claim(&c).unwrap(), ClaimOutcome::Won(_)));
+    assert_eq!(a.skip_claimed(3, "paused").unwrap(), 1);
+    assert_eq!(
+        row(&mut a, "j", t(1)),
+        Some(("a".into(), 3, "skipped".into(), Some("paused".into())))
+    );
+    // A claim that had not won ends nothing.
+    assert_eq!(a.skip_claimed(4, "paused").unwrap(), 0);
 }

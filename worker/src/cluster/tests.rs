@@ -8,11 +8,11 @@ use super::{
     *,
 };
 
-fn t(s: i64) -> Timestamp {
+pub(super) fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
 }
 
-fn job(overlap: &str) -> Arc<cronwarden_shared::config::JobSpec> {
+pub(super) fn job(overlap: &str) -> Arc<cronwarden_shared::config::JobSpec> {
     let cfg = Config::parse(
         std::path::Path::new("/x.toml"),
         &format!("[[job]]\nname = \"j\"\nschedule = \"* * * * * *\"\ncommand = [\"true\"]\noverlap = \"{overlap}\"\n"),
@@ -23,7 +23,7 @@ fn job(overlap: &str) -> Arc<cronwarden_shared::config::JobSpec> {
 
 /// A cluster whose claim thread is the test: its requests come out of the
 /// returned receiver.
-fn cluster() -> (
+pub(super) fn cluster() -> (
     Cluster,
     std_mpsc::Receiver<Request>,
     mpsc::UnboundedReceiver<Answer>,
@@ -42,13 +42,16 @@ fn cluster() -> (
         won: BTreeSet::new(),
         hashes: BTreeMap::new(),
         next_fire: None,
+        ahead: BTreeMap::new(),
+        ahead_won: BTreeSet::new(),
+        host: "here".into(),
     };
     (c, rx, answers_rx)
 }
 
 /// A planned run of `covers` (empty: manual), as the plan leaves it in
 /// the effects: its `running` record among the writes, and its spawn.
-fn planned(fx: &mut Effects, id: u64, covers: Vec<Timestamp>, overlap: &str) {
+pub(super) fn planned(fx: &mut Effects, id: u64, covers: Vec<Timestamp>, overlap: &str) {
     let trigger = match covers.len() {
         0 => Trigger::Manual,
         1 => Trigger::Schedule,
@@ -64,7 +67,7 @@ fn planned(fx: &mut Effects, id: u64, covers: Vec<Timestamp>, overlap: &str) {
     });
 }
 
-fn inserts(fx: &Effects) -> Vec<(u64, Outcome, Option<SkipReason>, Vec<Timestamp>)> {
+pub(super) fn inserts(fx: &Effects) -> Vec<(u64, Outcome, Option<SkipReason>, Vec<Timestamp>)> {
     fx.writes
         .iter()
         .filter_map(|w| match w {
@@ -108,6 +111,7 @@ fn a_won_claim_starts_the_run_for_the_times_it_won_and_its_end_is_recorded() {
     let _ = rx.try_recv();
     let mut fx = Effects::default();
     let answer = Answer::Claim {
+        ahead: false,
         run_id: 7,
         result: Ok(ClaimOutcome::Won(vec![t(3)])),
     };
@@ -154,6 +158,7 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
     while rx.try_recv().is_ok() {}
     let mut fx = Effects::default();
     let taken = Answer::Claim {
+        ahead: false,
         run_id: 1,
         result: Ok(ClaimOutcome::Taken { host: "b".into() }),
     };
@@ -169,6 +174,7 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
     ));
     let mut fx = Effects::default();
     let failed = Answer::Claim {
+        ahead: false,
         run_id: 2,
         result: Err("connection refused".into()),
     };
@@ -191,6 +197,7 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
     while rx.try_recv().is_ok() {}
     let mut fx = Effects::default();
     let busy = Answer::Claim {
+        ahead: false,
         run_id: 5,
         result: Ok(ClaimOutcome::Busy {
             host: "b".into(),
@@ -221,8 +228,18 @@ fn a_fire_a_peer_won_leaves_no_record_here_and_a_failed_claim_is_a_skip() {
             vec![t(3)]
         )]
     );
+    // Its row ends skipped in the ledger, should its claim win (the
+    // thread takes this after the claim).
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::SkipClaimed {
+            run_id: 3,
+            reason: "worker_down"
+        })
+    ));
     // An answer for a run given up: a won claim is ended in the ledger.
     let late = Answer::Claim {
+        ahead: false,
         run_id: 3,
         result: Ok(ClaimOutcome::Won(vec![t(3)])),
     };
@@ -294,6 +311,7 @@ fn a_partly_won_catch_up_runs_once_and_reports_the_peers_times() {
     let _ = rx.try_recv();
     let mut fx = Effects::default();
     let answer = Answer::Claim {
+        ahead: false,
         run_id: 8,
         result: Ok(ClaimOutcome::Won(vec![t(1), t(3)])),
     };
@@ -311,6 +329,7 @@ fn a_partly_won_catch_up_runs_once_and_reports_the_peers_times() {
     c.hold(&mut fx);
     let mut fx = Effects::default();
     let answer = Answer::Claim {
+        ahead: false,
         run_id: 9,
         result: Ok(ClaimOutcome::Won(vec![t(5), t(6)])),
     };
@@ -322,6 +341,7 @@ fn a_partly_won_catch_up_runs_once_and_reports_the_peers_times() {
     c.hold(&mut fx);
     let mut fx = Effects::default();
     let answer = Answer::Claim {
+        ahead: false,
         run_id: 10,
         result: Ok(ClaimOutcome::Taken { host: "b".into() }),
     };

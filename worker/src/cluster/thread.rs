@@ -22,6 +22,15 @@ use tokio::sync::mpsc;
 
 use super::{Answer, MissedFire, Request, CLAIM_WITHIN, SKEW_BOUND};
 
+/// How a run of this host ends in the ledger.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// It ran: its record's outcome.
+    Ran(&'static str),
+    /// Claimed ahead, not started: the skip's reason.
+    Skipped(&'static str),
+}
+
 /// The hosts are listed at most this often: the query counts each host's
 /// claims of the last hour, and claims wait behind it on the thread.
 const PEERS_EVERY: Duration = Duration::from_secs(10);
@@ -110,7 +119,7 @@ pub(super) struct Thread {
     /// Run ids this host won and that have not ended: their leases are
     /// renewed at each beat.
     running: BTreeSet<u64>,
-    finishes: VecDeque<(u64, &'static str)>,
+    finishes: VecDeque<(u64, End)>,
     defs: Option<Vec<(String, String)>>,
     /// Missed fires whose holders the ledger did not tell yet, and since
     /// when they wait.
@@ -212,14 +221,8 @@ impl Thread {
                 self.predecessor = Some((below, alive));
                 self.lose_predecessors();
             }
-            Request::Finish { run_id, outcome } => {
-                self.running.remove(&run_id);
-                if self.finishes.len() >= MAX_PENDING_FINISHES {
-                    self.finishes.pop_front();
-                }
-                self.finishes.push_back((run_id, outcome));
-                self.flush_finishes();
-            }
+            Request::Finish { run_id, outcome } => self.end(run_id, End::Ran(outcome)),
+            Request::SkipClaimed { run_id, reason } => self.end(run_id, End::Skipped(reason)),
             Request::Defs(defs) => {
                 // A job reloaded with another definition (or gone) is
                 // judged afresh, now: its next fire may be a day away.
@@ -230,6 +233,17 @@ impl Thread {
                 self.report();
             }
         }
+    }
+
+    /// A run's end (or a fire claimed ahead and not started) goes to the
+    /// ledger, after every end before it.
+    fn end(&mut self, run_id: u64, end: End) {
+        self.running.remove(&run_id);
+        if self.finishes.len() >= MAX_PENDING_FINISHES {
+            self.finishes.pop_front();
+        }
+        self.finishes.push_back((run_id, end));
+        self.flush_finishes();
     }
 
     /// The connection, (re)connecting at most once a second.
@@ -315,7 +329,7 @@ impl Thread {
 
     /// Keeps what a claim's answer says of the job, and sends it.
     fn settle(&mut self, claim: &Claim, result: Result<ClaimOutcome, String>) {
-        let run_id = claim.run_id;
+        let (run_id, ahead) = (claim.run_id, claim.ahead);
         match &result {
             Ok(ClaimOutcome::Won(_)) => {
                 self.running.insert(run_id);
@@ -330,7 +344,11 @@ impl Thread {
             }
             Err(_) => {}
         }
-        let _ = self.answers.send(Answer::Claim { run_id, result });
+        let _ = self.answers.send(Answer::Claim {
+            run_id,
+            result,
+            ahead,
+        });
     }
 
     /// Who holds the fires this host missed (asked since `since`). While
@@ -420,11 +438,14 @@ impl Thread {
     }
 
     fn flush_finishes(&mut self) {
-        while let Some((run_id, outcome)) = self.finishes.front().copied() {
+        while let Some((run_id, end)) = self.finishes.front().copied() {
             if self.ledger.is_none() {
                 return;
             }
-            match self.with(|l| l.finish(run_id, outcome)) {
+            match self.with(|l| match end {
+                End::Ran(outcome) => l.finish(run_id, outcome),
+                End::Skipped(reason) => l.skip_claimed(run_id, reason),
+            }) {
                 Ok(_) => {
                     self.finishes.pop_front();
                 }

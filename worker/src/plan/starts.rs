@@ -43,6 +43,15 @@ impl Starts {
         self.0.first().map(|(t, _)| *t)
     }
 
+    /// The earliest start of an armed fire after `t`.
+    pub fn first_after(&self, t: Timestamp) -> Option<Timestamp> {
+        let after = t.checked_add(jiff::SignedDuration::from_nanos(1)).ok()?;
+        self.0
+            .range((after, String::new())..)
+            .next()
+            .map(|(s, _)| *s)
+    }
+
     /// The jobs whose armed fire starts at or before `now`, earliest first.
     pub fn due(&self, now: Timestamp) -> impl Iterator<Item = &str> {
         self.0

@@ -19,6 +19,8 @@ use jiff::{SignedDuration, Timestamp};
 use super::{wanted_rows, Effects, Plan, Spawn};
 use crate::{clock::Clocks, runner::StopReason};
 
+/// Fires claimed ahead (several hosts).
+mod ahead;
 /// Clock steps, stored fires off their schedule, re-arming on request.
 mod clock;
 

@@ -1,0 +1,207 @@
+//! Claims ahead of the fire's instant (`ahead.rs`), without a database.
+
+use super::tests::{cluster, inserts, job, planned, t};
+use super::*;
+use crate::plan::AheadFire;
+
+/// Claims `j`'s fire at `t(1)` ahead under run 7; returns the claim sent.
+fn claim_ahead(c: &mut Cluster, rx: &std_mpsc::Receiver<Request>, overlap: &str) -> Claim {
+    c.ahead(vec![AheadFire {
+        job: job(overlap),
+        at: t(1),
+        run_id: 7,
+    }]);
+    match rx.try_recv() {
+        Ok(Request::Claim(claim, _)) => claim,
+        _ => panic!("no claim sent ahead"),
+    }
+}
+
+fn ahead_answer(result: Result<ClaimOutcome, String>) -> Answer {
+    Answer::Claim {
+        run_id: 7,
+        result,
+        ahead: true,
+    }
+}
+
+#[test]
+fn a_fire_won_ahead_starts_at_its_instant_without_a_claim_round_trip() {
+    let (mut c, rx, _) = cluster();
+    let claim = claim_ahead(&mut c, &rx, "allow");
+    assert!(claim.ahead);
+    assert_eq!(claim.covers, [t(1)]);
+    // Won before the instant: nothing happens yet.
+    let mut fx = Effects::default();
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(0), &mut fx), None);
+    assert!(fx.writes.is_empty() && fx.spawns.is_empty() && fx.events.is_empty());
+    // At the instant the plan starts it under the same id: it passes the
+    // flush at once, with its record, and nothing is asked of the ledger.
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert_eq!(fx.spawns.len(), 1);
+    assert_eq!(inserts(&fx), [(7, Outcome::Running, None, vec![t(1)])]);
+    assert!(rx.try_recv().is_err(), "no claim at the instant");
+    // Its end is the ledger's as any run's.
+    let mut done = fx.spawns[0].record.clone();
+    done.outcome = Outcome::Success;
+    c.finished(&done);
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::Finish { run_id: 7, .. })
+    ));
+}
+
+#[test]
+fn a_claim_ahead_unanswered_at_the_instant_is_waited_for_and_a_failed_one_claimed_again() {
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert!(fx.spawns.is_empty(), "held for its claim");
+    assert!(rx.try_recv().is_err(), "the claim ahead is its claim");
+    // The answer (won) starts it.
+    let mut fx = Effects::default();
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(1), &mut fx), None);
+    assert_eq!(fx.spawns.len(), 1);
+    // A claim ahead that failed is claimed again at the instant, as any.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    let failed = ahead_answer(Err("connection reset".into()));
+    assert_eq!(c.resolve(failed, t(0), &mut Effects::default()), None);
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert!(fx.spawns.is_empty());
+    assert!(matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 7));
+}
+
+#[test]
+fn a_claim_ahead_finding_a_peers_live_run_records_nothing_and_claims_at_the_instant() {
+    let (mut c, rx, _) = cluster();
+    let claim = claim_ahead(&mut c, &rx, "skip");
+    assert!(claim.exclusive && claim.ahead);
+    let busy = ClaimOutcome::Busy {
+        host: "b".into(),
+        run_id: 2,
+    };
+    let mut fx = Effects::default();
+    assert_eq!(
+        c.resolve(ahead_answer(Ok(busy.clone())), t(0), &mut fx),
+        None
+    );
+    assert!(
+        fx.writes.is_empty() && fx.events.is_empty(),
+        "no skip ahead"
+    );
+    // At the instant: claimed as without a claim ahead, and that claim's
+    // answer is judged as today.
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "skip");
+    c.hold(&mut fx);
+    assert!(fx.spawns.is_empty());
+    assert!(matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 7));
+    let mut fx = Effects::default();
+    let answer = Answer::Claim {
+        run_id: 7,
+        result: Ok(busy),
+        ahead: false,
+    };
+    assert!(c.resolve(answer, t(1), &mut fx).is_some());
+    assert_eq!(
+        inserts(&fx),
+        [(7, Outcome::Skipped, Some(SkipReason::Overlap), vec![t(1)])]
+    );
+    assert!(rx.try_recv().is_err(), "no row of this host to end");
+}
+
+/// The plan's skip of `j`'s fire at `t(1)` under run 7, in a flush.
+fn skipped_at_instant(c: &mut Cluster, reason: SkipReason) {
+    let mut fx = Effects::default();
+    let mut rec = RunRecord::new(7, "j", vec![t(1)], Trigger::Schedule, Outcome::Skipped);
+    rec.skip_reason = Some(reason);
+    fx.writes.push(Write::Insert(rec));
+    c.hold(&mut fx);
+}
+
+#[test]
+fn a_fire_claimed_ahead_and_not_started_ends_as_one_skip_in_the_ledger() {
+    // Won, then paused within the lead: its row ends skipped `paused`.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    let won = || ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    c.resolve(won(), t(0), &mut Effects::default());
+    skipped_at_instant(&mut c, SkipReason::Paused);
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::SkipClaimed {
+            run_id: 7,
+            reason: "paused"
+        })
+    ));
+    assert!(rx.try_recv().is_err(), "once");
+    // Removed by a reload before its claim was answered: ended when the
+    // answer says it won.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    skipped_at_instant(&mut c, SkipReason::Removed);
+    assert!(rx.try_recv().is_err());
+    c.resolve(won(), t(0), &mut Effects::default());
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::SkipClaimed {
+            run_id: 7,
+            reason: "removed"
+        })
+    ));
+    // A peer's fire, skipped here: nothing of this host's to end.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    skipped_at_instant(&mut c, SkipReason::Paused);
+    let taken = ahead_answer(Ok(ClaimOutcome::Taken { host: "b".into() }));
+    c.resolve(taken, t(0), &mut Effects::default());
+    assert!(rx.try_recv().is_err());
+    // The worker stops with a fire claimed ahead: ended `worker_down`.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    c.resolve(won(), t(0), &mut Effects::default());
+    assert!(c.abandon(t(0), &mut Effects::default()).is_empty());
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::SkipClaimed {
+            run_id: 7,
+            reason: "worker_down"
+        })
+    ));
+}
+
+#[test]
+fn a_fire_this_hosts_previous_worker_claimed_ahead_is_recorded_here() {
+    let (mut c, rx, _) = cluster();
+    let mut fx = Effects::default();
+    planned(&mut fx, 3, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    let _ = rx.try_recv();
+    let mut fx = Effects::default();
+    let taken = Answer::Claim {
+        run_id: 3,
+        result: Ok(ClaimOutcome::Taken {
+            host: "here".into(),
+        }),
+        ahead: false,
+    };
+    assert!(c.resolve(taken, t(1), &mut fx).is_some());
+    assert_eq!(
+        inserts(&fx),
+        [(
+            3,
+            Outcome::Skipped,
+            Some(SkipReason::WorkerDown),
+            vec![t(1)]
+        )]
+    );
+}

@@ -1,0 +1,137 @@
+//! Several hosts: the fires to claim ahead of their instant (see
+//! `crate::cluster`'s `ahead`), and the run ids their records get.
+//!
+//! A fire is claimed ahead only if the plan would start it were it due
+//! now (its job not paused, not busy here with an overlap policy that
+//! forbids a second run, its store not failing under `hold`). The fire
+//! gets its run id then; whatever the plan makes of it at its instant, a
+//! run or a skip judged then as always, carries that id, so the shared
+//! ledger's row and this host's record are one fire's. A fire claimed
+//! ahead that the plan will not fire any more (a reload removed its job or
+//! armed it past it) is recorded skipped `removed` under that id.
+
+use std::sync::Arc;
+
+use cronwarden_shared::{
+    config::{JobSpec, OnStoreFailure, Overlap},
+    status::{Outcome, RunRecord, SkipReason, Trigger},
+    store::Write,
+    wire::Event,
+};
+use jiff::Timestamp;
+
+use super::{Effects, JobState, Plan};
+
+/// A fire to claim ahead: the job, its scheduled time, the run id its
+/// record will have.
+#[derive(Debug)]
+pub(crate) struct AheadFire {
+    pub job: Arc<JobSpec>,
+    pub at: Timestamp,
+    pub run_id: u64,
+}
+
+/// Whether the plan would start `job`'s fire were it due now (what
+/// `dispatch` judges, the misfire rule aside: the fire is not due yet).
+fn would_start(job: &JobState, store_failing: bool) -> bool {
+    let exclusive = matches!(job.spec.overlap, Overlap::Skip | Overlap::Queue);
+    let held = store_failing && job.spec.on_store_failure == OnStoreFailure::Hold;
+    let busy = exclusive && !job.running.is_empty();
+    !(job.paused || held || busy)
+}
+
+impl Plan {
+    /// The armed fires starting at or before `through` that the plan
+    /// would start if nothing changes and that were not claimed ahead
+    /// yet, each with the run id its record will have.
+    pub fn claim_ahead(&mut self, through: Timestamp, fx: &mut Effects) -> Vec<AheadFire> {
+        let names: Vec<String> = self.starts.due(through).map(str::to_string).collect();
+        let mut fires = vec![];
+        for name in names {
+            let Some(job) = self.jobs.get(&name) else {
+                continue;
+            };
+            let Some(at) = job.next else {
+                continue;
+            };
+            let key = (name, at);
+            if self.ahead.contains_key(&key)
+                || !would_start(job, self.store_failing)
+                || self.drop_fires_of.as_deref() == Some(key.0.as_str())
+            {
+                continue;
+            }
+            let spec = job.spec.clone();
+            let run_id = self.alloc_id(fx);
+            self.ahead.insert(key, run_id);
+            fires.push(AheadFire {
+                job: spec,
+                at,
+                run_id,
+            });
+        }
+        fires
+    }
+
+    /// The earliest start of an armed fire after `t` (all of them with
+    /// `None`): the next one to claim ahead.
+    pub fn next_start_after(&self, t: Option<Timestamp>) -> Option<Timestamp> {
+        match t {
+            Some(t) => self.starts.first_after(t),
+            None => self.starts.first(),
+        }
+    }
+
+    /// The run id of a record of `name`'s fires `covers`: the one a fire
+    /// among them was claimed ahead with, else a new one.
+    pub(super) fn id_for(&mut self, name: &str, covers: &[Timestamp], fx: &mut Effects) -> u64 {
+        if !self.ahead.is_empty() {
+            for t in covers {
+                if let Some(id) = self.ahead.remove(&(name.to_string(), *t)) {
+                    return id;
+                }
+            }
+        }
+        self.alloc_id(fx)
+    }
+
+    /// Records the fires claimed ahead that the plan will not fire any
+    /// more skipped `removed`: their job left the config, or was armed
+    /// past them (a reload changed it, the supervisor re-armed it).
+    pub fn drop_stale_ahead(&mut self, now: Timestamp, fx: &mut Effects) {
+        if self.ahead.is_empty() {
+            return;
+        }
+        let stale: Vec<(String, Timestamp)> = self
+            .ahead
+            .keys()
+            .filter(|(name, at)| {
+                self.jobs
+                    .get(name)
+                    .is_none_or(|j| j.next.is_none_or(|n| n > *at))
+            })
+            .cloned()
+            .collect();
+        for key in stale {
+            let Some(run_id) = self.ahead.remove(&key) else {
+                continue;
+            };
+            let (job, t) = key;
+            tracing::warn!(job, run = run_id, scheduled_at = %t, "a fire claimed ahead was taken off the schedule before its instant: recorded skipped");
+            let mut rec =
+                RunRecord::new(run_id, &job, vec![t], Trigger::Schedule, Outcome::Skipped);
+            rec.finished_at = Some(now);
+            rec.skip_reason = Some(SkipReason::Removed);
+            rec.error = Some("claimed ahead in the shared ledger, then taken off the schedule by a reload before its instant".into());
+            fx.writes.push(Write::Insert(rec));
+            fx.events.push(Event::Skip {
+                next_fire_at: self.jobs.get(&job).and_then(|j| j.next),
+                job,
+                run_id,
+                scheduled_at: t,
+                reason: SkipReason::Removed,
+                busy_run_id: None,
+            });
+        }
+    }
+}

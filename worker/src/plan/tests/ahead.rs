@@ -1,0 +1,112 @@
+//! Fires claimed ahead of their instant (several hosts, `plan/ahead.rs`):
+//! which are, and that the plan's record of each carries the id it was
+//! claimed under, whatever the plan makes of it at its instant.
+
+use super::*;
+
+impl Sim {
+    /// The loop's claim ahead at `ms` milliseconds before T0 + `secs`.
+    fn claim_ahead(&mut self, secs: i64, ms: i64) -> Vec<(String, Timestamp, u64)> {
+        self.clocks.wall = ts(secs) - SignedDuration::from_millis(ms);
+        let mut fx = Effects::default();
+        let fires = self.plan.claim_ahead(ts(secs), &mut fx);
+        self.apply(fx);
+        fires
+            .into_iter()
+            .map(|f| (f.job.name.clone(), f.at, f.run_id))
+            .collect()
+    }
+
+    /// The loop's flush in cluster mode: fires claimed ahead that left
+    /// the schedule are recorded.
+    fn drop_stale_ahead(&mut self) {
+        let mut fx = Effects::default();
+        self.plan.drop_stale_ahead(self.clocks.wall, &mut fx);
+        self.apply(fx);
+    }
+}
+
+#[test]
+fn a_fire_claimed_ahead_runs_under_the_id_it_was_claimed_with() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
+    let ahead = sim.claim_ahead(10, 100);
+    let [(name, at, id)] = ahead.as_slice() else {
+        panic!("{ahead:?}");
+    };
+    assert_eq!((name.as_str(), *at), ("j", ts(10)));
+    assert!(sim.claim_ahead(10, 50).is_empty(), "claimed once");
+    // Nothing starts before its instant.
+    sim.turn();
+    assert!(sim.children.is_empty());
+    sim.run_until(10);
+    assert_eq!(sim.child_of("j"), [*id]);
+    assert_eq!(sim.records("j")[0].covers, [ts(10)]);
+}
+
+#[test]
+fn a_fire_the_plan_would_not_start_is_not_claimed_ahead() {
+    let toml = [
+        job("paused", "*/10 * * * * *", ""),
+        job("busy", "*/10 * * * * *", "overlap = \"skip\""),
+        job("allowed", "*/10 * * * * *", "overlap = \"allow\""),
+    ]
+    .concat();
+    let mut sim = Sim::new(&toml);
+    sim.command(Command::Pause {
+        job: "paused".into(),
+        request: None,
+    });
+    sim.run_until(10);
+    let ahead: Vec<String> = sim.claim_ahead(20, 100).into_iter().map(|f| f.0).collect();
+    // `busy` and `allowed` still run from T0 + 10: only `allowed` may
+    // start a second run.
+    assert_eq!(ahead, ["allowed"]);
+}
+
+#[test]
+fn a_fire_claimed_ahead_and_paused_in_the_window_is_skipped_under_its_id() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
+    let id = sim.claim_ahead(10, 100)[0].2;
+    sim.command(Command::Pause {
+        job: "j".into(),
+        request: None,
+    });
+    sim.run_until(10);
+    assert!(sim.children.is_empty());
+    let records = sim.records("j");
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].id, records[0].skip_reason),
+        (id, Some(SkipReason::Paused))
+    );
+}
+
+#[test]
+fn a_fire_claimed_ahead_whose_job_a_reload_removes_is_recorded_removed_once() {
+    let mut sim = Sim::new(&[job("j", "*/10 * * * * *", ""), job("k", "0 0 * * * *", "")].concat());
+    let id = sim.claim_ahead(10, 100)[0].2;
+    sim.configure(&job("k", "0 0 * * * *", ""));
+    sim.drop_stale_ahead();
+    sim.drop_stale_ahead();
+    let records = sim.records("j");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (
+            records[0].id,
+            records[0].skip_reason,
+            records[0].covers.clone()
+        ),
+        (id, Some(SkipReason::Removed), vec![ts(10)])
+    );
+    assert!(sim.events.iter().any(|e| matches!(e,
+        Event::Skip { job, reason: SkipReason::Removed, run_id, .. } if job == "j" && *run_id == id)));
+    sim.run_until(20);
+    assert_eq!(sim.records("j").len(), 1);
+    // A reload that keeps the job and its fire keeps the claim.
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
+    let id = sim.claim_ahead(10, 100)[0].2;
+    sim.configure(&job("j", "*/10 * * * * *", ""));
+    sim.drop_stale_ahead();
+    sim.run_until(10);
+    assert_eq!(sim.child_of("j"), [id]);
+}
