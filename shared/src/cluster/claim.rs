@@ -75,7 +75,13 @@ impl Ledger {
     /// Claiming again a time this host already holds `running` under the
     /// same run id (claimed ahead of its instant) wins it again: a claim
     /// is idempotent for its run, so a host unsure whether its claim ahead
-    /// committed simply claims again.
+    /// committed simply claims again. That is a plain read of the row
+    /// (`mine`), not an `ON CONFLICT DO UPDATE`: an upsert locks the
+    /// conflicting row even where its condition fails, so every losing
+    /// host would lock the winner's row (a transaction id, WAL, a commit
+    /// to wait for, a deadlock with the winner's beat) and a burst holding
+    /// one fire twice would fail whole. The lease of such a row is the
+    /// beats' to renew, as any running row's.
     pub fn claim_many(&mut self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>, LedgerError> {
         let db = |what: &'static str| move |e| LedgerError::db(what, e);
         if claims.is_empty() {
@@ -128,7 +134,9 @@ impl Ledger {
         }
         let mut out = Vec::with_capacity(claims.len());
         for c in claims {
-            let Some(r) = answers.remove(&c.run_id) else {
+            // Not removed: a burst may hold one run's claim twice (sent
+            // ahead and again at the instant), answered alike.
+            let Some(r) = answers.get(&c.run_id) else {
                 return Err(LedgerError::Schema(format!(
                     "the claim of run {} has no answer",
                     c.run_id
@@ -204,10 +212,16 @@ impl Ledger {
                  FROM input i JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
                  WHERE r.ok AND NOT (r.exclusive AND i.job IN (SELECT job FROM busy))
                  ORDER BY i.job, i.t
-                 ON CONFLICT (job, scheduled_for) DO UPDATE SET lease_until = excluded.lease_until
-                 WHERE cw_fires.host = excluded.host AND cw_fires.run_id = excluded.run_id
-                   AND cw_fires.state = 'running'
+                 ON CONFLICT DO NOTHING
                  RETURNING job, run_id, scheduled_for
+             ), mine AS (
+                 SELECT f.job, f.run_id, f.scheduled_for FROM cw_fires f
+                 JOIN input i ON f.job = i.job AND f.scheduled_for = {at} AND f.run_id = i.run_id
+                 JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
+                 WHERE f.host = $6 AND f.state = 'running'
+                   AND r.ok AND NOT (r.exclusive AND i.job IN (SELECT job FROM busy))
+             ), held AS (
+                 SELECT * FROM won UNION SELECT * FROM mine
              ), cursor AS (
                  INSERT INTO cw_cursors (job, last_scheduled)
                  SELECT job, max(scheduled_for) FROM won GROUP BY job ORDER BY job
@@ -215,7 +229,7 @@ impl Ledger {
                  SET last_scheduled = greatest(cw_cursors.last_scheduled, excluded.last_scheduled)
              )
              SELECT r.run_id, r.ok, r.theirs, b.host, b.run_id,
-                    array(SELECT {won_at} FROM won w WHERE w.job = r.job AND w.run_id = r.run_id)
+                    array(SELECT {won_at} FROM held w WHERE w.job = r.job AND w.run_id = r.run_id)
              FROM runs r LEFT JOIN busy b ON b.job = r.job AND r.exclusive",
             at = ts(8).replace("$8", "i.t"),
             won_at = us("w.scheduled_for")

@@ -726,3 +726,69 @@ fn a_fire_claimed_ahead_and_not_started_ends_skipped() {
     // A claim that had not won ends nothing.
     assert_eq!(a.skip_claimed(4, "paused").unwrap(), 0);
 }
+
+#[test]
+fn a_losing_claim_takes_no_lock_on_the_winners_row() {
+    let Some(db) = TestDb::new("nolock") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    won(&mut a, "j", 1, vec![t(1)]);
+    // The winner's row locked (as a beat renewing its lease does): a
+    // loser's claim does not wait for it, it is answered at once.
+    let mut holder = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let mut tx = holder.transaction().unwrap();
+    tx.execute("SELECT 1 FROM cw_fires WHERE job = 'j' FOR UPDATE", &[])
+        .unwrap();
+    b.client()
+        .batch_execute("SET statement_timeout = '3s'")
+        .unwrap();
+    assert_eq!(
+        b.claim(&claim("j", 5, vec![t(1)])).unwrap(),
+        ClaimOutcome::Taken { host: "a".into() }
+    );
+    // Nor does the winner claiming its fire again (idempotent, a read).
+    a.client()
+        .batch_execute("SET statement_timeout = '3s'")
+        .unwrap();
+    assert_eq!(
+        a.claim(&claim("j", 1, vec![t(1)])).unwrap(),
+        ClaimOutcome::Won(vec![t(1)])
+    );
+    tx.rollback().unwrap();
+}
+
+#[test]
+fn a_burst_holding_one_fire_twice_does_not_fail() {
+    let Some(db) = TestDb::new("dup") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    // The same fire twice (a claim ahead and its claim at the instant in
+    // one burst, under one run id), beside another fire.
+    let burst = [
+        claim("j", 1, vec![t(1)]),
+        claim("k", 2, vec![t(1)]),
+        claim("j", 1, vec![t(1)]),
+    ];
+    let out = a.claim_many(&burst[..2]).unwrap();
+    assert_eq!(out.len(), 2);
+    let out = a.claim_many(&burst).unwrap();
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(
+        row(&mut a, "j", t(1)),
+        Some(("a".into(), 1, "running".into(), None))
+    );
+    // Two run ids of one fire in one burst: the first inserted wins the
+    // row, and the burst still commits.
+    let fresh = [claim("m", 7, vec![t(2)]), claim("m", 8, vec![t(2)])];
+    let out = a.claim_many(&fresh).unwrap();
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, ClaimOutcome::Won(_)))
+            .count(),
+        1,
+        "{out:?}"
+    );
+}
