@@ -24,7 +24,8 @@
 //! at once; a fire claimed ahead and then not started ends skipped in the
 //! ledger with the plan's reason, and an ahead claim that did not win for
 //! sure is claimed again at the instant (a claim is idempotent for its
-//! run).
+//! run); one not fired within [`RELEASE_AFTER`] (the wall clock stepped
+//! back) is released: its row removed, the fire claimed at its instant.
 //!
 //! The same thread (`thread.rs`) beats for the host: it renews the leases
 //! of the runs this host won, records peers' expired runs `lost`, measures
@@ -74,6 +75,11 @@ enum Request {
     SkipClaimed {
         run_id: u64,
         reason: &'static str,
+    },
+    /// A fire claimed ahead and released: its row (if the claim won, and
+    /// still running) is removed from the ledger.
+    Release {
+        run_id: u64,
     },
     Defs(Vec<(String, String)>),
     /// This worker replaced one that died: its runs below `below` are
@@ -147,6 +153,8 @@ pub(crate) struct Cluster {
     /// Fires whose claim ahead won and whose row has not become a run's
     /// or ended skipped.
     ahead_won: BTreeSet<u64>,
+    /// Claims ahead released before their answer came.
+    ahead_released: BTreeSet<u64>,
     /// This host's name in the ledger.
     host: String,
 }
@@ -186,6 +194,7 @@ impl Cluster {
             next_fire: None,
             ahead: BTreeMap::new(),
             ahead_won: BTreeSet::new(),
+            ahead_released: BTreeSet::new(),
             host: cfg.host.clone(),
         }
     }
@@ -613,8 +622,8 @@ fn narrow(record: &mut RunRecord, won: &[Timestamp]) {
 mod ahead;
 mod thread;
 
-pub(crate) use ahead::AHEAD;
 use ahead::{Ahead, AheadState};
+pub(crate) use ahead::{AHEAD, RELEASE_AFTER};
 
 #[cfg(test)]
 mod tests;

@@ -43,12 +43,17 @@
 //! - several hosts: a fire claimed ahead in the shared ledger gets its run
 //!   id then, and whatever record the plan makes of it at its instant
 //!   carries that id; one taken off the schedule before its instant is
-//!   recorded skipped `removed` ([`ahead`]);
+//!   recorded skipped `removed`; one not due in time (the wall clock
+//!   stepped back) is released, its id forgotten ([`ahead`]);
 //! - a job's armed fire changes only through [`Plan::arm`], which keeps
 //!   the index of [`starts`] true: a turn looks at the due jobs alone and
 //!   the next wake-up is the index's first entry, whatever the job count.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use cronwarden_shared::{
     config::{Config, JobSpec, OnStoreFailure, Overlap},
@@ -148,7 +153,11 @@ pub(crate) struct Plan {
     boot: reboot::Boot,
     /// Several hosts: fires claimed ahead of their instant, with the run
     /// id their record gets (see [`ahead`]).
-    ahead: BTreeMap<(String, Timestamp), u64>,
+    ahead: BTreeMap<(String, Timestamp), ahead::Claimed>,
+    /// Fires whose claim ahead was released: claimed at their instant.
+    no_ahead: BTreeSet<(String, Timestamp)>,
+    /// Run ids of claims ahead released, for the cluster to release.
+    released_ahead: Vec<u64>,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -216,6 +225,8 @@ impl Plan {
             retries: Default::default(),
             boot: Default::default(),
             ahead: BTreeMap::new(),
+            no_ahead: BTreeSet::new(),
+            released_ahead: Vec::new(),
         }
     }
 

@@ -253,6 +253,8 @@ impl Scheduler {
     fn flush(&mut self) {
         let mut fx = std::mem::take(&mut self.fx);
         if let Some(c) = self.cluster.as_mut() {
+            self.plan.expire_ahead(cluster::RELEASE_AFTER);
+            c.release_ahead(self.plan.take_released_ahead());
             self.plan.drop_stale_ahead(wall_now(), &mut fx);
             c.hold(&mut fx);
             c.next_fire(self.plan.earliest_fire());

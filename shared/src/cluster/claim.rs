@@ -299,6 +299,20 @@ impl Ledger {
             .map_err(|e| LedgerError::db("record the fire claimed ahead skipped", e))
     }
 
+    /// Removes this host's fire claimed ahead under `run_id`, still
+    /// `running` (not started): the host gives its claim up (the fire's
+    /// instant moved off, its wall clock stepped back), and the fire is
+    /// anyone's to claim at its instant. Returns how many rows it removed.
+    pub fn release_claimed(&mut self, run_id: u64) -> Result<u64, LedgerError> {
+        let host = self.host.clone();
+        self.client()
+            .execute(
+                "DELETE FROM cw_fires WHERE host = $1 AND run_id = $2 AND state = 'running'",
+                &[&host, &(run_id as i64)],
+            )
+            .map_err(|e| LedgerError::db("release the fire claimed ahead", e))
+    }
+
     /// Records this host's run `run_id` ended with `outcome` (the record's
     /// word; run ids are unique per host). A run a peer recorded `lost`
     /// while this host was silent is set right: it did run here, once.

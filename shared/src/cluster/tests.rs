@@ -792,3 +792,22 @@ fn a_burst_holding_one_fire_twice_does_not_fail() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_released_claim_ahead_leaves_the_fire_to_any_host() {
+    let Some(db) = TestDb::new("release") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    let mut b = db.ledger("b", LEASE);
+    won(&mut a, "j", 3, vec![t(1)]);
+    // Only this host's own running row of that run is removed.
+    assert_eq!(b.release_claimed(3).unwrap(), 0);
+    assert_eq!(a.release_claimed(4).unwrap(), 0);
+    assert_eq!(a.release_claimed(3).unwrap(), 1);
+    assert_eq!(row(&mut a, "j", t(1)), None);
+    won(&mut b, "j", 5, vec![t(1)]);
+    // A row that ran is not removed.
+    assert_eq!(b.finish(5, "success").unwrap(), 1);
+    assert_eq!(b.release_claimed(5).unwrap(), 0);
+}

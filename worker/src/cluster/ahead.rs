@@ -22,6 +22,10 @@
 //!   killed leaves them `running` until the lease paths record them
 //!   `lost` (a replacement worker at once, or a peer when the lease ends).
 //!
+//! - a fire claimed ahead and not fired in time (the wall clock stepped
+//!   back) is released: its row removed from the ledger, the fire claimed
+//!   at its instant ([`Cluster::release_ahead`]).
+//!
 //! The claim thread renews the lease of a row won ahead like a run's.
 
 use std::time::Duration;
@@ -46,6 +50,11 @@ use crate::plan::{AheadFire, Effects, Spawn};
 /// a fire skips that fire (the peers do not take it over), as it is
 /// already claimed.
 pub(crate) const AHEAD: Duration = Duration::from_millis(100);
+
+/// A fire claimed ahead and not fired this long after (monotonic time)
+/// is released (see `crate::plan`'s `ahead`): [`AHEAD`], and a second for
+/// a loop turn that is late (a busy machine) without the clock stepping.
+pub(crate) const RELEASE_AFTER: Duration = AHEAD.saturating_add(Duration::from_secs(1));
 
 /// Where a claim ahead stands.
 #[derive(Debug)]
@@ -117,6 +126,10 @@ impl Cluster {
         run_id: u64,
         result: Result<ClaimOutcome, String>,
     ) -> Option<Result<ClaimOutcome, String>> {
+        if self.ahead_released.remove(&run_id) {
+            // Its row, if it won, is removed already.
+            return None;
+        }
         if let Ok(ClaimOutcome::Won(_)) = &result {
             self.ahead_won.insert(run_id);
         }
@@ -176,6 +189,24 @@ impl Cluster {
                     self.skip_claimed(r.id, reason);
                 }
             }
+        }
+    }
+
+    /// Releases these claims ahead (the plan forgot their ids: the fires
+    /// are claimed at their instant): the rows this host won are removed
+    /// from the ledger, after the claims (the thread takes requests in
+    /// order), so a claim still unanswered is covered too.
+    pub fn release_ahead(&mut self, ids: Vec<u64>) {
+        for run_id in ids {
+            if let Some(Ahead {
+                state: AheadState::Asked,
+                ..
+            }) = self.ahead.remove(&run_id)
+            {
+                self.ahead_released.insert(run_id);
+            }
+            self.ahead_won.remove(&run_id);
+            let _ = self.tx.send(Request::Release { run_id });
         }
     }
 

@@ -44,6 +44,7 @@ pub(super) fn cluster() -> (
         next_fire: None,
         ahead: BTreeMap::new(),
         ahead_won: BTreeSet::new(),
+        ahead_released: BTreeSet::new(),
         host: "here".into(),
     };
     (c, rx, answers_rx)

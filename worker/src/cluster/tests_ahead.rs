@@ -205,3 +205,31 @@ fn a_fire_this_hosts_previous_worker_claimed_ahead_is_recorded_here() {
         )]
     );
 }
+
+#[test]
+fn a_released_claim_ahead_removes_its_row_and_its_late_answer_does_nothing() {
+    // Won, then released: the row is removed.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(0), &mut Effects::default()), None);
+    c.release_ahead(vec![7]);
+    assert!(matches!(rx.try_recv(), Ok(Request::Release { run_id: 7 })));
+    // Released before its answer: the removal follows the claim, and the
+    // answer changes nothing here (no skip, no second request).
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    c.release_ahead(vec![7]);
+    assert!(matches!(rx.try_recv(), Ok(Request::Release { run_id: 7 })));
+    let mut fx = Effects::default();
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(0), &mut fx), None);
+    assert!(fx.writes.is_empty() && fx.spawns.is_empty() && fx.events.is_empty());
+    assert!(rx.try_recv().is_err(), "{:?}", c.ahead_won);
+    // The fire, claimed at its instant under a new id, is claimed as any.
+    let mut fx = Effects::default();
+    planned(&mut fx, 8, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert!(fx.spawns.is_empty());
+    assert!(matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 8));
+}

@@ -29,6 +29,8 @@ enum End {
     Ran(&'static str),
     /// Claimed ahead, not started: the skip's reason.
     Skipped(&'static str),
+    /// Claimed ahead, released: the row is removed.
+    Released,
 }
 
 /// The hosts are listed at most this often: the query counts each host's
@@ -223,6 +225,7 @@ impl Thread {
             }
             Request::Finish { run_id, outcome } => self.end(run_id, End::Ran(outcome)),
             Request::SkipClaimed { run_id, reason } => self.end(run_id, End::Skipped(reason)),
+            Request::Release { run_id } => self.end(run_id, End::Released),
             Request::Defs(defs) => {
                 // A job reloaded with another definition (or gone) is
                 // judged afresh, now: its next fire may be a day away.
@@ -445,6 +448,7 @@ impl Thread {
             match self.with(|l| match end {
                 End::Ran(outcome) => l.finish(run_id, outcome),
                 End::Skipped(reason) => l.skip_claimed(run_id, reason),
+                End::Released => l.release_claimed(run_id),
             }) {
                 Ok(_) => {
                     self.finishes.pop_front();

@@ -9,8 +9,16 @@
 //! ledger's row and this host's record are one fire's. A fire claimed
 //! ahead that the plan will not fire any more (a reload removed its job or
 //! armed it past it) is recorded skipped `removed` under that id.
+//!
+//! A fire claimed ahead and not consumed within a bound of monotonic time
+//! (the wall clock stepped back in the window: its instant is now far
+//! off), or any claimed ahead when the plan sees the wall clock step back,
+//! is released: its id forgotten here, its row removed from the ledger by
+//! the cluster, and the fire claimed at its instant as without a claim
+//! ahead. Held instead, the row would be this host's for as long as the
+//! step, and the peers would not run the fire in time.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     config::{JobSpec, OnStoreFailure, Overlap},
@@ -29,6 +37,14 @@ pub(crate) struct AheadFire {
     pub job: Arc<JobSpec>,
     pub at: Timestamp,
     pub run_id: u64,
+}
+
+/// A fire claimed ahead: the run id its record gets, and when it was
+/// claimed (monotonic clock, as of the turn).
+#[derive(Debug)]
+pub(super) struct Claimed {
+    run_id: u64,
+    since: Duration,
 }
 
 /// Whether the plan would start `job`'s fire were it due now (what
@@ -56,6 +72,7 @@ impl Plan {
             };
             let key = (name, at);
             if self.ahead.contains_key(&key)
+                || self.no_ahead.contains(&key)
                 || !would_start(job, self.store_failing)
                 || self.drop_fires_of.as_deref() == Some(key.0.as_str())
             {
@@ -63,7 +80,8 @@ impl Plan {
             }
             let spec = job.spec.clone();
             let run_id = self.alloc_id(fx);
-            self.ahead.insert(key, run_id);
+            let since = self.last_clocks.map_or(Duration::ZERO, |c| c.mono);
+            self.ahead.insert(key, Claimed { run_id, since });
             fires.push(AheadFire {
                 job: spec,
                 at,
@@ -87,12 +105,49 @@ impl Plan {
     pub(super) fn id_for(&mut self, name: &str, covers: &[Timestamp], fx: &mut Effects) -> u64 {
         if !self.ahead.is_empty() {
             for t in covers {
-                if let Some(id) = self.ahead.remove(&(name.to_string(), *t)) {
-                    return id;
+                if let Some(c) = self.ahead.remove(&(name.to_string(), *t)) {
+                    return c.run_id;
                 }
             }
         }
         self.alloc_id(fx)
+    }
+
+    /// Releases the fires claimed ahead more than `within` ago (monotonic
+    /// clock, as of the last turn) and not fired yet (see the module map).
+    pub fn expire_ahead(&mut self, within: Duration) {
+        let jobs = &self.jobs;
+        // A released fire is claimed ahead again no more; once it is
+        // past, it need not be remembered.
+        self.no_ahead
+            .retain(|(name, at)| jobs.get(name).is_some_and(|j| j.next == Some(*at)));
+        let Some(now) = self.last_clocks.map(|c| c.mono) else {
+            return;
+        };
+        self.release_ahead_if(|c| now.saturating_sub(c.since) > within);
+    }
+
+    /// Releases every fire claimed ahead `f` says (see the module map).
+    pub(super) fn release_ahead_if(&mut self, f: impl Fn(&Claimed) -> bool) {
+        let keys: Vec<(String, Timestamp)> = self
+            .ahead
+            .iter()
+            .filter(|(_, c)| f(c))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(Claimed { run_id, .. }) = self.ahead.remove(&key) else {
+                continue;
+            };
+            tracing::warn!(job = key.0, run = run_id, scheduled_at = %key.1, "a fire claimed ahead was not due in time (the wall clock stepped back?): its claim is released, the fire is claimed at its instant");
+            self.released_ahead.push(run_id);
+            self.no_ahead.insert(key);
+        }
+    }
+
+    /// The run ids of the claims ahead released since the last call.
+    pub fn take_released_ahead(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.released_ahead)
     }
 
     /// Records the fires claimed ahead that the plan will not fire any
@@ -113,7 +168,7 @@ impl Plan {
             .cloned()
             .collect();
         for key in stale {
-            let Some(run_id) = self.ahead.remove(&key) else {
+            let Some(Claimed { run_id, .. }) = self.ahead.remove(&key) else {
                 continue;
             };
             let (job, t) = key;

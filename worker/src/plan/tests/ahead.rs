@@ -110,3 +110,43 @@ fn a_fire_claimed_ahead_whose_job_a_reload_removes_is_recorded_removed_once() {
     sim.run_until(10);
     assert_eq!(sim.child_of("j"), [id]);
 }
+
+#[test]
+fn a_fire_claimed_ahead_is_released_when_the_wall_clock_steps_back() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
+    let id = sim.claim_ahead(10, 100)[0].2;
+    assert!(sim.plan.take_released_ahead().is_empty());
+    // An hour back in the window: the fire's instant is an hour off now.
+    sim.step_wall(-3600);
+    assert_eq!(sim.plan.take_released_ahead(), [id]);
+    sim.drop_stale_ahead();
+    sim.run_until(-3580);
+    assert!(
+        sim.records("j").iter().all(|r| r.id != id),
+        "the released id is nobody's record"
+    );
+}
+
+#[test]
+fn a_fire_claimed_ahead_and_not_due_in_time_is_released_and_claimed_at_its_instant() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
+    let id = sim.claim_ahead(10, 100)[0].2;
+    sim.plan.expire_ahead(crate::cluster::RELEASE_AFTER);
+    assert!(sim.plan.take_released_ahead().is_empty(), "young yet");
+    // The loop turns late on the monotonic clock, the fire not due yet
+    // on the wall clock (stepped back by less than a clock jump).
+    if let Some(c) = sim.plan.last_clocks.as_mut() {
+        c.mono += crate::cluster::RELEASE_AFTER + Duration::from_millis(1);
+    }
+    sim.plan.expire_ahead(crate::cluster::RELEASE_AFTER);
+    assert_eq!(sim.plan.take_released_ahead(), [id]);
+    assert!(
+        sim.claim_ahead(10, 50).is_empty(),
+        "not claimed ahead again"
+    );
+    sim.run_until(10);
+    let started = sim.child_of("j");
+    assert_eq!(started.len(), 1);
+    assert_ne!(started[0], id, "claimed at its instant under a new id");
+    assert!(sim.plan.take_released_ahead().is_empty());
+}
