@@ -155,6 +155,8 @@ pub(crate) struct Cluster {
     ahead_won: BTreeSet<u64>,
     /// Claims ahead released before their answer came.
     ahead_released: BTreeSet<u64>,
+    /// How long a claim ahead's win is trusted: half the lease.
+    trust_ahead_for: Duration,
     /// This host's name in the ledger.
     host: String,
 }
@@ -195,6 +197,7 @@ impl Cluster {
             ahead: BTreeMap::new(),
             ahead_won: BTreeSet::new(),
             ahead_released: BTreeSet::new(),
+            trust_ahead_for: cfg.lease / 2,
             host: cfg.host.clone(),
         }
     }
@@ -270,7 +273,7 @@ impl Cluster {
                 Some(AheadState::Asked) => {}
                 // A peer holds the fire (rows are never removed): answered
                 // as its claim would be.
-                Some(AheadState::Answered(result @ Ok(ClaimOutcome::Taken { .. }))) if alone => {
+                Some(AheadState::Answered(result @ Ok(ClaimOutcome::Taken { .. }), _)) if alone => {
                     let _ = self.answers.send(Answer::Claim {
                         run_id: id,
                         result,
@@ -472,7 +475,7 @@ impl Cluster {
                 // Only a worker of this host that stopped or died since
                 // claimed it (ahead): the fire is this host's, not run.
                 SkipReason::WorkerDown,
-                "claimed ahead by this host's previous worker, which stopped before its instant"
+                "claimed ahead by this host, and not started in time: by a previous worker, which stopped before its instant, or by this one, stopped past its lease (the row was recorded lost)"
                     .to_string(),
             ),
             Ok(ClaimOutcome::Taken { host }) => {

@@ -811,3 +811,23 @@ fn a_released_claim_ahead_leaves_the_fire_to_any_host() {
     assert_eq!(b.finish(5, "success").unwrap(), 1);
     assert_eq!(b.release_claimed(5).unwrap(), 0);
 }
+
+#[test]
+fn claiming_again_a_row_recorded_lost_does_not_win_it() {
+    let Some(db) = TestDb::new("again_lost") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    won(&mut a, "j", 3, vec![t(1)]);
+    // A peer recorded it lost while this host was stopped past its lease.
+    a.client()
+        .execute(
+            "UPDATE cw_fires SET state = 'lost', lease_until = NULL",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        a.claim(&claim("j", 3, vec![t(1)])).unwrap(),
+        ClaimOutcome::Taken { host: "a".into() }
+    );
+}

@@ -8,7 +8,9 @@
 //! The plan gives the fire its run id when it is claimed ahead
 //! ([`crate::plan::Plan::claim_ahead`]), and the record it makes of the
 //! fire at the instant (a run, or a skip) carries that id. So:
-//! - a run whose claim ahead won passes [`Cluster::hold`] at once;
+//! - a run whose claim ahead won passes [`Cluster::hold`] at once, if the
+//!   win is younger than half the lease (else it is claimed again: an
+//!   old win may have been recorded `lost` by a peer meanwhile);
 //! - one whose claim ahead is still unanswered waits for that answer as
 //!   for any claim; one a peer holds is the peer's; any other answer (the
 //!   database failed, a peer's run was live: overlap is judged when the
@@ -28,7 +30,7 @@
 //!
 //! The claim thread renews the lease of a row won ahead like a run's.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cronwarden_shared::{
     cluster::ClaimOutcome,
@@ -61,7 +63,10 @@ pub(crate) const RELEASE_AFTER: Duration = AHEAD.saturating_add(Duration::from_s
 pub(super) enum AheadState {
     /// Sent, not answered yet.
     Asked,
-    Answered(Result<ClaimOutcome, String>),
+    /// Answered, at this instant (monotonic): a win is trusted at the
+    /// fire's instant only while younger than half the lease (see
+    /// [`Cluster::won_ahead`]).
+    Answered(Result<ClaimOutcome, String>, Instant),
 }
 
 /// A fire claimed ahead, until the plan starts or skips it.
@@ -101,13 +106,18 @@ impl Cluster {
     }
 
     /// Whether `spawn`'s fire was won ahead, for exactly the times it
-    /// covers: then it is this host's run now (the entry is used up).
+    /// covers, and recently enough: then it is this host's run now (the
+    /// entry is used up). A win older than half the lease is not trusted
+    /// (the worker may have been stopped past its lease and a peer have
+    /// recorded the row `lost` meanwhile): the fire is claimed again, which
+    /// wins this host's own running row again, and a lost one not.
     pub(super) fn won_ahead(&mut self, spawn: &Spawn) -> bool {
         let id = spawn.record.id;
+        let trust_for = self.trust_ahead_for;
         let won = matches!(
             self.ahead.get(&id),
-            Some(Ahead { state: AheadState::Answered(Ok(ClaimOutcome::Won(w))), .. })
-                if *w == spawn.record.covers
+            Some(Ahead { state: AheadState::Answered(Ok(ClaimOutcome::Won(w)), at), .. })
+                if *w == spawn.record.covers && at.elapsed() < trust_for
         );
         if won {
             self.ahead.remove(&id);
@@ -155,7 +165,7 @@ impl Cluster {
                 self.ahead.remove(&run_id);
                 self.skip_claimed(run_id, reason);
             }
-            Some(a) => a.state = AheadState::Answered(result),
+            Some(a) => a.state = AheadState::Answered(result, Instant::now()),
             // Given up already (the worker stops).
             None => self.skip_claimed(run_id, SkipReason::WorkerDown),
         }

@@ -45,6 +45,7 @@ pub(super) fn cluster() -> (
         ahead: BTreeMap::new(),
         ahead_won: BTreeSet::new(),
         ahead_released: BTreeSet::new(),
+        trust_ahead_for: Duration::from_secs(15),
         host: "here".into(),
     };
     (c, rx, answers_rx)

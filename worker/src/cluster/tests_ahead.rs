@@ -233,3 +233,62 @@ fn a_released_claim_ahead_removes_its_row_and_its_late_answer_does_nothing() {
     assert!(fx.spawns.is_empty());
     assert!(matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 8));
 }
+
+#[test]
+fn a_win_ahead_older_than_half_the_lease_is_claimed_again_at_the_instant() {
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(0), &mut Effects::default()), None);
+    // The worker was stopped (SIGSTOP) past half its lease since the win.
+    let Some(Ahead {
+        state: AheadState::Answered(_, at),
+        ..
+    }) = c.ahead.get_mut(&7)
+    else {
+        panic!("the win is kept");
+    };
+    *at = Instant::now()
+        .checked_sub(c.trust_ahead_for + Duration::from_millis(1))
+        .expect("the monotonic clock is past the lease");
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert!(fx.spawns.is_empty(), "not started on an old win");
+    assert!(matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 7));
+    // A peer recorded the row lost meanwhile: the claim again finds it
+    // this host's and not running; the fire is skipped, not run, and the
+    // row ends skipped as the local record does.
+    let mut fx = Effects::default();
+    let answer = Answer::Claim {
+        run_id: 7,
+        result: Ok(ClaimOutcome::Taken {
+            host: "here".into(),
+        }),
+        ahead: false,
+    };
+    assert!(c.resolve(answer, t(1), &mut fx).is_some());
+    assert!(fx.spawns.is_empty());
+    assert_eq!(
+        inserts(&fx),
+        [(
+            7,
+            Outcome::Skipped,
+            Some(SkipReason::WorkerDown),
+            vec![t(1)]
+        )]
+    );
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::SkipClaimed { run_id: 7, .. })
+    ));
+    // A recent win starts at once (the claim again only when it is old).
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(0), &mut Effects::default()), None);
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert_eq!(fx.spawns.len(), 1);
+}
