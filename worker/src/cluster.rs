@@ -123,6 +123,9 @@ struct Held {
     /// When the fire was due (held): its claim's [`CLAIM_WITHIN`] counts
     /// from then, however many times it is sent.
     since: Instant,
+    /// Its claim ahead, on its way, was made under a definition a reload
+    /// changed: its answer is not trusted, the fire is claimed again.
+    again: bool,
 }
 
 /// The loop's side of the shared ledger.
@@ -225,11 +228,15 @@ impl Cluster {
 
     /// A (new) config: each job's definition hash is published.
     pub fn configure(&mut self, config: &Config) {
-        self.hashes = config
-            .jobs
-            .iter()
-            .map(|j| (j.name.clone(), definition_hash(j)))
-            .collect();
+        let before = std::mem::replace(
+            &mut self.hashes,
+            config
+                .jobs
+                .iter()
+                .map(|j| (j.name.clone(), definition_hash(j)))
+                .collect(),
+        );
+        self.reconfigured_ahead(&before);
         let defs = self
             .hashes
             .iter()
@@ -268,11 +275,14 @@ impl Cluster {
             let since = Instant::now();
             // The one fire claimed ahead, alone in the run.
             let alone = spawn.record.covers.len() == 1;
-            match self.ahead.remove(&id).map(|a| a.state) {
-                // Its claim ahead is on its way: the answer resolves it.
+            let ahead = self.ahead.remove(&id);
+            let again = ahead.as_ref().is_some_and(|a| a.again);
+            match ahead.map(|a| a.state) {
+                // Its claim ahead is on its way: the answer resolves it
+                // (or, made under an old definition, sends it again).
                 Some(AheadState::Asked) => {}
-                // A peer holds the fire (rows are never removed): answered
-                // as its claim would be.
+                // A peer holds the fire (a peer's row is never removed):
+                // answered as its claim would be.
                 Some(AheadState::Answered(result @ Ok(ClaimOutcome::Taken { .. }), _)) if alone => {
                     let _ = self.answers.send(Answer::Claim {
                         run_id: id,
@@ -288,6 +298,7 @@ impl Cluster {
                     spawn,
                     insert,
                     since,
+                    again,
                 },
             );
         }

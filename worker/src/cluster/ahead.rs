@@ -24,13 +24,18 @@
 //!   killed leaves them `running` until the lease paths record them
 //!   `lost` (a replacement worker at once, or a peer when the lease ends).
 //!
+//! - a fire whose job a reload changed since its claim ahead is claimed
+//!   again at the instant, under the new definition;
 //! - a fire claimed ahead and not fired in time (the wall clock stepped
 //!   back) is released: its row removed from the ledger, the fire claimed
 //!   at its instant ([`Cluster::release_ahead`]).
 //!
 //! The claim thread renews the lease of a row won ahead like a run's.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use cronwarden_shared::{
     cluster::ClaimOutcome,
@@ -73,6 +78,11 @@ pub(super) enum AheadState {
 #[derive(Debug)]
 pub(super) struct Ahead {
     pub(super) state: AheadState,
+    job: String,
+    /// A reload changed the job's definition since the claim ahead (its
+    /// hash, its overlap policy): its answer is not the fire's, which is
+    /// claimed again at the instant.
+    pub(super) again: bool,
     /// The plan skipped the fire before the claim was answered: why (the
     /// row, if the claim won, ends skipped so).
     ended: Option<SkipReason>,
@@ -98,6 +108,8 @@ impl Cluster {
                 f.run_id,
                 Ahead {
                     state: AheadState::Asked,
+                    job: spawn.job.name.clone(),
+                    again: false,
                     ended: None,
                 },
             );
@@ -116,7 +128,7 @@ impl Cluster {
         let trust_for = self.trust_ahead_for;
         let won = matches!(
             self.ahead.get(&id),
-            Some(Ahead { state: AheadState::Answered(Ok(ClaimOutcome::Won(w)), at), .. })
+            Some(Ahead { state: AheadState::Answered(Ok(ClaimOutcome::Won(w)), at), again: false, .. })
                 if *w == spawn.record.covers && at.elapsed() < trust_for
         );
         if won {
@@ -145,6 +157,11 @@ impl Cluster {
         }
         if let Some(held) = self.held.get(&run_id) {
             return match &result {
+                _ if held.again => {
+                    let (claim, since) = (self.claim_of(&held.spawn, false), held.since);
+                    self.send_claim(claim, since);
+                    None
+                }
                 Ok(ClaimOutcome::Won(w)) if *w == held.spawn.record.covers => Some(result),
                 Ok(ClaimOutcome::Taken { .. }) if held.spawn.record.covers.len() == 1 => {
                     Some(result)
@@ -198,6 +215,18 @@ impl Cluster {
                     self.ahead.remove(&r.id);
                     self.skip_claimed(r.id, reason);
                 }
+            }
+        }
+    }
+
+    /// A reload: the claims ahead of jobs whose definition changed (or
+    /// that left) are claimed again at the instant, as the new definition
+    /// (a peer's live run of a job now exclusive, a definition now unlike
+    /// the other hosts') may not let the fire run.
+    pub(super) fn reconfigured_ahead(&mut self, before: &BTreeMap<String, String>) {
+        for a in self.ahead.values_mut() {
+            if before.get(&a.job) != self.hashes.get(&a.job) {
+                a.again = true;
             }
         }
     }

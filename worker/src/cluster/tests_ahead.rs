@@ -292,3 +292,85 @@ fn a_win_ahead_older_than_half_the_lease_is_claimed_again_at_the_instant() {
     c.hold(&mut fx);
     assert_eq!(fx.spawns.len(), 1);
 }
+
+/// A config of the one job `j` of [`job`], with `overlap`.
+fn config(overlap: &str) -> Config {
+    Config::parse(
+        std::path::Path::new("/x.toml"),
+        &format!("[[job]]\nname = \"j\"\nschedule = \"* * * * * *\"\ncommand = [\"true\"]\noverlap = \"{overlap}\"\n"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_fire_whose_job_a_reload_changed_since_its_claim_ahead_is_claimed_again() {
+    // Won ahead under `allow`; reloaded to `skip` in the window.
+    let (mut c, rx, _) = cluster();
+    c.configure(&config("allow"));
+    assert!(matches!(rx.try_recv(), Ok(Request::Defs(_))));
+    claim_ahead(&mut c, &rx, "allow");
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(0), &mut Effects::default()), None);
+    c.configure(&config("skip"));
+    assert!(matches!(rx.try_recv(), Ok(Request::Defs(_))));
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "skip");
+    c.hold(&mut fx);
+    assert!(fx.spawns.is_empty(), "not started on the old claim");
+    let Ok(Request::Claim(claim, _)) = rx.try_recv() else {
+        panic!("claimed again at the instant");
+    };
+    assert!(!claim.ahead && claim.exclusive && claim.run_id == 7);
+    // Its answer is judged as any: a peer's live run makes it a skip, and
+    // the row won ahead ends skipped too.
+    let busy = Answer::Claim {
+        run_id: 7,
+        result: Ok(ClaimOutcome::Busy {
+            host: "b".into(),
+            run_id: 2,
+        }),
+        ahead: false,
+    };
+    let mut fx = Effects::default();
+    assert!(c.resolve(busy, t(1), &mut fx).is_some());
+    assert_eq!(
+        inserts(&fx),
+        [(7, Outcome::Skipped, Some(SkipReason::Overlap), vec![t(1)])]
+    );
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::SkipClaimed {
+            run_id: 7,
+            reason: "overlap"
+        })
+    ));
+    // Changed while the claim ahead is on its way: its answer sends the
+    // claim again instead of starting the run.
+    let (mut c, rx, _) = cluster();
+    c.configure(&config("allow"));
+    let _ = rx.try_recv();
+    claim_ahead(&mut c, &rx, "allow");
+    c.configure(&config("skip"));
+    let _ = rx.try_recv();
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "skip");
+    c.hold(&mut fx);
+    assert!(rx.try_recv().is_err(), "the claim ahead is on its way");
+    let mut fx = Effects::default();
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(1), &mut fx), None);
+    assert!(fx.spawns.is_empty());
+    assert!(matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.exclusive));
+    // A reload that keeps the definition keeps the win.
+    let (mut c, rx, _) = cluster();
+    c.configure(&config("allow"));
+    let _ = rx.try_recv();
+    claim_ahead(&mut c, &rx, "allow");
+    let won = ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won, t(0), &mut Effects::default()), None);
+    c.configure(&config("allow"));
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert_eq!(fx.spawns.len(), 1);
+}
