@@ -153,8 +153,8 @@ pub(crate) struct Cluster {
     /// Fires claimed ahead (by the run id the plan gave them), until the
     /// plan starts or skips them (see `ahead.rs`).
     ahead: BTreeMap<u64, Ahead>,
-    /// Fires whose claim ahead won and whose row has not become a run's
-    /// or ended skipped.
+    /// Fires whose claim ahead won (or failed: it may have committed) and
+    /// whose row has not become a run's or ended skipped.
     ahead_won: BTreeSet<u64>,
     /// Claims ahead released before their answer came.
     ahead_released: BTreeSet<u64>,

@@ -19,7 +19,8 @@
 //!   run: the row won ahead is won again);
 //! - a fire the plan skips after all (paused, its job busy here, the
 //!   store failing, a reload that removed it: judged at the instant, as
-//!   always) ends skipped in the ledger with the local record's reason;
+//!   always) ends skipped in the ledger with the local record's reason
+//!   (one whose claim ahead failed too: it may have committed);
 //! - a worker that stops ends its claims ahead skipped `worker_down`; one
 //!   killed leaves them `running` until the lease paths record them
 //!   `lost` (a replacement worker at once, or a peer when the lease ends).
@@ -152,7 +153,10 @@ impl Cluster {
             // Its row, if it won, is removed already.
             return None;
         }
-        if let Ok(ClaimOutcome::Won(_)) = &result {
+        // A claim that failed may have committed all the same (the
+        // connection broke after the commit): its row, if any, is ended
+        // as a won one is (a no-op without a row).
+        if let Ok(ClaimOutcome::Won(_)) | Err(_) = &result {
             self.ahead_won.insert(run_id);
         }
         if let Some(held) = self.held.get(&run_id) {
@@ -249,7 +253,8 @@ impl Cluster {
         }
     }
 
-    /// A row this host won (ahead) and does not run ends skipped.
+    /// A row this host won (or may have won) ahead and does not run ends
+    /// skipped.
     pub(super) fn skip_claimed(&mut self, run_id: u64, reason: SkipReason) {
         if self.ahead_won.remove(&run_id) {
             let _ = self.tx.send(Request::SkipClaimed {

@@ -158,6 +158,21 @@ fn a_fire_claimed_ahead_and_not_started_ends_as_one_skip_in_the_ledger() {
             reason: "removed"
         })
     ));
+    // A claim ahead that failed (it may have committed: the connection
+    // broke after the commit), then paused: its row, if any, ends too.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    let failed = ahead_answer(Err("connection reset".into()));
+    c.resolve(failed, t(0), &mut Effects::default());
+    skipped_at_instant(&mut c, SkipReason::Paused);
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Request::SkipClaimed {
+            run_id: 7,
+            reason: "paused"
+        })
+    ));
+    assert!(rx.try_recv().is_err(), "once");
     // A peer's fire, skipped here: nothing of this host's to end.
     let (mut c, rx, _) = cluster();
     claim_ahead(&mut c, &rx, "allow");
