@@ -121,6 +121,12 @@ pub(super) struct Thread {
     /// Run ids this host won and that have not ended: their leases are
     /// renewed at each beat.
     running: BTreeSet<u64>,
+    /// Run ids whose claim statement failed: it may have committed all
+    /// the same. With [`Thread::running`], the runs that may have a row
+    /// here: a fire claimed and not started that has neither (its claim
+    /// never reached the database, or lost) has nothing to end, and an
+    /// overloaded ledger is not sent a statement for it.
+    ambiguous: BTreeSet<u64>,
     finishes: VecDeque<(u64, End)>,
     defs: Option<Vec<(String, String)>>,
     /// Missed fires whose holders the ledger did not tell yet, and since
@@ -154,6 +160,7 @@ impl Thread {
             beat_every,
             answers,
             running: BTreeSet::new(),
+            ambiguous: BTreeSet::new(),
             finishes: VecDeque::new(),
             defs: None,
             predecessor: None,
@@ -224,8 +231,16 @@ impl Thread {
                 self.lose_predecessors();
             }
             Request::Finish { run_id, outcome } => self.end(run_id, End::Ran(outcome)),
-            Request::SkipClaimed { run_id, reason } => self.end(run_id, End::Skipped(reason)),
-            Request::Release { run_id } => self.end(run_id, End::Released),
+            Request::SkipClaimed { run_id, reason } => {
+                if self.may_hold(run_id) {
+                    self.end(run_id, End::Skipped(reason));
+                }
+            }
+            Request::Release { run_id } => {
+                if self.may_hold(run_id) {
+                    self.end(run_id, End::Released);
+                }
+            }
             Request::Defs(defs) => {
                 // A job reloaded with another definition (or gone) is
                 // judged afresh, now: its next fire may be a day away.
@@ -238,10 +253,17 @@ impl Thread {
         }
     }
 
+    /// Whether this host may hold a row of `run_id`'s claim: it won, or
+    /// its statement failed (see [`Thread::ambiguous`]).
+    fn may_hold(&self, run_id: u64) -> bool {
+        self.running.contains(&run_id) || self.ambiguous.contains(&run_id)
+    }
+
     /// A run's end (or a fire claimed ahead and not started) goes to the
     /// ledger, after every end before it.
     fn end(&mut self, run_id: u64, end: End) {
         self.running.remove(&run_id);
+        self.ambiguous.remove(&run_id);
         if self.finishes.len() >= MAX_PENDING_FINISHES {
             self.finishes.pop_front();
         }
@@ -324,6 +346,12 @@ impl Thread {
             }
             Err(e) => {
                 for claim in &batch {
+                    if self.ambiguous.len() >= MAX_PENDING_FINISHES {
+                        // Bounded: the oldest are the least likely to be
+                        // ended still (a row left so is lost by its lease).
+                        self.ambiguous.pop_first();
+                    }
+                    self.ambiguous.insert(claim.run_id);
                     self.settle(claim, Err(e.clone()));
                 }
             }
@@ -528,5 +556,52 @@ impl Thread {
             peers: self.peers.clone(),
         };
         let _ = self.answers.send(Answer::Health(health));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_of_a_claim_that_never_reached_the_database_costs_no_statement() {
+        let cfg = ClusterConfig {
+            // Nothing listens there: every statement fails at once.
+            url: "postgres://cw@127.0.0.1:1/none".into(),
+            host: "here".into(),
+            lease: Duration::from_secs(30),
+        };
+        let (answers, _answers_rx) = mpsc::unbounded_channel();
+        let mut th = Thread::new(cfg, Duration::from_secs(1), answers);
+        let (_tx, rx) = std_mpsc::channel();
+        // Never claimed here (or given up late, unsent): nothing to end.
+        th.handle(
+            Request::SkipClaimed {
+                run_id: 3,
+                reason: "paused",
+            },
+            &rx,
+        );
+        th.handle(Request::Release { run_id: 3 }, &rx);
+        assert!(th.finishes.is_empty());
+        // A claim whose statement failed may have committed: its end is
+        // kept for the ledger.
+        let claim = Claim {
+            job: "j".into(),
+            run_id: 4,
+            covers: vec![Timestamp::from_second(1_800_000_000).unwrap()],
+            hash: String::new(),
+            exclusive: false,
+            ahead: true,
+        };
+        th.handle(Request::Claim(claim, Instant::now()), &rx);
+        th.handle(
+            Request::SkipClaimed {
+                run_id: 4,
+                reason: "paused",
+            },
+            &rx,
+        );
+        assert_eq!(th.finishes.len(), 1);
     }
 }
