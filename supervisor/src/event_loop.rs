@@ -496,7 +496,10 @@ impl Supervisor {
                 self.follow.push(&job, run_id, stream, line, held_back);
             }
             Ok(ev) => {
-                let finished = matches!(ev, Event::Finish { .. } | Event::Hello { .. });
+                let finished = matches!(ev, Event::Finish { .. });
+                // A new worker is news at once: the status shows it up
+                // without waiting for the burst throttle below.
+                let hello = matches!(ev, Event::Hello { .. });
                 match &ev {
                     Event::Fire { run_id, pid, .. } => {
                         let worker = self.worker.as_ref().map(|w| w.pid);
@@ -525,7 +528,9 @@ impl Supervisor {
                 }
                 self.model.apply(ev, Instant::now());
                 self.send_pings();
-                if finished {
+                if hello {
+                    self.publish();
+                } else if finished {
                     // Outcome-driven alerts (timeout, lost, streaks) open
                     // and resolve with the run that causes them, but not
                     // once per line: evaluating walks every job, and 1,000
