@@ -25,7 +25,7 @@
 //! ledger with the plan's reason, and an ahead claim that did not win for
 //! sure is claimed again at the instant (a claim is idempotent for its
 //! run); one not fired within [`RELEASE_AFTER`] (the wall clock stepped
-//! back) is released: its row removed, the fire claimed at its instant.
+//! back) is ended: its row recorded skipped (`worker_down`).
 //!
 //! The same thread (`thread.rs`) beats for the host: it renews the leases
 //! of the runs this host won, records peers' expired runs `lost`, measures
@@ -77,7 +77,7 @@ enum Request {
         reason: &'static str,
     },
     /// A fire claimed ahead and released: its row (if the claim won, and
-    /// still running) is removed from the ledger.
+    /// still running) is ended skipped (`worker_down`) in the ledger.
     Release {
         run_id: u64,
     },
@@ -486,11 +486,13 @@ impl Cluster {
                 // Only a worker of this host that stopped or died since
                 // claimed it (ahead): the fire is this host's, not run.
                 SkipReason::WorkerDown,
-                "claimed ahead by this host, and not started in time: by a previous worker, which stopped before its instant, or by this one, stopped past its lease (the row was recorded lost)"
+                "claimed ahead by this host, and not started in time: by a previous worker, which stopped before its instant, or by this one (stopped past its lease, or its wall clock stepped back: the claim was ended)"
                     .to_string(),
             ),
             Ok(ClaimOutcome::Taken { host }) => {
                 tracing::debug!(job, run = id, host, "fire claimed by another host");
+                // An ambiguous claim ahead of it holds no row here.
+                self.ahead_won.remove(&id);
                 // Not this host's record: the supervisor hears of each
                 // covered time so they count as accounted, the store keeps
                 // nothing.

@@ -218,7 +218,7 @@ impl Ledger {
                  SELECT f.job, f.run_id, f.scheduled_for FROM cw_fires f
                  JOIN input i ON f.job = i.job AND f.scheduled_for = {at} AND f.run_id = i.run_id
                  JOIN runs r ON r.job = i.job AND r.run_id = i.run_id
-                 WHERE f.host = $6 AND f.state = 'running'
+                 WHERE f.host = $6 AND f.state = 'running' AND f.lease_until > now()
                    AND r.ok AND NOT (r.exclusive AND i.job IN (SELECT job FROM busy))
              ), held AS (
                  SELECT * FROM won UNION SELECT * FROM mine
@@ -299,18 +299,23 @@ impl Ledger {
             .map_err(|e| LedgerError::db("record the fire claimed ahead skipped", e))
     }
 
-    /// Removes this host's fire claimed ahead under `run_id`, still
-    /// `running` (not started): the host gives its claim up (the fire's
-    /// instant moved off, its wall clock stepped back), and the fire is
-    /// anyone's to claim at its instant. Returns how many rows it removed.
+    /// Ends this host's fire claimed ahead under `run_id`, still
+    /// `running` (not started), skipped `worker_down`: the host could not
+    /// start it in time (its wall clock stepped back, its loop did not
+    /// turn). The row is ended, not removed: the peers took their claims
+    /// ahead answered `taken` as final, and a removed row would leave the
+    /// fire with no record (or run it late here). Returns how many rows it
+    /// ended.
     pub fn release_claimed(&mut self, run_id: u64) -> Result<u64, LedgerError> {
         let host = self.host.clone();
         self.client()
             .execute(
-                "DELETE FROM cw_fires WHERE host = $1 AND run_id = $2 AND state = 'running'",
+                "UPDATE cw_fires SET state = 'skipped', outcome = 'worker_down', finished = now(),
+                     lease_until = NULL
+                 WHERE host = $1 AND run_id = $2 AND state = 'running'",
                 &[&host, &(run_id as i64)],
             )
-            .map_err(|e| LedgerError::db("release the fire claimed ahead", e))
+            .map_err(|e| LedgerError::db("end the fire claimed ahead", e))
     }
 
     /// Records this host's run `run_id` ended with `outcome` (the record's

@@ -794,22 +794,56 @@ fn a_burst_holding_one_fire_twice_does_not_fail() {
 }
 
 #[test]
-fn a_released_claim_ahead_leaves_the_fire_to_any_host() {
+fn a_released_claim_ahead_ends_skipped_and_stays_the_fires_one_record() {
     let Some(db) = TestDb::new("release") else {
         return;
     };
     let mut a = db.ledger("a", LEASE);
     let mut b = db.ledger("b", LEASE);
     won(&mut a, "j", 3, vec![t(1)]);
-    // Only this host's own running row of that run is removed.
+    // Only this host's own running row of that run is ended.
     assert_eq!(b.release_claimed(3).unwrap(), 0);
     assert_eq!(a.release_claimed(4).unwrap(), 0);
     assert_eq!(a.release_claimed(3).unwrap(), 1);
-    assert_eq!(row(&mut a, "j", t(1)), None);
-    won(&mut b, "j", 5, vec![t(1)]);
-    // A row that ran is not removed.
-    assert_eq!(b.finish(5, "success").unwrap(), 1);
-    assert_eq!(b.release_claimed(5).unwrap(), 0);
+    assert_eq!(
+        row(&mut a, "j", t(1)),
+        Some(("a".into(), 3, "skipped".into(), Some("worker_down".into())))
+    );
+    // The fire keeps that one record: a peer's claim (its claim ahead
+    // was answered taken already) and this host's own claim again at the
+    // instant are both taken.
+    assert_eq!(
+        b.claim(&claim("j", 5, vec![t(1)])).unwrap(),
+        ClaimOutcome::Taken { host: "a".into() }
+    );
+    assert_eq!(
+        a.claim(&claim("j", 6, vec![t(1)])).unwrap(),
+        ClaimOutcome::Taken { host: "a".into() }
+    );
+    won(&mut b, "j", 7, vec![t(2)]);
+    // A row that ran is not ended.
+    assert_eq!(b.finish(7, "success").unwrap(), 1);
+    assert_eq!(b.release_claimed(7).unwrap(), 0);
+}
+
+#[test]
+fn claiming_again_a_row_whose_lease_ran_out_does_not_win_it() {
+    let Some(db) = TestDb::new("again_expired") else {
+        return;
+    };
+    let mut a = db.ledger("a", LEASE);
+    won(&mut a, "j", 3, vec![t(1)]);
+    // This host was stopped past its lease; no peer recorded it lost yet.
+    a.client()
+        .execute(
+            "UPDATE cw_fires SET lease_until = now() - interval '1 second'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        a.claim(&claim("j", 3, vec![t(1)])).unwrap(),
+        ClaimOutcome::Taken { host: "a".into() }
+    );
 }
 
 #[test]

@@ -28,8 +28,9 @@
 //! - a fire whose job a reload changed since its claim ahead is claimed
 //!   again at the instant, under the new definition;
 //! - a fire claimed ahead and not fired in time (the wall clock stepped
-//!   back) is released: its row removed from the ledger, the fire claimed
-//!   at its instant ([`Cluster::release_ahead`]).
+//!   back) is released: its row ended skipped (`worker_down`) in the
+//!   ledger; claimed again when it comes due, it is answered taken by this
+//!   host and recorded so here ([`Cluster::release_ahead`]).
 //!
 //! The claim thread renews the lease of a row won ahead like a run's.
 

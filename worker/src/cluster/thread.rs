@@ -29,7 +29,7 @@ enum End {
     Ran(&'static str),
     /// Claimed ahead, not started: the skip's reason.
     Skipped(&'static str),
-    /// Claimed ahead, released: the row is removed.
+    /// Claimed ahead, released: the row is ended skipped (`worker_down`).
     Released,
 }
 

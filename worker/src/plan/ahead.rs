@@ -13,10 +13,11 @@
 //! A fire claimed ahead and not consumed within a bound of monotonic time
 //! (the wall clock stepped back in the window: its instant is now far
 //! off), or any claimed ahead when the plan sees the wall clock step back,
-//! is released: its id forgotten here, its row removed from the ledger by
-//! the cluster, and the fire claimed at its instant as without a claim
-//! ahead. Held instead, the row would be this host's for as long as the
-//! step, and the peers would not run the fire in time.
+//! is released: its id forgotten here, its row ended skipped in the
+//! ledger by the cluster, and the fire claimed at its instant as without
+//! a claim ahead (answered taken by this host: recorded skipped here too).
+//! Held running instead, the row would keep the peers' exclusive runs
+//! busy for as long as the step, and run the fire late here.
 
 use std::{sync::Arc, time::Duration};
 
@@ -139,7 +140,7 @@ impl Plan {
             let Some(Claimed { run_id, .. }) = self.ahead.remove(&key) else {
                 continue;
             };
-            tracing::warn!(job = key.0, run = run_id, scheduled_at = %key.1, "a fire claimed ahead was not due in time (the wall clock stepped back?): its claim is released, the fire is claimed at its instant");
+            tracing::warn!(job = key.0, run = run_id, scheduled_at = %key.1, "a fire claimed ahead was not due in time (the wall clock stepped back?): its claim is ended (skipped worker_down)");
             self.released_ahead.push(run_id);
             self.no_ahead.insert(key);
         }
