@@ -459,7 +459,9 @@ proptest! {
         let reply = reply.map_err(|e| TestCaseError::fail(format!("{:?}: {e}", String::from_utf8_lossy(&req))))?;
         let line = req.split(|b| *b == b'\r').next().unwrap_or_default();
         let line = String::from_utf8_lossy(line).to_string();
-        let known = ["GET /v1/", "HEAD /v1/", "POST /v1/", "GET http://x/v1/", "HEAD http://x/v1/", "POST http://x/v1/"]
+        // `GET /` is the status page (with or without a query).
+        let known = ["GET /v1/", "HEAD /v1/", "POST /v1/", "GET http://x/v1/", "HEAD http://x/v1/", "POST http://x/v1/",
+                     "GET / ", "GET /?", "HEAD / ", "HEAD /?"]
             .iter()
             .any(|p| line.starts_with(p));
         if !known {
