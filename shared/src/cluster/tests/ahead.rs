@@ -1,8 +1,6 @@
 //! Claims ahead (a fire claimed before its instant, under the run id its
 //! record will have), against the same real PostgreSQL as the rest.
 
-use std::time::Duration;
-
 use jiff::Timestamp;
 
 use super::*;
