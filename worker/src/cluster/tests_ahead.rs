@@ -136,13 +136,7 @@ fn a_fire_claimed_ahead_and_not_started_ends_as_one_skip_in_the_ledger() {
     let won = || ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
     c.resolve(won(), t(0), &mut Effects::default());
     skipped_at_instant(&mut c, SkipReason::Paused);
-    assert!(matches!(
-        rx.try_recv(),
-        Ok(Request::SkipClaimed {
-            run_id: 7,
-            reason: "paused"
-        })
-    ));
+    ends_skipped(&rx, "paused");
     assert!(rx.try_recv().is_err(), "once");
     // Removed by a reload before its claim was answered: ended when the
     // answer says it won.
@@ -151,13 +145,7 @@ fn a_fire_claimed_ahead_and_not_started_ends_as_one_skip_in_the_ledger() {
     skipped_at_instant(&mut c, SkipReason::Removed);
     assert!(rx.try_recv().is_err());
     c.resolve(won(), t(0), &mut Effects::default());
-    assert!(matches!(
-        rx.try_recv(),
-        Ok(Request::SkipClaimed {
-            run_id: 7,
-            reason: "removed"
-        })
-    ));
+    ends_skipped(&rx, "removed");
     // A claim ahead that failed (it may have committed: the connection
     // broke after the commit), then paused: its row, if any, ends too.
     let (mut c, rx, _) = cluster();
@@ -165,13 +153,7 @@ fn a_fire_claimed_ahead_and_not_started_ends_as_one_skip_in_the_ledger() {
     let failed = ahead_answer(Err("connection reset".into()));
     c.resolve(failed, t(0), &mut Effects::default());
     skipped_at_instant(&mut c, SkipReason::Paused);
-    assert!(matches!(
-        rx.try_recv(),
-        Ok(Request::SkipClaimed {
-            run_id: 7,
-            reason: "paused"
-        })
-    ));
+    ends_skipped(&rx, "paused");
     assert!(rx.try_recv().is_err(), "once");
     // A peer's fire, skipped here: nothing of this host's to end.
     let (mut c, rx, _) = cluster();
@@ -185,13 +167,7 @@ fn a_fire_claimed_ahead_and_not_started_ends_as_one_skip_in_the_ledger() {
     claim_ahead(&mut c, &rx, "allow");
     c.resolve(won(), t(0), &mut Effects::default());
     assert!(c.abandon(t(0), &mut Effects::default()).is_empty());
-    assert!(matches!(
-        rx.try_recv(),
-        Ok(Request::SkipClaimed {
-            run_id: 7,
-            reason: "worker_down"
-        })
-    ));
+    ends_skipped(&rx, "worker_down");
 }
 
 #[test]
@@ -352,13 +328,7 @@ fn a_fire_whose_job_a_reload_changed_since_its_claim_ahead_is_claimed_again() {
         inserts(&fx),
         [(7, Outcome::Skipped, Some(SkipReason::Overlap), vec![t(1)])]
     );
-    assert!(matches!(
-        rx.try_recv(),
-        Ok(Request::SkipClaimed {
-            run_id: 7,
-            reason: "overlap"
-        })
-    ));
+    ends_skipped(&rx, "overlap");
     // Changed while the claim ahead is on its way: its answer sends the
     // claim again instead of starting the run.
     let (mut c, rx, _) = cluster();
@@ -388,4 +358,13 @@ fn a_fire_whose_job_a_reload_changed_since_its_claim_ahead_is_claimed_again() {
     planned(&mut fx, 7, vec![t(1)], "allow");
     c.hold(&mut fx);
     assert_eq!(fx.spawns.len(), 1);
+}
+
+/// The next request ends run 7's row claimed ahead skipped `reason`.
+fn ends_skipped(rx: &std::sync::mpsc::Receiver<Request>, reason: &str) {
+    let got = rx.try_recv();
+    assert!(
+        matches!(got, Ok(Request::SkipClaimed { run_id: 7, reason: r }) if r == reason),
+        "expected run 7's row ended skipped {reason}"
+    );
 }
