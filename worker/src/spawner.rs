@@ -207,14 +207,19 @@ pub(crate) async fn off_loop<T: Send + 'static>(
     start: impl FnOnce() -> T + Send + 'static,
 ) -> std::io::Result<T> {
     static STARTS: OnceLock<Option<Pool>> = OnceLock::new();
-    let threads = std::thread::available_parallelism()
-        .map_or(2, usize::from)
-        .saturating_mul(THREADS_PER_CORE)
-        .clamp(1, BASE_THREADS);
     let counted = IN_FLIGHT.count();
     Pool::run(
         STARTS
-            .get_or_init(|| Pool::new("spawner", threads))
+            .get_or_init(|| {
+                // Asked once: std reads /proc/self/cgroup and the CPU
+                // quota's files each time (three opens, on the loop, at
+                // every start: issue 18).
+                let threads = std::thread::available_parallelism()
+                    .map_or(2, usize::from)
+                    .saturating_mul(THREADS_PER_CORE)
+                    .clamp(1, BASE_THREADS);
+                Pool::new("spawner", threads)
+            })
             .as_ref(),
         move || {
             let _counted = counted;
