@@ -3,7 +3,7 @@
 //! These are a contract (DESIGN.md): fields may be added, never renamed.
 //! The tests (status_tests.rs) pin the JSON so that a rename fails the build.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -346,9 +346,10 @@ pub struct JobStatus {
     pub state: JobState,
     pub paused: bool,
     pub next_fire_at: Option<Timestamp>,
-    /// Boxed: a record is ~300 bytes, and the supervisor keeps a status
-    /// of every job (issue 18). The same JSON as inline.
-    pub last_run: Option<Box<RunRecord>>,
+    /// Shared, not copied: a record is ~300 bytes and more with its
+    /// output's tails, the supervisor keeps a status of every job, and each
+    /// evaluation reports every job (issue 18). The same JSON as inline.
+    pub last_run: Option<Arc<RunRecord>>,
     pub streaks: Streaks,
     #[serde(default)]
     pub running: Vec<RunningInfo>,
@@ -482,7 +483,9 @@ pub struct StatusReport {
     pub reasons: Vec<String>,
     pub supervisor: SupervisorInfo,
     pub worker: WorkerInfo,
-    pub jobs: Vec<JobStatus>,
+    /// Shared with the supervisor's model, which rebuilds a job's status
+    /// only when what it shows changed (issue 18). The same JSON as inline.
+    pub jobs: Vec<Arc<JobStatus>>,
     pub alerts: Vec<Alert>,
     /// Alert sinks and how delivery to them is going.
     #[serde(default)]
@@ -545,7 +548,7 @@ pub struct StatusSummary {
 
 impl StatusSummary {
     /// The whole report, with the jobs read separately (`GET /v1/jobs`).
-    pub fn with_jobs(self, jobs: Vec<JobStatus>) -> StatusReport {
+    pub fn with_jobs(self, jobs: Vec<Arc<JobStatus>>) -> StatusReport {
         StatusReport {
             state: self.state,
             reasons: self.reasons,

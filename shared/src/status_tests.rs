@@ -65,7 +65,7 @@ fn status_json_is_pinned() {
             heartbeat_seq: Some(7),
             malformed_events: 0,
         },
-        jobs: vec![JobStatus {
+        jobs: vec![Arc::new(JobStatus {
             name: "backup".into(),
             schedule: "0 3 * * *".into(),
             timezone: "UTC".into(),
@@ -75,7 +75,7 @@ fn status_json_is_pinned() {
             last_run: None,
             streaks: Streaks::default(),
             running: vec![],
-        }],
+        })],
         alerts: vec![Alert {
             kind: AlertKind::JobLate,
             job: Some("backup".into()),
@@ -158,9 +158,9 @@ fn summary_counts_every_state_and_round_trips() {
             malformed_events: 0,
         },
         jobs: vec![
-            job("a", JobState::Late),
-            job("b", JobState::Idle),
-            job("c", JobState::Late),
+            Arc::new(job("a", JobState::Late)),
+            Arc::new(job("b", JobState::Idle)),
+            Arc::new(job("c", JobState::Late)),
         ],
         alerts: vec![],
         sinks: vec![],

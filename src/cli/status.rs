@@ -141,7 +141,7 @@ pub(crate) fn status(conn: &Conn, as_probe: bool) -> anyhow::Result<ExitCode> {
     let report = match summary {
         Reply::Full(r) => r,
         Reply::Summary(s) => match rt.block_on(jobs::all(&socket, state_dir, LIMIT)) {
-            Ok(jobs) => s.with_jobs(jobs),
+            Ok(jobs) => s.with_jobs(jobs.into_iter().map(std::sync::Arc::new).collect()),
             Err(e) => {
                 eprintln!("cronwarden: status unknown: reading the jobs: {e}");
                 return Ok(ExitCode::from(UNKNOWN));

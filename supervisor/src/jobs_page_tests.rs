@@ -18,16 +18,18 @@ fn snapshot(jobs: &[(String, JobState)]) -> Snapshot {
         model.status(tokio::time::Instant::now(), jiff::Timestamp::now());
     status.jobs = jobs
         .iter()
-        .map(|(name, state)| JobStatus {
-            name: name.clone(),
-            schedule: "@hourly".into(),
-            timezone: "UTC".into(),
-            state: *state,
-            paused: false,
-            next_fire_at: None,
-            last_run: None,
-            streaks: Streaks::default(),
-            running: vec![],
+        .map(|(name, state)| {
+            std::sync::Arc::new(JobStatus {
+                name: name.clone(),
+                schedule: "@hourly".into(),
+                timezone: "UTC".into(),
+                state: *state,
+                paused: false,
+                next_fire_at: None,
+                last_run: None,
+                streaks: Streaks::default(),
+                running: vec![],
+            })
         })
         .collect();
     Snapshot::from_parts(
@@ -97,7 +99,7 @@ proptest! {
         let snap = snapshot(&jobs);
         let page = select(&snap, &JobsQuery { limit: Some(limit), ..JobsQuery::default() });
         let back: Vec<JobStatus> = serde_json::from_slice(&body(&snap, &page)).unwrap();
-        let want: Vec<JobStatus> = page.positions.iter().map(|i| snap.status.jobs[*i].clone()).collect();
+        let want: Vec<JobStatus> = page.positions.iter().map(|i| (*snap.status.jobs[*i]).clone()).collect();
         prop_assert_eq!(back, want);
     }
 

@@ -210,8 +210,11 @@ fn job_series(t: &mut Text, status: &StatusReport, mx: &Counters) {
             );
         }
     }
-    let by_name: BTreeMap<&str, &JobStatus> =
-        status.jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+    let by_name: BTreeMap<&str, &JobStatus> = status
+        .jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.as_ref()))
+        .collect();
     t.family(
         "cronwarden_next_fire_timestamp_seconds",
         "gauge",
@@ -479,7 +482,7 @@ mod tests {
     fn run_cpu_time_adds_up_by_job() {
         use cronwarden_shared::status::{Outcome, RunRecord, Trigger};
         let mut mx = Counters::default();
-        Arc::make_mut(&mut mx.jobs).insert("burn".into(), Default::default());
+        mx.jobs.insert_for_test("burn");
         for (id, cpu) in [(1, Some(1_500_000)), (2, None), (3, Some(250_000))] {
             let mut r = RunRecord::new(id, "burn", vec![], Trigger::Manual, Outcome::Success);
             r.contain.cpu_usec = cpu;

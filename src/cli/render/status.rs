@@ -3,7 +3,7 @@
 //! `status` through [`jobs_table`], so the two can never disagree on what a
 //! job's row says.
 
-use std::io::Write;
+use std::{borrow::Borrow, io::Write};
 
 use cronwarden_shared::status::{JobStatus, StatusReport};
 use jiff::Timestamp;
@@ -113,7 +113,7 @@ fn peers_table(
 /// `cronwarden jobs`: the table alone, or "no jobs".
 pub(crate) fn jobs(
     out: &mut dyn Write,
-    jobs: &[JobStatus],
+    jobs: &[impl Borrow<JobStatus>],
     now: Timestamp,
     color: bool,
 ) -> std::io::Result<u8> {
@@ -130,13 +130,14 @@ pub(crate) fn jobs(
 /// going.
 fn jobs_table(
     out: &mut dyn Write,
-    jobs: &[JobStatus],
+    jobs: &[impl Borrow<JobStatus>],
     now: Timestamp,
     color: bool,
 ) -> std::io::Result<()> {
     let rows: Vec<Vec<String>> = jobs
         .iter()
-        .map(|j| {
+        .map(Borrow::borrow)
+        .map(|j: &JobStatus| {
             let oldest_running = j.running.iter().map(|r| r.started_at).min();
             let (outcome, ended) = match (&j.last_run, oldest_running) {
                 (_, Some(started)) => (
@@ -180,6 +181,7 @@ mod tests {
     };
 
     use super::*;
+    use std::sync::Arc;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -213,17 +215,17 @@ mod tests {
                 heartbeat_seq: None,
                 malformed_events: 0,
             },
-            jobs: vec![JobStatus {
+            jobs: vec![Arc::new(JobStatus {
                 name: "backup".into(),
                 schedule: "0 * * * *".into(),
                 timezone: "UTC".into(),
                 state: JobState::Failing,
                 paused: false,
                 next_fire_at: Some(at("2026-12-01T13:00:00Z")),
-                last_run: Some(Box::new(last)),
+                last_run: Some(Arc::new(last)),
                 streaks: Streaks::default(),
                 running: vec![],
-            }],
+            })],
             alerts: vec![],
             sinks: vec![],
             clock_jumps: vec![],
@@ -276,9 +278,10 @@ mod tests {
     fn a_paused_job_has_no_next_fire_and_a_running_one_its_elapsed_time() {
         let now = at("2026-12-01T12:00:00Z");
         let mut r = report();
-        r.jobs[0].paused = true;
-        r.jobs[0].state = JobState::Paused;
-        let mut run = r.jobs[0].clone();
+        let first = Arc::make_mut(&mut r.jobs[0]);
+        first.paused = true;
+        first.state = JobState::Paused;
+        let mut run = first.clone();
         run.name = "sync".into();
         run.paused = false;
         run.state = JobState::Running;
@@ -286,7 +289,7 @@ mod tests {
             "run_id": 8, "pid": 99, "started_at": "2026-12-01T11:58:30Z", "scheduled_at": null
         }))
         .unwrap()];
-        r.jobs.push(run);
+        r.jobs.push(Arc::new(run));
         let mut out = vec![];
         jobs(&mut out, &r.jobs, now, false).unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@
 //! run we recorded ourselves and the next worker reports again) is not
 //! counted twice.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use cronwarden_shared::{
     jitter,
@@ -471,7 +471,7 @@ impl Model {
         self.counters.finished(&run);
         self.run_events
             .push(RunEvent::Finished(Box::new(run.clone())));
-        j.last_run = Some(Box::new(run));
+        j.last_run = Some(Arc::new(run));
     }
 
     fn clock_jumped(&mut self, j: ClockJump, now: Instant) {

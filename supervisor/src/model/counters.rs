@@ -63,13 +63,58 @@ pub(crate) struct JobCounters {
 }
 
 /// What the supervisor counts as events arrive.
+/// Every configured job's series, in name order. Shared with the
+/// published snapshots, which clone the counters at every evaluation: the
+/// list (a pointer per job) is copied only when a series changes while a
+/// snapshot holds it, and of the series only the one that changed (issue
+/// 18: one map of every job's series, copied whole at a finish after each
+/// evaluation, was most of the supervisor's cost per fire with thousands
+/// of jobs).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct JobSeries {
+    names: Arc<[String]>,
+    series: Arc<Vec<Arc<JobCounters>>>,
+}
+
+impl JobSeries {
+    /// Each job's name and series, in name order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &JobCounters)> {
+        self.names.iter().zip(self.series.iter().map(|s| &**s))
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
+        self.names.iter()
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
+    }
+
+    /// A job's series to change (none for a name not configured, which
+    /// must not cost a copy of the list).
+    fn get_mut(&mut self, name: &str) -> Option<&mut JobCounters> {
+        let i = self.find(name)?;
+        Some(Arc::make_mut(&mut Arc::make_mut(&mut self.series)[i]))
+    }
+
+    /// A series for `name` (tests: a job the config did not list).
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&mut self, name: &str) {
+        if self.find(name).is_none() {
+            let mut names: Vec<String> = self.names.to_vec();
+            let mut series: Vec<Arc<JobCounters>> = self.series.to_vec();
+            let at = names.partition_point(|n| n.as_str() < name);
+            names.insert(at, name.to_string());
+            series.insert(at, Arc::default());
+            (self.names, self.series) = (names.into(), Arc::new(series));
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Counters {
     pub(crate) started: Instant,
-    /// Shared with the published snapshots (which clone the counters at
-    /// every evaluation) and copied only when a job's series changes while
-    /// one holds it: idle jobs' series are kept once (issue 18).
-    pub(crate) jobs: Arc<BTreeMap<String, JobCounters>>,
+    pub(crate) jobs: JobSeries,
     pub(crate) fire_delay: Histogram,
     /// The last heartbeat from any worker (not reset by a restart, so the
     /// age keeps growing while no worker beats).
@@ -83,7 +128,7 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             started: Instant::now(),
-            jobs: Arc::default(),
+            jobs: JobSeries::default(),
             fire_delay: Histogram::new(FIRE_DELAY_BUCKETS),
             last_heartbeat: None,
             past_workers: WorkerStats::default(),
@@ -95,24 +140,25 @@ impl Default for Counters {
 impl Counters {
     /// Keeps the series of configured jobs only.
     pub fn set_jobs(&mut self, config: &Config) {
-        let mut old = std::mem::take(Arc::make_mut(&mut self.jobs));
-        // Collected: full nodes (inserting in name order leaves them half
-        // empty), and no look-up of each kept name in the config's list.
-        self.jobs = Arc::new(
-            config
-                .jobs
-                .iter()
-                .map(|j| (j.name.clone(), old.remove(&j.name).unwrap_or_default()))
-                .collect(),
-        );
+        let old = std::mem::take(&mut self.jobs);
+        let mut names: Vec<&String> = config.jobs.iter().map(|j| &j.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        let series = names
+            .iter()
+            .map(|n| {
+                old.find(n)
+                    .map_or_else(Arc::default, |i| old.series[i].clone())
+            })
+            .collect();
+        self.jobs = JobSeries {
+            names: names.into_iter().cloned().collect(),
+            series: Arc::new(series),
+        };
     }
 
     fn job(&mut self, name: &str) -> Option<&mut JobCounters> {
-        // A name not configured must not cost a copy of the map.
-        if !self.jobs.contains_key(name) {
-            return None;
-        }
-        Arc::make_mut(&mut self.jobs).get_mut(name)
+        self.jobs.get_mut(name)
     }
 
     /// The last success, and the last finish of each outcome, found in a
@@ -188,5 +234,58 @@ impl Counters {
             .store_write_seconds
             .add(&w.store_write_seconds);
         self.past_workers.log_lines_dropped += w.log_lines_dropped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(jobs: &[&str]) -> Config {
+        let text: String = jobs
+            .iter()
+            .map(|j| {
+                format!("[[job]]\nname = {j:?}\nschedule = \"@hourly\"\ncommand = [\"true\"]\n")
+            })
+            .collect();
+        Config::parse(Path::new("/x/cronwarden.toml"), &text).unwrap()
+    }
+
+    fn success(id: u64, job: &str) -> RunRecord {
+        RunRecord::new(id, job, vec![], Trigger::Manual, Outcome::Success)
+    }
+
+    fn runs(c: &Counters, job: &str) -> u64 {
+        let (_, j) = c.jobs.iter().find(|(n, _)| *n == job).unwrap();
+        j.runs.get("success").copied().unwrap_or(0)
+    }
+
+    /// A snapshot's copy keeps what it saw; a finish copies the one series
+    /// it changes and shares the others'; a reload keeps the series of the
+    /// jobs it keeps, in name order, and drops the others'.
+    #[test]
+    fn a_finish_copies_only_its_own_series_and_a_reload_keeps_the_kept_jobs() {
+        let mut c = Counters::default();
+        c.set_jobs(&config(&["b", "a", "c"]));
+        c.finished(&success(1, "a"));
+        let snapshot = c.clone();
+        c.finished(&success(2, "a"));
+        c.finished(&success(3, "nobody"));
+        assert_eq!((runs(&snapshot, "a"), runs(&c, "a")), (1, 2));
+        let shared = |name: &str| {
+            let i = c.jobs.find(name).unwrap();
+            Arc::ptr_eq(&c.jobs.series[i], &snapshot.jobs.series[i])
+        };
+        assert!(!shared("a") && shared("b") && shared("c"));
+
+        c.set_jobs(&config(&["c", "a", "d"]));
+        let names: Vec<&String> = c.jobs.keys().collect();
+        assert_eq!(names, ["a", "c", "d"]);
+        assert_eq!((runs(&c, "a"), runs(&c, "d")), (2, 0));
+        c.set_jobs(&config(&["b"]));
+        c.set_jobs(&config(&["a", "b"]));
+        assert_eq!(runs(&c, "a"), 0, "a job removed and added back starts anew");
     }
 }

@@ -30,6 +30,7 @@ mod retry;
 
 use cronwarden_shared::alert_kind::AlertKind;
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, VecDeque},
     sync::Arc,
 };
@@ -134,9 +135,10 @@ pub struct JobObs {
     /// disagreement (see `judge::heal`).
     pub rearm_sent: Option<Instant>,
     pub paused: bool,
-    /// Boxed, as the forensics below: most jobs' are `None` or rarely
-    /// set, and inline they made every job's entry ~1.5 KiB (issue 18).
-    pub last_run: Option<Box<RunRecord>>,
+    /// Not inline, as the forensics below: most jobs' are `None` or
+    /// rarely set, and inline they made every job's entry ~1.5 KiB (issue
+    /// 18). Shared with the reported status, which holds the same record.
+    pub last_run: Option<Arc<RunRecord>>,
     pub running: BTreeMap<u64, RunningInfo>,
     /// When the supervisor observed each run in flight start (its `fire`
     /// line was applied), on its monotonic clock: a run's age is measured
@@ -158,6 +160,54 @@ pub struct JobObs {
     /// The attempt of the job's last finished run (0: its fire's own run,
     /// n: its nth retry), for the failure streak (see `retry`).
     pub retry_attempt: u32,
+    /// The status last reported for the job, shared with the snapshots
+    /// that hold it, and the definition it was made from (see
+    /// [`JobObs::status`]).
+    pub reported: RefCell<Option<(Arc<JobSpec>, Arc<JobStatus>)>>,
+}
+
+impl JobObs {
+    /// The job's status in a report: the one reported last, shared, while
+    /// everything it shows is unchanged, else a new one. Each evaluation
+    /// reports every job, and copying each job's strings and last record
+    /// at each was most of the supervisor's CPU with thousands of jobs
+    /// (issue 18). The comparison reads and allocates nothing else: a
+    /// record and a definition are replaced, never changed in place, so
+    /// their pointers say; the name is the job's key in the model.
+    pub(crate) fn status(&self, name: &str, state: JobState) -> Arc<JobStatus> {
+        let next_fire_at = self.next_fire_at.or(self.expected_next);
+        let mut reported = self.reported.borrow_mut();
+        let same = |(spec, s): &(Arc<JobSpec>, Arc<JobStatus>)| {
+            Arc::ptr_eq(spec, &self.spec)
+                && s.state == state
+                && s.paused == self.paused
+                && s.next_fire_at == next_fire_at
+                && s.streaks == self.streaks
+                && match (&s.last_run, &self.last_run) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+                && s.running.len() == self.running.len()
+                && s.running.iter().eq(self.running.values())
+        };
+        if let Some((_, s)) = reported.as_ref().filter(|r| same(r)) {
+            return s.clone();
+        }
+        let s = Arc::new(JobStatus {
+            name: name.to_string(),
+            schedule: self.spec.schedule.expr().to_string(),
+            timezone: self.spec.timezone.clone(),
+            state,
+            paused: self.paused,
+            next_fire_at,
+            last_run: self.last_run.clone(),
+            streaks: self.streaks.clone(),
+            running: self.running.values().cloned().collect(),
+        });
+        *reported = Some((self.spec.clone(), s.clone()));
+        s
+    }
 }
 
 pub struct Model {
@@ -280,6 +330,7 @@ impl Model {
                     last_forensics: None,
                     busy_look: None,
                     retry_attempt: 0,
+                    reported: RefCell::new(None),
                 },
             };
             jobs.push((spec.name.clone(), obs));
@@ -379,7 +430,7 @@ impl Model {
                 self.counters.finished(&rec);
                 self.run_events
                     .push(crate::pings::RunEvent::Finished(Box::new(rec.clone())));
-                job.last_run = Some(Box::new(rec));
+                job.last_run = Some(Arc::new(rec));
             }
         }
         groups
@@ -405,7 +456,7 @@ impl Model {
             .iter()
             .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Running))
             .collect();
-        j.last_run = finished.first().map(|r| Box::new((*r).clone()));
+        j.last_run = finished.first().map(|r| Arc::new((*r).clone()));
         j.streaks.failures = retry::seeded_streak(&finished);
         j.streaks.zero_output = finished
             .iter()
@@ -557,17 +608,7 @@ impl Model {
                 } else {
                     JobState::Idle
                 };
-                JobStatus {
-                    name: name.clone(),
-                    schedule: j.spec.schedule.expr().to_string(),
-                    timezone: j.spec.timezone.clone(),
-                    state,
-                    paused: j.paused,
-                    next_fire_at: j.next_fire_at.or(j.expected_next),
-                    last_run: j.last_run.clone(),
-                    streaks: j.streaks.clone(),
-                    running: j.running.values().cloned().collect(),
-                }
+                j.status(name, state)
             })
             .collect();
         StatusReport {

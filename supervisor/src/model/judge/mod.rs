@@ -202,7 +202,6 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
         out.memory.replacing = Some(pid);
     }
 
-    let ours = ArmedDigest::of(m.jobs.iter().map(|(n, j)| (n.as_str(), j.expected_next)));
     let armed = worker::armed_mismatch(w, now);
     out.memory.armed_report_requested = armed.since.is_some() && w.armed_report_requested;
     if armed.since.is_some() && !w.armed_report_requested {
@@ -210,6 +209,9 @@ pub fn judge(m: &Model, clocks: Clocks) -> Judgement {
         out.memory.armed_report_requested = true;
     }
     if let Some(theirs) = armed.due {
+        // Only now: a walk of every job's name, at every evaluation, for
+        // a comparison made only when the worker's digest disagreed.
+        let ours = ArmedDigest::of(m.jobs.iter().map(|(n, j)| (n.as_str(), j.expected_next)));
         out.conditions.push(worker::misarmed(m, theirs, ours));
     } else if w.pid.is_some() && w.hello {
         out.conditions.extend(worker::unreported(m, now));

@@ -2,9 +2,9 @@
 //! miss) and at the end of a seed (every scheduled fire has exactly one
 //! record).
 
-use std::time::Duration;
+use std::{cell::RefCell, time::Duration};
 
-use cronwarden_shared::alert_kind::AlertKind;
+use cronwarden_shared::{alert_kind::AlertKind, status::StatusReport};
 
 use super::{
     fake_worker::{Pass, Record},
@@ -13,6 +13,21 @@ use super::{
 };
 
 impl World {
+    /// A job's status shared from an earlier evaluation (see
+    /// `JobObs::status`) is the one a fresh build would report now.
+    pub(super) fn check_reported(&self, status: &StatusReport) {
+        for (reported, (name, j)) in status.jobs.iter().zip(&self.m.jobs) {
+            let mut fresh = j.clone();
+            fresh.reported = RefCell::new(None);
+            let fresh = fresh.status(name, reported.state);
+            if **reported != *fresh {
+                self.fail(format!(
+                    "{name}: reported {reported:?}, built afresh {fresh:?}"
+                ));
+            }
+        }
+    }
+
     pub(super) fn check_excused(&self, kind: AlertKind, what: &str) {
         if kind == AlertKind::Test {
             return;

@@ -334,6 +334,7 @@ impl World {
             self.m.apply(ev, now);
         }
         let e = self.m.evaluate(now, wall);
+        self.check_reported(&e.status);
         for n in &e.notices {
             if n.event == "opened" {
                 self.check_excused(n.kind, &format!("alert {} opened: {}", n.kind, n.summary));
