@@ -415,3 +415,46 @@ fn ends_skipped(rx: &std::sync::mpsc::Receiver<Request>, reason: &str) {
         "expected run 7's row ended skipped {reason}"
     );
 }
+
+/// A reload that takes a fire claimed ahead off the schedule and one that
+/// puts it back, within the window: the plan keeps the fire's id (see
+/// `plan/tests/ahead.rs`), and the ledger's one row stays that id's: the
+/// definition changed meanwhile, so it is claimed again at the instant
+/// under that id (idempotent: its own row, won again), never ended skipped
+/// nor claimed under another id.
+#[test]
+fn a_fire_reloaded_away_and_back_keeps_its_one_row_in_the_ledger() {
+    let (mut c, rx, _) = cluster();
+    c.configure(&config("allow"));
+    let _ = rx.try_recv();
+    claim_ahead(&mut c, &rx, "allow");
+    let won = || Ok(ClaimOutcome::Won(vec![t(1)]));
+    assert_eq!(
+        c.resolve(ahead_answer(won()), t(0), &mut Effects::default()),
+        None
+    );
+    let away = Config::parse(
+        std::path::Path::new("/x.toml"),
+        "[[job]]\nname = \"j\"\nschedule = \"*/7 * * * * *\"\ncommand = [\"true\"]\noverlap = \"allow\"\n",
+    )
+    .unwrap();
+    c.configure(&away);
+    c.configure(&config("allow"));
+    while let Ok(Request::Defs(_)) = rx.try_recv() {}
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert!(
+        matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 7),
+        "claimed again under its id"
+    );
+    let mut fx = Effects::default();
+    let answer = Answer::Claim {
+        run_id: 7,
+        result: won(),
+        ahead: false,
+    };
+    assert_eq!(c.resolve(answer, t(1), &mut fx), None);
+    assert_eq!(inserts(&fx), [(7, Outcome::Running, None, vec![t(1)])]);
+    assert!(rx.try_recv().is_err(), "its row is not ended");
+}
