@@ -537,6 +537,11 @@ impl Scheduler {
     fn stop_all(&mut self) -> usize {
         let now = wall_now();
         if let Some(c) = self.cluster.as_mut() {
+            // A fire claimed ahead that a reload took off the schedule is
+            // recorded now, not at its instant (the next worker would never
+            // see it due), and its row ended alike before the rest are.
+            self.plan.drop_stale_ahead_now(now, &mut self.fx);
+            c.skipped_ahead(&self.fx);
             // Runs still waiting for their claim never start.
             for (job, id) in c.abandon(now, &mut self.fx) {
                 self.plan.disclaimed(&job, id, now, &mut self.fx);

@@ -216,7 +216,7 @@ impl Cluster {
 
     /// The plan's skips (and the ends of queued runs it dropped) of fires
     /// claimed ahead, in `fx`: their rows end skipped with the same reason.
-    pub(super) fn skipped_ahead(&mut self, fx: &Effects) {
+    pub(crate) fn skipped_ahead(&mut self, fx: &Effects) {
         if self.ahead.is_empty() {
             return;
         }

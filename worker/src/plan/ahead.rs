@@ -186,17 +186,34 @@ impl Plan {
     /// stepped back). Until then a reload may put the fire back, and it
     /// fires under its claim (see the module map).
     pub fn drop_stale_ahead(&mut self, now: Timestamp, within: Duration, fx: &mut Effects) {
+        let mono = self.last_clocks.map(|c| c.mono);
+        self.drop_stale_where(now, fx, |at, c| {
+            at <= now || mono.is_some_and(|m| m.saturating_sub(c.since) > within)
+        });
+    }
+
+    /// [`Plan::drop_stale_ahead`] whatever their instant: the worker
+    /// stops, and the next one would never see such a fire due (it would
+    /// get no record here).
+    pub fn drop_stale_ahead_now(&mut self, now: Timestamp, fx: &mut Effects) {
+        self.drop_stale_where(now, fx, |_, _| true);
+    }
+
+    /// Records skipped `removed` the fires claimed ahead that the plan
+    /// will not fire any more and that `judged` says are to be judged now.
+    fn drop_stale_where(
+        &mut self,
+        now: Timestamp,
+        fx: &mut Effects,
+        judged: impl Fn(Timestamp, &Claimed) -> bool,
+    ) {
         if self.ahead.is_empty() {
             return;
         }
-        let mono = self.last_clocks.map(|c| c.mono);
         let stale: Vec<(String, Timestamp)> = self
             .ahead
             .iter()
-            .filter(|((name, at), c)| {
-                let old = mono.is_some_and(|m| m.saturating_sub(c.since) > within);
-                !self.still_planned(name, *at) && (*at <= now || old)
-            })
+            .filter(|((name, at), c)| !self.still_planned(name, *at) && judged(*at, c))
             .map(|(k, _)| k.clone())
             .collect();
         for key in stale {

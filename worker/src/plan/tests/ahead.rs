@@ -108,6 +108,22 @@ fn a_fire_claimed_ahead_whose_job_a_reload_removes_is_recorded_removed_once() {
         Event::Skip { job, reason: SkipReason::Removed, run_id, .. } if job == "j" && *run_id == id)));
     sim.run_until(20);
     assert_eq!(sim.records("j").len(), 1);
+    // The worker stops before the instant: recorded then (the next worker
+    // would never see the fire due).
+    let mut sim = Sim::new(&[job("j", "*/10 * * * * *", ""), job("k", "0 0 * * * *", "")].concat());
+    let id = sim.claim_ahead(10, 100)[0].2;
+    sim.configure(&job("k", "0 0 * * * *", ""));
+    sim.drop_stale_ahead();
+    assert!(sim.records("j").is_empty());
+    let mut fx = Effects::default();
+    sim.plan.drop_stale_ahead_now(sim.clocks.wall, &mut fx);
+    sim.apply(fx);
+    let records = sim.records("j");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].id, records[0].skip_reason),
+        (id, Some(SkipReason::Removed))
+    );
     // A reload that keeps the job and its fire keeps the claim.
     let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
     let id = sim.claim_ahead(10, 100)[0].2;
