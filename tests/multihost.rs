@@ -573,5 +573,6 @@ fn a_differing_definition_on_one_host_is_an_alert_there_and_status_lists_the_hos
     assert!(h0.is_some_and(|p| p["alive"] == true), "{s}");
 }
 
+mod ahead;
 mod reload;
 mod worker;

@@ -4,7 +4,8 @@
 //! [`Clocks`] once per input and hands them to the plan, which never reads
 //! a clock itself (so its tests drive a fake one). Wall time is only used
 //! to compute fire instants; jumps are judged against CLOCK_MONOTONIC
-//! (stops while suspended) and CLOCK_BOOTTIME (does not).
+//! (stops while suspended) and CLOCK_BOOTTIME (does not). The age of a
+//! claim ahead's win (several hosts) is boot time too ([`boot_time`]).
 
 use std::time::Duration;
 
@@ -29,13 +30,20 @@ impl Clocks {
         use nix::time::{clock_gettime, ClockId};
         let read = |id| clock_gettime(id).map(Duration::from).unwrap_or_default();
         let mono = read(ClockId::CLOCK_MONOTONIC);
-        let boot = read(ClockId::CLOCK_BOOTTIME);
         Clocks {
             wall: wall_now(),
             mono,
-            boot,
+            boot: boot_time(),
         }
     }
+}
+
+/// CLOCK_BOOTTIME: monotonic, and running on while the machine is
+/// suspended, as wall time (and so the shared ledger's leases) does.
+pub(crate) fn boot_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// What moved between two readings, if anything did: the wall clock's

@@ -126,6 +126,9 @@ struct Held {
     /// Its claim ahead, on its way, was made under a definition a reload
     /// changed: its answer is not trusted, the fire is claimed again.
     again: bool,
+    /// When its claim ahead, on its way, was sent (see `ahead::Ahead`'s
+    /// `sent`): a win read too long after is claimed again.
+    ahead_sent: Option<std::time::Duration>,
 }
 
 /// The loop's side of the shared ledger.
@@ -277,13 +280,14 @@ impl Cluster {
             let alone = spawn.record.covers.len() == 1;
             let ahead = self.ahead.remove(&id);
             let again = ahead.as_ref().is_some_and(|a| a.again);
+            let ahead_sent = ahead.as_ref().map(|a| a.sent);
             match ahead.map(|a| a.state) {
                 // Its claim ahead is on its way: the answer resolves it
                 // (or, made under an old definition, sends it again).
                 Some(AheadState::Asked) => {}
                 // A peer holds the fire (a peer's row is never removed):
                 // answered as its claim would be.
-                Some(AheadState::Answered(result @ Ok(ClaimOutcome::Taken { .. }), _)) if alone => {
+                Some(AheadState::Answered(result @ Ok(ClaimOutcome::Taken { .. }))) if alone => {
                     let _ = self.answers.send(Answer::Claim {
                         run_id: id,
                         result,
@@ -299,6 +303,7 @@ impl Cluster {
                     insert,
                     since,
                     again,
+                    ahead_sent,
                 },
             );
         }

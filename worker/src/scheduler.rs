@@ -1,8 +1,8 @@
 //! The scheduling loop: the imperative shell around [`crate::plan`].
 //!
 //! One task owns all scheduling state; it sleeps until the earliest of the
-//! next fire (several hosts: its claim ahead, `cluster::AHEAD` before it)
-//! and the next heartbeat, or until a command or a finished run
+//! next fire (several hosts: its claim ahead, `cluster::AHEAD` before it,
+//! and the instant of a fire claimed ahead) and the next heartbeat, or until a command or a finished run
 //! arrives (the shape of mini-redis's expiry task). For each wake it reads
 //! the clocks, feeds the plan, and carries out the plan's effects in order:
 //! the writes are committed by the [`Journal`] in one transaction (on the
@@ -255,7 +255,8 @@ impl Scheduler {
         if let Some(c) = self.cluster.as_mut() {
             self.plan.expire_ahead(cluster::RELEASE_AFTER);
             c.release_ahead(self.plan.take_released_ahead());
-            self.plan.drop_stale_ahead(wall_now(), &mut fx);
+            self.plan
+                .drop_stale_ahead(wall_now(), cluster::RELEASE_AFTER, &mut fx);
             c.hold(&mut fx);
             c.next_fire(self.plan.earliest_fire());
         }
@@ -341,22 +342,30 @@ impl Scheduler {
     /// heartbeat's.
     fn next_deadline(&self) -> Instant {
         let now = Instant::now();
-        let Some(fire) = self.plan.earliest_fire() else {
-            return self.next_heartbeat;
-        };
         let wall = wall_now();
         let instant = |t: Timestamp| match Duration::try_from(t.duration_since(wall)) {
             Ok(wait) => now.checked_add(wait).unwrap_or(now + Duration::MAX / 4),
             Err(_) => now,
         };
-        let at = instant(fire);
-        // Several hosts: the next fire to claim ahead (not a precise wake).
-        let ahead = self.cluster.as_ref().and_then(|_| {
-            let start = self.plan.next_start_after(self.ahead_through)?;
-            Some(instant(start.checked_sub(cluster::AHEAD).ok()?))
-        });
-        let wake = ahead.map_or(self.next_heartbeat, |a| a.min(self.next_heartbeat));
-        wake.min(at)
+        let mut wake = self.next_heartbeat;
+        if self.cluster.is_some() {
+            // Several hosts: the next fire to claim ahead (not a precise
+            // wake), and a fire claimed ahead that a reload took off the
+            // schedule since: recorded at its instant (`plan/ahead.rs`).
+            let ahead = self
+                .plan
+                .next_start_after(self.ahead_through)
+                .and_then(|start| start.checked_sub(cluster::AHEAD).ok());
+            // (One past was judged by the turn that just ended: no spin.)
+            let claimed = self.plan.earliest_ahead_after(wall);
+            for t in ahead.into_iter().chain(claimed) {
+                wake = wake.min(instant(t));
+            }
+        }
+        match self.plan.earliest_fire() {
+            Some(fire) => wake.min(instant(fire)),
+            None => wake,
+        }
     }
 
     /// Several hosts: hands the fires due within `cluster::AHEAD` of `now`
@@ -528,6 +537,11 @@ impl Scheduler {
     fn stop_all(&mut self) -> usize {
         let now = wall_now();
         if let Some(c) = self.cluster.as_mut() {
+            // A fire claimed ahead that a reload took off the schedule is
+            // recorded now, not at its instant (the next worker would never
+            // see it due), and its row ended alike before the rest are.
+            self.plan.drop_stale_ahead_now(now, &mut self.fx);
+            c.skipped_ahead(&self.fx);
             // Runs still waiting for their claim never start.
             for (job, id) in c.abandon(now, &mut self.fx) {
                 self.plan.disclaimed(&job, id, now, &mut self.fx);

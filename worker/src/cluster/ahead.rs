@@ -9,8 +9,10 @@
 //! ([`crate::plan::Plan::claim_ahead`]), and the record it makes of the
 //! fire at the instant (a run, or a skip) carries that id. So:
 //! - a run whose claim ahead won passes [`Cluster::hold`] at once, if the
-//!   win is younger than half the lease (else it is claimed again: an
-//!   old win may have been recorded `lost` by a peer meanwhile);
+//!   claim was sent less than half the lease ago, counted in boot time
+//!   from the send, not from when the answer was read (else it is claimed
+//!   again: an old win may have been recorded `lost` by a peer meanwhile,
+//!   the worker frozen or the machine suspended after the commit);
 //! - one whose claim ahead is still unanswered waits for that answer as
 //!   for any claim; one a peer holds is the peer's; any other answer (the
 //!   database failed, a peer's run was live: overlap is judged when the
@@ -34,10 +36,7 @@
 //!
 //! The claim thread renews the lease of a row won ahead like a run's.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use cronwarden_shared::{
     cluster::ClaimOutcome,
@@ -46,7 +45,10 @@ use cronwarden_shared::{
 };
 
 use super::{Cluster, Request};
-use crate::plan::{AheadFire, Effects, Spawn};
+use crate::{
+    clock::boot_time,
+    plan::{AheadFire, Effects, Spawn},
+};
 
 /// How long before its instant a fire is claimed. Measured on this VM
 /// (pgbench, a claim-shaped insert and cursor upsert, one commit, 20/s):
@@ -70,16 +72,22 @@ pub(crate) const RELEASE_AFTER: Duration = AHEAD.saturating_add(Duration::from_s
 pub(super) enum AheadState {
     /// Sent, not answered yet.
     Asked,
-    /// Answered, at this instant (monotonic): a win is trusted at the
-    /// fire's instant only while younger than half the lease (see
-    /// [`Cluster::won_ahead`]).
-    Answered(Result<ClaimOutcome, String>, Instant),
+    /// Answered.
+    Answered(Result<ClaimOutcome, String>),
 }
 
 /// A fire claimed ahead, until the plan starts or skips it.
 #[derive(Debug)]
 pub(super) struct Ahead {
     pub(super) state: AheadState,
+    /// When the claim was sent ([`boot_time`]): a win is trusted at the
+    /// fire's instant only while younger than half the lease (see
+    /// [`Cluster::won_ahead`]). Its row's lease runs from its commit, after
+    /// the send, whenever the answer is read: a worker frozen between the
+    /// commit and the read (or the machine suspended: the lease is wall
+    /// time in the database, so the age is boot time, not monotonic) must
+    /// not take a fresh read for a fresh win.
+    pub(super) sent: Duration,
     job: String,
     /// A reload changed the job's definition since the claim ahead (its
     /// hash, its overlap policy): its answer is not the fire's, which is
@@ -110,6 +118,7 @@ impl Cluster {
                 f.run_id,
                 Ahead {
                     state: AheadState::Asked,
+                    sent: boot_time(),
                     job: spawn.job.name.clone(),
                     again: false,
                     ended: None,
@@ -121,17 +130,17 @@ impl Cluster {
 
     /// Whether `spawn`'s fire was won ahead, for exactly the times it
     /// covers, and recently enough: then it is this host's run now (the
-    /// entry is used up). A win older than half the lease is not trusted
-    /// (the worker may have been stopped past its lease and a peer have
-    /// recorded the row `lost` meanwhile): the fire is claimed again, which
-    /// wins this host's own running row again, and a lost one not.
+    /// entry is used up). A win whose claim was sent more than half the
+    /// lease ago is not trusted (the worker may have been stopped past its
+    /// lease and a peer have recorded the row `lost` meanwhile): the fire
+    /// is claimed again, which wins this host's own running row again, and
+    /// a lost one not.
     pub(super) fn won_ahead(&mut self, spawn: &Spawn) -> bool {
         let id = spawn.record.id;
-        let trust_for = self.trust_ahead_for;
         let won = matches!(
             self.ahead.get(&id),
-            Some(Ahead { state: AheadState::Answered(Ok(ClaimOutcome::Won(w)), at), again: false, .. })
-                if *w == spawn.record.covers && at.elapsed() < trust_for
+            Some(Ahead { state: AheadState::Answered(Ok(ClaimOutcome::Won(w))), again: false, sent, .. })
+                if *w == spawn.record.covers && self.trusted(*sent)
         );
         if won {
             self.ahead.remove(&id);
@@ -139,6 +148,12 @@ impl Cluster {
             self.won.insert(id);
         }
         won
+    }
+
+    /// Whether a win of a claim sent at `sent` ([`boot_time`]) is young
+    /// enough to be trusted (see [`Ahead::sent`]).
+    pub(super) fn trusted(&self, sent: Duration) -> bool {
+        boot_time().saturating_sub(sent) < self.trust_ahead_for
     }
 
     /// An answer to a claim ahead. Before the instant it is kept; at the
@@ -167,7 +182,12 @@ impl Cluster {
                     self.send_claim(claim, since);
                     None
                 }
-                Ok(ClaimOutcome::Won(w)) if *w == held.spawn.record.covers => Some(result),
+                Ok(ClaimOutcome::Won(w))
+                    if *w == held.spawn.record.covers
+                        && held.ahead_sent.is_none_or(|sent| self.trusted(sent)) =>
+                {
+                    Some(result)
+                }
                 Ok(ClaimOutcome::Taken { .. }) if held.spawn.record.covers.len() == 1 => {
                     Some(result)
                 }
@@ -187,7 +207,7 @@ impl Cluster {
                 self.ahead.remove(&run_id);
                 self.skip_claimed(run_id, reason);
             }
-            Some(a) => a.state = AheadState::Answered(result, Instant::now()),
+            Some(a) => a.state = AheadState::Answered(result),
             // Given up already (the worker stops).
             None => self.skip_claimed(run_id, SkipReason::WorkerDown),
         }
@@ -196,7 +216,7 @@ impl Cluster {
 
     /// The plan's skips (and the ends of queued runs it dropped) of fires
     /// claimed ahead, in `fx`: their rows end skipped with the same reason.
-    pub(super) fn skipped_ahead(&mut self, fx: &Effects) {
+    pub(crate) fn skipped_ahead(&mut self, fx: &Effects) {
         if self.ahead.is_empty() {
             return;
         }

@@ -512,21 +512,36 @@ fn a_replacement_worker_hands_its_predecessors_runs_to_the_ledger() {
     ));
 }
 
-/// A beat due just before a fire (or at it) waits until just after the
-/// fire's claim; one due well before or after runs on time; and however
-/// the fires follow one another, a beat is never held back longer than
-/// the clearance and the margin after a fire together.
+/// Whether a beat begun at `begins` keeps clear of the claims of a fire
+/// at `fire`: not within the clearance before the claim ahead or the
+/// instant, nor between either and the claim's arrival.
+fn clear_of(begins: Instant, fire: Instant) -> bool {
+    [fire - AHEAD, fire]
+        .into_iter()
+        .all(|sent| begins + BEAT_CLEARANCE <= sent || begins >= sent + BEAT_AFTER_FIRE)
+}
+
+/// A beat due just before a fire's claim ahead or its instant (or at
+/// either) waits until just after that claim; one due well before or
+/// after runs on time; and however the fires follow one another, a beat
+/// is never held back longer than the clearance and the margin after a
+/// fire together.
 #[test]
 fn a_beat_keeps_clear_of_the_next_fire_within_a_bound() {
     let base = Instant::now();
     let ms = |n: u64| base + Duration::from_millis(n);
     let fire = ms(1000);
+    let sent = fire - AHEAD;
     // No fire armed, or one far off either way: on time.
     assert_eq!(beat_at(ms(500), base, None), ms(500));
     assert_eq!(beat_at(ms(500), base, Some(fire)), ms(500));
     assert_eq!(beat_at(ms(1100), base, Some(fire)), ms(1100));
-    // Within the clearance before the fire, or at the fire before its
-    // claim came: just after the fire.
+    // Between the claim ahead (and its arrival) and the clearance before
+    // the instant: on time.
+    let between = sent + BEAT_AFTER_FIRE;
+    assert_eq!(beat_at(between, base, Some(fire)), between);
+    // Within the clearance before the instant, or at the instant before
+    // its claim came: just after the instant.
     for due in [
         1000 - BEAT_CLEARANCE.as_millis() as u64 + 1,
         990,
@@ -537,6 +552,22 @@ fn a_beat_keeps_clear_of_the_next_fire_within_a_bound() {
             beat_at(ms(due), base, Some(fire)),
             fire + BEAT_AFTER_FIRE,
             "{due}"
+        );
+    }
+    // Likewise for the claim ahead: just after it is sent.
+    for before in [
+        BEAT_CLEARANCE - Duration::from_millis(1),
+        Duration::from_millis(10),
+    ] {
+        assert_eq!(
+            beat_at(sent - before, base, Some(fire)),
+            sent + BEAT_AFTER_FIRE
+        );
+    }
+    for after in [Duration::ZERO, Duration::from_millis(10)] {
+        assert_eq!(
+            beat_at(sent + after, base, Some(fire)),
+            sent + BEAT_AFTER_FIRE
         );
     }
     // Overdue (the thread was busy with a claim until `now`): judged from
@@ -551,9 +582,9 @@ fn a_beat_keeps_clear_of_the_next_fire_within_a_bound() {
         beat_at(ms(920), ms(975), Some(fire)),
         ms(920) + BEAT_CLEARANCE + BEAT_AFTER_FIRE
     );
-    assert_eq!(beat_at(ms(800), ms(900), Some(fire)), ms(900));
+    assert!(beat_at(ms(800), ms(900), Some(fire)) <= ms(900));
     assert!(beat_at(ms(900), ms(980), Some(fire)) <= ms(980));
-    for due in 900..1100 {
+    for due in 800..1100 {
         for now in (due..due + 200).step_by(7) {
             let at = beat_at(ms(due), ms(now), Some(fire));
             // Held back no longer than the bound from when it was due (at
@@ -563,34 +594,26 @@ fn a_beat_keeps_clear_of_the_next_fire_within_a_bound() {
                 "{due} {now}"
             );
             // Begun at `at` or at once: never within the clearance before
-            // the fire, nor between the fire and its claim, unless the bound
-            // forced it.
+            // a claim of the fire, nor between it and its arrival, unless
+            // the bound forced it.
             let begins = at.max(ms(now));
             assert!(
-                begins + BEAT_CLEARANCE <= fire
-                    || begins >= fire + BEAT_AFTER_FIRE
-                    || begins >= ms(due) + BEAT_CLEARANCE + BEAT_AFTER_FIRE,
+                clear_of(begins, fire) || begins >= ms(due) + BEAT_CLEARANCE + BEAT_AFTER_FIRE,
                 "{due} {now}"
             );
         }
     }
     // The oracle of the bound: every due instant and every next fire
-    // around it, 1 ms apart.
+    // around it (its claim ahead around it too), 1 ms apart.
     for due in 900..1100 {
-        for f in 800..1200 {
+        for f in 800..1300 {
             let at = beat_at(ms(due), base, Some(ms(f)));
             assert!(at >= ms(due), "{due} {f}");
             assert!(
                 at <= ms(due) + BEAT_CLEARANCE + BEAT_AFTER_FIRE,
                 "{due} {f}"
             );
-            // Never begun within the clearance before the fire, nor
-            // between the fire and its claim.
-            let f = ms(f);
-            assert!(
-                at + BEAT_CLEARANCE <= f || at >= f + BEAT_AFTER_FIRE,
-                "{due} {f:?}"
-            );
+            assert!(clear_of(at, ms(f)), "{due} {f}");
         }
     }
 }

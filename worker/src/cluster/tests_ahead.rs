@@ -233,15 +233,13 @@ fn a_win_ahead_older_than_half_the_lease_is_claimed_again_at_the_instant() {
     assert_eq!(c.resolve(won, t(0), &mut Effects::default()), None);
     // The worker was stopped (SIGSTOP) past half its lease since the win.
     let Some(Ahead {
-        state: AheadState::Answered(_, at),
+        state: AheadState::Answered(_),
         ..
-    }) = c.ahead.get_mut(&7)
+    }) = c.ahead.get(&7)
     else {
         panic!("the win is kept");
     };
-    *at = Instant::now()
-        .checked_sub(c.trust_ahead_for + Duration::from_millis(1))
-        .expect("the monotonic clock is past the lease");
+    sent_long_ago(&mut c);
     let mut fx = Effects::default();
     planned(&mut fx, 7, vec![t(1)], "allow");
     c.hold(&mut fx);
@@ -281,6 +279,55 @@ fn a_win_ahead_older_than_half_the_lease_is_claimed_again_at_the_instant() {
     let mut fx = Effects::default();
     planned(&mut fx, 7, vec![t(1)], "allow");
     c.hold(&mut fx);
+    assert_eq!(fx.spawns.len(), 1);
+}
+
+/// Run 7's claim ahead was sent just over half the lease ago (boot time).
+fn sent_long_ago(c: &mut Cluster) {
+    let long_ago = crate::clock::boot_time()
+        .checked_sub(c.trust_ahead_for + Duration::from_millis(1))
+        .expect("the machine has been up longer than half the lease");
+    c.ahead.get_mut(&7).expect("claimed ahead").sent = long_ago;
+}
+
+/// The age of a win ahead counts from when its claim was sent, not from
+/// when the loop read its answer: a worker frozen (or a machine suspended)
+/// between the claim's commit and the read gets a win whose row's lease
+/// may have run out, read as new.
+#[test]
+fn a_win_ahead_read_long_after_its_claim_was_sent_is_claimed_again() {
+    // Sent, frozen past half the lease, then the win is read: before the
+    // instant ...
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    sent_long_ago(&mut c);
+    let won = || ahead_answer(Ok(ClaimOutcome::Won(vec![t(1)])));
+    assert_eq!(c.resolve(won(), t(0), &mut Effects::default()), None);
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert!(fx.spawns.is_empty(), "not started on an old win");
+    assert!(matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 7));
+    // ... or after it, the run held for the answer.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    sent_long_ago(&mut c);
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert!(rx.try_recv().is_err(), "the claim ahead is on its way");
+    let mut fx = Effects::default();
+    assert_eq!(c.resolve(won(), t(1), &mut fx), None);
+    assert!(fx.spawns.is_empty(), "not started on an old win");
+    assert!(matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 7));
+    // Sent just now, read at once: it starts.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    let mut fx = Effects::default();
+    assert_eq!(c.resolve(won(), t(1), &mut fx), None);
     assert_eq!(fx.spawns.len(), 1);
 }
 
@@ -367,4 +414,47 @@ fn ends_skipped(rx: &std::sync::mpsc::Receiver<Request>, reason: &str) {
         matches!(got, Ok(Request::SkipClaimed { run_id: 7, reason: r }) if r == reason),
         "expected run 7's row ended skipped {reason}"
     );
+}
+
+/// A reload that takes a fire claimed ahead off the schedule and one that
+/// puts it back, within the window: the plan keeps the fire's id (see
+/// `plan/tests/ahead.rs`), and the ledger's one row stays that id's: the
+/// definition changed meanwhile, so it is claimed again at the instant
+/// under that id (idempotent: its own row, won again), never ended skipped
+/// nor claimed under another id.
+#[test]
+fn a_fire_reloaded_away_and_back_keeps_its_one_row_in_the_ledger() {
+    let (mut c, rx, _) = cluster();
+    c.configure(&config("allow"));
+    let _ = rx.try_recv();
+    claim_ahead(&mut c, &rx, "allow");
+    let won = || Ok(ClaimOutcome::Won(vec![t(1)]));
+    assert_eq!(
+        c.resolve(ahead_answer(won()), t(0), &mut Effects::default()),
+        None
+    );
+    let away = Config::parse(
+        std::path::Path::new("/x.toml"),
+        "[[job]]\nname = \"j\"\nschedule = \"*/7 * * * * *\"\ncommand = [\"true\"]\noverlap = \"allow\"\n",
+    )
+    .unwrap();
+    c.configure(&away);
+    c.configure(&config("allow"));
+    while let Ok(Request::Defs(_)) = rx.try_recv() {}
+    let mut fx = Effects::default();
+    planned(&mut fx, 7, vec![t(1)], "allow");
+    c.hold(&mut fx);
+    assert!(
+        matches!(rx.try_recv(), Ok(Request::Claim(c, _)) if !c.ahead && c.run_id == 7),
+        "claimed again under its id"
+    );
+    let mut fx = Effects::default();
+    let answer = Answer::Claim {
+        run_id: 7,
+        result: won(),
+        ahead: false,
+    };
+    assert_eq!(c.resolve(answer, t(1), &mut fx), None);
+    assert_eq!(inserts(&fx), [(7, Outcome::Running, None, vec![t(1)])]);
+    assert!(rx.try_recv().is_err(), "its row is not ended");
 }

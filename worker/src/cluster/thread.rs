@@ -20,7 +20,7 @@ use cronwarden_shared::{
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use super::{Answer, MissedFire, Request, CLAIM_WITHIN, SKEW_BOUND};
+use super::{Answer, MissedFire, Request, AHEAD, CLAIM_WITHIN, SKEW_BOUND};
 
 /// How a run of this host ends in the ledger.
 #[derive(Debug, Clone, Copy)]
@@ -48,32 +48,53 @@ const MAX_CLAIM_BATCH: usize = 500;
 
 /// A beat (a clock read, then a transaction of three statements and its
 /// commit: a few ms, more while the database's disk is busy) is not begun
-/// this close before a fire of this host: the fire's claim would wait
+/// this close before a claim of a fire of this host: the claim would wait
 /// behind it on this thread (issue 19: fire delay on PostgreSQL).
 pub(super) const BEAT_CLEARANCE: Duration = Duration::from_millis(50);
-/// A beat held back for a fire runs this long after the fire's instant:
-/// its claim has reached the thread by then (the loop sends it on the
-/// fire's turn) and is handled first.
+/// A beat held back for a claim runs this long after the moment the claim
+/// is sent: it has reached the thread by then (the loop sends it on that
+/// turn) and is handled first.
 pub(super) const BEAT_AFTER_FIRE: Duration = Duration::from_millis(20);
+
+// The two moments a beat keeps clear of (see [`beat_at`]) are so far apart
+// that a beat moved past the first is clear of the second: one move, so
+// the bound of `beat_at` holds.
+const _: () =
+    assert!(AHEAD.as_millis() >= BEAT_CLEARANCE.as_millis() + BEAT_AFTER_FIRE.as_millis());
 
 /// When a beat due at `due` runs, the thread being free from `now` and
 /// the next fire of this host being at `next_fire`: as soon as it can
 /// (`due`, or `now` for a beat already overdue), unless that falls within
-/// [`BEAT_CLEARANCE`] before the fire (or at the fire, before its claim
-/// came): then [`BEAT_AFTER_FIRE`] past the fire. Never later than `due`
-/// plus both, however the fires follow one another (fires every few ms
-/// must not starve the beats: the leases they renew would run out); an
-/// instant already past means at once.
+/// [`BEAT_CLEARANCE`] before a moment the fire's claim is sent (or at it,
+/// before the claim came): then [`BEAT_AFTER_FIRE`] past that moment.
+/// Never later than `due` plus both, however the fires follow one another
+/// (fires every few ms must not starve the beats: the leases they renew
+/// would run out); an instant already past means at once.
+///
+/// A fire's claim is sent at two moments, and the thread may wait on
+/// either: [`AHEAD`] before the instant (the loop wakes then to claim it
+/// ahead: the usual path, whose answer a beat would delay past the
+/// instant), and at the instant (a claim ahead that failed, found a
+/// peer's run live, won too long ago or under a definition since
+/// reloaded, or a fire not claimed ahead: its claim goes then, and the
+/// fire waits for it). Both are kept clear.
 pub(super) fn beat_at(due: Instant, now: Instant, next_fire: Option<Instant>) -> Instant {
     // An overdue beat (the thread was busy claiming) would begin now: the
     // clearance is judged from then, not from when it was due.
     let from = due.max(now);
-    match next_fire {
-        Some(fire) if from + BEAT_CLEARANCE > fire && from < fire + BEAT_AFTER_FIRE => {
-            (fire + BEAT_AFTER_FIRE).min(due + BEAT_CLEARANCE + BEAT_AFTER_FIRE)
+    let Some(fire) = next_fire else {
+        return from;
+    };
+    let bound = due + BEAT_CLEARANCE + BEAT_AFTER_FIRE;
+    let mut at = from;
+    // The claim ahead first: a beat moved past it is then judged against
+    // the instant.
+    for sent in [fire.checked_sub(AHEAD), Some(fire)].into_iter().flatten() {
+        if at + BEAT_CLEARANCE > sent && at < sent + BEAT_AFTER_FIRE {
+            at = (sent + BEAT_AFTER_FIRE).min(bound);
         }
-        _ => from,
     }
+    at
 }
 
 /// At most this many run ends wait for the database to come back; older

@@ -8,7 +8,11 @@
 //! run or a skip judged then as always, carries that id, so the shared
 //! ledger's row and this host's record are one fire's. A fire claimed
 //! ahead that the plan will not fire any more (a reload removed its job or
-//! armed it past it) is recorded skipped `removed` under that id.
+//! armed it past it) is recorded skipped `removed` under that id, judged
+//! at its instant as any skip (or once its claim is older than the release
+//! bound, below: the wall clock stepped back): a reload that puts it back
+//! before then keeps its claim, and the fire ends in one record, not a
+//! `removed` one and a second claim's.
 //!
 //! A fire claimed ahead and not consumed within a bound of monotonic time
 //! (the wall clock stepped back in the window: its instant is now far
@@ -17,7 +21,9 @@
 //! ledger by the cluster, and the fire claimed at its instant as without
 //! a claim ahead (answered taken by this host: recorded skipped here too).
 //! Held running instead, the row would keep the peers' exclusive runs
-//! busy for as long as the step, and run the fire late here.
+//! busy for as long as the step, and run the fire late here. One the plan
+//! will not fire any more is not released (never due, it would get no
+//! record here): it is recorded `removed`, as above.
 
 use std::{sync::Arc, time::Duration};
 
@@ -92,6 +98,16 @@ impl Plan {
         fires
     }
 
+    /// The earliest instant after `t` of a fire claimed ahead: the loop
+    /// wakes then, to fire it or, taken off the schedule since, record it.
+    pub fn earliest_ahead_after(&self, t: Timestamp) -> Option<Timestamp> {
+        self.ahead
+            .keys()
+            .map(|(_, at)| *at)
+            .filter(|at| *at > t)
+            .min()
+    }
+
     /// The earliest start of an armed fire after `t` (all of them with
     /// `None`): the next one to claim ahead.
     pub fn next_start_after(&self, t: Option<Timestamp>) -> Option<Timestamp> {
@@ -128,12 +144,23 @@ impl Plan {
         self.release_ahead_if(|c| now.saturating_sub(c.since) > within);
     }
 
-    /// Releases every fire claimed ahead `f` says (see the module map).
+    /// Whether the plan will fire `name`'s fire at `at` still: it is the
+    /// job's armed fire, or after it (a reload may have armed the job
+    /// before it).
+    fn still_planned(&self, name: &str, at: Timestamp) -> bool {
+        self.jobs
+            .get(name)
+            .is_some_and(|j| j.next.is_some_and(|n| n <= at))
+    }
+
+    /// Releases every fire claimed ahead `f` says (see the module map),
+    /// but those the plan will not fire any more: [`Plan::drop_stale_ahead`]
+    /// records them.
     pub(super) fn release_ahead_if(&mut self, f: impl Fn(&Claimed) -> bool) {
         let keys: Vec<(String, Timestamp)> = self
             .ahead
             .iter()
-            .filter(|(_, c)| f(c))
+            .filter(|((name, at), c)| f(c) && self.still_planned(name, *at))
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
@@ -152,21 +179,42 @@ impl Plan {
     }
 
     /// Records the fires claimed ahead that the plan will not fire any
-    /// more skipped `removed`: their job left the config, or was armed
-    /// past them (a reload changed it, the supervisor re-armed it).
-    pub fn drop_stale_ahead(&mut self, now: Timestamp, fx: &mut Effects) {
+    /// more skipped `removed` (their job left the config, or was armed
+    /// past them: a reload changed it, the supervisor re-armed it), once
+    /// their instant has come (`now`) or they were claimed more than
+    /// `within` ago (monotonic clock, as of the last turn: the wall clock
+    /// stepped back). Until then a reload may put the fire back, and it
+    /// fires under its claim (see the module map).
+    pub fn drop_stale_ahead(&mut self, now: Timestamp, within: Duration, fx: &mut Effects) {
+        let mono = self.last_clocks.map(|c| c.mono);
+        self.drop_stale_where(now, fx, |at, c| {
+            at <= now || mono.is_some_and(|m| m.saturating_sub(c.since) > within)
+        });
+    }
+
+    /// [`Plan::drop_stale_ahead`] whatever their instant: the worker
+    /// stops, and the next one would never see such a fire due (it would
+    /// get no record here).
+    pub fn drop_stale_ahead_now(&mut self, now: Timestamp, fx: &mut Effects) {
+        self.drop_stale_where(now, fx, |_, _| true);
+    }
+
+    /// Records skipped `removed` the fires claimed ahead that the plan
+    /// will not fire any more and that `judged` says are to be judged now.
+    fn drop_stale_where(
+        &mut self,
+        now: Timestamp,
+        fx: &mut Effects,
+        judged: impl Fn(Timestamp, &Claimed) -> bool,
+    ) {
         if self.ahead.is_empty() {
             return;
         }
         let stale: Vec<(String, Timestamp)> = self
             .ahead
-            .keys()
-            .filter(|(name, at)| {
-                self.jobs
-                    .get(name)
-                    .is_none_or(|j| j.next.is_none_or(|n| n > *at))
-            })
-            .cloned()
+            .iter()
+            .filter(|((name, at), c)| !self.still_planned(name, *at) && judged(*at, c))
+            .map(|(k, _)| k.clone())
             .collect();
         for key in stale {
             let Some(Claimed { run_id, .. }) = self.ahead.remove(&key) else {
@@ -178,7 +226,7 @@ impl Plan {
                 RunRecord::new(run_id, &job, vec![t], Trigger::Schedule, Outcome::Skipped);
             rec.finished_at = Some(now);
             rec.skip_reason = Some(SkipReason::Removed);
-            rec.error = Some("claimed ahead in the shared ledger, then taken off the schedule by a reload before its instant".into());
+            rec.error = Some("claimed ahead in the shared ledger, then taken off the schedule (a reload) by its instant".into());
             fx.writes.push(Write::Insert(rec));
             fx.events.push(Event::Skip {
                 next_fire_at: self.jobs.get(&job).and_then(|j| j.next),

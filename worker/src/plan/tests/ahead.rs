@@ -21,7 +21,8 @@ impl Sim {
     /// the schedule are recorded.
     fn drop_stale_ahead(&mut self) {
         let mut fx = Effects::default();
-        self.plan.drop_stale_ahead(self.clocks.wall, &mut fx);
+        self.plan
+            .drop_stale_ahead(self.clocks.wall, crate::cluster::RELEASE_AFTER, &mut fx);
         self.apply(fx);
     }
 }
@@ -87,6 +88,11 @@ fn a_fire_claimed_ahead_whose_job_a_reload_removes_is_recorded_removed_once() {
     let id = sim.claim_ahead(10, 100)[0].2;
     sim.configure(&job("k", "0 0 * * * *", ""));
     sim.drop_stale_ahead();
+    // Judged at the fire's instant, as any skip (a reload may put it back
+    // before then).
+    assert!(sim.records("j").is_empty());
+    sim.clocks.wall = ts(10);
+    sim.drop_stale_ahead();
     sim.drop_stale_ahead();
     let records = sim.records("j");
     assert_eq!(records.len(), 1, "{records:?}");
@@ -102,6 +108,22 @@ fn a_fire_claimed_ahead_whose_job_a_reload_removes_is_recorded_removed_once() {
         Event::Skip { job, reason: SkipReason::Removed, run_id, .. } if job == "j" && *run_id == id)));
     sim.run_until(20);
     assert_eq!(sim.records("j").len(), 1);
+    // The worker stops before the instant: recorded then (the next worker
+    // would never see the fire due).
+    let mut sim = Sim::new(&[job("j", "*/10 * * * * *", ""), job("k", "0 0 * * * *", "")].concat());
+    let id = sim.claim_ahead(10, 100)[0].2;
+    sim.configure(&job("k", "0 0 * * * *", ""));
+    sim.drop_stale_ahead();
+    assert!(sim.records("j").is_empty());
+    let mut fx = Effects::default();
+    sim.plan.drop_stale_ahead_now(sim.clocks.wall, &mut fx);
+    sim.apply(fx);
+    let records = sim.records("j");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].id, records[0].skip_reason),
+        (id, Some(SkipReason::Removed))
+    );
     // A reload that keeps the job and its fire keeps the claim.
     let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
     let id = sim.claim_ahead(10, 100)[0].2;
@@ -109,6 +131,33 @@ fn a_fire_claimed_ahead_whose_job_a_reload_removes_is_recorded_removed_once() {
     sim.drop_stale_ahead();
     sim.run_until(10);
     assert_eq!(sim.child_of("j"), [id]);
+}
+
+/// A fire a reload took off the schedule within the window, and the wall
+/// clock stepped back: not released (never due, it would get no record
+/// here), but recorded `removed` once its claim is older than the release
+/// bound.
+#[test]
+fn a_fire_reloaded_away_is_recorded_removed_when_the_wall_clock_steps_back() {
+    let mut sim = Sim::new(&[job("j", "*/10 * * * * *", ""), job("k", "0 0 * * * *", "")].concat());
+    let id = sim.claim_ahead(10, 100)[0].2;
+    sim.configure(&job("k", "0 0 * * * *", ""));
+    sim.step_wall(-3600);
+    assert!(sim.plan.take_released_ahead().is_empty());
+    sim.drop_stale_ahead();
+    assert!(sim.records("j").is_empty(), "young yet");
+    if let Some(c) = sim.plan.last_clocks.as_mut() {
+        c.mono += crate::cluster::RELEASE_AFTER + Duration::from_millis(1);
+    }
+    sim.plan.expire_ahead(crate::cluster::RELEASE_AFTER);
+    assert!(sim.plan.take_released_ahead().is_empty());
+    sim.drop_stale_ahead();
+    let records = sim.records("j");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].id, records[0].skip_reason),
+        (id, Some(SkipReason::Removed))
+    );
 }
 
 #[test]
@@ -152,4 +201,33 @@ fn a_fire_claimed_ahead_and_not_due_in_time_is_released_and_claimed_at_its_insta
     assert_eq!(started.len(), 1);
     assert_ne!(started[0], id, "claimed at its instant under a new id");
     assert!(sim.plan.take_released_ahead().is_empty());
+}
+
+/// A reload that takes a fire claimed ahead off the schedule and a second
+/// that puts it back, both within the window: the fire ends in one record,
+/// under the id it was claimed with (the ledger's row is that id's: two
+/// ids would be two claims of one fire, the second answered taken).
+#[test]
+fn a_fire_reloaded_away_and_back_within_the_window_ends_in_one_record() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
+    let id = sim.claim_ahead(10, 100)[0].2;
+    // Away: `*/7` next fires at 14, past the claimed fire at 10.
+    sim.configure(&job("j", "*/7 * * * * *", ""));
+    sim.drop_stale_ahead();
+    sim.clocks.wall = ts(10) - SignedDuration::from_millis(50);
+    sim.configure(&job("j", "*/10 * * * * *", ""));
+    sim.drop_stale_ahead();
+    assert!(
+        sim.claim_ahead(10, 40).is_empty(),
+        "claimed ahead once: its claim stands"
+    );
+    sim.run_until(10);
+    sim.drop_stale_ahead();
+    let records = sim.records("j");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].id, records[0].covers.clone()),
+        (id, vec![ts(10)])
+    );
+    assert_eq!(sim.child_of("j"), [id]);
 }
