@@ -208,8 +208,12 @@ impl Cluster {
                 self.skip_claimed(run_id, reason);
             }
             Some(a) => a.state = AheadState::Answered(result),
-            // Given up already (the worker stops).
-            None => self.skip_claimed(run_id, SkipReason::WorkerDown),
+            // Given up already (the worker stops): `abandon_ahead` asked
+            // the thread, which takes requests in order, to end the row
+            // after this claim, with the local record's reason.
+            None => {
+                self.ahead_won.remove(&run_id);
+            }
         }
         None
     }
@@ -286,16 +290,21 @@ impl Cluster {
     }
 
     /// The worker stops: every fire claimed (ahead or at its instant) and
-    /// not started ends skipped `worker_down` in the ledger, as here. The
-    /// thread takes the request after the claim, so a claim still
-    /// unanswered is covered too (a claim that did not win ends nothing).
+    /// not started ends skipped in the ledger as here: with the reason the
+    /// plan already recorded it with (a pause, a reload), else
+    /// `worker_down`. The thread takes the request after the claim, so a
+    /// claim still unanswered is covered too (a claim that did not win
+    /// ends nothing).
     pub(super) fn abandon_ahead(&mut self) {
-        let ahead = std::mem::take(&mut self.ahead).into_keys();
-        for run_id in ahead.chain(self.held.keys().copied()) {
+        let ahead = std::mem::take(&mut self.ahead)
+            .into_iter()
+            .map(|(run_id, a)| (run_id, a.ended));
+        let held = self.held.keys().map(|run_id| (*run_id, None));
+        for (run_id, ended) in ahead.chain(held) {
             self.ahead_won.remove(&run_id);
             let _ = self.tx.send(Request::SkipClaimed {
                 run_id,
-                reason: SkipReason::WorkerDown.as_str(),
+                reason: ended.unwrap_or(SkipReason::WorkerDown).as_str(),
             });
         }
     }

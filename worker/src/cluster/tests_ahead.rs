@@ -168,6 +168,15 @@ fn a_fire_claimed_ahead_and_not_started_ends_as_one_skip_in_the_ledger() {
     c.resolve(won(), t(0), &mut Effects::default());
     assert!(c.abandon(t(0), &mut Effects::default()).is_empty());
     ends_skipped(&rx, "worker_down");
+    // Removed by a reload, then the worker stops before the answer: the
+    // row ends as the local record did, `removed`, once.
+    let (mut c, rx, _) = cluster();
+    claim_ahead(&mut c, &rx, "allow");
+    skipped_at_instant(&mut c, SkipReason::Removed);
+    assert!(c.abandon(t(0), &mut Effects::default()).is_empty());
+    ends_skipped(&rx, "removed");
+    c.resolve(won(), t(0), &mut Effects::default());
+    assert!(rx.try_recv().is_err(), "once");
 }
 
 #[test]
