@@ -158,6 +158,8 @@ pub(crate) struct Plan {
     no_ahead: BTreeSet<(String, Timestamp)>,
     /// Run ids of claims ahead released, for the cluster to release.
     released_ahead: Vec<u64>,
+    /// The wall time the fires claimed ahead were last judged at.
+    ahead_judged_at: Option<Timestamp>,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -227,6 +229,7 @@ impl Plan {
             ahead: BTreeMap::new(),
             no_ahead: BTreeSet::new(),
             released_ahead: Vec::new(),
+            ahead_judged_at: None,
         }
     }
 

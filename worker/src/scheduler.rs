@@ -356,8 +356,8 @@ impl Scheduler {
                 .plan
                 .next_start_after(self.ahead_through)
                 .and_then(|start| start.checked_sub(cluster::AHEAD).ok());
-            // (One past was judged by the turn that just ended: no spin.)
-            let claimed = self.plan.earliest_ahead_after(wall);
+            // (Judged by the turn that just ended: no spin.)
+            let claimed = self.plan.earliest_ahead_unjudged();
             for t in ahead.into_iter().chain(claimed) {
                 wake = wake.min(instant(t));
             }

@@ -98,13 +98,17 @@ impl Plan {
         fires
     }
 
-    /// The earliest instant after `t` of a fire claimed ahead: the loop
-    /// wakes then, to fire it or, taken off the schedule since, record it.
-    pub fn earliest_ahead_after(&self, t: Timestamp) -> Option<Timestamp> {
+    /// The earliest instant of a fire claimed ahead that
+    /// [`Plan::drop_stale_ahead`] has not judged come yet: the loop wakes
+    /// then, to fire it or, taken off the schedule since, record it. From
+    /// the time it judged at, not the clock's now: an instant that passed
+    /// while the rest of the turn ran is still to be judged (at once),
+    /// and one it judged is not again (no spin).
+    pub fn earliest_ahead_unjudged(&self) -> Option<Timestamp> {
         self.ahead
             .keys()
             .map(|(_, at)| *at)
-            .filter(|at| *at > t)
+            .filter(|at| self.ahead_judged_at.is_none_or(|t| *at > t))
             .min()
     }
 
@@ -186,6 +190,7 @@ impl Plan {
     /// stepped back). Until then a reload may put the fire back, and it
     /// fires under its claim (see the module map).
     pub fn drop_stale_ahead(&mut self, now: Timestamp, within: Duration, fx: &mut Effects) {
+        self.ahead_judged_at = Some(now);
         let mono = self.last_clocks.map(|c| c.mono);
         self.drop_stale_where(now, fx, |at, c| {
             at <= now || mono.is_some_and(|m| m.saturating_sub(c.since) > within)

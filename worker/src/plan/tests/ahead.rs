@@ -91,9 +91,14 @@ fn a_fire_claimed_ahead_whose_job_a_reload_removes_is_recorded_removed_once() {
     // Judged at the fire's instant, as any skip (a reload may put it back
     // before then).
     assert!(sim.records("j").is_empty());
+    // The loop wakes for that instant, even once it passed after the
+    // judgement (while the rest of the turn ran).
+    sim.clocks.wall = ts(10) + SignedDuration::from_millis(5);
+    assert_eq!(sim.plan.earliest_ahead_unjudged(), Some(ts(10)));
     sim.clocks.wall = ts(10);
     sim.drop_stale_ahead();
     sim.drop_stale_ahead();
+    assert_eq!(sim.plan.earliest_ahead_unjudged(), None, "judged: no spin");
     let records = sim.records("j");
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(
