@@ -578,15 +578,20 @@ impl Model {
             .map(|c| c.summary.clone())
             .collect();
         let w = &self.worker;
+        // Each job's conditions, found once: a scan of every condition for
+        // each job grew as jobs times conditions (thousands of late jobs
+        // after a long outage).
+        let mut by_job: BTreeMap<&str, Vec<AlertKind>> = BTreeMap::new();
+        for c in conds {
+            if let Some(job) = c.job.as_deref() {
+                by_job.entry(job).or_default().push(c.kind);
+            }
+        }
         let jobs = self
             .jobs
             .iter()
             .map(|(name, j)| {
-                let kinds: Vec<AlertKind> = conds
-                    .iter()
-                    .filter(|c| c.job.as_deref() == Some(name))
-                    .map(|c| c.kind)
-                    .collect();
+                let kinds = by_job.get(name.as_str()).map_or(&[][..], Vec::as_slice);
                 let state = if kinds.contains(&AlertKind::JobOverlapStreak) {
                     JobState::Wedged
                 } else if kinds.contains(&AlertKind::JobLate) {
