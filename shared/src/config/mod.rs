@@ -382,6 +382,8 @@ pub struct Config {
     pub cgroups: bool,
     /// `store = "postgres://…"`: several hosts share one ledger.
     pub cluster: Option<ClusterConfig>,
+    /// Positions in `jobs` in name order, for [`Config::job`].
+    by_name: Vec<u32>,
 }
 
 impl Config {
@@ -499,6 +501,8 @@ impl Config {
         }
         jobs.append(&mut merged.jobs);
         sinks.append(&mut merged.sinks);
+        let mut by_name: Vec<u32> = (0..jobs.len() as u32).collect();
+        by_name.sort_by(|a, b| jobs[*a as usize].name.cmp(&jobs[*b as usize].name));
         Ok(Config {
             path: path.to_path_buf(),
             state_dir,
@@ -515,6 +519,7 @@ impl Config {
             job_files: merged.job_files,
             cgroups,
             cluster,
+            by_name,
         })
     }
 
@@ -555,8 +560,20 @@ impl Config {
         self.state_dir.join("cronwarden.lock")
     }
 
+    /// The job named `name`: by binary search, as a burst's pings look up
+    /// every run's job (a scan of every name was O(jobs) each; issue 18);
+    /// by a scan if `jobs` was changed since the config was read.
     pub fn job(&self, name: &str) -> Option<&JobSpec> {
-        self.jobs.iter().find(|j| j.name == name).map(|j| &**j)
+        let at = |i: &u32| self.jobs.get(*i as usize).map(|j| j.name.as_str());
+        let found = self
+            .by_name
+            .binary_search_by(|i| at(i).unwrap_or_default().cmp(name))
+            .ok()
+            .and_then(|p| self.jobs.get(self.by_name[p] as usize))
+            .filter(|j| j.name == name);
+        found
+            .or_else(|| self.jobs.iter().find(|j| j.name == name))
+            .map(|j| &**j)
     }
 
     /// The file that defines the job `name`: a drop-in, or the main file.
@@ -697,98 +714,4 @@ fn parse_errors(text: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{parse_errors as errors, *};
-
-    #[test]
-    fn minimal_config_gets_documented_defaults() {
-        let c = Config::parse(
-            Path::new("/etc/cw/cronwarden.toml"),
-            "state_dir = \"state\"\n[[job]]\nname = \"a\"\nschedule = \"* * * * *\"\ncommand = [\"true\"]\n",
-        )
-        .unwrap();
-        assert_eq!(c.state_dir, Path::new("/etc/cw/state"));
-        assert_eq!(c.socket, Path::new("/etc/cw/state/cronwarden.sock"));
-        let j = &c.jobs[0];
-        assert_eq!(j.timeout, Some(Duration::from_secs(3600)));
-        assert_eq!(j.kill_grace, Duration::from_secs(10));
-        assert_eq!(j.misfire_grace, Duration::from_secs(3600));
-        assert_eq!(j.overlap, Overlap::Skip);
-        assert_eq!(j.timezone, "UTC");
-        assert_eq!(j.retention, 1000);
-        assert_eq!(c.watchdog, Watchdog::default());
-    }
-
-    #[test]
-    fn every_error_is_reported_with_file_job_and_key() {
-        let errs = errors(
-            r#"
-            timezone = "Mars/Olympus"
-            [watchdog]
-            stall_after = "soon"
-            [[job]]
-            name = "a"
-            schedule = "61 * * * *"
-            command = []
-            tiemout = "5m"
-            [[job]]
-            name = "b"
-            schedule = "@every 1m"
-            shell = "true"
-            timeout = "forever"
-            [[job]]
-            name = "b"
-            schedule = "@daily"
-            command = ["true"]
-            "#,
-        );
-        let want = [
-            "/etc/cw.toml: key \"timezone\": unknown time zone \"Mars/Olympus\"",
-            "/etc/cw.toml: key \"watchdog.stall_after\": invalid duration \"soon\"",
-            "/etc/cw.toml: job \"a\": key \"tiemout\": unknown key",
-            "/etc/cw.toml: job \"a\": key \"command\": must not be empty",
-            "/etc/cw.toml: job \"b\": key \"timeout\": invalid duration \"forever\"",
-            "/etc/cw.toml: job \"b\": key \"name\": duplicate job name",
-        ];
-        for w in want {
-            assert!(
-                errs.iter().any(|e| e.starts_with(w)),
-                "missing {w:?} in {errs:#?}"
-            );
-        }
-        // Job "a" schedule: the default zone is invalid, so it is not parsed;
-        // the zone error above stands for it.
-        assert_eq!(errs.len(), want.len(), "{errs:#?}");
-    }
-
-    #[test]
-    fn only_the_default_state_dir_may_get_the_runtime_socket() {
-        let own = Path::new("/srv/cw/state");
-        assert_eq!(default_socket(own), own.join("cronwarden.sock"));
-        let dflt = Path::new(DEFAULT_STATE_DIR);
-        let want = if Path::new(RUNTIME_DIR).is_dir() {
-            PathBuf::from(RUNTIME_SOCKET)
-        } else {
-            dflt.join("cronwarden.sock")
-        };
-        assert_eq!(default_socket(dflt), want);
-    }
-
-    #[test]
-    fn toml_syntax_error_names_the_line() {
-        let errs = errors("state_dir = \"x\"\n[[job]\n");
-        assert_eq!(errs.len(), 1);
-        assert!(
-            errs[0].starts_with("/etc/cw.toml: line 2: invalid TOML"),
-            "{errs:?}"
-        );
-    }
-
-    #[test]
-    fn an_oversized_file_is_refused_naming_it() {
-        let big = format!("# {}\n", "x".repeat(MAX_CONFIG_BYTES));
-        let errs = errors(&big);
-        assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("/etc/cw.toml: the file is"), "{errs:?}");
-    }
-}
+mod tests;
