@@ -61,13 +61,14 @@ pub(super) fn due_seen(
     let due = j.expected_next?;
     // A jittered job is due at its fire's start, not at its time.
     let starts = jitter::start_of(due, j.spec.jitter_offset);
-    let past = unsigned(clocks.wall.duration_since(starts));
+    // Most jobs are not due: judged without the arithmetic below.
     if clocks.wall < starts {
         return None;
     }
     if let Some((d, at)) = j.due_seen.filter(|(d, _)| *d == due) {
         return Some((d, at));
     }
+    let past = unsigned(clocks.wall.duration_since(starts));
     let credit = past
         .min(clocks.now.saturating_duration_since(credit_since))
         .min(GAP_CREDIT);
