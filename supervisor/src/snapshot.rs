@@ -14,7 +14,9 @@
 //! Serialising is done once per snapshot, by the first request that needs
 //! it, never by the loop: the summary, the whole report, and each job's
 //! JSON on its own (so a page of jobs serialises only the jobs it shows,
-//! once). The next request on the same snapshot serialises nothing. A
+//! once). The next request on the same snapshot serialises nothing, and a
+//! job's JSON is shared by the next snapshots while its status is the same
+//! one (the model shares unchanged statuses: `model::Reported`). A
 //! snapshot never changes, so its bytes never go stale.
 
 use std::{
@@ -53,9 +55,13 @@ struct Serialised {
     /// Positions in `status.jobs`, in name order: how pages and look-ups
     /// by name find a job.
     by_name: OnceLock<Vec<u32>>,
-    /// Each job's JSON (compact, one line), by its position in `status.jobs`.
-    jobs: OnceLock<Box<[OnceLock<Bytes>]>>,
+    /// Each job's JSON (compact, one line), by its position in
+    /// `status.jobs`: shared with other snapshots that hold the same status.
+    jobs: Box<[JobJson]>,
 }
+
+/// A job's JSON, made on first use (see `model::Reported`).
+type JobJson = Arc<OnceLock<Bytes>>;
 
 /// Pretty JSON and a final newline, as every reply of the socket.
 pub(crate) fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> Bytes {
@@ -77,12 +83,28 @@ impl Snapshot {
     /// The snapshot of an evaluation: its status, and the counters and
     /// config in force.
     pub(crate) fn published(model: &Model, status: StatusReport) -> Snapshot {
-        Snapshot::from_parts(
+        // Each job's JSON cell, shared with the last snapshots while its
+        // status is the one the model reported (the report lists the jobs
+        // in the model's order); a fresh cell otherwise.
+        let jobs: Box<[JobJson]> = status
+            .jobs
+            .iter()
+            .zip(model.jobs.values())
+            .map(|(s, j)| match &*j.reported.borrow() {
+                Some(r) if Arc::ptr_eq(&r.status, s) => r.json.clone(),
+                _ => JobJson::default(),
+            })
+            .chain(std::iter::repeat_with(JobJson::default))
+            .take(status.jobs.len())
+            .collect();
+        let mut snapshot = Snapshot::from_parts(
             status,
             model.counters.clone(),
             model.config.clone(),
             model.store_path(),
-        )
+        );
+        snapshot.serialised.jobs = jobs;
+        snapshot
     }
 
     /// A snapshot of these parts, nothing serialised yet.
@@ -92,12 +114,16 @@ impl Snapshot {
         config: Arc<Config>,
         store_path: PathBuf,
     ) -> Snapshot {
+        let jobs = (0..status.jobs.len()).map(|_| JobJson::default()).collect();
         Snapshot {
             status,
             counters,
             config,
             store_path,
-            serialised: Serialised::default(),
+            serialised: Serialised {
+                jobs,
+                ..Serialised::default()
+            },
         }
     }
 
@@ -143,13 +169,53 @@ impl Snapshot {
 
     /// The JSON of the job at position `i` of `status.jobs`, on one line.
     pub(crate) fn job_json(&self, i: usize) -> &Bytes {
-        let cells = self.serialised.jobs.get_or_init(|| {
-            (0..self.status.jobs.len())
-                .map(|_| OnceLock::new())
-                .collect()
-        });
-        cells[i].get_or_init(|| {
+        self.serialised.jobs[i].get_or_init(|| {
             Bytes::from(serde_json::to_vec(&self.status.jobs[i]).expect("status types serialize"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A job's JSON is made once while its status stays the same, across
+    /// snapshots; a changed status gets new JSON, and says the change.
+    #[test]
+    fn a_jobs_json_is_shared_by_snapshots_until_its_status_changes() {
+        let text = "[[job]]\nname = \"a\"\nschedule = \"@daily\"\ncommand = [\"true\"]\n\
+                    [[job]]\nname = \"b\"\nschedule = \"@daily\"\ncommand = [\"true\"]\n";
+        let config = Config::parse(Path::new("/x/cronwarden.toml"), text).unwrap();
+        let mut model = Model::for_test(config);
+        let (now, wall) = (Instant::now(), Timestamp::now());
+        let publish = |model: &mut Model| {
+            let status = model.evaluate(now, wall).status;
+            Snapshot::published(model, status)
+        };
+        let first = publish(&mut model);
+        let a = first.job_json(0).clone();
+        let second = publish(&mut model);
+        assert!(Arc::ptr_eq(
+            &first.serialised.jobs[0],
+            &second.serialised.jobs[0]
+        ));
+        assert_eq!(second.serialised.jobs[0].get(), Some(&a), "made once");
+        model.jobs.get_mut("a").unwrap().paused = true;
+        let third = publish(&mut model);
+        assert!(!Arc::ptr_eq(
+            &first.serialised.jobs[0],
+            &third.serialised.jobs[0]
+        ));
+        assert!(Arc::ptr_eq(
+            &first.serialised.jobs[1],
+            &third.serialised.jobs[1]
+        ));
+        let v: serde_json::Value = serde_json::from_slice(third.job_json(0)).unwrap();
+        assert_eq!(
+            (v["name"].as_str(), v["paused"].as_bool()),
+            (Some("a"), Some(true))
+        );
     }
 }

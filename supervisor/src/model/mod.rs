@@ -32,9 +32,10 @@ use cronwarden_shared::alert_kind::AlertKind;
 use std::{
     cell::RefCell,
     collections::{BTreeMap, VecDeque},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
+use bytes::Bytes;
 use cronwarden_shared::{
     config::{Config, JobSpec},
     status::{
@@ -161,9 +162,20 @@ pub struct JobObs {
     /// n: its nth retry), for the failure streak (see `retry`).
     pub retry_attempt: u32,
     /// The status last reported for the job, shared with the snapshots
-    /// that hold it, and the definition it was made from (see
-    /// [`JobObs::status`]).
-    pub reported: RefCell<Option<(Arc<JobSpec>, Arc<JobStatus>)>>,
+    /// that hold it (see [`JobObs::status`]).
+    pub reported: RefCell<Option<Reported>>,
+}
+
+/// A job's status as last reported, and what goes with it.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// The definition it was made from.
+    spec: Arc<JobSpec>,
+    pub status: Arc<JobStatus>,
+    /// Its JSON, made by the first request that needs it and kept while
+    /// the status is: successive snapshots share it, so serialising is
+    /// cached between evaluations, not only within one (issue 18).
+    pub json: Arc<OnceLock<Bytes>>,
 }
 
 impl JobObs {
@@ -177,7 +189,9 @@ impl JobObs {
     pub(crate) fn status(&self, name: &str, state: JobState) -> Arc<JobStatus> {
         let next_fire_at = self.next_fire_at.or(self.expected_next);
         let mut reported = self.reported.borrow_mut();
-        let same = |(spec, s): &(Arc<JobSpec>, Arc<JobStatus>)| {
+        let same = |Reported {
+                        spec, status: s, ..
+                    }: &Reported| {
             Arc::ptr_eq(spec, &self.spec)
                 && s.state == state
                 && s.paused == self.paused
@@ -191,8 +205,8 @@ impl JobObs {
                 && s.running.len() == self.running.len()
                 && s.running.iter().eq(self.running.values())
         };
-        if let Some((_, s)) = reported.as_ref().filter(|r| same(r)) {
-            return s.clone();
+        if let Some(r) = reported.as_ref().filter(|r| same(r)) {
+            return r.status.clone();
         }
         let s = Arc::new(JobStatus {
             name: name.to_string(),
@@ -205,7 +219,11 @@ impl JobObs {
             streaks: self.streaks.clone(),
             running: self.running.values().cloned().collect(),
         });
-        *reported = Some((self.spec.clone(), s.clone()));
+        *reported = Some(Reported {
+            spec: self.spec.clone(),
+            status: s.clone(),
+            json: Arc::default(),
+        });
         s
     }
 }
