@@ -37,7 +37,14 @@ fn condition(
 }
 
 fn unsigned(d: SignedDuration) -> Duration {
-    Duration::try_from(d).unwrap_or_default()
+    // Not `Duration::try_from`: its error for a negative duration is built
+    // (and allocated) only to be dropped, for every job not yet due at
+    // every evaluation (issue 18).
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
+    }
 }
 
 /// The most a fire first seen due is believed to have been due already:
