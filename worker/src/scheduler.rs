@@ -9,7 +9,9 @@
 //! [`Writer`] thread; the loop waits for it at most [`WRITE_WAIT`]), then
 //! the events are sent, runs stopped and runs spawned, so every fire the
 //! supervisor hears of is durable, or, when the store is slow or failing,
-//! its claim was copied to the supervisor first (`claimed`). A *turn* (a wake by the timer or
+//! its claim was copied to the supervisor first (`claimed`). A burst is
+//! fired in chunks, each committed and its starts handed over before the
+//! next is planned (`fire`). A *turn* (a wake by the timer or
 //! after any input) fires what is due, then, when due, writes a heartbeat
 //! carrying the turn's sequence number and the time of the last turn that
 //! completed without error. A panic inside a turn is caught and logged;
