@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    cronwarden_shared::heap::tune();
     match run() {
         Ok(code) => code,
         Err(e) => {
