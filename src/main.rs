@@ -14,7 +14,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    cronwarden_shared::heap::tune();
     match run() {
         Ok(code) => code,
         Err(e) => {

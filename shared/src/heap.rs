@@ -19,23 +19,6 @@ pub fn release_freed() {
     }
 }
 
-/// Turns glibc's fastbins off, at the start of every process (before any
-/// thread). With them on, each allocation of 1 KiB or more first merged
-/// every small chunk freed since (`malloc_consolidate`): a run's start and
-/// end make a few such allocations (output buffers, its record's tails,
-/// the batch to store) among thousands of small ones, and the walk was
-/// 23 % of the worker loop's CPU with 10,000 per-minute jobs (issue 18,
-/// perf -e cpu-clock). Small blocks still come from the per-thread cache
-/// (tcache), which is the fast path either way.
-pub fn tune() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a parameter of the allocator, under its
-    // lock; called before any thread is started.
-    unsafe {
-        libc::mallopt(libc::M_MXFAST, 0);
-    }
-}
-
 /// `f`, run on a thread of its own: what it allocates goes to that
 /// thread's malloc arena, not among the long-lived allocations of the
 /// calling thread's. For a transient tree (a config's TOML) whose parse
