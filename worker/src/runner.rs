@@ -376,10 +376,11 @@ pub(crate) fn begin(req: &RunRequest) -> Begun {
         started.set(child);
         started
     });
-    let program = req.job.command.argv()[0].clone();
+    let job = req.job.clone();
     Begun(Box::pin(async move {
+        // Named only on failure: argv is built (allocated) per call.
         let spawn_error = |source| WorkerError::Spawn {
-            program: program.clone(),
+            program: job.command.argv()[0].clone(),
             source,
         };
         let (cgroup, child) = started
