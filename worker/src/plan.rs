@@ -252,10 +252,31 @@ impl Plan {
     /// are looked at (the index of starts); they are taken in name order,
     /// as when every job was walked, so run ids follow the same order.
     pub fn fire_due(&mut self, now: Timestamp, fx: &mut Effects) {
+        self.fire_due_at_most(now, fx, usize::MAX);
+    }
+
+    /// As [`Plan::fire_due`], but stops once `max_spawns` runs were
+    /// added to `fx.spawns` by this call; returns whether it stopped
+    /// there (then the jobs not reached are still due, and a next call at
+    /// the same `now` goes on with them, in the same name order). Every
+    /// job fired is fired whole (its claim, records and spawn in `fx`), so
+    /// the loop can commit and start a burst's first runs while planning
+    /// the rest (issue 18). A turn that spreads catch-up runs fires all at
+    /// once, for the spread to cover them all.
+    pub fn fire_due_at_most(
+        &mut self,
+        now: Timestamp,
+        fx: &mut Effects,
+        max_spawns: usize,
+    ) -> bool {
         let first_spawn = fx.spawns.len();
+        let max_spawns = if self.stagger { usize::MAX } else { max_spawns };
         let mut names: Vec<String> = self.starts.due(now).map(str::to_string).collect();
         names.sort_unstable();
         for name in names {
+            if fx.spawns.len() - first_spawn >= max_spawns {
+                return true;
+            }
             let Some(job) = self.jobs.get(&name) else {
                 continue;
             };
@@ -290,6 +311,7 @@ impl Plan {
             spread(now, first_spawn, fx);
         }
         self.fire_retries(now, fx);
+        false
     }
 
     /// The next run id, reserving more ahead of it when the reservation
@@ -737,6 +759,8 @@ mod reboot;
 mod retry;
 mod starts;
 
+#[cfg(test)]
+mod chunks;
 #[cfg(test)]
 mod extreme;
 #[cfg(test)]

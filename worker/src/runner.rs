@@ -240,10 +240,17 @@ fn env_for(job: &JobSpec, r: &RunRecord) -> Vec<(String, String)> {
 /// Runs the job to its end and returns its record: the request's record,
 /// completed (same id, same `started_at`). `stop` asks the run to end
 /// early (SIGTERM, then SIGKILL after the job's kill grace).
-pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> RunRecord {
+/// `begun`: its start, if already handed over ([`begin`]); else it is
+/// handed over now.
+pub(crate) async fn run(
+    req: RunRequest,
+    events: EventTx,
+    stop: StopHandle,
+    begun: Option<Begun>,
+) -> RunRecord {
     let started = Instant::now();
     let mut record = req.record.clone();
-    let (cgroup, child) = start(&req).await;
+    let (cgroup, child) = begun.unwrap_or_else(|| begin(&req)).0.await;
     record.contain.cgroup = cgroup.as_ref().map(|c| c.path().display().to_string());
     let (mut child, leader_start) = match child {
         Ok(child) => child,
@@ -344,13 +351,20 @@ pub(crate) async fn run(req: RunRequest, events: EventTx, stop: StopHandle) -> R
     record
 }
 
+/// A start handed to a spawner thread: the run's cgroup (if one was
+/// made), and its process with the leader's start time, or why it could
+/// not start, once done.
+pub(crate) struct Begun(
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Option<RunCgroup>, started::Outcome)>>>,
+);
+
 /// Starts the job's process, in its own process group (and its cgroup,
 /// before it execs), with its output piped to us: all of it on a spawner
-/// thread, so the loop only hands the start over. Returns the run's cgroup
-/// (if one was made), and its process with the leader's start time, or
-/// why it could not start. What a start made and this never took (the
-/// start panicked, or this future was dropped) is undone ([`Started`]).
-async fn start(req: &RunRequest) -> (Option<RunCgroup>, started::Outcome) {
+/// thread, handed over at once, so the loop only hands the start over and
+/// the start goes on while the loop does the rest of its turn (issue 18).
+/// What a start made and its run never took (the start panicked, or the
+/// [`Begun`] was dropped) is undone ([`Started`]).
+pub(crate) fn begin(req: &RunRequest) -> Begun {
     let (job, record, hierarchy) = (req.job.clone(), req.record.clone(), req.cgroups.clone());
     let started = crate::spawner::off_loop(move || {
         let mut started = Started::new(hierarchy.and_then(|h| make_cgroup(&h, &job, record.id)));
@@ -361,21 +375,25 @@ async fn start(req: &RunRequest) -> (Option<RunCgroup>, started::Outcome) {
         });
         started.set(child);
         started
-    })
-    .await;
-    let spawn_error = |source| WorkerError::Spawn {
-        program: req.job.command.argv()[0].clone(),
-        source,
-    };
-    let (cgroup, child) = started
-        .unwrap_or_else(|e| Started::failed(spawn_error(e)))
-        .take();
-    let child = child.unwrap_or_else(|| {
-        Err(spawn_error(std::io::Error::other(
-            "the start ended without an outcome",
-        )))
     });
-    (cgroup, child)
+    let job = req.job.clone();
+    Begun(Box::pin(async move {
+        // Named only on failure: argv is built (allocated) per call.
+        let spawn_error = |source| WorkerError::Spawn {
+            program: job.command.argv()[0].clone(),
+            source,
+        };
+        let (cgroup, child) = started
+            .await
+            .unwrap_or_else(|e| Started::failed(spawn_error(e)))
+            .take();
+        let child = child.unwrap_or_else(|| {
+            Err(spawn_error(std::io::Error::other(
+                "the start ended without an outcome",
+            )))
+        });
+        (cgroup, child)
+    }))
 }
 
 /// The run's cgroup, or `None` (process group only) when it cannot be

@@ -9,7 +9,9 @@
 //! [`Writer`] thread; the loop waits for it at most [`WRITE_WAIT`]), then
 //! the events are sent, runs stopped and runs spawned, so every fire the
 //! supervisor hears of is durable, or, when the store is slow or failing,
-//! its claim was copied to the supervisor first (`claimed`). A *turn* (a wake by the timer or
+//! its claim was copied to the supervisor first (`claimed`). A burst is
+//! fired in chunks, each committed and its starts handed over before the
+//! next is planned (`fire`). A *turn* (a wake by the timer or
 //! after any input) fires what is due, then, when due, writes a heartbeat
 //! carrying the turn's sequence number and the time of the last turn that
 //! completed without error. A panic inside a turn is caught and logged;
@@ -54,15 +56,16 @@ use crate::{
     events::{self, EventTx},
     journal::Journal,
     kill,
-    plan::{self, Effects, Plan, Spawn},
+    plan::{self, Effects, Plan},
     retention::Pruner,
-    runner::{self, RunRequest, StopHandle, StopReason},
+    runner::{self, StopHandle, StopReason},
     sweep, sys,
     takeover::{take_over_store, Adoption, TakeOver},
     writer::{file_identity, Writer},
     WorkerArgs,
 };
 
+mod fire;
 mod heartbeat;
 mod store_file;
 
@@ -251,6 +254,12 @@ impl Scheduler {
     /// events, stop and spawn runs. A store failure does not stop the rest:
     /// a job that should run still runs (see [`Journal`]).
     fn flush(&mut self) {
+        self.flush_within(WRITE_WAIT);
+    }
+
+    /// As [`Scheduler::flush`], waiting at most `wait` (twice: for a
+    /// batch still in flight, then for this one) for the commit.
+    fn flush_within(&mut self, wait: Duration) {
         let mut fx = std::mem::take(&mut self.fx);
         if let Some(c) = self.cluster.as_mut() {
             self.plan.expire_ahead(cluster::RELEASE_AFTER);
@@ -262,7 +271,7 @@ impl Scheduler {
         }
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
-        self.write(WRITE_WAIT);
+        self.write(wait);
         for ev in fx.events {
             self.events.send(ev);
         }
@@ -274,68 +283,6 @@ impl Scheduler {
         for spawn in fx.spawns {
             self.spawn(spawn);
         }
-    }
-
-    fn spawn(&mut self, spawn: Spawn) {
-        let Spawn {
-            record,
-            job,
-            next_fire_at,
-            delay,
-        } = spawn;
-        let output_dir = job.keep_output.map(|_| self.output_root.join(&job.name));
-        // The store did not commit this run's claim: the supervisor gets
-        // a copy, in the pipe before the job starts, so a worker killed
-        // now leaves the claim with it and the fire never runs twice.
-        let durable = !self.store_down && self.journal.settled() && self.journal.error().is_none();
-        let claimed = (!durable).then(|| {
-            self.events.send_written(Event::Claimed {
-                run: record.clone(),
-                next_fire_at,
-            })
-        });
-        let stop = StopHandle::default();
-        let req = RunRequest {
-            record,
-            job,
-            next_fire_at,
-            progress: Default::default(),
-            output_dir,
-            cgroups: self.cgroups.clone(),
-            started_tx: Some(self.done_tx.clone()),
-        };
-        self.running.insert(
-            req.record.id,
-            Running {
-                stop: stop.clone(),
-                progress: req.progress.clone(),
-                record: req.record.clone(),
-            },
-        );
-        let events = self.events.clone();
-        let done = self.done_tx.clone();
-        tokio::task::spawn_local(async move {
-            if let Some(written) = claimed {
-                // Bounded: a supervisor that stops reading must not keep
-                // the job from running (availability first).
-                if tokio::time::timeout(CLAIM_COPY_WITHIN, written)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        "the supervisor's copy of a claim is not written yet; running anyway"
-                    );
-                }
-            }
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let record = runner::run(req, events.clone(), stop).await;
-            events.send(Event::Finish {
-                run: record.clone(),
-            });
-            let _ = done.send(record);
-        });
     }
 
     /// The earliest instant the loop must wake at: the next fire's or the
@@ -391,9 +338,10 @@ impl Scheduler {
         self.guarded("turn", |s| {
             fail::fail_point!("worker::turn");
             s.plan.store_failing = s.store_down || s.journal.error().is_some();
-            s.plan.fire_due(clocks.wall, &mut s.fx);
+            let until = Instant::now() + 2 * WRITE_WAIT;
+            s.fire(clocks.wall, until);
             s.claim_ahead(clocks.wall);
-            s.flush();
+            s.flush_within(fire::wait_until(until));
             let failing = s.journal.error().is_some();
             s.pruner.sweep(
                 Instant::now(),

@@ -117,33 +117,50 @@ impl Pool {
             .all(|since| since.is_some_and(|t| now.duration_since(t) > self.stuck_after))
     }
 
-    /// Runs `f` on one of the pool's threads (on tokio's blocking pool if
-    /// there is no pool); its result, once done.
-    async fn run<T: Send + 'static>(
+    /// Hands `f` to one of the pool's threads (to tokio's blocking pool if
+    /// there is no pool) at once, before the returned future is first
+    /// polled: the loop starts a burst's first runs while it commits the
+    /// rest (issue 18). The future gives `f`'s result, once done; dropped,
+    /// the result is dropped on the thread that made it.
+    fn run<T: Send + 'static>(
         pool: Option<&Pool>,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::io::Result<T> {
-        let Some(pool) = pool else {
-            return tokio::task::spawn_blocking(f)
-                .await
-                .map_err(std::io::Error::other);
+    ) -> impl std::future::Future<Output = std::io::Result<T>> + 'static {
+        let handed = match pool {
+            None => Err(tokio::task::spawn_blocking(f)),
+            Some(pool) => Ok(pool.hand_over(f)),
         };
+        async move {
+            match handed {
+                Ok(rx) => rx?
+                    .await
+                    .map_err(|_| std::io::Error::other("a task panicked on its pool thread")),
+                Err(blocking) => blocking.await.map_err(std::io::Error::other),
+            }
+        }
+    }
+
+    /// [`Pool::run`]'s hand-over: `f` queued for the threads, and a thread
+    /// added when every one is inside a hung start.
+    fn hand_over<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<tokio::sync::oneshot::Receiver<T>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Start = Box::new(move || {
             let _ = tx.send(f());
         });
-        lock(&pool.tx)
+        lock(&self.tx)
             .send(job)
             .map_err(|_| std::io::Error::other("the pool's threads are gone"))?;
-        if pool.all_stuck() && lock(&pool.busy).len() < MAX_THREADS {
+        if self.all_stuck() && lock(&self.busy).len() < MAX_THREADS {
             tracing::warn!(
                 "every {} thread has been inside one start for over {STUCK:?}: adding one",
-                pool.name
+                self.name
             );
-            pool.add_thread();
+            self.add_thread();
         }
-        rx.await
-            .map_err(|_| std::io::Error::other("a task panicked on its pool thread"))
+        Ok(rx)
     }
 
     /// Hands `f` over without waiting for it (dropped if the threads are
@@ -201,11 +218,12 @@ impl Drop for Counted {
     }
 }
 
-/// Runs `start` on a spawner thread (two per core, made at the first
-/// start); its result, once done.
-pub(crate) async fn off_loop<T: Send + 'static>(
+/// Hands `start` to a spawner thread (two per core, made at the first
+/// start) at once, before the returned future is first polled; its
+/// result, once done.
+pub(crate) fn off_loop<T: Send + 'static>(
     start: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<T> {
+) -> impl std::future::Future<Output = std::io::Result<T>> + 'static {
     static STARTS: OnceLock<Option<Pool>> = OnceLock::new();
     let counted = IN_FLIGHT.count();
     Pool::run(
@@ -226,7 +244,6 @@ pub(crate) async fn off_loop<T: Send + 'static>(
             start()
         },
     )
-    .await
 }
 
 /// Runs `cleanup` (a finished run's cgroup removal) on the one cleanup
