@@ -160,6 +160,10 @@ pub(crate) struct Plan {
     released_ahead: Vec<u64>,
     /// The wall time the fires claimed ahead were last judged at.
     ahead_judged_at: Option<Timestamp>,
+    /// Where [`Plan::fire_due_at_most`] stopped at this `now`: the first
+    /// job not reached. A job fired and still due (more missed fires than
+    /// one turn takes) is not fired again in the turn's next chunk.
+    resume: Option<(Timestamp, String)>,
 }
 
 /// The reservation a worker commits before it plans anything: ids from
@@ -230,6 +234,7 @@ impl Plan {
             no_ahead: BTreeSet::new(),
             released_ahead: Vec::new(),
             ahead_judged_at: None,
+            resume: None,
         }
     }
 
@@ -271,10 +276,21 @@ impl Plan {
     ) -> bool {
         let first_spawn = fx.spawns.len();
         let max_spawns = if self.stagger { usize::MAX } else { max_spawns };
-        let mut names: Vec<String> = self.starts.due(now).map(str::to_string).collect();
+        let from = self
+            .resume
+            .take()
+            .filter(|(at, _)| *at == now)
+            .map(|(_, n)| n);
+        let mut names: Vec<String> = self
+            .starts
+            .due(now)
+            .filter(|n| from.as_deref().is_none_or(|from| *n >= from))
+            .map(str::to_string)
+            .collect();
         names.sort_unstable();
         for name in names {
             if fx.spawns.len() - first_spawn >= max_spawns {
+                self.resume = Some((now, name));
                 return true;
             }
             let Some(job) = self.jobs.get(&name) else {

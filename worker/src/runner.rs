@@ -248,9 +248,9 @@ pub(crate) async fn run(
     stop: StopHandle,
     begun: Option<Begun>,
 ) -> RunRecord {
-    let started = Instant::now();
     let mut record = req.record.clone();
-    let (cgroup, child) = begun.unwrap_or_else(|| begin(&req)).0.await;
+    let Begun(begun, started) = begun.unwrap_or_else(|| begin(&req));
+    let (cgroup, child) = begun.await;
     record.contain.cgroup = cgroup.as_ref().map(|c| c.path().display().to_string());
     let (mut child, leader_start) = match child {
         Ok(child) => child,
@@ -354,8 +354,11 @@ pub(crate) async fn run(
 /// A start handed to a spawner thread: the run's cgroup (if one was
 /// made), and its process with the leader's start time, or why it could
 /// not start, once done.
+/// A start handed over, and when: the run's age (its timeout, its
+/// duration) counts from then, not from when the loop first polls its task.
 pub(crate) struct Begun(
     std::pin::Pin<Box<dyn std::future::Future<Output = (Option<RunCgroup>, started::Outcome)>>>,
+    Instant,
 );
 
 /// Starts the job's process, in its own process group (and its cgroup,
@@ -365,6 +368,7 @@ pub(crate) struct Begun(
 /// What a start made and its run never took (the start panicked, or the
 /// [`Begun`] was dropped) is undone ([`Started`]).
 pub(crate) fn begin(req: &RunRequest) -> Begun {
+    let at = Instant::now();
     let (job, record, hierarchy) = (req.job.clone(), req.record.clone(), req.cgroups.clone());
     let started = crate::spawner::off_loop(move || {
         let mut started = Started::new(hierarchy.and_then(|h| make_cgroup(&h, &job, record.id)));
@@ -377,23 +381,26 @@ pub(crate) fn begin(req: &RunRequest) -> Begun {
         started
     });
     let job = req.job.clone();
-    Begun(Box::pin(async move {
-        // Named only on failure: argv is built (allocated) per call.
-        let spawn_error = |source| WorkerError::Spawn {
-            program: job.command.argv()[0].clone(),
-            source,
-        };
-        let (cgroup, child) = started
-            .await
-            .unwrap_or_else(|e| Started::failed(spawn_error(e)))
-            .take();
-        let child = child.unwrap_or_else(|| {
-            Err(spawn_error(std::io::Error::other(
-                "the start ended without an outcome",
-            )))
-        });
-        (cgroup, child)
-    }))
+    Begun(
+        Box::pin(async move {
+            // Named only on failure: argv is built (allocated) per call.
+            let spawn_error = |source| WorkerError::Spawn {
+                program: job.command.argv()[0].clone(),
+                source,
+            };
+            let (cgroup, child) = started
+                .await
+                .unwrap_or_else(|e| Started::failed(spawn_error(e)))
+                .take();
+            let child = child.unwrap_or_else(|| {
+                Err(spawn_error(std::io::Error::other(
+                    "the start ended without an outcome",
+                )))
+            });
+            (cgroup, child)
+        }),
+        at,
+    )
 }
 
 /// The run's cgroup, or `None` (process group only) when it cannot be

@@ -148,7 +148,11 @@ impl Pool {
     ) -> std::io::Result<tokio::sync::oneshot::Receiver<T>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Start = Box::new(move || {
-            let _ = tx.send(f());
+            // Nobody waits any more (the run's task was dropped: the
+            // worker is going): a start queued early is not made at all.
+            if !tx.is_closed() {
+                let _ = tx.send(f());
+            }
         });
         lock(&self.tx)
             .send(job)

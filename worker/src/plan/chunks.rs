@@ -115,3 +115,43 @@ proptest! {
         }
     }
 }
+
+/// Jobs far behind (more missed fires than one turn takes: each is still
+/// due once fired) are fired once in a chunked turn, as in a whole one,
+/// not again in every later chunk.
+#[test]
+fn a_job_still_due_once_fired_is_not_fired_again_by_the_next_chunk() {
+    let c = config(&[(0, 3, false); 9]);
+    let (mut whole, mut chunked) = (Plan::new(1, 0), Plan::new(1, 0));
+    for p in [&mut whole, &mut chunked] {
+        p.configure(&c, wanted_rows(&c, ts(0)), ts(0), &mut Effects::default());
+    }
+    // 11,000 fires missed, 10,000 taken in a turn: each job is still due
+    // once fired, and the newest fires are within the misfire grace (1 h).
+    let now = ts(11_000);
+    let mut want = Effects::default();
+    whole.fire_due(now, &mut want);
+    let mut got = Effects::default();
+    let mut chunks = 0;
+    loop {
+        let mut fx = Effects::default();
+        let more = chunked.fire_due_at_most(now, &mut fx, 8);
+        got.writes.extend(fx.writes);
+        got.spawns.extend(fx.spawns);
+        if !more {
+            break;
+        }
+        chunks += 1;
+        assert!(chunks < 5, "the turn never ends");
+    }
+    assert_eq!(chunks, 1, "nine fires in chunks of eight");
+    let claims = |fx: &Effects| {
+        fx.writes
+            .iter()
+            .filter(|w| matches!(w, Write::Claim { .. }))
+            .count()
+    };
+    assert_eq!((claims(&want), claims(&got)), (9, 9));
+    assert_eq!(got.writes.len(), want.writes.len());
+    assert_eq!(format!("{:?}", got.spawns), format!("{:?}", want.spawns));
+}

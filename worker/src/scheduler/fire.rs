@@ -57,7 +57,10 @@ impl Scheduler {
         while self.plan.fire_due_at_most(now, &mut self.fx, chunk) {
             self.flush_within(wait_until(until));
             if !self.journal.settled() {
-                // Slow: the rest in one transaction, as without chunks.
+                // Slow: the rest in one transaction, as without chunks,
+                // judged knowing whether the store failed meanwhile
+                // (`on_store_failure = hold`).
+                self.plan.store_failing = self.journal.error().is_some();
                 self.plan.fire_due(now, &mut self.fx);
                 return;
             }
