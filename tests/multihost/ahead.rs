@@ -20,7 +20,7 @@ use std::{
 use nix::sys::signal::Signal;
 
 use super::{database, LONG};
-use crate::util::{kill, unix, wait_until, wait_until_or, Env};
+use crate::util::{kill, unix, wait_until, wait_until_or, Env, Row, Supervisor};
 
 /// The newest fire row of `tick` in the ledger: (its time, its run id).
 fn newest(db: &mut postgres::Client) -> Option<(i64, i64)> {
@@ -53,7 +53,7 @@ fn rows_of(db: &mut postgres::Client, at: i64) -> Vec<(String, i64, String, Opti
 /// fire's time and the run id its claim ahead was made with.
 fn in_the_window(
     db: &mut postgres::Client,
-    sup: &crate::util::Supervisor,
+    sup: &Supervisor,
     want: (&str, &str),
     mut act: impl FnMut(),
 ) -> (i64, i64) {
@@ -121,26 +121,8 @@ fn a_claim_ahead_released_by_a_step_back_ends_in_one_record_and_one_row() {
         stepped -= 3;
         fs::write(&offset, stepped.to_string()).unwrap();
     });
-    // The fire comes due on the new clock (3 s on), and the next after it:
-    // the worker is past the fire.
-    wait_until_or(
-        "the fire after the released one recorded",
-        LONG,
-        || {
-            let rows = env.rows("tick");
-            rows.iter()
-                .any(|r| r.covers.iter().any(|c| unix(c) > at))
-                .then_some(())
-        },
-        || format!("records: {:?}\n{}", env.rows("tick"), sup.log()),
-    );
-    let rows = env.rows("tick");
-    let of_it: Vec<_> = rows
-        .iter()
-        .filter(|r| r.covers.iter().any(|c| unix(c) == at))
-        .collect();
-    assert_eq!(of_it.len(), 1, "one record of the fire here: {rows:?}");
-    let rec = of_it[0];
+    // The fire comes due on the new clock (3 s on), and the next after it.
+    let (rec, rows) = the_one_record(&env, &sup, at);
     assert_eq!(
         (rec.outcome.as_str(), rec.skip_reason.as_deref()),
         ("skipped", Some("worker_down")),
@@ -161,6 +143,29 @@ fn a_claim_ahead_released_by_a_step_back_ends_in_one_record_and_one_row() {
         )],
         "one row of the fire in the ledger, the released claim's"
     );
+}
+
+/// Once the worker is past the fire at `at` (a later fire of `tick` is
+/// recorded): the fire's one record here (asserted one), and every record.
+fn the_one_record(env: &Env, sup: &Supervisor, at: i64) -> (Row, Vec<Row>) {
+    wait_until_or(
+        "a fire after it recorded",
+        LONG,
+        || {
+            let rows = env.rows("tick");
+            rows.iter()
+                .any(|r| r.covers.iter().any(|c| unix(c) > at))
+                .then_some(())
+        },
+        || format!("records: {:?}\n{}", env.rows("tick"), sup.log()),
+    );
+    let rows = env.rows("tick");
+    let of_it: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.covers.iter().any(|c| unix(c) == at))
+        .collect();
+    assert_eq!(of_it.len(), 1, "one record of the fire here: {rows:?}");
+    (of_it[0].clone(), rows)
 }
 
 /// `tick` every 4 s at `phase` seconds past a multiple of 4.
@@ -195,25 +200,7 @@ fn a_fire_a_reload_takes_off_the_schedule_in_the_window_ends_in_one_record_and_o
         env.write_config(&ticking(&url, phase));
         kill(sup.pid(), Signal::SIGHUP);
     });
-    // The worker is past the fire: a later one is recorded.
-    wait_until_or(
-        "a fire after the removed one recorded",
-        LONG,
-        || {
-            let rows = env.rows("tick");
-            rows.iter()
-                .any(|r| r.covers.iter().any(|c| unix(c) > at))
-                .then_some(())
-        },
-        || format!("records: {:?}\n{}", env.rows("tick"), sup.log()),
-    );
-    let rows = env.rows("tick");
-    let of_it: Vec<_> = rows
-        .iter()
-        .filter(|r| r.covers.iter().any(|c| unix(c) == at))
-        .collect();
-    assert_eq!(of_it.len(), 1, "one record of the fire here: {rows:?}");
-    let rec = of_it[0];
+    let (rec, _) = the_one_record(&env, &sup, at);
     assert_eq!(
         (rec.id, rec.outcome.as_str(), rec.skip_reason.as_deref()),
         (run, "skipped", Some("removed")),
