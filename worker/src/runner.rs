@@ -351,11 +351,11 @@ pub(crate) async fn run(
     record
 }
 
-/// A start handed to a spawner thread: the run's cgroup (if one was
-/// made), and its process with the leader's start time, or why it could
-/// not start, once done.
-/// A start handed over, and when: the run's age (its timeout, its
-/// duration) counts from then, not from when the loop first polls its task.
+/// A start handed to a spawner thread, and when: once done, the run's
+/// cgroup (if one was made), and its process with the leader's start
+/// time, or why it could not start. The run's age (its timeout, its
+/// duration) counts from the hand-over, not from when the loop first polls
+/// its task.
 pub(crate) struct Begun(
     std::pin::Pin<Box<dyn std::future::Future<Output = (Option<RunCgroup>, started::Outcome)>>>,
     Instant,
