@@ -355,6 +355,54 @@ mod tests {
         h.remove_instance();
     }
 
+    /// The job gets its stdin, stdout and stderr and no other descriptor
+    /// of the worker's, however many the worker holds (one of them not
+    /// even close-on-exec): the child shares the worker's table until it
+    /// takes a copy of what lies below the spawning thread's slots only.
+    /// The worker's own descriptors are untouched, and the slots keep no
+    /// pipe end: the output reaches its end of file.
+    #[test]
+    fn the_job_gets_its_stdio_and_nothing_else_of_the_workers() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let Some((h, cg, rt)) = run_cgroup(dir.path()) else {
+            return;
+        };
+        let inode = |fd: i32| nix::sys::stat::fstat(fd).map(|st| (st.st_dev, st.st_ino));
+        // As the worker does at its start: what this test process was
+        // given by its own parent is not for the job either.
+        sys::cloexec_inherited();
+        rt.block_on(async {
+            let bounded = |f| tokio::time::timeout(std::time::Duration::from_secs(20), f);
+            // This thread's first start makes its slots, at low numbers.
+            let (mut child, _) = bounded(spawn(&["true"], &cg)).await.unwrap().unwrap();
+            assert!(child.wait().await.unwrap().success());
+            assert!(sys::slots_in_use_here());
+            let many: Vec<std::fs::File> = (0..300)
+                .map(|_| std::fs::File::open("/dev/null").unwrap())
+                .collect();
+            let leaky = nix::unistd::dup(many[299].as_raw_fd()).unwrap();
+            let ours = [0, 1, 2, leaky].map(inode);
+            let (mut child, out) = bounded(spawn(&["sh", "-c", "exec ls -1 /proc/self/fd"], &cg))
+                .await
+                .expect("the output never ended: a slot holds a pipe end")
+                .unwrap();
+            assert!(child.wait().await.unwrap().success());
+            let mut fds: Vec<i32> = out.lines().map(|l| l.parse().unwrap()).collect();
+            fds.sort_unstable();
+            // 0, 1, 2 and the directory ls reads.
+            assert!(fds.starts_with(&[0, 1, 2]) && fds.len() == 4, "{fds:?}");
+            assert!(!fds.contains(&leaky), "{fds:?}");
+            assert_eq!([0, 1, 2, leaky].map(inode), ours);
+            for f in &many {
+                nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            }
+            nix::unistd::close(leaky).unwrap();
+        });
+        rt.block_on(cg.finish());
+        h.remove_instance();
+    }
+
     /// The mask of the calling thread, as /proc shows it.
     fn own_mask() -> libc::sigset_t {
         // SAFETY: a read of this thread's mask into a local set.

@@ -9,6 +9,11 @@ use std::{
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
+mod slots;
+
+#[cfg(test)]
+pub(crate) use slots::in_use_here as slots_in_use_here;
+
 /// Takes ownership of an inherited descriptor and marks it close-on-exec so
 /// that no job inherits it (the event pipe and the lock must never leak
 /// into a job: a job holding the lock would keep a second scheduler out
@@ -242,16 +247,19 @@ pub(crate) fn spawn_into_cgroup(exec: &Exec, cgroup: BorrowedFd<'_>, stdio: [Raw
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    let child = ChildExec {
+    let child = |placed: Option<slots::Placed>| ChildExec {
         exec,
         argv: &argv,
         envp: &envp,
-        stdio,
+        stdio: placed.map_or(stdio, |p| p.fds),
+        unshare_below: placed.map(|p| p.above),
     };
     #[cfg(target_arch = "x86_64")]
-    let cloned = vfork_into(&child, cgroup, raw_sigmask);
+    let cloned = slots::placed(stdio, |placed| {
+        vfork_into(&child(placed), cgroup, raw_sigmask)
+    });
     #[cfg(not(target_arch = "x86_64"))]
-    let cloned = fork_into(&child, cgroup);
+    let cloned = fork_into(&child(None), cgroup);
     match cloned {
         Ok(started) => started,
         Err(e) => match e.raw_os_error().unwrap_or(0) {
@@ -277,6 +285,10 @@ struct ChildExec<'a> {
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
     stdio: [RawFd; 3],
+    /// The child shares the worker's descriptor table (CLONE_FILES) and
+    /// first takes a copy of the descriptors below this one only, where
+    /// `stdio` is ([`slots`]).
+    unshare_below: Option<libc::c_uint>,
 }
 
 /// Where the child reports an errno from before its exec.
@@ -321,7 +333,13 @@ fn vfork_into(
     let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); CHILD_STACK]);
     let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
-        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64 | CLONE_INTO_CGROUP,
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
+            | CLONE_INTO_CGROUP
+            | if child.unshare_below.is_some() {
+                libc::CLONE_FILES as u64
+            } else {
+                0
+            },
         pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
         exit_signal: libc::SIGCHLD as u64,
         stack: stack.0.as_mut_ptr() as u64,
@@ -593,6 +611,24 @@ unsafe fn child_exec(child: &ChildExec<'_>, report: Report<'_>) -> ! {
             .raw_os_error()
             .unwrap_or(libc::EIO)
     };
+    if let Some(below) = child.unshare_below {
+        // The worker's table until here (CLONE_FILES): before anything
+        // touches it, a copy of what lies below the slots, or of all of
+        // it if close_range cannot.
+        // SAFETY: plain system calls on integers.
+        let own = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                below,
+                libc::c_uint::MAX,
+                slots::CLOSE_RANGE_UNSHARE,
+            ) == 0
+                || libc::unshare(libc::CLONE_FILES) == 0
+        };
+        if !own {
+            fail(errno());
+        }
+    }
     let (exec, argv, envp) = (child.exec, child.argv, child.envp);
     #[cfg(target_arch = "x86_64")]
     if matches!(report, Report::Shared(_)) {
@@ -712,6 +748,7 @@ mod tests {
             argv: &argv,
             envp: &envp,
             stdio: crate::child::raw(&stdio),
+            unshare_below: None,
         };
         let cgroup = std::fs::File::open(dir.path()).unwrap();
         let refused = |_| Err(libc::EPERM);

@@ -1,0 +1,152 @@
+//! Three descriptors per spawning thread, at low numbers, where a job's
+//! stdin, stdout and stderr are placed for its clone. The child then
+//! shares our descriptor table only until its first system call, which
+//! copies just the descriptors below the slots (close_range with
+//! CLOSE_RANGE_UNSHARE), instead of getting a copy of the whole table at
+//! the clone and closing it again, one descriptor at a time, at its exec
+//! (issue 18: with a burst's pipes and pidfds open, those closes were a
+//! tenth of each start's CPU, and grew with every run in flight).
+
+use std::{
+    cell::RefCell,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    sync::OnceLock,
+};
+
+/// Slots made at or above this number are not kept: the copy below them
+/// would cost about what it saves (the thread then uses the full copy).
+const LOW: RawFd = 256;
+
+/// CLOSE_RANGE_UNSHARE (linux/close_range.h, Linux 5.9).
+pub(super) const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
+
+/// Where a start's stdio was placed: the child gets these as 0, 1 and 2,
+/// and keeps only the descriptors below `above`.
+#[derive(Clone, Copy)]
+pub(super) struct Placed {
+    pub fds: [RawFd; 3],
+    pub above: libc::c_uint,
+}
+
+struct Slots {
+    fds: [OwnedFd; 3],
+    /// What the slots hold between starts: nothing of any run.
+    null: OwnedFd,
+}
+
+thread_local! {
+    /// This thread's slots: `None` until its first start, then whether it
+    /// has any.
+    static SLOTS: RefCell<Option<Option<Slots>>> = const { RefCell::new(None) };
+}
+
+/// Whether the kernel has close_range (5.9, with CLOSE_RANGE_UNSHARE):
+/// asked once with a call that closes nothing (never with the flag, which
+/// would give the asking thread a table of its own).
+fn supported() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        // SAFETY: close_range takes plain integers; this range is empty
+        // of descriptors.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                libc::c_uint::MAX,
+                libc::c_uint::MAX,
+                0 as libc::c_uint,
+            )
+        };
+        r == 0
+    })
+}
+
+impl Slots {
+    fn make() -> Option<Slots> {
+        if !supported() {
+            return None;
+        }
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .ok()?;
+        let dup = || {
+            // SAFETY: F_DUPFD_CLOEXEC of an open descriptor makes a new
+            // one (the lowest free from 3), which we own.
+            let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+            // SAFETY: see above; -1 is not taken.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        let fds = [dup()?, dup()?, dup()?];
+        if fds.iter().any(|fd| fd.as_raw_fd() >= LOW) {
+            return None;
+        }
+        Some(Slots {
+            fds,
+            null: null.into(),
+        })
+    }
+
+    /// Puts each of `stdio` in its slot (close-on-exec, like everything
+    /// of ours).
+    fn place(&self, stdio: [RawFd; 3]) -> std::io::Result<Placed> {
+        for (slot, fd) in self.fds.iter().zip(stdio) {
+            dup_onto(fd, slot.as_raw_fd())?;
+        }
+        let fds = [0, 1, 2].map(|i| self.fds[i].as_raw_fd());
+        let top = fds.iter().copied().max().unwrap_or(2);
+        Ok(Placed {
+            fds,
+            above: (top + 1) as libc::c_uint,
+        })
+    }
+
+    /// Back to /dev/null: the slots must not hold a run's pipe ends, or
+    /// its output would never reach its end of file.
+    fn clear(&self) -> std::io::Result<()> {
+        for slot in &self.fds {
+            dup_onto(self.null.as_raw_fd(), slot.as_raw_fd())?;
+        }
+        Ok(())
+    }
+}
+
+/// dup3 with O_CLOEXEC: `to` now refers to what `from` does.
+fn dup_onto(from: RawFd, to: RawFd) -> std::io::Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    // SAFETY: dup3 on two descriptor numbers; `to` is one of our slots.
+    match unsafe { libc::dup3(from, to, libc::O_CLOEXEC) } {
+        -1 => Err(std::io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `clone` with `stdio` placed in this thread's slots (`Some`), or
+/// as they are (`None`: no slots here, or they could not be filled), and
+/// empties the slots again once it returns, that is once the child has
+/// exec'd or failed (the clone is vfork-like).
+pub(super) fn placed<T>(stdio: [RawFd; 3], clone: impl FnOnce(Option<Placed>) -> T) -> T {
+    SLOTS.with(|cell| {
+        let mut slots = cell.borrow_mut();
+        let slots = slots.get_or_insert_with(Slots::make);
+        let Some(s) = slots.as_ref() else {
+            return clone(None);
+        };
+        let placed = s.place(stdio);
+        let out = clone(placed.as_ref().ok().copied());
+        if placed.is_err() || s.clear().is_err() {
+            // Never seen (dup3 onto a descriptor we hold). Not trusted
+            // again: dropped, they close, and with them any pipe end.
+            *slots = None;
+        }
+        out
+    })
+}
+
+/// Whether this thread places stdio in slots (for the tests).
+#[cfg(test)]
+pub(crate) fn in_use_here() -> bool {
+    SLOTS.with(|cell| matches!(&*cell.borrow(), Some(Some(_))))
+}
