@@ -42,7 +42,9 @@ use crate::{
     error::WorkerError,
     events::EventTx,
     output::{self, capture, Captured},
-    output_log, procfs, sys,
+    output_log, procfs,
+    spawner::Gate,
+    sys,
 };
 
 mod started;
@@ -361,6 +363,14 @@ pub(crate) struct Begun(
     Instant,
 );
 
+impl Begun {
+    /// The run's age counts from now: its start was held at its gate
+    /// until now.
+    pub(crate) fn aged_from_now(self) -> Begun {
+        Begun(self.0, Instant::now())
+    }
+}
+
 /// Starts the job's process, in its own process group (and its cgroup,
 /// before it execs), with its output piped to us: all of it on a spawner
 /// thread, handed over at once, so the loop only hands the start over and
@@ -368,11 +378,17 @@ pub(crate) struct Begun(
 /// What a start made and its run never took (the start panicked, or the
 /// [`Begun`] was dropped) is undone ([`Started`]).
 pub(crate) fn begin(req: &RunRequest) -> Begun {
+    begin_gated(req, None)
+}
+
+/// [`begin`], before the run's record is committed: the start waits at
+/// `gate`, before its clone, for the loop to say the record is.
+pub(crate) fn begin_gated(req: &RunRequest, gate: Option<Gate>) -> Begun {
     let at = Instant::now();
     let (job, record, hierarchy) = (req.job.clone(), req.record.clone(), req.cgroups.clone());
     let started = crate::spawner::off_loop(move || {
         let mut started = Started::new(hierarchy.and_then(|h| make_cgroup(&h, &job, record.id)));
-        let child = start_here(&job, &record, started.cgroup()).map(|child| {
+        let child = start_here(&job, &record, started.cgroup(), gate.as_ref()).map(|child| {
             // Read now, while the leader is surely ours (not yet reaped).
             let leader_start = procfs::start_time(child.id());
             (child, leader_start)
@@ -420,6 +436,7 @@ fn start_here(
     job: &JobSpec,
     record: &RunRecord,
     cgroup: Option<&RunCgroup>,
+    gate: Option<&Gate>,
 ) -> Result<Child, WorkerError> {
     let argv = job.command.argv();
     let spawn_error = |source| WorkerError::Spawn {
@@ -437,7 +454,7 @@ fn start_here(
     }
     let env = environment(job, record)?;
     if let Some(cg) = cgroup {
-        match clone_into(job, &argv, &env, cg) {
+        match clone_into(job, &argv, &env, cg, gate) {
             Ok(Some(child)) => return Ok(child),
             Ok(None) => {}
             Err(e) => return Err(spawn_error(e)),
@@ -473,9 +490,27 @@ fn start_here(
     // everything it inherited at start (sys::cloexec_inherited) and opens
     // nothing without O_CLOEXEC.
     setup_for(job, env.creds, procs.as_ref().map(|p| p.as_raw_fd())).apply(&mut cmd);
+    if !through(gate) {
+        return Err(spawn_error(not_committed()));
+    }
     let child = cmd.spawn();
     drop(procs);
     child.map(Child::Tokio).map_err(spawn_error)
+}
+
+/// The longest a start waits at its gate: far past the loop's bound on a
+/// commit (twice 50 ms) and on the supervisor's copy of a claim (1 s).
+const GATE_BOUND: Duration = Duration::from_secs(60);
+
+/// Whether a start may go on past its gate (no gate: it may).
+fn through(gate: Option<&Gate>) -> bool {
+    gate.is_none_or(|g| g.wait(GATE_BOUND))
+}
+
+fn not_committed() -> std::io::Error {
+    std::io::Error::other(format!(
+        "not started: neither its record nor its claim was confirmed within {GATE_BOUND:?}"
+    ))
 }
 
 /// Starts the job straight inside its cgroup with clone3; `None` when this
@@ -485,6 +520,7 @@ fn clone_into(
     argv: &[String],
     env: &JobEnv,
     cgroup: &RunCgroup,
+    gate: Option<&Gate>,
 ) -> std::io::Result<Option<Child>> {
     let setup = setup_for(job, env.creds.clone(), None);
     let Some(exec) = child::exec_for(
@@ -498,6 +534,9 @@ fn clone_into(
         return Ok(None);
     };
     let (out_r, err_r, stdio) = child::stdio()?;
+    if !through(gate) {
+        return Err(not_committed());
+    }
     let cloned = sys::spawn_into_cgroup(&exec, cgroup.dir_fd(), child::raw(&stdio));
     // The child's ends, closed here so EOF comes when the job's are.
     drop(stdio);

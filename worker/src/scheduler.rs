@@ -269,6 +269,12 @@ impl Scheduler {
             c.hold(&mut fx);
             c.next_fire(self.plan.earliest_fire());
         }
+        // A few starts prepare while their records commit (`fire.rs`).
+        let mut ahead = if self.gates_ahead(fx.spawns.len()) {
+            self.begin_ahead(&fx.spawns)
+        } else {
+            Vec::new()
+        };
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
         self.write(wait);
@@ -280,8 +286,9 @@ impl Scheduler {
                 run.stop.stop(reason);
             }
         }
-        for spawn in fx.spawns {
-            self.spawn(spawn);
+        ahead.resize_with(fx.spawns.len(), || None);
+        for (spawn, ahead) in fx.spawns.into_iter().zip(ahead) {
+            self.spawn(spawn, ahead);
         }
     }
 

@@ -174,6 +174,74 @@ impl Pool {
     }
 }
 
+/// A start handed over before its run's record is committed: its thread
+/// prepares what it can (the cgroup, the environment, the pipes) while the
+/// loop commits, then waits here, before the clone, for the loop's word
+/// (issue 18: with the preparation after the commit, a fire's start came
+/// that much later). The word comes through the [`GateKey`]: opened once
+/// the record is committed, or once the supervisor has its copy of the
+/// claim; dropped unopened (the run is gone), it says no. Never given up
+/// and begun again: a second start of the same run would meet the first
+/// one's cleanup in the same cgroup.
+#[derive(Clone, Default)]
+pub(crate) struct Gate(Arc<(Mutex<Option<bool>>, Condvar)>);
+
+/// The loop's side of a [`Gate`].
+pub(crate) struct GateKey(Gate);
+
+/// A gate and its key.
+pub(crate) fn gate() -> (Gate, GateKey) {
+    let gate = Gate::default();
+    (gate.clone(), GateKey(gate))
+}
+
+impl Gate {
+    /// Decides `go` if undecided; returns the decision that stands.
+    fn decide(&self, go: bool) -> bool {
+        let (word, changed) = &*self.0;
+        let mut word = lock(word);
+        let stands = *word.get_or_insert(go);
+        changed.notify_all();
+        stands
+    }
+
+    /// On the thread: waits for the word, at most `bound` (far past any
+    /// commit or claim copy: only a loop frozen that long, whose run then
+    /// fails to start, rather than hold the thread for ever). Whether to
+    /// start.
+    pub(crate) fn wait(&self, bound: Duration) -> bool {
+        let (word, changed) = &*self.0;
+        let until = Instant::now() + bound;
+        let mut guard = lock(word);
+        while guard.is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            guard = changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(guard);
+        self.decide(false)
+    }
+}
+
+impl GateKey {
+    /// The start may go on.
+    pub(crate) fn open(self) {
+        self.0.decide(true);
+    }
+}
+
+impl Drop for GateKey {
+    fn drop(&mut self) {
+        // No-op once opened.
+        self.0.decide(false);
+    }
+}
+
 /// How many starts are handed over and not done: removals wait for none.
 struct InFlight {
     n: Mutex<usize>,
@@ -307,6 +375,28 @@ mod tests {
             n: Mutex::new(0),
             none: Condvar::new(),
         }))
+    }
+
+    /// A start waiting at its gate goes on at the loop's word only; a key
+    /// dropped unopened stops it; a thread past its bound does not start.
+    #[test]
+    fn a_gate_passes_a_start_only_on_the_loops_word() {
+        let waiting = |g: Gate| std::thread::spawn(move || g.wait(Duration::from_secs(60)));
+        let (g, key) = gate();
+        let t = waiting(g);
+        key.open();
+        assert!(t.join().unwrap());
+        let (g, key) = gate();
+        let t = waiting(g);
+        drop(key);
+        assert!(!t.join().unwrap());
+        let (g, key) = gate();
+        assert!(!g.wait(Duration::from_millis(1)), "went on without a word");
+        key.open();
+        assert!(
+            !g.wait(Duration::from_secs(60)),
+            "opened after its thread gave up"
+        );
     }
 
     /// While a start is in flight, a removal waits, but never past its

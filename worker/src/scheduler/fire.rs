@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use super::{Running, Scheduler, CLAIM_COPY_WITHIN, WRITE_WAIT};
 use crate::{
     plan::Spawn,
-    runner::{self, RunRequest, StopHandle},
+    runner::{self, Begun, RunRequest, StopHandle},
+    spawner::{self, GateKey},
 };
 
 /// The first chunk of a burst: as many fires as the spawner threads of a
@@ -68,18 +69,64 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn spawn(&mut self, spawn: Spawn) {
+    /// The runner's request for `spawn`.
+    fn request(&self, spawn: &Spawn) -> RunRequest {
+        let job = &spawn.job;
+        RunRequest {
+            record: spawn.record.clone(),
+            job: job.clone(),
+            next_fire_at: spawn.next_fire_at,
+            progress: Default::default(),
+            output_dir: job.keep_output.map(|_| self.output_root.join(&job.name)),
+            cgroups: self.cgroups.clone(),
+            started_tx: Some(self.done_tx.clone()),
+        }
+    }
+
+    /// Whether a flush's starts can be handed over before its commit, to
+    /// wait at a gate ([`spawner::Gate`]): a few fires on a healthy store, alone
+    /// (several hosts: they wait for their claims; a burst's later chunks
+    /// find the threads busy anyway).
+    pub(super) fn gates_ahead(&self, fires: usize) -> bool {
+        fires <= FIRST_CHUNK
+            && self.cluster.is_none()
+            && !self.store_down
+            && self.journal.error().is_none()
+    }
+
+    /// Hands each start of `spawns` that would go at once to a spawner
+    /// thread before the commit: it prepares, then waits at its gate.
+    pub(super) fn begin_ahead(&self, spawns: &[Spawn]) -> Vec<Option<(GateKey, Begun)>> {
+        spawns
+            .iter()
+            .map(|s| {
+                s.delay.is_zero().then(|| {
+                    let (gate, key) = spawner::gate();
+                    (key, runner::begin_gated(&self.request(s), Some(gate)))
+                })
+            })
+            .collect()
+    }
+
+    /// `spawn`'s run, its start begun ahead (`ahead`) or not. A start
+    /// begun ahead goes on now if its record is committed, else once the
+    /// supervisor has the claim's copy, as any start would.
+    pub(super) fn spawn(&mut self, spawn: Spawn, ahead: Option<(GateKey, Begun)>) {
+        let req = self.request(&spawn);
         let Spawn {
             record,
-            job,
             next_fire_at,
             delay,
+            ..
         } = spawn;
-        let output_dir = job.keep_output.map(|_| self.output_root.join(&job.name));
         // The store did not commit this run's claim: the supervisor gets
         // a copy, in the pipe before the job starts, so a worker killed
         // now leaves the claim with it and the fire never runs twice.
         let durable = !self.store_down && self.journal.settled() && self.journal.error().is_none();
+        let (mut key, ahead) = ahead.unzip();
+        if let Some(key) = key.take_if(|_| durable) {
+            key.open();
+        }
         let claimed = (!durable).then(|| {
             self.events.send_written(Event::Claimed {
                 run: record.clone(),
@@ -87,15 +134,6 @@ impl Scheduler {
             })
         });
         let stop = StopHandle::default();
-        let req = RunRequest {
-            record,
-            job,
-            next_fire_at,
-            progress: Default::default(),
-            output_dir,
-            cgroups: self.cgroups.clone(),
-            started_tx: Some(self.done_tx.clone()),
-        };
         self.running.insert(
             req.record.id,
             Running {
@@ -107,7 +145,10 @@ impl Scheduler {
         // Its record is committed and nothing else comes first: the start
         // is handed to a spawner thread now, not when the loop next polls
         // the run's task (after the rest of the turn).
-        let begun = (claimed.is_none() && delay.is_zero()).then(|| runner::begin(&req));
+        let begun = match ahead {
+            Some(begun) => Some(begun),
+            None => (claimed.is_none() && delay.is_zero()).then(|| runner::begin(&req)),
+        };
         let events = self.events.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_local(async move {
@@ -123,6 +164,14 @@ impl Scheduler {
                     );
                 }
             }
+            // Begun ahead and held at its gate until now.
+            let begun = match key {
+                Some(key) => {
+                    key.open();
+                    begun.map(Begun::aged_from_now)
+                }
+                None => begun,
+            };
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
