@@ -269,14 +269,14 @@ impl Scheduler {
             c.hold(&mut fx);
             c.next_fire(self.plan.earliest_fire());
         }
+        self.pruner.mark_written(&fx.writes);
+        self.journal.extend(fx.writes);
         // A few starts prepare while their records commit (`fire.rs`).
         let mut ahead = if self.gates_ahead(fx.spawns.len()) {
             self.begin_ahead(&fx.spawns)
         } else {
             Vec::new()
         };
-        self.pruner.mark_written(&fx.writes);
-        self.journal.extend(fx.writes);
         self.write(wait);
         for ev in fx.events {
             self.events.send(ev);

@@ -54,8 +54,9 @@ struct Pool {
     rx: Arc<Mutex<mpsc::Receiver<Start>>>,
     handle: tokio::runtime::Handle,
     name: String,
-    /// Per thread: since when it has been inside a start (`None`: idle).
-    busy: Arc<Mutex<Vec<Option<Instant>>>>,
+    /// Per thread: since when it has been inside a start (`None`: idle,
+    /// or waiting at a [`Gate`]).
+    busy: Busy,
     /// [`STUCK`], but for the tests.
     stuck_after: Duration,
 }
@@ -91,6 +92,7 @@ impl Pool {
             .stack_size(STACK)
             .spawn(move || {
                 let _rt = handle.enter();
+                BUSY.with(|b| *b.borrow_mut() = Some((slots.clone(), i)));
                 loop {
                     // The lock is held only while taking one start.
                     let next = lock(&rx).recv();
@@ -210,6 +212,9 @@ impl Gate {
     /// fails to start, rather than hold the thread for ever). Whether to
     /// start.
     pub(crate) fn wait(&self, bound: Duration) -> bool {
+        // Waiting for the loop is not being inside a hung start: the pool
+        // must not grow for it.
+        let _idle = Idle::here();
         let (word, changed) = &*self.0;
         let until = Instant::now() + bound;
         let mut guard = lock(word);
@@ -226,6 +231,41 @@ impl Gate {
         drop(guard);
         self.decide(false)
     }
+}
+
+thread_local! {
+    /// A pool thread's own entry in its pool's `busy` list.
+    static BUSY: std::cell::RefCell<Option<(Busy, usize)>> = const { std::cell::RefCell::new(None) };
+}
+
+type Busy = Arc<Mutex<Vec<Option<Instant>>>>;
+
+/// While alive, this pool thread counts as idle (not inside a start);
+/// dropped, as inside one since then.
+struct Idle;
+
+impl Idle {
+    fn here() -> Idle {
+        mark(None);
+        Idle
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        mark(Some(Instant::now()));
+    }
+}
+
+/// Sets this pool thread's entry (no-op off the pool's threads).
+fn mark(since: Option<Instant>) {
+    BUSY.with(|b| {
+        if let Some((busy, i)) = &*b.borrow() {
+            if let Some(slot) = lock(busy).get_mut(*i) {
+                *slot = since;
+            }
+        }
+    });
 }
 
 impl GateKey {
@@ -430,6 +470,35 @@ mod tests {
         let waited = waiter.join().unwrap();
         assert!(waited < Duration::from_secs(30), "waited {waited:?}");
         assert_eq!(*lock(&starts.n), 0);
+    }
+
+    /// A thread waiting at a gate (for the loop's commit, or the claim's
+    /// copy) is not a hung start: the pool does not grow for it.
+    #[tokio::test]
+    async fn a_start_waiting_at_its_gate_is_not_taken_as_hung() {
+        let mut pool = Pool::new("test-gated", 1).unwrap();
+        // Any time inside a start counts as stuck here.
+        pool.stuck_after = Duration::ZERO;
+        let pool: &'static Pool = Box::leak(Box::new(pool));
+        let (g, key) = gate();
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+        let start = pool
+            .hand_over(move || {
+                entered_tx.send(()).unwrap();
+                g.wait(Duration::from_secs(60))
+            })
+            .unwrap();
+        entered_rx.recv().unwrap();
+        // Inside the start until it reaches its gate; then idle for as
+        // long as it waits there.
+        let until = Instant::now() + Duration::from_secs(30);
+        while pool.all_stuck() {
+            assert!(Instant::now() < until, "waiting at its gate, taken as hung");
+            std::thread::yield_now();
+        }
+        assert_eq!(lock(&pool.busy).len(), 1);
+        key.open();
+        assert!(start.await.unwrap(), "the start went on past its gate");
     }
 
     /// Two threads hung inside starts (as on a dead mount) do not hold a

@@ -123,9 +123,11 @@ impl Scheduler {
         // a copy, in the pipe before the job starts, so a worker killed
         // now leaves the claim with it and the fire never runs twice.
         let durable = !self.store_down && self.journal.settled() && self.journal.error().is_none();
-        let (mut key, ahead) = ahead.unzip();
+        let (mut key, mut ahead) = ahead.unzip();
         if let Some(key) = key.take_if(|_| durable) {
             key.open();
+            // Its age counts from the commit, as a start's after it.
+            ahead = ahead.map(Begun::aged_from_now);
         }
         let claimed = (!durable).then(|| {
             self.events.send_written(Event::Claimed {

@@ -40,12 +40,31 @@ thread_local! {
     static SLOTS: RefCell<Option<Option<Slots>>> = const { RefCell::new(None) };
 }
 
-/// Whether the kernel has close_range (5.9, with CLOSE_RANGE_UNSHARE):
-/// asked once with a call that closes nothing (never with the flag, which
-/// would give the asking thread a table of its own).
+/// Whether the kernel has close_range with CLOSE_RANGE_UNSHARE, and not
+/// the bug in it that copied the worker's "these 64 descriptors are all
+/// taken" bits into the child's smaller table (CVE-2024-45025): the job's
+/// table then skipped whole blocks of free descriptors, and a job with a
+/// low `nofile` limit ran out early. Known by the kernel's version; the
+/// call itself is asked once with nothing to close (never with the flag,
+/// which would give the asking thread a table of its own).
 fn supported() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
+        // SAFETY: uname fills a zeroed struct of its own type; `release`
+        // is then a NUL-terminated string inside it.
+        let release = unsafe {
+            let mut u: libc::utsname = std::mem::zeroed();
+            if libc::uname(&mut u) == 0 {
+                std::ffi::CStr::from_ptr(u.release.as_ptr())
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                String::new()
+            }
+        };
+        if !unshare_is_sound(&release) {
+            return false;
+        }
         // SAFETY: close_range takes plain integers; this range is empty
         // of descriptors.
         let r = unsafe {
@@ -58,6 +77,29 @@ fn supported() -> bool {
         };
         r == 0
     })
+}
+
+/// Whether the kernel `release` (as uname gives it) has the fix for
+/// CVE-2024-45025: 6.11, and the stable releases it was backported to.
+/// A distribution's own backport under an older number is not known
+/// here: such a kernel takes the full copy, as before.
+fn unshare_is_sound(release: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let patch = parts.next().flatten().unwrap_or(0);
+    match (major, minor) {
+        (7.., _) | (6, 11..) => true,
+        (6, 10) => patch >= 7,
+        (6, 6) => patch >= 48,
+        (6, 1) => patch >= 107,
+        (5, 15) => patch >= 166,
+        (5, 10) => patch >= 225,
+        _ => false,
+    }
 }
 
 impl Slots {
@@ -135,8 +177,16 @@ pub(super) fn placed<T>(stdio: [RawFd; 3], clone: impl FnOnce(Option<Placed>) ->
             return clone(None);
         };
         let placed = s.place(stdio);
-        let out = clone(placed.as_ref().ok().copied());
-        if placed.is_err() || s.clear().is_err() {
+        let failed = std::cell::Cell::new(placed.is_err());
+        let out = {
+            // Emptied however `clone` returns (or unwinds).
+            let _empty = Empty {
+                slots: s,
+                failed: &failed,
+            };
+            clone(placed.as_ref().ok().copied())
+        };
+        if failed.get() {
             // Never seen (dup3 onto a descriptor we hold). Not trusted
             // again: dropped, they close, and with them any pipe end.
             *slots = None;
@@ -145,8 +195,55 @@ pub(super) fn placed<T>(stdio: [RawFd; 3], clone: impl FnOnce(Option<Placed>) ->
     })
 }
 
+/// Empties the slots when dropped; says if it could not.
+struct Empty<'a> {
+    slots: &'a Slots,
+    failed: &'a std::cell::Cell<bool>,
+}
+
+impl Drop for Empty<'_> {
+    fn drop(&mut self) {
+        if self.slots.clear().is_err() {
+            self.failed.set(true);
+        }
+    }
+}
+
 /// Whether this thread places stdio in slots (for the tests).
 #[cfg(test)]
 pub(crate) fn in_use_here() -> bool {
     SLOTS.with(|cell| matches!(&*cell.borrow(), Some(Some(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unshare_is_sound;
+
+    /// Against the fixed releases of CVE-2024-45025, as uname spells
+    /// them.
+    #[test]
+    fn only_kernels_with_the_close_range_fix_share_the_table() {
+        let table = [
+            ("6.18.44-fc-v1147", true),
+            ("6.11.0", true),
+            ("7.0", true),
+            ("6.10.7-arch1-1", true),
+            ("6.10.6", false),
+            ("6.8.0-45-generic", false),
+            ("6.6.48", true),
+            ("6.6.47", false),
+            ("6.1.107", true),
+            ("6.1.0-25-amd64", false),
+            ("5.15.166", true),
+            ("5.15.0-119-generic", false),
+            ("5.10.225", true),
+            ("5.14.0-427.el9.x86_64", false),
+            ("5.4.283", false),
+            ("", false),
+            ("garbage", false),
+        ];
+        for (release, sound) in table {
+            assert_eq!(unshare_is_sound(release), sound, "{release}");
+        }
+    }
 }
