@@ -216,19 +216,11 @@ impl Gate {
         // must not grow for it.
         let _idle = Idle::here();
         let (word, changed) = &*self.0;
-        let until = Instant::now() + bound;
-        let mut guard = lock(word);
-        while guard.is_none() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            guard = changed
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        drop(guard);
+        drop(
+            changed
+                .wait_timeout_while(lock(word), bound, |w| w.is_none())
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         self.decide(false)
     }
 }
@@ -305,18 +297,12 @@ impl InFlight {
 
     /// Waits until no start is in flight, or until `until`.
     fn quiet_or(&self, until: Instant) {
-        let mut n = lock(&self.n);
-        while *n > 0 {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            n = self
-                .none
-                .wait_timeout(n, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let left = until.saturating_duration_since(Instant::now());
+        drop(
+            self.none
+                .wait_timeout_while(lock(&self.n), left, |n| *n > 0)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
     }
 }
 
