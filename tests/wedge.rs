@@ -208,17 +208,42 @@ fn zombies_of(pid: u32) -> Vec<u32> {
 
 #[test]
 fn killed_worker_leaves_no_job_running_and_no_zombie() {
+    killed_worker_with_a_run_in_flight(&[]);
+}
+
+/// The worker dies after starting a run and before its `fire` line: the
+/// supervisor never heard of the run, yet finds it among the dead worker's
+/// orphans, kills it, and its `job_lost` alert still says what it was
+/// doing.
+#[test]
+fn a_run_the_dead_worker_never_reported_is_killed_and_described() {
+    killed_worker_with_a_run_in_flight(&[("FAILPOINTS", "runner::unannounced=return")]);
+}
+
+fn killed_worker_with_a_run_in_flight(vars: &[(&str, &str)]) {
     let env = Env::new("");
     let d = env.dir.path().display().to_string();
     env.write_config(&format!(
         "[[job]]\nname = \"long\"\nschedule = \"* * * * * *\"\noverlap_alert_after = 1000\n\
          shell = \"echo $$ >> {d}/pids; sh -c 'echo $$ >> {d}/pids; exec sleep 300' & exec sleep 300\"\n"
     ));
-    let sup = env.start();
+    let sup = env.start_with(vars);
     let wpid = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
     let pids = wait_until("job and grandchild running", LONG, || {
         Some(read_pids(&env.path("pids"))).filter(|p| p.len() >= 2)
     });
+    if !vars.is_empty() {
+        // The status cannot show what it was never told.
+        let (_, s) = env.status();
+        let running = s.as_ref().map(|s| job(s, "long")["running"].clone());
+        assert!(
+            running
+                .as_ref()
+                .and_then(|r| r.as_array())
+                .is_none_or(|r| r.is_empty()),
+            "the unannounced run is in the status: {running:?}"
+        );
+    }
     kill(wpid, Signal::SIGKILL);
     wait_until("every job process gone", LONG, || {
         pids.iter().all(|p| !alive(*p)).then_some(())

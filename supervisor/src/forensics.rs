@@ -43,6 +43,16 @@ fn stat(pid: u32) -> Option<(u32, String, u32, u64, String)> {
     ))
 }
 
+/// How long ago a process that started `start_ticks` after boot (its
+/// `/proc/<pid>/stat` starttime) started, in milliseconds; 0 if unknown.
+pub fn age_ms(start_ticks: u64) -> u64 {
+    let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) else {
+        return 0;
+    };
+    let now_ms = now.tv_sec() as u64 * 1000 + now.tv_nsec() as u64 / 1_000_000;
+    now_ms.saturating_sub(start_ticks * 1000 / ticks_per_second())
+}
+
 /// Every live process whose process group is `pgid`, bounded to 64.
 pub fn process_group(pgid: u32) -> Vec<ProcInfo> {
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -179,6 +189,21 @@ impl Snapshot {
             pipe_holders: pipe_holders(&r.pipes, worker),
             last_line: r.last_line.clone(),
             last_output_at: r.last_output_at,
+        }
+    }
+
+    /// Looks at the group `pgid` of a run known only from its processes
+    /// (its worker died before reporting it): no pipes, no output seen.
+    pub fn of_group(run_id: u64, pgid: u32, running_ms: u64, now: jiff::Timestamp) -> Snapshot {
+        Snapshot {
+            run_id,
+            pid: pgid,
+            taken_at: now,
+            running_ms,
+            processes: process_group(pgid),
+            pipe_holders: vec![],
+            last_line: None,
+            last_output_at: None,
         }
     }
 

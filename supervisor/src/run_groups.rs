@@ -106,6 +106,43 @@ impl RunGroups {
     }
 }
 
+/// A run found among our children, reparented from a worker that died:
+/// the job and run its environment names, its process group, and how long
+/// that child has been running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reparented {
+    pub job: String,
+    pub run_id: u64,
+    pub pgid: u32,
+    pub running_ms: u64,
+}
+
+/// A bound on the children whose environment is read on the loop when a
+/// worker dies; what is beyond it is left to the next worker's recovery.
+const MAX_REPARENTED: usize = 1024;
+
+/// The runs among our children, by (run, process group): after a worker
+/// died, its runs are ours (we are the subreaper), including any it
+/// started and died before reporting.
+pub(crate) fn reparented_runs() -> Vec<Reparented> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = vec![];
+    for pid in our_children().into_iter().take(MAX_REPARENTED) {
+        let (Some((job, run_id)), Some(s)) = (run_of(pid), proc_identity::stat(pid)) else {
+            continue;
+        };
+        if seen.insert((run_id, s.pgrp)) {
+            out.push(Reparented {
+                job,
+                run_id,
+                pgid: s.pgrp,
+                running_ms: crate::forensics::age_ms(s.start_ticks),
+            });
+        }
+    }
+    out
+}
+
 /// Our children (every thread's: an orphan is reparented to one of them).
 fn our_children() -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {

@@ -68,7 +68,8 @@
 //! too far, once), `store::apply=return` (store writes fail),
 //! `runner::no_timeout=return` (runs are never timed out by the worker),
 //! `runner::spawn=return(EMFILE)` (a job's spawn fails with EMFILE; any
-//! other argument: EAGAIN),
+//! other argument: EAGAIN), `runner::unannounced=return` (runs start but
+//! their `fire` line is never sent, as if the worker died in between),
 //! `worker::after_hello=return(MS)` (a slow start between hello and the
 //! first loop turn),
 //! `journal::max_held_records=return(N)` (the journal holds at most N run

@@ -18,7 +18,7 @@
 use std::{
     cell::Cell,
     ffi::{OsStr, OsString},
-    os::fd::{AsFd, AsRawFd, RawFd},
+    os::fd::{AsRawFd, RawFd},
     process::Stdio,
     rc::Rc,
     sync::{Arc, OnceLock},
@@ -29,7 +29,7 @@ use cronwarden_shared::{
     account::{self, Credentials},
     config::{JobSpec, Leftovers},
     status::{Outcome, RunRecord},
-    wire::{Event, OutputStream},
+    wire::OutputStream,
 };
 use jiff::Timestamp;
 use nix::{sys::signal::Signal, unistd::Pid};
@@ -47,7 +47,9 @@ use crate::{
     sys,
 };
 
+mod announce;
 mod started;
+use announce::{announce, pipe_inodes};
 use started::Started;
 
 /// How long output is drained after the main process exits.
@@ -556,35 +558,6 @@ fn clone_into(
             Ok(None)
         }
     }
-}
-
-/// The inodes of the run's output pipes: who holds them holds the run.
-fn pipe_inodes(pipes: [Option<&child::Pipe>; 2]) -> Vec<u64> {
-    pipes
-        .into_iter()
-        .flatten()
-        .filter_map(|p| nix::sys::stat::fstat(p.as_fd().as_raw_fd()).ok())
-        .map(|st| st.st_ino)
-        .collect()
-}
-
-/// Tells the supervisor the run started, with what it needs to find the
-/// run's processes later (its group, and the inodes of its output pipes).
-fn announce(req: &RunRequest, pid: u32, pipes: &[u64], events: &EventTx) {
-    let r = &req.record;
-    let pipes = pipes.to_vec();
-    events.send(Event::Fire {
-        job: req.job.name.clone(),
-        run_id: r.id,
-        scheduled_at: r.scheduled_at,
-        covers: r.covers.clone(),
-        trigger: r.trigger,
-        pid,
-        pipes,
-        started_at: r.started_at.unwrap_or_else(Timestamp::now),
-        next_fire_at: req.next_fire_at,
-    });
-    tracing::info!(job = %req.job.name, run = r.id, pid, trigger = r.trigger.as_str(), "started");
 }
 
 /// Waits for the main process, or for its timeout or a stop, then

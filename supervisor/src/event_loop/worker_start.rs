@@ -53,7 +53,7 @@ impl Supervisor {
                     human_duration(delay)
                 );
                 self.model
-                    .worker_gone(format!("could not be started: {e}"), true);
+                    .worker_gone(format!("could not be started: {e}"), true, &[]);
                 self.restart_at = Some(Instant::now() + delay);
                 return;
             }
@@ -132,9 +132,11 @@ impl Supervisor {
         let Some(w) = self.worker.take() else { return };
         let how = w.killed_because.unwrap_or(how);
         self.pending.clear();
+        // Its runs, reported or not, are our children now.
+        let reparented = crate::run_groups::reparented_runs();
         let replaced = self.replacing.take().filter(|r| r.pid == w.pid);
         if let Some(Replacing { why, .. }) = replaced.filter(|_| !self.stopping) {
-            let groups = self.model.worker_gone(how.clone(), false);
+            let groups = self.model.worker_gone(how.clone(), false, &reparented);
             let parents = [w.pid, std::process::id()];
             for g in &groups {
                 self.run_groups.kill(*g, &parents);
@@ -149,7 +151,7 @@ impl Supervisor {
             return;
         }
         if self.stopping {
-            let lost = self.model.worker_gone(how.clone(), false);
+            let lost = self.model.worker_gone(how.clone(), false, &reparented);
             // Orphaned runs are ours now (subreaper), or still the worker's.
             let parents = [w.pid, std::process::id()];
             for g in &lost {
@@ -166,7 +168,7 @@ impl Supervisor {
             .spawned
             .map(|s| s.elapsed())
             .unwrap_or_default();
-        let groups = self.model.worker_gone(how.clone(), true);
+        let groups = self.model.worker_gone(how.clone(), true, &reparented);
         let parents = [w.pid, std::process::id()];
         for g in &groups {
             // Orphaned runs: kill the whole group; we reap them as subreaper.

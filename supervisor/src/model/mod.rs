@@ -50,6 +50,7 @@ use tokio::time::Instant;
 use crate::{
     alerts::{AlertBook, Condition},
     forensics,
+    run_groups::Reparented,
 };
 use judge::{Action, Clocks, Judgement, Look, LookWhy, LOOKS_PER_EVENT};
 
@@ -388,18 +389,35 @@ impl Model {
     }
 
     /// The worker is gone. Returns the process groups of runs that were in
-    /// flight (to be killed); their runs are recorded `lost`.
-    pub fn worker_gone(&mut self, how: String, counts_as_crash: bool) -> Vec<u32> {
-        self.worker_gone_at(how, counts_as_crash, Instant::now(), Timestamp::now())
+    /// flight (to be killed); their runs are recorded `lost`. `reparented`
+    /// are the runs found among its orphans (see [`Model::worker_gone_at`]).
+    pub fn worker_gone(
+        &mut self,
+        how: String,
+        counts_as_crash: bool,
+        reparented: &[Reparented],
+    ) -> Vec<u32> {
+        self.worker_gone_at(
+            how,
+            counts_as_crash,
+            reparented,
+            Instant::now(),
+            Timestamp::now(),
+        )
     }
 
     /// [`Model::worker_gone`] at the given clocks. It looks at each run in
     /// flight in /proc (its processes are still there: they are killed
-    /// after this), as no judgement does.
+    /// after this), as no judgement does. A run the worker started but
+    /// died before reporting (its `fire` line never came) is among
+    /// `reparented` and in no job's runs in flight: its group is killed
+    /// too, and what it was doing kept for the `lost` record the next
+    /// worker's recovery sends, so its `job_lost` alert says it as well.
     pub(crate) fn worker_gone_at(
         &mut self,
         how: String,
         counts_as_crash: bool,
+        reparented: &[Reparented],
         now: Instant,
         wall: Timestamp,
     ) -> Vec<u32> {
@@ -423,6 +441,23 @@ impl Model {
         for (name, job) in &mut self.jobs {
             job.snapshots.clear();
             job.seen_started.clear();
+            // A run this job reported the end of, or left behind on
+            // purpose (`leftovers = "keep"`), has an id up to its last one.
+            let last_seen = job.last_run.as_ref().map(|r| r.id);
+            let unreported = reparented.iter().filter(|r| {
+                r.job == *name
+                    && !job.running.contains_key(&r.run_id)
+                    && last_seen.is_none_or(|l| r.run_id > l)
+            });
+            for r in unreported {
+                groups.push(r.pgid);
+                if looks > 0 && !job.snapshots.contains_key(&r.run_id) {
+                    looks -= 1;
+                    let snap = forensics::Snapshot::of_group(r.run_id, r.pgid, r.running_ms, now);
+                    job.snapshots.insert(r.run_id, snap);
+                }
+                tracing::error!(job = %name, run = r.run_id, pgid = r.pgid, "run lost: the worker died after starting it, before reporting it");
+            }
             for (id, r) in std::mem::take(&mut job.running) {
                 groups.push(r.pid);
                 // Its processes are still there: they are killed after this.

@@ -130,7 +130,7 @@ proptest! {
                 }
                 Step::Spawned(pid) => m.worker_spawned(pid),
                 Step::Gone(crash) => {
-                    let _ = m.worker_gone("test".into(), crash);
+                    let _ = m.worker_gone("test".into(), crash, &[]);
                 }
                 Step::Wait(ms) => now += Duration::from_millis(ms),
             }

@@ -164,7 +164,7 @@ impl Sim {
         let (now, wall) = (self.now(), self.wall());
         let groups = self
             .m
-            .worker_gone_at("exited with code 1".into(), true, now, wall);
+            .worker_gone_at("exited with code 1".into(), true, &[], now, wall);
         assert!(groups.is_empty(), "no run was in flight");
         self
     }

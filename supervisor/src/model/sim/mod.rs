@@ -308,7 +308,7 @@ impl World {
             self.unreaped = false;
             self.pipe.clear();
             self.m
-                .worker_gone_at("was killed by signal 9".into(), true, now, wall);
+                .worker_gone_at("was killed by signal 9".into(), true, &[], now, wall);
             // The loop kills the process groups of the runs in flight.
             for r in &mut self.worker.runs {
                 r.ends = Some(self.mono);

@@ -182,7 +182,7 @@ fn replaced_worker_arming(at: &str) -> Sim {
     // 10:01 and 10:02 were taken by worker 10, their lines lost.
     s.at(secs(150.0));
     let (now, wall) = (s.now(), s.wall());
-    s.m.worker_gone_at("was killed by signal 9".into(), true, now, wall);
+    s.m.worker_gone_at("was killed by signal 9".into(), true, &[], now, wall);
     s.spawn(11);
     s.apply(Event::Schedule {
         jobs: vec![Armed {

@@ -247,3 +247,56 @@ fn a_run_outliving_timeout_grace_and_margin_is_killed_once() {
     s.at(secs(17.0)).beat(4);
     assert_eq!(s.evaluate().actions, []);
 }
+
+/// A worker that dies after starting a run and before reporting it: the run
+/// is found among its orphans, its group is to be killed, and the `lost`
+/// record the next worker's recovery sends gets an alert that says what
+/// the run was doing. A kept leftover of a run that ended is neither.
+#[test]
+fn an_unreported_run_of_a_dead_worker_is_killed_and_its_loss_described() {
+    use std::os::unix::process::CommandExt;
+
+    use crate::run_groups::Reparented;
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = sleeper.id();
+    let mut s = Sim::new();
+    s.up(10).finish(1, Outcome::Success, 5);
+    let orphans = [
+        Reparented {
+            job: "a".into(),
+            run_id: 1,
+            pgid: 4711,
+            running_ms: 9000,
+        },
+        Reparented {
+            job: "a".into(),
+            run_id: 2,
+            pgid,
+            running_ms: 1500,
+        },
+    ];
+    let (now, wall) = (s.now(), s.wall());
+    let groups =
+        s.m.worker_gone_at("was killed by signal 9".into(), true, &orphans, now, wall);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(groups, [pgid], "only the unreported run is killed");
+    s.up(11).finish(2, Outcome::Lost, 0);
+    let j = s.judge();
+    let lost = j
+        .conditions
+        .iter()
+        .find(|c| c.kind == AlertKind::JobLost)
+        .expect("job_lost");
+    assert_eq!(lost.details["run_id"], 2);
+    assert_eq!(
+        lost.details["processes"][0]["pid"], pgid,
+        "{}",
+        lost.details
+    );
+    assert!(lost.summary.contains("after 1500ms"), "{}", lost.summary);
+}
