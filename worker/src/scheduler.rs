@@ -277,6 +277,9 @@ impl Scheduler {
         } else {
             Vec::new()
         };
+        if let Some(w) = self.writer.as_mut() {
+            w.open_on_commit(ahead.iter().flatten().map(|(key, _)| key.opener()));
+        }
         self.write(wait);
         for ev in fx.events {
             self.events.send(ev);

@@ -265,6 +265,23 @@ impl GateKey {
     pub(crate) fn open(self) {
         self.0.decide(true);
     }
+
+    /// Another hand that may open the gate (never close it): the store
+    /// writer's, which opens it as soon as the record is committed,
+    /// without a hop through the loop.
+    pub(crate) fn opener(&self) -> Opener {
+        Opener(self.0.clone())
+    }
+}
+
+/// Opens a [`Gate`] once the start may go on; dropped unused, it decides
+/// nothing (the [`GateKey`] still does).
+pub(crate) struct Opener(Gate);
+
+impl Opener {
+    pub(crate) fn open(self) {
+        self.0.decide(true);
+    }
 }
 
 impl Drop for GateKey {

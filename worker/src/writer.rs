@@ -25,14 +25,15 @@ use std::{
 
 use cronwarden_shared::store::{Store, Write};
 
-use crate::{error::WorkerError, journal::Apply};
+use crate::{error::WorkerError, journal::Apply, spawner::Opener};
 
 /// How long a batch may wait for another connection's lock on the
 /// writer's thread (off the loop, so longer than the loop's own 100 ms).
 const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 enum Request {
-    Apply(Vec<Write>),
+    /// A batch, and the gates of the starts waiting for it to commit.
+    Apply(Vec<Write>, Vec<Opener>),
     /// The store file was recreated or reopened at this path.
     Reopen(PathBuf),
 }
@@ -44,6 +45,8 @@ pub(crate) struct Writer {
     tx: Sender<Request>,
     rx: Receiver<Outcome>,
     in_flight: bool,
+    /// Gates to open with the next batch's commit.
+    openers: Vec<Opener>,
 }
 
 impl Writer {
@@ -59,6 +62,7 @@ impl Writer {
             tx,
             rx,
             in_flight: false,
+            openers: Vec::new(),
         })
     }
 
@@ -67,11 +71,20 @@ impl Writer {
         self.in_flight
     }
 
+    /// Starts waiting at their gates for records now planned (pending in
+    /// the journal): the thread opens each as soon as a batch commits, as
+    /// every batch holds all that is planned and not yet stored. A batch
+    /// that fails drops them unopened (the loop's keys decide then).
+    pub fn open_on_commit(&mut self, openers: impl IntoIterator<Item = Opener>) {
+        self.openers.extend(openers);
+    }
+
     /// Hands a batch over (only when not busy).
     pub fn send(&mut self, batch: Vec<Write>) -> Result<(), WorkerError> {
         debug_assert!(!self.in_flight);
+        let openers = std::mem::take(&mut self.openers);
         self.tx
-            .send(Request::Apply(batch))
+            .send(Request::Apply(batch, openers))
             .map_err(|_| WorkerError::StoreUnavailable)?;
         self.in_flight = true;
         Ok(())
@@ -136,15 +149,20 @@ fn moved(path: &Path, identity: (u64, u64)) -> Option<String> {
 fn serve(mut path: PathBuf, requests: Receiver<Request>, done: Sender<Outcome>) {
     let mut open: Option<Open> = None;
     for req in requests {
-        let batch = match req {
+        let (batch, openers) = match req {
             Request::Reopen(p) => {
                 path = p;
                 open = None;
                 continue;
             }
-            Request::Apply(batch) => batch,
+            Request::Apply(batch, openers) => (batch, openers),
         };
         let outcome = apply(&path, &mut open, &batch);
+        if outcome.is_ok() {
+            // Committed: their starts go on now, not a hop later through
+            // the loop (issue 18).
+            openers.into_iter().for_each(Opener::open);
+        }
         if done.send(outcome).is_err() {
             return;
         }
@@ -285,6 +303,34 @@ mod tests {
         drop(backup);
         assert!(outcome(&mut writer).is_err());
         assert!(!path.exists(), "the writer created a store file");
+    }
+
+    /// Issue 18: a start waiting at its gate for its record goes on when
+    /// the batch holding it commits, opened by the writer before the loop
+    /// hears of the commit; a batch that fails leaves the gate to the
+    /// loop's key (dropped unopened here, it closes).
+    #[test]
+    fn a_committed_batch_opens_its_gates_and_a_failed_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut writer = Writer::start(path.clone()).unwrap();
+        // No store file yet: the batch fails.
+        let (refused, key) = crate::spawner::gate();
+        writer.open_on_commit([key.opener()]);
+        writer.send(vec![paused(true)]).unwrap();
+        assert!(outcome(&mut writer).is_err());
+        drop(key);
+        assert!(!refused.wait(Duration::ZERO), "opened by a failed batch");
+
+        Store::open(&path).unwrap().reconcile(&[row()]).unwrap();
+        let (gate, key) = crate::spawner::gate();
+        writer.open_on_commit([key.opener()]);
+        writer.send(vec![paused(true)]).unwrap();
+        assert_eq!(outcome(&mut writer), Ok(()));
+        // Open already when the outcome came; the loop's key after it
+        // changes nothing.
+        drop(key);
+        assert!(gate.wait(Duration::ZERO), "not opened by its commit");
     }
 
     /// Issue 14: a store locked by another connection (a backup) never
