@@ -146,8 +146,16 @@ impl Journal {
     /// then pending), waiting at most `wait` for each. A batch still in
     /// flight after that is held (not durable) until its outcome comes;
     /// one in flight for longer than `slow_after` is reported as
-    /// `store_error`.
-    pub fn flush_through(&mut self, writer: &mut Writer, wait: Duration, slow_after: Duration) {
+    /// `store_error`. `between` is done once the next batch is handed
+    /// over (or none can be) and before waiting for its outcome: what the
+    /// loop does while the writer commits.
+    pub fn flush_through<T>(
+        &mut self,
+        writer: &mut Writer,
+        wait: Duration,
+        slow_after: Duration,
+        between: impl FnOnce() -> T,
+    ) -> T {
         if writer.busy() {
             match writer.outcome(wait) {
                 Some(outcome) => self.settle(outcome),
@@ -163,24 +171,27 @@ impl Journal {
                             self.held() + self.pending.len()
                         ));
                     }
-                    return;
+                    return between();
                 }
             }
         }
         if self.pending.is_empty() && self.held.is_empty() {
-            return;
+            return between();
         }
         let mut batch = std::mem::take(&mut self.held);
         batch.append(&mut self.pending);
         if let Err(e) = writer.send(batch.clone()) {
             self.in_flight = batch;
-            return self.settle(Err(e.to_string()));
+            self.settle(Err(e.to_string()));
+            return between();
         }
         self.in_flight = batch;
         self.in_flight_since = Some(std::time::Instant::now());
+        let t = between();
         if let Some(outcome) = writer.outcome(wait) {
             self.settle(outcome);
         }
+        t
     }
 
     /// The outcome of the batch in flight.

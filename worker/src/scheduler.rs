@@ -271,16 +271,17 @@ impl Scheduler {
         }
         self.pruner.mark_written(&fx.writes);
         self.journal.extend(fx.writes);
-        // A few starts prepare while their records commit (`fire.rs`).
-        let mut ahead = if self.gates_ahead(fx.spawns.len()) {
-            self.begin_ahead(&fx.spawns)
+        // A few starts prepare while their records commit (`fire.rs`),
+        // handed to their threads once the commit is handed to the writer.
+        let gated = if self.gates_ahead(fx.spawns.len()) {
+            self.gated(&fx.spawns)
         } else {
             Vec::new()
         };
         if let Some(w) = self.writer.as_mut() {
-            w.open_on_commit(ahead.iter().flatten().map(|(key, _)| key.opener()));
+            w.open_on_commit(gated.iter().flatten().map(|g| g.key.opener()));
         }
-        self.write(wait);
+        let mut ahead = self.write_then(wait, || fire::begin_ahead(gated));
         for ev in fx.events {
             self.events.send(ev);
         }

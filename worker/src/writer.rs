@@ -362,11 +362,11 @@ mod tests {
             job: "a".into(),
             paused: true,
         }]);
-        j.flush_through(&mut writer, wait, Duration::ZERO);
+        j.flush_through(&mut writer, wait, Duration::ZERO, || ());
         // The loop is back while the lock is held: nothing durable yet.
         assert!(!j.settled());
         assert_eq!(j.held(), 1);
-        j.flush_through(&mut writer, wait, Duration::ZERO);
+        j.flush_through(&mut writer, wait, Duration::ZERO, || ());
         // Reported (slow, or the writer's own wait for the lock ran out).
         assert!(j.error().is_some());
         assert_eq!(j.held(), 1);
@@ -379,6 +379,7 @@ mod tests {
                 &mut writer,
                 Duration::from_millis(100),
                 Duration::from_secs(60),
+                || (),
             );
         }
         assert_eq!(j.error(), None);

@@ -35,6 +35,24 @@ const FIRST_CHUNK: usize = 8;
 /// threads have a queue to work through.
 const MAX_CHUNK: usize = 256;
 
+/// A start to begin before its record commits: its request, and the gate
+/// it waits at.
+pub(super) struct Gated {
+    req: RunRequest,
+    gate: spawner::Gate,
+    pub key: GateKey,
+}
+
+/// Hands each gated start to a spawner thread: it prepares, then waits at
+/// its gate. Called once the commit is handed to the writer (the longer of
+/// the two, it goes first).
+pub(super) fn begin_ahead(gated: Vec<Option<Gated>>) -> Vec<Option<(GateKey, Begun)>> {
+    gated
+        .into_iter()
+        .map(|g| g.map(|g| (g.key, runner::begin_gated(&g.req, Some(g.gate)))))
+        .collect()
+}
+
 /// How long a flush may wait (for each of its two waits) so that the turn
 /// stays within `until`.
 pub(super) fn wait_until(until: Instant) -> Duration {
@@ -94,15 +112,19 @@ impl Scheduler {
             && self.journal.error().is_none()
     }
 
-    /// Hands each start of `spawns` that would go at once to a spawner
-    /// thread before the commit: it prepares, then waits at its gate.
-    pub(super) fn begin_ahead(&self, spawns: &[Spawn]) -> Vec<Option<(GateKey, Begun)>> {
+    /// A gate for each start of `spawns` that would go at once, with its
+    /// request, for [`begin_ahead`] once the commit is handed over.
+    pub(super) fn gated(&self, spawns: &[Spawn]) -> Vec<Option<Gated>> {
         spawns
             .iter()
             .map(|s| {
                 s.delay.is_zero().then(|| {
                     let (gate, key) = spawner::gate();
-                    (key, runner::begin_gated(&self.request(s), Some(gate)))
+                    Gated {
+                        req: self.request(s),
+                        gate,
+                        key,
+                    }
                 })
             })
             .collect()
