@@ -467,6 +467,23 @@ impl Store {
             .map_err(self.sql("setting the busy timeout"))
     }
 
+    /// Leaves checkpoints to [`Store::checkpoint`]: SQLite's own, after
+    /// the commit that takes the WAL past 1,000 pages, runs inside that
+    /// commit, with two fsyncs, before it returns.
+    pub fn no_auto_checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(self.sql("turning off automatic checkpoints"))
+    }
+
+    /// Copies what the WAL holds into the database file, as far as no
+    /// reader prevents it (a passive checkpoint: it waits for no one).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(self.sql("checkpointing the WAL"))
+    }
+
     /// The file this store was opened from.
     pub fn path(&self) -> &Path {
         &self.path
