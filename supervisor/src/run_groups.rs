@@ -53,6 +53,23 @@ impl RunGroups {
         self.by_pgid.insert(pid, (run_id, leader));
     }
 
+    /// Runs found among a dead worker's orphans, each group signalled
+    /// only by its leader's identity (as read then), never by membership.
+    pub(crate) fn adopt(&mut self, reparented: &[Reparented]) {
+        for r in reparented {
+            if self.by_pgid.len() >= MAX_RUNS {
+                return;
+            }
+            let leader = ProcIdentity {
+                pid: r.pgid,
+                start_ticks: r.start_ticks,
+            };
+            self.by_pgid
+                .entry(r.pgid)
+                .or_insert((r.run_id, Some(leader)));
+        }
+    }
+
     /// A run's `finish` line was read: its group is no longer to be signalled.
     pub(crate) fn finished(&mut self, run_id: u64) {
         self.by_pgid.retain(|_, (id, _)| *id != run_id);
@@ -107,13 +124,14 @@ impl RunGroups {
 }
 
 /// A run found among our children, reparented from a worker that died:
-/// the job and run its environment names, its process group, and how long
-/// that child has been running.
+/// the job and run its environment names, the group that child leads (its
+/// pid), when it started, and how long ago.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reparented {
     pub job: String,
     pub run_id: u64,
     pub pgid: u32,
+    pub start_ticks: u64,
     pub running_ms: u64,
 }
 
@@ -121,21 +139,23 @@ pub(crate) struct Reparented {
 /// worker dies; what is beyond it is left to the next worker's recovery.
 const MAX_REPARENTED: usize = 1024;
 
-/// The runs among our children, by (run, process group): after a worker
-/// died, its runs are ours (we are the subreaper), including any it
-/// started and died before reporting.
+/// The runs among our children: after a worker died, its runs are ours
+/// (we are the subreaper), including any it started and died before
+/// reporting. Only a child that leads its own group counts, as a run's
+/// leader does: the environment and the group of any other are the job's
+/// to choose, and the group it joined need not be a run's.
 pub(crate) fn reparented_runs() -> Vec<Reparented> {
-    let mut seen = std::collections::HashSet::new();
     let mut out = vec![];
     for pid in our_children().into_iter().take(MAX_REPARENTED) {
         let (Some((job, run_id)), Some(s)) = (run_of(pid), proc_identity::stat(pid)) else {
             continue;
         };
-        if seen.insert((run_id, s.pgrp)) {
+        if s.pgrp == pid {
             out.push(Reparented {
                 job,
                 run_id,
-                pgid: s.pgrp,
+                pgid: pid,
+                start_ticks: s.start_ticks,
                 running_ms: crate::forensics::age_ms(s.start_ticks),
             });
         }
@@ -195,5 +215,45 @@ mod tests {
             None
         );
         assert!(our_children().is_empty() || our_children().iter().all(|p| *p > 0));
+    }
+
+    /// After a worker's death, a child of ours counts as a run only if it
+    /// leads its own group: a job's process that joined another group (or
+    /// set the variables itself) never makes us signal that group.
+    #[test]
+    fn only_a_child_leading_its_own_group_counts_as_a_run() {
+        use std::os::unix::process::CommandExt;
+        let spawn = |run: &str, own_group: bool| {
+            let mut c = std::process::Command::new("sleep");
+            c.arg("30")
+                .env("CRONWARDEN_JOB", "j")
+                .env("CRONWARDEN_RUN_ID", run);
+            if own_group {
+                c.process_group(0);
+            }
+            c.spawn().unwrap()
+        };
+        let mut leader = spawn("990001", true);
+        let mut member = spawn("990002", false);
+        // Before its exec a child's environment is still ours: wait
+        // (bounded) until both run `sleep`.
+        let execed = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !(execed(leader.id()) && execed(member.id())) {
+            assert!(std::time::Instant::now() < deadline, "never exec'd");
+            std::thread::yield_now();
+        }
+        let found: Vec<Reparented> = reparented_runs()
+            .into_iter()
+            .filter(|r| r.job == "j" && (990001..=990002).contains(&r.run_id))
+            .collect();
+        for c in [&mut leader, &mut member] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].run_id, found[0].pgid), (990001, leader.id()));
     }
 }

@@ -134,6 +134,7 @@ impl Supervisor {
         self.pending.clear();
         // Its runs, reported or not, are our children now.
         let reparented = crate::run_groups::reparented_runs();
+        self.run_groups.adopt(&reparented);
         let replaced = self.replacing.take().filter(|r| r.pid == w.pid);
         if let Some(Replacing { why, .. }) = replaced.filter(|_| !self.stopping) {
             let groups = self.model.worker_gone(how.clone(), false, &reparented);

@@ -31,7 +31,7 @@ mod retry;
 use cronwarden_shared::alert_kind::AlertKind;
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, OnceLock},
 };
 
@@ -236,6 +236,11 @@ pub struct Model {
     pub jobs: BTreeMap<String, JobObs>,
     pub malformed_events: u64,
     pub max_run_id: u64,
+    /// The highest run id each job is known to have ended, never lowered
+    /// (runs may end out of order) and kept across reloads: a process of
+    /// a run up to it, found after a worker died, is a kept leftover, not
+    /// a run the worker never reported.
+    pub ended_through: HashMap<String, u64>,
     /// The last reload that was refused, until one succeeds.
     pub reload_error: Option<(Timestamp, String)>,
     pub alerts: AlertBook,
@@ -290,6 +295,7 @@ impl Model {
             jobs: BTreeMap::new(),
             malformed_events: 0,
             max_run_id: 0,
+            ended_through: HashMap::new(),
             reload_error: None,
             alerts,
             sinks: vec![],
@@ -442,12 +448,13 @@ impl Model {
             job.snapshots.clear();
             job.seen_started.clear();
             // A run this job reported the end of, or left behind on
-            // purpose (`leftovers = "keep"`), has an id up to its last one.
-            let last_seen = job.last_run.as_ref().map(|r| r.id);
+            // purpose (`leftovers = "keep"`), has an id up to the last it
+            // ended.
+            let ended = self.ended_through.get(name).copied();
             let unreported = reparented.iter().filter(|r| {
                 r.job == *name
                     && !job.running.contains_key(&r.run_id)
-                    && last_seen.is_none_or(|l| r.run_id > l)
+                    && ended.is_none_or(|e| r.run_id > e)
             });
             for r in unreported {
                 groups.push(r.pgid);
@@ -484,6 +491,8 @@ impl Model {
                 self.run_events
                     .push(crate::pings::RunEvent::Finished(Box::new(rec.clone())));
                 job.last_run = Some(Arc::new(rec));
+                let e = self.ended_through.entry(name.clone()).or_default();
+                *e = (*e).max(id);
             }
         }
         groups
@@ -505,6 +514,10 @@ impl Model {
         let Some(j) = self.jobs.get_mut(job) else {
             return;
         };
+        if let Some(max) = newest_first.iter().map(|r| r.id).max() {
+            let e = self.ended_through.entry(job.to_string()).or_default();
+            *e = (*e).max(max);
+        }
         let finished: Vec<&RunRecord> = newest_first
             .iter()
             .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Running))

@@ -251,7 +251,8 @@ fn a_run_outliving_timeout_grace_and_margin_is_killed_once() {
 /// A worker that dies after starting a run and before reporting it: the run
 /// is found among its orphans, its group is to be killed, and the `lost`
 /// record the next worker's recovery sends gets an alert that says what
-/// the run was doing. A kept leftover of a run that ended is neither.
+/// the run was doing. A kept leftover of a run that ended is neither, even
+/// when runs ended out of order (the last record is not the newest run).
 #[test]
 fn an_unreported_run_of_a_dead_worker_is_killed_and_its_loss_described() {
     use std::os::unix::process::CommandExt;
@@ -264,18 +265,22 @@ fn an_unreported_run_of_a_dead_worker_is_killed_and_its_loss_described() {
         .unwrap();
     let pgid = sleeper.id();
     let mut s = Sim::new();
-    s.up(10).finish(1, Outcome::Success, 5);
+    s.up(10)
+        .finish(2, Outcome::Success, 5)
+        .finish(1, Outcome::Success, 5);
     let orphans = [
         Reparented {
             job: "a".into(),
-            run_id: 1,
+            run_id: 2,
             pgid: 4711,
+            start_ticks: 1,
             running_ms: 9000,
         },
         Reparented {
             job: "a".into(),
-            run_id: 2,
+            run_id: 3,
             pgid,
+            start_ticks: 2,
             running_ms: 1500,
         },
     ];
@@ -285,14 +290,14 @@ fn an_unreported_run_of_a_dead_worker_is_killed_and_its_loss_described() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     assert_eq!(groups, [pgid], "only the unreported run is killed");
-    s.up(11).finish(2, Outcome::Lost, 0);
+    s.up(11).finish(3, Outcome::Lost, 0);
     let j = s.judge();
     let lost = j
         .conditions
         .iter()
         .find(|c| c.kind == AlertKind::JobLost)
         .expect("job_lost");
-    assert_eq!(lost.details["run_id"], 2);
+    assert_eq!(lost.details["run_id"], 3);
     assert_eq!(
         lost.details["processes"][0]["pid"], pgid,
         "{}",
