@@ -434,8 +434,7 @@ impl Model {
         let Some(j) = self.jobs.get_mut(&run.job) else {
             return;
         };
-        let e = self.ended_through.entry(run.job.clone()).or_default();
-        *e = (*e).max(run.id);
+        super::ended_at_least(&mut self.ended_through, &run.job, run.id);
         // A run whose fire line was read had its times accounted then;
         // accounting them again at its end could only move an expectation
         // re-based since (a backward step) onto the pass before.

@@ -491,8 +491,7 @@ impl Model {
                 self.run_events
                     .push(crate::pings::RunEvent::Finished(Box::new(rec.clone())));
                 job.last_run = Some(Arc::new(rec));
-                let e = self.ended_through.entry(name.clone()).or_default();
-                *e = (*e).max(id);
+                ended_at_least(&mut self.ended_through, name, id);
             }
         }
         groups
@@ -515,8 +514,7 @@ impl Model {
             return;
         };
         if let Some(max) = newest_first.iter().map(|r| r.id).max() {
-            let e = self.ended_through.entry(job.to_string()).or_default();
-            *e = (*e).max(max);
+            ended_at_least(&mut self.ended_through, job, max);
         }
         let finished: Vec<&RunRecord> = newest_first
             .iter()
@@ -742,3 +740,10 @@ impl Model {
 mod props;
 #[cfg(test)]
 mod sim;
+
+/// Raises `job`'s entry in [`Model::ended_through`] to `run_id`, never
+/// lowering it.
+pub(super) fn ended_at_least(ended: &mut HashMap<String, u64>, job: &str, run_id: u64) {
+    let e = ended.entry(job.to_string()).or_default();
+    *e = (*e).max(run_id);
+}
