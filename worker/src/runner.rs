@@ -48,6 +48,7 @@ use crate::{
 };
 
 mod announce;
+mod hold;
 mod started;
 use announce::{announce, pipe_inodes};
 use started::Started;
@@ -328,6 +329,7 @@ pub(crate) async fn run(
     record.stdout_tail = stdout.tail();
     record.stderr_tail = stderr.tail();
     judge(&mut record, &req.job, pid, status, ended_by, &stop);
+    crate::spawner::after_starts(hold::report_within(&req, started)).await;
     if let Some(cg) = cgroup {
         let keep = req.job.leftovers == Leftovers::Keep && ended_by.is_none();
         (record.contain.cpu_usec, record.contain.memory_peak) = if keep {
