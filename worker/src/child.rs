@@ -87,8 +87,9 @@ impl PidfdChild {
         Ok(PidfdChild {
             pid,
             pidfd: sys::watch(pidfd)?,
-            stdout: Some(pipe::Receiver::from_owned_fd(stdout)?),
-            stderr: Some(pipe::Receiver::from_owned_fd(stderr)?),
+            // Read ends of pipes made non-blocking by [`stdio`].
+            stdout: Some(pipe::Receiver::from_owned_fd_unchecked(stdout)?),
+            stderr: Some(pipe::Receiver::from_owned_fd_unchecked(stderr)?),
             status: None,
         })
     }
@@ -220,7 +221,15 @@ fn candidates(program: &str, path: &OsStr) -> Vec<std::path::PathBuf> {
 /// The job's pipes and /dev/null, made before the clone: (ours to read
 /// stdout, ours to read stderr, [stdin, stdout, stderr] for the child).
 pub(crate) fn stdio() -> std::io::Result<(OwnedFd, OwnedFd, [OwnedFd; 3])> {
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    // Our ends non-blocking from the start (tokio takes them unchecked:
+    // no fstat and two fcntl each), the job's ends blocking, as a job
+    // expects its stdout (issue 18: syscalls per start).
+    let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        fcntl(w.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))?;
+        Ok((r, w))
+    };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     // std opens with O_CLOEXEC.
@@ -236,6 +245,18 @@ pub(crate) fn raw(fds: &[OwnedFd; 3]) -> [i32; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_pipe_ends_do_not_block_and_the_jobs_do() {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let nonblocking = |fd: &OwnedFd| {
+            let fl = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap();
+            OFlag::from_bits_truncate(fl).contains(OFlag::O_NONBLOCK)
+        };
+        let (out_r, err_r, [_, out_w, err_w]) = stdio().unwrap();
+        assert!(nonblocking(&out_r) && nonblocking(&err_r));
+        assert!(!nonblocking(&out_w) && !nonblocking(&err_w));
+    }
 
     #[test]
     fn candidates_follow_execvp() {
