@@ -329,7 +329,10 @@ pub(crate) async fn run(
     record.stdout_tail = stdout.tail();
     record.stderr_tail = stderr.tail();
     judge(&mut record, &req.job, pid, status, ended_by, &stop);
-    crate::spawner::after_starts(hold::report_within(&req, started)).await;
+    tokio::select! {
+        () = crate::spawner::after_starts(hold::report_within(&req, started)) => {}
+        () = stop.token.cancelled() => {}
+    }
     if let Some(cg) = cgroup {
         let keep = req.job.leftovers == Leftovers::Keep && ended_by.is_none();
         (record.contain.cpu_usec, record.contain.memory_peak) = if keep {

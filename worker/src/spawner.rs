@@ -18,7 +18,8 @@
 //! emptied cgroups once no start is in flight (at most [`QUIET_WITHIN`]
 //! later): an rmdir takes the kernel's cgroup lock that every start's
 //! mkdir and clone3 take too, and its CPU is better spent after a burst
-//! than inside it (issue 18).
+//! than inside it (issue 18). An ended run's report waits while starts
+//! are queued for a thread ([`after_starts`]), for the same reason.
 
 use std::{
     sync::{
@@ -484,8 +485,6 @@ mod tests {
         }))
     }
 
-    /// A start waiting at its gate goes on at the loop's word only; a key
-    /// dropped unopened stops it; a thread past its bound does not start.
     fn queue() -> &'static Queue {
         Box::leak(Box::new(Queue {
             n: AtomicUsize::new(0),
@@ -525,6 +524,8 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::ZERO);
     }
 
+    /// A start waiting at its gate goes on at the loop's word only; a key
+    /// dropped unopened stops it; a thread past its bound does not start.
     #[test]
     fn a_gate_passes_a_start_only_on_the_loops_word() {
         let waiting = |g: Gate| std::thread::spawn(move || g.wait(Duration::from_secs(60)));

@@ -2,8 +2,12 @@
 //! ([`crate::spawner::after_starts`]): what reporting costs (its cgroup's
 //! figures and removal, the log line, the store's write, the supervisor's
 //! line) then comes after a burst's starts instead of slowing them (issue
-//! 18). The run's times are taken before the wait; the wait never reaches
-//! the job's next fire, which would find the job busy, nor its timeout.
+//! 18). The run's times are taken before the wait; it ends a full second
+//! before the job's next fire (that fire must not find the job busy, nor
+//! a claim made ahead of it; what follows the wait, the cgroup's figures
+//! and the loop's turn, can take tens of milliseconds), by the run's
+//! timeout, and when the run is told to stop (shutdown). While a report
+//! waits, its job counts as running: a manual trigger is refused then.
 
 use std::time::Duration;
 
@@ -15,9 +19,9 @@ use super::RunRequest;
 /// The longest an ended run's report waits for the starts in flight: a
 /// burst of a thousand starts takes a few hundred milliseconds.
 pub(crate) const REPORT_HOLD: Duration = Duration::from_secs(1);
-/// How long before the job's next fire a held report is let go: the loop
-/// takes the run's end before that fire's turn.
-const REPORT_BEFORE_FIRE: Duration = Duration::from_millis(100);
+/// How long before the job's next fire a held report is let go at the
+/// latest: a job that fires every second or two is never held.
+const REPORT_BEFORE_FIRE: Duration = Duration::from_secs(1);
 
 /// How long this ended run's report may wait for the starts in flight.
 pub(super) fn report_within(req: &RunRequest, started: Instant) -> Duration {
@@ -25,7 +29,7 @@ pub(super) fn report_within(req: &RunRequest, started: Instant) -> Duration {
         .job
         .timeout
         .map(|t| (started + t).saturating_duration_since(Instant::now()));
-    hold_bound(Timestamp::now(), req.next_fire_at, timeout_left)
+    hold_bound(crate::clock::wall_now(), req.next_fire_at, timeout_left)
 }
 
 /// [`REPORT_HOLD`], shortened to end [`REPORT_BEFORE_FIRE`] before the
@@ -68,17 +72,18 @@ mod tests {
     }
 
     #[test]
-    fn a_report_is_let_go_before_the_jobs_next_fire() {
+    fn a_report_is_let_go_a_second_before_the_jobs_next_fire() {
         let now = at("2026-12-05T10:00:00Z");
-        // Next fire in 400 ms: let go 100 ms before it.
+        // Next fire in 1.4 s: let go a second before it.
         assert_eq!(
-            hold_bound(now, Some(at("2026-12-05T10:00:00.4Z")), None),
-            Duration::from_millis(300)
+            hold_bound(now, Some(at("2026-12-05T10:00:01.4Z")), None),
+            Duration::from_millis(400)
         );
-        // Next fire within 100 ms, now, or already past (a clock step):
-        // no hold at all.
+        // Next fire within a second (a per-second job), now, or already
+        // past (a clock step): no hold at all.
         for next in [
-            "2026-12-05T10:00:00.05Z",
+            "2026-12-05T10:00:01Z",
+            "2026-12-05T10:00:00.5Z",
             "2026-12-05T10:00:00Z",
             "2026-12-05T09:59:00Z",
         ] {
