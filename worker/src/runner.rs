@@ -48,7 +48,6 @@ use crate::{
 };
 
 mod announce;
-mod hold;
 mod started;
 use announce::{announce, pipe_inodes};
 use started::Started;
@@ -329,10 +328,6 @@ pub(crate) async fn run(
     record.stdout_tail = stdout.tail();
     record.stderr_tail = stderr.tail();
     judge(&mut record, &req.job, pid, status, ended_by, &stop);
-    tokio::select! {
-        () = crate::spawner::after_starts(hold::report_within(&req, started)) => {}
-        () = stop.token.cancelled() => {}
-    }
     if let Some(cg) = cgroup {
         let keep = req.job.leftovers == Leftovers::Keep && ended_by.is_none();
         (record.contain.cpu_usec, record.contain.memory_peak) = if keep {

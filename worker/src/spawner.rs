@@ -18,14 +18,10 @@
 //! emptied cgroups once no start is in flight (at most [`QUIET_WITHIN`]
 //! later): an rmdir takes the kernel's cgroup lock that every start's
 //! mkdir and clone3 take too, and its CPU is better spent after a burst
-//! than inside it (issue 18). An ended run's report waits while starts
-//! are queued for a thread ([`after_starts`]), for the same reason.
+//! than inside it (issue 18).
 
 use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        mpsc, Arc, Condvar, Mutex, OnceLock,
-    },
+    sync::{mpsc, Arc, Condvar, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -337,65 +333,6 @@ impl Drop for Counted {
     }
 }
 
-/// How many starts wait for a spawner thread: an ended run's report
-/// waits for none ([`after_starts`]).
-struct Queue {
-    n: AtomicUsize,
-    none: tokio::sync::Notify,
-}
-
-static QUEUE: Queue = Queue {
-    n: AtomicUsize::new(0),
-    none: tokio::sync::Notify::const_new(),
-};
-
-/// One start counted in a [`Queue`] until a thread takes it (or it is
-/// dropped unrun).
-struct Queued(&'static Queue);
-
-impl Queue {
-    fn count(&'static self) -> Queued {
-        self.n.fetch_add(1, Ordering::SeqCst);
-        Queued(self)
-    }
-
-    /// Waits until nothing is queued, or `within` has passed.
-    async fn empty_within(&self, within: Duration) {
-        if within.is_zero() {
-            return;
-        }
-        let until = tokio::time::Instant::now() + within;
-        loop {
-            let none = self.none.notified();
-            tokio::pin!(none);
-            // Registered before the count is read: a drop to zero in
-            // between still wakes it.
-            none.as_mut().enable();
-            if self.n.load(Ordering::SeqCst) == 0
-                || tokio::time::timeout_at(until, none).await.is_err()
-            {
-                return;
-            }
-        }
-    }
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.none.notify_waiters();
-        }
-    }
-}
-
-/// Waits until no start waits for a spawner thread, or `within` has
-/// passed: a burst's starts go first, and what an ended run's report costs
-/// comes after them (issue 18). A start that hangs on its thread holds
-/// nothing; starts queued behind hung ones hold for `within` at most.
-pub(crate) async fn after_starts(within: Duration) {
-    QUEUE.empty_within(within).await;
-}
-
 /// Hands `start` to a spawner thread (two per core, made at the first
 /// start) at once, before the returned future is first polled; its
 /// result, once done.
@@ -404,7 +341,6 @@ pub(crate) fn off_loop<T: Send + 'static>(
 ) -> impl std::future::Future<Output = std::io::Result<T>> + 'static {
     static STARTS: OnceLock<Option<Pool>> = OnceLock::new();
     let counted = IN_FLIGHT.count();
-    let queued = QUEUE.count();
     Pool::run(
         STARTS
             .get_or_init(|| {
@@ -420,7 +356,6 @@ pub(crate) fn off_loop<T: Send + 'static>(
             .as_ref(),
         move || {
             let _counted = counted;
-            drop(queued);
             start()
         },
     )
@@ -483,45 +418,6 @@ mod tests {
             n: Mutex::new(0),
             none: Condvar::new(),
         }))
-    }
-
-    fn queue() -> &'static Queue {
-        Box::leak(Box::new(Queue {
-            n: AtomicUsize::new(0),
-            none: tokio::sync::Notify::new(),
-        }))
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_report_waits_for_the_queued_starts_up_to_its_bound() {
-        let q = queue();
-        // Nothing queued: no wait at all.
-        let t0 = tokio::time::Instant::now();
-        q.empty_within(Duration::from_secs(1)).await;
-        assert_eq!(t0.elapsed(), Duration::ZERO);
-        // Queued starts that never go: the bound, and not longer.
-        let held = q.count();
-        let t0 = tokio::time::Instant::now();
-        q.empty_within(Duration::from_millis(300)).await;
-        assert_eq!(t0.elapsed(), Duration::from_millis(300));
-        // Taken by a thread 50 ms in: the wait ends then.
-        let second = q.count();
-        let waiter = tokio::spawn(async move {
-            let t0 = tokio::time::Instant::now();
-            q.empty_within(Duration::from_secs(1)).await;
-            t0.elapsed()
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        drop(held);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(!waiter.is_finished(), "one start is still queued");
-        drop(second);
-        assert_eq!(waiter.await.unwrap(), Duration::from_millis(60));
-        // A zero bound (the job fires again at once): no wait.
-        let _third = q.count();
-        let t0 = tokio::time::Instant::now();
-        q.empty_within(Duration::ZERO).await;
-        assert_eq!(t0.elapsed(), Duration::ZERO);
     }
 
     /// A start waiting at its gate goes on at the loop's word only; a key
