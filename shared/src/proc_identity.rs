@@ -30,10 +30,15 @@ pub struct Stat {
 }
 
 /// Reads `/proc/<pid>/stat`; `None` when there is no such process (or it
-/// cannot be read).
+/// cannot be read). One read into a buffer (no size lookup, no second
+/// read): the worker reads it at every start (issue 18). The line is 52
+/// numbers and a name of at most 64 bytes, which need not be UTF-8.
 pub fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
+    use std::io::Read;
+    let mut buf = [0u8; 2048];
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = f.read(&mut buf).ok()?;
+    parse_stat(&String::from_utf8_lossy(&buf[..n]))
 }
 
 /// Parses a `/proc/<pid>/stat` line. The fields are counted after the last

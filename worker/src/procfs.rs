@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use cronwarden_shared::proc_identity;
+
 /// (process group, session) from the text of /proc/PID/stat.
 pub(crate) fn group_and_session(stat: &str) -> Option<(i32, i32)> {
     // The name (field 2) may hold spaces and parentheses: fields resume
@@ -14,34 +16,12 @@ pub(crate) fn group_and_session(stat: &str) -> Option<(i32, i32)> {
 
 /// Whether `pid` is a zombie (dead, not yet reaped); `false` when gone.
 pub(crate) fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.get(s.rfind(')')? + 1..)?;
-            rest.split_whitespace().next().map(|st| st == "Z")
-        })
-        .unwrap_or(false)
+    proc_identity::stat(pid).is_some_and(|s| s.state == 'Z')
 }
 
 /// A process's start time (clock ticks since boot), field 22 of its stat.
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    use std::io::Read;
-    // One read into a buffer (no size lookup, no second read): it is made
-    // at every start (issue 18). The line is 52 numbers and a name of at
-    // most 64 bytes, which need not be UTF-8.
-    let mut buf = [0u8; 2048];
-    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    let n = f.read(&mut buf).ok()?;
-    start_time_in(&String::from_utf8_lossy(&buf[..n]))
-}
-
-fn start_time_in(stat: &str) -> Option<u64> {
-    // After the name: field 3 (state) is the first; 22 is the 20th.
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    proc_identity::stat(pid).map(|s| s.start_ticks)
 }
 
 /// Kills process group `pgid` if its leader is still the process that
@@ -152,8 +132,6 @@ mod tests {
 
     #[test]
     fn reads_the_start_time() {
-        let stat = "4242 (a b) S 1 4240 4239 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(start_time_in(stat), Some(987_654));
         // Ours, against field 22 read another way.
         let raw = std::fs::read(format!("/proc/{}/stat", std::process::id())).unwrap();
         let close = raw.iter().rposition(|b| *b == b')').unwrap();
@@ -165,6 +143,27 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(start_time(std::process::id()), Some(field22));
+    }
+
+    #[test]
+    fn a_killed_unreaped_child_is_a_zombie_until_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!is_zombie(pid), "a live process is no zombie");
+        child.kill().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_zombie(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never became a zombie"
+            );
+            std::thread::yield_now();
+        }
+        child.wait().unwrap();
+        assert!(!is_zombie(pid), "a reaped process is gone");
     }
 
     #[test]
