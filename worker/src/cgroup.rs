@@ -387,6 +387,11 @@ impl RunCgroup {
         pids_in(&self.path)
     }
 
+    /// Whether it, or a cgroup below it, holds a process now.
+    pub(crate) fn populated(&self) -> bool {
+        populated(&self.path)
+    }
+
     /// Sends `sig` to every process in the cgroup but `except`, each only
     /// while it is still a member (see [`signal_if_member`]).
     pub(crate) fn signal_members(&self, sig: nix::sys::signal::Signal, except: u32) {
@@ -402,24 +407,26 @@ impl RunCgroup {
 
     /// CPU time used by every process that ever ran in it, µs.
     pub(crate) fn cpu_usec(&self) -> Option<u64> {
-        std::fs::read_to_string(self.path.join("cpu.stat"))
+        read_small(&self.path.join("cpu.stat"))
             .ok()
             .and_then(|s| usage_usec(&s))
     }
 
     /// Peak memory, bytes (only with the memory controller).
     pub(crate) fn memory_peak(&self) -> Option<u64> {
-        std::fs::read_to_string(self.path.join("memory.peak"))
+        read_small(&self.path.join("memory.peak"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
 
-    /// Waits (bounded, async) for the cgroup to empty, reads what the
-    /// run cost (CPU µs, peak memory bytes), then has it removed. A cgroup
-    /// that does not empty stays: the next start sweeps it.
-    pub(crate) async fn finish(self) -> (Option<u64>, Option<u64>) {
+    /// Waits (bounded, async) for the cgroup to empty, unless it was
+    /// just seen empty (`empty`: nothing can enter an empty cgroup of
+    /// ours), reads what the run cost (CPU µs, peak memory bytes), then
+    /// has it removed. A cgroup that does not empty stays: the next start
+    /// sweeps it.
+    pub(crate) async fn finish(self, empty: bool) -> (Option<u64>, Option<u64>) {
         let until = tokio::time::Instant::now() + EMPTY_BOUND;
-        while populated(&self.path) && tokio::time::Instant::now() < until {
+        while !empty && populated(&self.path) && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Off the loop. The cost is read at once (the run's record waits
@@ -462,8 +469,26 @@ fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
         .write_all(value.as_bytes())
 }
 
+/// A cgroup file's text in three system calls (open, read, close):
+/// `read_to_string` first asks for a size, which cgroupfs does not know,
+/// then reads until a read gives nothing (issue 18: every run's end reads
+/// a few of these). A read shorter than asked is the end of such a file:
+/// the kernel fills the buffer with whole lines until they run out.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let n = f.read(&mut buf)?;
+    let full = n == buf.len();
+    buf.truncate(n);
+    if full {
+        f.read_to_end(&mut buf)?;
+    }
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 fn pids_in(dir: &Path) -> Vec<u32> {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
+    read_small(&dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
@@ -490,7 +515,7 @@ fn signal_if_member(dir: &Path, pid: u32, sig: nix::sys::signal::Signal) {
 }
 
 pub(crate) fn populated(dir: &Path) -> bool {
-    match std::fs::read_to_string(dir.join("cgroup.events")) {
+    match read_small(&dir.join("cgroup.events")) {
         Ok(s) => populated_in(&s),
         // No events file (not a cgroup any more): nothing to wait for.
         Err(_) => false,

@@ -32,6 +32,8 @@ pub(crate) enum Child {
 #[derive(Debug)]
 pub(crate) struct PidfdChild {
     pid: u32,
+    /// When it started, in clock ticks, if known from the clone.
+    start_ticks: Option<u64>,
     pidfd: AsyncFd<OwnedFd>,
     stdout: Option<Pipe>,
     stderr: Option<Pipe>,
@@ -43,6 +45,15 @@ impl Child {
         match self {
             Child::Tokio(c) => c.id().unwrap_or(0),
             Child::Pidfd(c) => c.pid,
+        }
+    }
+
+    /// When it started (clock ticks since boot), where the start knew it
+    /// without reading /proc ([`sys::same_tick`]).
+    pub fn start_ticks(&self) -> Option<u64> {
+        match self {
+            Child::Tokio(_) => None,
+            Child::Pidfd(c) => c.start_ticks,
         }
     }
 
@@ -81,11 +92,13 @@ impl PidfdChild {
     pub fn new(
         pid: u32,
         pidfd: OwnedFd,
+        start_ticks: Option<u64>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> std::io::Result<PidfdChild> {
         Ok(PidfdChild {
             pid,
+            start_ticks,
             pidfd: sys::watch(pidfd)?,
             // Read ends of pipes made non-blocking by [`stdio`].
             stdout: Some(pipe::Receiver::from_owned_fd_unchecked(stdout)?),
@@ -218,9 +231,29 @@ fn candidates(program: &str, path: &OsStr) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// The job's pipes and /dev/null, made before the clone: (ours to read
-/// stdout, ours to read stderr, [stdin, stdout, stderr] for the child).
-pub(crate) fn stdio() -> std::io::Result<(OwnedFd, OwnedFd, [OwnedFd; 3])> {
+/// A job's stdio for a clone: its stdin, the worker's one /dev/null
+/// ([`sys::dev_null`]; its own only if that could not be opened), and the
+/// write ends of its output pipes.
+pub(crate) struct JobStdio {
+    own_null: Option<OwnedFd>,
+    out: OwnedFd,
+    err: OwnedFd,
+}
+
+impl JobStdio {
+    /// The raw numbers the child gets as 0, 1 and 2.
+    pub fn raw(&self) -> [i32; 3] {
+        let null = match &self.own_null {
+            Some(fd) => fd.as_raw_fd(),
+            None => sys::dev_null().map_or(-1, |fd| fd.as_raw_fd()),
+        };
+        [null, self.out.as_raw_fd(), self.err.as_raw_fd()]
+    }
+}
+
+/// The job's pipes, made before the clone: (ours to read stdout, ours to
+/// read stderr, the job's ends).
+pub(crate) fn stdio() -> std::io::Result<(OwnedFd, OwnedFd, JobStdio)> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     // Our ends non-blocking from the start (tokio takes them unchecked:
     // no fstat and two fcntl each), the job's ends blocking, as a job
@@ -230,16 +263,14 @@ pub(crate) fn stdio() -> std::io::Result<(OwnedFd, OwnedFd, [OwnedFd; 3])> {
         fcntl(w.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))?;
         Ok((r, w))
     };
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    // std opens with O_CLOEXEC.
-    let null = std::fs::File::open("/dev/null")?;
-    Ok((out_r, err_r, [null.into(), out_w, err_w]))
-}
-
-/// The raw numbers of the child's stdio.
-pub(crate) fn raw(fds: &[OwnedFd; 3]) -> [i32; 3] {
-    [fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd()]
+    let (out_r, out) = pipe()?;
+    let (err_r, err) = pipe()?;
+    let own_null = match sys::dev_null() {
+        Some(_) => None,
+        // std opens with O_CLOEXEC.
+        None => Some(std::fs::File::open("/dev/null")?.into()),
+    };
+    Ok((out_r, err_r, JobStdio { own_null, out, err }))
 }
 
 #[cfg(test)]
@@ -253,9 +284,9 @@ mod tests {
             let fl = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap();
             OFlag::from_bits_truncate(fl).contains(OFlag::O_NONBLOCK)
         };
-        let (out_r, err_r, [_, out_w, err_w]) = stdio().unwrap();
+        let (out_r, err_r, job) = stdio().unwrap();
         assert!(nonblocking(&out_r) && nonblocking(&err_r));
-        assert!(!nonblocking(&out_w) && !nonblocking(&err_w));
+        assert!(!nonblocking(&job.out) && !nonblocking(&job.err));
     }
 
     #[test]
@@ -335,10 +366,14 @@ mod tests {
         let vars = [(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
         let exec = exec_for(&argv, true, &vars, cwd, Default::default()).unwrap();
         let (out_r, err_r, stdio) = stdio()?;
-        let child = match sys::spawn_into_cgroup(&exec, cg.dir_fd(), raw(&stdio)) {
-            sys::Cloned::Started { pid, pidfd } => {
+        let child = match sys::spawn_into_cgroup(&exec, cg.dir_fd(), stdio.raw()) {
+            sys::Cloned::Started {
+                pid,
+                pidfd,
+                start_ticks,
+            } => {
                 drop(stdio);
-                Child::Pidfd(PidfdChild::new(pid, pidfd, out_r, err_r)?)
+                Child::Pidfd(PidfdChild::new(pid, pidfd, start_ticks, out_r, err_r)?)
             }
             sys::Cloned::Failed(e) => return Err(e),
             sys::Cloned::Unsupported(e) => panic!("clone3 unsupported here: {e}"),
@@ -372,7 +407,7 @@ mod tests {
             let e = spawn(&["no-such-program-here"], &cg).await.unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         });
-        rt.block_on(cg.finish());
+        rt.block_on(cg.finish(false));
         h.remove_instance();
     }
 
@@ -420,7 +455,7 @@ mod tests {
             }
             nix::unistd::close(leaky).unwrap();
         });
-        rt.block_on(cg.finish());
+        rt.block_on(cg.finish(false));
         h.remove_instance();
     }
 
@@ -477,7 +512,7 @@ mod tests {
             assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         });
         assert!(same_mask(&mask, &own_mask()));
-        rt.block_on(cg.finish());
+        rt.block_on(cg.finish(false));
         h.remove_instance();
     }
 }

@@ -5,15 +5,6 @@ use std::path::Path;
 
 use cronwarden_shared::proc_identity;
 
-/// (process group, session) from the text of /proc/PID/stat.
-pub(crate) fn group_and_session(stat: &str) -> Option<(i32, i32)> {
-    // The name (field 2) may hold spaces and parentheses: fields resume
-    // after its last ')'. Then: state, ppid, pgrp, session.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace().skip(2);
-    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
-}
-
 /// Whether `pid` is a zombie (dead, not yet reaped); `false` when gone.
 pub(crate) fn is_zombie(pid: u32) -> bool {
     proc_identity::stat(pid).is_some_and(|s| s.state == 'Z')
@@ -47,12 +38,7 @@ pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| group_and_session(&s))
-                .is_some_and(|(g, _)| g == pgid as i32)
-        })
+        .filter(|&pid| proc_identity::stat(pid).is_some_and(|s| s.pgrp == pgid))
         .collect()
 }
 
@@ -124,13 +110,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_group_and_session_past_an_odd_name() {
-        let stat = "4242 (a) b (c)) S 1 4240 4239 0 -1 4194560 0 0";
-        assert_eq!(group_and_session(stat), Some((4240, 4239)));
-        assert_eq!(group_and_session("garbage"), None);
-    }
-
-    #[test]
     fn reads_the_start_time() {
         // Ours, against field 22 read another way.
         let raw = std::fs::read(format!("/proc/{}/stat", std::process::id())).unwrap();
@@ -143,6 +122,31 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(start_time(std::process::id()), Some(field22));
+    }
+
+    #[test]
+    fn a_group_holds_its_leader_and_its_members_only() {
+        use std::os::unix::process::CommandExt;
+        let mut leader = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id();
+        let mut member = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(pgid as i32)
+            .spawn()
+            .unwrap();
+        let mut found = group_members(pgid);
+        found.sort_unstable();
+        let mut want = vec![pgid, member.id()];
+        want.sort_unstable();
+        for p in [&mut leader, &mut member] {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
+        assert_eq!(found, want);
     }
 
     #[test]

@@ -260,7 +260,7 @@ pub(crate) async fn run(
         Ok(child) => child,
         Err(e) => {
             if let Some(cg) = cgroup {
-                cg.finish().await;
+                cg.finish(false).await;
             }
             record.outcome = Outcome::Failed;
             record.error = Some(e.to_string());
@@ -309,7 +309,7 @@ pub(crate) async fn run(
     });
     let (status, ended_by) =
         wait(&req.job, &mut child, group, cgroup.as_ref(), &stop, started).await;
-    end_leftovers(
+    let emptied = end_leftovers(
         &req.job,
         group,
         cgroup.as_ref(),
@@ -335,7 +335,7 @@ pub(crate) async fn run(
             // cgroup stays (the next start sweeps it).
             (cg.cpu_usec(), cg.memory_peak())
         } else {
-            cg.finish().await
+            cg.finish(emptied).await
         };
     }
     tracing::info!(
@@ -391,8 +391,11 @@ pub(crate) fn begin_gated(req: &RunRequest, gate: Option<Gate>) -> Begun {
     let started = crate::spawner::off_loop(move || {
         let mut started = Started::new(hierarchy.and_then(|h| make_cgroup(&h, &job, record.id)));
         let child = start_here(&job, &record, started.cgroup(), gate.as_ref()).map(|child| {
-            // Read now, while the leader is surely ours (not yet reaped).
-            let leader_start = procfs::start_time(child.id());
+            // Read now, while the leader is surely ours (not yet reaped),
+            // unless the clone told it.
+            let leader_start = child
+                .start_ticks()
+                .or_else(|| procfs::start_time(child.id()));
             (child, leader_start)
         });
         started.set(child);
@@ -539,12 +542,20 @@ fn clone_into(
     if !through(gate) {
         return Err(not_committed());
     }
-    let cloned = sys::spawn_into_cgroup(&exec, cgroup.dir_fd(), child::raw(&stdio));
+    let cloned = sys::spawn_into_cgroup(&exec, cgroup.dir_fd(), stdio.raw());
     // The child's ends, closed here so EOF comes when the job's are.
     drop(stdio);
     match cloned {
-        sys::Cloned::Started { pid, pidfd } => Ok(Some(Child::Pidfd(PidfdChild::new(
-            pid, pidfd, out_r, err_r,
+        sys::Cloned::Started {
+            pid,
+            pidfd,
+            start_ticks,
+        } => Ok(Some(Child::Pidfd(PidfdChild::new(
+            pid,
+            pidfd,
+            start_ticks,
+            out_r,
+            err_r,
         )?))),
         sys::Cloned::Failed(e) => Err(e),
         sys::Cloned::Unsupported(e) => {
@@ -610,7 +621,8 @@ async fn wait(
 /// Ends what the run left behind once its main process is gone: every
 /// process still in its cgroup (without one: in its process group), unless
 /// the job says `leftovers = "keep"` and was not stopped from outside.
-/// Counts them and names the one holding the output open.
+/// Counts them and names the one holding the output open. Whether the
+/// run's cgroup was found empty (then nothing is left to wait for).
 async fn end_leftovers(
     job: &JobSpec,
     group: Group,
@@ -618,12 +630,14 @@ async fn end_leftovers(
     pipes: &[u64],
     stopped: bool,
     record: &mut RunRecord,
-) {
+) -> bool {
     if (job.leftovers == Leftovers::Keep && !stopped) || group.pgid == 0 {
-        return;
+        return false;
     }
     let pgid = group.pgid;
     let left = match cgroup {
+        // The common end: one read says it is empty (issue 18).
+        Some(cg) if !cg.populated() => return true,
         Some(cg) => cg.pids(),
         // Nothing left in the group: no need to scan /proc.
         None if !group.alive() => vec![],
@@ -633,7 +647,7 @@ async fn end_leftovers(
             .unwrap_or_default(),
     };
     if left.is_empty() {
-        return;
+        return false;
     }
     let (holder_pids, holder_pipes) = (left.clone(), pipes.to_vec());
     record.contain.output_holder =
@@ -647,6 +661,7 @@ async fn end_leftovers(
     }
     record.contain.leftovers_killed = Some(left.len() as u32);
     tracing::info!(job = %job.name, run = record.id, leftovers = left.len(), "killed what the run left behind");
+    false
 }
 
 /// Drains output for a bounded time; a grandchild that keeps the pipe

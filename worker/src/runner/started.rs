@@ -76,7 +76,7 @@ impl Drop for Started {
             // Emptied (bounded) and removed off this thread, as at a
             // run's end.
             Ok(rt) => drop(rt.spawn(async move {
-                cg.finish().await;
+                cg.finish(false).await;
             })),
             Err(_) => tracing::warn!(
                 cgroup = %cg.path().display(),

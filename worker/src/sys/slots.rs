@@ -30,8 +30,12 @@ pub(super) struct Placed {
 
 struct Slots {
     fds: [OwnedFd; 3],
-    /// What the slots hold between starts: nothing of any run.
-    null: OwnedFd,
+    /// What the slots hold between starts, nothing of any run: the
+    /// worker's one /dev/null ([`super::dev_null`]), also every job's
+    /// stdin, which then needs no placing.
+    null: RawFd,
+    /// Which slots hold something else than `null` now.
+    placed: [std::cell::Cell<bool>; 3],
 }
 
 thread_local! {
@@ -107,15 +111,11 @@ impl Slots {
         if !supported() {
             return None;
         }
-        let null = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .ok()?;
+        let null = super::dev_null()?.as_raw_fd();
         let dup = || {
             // SAFETY: F_DUPFD_CLOEXEC of an open descriptor makes a new
             // one (the lowest free from 3), which we own.
-            let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+            let fd = unsafe { libc::fcntl(null, libc::F_DUPFD_CLOEXEC, 3) };
             // SAFETY: see above; -1 is not taken.
             (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
         };
@@ -125,15 +125,20 @@ impl Slots {
         }
         Some(Slots {
             fds,
-            null: null.into(),
+            null,
+            placed: Default::default(),
         })
     }
 
     /// Puts each of `stdio` in its slot (close-on-exec, like everything
     /// of ours).
     fn place(&self, stdio: [RawFd; 3]) -> std::io::Result<Placed> {
-        for (slot, fd) in self.fds.iter().zip(stdio) {
-            dup_onto(fd, slot.as_raw_fd())?;
+        for ((slot, placed), fd) in self.fds.iter().zip(&self.placed).zip(stdio) {
+            if fd != self.null || placed.get() {
+                // Marked first: a failed dup3 may have closed the slot's.
+                placed.set(true);
+                dup_onto(fd, slot.as_raw_fd())?;
+            }
         }
         let fds = [0, 1, 2].map(|i| self.fds[i].as_raw_fd());
         let top = fds.iter().copied().max().unwrap_or(2);
@@ -146,8 +151,11 @@ impl Slots {
     /// Back to /dev/null: the slots must not hold a run's pipe ends, or
     /// its output would never reach its end of file.
     fn clear(&self) -> std::io::Result<()> {
-        for slot in &self.fds {
-            dup_onto(self.null.as_raw_fd(), slot.as_raw_fd())?;
+        for (slot, placed) in self.fds.iter().zip(&self.placed) {
+            if placed.get() {
+                dup_onto(self.null, slot.as_raw_fd())?;
+                placed.set(false);
+            }
         }
         Ok(())
     }
