@@ -469,11 +469,13 @@ fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
         .write_all(value.as_bytes())
 }
 
-/// A cgroup file's text in three system calls (open, read, close):
-/// `read_to_string` first asks for a size, which cgroupfs does not know,
-/// then reads until a read gives nothing (issue 18: every run's end reads
-/// a few of these). A read shorter than asked is the end of such a file:
-/// the kernel fills the buffer with whole lines until they run out.
+/// The text of a cgroup file the kernel prints in one piece
+/// (`cgroup.events`, `cpu.stat`, `memory.peak`) in three system calls
+/// (open, read, close): `read_to_string` first asks for a size, which
+/// cgroupfs does not know, then reads until a read gives nothing (issue
+/// 18: every run's end reads a few of these). Not for a list such as
+/// `cgroup.procs`, which the kernel hands out a page at a time: there a
+/// short read is not the end.
 fn read_small(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
@@ -488,7 +490,7 @@ fn read_small(path: &Path) -> std::io::Result<String> {
 }
 
 fn pids_in(dir: &Path) -> Vec<u32> {
-    read_small(&dir.join("cgroup.procs"))
+    std::fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())

@@ -29,21 +29,26 @@ pub(crate) fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
 /// `/dev/null`, open for reading and writing once for the worker's life:
 /// every job's stdin, and what the start threads' slots hold between
 /// starts (issue 18: an open and a close fewer per start). `None` if it
-/// cannot be opened; callers then open their own.
+/// cannot be opened now (callers then open their own); tried again at
+/// the next call.
 pub(crate) fn dev_null() -> Option<BorrowedFd<'static>> {
-    static NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
-    NULL.get_or_init(|| {
-        // std opens with O_CLOEXEC: no job inherits it but as its stdin.
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map(OwnedFd::from)
-            .inspect_err(|e| tracing::warn!("cannot open /dev/null once for every start: {e}"))
-            .ok()
-    })
-    .as_ref()
-    .map(|fd| fd.as_fd())
+    static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Some(fd.as_fd());
+    }
+    // std opens with O_CLOEXEC: no job inherits it but as its stdin.
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // Two threads may both have opened it: one copy is kept.
+        Ok(f) => Some(NULL.get_or_init(|| f.into()).as_fd()),
+        Err(e) => {
+            tracing::warn!("cannot open /dev/null once for every start: {e}");
+            None
+        }
+    }
 }
 
 /// Marks every descriptor from 3 up close-on-exec, once, at worker start:
