@@ -49,7 +49,7 @@ impl Child {
     }
 
     /// When it started (clock ticks since boot), where the start knew it
-    /// without reading /proc ([`sys::same_tick`]).
+    /// without reading /proc (`sys::start_tick`).
     pub fn start_ticks(&self) -> Option<u64> {
         match self {
             Child::Tokio(_) => None,

@@ -10,6 +10,7 @@ use std::{
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 mod slots;
+mod start_tick;
 
 #[cfg(test)]
 pub(crate) use slots::in_use_here as slots_in_use_here;
@@ -395,7 +396,7 @@ fn vfork_into(
     // thread is suspended until the child execs or exits), which only
     // reads `arg` and stores into `arg.err`, with async-signal-safe system
     // calls, and never returns.
-    let before = boottime_ns();
+    let before = start_tick::boottime_ns();
     let r = unsafe {
         clone3_on_stack(
             &args,
@@ -403,7 +404,7 @@ fn vfork_into(
             std::ptr::addr_of!(arg).cast_mut().cast(),
         )
     };
-    let after = boottime_ns();
+    let after = start_tick::boottime_ns();
     if let Err(e) = raw_sigmask(old) {
         // Never seen (the mask just read back is valid). The thread then
         // keeps every signal blocked: a signal for the process goes to
@@ -422,7 +423,7 @@ fn vfork_into(
         0 => Ok(Cloned::Started {
             pid: r as u32,
             pidfd,
-            start_ticks: same_tick(before, after),
+            start_ticks: start_tick::same_tick(before, after),
         }),
         e => {
             // It has exited (or is about to): reap it so no zombie is left.
@@ -433,43 +434,6 @@ fn vfork_into(
             Ok(Cloned::Failed(std::io::Error::from_raw_os_error(e)))
         }
     }
-}
-
-/// CLOCK_BOOTTIME, ns: the clock the kernel stamps a new process with
-/// (its start time in /proc/PID/stat is that, in clock ticks). Through
-/// the vDSO: no system call.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn boottime_ns() -> Option<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills a local timespec.
-    let ok = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == 0;
-    ok.then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
-
-/// The start time (clock ticks since boot, field 22 of /proc/PID/stat) of
-/// a process cloned between two CLOCK_BOOTTIME readings, when both fall
-/// in the same tick: known without reading /proc (issue 18: three system
-/// calls per start). `None` across a tick boundary: the caller reads it.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) fn same_tick(before_ns: Option<u64>, after_ns: Option<u64>) -> Option<u64> {
-    static NS_PER_TICK: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let per_tick = (*NS_PER_TICK.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        // The kernel divides by NSEC_PER_SEC / USER_HZ only when it is
-        // whole; otherwise, no shortcut.
-        (hz > 0 && 1_000_000_000 % hz == 0).then(|| 1_000_000_000 / hz as u64)
-    }))?;
-    ticks_if_same(before_ns?, after_ns?, per_tick)
-}
-
-/// [`same_tick`]'s arithmetic.
-fn ticks_if_same(before_ns: u64, after_ns: u64, per_tick: u64) -> Option<u64> {
-    let (b, a) = (before_ns / per_tick, after_ns / per_tick);
-    (b == a).then_some(b)
 }
 
 /// Sets the calling thread's signal mask (all 64 signals, as the kernel
@@ -796,41 +760,6 @@ mod tests {
     use std::os::fd::AsFd;
 
     use super::*;
-
-    #[test]
-    fn a_start_time_is_known_only_inside_one_tick() {
-        let ms = 1_000_000;
-        assert_eq!(ticks_if_same(20 * ms, 29 * ms + 999_999, 10 * ms), Some(2));
-        assert_eq!(ticks_if_same(19 * ms + 999_999, 20 * ms, 10 * ms), None);
-        assert_eq!(ticks_if_same(0, 0, 10 * ms), Some(0));
-        assert_eq!(ticks_if_same(5 * ms, 35 * ms, 10 * ms), None);
-    }
-
-    /// Against /proc: a process made between two readings that fall in
-    /// one tick started in that tick, as /proc/PID/stat counts it.
-    #[test]
-    fn the_start_time_from_the_clock_is_the_one_proc_gives() {
-        let mut checked = 0;
-        for _ in 0..500 {
-            let before = boottime_ns();
-            let mut child = std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap();
-            let after = boottime_ns();
-            let from_proc = crate::procfs::start_time(child.id());
-            child.kill().unwrap();
-            child.wait().unwrap();
-            if let Some(ticks) = same_tick(before, after) {
-                assert_eq!(Some(ticks), from_proc, "pid {}", child.id());
-                checked += 1;
-                if checked == 20 {
-                    return;
-                }
-            }
-        }
-        panic!("only {checked} of 500 starts fell inside one tick");
-    }
 
     /// Signals that cannot be blocked for a vfork-like clone mean no
     /// clone: the start fails with the reason, and the job never runs (a
