@@ -148,15 +148,13 @@ impl Journal {
     /// one in flight for longer than `slow_after` is reported as
     /// `store_error`. `between` is done once the next batch is handed
     /// over (or none can be) and before waiting for its outcome: what the
-    /// loop does while the writer commits; `late.1` is done with what it
-    /// gave if the outcome has not come within `late.0` of the wait.
+    /// loop does while the writer commits.
     pub fn flush_through<T>(
         &mut self,
         writer: &mut Writer,
         wait: Duration,
         slow_after: Duration,
         between: impl FnOnce() -> T,
-        (late_after, late): (Duration, impl FnOnce(&mut T)),
     ) -> T {
         if writer.busy() {
             match writer.outcome(wait) {
@@ -189,12 +187,8 @@ impl Journal {
         }
         self.in_flight = batch;
         self.in_flight_since = Some(std::time::Instant::now());
-        let mut t = between();
-        let outcome = writer.outcome(wait.min(late_after)).or_else(|| {
-            late(&mut t);
-            writer.outcome(wait.saturating_sub(late_after))
-        });
-        if let Some(outcome) = outcome {
+        let t = between();
+        if let Some(outcome) = writer.outcome(wait) {
             self.settle(outcome);
         }
         t

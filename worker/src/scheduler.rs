@@ -281,18 +281,7 @@ impl Scheduler {
         if let Some(w) = self.writer.as_mut() {
             w.open_on_commit(gated.iter().flatten().map(|g| g.key.opener()));
         }
-        // Claims' copies written ahead of this flush's events would
-        // overtake them (a skip's cursor, a new schedule's): only alone.
-        let copy = fx.events.is_empty().then(|| self.events.clone());
-        let mut ahead = self.write_then(
-            wait,
-            || fire::begin_ahead(gated),
-            (fire::COPY_AFTER, |ahead: &mut Vec<_>| {
-                if let Some(events) = &copy {
-                    fire::copy_claims(ahead, events);
-                }
-            }),
-        );
+        let mut ahead = self.write_then(wait, || fire::begin_ahead(gated));
         for ev in fx.events {
             self.events.send(ev);
         }

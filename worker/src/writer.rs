@@ -289,9 +289,6 @@ mod tests {
         }
     }
 
-    /// No `late` step for `Journal::flush_through`.
-    const NOT_LATE: (Duration, fn(&mut ())) = (Duration::MAX, |_| ());
-
     fn outcome(writer: &mut Writer) -> Outcome {
         writer
             .outcome(Duration::from_secs(60))
@@ -440,11 +437,11 @@ mod tests {
             job: "a".into(),
             paused: true,
         }]);
-        j.flush_through(&mut writer, wait, Duration::ZERO, || (), NOT_LATE);
+        j.flush_through(&mut writer, wait, Duration::ZERO, || ());
         // The loop is back while the lock is held: nothing durable yet.
         assert!(!j.settled());
         assert_eq!(j.held(), 1);
-        j.flush_through(&mut writer, wait, Duration::ZERO, || (), NOT_LATE);
+        j.flush_through(&mut writer, wait, Duration::ZERO, || ());
         // Reported (slow, or the writer's own wait for the lock ran out).
         assert!(j.error().is_some());
         assert_eq!(j.held(), 1);
@@ -458,50 +455,9 @@ mod tests {
                 Duration::from_millis(100),
                 Duration::from_secs(60),
                 || (),
-                NOT_LATE,
             );
         }
         assert_eq!(j.error(), None);
         assert!(store.jobs().unwrap()[0].paused);
-    }
-
-    /// Issue 18: the loop's `late` step (the claims' copies) comes only
-    /// for a batch not committed within its bound, with what `between`
-    /// gave: a commit held by another connection's lock gets it, a prompt
-    /// one does not.
-    #[test]
-    fn the_late_step_comes_only_for_a_late_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        Store::open(&path).unwrap().reconcile(&[row()]).unwrap();
-        let mut writer = Writer::start(path.clone()).unwrap();
-        let mut j = Journal::new();
-        let long = Duration::from_secs(60);
-
-        j.extend([paused(true)]);
-        let got = j.flush_through(
-            &mut writer,
-            long,
-            long,
-            || 1,
-            (long, |t: &mut i32| *t += 10),
-        );
-        assert_eq!(got, 1, "late for a prompt commit");
-        assert!(j.settled());
-
-        let backup = rusqlite::Connection::open(&path).unwrap();
-        backup.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        j.extend([paused(false)]);
-        let short = Duration::from_millis(1);
-        let got = j.flush_through(
-            &mut writer,
-            short * 20,
-            long,
-            || 1,
-            (short, |t: &mut i32| *t += 10),
-        );
-        assert_eq!(got, 11, "not late for a commit held by a lock");
-        assert!(!j.settled());
-        backup.execute_batch("COMMIT").unwrap();
     }
 }

@@ -17,13 +17,12 @@
 
 use std::time::Duration;
 
-use cronwarden_shared::{status::RunRecord, wire::Event};
+use cronwarden_shared::wire::Event;
 use jiff::Timestamp;
 use tokio::time::Instant;
 
 use super::{Running, Scheduler, CLAIM_COPY_WITHIN, WRITE_WAIT};
 use crate::{
-    events::EventTx,
     plan::Spawn,
     runner::{self, Begun, RunRequest, StopHandle},
     spawner::{self, GateKey},
@@ -44,56 +43,14 @@ pub(super) struct Gated {
     pub key: GateKey,
 }
 
-/// A start begun before its record is committed, waiting at its gate.
-pub(super) struct BegunAhead {
-    /// The gate's key; `None` once opened by the claim's copy.
-    key: Option<GateKey>,
-    begun: Begun,
-    /// The run's record and its job's next fire, for the claim's copy.
-    claim: (RunRecord, Option<Timestamp>),
-}
-
 /// Hands each gated start to a spawner thread: it prepares, then waits at
 /// its gate. Called once the commit is handed to the writer (the longer of
 /// the two, it goes first).
-pub(super) fn begin_ahead(gated: Vec<Option<Gated>>) -> Vec<Option<BegunAhead>> {
+pub(super) fn begin_ahead(gated: Vec<Option<Gated>>) -> Vec<Option<(GateKey, Begun)>> {
     gated
         .into_iter()
-        .map(|g| {
-            g.map(|Gated { req, gate, key }| BegunAhead {
-                key: Some(key),
-                begun: runner::begin_gated(&req, Some(gate)),
-                claim: (req.record, req.next_fire_at),
-            })
-        })
+        .map(|g| g.map(|g| (g.key, runner::begin_gated(&g.req, Some(g.gate)))))
         .collect()
-}
-
-/// How long gated starts wait for their commit before their claims'
-/// copies go to the supervisor instead: a commit takes about 0.2 ms, as
-/// long as a start's preparation, but stalls for 1-3 ms now and then (a
-/// filesystem journal commit), which was the fire delay's tail (issue 18).
-/// Not at once: the copy wakes the supervisor while the job execs.
-pub(super) const COPY_AFTER: Duration = Duration::from_micros(300);
-
-/// The commit is late ([`COPY_AFTER`]): each start still at its gate has
-/// its claim's copy written into the supervisor's pipe, if it can be at
-/// once ([`EventTx::write_now`]), and goes on. A worker killed before the
-/// commit leaves the claim with the supervisor, as when the store is slow.
-pub(super) fn copy_claims(ahead: &mut [Option<BegunAhead>], events: &EventTx) {
-    for a in ahead.iter_mut().flatten() {
-        if a.key.is_none() {
-            continue;
-        }
-        let (run, next_fire_at) = a.claim.clone();
-        if !events.write_now(&Event::Claimed { run, next_fire_at }) {
-            // Behind other events: the commit, or the copy after them.
-            return;
-        }
-        if let Some(key) = a.key.take() {
-            key.open();
-        }
-    }
 }
 
 /// How long a flush may wait (for each of its two waits) so that the turn
@@ -176,7 +133,7 @@ impl Scheduler {
     /// `spawn`'s run, its start begun ahead (`ahead`) or not. A start
     /// begun ahead goes on now if its record is committed, else once the
     /// supervisor has the claim's copy, as any start would.
-    pub(super) fn spawn(&mut self, spawn: Spawn, ahead: Option<BegunAhead>) {
+    pub(super) fn spawn(&mut self, spawn: Spawn, ahead: Option<(GateKey, Begun)>) {
         let req = self.request(&spawn);
         let Spawn {
             record,
@@ -187,16 +144,10 @@ impl Scheduler {
         // The store did not commit this run's claim: the supervisor gets
         // a copy, in the pipe before the job starts, so a worker killed
         // now leaves the claim with it and the fire never runs twice.
-        // (Or the copy is in the pipe already, and the gate open.)
-        let copied = ahead.as_ref().is_some_and(|a| a.key.is_none());
-        let durable = copied
-            || (!self.store_down && self.journal.settled() && self.journal.error().is_none());
-        let (key, mut ahead) = ahead.map(|a| (a.key, a.begun)).unzip();
-        let mut key = key.flatten();
-        if durable {
-            if let Some(key) = key.take() {
-                key.open();
-            }
+        let durable = !self.store_down && self.journal.settled() && self.journal.error().is_none();
+        let (mut key, mut ahead) = ahead.unzip();
+        if let Some(key) = key.take_if(|_| durable) {
+            key.open();
             // Its age counts from the commit, as a start's after it.
             ahead = ahead.map(Begun::aged_from_now);
         }

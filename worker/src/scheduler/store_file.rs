@@ -17,18 +17,12 @@ use crate::{
 impl Scheduler {
     /// Hands the journal's writes to the store, waiting at most `wait`.
     pub(super) fn write(&mut self, wait: Duration) {
-        self.write_then(wait, || (), (Duration::MAX, |_: &mut ()| ()));
+        self.write_then(wait, || ());
     }
 
     /// [`Scheduler::write`], doing `between` once the writes are handed to
-    /// the writer thread and before waiting for them, and `late.1` with
-    /// its result if they are not committed within `late.0`.
-    pub(super) fn write_then<T>(
-        &mut self,
-        wait: Duration,
-        between: impl FnOnce() -> T,
-        late: (Duration, impl FnOnce(&mut T)),
-    ) -> T {
+    /// the writer thread and before waiting for them.
+    pub(super) fn write_then<T>(&mut self, wait: Duration, between: impl FnOnce() -> T) -> T {
         match (self.store_down, self.writer.as_mut()) {
             // The stand-in would take the writes and keep none of them.
             (true, _) => {
@@ -37,9 +31,7 @@ impl Scheduler {
                     .flush(&mut |_: &[Write], _: bool| Err(WorkerError::StoreUnavailable));
                 t
             }
-            (false, Some(w)) => self
-                .journal
-                .flush_through(w, wait, SLOW_WRITE, between, late),
+            (false, Some(w)) => self.journal.flush_through(w, wait, SLOW_WRITE, between),
             (false, None) => {
                 let t = between();
                 self.journal.flush(&mut self.store);
