@@ -271,3 +271,64 @@ fn a_double_fault_repeats_fires_only_in_one_catch_up_that_says_so() {
         assert!(recorded.contains(&s.id), "run {} has no record", s.id);
     }
 }
+
+/// Issue 14: a start whose commit is slow goes on once its claim's copy
+/// is in the supervisor's pipe. Every commit takes 400 ms here (past the
+/// loop's 50 ms wait), the runs' `fire` lines are never sent (so only the
+/// claim's copy can stand for a run in flight), and the worker is killed
+/// (-9) just after a run stamped, while its commit still waits: nothing
+/// runs twice, every run that ran has its one record (under its own id),
+/// and every fire is accounted.
+#[test]
+fn a_run_started_on_its_claims_copy_then_kill_9_is_recorded_once() {
+    let env = Env::new("");
+    let stamp_file = env.path("stamps");
+    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
+        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "sleep 2");
+    env.write_config(&config);
+    let mut sup = env.start_with(&[(
+        "FAILPOINTS",
+        "store::apply=sleep(400);runner::unannounced=return",
+    )]);
+    let pid = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
+    let first = wait_until("a few runs recorded", LONG, || {
+        let rows = env.rows("tick");
+        (rows.len() >= 2).then(|| unix(rows[0].scheduled_at.as_deref().unwrap()))
+    });
+    let before = stamps(&stamp_file).len();
+    wait_until("a new run", LONG, || {
+        (stamps(&stamp_file).len() > before).then_some(())
+    });
+    crate::util::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let killed = now_unix();
+    wait_until("a new worker", LONG, || {
+        env.status()
+            .1
+            .and_then(|s| s["worker"]["pid"].as_u64())
+            .filter(|p| *p as u32 != pid)
+    });
+    wait_until("fires after the kill are recorded", LONG, || {
+        env.rows("tick")
+            .iter()
+            .any(|r| {
+                r.scheduled_at
+                    .as_deref()
+                    .is_some_and(|t| unix(t) > killed + 1)
+            })
+            .then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0);
+    let stopped = now_unix();
+    let rows = env.rows("tick");
+    let (from, to) = (first - 1, stopped - 1);
+    let expected: Vec<i64> = (from + 1..to).collect();
+    assert_accounted(&rows, &expected, from, to, "tick");
+    let stamped = stamps(&stamp_file);
+    assert_ran_once(&stamped);
+    for s in &stamped {
+        let r = rows.iter().find(|r| r.id == s.id);
+        let r = r.unwrap_or_else(|| panic!("run {} ran and has no record: {s:?}", s.id));
+        let covers: Vec<i64> = r.covers.iter().map(|c| unix(c)).collect();
+        assert_eq!(covers, s.covers, "record {} is another run's: {r:?}", r.id);
+    }
+}
