@@ -20,13 +20,17 @@
 //! bounded and async.
 
 use std::{
+    fs::File,
     io::Write,
-    os::fd::OwnedFd,
+    os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use cronwarden_shared::config::Limits;
+use nix::fcntl::OFlag;
+
+use crate::sys::at::{mkdir_at, open_at};
 
 /// Why there is no cgroup for runs: said once at start, with the reason.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,9 @@ pub(crate) const EMPTY_BOUND: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub(crate) struct Hierarchy {
     instance: PathBuf,
+    /// The instance directory, open: run cgroups are made and opened
+    /// through it.
+    instance_dir: OwnedFd,
     /// Controllers available to the run cgroups (`cgroup.subtree_control`
     /// of the instance directory after enabling what the parent offers).
     controllers: Vec<String>,
@@ -260,8 +267,16 @@ impl Hierarchy {
                 controllers.push(c.to_string());
             }
         }
+        let instance_dir =
+            File::open(&instance)
+                .map(OwnedFd::from)
+                .map_err(|source| CgroupError::Open {
+                    path: instance.clone(),
+                    source,
+                })?;
         Ok(Hierarchy {
             instance,
+            instance_dir,
             controllers,
         })
     }
@@ -278,9 +293,16 @@ impl Hierarchy {
     /// The cgroup of run `id`, made now, with the job's limits written
     /// (those whose controller is missing are skipped: `check` warns).
     pub(crate) fn create_run(&self, id: u64, limits: &Limits) -> Result<RunCgroup, CgroupError> {
-        let path = self.instance.join(format!("run-{id}"));
-        mkdir(&path)?;
-        let dir = std::fs::File::open(&path)
+        let name = format!("run-{id}");
+        let path = self.instance.join(&name);
+        let instance = self.instance_dir.as_fd();
+        match mkdir_at(instance, &name) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(CgroupError::Create { path, source: e });
+            }
+            _ => {}
+        }
+        let dir = open_at(instance, &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
             .map(OwnedFd::from)
             .map_err(|source| CgroupError::Open {
                 path: path.clone(),
@@ -296,7 +318,9 @@ impl Hierarchy {
             if !self.has(controller) {
                 continue;
             }
-            if let Err(e) = write_file(&path.join(file), &v.to_string()) {
+            let written = open_at(dir.as_fd(), file, OFlag::O_WRONLY)
+                .and_then(|mut f| f.write_all(v.to_string().as_bytes()));
+            if let Err(e) = written {
                 tracing::warn!(run = id, file, "cannot set a cgroup limit: {e}");
             }
         }
@@ -389,7 +413,13 @@ impl RunCgroup {
 
     /// Whether it, or a cgroup below it, holds a process now.
     pub(crate) fn populated(&self) -> bool {
-        populated(&self.path)
+        self.read("cgroup.events").is_ok_and(|s| populated_in(&s))
+    }
+
+    /// One of its files the kernel prints in one piece, read through the
+    /// directory held open (see [`read_small`]).
+    fn read(&self, file: &str) -> std::io::Result<String> {
+        read_small_from(open_at(self.dir_fd(), file, OFlag::O_RDONLY)?)
     }
 
     /// Sends `sig` to every process in the cgroup but `except`, each only
@@ -407,14 +437,12 @@ impl RunCgroup {
 
     /// CPU time used by every process that ever ran in it, µs.
     pub(crate) fn cpu_usec(&self) -> Option<u64> {
-        read_small(&self.path.join("cpu.stat"))
-            .ok()
-            .and_then(|s| usage_usec(&s))
+        self.read("cpu.stat").ok().and_then(|s| usage_usec(&s))
     }
 
     /// Peak memory, bytes (only with the memory controller).
     pub(crate) fn memory_peak(&self) -> Option<u64> {
-        read_small(&self.path.join("memory.peak"))
+        self.read("memory.peak")
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
@@ -426,7 +454,7 @@ impl RunCgroup {
     /// sweeps it.
     pub(crate) async fn finish(self, empty: bool) -> (Option<u64>, Option<u64>) {
         let until = tokio::time::Instant::now() + EMPTY_BOUND;
-        while !empty && populated(&self.path) && tokio::time::Instant::now() < until {
+        while !empty && self.populated() && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Off the loop. The cost is read at once (the run's record waits
@@ -477,8 +505,12 @@ fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
 /// `cgroup.procs`, which the kernel hands out a page at a time: there a
 /// short read is not the end.
 fn read_small(path: &Path) -> std::io::Result<String> {
+    read_small_from(File::open(path)?)
+}
+
+/// [`read_small`] of a file already open.
+fn read_small_from(mut f: File) -> std::io::Result<String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 4096];
     let n = f.read(&mut buf)?;
     let full = n == buf.len();

@@ -1,6 +1,6 @@
-//! The worker's raw system calls: its inherited descriptors, and the
-//! set-up of a job's process between fork and exec. Every `unsafe` of the
-//! worker lives here.
+//! The worker's raw system calls: its inherited descriptors, files opened
+//! through a directory held open (`at`), and a job's set-up between fork
+//! and exec. Every `unsafe` of the worker lives here.
 
 use std::{
     ffi::CString,
@@ -9,15 +9,15 @@ use std::{
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
+pub(crate) mod at;
 mod slots;
 mod start_tick;
 
 #[cfg(test)]
 pub(crate) use slots::in_use_here as slots_in_use_here;
 
-/// Takes ownership of an inherited descriptor and marks it close-on-exec so
-/// that no job inherits it (the event pipe and the lock must never leak
-/// into a job: a job holding the lock would keep a second scheduler out
+/// Takes ownership of an inherited descriptor, close-on-exec so no job
+/// inherits it (a job holding the lock would keep a second scheduler out
 /// after cronwarden is gone).
 pub(crate) fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
