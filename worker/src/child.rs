@@ -437,7 +437,14 @@ mod tests {
             let many: Vec<std::fs::File> = (0..300)
                 .map(|_| std::fs::File::open("/dev/null").unwrap())
                 .collect();
-            let leaky = nix::unistd::dup(many[299].as_raw_fd()).unwrap();
+            // Above all of them (not in a hole another test's close left
+            // below the slots: that one the child would copy).
+            let top = many.iter().map(|f| f.as_raw_fd()).max().unwrap();
+            let leaky = nix::fcntl::fcntl(
+                many[299].as_raw_fd(),
+                nix::fcntl::FcntlArg::F_DUPFD(top + 1),
+            )
+            .unwrap();
             let ours = [0, 1, 2, leaky].map(inode);
             let (mut child, out) = bounded(spawn(&["sh", "-c", "exec ls -1 /proc/self/fd"], &cg))
                 .await
