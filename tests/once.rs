@@ -76,6 +76,26 @@ pub(crate) fn assert_ran_once(stamped: &[Stamp]) {
     assert!(reused.is_empty(), "run ids used twice: {reused:?}");
 }
 
+/// Waits until `job` has a record of a fire scheduled after `after`.
+pub(crate) fn wait_recorded_after(env: &Env, job: &str, after: i64, what: &str) {
+    wait_until(what, LONG, || {
+        env.rows(job)
+            .iter()
+            .any(|r| r.scheduled_at.as_deref().is_some_and(|t| unix(t) > after))
+            .then_some(())
+    });
+}
+
+/// Waits until the status shows a worker other than `pid`.
+pub(crate) fn wait_new_worker(env: &Env, pid: u32) {
+    wait_until("a new worker", LONG, || {
+        env.status()
+            .1
+            .and_then(|s| s["worker"]["pid"].as_u64())
+            .filter(|p| *p as u32 != pid)
+    });
+}
+
 /// Issue 14 item 4: a queued fire of a job a reload removes stayed
 /// `running` forever, then became `lost` ("the worker died while the run
 /// was in flight"). It is recorded skipped, reason `removed`, at the
@@ -206,16 +226,12 @@ fn held_write_overflow_drops_records_never_claims() {
     let mut sup = env.start();
     env.wait_ok(LONG);
     let restarted = now_unix();
-    wait_until("fires after the restart are recorded", LONG, || {
-        env.rows("t1")
-            .iter()
-            .any(|r| {
-                r.scheduled_at
-                    .as_deref()
-                    .is_some_and(|s| unix(s) > restarted + 1)
-            })
-            .then_some(())
-    });
+    wait_recorded_after(
+        &env,
+        "t1",
+        restarted + 1,
+        "fires after the restart are recorded",
+    );
     assert_eq!(sup.stop(LONG), 0);
 
     let stamped = stamps(&stamp_file);
@@ -365,16 +381,7 @@ fn a_store_locked_at_start_is_waited_for_not_a_crash() {
     let released = now_unix();
     let s = env.wait_ok(LONG);
     assert_eq!(s["worker"]["restarts"], 0, "{s}");
-    wait_until("fires after the lock are recorded", LONG, || {
-        env.rows("tick")
-            .iter()
-            .any(|r| {
-                r.scheduled_at
-                    .as_deref()
-                    .is_some_and(|t| unix(t) > released)
-            })
-            .then_some(())
-    });
+    wait_recorded_after(&env, "tick", released, "fires after the lock are recorded");
     assert_eq!(sup.stop(LONG), 0);
     assert!(
         !sup.log().contains("database is locked\n") || sup.log().contains("retry_in_ms"),
@@ -550,16 +557,12 @@ fn a_store_locked_14s_while_running_is_store_error_not_a_stall() {
     drop(db);
     let released = now_unix();
     env.wait_ok(LONG);
-    wait_until("fires after the lock are recorded", LONG, || {
-        env.rows("tick")
-            .iter()
-            .any(|r| {
-                r.scheduled_at
-                    .as_deref()
-                    .is_some_and(|t| unix(t) > released + 1)
-            })
-            .then_some(())
-    });
+    wait_recorded_after(
+        &env,
+        "tick",
+        released + 1,
+        "fires after the lock are recorded",
+    );
     assert_eq!(sup.stop(LONG), 0);
     let stopped = now_unix();
     let rows = env.rows("tick");
@@ -621,25 +624,16 @@ fn a_full_disk_then_kill_9_of_the_worker_runs_nothing_twice_and_loses_no_record(
         (now_unix() >= full_since + 3).then_some(())
     });
     crate::util::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    wait_until("a new worker", LONG, || {
-        env.status()
-            .1
-            .and_then(|s| s["worker"]["pid"].as_u64())
-            .filter(|p| *p as u32 != pid)
-    });
+    wait_new_worker(&env, pid);
     fs::remove_file(&filler).unwrap();
     let freed = now_unix();
     env.wait_ok(LONG);
-    wait_until("fires after the disk is freed are recorded", LONG, || {
-        env.rows("tick")
-            .iter()
-            .any(|r| {
-                r.scheduled_at
-                    .as_deref()
-                    .is_some_and(|t| unix(t) > freed + 1)
-            })
-            .then_some(())
-    });
+    wait_recorded_after(
+        &env,
+        "tick",
+        freed + 1,
+        "fires after the disk is freed are recorded",
+    );
     assert_eq!(sup.stop(LONG), 0);
     let stopped = now_unix();
     let rows = env.rows("tick");

@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use crate::{
-    once::{assert_ran_once, stamping_job, stamps},
+    once::{assert_ran_once, stamping_job, stamps, wait_new_worker, wait_recorded_after},
     util::{assert_accounted, now_unix, unix, wait_until, Env},
 };
 
@@ -185,12 +185,7 @@ fn a_double_fault_repeats_fires_only_in_one_catch_up_that_says_so() {
     // nothing, so the next catch-up (if any) is not in doubt.
     let worker = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
     crate::util::kill(worker, Signal::SIGKILL);
-    wait_until("a new worker", LONG, || {
-        env.status()
-            .1
-            .and_then(|s| s["worker"]["pid"].as_u64())
-            .filter(|p| *p as u32 != worker)
-    });
+    wait_new_worker(&env, worker);
     let later = now_unix();
     wait_until("fires after the restarts are recorded", LONG, || {
         env.rows("tick")
@@ -301,22 +296,13 @@ fn a_run_started_on_its_claims_copy_then_kill_9_is_recorded_once() {
     });
     crate::util::kill(pid, nix::sys::signal::Signal::SIGKILL);
     let killed = now_unix();
-    wait_until("a new worker", LONG, || {
-        env.status()
-            .1
-            .and_then(|s| s["worker"]["pid"].as_u64())
-            .filter(|p| *p as u32 != pid)
-    });
-    wait_until("fires after the kill are recorded", LONG, || {
-        env.rows("tick")
-            .iter()
-            .any(|r| {
-                r.scheduled_at
-                    .as_deref()
-                    .is_some_and(|t| unix(t) > killed + 1)
-            })
-            .then_some(())
-    });
+    wait_new_worker(&env, pid);
+    wait_recorded_after(
+        &env,
+        "tick",
+        killed + 1,
+        "fires after the kill are recorded",
+    );
     assert_eq!(sup.stop(LONG), 0);
     let stopped = now_unix();
     let rows = env.rows("tick");
