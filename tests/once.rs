@@ -76,6 +76,26 @@ pub(crate) fn assert_ran_once(stamped: &[Stamp]) {
     assert!(reused.is_empty(), "run ids used twice: {reused:?}");
 }
 
+/// Stops cronwarden, then checks job `tick` from its stamps: every fire
+/// from `first` to the stop is accounted, and none ran twice. Gives its
+/// rows and stamps.
+pub(crate) fn stop_and_account(
+    env: &Env,
+    sup: &mut crate::util::Supervisor,
+    first: i64,
+    stamp_file: &Path,
+) -> (Vec<crate::util::Row>, Vec<Stamp>) {
+    assert_eq!(sup.stop(LONG), 0);
+    let stopped = now_unix();
+    let rows = env.rows("tick");
+    let (from, to) = (first - 1, stopped - 1);
+    let expected: Vec<i64> = (from + 1..to).collect();
+    assert_accounted(&rows, &expected, from, to, "tick");
+    let stamped = stamps(stamp_file);
+    assert_ran_once(&stamped);
+    (rows, stamped)
+}
+
 /// Waits until `job` has a record of a fire scheduled after `after`.
 pub(crate) fn wait_recorded_after(env: &Env, job: &str, after: i64, what: &str) {
     wait_until(what, LONG, || {
@@ -505,16 +525,9 @@ fn the_store_deleted_under_a_running_instance_is_recreated_whole() {
                 .map(|_| ())
         },
     );
-    assert_eq!(sup.stop(LONG), 0);
-    let stopped = now_unix();
-    let rows = env.rows("tick");
     // Every second from the first fire to the stop: one record each, the
     // ones before the deletion included.
-    let (from, to) = (first - 1, stopped - 1);
-    let expected: Vec<i64> = (from + 1..to).collect();
-    assert_accounted(&rows, &expected, from, to, "tick");
-    let stamped = stamps(&stamp_file);
-    assert_ran_once(&stamped);
+    let (rows, stamped) = stop_and_account(&env, &mut sup, first, &stamp_file);
     let ids: BTreeSet<i64> = rows.iter().map(|r| r.id).collect();
     let unrecorded: Vec<&Stamp> = stamped.iter().filter(|s| !ids.contains(&s.id)).collect();
     assert!(
@@ -563,14 +576,7 @@ fn a_store_locked_14s_while_running_is_store_error_not_a_stall() {
         released + 1,
         "fires after the lock are recorded",
     );
-    assert_eq!(sup.stop(LONG), 0);
-    let stopped = now_unix();
-    let rows = env.rows("tick");
-    let (from, to) = (first - 1, stopped - 1);
-    let expected: Vec<i64> = (from + 1..to).collect();
-    assert_accounted(&rows, &expected, from, to, "tick");
-    let stamped = stamps(&stamp_file);
-    assert_ran_once(&stamped);
+    let (rows, stamped) = stop_and_account(&env, &mut sup, first, &stamp_file);
     let ids: BTreeSet<i64> = rows.iter().map(|r| r.id).collect();
     assert!(
         stamped.iter().all(|s| ids.contains(&s.id)),
@@ -634,15 +640,9 @@ fn a_full_disk_then_kill_9_of_the_worker_runs_nothing_twice_and_loses_no_record(
         freed + 1,
         "fires after the disk is freed are recorded",
     );
-    assert_eq!(sup.stop(LONG), 0);
-    let stopped = now_unix();
-    let rows = env.rows("tick");
-    let (from, to) = (first - 1, stopped - 1);
-    let expected: Vec<i64> = (from + 1..to).collect();
-    assert_accounted(&rows, &expected, from, to, "tick");
+    let (rows, stamped) = stop_and_account(&env, &mut sup, first, &stamp_file);
     // Run ids: each stamped once, and no record under a stamped id is
     // another run's.
-    let stamped = stamps(&stamp_file);
     let mut ids = BTreeMap::<i64, &Stamp>::new();
     for s in &stamped {
         if let Some(other) = ids.insert(s.id, s) {
@@ -668,8 +668,8 @@ fn a_full_disk_then_kill_9_of_the_worker_runs_nothing_twice_and_loses_no_record(
             .filter(|n| *n > 0)
     });
     // The supervisor kept a copy of what the dead worker held and the new
-    // worker adopted it: nothing ran twice, every run has its record.
-    assert_ran_once(&stamped);
+    // worker adopted it (nothing ran twice: above): every run has its
+    // record.
     let unrecorded: Vec<&&Stamp> = ids
         .iter()
         .filter(|(id, _)| !rows.iter().any(|r| r.id == **id))

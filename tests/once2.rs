@@ -5,7 +5,10 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use crate::{
-    once::{assert_ran_once, stamping_job, stamps, wait_new_worker, wait_recorded_after},
+    once::{
+        assert_ran_once, stamping_job, stamps, stop_and_account, wait_new_worker,
+        wait_recorded_after,
+    },
     util::{assert_accounted, now_unix, unix, wait_until, Env},
 };
 
@@ -303,14 +306,7 @@ fn a_run_started_on_its_claims_copy_then_kill_9_is_recorded_once() {
         killed + 1,
         "fires after the kill are recorded",
     );
-    assert_eq!(sup.stop(LONG), 0);
-    let stopped = now_unix();
-    let rows = env.rows("tick");
-    let (from, to) = (first - 1, stopped - 1);
-    let expected: Vec<i64> = (from + 1..to).collect();
-    assert_accounted(&rows, &expected, from, to, "tick");
-    let stamped = stamps(&stamp_file);
-    assert_ran_once(&stamped);
+    let (rows, stamped) = stop_and_account(&env, &mut sup, first, &stamp_file);
     for s in &stamped {
         let r = rows.iter().find(|r| r.id == s.id);
         let r = r.unwrap_or_else(|| panic!("run {} ran and has no record: {s:?}", s.id));
