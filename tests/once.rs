@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -31,6 +31,22 @@ pub(crate) fn stamping_job(
         "[[job]]\nname = \"{name}\"\nschedule = \"{schedule}\"\n{extra}\nshell = '''echo \"$CRONWARDEN_JOB $CRONWARDEN_RUN_ID $CRONWARDEN_COVERS\" >> {}; {then}'''\n",
         stamps.display()
     )
+}
+
+/// The watchdog these tests run under: a stalled worker is seen within
+/// seconds.
+pub(crate) const QUICK_WATCHDOG: &str =
+    "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n";
+
+/// An instance whose one job, `tick`, stamps every second, then runs
+/// `then`, under [`QUICK_WATCHDOG`]: its env and its stamp file.
+pub(crate) fn ticking(then: &str) -> (Env, PathBuf) {
+    let env = Env::new("");
+    let stamp_file = env.path("stamps");
+    env.write_config(
+        &(QUICK_WATCHDOG.to_string() + &stamping_job("tick", "* * * * * *", &stamp_file, "", then)),
+    );
+    (env, stamp_file)
 }
 
 /// One stamp: a run that really ran.
@@ -190,8 +206,7 @@ fn reload_removing_a_job_with_a_queued_fire_records_it_removed() {
 fn held_write_overflow_drops_records_never_claims() {
     let env = Env::new("");
     let stamp_file = env.path("stamps");
-    let mut config =
-        "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string();
+    let mut config = QUICK_WATCHDOG.to_string();
     let jobs: Vec<String> = (1..=5).map(|i| format!("t{i}")).collect();
     for j in &jobs {
         config += &stamping_job(j, "* * * * * *", &stamp_file, "", "true");
@@ -489,11 +504,7 @@ fn a_read_only_store_at_start_is_reported_with_its_cause() {
 /// writes on; afterwards every fire, before and after, has one record.
 #[test]
 fn the_store_deleted_under_a_running_instance_is_recreated_whole() {
-    let env = Env::new("");
-    let stamp_file = env.path("stamps");
-    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
-        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "true");
-    env.write_config(&config);
+    let (env, stamp_file) = ticking("true");
     let mut sup = env.start();
     env.wait_ok(LONG);
     let first = wait_until("a few runs recorded", LONG, || {
@@ -543,11 +554,7 @@ fn the_store_deleted_under_a_running_instance_is_recreated_whole() {
 /// every fire has one record and ran once.
 #[test]
 fn a_store_locked_14s_while_running_is_store_error_not_a_stall() {
-    let env = Env::new("");
-    let stamp_file = env.path("stamps");
-    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
-        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "true");
-    env.write_config(&config);
+    let (env, stamp_file) = ticking("true");
     let mut sup = env.start();
     env.wait_ok(LONG);
     let first = wait_until("a few runs recorded", LONG, || {
@@ -597,11 +604,7 @@ fn a_full_disk_then_kill_9_of_the_worker_runs_nothing_twice_and_loses_no_record(
         crate::util::skip("mounting a tmpfs needs root");
         return;
     }
-    let env = Env::new("");
-    let stamp_file = env.path("stamps");
-    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
-        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "true");
-    env.write_config(&config);
+    let (env, stamp_file) = ticking("true");
     let dir = env.state_dir();
     fs::create_dir_all(&dir).unwrap();
     if !mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &dir) {

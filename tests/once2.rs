@@ -6,8 +6,8 @@ use std::{collections::BTreeSet, time::Duration};
 
 use crate::{
     once::{
-        assert_ran_once, stamping_job, stamps, stop_and_account, wait_new_worker,
-        wait_recorded_after,
+        assert_ran_once, stamping_job, stamps, stop_and_account, ticking, wait_new_worker,
+        wait_recorded_after, QUICK_WATCHDOG,
     },
     util::{assert_accounted, now_unix, unix, wait_until, Env},
 };
@@ -22,7 +22,7 @@ const LONG: Duration = Duration::from_secs(60);
 fn a_held_job_skips_while_the_store_fails_and_a_running_one_runs() {
     let env = Env::new("");
     let stamp_file = env.path("stamps");
-    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
+    let config = QUICK_WATCHDOG.to_string()
         + &stamping_job("runs", "* * * * * *", &stamp_file, "", "true")
         + &stamping_job(
             "holds",
@@ -114,11 +114,7 @@ fn a_held_job_skips_while_the_store_fails_and_a_running_one_runs() {
 #[test]
 fn a_double_fault_repeats_fires_only_in_one_catch_up_that_says_so() {
     use nix::sys::signal::Signal;
-    let env = Env::new("");
-    let stamp_file = env.path("stamps");
-    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
-        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "true");
-    env.write_config(&config);
+    let (env, stamp_file) = ticking("true");
     let config_path = env.config.to_str().unwrap().to_string();
     let sup = env.start_with(&[("FAILPOINTS", "store::apply=return")]);
     let worker = wait_until("a worker", LONG, || {
@@ -279,11 +275,7 @@ fn a_double_fault_repeats_fires_only_in_one_catch_up_that_says_so() {
 /// and every fire is accounted.
 #[test]
 fn a_run_started_on_its_claims_copy_then_kill_9_is_recorded_once() {
-    let env = Env::new("");
-    let stamp_file = env.path("stamps");
-    let config = "[watchdog]\nheartbeat_interval = \"200ms\"\nstall_after = \"5s\"\n".to_string()
-        + &stamping_job("tick", "* * * * * *", &stamp_file, "", "sleep 2");
-    env.write_config(&config);
+    let (env, stamp_file) = ticking("sleep 2");
     let mut sup = env.start_with(&[(
         "FAILPOINTS",
         "store::apply=sleep(400);runner::unannounced=return",
