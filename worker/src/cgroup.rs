@@ -296,12 +296,7 @@ impl Hierarchy {
         let name = format!("run-{id}");
         let path = self.instance.join(&name);
         let instance = self.instance_dir.as_fd();
-        match mkdir_at(instance, &name) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                return Err(CgroupError::Create { path, source: e });
-            }
-            _ => {}
-        }
+        made(&path, mkdir_at(instance, &name))?;
         let dir = open_at(instance, &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
             .map(OwnedFd::from)
             .map_err(|source| CgroupError::Open {
@@ -480,7 +475,12 @@ impl RunCgroup {
 }
 
 fn mkdir(path: &Path) -> Result<(), CgroupError> {
-    match std::fs::create_dir(path) {
+    made(path, std::fs::create_dir(path))
+}
+
+/// What making directory `path` came to: there already is as good as made.
+fn made(path: &Path, outcome: std::io::Result<()>) -> Result<(), CgroupError> {
+    match outcome {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(source) => Err(CgroupError::Create {
