@@ -306,3 +306,32 @@ fn a_run_started_on_its_claims_copy_then_kill_9_is_recorded_once() {
         assert_eq!(covers, s.covers, "record {} is another run's: {r:?}", r.id);
     }
 }
+
+/// A supervisor stopped moments after its start, while its worker is still
+/// taking over the store: that worker scheduled nothing, so the next start
+/// has nothing in doubt (no warning that the previous worker was killed,
+/// no catch-up recorded `may_repeat`).
+#[test]
+fn a_worker_stopped_while_taking_over_the_store_leaves_nothing_in_doubt() {
+    let (env, _stamps) = ticking("true");
+    let mut sup = env.start_with(&[("FAILPOINTS", "store::take_over=sleep(3000)")]);
+    wait_until("the worker's hello", LONG, || {
+        sup.log().contains("worker ready").then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0, "{}", sup.log());
+    let first = sup.log();
+    assert!(
+        first.contains("SIGTERM while taking over the store"),
+        "the stop did not come during the take-over:\n{first}"
+    );
+    let mut sup = env.start();
+    wait_until("the next worker started", LONG, || {
+        sup.log().contains("worker started jobs").then_some(())
+    });
+    let log = sup.log();
+    assert!(
+        !log.contains("the previous worker was killed"),
+        "a stop taken for a kill:\n{log}"
+    );
+    assert_eq!(sup.stop(LONG), 0, "{log}");
+}

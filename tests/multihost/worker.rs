@@ -191,6 +191,11 @@ fn a_host_back_from_downtime_records_no_misfire_for_fires_a_peer_ran() {
     let mut b_sup = b.start();
     a.wait_ok(LONG);
     b.wait_ok(LONG);
+    // Up means scheduling: a worker stopped while it still takes over its
+    // store never armed the job, and has no downtime to account.
+    wait_until("b's worker taking up its jobs", LONG, || {
+        b_sup.log().contains("worker started jobs").then_some(())
+    });
     assert_eq!(b_sup.stop(LONG), 0, "{}", b_sup.log());
     let stopped = now_unix();
     let mut db = pg.client("cw");

@@ -71,7 +71,8 @@
 //! other argument: EAGAIN), `runner::unannounced=return` (runs start but
 //! their `fire` line is never sent, as if the worker died in between),
 //! `worker::after_hello=return(MS)` (a slow start between hello and the
-//! first loop turn),
+//! first loop turn), `store::take_over=sleep(MS)` (the store's take-over,
+//! on its blocking thread, still in flight for MS),
 //! `journal::max_held_records=return(N)` (the journal holds at most N run
 //! records while the store fails, instead of 10,000),
 //! `worker::junk_events=return` (malformed lines on the event pipe, once,

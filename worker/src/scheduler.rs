@@ -624,11 +624,26 @@ async fn run_local(args: WorkerArgs) -> Result<(), WorkerError> {
     }
     let mut config = config;
     let mut replay = vec![];
-    let started = tokio::select! {
-        biased;
-        _ = term.recv() => { tracing::info!("SIGTERM while taking over the store"); None }
-        _ = &mut broken => None,
-        r = take_over_store(&mut config, args.first_run_id, adoption, &events, &mut cmd_rx, &mut replay) => r?,
+    let started = {
+        let stop = async {
+            tokio::select! {
+                biased;
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = &mut broken => "the event pipe broke",
+            }
+        };
+        tokio::pin!(stop);
+        take_over_store(
+            &mut config,
+            args.first_run_id,
+            adoption,
+            &events,
+            &mut cmd_rx,
+            &mut replay,
+            &mut stop,
+        )
+        .await?
     };
     let Some(TakeOver {
         store,

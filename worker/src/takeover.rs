@@ -71,7 +71,8 @@ const TAKE_OVER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// replacement could not fix the disk either. A store that is not a
 /// cronwarden database, or is too new, is refused at once (it names the
 /// file). Commands that arrive meanwhile are kept for the scheduler (a
-/// `configure` replaces the config); `Ok(None)`: the supervisor left.
+/// `configure` replaces the config); `Ok(None)`: the worker was told to
+/// stop (`stop`, a shutdown command, the supervisor gone).
 pub(crate) async fn take_over_store(
     config: &mut Config,
     first_run_id: u64,
@@ -79,6 +80,7 @@ pub(crate) async fn take_over_store(
     events: &EventTx,
     cmd_rx: &mut mpsc::Receiver<Command>,
     replay: &mut Vec<Command>,
+    stop: &mut (impl std::future::Future<Output = &'static str> + Unpin),
 ) -> Result<Option<TakeOver>, WorkerError> {
     let path = config.state_dir.join(store::FILE_NAME);
     let mut backoff = Duration::from_millis(100);
@@ -91,8 +93,15 @@ pub(crate) async fn take_over_store(
         let result = loop {
             let beat = config.watchdog.heartbeat_interval;
             tokio::select! {
+                biased;
+                why = &mut *stop => {
+                    tracing::info!("{why} while taking over the store");
+                    abandon(attempt).await;
+                    return Ok(None);
+                }
                 r = &mut attempt => break r,
                 cmd = cmd_rx.recv() => if !hold_command(cmd, config, replay) {
+                    abandon(attempt).await;
                     return Ok(None);
                 },
                 _ = tokio::time::sleep(beat) => {
@@ -127,6 +136,11 @@ pub(crate) async fn take_over_store(
                 .heartbeat_interval
                 .min(until - Instant::now());
             tokio::select! {
+                biased;
+                why = &mut *stop => {
+                    tracing::info!("{why} while taking over the store");
+                    return Ok(None);
+                }
                 cmd = cmd_rx.recv() => if !hold_command(cmd, config, replay) {
                     return Ok(None);
                 },
@@ -137,6 +151,27 @@ pub(crate) async fn take_over_store(
             }
         }
         backoff = (backoff * 2).min(TAKE_OVER_BACKOFF_MAX);
+    }
+}
+
+/// How long a worker told to stop while it takes over the store waits for
+/// the attempt in flight. The exit would wait for its blocking thread
+/// anyway; the bound keeps it under the supervisor's stop deadline (the
+/// longest kill grace + 10 s).
+const ABANDON_WITHIN: Duration = Duration::from_secs(8);
+
+/// A take-over given up (the worker is told to stop) whose attempt still
+/// completes marks this worker in charge of the store; it scheduled
+/// nothing, so the mark is taken back: the next worker must not take a
+/// stop for a kill and doubt its first catch-up (issue 18's CI: a
+/// supervisor stopped within moments of its start).
+async fn abandon(attempt: tokio::task::JoinHandle<Result<TakeOver, StoreError>>) {
+    let Ok(Ok(Ok(mut t))) = tokio::time::timeout(ABANDON_WITHIN, attempt).await else {
+        return;
+    };
+    let marked = tokio::task::spawn_blocking(move || t.store.mark_worker_stopped()).await;
+    if let Ok(Err(e)) = marked {
+        tracing::warn!("{e}: the next worker will take this one for killed");
     }
 }
 
@@ -167,6 +202,9 @@ fn take_over(
     // retried by the journal, reported as store_error), never block the
     // loop until the supervisor takes the worker for stalled.
     store.set_busy_timeout(LOOP_BUSY_TIMEOUT)?;
+    // Fault injection: a take-over still in flight when the worker is told
+    // to stop.
+    fail::fail_point!("store::take_over");
     // Last: a retried take-over must not read this attempt's own mark.
     let killed = store.mark_worker_live()?;
     let in_doubt = killed && !adoption.witnessed;
