@@ -97,6 +97,43 @@ fn jitter_delays_each_fire_by_its_fixed_offset_and_is_never_late() {
     );
 }
 
+/// A fire is planned and committed a few milliseconds ahead of its time
+/// (issue 18), but its job never starts before it: read by the job itself
+/// (its own clock, first thing), every run of a per-second job starts at
+/// or after its nominal second, and its record says it started then.
+#[test]
+fn a_fire_planned_ahead_never_starts_before_its_time() {
+    let env = Env::new("");
+    let stamps = env.path("stamps");
+    env.write_config(&format!(
+        "[[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\n\
+         shell = 'echo \"$(date +%s%N) $CRONWARDEN_SCHEDULED_FOR\" >> {}'\n",
+        stamps.display()
+    ));
+    let mut sup = env.start();
+    env.wait_ok(LONG);
+    let lines = wait_until("five runs", LONG, || {
+        let lines = env.lines("stamps");
+        (lines.len() >= 5).then_some(lines)
+    });
+    assert_eq!(sup.stop(LONG), 0);
+    for line in &lines {
+        let (ns, nominal) = line.split_once(' ').unwrap();
+        let started_ms = ns.parse::<i64>().unwrap() / 1_000_000;
+        assert!(
+            started_ms >= ms(nominal),
+            "a run started {} ms before its time {nominal}",
+            ms(nominal) - started_ms
+        );
+    }
+    for (scheduled, delay) in delays(&env.rows("tick")) {
+        assert!(
+            delay >= 0,
+            "the record of {scheduled} says it started {delay} ms after"
+        );
+    }
+}
+
 /// A fire whose run fails twice and then succeeds, with `retries = 2`:
 /// the ledger shows the fire's run and two retries (the retries with no
 /// scheduled time of their own), and the job is never called failing, as

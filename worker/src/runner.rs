@@ -43,7 +43,7 @@ use crate::{
     events::EventTx,
     output::{self, capture, Captured},
     output_log, procfs,
-    spawner::Gate,
+    spawner::{not_committed, Gate, Hold},
     sys,
 };
 
@@ -76,6 +76,9 @@ pub(crate) struct RunRequest {
     /// its process group and the leader's start time, to be stored while
     /// it runs (a new generation kills it after a crash).
     pub started_tx: Option<tokio::sync::mpsc::UnboundedSender<RunRecord>>,
+    /// A run planned ahead of its instant: its start (prepared, its
+    /// record committed) waits on its spawner thread until then.
+    pub not_before: Option<std::time::Instant>,
 }
 
 /// Why a run was stopped from outside.
@@ -369,7 +372,7 @@ impl Begun {
     /// The run's age counts from now: its start was held at its gate
     /// until now.
     pub(crate) fn aged_from_now(self) -> Begun {
-        Begun(self.0, Instant::now())
+        Begun(self.0, self.1.max(Instant::now()))
     }
 }
 
@@ -386,11 +389,18 @@ pub(crate) fn begin(req: &RunRequest) -> Begun {
 /// [`begin`], before the run's record is committed: the start waits at
 /// `gate`, before its clone, for the loop to say the record is.
 pub(crate) fn begin_gated(req: &RunRequest, gate: Option<Gate>) -> Begun {
-    let at = Instant::now();
+    // Its age counts from its start, not from a hand-over ahead of it.
+    let at = req
+        .not_before
+        .map_or_else(Instant::now, |t| Instant::from_std(t).max(Instant::now()));
     let (job, record, hierarchy) = (req.job.clone(), req.record.clone(), req.cgroups.clone());
+    let hold = Hold {
+        gate,
+        not_before: req.not_before,
+    };
     let started = crate::spawner::off_loop(move || {
         let mut started = Started::new(hierarchy.and_then(|h| make_cgroup(&h, &job, record.id)));
-        let child = start_here(&job, &record, started.cgroup(), gate.as_ref()).map(|child| {
+        let child = start_here(&job, &record, started.cgroup(), &hold).map(|child| {
             // Read now, while the leader is surely ours (not yet reaped),
             // unless the clone told it.
             let leader_start = child
@@ -441,7 +451,7 @@ fn start_here(
     job: &JobSpec,
     record: &RunRecord,
     cgroup: Option<&RunCgroup>,
-    gate: Option<&Gate>,
+    hold: &Hold,
 ) -> Result<Child, WorkerError> {
     let argv = job.command.argv();
     let spawn_error = |source| WorkerError::Spawn {
@@ -459,7 +469,7 @@ fn start_here(
     }
     let env = environment(job, record)?;
     if let Some(cg) = cgroup {
-        match clone_into(job, &argv, &env, cg, gate) {
+        match clone_into(job, &argv, &env, cg, hold) {
             Ok(Some(child)) => return Ok(child),
             Ok(None) => {}
             Err(e) => return Err(spawn_error(e)),
@@ -495,27 +505,12 @@ fn start_here(
     // everything it inherited at start (sys::cloexec_inherited) and opens
     // nothing without O_CLOEXEC.
     setup_for(job, env.creds, procs.as_ref().map(|p| p.as_raw_fd())).apply(&mut cmd);
-    if !through(gate) {
+    if !hold.through() {
         return Err(spawn_error(not_committed()));
     }
     let child = cmd.spawn();
     drop(procs);
     child.map(Child::Tokio).map_err(spawn_error)
-}
-
-/// The longest a start waits at its gate: far past the loop's bound on a
-/// commit (twice 50 ms) and on the supervisor's copy of a claim (1 s).
-const GATE_BOUND: Duration = Duration::from_secs(60);
-
-/// Whether a start may go on past its gate (no gate: it may).
-fn through(gate: Option<&Gate>) -> bool {
-    gate.is_none_or(|g| g.wait(GATE_BOUND))
-}
-
-fn not_committed() -> std::io::Error {
-    std::io::Error::other(format!(
-        "not started: neither its record nor its claim was confirmed within {GATE_BOUND:?}"
-    ))
 }
 
 /// Starts the job straight inside its cgroup with clone3; `None` when this
@@ -525,7 +520,7 @@ fn clone_into(
     argv: &[String],
     env: &JobEnv,
     cgroup: &RunCgroup,
-    gate: Option<&Gate>,
+    hold: &Hold,
 ) -> std::io::Result<Option<Child>> {
     let setup = setup_for(job, env.creds.clone(), None);
     let Some(exec) = child::exec_for(
@@ -539,7 +534,7 @@ fn clone_into(
         return Ok(None);
     };
     let (out_r, err_r, stdio) = child::stdio()?;
-    if !through(gate) {
+    if !hold.through() {
         return Err(not_committed());
     }
     let cloned = sys::spawn_into_cgroup(&exec, cgroup.dir_fd(), stdio.raw());

@@ -1,8 +1,10 @@
 //! The scheduling loop: the imperative shell around [`crate::plan`].
 //!
 //! One task owns all scheduling state; it sleeps until the earliest of the
-//! next fire (several hosts: its claim ahead, `cluster::AHEAD` before it,
-//! and the instant of a fire claimed ahead) and the next heartbeat, or until a command or a finished run
+//! next fire (one host and a healthy store: `fire::LEAD` before it, to
+//! decide and commit it ahead; several hosts: its claim ahead,
+//! `cluster::AHEAD` before it, and the instant of a fire claimed ahead) and
+//! the next heartbeat, or until a command or a finished run
 //! arrives (the shape of mini-redis's expiry task). For each wake it reads
 //! the clocks, feeds the plan, and carries out the plan's effects in order:
 //! the writes are committed by the [`Journal`] in one transaction (on the
@@ -321,6 +323,9 @@ impl Scheduler {
             }
         }
         match self.plan.earliest_fire() {
+            Some(fire) if self.leads() => {
+                wake.min(instant(fire.checked_sub(fire::lead()).unwrap_or(fire)))
+            }
             Some(fire) => wake.min(instant(fire)),
             None => wake,
         }
@@ -350,7 +355,7 @@ impl Scheduler {
             fail::fail_point!("worker::turn");
             s.plan.store_failing = s.store_down || s.journal.error().is_some();
             let until = Instant::now() + 2 * WRITE_WAIT;
-            s.fire(clocks.wall, until);
+            s.fire(s.fire_instant(clocks.wall), until);
             s.claim_ahead(clocks.wall);
             s.flush_within(fire::wait_until(until));
             let failing = s.journal.error().is_some();

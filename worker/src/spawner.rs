@@ -225,6 +225,44 @@ impl Gate {
     }
 }
 
+/// The longest a start waits at its gate: far past the loop's bound on a
+/// commit (twice 50 ms) and on the supervisor's copy of a claim (1 s).
+const GATE_BOUND: Duration = Duration::from_secs(60);
+
+/// What holds a start, prepared, before its clone: the loop's word on its
+/// record (a [`Gate`]), and the instant it was planned for (see
+/// `scheduler/fire.rs`).
+pub(crate) struct Hold {
+    pub gate: Option<Gate>,
+    pub not_before: Option<Instant>,
+}
+
+impl Hold {
+    /// On the thread: whether the start may go on past its gate (no gate:
+    /// it may); once it may, not before its instant (waited for as idle:
+    /// it is no hung start).
+    pub(crate) fn through(&self) -> bool {
+        if !self.gate.as_ref().is_none_or(|g| g.wait(GATE_BOUND)) {
+            return false;
+        }
+        if let Some(at) = self.not_before {
+            let _idle = Idle::here();
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+        }
+        true
+    }
+}
+
+/// Why a start held at its gate did not go on.
+pub(crate) fn not_committed() -> std::io::Error {
+    std::io::Error::other(format!(
+        "not started: neither its record nor its claim was confirmed within {GATE_BOUND:?}"
+    ))
+}
+
 thread_local! {
     /// A pool thread's own entry in its pool's `busy` list.
     static BUSY: std::cell::RefCell<Option<(Busy, usize)>> = const { std::cell::RefCell::new(None) };

@@ -14,6 +14,17 @@
 //! turn's bound (twice [`WRITE_WAIT`], as one flush could wait already), and
 //! a chunk not committed within its share ends the chunking: the rest is
 //! fired in one go, as before.
+//!
+//! A fire is planned and committed up to [`LEAD`] before its instant, and
+//! its start waits on its spawner thread, prepared, until the instant
+//! (`RunRequest::not_before`): the commit (a write that the filesystem's
+//! journal stalls for a millisecond or two now and then) is off the fire's
+//! path, which is then the wake and the clone as for a bare loop (issue
+//! 18's fire-delay tail). Only on a healthy store and a single host: a
+//! failing store makes a start wait for the supervisor's copy of its claim,
+//! and several hosts claim in the shared ledger ahead already. What the
+//! plan decides for the fire (overlap, pause) it decides then, as the loop
+//! knows the jobs [`LEAD`] before the instant.
 
 use std::time::Duration;
 
@@ -23,10 +34,17 @@ use tokio::time::Instant;
 
 use super::{Running, Scheduler, CLAIM_COPY_WITHIN, WRITE_WAIT};
 use crate::{
+    clock::wall_now,
     plan::Spawn,
     runner::{self, Begun, RunRequest, StopHandle},
     spawner::{self, GateKey},
 };
+
+/// How far ahead of its instant a fire is planned and committed (see the
+/// module's map): past the store's usual stalls, short beside any
+/// schedule's second (a worker killed within it leaves the fire recorded
+/// `lost`, as one killed between a commit and the clone always did).
+pub(super) const LEAD: Duration = Duration::from_millis(5);
 
 /// The first chunk of a burst: as many fires as the spawner threads of a
 /// small machine take at once, so the first starts wait for a small commit.
@@ -51,6 +69,11 @@ pub(super) fn begin_ahead(gated: Vec<Option<Gated>>) -> Vec<Option<(GateKey, Beg
         .into_iter()
         .map(|g| g.map(|g| (g.key, runner::begin_gated(&g.req, Some(g.gate)))))
         .collect()
+}
+
+/// [`LEAD`] as a span of wall-clock time.
+pub(super) fn lead() -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(LEAD).unwrap_or_default()
 }
 
 /// How long a flush may wait (for each of its two waits) so that the turn
@@ -87,10 +110,30 @@ impl Scheduler {
         }
     }
 
-    /// The runner's request for `spawn`.
+    /// Whether fires are planned ahead of their instant ([`LEAD`]).
+    pub(super) fn leads(&self) -> bool {
+        self.cluster.is_none() && !self.store_down && self.journal.error().is_none()
+    }
+
+    /// The instant a turn at `wall` fires for: the next fire's own, when it
+    /// is at most [`LEAD`] away and fires lead; else `wall`.
+    pub(super) fn fire_instant(&self, wall: Timestamp) -> Timestamp {
+        match self.plan.earliest_fire() {
+            Some(t) if self.leads() && t > wall && t.duration_since(wall) <= lead() => t,
+            _ => wall,
+        }
+    }
+
+    /// The runner's request for `spawn`: a run planned ahead of its instant
+    /// (its `started_at`) does not start before it.
     fn request(&self, spawn: &Spawn) -> RunRequest {
         let job = &spawn.job;
+        let not_before = spawn.record.started_at.and_then(|at| {
+            let ahead = Duration::try_from(at.duration_since(wall_now())).ok()?;
+            (!ahead.is_zero()).then(|| std::time::Instant::now() + ahead.min(LEAD))
+        });
         RunRequest {
+            not_before,
             record: spawn.record.clone(),
             job: job.clone(),
             next_fire_at: spawn.next_fire_at,
