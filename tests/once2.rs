@@ -335,3 +335,45 @@ fn a_worker_stopped_while_taking_over_the_store_leaves_nothing_in_doubt() {
     );
     assert_eq!(sup.stop(LONG), 0, "{log}");
 }
+
+/// The same stop, when the worker stopped during its take-over followed a
+/// killed one whose writes nobody kept: the doubt it inherited is handed
+/// on, and the next worker still says its predecessor was killed.
+#[test]
+fn a_stop_during_the_take_over_hands_on_the_doubt_it_inherited() {
+    use nix::sys::signal::Signal;
+    let (env, _stamps) = ticking("true");
+    let sup = env.start();
+    let worker = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
+    wait_until("the worker took up its jobs", LONG, || {
+        sup.log().contains("worker started jobs").then_some(())
+    });
+    // Frozen first, so it cannot start another worker in between.
+    crate::util::kill(sup.pid(), Signal::SIGSTOP);
+    crate::util::kill(worker, Signal::SIGKILL);
+    crate::util::kill(sup.pid(), Signal::SIGKILL);
+    wait_until("both dead", LONG, || {
+        (!crate::util::alive(worker)).then_some(())
+    });
+    drop(sup);
+    let mut sup = env.start_with(&[("FAILPOINTS", "store::take_over=sleep(3000)")]);
+    wait_until("the worker's hello", LONG, || {
+        sup.log().contains("worker ready").then_some(())
+    });
+    assert_eq!(sup.stop(LONG), 0, "{}", sup.log());
+    let stopped = sup.log();
+    assert!(
+        stopped.contains("SIGTERM while taking over the store"),
+        "the stop did not come during the take-over:\n{stopped}"
+    );
+    let mut sup = env.start();
+    wait_until("the next worker started", LONG, || {
+        sup.log().contains("worker started jobs").then_some(())
+    });
+    let log = sup.log();
+    assert!(
+        log.contains("the previous worker was killed"),
+        "the doubt of a kill was dropped by a stop in between:\n{stopped}\n{log}"
+    );
+    assert_eq!(sup.stop(LONG), 0, "{log}");
+}

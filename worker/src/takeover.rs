@@ -164,11 +164,15 @@ const ABANDON_WITHIN: Duration = Duration::from_secs(8);
 /// completes marks this worker in charge of the store; it scheduled
 /// nothing, so the mark is taken back: the next worker must not take a
 /// stop for a kill and doubt its first catch-up (issue 18's CI: a
-/// supervisor stopped within moments of its start).
+/// supervisor stopped within moments of its start). Unless this worker
+/// was in doubt itself (it followed a killed one): the doubt is handed on.
 async fn abandon(attempt: tokio::task::JoinHandle<Result<TakeOver, StoreError>>) {
     let Ok(Ok(Ok(mut t))) = tokio::time::timeout(ABANDON_WITHIN, attempt).await else {
         return;
     };
+    if t.in_doubt {
+        return;
+    }
     let marked = tokio::task::spawn_blocking(move || t.store.mark_worker_stopped()).await;
     if let Ok(Err(e)) = marked {
         tracing::warn!("{e}: the next worker will take this one for killed");
