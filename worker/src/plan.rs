@@ -470,6 +470,13 @@ impl Plan {
         let Some(job) = self.jobs.get_mut(name) else {
             return;
         };
+        // Never before its time: a queued fire started by the end of the
+        // run before it may come before it (fires are decided up to the
+        // loop's lead ahead of their time).
+        let now = covers
+            .iter()
+            .map(|t| jitter::start_of(&job.spec, *t))
+            .fold(now, Timestamp::max);
         let trigger = trigger_for(&covers);
         let doubt = doubted(self.in_doubt_through, &covers);
         let mut record = RunRecord::new(run_id, name, covers, trigger, Outcome::Running);

@@ -267,7 +267,9 @@ pub(crate) async fn run(
             }
             record.outcome = Outcome::Failed;
             record.error = Some(e.to_string());
-            record.finished_at = Some(Timestamp::now());
+            // Not before its start: a start planned ahead can fail before
+            // its instant.
+            record.finished_at = record.started_at.max(Some(Timestamp::now()));
             record.duration_ms = Some(started.elapsed().as_millis() as u64);
             tracing::warn!(job = %req.job.name, run = record.id, "{e}");
             return record;

@@ -145,6 +145,8 @@ struct Scheduler {
     /// The fires starting up to this time were considered for claiming
     /// ahead (`cluster::AHEAD`).
     ahead_through: Option<Timestamp>,
+    /// The instant the last turn fired for (`fire::LEAD`).
+    fired_for: Option<Timestamp>,
 }
 
 impl Scheduler {
@@ -193,6 +195,7 @@ impl Scheduler {
             store_down: false,
             cgroups: None,
             ahead_through: None,
+            fired_for: None,
             cluster: config
                 .cluster
                 .as_ref()
@@ -355,7 +358,9 @@ impl Scheduler {
             fail::fail_point!("worker::turn");
             s.plan.store_failing = s.store_down || s.journal.error().is_some();
             let until = Instant::now() + 2 * WRITE_WAIT;
-            s.fire(s.fire_instant(clocks.wall), until);
+            let instant = s.fire_instant(clocks.wall);
+            s.fired_for = Some(instant);
+            s.fire(instant, until);
             s.claim_ahead(clocks.wall);
             s.flush_within(fire::wait_until(until));
             let failing = s.journal.error().is_some();

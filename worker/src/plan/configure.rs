@@ -188,7 +188,11 @@ impl Plan {
             // is the one fire known to be owed.
             cursor = old.as_ref().and_then(|s| s.next_after(t, Some(t)));
         }
-        let to = job.spec.schedule.next_after(now, None);
+        // From the last fire accounted, if it is ahead of `now` (fires are
+        // decided up to the loop's lead before their time): never that
+        // fire again.
+        let from = job.last.map_or(now, |last| last.max(now));
+        let to = job.spec.schedule.next_after(from, None);
         tracing::info!(
             job = %row.name,
             old_schedule = %row.schedule,

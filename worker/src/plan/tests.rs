@@ -23,6 +23,8 @@ use crate::{clock::Clocks, runner::StopReason};
 mod ahead;
 /// Clock steps, stored fires off their schedule, re-arming on request.
 mod clock;
+/// Fires decided ahead of their time (the loop's lead).
+mod lead;
 
 /// 2030-01-01T00:00:00Z: a whole minute, far from any DST question (UTC).
 const T0: i64 = 1_893_456_000;

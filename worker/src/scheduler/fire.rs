@@ -124,6 +124,20 @@ impl Scheduler {
         }
     }
 
+    /// The time the arming a heartbeat shows is as of: the instant the
+    /// last turn fired for, when it is still ahead (within [`LEAD`]), else
+    /// now. A fire taken ahead is armed past in the plan before its
+    /// `fire` line can come (after its start): the supervisor projects the
+    /// fires due by this time as taken (else it would take every
+    /// heartbeat inside the lead for a misarmed job).
+    pub(super) fn armed_at(&self) -> Timestamp {
+        let now = wall_now();
+        match self.fired_for {
+            Some(t) if t > now && t.duration_since(now) <= lead() => t,
+            _ => now,
+        }
+    }
+
     /// The runner's request for `spawn`: a run planned ahead of its instant
     /// (its `started_at`) does not start before it.
     fn request(&self, spawn: &Spawn) -> RunRequest {

@@ -9,7 +9,6 @@ use cronwarden_shared::{
 use tokio::time::Instant;
 
 use super::Scheduler;
-use crate::clock::wall_now;
 
 impl Scheduler {
     pub(super) fn heartbeat(&mut self) {
@@ -32,7 +31,7 @@ impl Scheduler {
         let store_error = self.store_error();
         self.events.send(Event::Heartbeat {
             seq: self.seq,
-            at: wall_now(),
+            at: self.armed_at(),
             last_good_turn_at: self.last_good_turn,
             running: ids.len() as u32,
             store_error,
