@@ -102,6 +102,20 @@ fn a_held_job_skips_while_the_store_fails_and_a_running_one_runs() {
     }
 }
 
+/// kill -9 of the worker and then of its supervisor (frozen first, so it
+/// cannot start another worker in between): nobody keeps the worker's
+/// writes.
+fn kill_both(sup: crate::util::Supervisor, worker: u32) {
+    use nix::sys::signal::Signal;
+    crate::util::kill(sup.pid(), Signal::SIGSTOP);
+    crate::util::kill(worker, Signal::SIGKILL);
+    crate::util::kill(sup.pid(), Signal::SIGKILL);
+    wait_until("both dead", LONG, || {
+        (!crate::util::alive(worker)).then_some(())
+    });
+    drop(sup);
+}
+
 /// Issue 14, the double fault: the store fails (every write of the
 /// worker's journal refused), the job runs anyway, then both processes
 /// are killed (-9), so nobody holds what the store never got. A new start
@@ -130,14 +144,7 @@ fn a_double_fault_repeats_fires_only_in_one_catch_up_that_says_so() {
         env.rows("tick").is_empty(),
         "the store took writes it should have refused"
     );
-    // Frozen first, so it cannot start another worker in between.
-    crate::util::kill(sup.pid(), Signal::SIGSTOP);
-    crate::util::kill(worker, Signal::SIGKILL);
-    crate::util::kill(sup.pid(), Signal::SIGKILL);
-    wait_until("both dead", LONG, || {
-        (!crate::util::alive(worker)).then_some(())
-    });
-    drop(sup);
+    kill_both(sup, worker);
     let killed_at = now_unix();
     let ran_before = stamps(&stamp_file).len();
 
@@ -308,54 +315,10 @@ fn a_run_started_on_its_claims_copy_then_kill_9_is_recorded_once() {
 }
 
 /// A supervisor stopped moments after its start, while its worker is still
-/// taking over the store: that worker scheduled nothing, so the next start
-/// has nothing in doubt (no warning that the previous worker was killed,
-/// no catch-up recorded `may_repeat`).
-#[test]
-fn a_worker_stopped_while_taking_over_the_store_leaves_nothing_in_doubt() {
-    let (env, _stamps) = ticking("true");
-    let mut sup = env.start_with(&[("FAILPOINTS", "store::take_over=sleep(3000)")]);
-    wait_until("the worker's hello", LONG, || {
-        sup.log().contains("worker ready").then_some(())
-    });
-    assert_eq!(sup.stop(LONG), 0, "{}", sup.log());
-    let first = sup.log();
-    assert!(
-        first.contains("SIGTERM while taking over the store"),
-        "the stop did not come during the take-over:\n{first}"
-    );
-    let mut sup = env.start();
-    wait_until("the next worker started", LONG, || {
-        sup.log().contains("worker started jobs").then_some(())
-    });
-    let log = sup.log();
-    assert!(
-        !log.contains("the previous worker was killed"),
-        "a stop taken for a kill:\n{log}"
-    );
-    assert_eq!(sup.stop(LONG), 0, "{log}");
-}
-
-/// The same stop, when the worker stopped during its take-over followed a
-/// killed one whose writes nobody kept: the doubt it inherited is handed
-/// on, and the next worker still says its predecessor was killed.
-#[test]
-fn a_stop_during_the_take_over_hands_on_the_doubt_it_inherited() {
-    use nix::sys::signal::Signal;
-    let (env, _stamps) = ticking("true");
-    let sup = env.start();
-    let worker = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
-    wait_until("the worker took up its jobs", LONG, || {
-        sup.log().contains("worker started jobs").then_some(())
-    });
-    // Frozen first, so it cannot start another worker in between.
-    crate::util::kill(sup.pid(), Signal::SIGSTOP);
-    crate::util::kill(worker, Signal::SIGKILL);
-    crate::util::kill(sup.pid(), Signal::SIGKILL);
-    wait_until("both dead", LONG, || {
-        (!crate::util::alive(worker)).then_some(())
-    });
-    drop(sup);
+/// taking over the store (held there by a fail point); then a supervisor
+/// started again: the two logs, once the second worker took up its jobs
+/// (the second supervisor stopped too).
+fn stop_during_a_take_over_then_start(env: &crate::util::Env) -> (String, String) {
     let mut sup = env.start_with(&[("FAILPOINTS", "store::take_over=sleep(3000)")]);
     wait_until("the worker's hello", LONG, || {
         sup.log().contains("worker ready").then_some(())
@@ -371,9 +334,38 @@ fn a_stop_during_the_take_over_hands_on_the_doubt_it_inherited() {
         sup.log().contains("worker started jobs").then_some(())
     });
     let log = sup.log();
+    assert_eq!(sup.stop(LONG), 0, "{log}");
+    (stopped, log)
+}
+
+/// A worker stopped while it takes over the store scheduled nothing, so the
+/// next start has nothing in doubt (no warning that the previous worker was
+/// killed, no catch-up recorded `may_repeat`).
+#[test]
+fn a_worker_stopped_while_taking_over_the_store_leaves_nothing_in_doubt() {
+    let (env, _stamps) = ticking("true");
+    let (_, log) = stop_during_a_take_over_then_start(&env);
+    assert!(
+        !log.contains("the previous worker was killed"),
+        "a stop taken for a kill:\n{log}"
+    );
+}
+
+/// The same stop, when the worker stopped during its take-over followed a
+/// killed one whose writes nobody kept: the doubt it inherited is handed
+/// on, and the next worker still says its predecessor was killed.
+#[test]
+fn a_stop_during_the_take_over_hands_on_the_doubt_it_inherited() {
+    let (env, _stamps) = ticking("true");
+    let sup = env.start();
+    let worker = env.wait_ok(LONG)["worker"]["pid"].as_u64().unwrap() as u32;
+    wait_until("the worker took up its jobs", LONG, || {
+        sup.log().contains("worker started jobs").then_some(())
+    });
+    kill_both(sup, worker);
+    let (stopped, log) = stop_during_a_take_over_then_start(&env);
     assert!(
         log.contains("the previous worker was killed"),
         "the doubt of a kill was dropped by a stop in between:\n{stopped}\n{log}"
     );
-    assert_eq!(sup.stop(LONG), 0, "{log}");
 }

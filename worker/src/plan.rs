@@ -40,6 +40,9 @@
 //!   or when the supervisor asks to re-arm) is corrected to the fire after
 //!   it, so those fires go through the misfire rules ([`clock_step`]);
 //! - at most one fire waits behind a busy run (`overlap = queue`);
+//! - the loop may fire for an instant up to [`LEAD`] ahead of the wall
+//!   clock; a queued fire started by a run's end inside it starts at its
+//!   time, and a re-arm inside it never takes that instant again ([`lead`]);
 //! - several hosts: a fire claimed ahead in the shared ledger gets its run
 //!   id then, and whatever record the plan makes of it at its instant
 //!   carries that id; one taken off the schedule before its instant is
@@ -470,13 +473,6 @@ impl Plan {
         let Some(job) = self.jobs.get_mut(name) else {
             return;
         };
-        // Never before its time: a queued fire started by the end of the
-        // run before it may come before it (fires are decided up to the
-        // loop's lead ahead of their time).
-        let now = covers
-            .iter()
-            .map(|t| jitter::start_of(&job.spec, *t))
-            .fold(now, Timestamp::max);
         let trigger = trigger_for(&covers);
         let doubt = doubted(self.in_doubt_through, &covers);
         let mut record = RunRecord::new(run_id, name, covers, trigger, Outcome::Running);
@@ -508,7 +504,8 @@ impl Plan {
         self.retries.finished(&job.spec, id, outcome, now);
         if job.running.is_empty() {
             if let Some((id, covers)) = job.pending.take() {
-                self.start(id, &name, covers, now, fx);
+                let at = queued_start(&job.spec, &covers, now);
+                self.start(id, &name, covers, at, fx);
             }
         }
     }
@@ -528,7 +525,8 @@ impl Plan {
         job.running.retain(|r| *r != id);
         if job.running.is_empty() {
             if let Some((id, covers)) = job.pending.take() {
-                self.start(id, name, covers, now, fx);
+                let at = queued_start(&job.spec, &covers, now);
+                self.start(id, name, covers, at, fx);
             }
         }
     }
@@ -778,6 +776,10 @@ mod configure;
 pub(crate) use ahead::AheadFire;
 use clock_step::spread;
 mod jitter;
+mod lead;
+use lead::queued_start;
+pub(crate) use lead::within_lead;
+pub use lead::LEAD;
 mod reboot;
 mod retry;
 mod starts;

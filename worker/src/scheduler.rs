@@ -145,7 +145,7 @@ struct Scheduler {
     /// The fires starting up to this time were considered for claiming
     /// ahead (`cluster::AHEAD`).
     ahead_through: Option<Timestamp>,
-    /// The instant the last turn fired for (`fire::LEAD`).
+    /// The instant the last turn ahead fired for (`fire::LEAD`).
     fired_for: Option<Timestamp>,
 }
 
@@ -359,7 +359,11 @@ impl Scheduler {
             s.plan.store_failing = s.store_down || s.journal.error().is_some();
             let until = Instant::now() + 2 * WRITE_WAIT;
             let instant = s.fire_instant(clocks.wall);
-            s.fired_for = Some(instant);
+            if instant > clocks.wall {
+                // Kept until the next turn ahead: a heartbeat from a turn
+                // in between is still inside this one's lead.
+                s.fired_for = Some(instant);
+            }
             s.fire(instant, until);
             s.claim_ahead(clocks.wall);
             s.flush_within(fire::wait_until(until));

@@ -188,10 +188,13 @@ impl Plan {
             // is the one fire known to be owed.
             cursor = old.as_ref().and_then(|s| s.next_after(t, Some(t)));
         }
-        // From the last fire accounted, if it is ahead of `now` (fires are
-        // decided up to the loop's lead before their time): never that
-        // fire again.
-        let from = job.last.map_or(now, |last| last.max(now));
+        // From the last fire accounted, if it is ahead of `now` by no more
+        // than the loop's lead (it was decided ahead): never that fire
+        // again. Further ahead is a clock stepped back: from `now`.
+        let from = job
+            .last
+            .filter(|last| *last > now && super::within_lead(now, *last))
+            .unwrap_or(now);
         let to = job.spec.schedule.next_after(from, None);
         tracing::info!(
             job = %row.name,

@@ -44,7 +44,7 @@ use crate::{
 /// module's map): past the store's usual stalls, short beside any
 /// schedule's second (a worker killed within it leaves the fire recorded
 /// `lost`, as one killed between a commit and the clone always did).
-pub(super) const LEAD: Duration = Duration::from_millis(5);
+pub(super) const LEAD: Duration = crate::plan::LEAD;
 
 /// The first chunk of a burst: as many fires as the spawner threads of a
 /// small machine take at once, so the first starts wait for a small commit.
@@ -119,7 +119,7 @@ impl Scheduler {
     /// is at most [`LEAD`] away and fires lead; else `wall`.
     pub(super) fn fire_instant(&self, wall: Timestamp) -> Timestamp {
         match self.plan.earliest_fire() {
-            Some(t) if self.leads() && t > wall && t.duration_since(wall) <= lead() => t,
+            Some(t) if self.leads() && t > wall && crate::plan::within_lead(wall, t) => t,
             _ => wall,
         }
     }
@@ -133,7 +133,7 @@ impl Scheduler {
     pub(super) fn armed_at(&self) -> Timestamp {
         let now = wall_now();
         match self.fired_for {
-            Some(t) if t > now && t.duration_since(now) <= lead() => t,
+            Some(t) if t > now && crate::plan::within_lead(now, t) => t,
             _ => now,
         }
     }

@@ -53,3 +53,35 @@ fn a_schedule_changed_inside_the_lead_does_not_fire_the_taken_time_again() {
     sim.run_quick_until(26);
     assert_eq!(sim.covered("j"), [ts(10), ts(20), ts(25)]);
 }
+
+/// Beyond the lead, a queued fire's time ahead of the clock is a clock
+/// stepped back: the fire starts when the run before it ends.
+#[test]
+fn a_queued_fire_after_a_backward_step_starts_when_the_run_before_ends() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", "overlap = \"queue\""));
+    sim.run_until(10);
+    let first = sim.child_of("j")[0];
+    sim.run_until(20);
+    sim.step_wall(-3600);
+    sim.finish(first, Outcome::Success);
+    let started = sim.children.first().expect("the queued fire started");
+    assert_eq!(started.record.covers, vec![ts(20)]);
+    assert_eq!(started.record.started_at, Some(ts(20 - 3600)));
+}
+
+/// A worker restarted with a changed schedule after the clock was set back
+/// an hour: its stored last fire, an hour ahead, is no fire decided ahead,
+/// and the new schedule fires on the new clock.
+#[test]
+fn a_schedule_changed_after_a_backward_step_fires_on_the_new_clock() {
+    let mut sim = Sim::new(&job("j", "*/10 * * * * *", ""));
+    sim.run_quick_until(21);
+    sim.clocks.wall -= SignedDuration::from_secs(3600);
+    sim.restart_after(0, &job("j", "*/5 * * * * *", ""));
+    sim.run_quick_until(21 - 3600 + 10);
+    let covered = sim.covered("j");
+    assert!(
+        covered.contains(&ts(25 - 3600)) && covered.contains(&ts(30 - 3600)),
+        "silent on the new clock: {covered:?}"
+    );
+}
