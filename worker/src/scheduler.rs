@@ -1,7 +1,7 @@
 //! The scheduling loop: the imperative shell around [`crate::plan`].
 //!
 //! One task owns all scheduling state; it sleeps until the earliest of the
-//! next fire (one host and a healthy store: `fire::LEAD` before it, to
+//! next fire (one host and a healthy store: `plan::LEAD` before it, to
 //! decide and commit it ahead; several hosts: its claim ahead,
 //! `cluster::AHEAD` before it, and the instant of a fire claimed ahead) and
 //! the next heartbeat, or until a command or a finished run
@@ -145,7 +145,7 @@ struct Scheduler {
     /// The fires starting up to this time were considered for claiming
     /// ahead (`cluster::AHEAD`).
     ahead_through: Option<Timestamp>,
-    /// The instant the last turn ahead fired for (`fire::LEAD`).
+    /// The instant the last turn ahead fired for (`plan::LEAD`).
     fired_for: Option<Timestamp>,
 }
 
@@ -327,7 +327,7 @@ impl Scheduler {
         }
         match self.plan.earliest_fire() {
             Some(fire) if self.leads() => {
-                wake.min(instant(fire.checked_sub(fire::lead()).unwrap_or(fire)))
+                wake.min(instant(fire.checked_sub(plan::lead_span()).unwrap_or(fire)))
             }
             Some(fire) => wake.min(instant(fire)),
             None => wake,

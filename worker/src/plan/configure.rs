@@ -193,7 +193,7 @@ impl Plan {
         // again. Further ahead is a clock stepped back: from `now`.
         let from = job
             .last
-            .filter(|last| *last > now && super::within_lead(now, *last))
+            .filter(|last| super::ahead_within_lead(now, *last))
             .unwrap_or(now);
         let to = job.spec.schedule.next_after(from, None);
         tracing::info!(

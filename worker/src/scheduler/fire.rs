@@ -35,16 +35,10 @@ use tokio::time::Instant;
 use super::{Running, Scheduler, CLAIM_COPY_WITHIN, WRITE_WAIT};
 use crate::{
     clock::wall_now,
-    plan::Spawn,
+    plan::{ahead_within_lead, Spawn, LEAD},
     runner::{self, Begun, RunRequest, StopHandle},
     spawner::{self, GateKey},
 };
-
-/// How far ahead of its instant a fire is planned and committed (see the
-/// module's map): past the store's usual stalls, short beside any
-/// schedule's second (a worker killed within it leaves the fire recorded
-/// `lost`, as one killed between a commit and the clone always did).
-pub(super) const LEAD: Duration = crate::plan::LEAD;
 
 /// The first chunk of a burst: as many fires as the spawner threads of a
 /// small machine take at once, so the first starts wait for a small commit.
@@ -69,11 +63,6 @@ pub(super) fn begin_ahead(gated: Vec<Option<Gated>>) -> Vec<Option<(GateKey, Beg
         .into_iter()
         .map(|g| g.map(|g| (g.key, runner::begin_gated(&g.req, Some(g.gate)))))
         .collect()
-}
-
-/// [`LEAD`] as a span of wall-clock time.
-pub(super) fn lead() -> jiff::SignedDuration {
-    jiff::SignedDuration::try_from(LEAD).unwrap_or_default()
 }
 
 /// How long a flush may wait (for each of its two waits) so that the turn
@@ -119,7 +108,7 @@ impl Scheduler {
     /// is at most [`LEAD`] away and fires lead; else `wall`.
     pub(super) fn fire_instant(&self, wall: Timestamp) -> Timestamp {
         match self.plan.earliest_fire() {
-            Some(t) if self.leads() && t > wall && crate::plan::within_lead(wall, t) => t,
+            Some(t) if self.leads() && ahead_within_lead(wall, t) => t,
             _ => wall,
         }
     }
@@ -133,7 +122,7 @@ impl Scheduler {
     pub(super) fn armed_at(&self) -> Timestamp {
         let now = wall_now();
         match self.fired_for {
-            Some(t) if t > now && crate::plan::within_lead(now, t) => t,
+            Some(t) if ahead_within_lead(now, t) => t,
             _ => now,
         }
     }
